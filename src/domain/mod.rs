@@ -1,0 +1,6 @@
+//! The domain: the org tree, the record kinds, the metric catalogue and the rules that judge a
+//! figure against its target. Pure: no I/O, no clocks read here (callers pass `now`).
+
+pub mod org;
+
+pub use org::{Level, OrgNode, OrgTree, OrgTreeError};

@@ -1,0 +1,275 @@
+//! The four-level org tree (city → district → street → community) and the questions every other
+//! module asks of it: who is my parent, what is my path to the root, what is in my subtree.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+/// The level of a node in the org tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    City,
+    District,
+    Street,
+    Community,
+}
+
+impl Level {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::City => "city",
+            Level::District => "district",
+            Level::Street => "street",
+            Level::Community => "community",
+        }
+    }
+
+    /// Chinese label as used on the wall screen.
+    pub fn label_zh(self) -> &'static str {
+        match self {
+            Level::City => "市",
+            Level::District => "区",
+            Level::Street => "街道",
+            Level::Community => "社区",
+        }
+    }
+}
+
+impl std::fmt::Display for Level {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Index of a node inside its [`OrgTree`]; stable for the life of the tree.
+pub type NodeIdx = u32;
+
+#[derive(Debug, Clone)]
+pub struct OrgNode {
+    pub code: String,
+    pub name: String,
+    pub level: Level,
+    pub parent: Option<NodeIdx>,
+    pub children: Vec<NodeIdx>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum OrgTreeError {
+    #[error("org code {0} appears twice")]
+    DuplicateCode(String),
+    #[error("org {child} names parent {parent}, which is not in the tree")]
+    MissingParent { child: String, parent: String },
+    #[error("the tree must start with exactly one city node")]
+    NoRoot,
+}
+
+/// The whole org tree, immutable once built. Nodes are kept in one vector in insertion order
+/// (parents before children), so a path to the root is a walk over indices.
+#[derive(Debug, Clone)]
+pub struct OrgTree {
+    nodes: Vec<OrgNode>,
+    by_code: HashMap<String, NodeIdx>,
+}
+
+/// One node as the builder receives it: parents must be added before their children.
+pub struct NewNode {
+    pub code: String,
+    pub name: String,
+    pub level: Level,
+    pub parent: Option<String>,
+}
+
+impl OrgTree {
+    /// Builds the tree; the first node must be the city (no parent).
+    pub fn build(new_nodes: impl IntoIterator<Item = NewNode>) -> Result<Self, OrgTreeError> {
+        let mut tree = OrgTree {
+            nodes: Vec::new(),
+            by_code: HashMap::new(),
+        };
+        for n in new_nodes {
+            if tree.by_code.contains_key(&n.code) {
+                return Err(OrgTreeError::DuplicateCode(n.code));
+            }
+            let parent = match &n.parent {
+                None if tree.nodes.is_empty() && n.level == Level::City => None,
+                None => return Err(OrgTreeError::NoRoot),
+                Some(p) => Some(*tree.by_code.get(p).ok_or_else(|| {
+                    OrgTreeError::MissingParent {
+                        child: n.code.clone(),
+                        parent: p.clone(),
+                    }
+                })?),
+            };
+            let idx = tree.nodes.len() as NodeIdx;
+            if let Some(p) = parent {
+                tree.nodes[p as usize].children.push(idx);
+            }
+            tree.by_code.insert(n.code.clone(), idx);
+            tree.nodes.push(OrgNode {
+                code: n.code,
+                name: n.name,
+                level: n.level,
+                parent,
+                children: Vec::new(),
+            });
+        }
+        if tree.nodes.is_empty() {
+            return Err(OrgTreeError::NoRoot);
+        }
+        Ok(tree)
+    }
+
+    pub fn root(&self) -> NodeIdx {
+        0
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    pub fn node(&self, idx: NodeIdx) -> &OrgNode {
+        &self.nodes[idx as usize]
+    }
+
+    pub fn get(&self, code: &str) -> Option<NodeIdx> {
+        self.by_code.get(code).copied()
+    }
+
+    pub fn nodes(&self) -> impl Iterator<Item = (NodeIdx, &OrgNode)> {
+        self.nodes.iter().enumerate().map(|(i, n)| (i as NodeIdx, n))
+    }
+
+    pub fn count(&self, level: Level) -> usize {
+        self.nodes.iter().filter(|n| n.level == level).count()
+    }
+
+    /// The node itself, then its parent, … up to the city.
+    pub fn path_to_root(&self, idx: NodeIdx) -> PathToRoot<'_> {
+        PathToRoot {
+            tree: self,
+            next: Some(idx),
+        }
+    }
+
+    /// The ancestor of `idx` (or `idx` itself) at `level`, if any.
+    pub fn ancestor_at(&self, idx: NodeIdx, level: Level) -> Option<NodeIdx> {
+        self.path_to_root(idx)
+            .find(|&i| self.node(i).level == level)
+    }
+
+    /// True when `idx` is `ancestor` or lies below it.
+    pub fn is_within(&self, idx: NodeIdx, ancestor: NodeIdx) -> bool {
+        self.path_to_root(idx).any(|i| i == ancestor)
+    }
+
+    /// Every node of the subtree rooted at `idx`, `idx` first (pre-order).
+    pub fn subtree(&self, idx: NodeIdx) -> Vec<NodeIdx> {
+        let mut out = Vec::new();
+        let mut stack = vec![idx];
+        while let Some(i) = stack.pop() {
+            out.push(i);
+            stack.extend(self.node(i).children.iter().rev());
+        }
+        out
+    }
+
+    /// Serialisable view of the subtree rooted at `idx`, as `GET /api/v1/org` returns it.
+    pub fn to_view(&self, idx: NodeIdx, depth: Option<usize>) -> OrgView {
+        let n = self.node(idx);
+        let children = match depth {
+            Some(0) => Vec::new(),
+            _ => n
+                .children
+                .iter()
+                .map(|&c| self.to_view(c, depth.map(|d| d - 1)))
+                .collect(),
+        };
+        OrgView {
+            code: n.code.clone(),
+            name: n.name.clone(),
+            level: n.level,
+            parent: n.parent.map(|p| self.node(p).code.clone()),
+            children,
+        }
+    }
+}
+
+pub struct PathToRoot<'a> {
+    tree: &'a OrgTree,
+    next: Option<NodeIdx>,
+}
+
+impl Iterator for PathToRoot<'_> {
+    type Item = NodeIdx;
+    fn next(&mut self) -> Option<NodeIdx> {
+        let cur = self.next?;
+        self.next = self.tree.node(cur).parent;
+        Some(cur)
+    }
+}
+
+/// A node and its descendants, the JSON shape of the contract.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(no_recursion)]
+pub struct OrgView {
+    pub code: String,
+    pub name: String,
+    pub level: Level,
+    pub parent: Option<String>,
+    pub children: Vec<OrgView>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small() -> OrgTree {
+        let n = |code: &str, level, parent: Option<&str>| NewNode {
+            code: code.into(),
+            name: code.into(),
+            level,
+            parent: parent.map(Into::into),
+        };
+        OrgTree::build([
+            n("c", Level::City, None),
+            n("d1", Level::District, Some("c")),
+            n("d2", Level::District, Some("c")),
+            n("s1", Level::Street, Some("d1")),
+            n("m1", Level::Community, Some("s1")),
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn path_to_root_walks_up_to_the_city() {
+        let t = small();
+        let m = t.get("m1").unwrap();
+        let codes: Vec<_> = t.path_to_root(m).map(|i| t.node(i).code.clone()).collect();
+        assert_eq!(codes, ["m1", "s1", "d1", "c"]);
+        assert_eq!(t.ancestor_at(m, Level::District), t.get("d1"));
+        assert!(t.is_within(m, t.get("d1").unwrap()));
+        assert!(!t.is_within(m, t.get("d2").unwrap()));
+    }
+
+    #[test]
+    fn a_child_before_its_parent_is_refused() {
+        let err = OrgTree::build([
+            NewNode { code: "c".into(), name: "c".into(), level: Level::City, parent: None },
+            NewNode { code: "s".into(), name: "s".into(), level: Level::Street, parent: Some("d".into()) },
+        ])
+        .unwrap_err();
+        assert_eq!(err, OrgTreeError::MissingParent { child: "s".into(), parent: "d".into() });
+    }
+
+    #[test]
+    fn subtree_is_preorder_and_complete() {
+        let t = small();
+        let sub: Vec<_> = t.subtree(t.get("d1").unwrap()).iter().map(|&i| t.node(i).code.clone()).collect();
+        assert_eq!(sub, ["d1", "s1", "m1"]);
+    }
+}

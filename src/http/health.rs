@@ -1,0 +1,57 @@
+//! Liveness, readiness and Prometheus metrics.
+
+use actix_web::{get, web, HttpResponse};
+use serde::Serialize;
+
+use super::AppState;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(healthz).service(readyz).service(metrics);
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Readiness {
+    /// `ok` or the reason ClickHouse is not usable.
+    pub clickhouse: String,
+    /// `applied`, `pending` or `unknown`.
+    pub migrations: String,
+}
+
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, description = "Process is up")))]
+#[get("/healthz")]
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+/// ClickHouse answers and every migration is applied.
+#[utoipa::path(get, path = "/readyz", tag = "ops", responses(
+    (status = 200, description = "Ready", body = Readiness),
+    (status = 503, description = "Not ready", body = Readiness)))]
+#[get("/readyz")]
+async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let (clickhouse, migrations) = match state.store.ping().await {
+        Err(e) => (e.to_string(), "unknown".to_string()),
+        Ok(()) => match state.store.migrations_current().await {
+            Ok(true) => ("ok".into(), "applied".into()),
+            Ok(false) => ("ok".into(), "pending".into()),
+            Err(e) => ("ok".into(), format!("unknown: {e}")),
+        },
+    };
+    let ready = clickhouse == "ok" && migrations == "applied";
+    let body = Readiness { clickhouse, migrations };
+    if ready {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+/// Prometheus text exposition.
+#[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+#[get("/metrics")]
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.prom.render())
+}

@@ -1,0 +1,73 @@
+//! The actix-web app: routes, the error → status mapping, OpenAPI and static assets.
+
+pub mod error;
+mod health;
+mod openapi;
+mod org;
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::{
+    body::MessageBody,
+    dev::{Server, ServiceRequest, ServiceResponse},
+    middleware::{from_fn, Next},
+    web, App, HttpServer,
+};
+
+pub use error::ApiError;
+
+use crate::domain::OrgTree;
+use crate::prom::Prom;
+use crate::reference::DistrictMap;
+use crate::store::Store;
+
+/// Everything a request handler may need; shared by all workers.
+pub struct AppState {
+    pub tree: Arc<OrgTree>,
+    pub map: Arc<DistrictMap>,
+    pub store: Store,
+    pub prom: Arc<Prom>,
+}
+
+/// Serves the app on an already-bound listener (port 0 in tests). `handle_signals`: whether
+/// SIGINT/SIGTERM stop the server (the binary) or the caller does (tests).
+pub fn run(listener: TcpListener, state: Arc<AppState>, handle_signals: bool) -> std::io::Result<Server> {
+    let data = web::Data::from(state);
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .wrap(from_fn(observe))
+            .configure(health::routes)
+            .configure(org::routes)
+            .configure(openapi::routes)
+    })
+    .listen(listener)?
+    .shutdown_timeout(10);
+    if !handle_signals {
+        server = server.disable_signals();
+    }
+    Ok(server.run())
+}
+
+/// Counts and times every request under its route pattern (not the raw path: bounded labels).
+async fn observe(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let method = req.method().to_string();
+    let prom = req.app_data::<web::Data<AppState>>().map(|s| s.prom.clone());
+    let res = next.call(req).await?;
+    if let Some(prom) = prom {
+        let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".into());
+        prom.http_requests
+            .with_label_values(&[method.as_str(), route.as_str(), res.status().as_str()])
+            .inc();
+        prom.http_duration
+            .with_label_values(&[route.as_str()])
+            .observe(started.elapsed().as_secs_f64());
+    }
+    Ok(res)
+}

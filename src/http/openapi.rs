@@ -1,0 +1,29 @@
+//! The OpenAPI document of the HTTP API, served at `/openapi.json`.
+
+use actix_web::{get, web, HttpResponse};
+use utoipa::OpenApi;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "vscc — Veterans Service Command Center", description = "Live figures, targets and alerts for the Shenzhen veterans service system."),
+    paths(
+        super::health::healthz,
+        super::health::readyz,
+        super::health::metrics,
+        super::org::org_tree,
+        super::org::org_subtree,
+        super::org::districts,
+        super::org::locate,
+    ),
+    components(schemas(crate::domain::org::OrgView, crate::domain::Level, super::error::ErrorBody, super::health::Readiness, super::org::Located)),
+)]
+pub struct ApiDoc;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(openapi_json);
+}
+
+#[get("/openapi.json")]
+async fn openapi_json() -> HttpResponse {
+    HttpResponse::Ok().json(ApiDoc::openapi())
+}

@@ -1,0 +1,77 @@
+//! The org tree and the district map.
+
+use actix_web::{get, web, HttpResponse};
+use serde::{Deserialize, Serialize};
+
+use super::{ApiError, AppState};
+use crate::domain::org::OrgView;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(org_tree).service(org_subtree).service(districts).service(locate);
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct DepthQuery {
+    /// Levels of children to include (default: all).
+    depth: Option<usize>,
+}
+
+/// The whole org tree: city → districts → streets → communities.
+#[utoipa::path(get, path = "/api/v1/org", tag = "org", params(DepthQuery),
+    responses((status = 200, body = OrgView)))]
+#[get("/api/v1/org")]
+async fn org_tree(state: web::Data<AppState>, q: web::Query<DepthQuery>) -> HttpResponse {
+    HttpResponse::Ok().json(state.tree.to_view(state.tree.root(), q.depth))
+}
+
+/// One node and its subtree.
+#[utoipa::path(get, path = "/api/v1/org/{code}", tag = "org", params(("code" = String, Path, description = "Org code"), DepthQuery),
+    responses((status = 200, body = OrgView), (status = 404, body = super::error::ErrorBody)))]
+#[get("/api/v1/org/{code}")]
+async fn org_subtree(
+    state: web::Data<AppState>,
+    code: web::Path<String>,
+    q: web::Query<DepthQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let idx = state
+        .tree
+        .get(&code)
+        .ok_or_else(|| ApiError::NotFound { what: format!("org {code}") })?;
+    Ok(HttpResponse::Ok().json(state.tree.to_view(idx, q.depth)))
+}
+
+/// District outlines (GCJ-02), simplified for a wall screen, with code, name and centroid.
+#[utoipa::path(get, path = "/api/v1/geo/districts", tag = "geo",
+    responses((status = 200, description = "GeoJSON FeatureCollection", content_type = "application/geo+json")))]
+#[get("/api/v1/geo/districts")]
+async fn districts(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/geo+json")
+        .insert_header(("Cache-Control", "public, max-age=3600"))
+        .body(state.map.feature_collection_json().to_owned())
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct LocateQuery {
+    /// GCJ-02 longitude.
+    lon: f64,
+    /// GCJ-02 latitude.
+    lat: f64,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Located {
+    pub code: String,
+    pub name: String,
+}
+
+/// The district that holds a GCJ-02 point.
+#[utoipa::path(get, path = "/api/v1/geo/locate", tag = "geo", params(LocateQuery),
+    responses((status = 200, body = Located), (status = 404, body = super::error::ErrorBody)))]
+#[get("/api/v1/geo/locate")]
+async fn locate(state: web::Data<AppState>, q: web::Query<LocateQuery>) -> Result<HttpResponse, ApiError> {
+    let d = state.map.locate(q.lon, q.lat).ok_or_else(|| ApiError::NotFound {
+        what: format!("a Shenzhen district at ({}, {})", q.lon, q.lat),
+    })?;
+    Ok(HttpResponse::Ok().json(Located { code: d.code.clone(), name: d.name.clone() }))
+}

