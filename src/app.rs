@@ -1,22 +1,31 @@
-//! Wires configuration, reference data, the store and the HTTP server into one running app.
+//! Wires configuration, reference data, the store, ingest, live figures and the HTTP server
+//! into one running app.
 
 use std::net::TcpListener;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use tokio::sync::watch;
 
+use crate::auth::Authenticator;
 use crate::config::Settings;
 use crate::http::{self, AppState};
+use crate::ingest;
+use crate::live::hub::{Clock, HubSettings, SystemClock};
+use crate::live::Hub;
 use crate::prom::Prom;
 use crate::reference::{self, DistrictMap};
 use crate::store::{ManagedClickHouse, Store};
+use crate::stream::Presence;
 
 pub struct Application {
     server: actix_web::dev::Server,
     port: u16,
     state: Arc<AppState>,
     managed: Option<ManagedClickHouse>,
+    checkpoint: watch::Receiver<u64>,
 }
 
 /// Connects to the configured ClickHouse, or starts a managed one when no URL is set.
@@ -37,10 +46,20 @@ pub async fn connect_store(settings: &Settings) -> anyhow::Result<(Store, Option
     Ok((store, managed))
 }
 
+pub fn random_token() -> String {
+    use rand::Rng;
+    let bytes: [u8; 24] = rand::rng().random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 impl Application {
     /// Loads everything and binds the listener; the server runs once awaited.
     /// `handle_signals`: true for the binary (SIGINT/SIGTERM stop it), false in tests.
     pub async fn build(settings: Settings, handle_signals: bool) -> anyhow::Result<Self> {
+        Self::build_with_clock(settings, handle_signals, Arc::new(SystemClock)).await
+    }
+
+    pub async fn build_with_clock(settings: Settings, handle_signals: bool, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         let tree = Arc::new(
             reference::load_org_tree(&settings.reference.divisions_dir).context("loading the org tree")?,
         );
@@ -52,19 +71,43 @@ impl Application {
             )
             .context("loading the district map")?,
         );
+        let admin_token = Some(settings.auth.admin_token.clone()).filter(|t| !t.is_empty()).unwrap_or_else(random_token);
+        let auth = Authenticator::new(&settings.auth, &tree, admin_token)?;
+
         let (store, managed) = connect_store(&settings).await?;
         let report = store.migrate().await?;
         tracing::info!(applied = ?report.applied, already = report.already_applied, "schema is current");
+        store.refresh_org_nodes(&tree).await.context("refreshing org_nodes")?;
+
+        let hub = Arc::new(Hub::new(
+            tree.clone(),
+            HubSettings { history_ticks: settings.stream.history_ticks, sla: settings.appeals },
+            clock,
+        ));
+        let ingest = ingest::start(&settings.ingest, &store, &hub).await?;
+        tokio::spawn(hub.clone().run_ticker(Duration::from_millis(settings.stream.tick_ms.max(10))));
 
         let listener = TcpListener::bind(&settings.server.addr)
             .with_context(|| format!("cannot listen on {}", settings.server.addr))?;
         let port = listener.local_addr()?.port();
         let prom = Arc::new(Prom::new());
         prom.org_nodes.set(tree.len() as i64);
-        let state = Arc::new(AppState { tree, map, store, prom });
+        let state = Arc::new(AppState {
+            tree,
+            map,
+            store,
+            prom,
+            hub,
+            log: ingest.log,
+            auth,
+            presence: Arc::new(Presence::default()),
+            ingest_limits: settings.ingest.clone(),
+            stream_settings: settings.stream.clone(),
+        });
+        tokio::spawn(update_gauges(state.clone(), ingest.checkpoint.clone()));
         let server = http::run(listener, state.clone(), handle_signals)?;
         tracing::info!(addr = %settings.server.addr, port, "vscc is listening");
-        Ok(Application { server, port, state, managed })
+        Ok(Application { server, port, state, managed, checkpoint: ingest.checkpoint })
     }
 
     pub fn port(&self) -> u16 {
@@ -75,18 +118,40 @@ impl Application {
         &self.state
     }
 
+    pub fn admin_token(&self) -> &str {
+        self.state.auth.admin_token()
+    }
+
+    /// The highest log seq known to be in ClickHouse.
+    pub fn checkpoint(&self) -> watch::Receiver<u64> {
+        self.checkpoint.clone()
+    }
+
     /// A handle that stops the HTTP server gracefully.
     pub fn server_handle(&self) -> actix_web::dev::ServerHandle {
         self.server.handle()
     }
 
-    /// Serves until the server is stopped (a signal or its handle), then stops the managed
+    /// Serves until the server is stopped (a signal or its handle), lets the writer land what
+    /// it holds (a few seconds at most; the log keeps the rest), then stops the managed
     /// ClickHouse, if any.
     pub async fn run_until_stopped(mut self) -> anyhow::Result<()> {
         let served = (&mut self.server).await;
+        let committed = self.state.log.counters().committed_seq.load(Ordering::SeqCst);
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.checkpoint.wait_for(|c| *c >= committed)).await;
         if let Some(mut managed) = self.managed.take() {
             managed.stop().await;
         }
         served.context("HTTP server failed")
+    }
+}
+
+async fn update_gauges(state: Arc<AppState>, checkpoint: watch::Receiver<u64>) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        every.tick().await;
+        state.prom.screens.set(state.presence.count() as i64);
+        state.prom.spool_bytes.set(state.log.counters().spool_bytes.load(Ordering::Relaxed) as i64);
+        state.prom.ingest_checkpoint.set(*checkpoint.borrow() as i64);
     }
 }

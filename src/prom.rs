@@ -1,12 +1,18 @@
 //! Prometheus instruments, one registry per app (tests run many apps in one process).
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 pub struct Prom {
     registry: Registry,
     pub http_requests: IntCounterVec,
     pub http_duration: HistogramVec,
     pub org_nodes: IntGauge,
+    pub ingest_accepted: IntCounter,
+    pub ingest_duplicates: IntCounter,
+    pub ingest_rejected: IntCounter,
+    pub screens: IntGauge,
+    pub spool_bytes: IntGauge,
+    pub ingest_checkpoint: IntGauge,
 }
 
 impl Prom {
@@ -24,14 +30,39 @@ impl Prom {
         )
         .expect("static metric definition");
         let org_nodes = IntGauge::new("org_nodes", "Nodes in the loaded org tree").expect("static metric definition");
+        let counter = |name: &str, help: &str| IntCounter::new(name, help).expect("static metric definition");
+        let gauge = |name: &str, help: &str| IntGauge::new(name, help).expect("static metric definition");
+        let ingest_accepted = counter("ingest_records_accepted_total", "Records accepted (durable)");
+        let ingest_duplicates = counter("ingest_records_duplicate_total", "Records whose id was already accepted");
+        let ingest_rejected = counter("ingest_records_rejected_total", "Records rejected by validation");
+        let screens = gauge("stream_screens", "Connected WebSocket screens");
+        let spool_bytes = gauge("ingest_spool_bytes", "Bytes in the durable log not yet deleted");
+        let ingest_checkpoint = gauge("ingest_checkpoint_seq", "Highest log seq known to be in ClickHouse");
         for c in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_duration.clone()),
             Box::new(org_nodes.clone()),
+            Box::new(ingest_accepted.clone()),
+            Box::new(ingest_duplicates.clone()),
+            Box::new(ingest_rejected.clone()),
+            Box::new(screens.clone()),
+            Box::new(spool_bytes.clone()),
+            Box::new(ingest_checkpoint.clone()),
         ] {
             registry.register(c).expect("each metric registered once");
         }
-        Prom { registry, http_requests, http_duration, org_nodes }
+        Prom {
+            registry,
+            http_requests,
+            http_duration,
+            org_nodes,
+            ingest_accepted,
+            ingest_duplicates,
+            ingest_rejected,
+            screens,
+            spool_bytes,
+            ingest_checkpoint,
+        }
     }
 
     pub fn registry(&self) -> &Registry {

@@ -4,11 +4,9 @@
 mod common;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use common::{spawn_app, test_settings};
 use serde_json::Value;
-use vscc::http::AppState;
 use vscc::store::{Store, MIGRATIONS};
 
 fn flatten<'a>(node: &'a Value, out: &mut Vec<&'a Value>) {
@@ -166,18 +164,15 @@ async fn ops_endpoints_answer() {
 
 #[tokio::test]
 async fn readyz_says_not_ready_when_clickhouse_is_unreachable() {
-    let settings = test_settings();
-    let r = &settings.reference;
-    let tree = Arc::new(vscc::reference::load_org_tree(&r.divisions_dir).unwrap());
-    let map = Arc::new(vscc::reference::DistrictMap::load(&r.boundaries_dir, &tree, r.simplify_tolerance_deg).unwrap());
-    let dead_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let store = Store::new(&format!("http://127.0.0.1:{dead_port}"), "default", "", "vscc").unwrap();
-    let state = Arc::new(AppState { tree, map, store, prom: Arc::new(vscc::prom::Prom::new()) });
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let server = vscc::http::run(listener, state.clone(), false).unwrap();
-    let app = common::TestApp::from_parts(port, state, settings, server.handle());
-    tokio::spawn(server);
+    // A ClickHouse of this test's own, stopped after the app is up.
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let mut settings = test_settings();
+    settings.clickhouse.managed.dir = tmp.path().to_path_buf();
+    let mut own = vscc::store::ManagedClickHouse::start(&settings.clickhouse.managed).await.unwrap();
+    settings.clickhouse.url = own.url();
+    let app = common::spawn_app_with(settings).await;
+    assert_eq!(app.get("/readyz").await.status(), 200);
+    own.stop().await;
     let res = app.get("/readyz").await;
     assert_eq!(res.status(), 503);
     let body: Value = res.json().await.unwrap();

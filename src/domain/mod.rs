@@ -2,5 +2,7 @@
 //! figure against its target. Pure: no I/O, no clocks read here (callers pass `now`).
 
 pub mod org;
+pub mod record;
+pub mod metric;
 
 pub use org::{Level, OrgNode, OrgTree, OrgTreeError};

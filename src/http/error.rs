@@ -10,8 +10,14 @@ pub enum ApiError {
     NotFound { what: String },
     #[error("{field}: {reason}")]
     BadRequest { field: String, reason: String },
-    #[error("service unavailable: {0}")]
-    Unavailable(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("service unavailable: {reason}")]
+    Unavailable { reason: String, retry_after_secs: Option<u64> },
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -25,6 +31,16 @@ pub struct ErrorBody {
     pub field: Option<String>,
 }
 
+impl From<crate::auth::AuthError> for ApiError {
+    fn from(e: crate::auth::AuthError) -> Self {
+        use crate::auth::AuthError;
+        match e {
+            AuthError::Missing | AuthError::Invalid => ApiError::Unauthorized(e.to_string()),
+            AuthError::Forbidden(reason) => ApiError::Forbidden(reason),
+        }
+    }
+}
+
 impl ApiError {
     pub fn bad_request(field: impl Into<String>, reason: impl Into<String>) -> Self {
         ApiError::BadRequest { field: field.into(), reason: reason.into() }
@@ -36,7 +52,10 @@ impl ResponseError for ApiError {
         match self {
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -51,13 +70,20 @@ impl ResponseError for ApiError {
                 tracing::error!(error = ?e, "request failed");
                 "internal error".to_string()
             }
-            ApiError::Unavailable(reason) => {
+            ApiError::Unavailable { reason, .. } => {
                 tracing::warn!(%reason, "request refused: unavailable");
                 self.to_string()
             }
             ApiError::BadRequest { reason, .. } => reason.clone(),
             _ => self.to_string(),
         };
-        HttpResponse::build(self.status_code()).json(ErrorBody { error, field })
+        let mut res = HttpResponse::build(self.status_code());
+        if let ApiError::Unavailable { retry_after_secs: Some(secs), .. } = self {
+            res.insert_header(("Retry-After", secs.to_string()));
+        }
+        if let ApiError::Unauthorized(_) = self {
+            res.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        res.json(ErrorBody { error, field })
     }
 }

@@ -1,9 +1,13 @@
 //! The actix-web app: routes, the error → status mapping, OpenAPI and static assets.
 
+mod auth;
 pub mod error;
+mod events;
+mod figures;
 mod health;
 mod openapi;
 mod org;
+mod ws;
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -18,7 +22,11 @@ use actix_web::{
 
 pub use error::ApiError;
 
+use crate::auth::Authenticator;
 use crate::domain::OrgTree;
+use crate::ingest::{DurableLog, IngestSettings};
+use crate::live::Hub;
+use crate::stream::{Presence, StreamSettings};
 use crate::prom::Prom;
 use crate::reference::DistrictMap;
 use crate::store::Store;
@@ -29,6 +37,12 @@ pub struct AppState {
     pub map: Arc<DistrictMap>,
     pub store: Store,
     pub prom: Arc<Prom>,
+    pub hub: Arc<Hub>,
+    pub log: DurableLog,
+    pub auth: Authenticator,
+    pub presence: Arc<Presence>,
+    pub ingest_limits: IngestSettings,
+    pub stream_settings: StreamSettings,
 }
 
 /// Serves the app on an already-bound listener (port 0 in tests). `handle_signals`: whether
@@ -41,6 +55,9 @@ pub fn run(listener: TcpListener, state: Arc<AppState>, handle_signals: bool) ->
             .wrap(from_fn(observe))
             .configure(health::routes)
             .configure(org::routes)
+            .configure(events::routes)
+            .configure(figures::routes)
+            .configure(ws::routes)
             .configure(openapi::routes)
     })
     .listen(listener)?

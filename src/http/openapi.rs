@@ -14,10 +14,25 @@ use utoipa::OpenApi;
         super::org::org_subtree,
         super::org::districts,
         super::org::locate,
+        super::events::post_events,
+        super::figures::metrics,
+        super::figures::screens,
+        super::ws::ws,
     ),
-    components(schemas(crate::domain::org::OrgView, crate::domain::Level, super::error::ErrorBody, super::health::Readiness, super::org::Located)),
+    components(schemas(crate::domain::org::OrgView, crate::domain::Level, super::error::ErrorBody, super::health::Readiness, super::org::Located, super::events::IngestAnswer, crate::ingest::Rejection)),
+    modifiers(&BearerAuth),
 )]
 pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+    }
+}
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(openapi_json);

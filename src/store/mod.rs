@@ -86,3 +86,32 @@ impl Store {
         }
     }
 }
+
+#[derive(clickhouse::Row, serde::Serialize)]
+struct OrgNodeRow {
+    code: String,
+    name: String,
+    level: String,
+    parent: String,
+    ancestors: Vec<String>,
+}
+
+impl Store {
+    /// Replaces `org_nodes` with the tree loaded at start-up.
+    pub async fn refresh_org_nodes(&self, tree: &crate::domain::OrgTree) -> Result<(), StoreError> {
+        self.client.query("TRUNCATE TABLE org_nodes").execute().await?;
+        let mut insert = self.client.insert::<OrgNodeRow>("org_nodes").await?;
+        for (idx, node) in tree.nodes() {
+            let row = OrgNodeRow {
+                code: node.code.clone(),
+                name: node.name.clone(),
+                level: node.level.as_str().to_string(),
+                parent: node.parent.map(|p| tree.node(p).code.clone()).unwrap_or_default(),
+                ancestors: tree.path_to_root(idx).map(|a| tree.node(a).code.clone()).collect(),
+            };
+            insert.write(&row).await?;
+        }
+        insert.end().await?;
+        Ok(())
+    }
+}

@@ -15,6 +15,7 @@ pub struct TestApp {
     pub state: Arc<AppState>,
     pub settings: Settings,
     pub http: reqwest::Client,
+    pub checkpoint: tokio::sync::watch::Receiver<u64>,
     handle: actix_web::dev::ServerHandle,
 }
 
@@ -30,7 +31,12 @@ pub fn test_settings() -> Settings {
     let mut settings = Settings::load(None).expect("default settings load");
     settings.server.addr = "127.0.0.1:0".into();
     settings.clickhouse.url = clickhouse_url();
-    settings.clickhouse.database = format!("test_{}", uuid::Uuid::new_v4().simple());
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    settings.clickhouse.database = format!("test_{id}");
+    settings.ingest.spool_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("spool-{id}"));
+    settings.auth.admin_token = format!("admin-{id}");
+    settings.ingest.flush_interval_ms = 100;
+    settings.stream.tick_ms = 50;
     settings
 }
 
@@ -50,6 +56,7 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
     let port = app.port();
     let handle = app.server_handle();
     let state = app.state().clone();
+    let checkpoint = app.checkpoint();
     tokio::spawn(app.run_until_stopped());
     TestApp {
         base: format!("http://127.0.0.1:{port}"),
@@ -57,21 +64,57 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
         state,
         settings,
         http: reqwest::Client::new(),
+        checkpoint,
         handle,
     }
 }
 
 impl TestApp {
     pub fn from_parts(port: u16, state: Arc<AppState>, settings: Settings, handle: actix_web::dev::ServerHandle) -> Self {
-        TestApp { base: format!("http://127.0.0.1:{port}"), port, state, settings, http: reqwest::Client::new(), handle }
+        let (_, checkpoint) = tokio::sync::watch::channel(0);
+        TestApp { base: format!("http://127.0.0.1:{port}"), port, state, settings, http: reqwest::Client::new(), checkpoint, handle }
     }
 
     pub fn store(&self) -> &Store {
         &self.state.store
     }
 
+    pub fn admin_token(&self) -> &str {
+        &self.settings.auth.admin_token
+    }
+
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.http.get(format!("{}{path}", self.base)).send().await.expect("request sent")
+        self.http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(self.admin_token())
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// POSTs a JSON array of events with the admin token.
+    pub async fn post_events(&self, events: &serde_json::Value) -> reqwest::Response {
+        self.post_events_as(events, self.admin_token()).await
+    }
+
+    pub async fn post_events_as(&self, events: &serde_json::Value, token: &str) -> reqwest::Response {
+        self.http
+            .post(format!("{}/api/v1/events", self.base))
+            .bearer_auth(token)
+            .json(events)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// Waits until every accepted record is in ClickHouse.
+    pub async fn wait_landed(&self) {
+        let committed = self.state.log.counters().committed_seq.load(std::sync::atomic::Ordering::SeqCst);
+        let mut rx = self.checkpoint.clone();
+        tokio::time::timeout(std::time::Duration::from_secs(30), rx.wait_for(|c| *c >= committed))
+            .await
+            .expect("records land in ClickHouse within 30 s")
+            .expect("writer alive");
     }
 
     pub async fn get_json(&self, path: &str) -> serde_json::Value {
@@ -83,4 +126,50 @@ impl TestApp {
     pub async fn stop(self) {
         self.handle.stop(true).await;
     }
+}
+
+/// A reproducible mix of every record kind over the real tree, dated within the last
+/// `days` days (so this year's training figures and the appeal deadlines both matter).
+pub fn sample_events(tree: &vscc::domain::OrgTree, n: usize, seed: u64, days: i64, prefix: &str) -> Vec<serde_json::Value> {
+    use rand::{Rng, SeedableRng};
+    use serde_json::json;
+    use vscc::domain::Level;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let codes = |level: Level| -> Vec<String> {
+        tree.nodes().filter(|(_, n)| n.level == level).map(|(_, n)| n.code.clone()).collect()
+    };
+    let (city, districts, streets, communities) =
+        (codes(Level::City), codes(Level::District), codes(Level::Street), codes(Level::Community));
+    let centers: Vec<String> = city.iter().chain(&districts).cloned().collect();
+    let stations: Vec<String> = districts.iter().chain(&streets).cloned().collect();
+    let anywhere: Vec<String> = centers.iter().chain(&streets).chain(&communities).cloned().collect();
+    let now = time::OffsetDateTime::now_utc();
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let at = now - time::Duration::seconds(rng.random_range(60..days * 86_400));
+        let at = at
+            .to_offset(time::UtcOffset::from_hms(8, 0, 0).unwrap())
+            .replace_nanosecond(0)
+            .unwrap()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap();
+        let pick = |rng: &mut rand::rngs::StdRng, v: &Vec<String>| v[rng.random_range(0..v.len())].clone();
+        let (kind, org, data) = match rng.random_range(0..11) {
+            0 => {
+                let approved = rng.random_range(20..200);
+                ("staffing.reported", pick(&mut rng, &centers), json!({"approved_posts": approved, "filled_posts": rng.random_range(0..=approved)}))
+            }
+            1 => ("staff.hired", pick(&mut rng, &anywhere), json!({"staff_id": format!("s{}", rng.random_range(0..2000)), "veteran": rng.random_bool(0.35)})),
+            2 => ("staff.headcount", pick(&mut rng, &anywhere), json!({"headcount": rng.random_range(1..60)})),
+            3 => ("training.class_held", pick(&mut rng, &centers), json!({"class_id": format!("c{}", rng.random_range(0..40))})),
+            4 => ("training.attended", pick(&mut rng, &anywhere), json!({"staff_id": format!("s{}", rng.random_range(0..500)), "class_id": "c1"})),
+            5 => ("station.rated", pick(&mut rng, &stations), json!({"stars": rng.random_range(0..=5), "demonstration": rng.random_bool(0.5)})),
+            6 | 7 => ("appeal.received", pick(&mut rng, &anywhere), json!({"appeal_id": format!("{prefix}A{}", rng.random_range(0..n / 4 + 1))})),
+            8 => (if rng.random_bool(0.5) { "appeal.accepted" } else { "appeal.closed" }, pick(&mut rng, &anywhere), json!({"appeal_id": format!("{prefix}A{}", rng.random_range(0..n / 4 + 1))})),
+            9 => ("veteran.registered", pick(&mut rng, &communities), json!({"person_id": format!("p{}", rng.random_range(0..n))})),
+            _ => ("archive.completed", pick(&mut rng, &communities), json!({"person_id": format!("p{}", rng.random_range(0..n))})),
+        };
+        out.push(json!({"id": format!("{prefix}-{seed}-{i}"), "kind": kind, "org": org, "at": at, "data": data}));
+    }
+    out
 }

@@ -1,0 +1,140 @@
+//! `POST /api/v1/events`: records in.
+
+use std::time::Duration;
+
+use actix_web::{post, web, HttpRequest, HttpResponse};
+use futures_util::StreamExt;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{auth::principal, ApiError, AppState};
+use crate::auth::{authorize, Action};
+use crate::domain::record::{validate, FieldError, Locator};
+use crate::ingest::{AppendOutcome, LogError, Rejection};
+use crate::reference::DistrictMap;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(post_events);
+}
+
+struct MapLocator<'a>(&'a DistrictMap);
+
+impl Locator for MapLocator<'_> {
+    fn district_of(&self, lon: f64, lat: f64) -> Option<String> {
+        self.0.locate(lon, lat).map(|d| d.code.clone())
+    }
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct IngestAnswer {
+    /// Records newly accepted (durable when this answer is sent).
+    pub accepted: usize,
+    /// Records whose id was accepted before: no change.
+    pub duplicates: usize,
+    pub rejected: usize,
+    /// One entry per rejected record: its index in the body, the field and the reason.
+    pub errors: Vec<Rejection>,
+}
+
+/// Reads the body up to `limit` bytes; over it: 413 and nothing accepted.
+async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, ApiError> {
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request("$", format!("could not read the body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::TooLarge(format!("the body exceeds the limit of {limit} bytes; nothing was accepted")));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Send records: a JSON array of events, or NDJSON (`Content-Type: application/x-ndjson`).
+/// Valid records are accepted even when others in the same body are rejected; the answer is
+/// 200 when anything was accepted or was a duplicate, 422 when every record was rejected.
+#[utoipa::path(post, path = "/api/v1/events", tag = "ingest",
+    request_body(content = Vec<Object>, description = "Events as in CONTRACT.md", content_type = "application/json"),
+    responses(
+        (status = 200, body = IngestAnswer), (status = 422, body = IngestAnswer),
+        (status = 400, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody),
+        (status = 413, body = super::error::ErrorBody), (status = 503, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+#[post("/api/v1/events")]
+async fn post_events(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let who = principal(&req, &state)?;
+    let limits = &state.ingest_limits;
+    let body = read_body(payload, limits.max_body_bytes).await?;
+    let ndjson = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/x-ndjson") || ct.starts_with("application/jsonl"));
+
+    let mut errors: Vec<Rejection> = Vec::new();
+    let values: Vec<Result<Value, FieldError>> = if ndjson {
+        body[..].split(|&b| b == b'\n')
+            .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
+            .map(|line| {
+                serde_json::from_slice(line)
+                    .map_err(|e| FieldError { field: "$".into(), reason: format!("not a JSON object: {e}") })
+            })
+            .collect()
+    } else {
+        match serde_json::from_slice::<Value>(&body) {
+            Ok(Value::Array(items)) => items.into_iter().map(Ok).collect(),
+            Ok(_) => return Err(ApiError::bad_request("$", "the body must be a JSON array of events (or NDJSON)")),
+            Err(e) => return Err(ApiError::bad_request("$", format!("the body is not JSON: {e}"))),
+        }
+    };
+    if values.len() > limits.max_records {
+        return Err(ApiError::TooLarge(format!(
+            "{} records exceed the limit of {} per request; nothing was accepted",
+            values.len(),
+            limits.max_records
+        )));
+    }
+
+    let now = time::OffsetDateTime::now_utc();
+    let locator = MapLocator(&state.map);
+    let mut rows = Vec::with_capacity(values.len());
+    for (index, value) in values.into_iter().enumerate() {
+        let id = value.as_ref().ok().and_then(|v| v.get("id")).and_then(Value::as_str).map(str::to_string);
+        let checked = value.and_then(|v| validate(&v, &state.tree, &locator, now, "api")).and_then(|row| {
+            let org = state.tree.get(&row.org).expect("validated org exists");
+            authorize(&state.tree, &who, Action::Ingest, org)
+                .map(|()| row)
+                .map_err(|e| FieldError { field: "org".into(), reason: e.to_string() })
+        });
+        match checked {
+            Ok(row) => {
+                rows.push(row);
+            }
+            Err(e) => errors.push(Rejection { index, id, field: e.field, reason: e.reason }),
+        }
+    }
+
+    let outcomes = if rows.is_empty() {
+        Vec::new()
+    } else {
+        state.log.append(rows).await.map_err(|e| match e {
+            LogError::Full { .. } => ApiError::Unavailable { reason: e.to_string(), retry_after_secs: Some(5) },
+            other => ApiError::Unavailable { reason: other.to_string(), retry_after_secs: Some(1) },
+        })?
+    };
+    let accepted = outcomes.iter().filter(|o| matches!(o, AppendOutcome::Accepted { .. })).count();
+    let duplicates = outcomes.len() - accepted;
+    state.prom.ingest_accepted.inc_by(accepted as u64);
+    state.prom.ingest_duplicates.inc_by(duplicates as u64);
+    state.prom.ingest_rejected.inc_by(errors.len() as u64);
+    // Read-your-writes: the answer leaves once the live figures include these records.
+    if let Some(max_seq) = outcomes.iter().filter_map(|o| match o { AppendOutcome::Accepted { seq } => Some(*seq), _ => None }).max() {
+        state.hub.wait_applied(max_seq, Duration::from_secs(2)).await;
+    }
+    errors.sort_by_key(|e| e.index);
+    let answer = IngestAnswer { accepted, duplicates, rejected: errors.len(), errors };
+    Ok(if accepted + duplicates == 0 && answer.rejected > 0 {
+        HttpResponse::UnprocessableEntity().json(answer)
+    } else {
+        HttpResponse::Ok().json(answer)
+    })
+}

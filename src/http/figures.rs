@@ -1,0 +1,74 @@
+//! `GET /api/v1/metrics`: the figures of a node and its direct children; `GET /api/v1/screens`.
+
+use actix_web::{get, web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+
+use super::{auth::principal, ApiError, AppState};
+use crate::auth::{authorize, Action};
+use crate::domain::metric::MetricId;
+use crate::live::hub::{nodes_json, rfc3339, FiguresAnswer};
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(metrics).service(screens);
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct FiguresQuery {
+    /// Org code of the node (default: the city).
+    scope: Option<String>,
+    /// Comma-separated metric ids (default: all).
+    metrics: Option<String>,
+}
+
+pub fn parse_metrics(list: Option<&str>) -> Result<Vec<MetricId>, ApiError> {
+    match list.map(str::trim).filter(|s| !s.is_empty()) {
+        None => Ok(MetricId::ALL.to_vec()),
+        Some(list) => list
+            .split(',')
+            .map(|m| {
+                MetricId::parse(m.trim()).ok_or_else(|| ApiError::bad_request("metrics", format!("unknown metric '{}'", m.trim())))
+            })
+            .collect(),
+    }
+}
+
+/// The scope node and its direct children, each with every metric it has.
+#[utoipa::path(get, path = "/api/v1/metrics", tag = "figures", params(FiguresQuery),
+    responses((status = 200, description = "{scope, at, nodes: {code: {metric: {value, num, den, target, due, status}}}}"),
+        (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody),
+        (status = 404, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+#[get("/api/v1/metrics")]
+async fn metrics(req: HttpRequest, q: web::Query<FiguresQuery>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let who = principal(&req, &state)?;
+    let tree = &state.tree;
+    let code = q.scope.as_deref().unwrap_or(&tree.node(tree.root()).code).to_string();
+    let scope = tree.get(&code).ok_or_else(|| ApiError::NotFound { what: format!("org {code}") })?;
+    authorize(tree, &who, Action::ReadFigures, scope)?;
+    let metrics = parse_metrics(q.metrics.as_deref())?;
+    let nodes: Vec<_> = std::iter::once(scope)
+        .chain(tree.node(scope).children.iter().copied())
+        .map(|n| (n, state.hub.current(n, &metrics)))
+        .collect();
+    Ok(HttpResponse::Ok().json(FiguresAnswer {
+        scope: code,
+        at: rfc3339(state.hub.now()),
+        nodes: nodes_json(tree, nodes.iter().map(|(n, f)| (*n, f))),
+    }))
+}
+
+/// Connected wall screens (presence): who, since when, watching which scopes.
+#[utoipa::path(get, path = "/api/v1/screens", tag = "figures",
+    responses((status = 200, description = "[{id, name, remote, connected_at, subscriptions: [{id, scope, metrics}]}]")),
+    security(("bearer" = [])))]
+#[get("/api/v1/screens")]
+async fn screens(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let who = principal(&req, &state)?;
+    let list: Vec<_> = state
+        .presence
+        .list()
+        .into_iter()
+        .filter(|s| s.scopes.iter().all(|&sc| state.tree.is_within(sc, who.scope)))
+        .collect();
+    Ok(HttpResponse::Ok().json(list))
+}

@@ -1,0 +1,272 @@
+//! The durable log: the one seam between accepting a record and everything downstream.
+//!
+//! `append` returns only after the records are on disk (fdatasync), so an acknowledged record
+//! survives a crash. One appender thread owns the files, the next seq and the set of ids seen,
+//! so deduplication and ordering need no further locking; it commits whatever requests queued
+//! up while the previous fsync ran in one write + one fsync (group commit). Committed records
+//! go to the subscribers (live aggregates, the ClickHouse writer) in seq order.
+//!
+//! On several instances behind a balancer a broker (NATS JetStream, Kafka) takes this type's
+//! place: `append` publishes and waits for the broker's ack, and every instance's subscribers
+//! consume the broker's stream. Nothing downstream knows about files or frames.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::spool;
+use crate::domain::record::EventRow;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendOutcome {
+    Accepted { seq: u64 },
+    Duplicate,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LogError {
+    #[error("the local spool is full ({used} of {limit} bytes): ClickHouse is behind; retry later")]
+    Full { used: u64, limit: u64 },
+    #[error("the durable log could not write: {0}")]
+    Io(String),
+    #[error("the durable log is shut down")]
+    Closed,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    pub dir: PathBuf,
+    pub segment_bytes: u64,
+    /// Appends are refused (503) while the spool holds more than this.
+    pub max_spool_bytes: u64,
+}
+
+/// A committed batch, in seq order.
+pub type Committed = Arc<Vec<EventRow>>;
+
+struct AppendRequest {
+    rows: Vec<EventRow>,
+    reply: oneshot::Sender<Result<Vec<AppendOutcome>, LogError>>,
+}
+
+/// Shared counters the writer and `/metrics` read.
+#[derive(Debug, Default)]
+pub struct LogCounters {
+    /// Highest seq on disk.
+    pub committed_seq: AtomicU64,
+    /// Bytes held in segment files.
+    pub spool_bytes: AtomicU64,
+}
+
+#[derive(Clone)]
+pub struct DurableLog {
+    tx: mpsc::Sender<AppendRequest>,
+    counters: Arc<LogCounters>,
+    dir: PathBuf,
+}
+
+/// Ids are remembered as 128-bit hashes: 16 bytes each, and a collision is as unlikely as
+/// 2^-64 per pair.
+pub fn id_hash(id: &str) -> u128 {
+    let mut a = DefaultHasher::new();
+    (0u8, id).hash(&mut a);
+    let mut b = DefaultHasher::new();
+    (1u8, id).hash(&mut b);
+    (u128::from(a.finish()) << 64) | u128::from(b.finish())
+}
+
+/// What recovery found on disk.
+pub struct Recovered {
+    /// Records after the checkpoint, which may or may not have reached ClickHouse.
+    pub pending: Vec<EventRow>,
+    pub checkpoint: u64,
+    pub max_seq: u64,
+}
+
+/// Scans the spool folder, cuts off a torn tail, and returns what is not yet checkpointed.
+pub fn recover(dir: &Path) -> std::io::Result<Recovered> {
+    std::fs::create_dir_all(dir)?;
+    let checkpoint = spool::read_checkpoint(dir);
+    let segments = spool::list_segments(dir)?;
+    let mut pending = Vec::new();
+    let mut max_seq = checkpoint;
+    let last = segments.len().saturating_sub(1);
+    for (i, (_, path)) in segments.iter().enumerate() {
+        let (rows, good_len) = spool::read_segment(path)?;
+        let file_len = std::fs::metadata(path)?.len();
+        if good_len < file_len {
+            if i == last {
+                tracing::warn!(path = %path.display(), torn = file_len - good_len, "cutting a torn tail off the log");
+                spool::open_for_append(path, good_len)?.sync_all()?;
+            } else {
+                tracing::error!(path = %path.display(), "a sealed log segment is corrupt after byte {good_len}");
+            }
+        }
+        for r in rows {
+            max_seq = max_seq.max(r.seq);
+            if r.seq > checkpoint {
+                pending.push(r);
+            }
+        }
+    }
+    Ok(Recovered { pending, checkpoint, max_seq })
+}
+
+impl DurableLog {
+    /// Starts the appender. `next_seq` must exceed every seq ever used; `seen` holds the id
+    /// hashes of every record already accepted.
+    pub fn start(
+        settings: LogSettings,
+        next_seq: u64,
+        seen: HashSet<u128>,
+        subscribers: Vec<mpsc::UnboundedSender<Committed>>,
+    ) -> std::io::Result<Self> {
+        std::fs::create_dir_all(&settings.dir)?;
+        let segments = spool::list_segments(&settings.dir)?;
+        let spool_bytes: u64 = segments
+            .iter()
+            .map(|(_, p)| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+            .sum();
+        let (first, path) = match segments.last() {
+            Some((first, path)) => (*first, path.clone()),
+            None => (next_seq, spool::segment_path(&settings.dir, next_seq)),
+        };
+        let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let file = spool::open_for_append(&path, len)?;
+        let counters = Arc::new(LogCounters::default());
+        counters.committed_seq.store(next_seq.saturating_sub(1), Ordering::SeqCst);
+        counters.spool_bytes.store(spool_bytes, Ordering::SeqCst);
+        let (tx, rx) = mpsc::channel(1024);
+        let appender = Appender {
+            settings: settings.clone(),
+            file,
+            file_len: len,
+            segment_first: first,
+            next_seq,
+            seen,
+            subscribers,
+            counters: counters.clone(),
+        };
+        std::thread::Builder::new()
+            .name("vscc-log-appender".into())
+            .spawn(move || appender.run(rx))?;
+        Ok(DurableLog { tx, counters, dir: settings.dir })
+    }
+
+    /// Appends rows (their `seq` is assigned here); returns once they are durable.
+    pub async fn append(&self, rows: Vec<EventRow>) -> Result<Vec<AppendOutcome>, LogError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(AppendRequest { rows, reply }).await.map_err(|_| LogError::Closed)?;
+        answer.await.map_err(|_| LogError::Closed)?
+    }
+
+    pub fn counters(&self) -> &Arc<LogCounters> {
+        &self.counters
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+struct Appender {
+    settings: LogSettings,
+    file: File,
+    file_len: u64,
+    segment_first: u64,
+    next_seq: u64,
+    seen: HashSet<u128>,
+    subscribers: Vec<mpsc::UnboundedSender<Committed>>,
+    counters: Arc<LogCounters>,
+}
+
+impl Appender {
+    fn run(mut self, mut rx: mpsc::Receiver<AppendRequest>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut requests = vec![first];
+            while requests.len() < 512 {
+                match rx.try_recv() {
+                    Ok(r) => requests.push(r),
+                    Err(_) => break,
+                }
+            }
+            self.commit(requests);
+        }
+    }
+
+    fn commit(&mut self, requests: Vec<AppendRequest>) {
+        let used = self.counters.spool_bytes.load(Ordering::SeqCst);
+        let limit = self.settings.max_spool_bytes;
+        let mut buf = Vec::new();
+        let mut batch_ids: HashSet<u128> = HashSet::new();
+        let mut committed = Vec::new();
+        let mut replies = Vec::with_capacity(requests.len());
+        let start_seq = self.next_seq;
+        for req in requests {
+            if used + buf.len() as u64 > limit {
+                let _ = req.reply.send(Err(LogError::Full { used, limit }));
+                continue;
+            }
+            let mut outcomes = Vec::with_capacity(req.rows.len());
+            for mut row in req.rows {
+                let h = id_hash(&row.id);
+                if self.seen.contains(&h) || !batch_ids.insert(h) {
+                    outcomes.push(AppendOutcome::Duplicate);
+                    continue;
+                }
+                row.seq = self.next_seq;
+                self.next_seq += 1;
+                spool::encode_frame(&row, &mut buf);
+                outcomes.push(AppendOutcome::Accepted { seq: row.seq });
+                committed.push(row);
+            }
+            replies.push((req.reply, outcomes));
+        }
+        if !buf.is_empty() {
+            if let Err(e) = self.write_durably(&buf) {
+                tracing::error!(error = %e, "log append failed");
+                self.next_seq = start_seq;
+                let _ = self.file.set_len(self.file_len);
+                for (reply, _) in replies {
+                    let _ = reply.send(Err(LogError::Io(e.to_string())));
+                }
+                return;
+            }
+            self.seen.extend(batch_ids);
+            self.counters.committed_seq.store(self.next_seq - 1, Ordering::SeqCst);
+            self.counters.spool_bytes.fetch_add(buf.len() as u64, Ordering::SeqCst);
+            let committed = Arc::new(committed);
+            for s in &self.subscribers {
+                let _ = s.send(committed.clone());
+            }
+        }
+        for (reply, outcomes) in replies {
+            let _ = reply.send(Ok(outcomes));
+        }
+    }
+
+    fn write_durably(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        if self.file_len > 0 && self.file_len + buf.len() as u64 > self.settings.segment_bytes {
+            let path = spool::segment_path(&self.settings.dir, self.next_seq_of_buffer());
+            self.file = spool::open_for_append(&path, 0)?;
+            self.file_len = 0;
+            self.segment_first = self.next_seq_of_buffer();
+            File::open(&self.settings.dir)?.sync_all()?;
+        }
+        self.file.write_all(buf)?;
+        self.file.sync_data()?;
+        self.file_len += buf.len() as u64;
+        Ok(())
+    }
+
+    /// The first seq of the buffer being written: the committed seq + 1.
+    fn next_seq_of_buffer(&self) -> u64 {
+        self.counters.committed_seq.load(Ordering::SeqCst) + 1
+    }
+}

@@ -1,0 +1,132 @@
+//! Records in: validation, the durable log, the batched ClickHouse writer, and the start-up
+//! recovery that makes every acknowledged record land in ClickHouse exactly once.
+
+pub mod log;
+pub mod spool;
+pub mod writer;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+
+pub use log::{AppendOutcome, DurableLog, LogError, LogSettings};
+
+use crate::domain::record::EventRow;
+use crate::live::Hub;
+use crate::store::Store;
+use writer::{insert_events, Writer, WriterSettings};
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct IngestSettings {
+    pub spool_dir: std::path::PathBuf,
+    pub max_body_bytes: usize,
+    pub max_records: usize,
+    pub max_spool_bytes: u64,
+    pub segment_bytes: u64,
+    pub batch_rows: usize,
+    pub flush_interval_ms: u64,
+    pub max_pending_rows: usize,
+}
+
+/// One record's rejection, as the ingest answer reports it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Rejection {
+    pub index: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub field: String,
+    pub reason: String,
+}
+
+pub struct Ingest {
+    pub log: DurableLog,
+    pub checkpoint: watch::Receiver<u64>,
+}
+
+/// Recovers the log, lands what it holds in ClickHouse, rebuilds the live aggregates from
+/// ClickHouse, and starts the appender, the live consumer and the writer.
+pub async fn start(settings: &IngestSettings, store: &Store, hub: &Arc<Hub>) -> anyhow::Result<Ingest> {
+    let dir = settings.spool_dir.clone();
+    let recovered = log::recover(&dir).with_context(|| format!("recovering the log in {}", dir.display()))?;
+    if !recovered.pending.is_empty() {
+        let landed: HashSet<u64> = store
+            .client()
+            .query("SELECT seq FROM events WHERE seq > ?")
+            .bind(recovered.checkpoint)
+            .with_setting("wait_end_of_query", "1")
+            .fetch_all::<u64>()
+            .await?
+            .into_iter()
+            .collect();
+        let missing: Vec<EventRow> =
+            recovered.pending.into_iter().filter(|r| !landed.contains(&r.seq)).collect();
+        tracing::info!(landed = landed.len(), replaying = missing.len(), "recovering records logged before the last stop");
+        for chunk in missing.chunks(settings.batch_rows.max(1)) {
+            insert_events(store, chunk).await?;
+        }
+        spool::write_checkpoint(&dir, recovered.max_seq)?;
+        spool::delete_consumed(&dir, recovered.max_seq)?;
+    }
+    let stored_max: u64 = store.client().query("SELECT max(seq) FROM events").fetch_one().await?;
+    let next_seq = recovered.max_seq.max(stored_max) + 1;
+
+    // Rebuild: every stored record, in any order (applying is order-independent).
+    let started = std::time::Instant::now();
+    let mut seen: HashSet<u128> = HashSet::new();
+    let mut cursor = store
+        .client()
+        .query("SELECT ?fields FROM events")
+        .with_setting("wait_end_of_query", "1")
+        .fetch::<EventRow>()?;
+    let mut batch = Vec::with_capacity(8192);
+    let mut total = 0usize;
+    while let Some(row) = cursor.next().await? {
+        seen.insert(log::id_hash(&row.id));
+        batch.push(row);
+        if batch.len() == 8192 {
+            total += batch.len();
+            hub.apply(&batch);
+            batch.clear();
+        }
+    }
+    total += batch.len();
+    hub.apply(&batch);
+    hub.publish_initial();
+    tracing::info!(records = total, ms = started.elapsed().as_millis() as u64, "live state rebuilt from ClickHouse");
+
+    let (live_tx, mut live_rx) = mpsc::unbounded_channel::<log::Committed>();
+    let (writer_tx, writer_rx) = mpsc::unbounded_channel::<log::Committed>();
+    let log = DurableLog::start(
+        LogSettings {
+            dir: dir.clone(),
+            segment_bytes: settings.segment_bytes,
+            max_spool_bytes: settings.max_spool_bytes,
+        },
+        next_seq,
+        seen,
+        vec![live_tx, writer_tx],
+    )?;
+    let live_hub = hub.clone();
+    tokio::spawn(async move {
+        while let Some(batch) = live_rx.recv().await {
+            live_hub.apply(&batch);
+        }
+    });
+    let (writer, checkpoint) = Writer::new(
+        store.clone(),
+        dir,
+        log.counters().clone(),
+        WriterSettings {
+            batch_rows: settings.batch_rows,
+            flush_interval: Duration::from_millis(settings.flush_interval_ms),
+            max_pending_rows: settings.max_pending_rows,
+        },
+        next_seq - 1,
+    );
+    tokio::spawn(writer.run(writer_rx));
+    Ok(Ingest { log, checkpoint })
+}

@@ -1,0 +1,396 @@
+//! In-memory aggregates per node of the org tree.
+//!
+//! Each record changes the own state of its org (`OrgOwn`) and, by the same delta, the subtree
+//! sums (`NodeSums`) of every node on the org's path to the root — nothing else. Applying is
+//! independent of arrival order ("latest replaces earlier" compares the record's time, then its
+//! seq), so the state rebuilt from ClickHouse at start-up equals the state before the restart.
+
+use std::collections::{hash_map::DefaultHasher, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+
+use time::OffsetDateTime;
+
+use crate::domain::metric::{judge, local_date, Figure, MetricId, Reading};
+use crate::domain::org::{Level, NodeIdx, OrgTree};
+use crate::domain::record::{EventRow, Kind};
+
+/// Appeal service levels (信访工作条例): accept or refuse within 15 days of receipt, resolve
+/// within 60. Configurable.
+#[derive(Debug, Clone, Copy, serde::Deserialize)]
+pub struct AppealSla {
+    pub accept_days: u32,
+    pub resolve_days: u32,
+}
+
+impl Default for AppealSla {
+    fn default() -> Self {
+        AppealSla { accept_days: 15, resolve_days: 60 }
+    }
+}
+
+/// Sums over a node's subtree.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NodeSums {
+    approved: i64,
+    filled: i64,
+    staffing_reporters: i64,
+    hires: i64,
+    veteran_hires: i64,
+    headcount: i64,
+    /// Distinct staff trained, per calendar year.
+    trained: HashMap<i32, i64>,
+    rated: i64,
+    five_star: i64,
+    street_demos: i64,
+    district_demos: i64,
+    appeals_received: i64,
+    open_appeals: i64,
+    overdue_accept: i64,
+    overdue_resolve: i64,
+    overdue: i64,
+    oldest_open_received: Option<u32>,
+    registered: i64,
+    archived: i64,
+}
+
+/// What the org itself reported (not its subtree).
+#[derive(Debug, Default)]
+struct OrgOwn {
+    /// (at, seq, approved, filled)
+    staffing: Option<(u32, u64, i64, i64)>,
+    /// (at, seq, headcount)
+    headcount: Option<(u32, u64, i64)>,
+    /// (at, seq, stars, demonstration)
+    rating: Option<(u32, u64, u8, bool)>,
+    /// Distinct classes held, per year (city and district centers only).
+    classes: HashMap<i32, HashSet<u64>>,
+    trained: HashMap<i32, HashSet<u64>>,
+    registered: HashSet<u64>,
+    completed: HashSet<u64>,
+}
+
+/// An appeal belongs to the org of its earliest `appeal.received` record.
+#[derive(Debug, Clone, Default)]
+struct Appeal {
+    /// (at, seq, org) of the earliest receipt.
+    received: Option<(u32, u64, NodeIdx)>,
+    accepted: bool,
+    closed: bool,
+}
+
+impl Appeal {
+    fn open_at(&self) -> Option<(NodeIdx, u32)> {
+        match (self.received, self.closed) {
+            (Some((at, _, org)), false) => Some((org, at)),
+            _ => None,
+        }
+    }
+}
+
+/// Structural counts of a subtree: the denominators of the star-rating shares.
+#[derive(Debug, Clone, Copy, Default)]
+struct Structure {
+    stations: i64,
+    streets: i64,
+    districts: i64,
+}
+
+pub struct Aggregates {
+    tree: std::sync::Arc<OrgTree>,
+    sums: Vec<NodeSums>,
+    own: Vec<OrgOwn>,
+    structure: Vec<Structure>,
+    appeals: HashMap<u64, Appeal>,
+    sla: AppealSla,
+    dirty: Vec<bool>,
+    dirty_list: Vec<NodeIdx>,
+}
+
+fn hash_str(s: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    s.hash(&mut h);
+    h.finish()
+}
+
+/// Adds `delta` to a field of every node on a path; marks them dirty.
+macro_rules! bump {
+    ($self:ident, $org:expr, $field:ident, $delta:expr) => {{
+        let delta: i64 = $delta;
+        if delta != 0 {
+            let path: Vec<NodeIdx> = $self.tree.path_to_root($org).collect();
+            for n in path {
+                $self.sums[n as usize].$field += delta;
+                $self.mark(n);
+            }
+        }
+    }};
+}
+
+impl Aggregates {
+    pub fn new(tree: std::sync::Arc<OrgTree>, sla: AppealSla) -> Self {
+        let n = tree.len();
+        let mut structure = vec![Structure::default(); n];
+        for (idx, node) in tree.nodes() {
+            for p in tree.path_to_root(idx) {
+                let s = &mut structure[p as usize];
+                match node.level {
+                    Level::District => {
+                        s.stations += 1;
+                        s.districts += 1;
+                    }
+                    Level::Street => {
+                        s.stations += 1;
+                        s.streets += 1;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Aggregates {
+            tree,
+            sums: vec![NodeSums::default(); n],
+            own: (0..n).map(|_| OrgOwn::default()).collect(),
+            structure,
+            appeals: HashMap::new(),
+            sla,
+            dirty: vec![false; n],
+            dirty_list: Vec::new(),
+        }
+    }
+
+    pub fn tree(&self) -> &OrgTree {
+        &self.tree
+    }
+
+    fn mark(&mut self, n: NodeIdx) {
+        if !self.dirty[n as usize] {
+            self.dirty[n as usize] = true;
+            self.dirty_list.push(n);
+        }
+    }
+
+    /// Nodes whose figures may have changed since the last call.
+    pub fn take_dirty(&mut self) -> Vec<NodeIdx> {
+        for &n in &self.dirty_list {
+            self.dirty[n as usize] = false;
+        }
+        std::mem::take(&mut self.dirty_list)
+    }
+
+    /// Applies one record. Records whose org or kind is unknown are skipped (they cannot pass
+    /// validation; this guards a store filled by an older tree).
+    pub fn apply(&mut self, r: &EventRow) {
+        let (Some(org), Some(kind)) = (self.tree.get(&r.org), r.kind()) else { return };
+        let key = (r.at, r.seq);
+        match kind {
+            Kind::StaffingReported => {
+                let own = &mut self.own[org as usize];
+                let old = own.staffing;
+                if old.is_some_and(|(at, seq, ..)| (at, seq) > key) {
+                    return;
+                }
+                own.staffing = Some((r.at, r.seq, r.approved_posts, r.filled_posts));
+                let (oa, of) = old.map(|(_, _, a, f)| (a, f)).unwrap_or((0, 0));
+                bump!(self, org, approved, r.approved_posts - oa);
+                bump!(self, org, filled, r.filled_posts - of);
+                bump!(self, org, staffing_reporters, i64::from(old.is_none()));
+            }
+            Kind::StaffHired => {
+                bump!(self, org, hires, 1);
+                bump!(self, org, veteran_hires, i64::from(r.veteran));
+            }
+            Kind::StaffHeadcount => {
+                let own = &mut self.own[org as usize];
+                let old = own.headcount;
+                if old.is_some_and(|(at, seq, _)| (at, seq) > key) {
+                    return;
+                }
+                own.headcount = Some((r.at, r.seq, r.headcount));
+                bump!(self, org, headcount, r.headcount - old.map(|o| o.2).unwrap_or(0));
+                self.mark(org);
+            }
+            Kind::TrainingClassHeld => {
+                if self.own[org as usize].classes.entry(r.year()).or_default().insert(hash_str(&r.class_id)) {
+                    self.mark(org);
+                }
+            }
+            Kind::TrainingAttended => {
+                let year = r.year();
+                if self.own[org as usize].trained.entry(year).or_default().insert(hash_str(&r.staff_id)) {
+                    for n in self.tree.path_to_root(org).collect::<Vec<_>>() {
+                        *self.sums[n as usize].trained.entry(year).or_default() += 1;
+                        self.mark(n);
+                    }
+                }
+            }
+            Kind::StationRated => {
+                let level = self.tree.node(org).level;
+                let own = &mut self.own[org as usize];
+                let old = own.rating;
+                if old.is_some_and(|(at, seq, ..)| (at, seq) > key) {
+                    return;
+                }
+                own.rating = Some((r.at, r.seq, r.stars, r.demonstration == 1));
+                let was_five = old.is_some_and(|o| o.2 == 5);
+                let was_demo = old.is_some_and(|o| o.3);
+                let is_five = r.stars == 5;
+                let is_demo = r.demonstration == 1;
+                bump!(self, org, rated, i64::from(old.is_none()));
+                bump!(self, org, five_star, i64::from(is_five) - i64::from(was_five));
+                let demo_delta = i64::from(is_demo) - i64::from(was_demo);
+                match level {
+                    Level::Street => bump!(self, org, street_demos, demo_delta),
+                    Level::District => bump!(self, org, district_demos, demo_delta),
+                    _ => {}
+                }
+                self.mark(org);
+            }
+            Kind::AppealReceived | Kind::AppealAccepted | Kind::AppealClosed => {
+                let appeal = self.appeals.entry(hash_str(&r.appeal_id)).or_default();
+                let before = appeal.open_at();
+                let owner_before = appeal.received.map(|r| r.2);
+                match kind {
+                    Kind::AppealReceived => {
+                        if appeal.received.is_none_or(|(at, seq, _)| (r.at, r.seq) < (at, seq)) {
+                            appeal.received = Some((r.at, r.seq, org));
+                        }
+                    }
+                    Kind::AppealAccepted => appeal.accepted = true,
+                    _ => appeal.closed = true,
+                }
+                let after = appeal.open_at();
+                let owner_after = appeal.received.map(|r| r.2);
+                if owner_before != owner_after {
+                    if let Some(o) = owner_before {
+                        bump!(self, o, appeals_received, -1);
+                    }
+                    if let Some(o) = owner_after {
+                        bump!(self, o, appeals_received, 1);
+                    }
+                }
+                if before != after {
+                    if let Some((o, _)) = before {
+                        bump!(self, o, open_appeals, -1);
+                    }
+                    if let Some((o, _)) = after {
+                        bump!(self, o, open_appeals, 1);
+                    }
+                }
+            }
+            Kind::VeteranRegistered => {
+                let id = hash_str(&r.person_id);
+                let own = &mut self.own[org as usize];
+                if own.registered.insert(id) {
+                    let completed = own.completed.contains(&id);
+                    bump!(self, org, registered, 1);
+                    bump!(self, org, archived, i64::from(completed));
+                }
+            }
+            Kind::ArchiveCompleted => {
+                let id = hash_str(&r.person_id);
+                let own = &mut self.own[org as usize];
+                if own.completed.insert(id) {
+                    let registered = own.registered.contains(&id);
+                    bump!(self, org, archived, i64::from(registered));
+                }
+            }
+        }
+    }
+
+    /// Recomputes the time-dependent appeal figures (overdue counts, oldest age) as of `now`;
+    /// marks the nodes whose figures changed.
+    pub fn refresh_appeals(&mut self, now: OffsetDateTime) {
+        let now = now.unix_timestamp().max(0) as u32;
+        let day = 86_400u32;
+        let accept_limit = self.sla.accept_days * day;
+        let resolve_limit = self.sla.resolve_days * day;
+        let n = self.sums.len();
+        let mut overdue_accept = vec![0i64; n];
+        let mut overdue_resolve = vec![0i64; n];
+        let mut overdue = vec![0i64; n];
+        let mut oldest: Vec<Option<u32>> = vec![None; n];
+        for a in self.appeals.values() {
+            let Some((org, received)) = a.open_at() else { continue };
+            let age = now.saturating_sub(received);
+            let late_accept = !a.accepted && age > accept_limit;
+            let late_resolve = age > resolve_limit;
+            for p in self.tree.path_to_root(org) {
+                let p = p as usize;
+                overdue_accept[p] += i64::from(late_accept);
+                overdue_resolve[p] += i64::from(late_resolve);
+                overdue[p] += i64::from(late_accept || late_resolve);
+                oldest[p] = Some(oldest[p].map_or(received, |o| o.min(received)));
+            }
+        }
+        for i in 0..n {
+            let s = &mut self.sums[i];
+            let changed = s.overdue_accept != overdue_accept[i]
+                || s.overdue_resolve != overdue_resolve[i]
+                || s.overdue != overdue[i]
+                || s.oldest_open_received.map(|t| (now.saturating_sub(t)) / day)
+                    != oldest[i].map(|t| (now.saturating_sub(t)) / day)
+                || s.oldest_open_received != oldest[i];
+            if changed {
+                s.overdue_accept = overdue_accept[i];
+                s.overdue_resolve = overdue_resolve[i];
+                s.overdue = overdue[i];
+                s.oldest_open_received = oldest[i];
+                self.mark(i as NodeIdx);
+            }
+        }
+    }
+
+    /// The figures of one node for the given metrics (those that apply to its level).
+    pub fn figures(&self, node: NodeIdx, metrics: &[MetricId], now: OffsetDateTime) -> Vec<(MetricId, Figure)> {
+        let level = self.tree.node(node).level;
+        metrics
+            .iter()
+            .filter(|m| m.applies_to(level))
+            .map(|&m| (m, self.figure(node, m, now)))
+            .collect()
+    }
+
+    pub fn figure(&self, node: NodeIdx, metric: MetricId, now: OffsetDateTime) -> Figure {
+        let s = &self.sums[node as usize];
+        let st = self.structure[node as usize];
+        let year = local_date(now).year();
+        let ratio = |num: i64, den: i64, has: bool| Reading { num, den: Some(if has { den } else { 0 }), has_data: has, overdue: None };
+        let reading = match metric {
+            MetricId::StaffingRate => ratio(s.filled, s.approved, s.staffing_reporters > 0),
+            MetricId::VeteranHireShare => ratio(s.veteran_hires, s.hires, s.hires > 0),
+            MetricId::TrainingClasses => {
+                let own = self.own[node as usize].classes.get(&year).map_or(0, |c| c.len() as i64);
+                Reading { num: own, den: None, has_data: true, overdue: None }
+            }
+            MetricId::TrainingCoverage => {
+                ratio(s.trained.get(&year).copied().unwrap_or(0), s.headcount, s.headcount > 0)
+            }
+            MetricId::DistrictStarDemos => Reading { num: s.district_demos, den: None, has_data: s.rated > 0, overdue: None },
+            MetricId::StreetStarDemoShare => ratio(s.street_demos, st.streets, s.rated > 0 && st.streets > 0),
+            MetricId::FiveStarShare => ratio(s.five_star, st.stations, s.rated > 0),
+            MetricId::OpenAppeals => Reading {
+                num: s.open_appeals,
+                den: None,
+                has_data: s.appeals_received > 0,
+                overdue: Some(s.overdue),
+            },
+            MetricId::ArchiveCoverage => ratio(s.archived, s.registered, s.registered > 0),
+        };
+        let mut f = judge(metric, reading, now, &[]);
+        if metric == MetricId::OpenAppeals {
+            f.overdue_accept = Some(s.overdue_accept);
+            f.overdue_resolve = Some(s.overdue_resolve);
+            let now_unix = now.unix_timestamp().max(0) as u32;
+            f.oldest_days = s.oldest_open_received.map(|t| (now_unix.saturating_sub(t) / 86_400) as i64);
+        }
+        f
+    }
+
+    /// Every node's figures for every metric: the whole state, for equality checks.
+    pub fn all_figures(&self, now: OffsetDateTime) -> Vec<(String, Vec<(MetricId, Figure)>)> {
+        self.tree
+            .nodes()
+            .map(|(i, n)| (n.code.clone(), self.figures(i, &MetricId::ALL, now)))
+            .collect()
+    }
+}

@@ -1,0 +1,308 @@
+//! One WebSocket connection: any number of subscriptions, each a numbered message sequence.
+//!
+//! A session never holds more than its broadcast receiver (shared, bounded) and one message in
+//! flight. A client that stops reading blocks only its own send; after `send_timeout` it is
+//! dropped. A session that falls behind the broadcast ring resyncs with fresh snapshots.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_ws::{Message, MessageStream, Session};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::presence::{Presence, SubscriptionInfo};
+use crate::auth::{authorize, Action, Authenticator};
+use crate::domain::metric::MetricId;
+use crate::domain::org::NodeIdx;
+use crate::live::hub::{nodes_json, NodeFigures, TickChanges};
+use crate::live::Hub;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct StreamSettings {
+    /// Publishing tick: the maximum message rate per subscription is 1000 / tick_ms per second.
+    pub tick_ms: u64,
+    /// Ticks kept for resume.
+    pub history_ticks: usize,
+    pub send_timeout_ms: u64,
+    pub heartbeat_ms: u64,
+    pub idle_timeout_ms: u64,
+}
+
+pub struct SessionContext {
+    pub hub: Arc<Hub>,
+    pub auth: Authenticator,
+    pub token: Option<String>,
+    pub presence: Arc<Presence>,
+    pub screen_id: u64,
+    pub settings: StreamSettings,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ClientMessage {
+    Subscribe {
+        id: String,
+        scope: String,
+        #[serde(default)]
+        metrics: Vec<String>,
+        resume: Option<Resume>,
+    },
+    Unsubscribe {
+        id: String,
+    },
+}
+
+#[derive(Deserialize)]
+struct Resume {
+    epoch: String,
+    seq: u64,
+}
+
+struct Subscription {
+    epoch: String,
+    scope: NodeIdx,
+    nodes: Vec<NodeIdx>,
+    metrics: Vec<MetricId>,
+    seq: u64,
+    last_tick: u64,
+}
+
+/// Messages of `epoch` remembered for resume.
+const EPOCH_KEEP: usize = 1024;
+
+enum Outgoing {
+    Send(String),
+    Close,
+}
+
+struct State {
+    ctx: SessionContext,
+    subs: HashMap<String, Subscription>,
+}
+
+impl State {
+    fn filtered(&self, sub: &Subscription, tc: &TickChanges) -> Vec<(NodeIdx, NodeFigures)> {
+        sub.nodes
+            .iter()
+            .filter_map(|n| {
+                let f = tc.nodes.get(n)?;
+                let only: NodeFigures = f.iter().filter(|(m, _)| sub.metrics.contains(m)).map(|(m, f)| (*m, f.clone())).collect();
+                (!only.is_empty()).then_some((*n, only))
+            })
+            .collect()
+    }
+
+    fn delta(&self, sub_id: &str, sub: &Subscription, seq: u64, tc: &TickChanges, nodes: &[(NodeIdx, NodeFigures)]) -> String {
+        let tree = self.ctx.hub.tree();
+        json!({"type": "delta", "sub": sub_id, "epoch": sub.epoch, "seq": seq, "at": tc.at,
+               "nodes": nodes_json(tree, nodes.iter().map(|(n, f)| (*n, f)))})
+        .to_string()
+    }
+
+    fn snapshot(&mut self, sub_id: &str, scope: NodeIdx, metrics: Vec<MetricId>) -> String {
+        let hub = &self.ctx.hub;
+        let nodes: Vec<NodeIdx> = std::iter::once(scope).chain(hub.tree().node(scope).children.iter().copied()).collect();
+        let (tick, figures) = hub.snapshot(&nodes, &metrics);
+        let epoch = uuid::Uuid::new_v4().simple().to_string();
+        hub.record_message(&epoch, scope, &metrics, 1, tick, EPOCH_KEEP);
+        let text = json!({"type": "snapshot", "sub": sub_id, "epoch": epoch, "seq": 1,
+                          "at": crate::live::hub::rfc3339(hub.now()),
+                          "nodes": nodes_json(hub.tree(), figures.iter().map(|(n, f)| (*n, f)))})
+        .to_string();
+        self.subs.insert(sub_id.to_string(), Subscription { epoch, scope, nodes, metrics, seq: 1, last_tick: tick });
+        text
+    }
+
+    /// Replays the deltas after `resume.seq`, if the history still has them.
+    fn resume(&mut self, sub_id: &str, scope: NodeIdx, metrics: &[MetricId], resume: &Resume) -> Option<Vec<String>> {
+        let hub = self.ctx.hub.clone();
+        let ep = hub.epoch(&resume.epoch)?;
+        if ep.scope != scope || ep.metrics != metrics || resume.seq < ep.base_seq {
+            return None;
+        }
+        let tick_of_seq = *ep.ticks.get((resume.seq - ep.base_seq) as usize)?;
+        let ticks = hub.history_since(tick_of_seq)?;
+        let nodes: Vec<NodeIdx> = std::iter::once(scope).chain(hub.tree().node(scope).children.iter().copied()).collect();
+        let mut sub = Subscription {
+            epoch: resume.epoch.clone(),
+            scope,
+            nodes,
+            metrics: metrics.to_vec(),
+            seq: resume.seq,
+            last_tick: tick_of_seq,
+        };
+        let mut out = Vec::new();
+        for tc in ticks {
+            let changed = self.filtered(&sub, &tc);
+            sub.last_tick = tc.tick;
+            if changed.is_empty() {
+                continue;
+            }
+            sub.seq += 1;
+            hub.record_message(&sub.epoch, scope, metrics, sub.seq, tc.tick, EPOCH_KEEP);
+            out.push(self.delta(sub_id, &sub, sub.seq, &tc, &changed));
+        }
+        self.subs.insert(sub_id.to_string(), sub);
+        Some(out)
+    }
+
+    fn error(sub: Option<&str>, reason: impl Into<String>) -> String {
+        json!({"type": "error", "sub": sub, "reason": reason.into()}).to_string()
+    }
+
+    fn handle_client(&mut self, text: &str) -> Vec<Outgoing> {
+        // The token is checked again at every message: a revoked token stops here.
+        let who = match self.ctx.auth.authenticate(self.ctx.token.as_deref()) {
+            Ok(p) => p,
+            Err(e) => return vec![Outgoing::Send(Self::error(None, e.to_string())), Outgoing::Close],
+        };
+        let msg: ClientMessage = match serde_json::from_str(text) {
+            Ok(m) => m,
+            Err(e) => return vec![Outgoing::Send(Self::error(None, format!("bad message: {e}")))],
+        };
+        match msg {
+            ClientMessage::Unsubscribe { id } => {
+                self.subs.remove(&id);
+                self.update_presence();
+                Vec::new()
+            }
+            ClientMessage::Subscribe { id, scope, metrics, resume } => {
+                let tree = self.ctx.hub.tree().clone();
+                let Some(node) = tree.get(&scope) else {
+                    return vec![Outgoing::Send(Self::error(Some(&id), format!("unknown scope {scope}")))];
+                };
+                if let Err(e) = authorize(&tree, &who, Action::ReadFigures, node) {
+                    return vec![Outgoing::Send(Self::error(Some(&id), e.to_string()))];
+                }
+                let metrics: Result<Vec<MetricId>, String> = if metrics.is_empty() {
+                    Ok(MetricId::ALL.to_vec())
+                } else {
+                    metrics.iter().map(|m| MetricId::parse(m).ok_or_else(|| format!("unknown metric {m}"))).collect()
+                };
+                let metrics = match metrics {
+                    Ok(m) => m,
+                    Err(e) => return vec![Outgoing::Send(Self::error(Some(&id), e))],
+                };
+                let out = match resume.and_then(|r| self.resume(&id, node, &metrics, &r)) {
+                    Some(replayed) => replayed.into_iter().map(Outgoing::Send).collect(),
+                    None => vec![Outgoing::Send(self.snapshot(&id, node, metrics))],
+                };
+                self.update_presence();
+                out
+            }
+        }
+    }
+
+    fn on_tick(&mut self, tc: &TickChanges) -> Vec<Outgoing> {
+        let mut out = Vec::new();
+        let ids: Vec<String> = self.subs.keys().cloned().collect();
+        for id in ids {
+            let sub = &self.subs[&id];
+            if tc.tick <= sub.last_tick {
+                continue;
+            }
+            let changed = self.filtered(sub, tc);
+            let sub = self.subs.get_mut(&id).expect("present");
+            sub.last_tick = tc.tick;
+            if changed.is_empty() {
+                continue;
+            }
+            sub.seq += 1;
+            let (seq, epoch, scope, metrics) = (sub.seq, sub.epoch.clone(), sub.scope, sub.metrics.clone());
+            self.ctx.hub.record_message(&epoch, scope, &metrics, seq, tc.tick, EPOCH_KEEP);
+            let sub = &self.subs[&id];
+            out.push(Outgoing::Send(self.delta(&id, sub, seq, tc, &changed)));
+        }
+        out
+    }
+
+    /// Fell behind the broadcast ring: every subscription starts over with a snapshot.
+    fn resync(&mut self) -> Vec<Outgoing> {
+        let subs: Vec<(String, NodeIdx, Vec<MetricId>)> =
+            self.subs.iter().map(|(id, s)| (id.clone(), s.scope, s.metrics.clone())).collect();
+        subs.into_iter().map(|(id, scope, metrics)| Outgoing::Send(self.snapshot(&id, scope, metrics))).collect()
+    }
+
+    fn update_presence(&self) {
+        let tree = self.ctx.hub.tree();
+        let subs = self
+            .subs
+            .iter()
+            .map(|(id, s)| {
+                let info = SubscriptionInfo {
+                    id: id.clone(),
+                    scope: tree.node(s.scope).code.clone(),
+                    metrics: s.metrics.iter().map(|m| m.as_str().to_string()).collect(),
+                };
+                (info, s.scope)
+            })
+            .collect();
+        self.ctx.presence.set_subscriptions(self.ctx.screen_id, subs);
+    }
+}
+
+async fn send_all(session: &mut Session, out: Vec<Outgoing>, timeout: Duration) -> bool {
+    for o in out {
+        match o {
+            Outgoing::Send(text) => match tokio::time::timeout(timeout, session.text(text)).await {
+                Ok(Ok(())) => {}
+                _ => return false,
+            },
+            Outgoing::Close => return false,
+        }
+    }
+    true
+}
+
+/// Serves one connection until it closes, stops answering, or stops reading.
+pub async fn run_session(mut session: Session, mut messages: MessageStream, ctx: SessionContext) {
+    let mut rx = ctx.hub.subscribe();
+    let send_timeout = Duration::from_millis(ctx.settings.send_timeout_ms);
+    let idle_timeout = Duration::from_millis(ctx.settings.idle_timeout_ms);
+    let mut heartbeat = tokio::time::interval(Duration::from_millis(ctx.settings.heartbeat_ms));
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let presence = ctx.presence.clone();
+    let screen_id = ctx.screen_id;
+    let mut state = State { ctx, subs: HashMap::new() };
+    let mut last_heard = Instant::now();
+    loop {
+        let out = tokio::select! {
+            msg = messages.next() => {
+                last_heard = Instant::now();
+                match msg {
+                    Some(Ok(Message::Text(text))) => state.handle_client(&text),
+                    Some(Ok(Message::Ping(p))) => {
+                        if session.pong(&p).await.is_err() { break; }
+                        Vec::new()
+                    }
+                    Some(Ok(Message::Pong(_))) | Some(Ok(Message::Binary(_))) | Some(Ok(Message::Nop)) => Vec::new(),
+                    Some(Ok(Message::Continuation(_))) => Vec::new(),
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                }
+            }
+            tick = rx.recv() => match tick {
+                Ok(tc) => state.on_tick(&tc),
+                Err(RecvError::Lagged(_)) => state.resync(),
+                Err(RecvError::Closed) => break,
+            },
+            _ = heartbeat.tick() => {
+                if last_heard.elapsed() > idle_timeout {
+                    break;
+                }
+                match tokio::time::timeout(send_timeout, session.ping(b"")).await {
+                    Ok(Ok(())) => Vec::new(),
+                    _ => break,
+                }
+            }
+        };
+        if !send_all(&mut session, out, send_timeout).await {
+            break;
+        }
+    }
+    presence.leave(screen_id);
+    let _ = tokio::time::timeout(Duration::from_secs(1), session.close(None)).await;
+}

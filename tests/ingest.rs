@@ -1,0 +1,285 @@
+//! Records in: validation, idempotency, limits, scope, and live figures that equal a plain-SQL
+//! recomputation from the raw rows in ClickHouse.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::{sample_events, spawn_app, spawn_app_with, test_settings};
+use serde_json::{json, Value};
+use vscc::domain::metric::{judge, MetricId, Reading};
+
+fn event(id: &str, kind: &str, org: &str, data: Value) -> Value {
+    json!({"id": id, "kind": kind, "org": org, "at": "2021-03-04T10:15:00+08:00", "data": data})
+}
+
+async fn count_rows(app: &common::TestApp, sql: &str) -> u64 {
+    app.store().client().query(sql).fetch_one::<u64>().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_resent_event_changes_nothing() {
+    let app = spawn_app().await;
+    let batch = json!([
+        event("e1", "staff.hired", "440305007003", json!({"staff_id": "p1", "veteran": true})),
+        event("e2", "staff.hired", "440305007003", json!({"staff_id": "p2", "veteran": false})),
+        event("e2", "staff.hired", "440305007003", json!({"staff_id": "p2", "veteran": false})),
+    ]);
+    let first: Value = app.post_events(&batch).await.json().await.unwrap();
+    assert_eq!((first["accepted"].as_u64(), first["duplicates"].as_u64()), (Some(2), Some(1)));
+    let again = app.post_events(&batch).await;
+    assert_eq!(again.status(), 200);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!((again["accepted"].as_u64(), again["duplicates"].as_u64()), (Some(0), Some(3)));
+    app.wait_landed().await;
+    assert_eq!(count_rows(&app, "SELECT count() FROM events").await, 2);
+    let figures = app.get_json("/api/v1/metrics?scope=440305&metrics=veteran_hire_share").await;
+    assert_eq!(figures["nodes"]["440305"]["veteran_hire_share"]["num"], 1);
+    assert_eq!(figures["nodes"]["440305"]["veteran_hire_share"]["den"], 2);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn each_bad_record_is_named_and_the_good_ones_still_land() {
+    let app = spawn_app().await;
+    let mut bad_time = event("b4", "staff.hired", "440305", json!({"staff_id": "x", "veteran": true}));
+    bad_time["at"] = json!("04/03/2021 10:15");
+    let mut far = event("b7", "appeal.received", "440305", json!({"appeal_id": "A1"}));
+    far["location"] = json!({"lon": 113.26, "lat": 23.13});
+    let body = json!([
+        event("g0", "staff.hired", "440305", json!({"staff_id": "x", "veteran": true})),
+        event("b1", "staff.hired", "999999", json!({"staff_id": "x", "veteran": true})),
+        event("b2", "veteran.registered", "440305", json!({"person_id": "p"})),
+        event("b3", "staff.fired", "440305", json!({})),
+        bad_time,
+        event("b5", "staffing.reported", "440305", json!({"approved_posts": 10})),
+        event("b6", "station.rated", "440305", json!({"stars": "five", "demonstration": true})),
+        far,
+        event("g8", "staffing.reported", "440305", json!({"approved_posts": 10, "filled_posts": 9})),
+    ]);
+    let res = app.post_events(&body).await;
+    assert_eq!(res.status(), 200);
+    let answer: Value = res.json().await.unwrap();
+    assert_eq!(answer["accepted"], 2);
+    assert_eq!(answer["rejected"], 7);
+    let got: Vec<(u64, String)> = answer["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["index"].as_u64().unwrap(), e["field"].as_str().unwrap().to_string()))
+        .collect();
+    let expected: Vec<(u64, String)> = [(1, "org"), (2, "org"), (3, "kind"), (4, "at"), (5, "data.filled_posts"), (6, "data.stars"), (7, "location")]
+        .iter()
+        .map(|(i, f)| (*i, f.to_string()))
+        .collect();
+    assert_eq!(got, expected, "{answer}");
+    let reasons: Vec<&str> = answer["errors"].as_array().unwrap().iter().map(|e| e["reason"].as_str().unwrap()).collect();
+    assert!(reasons[0].contains("unknown org code '999999'"));
+    assert!(reasons[1].contains("community"), "{}", reasons[1]);
+    assert!(reasons[6].contains("outside Shenzhen"));
+
+    // All rejected: 422, and nothing lands.
+    let res = app.post_events(&json!([event("b9", "nope", "440305", json!({}))])).await;
+    assert_eq!(res.status(), 422);
+    // Not a JSON array at all: 400 naming the body.
+    let res = app.http.post(format!("{}/api/v1/events", app.base)).bearer_auth(app.admin_token())
+        .header("content-type", "application/json").body("{not json").send().await.unwrap();
+    assert_eq!(res.status(), 400);
+    app.wait_landed().await;
+    assert_eq!(count_rows(&app, "SELECT count() FROM events").await, 2);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn ndjson_bodies_and_located_records_are_accepted() {
+    let app = spawn_app().await;
+    let mut located = event("n2", "appeal.received", "440305007003", json!({"appeal_id": "A-n2"}));
+    located["location"] = json!({"lon": 114.065, "lat": 22.540});
+    let body = format!(
+        "{}\n{}\n\nnot json\n",
+        event("n1", "staff.hired", "440305", json!({"staff_id": "x", "veteran": false})),
+        located
+    );
+    let res = app.http.post(format!("{}/api/v1/events", app.base)).bearer_auth(app.admin_token())
+        .header("content-type", "application/x-ndjson").body(body).send().await.unwrap();
+    let answer: Value = res.json().await.unwrap();
+    assert_eq!(answer["accepted"], 2, "{answer}");
+    assert_eq!(answer["errors"][0]["index"], 2);
+    app.wait_landed().await;
+    let district: String = app.store().client().query("SELECT district FROM events WHERE id = 'n2'").fetch_one().await.unwrap();
+    assert_eq!(district, "440304", "the map places the located record in 福田");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_bodies_get_413_and_nothing_is_accepted() {
+    let mut settings = test_settings();
+    settings.ingest.max_body_bytes = 2_000;
+    settings.ingest.max_records = 5;
+    let app = spawn_app_with(settings).await;
+    let many: Vec<Value> = (0..6).map(|i| event(&format!("m{i}"), "staff.hired", "440305", json!({"staff_id": "x", "veteran": true}))).collect();
+    let res = app.post_events(&json!(many)).await;
+    assert_eq!(res.status(), 413);
+    let big: Vec<Value> = (0..4).map(|i| event(&format!("big{i}"), "staff.hired", "440305", json!({"staff_id": "x".repeat(600), "veteran": true}))).collect();
+    let res = app.post_events(&json!(big)).await;
+    assert_eq!(res.status(), 413);
+    let body: Value = res.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("2000 bytes"));
+    let res = app.post_events(&json!([event("ok", "staff.hired", "440305", json!({"staff_id": "x", "veteran": true}))])).await;
+    assert_eq!(res.status(), 200);
+    app.wait_landed().await;
+    assert_eq!(count_rows(&app, "SELECT count() FROM events").await, 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn tokens_are_required_and_scoped() {
+    let mut settings = test_settings();
+    settings.auth.tokens = vec![
+        vscc::auth::TokenConfig { token: "nanshan-clerk".into(), name: "南山 clerk".into(), role: vscc::auth::Role::Clerk, scope: "440305".into() },
+        vscc::auth::TokenConfig { token: "nanshan-leader".into(), name: "南山 leader".into(), role: vscc::auth::Role::Leader, scope: "440305".into() },
+    ];
+    let app = spawn_app_with(settings).await;
+    let hire = |id: &str, org: &str| event(id, "staff.hired", org, json!({"staff_id": "x", "veteran": true}));
+    let res = app.http.post(format!("{}/api/v1/events", app.base)).json(&json!([hire("t0", "440305")])).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    let res = app.post_events_as(&json!([hire("t0", "440305")]), "wrong").await;
+    assert_eq!(res.status(), 401);
+    let answer: Value = app.post_events_as(&json!([hire("t1", "440305007003"), hire("t2", "440303")]), "nanshan-clerk").await.json().await.unwrap();
+    assert_eq!(answer["accepted"], 1);
+    assert_eq!(answer["errors"][0]["field"], "org");
+    assert!(answer["errors"][0]["reason"].as_str().unwrap().contains("outside"));
+    let res = app.post_events_as(&json!([hire("t3", "440305")]), "nanshan-leader").await;
+    assert_eq!(res.status(), 422, "a leader may not send records");
+
+    let get = |path: &str, token: &str| app.http.get(format!("{}{path}", app.base)).bearer_auth(token.to_string()).send();
+    assert_eq!(get("/api/v1/metrics?scope=440305", "nanshan-leader").await.unwrap().status(), 200);
+    assert_eq!(get("/api/v1/metrics?scope=440305007", "nanshan-leader").await.unwrap().status(), 200);
+    assert_eq!(get("/api/v1/metrics?scope=440300", "nanshan-leader").await.unwrap().status(), 403);
+    assert_eq!(get("/api/v1/metrics?scope=440303", "nanshan-leader").await.unwrap().status(), 403);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn roll_ups_are_sums_not_averages_and_latest_replaces_earlier() {
+    let app = spawn_app().await;
+    let staffing = |id: &str, org: &str, at: &str, approved: i64, filled: i64| {
+        json!({"id": id, "kind": "staffing.reported", "org": org, "at": at, "data": {"approved_posts": approved, "filled_posts": filled}})
+    };
+    let body = json!([
+        staffing("s1", "440303", "2021-01-01T09:00:00+08:00", 100, 50),
+        staffing("s2", "440303", "2021-06-01T09:00:00+08:00", 100, 99), // replaces s1
+        staffing("s3", "440304", "2021-03-01T09:00:00+08:00", 10, 1),
+        staffing("s0", "440304", "2020-03-01T09:00:00+08:00", 10, 10), // older: does not replace s3
+    ]);
+    app.post_events(&body).await;
+    let f = app.get_json("/api/v1/metrics?scope=440300&metrics=staffing_rate").await;
+    let city = &f["nodes"]["440300"]["staffing_rate"];
+    assert_eq!((city["num"].as_i64(), city["den"].as_i64()), (Some(100), Some(110)));
+    assert!((city["value"].as_f64().unwrap() - 100.0 / 110.0).abs() < 1e-6, "Σ/Σ, not the mean of 0.99 and 0.1");
+    assert_eq!(city["status"], "missed");
+    assert_eq!(city["due"], "2020-12-31");
+    assert_eq!(f["nodes"]["440303"]["staffing_rate"]["status"], "met");
+    assert_eq!(f["nodes"]["440305"]["staffing_rate"]["value"], Value::Null, "no data is not zero");
+    assert_eq!(f["nodes"]["440305"]["staffing_rate"]["status"], "no_data");
+    app.stop().await;
+}
+
+/// Per-org quantities from raw rows, summed over each node's subtree with `org_nodes`.
+async fn sql_per_node(app: &common::TestApp, per_org: &str) -> HashMap<String, Vec<i64>> {
+    let sql = format!(
+        "SELECT node, groupArray(v) FROM (SELECT node, arrayJoin(arrayEnumerate(vals)) AS i, toInt64(sum(vals[i])) AS v FROM ( \
+           SELECT ancestors, vals FROM ({per_org}) AS q ANY INNER JOIN (SELECT code AS org, ancestors FROM org_nodes) AS o USING org \
+         ) ARRAY JOIN ancestors AS node GROUP BY node, i ORDER BY node, i) GROUP BY node FORMAT JSONEachRow"
+    );
+    let mut cursor = app.store().client().query(&sql).fetch_bytes("JSONEachRow").unwrap();
+    let bytes = cursor.collect().await.unwrap();
+    let mut out = HashMap::new();
+    for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let v: Value = serde_json::from_slice(line).unwrap();
+        let node = v["node"].as_str().unwrap().to_string();
+        let vals = v["groupArray(v)"].as_array().unwrap().iter().map(|x| x.as_str().map(|s| s.parse().unwrap()).or(x.as_i64()).unwrap()).collect();
+        out.insert(node, vals);
+    }
+    out
+}
+
+#[tokio::test]
+async fn live_figures_equal_a_plain_sql_recomputation_and_survive_a_restart() {
+    let settings = test_settings();
+    let app = spawn_app_with(settings.clone()).await;
+    let tree = app.state.tree.clone();
+    let events = sample_events(&tree, 6000, 7, 120, "eq");
+    for chunk in events.chunks(1000) {
+        let answer: Value = app.post_events(&json!(chunk)).await.json().await.unwrap();
+        assert_eq!(answer["rejected"], 0, "{answer}");
+    }
+    app.wait_landed().await;
+    let live = app.state.hub.all_current();
+    let now = app.state.hub.now();
+    let year = vscc::domain::metric::local_date(now).year();
+
+    let staffing = sql_per_node(&app, "SELECT org, [argMax(filled_posts, (at, seq)), argMax(approved_posts, (at, seq)), 1] AS vals FROM events WHERE kind = 'staffing.reported' GROUP BY org").await;
+    let hires = sql_per_node(&app, "SELECT org, [toInt64(countIf(veteran = 1)), toInt64(count())] AS vals FROM events WHERE kind = 'staff.hired' GROUP BY org").await;
+    let headcount = sql_per_node(&app, "SELECT org, [argMax(headcount, (at, seq))] AS vals FROM events WHERE kind = 'staff.headcount' GROUP BY org").await;
+    let trained = sql_per_node(&app, &format!("SELECT org, [toInt64(uniqExact(staff_id))] AS vals FROM events WHERE kind = 'training.attended' AND toYear(at) = {year} GROUP BY org")).await;
+    let ratings = sql_per_node(&app, "SELECT org, [toInt64(stars = 5), toInt64(demo AND length(org) = 9), toInt64(demo AND length(org) = 6), 1] AS vals FROM (SELECT org, argMax(stars, (at, seq)) AS stars, argMax(demonstration, (at, seq)) AS demo FROM events WHERE kind = 'station.rated' GROUP BY org)").await;
+    let structure = sql_per_node(&app, "SELECT code AS org, [toInt64(level IN ('district', 'street')), toInt64(level = 'street')] AS vals FROM org_nodes").await;
+    let appeals = sql_per_node(&app, &format!(
+        "SELECT org, [toInt64(count()), toInt64(countIf(NOT closed)), toInt64(countIf(NOT closed AND ((NOT accepted AND age > 15 * 86400) OR age > 60 * 86400)))] AS vals FROM ( \
+           SELECT argMinIf(org, (at, seq), kind = 'appeal.received') AS org, minIf(at, kind = 'appeal.received') AS received, \
+                  countIf(kind = 'appeal.accepted') > 0 AS accepted, countIf(kind = 'appeal.closed') > 0 AS closed, \
+                  toInt64({}) - toInt64(toUnixTimestamp(received)) AS age \
+           FROM events WHERE kind LIKE 'appeal.%' GROUP BY appeal_id HAVING countIf(kind = 'appeal.received') > 0) GROUP BY org",
+        now.unix_timestamp()
+    )).await;
+    let archive = sql_per_node(&app, "SELECT org, [toInt64(sum(r AND c)), toInt64(sum(r))] AS vals FROM (SELECT org, person_id, max(kind = 'veteran.registered') AS r, max(kind = 'archive.completed') AS c FROM events WHERE kind IN ('veteran.registered', 'archive.completed') GROUP BY org, person_id) GROUP BY org").await;
+    let classes: HashMap<String, i64> = {
+        let rows: Vec<(String, u64)> = app.store().client()
+            .query(&format!("SELECT org, uniqExact(class_id) FROM events WHERE kind = 'training.class_held' AND toYear(at) = {year} GROUP BY org"))
+            .fetch_all().await.unwrap();
+        rows.into_iter().map(|(o, n)| (o, n as i64)).collect()
+    };
+
+    let get = |m: &HashMap<String, Vec<i64>>, code: &str, i: usize| m.get(code).map(|v| v[i]).unwrap_or(0);
+    let mut compared = 0;
+    for (code, figures) in &live {
+        for (metric, live_figure) in figures {
+            let ratio = |num: i64, den: i64, has: bool| Reading { num, den: Some(if has { den } else { 0 }), has_data: has, overdue: None };
+            let reading = match metric {
+                MetricId::StaffingRate => ratio(get(&staffing, code, 0), get(&staffing, code, 1), get(&staffing, code, 2) > 0),
+                MetricId::VeteranHireShare => ratio(get(&hires, code, 0), get(&hires, code, 1), get(&hires, code, 1) > 0),
+                MetricId::TrainingClasses => Reading { num: classes.get(code).copied().unwrap_or(0), den: None, has_data: true, overdue: None },
+                MetricId::TrainingCoverage => ratio(get(&trained, code, 0), get(&headcount, code, 0), get(&headcount, code, 0) > 0),
+                MetricId::DistrictStarDemos => Reading { num: get(&ratings, code, 2), den: None, has_data: get(&ratings, code, 3) > 0, overdue: None },
+                MetricId::StreetStarDemoShare => ratio(get(&ratings, code, 1), get(&structure, code, 1), get(&ratings, code, 3) > 0 && get(&structure, code, 1) > 0),
+                MetricId::FiveStarShare => ratio(get(&ratings, code, 0), get(&structure, code, 0), get(&ratings, code, 3) > 0),
+                MetricId::OpenAppeals => Reading { num: get(&appeals, code, 1), den: None, has_data: get(&appeals, code, 0) > 0, overdue: Some(get(&appeals, code, 2)) },
+                MetricId::ArchiveCoverage => ratio(get(&archive, code, 0), get(&archive, code, 1), get(&archive, code, 1) > 0),
+            };
+            let expected = judge(*metric, reading, now, &[]);
+            assert_eq!(
+                (live_figure.num, live_figure.den, live_figure.value, live_figure.status, live_figure.overdue),
+                (expected.num, expected.den, expected.value, expected.status, expected.overdue),
+                "{code} {}", metric.as_str()
+            );
+            compared += 1;
+        }
+    }
+    assert!(compared > 3500, "compared {compared} figures");
+    let nonzero = live.iter().flat_map(|(_, f)| f).filter(|(_, f)| f.num > 0).count();
+    assert!(nonzero > 1000, "the sample exercises the figures ({nonzero} non-zero)");
+
+    // A second app on the same store rebuilds exactly the same state.
+    app.stop().await;
+    let restarted = spawn_app_with(settings).await;
+    let rebuilt = restarted.state.hub.all_current();
+    let strip = |v: &Vec<(String, Vec<(MetricId, vscc::domain::metric::Figure)>)>| -> Vec<String> {
+        v.iter().map(|(c, f)| format!("{c}:{}", serde_json::to_string(&f.iter().map(|(m, x)| (m.as_str(), x.num, x.den, x.status, x.overdue)).collect::<Vec<_>>()).unwrap())).collect()
+    };
+    assert_eq!(strip(&rebuilt), strip(&live));
+    // And re-sending everything changes nothing.
+    let answer: Value = restarted.post_events(&json!(events[..1000])).await.json().await.unwrap();
+    assert_eq!(answer["duplicates"], 1000);
+    restarted.stop().await;
+}
