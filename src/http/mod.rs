@@ -48,8 +48,9 @@ pub struct AppState {
 /// Serves the app on an already-bound listener (port 0 in tests). `handle_signals`: whether
 /// SIGINT/SIGTERM stop the server (the binary) or the caller does (tests).
 pub fn run(listener: TcpListener, state: Arc<AppState>, handle_signals: bool) -> std::io::Result<Server> {
+    let hub = state.hub.clone();
     let data = web::Data::from(state);
-    let mut server = HttpServer::new(move || {
+    let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
             .wrap(from_fn(observe))
@@ -61,11 +62,29 @@ pub fn run(listener: TcpListener, state: Arc<AppState>, handle_signals: bool) ->
             .configure(openapi::routes)
     })
     .listen(listener)?
-    .shutdown_timeout(10);
-    if !handle_signals {
-        server = server.disable_signals();
+    .shutdown_timeout(5)
+    .disable_signals();
+    let server = server.run();
+    if handle_signals {
+        tokio::spawn(stop_on_signal(server.handle(), hub));
     }
-    Ok(server.run())
+    Ok(server)
+}
+
+/// SIGINT or SIGTERM: close the streams (screens reconnect elsewhere or later), then stop
+/// accepting and finish in-flight requests.
+async fn stop_on_signal(handle: actix_web::dev::ServerHandle, hub: Arc<Hub>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+    }
+    hub.close_streams();
+    handle.stop(true).await;
 }
 
 /// Counts and times every request under its route pattern (not the raw path: bounded labels).

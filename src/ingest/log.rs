@@ -10,7 +10,7 @@
 //! place: `append` publishes and waits for the broker's ack, and every instance's subscribers
 //! consume the broker's stream. Nothing downstream knows about files or frames.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::fs::File;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::Write;
@@ -31,7 +31,7 @@ pub enum AppendOutcome {
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LogError {
-    #[error("the local spool is full ({used} of {limit} bytes): ClickHouse is behind; retry later")]
+    #[error("the local spool is full ({used} of {limit} bytes not yet in ClickHouse); retry later")]
     Full { used: u64, limit: u64 },
     #[error("the durable log could not write: {0}")]
     Io(String),
@@ -43,7 +43,8 @@ pub enum LogError {
 pub struct LogSettings {
     pub dir: PathBuf,
     pub segment_bytes: u64,
-    /// Appends are refused (503) while the spool holds more than this.
+    /// Appends are refused (503) while more than this many bytes of records are logged but not
+    /// yet in ClickHouse.
     pub max_spool_bytes: u64,
 }
 
@@ -60,8 +61,12 @@ struct AppendRequest {
 pub struct LogCounters {
     /// Highest seq on disk.
     pub committed_seq: AtomicU64,
-    /// Bytes held in segment files.
+    /// Bytes held in segment files (disk use).
     pub spool_bytes: AtomicU64,
+    /// Highest seq the writer has put in ClickHouse.
+    pub checkpoint_seq: AtomicU64,
+    /// Bytes of records logged but not yet in ClickHouse: what the spool bound limits.
+    pub pending_bytes: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -142,6 +147,7 @@ impl DurableLog {
         let counters = Arc::new(LogCounters::default());
         counters.committed_seq.store(next_seq.saturating_sub(1), Ordering::SeqCst);
         counters.spool_bytes.store(spool_bytes, Ordering::SeqCst);
+        counters.checkpoint_seq.store(next_seq.saturating_sub(1), Ordering::SeqCst);
         let (tx, rx) = mpsc::channel(1024);
         let appender = Appender {
             settings: settings.clone(),
@@ -152,6 +158,9 @@ impl DurableLog {
             seen,
             subscribers,
             counters: counters.clone(),
+            commits: VecDeque::new(),
+            appended: 0,
+            consumed: 0,
         };
         std::thread::Builder::new()
             .name("vscc-log-appender".into())
@@ -184,9 +193,26 @@ struct Appender {
     seen: HashSet<u128>,
     subscribers: Vec<mpsc::UnboundedSender<Committed>>,
     counters: Arc<LogCounters>,
+    /// (last seq, bytes appended up to and including it) per commit not yet in ClickHouse.
+    commits: VecDeque<(u64, u64)>,
+    appended: u64,
+    consumed: u64,
 }
 
 impl Appender {
+    /// Bytes logged but not yet in ClickHouse.
+    fn pending_bytes(&mut self) -> u64 {
+        let checkpoint = self.counters.checkpoint_seq.load(Ordering::SeqCst);
+        while let Some(&(last, cumulative)) = self.commits.front() {
+            if last > checkpoint {
+                break;
+            }
+            self.consumed = cumulative;
+            self.commits.pop_front();
+        }
+        self.appended - self.consumed
+    }
+
     fn run(mut self, mut rx: mpsc::Receiver<AppendRequest>) {
         while let Some(first) = rx.blocking_recv() {
             let mut requests = vec![first];
@@ -201,7 +227,7 @@ impl Appender {
     }
 
     fn commit(&mut self, requests: Vec<AppendRequest>) {
-        let used = self.counters.spool_bytes.load(Ordering::SeqCst);
+        let used = self.pending_bytes();
         let limit = self.settings.max_spool_bytes;
         let mut buf = Vec::new();
         let mut batch_ids: HashSet<u128> = HashSet::new();
@@ -241,6 +267,9 @@ impl Appender {
             self.seen.extend(batch_ids);
             self.counters.committed_seq.store(self.next_seq - 1, Ordering::SeqCst);
             self.counters.spool_bytes.fetch_add(buf.len() as u64, Ordering::SeqCst);
+            self.appended += buf.len() as u64;
+            self.commits.push_back((self.next_seq - 1, self.appended));
+            self.counters.pending_bytes.store(self.appended - self.consumed, Ordering::Relaxed);
             let committed = Arc::new(committed);
             for s in &self.subscribers {
                 let _ = s.send(committed.clone());

@@ -130,6 +130,7 @@ impl Writer {
             }
             Err(e) => tracing::warn!(error = %e, "could not delete consumed segments"),
         }
+        self.counters.checkpoint_seq.store(last, Ordering::SeqCst);
         let _ = self.checkpoint_tx.send(last);
         Ok(true)
     }

@@ -76,6 +76,7 @@ pub struct Hub {
     applied: watch::Sender<u64>,
     epochs: Mutex<HashMap<String, EpochState>>,
     last_full_refresh: Mutex<Option<std::time::Instant>>,
+    closing: watch::Sender<bool>,
 }
 
 pub fn rfc3339(t: OffsetDateTime) -> String {
@@ -102,7 +103,18 @@ impl Hub {
             applied,
             epochs: Mutex::new(HashMap::new()),
             last_full_refresh: Mutex::new(None),
+            closing: watch::channel(false).0,
         }
+    }
+
+    /// Tells every stream session to close (server shutdown).
+    pub fn close_streams(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Resolves once the server is shutting down.
+    pub fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
     }
 
     pub fn tree(&self) -> &Arc<OrgTree> {

@@ -19,8 +19,10 @@ pub struct ManagedClickHouse {
     child: Option<Child>,
     pid: u32,
     dir: PathBuf,
+    binary: PathBuf,
     http_port: u16,
     tcp_port: u16,
+    start_timeout: Duration,
 }
 
 const PID_FILE: &str = "vscc-clickhouse.pid";
@@ -47,41 +49,17 @@ impl ManagedClickHouse {
         // A port picked free can be taken before the server binds it: try a few times.
         let mut last_error = String::new();
         for _attempt in 0..3 {
-            let (http_port, tcp_port) = (free_port()?, free_port()?);
-            write_configs(&dir, http_port, tcp_port)?;
-            let log = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(dir.join("log/stdout.log"))
-                .map_err(|e| StoreError::ManagedStart(e.to_string()))?;
-            let log_err = log.try_clone().map_err(|e| StoreError::ManagedStart(e.to_string()))?;
-            let mut command = Command::new(&binary);
-            command
-                .arg(format!("--config-file={}", dir.join("config.xml").display()))
-                .current_dir(&dir)
-                .stdin(Stdio::null())
-                .stdout(Stdio::from(log))
-                .stderr(Stdio::from(log_err))
-                .kill_on_drop(true);
-            // SAFETY: only async-signal-safe calls between fork and exec.
-            unsafe {
-                command.pre_exec(|| {
-                    libc::setpgid(0, 0);
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                    Ok(())
-                });
-            }
-            let child = command
-                .spawn()
-                .map_err(|e| StoreError::ManagedStart(format!("{}: {e}", binary.display())))?;
-            let pid = child.id().unwrap_or_default();
-            let _ = std::fs::write(dir.join(PID_FILE), pid.to_string());
-            let mut managed = ManagedClickHouse { child: Some(child), pid, dir: dir.clone(), http_port, tcp_port };
-            match managed.wait_ready(Duration::from_secs(settings.start_timeout_secs)).await {
-                Ok(()) => {
-                    tracing::info!(pid, http_port, tcp_port, dir = %dir.display(), "managed ClickHouse is up");
-                    return Ok(managed);
-                }
+            let mut managed = ManagedClickHouse {
+                child: None,
+                pid: 0,
+                dir: dir.clone(),
+                binary: binary.clone(),
+                http_port: free_port()?,
+                tcp_port: free_port()?,
+                start_timeout: Duration::from_secs(settings.start_timeout_secs),
+            };
+            match managed.spawn().await {
+                Ok(()) => return Ok(managed),
                 Err(e) => {
                     last_error = e;
                     managed.stop().await;
@@ -89,6 +67,47 @@ impl ManagedClickHouse {
             }
         }
         Err(StoreError::ManagedStart(last_error))
+    }
+
+    /// Starts the server process on this instance's ports and waits until it answers.
+    async fn spawn(&mut self) -> Result<(), String> {
+        write_configs(&self.dir, self.http_port, self.tcp_port).map_err(|e| e.to_string())?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("log/stdout.log"))
+            .map_err(|e| e.to_string())?;
+        let log_err = log.try_clone().map_err(|e| e.to_string())?;
+        let mut command = Command::new(&self.binary);
+        command
+            .arg(format!("--config-file={}", self.dir.join("config.xml").display()))
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log_err))
+            .kill_on_drop(true);
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                libc::setpgid(0, 0);
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        let child = command.spawn().map_err(|e| format!("{}: {e}", self.binary.display()))?;
+        self.pid = child.id().unwrap_or_default();
+        self.child = Some(child);
+        let _ = std::fs::write(self.dir.join(PID_FILE), self.pid.to_string());
+        self.wait_ready(self.start_timeout).await?;
+        tracing::info!(pid = self.pid, http_port = self.http_port, tcp_port = self.tcp_port, dir = %self.dir.display(), "managed ClickHouse is up");
+        Ok(())
+    }
+
+    /// Stops the server and starts it again on the same ports and data (for operators and
+    /// for tests of ClickHouse outages).
+    pub async fn restart(&mut self) -> Result<(), StoreError> {
+        self.stop().await;
+        self.spawn().await.map_err(StoreError::ManagedStart)
     }
 
     async fn wait_ready(&mut self, timeout: Duration) -> Result<(), String> {

@@ -261,6 +261,7 @@ async fn send_all(session: &mut Session, out: Vec<Outgoing>, timeout: Duration) 
 /// Serves one connection until it closes, stops answering, or stops reading.
 pub async fn run_session(mut session: Session, mut messages: MessageStream, ctx: SessionContext) {
     let mut rx = ctx.hub.subscribe();
+    let mut closing = ctx.hub.closing();
     let send_timeout = Duration::from_millis(ctx.settings.send_timeout_ms);
     let idle_timeout = Duration::from_millis(ctx.settings.idle_timeout_ms);
     let mut heartbeat = tokio::time::interval(Duration::from_millis(ctx.settings.heartbeat_ms));
@@ -289,6 +290,7 @@ pub async fn run_session(mut session: Session, mut messages: MessageStream, ctx:
                 Err(RecvError::Lagged(_)) => state.resync(),
                 Err(RecvError::Closed) => break,
             },
+            _ = closing.wait_for(|c| *c) => break,
             _ = heartbeat.tick() => {
                 if last_heard.elapsed() > idle_timeout {
                     break;
@@ -304,5 +306,6 @@ pub async fn run_session(mut session: Session, mut messages: MessageStream, ctx:
         }
     }
     presence.leave(screen_id);
-    let _ = tokio::time::timeout(Duration::from_secs(1), session.close(None)).await;
+    let reason = actix_ws::CloseReason { code: actix_ws::CloseCode::Away, description: None };
+    let _ = tokio::time::timeout(Duration::from_secs(1), session.close(Some(reason))).await;
 }

@@ -123,7 +123,9 @@ impl TestApp {
         res.json().await.expect("JSON body")
     }
 
+    /// Stops as the binary does on SIGTERM: streams closed first, then a graceful stop.
     pub async fn stop(self) {
+        self.state.hub.close_streams();
         self.handle.stop(true).await;
     }
 }
