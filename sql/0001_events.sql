@@ -30,5 +30,5 @@ CREATE TABLE IF NOT EXISTS events
     data            String
 )
 ENGINE = MergeTree()
-PARTITION BY toYYYYMM(at)
+PARTITION BY toYear(at)
 ORDER BY (kind, org, at, seq);

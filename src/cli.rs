@@ -46,6 +46,41 @@ enum Command {
     Org(OrgArgs),
     /// Run a managed ClickHouse in the foreground until Ctrl-C (used by scripts/test).
     Clickhouse(ClickhouseArgs),
+    /// Benchmarks with a printed report (build with --release first).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Records/s end to end beside ClickHouse's own insert rate of the same rows.
+    Ingest {
+        #[arg(long, default_value_t = 1_000_000)]
+        records: usize,
+        /// Records per POST.
+        #[arg(long, default_value_t = 5_000)]
+        batch: usize,
+        /// Concurrent HTTP clients.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+    },
+    /// Event → delta latency at N screens, memory per screen, most screens at 1 update/s.
+    Stream {
+        #[arg(long, default_value_t = 1_000)]
+        screens: usize,
+        /// Records/s of steady ingest during the latency run.
+        #[arg(long, default_value_t = 5_000)]
+        rate: usize,
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// Publishing tick (the maximum message rate per subscription).
+        #[arg(long, default_value_t = 250)]
+        tick_ms: u64,
+        /// Steps of the 1 update/s ramp, comma-separated (0: skip). Each process here may hold
+        /// at most 20,000 file descriptors (hard limit), so the ramp stops below that.
+        #[arg(long, value_delimiter = ',', default_value = "2000,5000,10000,15000,19500")]
+        max_screens: Vec<usize>,
+    },
 }
 
 #[derive(Args)]
@@ -129,6 +164,14 @@ pub async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Org(args) => print_org(&settings, args),
+        Command::Bench(BenchCommand::Ingest { records, batch, concurrency }) => {
+            crate::bench::ingest::run(&settings, crate::bench::ingest::IngestBench { records, batch, concurrency }).await
+        }
+        Command::Bench(BenchCommand::Stream { screens, rate, seconds, tick_ms, max_screens }) => {
+            let max_screens = max_screens.into_iter().filter(|&n| n > 0).collect();
+            let opts = crate::bench::stream::StreamBench { screens, rate, seconds, tick_ms, max_screens };
+            crate::bench::stream::run(&settings, opts).await
+        }
         Command::Clickhouse(args) => {
             if let Some(dir) = args.dir {
                 settings.clickhouse.managed.dir = dir;

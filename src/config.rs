@@ -30,9 +30,9 @@ max_body_bytes = 16777216        # 16 MiB; larger bodies get 413
 max_records = 50000              # per request; more get 413
 max_spool_bytes = 1073741824     # 1 GiB of records not yet in ClickHouse; then 503 + Retry-After
 segment_bytes = 16777216         # log segment size; consumed segments are deleted
-batch_rows = 50000               # rows per INSERT
+batch_rows = 100000              # rows per INSERT
 flush_interval_ms = 1000         # at most one INSERT a second when not full
-max_pending_rows = 200000        # rows the writer holds in memory; the rest is read back from disk
+max_pending_rows = 400000        # rows the writer holds in memory; the rest is read back from disk
 
 [stream]
 tick_ms = 250                    # at most 4 messages a second per subscription

@@ -18,10 +18,12 @@
 //! | [`config`] | layered settings: defaults → TOML file → `VSCC__…` environment |
 //! | [`telemetry`] | tracing subscriber (human or JSON logs) |
 //! | [`app`] | wiring: build everything, serve, stop the managed ClickHouse after the server |
+//! | [`bench`] | `vscc bench ingest|stream`: benchmarks against baselines measured in the same run |
 //! | [`cli`] | the `vscc` command line |
 
 pub mod app;
 pub mod auth;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod domain;

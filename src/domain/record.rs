@@ -271,7 +271,7 @@ pub fn validate(
         Kind::AppealReceived | Kind::AppealAccepted | Kind::AppealClosed => row.appeal_id = text("appeal_id")?,
         Kind::VeteranRegistered | Kind::ArchiveCompleted => row.person_id = text("person_id")?,
     }
-    row.data = Value::Object(data.clone()).to_string();
+    row.data = serde_json::to_string(data).unwrap_or_default();
     Ok(row)
 }
 

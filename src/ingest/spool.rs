@@ -1,5 +1,5 @@
 //! The on-disk format of the durable log: segment files `seg-<first seq>.log` of frames
-//! `[u32 length][u32 crc32][JSON EventRow]`, and the writer's checkpoint file.
+//! `[u32 length][u32 crc32][postcard-encoded EventRow]`, and the writer's checkpoint file.
 //!
 //! A frame is durable once the appender's fdatasync returns. A crash can leave a torn frame at
 //! the end of the last segment; it was never acknowledged, so recovery cuts it off.
@@ -35,7 +35,7 @@ pub fn list_segments(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
 pub fn encode_frame(row: &EventRow, buf: &mut Vec<u8>) {
     let start = buf.len();
     buf.extend_from_slice(&[0u8; 8]);
-    serde_json::to_writer(&mut *buf, row).expect("an EventRow always serialises");
+    postcard::to_io(row, &mut *buf).expect("an EventRow always serialises");
     let payload = &buf[start + 8..];
     let len = payload.len() as u32;
     let crc = crc32fast::hash(payload);
@@ -61,7 +61,7 @@ pub fn read_segment(path: &Path) -> std::io::Result<(Vec<EventRow>, u64)> {
         if reader.read_exact(&mut payload).is_err() || crc32fast::hash(&payload) != crc {
             break;
         }
-        match serde_json::from_slice::<EventRow>(&payload) {
+        match postcard::from_bytes::<EventRow>(&payload) {
             Ok(row) => rows.push(row),
             Err(_) => break,
         }
@@ -112,17 +112,65 @@ pub fn delete_consumed(dir: &Path, checkpoint: u64) -> std::io::Result<u64> {
     Ok(freed)
 }
 
-/// Rows with `from <= seq < to`, read back from the segments (the writer's catch-up path).
-pub fn read_range(dir: &Path, from: u64, to: u64) -> std::io::Result<Vec<EventRow>> {
-    let segments = list_segments(dir)?;
-    let mut out = Vec::new();
-    for (i, (first, path)) in segments.iter().enumerate() {
-        let next_first = segments.get(i + 1).map(|s| s.0).unwrap_or(u64::MAX);
-        if next_first <= from || *first >= to {
-            continue;
-        }
-        let (rows, _) = read_segment(path)?;
-        out.extend(rows.into_iter().filter(|r| r.seq >= from && r.seq < to));
+/// Reads the log forward from a seq, remembering where it is: each frame is read once.
+pub struct LogReader {
+    dir: PathBuf,
+    next_seq: u64,
+    /// (first seq of the segment, reader positioned at a frame boundary)
+    current: Option<(u64, BufReader<File>)>,
+}
+
+impl LogReader {
+    pub fn new(dir: &Path, next_seq: u64) -> Self {
+        LogReader { dir: dir.to_path_buf(), next_seq, current: None }
     }
-    Ok(out)
+
+    /// Up to `max` rows with `next_seq <= seq < to`. Every frame below `to` is complete on disk
+    /// (the appender fsyncs before it publishes a seq), so no torn frame is ever met here.
+    pub fn read(&mut self, to: u64, max: usize) -> std::io::Result<Vec<EventRow>> {
+        let mut out = Vec::new();
+        let mut header = [0u8; 8];
+        let mut payload = Vec::new();
+        while out.len() < max && self.next_seq < to {
+            if self.current.is_none() {
+                let segments = list_segments(&self.dir)?;
+                let Some((first, path)) = segments.iter().rev().find(|(first, _)| *first <= self.next_seq) else {
+                    break;
+                };
+                self.current = Some((*first, BufReader::with_capacity(1 << 20, File::open(path)?)));
+            }
+            let (first, reader) = self.current.as_mut().expect("opened above");
+            if reader.read_exact(&mut header).is_err() {
+                // End of a sealed segment: move on to the next one.
+                let first = *first;
+                let next = list_segments(&self.dir)?.into_iter().find(|(f, _)| *f > first);
+                match next {
+                    Some((f, path)) => self.current = Some((f, BufReader::with_capacity(1 << 20, File::open(path)?))),
+                    None => {
+                        self.current = None;
+                        break;
+                    }
+                }
+                continue;
+            }
+            let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as usize;
+            payload.resize(len, 0);
+            reader.read_exact(&mut payload)?;
+            let row: EventRow = postcard::from_bytes(&payload)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+            if row.seq >= self.next_seq {
+                self.next_seq = row.seq + 1;
+                out.push(row);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Positions the reader at `seq`: ahead by skipping, back by reopening.
+    pub fn seek(&mut self, seq: u64) {
+        if seq < self.next_seq {
+            self.current = None;
+        }
+        self.next_seq = seq;
+    }
 }

@@ -28,6 +28,10 @@ pub struct WriterSettings {
 
 /// Inserts rows into `events` in one INSERT (one block: ClickHouse makes it atomic).
 pub async fn insert_events(store: &Store, rows: &[EventRow]) -> Result<(), StoreError> {
+    insert_rows(store, rows.iter()).await
+}
+
+async fn insert_rows<'a>(store: &Store, rows: impl Iterator<Item = &'a EventRow>) -> Result<(), StoreError> {
     let mut insert = store.client().insert::<EventRow>("events").await?;
     for row in rows {
         insert.write(row).await?;
@@ -43,9 +47,13 @@ pub struct Writer {
     settings: WriterSettings,
     /// Next seq to insert; everything below is in ClickHouse.
     next: u64,
-    pending: VecDeque<EventRow>,
+    /// Committed batches (shared with the live consumer, not copied) and where in each the
+    /// rows still to insert start.
+    pending: VecDeque<(Committed, usize)>,
+    pending_rows: usize,
     /// Records were dropped from memory: read them back from disk.
     behind: bool,
+    reader: spool::LogReader,
     /// The checkpoint, published for tests and /metrics.
     checkpoint_tx: watch::Sender<u64>,
     last_error_log: Option<Instant>,
@@ -62,46 +70,53 @@ impl Writer {
         let (checkpoint_tx, rx) = watch::channel(checkpoint);
         let writer = Writer {
             store,
-            dir,
+            dir: dir.clone(),
             counters,
             settings,
             next: checkpoint + 1,
             pending: VecDeque::new(),
+            pending_rows: 0,
             behind: true,
+            reader: spool::LogReader::new(&dir, checkpoint + 1),
             checkpoint_tx,
             last_error_log: None,
         };
         (writer, rx)
     }
 
-    fn take(&mut self, batch: &[EventRow]) {
-        for row in batch {
-            let expected = self.next + self.pending.len() as u64;
-            if row.seq < expected {
-                continue;
-            }
-            if self.behind || row.seq > expected || self.pending.len() >= self.settings.max_pending_rows {
-                self.behind = true;
-                return;
-            }
-            self.pending.push_back(row.clone());
+    fn take(&mut self, batch: &Committed) {
+        let (Some(first), Some(last)) = (batch.first(), batch.last()) else { return };
+        let expected = self.next + self.pending_rows as u64;
+        if last.seq < expected {
+            return;
         }
+        if self.behind || first.seq > expected || self.pending_rows >= self.settings.max_pending_rows {
+            self.behind = true;
+            return;
+        }
+        // Seqs in a committed batch are consecutive.
+        let start = (expected - first.seq) as usize;
+        self.pending_rows += batch.len() - start;
+        self.pending.push_back((batch.clone(), start));
     }
 
     fn catch_up_from_disk(&mut self) {
         let committed = self.counters.committed_seq.load(Ordering::SeqCst);
-        let from = self.next + self.pending.len() as u64;
+        let from = self.next + self.pending_rows as u64;
         if committed < from {
             self.behind = false;
             return;
         }
-        let room = self.settings.max_pending_rows.saturating_sub(self.pending.len()).max(1) as u64;
-        let to = (committed + 1).min(from + room);
-        match spool::read_range(&self.dir, from, to) {
+        self.reader.seek(from);
+        let room = self.settings.max_pending_rows.saturating_sub(self.pending_rows).max(self.settings.batch_rows);
+        match self.reader.read(committed + 1, room) {
             Ok(rows) => {
-                let got = rows.len() as u64;
-                self.pending.extend(rows);
-                if to == committed + 1 && got == to - from {
+                let caught_up = rows.last().is_some_and(|r| r.seq >= committed);
+                if !rows.is_empty() {
+                    self.pending_rows += rows.len();
+                    self.pending.push_back((Arc::new(rows), 0));
+                }
+                if caught_up {
                     self.behind = false;
                 }
             }
@@ -111,14 +126,28 @@ impl Writer {
 
     /// Inserts up to one batch; true when something was written.
     async fn flush(&mut self) -> Result<bool, StoreError> {
-        if self.pending.is_empty() {
+        if self.pending_rows == 0 {
             return Ok(false);
         }
-        let n = self.pending.len().min(self.settings.batch_rows);
-        let rows: Vec<EventRow> = self.pending.iter().take(n).cloned().collect();
-        insert_events(&self.store, &rows).await?;
-        self.pending.drain(..n);
-        let last = rows.last().map(|r| r.seq).unwrap_or(self.next - 1);
+        let n = self.pending_rows.min(self.settings.batch_rows);
+        let rows = self.pending.iter().flat_map(|(b, start)| b[*start..].iter()).take(n);
+        let last = rows.clone().last().map(|r| r.seq).unwrap_or(self.next - 1);
+        let started = Instant::now();
+        insert_rows(&self.store, rows).await?;
+        tracing::debug!(rows = n, ms = started.elapsed().as_millis() as u64, behind = self.behind, "inserted");
+        let mut left = n;
+        while left > 0 {
+            let Some((batch, start)) = self.pending.front_mut() else { break };
+            let here = batch.len() - *start;
+            if here <= left {
+                left -= here;
+                self.pending.pop_front();
+            } else {
+                *start += left;
+                left = 0;
+            }
+        }
+        self.pending_rows -= n;
         self.next = last + 1;
         if let Err(e) = spool::write_checkpoint(&self.dir, last) {
             // The rows are in ClickHouse; a stale checkpoint only means a recheck at restart.
@@ -140,9 +169,45 @@ impl Writer {
         let mut retry_at: Option<Instant> = None;
         let mut backoff = Duration::from_millis(100);
         loop {
+            while let Ok(b) = rx.try_recv() {
+                self.take(&b);
+            }
+            let waiting_to_retry = retry_at.is_some_and(|t| Instant::now() < t);
+            if !waiting_to_retry {
+                if self.behind && self.pending_rows < self.settings.batch_rows {
+                    self.catch_up_from_disk();
+                }
+                let backlog = self.pending_rows >= self.settings.batch_rows || self.behind;
+                let due = self.pending_rows > 0
+                    && (retry_at.is_some() || Instant::now() >= last_flush + self.settings.flush_interval);
+                if backlog || due {
+                    match self.flush().await {
+                        Ok(_) => {
+                            last_flush = Instant::now();
+                            retry_at = None;
+                            backoff = Duration::from_millis(100);
+                        }
+                        Err(e) => {
+                            if self.last_error_log.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) {
+                                tracing::warn!(error = %e, retryable = e.is_retryable(), pending = self.pending_rows, "inserting into ClickHouse failed; records stay in the log and will be retried");
+                                self.last_error_log = Some(Instant::now());
+                            }
+                            retry_at = Some(Instant::now() + backoff);
+                            backoff = (backoff * 2).min(Duration::from_secs(5));
+                            // Hold little in memory while ClickHouse is away: the log has it all.
+                            if self.pending_rows > self.settings.batch_rows {
+                                self.pending.clear();
+                                self.pending_rows = 0;
+                                self.behind = true;
+                            }
+                        }
+                    }
+                    continue;
+                }
+            }
             let wake = match retry_at {
                 Some(t) => t,
-                None if !self.pending.is_empty() || self.behind => last_flush + self.settings.flush_interval,
+                None if self.pending_rows > 0 => last_flush + self.settings.flush_interval,
                 None => Instant::now() + Duration::from_secs(3600),
             };
             tokio::select! {
@@ -156,40 +221,6 @@ impl Writer {
                     }
                 },
                 _ = tokio::time::sleep_until(wake) => {}
-            }
-            while let Ok(b) = rx.try_recv() {
-                self.take(&b);
-            }
-            if retry_at.is_some_and(|t| Instant::now() < t) {
-                continue;
-            }
-            let full = self.pending.len() >= self.settings.batch_rows;
-            let due = Instant::now() >= last_flush + self.settings.flush_interval;
-            if !(full || due || retry_at.is_some()) {
-                continue;
-            }
-            if self.behind && self.pending.len() < self.settings.batch_rows {
-                self.catch_up_from_disk();
-            }
-            match self.flush().await {
-                Ok(_) => {
-                    last_flush = Instant::now();
-                    retry_at = None;
-                    backoff = Duration::from_millis(100);
-                }
-                Err(e) => {
-                    if self.last_error_log.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) {
-                        tracing::warn!(error = %e, retryable = e.is_retryable(), pending = self.pending.len(), "inserting into ClickHouse failed; records stay in the log and will be retried");
-                        self.last_error_log = Some(Instant::now());
-                    }
-                    retry_at = Some(Instant::now() + backoff);
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                    // Hold little in memory while ClickHouse is away: the log has it all.
-                    if self.pending.len() > self.settings.batch_rows {
-                        self.pending.truncate(self.settings.batch_rows);
-                        self.behind = true;
-                    }
-                }
             }
         }
     }

@@ -48,7 +48,6 @@ pub struct NodeSums {
     overdue_accept: i64,
     overdue_resolve: i64,
     overdue: i64,
-    oldest_open_received: Option<u32>,
     registered: i64,
     archived: i64,
 }
@@ -76,6 +75,14 @@ struct Appeal {
     received: Option<(u32, u64, NodeIdx)>,
     accepted: bool,
     closed: bool,
+    /// What this appeal currently adds to the overdue counts of its org's path.
+    counted: Lateness,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Lateness {
+    accept: bool,
+    resolve: bool,
 }
 
 impl Appeal {
@@ -102,6 +109,12 @@ pub struct Aggregates {
     structure: Vec<Structure>,
     appeals: HashMap<u64, Appeal>,
     sla: AppealSla,
+    /// Open appeals of each org by receipt time: the oldest per subtree is read off these.
+    open_by_org: Vec<std::collections::BTreeSet<(u32, u64)>>,
+    /// Future moments at which an open appeal may become overdue: (time, appeal).
+    deadlines: std::collections::BTreeSet<(u32, u64)>,
+    /// The time overdue counts were last brought up to date.
+    as_of: u32,
     dirty: Vec<bool>,
     dirty_list: Vec<NodeIdx>,
 }
@@ -117,8 +130,8 @@ macro_rules! bump {
     ($self:ident, $org:expr, $field:ident, $delta:expr) => {{
         let delta: i64 = $delta;
         if delta != 0 {
-            let path: Vec<NodeIdx> = $self.tree.path_to_root($org).collect();
-            for n in path {
+            let tree = $self.tree.clone();
+            for n in tree.path_to_root($org) {
                 $self.sums[n as usize].$field += delta;
                 $self.mark(n);
             }
@@ -153,6 +166,9 @@ impl Aggregates {
             structure,
             appeals: HashMap::new(),
             sla,
+            open_by_org: vec![std::collections::BTreeSet::new(); n],
+            deadlines: std::collections::BTreeSet::new(),
+            as_of: 0,
             dirty: vec![false; n],
             dirty_list: Vec::new(),
         }
@@ -217,7 +233,8 @@ impl Aggregates {
             Kind::TrainingAttended => {
                 let year = r.year();
                 if self.own[org as usize].trained.entry(year).or_default().insert(hash_str(&r.staff_id)) {
-                    for n in self.tree.path_to_root(org).collect::<Vec<_>>() {
+                    let tree = self.tree.clone();
+                    for n in tree.path_to_root(org) {
                         *self.sums[n as usize].trained.entry(year).or_default() += 1;
                         self.mark(n);
                     }
@@ -246,7 +263,11 @@ impl Aggregates {
                 self.mark(org);
             }
             Kind::AppealReceived | Kind::AppealAccepted | Kind::AppealClosed => {
-                let appeal = self.appeals.entry(hash_str(&r.appeal_id)).or_default();
+                let id = hash_str(&r.appeal_id);
+                // Take the appeal's overdue contribution off its current org first: the
+                // record may move it to another org.
+                self.clear_lateness(id);
+                let appeal = self.appeals.entry(id).or_default();
                 let before = appeal.open_at();
                 let owner_before = appeal.received.map(|r| r.2);
                 match kind {
@@ -269,13 +290,26 @@ impl Aggregates {
                     }
                 }
                 if before != after {
-                    if let Some((o, _)) = before {
+                    if let Some((o, at)) = before {
                         bump!(self, o, open_appeals, -1);
+                        self.open_by_org[o as usize].remove(&(at, id));
                     }
-                    if let Some((o, _)) = after {
+                    if let Some((o, at)) = after {
                         bump!(self, o, open_appeals, 1);
+                        self.open_by_org[o as usize].insert((at, id));
+                        let day = 86_400u32;
+                        self.deadlines.insert((at.saturating_add(self.sla.accept_days * day).saturating_add(1), id));
+                        self.deadlines.insert((at.saturating_add(self.sla.resolve_days * day).saturating_add(1), id));
+                    }
+                    // The oldest open appeal of each node above may have changed.
+                    let tree = self.tree.clone();
+                    for o in before.iter().chain(after.iter()).map(|(o, _)| *o) {
+                        for n in tree.path_to_root(o) {
+                            self.mark(n);
+                        }
                     }
                 }
+                self.recount_lateness(id);
             }
             Kind::VeteranRegistered => {
                 let id = hash_str(&r.person_id);
@@ -297,47 +331,77 @@ impl Aggregates {
         }
     }
 
-    /// Recomputes the time-dependent appeal figures (overdue counts, oldest age) as of `now`;
-    /// marks the nodes whose figures changed.
-    pub fn refresh_appeals(&mut self, now: OffsetDateTime) {
-        let now = now.unix_timestamp().max(0) as u32;
+    /// Whether an appeal is past its deadlines at `self.as_of`.
+    fn lateness(&self, a: &Appeal) -> Lateness {
+        let Some((_, received)) = a.open_at() else { return Lateness::default() };
+        let age = self.as_of.saturating_sub(received);
         let day = 86_400u32;
-        let accept_limit = self.sla.accept_days * day;
-        let resolve_limit = self.sla.resolve_days * day;
-        let n = self.sums.len();
-        let mut overdue_accept = vec![0i64; n];
-        let mut overdue_resolve = vec![0i64; n];
-        let mut overdue = vec![0i64; n];
-        let mut oldest: Vec<Option<u32>> = vec![None; n];
-        for a in self.appeals.values() {
-            let Some((org, received)) = a.open_at() else { continue };
-            let age = now.saturating_sub(received);
-            let late_accept = !a.accepted && age > accept_limit;
-            let late_resolve = age > resolve_limit;
-            for p in self.tree.path_to_root(org) {
-                let p = p as usize;
-                overdue_accept[p] += i64::from(late_accept);
-                overdue_resolve[p] += i64::from(late_resolve);
-                overdue[p] += i64::from(late_accept || late_resolve);
-                oldest[p] = Some(oldest[p].map_or(received, |o| o.min(received)));
-            }
+        Lateness {
+            accept: !a.accepted && age > self.sla.accept_days * day,
+            resolve: age > self.sla.resolve_days * day,
         }
-        for i in 0..n {
-            let s = &mut self.sums[i];
-            let changed = s.overdue_accept != overdue_accept[i]
-                || s.overdue_resolve != overdue_resolve[i]
-                || s.overdue != overdue[i]
-                || s.oldest_open_received.map(|t| (now.saturating_sub(t)) / day)
-                    != oldest[i].map(|t| (now.saturating_sub(t)) / day)
-                || s.oldest_open_received != oldest[i];
-            if changed {
-                s.overdue_accept = overdue_accept[i];
-                s.overdue_resolve = overdue_resolve[i];
-                s.overdue = overdue[i];
-                s.oldest_open_received = oldest[i];
-                self.mark(i as NodeIdx);
-            }
+    }
+
+    fn clear_lateness(&mut self, id: u64) {
+        self.set_lateness(id, Lateness::default());
+    }
+
+    /// Brings one appeal's contribution to the overdue counts up to date.
+    fn recount_lateness(&mut self, id: u64) {
+        let Some(a) = self.appeals.get(&id) else { return };
+        let now = self.lateness(a);
+        self.set_lateness(id, now);
+    }
+
+    fn set_lateness(&mut self, id: u64, now: Lateness) {
+        let Some(a) = self.appeals.get(&id) else { return };
+        let old = a.counted;
+        if now == old {
+            return;
         }
+        // Lateness only counts while open, so the org is the receipt's.
+        let org = a.received.map(|r| r.2);
+        if let Some(a) = self.appeals.get_mut(&id) {
+            a.counted = now;
+        }
+        if let Some(org) = org {
+            let delta = |new: bool, old: bool| i64::from(new) - i64::from(old);
+            bump!(self, org, overdue_accept, delta(now.accept, old.accept));
+            bump!(self, org, overdue_resolve, delta(now.resolve, old.resolve));
+            bump!(self, org, overdue, delta(now.accept || now.resolve, old.accept || old.resolve));
+        }
+    }
+
+    /// Moves the appeal clock to `now`: appeals whose deadline passed become overdue. Cost is
+    /// proportional to the deadlines passed, not to the appeals held.
+    pub fn refresh_appeals(&mut self, now: OffsetDateTime) {
+        let now = now.unix_timestamp().clamp(0, u32::MAX as i64) as u32;
+        if now < self.as_of {
+            // The clock went back (tests with a fixed clock): recount everything.
+            self.as_of = now;
+            let ids: Vec<u64> = self.appeals.keys().copied().collect();
+            for id in ids {
+                self.recount_lateness(id);
+            }
+            return;
+        }
+        self.as_of = now;
+        while let Some(&(t, id)) = self.deadlines.first() {
+            if t > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            self.recount_lateness(id);
+        }
+    }
+
+    /// Receipt time of the oldest open appeal in a node's subtree.
+    fn oldest_open(&self, node: NodeIdx) -> Option<u32> {
+        self.tree
+            .subtree(node)
+            .into_iter()
+            .filter_map(|o| self.open_by_org[o as usize].first().map(|(at, _)| *at))
+            .min()
     }
 
     /// The figures of one node for the given metrics (those that apply to its level).
@@ -381,7 +445,7 @@ impl Aggregates {
             f.overdue_accept = Some(s.overdue_accept);
             f.overdue_resolve = Some(s.overdue_resolve);
             let now_unix = now.unix_timestamp().max(0) as u32;
-            f.oldest_days = s.oldest_open_received.map(|t| (now_unix.saturating_sub(t) / 86_400) as i64);
+            f.oldest_days = self.oldest_open(node).map(|t| (now_unix.saturating_sub(t) / 86_400) as i64);
         }
         f
     }

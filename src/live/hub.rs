@@ -28,6 +28,37 @@ pub struct TickChanges {
     pub tick: u64,
     pub at: String,
     pub nodes: HashMap<NodeIdx, NodeFigures>,
+    /// The `nodes` JSON of a delta, per (scope, metric set): built once per tick however many
+    /// screens watch the same thing.
+    rendered: Mutex<HashMap<(NodeIdx, u16), Option<Arc<str>>>>,
+}
+
+pub fn metric_mask(metrics: &[MetricId]) -> u16 {
+    metrics.iter().fold(0u16, |m, id| m | 1 << (*id as u16))
+}
+
+impl TickChanges {
+    /// The delta `nodes` object for a subscription to `scope` (the node and its children) and
+    /// `metrics`, or `None` when nothing it watches changed at this tick.
+    pub fn nodes_json_for(&self, tree: &OrgTree, scope: NodeIdx, metrics: &[MetricId]) -> Option<Arc<str>> {
+        let key = (scope, metric_mask(metrics));
+        if let Some(hit) = self.rendered.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return hit.clone();
+        }
+        let changed: Vec<(NodeIdx, NodeFigures)> = std::iter::once(scope)
+            .chain(tree.node(scope).children.iter().copied())
+            .filter_map(|n| {
+                let f = self.nodes.get(&n)?;
+                let only: NodeFigures =
+                    f.iter().filter(|(m, _)| metrics.contains(m)).map(|(m, f)| (*m, f.clone())).collect();
+                (!only.is_empty()).then_some((n, only))
+            })
+            .collect();
+        let rendered = (!changed.is_empty())
+            .then(|| Arc::from(nodes_json(tree, changed.iter().map(|(n, f)| (*n, f))).to_string()));
+        self.rendered.lock().unwrap_or_else(|p| p.into_inner()).insert(key, rendered.clone());
+        rendered
+    }
 }
 
 /// The time source; tests inject a fixed or manual clock.
@@ -240,7 +271,12 @@ impl Hub {
             return None;
         }
         published.tick += 1;
-        let tc = Arc::new(TickChanges { tick: published.tick, at: rfc3339(now), nodes: changes });
+        let tc = Arc::new(TickChanges {
+            tick: published.tick,
+            at: rfc3339(now),
+            nodes: changes,
+            rendered: Mutex::new(HashMap::new()),
+        });
         {
             let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
             h.push_back(tc.clone());

@@ -18,7 +18,7 @@ use super::presence::{Presence, SubscriptionInfo};
 use crate::auth::{authorize, Action, Authenticator};
 use crate::domain::metric::MetricId;
 use crate::domain::org::NodeIdx;
-use crate::live::hub::{nodes_json, NodeFigures, TickChanges};
+use crate::live::hub::{nodes_json, TickChanges};
 use crate::live::Hub;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -65,7 +65,6 @@ struct Resume {
 struct Subscription {
     epoch: String,
     scope: NodeIdx,
-    nodes: Vec<NodeIdx>,
     metrics: Vec<MetricId>,
     seq: u64,
     last_tick: u64,
@@ -85,22 +84,18 @@ struct State {
 }
 
 impl State {
-    fn filtered(&self, sub: &Subscription, tc: &TickChanges) -> Vec<(NodeIdx, NodeFigures)> {
-        sub.nodes
-            .iter()
-            .filter_map(|n| {
-                let f = tc.nodes.get(n)?;
-                let only: NodeFigures = f.iter().filter(|(m, _)| sub.metrics.contains(m)).map(|(m, f)| (*m, f.clone())).collect();
-                (!only.is_empty()).then_some((*n, only))
-            })
-            .collect()
+    fn changed(&self, sub: &Subscription, tc: &TickChanges) -> Option<Arc<str>> {
+        tc.nodes_json_for(self.ctx.hub.tree(), sub.scope, &sub.metrics)
     }
 
-    fn delta(&self, sub_id: &str, sub: &Subscription, seq: u64, tc: &TickChanges, nodes: &[(NodeIdx, NodeFigures)]) -> String {
-        let tree = self.ctx.hub.tree();
-        json!({"type": "delta", "sub": sub_id, "epoch": sub.epoch, "seq": seq, "at": tc.at,
-               "nodes": nodes_json(tree, nodes.iter().map(|(n, f)| (*n, f)))})
-        .to_string()
+    /// A delta message; the `nodes` part is shared by every screen watching the same thing.
+    fn delta(sub_id: &str, sub: &Subscription, seq: u64, tc: &TickChanges, nodes: &str) -> String {
+        format!(
+            r#"{{"type":"delta","sub":{},"epoch":"{}","seq":{seq},"at":"{}","nodes":{nodes}}}"#,
+            serde_json::Value::from(sub_id),
+            sub.epoch,
+            tc.at
+        )
     }
 
     fn snapshot(&mut self, sub_id: &str, scope: NodeIdx, metrics: Vec<MetricId>) -> String {
@@ -113,7 +108,7 @@ impl State {
                           "at": crate::live::hub::rfc3339(hub.now()),
                           "nodes": nodes_json(hub.tree(), figures.iter().map(|(n, f)| (*n, f)))})
         .to_string();
-        self.subs.insert(sub_id.to_string(), Subscription { epoch, scope, nodes, metrics, seq: 1, last_tick: tick });
+        self.subs.insert(sub_id.to_string(), Subscription { epoch, scope, metrics, seq: 1, last_tick: tick });
         text
     }
 
@@ -126,25 +121,21 @@ impl State {
         }
         let tick_of_seq = *ep.ticks.get((resume.seq - ep.base_seq) as usize)?;
         let ticks = hub.history_since(tick_of_seq)?;
-        let nodes: Vec<NodeIdx> = std::iter::once(scope).chain(hub.tree().node(scope).children.iter().copied()).collect();
         let mut sub = Subscription {
             epoch: resume.epoch.clone(),
             scope,
-            nodes,
             metrics: metrics.to_vec(),
             seq: resume.seq,
             last_tick: tick_of_seq,
         };
         let mut out = Vec::new();
         for tc in ticks {
-            let changed = self.filtered(&sub, &tc);
+            let changed = self.changed(&sub, &tc);
             sub.last_tick = tc.tick;
-            if changed.is_empty() {
-                continue;
-            }
+            let Some(nodes) = changed else { continue };
             sub.seq += 1;
             hub.record_message(&sub.epoch, scope, metrics, sub.seq, tc.tick, EPOCH_KEEP);
-            out.push(self.delta(sub_id, &sub, sub.seq, &tc, &changed));
+            out.push(Self::delta(sub_id, &sub, sub.seq, &tc, &nodes));
         }
         self.subs.insert(sub_id.to_string(), sub);
         Some(out)
@@ -205,17 +196,13 @@ impl State {
             if tc.tick <= sub.last_tick {
                 continue;
             }
-            let changed = self.filtered(sub, tc);
+            let changed = self.changed(sub, tc);
             let sub = self.subs.get_mut(&id).expect("present");
             sub.last_tick = tc.tick;
-            if changed.is_empty() {
-                continue;
-            }
+            let Some(nodes) = changed else { continue };
             sub.seq += 1;
-            let (seq, epoch, scope, metrics) = (sub.seq, sub.epoch.clone(), sub.scope, sub.metrics.clone());
-            self.ctx.hub.record_message(&epoch, scope, &metrics, seq, tc.tick, EPOCH_KEEP);
-            let sub = &self.subs[&id];
-            out.push(Outgoing::Send(self.delta(&id, sub, seq, tc, &changed)));
+            self.ctx.hub.record_message(&sub.epoch, sub.scope, &sub.metrics, sub.seq, tc.tick, EPOCH_KEEP);
+            out.push(Outgoing::Send(Self::delta(&id, sub, sub.seq, tc, &nodes)));
         }
         out
     }

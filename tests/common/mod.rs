@@ -133,45 +133,5 @@ impl TestApp {
 /// A reproducible mix of every record kind over the real tree, dated within the last
 /// `days` days (so this year's training figures and the appeal deadlines both matter).
 pub fn sample_events(tree: &vscc::domain::OrgTree, n: usize, seed: u64, days: i64, prefix: &str) -> Vec<serde_json::Value> {
-    use rand::{Rng, SeedableRng};
-    use serde_json::json;
-    use vscc::domain::Level;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let codes = |level: Level| -> Vec<String> {
-        tree.nodes().filter(|(_, n)| n.level == level).map(|(_, n)| n.code.clone()).collect()
-    };
-    let (city, districts, streets, communities) =
-        (codes(Level::City), codes(Level::District), codes(Level::Street), codes(Level::Community));
-    let centers: Vec<String> = city.iter().chain(&districts).cloned().collect();
-    let stations: Vec<String> = districts.iter().chain(&streets).cloned().collect();
-    let anywhere: Vec<String> = centers.iter().chain(&streets).chain(&communities).cloned().collect();
-    let now = time::OffsetDateTime::now_utc();
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n {
-        let at = now - time::Duration::seconds(rng.random_range(60..days * 86_400));
-        let at = at
-            .to_offset(time::UtcOffset::from_hms(8, 0, 0).unwrap())
-            .replace_nanosecond(0)
-            .unwrap()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap();
-        let pick = |rng: &mut rand::rngs::StdRng, v: &Vec<String>| v[rng.random_range(0..v.len())].clone();
-        let (kind, org, data) = match rng.random_range(0..11) {
-            0 => {
-                let approved = rng.random_range(20..200);
-                ("staffing.reported", pick(&mut rng, &centers), json!({"approved_posts": approved, "filled_posts": rng.random_range(0..=approved)}))
-            }
-            1 => ("staff.hired", pick(&mut rng, &anywhere), json!({"staff_id": format!("s{}", rng.random_range(0..2000)), "veteran": rng.random_bool(0.35)})),
-            2 => ("staff.headcount", pick(&mut rng, &anywhere), json!({"headcount": rng.random_range(1..60)})),
-            3 => ("training.class_held", pick(&mut rng, &centers), json!({"class_id": format!("c{}", rng.random_range(0..40))})),
-            4 => ("training.attended", pick(&mut rng, &anywhere), json!({"staff_id": format!("s{}", rng.random_range(0..500)), "class_id": "c1"})),
-            5 => ("station.rated", pick(&mut rng, &stations), json!({"stars": rng.random_range(0..=5), "demonstration": rng.random_bool(0.5)})),
-            6 | 7 => ("appeal.received", pick(&mut rng, &anywhere), json!({"appeal_id": format!("{prefix}A{}", rng.random_range(0..n / 4 + 1))})),
-            8 => (if rng.random_bool(0.5) { "appeal.accepted" } else { "appeal.closed" }, pick(&mut rng, &anywhere), json!({"appeal_id": format!("{prefix}A{}", rng.random_range(0..n / 4 + 1))})),
-            9 => ("veteran.registered", pick(&mut rng, &communities), json!({"person_id": format!("p{}", rng.random_range(0..n))})),
-            _ => ("archive.completed", pick(&mut rng, &communities), json!({"person_id": format!("p{}", rng.random_range(0..n))})),
-        };
-        out.push(json!({"id": format!("{prefix}-{seed}-{i}"), "kind": kind, "org": org, "at": at, "data": data}));
-    }
-    out
+    vscc::bench::workload::Workload::new(tree, seed, days, prefix, n / 4 + 1).events(n)
 }

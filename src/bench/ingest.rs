@@ -1,0 +1,173 @@
+//! `vscc bench ingest`: records/s end to end (HTTP → validation → durable log → ClickHouse)
+//! beside ClickHouse's own insert rate of the same rows, measured in the same run.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use tokio::sync::Mutex;
+
+use super::{workload::Workload, BenchEnv, ServerChild};
+use crate::config::Settings;
+use crate::domain::record::{validate, EventRow, Locator};
+use crate::ingest::writer::insert_events;
+use crate::reference::{self, DistrictMap};
+use crate::store::Store;
+
+pub struct IngestBench {
+    pub records: usize,
+    pub batch: usize,
+    pub concurrency: usize,
+}
+
+struct MapLocator<'a>(&'a DistrictMap);
+impl Locator for MapLocator<'_> {
+    fn district_of(&self, lon: f64, lat: f64) -> Option<String> {
+        self.0.locate(lon, lat).map(|d| d.code.clone())
+    }
+}
+
+/// Waits until ClickHouse has no merges running, so that one phase's background work does not
+/// slow the next.
+async fn quiesce(store: &Store) -> anyhow::Result<()> {
+    for _ in 0..600 {
+        let merges: u64 = store.client().query("SELECT count() FROM system.merges").fetch_one().await?;
+        if merges == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+async fn rowbinary_baseline(url: &str, database: &str, rows: &[EventRow]) -> anyhow::Result<f64> {
+    let base = Store::new(url, "default", "", database)?;
+    base.migrate().await?;
+    quiesce(&base).await?;
+    let t = Instant::now();
+    for chunk in rows.chunks(100_000) {
+        insert_events(&base, chunk).await?;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    anyhow::ensure!(count(&base).await? == rows.len() as u64, "baseline row count");
+    quiesce(&base).await?;
+    Ok(secs)
+}
+
+async fn count(store: &Store) -> anyhow::Result<u64> {
+    Ok(store.client().query("SELECT count() FROM events").fetch_one().await?)
+}
+
+pub async fn run(settings: &Settings, opts: IngestBench) -> anyhow::Result<()> {
+    let tree = reference::load_org_tree(&settings.reference.divisions_dir)?;
+    let map = DistrictMap::load(&settings.reference.boundaries_dir, &tree, settings.reference.simplify_tolerance_deg)?;
+    let env = BenchEnv::start(settings, "ingest").await?;
+    let n = opts.records;
+    eprintln!("bench ingest: generating {n} records …");
+    let events = Workload::new(&tree, 42, 365, "bench", n / 4 + 1).events(n);
+    let bodies: Vec<Vec<u8>> = events.chunks(opts.batch).map(|c| serde_json::to_vec(c).unwrap_or_default()).collect();
+    let now = time::OffsetDateTime::now_utc();
+    let rows: Vec<EventRow> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            validate(e, &tree, &MapLocator(&map), now, "bench")
+                .map(|mut r| {
+                    r.seq = i as u64 + 1;
+                    r
+                })
+                .map_err(|e| anyhow::anyhow!("{}: {}", e.field, e.reason))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let json_bytes: usize = bodies.iter().map(Vec::len).sum();
+
+    // Baseline 1: the same rows straight into ClickHouse (RowBinary, 100k-row INSERTs), run
+    // before and after the other phases; the faster run is the baseline.
+    let rowbinary_first = rowbinary_baseline(&env.clickhouse_url, "bench_rowbinary_1", &rows).await?;
+
+    // Baseline 2: the same rows as JSON, parsed by ClickHouse (INSERT … FORMAT JSONEachRow).
+    let json_store = Store::new(&env.clickhouse_url, "default", "", "bench_jsoneachrow")?;
+    json_store.migrate().await?;
+    let ndjson: Vec<Vec<u8>> = rows
+        .chunks(50_000)
+        .map(|c| {
+            let mut out = Vec::new();
+            for r in c {
+                let _ = serde_json::to_writer(&mut out, r);
+                out.push(b'\n');
+            }
+            out
+        })
+        .collect();
+    let http = reqwest::Client::new();
+    let t = Instant::now();
+    for body in &ndjson {
+        let res = http
+            .post(format!("{}/?database=bench_jsoneachrow&query=INSERT%20INTO%20events%20FORMAT%20JSONEachRow", env.clickhouse_url))
+            .body(body.clone())
+            .send()
+            .await?;
+        anyhow::ensure!(res.status().is_success(), "JSONEachRow insert: {}", res.text().await.unwrap_or_default());
+    }
+    let json_secs = t.elapsed().as_secs_f64();
+    anyhow::ensure!(count(&json_store).await? == n as u64, "JSON baseline row count");
+    quiesce(&json_store).await?;
+
+    // End to end through a real vscc server process.
+    let server = ServerChild::spawn(&env, "bench_e2e", &[]).await?;
+    let e2e = Store::new(&env.clickhouse_url, "default", "", "bench_e2e")?;
+    let queue = Arc::new(Mutex::new(bodies.into_iter()));
+    let ch_cpu0 = env.clickhouse_pid().map(super::cpu_secs).unwrap_or(0.0);
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..opts.concurrency {
+        let (queue, http, url, token) = (queue.clone(), http.clone(), format!("{}/api/v1/events", server.base), server.token.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let Some(body) = queue.lock().await.next() else { return Ok::<_, anyhow::Error>(()) };
+                let res = http.post(&url).bearer_auth(&token).header("content-type", "application/json").body(body).send().await?;
+                anyhow::ensure!(res.status().is_success(), "ingest answered {}", res.status());
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.context("client task")??;
+    }
+    let acked_secs = t.elapsed().as_secs_f64();
+    let landed_at_ack = count(&e2e).await?;
+    while count(&e2e).await? < n as u64 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let landed_secs = t.elapsed().as_secs_f64();
+    let (_, peak_kib) = server.memory_kib();
+    let vscc_cpu = server.child.id().map(super::cpu_secs).unwrap_or(0.0);
+    let ch_cpu = env.clickhouse_pid().map(super::cpu_secs).unwrap_or(0.0) - ch_cpu0;
+    server.stop().await;
+    quiesce(&e2e).await?;
+    let rowbinary_second = rowbinary_baseline(&env.clickhouse_url, "bench_rowbinary_2", &rows).await?;
+    let rowbinary_secs = rowbinary_first.min(rowbinary_second);
+    env.stop().await;
+
+    let rate = |secs: f64| n as f64 / secs;
+    println!("vscc bench ingest — {n} records, {} per request, {} concurrent clients, {:.1} MB of JSON", opts.batch, opts.concurrency, json_bytes as f64 / 1e6);
+    println!("RowBinary baseline runs: {:.2} s before, {:.2} s after the vscc run; the faster is used", rowbinary_first, rowbinary_second);
+    println!("| path | seconds | records/s | × ClickHouse RowBinary | × ClickHouse JSONEachRow |");
+    println!("|---|---:|---:|---:|---:|");
+    for (name, secs) in [
+        ("baseline: ClickHouse INSERT RowBinary (100k rows each)", rowbinary_secs),
+        ("baseline: ClickHouse INSERT JSONEachRow (100k rows each)", json_secs),
+        ("vscc: POST /api/v1/events → acknowledged (durable)", acked_secs),
+        ("vscc: POST /api/v1/events → all rows in ClickHouse", landed_secs),
+    ] {
+        println!(
+            "| {name} | {secs:.2} | {:.0} | {:.2} | {:.2} |",
+            rate(secs),
+            rate(secs) / rate(rowbinary_secs),
+            rate(secs) / rate(json_secs)
+        );
+    }
+    println!("rows in ClickHouse when the last request was acknowledged: {landed_at_ack}");
+    println!("CPU during the vscc run: vscc server {vscc_cpu:.1} s (incl. start-up), ClickHouse {ch_cpu:.1} s, on 2 cores shared with this load generator");
+    println!("server peak RSS: {:.0} MiB", peak_kib as f64 / 1024.0);
+    Ok(())
+}

@@ -1,0 +1,155 @@
+//! `vscc bench ingest|stream`: measured speed, each figure beside a baseline measured in the
+//! same run. Run them on a release build: `cargo run --release -- bench ingest`.
+
+pub mod ingest;
+pub mod stream;
+pub mod workload;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::process::{Child, Command};
+
+use crate::config::Settings;
+use crate::store::ManagedClickHouse;
+
+/// ClickHouse and a scratch folder for one benchmark run.
+pub struct BenchEnv {
+    pub clickhouse_url: String,
+    pub dir: PathBuf,
+    managed: Option<ManagedClickHouse>,
+}
+
+impl BenchEnv {
+    pub async fn start(settings: &Settings, name: &str) -> anyhow::Result<Self> {
+        let dir = Path::new("var/bench").join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let dir = dir.canonicalize()?;
+        let (clickhouse_url, managed) = match settings.clickhouse.external_url() {
+            Some(url) => (url.to_string(), None),
+            None => {
+                let mut m = settings.clickhouse.managed.clone();
+                m.dir = dir.join("clickhouse");
+                let managed = ManagedClickHouse::start(&m).await?;
+                (managed.url(), Some(managed))
+            }
+        };
+        Ok(BenchEnv { clickhouse_url, dir, managed })
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(m) = self.managed.as_mut() {
+            m.stop().await;
+        }
+    }
+}
+
+/// Lets one process hold tens of thousands of sockets (children inherit the limit).
+pub fn raise_fd_limit(want: u64) {
+    // SAFETY: plain get/setrlimit on this process.
+    unsafe {
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < want {
+            let raised = libc::rlimit { rlim_cur: want, rlim_max: want.max(lim.rlim_max) };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+                let soft = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+                libc::setrlimit(libc::RLIMIT_NOFILE, &soft);
+            }
+        }
+    }
+}
+
+/// A `vscc serve` child process of this same binary.
+pub struct ServerChild {
+    pub child: Child,
+    pub base: String,
+    pub port: u16,
+    pub token: String,
+}
+
+impl ServerChild {
+    pub async fn spawn(env: &BenchEnv, database: &str, extra: &[(&str, String)]) -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let token = "bench-admin".to_string();
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.arg("serve")
+            .env("VSCC_ADDR", format!("127.0.0.1:{port}"))
+            .env("VSCC__CLICKHOUSE__URL", &env.clickhouse_url)
+            .env("VSCC__CLICKHOUSE__DATABASE", database)
+            .env("VSCC__INGEST__SPOOL_DIR", env.dir.join(format!("spool-{database}")))
+            .env("VSCC_ADMIN_TOKEN", &token)
+            .env("RUST_LOG", std::env::var("VSCC_BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().context("starting the vscc server")?;
+        let server = ServerChild { child, base: format!("http://127.0.0.1:{port}"), port, token };
+        let http = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Ok(r) = http.get(format!("{}/readyz", server.base)).send().await {
+                if r.status().is_success() {
+                    return Ok(server);
+                }
+            }
+            anyhow::ensure!(tokio::time::Instant::now() < deadline, "the server did not become ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// (current RSS, peak RSS) in KiB.
+    pub fn memory_kib(&self) -> (u64, u64) {
+        memory_kib(self.child.id().unwrap_or_default())
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            // SAFETY: plain kill(2) on our child.
+            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await;
+    }
+}
+
+pub fn memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// CPU seconds (user + system) a process has used so far.
+pub fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // After the ")" the fields start at state (3rd of stat(5)); utime/stime are 14th/15th.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(11) + ticks(12)) / hz.max(1.0)
+}
+
+impl BenchEnv {
+    pub fn clickhouse_pid(&self) -> Option<u32> {
+        self.managed.as_ref().map(|m| m.pid())
+    }
+}
+
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
