@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use crate::auth::Authenticator;
 use crate::config::Settings;
+use crate::dashboards::Dashboards;
 use crate::http::{self, AppState};
 use crate::ingest;
 use crate::live::hub::{Clock, HubSettings, SystemClock};
@@ -87,6 +88,7 @@ impl Application {
         let ingest = ingest::start(&settings.ingest, &store, &hub).await?;
         tokio::spawn(hub.clone().run_ticker(Duration::from_millis(settings.stream.tick_ms.max(10))));
 
+        let dashboards = Dashboards::load(&settings.web.dashboards_dir, tree.clone());
         let listener = TcpListener::bind(&settings.server.addr)
             .with_context(|| format!("cannot listen on {}", settings.server.addr))?;
         let port = listener.local_addr()?.port();
@@ -103,7 +105,10 @@ impl Application {
             presence: Arc::new(Presence::default()),
             ingest_limits: settings.ingest.clone(),
             stream_settings: settings.stream.clone(),
+            dashboards: dashboards.clone(),
+            web: settings.web.clone(),
         });
+        tokio::spawn(dashboards.watch(Duration::from_secs(2)));
         tokio::spawn(update_gauges(state.clone(), ingest.checkpoint.clone()));
         let server = http::run(listener, state.clone(), handle_signals)?;
         tracing::info!(addr = %settings.server.addr, port, "vscc is listening");

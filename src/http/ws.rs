@@ -18,7 +18,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 #[get("/ws")]
 async fn ws(req: HttpRequest, body: web::Payload, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let origin = req.headers().get("origin").and_then(|v| v.to_str().ok());
-    if !state.auth.origin_allowed(origin) {
+    // A page served by this server may always open its stream (same origin).
+    let host = req.connection_info().host().to_string();
+    let same_origin = origin.is_some_and(|o| o == format!("http://{host}") || o == format!("https://{host}"));
+    if !same_origin && !state.auth.origin_allowed(origin) {
         return Err(ApiError::Forbidden(format!("origin {} is not allowed", origin.unwrap_or_default())));
     }
     let token = token_of(&req);

@@ -1,0 +1,271 @@
+// The wall screen: one map of Shenzhen, live over /ws, drillable, unattended.
+(function () {
+  "use strict";
+  const STATUS_ZH = { met: "已达标", on_track: "进度正常", at_risk: "有风险", missed: "未达标", no_data: "无数据" };
+  const COLORS = { met: "#19c37d", on_track: "#3a8cff", at_risk: "#f5a524", missed: "#ff4d4f", no_data: "#4a5a70" };
+  const params = new URLSearchParams(location.search);
+  const token = params.get("token") || localStorage.getItem("vscc.token") || "";
+  if (params.get("token")) localStorage.setItem("vscc.token", params.get("token"));
+  const pathName = (location.pathname.match(/^\/screen\/([\w-]+)/) || [])[1];
+  const dashboardName = pathName || "city-overview";
+
+  const S = {
+    catalogue: {}, org: {}, dashboard: null, version: null, scope: null, view: {},
+    epoch: null, seq: 0, ws: null, backoff: 500, mapMetricIndex: 0, connected: false,
+    mapChart: null, trendChart: null, rendered: 0,
+  };
+  window.__vscc = S; // for the browser tests
+
+  const authHeaders = () => (token ? { Authorization: "Bearer " + token } : {});
+  const getJSON = async (path) => {
+    const r = await fetch(path, { headers: authHeaders() });
+    if (!r.ok) throw new Error(path + " → " + r.status);
+    return r.json();
+  };
+
+  function fmt(metric, f) {
+    if (!f || f.value === null || f.value === undefined) return "—";
+    const meta = S.catalogue[metric];
+    if (meta && meta.is_ratio) return (f.value * 100).toFixed(1) + "%";
+    return String(Math.round(f.value));
+  }
+  function targetText(metric, f) {
+    const meta = S.catalogue[metric];
+    if (!meta || !f) return "";
+    const t = meta.is_ratio ? (f.target * 100).toFixed(f.target < 0.5 ? 1 : 0) + "%" : String(f.target);
+    const op = meta.at_most ? "≤" : "≥";
+    const due = f.due ? " · 截止 " + f.due : "";
+    if (metric === "open_appeals") return "超期 " + (f.overdue ?? 0) + " 件 · 受理超期 " + (f.overdue_accept ?? 0) + " · 办结超期 " + (f.overdue_resolve ?? 0);
+    return "目标 " + op + t + due;
+  }
+  const nameOf = (code) => (S.org[code] ? S.org[code].name : code);
+  const childrenOf = (code) => (S.org[code] ? S.org[code].children : []);
+
+  function neededMetrics() {
+    const d = S.dashboard;
+    const all = new Set([...d.tiles, ...d.map_metrics, d.league_metric]);
+    return [...all];
+  }
+  function mapMetric() {
+    const list = S.dashboard.map_metrics;
+    return list[S.mapMetricIndex % list.length];
+  }
+
+  // ---- rendering -------------------------------------------------------------------------
+  function renderCrumbs() {
+    const path = [];
+    for (let c = S.scope; c; c = S.org[c] && S.org[c].parent) path.unshift(c);
+    const nav = document.getElementById("crumbs");
+    nav.innerHTML = "";
+    path.forEach((c, i) => {
+      if (i) nav.insertAdjacentHTML("beforeend", '<span class="sep">›</span>');
+      const a = document.createElement("a");
+      a.textContent = nameOf(c);
+      a.dataset.code = c;
+      a.onclick = () => drill(c);
+      nav.appendChild(a);
+    });
+  }
+
+  function renderTiles() {
+    const box = document.getElementById("tiles");
+    const figs = S.view[S.scope] || {};
+    box.innerHTML = "";
+    for (const m of S.dashboard.tiles) {
+      const f = figs[m];
+      const meta = S.catalogue[m] || { label_zh: m };
+      const status = f ? f.status : "no_data";
+      const el = document.createElement("div");
+      el.className = "tile " + status;
+      el.dataset.metric = m;
+      el.dataset.value = f && f.value !== null ? String(f.value) : "";
+      el.innerHTML = '<div class="label"></div><div class="value"></div><div class="sub"></div><div class="status"></div>';
+      el.querySelector(".label").textContent = meta.label_zh;
+      el.querySelector(".value").textContent = fmt(m, f);
+      el.querySelector(".sub").textContent = f ? targetText(m, f) : (S.org[S.scope] && meta.levels && !meta.levels.includes(S.org[S.scope].level) ? "本级不适用" : "");
+      el.querySelector(".status").textContent = STATUS_ZH[status] || status;
+      box.appendChild(el);
+    }
+  }
+
+  function renderMap() {
+    const metric = mapMetric();
+    const meta = S.catalogue[metric] || { label_zh: metric };
+    document.getElementById("map-title").textContent = nameOf(S.scope) + " · " + meta.label_zh;
+    const level = S.org[S.scope] && S.org[S.scope].level;
+    const mapEl = document.getElementById("map");
+    const grid = document.getElementById("grid");
+    if (level === "city" && S.mapChart) {
+      mapEl.hidden = false; grid.hidden = true;
+      document.getElementById("map-hint").textContent = "点击行政区下钻";
+      const data = childrenOf(S.scope).map((code) => {
+        const f = (S.view[code] || {})[metric];
+        const status = f ? f.status : "no_data";
+        return { name: code, value: f && f.value !== null ? f.value : null, status, itemStyle: { areaColor: COLORS[status] } };
+      });
+      S.mapChart.setOption({
+        series: [{
+          type: "map", map: "shenzhen", nameProperty: "code", roam: false, selectedMode: false,
+          top: "4%", bottom: "4%", left: "4%", right: "4%",
+          label: { show: true, color: "#fff", fontSize: Math.round(innerHeight / 60),
+            formatter: (p) => nameOf(p.name) + "\n" + fmt(metric, (S.view[p.name] || {})[metric]) },
+          itemStyle: { borderColor: "#9cc7ff", borderWidth: 1 },
+          emphasis: { label: { color: "#fff" }, itemStyle: { areaColor: "#2b5d9a" } },
+          data,
+        }],
+      });
+      S.mapChart.resize();
+    } else {
+      mapEl.hidden = true; grid.hidden = false;
+      document.getElementById("map-hint").textContent = level === "district" ? "街道暂无边界数据，按排名显示" : "社区按排名显示";
+      const kids = childrenOf(S.scope).map((code) => ({ code, f: (S.view[code] || {})[metric] }));
+      kids.sort((a, b) => (b.f && b.f.value !== null ? b.f.value : -1) - (a.f && a.f.value !== null ? a.f.value : -1));
+      grid.innerHTML = "";
+      kids.forEach((k, i) => {
+        const status = k.f ? k.f.status : "no_data";
+        const cell = document.createElement("div");
+        cell.className = "cell " + status;
+        cell.dataset.code = k.code;
+        cell.innerHTML = '<span class="rank"></span><div class="name"></div><div class="v"></div>';
+        cell.querySelector(".rank").textContent = "#" + (i + 1);
+        cell.querySelector(".name").textContent = nameOf(k.code);
+        cell.querySelector(".v").textContent = fmt(metric, k.f);
+        if (childrenOf(k.code).length) cell.onclick = () => drill(k.code);
+        grid.appendChild(cell);
+      });
+    }
+  }
+
+  function renderLeague() {
+    const metric = S.dashboard.league_metric;
+    const meta = S.catalogue[metric] || { label_zh: metric };
+    document.getElementById("league-title").textContent = "排名 · " + meta.label_zh;
+    const rows = childrenOf(S.scope).map((code) => ({ code, f: (S.view[code] || {})[metric] }));
+    const key = (r) => (r.f && r.f.value !== null ? r.f.value : -Infinity);
+    rows.sort((a, b) => (meta.at_most ? key(a) - key(b) : key(b) - key(a)));
+    const table = document.getElementById("league");
+    table.innerHTML = "";
+    rows.forEach((r, i) => {
+      const tr = document.createElement("tr");
+      tr.dataset.code = r.code;
+      tr.innerHTML = '<td class="rank"></td><td class="name"></td><td class="num"></td>';
+      tr.querySelector(".rank").textContent = i + 1;
+      tr.querySelector(".name").textContent = nameOf(r.code);
+      const num = tr.querySelector(".num");
+      num.textContent = fmt(metric, r.f);
+      num.style.color = COLORS[r.f ? r.f.status : "no_data"];
+      if (childrenOf(r.code).length) tr.onclick = () => drill(r.code);
+      table.appendChild(tr);
+    });
+  }
+
+  function render() {
+    if (!S.dashboard || !S.scope) return;
+    renderCrumbs();
+    renderTiles();
+    renderMap();
+    renderLeague();
+    S.rendered++;
+  }
+
+  // ---- the stream ------------------------------------------------------------------------
+  function setConn(state, text) {
+    const el = document.getElementById("conn");
+    el.className = "conn conn-" + state;
+    el.textContent = text;
+    S.connected = state === "ok";
+  }
+
+  function subscribe(resume) {
+    const msg = { type: "subscribe", id: "main", scope: S.scope, metrics: neededMetrics() };
+    if (resume && S.epoch) msg.resume = { epoch: S.epoch, seq: S.seq };
+    S.ws.send(JSON.stringify(msg));
+  }
+
+  function connect() {
+    const proto = location.protocol === "https:" ? "wss:" : "ws:";
+    const url = proto + "//" + location.host + "/ws" + (token ? "?token=" + encodeURIComponent(token) : "");
+    let ws;
+    try { ws = new WebSocket(url); } catch (e) { return retry(); }
+    S.ws = ws;
+    setConn("wait", "连接中");
+    ws.onopen = () => { S.backoff = 500; setConn("ok", "● 实时"); subscribe(true); };
+    ws.onmessage = (ev) => {
+      const msg = JSON.parse(ev.data);
+      if (msg.sub !== "main") return;
+      if (msg.type === "snapshot") {
+        S.view = msg.nodes; S.epoch = msg.epoch; S.seq = msg.seq;
+        render();
+      } else if (msg.type === "delta") {
+        if (msg.epoch !== S.epoch || msg.seq !== S.seq + 1) { subscribe(false); return; }
+        S.seq = msg.seq;
+        for (const [code, figs] of Object.entries(msg.nodes)) S.view[code] = Object.assign(S.view[code] || {}, figs);
+        render();
+      } else if (msg.type === "error") {
+        setConn("down", "订阅被拒绝：" + msg.reason);
+      }
+    };
+    ws.onclose = () => { setConn("down", "连接中断，重连中…"); retry(); };
+    ws.onerror = () => { try { ws.close(); } catch (e) { /* closing anyway */ } };
+  }
+  function retry() {
+    S.backoff = Math.min(S.backoff * 2, 10000);
+    setTimeout(connect, S.backoff);
+  }
+
+  function drill(code) {
+    if (code === S.scope || !S.org[code]) return;
+    S.scope = code;
+    S.epoch = null; S.seq = 0; S.view = {};
+    render();
+    if (S.ws && S.ws.readyState === 1) subscribe(false);
+  }
+  S.drill = drill;
+
+  // ---- dashboards as files -----------------------------------------------------------------
+  async function loadDashboard(initial) {
+    const d = await getJSON("/api/v1/dashboards/" + dashboardName);
+    if (d.version === S.version) return;
+    S.version = d.version;
+    S.dashboard = d.dashboard;
+    document.getElementById("title").textContent = d.dashboard.title;
+    document.title = d.dashboard.title;
+    if (initial) {
+      const templ = d.dashboard.scope === "{district}";
+      S.scope = params.get("scope") || (templ ? "440303" : d.dashboard.scope);
+    } else if (S.ws && S.ws.readyState === 1) {
+      subscribe(false); // the metric set may have changed
+    }
+    render();
+  }
+
+  async function start() {
+    const tick = () => {
+      document.getElementById("clock").textContent = new Date().toLocaleString("zh-CN", { hour12: false, timeZone: "Asia/Shanghai" });
+    };
+    tick();
+    setInterval(tick, 1000);
+    const [catalogue, org, geo] = await Promise.all([
+      getJSON("/api/v1/catalogue"), getJSON("/api/v1/org"), getJSON("/api/v1/geo/districts"),
+    ]);
+    catalogue.forEach((m) => (S.catalogue[m.id] = m));
+    (function index(n) {
+      S.org[n.code] = { name: n.name, level: n.level, parent: n.parent, children: n.children.map((c) => c.code) };
+      n.children.forEach(index);
+    })(org);
+    if (window.echarts) {
+      echarts.registerMap("shenzhen", geo);
+      S.mapChart = echarts.init(document.getElementById("map"), null, { renderer: "canvas" });
+      S.mapChart.on("click", (p) => drill(p.name));
+      addEventListener("resize", () => S.mapChart.resize());
+    }
+    await loadDashboard(true);
+    connect();
+    setInterval(() => loadDashboard(false).catch(() => {}), 5000);
+    setInterval(() => { S.mapMetricIndex++; render(); }, Math.max(5, S.dashboard.map_rotate_seconds) * 1000);
+    if (S.dashboard.next && S.dashboard.dwell_seconds > 0 && !params.get("norotate")) {
+      setTimeout(() => { location.href = "/screen/" + S.dashboard.next + location.search; }, S.dashboard.dwell_seconds * 1000);
+    }
+  }
+  start().catch((e) => { setConn("down", "加载失败：" + e.message); setTimeout(() => location.reload(), 10000); });
+})();

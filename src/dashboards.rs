@@ -1,0 +1,148 @@
+//! Screen definitions as files: `dashboards/*.json`, validated at start-up and reloaded when a
+//! file changes. A broken file is reported and its previous version stays in service.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::metric::MetricId;
+use crate::domain::OrgTree;
+
+/// One screen: what it shows and where it rotates to.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Dashboard {
+    pub title: String,
+    /// An org code, or `{district}` for a template filled in by the URL (`?scope=440305`).
+    pub scope: String,
+    pub tiles: Vec<String>,
+    pub map_metrics: Vec<String>,
+    pub map_rotate_seconds: u64,
+    pub league_metric: String,
+    #[serde(default)]
+    pub trend_metrics: Vec<String>,
+    /// The dashboard to rotate to after `dwell_seconds` (none: stay).
+    #[serde(default)]
+    pub next: Option<String>,
+    #[serde(default)]
+    pub dwell_seconds: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Loaded {
+    pub name: String,
+    pub dashboard: Dashboard,
+    /// Changes whenever the file's content changes; screens reload on a new version.
+    pub version: String,
+    /// The last error reading the file, if its newest content was refused.
+    pub error: Option<String>,
+}
+
+impl Dashboard {
+    pub fn validate(&self, tree: &OrgTree) -> Result<(), String> {
+        if self.scope != "{district}" && tree.get(&self.scope).is_none() {
+            return Err(format!("scope: unknown org code '{}'", self.scope));
+        }
+        let all = self.tiles.iter().chain(&self.map_metrics).chain(&self.trend_metrics).chain(std::iter::once(&self.league_metric));
+        for m in all {
+            if MetricId::parse(m).is_none() {
+                return Err(format!("unknown metric '{m}'"));
+            }
+        }
+        if self.map_metrics.is_empty() {
+            return Err("map_metrics: at least one metric".into());
+        }
+        Ok(())
+    }
+}
+
+fn version_of(text: &str) -> String {
+    crate::store::migrate::checksum(text)
+}
+
+#[derive(Clone)]
+pub struct Dashboards {
+    dir: PathBuf,
+    tree: Arc<OrgTree>,
+    loaded: Arc<RwLock<BTreeMap<String, Loaded>>>,
+    seen: Arc<RwLock<BTreeMap<PathBuf, SystemTime>>>,
+}
+
+impl Dashboards {
+    pub fn load(dir: &Path, tree: Arc<OrgTree>) -> Self {
+        let d = Dashboards {
+            dir: dir.to_path_buf(),
+            tree,
+            loaded: Arc::default(),
+            seen: Arc::default(),
+        };
+        d.rescan();
+        d
+    }
+
+    /// Reads new and changed files; keeps the previous version of a file that fails.
+    pub fn rescan(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            tracing::warn!(dir = %self.dir.display(), "no dashboards folder");
+            return;
+        };
+        let mut present = Vec::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let Some(name) = path.file_stem().and_then(|s| s.to_str()).map(str::to_string) else { continue };
+            present.push(name.clone());
+            let modified = entry.metadata().and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH);
+            if self.seen.read().unwrap_or_else(|p| p.into_inner()).get(&path) == Some(&modified) {
+                continue;
+            }
+            self.seen.write().unwrap_or_else(|p| p.into_inner()).insert(path.clone(), modified);
+            let parsed = std::fs::read_to_string(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|text| {
+                    let d: Dashboard = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+                    d.validate(&self.tree)?;
+                    Ok((d, version_of(&text)))
+                });
+            let mut loaded = self.loaded.write().unwrap_or_else(|p| p.into_inner());
+            match parsed {
+                Ok((dashboard, version)) => {
+                    tracing::info!(name, "dashboard loaded");
+                    loaded.insert(name.clone(), Loaded { name, dashboard, version, error: None });
+                }
+                Err(error) => {
+                    tracing::error!(name, %error, "dashboard file refused; the previous version stays");
+                    match loaded.get_mut(&name) {
+                        Some(prev) => prev.error = Some(error),
+                        None => {
+                            tracing::warn!(name, "no previous version to keep");
+                        }
+                    }
+                }
+            }
+        }
+        self.loaded.write().unwrap_or_else(|p| p.into_inner()).retain(|n, _| present.contains(n));
+    }
+
+    pub fn list(&self) -> Vec<Loaded> {
+        self.loaded.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+
+    pub fn get(&self, name: &str) -> Option<Loaded> {
+        self.loaded.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+    }
+
+    /// Polls the folder every `every` (cheap: one `stat` per file).
+    pub async fn watch(self, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            self.rescan();
+        }
+    }
+}

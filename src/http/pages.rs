@@ -1,0 +1,65 @@
+//! The wall screen and duty console pages, their static assets, the vendored ECharts build
+//! (installed from npm by scripts/setup), and the dashboard definitions.
+
+use actix_files::NamedFile;
+use actix_web::{get, web, HttpRequest, HttpResponse};
+
+use super::{ApiError, AppState};
+
+pub fn routes(cfg: &mut web::ServiceConfig, assets_dir: &std::path::Path) {
+    cfg.service(index)
+        .service(screen)
+        .service(duty)
+        .service(echarts)
+        .service(dashboards)
+        .service(dashboard)
+        .service(actix_files::Files::new("/assets", assets_dir).prefer_utf8(true));
+}
+
+fn page(state: &AppState, file: &str) -> Result<NamedFile, ApiError> {
+    NamedFile::open(state.web.assets_dir.join(file))
+        .map(|f| f.prefer_utf8(true))
+        .map_err(|_| ApiError::NotFound { what: format!("page {file} (assets folder missing?)") })
+}
+
+/// The big screen ("one map"), default dashboard.
+#[get("/")]
+async fn index(state: web::Data<AppState>) -> Result<NamedFile, ApiError> {
+    page(&state, "index.html")
+}
+
+/// The big screen showing dashboard `name`.
+#[get("/screen/{name}")]
+async fn screen(state: web::Data<AppState>) -> Result<NamedFile, ApiError> {
+    page(&state, "index.html")
+}
+
+/// The duty console.
+#[get("/duty")]
+async fn duty(state: web::Data<AppState>) -> Result<NamedFile, ApiError> {
+    page(&state, "duty.html")
+}
+
+#[get("/vendor/echarts.min.js")]
+async fn echarts(state: web::Data<AppState>) -> Result<NamedFile, ApiError> {
+    NamedFile::open(state.web.vendor_dir.join("echarts/dist/echarts.min.js"))
+        .map_err(|_| ApiError::NotFound { what: "echarts.min.js (run scripts/setup)".into() })
+}
+
+/// Dashboard definitions (`dashboards/*.json`): name, title, version, and any error of a file
+/// whose newest content was refused.
+#[utoipa::path(get, path = "/api/v1/dashboards", tag = "screens", responses((status = 200, description = "[{name, version, error, dashboard}]")))]
+#[get("/api/v1/dashboards")]
+async fn dashboards(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(state.dashboards.list())
+}
+
+/// One dashboard definition; `version` changes when its file changes.
+#[utoipa::path(get, path = "/api/v1/dashboards/{name}", tag = "screens",
+    params(("name" = String, Path, description = "File name without .json")),
+    responses((status = 200, description = "{name, version, error, dashboard}"), (status = 404, body = super::error::ErrorBody)))]
+#[get("/api/v1/dashboards/{name}")]
+async fn dashboard(_req: HttpRequest, name: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let d = state.dashboards.get(&name).ok_or_else(|| ApiError::NotFound { what: format!("dashboard {name}") })?;
+    Ok(HttpResponse::Ok().insert_header(("Cache-Control", "no-cache")).json(d))
+}

@@ -1,0 +1,141 @@
+// Browser test of the wall screen, driven by the Rust test tests/wall_screen.rs.
+// It starts the real vscc binary itself (so that it can restart it under the open page),
+// opens the page in Debian's headless Chromium through playwright-core, and checks what a
+// person in front of the screen would see. Screenshots go to target/screenshots/.
+import { spawn } from "node:child_process";
+import { mkdirSync } from "node:fs";
+import { createRequire } from "node:module";
+
+// playwright-core is installed by scripts/setup under var/web (not committed).
+const require = createRequire(process.env.VENDOR_DIR + "/");
+const { chromium } = require("playwright-core");
+
+const { VSCC_BIN, CLICKHOUSE_URL, DATABASE, SPOOL_DIR, PORT, SCREENSHOTS } = process.env;
+const base = `http://127.0.0.1:${PORT}`;
+const token = "browser-test-admin";
+const fail = (msg) => { console.error("FAIL: " + msg); process.exitCode = 1; throw new Error(msg); };
+const check = (cond, msg) => { if (!cond) fail(msg); else console.log("ok: " + msg); };
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function startServer() {
+  const child = spawn(VSCC_BIN, ["serve"], {
+    env: { ...process.env, VSCC_ADDR: `127.0.0.1:${PORT}`, VSCC__CLICKHOUSE__URL: CLICKHOUSE_URL,
+      VSCC__CLICKHOUSE__DATABASE: DATABASE, VSCC__INGEST__SPOOL_DIR: SPOOL_DIR, VSCC_ADMIN_TOKEN: token,
+      VSCC__STREAM__TICK_MS: "100", RUST_LOG: "warn" },
+    stdio: ["ignore", "ignore", "inherit"],
+  });
+  return child;
+}
+async function waitReady() {
+  for (let i = 0; i < 600; i++) {
+    try { const r = await fetch(base + "/readyz"); if (r.ok) return; } catch { /* not yet */ }
+    await sleep(100);
+  }
+  fail("server did not become ready");
+}
+async function stopServer(child) {
+  const exited = new Promise((r) => child.once("exit", r));
+  child.kill("SIGTERM");
+  await exited;
+}
+const api = async (path, init = {}) => {
+  const r = await fetch(base + path, { ...init, headers: { Authorization: "Bearer " + token, "Content-Type": "application/json", ...(init.headers || {}) } });
+  if (!r.ok) fail(`${path} answered ${r.status}`);
+  return r.json();
+};
+const hire = (id, org, veteran) => ({ id, kind: "staff.hired", org, at: new Date(Date.now() - 60000).toISOString(), data: { staff_id: id, veteran } });
+const staffing = (id, org, approved, filled) => ({ id, kind: "staffing.reported", org, at: new Date(Date.now() - 60000).toISOString(), data: { approved_posts: approved, filled_posts: filled } });
+const pct = (v) => (v * 100).toFixed(1) + "%";
+
+let server = startServer();
+let browser;
+try {
+  await waitReady();
+  await api("/api/v1/events", { method: "POST", body: JSON.stringify([
+    staffing("b-s1", "440300", 100, 90), staffing("b-s2", "440305", 50, 49), staffing("b-s3", "440303", 40, 30),
+    hire("b-h1", "440305007003", true), hire("b-h2", "440305007003", false), hire("b-h3", "440303", false),
+  ]) });
+
+  mkdirSync(SCREENSHOTS, { recursive: true });
+  browser = await chromium.launch({ executablePath: "/usr/bin/chromium",
+    args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"] });
+  const page = await browser.newPage({ viewport: { width: 1920, height: 1080 } });
+  const consoleErrors = [];
+  page.on("console", (m) => { if (m.type() === "error") consoleErrors.push(m.text()); });
+  page.on("pageerror", (e) => consoleErrors.push(String(e)));
+  await page.goto(`${base}/?token=${token}&norotate=1`);
+  await page.waitForFunction(() => window.__vscc && window.__vscc.connected && window.__vscc.rendered > 0, null, { timeout: 15000 });
+
+  // The map has the 10 districts.
+  const districts = await page.evaluate(() => {
+    const opt = window.__vscc.mapChart.getOption();
+    return opt.series[0].data.map((d) => d.name);
+  });
+  check(districts.length === 10 && districts.includes("440399"), `the map has 10 districts (${districts.length})`);
+
+  // Tile values equal the REST figures.
+  const rest = await api("/api/v1/metrics?scope=440300");
+  const tiles = await page.$$eval(".tile", (els) => els.map((e) => ({ m: e.dataset.metric, v: e.dataset.value, text: e.querySelector(".value").textContent })));
+  for (const t of tiles) {
+    const f = rest.nodes["440300"][t.m];
+    const expected = f && f.value !== null ? String(f.value) : "";
+    check(t.v === expected, `tile ${t.m} shows ${t.text} = REST ${expected || "no data"}`);
+  }
+  const staffingTile = tiles.find((t) => t.m === "staffing_rate");
+  check(staffingTile.text === pct(rest.nodes["440300"].staffing_rate.value), "staffing tile is formatted as a percentage");
+  await page.screenshot({ path: `${SCREENSHOTS}/wall-1920x1080.png` });
+
+  // A record posted now changes the tile within a second.
+  const before = await page.$eval('.tile[data-metric="staffing_rate"] .value', (e) => e.textContent);
+  const t0 = Date.now();
+  await api("/api/v1/events", { method: "POST", body: JSON.stringify([staffing("b-s4", "440304", 60, 12)]) });
+  const after = (await api("/api/v1/metrics?scope=440300&metrics=staffing_rate")).nodes["440300"].staffing_rate.value;
+  await page.waitForFunction((text) => document.querySelector('.tile[data-metric="staffing_rate"] .value').textContent === text,
+    pct(after), { timeout: 1000 }).catch(() => fail("the tile did not change within 1 s"));
+  check(true, `tile changed from ${before} to ${pct(after)} in ${Date.now() - t0} ms`);
+
+  // Drill-down: a click on 南山 in the league table shows its streets as a ranked grid.
+  await page.click('#league tr[data-code="440305"]');
+  await page.waitForFunction(() => document.querySelectorAll("#grid .cell").length > 0 && !document.getElementById("grid").hidden, null, { timeout: 5000 });
+  const cells = await page.$$eval("#grid .cell", (els) => els.map((e) => e.dataset.code));
+  check(cells.length === 8 && cells.every((c) => c.startsWith("440305")), `南山 shows its 8 streets (${cells.length})`);
+  const crumbs = await page.$$eval("#crumbs a", (els) => els.map((e) => e.textContent));
+  check(crumbs.join(">") === "深圳市>南山区", `breadcrumb reads ${crumbs.join(" › ")}`);
+  await page.waitForFunction(() => window.__vscc.view["440305"] && window.__vscc.view["440305"].staffing_rate, null, { timeout: 5000 });
+  await page.screenshot({ path: `${SCREENSHOTS}/wall-drill-nanshan.png` });
+  await page.click("#crumbs a[data-code='440300']");
+  await page.waitForFunction(() => !document.getElementById("map").hidden, null, { timeout: 5000 });
+  check(true, "the breadcrumb returns to the city map");
+
+  check(consoleErrors.length === 0, `no console errors while serving (${consoleErrors.join(" | ")})`);
+
+  // The page survives a server restart and resumes.
+  await stopServer(server);
+  await page.waitForFunction(() => !window.__vscc.connected, null, { timeout: 10000 });
+  check(true, "the page notices the server went away");
+  server = startServer();
+  await waitReady();
+  await page.waitForFunction(() => window.__vscc.connected, null, { timeout: 20000 });
+  await api("/api/v1/events", { method: "POST", body: JSON.stringify([staffing("b-s5", "440306", 80, 80)]) });
+  const now = (await api("/api/v1/metrics?scope=440300&metrics=staffing_rate")).nodes["440300"].staffing_rate.value;
+  await page.waitForFunction((text) => document.querySelector('.tile[data-metric="staffing_rate"] .value').textContent === text,
+    pct(now), { timeout: 5000 }).catch(() => fail("after the restart the tile did not follow new records"));
+  check(true, "after the restart the page reconnected and follows new records");
+
+  const unexpected = consoleErrors.filter((e) => !/WebSocket|ERR_CONNECTION_REFUSED|Failed to fetch/.test(e));
+  check(unexpected.length === 0, `no console errors across the restart other than the refused connections (${unexpected.join(" | ")})`);
+
+  // 4K.
+  const big = await browser.newPage({ viewport: { width: 3840, height: 2160 } });
+  await big.goto(`${base}/?token=${token}&norotate=1`);
+  await big.waitForFunction(() => window.__vscc && window.__vscc.connected && window.__vscc.rendered > 0, null, { timeout: 15000 });
+  await sleep(500);
+  await big.screenshot({ path: `${SCREENSHOTS}/wall-3840x2160.png` });
+  check(true, "screenshots written");
+} catch (e) {
+  console.error(e);
+  process.exitCode = 1;
+} finally {
+  if (browser) await browser.close();
+  await stopServer(server);
+}
