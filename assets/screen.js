@@ -192,6 +192,7 @@
     ws.onopen = () => { S.backoff = 500; setConn("ok", "● 实时"); subscribe(true); };
     ws.onmessage = (ev) => {
       const msg = JSON.parse(ev.data);
+      if (msg.type === "alert") { addAlert(msg); return; }
       if (msg.sub !== "main") return;
       if (msg.type === "snapshot") {
         S.view = msg.nodes; S.epoch = msg.epoch; S.seq = msg.seq;
@@ -201,6 +202,8 @@
         S.seq = msg.seq;
         for (const [code, figs] of Object.entries(msg.nodes)) S.view[code] = Object.assign(S.view[code] || {}, figs);
         render();
+      } else if (msg.type === "alert") {
+        addAlert(msg);
       } else if (msg.type === "error") {
         setConn("down", "订阅被拒绝：" + msg.reason);
       }
@@ -211,6 +214,27 @@
   function retry() {
     S.backoff = Math.min(S.backoff * 2, 10000);
     setTimeout(connect, S.backoff);
+  }
+
+  // ---- the alert ticker ----------------------------------------------------------------------
+  const SEV_ZH = { critical: "紧急", warning: "警告", info: "提示" };
+  function addAlert(a) {
+    const list = document.getElementById("ticker");
+    if (list.querySelector(".muted")) list.innerHTML = "";
+    const li = document.createElement("li");
+    li.className = "sev-" + a.severity;
+    const when = (a.at || a.since || "").slice(11, 16);
+    li.textContent = (a.state === "resolved" ? "✓ 已恢复 " : "● " + (SEV_ZH[a.severity] || "") + " ") + when + " " + a.summary;
+    list.prepend(li);
+    while (list.children.length > 30) list.lastChild.remove();
+  }
+  async function loadAlerts() {
+    try {
+      const r = await getJSON("/api/v1/alerts?state=firing");
+      const list = document.getElementById("ticker");
+      list.innerHTML = r.alerts.length ? "" : '<li class="muted">暂无预警</li>';
+      r.alerts.slice(0, 30).reverse().forEach(addAlert);
+    } catch (e) { /* the ticker keeps what it has */ }
   }
 
   function drill(code) {
@@ -261,6 +285,7 @@
     }
     await loadDashboard(true);
     connect();
+    loadAlerts();
     setInterval(() => loadDashboard(false).catch(() => {}), 5000);
     setInterval(() => { S.mapMetricIndex++; render(); }, Math.max(5, S.dashboard.map_rotate_seconds) * 1000);
     if (S.dashboard.next && S.dashboard.dwell_seconds > 0 && !params.get("norotate")) {

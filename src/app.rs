@@ -10,6 +10,7 @@ use anyhow::Context;
 use tokio::sync::watch;
 
 use crate::auth::Authenticator;
+use crate::alert::AlertEngine;
 use crate::config::Settings;
 use crate::dashboards::Dashboards;
 use crate::http::{self, AppState};
@@ -89,6 +90,12 @@ impl Application {
         tokio::spawn(hub.clone().run_ticker(Duration::from_millis(settings.stream.tick_ms.max(10))));
 
         let dashboards = Dashboards::load(&settings.web.dashboards_dir, tree.clone());
+        let alerts = Arc::new(AlertEngine::new(hub.clone(), store.clone(), settings.alerts.clone()));
+        let restored = alerts.restore().await.context("restoring alerts")?;
+        if restored > 0 {
+            tracing::info!(restored, "alerts restored from their last recorded state");
+        }
+        tokio::spawn(alerts.clone().run());
         let listener = TcpListener::bind(&settings.server.addr)
             .with_context(|| format!("cannot listen on {}", settings.server.addr))?;
         let port = listener.local_addr()?.port();
@@ -107,6 +114,7 @@ impl Application {
             stream_settings: settings.stream.clone(),
             dashboards: dashboards.clone(),
             web: settings.web.clone(),
+            alerts,
         });
         tokio::spawn(dashboards.watch(Duration::from_secs(2)));
         tokio::spawn(update_gauges(state.clone(), ingest.checkpoint.clone()));

@@ -49,6 +49,11 @@ resolve_days = 60
 admin_token = ""
 allowed_origins = ["http://127.0.0.1:8080", "http://localhost:8080"]
 
+[alerts]
+rules_dir = "dashboards/alerts"
+eval_interval_ms = 15000
+repeat_minutes = 240
+
 [web]
 assets_dir = "assets"
 vendor_dir = "var/web/node_modules"
@@ -70,6 +75,7 @@ pub struct Settings {
     pub appeals: crate::live::AppealSla,
     pub auth: crate::auth::AuthSettings,
     pub web: WebSettings,
+    pub alerts: crate::alert::AlertSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]

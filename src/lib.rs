@@ -12,7 +12,8 @@
 //! | [`auth`] | tokens, roles, scopes and the one authorisation function |
 //! | [`ingest`] | validation → durable log (fsync, dedup, seq) → batched ClickHouse writer; crash recovery |
 //! | [`live`] | per-node aggregates updated along the path to the root; ticked publishing of changes |
-//! | [`stream`] | WebSocket sessions: snapshot, deltas, resume, presence |
+//! | [`stream`] | WebSocket sessions: snapshot, deltas, resume, presence, alert notices |
+//! | [`alert`] | rules as files, pending → firing → resolved per (rule, node), history, duty stream |
 //! | [`dashboards`] | screen definitions from `dashboards/*.json`, reloaded on change |
 //! | [`http`] | the actix-web app: routes, error → status mapping, OpenAPI, pages |
 //! | [`prom`] | Prometheus instruments |
@@ -22,6 +23,7 @@
 //! | [`bench`] | `vscc bench ingest|stream`: benchmarks against baselines measured in the same run |
 //! | [`cli`] | the `vscc` command line |
 
+pub mod alert;
 pub mod app;
 pub mod auth;
 pub mod bench;

@@ -28,6 +28,8 @@ pub enum Action {
     ReadFigures,
     /// Send records.
     Ingest,
+    /// Acknowledge and silence alerts.
+    HandleAlerts,
     /// Presence of screens, configuration.
     Admin,
 }
@@ -53,6 +55,7 @@ fn role_allows(role: Role, action: Action) -> bool {
     match action {
         Action::ReadFigures => true,
         Action::Ingest => matches!(role, Role::Clerk | Role::Admin),
+        Action::HandleAlerts => matches!(role, Role::DutyOfficer | Role::Admin),
         Action::Admin => role == Role::Admin,
     }
 }

@@ -1,5 +1,6 @@
 //! The actix-web app: routes, the error → status mapping, OpenAPI and static assets.
 
+mod alerts;
 mod auth;
 pub mod error;
 mod events;
@@ -23,6 +24,7 @@ use actix_web::{
 
 pub use error::ApiError;
 
+use crate::alert::AlertEngine;
 use crate::auth::Authenticator;
 use crate::config::WebSettings;
 use crate::dashboards::Dashboards;
@@ -48,6 +50,7 @@ pub struct AppState {
     pub stream_settings: StreamSettings,
     pub dashboards: Dashboards,
     pub web: WebSettings,
+    pub alerts: Arc<AlertEngine>,
 }
 
 /// Serves the app on an already-bound listener (port 0 in tests). `handle_signals`: whether
@@ -65,6 +68,7 @@ pub fn run(listener: TcpListener, state: Arc<AppState>, handle_signals: bool) ->
             .configure(events::routes)
             .configure(figures::routes)
             .configure(ws::routes)
+            .configure(alerts::routes)
             .configure(|cfg| pages::routes(cfg, &assets_dir))
             .configure(openapi::routes)
     })

@@ -32,6 +32,7 @@ async fn ws(req: HttpRequest, body: web::Payload, state: web::Data<AppState>) ->
     let screen_id = state.presence.join(who.name.clone(), remote, crate::live::hub::rfc3339(state.hub.now()));
     let ctx = SessionContext {
         hub: state.hub.clone(),
+        alerts: state.alerts.subscribe(),
         auth: state.auth.clone(),
         token,
         presence: state.presence.clone(),

@@ -50,6 +50,8 @@ pub struct NodeSums {
     overdue: i64,
     registered: i64,
     archived: i64,
+    /// Latest arrival time of any record in the subtree (for "stopped reporting").
+    last_received: u32,
 }
 
 /// What the org itself reported (not its subtree).
@@ -198,6 +200,11 @@ impl Aggregates {
     pub fn apply(&mut self, r: &EventRow) {
         let (Some(org), Some(kind)) = (self.tree.get(&r.org), r.kind()) else { return };
         let key = (r.at, r.seq);
+        let tree = self.tree.clone();
+        for n in tree.path_to_root(org) {
+            let s = &mut self.sums[n as usize];
+            s.last_received = s.last_received.max(r.received_at);
+        }
         match kind {
             Kind::StaffingReported => {
                 let own = &mut self.own[org as usize];
@@ -448,6 +455,11 @@ impl Aggregates {
             f.oldest_days = self.oldest_open(node).map(|t| (now_unix.saturating_sub(t) / 86_400) as i64);
         }
         f
+    }
+
+    /// When the subtree of `node` last received a record (Unix seconds), if ever.
+    pub fn last_received(&self, node: NodeIdx) -> Option<u32> {
+        Some(self.sums[node as usize].last_received).filter(|&t| t > 0)
     }
 
     /// Every node's figures for every metric: the whole state, for equality checks.

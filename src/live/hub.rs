@@ -191,6 +191,13 @@ impl Hub {
         agg.figures(node, metrics, now).into_iter().collect()
     }
 
+    /// Runs `f` on the current aggregates, brought up to `now` (one lock for many reads).
+    pub fn read<R>(&self, now: OffsetDateTime, f: impl FnOnce(&Aggregates) -> R) -> R {
+        let mut agg = self.agg();
+        agg.refresh_appeals(now);
+        f(&agg)
+    }
+
     /// Every node's current figures for every metric (for equality checks).
     pub fn all_current(&self) -> Vec<(String, Vec<(MetricId, Figure)>)> {
         let now = self.now();

@@ -34,6 +34,7 @@ pub struct StreamSettings {
 
 pub struct SessionContext {
     pub hub: Arc<Hub>,
+    pub alerts: tokio::sync::broadcast::Receiver<Arc<crate::alert::AlertNotice>>,
     pub auth: Authenticator,
     pub token: Option<String>,
     pub presence: Arc<Presence>,
@@ -207,6 +208,16 @@ impl State {
         out
     }
 
+    /// Alert notices go to every connection whose token's scope holds the alert's node.
+    fn on_alert(&self, n: &crate::alert::AlertNotice) -> Vec<Outgoing> {
+        match self.ctx.auth.authenticate(self.ctx.token.as_deref()) {
+            Ok(who) if self.ctx.hub.tree().is_within(n.node_idx, who.scope) => {
+                vec![Outgoing::Send(serde_json::to_string(n).unwrap_or_default())]
+            }
+            _ => Vec::new(),
+        }
+    }
+
     /// Fell behind the broadcast ring: every subscription starts over with a snapshot.
     fn resync(&mut self) -> Vec<Outgoing> {
         let subs: Vec<(String, NodeIdx, Vec<MetricId>)> =
@@ -249,6 +260,7 @@ async fn send_all(session: &mut Session, out: Vec<Outgoing>, timeout: Duration) 
 pub async fn run_session(mut session: Session, mut messages: MessageStream, ctx: SessionContext) {
     let mut rx = ctx.hub.subscribe();
     let mut closing = ctx.hub.closing();
+    let mut alerts = ctx.alerts.resubscribe();
     let send_timeout = Duration::from_millis(ctx.settings.send_timeout_ms);
     let idle_timeout = Duration::from_millis(ctx.settings.idle_timeout_ms);
     let mut heartbeat = tokio::time::interval(Duration::from_millis(ctx.settings.heartbeat_ms));
@@ -276,6 +288,11 @@ pub async fn run_session(mut session: Session, mut messages: MessageStream, ctx:
                 Ok(tc) => state.on_tick(&tc),
                 Err(RecvError::Lagged(_)) => state.resync(),
                 Err(RecvError::Closed) => break,
+            },
+            notice = alerts.recv() => match notice {
+                Ok(n) => state.on_alert(&n),
+                Err(RecvError::Lagged(_)) => Vec::new(),
+                Err(RecvError::Closed) => Vec::new(),
             },
             _ = closing.wait_for(|c| *c) => break,
             _ = heartbeat.tick() => {

@@ -1,0 +1,496 @@
+//! The alert engine: evaluates the rules against the live figures, moves each (rule, node)
+//! instance through pending → firing → resolved, records every change in ClickHouse and
+//! notifies the duty stream.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use tokio::sync::broadcast;
+
+use super::rules::{load_rules, Rule, RuleType, Severity};
+use crate::domain::metric::{local_date, MetricId, Status};
+use crate::domain::org::NodeIdx;
+use crate::live::hub::rfc3339;
+use crate::live::Hub;
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AlertSettings {
+    pub rules_dir: PathBuf,
+    /// How often rules are evaluated; 0 = only when asked (tests drive the clock themselves).
+    pub eval_interval_ms: u64,
+    /// A firing, unacknowledged alert is notified again after this long.
+    pub repeat_minutes: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertState {
+    Pending,
+    Firing,
+    /// The rule cannot be evaluated: nothing was reported (distinct from "condition false").
+    NoData,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Ack {
+    pub by: String,
+    pub at: String,
+    pub comment: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertInstance {
+    pub fingerprint: String,
+    pub rule: String,
+    pub node: String,
+    pub node_name: String,
+    pub state: AlertState,
+    pub severity: Severity,
+    pub value: Option<f64>,
+    pub summary: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub since: String,
+    pub ack: Option<Ack>,
+    #[serde(skip)]
+    since_unix: i64,
+    #[serde(skip)]
+    pub node_idx: NodeIdx,
+}
+
+/// What the duty stream receives.
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertNotice {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub state: String,
+    pub fingerprint: String,
+    pub rule: String,
+    pub node: String,
+    pub node_name: String,
+    pub severity: Severity,
+    pub summary: String,
+    pub value: Option<f64>,
+    pub at: String,
+    #[serde(skip)]
+    pub node_idx: NodeIdx,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, clickhouse::Row)]
+pub struct AlertEventRow {
+    pub at: u32,
+    pub fingerprint: String,
+    pub rule: String,
+    pub node: String,
+    pub state: String,
+    pub severity: String,
+    pub value: Option<f64>,
+    pub summary: String,
+    pub actor: String,
+    pub comment: String,
+}
+
+pub struct AlertEngine {
+    hub: Arc<Hub>,
+    store: Store,
+    settings: AlertSettings,
+    rules: RwLock<Vec<Rule>>,
+    rules_error: RwLock<Option<String>>,
+    rules_mtime: Mutex<Option<std::time::SystemTime>>,
+    instances: Mutex<HashMap<String, AlertInstance>>,
+    /// When each fingerprint was last notified as firing — kept after it resolves, so a
+    /// flapping condition does not notify again inside the repeat interval.
+    last_notified: Mutex<HashMap<String, i64>>,
+    tx: broadcast::Sender<Arc<AlertNotice>>,
+}
+
+fn severity_str(s: Severity) -> &'static str {
+    match s {
+        Severity::Info => "info",
+        Severity::Warning => "warning",
+        Severity::Critical => "critical",
+    }
+}
+
+fn format_value(rule: &Rule, value: Option<f64>) -> String {
+    match (value, rule.metric_id()) {
+        (None, _) => "—".into(),
+        (Some(v), Some(m)) if m.is_ratio() => format!("{:.1}%", v * 100.0),
+        (Some(v), _) => format!("{}", v.round() as i64),
+    }
+}
+
+impl AlertEngine {
+    pub fn new(hub: Arc<Hub>, store: Store, settings: AlertSettings) -> Self {
+        let (tx, _) = broadcast::channel(1024);
+        let engine = AlertEngine {
+            hub,
+            store,
+            settings,
+            rules: RwLock::new(Vec::new()),
+            rules_error: RwLock::new(None),
+            rules_mtime: Mutex::new(None),
+            instances: Mutex::new(HashMap::new()),
+            last_notified: Mutex::new(HashMap::new()),
+            tx,
+        };
+        engine.reload_rules();
+        engine
+    }
+
+    /// Re-reads the rule files when any changed; a broken set is reported and the previous
+    /// rules stay. Returns the error of the newest attempt, if any.
+    pub fn reload_rules(&self) -> Option<String> {
+        let newest = std::fs::read_dir(&self.settings.rules_dir)
+            .ok()
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.metadata().and_then(|m| m.modified()).ok())
+            .max();
+        {
+            let mut seen = self.rules_mtime.lock().unwrap_or_else(|p| p.into_inner());
+            if newest.is_some() && *seen == newest {
+                return self.rules_error.read().unwrap_or_else(|p| p.into_inner()).clone();
+            }
+            *seen = newest;
+        }
+        match load_rules(&self.settings.rules_dir, self.hub.tree()) {
+            Ok(rules) => {
+                tracing::info!(rules = rules.len(), "alert rules loaded");
+                *self.rules.write().unwrap_or_else(|p| p.into_inner()) = rules;
+                *self.rules_error.write().unwrap_or_else(|p| p.into_inner()) = None;
+                None
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "alert rules refused; the previous rules stay");
+                *self.rules_error.write().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
+                Some(e)
+            }
+        }
+    }
+
+    pub fn rules(&self) -> Vec<Rule> {
+        self.rules.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn rules_error(&self) -> Option<String> {
+        self.rules_error.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<AlertNotice>> {
+        self.tx.subscribe()
+    }
+
+    /// Current pending, firing and no-data instances.
+    pub fn current(&self) -> Vec<AlertInstance> {
+        let mut v: Vec<_> = self.instances.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        v.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.fingerprint.cmp(&b.fingerprint)));
+        v
+    }
+
+    /// Evaluates every rule at `now`; records and notifies the changes. Returns them.
+    pub async fn evaluate(&self, now: OffsetDateTime) -> Result<Vec<AlertEventRow>, StoreError> {
+        let rules = self.rules();
+        let tree = self.hub.tree().clone();
+        let today = local_date(now);
+        let now_unix = now.unix_timestamp();
+        // (rule index, node, condition: None = no data, Some((holds, value)))
+        let conditions: Vec<(usize, NodeIdx, Option<(bool, Option<f64>)>)> = self.hub.read(now, |agg| {
+            let mut out = Vec::new();
+            for (ri, rule) in rules.iter().enumerate() {
+                let scope = rule.scope.as_deref().and_then(|c| tree.get(c)).unwrap_or(tree.root());
+                for node in tree.subtree(scope) {
+                    if !rule.levels.contains(&tree.node(node).level) {
+                        continue;
+                    }
+                    let cond = match rule.kind {
+                        RuleType::Threshold | RuleType::AtRisk => {
+                            let Some(metric) = rule.metric_id() else { continue };
+                            if !metric.applies_to(tree.node(node).level) {
+                                continue;
+                            }
+                            let f = agg.figure(node, metric, now);
+                            if rule.after_date().is_some_and(|d| today <= d) {
+                                Some((false, f.value))
+                            } else if f.status == Status::NoData {
+                                None
+                            } else if rule.kind == RuleType::AtRisk {
+                                Some((matches!(f.status, Status::AtRisk | Status::Missed), f.value))
+                            } else {
+                                let (v, t) = (f.value.unwrap_or(0.0), rule.value.unwrap_or(0.0));
+                                let holds = match rule.op.as_deref() {
+                                    Some("<") => v < t,
+                                    Some("<=") => v <= t,
+                                    Some(">") => v > t,
+                                    _ => v >= t,
+                                };
+                                Some((holds, f.value))
+                            }
+                        }
+                        RuleType::AppealOverdue => {
+                            let f = agg.figure(node, MetricId::OpenAppeals, now);
+                            match f.status {
+                                Status::NoData => None,
+                                _ => {
+                                    let overdue = f.overdue.unwrap_or(0);
+                                    Some((overdue > 0, Some(overdue as f64)))
+                                }
+                            }
+                        }
+                        RuleType::Silence => agg.last_received(node).map(|last| {
+                            let days = (now_unix - last as i64).max(0) / 86_400;
+                            (days >= rule.days.unwrap_or(u32::MAX) as i64, Some(days as f64))
+                        }),
+                    };
+                    out.push((ri, node, cond));
+                }
+            }
+            out
+        });
+
+        let repeat = Duration::from_secs(self.settings.repeat_minutes * 60).as_secs() as i64;
+        let mut events = Vec::new();
+        let mut notices = Vec::new();
+        {
+            let mut instances = self.instances.lock().unwrap_or_else(|p| p.into_inner());
+            let mut notified = self.last_notified.lock().unwrap_or_else(|p| p.into_inner());
+            for (ri, node, cond) in conditions {
+                let rule = &rules[ri];
+                let code = tree.node(node).code.clone();
+                let fp = format!("{}/{}", rule.name, code);
+                let value = cond.and_then(|c| c.1);
+                let summary = rule
+                    .summary
+                    .replace("{node}", &tree.node(node).name)
+                    .replace("{value}", &format_value(rule, value))
+                    .replace("{target}", &format_value(rule, rule.value));
+                let event = |state: &str| AlertEventRow {
+                    at: now_unix.max(0) as u32,
+                    fingerprint: fp.clone(),
+                    rule: rule.name.clone(),
+                    node: code.clone(),
+                    state: state.into(),
+                    severity: severity_str(rule.severity).into(),
+                    value,
+                    summary: summary.clone(),
+                    actor: String::new(),
+                    comment: String::new(),
+                };
+                let notice = |state: &str| AlertNotice {
+                    kind: "alert",
+                    state: state.into(),
+                    fingerprint: fp.clone(),
+                    rule: rule.name.clone(),
+                    node: code.clone(),
+                    node_name: tree.node(node).name.clone(),
+                    severity: rule.severity,
+                    summary: summary.clone(),
+                    value,
+                    at: rfc3339(now),
+                    node_idx: node,
+                };
+                let existing = instances.get(&fp).map(|i| (i.state, i.since_unix, i.ack.is_some()));
+                match (existing, cond) {
+                    (None, Some((true, _))) | (Some((AlertState::NoData, _, _)), Some((true, _))) => {
+                        let fire_now = rule.for_duration().is_zero();
+                        let state = if fire_now { AlertState::Firing } else { AlertState::Pending };
+                        instances.insert(fp.clone(), AlertInstance {
+                            fingerprint: fp.clone(),
+                            rule: rule.name.clone(),
+                            node: code.clone(),
+                            node_name: tree.node(node).name.clone(),
+                            state,
+                            severity: rule.severity,
+                            value,
+                            summary: summary.clone(),
+                            labels: rule.labels.clone(),
+                            since: rfc3339(now),
+                            ack: None,
+                            since_unix: now_unix,
+                            node_idx: node,
+                        });
+                        events.push(event(if fire_now { "firing" } else { "pending" }));
+                        if fire_now && notified.get(&fp).is_none_or(|t| now_unix - t >= repeat) {
+                            notified.insert(fp.clone(), now_unix);
+                            notices.push(notice("firing"));
+                            events.push(event("notified"));
+                        }
+                    }
+                    (Some((AlertState::Pending, since, _)), Some((true, _))) => {
+                        let inst = instances.get_mut(&fp).expect("present");
+                        inst.value = value;
+                        inst.summary = summary.clone();
+                        if now_unix - since >= rule.for_duration().as_secs() as i64 {
+                            inst.state = AlertState::Firing;
+                            inst.since = rfc3339(now);
+                            inst.since_unix = now_unix;
+                            events.push(event("firing"));
+                            if notified.get(&fp).is_none_or(|t| now_unix - t >= repeat) {
+                                notified.insert(fp.clone(), now_unix);
+                                notices.push(notice("firing"));
+                                events.push(event("notified"));
+                            }
+                        }
+                    }
+                    (Some((AlertState::Firing, _, acked)), Some((true, _))) => {
+                        let inst = instances.get_mut(&fp).expect("present");
+                        inst.value = value;
+                        inst.summary = summary.clone();
+                        if !acked && notified.get(&fp).is_none_or(|t| now_unix - t >= repeat) {
+                            notified.insert(fp.clone(), now_unix);
+                            notices.push(notice("firing"));
+                            events.push(event("notified"));
+                        }
+                    }
+                    (Some((state, _, _)), Some((false, _))) => {
+                        instances.remove(&fp);
+                        if state == AlertState::Firing {
+                            events.push(event("resolved"));
+                            notices.push(notice("resolved"));
+                        } else {
+                            events.push(event("inactive"));
+                        }
+                    }
+                    (Some((AlertState::Pending | AlertState::Firing, _, _)), None) => {
+                        let inst = instances.get_mut(&fp).expect("present");
+                        inst.state = AlertState::NoData;
+                        inst.since = rfc3339(now);
+                        inst.since_unix = now_unix;
+                        events.push(event("no_data"));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        self.record(&events).await?;
+        for n in notices {
+            let _ = self.tx.send(Arc::new(n));
+        }
+        Ok(events)
+    }
+
+    async fn record(&self, events: &[AlertEventRow]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut insert = self.store.client().insert::<AlertEventRow>("alert_events").await?;
+        for e in events {
+            insert.write(e).await?;
+        }
+        insert.end().await?;
+        Ok(())
+    }
+
+    /// Acknowledges (or, with `ack = false`, un-acknowledges) a current alert.
+    pub async fn acknowledge(&self, fingerprint: &str, by: &str, comment: &str, ack: bool, now: OffsetDateTime) -> Result<Option<AlertInstance>, StoreError> {
+        let row = {
+            let mut instances = self.instances.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(inst) = instances.get_mut(fingerprint) else { return Ok(None) };
+            inst.ack = ack.then(|| Ack { by: by.into(), at: rfc3339(now), comment: comment.into() });
+            (
+                inst.clone(),
+                AlertEventRow {
+                    at: now.unix_timestamp().max(0) as u32,
+                    fingerprint: fingerprint.into(),
+                    rule: inst.rule.clone(),
+                    node: inst.node.clone(),
+                    state: if ack { "acknowledged" } else { "unacknowledged" }.into(),
+                    severity: severity_str(inst.severity).into(),
+                    value: inst.value,
+                    summary: inst.summary.clone(),
+                    actor: by.into(),
+                    comment: comment.into(),
+                },
+            )
+        };
+        self.record(std::slice::from_ref(&row.1)).await?;
+        Ok(Some(row.0))
+    }
+
+    /// Restores firing and pending alerts after a restart from their last recorded state, so
+    /// that a restart neither loses them nor notifies them again.
+    pub async fn restore(&self) -> Result<usize, StoreError> {
+        #[derive(clickhouse::Row, Deserialize)]
+        struct Last {
+            fingerprint: String,
+            state: String,
+            at: u32,
+            rule: String,
+            node: String,
+            severity: String,
+            value: Option<f64>,
+            summary: String,
+            acked: u8,
+            notified_at: u32,
+        }
+        let rows: Vec<Last> = self
+            .store
+            .client()
+            .query(
+                "SELECT fingerprint, argMax(state, at) AS s, max(at), any(rule), any(node), any(severity), \
+                 argMax(value, at), argMax(summary, at), \
+                 toUInt8(argMaxIf(state, at, state IN ('acknowledged', 'unacknowledged')) = 'acknowledged'), \
+                 toUInt32(maxIf(at, state = 'notified')) \
+                 FROM alert_events GROUP BY fingerprint",
+            )
+            .with_setting("wait_end_of_query", "1")
+            .fetch_all()
+            .await?;
+        let tree = self.hub.tree().clone();
+        let rules = self.rules();
+        let mut instances = self.instances.lock().unwrap_or_else(|p| p.into_inner());
+        let mut notified = self.last_notified.lock().unwrap_or_else(|p| p.into_inner());
+        let mut restored = 0;
+        for r in rows {
+            if r.notified_at > 0 {
+                notified.insert(r.fingerprint.clone(), r.notified_at as i64);
+            }
+            let state = match r.state.as_str() {
+                "firing" | "notified" | "acknowledged" | "unacknowledged" => AlertState::Firing,
+                "pending" => AlertState::Pending,
+                _ => continue,
+            };
+            let (Some(node), Some(rule)) = (tree.get(&r.node), rules.iter().find(|x| x.name == r.rule)) else { continue };
+            let at = OffsetDateTime::from_unix_timestamp(r.at as i64).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+            let _ = r.severity;
+            instances.insert(r.fingerprint.clone(), AlertInstance {
+                fingerprint: r.fingerprint.clone(),
+                rule: r.rule.clone(),
+                node: r.node.clone(),
+                node_name: tree.node(node).name.clone(),
+                state,
+                severity: rule.severity,
+                value: r.value,
+                summary: r.summary.clone(),
+                labels: rule.labels.clone(),
+                since: rfc3339(at),
+                ack: (r.acked == 1).then(|| Ack { by: String::new(), at: rfc3339(at), comment: String::new() }),
+                since_unix: r.at as i64,
+                node_idx: node,
+            });
+            restored += 1;
+        }
+        Ok(restored)
+    }
+
+    /// Evaluates on a timer and reloads rule files when they change.
+    pub async fn run(self: Arc<Self>) {
+        if self.settings.eval_interval_ms == 0 {
+            return;
+        }
+        let mut every = tokio::time::interval(Duration::from_millis(self.settings.eval_interval_ms));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            every.tick().await;
+            self.reload_rules();
+            if let Err(e) = self.evaluate(self.hub.now()).await {
+                tracing::warn!(error = %e, "alert evaluation could not record its results");
+            }
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! Alerts for duty officers: rules as files, per-(rule, node) lifecycle, history in
+//! ClickHouse, notifications on the duty stream.
+
+pub mod engine;
+pub mod rules;
+
+pub use engine::{AlertEngine, AlertInstance, AlertNotice, AlertSettings};

@@ -1,0 +1,112 @@
+//! Alerts: current instances, history, acknowledgement.
+
+use actix_web::{delete, get, post, web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+
+use super::{auth::principal, ApiError, AppState};
+use crate::alert::engine::AlertEventRow;
+use crate::auth::{authorize, Action};
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(list_alerts).service(alert_history).service(ack_alert).service(unack_alert);
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct AlertQuery {
+    /// pending | firing | no_data
+    state: Option<String>,
+    /// info | warning | critical
+    severity: Option<String>,
+}
+
+/// Current alerts (pending, firing, no data) inside the caller's scope, most severe first.
+#[utoipa::path(get, path = "/api/v1/alerts", tag = "alerts", params(AlertQuery),
+    responses((status = 200, description = "{rules_error, alerts: [...]}")), security(("bearer" = [])))]
+#[get("/api/v1/alerts")]
+async fn list_alerts(req: HttpRequest, q: web::Query<AlertQuery>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let who = principal(&req, &state)?;
+    let list: Vec<_> = state
+        .alerts
+        .current()
+        .into_iter()
+        .filter(|a| state.tree.is_within(a.node_idx, who.scope))
+        .filter(|a| q.state.as_deref().is_none_or(|s| serde_json::to_value(a.state).ok().and_then(|v| v.as_str().map(|x| x == s)).unwrap_or(false)))
+        .filter(|a| q.severity.as_deref().is_none_or(|s| serde_json::to_value(a.severity).ok().and_then(|v| v.as_str().map(|x| x == s)).unwrap_or(false)))
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({"rules_error": state.alerts.rules_error(), "alerts": list})))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct HistoryQuery {
+    /// Newest first; at most this many (default 200, max 5000).
+    limit: Option<u64>,
+}
+
+/// Every state change and notification, newest first, inside the caller's scope.
+#[utoipa::path(get, path = "/api/v1/alerts/history", tag = "alerts", params(HistoryQuery),
+    responses((status = 200, description = "[{at, fingerprint, rule, node, state, severity, value, summary, actor, comment}]")), security(("bearer" = [])))]
+#[get("/api/v1/alerts/history")]
+async fn alert_history(req: HttpRequest, q: web::Query<HistoryQuery>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let who = principal(&req, &state)?;
+    let scope = state.tree.node(who.scope).code.clone();
+    let rows: Vec<AlertEventRow> = state
+        .store
+        .client()
+        .query(
+            "SELECT ?fields FROM alert_events WHERE node IN (SELECT code FROM org_nodes WHERE has(ancestors, ?)) \
+             ORDER BY at DESC LIMIT ?",
+        )
+        .bind(scope)
+        .bind(q.limit.unwrap_or(200).min(5000))
+        .with_setting("wait_end_of_query", "1")
+        .fetch_all()
+        .await
+        .map_err(|e| ApiError::Unavailable { reason: e.to_string(), retry_after_secs: Some(5) })?;
+    Ok(HttpResponse::Ok().json(rows))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct AckBody {
+    #[serde(default)]
+    comment: String,
+}
+
+async fn set_ack(req: HttpRequest, fingerprint: String, comment: String, ack: bool, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let who = principal(&req, &state)?;
+    let instance = state
+        .alerts
+        .current()
+        .into_iter()
+        .find(|a| a.fingerprint == fingerprint)
+        .ok_or_else(|| ApiError::NotFound { what: format!("alert {fingerprint}") })?;
+    authorize(&state.tree, &who, Action::HandleAlerts, instance.node_idx)?;
+    let updated = state
+        .alerts
+        .acknowledge(&fingerprint, &who.name, &comment, ack, state.hub.now())
+        .await
+        .map_err(|e| ApiError::Unavailable { reason: e.to_string(), retry_after_secs: Some(5) })?
+        .ok_or_else(|| ApiError::NotFound { what: format!("alert {fingerprint}") })?;
+    Ok(HttpResponse::Ok().json(updated))
+}
+
+/// Acknowledge a current alert (duty officers and admins inside their scope).
+#[utoipa::path(post, path = "/api/v1/alerts/{rule}/{node}/ack", tag = "alerts", request_body = AckBody,
+    params(("rule" = String, Path), ("node" = String, Path)),
+    responses((status = 200, description = "The alert"), (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+#[post("/api/v1/alerts/{rule}/{node}/ack")]
+async fn ack_alert(req: HttpRequest, path: web::Path<(String, String)>, body: Option<web::Json<AckBody>>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let (rule, node) = path.into_inner();
+    let comment = body.map(|b| b.into_inner().comment).unwrap_or_default();
+    set_ack(req, format!("{rule}/{node}"), comment, true, state).await
+}
+
+/// Withdraw an acknowledgement.
+#[utoipa::path(delete, path = "/api/v1/alerts/{rule}/{node}/ack", tag = "alerts",
+    params(("rule" = String, Path), ("node" = String, Path)),
+    responses((status = 200, description = "The alert"), (status = 404, body = super::error::ErrorBody)), security(("bearer" = [])))]
+#[delete("/api/v1/alerts/{rule}/{node}/ack")]
+async fn unack_alert(req: HttpRequest, path: web::Path<(String, String)>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let (rule, node) = path.into_inner();
+    set_ack(req, format!("{rule}/{node}"), String::new(), false, state).await
+}

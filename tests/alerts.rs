@@ -1,0 +1,149 @@
+//! Alerts with controlled time: the tests call `evaluate(now)` with chosen instants (the
+//! background evaluation is off), against the real app and ClickHouse.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{spawn_app_with, test_settings, TestApp};
+use serde_json::{json, Value};
+use time::OffsetDateTime;
+use vscc::config::Settings;
+
+const RULES: &str = r#"
+[[rule]]
+name = "staffing_low"
+type = "threshold"
+metric = "staffing_rate"
+op = "<"
+value = 0.95
+levels = ["district"]
+for = "10m"
+severity = "warning"
+summary = "{node}编制人员到位率 {value}，低于 {target}"
+
+[[rule]]
+name = "staffing_flap"
+type = "threshold"
+metric = "staffing_rate"
+op = "<"
+value = 0.95
+scope = "440304"
+levels = ["district"]
+for = "0s"
+severity = "critical"
+summary = "{node} {value}"
+"#;
+
+fn settings_with_rules(rules: &str) -> (Settings, tempfile::TempDir) {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    std::fs::write(dir.path().join("rules.toml"), rules).unwrap();
+    let mut s = test_settings();
+    s.alerts.rules_dir = dir.path().to_path_buf();
+    s.alerts.eval_interval_ms = 0;
+    s.alerts.repeat_minutes = 60;
+    s.auth.tokens = vec![
+        vscc::auth::TokenConfig { token: "duty-luohu".into(), name: "罗湖值班员".into(), role: vscc::auth::Role::DutyOfficer, scope: "440303".into() },
+        vscc::auth::TokenConfig { token: "leader".into(), name: "领导".into(), role: vscc::auth::Role::Leader, scope: "440300".into() },
+    ];
+    (s, dir)
+}
+
+fn staffing(id: &str, org: &str, approved: i64, filled: i64) -> Value {
+    json!({"id": id, "kind": "staffing.reported", "org": org, "at": "2021-06-01T09:00:00+08:00",
+           "data": {"approved_posts": approved, "filled_posts": filled}})
+}
+
+fn states(events: &[vscc::alert::engine::AlertEventRow], fp: &str) -> Vec<String> {
+    events.iter().filter(|e| e.fingerprint == fp).map(|e| e.state.clone()).collect()
+}
+
+async fn eval(app: &TestApp, at: OffsetDateTime) -> Vec<vscc::alert::engine::AlertEventRow> {
+    app.state.alerts.evaluate(at).await.unwrap()
+}
+
+#[tokio::test]
+async fn pending_becomes_firing_after_for_and_no_data_is_not_false() {
+    let (settings, _dir) = settings_with_rules(RULES);
+    let app = spawn_app_with(settings).await;
+    let mut notices = app.state.alerts.subscribe();
+    app.post_events(&json!([staffing("a1", "440303", 100, 90), staffing("a2", "440305", 100, 99)])).await;
+    let t0 = OffsetDateTime::now_utc();
+    let fp = "staffing_low/440303";
+    assert_eq!(states(&eval(&app, t0).await, fp), ["pending"]);
+    assert!(states(&eval(&app, t0 + Duration::from_secs(300)).await, fp).is_empty(), "still pending inside `for`");
+    assert_eq!(states(&eval(&app, t0 + Duration::from_secs(660)).await, fp), ["firing", "notified"]);
+    let n = notices.try_recv().unwrap();
+    assert_eq!((n.state.as_str(), n.node.as_str()), ("firing", "440303"));
+    assert!(n.summary.contains("罗湖区") && n.summary.contains("90.0%"), "{}", n.summary);
+
+    let current = app.get_json("/api/v1/alerts").await;
+    let alerts = current["alerts"].as_array().unwrap();
+    let fps: Vec<&str> = alerts.iter().map(|a| a["fingerprint"].as_str().unwrap()).collect();
+    assert!(fps.contains(&fp));
+    // 南山 meets the target (condition false) and 福田 has no data: neither alerts.
+    assert!(!fps.contains(&"staffing_low/440305"));
+    assert!(!fps.iter().any(|f| f.ends_with("/440304")), "no data is not a breach: {fps:?}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn flapping_does_not_renotify_inside_the_repeat_interval_and_ack_is_recorded() {
+    let (settings, _dir) = settings_with_rules(RULES);
+    let app = spawn_app_with(settings).await;
+    let fp = "staffing_flap/440304";
+    let t0 = OffsetDateTime::now_utc();
+    app.post_events(&json!([staffing("f1", "440304", 100, 80)])).await;
+    assert_eq!(states(&eval(&app, t0).await, fp), ["firing", "notified"]);
+    let later = |id: &str, filled: i64| json!([{"id": id, "kind": "staffing.reported", "org": "440304",
+        "at": format!("2021-06-0{}T09:00:00+08:00", 1 + filled % 7), "data": {"approved_posts": 100, "filled_posts": filled}}]);
+    app.post_events(&later("f2", 99)).await;
+    assert_eq!(states(&eval(&app, t0 + Duration::from_secs(60)).await, fp), ["resolved"]);
+    app.post_events(&later("f3", 81)).await;
+    assert_eq!(states(&eval(&app, t0 + Duration::from_secs(120)).await, fp), ["firing"], "fires again, but no second notification within the hour");
+
+    // Acknowledge: only a duty officer in scope may; 福田 is outside 罗湖's officer.
+    let ack = |token: &str| app.http.post(format!("{}/api/v1/alerts/staffing_flap/440304/ack", app.base)).bearer_auth(token.to_string()).json(&json!({"comment": "已电话联系"})).send();
+    assert_eq!(ack("leader").await.unwrap().status(), 403);
+    assert_eq!(ack("duty-luohu").await.unwrap().status(), 403);
+    let res = ack(app.admin_token()).await.unwrap();
+    assert_eq!(res.status(), 200);
+    // Acknowledged: the repeat interval passes without a new notification.
+    let ev = eval(&app, t0 + Duration::from_secs(4000)).await;
+    assert!(states(&ev, fp).is_empty(), "{ev:?}");
+    let history = app.get_json("/api/v1/alerts/history").await;
+    let acked = history.as_array().unwrap().iter().find(|h| h["state"] == "acknowledged").expect("ack in history");
+    assert_eq!((acked["actor"].as_str(), acked["comment"].as_str()), (Some("admin"), Some("已电话联系")));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_broken_rule_file_keeps_the_previous_rules() {
+    let (settings, dir) = settings_with_rules(RULES);
+    let app = spawn_app_with(settings).await;
+    assert_eq!(app.state.alerts.rules().len(), 2);
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(dir.path().join("rules.toml"), RULES.replace("staffing_rate\"\nop", "no_such_metric\"\nop")).unwrap();
+    let err = app.state.alerts.reload_rules().expect("the broken file is reported");
+    assert!(err.contains("unknown metric"), "{err}");
+    assert_eq!(app.state.alerts.rules().len(), 2, "previous rules stay");
+    assert!(app.get_json("/api/v1/alerts").await["rules_error"].as_str().unwrap().contains("unknown metric"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_restart_keeps_a_firing_alert_without_notifying_it_again() {
+    let (settings, _dir) = settings_with_rules(RULES);
+    let app = spawn_app_with(settings.clone()).await;
+    app.post_events(&json!([staffing("r1", "440304", 100, 70)])).await;
+    let t0 = OffsetDateTime::now_utc();
+    assert_eq!(states(&eval(&app, t0).await, "staffing_flap/440304"), ["firing", "notified"]);
+    app.stop().await;
+
+    let again = spawn_app_with(settings).await;
+    let current = again.state.alerts.current();
+    assert!(current.iter().any(|a| a.fingerprint == "staffing_flap/440304"), "restored: {current:?}");
+    let ev = eval(&again, t0 + Duration::from_secs(30)).await;
+    assert!(states(&ev, "staffing_flap/440304").is_empty(), "no second notification after the restart: {ev:?}");
+    again.stop().await;
+}
