@@ -224,25 +224,30 @@ pub struct OrgView {
     pub children: Vec<OrgView>,
 }
 
+/// A tree from `(code, level, parent)` triples, names = codes: for unit tests.
+#[cfg(test)]
+pub fn tree_of(nodes: &[(&str, Level, Option<&str>)]) -> OrgTree {
+    OrgTree::build(nodes.iter().map(|(code, level, parent)| NewNode {
+        code: code.to_string(),
+        name: code.to_string(),
+        level: *level,
+        parent: parent.map(str::to_string),
+    }))
+    .expect("a valid test tree")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn small() -> OrgTree {
-        let n = |code: &str, level, parent: Option<&str>| NewNode {
-            code: code.into(),
-            name: code.into(),
-            level,
-            parent: parent.map(Into::into),
-        };
-        OrgTree::build([
-            n("c", Level::City, None),
-            n("d1", Level::District, Some("c")),
-            n("d2", Level::District, Some("c")),
-            n("s1", Level::Street, Some("d1")),
-            n("m1", Level::Community, Some("s1")),
+        tree_of(&[
+            ("c", Level::City, None),
+            ("d1", Level::District, Some("c")),
+            ("d2", Level::District, Some("c")),
+            ("s1", Level::Street, Some("d1")),
+            ("m1", Level::Community, Some("s1")),
         ])
-        .unwrap()
     }
 
     #[test]

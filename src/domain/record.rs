@@ -278,7 +278,6 @@ pub fn validate(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::org::NewNode;
     use serde_json::json;
 
     struct NoMap;
@@ -289,19 +288,12 @@ mod tests {
     }
 
     fn tree() -> OrgTree {
-        let n = |code: &str, level, parent: Option<&str>| NewNode {
-            code: code.into(),
-            name: code.into(),
-            level,
-            parent: parent.map(Into::into),
-        };
-        OrgTree::build([
-            n("c", Level::City, None),
-            n("d", Level::District, Some("c")),
-            n("s", Level::Street, Some("d")),
-            n("m", Level::Community, Some("s")),
+        crate::domain::org::tree_of(&[
+            ("c", Level::City, None),
+            ("d", Level::District, Some("c")),
+            ("s", Level::Street, Some("d")),
+            ("m", Level::Community, Some("s")),
         ])
-        .unwrap()
     }
 
     fn check(v: Value) -> Result<EventRow, FieldError> {
