@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use std::io::IsTerminal;
+
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
@@ -46,6 +48,8 @@ enum Command {
     Org(OrgArgs),
     /// Run a managed ClickHouse in the foreground until Ctrl-C (used by scripts/test).
     Clickhouse(ClickhouseArgs),
+    /// Simulate Shenzhen's service system from 2020-01-01: print NDJSON, or post to a server.
+    Simulate(SimulateArgs),
     /// Benchmarks with a printed report (build with --release first).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -116,6 +120,30 @@ struct OrgArgs {
 }
 
 #[derive(Args)]
+struct SimulateArgs {
+    /// Same seed, same records.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Multiplies veterans and appeals (1 ≈ 300,000 veterans, 20 appeals a weekday).
+    #[arg(long, default_value_t = 0.1)]
+    scale: f64,
+    /// Last day of the history, YYYY-MM-DD (default: today in Shenzhen).
+    #[arg(long)]
+    until: Option<String>,
+    /// Post to this vscc instead of printing NDJSON, e.g. http://127.0.0.1:8080.
+    #[arg(long, value_name = "URL")]
+    server: Option<String>,
+    /// Token for --server (default: VSCC_ADMIN_TOKEN).
+    #[arg(long, env = "VSCC_ADMIN_TOKEN")]
+    token: Option<String>,
+    /// After the history, keep posting the simulated future at --rate records a second.
+    #[arg(long)]
+    live: bool,
+    #[arg(long, default_value_t = 5)]
+    rate: usize,
+}
+
+#[derive(Args)]
 struct ClickhouseArgs {
     /// Folder for the server's config, data and logs (default: clickhouse.managed.dir).
     #[arg(long, value_name = "DIR")]
@@ -164,6 +192,7 @@ pub async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Org(args) => print_org(&settings, args),
+        Command::Simulate(args) => simulate(&settings, args).await,
         Command::Bench(BenchCommand::Ingest { records, batch, concurrency }) => {
             crate::bench::ingest::run(&settings, crate::bench::ingest::IngestBench { records, batch, concurrency }).await
         }
@@ -205,34 +234,126 @@ async fn serve(mut settings: Settings, args: ServeArgs, demo: bool) -> anyhow::R
     if demo {
         println!("admin token: {}", app.admin_token());
         println!("wall screen: http://{}", settings.server.addr);
-        tokio::spawn(demo_feed(format!("http://127.0.0.1:{}", app.port()), app.admin_token().to_string(), app.state().tree.clone()));
+        tokio::spawn(demo_feed(
+            format!("http://127.0.0.1:{}", app.port()),
+            app.admin_token().to_string(),
+            app.state().tree.clone(),
+            app.state().map.clone(),
+            app.state().hub.closing(),
+        ));
     }
     app.run_until_stopped().await
 }
 
-/// The demo's records: a back-filled history since 2020 (same ids every run, so a re-run adds
-/// nothing), then a live trickle.
-async fn demo_feed(base: String, token: String, tree: std::sync::Arc<OrgTree>) {
-    use crate::bench::workload::Workload;
+/// The demo's records: the simulated history since 2020 (same ids every run, so a re-run adds
+/// nothing), then the simulated future, live.
+async fn demo_feed(
+    base: String,
+    token: String,
+    tree: std::sync::Arc<OrgTree>,
+    map: std::sync::Arc<crate::reference::DistrictMap>,
+    mut closing: tokio::sync::watch::Receiver<bool>,
+) {
+    let run = feed(&base, &token, &tree, &map, 1, 0.05, crate::batch::simulator::today(), true, 5, false);
+    tokio::select! {
+        result = run => if let Err(e) = result {
+            tracing::warn!(error = %e, "demo feed stopped");
+        },
+        _ = closing.wait_for(|c| *c) => {}
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn feed(
+    base: &str,
+    token: &str,
+    tree: &OrgTree,
+    map: &crate::reference::DistrictMap,
+    seed: u64,
+    scale: f64,
+    until: time::Date,
+    live: bool,
+    rate: usize,
+    progress: bool,
+) -> anyhow::Result<()> {
+    use crate::batch::simulator::{LivePlayer, Simulator, START};
     let http = reqwest::Client::new();
     let url = format!("{base}/api/v1/events");
-    let since_2020 = (time::OffsetDateTime::now_utc().unix_timestamp() - 1_577_808_000) / 86_400;
-    let mut history = Workload::new(&tree, 2020, since_2020, "demo-history", 6_000);
-    for _ in 0..20 {
-        let events = history.events(2_000);
-        if let Err(e) = http.post(&url).bearer_auth(&token).json(&events).send().await {
-            tracing::warn!(error = %e, "demo back-fill failed");
-            return;
+    let post = |events: Vec<serde_json::Value>| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let res = http.post(&url).bearer_auth(token).json(&events).send().await?;
+            anyhow::ensure!(res.status().is_success(), "the server answered {}", res.status());
+            Ok::<_, anyhow::Error>(())
+        }
+    };
+    let mut sim = Simulator::new(tree, map, seed, scale);
+    let days = (until - START).whole_days().max(0) as u64 + 1;
+    let bar = progress.then(|| {
+        let bar = indicatif::ProgressBar::new(days);
+        bar.set_style(indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} days {msg}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
+        bar
+    });
+    let mut batch = Vec::new();
+    let mut sent = 0usize;
+    while let Some((_, events)) = sim.next_day(until) {
+        batch.extend(events);
+        if let Some(b) = &bar {
+            b.inc(1);
+        }
+        if batch.len() >= 5000 {
+            sent += batch.len();
+            post(std::mem::take(&mut batch)).await?;
+            if let Some(b) = &bar {
+                b.set_message(format!("{sent} records"));
+            }
         }
     }
-    tracing::info!("demo: history back-filled; live records follow");
-    let started = time::OffsetDateTime::now_utc().unix_timestamp();
-    let mut live = Workload::new(&tree, started as u64, 1, &format!("demo-live-{started}"), 2_000).live();
-    let mut every = tokio::time::interval(std::time::Duration::from_millis(500));
-    loop {
-        every.tick().await;
-        let events = live.events(5);
-        let _ = http.post(&url).bearer_auth(&token).json(&events).send().await;
+    sent += batch.len();
+    post(batch).await?;
+    if let Some(b) = bar {
+        b.finish_with_message(format!("{sent} records"));
+    }
+    tracing::info!(records = sent, "simulated history sent");
+    if live {
+        let mut player = LivePlayer::new(sim);
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            every.tick().await;
+            let events = player.next(rate, time::OffsetDateTime::now_utc());
+            if let Err(e) = post(events).await {
+                tracing::warn!(error = %e, "live record not accepted; retrying next second");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn simulate(settings: &Settings, args: SimulateArgs) -> anyhow::Result<()> {
+    use std::io::Write;
+    let tree = reference::load_org_tree(&settings.reference.divisions_dir)?;
+    let map = crate::reference::DistrictMap::load(&settings.reference.boundaries_dir, &tree, settings.reference.simplify_tolerance_deg)?;
+    let until = match &args.until {
+        Some(d) => time::Date::parse(d, time::macros::format_description!("[year]-[month]-[day]"))
+            .with_context(|| format!("--until {d}: expected YYYY-MM-DD"))?,
+        None => crate::batch::simulator::today(),
+    };
+    match &args.server {
+        Some(server) => {
+            let token = args.token.clone().context("--server needs --token (or VSCC_ADMIN_TOKEN)")?;
+            feed(server, &token, &tree, &map, args.seed, args.scale, until, args.live, args.rate, std::io::stderr().is_terminal()).await
+        }
+        None => {
+            let mut sim = crate::batch::simulator::Simulator::new(&tree, &map, args.seed, args.scale);
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            while let Some((_, events)) = sim.next_day(until) {
+                for e in events {
+                    writeln!(out, "{e}")?;
+                }
+            }
+            out.flush()?;
+            Ok(())
+        }
     }
 }
 

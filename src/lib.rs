@@ -20,12 +20,14 @@
 //! | [`config`] | layered settings: defaults → TOML file → `VSCC__…` environment |
 //! | [`telemetry`] | tracing subscriber (human or JSON logs) |
 //! | [`app`] | wiring: build everything, serve, stop the managed ClickHouse after the server |
+//! | [`batch`] | the simulated Shenzhen (`vscc simulate`, the demo's data) |
 //! | [`bench`] | `vscc bench ingest|stream`: benchmarks against baselines measured in the same run |
 //! | [`cli`] | the `vscc` command line |
 
 pub mod alert;
 pub mod app;
 pub mod auth;
+pub mod batch;
 pub mod bench;
 pub mod cli;
 pub mod config;
