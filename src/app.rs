@@ -95,6 +95,10 @@ impl Application {
         if restored > 0 {
             tracing::info!(restored, "alerts restored from their last recorded state");
         }
+        let undelivered = alerts.resume_deliveries().await.context("resuming alert deliveries")?;
+        if undelivered > 0 {
+            tracing::info!(undelivered, "undelivered alert notifications re-queued");
+        }
         tokio::spawn(alerts.clone().run());
         let listener = TcpListener::bind(&settings.server.addr)
             .with_context(|| format!("cannot listen on {}", settings.server.addr))?;

@@ -53,6 +53,7 @@ allowed_origins = ["http://127.0.0.1:8080", "http://localhost:8080"]
 rules_dir = "dashboards/alerts"
 eval_interval_ms = 15000
 repeat_minutes = 240
+delivery_backoff_ms = 1000
 
 [web]
 assets_dir = "assets"

@@ -25,6 +25,8 @@ pub struct AlertSettings {
     pub eval_interval_ms: u64,
     /// A firing, unacknowledged alert is notified again after this long.
     pub repeat_minutes: u64,
+    /// First retry delay of a failed webhook delivery (doubles up to 60 s).
+    pub delivery_backoff_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -60,6 +62,8 @@ pub struct AlertInstance {
     since_unix: i64,
     #[serde(skip)]
     pub node_idx: NodeIdx,
+    /// Roster levels notified: 0 = the node's own duty officer, 1 = the next one up, …
+    pub escalation: u8,
 }
 
 /// What the duty stream receives.
@@ -106,6 +110,8 @@ pub struct AlertEngine {
     /// flapping condition does not notify again inside the repeat interval.
     last_notified: Mutex<HashMap<String, i64>>,
     tx: broadcast::Sender<Arc<AlertNotice>>,
+    roster: super::delivery::SharedRoster,
+    deliverer: super::delivery::Deliverer,
 }
 
 fn severity_str(s: Severity) -> &'static str {
@@ -127,6 +133,8 @@ fn format_value(rule: &Rule, value: Option<f64>) -> String {
 impl AlertEngine {
     pub fn new(hub: Arc<Hub>, store: Store, settings: AlertSettings) -> Self {
         let (tx, _) = broadcast::channel(1024);
+        let store_for_delivery = store.clone();
+        let delivery_backoff = settings.delivery_backoff_ms.max(1);
         let engine = AlertEngine {
             hub,
             store,
@@ -137,6 +145,8 @@ impl AlertEngine {
             instances: Mutex::new(HashMap::new()),
             last_notified: Mutex::new(HashMap::new()),
             tx,
+            roster: Default::default(),
+            deliverer: super::delivery::Deliverer::start(store_for_delivery, Duration::from_millis(delivery_backoff)),
         };
         engine.reload_rules();
         engine
@@ -159,8 +169,11 @@ impl AlertEngine {
             }
             *seen = newest;
         }
-        match load_rules(&self.settings.rules_dir, self.hub.tree()) {
-            Ok(rules) => {
+        let roster = super::delivery::Roster::load(&self.settings.rules_dir.join("oncall.toml"), self.hub.tree());
+        let rules = load_rules(&self.settings.rules_dir, self.hub.tree());
+        match rules.and_then(|r| roster.map(|ro| (r, ro))) {
+            Ok((rules, roster)) => {
+                *self.roster.write().unwrap_or_else(|p| p.into_inner()) = roster;
                 tracing::info!(rules = rules.len(), "alert rules loaded");
                 *self.rules.write().unwrap_or_else(|p| p.into_inner()) = rules;
                 *self.rules_error.write().unwrap_or_else(|p| p.into_inner()) = None;
@@ -256,6 +269,14 @@ impl AlertEngine {
         let repeat = Duration::from_secs(self.settings.repeat_minutes * 60).as_secs() as i64;
         let mut events = Vec::new();
         let mut notices = Vec::new();
+        // (notice, roster levels to deliver it to)
+        let mut deliveries: Vec<(AlertNotice, Vec<u8>)> = Vec::new();
+        let escalate_after = self
+            .roster
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|r| r.escalate_after().as_secs() as i64);
         {
             let mut instances = self.instances.lock().unwrap_or_else(|p| p.into_inner());
             let mut notified = self.last_notified.lock().unwrap_or_else(|p| p.into_inner());
@@ -313,11 +334,13 @@ impl AlertEngine {
                             ack: None,
                             since_unix: now_unix,
                             node_idx: node,
+                            escalation: 0,
                         });
                         events.push(event(if fire_now { "firing" } else { "pending" }));
                         if fire_now && notified.get(&fp).is_none_or(|t| now_unix - t >= repeat) {
                             notified.insert(fp.clone(), now_unix);
                             notices.push(notice("firing"));
+                            deliveries.push((notice("firing"), vec![0]));
                             events.push(event("notified"));
                         }
                     }
@@ -333,25 +356,37 @@ impl AlertEngine {
                             if notified.get(&fp).is_none_or(|t| now_unix - t >= repeat) {
                                 notified.insert(fp.clone(), now_unix);
                                 notices.push(notice("firing"));
+                                deliveries.push((notice("firing"), vec![0]));
                                 events.push(event("notified"));
                             }
                         }
                     }
-                    (Some((AlertState::Firing, _, acked)), Some((true, _))) => {
+                    (Some((AlertState::Firing, since, acked)), Some((true, _))) => {
                         let inst = instances.get_mut(&fp).expect("present");
                         inst.value = value;
                         inst.summary = summary.clone();
                         if !acked && notified.get(&fp).is_none_or(|t| now_unix - t >= repeat) {
                             notified.insert(fp.clone(), now_unix);
                             notices.push(notice("firing"));
+                            deliveries.push((notice("firing"), (0..=inst.escalation).collect()));
                             events.push(event("notified"));
+                        }
+                        // Unacknowledged for another `escalate_after`: one level up the roster.
+                        if let (false, Some(every)) = (acked, escalate_after.filter(|e| *e > 0)) {
+                            let due = ((now_unix - since) / every).min(u8::MAX as i64) as u8;
+                            if due > inst.escalation {
+                                inst.escalation = due;
+                                deliveries.push((notice("firing"), vec![due]));
+                                events.push(event("escalated"));
+                            }
                         }
                     }
                     (Some((state, _, _)), Some((false, _))) => {
-                        instances.remove(&fp);
+                        let escalation = instances.remove(&fp).map(|i| i.escalation).unwrap_or(0);
                         if state == AlertState::Firing {
                             events.push(event("resolved"));
                             notices.push(notice("resolved"));
+                            deliveries.push((notice("resolved"), (0..=escalation).collect()));
                         } else {
                             events.push(event("inactive"));
                         }
@@ -371,7 +406,42 @@ impl AlertEngine {
         for n in notices {
             let _ = self.tx.send(Arc::new(n));
         }
+        self.deliver(deliveries).await?;
         Ok(events)
+    }
+
+    /// Sends each notice to the roster targets at the given levels of its node's chain.
+    async fn deliver(&self, deliveries: Vec<(AlertNotice, Vec<u8>)>) -> Result<(), StoreError> {
+        let roster = self.roster.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let Some(roster) = roster else { return Ok(()) };
+        let tree = self.hub.tree().clone();
+        for (notice, levels) in deliveries {
+            let chain = roster.chain(&tree, notice.node_idx);
+            let mut sent = std::collections::HashSet::new();
+            for level in levels {
+                // Past the top of the chain there is no one left to escalate to.
+                let Some(target) = chain.get(level as usize) else { continue };
+                if !sent.insert(target.org.clone()) {
+                    continue;
+                }
+                let out = super::delivery::Outgoing {
+                    id: format!("{}/{}/{}/{}", notice.fingerprint, notice.at, notice.state, level),
+                    fingerprint: notice.fingerprint.clone(),
+                    target: target.name.clone(),
+                    level,
+                    kind: target.kind,
+                    url: target.url.clone(),
+                    payload: super::delivery::render(target.kind, &notice, &target.name, level),
+                };
+                self.deliverer.send(&self.store, out).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-queues notifications the log shows as undelivered (call once at start-up).
+    pub async fn resume_deliveries(&self) -> Result<usize, StoreError> {
+        self.deliverer.resume(&self.store).await
     }
 
     async fn record(&self, events: &[AlertEventRow]) -> Result<(), StoreError> {
@@ -472,6 +542,7 @@ impl AlertEngine {
                 ack: (r.acked == 1).then(|| Ack { by: String::new(), at: rfc3339(at), comment: String::new() }),
                 since_unix: r.at as i64,
                 node_idx: node,
+                escalation: 0,
             });
             restored += 1;
         }

@@ -145,6 +145,8 @@ pub fn load_rules(dir: &Path, tree: &OrgTree) -> Result<Vec<Rule>, String> {
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        // The on-call roster lives beside the rules.
+        .filter(|p| p.file_name().is_none_or(|n| n != "oncall.toml"))
         .collect();
     files.sort();
     let mut rules = Vec::new();
