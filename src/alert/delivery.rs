@@ -109,6 +109,30 @@ fn kind_str(k: WebhookKind) -> &'static str {
     }
 }
 
+/// One message for several notices of the same rule and state to the same target (e.g. every
+/// street of a district with overdue appeals).
+pub fn render_group(kind: WebhookKind, notices: &[&AlertNotice], target: &str, level: u8) -> String {
+    if let [one] = notices {
+        return render(kind, one, target, level);
+    }
+    let first = notices[0];
+    let sev = match first.severity {
+        super::rules::Severity::Critical => "紧急",
+        super::rules::Severity::Warning => "警告",
+        super::rules::Severity::Info => "提示",
+    };
+    let state = if first.state == "resolved" { "已恢复" } else { "告警" };
+    let escalated = if level > 0 { format!("（第 {level} 级升级，未确认）") } else { String::new() };
+    let lines: Vec<String> = notices.iter().map(|n| format!("- {}", n.summary)).collect();
+    let text = format!("### 【{sev}】{state}{escalated}：{} 个节点\n{}\n\n时间：{}\n值班：{target}", notices.len(), lines.join("\n"), first.at);
+    match kind {
+        WebhookKind::Wecom => serde_json::json!({"msgtype": "markdown", "markdown": {"content": text}}).to_string(),
+        WebhookKind::Dingtalk => serde_json::json!({"msgtype": "markdown", "markdown": {"title": format!("{sev}：{} 个节点", notices.len()), "text": text}}).to_string(),
+        WebhookKind::Json => serde_json::json!({"type": "alert_group", "rule": first.rule, "state": first.state,
+            "target": target, "level": level, "alerts": notices}).to_string(),
+    }
+}
+
 /// The message body a receiver of `kind` expects.
 pub fn render(kind: WebhookKind, n: &AlertNotice, target: &str, level: u8) -> String {
     let sev = match n.severity {

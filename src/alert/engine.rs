@@ -410,31 +410,38 @@ impl AlertEngine {
         Ok(events)
     }
 
-    /// Sends each notice to the roster targets at the given levels of its node's chain.
+    /// Sends each notice to the roster targets at the given levels of its node's chain. Notices
+    /// of one rule and state bound for the same target and level go out as one message.
     async fn deliver(&self, deliveries: Vec<(AlertNotice, Vec<u8>)>) -> Result<(), StoreError> {
         let roster = self.roster.read().unwrap_or_else(|p| p.into_inner()).clone();
         let Some(roster) = roster else { return Ok(()) };
         let tree = self.hub.tree().clone();
-        for (notice, levels) in deliveries {
+        let mut groups: std::collections::BTreeMap<(String, String, String, u8), (super::delivery::DutyTarget, Vec<&AlertNotice>)> =
+            std::collections::BTreeMap::new();
+        for (notice, levels) in &deliveries {
             let chain = roster.chain(&tree, notice.node_idx);
-            let mut sent = std::collections::HashSet::new();
-            for level in levels {
+            for &level in levels {
                 // Past the top of the chain there is no one left to escalate to.
                 let Some(target) = chain.get(level as usize) else { continue };
-                if !sent.insert(target.org.clone()) {
-                    continue;
-                }
-                let out = super::delivery::Outgoing {
-                    id: format!("{}/{}/{}/{}", notice.fingerprint, notice.at, notice.state, level),
-                    fingerprint: notice.fingerprint.clone(),
-                    target: target.name.clone(),
-                    level,
-                    kind: target.kind,
-                    url: target.url.clone(),
-                    payload: super::delivery::render(target.kind, &notice, &target.name, level),
-                };
-                self.deliverer.send(&self.store, out).await?;
+                groups
+                    .entry((target.org.clone(), notice.rule.clone(), notice.state.clone(), level))
+                    .or_insert_with(|| (target.clone(), Vec::new()))
+                    .1
+                    .push(notice);
             }
+        }
+        for ((_, rule, state, level), (target, notices)) in groups {
+            let nodes: Vec<&str> = notices.iter().map(|n| n.node.as_str()).collect();
+            let out = super::delivery::Outgoing {
+                id: format!("{rule}/{}/{state}/{level}/{}/{}", notices[0].at, target.org, nodes.join(",")),
+                fingerprint: if notices.len() == 1 { notices[0].fingerprint.clone() } else { format!("{rule}/*") },
+                target: target.name.clone(),
+                level,
+                kind: target.kind,
+                url: target.url.clone(),
+                payload: super::delivery::render_group(target.kind, &notices, &target.name, level),
+            };
+            self.deliverer.send(&self.store, out).await?;
         }
         Ok(())
     }
