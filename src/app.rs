@@ -95,6 +95,7 @@ impl Application {
         if restored > 0 {
             tracing::info!(restored, "alerts restored from their last recorded state");
         }
+        alerts.load_silences().await.context("loading alert silences")?;
         let undelivered = alerts.resume_deliveries().await.context("resuming alert deliveries")?;
         if undelivered > 0 {
             tracing::info!(undelivered, "undelivered alert notifications re-queued");

@@ -147,3 +147,32 @@ async fn a_restart_keeps_a_firing_alert_without_notifying_it_again() {
     assert!(states(&ev, "staffing_flap/440304").is_empty(), "no second notification after the restart: {ev:?}");
     again.stop().await;
 }
+
+#[tokio::test]
+async fn a_recurring_silence_holds_back_notifications_only_inside_its_window() {
+    let (settings, _dir) = settings_with_rules(RULES);
+    let app = spawn_app_with(settings).await;
+    let post = |token: &str, body: Value| {
+        app.http.post(format!("{}/api/v1/silences", app.base)).bearer_auth(token.to_string()).json(&body).send()
+    };
+    // Nights of the 2027 Spring Festival holiday, for 福田 only.
+    let spec = json!({"rule": "staffing_flap", "scope": "440304", "starts_at": "2027-02-05T00:00:00+08:00",
+        "ends_at": "2027-02-13T00:00:00+08:00", "daily": {"from": "22:00", "to": "08:00"}, "comment": "春节夜间静默"});
+    assert_eq!(post("duty-luohu", spec.clone()).await.unwrap().status(), 403, "福田 is outside 罗湖's scope");
+    let mut bad = spec.clone();
+    bad["ends_at"] = json!("2027-02-01T00:00:00+08:00");
+    let res = post(app.admin_token(), bad).await.unwrap();
+    assert_eq!(res.status(), 400);
+    assert_eq!(res.json::<Value>().await.unwrap()["field"], "ends_at");
+    assert_eq!(post(app.admin_token(), spec).await.unwrap().status(), 201);
+
+    app.post_events(&json!([staffing("sf1", "440304", 100, 80)])).await;
+    let night = OffsetDateTime::parse("2027-02-07T23:00:00+08:00", &time::format_description::well_known::Rfc3339).unwrap();
+    let fp = "staffing_flap/440304";
+    assert_eq!(states(&eval(&app, night).await, fp), ["firing", "silenced"], "firing is recorded, not notified");
+    let morning = OffsetDateTime::parse("2027-02-08T12:00:00+08:00", &time::format_description::well_known::Rfc3339).unwrap();
+    assert_eq!(states(&eval(&app, morning).await, fp), ["notified"], "outside the window the alert is notified");
+    let listed = app.get_json("/api/v1/silences").await;
+    assert_eq!(listed[0]["comment"], "春节夜间静默");
+    app.stop().await;
+}

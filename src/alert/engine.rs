@@ -112,6 +112,7 @@ pub struct AlertEngine {
     tx: broadcast::Sender<Arc<AlertNotice>>,
     roster: super::delivery::SharedRoster,
     deliverer: super::delivery::Deliverer,
+    silences: RwLock<Vec<super::silence::Silence>>,
 }
 
 fn severity_str(s: Severity) -> &'static str {
@@ -146,6 +147,7 @@ impl AlertEngine {
             last_notified: Mutex::new(HashMap::new()),
             tx,
             roster: Default::default(),
+            silences: RwLock::new(Vec::new()),
             deliverer: super::delivery::Deliverer::start(store_for_delivery, Duration::from_millis(delivery_backoff)),
         };
         engine.reload_rules();
@@ -267,6 +269,14 @@ impl AlertEngine {
         });
 
         let repeat = Duration::from_secs(self.settings.repeat_minutes * 60).as_secs() as i64;
+        let silences: Vec<super::silence::Silence> = self
+            .silences
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|s| s.is_active(now))
+            .cloned()
+            .collect();
         let mut events = Vec::new();
         let mut notices = Vec::new();
         // (notice, roster levels to deliver it to)
@@ -316,6 +326,7 @@ impl AlertEngine {
                     node_idx: node,
                 };
                 let existing = instances.get(&fp).map(|i| (i.state, i.since_unix, i.ack.is_some()));
+                let silenced = silences.iter().any(|s| s.matches(&tree, &rule.name, node, rule.severity));
                 match (existing, cond) {
                     (None, Some((true, _))) | (Some((AlertState::NoData, _, _)), Some((true, _))) => {
                         let fire_now = rule.for_duration().is_zero();
@@ -337,7 +348,9 @@ impl AlertEngine {
                             escalation: 0,
                         });
                         events.push(event(if fire_now { "firing" } else { "pending" }));
-                        if fire_now && notified.get(&fp).is_none_or(|t| now_unix - t >= repeat) {
+                        if fire_now && silenced {
+                            events.push(event("silenced"));
+                        } else if fire_now && notified.get(&fp).is_none_or(|t| now_unix - t >= repeat) {
                             notified.insert(fp.clone(), now_unix);
                             notices.push(notice("firing"));
                             deliveries.push((notice("firing"), vec![0]));
@@ -353,7 +366,9 @@ impl AlertEngine {
                             inst.since = rfc3339(now);
                             inst.since_unix = now_unix;
                             events.push(event("firing"));
-                            if notified.get(&fp).is_none_or(|t| now_unix - t >= repeat) {
+                            if silenced {
+                                events.push(event("silenced"));
+                            } else if notified.get(&fp).is_none_or(|t| now_unix - t >= repeat) {
                                 notified.insert(fp.clone(), now_unix);
                                 notices.push(notice("firing"));
                                 deliveries.push((notice("firing"), vec![0]));
@@ -365,14 +380,14 @@ impl AlertEngine {
                         let inst = instances.get_mut(&fp).expect("present");
                         inst.value = value;
                         inst.summary = summary.clone();
-                        if !acked && notified.get(&fp).is_none_or(|t| now_unix - t >= repeat) {
+                        if !acked && !silenced && notified.get(&fp).is_none_or(|t| now_unix - t >= repeat) {
                             notified.insert(fp.clone(), now_unix);
                             notices.push(notice("firing"));
                             deliveries.push((notice("firing"), (0..=inst.escalation).collect()));
                             events.push(event("notified"));
                         }
                         // Unacknowledged for another `escalate_after`: one level up the roster.
-                        if let (false, Some(every)) = (acked, escalate_after.filter(|e| *e > 0)) {
+                        if let (false, false, Some(every)) = (acked, silenced, escalate_after.filter(|e| *e > 0)) {
                             let due = ((now_unix - since) / every).min(u8::MAX as i64) as u8;
                             if due > inst.escalation {
                                 inst.escalation = due;
@@ -385,8 +400,10 @@ impl AlertEngine {
                         let escalation = instances.remove(&fp).map(|i| i.escalation).unwrap_or(0);
                         if state == AlertState::Firing {
                             events.push(event("resolved"));
-                            notices.push(notice("resolved"));
-                            deliveries.push((notice("resolved"), (0..=escalation).collect()));
+                            if !silenced {
+                                notices.push(notice("resolved"));
+                                deliveries.push((notice("resolved"), (0..=escalation).collect()));
+                            }
                         } else {
                             events.push(event("inactive"));
                         }
@@ -444,6 +461,69 @@ impl AlertEngine {
             self.deliverer.send(&self.store, out).await?;
         }
         Ok(())
+    }
+
+    pub fn silences(&self) -> Vec<super::silence::Silence> {
+        self.silences.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Adds (or replaces) a silence and records it.
+    pub async fn add_silence(&self, silence: super::silence::Silence) -> Result<(), StoreError> {
+        self.record_silence(&silence.id, &silence.created_by, &serde_json::to_string(&silence.spec).unwrap_or_default(), false).await?;
+        let mut list = self.silences.write().unwrap_or_else(|p| p.into_inner());
+        list.retain(|s| s.id != silence.id);
+        list.push(silence);
+        Ok(())
+    }
+
+    /// Ends a silence; false when no such silence exists.
+    pub async fn delete_silence(&self, id: &str, by: &str) -> Result<bool, StoreError> {
+        let existed = {
+            let mut list = self.silences.write().unwrap_or_else(|p| p.into_inner());
+            let before = list.len();
+            list.retain(|s| s.id != id);
+            list.len() != before
+        };
+        if existed {
+            self.record_silence(id, by, "", true).await?;
+        }
+        Ok(existed)
+    }
+
+    async fn record_silence(&self, id: &str, by: &str, spec: &str, deleted: bool) -> Result<(), StoreError> {
+        self.store
+            .client()
+            .query("INSERT INTO alert_silences (at, id, created_by, spec, deleted) VALUES (now(), ?, ?, ?, ?)")
+            .bind(id)
+            .bind(by)
+            .bind(spec)
+            .bind(u8::from(deleted))
+            .execute()
+            .await?;
+        Ok(())
+    }
+
+    /// Loads the silences recorded in the store (call once at start-up).
+    pub async fn load_silences(&self) -> Result<usize, StoreError> {
+        let rows: Vec<(String, String, String, u8)> = self
+            .store
+            .client()
+            .query("SELECT id, argMax(created_by, at), argMax(spec, at), argMax(deleted, at) FROM alert_silences GROUP BY id")
+            .with_setting("wait_end_of_query", "1")
+            .fetch_all()
+            .await?;
+        let tree = self.hub.tree().clone();
+        let loaded: Vec<_> = rows
+            .into_iter()
+            .filter(|r| r.3 == 0)
+            .filter_map(|(id, by, spec, _)| {
+                let spec: super::silence::SilenceSpec = serde_json::from_str(&spec).ok()?;
+                super::silence::Silence::new(id, by, spec, &tree).ok()
+            })
+            .collect();
+        let n = loaded.len();
+        *self.silences.write().unwrap_or_else(|p| p.into_inner()) = loaded;
+        Ok(n)
     }
 
     /// Re-queues notifications the log shows as undelivered (call once at start-up).

@@ -4,5 +4,6 @@
 pub mod delivery;
 pub mod engine;
 pub mod rules;
+pub mod silence;
 
 pub use engine::{AlertEngine, AlertInstance, AlertNotice, AlertSettings};

@@ -8,7 +8,13 @@ use crate::alert::engine::AlertEventRow;
 use crate::auth::{authorize, Action};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(list_alerts).service(alert_history).service(ack_alert).service(unack_alert);
+    cfg.service(list_alerts)
+        .service(alert_history)
+        .service(ack_alert)
+        .service(unack_alert)
+        .service(list_silences)
+        .service(create_silence)
+        .service(delete_silence);
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -109,4 +115,63 @@ async fn ack_alert(req: HttpRequest, path: web::Path<(String, String)>, body: Op
 async fn unack_alert(req: HttpRequest, path: web::Path<(String, String)>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let (rule, node) = path.into_inner();
     set_ack(req, format!("{rule}/{node}"), String::new(), false, state).await
+}
+
+/// Silences in force or scheduled, inside the caller's scope.
+#[utoipa::path(get, path = "/api/v1/silences", tag = "alerts", responses((status = 200, description = "[silence]")), security(("bearer" = [])))]
+#[get("/api/v1/silences")]
+async fn list_silences(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let who = principal(&req, &state)?;
+    let list: Vec<_> = state
+        .alerts
+        .silences()
+        .into_iter()
+        .filter(|s| s.scope_idx.unwrap_or(state.tree.root()) == who.scope || state.tree.is_within(s.scope_idx.unwrap_or(state.tree.root()), who.scope))
+        .collect();
+    Ok(HttpResponse::Ok().json(list))
+}
+
+/// Silence matching alerts between two instants, optionally only in a daily window; duty
+/// officers and admins, inside their scope.
+#[utoipa::path(post, path = "/api/v1/silences", tag = "alerts",
+    request_body(content = Object, content_type = "application/json",
+        description = "{rule?, scope?, max_severity?, starts_at, ends_at, daily?: {from, to}, comment}"),
+    responses((status = 201, description = "The silence"), (status = 400, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+#[post("/api/v1/silences")]
+async fn create_silence(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let who = principal(&req, &state)?;
+    let spec: crate::alert::silence::SilenceSpec =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("$", e.to_string()))?;
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let silence = crate::alert::silence::Silence::new(id, who.name.clone(), spec, &state.tree)
+        .map_err(|(field, reason)| ApiError::bad_request(field, reason))?;
+    authorize(&state.tree, &who, Action::HandleAlerts, silence.scope_idx.unwrap_or(state.tree.root()))?;
+    state
+        .alerts
+        .add_silence(silence.clone())
+        .await
+        .map_err(|e| ApiError::Unavailable { reason: e.to_string(), retry_after_secs: Some(5) })?;
+    Ok(HttpResponse::Created().json(silence))
+}
+
+/// End a silence.
+#[utoipa::path(delete, path = "/api/v1/silences/{id}", tag = "alerts", params(("id" = String, Path)),
+    responses((status = 204, description = "Ended"), (status = 404, body = super::error::ErrorBody)), security(("bearer" = [])))]
+#[delete("/api/v1/silences/{id}")]
+async fn delete_silence(req: HttpRequest, id: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let who = principal(&req, &state)?;
+    let silence = state
+        .alerts
+        .silences()
+        .into_iter()
+        .find(|s| s.id == *id)
+        .ok_or_else(|| ApiError::NotFound { what: format!("silence {id}") })?;
+    authorize(&state.tree, &who, Action::HandleAlerts, silence.scope_idx.unwrap_or(state.tree.root()))?;
+    state
+        .alerts
+        .delete_silence(&id, &who.name)
+        .await
+        .map_err(|e| ApiError::Unavailable { reason: e.to_string(), retry_after_secs: Some(5) })?;
+    Ok(HttpResponse::NoContent().finish())
 }
