@@ -176,3 +176,73 @@ async fn a_recurring_silence_holds_back_notifications_only_inside_its_window() {
     assert_eq!(listed[0]["comment"], "春节夜间静默");
     app.stop().await;
 }
+
+const DETECTION_RULES: &str = r#"
+[[rule]]
+name = "appeal_spike"
+type = "spike"
+record = "appeal.received"
+window = "1d"
+baseline_windows = 7
+factor = 3.0
+min_count = 5
+levels = ["street"]
+for = "0s"
+severity = "warning"
+summary = "{node}近一日信访 {value} 件，显著高于平时"
+
+[[rule]]
+name = "appeal_cluster"
+type = "cluster"
+record = "appeal.received"
+window = "7d"
+radius_km = 0.5
+min_points = 3
+levels = ["district"]
+for = "0s"
+severity = "critical"
+summary = "{node}出现 {value} 件相邻信访聚集"
+"#;
+
+fn appeal(id: &str, org: &str, hours_ago: i64, loc: Option<(f64, f64)>) -> Value {
+    let at = (OffsetDateTime::now_utc() - Duration::from_secs(hours_ago as u64 * 3600))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let mut e = json!({"id": id, "kind": "appeal.received", "org": org, "at": at, "data": {"appeal_id": id}});
+    if let Some((lon, lat)) = loc {
+        e["location"] = json!({"lon": lon, "lat": lat});
+    }
+    e
+}
+
+#[tokio::test]
+async fn a_spike_against_its_own_baseline_and_a_geographic_cluster_each_fire_once() {
+    let (settings, _dir) = settings_with_rules(DETECTION_RULES);
+    let app = spawn_app_with(settings).await;
+    let mut events = Vec::new();
+    // Two streets with one appeal a day for a week; 南园 then gets six in the last day.
+    for day in 1..=7 {
+        events.push(appeal(&format!("base-nanyuan-{day}"), "440304001", day * 24 + 3, None));
+        events.push(appeal(&format!("base-yuanling-{day}"), "440304002", day * 24 + 3, None));
+    }
+    for i in 0..6 {
+        events.push(appeal(&format!("spike-{i}"), "440304001", 2, None));
+    }
+    events.push(appeal("steady-today", "440304002", 2, None));
+    // Three located appeals within a few hundred metres in 福田, two far apart in 南山.
+    events.push(appeal("c1", "440304", 5, Some((114.0650, 22.5400))));
+    events.push(appeal("c2", "440304", 6, Some((114.0670, 22.5410))));
+    events.push(appeal("c3", "440304", 7, Some((114.0660, 22.5425))));
+    events.push(appeal("n1", "440305", 5, Some((113.9300, 22.5300))));
+    events.push(appeal("n2", "440305", 5, Some((113.9500, 22.5600))));
+    let answer: Value = app.post_events(&json!(events)).await.json().await.unwrap();
+    assert_eq!(answer["rejected"], 0, "{answer}");
+
+    let ev = eval(&app, OffsetDateTime::now_utc()).await;
+    let firing: Vec<&str> = ev.iter().filter(|e| e.state == "firing").map(|e| e.fingerprint.as_str()).collect();
+    assert_eq!(firing, ["appeal_spike/440304001", "appeal_cluster/440304"], "{ev:?}");
+    let cluster = ev.iter().find(|e| e.fingerprint == "appeal_cluster/440304").unwrap();
+    assert_eq!(cluster.value, Some(3.0));
+    assert!(cluster.summary.contains("福田区出现 3 件"), "{}", cluster.summary);
+    app.stop().await;
+}

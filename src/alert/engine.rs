@@ -257,6 +257,24 @@ impl AlertEngine {
                                 }
                             }
                         }
+                        RuleType::Spike => {
+                            let Some(kind) = rule.record.as_deref().and_then(crate::domain::record::Kind::parse) else { continue };
+                            let (w, now_s) = (rule.window_secs(), now_unix.max(0) as u32);
+                            let current = agg.count_between(node, kind, now_s.saturating_sub(w), now_s);
+                            let windows = rule.baseline_windows.unwrap_or(7);
+                            let before = agg.count_between(node, kind, now_s.saturating_sub(w * (windows + 1)), now_s.saturating_sub(w));
+                            let baseline = before as f64 / windows as f64;
+                            let holds = current >= rule.min_count.unwrap_or(1)
+                                && current as f64 >= rule.factor.unwrap_or(3.0) * baseline.max(1.0 / windows as f64);
+                            Some((holds, Some(current as f64)))
+                        }
+                        RuleType::Cluster => {
+                            let Some(kind) = rule.record.as_deref().and_then(crate::domain::record::Kind::parse) else { continue };
+                            let since = (now_unix.max(0) as u32).saturating_sub(rule.window_secs());
+                            let points = agg.located_since(node, kind, since);
+                            let largest = super::cluster::largest_cluster(&points, rule.radius_km.unwrap_or(1.0) * 1000.0);
+                            Some((largest >= rule.min_points.unwrap_or(3), Some(largest as f64)))
+                        }
                         RuleType::Silence => agg.last_received(node).map(|last| {
                             let days = (now_unix - last as i64).max(0) / 86_400;
                             (days >= rule.days.unwrap_or(u32::MAX) as i64, Some(days as f64))

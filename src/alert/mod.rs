@@ -1,6 +1,7 @@
 //! Alerts for duty officers: rules as files, per-(rule, node) lifecycle, history in
 //! ClickHouse, notifications on the duty stream.
 
+pub mod cluster;
 pub mod delivery;
 pub mod engine;
 pub mod rules;

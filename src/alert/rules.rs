@@ -20,6 +20,12 @@ pub enum RuleType {
     AppealOverdue,
     /// No record of any kind from the node's subtree for `days`.
     Silence,
+    /// Records of `record` kind in the last `window` at least `factor` × the average of the
+    /// `baseline_windows` windows before, and at least `min_count`.
+    Spike,
+    /// At least `min_points` located records of `record` kind within `radius_km` of each other
+    /// in the last `window` (one alert per node).
+    Cluster,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
@@ -47,6 +53,22 @@ pub struct Rule {
     pub after: Option<String>,
     #[serde(default)]
     pub days: Option<u32>,
+    /// spike, cluster: the record kind counted, e.g. `appeal.received`.
+    #[serde(default)]
+    pub record: Option<String>,
+    /// spike, cluster: e.g. `1d`.
+    #[serde(default)]
+    pub window: Option<String>,
+    #[serde(default)]
+    pub baseline_windows: Option<u32>,
+    #[serde(default)]
+    pub factor: Option<f64>,
+    #[serde(default)]
+    pub min_count: Option<u64>,
+    #[serde(default)]
+    pub radius_km: Option<f64>,
+    #[serde(default)]
+    pub min_points: Option<usize>,
     /// Org code whose subtree the rule watches (default: the city).
     #[serde(default)]
     pub scope: Option<String>,
@@ -86,6 +108,10 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 impl Rule {
     pub fn metric_id(&self) -> Option<MetricId> {
         self.metric.as_deref().and_then(MetricId::parse)
+    }
+
+    pub fn window_secs(&self) -> u32 {
+        self.window.as_deref().and_then(parse_duration).map(|d| d.as_secs() as u32).unwrap_or(86_400)
     }
 
     pub fn for_duration(&self) -> Duration {
@@ -130,6 +156,20 @@ impl Rule {
                 }
             }
             RuleType::AppealOverdue => {}
+            RuleType::Spike | RuleType::Cluster => {
+                if self.record.as_deref().and_then(crate::domain::record::Kind::parse).is_none() {
+                    return Err(at(&format!("record must be a record kind, not {:?}", self.record)));
+                }
+                if self.window.as_deref().and_then(parse_duration).is_none_or(|d| d.is_zero()) {
+                    return Err(at("window must be a duration like 1d"));
+                }
+                if self.kind == RuleType::Spike && (self.factor.is_none() || self.baseline_windows.is_none_or(|b| b == 0)) {
+                    return Err(at("spike rules need factor and baseline_windows"));
+                }
+                if self.kind == RuleType::Cluster && (self.radius_km.is_none() || self.min_points.is_none_or(|m| m < 2)) {
+                    return Err(at("cluster rules need radius_km and min_points ≥ 2"));
+                }
+            }
         }
         if self.levels.is_empty() {
             return Err(at("levels must name at least one level"));

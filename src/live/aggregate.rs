@@ -14,6 +14,9 @@ use crate::domain::metric::{judge, local_date, Figure, MetricId, Reading};
 use crate::domain::org::{Level, NodeIdx, OrgTree};
 use crate::domain::record::{EventRow, Kind};
 
+/// How far back spike and cluster detection look (records older than this are not kept).
+const RECENT_SECS: u32 = 40 * 86_400;
+
 /// Appeal service levels (信访工作条例): accept or refuse within 15 days of receipt, resolve
 /// within 60. Configurable.
 #[derive(Debug, Clone, Copy, serde::Deserialize)]
@@ -117,6 +120,10 @@ pub struct Aggregates {
     deadlines: std::collections::BTreeSet<(u32, u64)>,
     /// The time overdue counts were last brought up to date.
     as_of: u32,
+    /// Records per (org, kind) per hour of `at`, for the recent past (spike detection).
+    hourly: HashMap<(NodeIdx, Kind), std::collections::BTreeMap<u32, u32>>,
+    /// Located records of the recent past: (at, lon, lat, org, kind) (cluster detection).
+    located: std::collections::VecDeque<(u32, f64, f64, NodeIdx, Kind)>,
     dirty: Vec<bool>,
     dirty_list: Vec<NodeIdx>,
 }
@@ -171,6 +178,8 @@ impl Aggregates {
             open_by_org: vec![std::collections::BTreeSet::new(); n],
             deadlines: std::collections::BTreeSet::new(),
             as_of: 0,
+            hourly: HashMap::new(),
+            located: std::collections::VecDeque::new(),
             dirty: vec![false; n],
             dirty_list: Vec::new(),
         }
@@ -204,6 +213,12 @@ impl Aggregates {
         for n in tree.path_to_root(org) {
             let s = &mut self.sums[n as usize];
             s.last_received = s.last_received.max(r.received_at);
+        }
+        if r.at + RECENT_SECS > self.as_of {
+            *self.hourly.entry((org, kind)).or_default().entry(r.at / 3600).or_default() += 1;
+            if let (Some(lon), Some(lat)) = (r.lon, r.lat) {
+                self.located.push_back((r.at, lon, lat, org, kind));
+            }
         }
         match kind {
             Kind::StaffingReported => {
@@ -383,6 +398,7 @@ impl Aggregates {
     /// proportional to the deadlines passed, not to the appeals held.
     pub fn refresh_appeals(&mut self, now: OffsetDateTime) {
         let now = now.unix_timestamp().clamp(0, u32::MAX as i64) as u32;
+        self.prune_recent(now);
         if now < self.as_of {
             // The clock went back (tests with a fixed clock): recount everything.
             self.as_of = now;
@@ -455,6 +471,38 @@ impl Aggregates {
             f.oldest_days = self.oldest_open(node).map(|t| (now_unix.saturating_sub(t) / 86_400) as i64);
         }
         f
+    }
+
+    fn prune_recent(&mut self, now: u32) {
+        let horizon = now.saturating_sub(RECENT_SECS);
+        while self.located.front().is_some_and(|p| p.0 < horizon) {
+            self.located.pop_front();
+        }
+        for hours in self.hourly.values_mut() {
+            while hours.first_key_value().is_some_and(|(h, _)| *h < horizon / 3600) {
+                hours.pop_first();
+            }
+        }
+        self.hourly.retain(|_, h| !h.is_empty());
+    }
+
+    /// Records of `kind` in the subtree of `node` with `from <= at < to`.
+    pub fn count_between(&self, node: NodeIdx, kind: Kind, from: u32, to: u32) -> u64 {
+        self.tree
+            .subtree(node)
+            .into_iter()
+            .filter_map(|o| self.hourly.get(&(o, kind)))
+            .map(|hours| hours.range(from / 3600..to.div_ceil(3600)).map(|(_, c)| *c as u64).sum::<u64>())
+            .sum()
+    }
+
+    /// Located records of `kind` in the subtree of `node` since `from`: (lon, lat).
+    pub fn located_since(&self, node: NodeIdx, kind: Kind, from: u32) -> Vec<(f64, f64)> {
+        self.located
+            .iter()
+            .filter(|p| p.0 >= from && p.4 == kind && self.tree.is_within(p.3, node))
+            .map(|p| (p.1, p.2))
+            .collect()
     }
 
     /// When the subtree of `node` last received a record (Unix seconds), if ever.
