@@ -602,6 +602,7 @@ impl AlertEngine {
             summary: String,
             acked: u8,
             notified_at: u32,
+            escalation: u8,
         }
         let rows: Vec<Last> = self
             .store
@@ -610,7 +611,8 @@ impl AlertEngine {
                 "SELECT fingerprint, argMax(state, at) AS s, max(at), any(rule), any(node), any(severity), \
                  argMax(value, at), argMax(summary, at), \
                  toUInt8(argMaxIf(state, at, state IN ('acknowledged', 'unacknowledged')) = 'acknowledged'), \
-                 toUInt32(maxIf(at, state = 'notified')) \
+                 toUInt32(maxIf(at, state = 'notified')), \
+                 toUInt8(arrayCount(t -> t >= maxIf(at, state = 'firing'), groupArrayIf(at, state = 'escalated'))) \
                  FROM alert_events GROUP BY fingerprint",
             )
             .with_setting("wait_end_of_query", "1")
@@ -647,7 +649,7 @@ impl AlertEngine {
                 ack: (r.acked == 1).then(|| Ack { by: String::new(), at: rfc3339(at), comment: String::new() }),
                 since_unix: r.at as i64,
                 node_idx: node,
-                escalation: 0,
+                escalation: r.escalation,
             });
             restored += 1;
         }
