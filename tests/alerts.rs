@@ -246,3 +246,20 @@ async fn a_spike_against_its_own_baseline_and_a_geographic_cluster_each_fire_onc
     assert!(cluster.summary.contains("福田区出现 3 件"), "{}", cluster.summary);
     app.stop().await;
 }
+
+#[test]
+fn the_shipped_rules_and_roster_example_load() {
+    let s = vscc::config::Settings::load(None).unwrap();
+    let tree = vscc::reference::load_org_tree(&s.reference.divisions_dir).unwrap();
+    let rules = vscc::alert::rules::load_rules(std::path::Path::new("dashboards/alerts"), &tree).expect("shipped rules are valid");
+    let names: Vec<&str> = rules.iter().map(|r| r.name.as_str()).collect();
+    for covered in ["staffing_rate_below_95", "five_star_share_at_risk", "archive_coverage_at_risk", "appeals_overdue", "station_silent", "appeal_cluster"] {
+        assert!(names.contains(&covered), "{covered} missing from {names:?}");
+    }
+    let roster = vscc::alert::delivery::Roster::load(std::path::Path::new("dashboards/alerts/oncall.toml.example"), &tree)
+        .expect("the example roster is valid")
+        .expect("present");
+    let street = tree.get("440303001").unwrap();
+    let chain: Vec<String> = roster.chain(&tree, street).into_iter().map(|d| d.org).collect();
+    assert_eq!(chain, ["440303", "440300"], "a street without an entry falls through to its district, then the city");
+}
