@@ -216,6 +216,39 @@
     setTimeout(connect, S.backoff);
   }
 
+  // ---- trend lines from the daily snapshots ------------------------------------------------------
+  async function loadTrends() {
+    if (!S.dashboard || !S.scope || !window.echarts) return;
+    const metrics = S.dashboard.trend_metrics || [];
+    const box = document.getElementById("trend");
+    if (!metrics.length) return;
+    let data;
+    try { data = await getJSON("/api/v1/trends?scope=" + S.scope + "&metrics=" + metrics.join(",") + "&days=730"); }
+    catch (e) { return; }
+    const series = metrics
+      .map((m) => ({ m, points: ((data[m] || {})[S.scope] || []).filter((p) => p[1] !== null) }))
+      .filter((x) => x.points.length);
+    if (!series.length) {
+      if (S.trendChart) { S.trendChart.dispose(); S.trendChart = null; }
+      box.innerHTML = '<p class="muted">暂无历史快照（每日凌晨生成）</p>';
+      return;
+    }
+    if (!S.trendChart) { box.innerHTML = ""; S.trendChart = echarts.init(box); }
+    const pctAxis = series.every((x) => (S.catalogue[x.m] || {}).is_ratio);
+    const fs = Math.round(innerHeight / 70);
+    S.trendChart.setOption({
+      grid: { left: "6%", right: "3%", top: "18%", bottom: "14%" },
+      legend: { top: 0, textStyle: { color: "#d8e6ff", fontSize: fs } },
+      tooltip: { trigger: "axis" },
+      xAxis: { type: "time", axisLabel: { color: "#6f8bb3", fontSize: fs } },
+      yAxis: { type: "value", max: pctAxis ? 1 : null, axisLabel: { color: "#6f8bb3", fontSize: fs,
+        formatter: (v) => (pctAxis ? Math.round(v * 100) + "%" : v) }, splitLine: { lineStyle: { color: "#1d3d66" } } },
+      series: series.map((x) => ({ type: "line", name: (S.catalogue[x.m] || {}).label_zh || x.m, showSymbol: false,
+        data: x.points, lineStyle: { width: 2 } })),
+    }, true);
+    S.trendChart.resize();
+  }
+
   // ---- the alert ticker ----------------------------------------------------------------------
   const SEV_ZH = { critical: "紧急", warning: "警告", info: "提示" };
   function addAlert(a) {
@@ -242,6 +275,7 @@
     S.scope = code;
     S.epoch = null; S.seq = 0; S.view = {};
     render();
+    loadTrends();
     if (S.ws && S.ws.readyState === 1) subscribe(false);
   }
   S.drill = drill;
@@ -286,6 +320,9 @@
     await loadDashboard(true);
     connect();
     loadAlerts();
+    loadTrends();
+    setInterval(loadTrends, 300000);
+    addEventListener("resize", () => S.trendChart && S.trendChart.resize());
     setInterval(() => loadDashboard(false).catch(() => {}), 5000);
     setInterval(() => { S.mapMetricIndex++; render(); }, Math.max(5, S.dashboard.map_rotate_seconds) * 1000);
     if (S.dashboard.next && S.dashboard.dwell_seconds > 0 && !params.get("norotate")) {

@@ -120,7 +120,9 @@ impl Application {
             dashboards: dashboards.clone(),
             web: settings.web.clone(),
             alerts,
+            appeals_sla: settings.appeals,
         });
+        tokio::spawn(nightly_snapshots(state.clone()));
         tokio::spawn(dashboards.watch(Duration::from_secs(2)));
         tokio::spawn(update_gauges(state.clone(), ingest.checkpoint.clone()));
         let server = http::run(listener, state.clone(), handle_signals)?;
@@ -171,5 +173,25 @@ async fn update_gauges(state: Arc<AppState>, checkpoint: watch::Receiver<u64>) {
         state.prom.screens.set(state.presence.count() as i64);
         state.prom.spool_bytes.set(state.log.counters().spool_bytes.load(Ordering::Relaxed) as i64);
         state.prom.ingest_checkpoint.set(*checkpoint.borrow() as i64);
+    }
+}
+
+/// Runs the snapshot job every night at 01:00 Asia/Shanghai (yesterday is complete by then).
+async fn nightly_snapshots(state: Arc<AppState>) {
+    loop {
+        let now = state.hub.now().to_offset(crate::domain::record::SHANGHAI);
+        let tomorrow_1am = now
+            .date()
+            .next_day()
+            .map(|d| d.with_hms(1, 0, 0).map(|t| t.assume_offset(crate::domain::record::SHANGHAI)));
+        let wait = match tomorrow_1am {
+            Some(Ok(t)) => (t - now).max(time::Duration::ZERO),
+            _ => time::Duration::hours(24),
+        };
+        tokio::time::sleep(Duration::from_secs(wait.whole_seconds().max(60) as u64)).await;
+        let today = crate::domain::metric::local_date(state.hub.now());
+        if let Err(e) = crate::batch::snapshots::run(&state.store, state.tree.clone(), state.appeals_sla, today).await {
+            tracing::warn!(error = %e, "nightly snapshot job failed");
+        }
     }
 }

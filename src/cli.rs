@@ -48,11 +48,25 @@ enum Command {
     Org(OrgArgs),
     /// Run a managed ClickHouse in the foreground until Ctrl-C (used by scripts/test).
     Clickhouse(ClickhouseArgs),
+    /// Batch jobs (decision support): `vscc etl run snapshots`.
+    #[command(subcommand)]
+    Etl(EtlCommand),
     /// Simulate Shenzhen's service system from 2020-01-01: print NDJSON, or post to a server.
     Simulate(SimulateArgs),
     /// Benchmarks with a printed report (build with --release first).
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum EtlCommand {
+    /// Run a job once against the configured ClickHouse.
+    Run {
+        /// snapshots: every metric of the city, districts and streets at each day's end.
+        job: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -193,6 +207,24 @@ pub async fn main() -> anyhow::Result<()> {
         }
         Command::Org(args) => print_org(&settings, args),
         Command::Simulate(args) => simulate(&settings, args).await,
+        Command::Etl(EtlCommand::Run { job, store }) => {
+            anyhow::ensure!(job == "snapshots", "unknown job '{job}'; jobs: snapshots");
+            store.apply(&mut settings);
+            let tree = std::sync::Arc::new(reference::load_org_tree(&settings.reference.divisions_dir)?);
+            let (store, managed) = crate::app::connect_store(&settings).await?;
+            let result = async {
+                store.migrate().await?;
+                store.refresh_org_nodes(&tree).await?;
+                let today = crate::batch::simulator::today();
+                Ok::<_, anyhow::Error>(crate::batch::snapshots::run(&store, tree, settings.appeals, today).await?)
+            }
+            .await;
+            if let Some(mut m) = managed {
+                m.stop().await;
+            }
+            println!("snapshots: {} rows", result?);
+            Ok(())
+        }
         Command::Bench(BenchCommand::Ingest { records, batch, concurrency }) => {
             crate::bench::ingest::run(&settings, crate::bench::ingest::IngestBench { records, batch, concurrency }).await
         }
@@ -315,6 +347,14 @@ async fn feed(
         b.finish_with_message(format!("{sent} records"));
     }
     tracing::info!(records = sent, "simulated history sent");
+    if live {
+        // Trend lines need the daily snapshots of the history just sent.
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        let res = http.post(format!("{base}/api/v1/jobs/snapshots")).bearer_auth(token).send().await;
+        if let Err(e) = res {
+            tracing::warn!(error = %e, "could not run the snapshot job");
+        }
+    }
     if live {
         let mut player = LivePlayer::new(sim);
         let mut every = tokio::time::interval(std::time::Duration::from_secs(1));

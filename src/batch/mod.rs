@@ -1,3 +1,4 @@
-//! The batch side: the simulated Shenzhen (ledger imports and decision-support jobs to come).
+//! The batch side: the simulated Shenzhen and the daily-snapshot job (ledger imports to come).
 
 pub mod simulator;
+pub mod snapshots;

@@ -66,8 +66,7 @@ async fn alert_history(req: HttpRequest, q: web::Query<HistoryQuery>, state: web
         .bind(q.limit.unwrap_or(200).min(5000))
         .with_setting("wait_end_of_query", "1")
         .fetch_all()
-        .await
-        .map_err(|e| ApiError::Unavailable { reason: e.to_string(), retry_after_secs: Some(5) })?;
+        .await?;
     Ok(HttpResponse::Ok().json(rows))
 }
 
@@ -89,8 +88,7 @@ async fn set_ack(req: HttpRequest, fingerprint: String, comment: String, ack: bo
     let updated = state
         .alerts
         .acknowledge(&fingerprint, &who.name, &comment, ack, state.hub.now())
-        .await
-        .map_err(|e| ApiError::Unavailable { reason: e.to_string(), retry_after_secs: Some(5) })?
+        .await?
         .ok_or_else(|| ApiError::NotFound { what: format!("alert {fingerprint}") })?;
     Ok(HttpResponse::Ok().json(updated))
 }
@@ -150,8 +148,7 @@ async fn create_silence(req: HttpRequest, body: web::Bytes, state: web::Data<App
     state
         .alerts
         .add_silence(silence.clone())
-        .await
-        .map_err(|e| ApiError::Unavailable { reason: e.to_string(), retry_after_secs: Some(5) })?;
+        .await?;
     Ok(HttpResponse::Created().json(silence))
 }
 
@@ -171,7 +168,6 @@ async fn delete_silence(req: HttpRequest, id: web::Path<String>, state: web::Dat
     state
         .alerts
         .delete_silence(&id, &who.name)
-        .await
-        .map_err(|e| ApiError::Unavailable { reason: e.to_string(), retry_after_secs: Some(5) })?;
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }

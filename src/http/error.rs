@@ -41,6 +41,23 @@ impl From<crate::auth::AuthError> for ApiError {
     }
 }
 
+/// A store that is down or overloaded is worth retrying (503); any other store failure is ours.
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        if e.is_retryable() {
+            ApiError::Unavailable { reason: e.to_string(), retry_after_secs: Some(5) }
+        } else {
+            ApiError::Unexpected(anyhow::Error::new(e))
+        }
+    }
+}
+
+impl From<clickhouse::error::Error> for ApiError {
+    fn from(e: clickhouse::error::Error) -> Self {
+        crate::store::StoreError::from(e).into()
+    }
+}
+
 impl ApiError {
     pub fn bad_request(field: impl Into<String>, reason: impl Into<String>) -> Self {
         ApiError::BadRequest { field: field.into(), reason: reason.into() }

@@ -6,6 +6,7 @@ pub mod error;
 mod events;
 mod figures;
 mod health;
+mod jobs;
 mod openapi;
 mod org;
 mod pages;
@@ -51,6 +52,7 @@ pub struct AppState {
     pub dashboards: Dashboards,
     pub web: WebSettings,
     pub alerts: Arc<AlertEngine>,
+    pub appeals_sla: crate::live::AppealSla,
 }
 
 /// Serves the app on an already-bound listener (port 0 in tests). `handle_signals`: whether
@@ -69,6 +71,7 @@ pub fn run(listener: TcpListener, state: Arc<AppState>, handle_signals: bool) ->
             .configure(figures::routes)
             .configure(ws::routes)
             .configure(alerts::routes)
+            .configure(jobs::routes)
             .configure(|cfg| pages::routes(cfg, &assets_dir))
             .configure(openapi::routes)
     })

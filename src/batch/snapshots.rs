@@ -1,0 +1,141 @@
+//! The daily-snapshot job: every metric of the city, the districts and the streets as it stood
+//! at the end of each day, written to `metric_snapshots`.
+//!
+//! It replays the stored records in time order through the same aggregates the live side uses
+//! and reads them at each day's end, so a snapshot equals what the live figures showed then by
+//! construction, not by a second implementation of the metric rules.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use time::{Date, Duration, OffsetDateTime, PrimitiveDateTime, Time};
+
+use crate::domain::metric::MetricId;
+use crate::domain::record::{EventRow, SHANGHAI};
+use crate::domain::{Level, OrgTree};
+use crate::live::{Aggregates, AppealSla};
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, Clone, Serialize, Deserialize, clickhouse::Row)]
+pub struct SnapshotRow {
+    /// Days since 1970-01-01 (ClickHouse `Date`).
+    pub day: u16,
+    pub node: String,
+    pub metric: String,
+    pub value: Option<f64>,
+    pub num: i64,
+    pub den: Option<i64>,
+    pub status: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, clickhouse::Row)]
+pub struct JobRun {
+    pub job: String,
+    pub started: u32,
+    pub ended: u32,
+    pub rows: u64,
+    pub outcome: String,
+}
+
+fn epoch_day(d: Date) -> u16 {
+    (d - Date::from_calendar_date(1970, time::Month::January, 1).expect("valid")).whole_days().clamp(0, u16::MAX as i64) as u16
+}
+
+fn end_of(day: Date) -> OffsetDateTime {
+    PrimitiveDateTime::new(day, Time::from_hms(23, 59, 59).expect("valid")).assume_offset(SHANGHAI)
+}
+
+/// Runs the job up to `until` (inclusive) and records the run; returns the rows written.
+pub async fn run(store: &Store, tree: Arc<OrgTree>, sla: AppealSla, until: Date) -> Result<u64, StoreError> {
+    let started = OffsetDateTime::now_utc();
+    let result = snapshot(store, tree, sla, until).await;
+    let (rows, outcome) = match &result {
+        Ok(n) => (*n, "ok".to_string()),
+        Err(e) => (0, format!("failed: {e}")),
+    };
+    let run = JobRun {
+        job: "snapshots".into(),
+        started: started.unix_timestamp().max(0) as u32,
+        ended: OffsetDateTime::now_utc().unix_timestamp().max(0) as u32,
+        rows,
+        outcome,
+    };
+    let mut insert = store.client().insert::<JobRun>("job_runs").await?;
+    insert.write(&run).await?;
+    insert.end().await?;
+    tracing::info!(rows, outcome = %run.outcome, "snapshot job finished");
+    result
+}
+
+async fn snapshot(store: &Store, tree: Arc<OrgTree>, sla: AppealSla, until: Date) -> Result<u64, StoreError> {
+    let nodes: Vec<_> = tree.nodes().filter(|(_, n)| n.level != Level::Community).map(|(i, _)| i).collect();
+    let mut agg = Aggregates::new(tree.clone(), sla);
+    let mut cursor = store
+        .client()
+        .query("SELECT ?fields FROM events ORDER BY at, seq")
+        .with_setting("wait_end_of_query", "1")
+        .fetch::<EventRow>()?;
+    let mut day: Option<Date> = None;
+    let mut pending: Option<EventRow> = None;
+    let mut insert = store.client().insert::<SnapshotRow>("metric_snapshots").await?;
+    let mut rows = 0u64;
+    loop {
+        let next = match pending.take() {
+            Some(r) => Some(r),
+            None => cursor.next().await?,
+        };
+        let next_day = next
+            .as_ref()
+            .and_then(|r| OffsetDateTime::from_unix_timestamp(r.at as i64).ok())
+            .map(|t| t.to_offset(SHANGHAI).date());
+        let current = match (day, next_day) {
+            (None, Some(d)) => {
+                day = Some(d);
+                d
+            }
+            (None, None) => break,
+            (Some(d), _) => d,
+        };
+        if let (Some(r), Some(nd)) = (&next, next_day) {
+            if nd <= current {
+                agg.apply(r);
+                continue;
+            }
+        }
+        // `current` is complete: snapshot it, and every quiet day up to the next record's day.
+        let last = next_day.map(|d| d - Duration::days(1)).unwrap_or(until).min(until);
+        let mut d = current;
+        while d <= last {
+            let now = end_of(d);
+            agg.refresh_appeals(now);
+            for &n in &nodes {
+                for (metric, f) in agg.figures(n, &MetricId::ALL, now) {
+                    let row = SnapshotRow {
+                        day: epoch_day(d),
+                        node: tree.node(n).code.clone(),
+                        metric: metric.as_str().into(),
+                        value: f.value,
+                        num: f.num,
+                        den: f.den,
+                        status: serde_json::to_value(f.status).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+                    };
+                    insert.write(&row).await?;
+                    rows += 1;
+                }
+            }
+            d = match d.next_day() {
+                Some(n) => n,
+                None => break,
+            };
+        }
+        match (next, next_day) {
+            (Some(r), Some(nd)) if nd <= until => {
+                day = Some(nd);
+                pending = Some(r);
+            }
+            _ => break,
+        }
+    }
+    insert.end().await?;
+    Ok(rows)
+}

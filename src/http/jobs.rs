@@ -1,0 +1,89 @@
+//! Batch jobs and the history they write: runs, trends.
+
+use actix_web::{get, post, web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+
+use super::{auth::principal, ApiError, AppState};
+use crate::auth::{authorize, Action};
+use crate::batch::snapshots::JobRun;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(list_jobs).service(run_snapshots).service(trends);
+}
+
+/// Recorded job runs, newest first.
+#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", responses((status = 200, description = "[{job, started, ended, rows, outcome}]")), security(("bearer" = [])))]
+#[get("/api/v1/jobs")]
+async fn list_jobs(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    principal(&req, &state)?;
+    let runs: Vec<JobRun> = state
+        .store
+        .client()
+        .query("SELECT ?fields FROM job_runs ORDER BY started DESC LIMIT 200")
+        .fetch_all()
+        .await?;
+    Ok(HttpResponse::Ok().json(runs))
+}
+
+/// Runs the daily-snapshot job now (admin); answers when it is done.
+#[utoipa::path(post, path = "/api/v1/jobs/snapshots", tag = "jobs",
+    responses((status = 200, description = "{rows}"), (status = 403, body = super::error::ErrorBody)), security(("bearer" = [])))]
+#[post("/api/v1/jobs/snapshots")]
+async fn run_snapshots(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let who = principal(&req, &state)?;
+    authorize(&state.tree, &who, Action::Admin, state.tree.root())?;
+    let today = crate::domain::metric::local_date(state.hub.now());
+    let rows = crate::batch::snapshots::run(&state.store, state.tree.clone(), state.appeals_sla, today)
+        .await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({"rows": rows})))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct TrendQuery {
+    /// Org code (default: the city); its direct children are included.
+    scope: Option<String>,
+    /// Comma-separated metric ids (default: all).
+    metrics: Option<String>,
+    /// How many days back (default 365).
+    days: Option<u32>,
+}
+
+/// Daily values from the snapshots: `{metric: {node: [[day, value], …]}}`.
+#[utoipa::path(get, path = "/api/v1/trends", tag = "jobs", params(TrendQuery),
+    responses((status = 200, description = "{metric: {node: [[YYYY-MM-DD, value|null], …]}}")), security(("bearer" = [])))]
+#[get("/api/v1/trends")]
+async fn trends(req: HttpRequest, q: web::Query<TrendQuery>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let who = principal(&req, &state)?;
+    let tree = &state.tree;
+    let code = q.scope.clone().unwrap_or_else(|| tree.node(tree.root()).code.clone());
+    let scope = tree.get(&code).ok_or_else(|| ApiError::NotFound { what: format!("org {code}") })?;
+    authorize(tree, &who, Action::ReadFigures, scope)?;
+    let metrics = super::figures::parse_metrics(q.metrics.as_deref())?;
+    let nodes: Vec<String> = std::iter::once(scope)
+        .chain(tree.node(scope).children.iter().copied())
+        .map(|n| tree.node(n).code.clone())
+        .collect();
+    let names: Vec<String> = metrics.iter().map(|m| m.as_str().to_string()).collect();
+    let rows: Vec<(String, String, u16, Option<f64>)> = state
+        .store
+        .client()
+        .query(
+            "SELECT metric, node, day, argMax(value, day) FROM metric_snapshots FINAL \
+             WHERE has(?, metric) AND has(?, node) AND day >= today() - ? GROUP BY metric, node, day ORDER BY metric, node, day",
+        )
+        .bind(names)
+        .bind(nodes)
+        .bind(q.days.unwrap_or(365).min(4000))
+        .with_setting("wait_end_of_query", "1")
+        .fetch_all()
+        .await?;
+    let epoch = time::Date::from_calendar_date(1970, time::Month::January, 1).expect("valid");
+    let mut out = serde_json::Map::new();
+    for (metric, node, day, value) in rows {
+        let day = (epoch + time::Duration::days(day as i64)).to_string();
+        let m = out.entry(metric).or_insert_with(|| serde_json::json!({}));
+        let series = m.as_object_mut().expect("object").entry(node).or_insert_with(|| serde_json::json!([]));
+        series.as_array_mut().expect("array").push(serde_json::json!([day, value]));
+    }
+    Ok(HttpResponse::Ok().json(out))
+}
