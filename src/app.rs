@@ -87,6 +87,7 @@ impl Application {
             clock,
         ));
         let ingest = ingest::start(&settings.ingest, &store, &hub).await?;
+        hub.set_samples(crate::batch::snapshots::recent_samples(&store, &tree).await.context("loading recent snapshots")?);
         tokio::spawn(hub.clone().run_ticker(Duration::from_millis(settings.stream.tick_ms.max(10))));
 
         let dashboards = Dashboards::load(&settings.web.dashboards_dir, tree.clone());
@@ -192,6 +193,10 @@ async fn nightly_snapshots(state: Arc<AppState>) {
         let today = crate::domain::metric::local_date(state.hub.now());
         if let Err(e) = crate::batch::snapshots::run(&state.store, state.tree.clone(), state.appeals_sla, today).await {
             tracing::warn!(error = %e, "nightly snapshot job failed");
+        }
+        match crate::batch::snapshots::recent_samples(&state.store, &state.tree).await {
+            Ok(samples) => state.hub.set_samples(samples),
+            Err(e) => tracing::warn!(error = %e, "could not reload projection samples"),
         }
     }
 }

@@ -139,3 +139,26 @@ async fn snapshot(store: &Store, tree: Arc<OrgTree>, sla: AppealSla, until: Date
     insert.end().await?;
     Ok(rows)
 }
+
+/// The last 30 days of snapshot values per (node, ratio metric), as projection samples.
+pub async fn recent_samples(
+    store: &Store,
+    tree: &OrgTree,
+) -> Result<std::collections::HashMap<(crate::domain::org::NodeIdx, MetricId), Vec<crate::domain::metric::Sample>>, StoreError> {
+    let rows: Vec<(String, String, u16, f64)> = store
+        .client()
+        .query(
+            "SELECT node, metric, day, assumeNotNull(value) FROM metric_snapshots FINAL \
+             WHERE day >= (SELECT max(day) FROM metric_snapshots) - 30 AND isNotNull(value)",
+        )
+        .with_setting("wait_end_of_query", "1")
+        .fetch_all()
+        .await?;
+    let mut out: std::collections::HashMap<_, Vec<_>> = std::collections::HashMap::new();
+    for (node, metric, day, value) in rows {
+        if let (Some(n), Some(m)) = (tree.get(&node), MetricId::parse(&metric)) {
+            out.entry((n, m)).or_default().push((day as i64, value));
+        }
+    }
+    Ok(out)
+}

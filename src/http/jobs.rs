@@ -33,8 +33,8 @@ async fn run_snapshots(req: HttpRequest, state: web::Data<AppState>) -> Result<H
     let who = principal(&req, &state)?;
     authorize(&state.tree, &who, Action::Admin, state.tree.root())?;
     let today = crate::domain::metric::local_date(state.hub.now());
-    let rows = crate::batch::snapshots::run(&state.store, state.tree.clone(), state.appeals_sla, today)
-        .await?;
+    let rows = crate::batch::snapshots::run(&state.store, state.tree.clone(), state.appeals_sla, today).await?;
+    state.hub.set_samples(crate::batch::snapshots::recent_samples(&state.store, &state.tree).await?);
     Ok(HttpResponse::Ok().json(serde_json::json!({"rows": rows})))
 }
 

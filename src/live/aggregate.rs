@@ -124,6 +124,8 @@ pub struct Aggregates {
     hourly: HashMap<(NodeIdx, Kind), std::collections::BTreeMap<u32, u32>>,
     /// Located records of the recent past: (at, lon, lat, org, kind) (cluster detection).
     located: std::collections::VecDeque<(u32, f64, f64, NodeIdx, Kind)>,
+    /// Daily values of the last 30 days from the snapshots: the trend a projection extends.
+    samples: HashMap<(NodeIdx, MetricId), Vec<crate::domain::metric::Sample>>,
     dirty: Vec<bool>,
     dirty_list: Vec<NodeIdx>,
 }
@@ -180,6 +182,7 @@ impl Aggregates {
             as_of: 0,
             hourly: HashMap::new(),
             located: std::collections::VecDeque::new(),
+            samples: HashMap::new(),
             dirty: vec![false; n],
             dirty_list: Vec::new(),
         }
@@ -463,7 +466,8 @@ impl Aggregates {
             },
             MetricId::ArchiveCoverage => ratio(s.archived, s.registered, s.registered > 0),
         };
-        let mut f = judge(metric, reading, now, &[]);
+        let history = self.samples.get(&(node, metric)).map(Vec::as_slice).unwrap_or(&[]);
+        let mut f = judge(metric, reading, now, history);
         if metric == MetricId::OpenAppeals {
             f.overdue_accept = Some(s.overdue_accept);
             f.overdue_resolve = Some(s.overdue_resolve);
@@ -471,6 +475,14 @@ impl Aggregates {
             f.oldest_days = self.oldest_open(node).map(|t| (now_unix.saturating_sub(t) / 86_400) as i64);
         }
         f
+    }
+
+    /// Replaces the daily samples used to project values to their deadlines.
+    pub fn set_samples(&mut self, samples: HashMap<(NodeIdx, MetricId), Vec<crate::domain::metric::Sample>>) {
+        self.samples = samples;
+        for n in 0..self.sums.len() {
+            self.mark(n as NodeIdx);
+        }
     }
 
     fn prune_recent(&mut self, now: u32) {

@@ -191,6 +191,11 @@ impl Hub {
         agg.figures(node, metrics, now).into_iter().collect()
     }
 
+    /// Installs the daily samples (from the snapshots) that trend projections extend.
+    pub fn set_samples(&self, samples: HashMap<(NodeIdx, MetricId), Vec<crate::domain::metric::Sample>>) {
+        self.agg().set_samples(samples);
+    }
+
     /// Runs `f` on the current aggregates, brought up to `now` (one lock for many reads).
     pub fn read<R>(&self, now: OffsetDateTime, f: impl FnOnce(&Aggregates) -> R) -> R {
         let mut agg = self.agg();
