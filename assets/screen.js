@@ -2,6 +2,7 @@
 (function () {
   "use strict";
   const STATUS_ZH = { met: "已达标", on_track: "进度正常", at_risk: "有风险", missed: "未达标", no_data: "无数据" };
+  const STALE_DAYS = 7; // a node silent this long is marked as having stopped reporting
   const COLORS = { met: "#19c37d", on_track: "#3a8cff", at_risk: "#f5a524", missed: "#ff4d4f", no_data: "#4a5a70" };
   const params = new URLSearchParams(location.search);
   const token = params.get("token") || localStorage.getItem("vscc.token") || "";
@@ -10,7 +11,7 @@
   const dashboardName = pathName || "city-overview";
 
   const S = {
-    catalogue: {}, org: {}, dashboard: null, version: null, scope: null, view: {},
+    catalogue: {}, org: {}, freshness: {}, dashboard: null, version: null, scope: null, view: {},
     epoch: null, seq: 0, ws: null, backoff: 500, mapMetricIndex: 0, connected: false,
     mapChart: null, trendChart: null, rendered: 0,
   };
@@ -154,6 +155,13 @@
       const num = tr.querySelector(".num");
       num.textContent = fmt(metric, r.f);
       num.style.color = COLORS[r.f ? r.f.status : "no_data"];
+      const fresh = S.freshness[r.code];
+      if (fresh && (fresh.days_silent === null || fresh.days_silent >= STALE_DAYS)) {
+        const mark = document.createElement("span");
+        mark.className = "stale";
+        mark.textContent = fresh.days_silent === null ? "从未报送" : fresh.days_silent + "天未报送";
+        tr.querySelector(".name").appendChild(mark);
+      }
       if (childrenOf(r.code).length) tr.onclick = () => drill(r.code);
       table.appendChild(tr);
     });
@@ -216,6 +224,10 @@
     setTimeout(connect, S.backoff);
   }
 
+  async function loadFreshness() {
+    try { S.freshness = await getJSON("/api/v1/freshness?scope=" + S.scope); renderLeague(); } catch (e) { /* keep the last */ }
+  }
+
   // ---- trend lines from the daily snapshots ------------------------------------------------------
   async function loadTrends() {
     if (!S.dashboard || !S.scope || !window.echarts) return;
@@ -276,6 +288,7 @@
     S.epoch = null; S.seq = 0; S.view = {};
     render();
     loadTrends();
+    loadFreshness();
     if (S.ws && S.ws.readyState === 1) subscribe(false);
   }
   S.drill = drill;
@@ -321,7 +334,9 @@
     connect();
     loadAlerts();
     loadTrends();
+    loadFreshness();
     setInterval(loadTrends, 300000);
+    setInterval(loadFreshness, 60000);
     addEventListener("resize", () => S.trendChart && S.trendChart.resize());
     setInterval(() => loadDashboard(false).catch(() => {}), 5000);
     setInterval(() => { S.mapMetricIndex++; render(); }, Math.max(5, S.dashboard.map_rotate_seconds) * 1000);

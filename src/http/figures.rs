@@ -9,7 +9,7 @@ use crate::domain::metric::MetricId;
 use crate::live::hub::{nodes_json, rfc3339, FiguresAnswer};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(metrics).service(screens).service(catalogue);
+    cfg.service(metrics).service(screens).service(catalogue).service(freshness);
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -99,4 +99,39 @@ async fn catalogue() -> HttpResponse {
         })
         .collect();
     HttpResponse::Ok().json(list)
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct FreshnessQuery {
+    /// Org code (default: the city); its direct children are included.
+    scope: Option<String>,
+}
+
+/// When each node (the scope and its children) last received a record of any kind, and how many
+/// days ago: the wall screen marks nodes that stopped reporting. `null`: never reported.
+#[utoipa::path(get, path = "/api/v1/freshness", tag = "figures", params(FreshnessQuery),
+    responses((status = 200, description = "{code: {last_received, days_silent}}")), security(("bearer" = [])))]
+#[get("/api/v1/freshness")]
+async fn freshness(req: HttpRequest, q: web::Query<FreshnessQuery>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let who = principal(&req, &state)?;
+    let tree = &state.tree;
+    let code = q.scope.clone().unwrap_or_else(|| tree.node(tree.root()).code.clone());
+    let scope = tree.get(&code).ok_or_else(|| ApiError::NotFound { what: format!("org {code}") })?;
+    authorize(tree, &who, Action::ReadFigures, scope)?;
+    let now = state.hub.now();
+    let nodes: Vec<_> = std::iter::once(scope).chain(tree.node(scope).children.iter().copied()).collect();
+    let out: serde_json::Map<String, serde_json::Value> = state.hub.read(now, |agg| {
+        nodes
+            .iter()
+            .map(|&n| {
+                let last = agg.last_received(n);
+                let value = serde_json::json!({
+                    "last_received": last.and_then(|t| time::OffsetDateTime::from_unix_timestamp(t as i64).ok()).map(rfc3339),
+                    "days_silent": last.map(|t| (now.unix_timestamp() - t as i64).max(0) / 86_400),
+                });
+                (tree.node(n).code.clone(), value)
+            })
+            .collect()
+    });
+    Ok(HttpResponse::Ok().json(out))
 }

@@ -18,6 +18,7 @@ use utoipa::OpenApi;
         super::figures::metrics,
         super::figures::screens,
         super::figures::catalogue,
+        super::figures::freshness,
         super::ws::ws,
         super::pages::dashboards,
         super::alerts::list_alerts,

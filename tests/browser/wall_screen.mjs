@@ -85,6 +85,12 @@ try {
   check(staffingTile.text === pct(rest.nodes["440300"].staffing_rate.value), "staffing tile is formatted as a percentage");
   await page.screenshot({ path: `${SCREENSHOTS}/wall-1920x1080.png` });
 
+  // Nodes that never reported are marked in the league table; those that did are not.
+  await page.waitForFunction(() => document.querySelector('#league tr[data-code="440311"] .stale'), null, { timeout: 5000 })
+    .catch(() => fail("光明 (no records) is not marked as not reporting"));
+  const nanshanStale = await page.$('#league tr[data-code="440305"] .stale');
+  check(nanshanStale === null, "南山 (reporting) carries no staleness marker; 光明 shows 从未报送");
+
   // A record posted now changes the tile within a second.
   const before = await page.$eval('.tile[data-metric="staffing_rate"] .value', (e) => e.textContent);
   const t0 = Date.now();
@@ -124,6 +130,15 @@ try {
 
   const unexpected = consoleErrors.filter((e) => !/WebSocket|ERR_CONNECTION_REFUSED|Failed to fetch/.test(e));
   check(unexpected.length === 0, `no console errors across the restart other than the refused connections (${unexpected.join(" | ")})`);
+
+  // The duty console loads with its tables.
+  const duty = await browser.newPage({ viewport: { width: 1920, height: 1080 } });
+  const dutyErrors = [];
+  duty.on("pageerror", (e) => dutyErrors.push(String(e)));
+  await duty.goto(`${base}/duty?token=${token}`);
+  await duty.waitForFunction(() => document.querySelector("#current tr"), null, { timeout: 10000 });
+  check(dutyErrors.length === 0, `the duty console loads without errors (${dutyErrors.join(" | ")})`);
+  await duty.screenshot({ path: `${SCREENSHOTS}/duty-console.png` });
 
   // 4K.
   const big = await browser.newPage({ viewport: { width: 3840, height: 2160 } });
