@@ -86,18 +86,23 @@ fn overdue_appeal(id: &str, street: &str) -> Value {
     json!([{"id": id, "kind": "appeal.received", "org": street, "at": at, "data": {"appeal_id": id}}])
 }
 
-#[tokio::test]
-async fn a_webhook_that_fails_twice_gets_the_notification_exactly_once() {
-    let district = receiver(2);
-    let city = receiver(0);
+/// An app whose rules are RULE and whose roster sends 罗湖 to `district`, the city to `city`.
+async fn app_with_roster(district: &Receiver, city: &Receiver, district_kind: &str) -> (common::TestApp, tempfile::TempDir) {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     std::fs::write(dir.path().join("rules.toml"), RULE).unwrap();
-    std::fs::write(dir.path().join("oncall.toml"), roster(&district, &city, "wecom")).unwrap();
+    std::fs::write(dir.path().join("oncall.toml"), roster(district, city, district_kind)).unwrap();
     let mut settings = test_settings();
     settings.alerts.rules_dir = dir.path().to_path_buf();
     settings.alerts.eval_interval_ms = 0;
     settings.alerts.delivery_backoff_ms = 50;
-    let app = spawn_app_with(settings).await;
+    (spawn_app_with(settings).await, dir)
+}
+
+#[tokio::test]
+async fn a_webhook_that_fails_twice_gets_the_notification_exactly_once() {
+    let district = receiver(2);
+    let city = receiver(0);
+    let (app, _dir) = app_with_roster(&district, &city, "wecom").await;
     app.post_events(&overdue_appeal("A-1", "440303001")).await;
     let events = app.state.alerts.evaluate(OffsetDateTime::now_utc()).await.unwrap();
     assert!(events.iter().any(|e| e.fingerprint == "overdue/440303001" && e.state == "firing"), "{events:?}");
@@ -120,14 +125,7 @@ async fn a_webhook_that_fails_twice_gets_the_notification_exactly_once() {
 async fn unacknowledged_alerts_escalate_to_the_parent_then_stop_when_acknowledged() {
     let district = receiver(0);
     let city = receiver(0);
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    std::fs::write(dir.path().join("rules.toml"), RULE).unwrap();
-    std::fs::write(dir.path().join("oncall.toml"), roster(&district, &city, "dingtalk")).unwrap();
-    let mut settings = test_settings();
-    settings.alerts.rules_dir = dir.path().to_path_buf();
-    settings.alerts.eval_interval_ms = 0;
-    settings.alerts.delivery_backoff_ms = 50;
-    let app = spawn_app_with(settings).await;
+    let (app, _dir) = app_with_roster(&district, &city, "dingtalk").await;
     app.post_events(&overdue_appeal("B-1", "440303002")).await;
     app.post_events(&overdue_appeal("B-2", "440303003")).await;
     let t0 = OffsetDateTime::now_utc();

@@ -116,13 +116,7 @@ pub fn render_group(kind: WebhookKind, notices: &[&AlertNotice], target: &str, l
         return render(kind, one, target, level);
     }
     let first = notices[0];
-    let sev = match first.severity {
-        super::rules::Severity::Critical => "紧急",
-        super::rules::Severity::Warning => "警告",
-        super::rules::Severity::Info => "提示",
-    };
-    let state = if first.state == "resolved" { "已恢复" } else { "告警" };
-    let escalated = if level > 0 { format!("（第 {level} 级升级，未确认）") } else { String::new() };
+    let (sev, state, escalated) = heading(first, level);
     let lines: Vec<String> = notices.iter().map(|n| format!("- {}", n.summary)).collect();
     let text = format!("### 【{sev}】{state}{escalated}：{} 个节点\n{}\n\n时间：{}\n值班：{target}", notices.len(), lines.join("\n"), first.at);
     match kind {
@@ -133,8 +127,8 @@ pub fn render_group(kind: WebhookKind, notices: &[&AlertNotice], target: &str, l
     }
 }
 
-/// The message body a receiver of `kind` expects.
-pub fn render(kind: WebhookKind, n: &AlertNotice, target: &str, level: u8) -> String {
+/// Severity, state and escalation words of a message heading.
+fn heading(n: &AlertNotice, level: u8) -> (&'static str, &'static str, String) {
     let sev = match n.severity {
         super::rules::Severity::Critical => "紧急",
         super::rules::Severity::Warning => "警告",
@@ -142,6 +136,12 @@ pub fn render(kind: WebhookKind, n: &AlertNotice, target: &str, level: u8) -> St
     };
     let state = if n.state == "resolved" { "已恢复" } else { "告警" };
     let escalated = if level > 0 { format!("（第 {level} 级升级，未确认）") } else { String::new() };
+    (sev, state, escalated)
+}
+
+/// The message body a receiver of `kind` expects.
+pub fn render(kind: WebhookKind, n: &AlertNotice, target: &str, level: u8) -> String {
+    let (sev, state, escalated) = heading(n, level);
     let text = format!("### 【{sev}】{state}{escalated}\n> {}\n\n节点：{}（{}）\n时间：{}\n值班：{target}", n.summary, n.node_name, n.node, n.at);
     match kind {
         WebhookKind::Wecom => serde_json::json!({"msgtype": "markdown", "markdown": {"content": text}}).to_string(),

@@ -345,6 +345,20 @@ impl AlertEngine {
                 };
                 let existing = instances.get(&fp).map(|i| (i.state, i.since_unix, i.ack.is_some()));
                 let silenced = silences.iter().any(|s| s.matches(&tree, &rule.name, node, rule.severity));
+                // An alert that has just started firing: notify its node's duty officer, unless
+                // silenced or already notified within the repeat interval (flapping).
+                macro_rules! announce_firing {
+                    () => {
+                        if silenced {
+                            events.push(event("silenced"));
+                        } else if notified.get(&fp).is_none_or(|t| now_unix - t >= repeat) {
+                            notified.insert(fp.clone(), now_unix);
+                            notices.push(notice("firing"));
+                            deliveries.push((notice("firing"), vec![0]));
+                            events.push(event("notified"));
+                        }
+                    };
+                }
                 match (existing, cond) {
                     (None, Some((true, _))) | (Some((AlertState::NoData, _, _)), Some((true, _))) => {
                         let fire_now = rule.for_duration().is_zero();
@@ -366,13 +380,8 @@ impl AlertEngine {
                             escalation: 0,
                         });
                         events.push(event(if fire_now { "firing" } else { "pending" }));
-                        if fire_now && silenced {
-                            events.push(event("silenced"));
-                        } else if fire_now && notified.get(&fp).is_none_or(|t| now_unix - t >= repeat) {
-                            notified.insert(fp.clone(), now_unix);
-                            notices.push(notice("firing"));
-                            deliveries.push((notice("firing"), vec![0]));
-                            events.push(event("notified"));
+                        if fire_now {
+                            announce_firing!();
                         }
                     }
                     (Some((AlertState::Pending, since, _)), Some((true, _))) => {
@@ -384,14 +393,7 @@ impl AlertEngine {
                             inst.since = rfc3339(now);
                             inst.since_unix = now_unix;
                             events.push(event("firing"));
-                            if silenced {
-                                events.push(event("silenced"));
-                            } else if notified.get(&fp).is_none_or(|t| now_unix - t >= repeat) {
-                                notified.insert(fp.clone(), now_unix);
-                                notices.push(notice("firing"));
-                                deliveries.push((notice("firing"), vec![0]));
-                                events.push(event("notified"));
-                            }
+                            announce_firing!();
                         }
                     }
                     (Some((AlertState::Firing, since, acked)), Some((true, _))) => {
