@@ -156,6 +156,11 @@ impl OrgTree {
         }
     }
 
+    /// The node and its direct children: what a scope shows.
+    pub fn with_children(&self, idx: NodeIdx) -> Vec<NodeIdx> {
+        std::iter::once(idx).chain(self.node(idx).children.iter().copied()).collect()
+    }
+
     /// The ancestor of `idx` (or `idx` itself) at `level`, if any.
     pub fn ancestor_at(&self, idx: NodeIdx, level: Level) -> Option<NodeIdx> {
         self.path_to_root(idx)

@@ -3,7 +3,8 @@
 use actix_web::HttpRequest;
 
 use super::{ApiError, AppState};
-use crate::auth::Principal;
+use crate::auth::{authorize, Action, Principal};
+use crate::domain::org::NodeIdx;
 
 /// The bearer token from `Authorization`, else the `token` query parameter (browsers cannot set
 /// headers on a WebSocket upgrade).
@@ -20,4 +21,15 @@ pub fn token_of(req: &HttpRequest) -> Option<String> {
 
 pub fn principal(req: &HttpRequest, state: &AppState) -> Result<Principal, ApiError> {
     Ok(state.auth.authenticate(token_of(req).as_deref())?)
+}
+
+/// The `scope` query parameter (default: the city) as a node the caller may read: its code and
+/// index, or 404 / 401 / 403.
+pub fn readable_scope(req: &HttpRequest, state: &AppState, scope: Option<&str>) -> Result<(String, NodeIdx), ApiError> {
+    let who = principal(req, state)?;
+    let tree = &state.tree;
+    let code = scope.unwrap_or(&tree.node(tree.root()).code).to_string();
+    let idx = tree.get(&code).ok_or_else(|| ApiError::NotFound { what: format!("org {code}") })?;
+    authorize(tree, &who, Action::ReadFigures, idx)?;
+    Ok((code, idx))
 }

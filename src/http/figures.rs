@@ -3,8 +3,7 @@
 use actix_web::{get, web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
-use super::{auth::principal, ApiError, AppState};
-use crate::auth::{authorize, Action};
+use super::{auth::{principal, readable_scope}, ApiError, AppState};
 use crate::domain::metric::MetricId;
 use crate::live::hub::{nodes_json, rfc3339, FiguresAnswer};
 
@@ -40,16 +39,10 @@ pub fn parse_metrics(list: Option<&str>) -> Result<Vec<MetricId>, ApiError> {
     security(("bearer" = [])))]
 #[get("/api/v1/metrics")]
 async fn metrics(req: HttpRequest, q: web::Query<FiguresQuery>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let who = principal(&req, &state)?;
+    let (code, scope) = readable_scope(&req, &state, q.scope.as_deref())?;
     let tree = &state.tree;
-    let code = q.scope.as_deref().unwrap_or(&tree.node(tree.root()).code).to_string();
-    let scope = tree.get(&code).ok_or_else(|| ApiError::NotFound { what: format!("org {code}") })?;
-    authorize(tree, &who, Action::ReadFigures, scope)?;
     let metrics = parse_metrics(q.metrics.as_deref())?;
-    let nodes: Vec<_> = std::iter::once(scope)
-        .chain(tree.node(scope).children.iter().copied())
-        .map(|n| (n, state.hub.current(n, &metrics)))
-        .collect();
+    let nodes: Vec<_> = tree.with_children(scope).into_iter().map(|n| (n, state.hub.current(n, &metrics))).collect();
     Ok(HttpResponse::Ok().json(FiguresAnswer {
         scope: code,
         at: rfc3339(state.hub.now()),
@@ -113,13 +106,10 @@ pub struct FreshnessQuery {
     responses((status = 200, description = "{code: {last_received, days_silent}}")), security(("bearer" = [])))]
 #[get("/api/v1/freshness")]
 async fn freshness(req: HttpRequest, q: web::Query<FreshnessQuery>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let who = principal(&req, &state)?;
+    let (_, scope) = readable_scope(&req, &state, q.scope.as_deref())?;
     let tree = &state.tree;
-    let code = q.scope.clone().unwrap_or_else(|| tree.node(tree.root()).code.clone());
-    let scope = tree.get(&code).ok_or_else(|| ApiError::NotFound { what: format!("org {code}") })?;
-    authorize(tree, &who, Action::ReadFigures, scope)?;
     let now = state.hub.now();
-    let nodes: Vec<_> = std::iter::once(scope).chain(tree.node(scope).children.iter().copied()).collect();
+    let nodes = tree.with_children(scope);
     let out: serde_json::Map<String, serde_json::Value> = state.hub.read(now, |agg| {
         nodes
             .iter()

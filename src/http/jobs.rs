@@ -53,16 +53,10 @@ pub struct TrendQuery {
     responses((status = 200, description = "{metric: {node: [[YYYY-MM-DD, value|null], …]}}")), security(("bearer" = [])))]
 #[get("/api/v1/trends")]
 async fn trends(req: HttpRequest, q: web::Query<TrendQuery>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let who = principal(&req, &state)?;
+    let (_, scope) = super::auth::readable_scope(&req, &state, q.scope.as_deref())?;
     let tree = &state.tree;
-    let code = q.scope.clone().unwrap_or_else(|| tree.node(tree.root()).code.clone());
-    let scope = tree.get(&code).ok_or_else(|| ApiError::NotFound { what: format!("org {code}") })?;
-    authorize(tree, &who, Action::ReadFigures, scope)?;
     let metrics = super::figures::parse_metrics(q.metrics.as_deref())?;
-    let nodes: Vec<String> = std::iter::once(scope)
-        .chain(tree.node(scope).children.iter().copied())
-        .map(|n| tree.node(n).code.clone())
-        .collect();
+    let nodes: Vec<String> = tree.with_children(scope).into_iter().map(|n| tree.node(n).code.clone()).collect();
     let names: Vec<String> = metrics.iter().map(|m| m.as_str().to_string()).collect();
     let rows: Vec<(String, String, u16, Option<f64>)> = state
         .store

@@ -45,8 +45,9 @@ impl TickChanges {
         if let Some(hit) = self.rendered.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return hit.clone();
         }
-        let changed: Vec<(NodeIdx, NodeFigures)> = std::iter::once(scope)
-            .chain(tree.node(scope).children.iter().copied())
+        let changed: Vec<(NodeIdx, NodeFigures)> = tree
+            .with_children(scope)
+            .into_iter()
             .filter_map(|n| {
                 let f = self.nodes.get(&n)?;
                 let only: NodeFigures =

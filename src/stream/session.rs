@@ -101,7 +101,7 @@ impl State {
 
     fn snapshot(&mut self, sub_id: &str, scope: NodeIdx, metrics: Vec<MetricId>) -> String {
         let hub = &self.ctx.hub;
-        let nodes: Vec<NodeIdx> = std::iter::once(scope).chain(hub.tree().node(scope).children.iter().copied()).collect();
+        let nodes = hub.tree().with_children(scope);
         let (tick, figures) = hub.snapshot(&nodes, &metrics);
         let epoch = uuid::Uuid::new_v4().simple().to_string();
         hub.record_message(&epoch, scope, &metrics, 1, tick, EPOCH_KEEP);
