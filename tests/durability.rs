@@ -37,6 +37,10 @@ fn start_server(port: u16, database: &str, spool: &std::path::Path) -> Server {
         .env("VSCC__CLICKHOUSE__DATABASE", database)
         .env("VSCC__INGEST__SPOOL_DIR", spool)
         .env("VSCC__INGEST__FLUSH_INTERVAL_MS", "200")
+        // Bulk clients re-send everything as fast as they can: no rate limit here.
+        .env("VSCC__LIMITS__INGEST_PER_SEC", "1000000")
+        .env("VSCC__LIMITS__INGEST_BURST", "1000000")
+        .env("VSCC__AUTH__SECRET_FILE", spool.join("auth-secret"))
         .env("VSCC_ADMIN_TOKEN", "kill-test")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())

@@ -150,7 +150,7 @@ async fn tokens_are_required_and_scoped() {
     assert_eq!(answer["errors"][0]["field"], "org");
     assert!(answer["errors"][0]["reason"].as_str().unwrap().contains("outside"));
     let res = app.post_events_as(&json!([hire("t3", "440305")]), "nanshan-leader").await;
-    assert_eq!(res.status(), 422, "a leader may not send records");
+    assert_eq!(res.status(), 403, "a leader may not send records");
 
     let get = |path: &str, token: &str| app.http.get(format!("{}{path}", app.base)).bearer_auth(token.to_string()).send();
     assert_eq!(get("/api/v1/metrics?scope=440305", "nanshan-leader").await.unwrap().status(), 200);

@@ -4,49 +4,10 @@ mod common;
 
 use std::time::Duration;
 
+use common::ws::{connect, next_json, subscribe, Ws};
 use common::{spawn_app, spawn_app_with, test_settings, TestApp};
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
-use tokio_tungstenite::{
-    tungstenite::{client::IntoClientRequest, Message},
-    MaybeTlsStream, WebSocketStream,
-};
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-async fn connect(app: &TestApp, token: Option<&str>, origin: Option<&str>) -> Result<Ws, u16> {
-    let mut req = format!("ws://127.0.0.1:{}/ws", app.port).into_client_request().unwrap();
-    if let Some(t) = token {
-        req.headers_mut().insert("authorization", format!("Bearer {t}").parse().unwrap());
-    }
-    if let Some(o) = origin {
-        req.headers_mut().insert("origin", o.parse().unwrap());
-    }
-    match tokio_tungstenite::connect_async(req).await {
-        Ok((ws, _)) => Ok(ws),
-        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => Err(res.status().as_u16()),
-        Err(e) => panic!("connect failed: {e}"),
-    }
-}
-
-async fn next_json(ws: &mut Ws, within: Duration) -> Option<Value> {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let msg = tokio::time::timeout_at(deadline, ws.next()).await.ok()??.ok()?;
-        if let Message::Text(t) = msg {
-            return Some(serde_json::from_str(&t).unwrap());
-        }
-    }
-}
-
-async fn subscribe(ws: &mut Ws, id: &str, scope: &str, resume: Option<Value>) {
-    let mut msg = json!({"type": "subscribe", "id": id, "scope": scope, "metrics": []});
-    if let Some(r) = resume {
-        msg["resume"] = r;
-    }
-    ws.send(Message::Text(msg.to_string().into())).await.unwrap();
-}
+use tokio_tungstenite::{tungstenite::client::IntoClientRequest, MaybeTlsStream};
 
 /// Applies a delta's nodes onto a snapshot's nodes.
 fn merge(into: &mut Value, delta: &Value) {

@@ -77,6 +77,7 @@ async fn snapshot(store: &Store, tree: Arc<OrgTree>, sla: AppealSla, until: Date
         .fetch::<EventRow>()?;
     let mut day: Option<Date> = None;
     let mut pending: Option<EventRow> = None;
+    let _gate = store.insert_gate().read().await;
     let mut insert = store.client().insert::<SnapshotRow>("metric_snapshots").await?;
     let mut rows = 0u64;
     loop {

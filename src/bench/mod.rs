@@ -81,6 +81,10 @@ impl ServerChild {
             .env("VSCC__CLICKHOUSE__DATABASE", database)
             .env("VSCC__INGEST__SPOOL_DIR", env.dir.join(format!("spool-{database}")))
             .env("VSCC_ADMIN_TOKEN", &token)
+            // The load generators are the only clients: rate limits would measure themselves.
+            .env("VSCC__LIMITS__INGEST_PER_SEC", "1000000")
+            .env("VSCC__LIMITS__INGEST_BURST", "1000000")
+            .env("VSCC__AUTH__SECRET_FILE", env.dir.join("auth-secret"))
             .env("RUST_LOG", std::env::var("VSCC_BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

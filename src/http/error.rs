@@ -18,6 +18,19 @@ pub enum ApiError {
     TooLarge(String),
     #[error("service unavailable: {reason}")]
     Unavailable { reason: String, retry_after_secs: Option<u64> },
+    #[error("too many {what}; retry in {retry_after_secs} s")]
+    TooManyRequests { what: String, retry_after_secs: u64 },
+    #[error("{0}")]
+    Conflict(String),
+    /// ClickHouse refused the analyst's query: not allowed for this user.
+    #[error("ClickHouse refused the query: {message} (code {code})")]
+    QueryForbidden { code: u32, message: String },
+    /// A limit of the analysts' profile cut the query.
+    #[error("the query was stopped by a limit: {message} (code {code})")]
+    QueryLimit { code: u32, message: String },
+    /// The query itself is wrong (syntax, unknown table …).
+    #[error("ClickHouse could not run the query: {message} (code {code})")]
+    QueryInvalid { code: u32, message: String },
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -35,8 +48,52 @@ impl From<crate::auth::AuthError> for ApiError {
     fn from(e: crate::auth::AuthError) -> Self {
         use crate::auth::AuthError;
         match e {
-            AuthError::Missing | AuthError::Invalid => ApiError::Unauthorized(e.to_string()),
+            AuthError::Missing | AuthError::Invalid | AuthError::Expired | AuthError::Revoked => {
+                ApiError::Unauthorized(e.to_string())
+            }
             AuthError::Forbidden(reason) => ApiError::Forbidden(reason),
+        }
+    }
+}
+
+impl From<crate::auth::RetryAfter> for ApiError {
+    fn from(r: crate::auth::RetryAfter) -> Self {
+        ApiError::TooManyRequests { what: r.what.to_string(), retry_after_secs: r.secs }
+    }
+}
+
+impl From<crate::auth::UserError> for ApiError {
+    fn from(e: crate::auth::UserError) -> Self {
+        use crate::auth::UserError;
+        match e {
+            UserError::Invalid { field, reason } => ApiError::bad_request(field, reason),
+            UserError::Exists(_) => ApiError::Conflict(e.to_string()),
+            UserError::NotFound(what) => ApiError::NotFound { what },
+            UserError::Store(e) => e.into(),
+            UserError::Unexpected(e) => ApiError::Unexpected(e),
+        }
+    }
+}
+
+impl From<crate::sql::SqlError> for ApiError {
+    fn from(e: crate::sql::SqlError) -> Self {
+        use crate::sql::{RefusalClass, SqlError};
+        match e {
+            SqlError::Refused(r) => match r.class {
+                RefusalClass::Forbidden => ApiError::QueryForbidden { code: r.code, message: r.message },
+                RefusalClass::Limit => ApiError::QueryLimit { code: r.code, message: r.message },
+                RefusalClass::Quota => ApiError::TooManyRequests {
+                    what: format!("queries this hour ({})", r.message),
+                    retry_after_secs: 60,
+                },
+                RefusalClass::Cancelled => ApiError::Conflict(format!("the query was cancelled: {}", r.message)),
+                RefusalClass::Invalid => ApiError::QueryInvalid { code: r.code, message: r.message },
+            },
+            SqlError::NotProvisioned(reason) => ApiError::Unavailable { reason, retry_after_secs: None },
+            SqlError::NotFound(what) => ApiError::NotFound { what },
+            SqlError::Invalid { field, reason } => ApiError::bad_request(field, reason),
+            SqlError::Store(e) => e.into(),
+            SqlError::Unexpected(e) => ApiError::Unexpected(e),
         }
     }
 }
@@ -73,6 +130,11 @@ impl ResponseError for ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::QueryForbidden { .. } => StatusCode::FORBIDDEN,
+            ApiError::QueryLimit { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::QueryInvalid { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -80,6 +142,9 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         let field = match self {
             ApiError::BadRequest { field, .. } => Some(field.clone()),
+            ApiError::QueryForbidden { .. } | ApiError::QueryLimit { .. } | ApiError::QueryInvalid { .. } => {
+                Some("sql".to_string())
+            }
             _ => None,
         };
         let error = match self {
@@ -95,7 +160,7 @@ impl ResponseError for ApiError {
             _ => self.to_string(),
         };
         let mut res = HttpResponse::build(self.status_code());
-        if let ApiError::Unavailable { retry_after_secs: Some(secs), .. } = self {
+        if let ApiError::Unavailable { retry_after_secs: Some(secs), .. } | ApiError::TooManyRequests { retry_after_secs: secs, .. } = self {
             res.insert_header(("Retry-After", secs.to_string()));
         }
         if let ApiError::Unauthorized(_) = self {

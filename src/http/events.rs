@@ -57,11 +57,15 @@ async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::Bytes
     responses(
         (status = 200, body = IngestAnswer), (status = 422, body = IngestAnswer),
         (status = 400, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody),
-        (status = 413, body = super::error::ErrorBody), (status = 503, body = super::error::ErrorBody)),
+        (status = 403, body = super::error::ErrorBody), (status = 413, body = super::error::ErrorBody),
+        (status = 429, body = super::error::ErrorBody), (status = 503, body = super::error::ErrorBody)),
     security(("bearer" = [])))]
 #[post("/api/v1/events")]
 async fn post_events(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let who = principal(&req, &state)?;
+    // A role that may not send records is refused as a whole; scope is checked per record.
+    authorize(&state.tree, &who, Action::Ingest, who.scope)?;
+    state.limits.ingest(&who.token_key)?;
     let limits = &state.ingest_limits;
     let body = read_body(payload, limits.max_body_bytes).await?;
     let ndjson = req

@@ -10,6 +10,8 @@ mod jobs;
 mod openapi;
 mod org;
 mod pages;
+mod query;
+mod users;
 mod ws;
 
 use std::net::TcpListener;
@@ -53,6 +55,9 @@ pub struct AppState {
     pub web: WebSettings,
     pub alerts: Arc<AlertEngine>,
     pub appeals_sla: crate::live::AppealSla,
+    pub sql: Arc<crate::sql::SqlGateway>,
+    pub limits: Arc<crate::auth::RateLimits>,
+    pub login_throttle: Arc<crate::auth::LoginThrottle>,
 }
 
 /// Serves the app on an already-bound listener (port 0 in tests). `handle_signals`: whether
@@ -72,9 +77,12 @@ pub fn run(listener: TcpListener, state: Arc<AppState>, handle_signals: bool) ->
             .configure(ws::routes)
             .configure(alerts::routes)
             .configure(jobs::routes)
+            .configure(users::routes)
+            .configure(query::routes)
             .configure(|cfg| pages::routes(cfg, &assets_dir))
             .configure(openapi::routes)
     })
+    .on_connect(remember_socket)
     .listen(listener)?
     .shutdown_timeout(5)
     .disable_signals();
@@ -83,6 +91,36 @@ pub fn run(listener: TcpListener, state: Arc<AppState>, handle_signals: bool) ->
         tokio::spawn(stop_on_signal(server.handle(), hub));
     }
     Ok(server)
+}
+
+/// The client's socket, for handlers that wait long and must notice a client that went away
+/// (actix-web does not cancel a handler when its client disconnects).
+#[derive(Clone, Copy)]
+pub struct ClientSocket(pub std::os::fd::RawFd);
+
+fn remember_socket(conn: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions) {
+    use std::os::fd::AsRawFd;
+    if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+        ext.insert(ClientSocket(tcp.as_raw_fd()));
+    }
+}
+
+impl ClientSocket {
+    /// Resolves once the peer has closed the connection.
+    pub async fn closed(self) {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            let mut byte = [0u8; 1];
+            // SAFETY: recv(2) with MSG_PEEK on a socket the server keeps open for the whole
+            // request; nothing is consumed.
+            let n = unsafe {
+                libc::recv(self.0, byte.as_mut_ptr().cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT)
+            };
+            if n == 0 {
+                return;
+            }
+        }
+    }
 }
 
 /// SIGINT or SIGTERM: close the streams (screens reconnect elsewhere or later), then stop

@@ -32,6 +32,7 @@ pub async fn insert_events(store: &Store, rows: &[EventRow]) -> Result<(), Store
 }
 
 async fn insert_rows<'a>(store: &Store, rows: impl Iterator<Item = &'a EventRow>) -> Result<(), StoreError> {
+    let _gate = store.insert_gate().read().await;
     let mut insert = store.client().insert::<EventRow>("events").await?;
     for row in rows {
         insert.write(row).await?;

@@ -40,7 +40,7 @@ impl ManagedClickHouse {
             .dir
             .canonicalize()
             .map_err(|e| StoreError::ManagedStart(format!("{}: {e}", settings.dir.display())))?;
-        for sub in ["data", "tmp", "log", "user_files"] {
+        for sub in ["data", "tmp", "log", "user_files", "users.d"] {
             std::fs::create_dir_all(dir.join(sub))
                 .map_err(|e| StoreError::ManagedStart(format!("cannot create {sub}: {e}")))?;
         }
@@ -148,6 +148,11 @@ impl ManagedClickHouse {
         self.tcp_port
     }
 
+    /// ClickHouse merges every file here into its users; vscc writes the analysts' users here.
+    pub fn users_dir(&self) -> PathBuf {
+        self.dir.join("users.d")
+    }
+
     pub fn pid(&self) -> u32 {
         self.pid
     }
@@ -182,6 +187,20 @@ impl Drop for ManagedClickHouse {
             let _ = std::fs::remove_file(self.dir.join(PID_FILE));
         }
     }
+}
+
+/// The HTTP URL of a managed server already running in `dir` (started by a `vscc serve`), so
+/// that admin commands can use it instead of starting a second one.
+pub fn running_url(dir: &Path) -> Option<String> {
+    let pid: i32 = std::fs::read_to_string(dir.join(PID_FILE)).ok()?.trim().parse().ok()?;
+    let config = dir.canonicalize().ok()?.join("config.xml");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    if !String::from_utf8_lossy(&cmdline).contains(&config.display().to_string()) {
+        return None;
+    }
+    let text = std::fs::read_to_string(&config).ok()?;
+    let port = text.split("<http_port>").nth(1)?.split("</http_port>").next()?.trim().parse::<u16>().ok()?;
+    Some(format!("http://127.0.0.1:{port}"))
 }
 
 /// A bare name is looked up on PATH and in the sbin folders Debian installs servers into.

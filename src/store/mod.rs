@@ -21,6 +21,9 @@ pub struct Store {
     server: Client,
     database: String,
     url: String,
+    /// Held (shared) by every insert into a table that SQL scopes copy, and (exclusive) while a
+    /// scope's copy is back-filled and its copying view created: no row is copied twice or lost.
+    insert_gate: std::sync::Arc<tokio::sync::RwLock<()>>,
 }
 
 /// Database and table names cannot be bound as parameters, so they are checked against this
@@ -44,11 +47,26 @@ impl Store {
             .with_password(password)
             .with_validation(false);
         let client = server.clone().with_database(database);
-        Ok(Store { client, server, database: database.to_string(), url: url.to_string() })
+        Ok(Store {
+            client,
+            server,
+            database: database.to_string(),
+            url: url.to_string(),
+            insert_gate: Default::default(),
+        })
     }
 
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// Not bound to a database: for statements that name their databases.
+    pub fn server_client(&self) -> &Client {
+        &self.server
+    }
+
+    pub fn insert_gate(&self) -> &tokio::sync::RwLock<()> {
+        &self.insert_gate
     }
 
     pub fn database(&self) -> &str {

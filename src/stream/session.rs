@@ -190,6 +190,14 @@ impl State {
     }
 
     fn on_tick(&mut self, tc: &TickChanges) -> Vec<Outgoing> {
+        if self.subs.is_empty() {
+            return Vec::new();
+        }
+        // An expired or revoked token gets no further figures: checked before every message
+        // the server sends, as at every message the client sends.
+        if let Err(e) = self.ctx.auth.authenticate(self.ctx.token.as_deref()) {
+            return vec![Outgoing::Send(Self::error(None, e.to_string())), Outgoing::Close];
+        }
         let mut out = Vec::new();
         let ids: Vec<String> = self.subs.keys().cloned().collect();
         for id in ids {

@@ -2,6 +2,8 @@
 //! one server `scripts/test` starts for the run.
 #![allow(dead_code)]
 
+pub mod ws;
+
 use std::sync::Arc;
 
 use vscc::app::Application;
@@ -35,6 +37,11 @@ pub fn test_settings() -> Settings {
     settings.clickhouse.database = format!("test_{id}");
     settings.ingest.spool_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("spool-{id}"));
     settings.auth.admin_token = format!("admin-{id}");
+    settings.auth.secret = format!("secret-{id}-{id}");
+    settings.auth.directory_refresh_ms = 500;
+    if let Ok(dir) = std::env::var("VSCC_TEST_CLICKHOUSE_USERS_DIR") {
+        settings.sql.users_dir = dir.into();
+    }
     settings.ingest.flush_interval_ms = 100;
     settings.stream.tick_ms = 50;
     settings
@@ -81,6 +88,49 @@ impl TestApp {
 
     pub fn admin_token(&self) -> &str {
         &self.settings.auth.admin_token
+    }
+
+    /// Creates a user through the API (as the admin) and logs in: the session token.
+    pub async fn user_token(&self, name: &str, role: &str, scope: &str) -> String {
+        let password = format!("pw-{name}-0123");
+        let res = self
+            .http
+            .post(format!("{}/api/v1/users", self.base))
+            .bearer_auth(self.admin_token())
+            .json(&serde_json::json!({"name": name, "role": role, "scope": scope, "password": password}))
+            .send()
+            .await
+            .expect("request sent");
+        assert_eq!(res.status(), 201, "user {name} created: {}", res.text().await.unwrap_or_default());
+        self.login(name, &password).await
+    }
+
+    pub async fn login(&self, name: &str, password: &str) -> String {
+        let res = self
+            .http
+            .post(format!("{}/api/v1/login", self.base))
+            .json(&serde_json::json!({"name": name, "password": password}))
+            .send()
+            .await
+            .expect("request sent");
+        assert_eq!(res.status(), 200, "login as {name}");
+        let body: serde_json::Value = res.json().await.expect("JSON");
+        body["token"].as_str().expect("a token").to_string()
+    }
+
+    /// Runs SQL through the API: status and JSON (or the error body).
+    pub async fn query(&self, token: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let res = self
+            .http
+            .post(format!("{}/api/v1/query", self.base))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .expect("request sent");
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {

@@ -1,0 +1,204 @@
+//! Login, users and screen tokens.
+
+use actix_web::{delete, get, post, web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+
+use super::{auth::principal, ApiError, AppState};
+use crate::auth::{authorize, Action, IssuedToken, Role, ScreenTokenRecord, UserRecord};
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(login)
+        .service(me)
+        .service(list_users)
+        .service(add_user)
+        .service(revoke_user)
+        .service(list_screen_tokens)
+        .service(issue_screen_token)
+        .service(revoke_screen_token);
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct LoginRequest {
+    pub name: String,
+    pub password: String,
+}
+
+/// Log in with a user name and password; the answer carries a session token (a signed JWT with
+/// an expiry). After `limits.login_failures` failures for a name or from an address, further
+/// attempts get 429 with Retry-After until `limits.login_lockout_secs` have passed.
+#[utoipa::path(post, path = "/api/v1/login", tag = "users", request_body = LoginRequest,
+    responses((status = 200, body = IssuedToken), (status = 401, body = super::error::ErrorBody),
+        (status = 429, body = super::error::ErrorBody)))]
+#[post("/api/v1/login")]
+async fn login(req: HttpRequest, body: web::Json<LoginRequest>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let user_key = format!("user:{}", body.name);
+    let addr_key = format!("addr:{}", req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default());
+    let keys = [user_key.as_str(), addr_key.as_str()];
+    state.login_throttle.check(&keys)?;
+    match state.auth.directory().check_password(&body.name, &body.password).await {
+        Some(user) => {
+            state.login_throttle.succeeded(&keys);
+            tracing::info!(user = %user.name, "login");
+            Ok(HttpResponse::Ok().json(state.auth.issue_session(&user)?))
+        }
+        None => {
+            state.login_throttle.failed(&keys);
+            tracing::info!(user = %body.name, "failed login");
+            Err(ApiError::Unauthorized("wrong user name or password".into()))
+        }
+    }
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Me {
+    pub name: String,
+    pub role: Role,
+    pub scope: String,
+    pub scope_name: String,
+}
+
+/// Who the token speaks for.
+#[utoipa::path(get, path = "/api/v1/me", tag = "users",
+    responses((status = 200, body = Me), (status = 401, body = super::error::ErrorBody)), security(("bearer" = [])))]
+#[get("/api/v1/me")]
+async fn me(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let who = principal(&req, &state)?;
+    let node = state.tree.node(who.scope);
+    Ok(HttpResponse::Ok().json(Me { name: who.name, role: who.role, scope: node.code.clone(), scope_name: node.name.clone() }))
+}
+
+/// The caller, if an admin; the node `code` if inside the caller's scope.
+fn admin_over(req: &HttpRequest, state: &AppState, code: Option<&str>) -> Result<crate::auth::Principal, ApiError> {
+    let who = principal(req, state)?;
+    let target = match code {
+        Some(code) => state
+            .tree
+            .get(code)
+            .ok_or_else(|| ApiError::bad_request("scope", format!("unknown org code {code}")))?,
+        None => who.scope,
+    };
+    authorize(&state.tree, &who, Action::Admin, target)?;
+    Ok(who)
+}
+
+/// Every user (admins only).
+#[utoipa::path(get, path = "/api/v1/users", tag = "users",
+    responses((status = 200, body = Vec<UserRecord>), (status = 403, body = super::error::ErrorBody)), security(("bearer" = [])))]
+#[get("/api/v1/users")]
+async fn list_users(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let who = admin_over(&req, &state, None)?;
+    let users: Vec<UserRecord> = state
+        .auth
+        .directory()
+        .users()
+        .into_iter()
+        .filter(|u| state.tree.get(&u.scope).is_some_and(|s| state.tree.is_within(s, who.scope)))
+        .collect();
+    Ok(HttpResponse::Ok().json(users))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct NewUser {
+    pub name: String,
+    pub role: Role,
+    /// Org code; the user sees its subtree.
+    pub scope: String,
+    pub password: String,
+}
+
+/// Create a user (admins only, within their own scope).
+#[utoipa::path(post, path = "/api/v1/users", tag = "users", request_body = NewUser,
+    responses((status = 201, body = UserRecord), (status = 400, body = super::error::ErrorBody),
+        (status = 403, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+#[post("/api/v1/users")]
+async fn add_user(req: HttpRequest, body: web::Json<NewUser>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let who = admin_over(&req, &state, Some(&body.scope))?;
+    let user = state.auth.directory().add_user(&body.name, body.role, &body.scope, &body.password, &who.name).await?;
+    tracing::info!(user = %user.name, role = user.role.as_str(), scope = %user.scope, by = %who.name, "user added");
+    Ok(HttpResponse::Created().json(user))
+}
+
+/// Disable a user: every token of theirs is refused from its next use on.
+#[utoipa::path(delete, path = "/api/v1/users/{name}", tag = "users",
+    responses((status = 200, body = UserRecord), (status = 403, body = super::error::ErrorBody),
+        (status = 404, body = super::error::ErrorBody)), security(("bearer" = [])))]
+#[delete("/api/v1/users/{name}")]
+async fn revoke_user(req: HttpRequest, name: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let existing = state.auth.directory().user(&name).ok_or_else(|| ApiError::NotFound { what: format!("user {name}") })?;
+    let who = admin_over(&req, &state, Some(&existing.scope))?;
+    let user = state.auth.directory().revoke_user(&name, &who.name).await?;
+    tracing::info!(user = %user.name, by = %who.name, "user revoked");
+    Ok(HttpResponse::Ok().json(user))
+}
+
+/// Screen tokens issued so far (admins only).
+#[utoipa::path(get, path = "/api/v1/screen-tokens", tag = "users",
+    responses((status = 200, body = Vec<ScreenTokenRecord>), (status = 403, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+#[get("/api/v1/screen-tokens")]
+async fn list_screen_tokens(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let who = admin_over(&req, &state, None)?;
+    let tokens: Vec<ScreenTokenRecord> = state
+        .auth
+        .directory()
+        .screen_tokens()
+        .into_iter()
+        .filter(|t| state.tree.get(&t.scope).is_some_and(|s| state.tree.is_within(s, who.scope)))
+        .collect();
+    Ok(HttpResponse::Ok().json(tokens))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct NewScreenToken {
+    /// The user the screen acts for (e.g. the leader whose office it hangs in).
+    pub user: String,
+    /// Org code the screen watches; default the user's scope; must be inside it.
+    pub scope: Option<String>,
+    /// Where the screen is, e.g. "福田区指挥中心 大屏 1".
+    #[serde(default)]
+    pub label: String,
+}
+
+/// Issue a long-lived screen token (admins only): read-only (leader) access to one scope,
+/// revocable one by one.
+#[utoipa::path(post, path = "/api/v1/screen-tokens", tag = "users", request_body = NewScreenToken,
+    responses((status = 201, body = IssuedToken), (status = 400, body = super::error::ErrorBody),
+        (status = 403, body = super::error::ErrorBody)), security(("bearer" = [])))]
+#[post("/api/v1/screen-tokens")]
+async fn issue_screen_token(req: HttpRequest, body: web::Json<NewScreenToken>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let user = state
+        .auth
+        .directory()
+        .user(&body.user)
+        .filter(|u| !u.disabled)
+        .ok_or_else(|| ApiError::bad_request("user", format!("no active user {}", body.user)))?;
+    let scope = body.scope.clone().unwrap_or_else(|| user.scope.clone());
+    let who = admin_over(&req, &state, Some(&scope))?;
+    let (Some(scope_idx), Some(user_scope)) = (state.tree.get(&scope), state.tree.get(&user.scope)) else {
+        return Err(ApiError::bad_request("scope", format!("unknown org code {scope}")));
+    };
+    if !state.tree.is_within(scope_idx, user_scope) {
+        return Err(ApiError::bad_request("scope", format!("{scope} is outside {}'s scope ({})", user.name, user.scope)));
+    }
+    let issued = state.auth.issue_screen_token(&user, &scope, &body.label).await?;
+    tracing::info!(id = %issued.id, user = %user.name, scope = %scope, by = %who.name, "screen token issued");
+    Ok(HttpResponse::Created().json(issued))
+}
+
+/// Revoke a screen token: the screen is refused at its next message.
+#[utoipa::path(delete, path = "/api/v1/screen-tokens/{id}", tag = "users",
+    responses((status = 200, body = ScreenTokenRecord), (status = 404, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+#[delete("/api/v1/screen-tokens/{id}")]
+async fn revoke_screen_token(req: HttpRequest, id: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let record = state
+        .auth
+        .directory()
+        .screen_token(&id)
+        .ok_or_else(|| ApiError::NotFound { what: format!("screen token {id}") })?;
+    let who = admin_over(&req, &state, Some(&record.scope))?;
+    let record = state.auth.directory().revoke_screen_token(&id).await?;
+    tracing::info!(id = %record.id, by = %who.name, "screen token revoked");
+    Ok(HttpResponse::Ok().json(record))
+}

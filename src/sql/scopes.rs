@@ -1,0 +1,287 @@
+//! Scope databases: what an analyst of one org subtree may read, enforced by ClickHouse.
+//!
+//! ClickHouse 18.16 has no row policies and no GRANT, and a view does not help: it checks the
+//! querying user's access to the tables it reads (measured: a user allowed only the view's
+//! database gets "Access denied to database …" for a view over another database). So each
+//! scope gets real tables in its own database, `<db>_sql_<code>`, kept current by
+//! materialised views in vscc's database that copy the subtree's rows — masked — as they are
+//! inserted. Each scope's ClickHouse user (same name as its database) is allowed that database
+//! only, through `allow_databases` in a users file vscc writes; readonly, limits and quota come
+//! from the analysts' profile in the same file.
+
+use std::fmt::Write as _;
+
+use crate::domain::org::{NodeIdx, OrgTree};
+use crate::store::{is_valid_identifier, Store, StoreError};
+
+use super::SqlSettings;
+
+/// The tables an analyst sees, with how each column is copied: personal data is masked here,
+/// once, for every role but admin.
+const EVENT_COLUMNS: &[(&str, &str)] = &[
+    ("seq", "seq"),
+    ("id", "id"),
+    ("kind", "kind"),
+    ("org", "org"),
+    ("district", "district"),
+    ("at", "at"),
+    ("received_at", "received_at"),
+    ("source", "source"),
+    ("lon", "lon"),
+    ("lat", "lat"),
+    ("staff_id", "staff_id"),
+    ("class_id", "class_id"),
+    ("appeal_id", "appeal_id"),
+    ("person_id", MASK_ID_NUMBER_COLUMN),
+    ("veteran", "veteran"),
+    ("demonstration", "demonstration"),
+    ("stars", "stars"),
+    ("approved_posts", "approved_posts"),
+    ("filled_posts", "filled_posts"),
+    ("headcount", "headcount"),
+    ("data", MASK_DATA_COLUMN),
+];
+
+/// A resident ID number (18 characters) keeps its region and last four: 440303********123X.
+const MASK_ID_NUMBER_COLUMN: &str = "if(match(person_id, '^[0-9]{17}[0-9Xx]$'), \
+     concat(substring(person_id, 1, 6), '********', substring(person_id, 15, 4)), person_id)";
+
+/// ID numbers and mobile numbers anywhere in the record's JSON: 138****1234.
+const MASK_DATA_COLUMN: &str = "replaceRegexpAll(replaceRegexpAll(data, \
+     '([^0-9]|^)([0-9]{6})[0-9]{8}([0-9]{3}[0-9Xx])([^0-9]|$)', '\\\\1\\\\2********\\\\3\\\\4'), \
+     '([^0-9]|^)(1[3-9][0-9])[0-9]{4}([0-9]{4})([^0-9]|$)', '\\\\1\\\\2****\\\\3\\\\4')";
+
+const SNAPSHOT_COLUMNS: &str = "day, node, metric, value, num, den, status";
+
+pub fn scope_database(database: &str, code: &str) -> String {
+    format!("{database}_sql_{code}")
+}
+
+/// The ClickHouse user of the admins' unmasked, city-wide SQL (reads vscc's database itself).
+pub fn admin_user(database: &str) -> String {
+    format!("{database}_sql_admin")
+}
+
+fn codes_list(tree: &OrgTree, scope: NodeIdx) -> String {
+    // Codes come from the reference data, digits only; checked anyway since they are spliced.
+    let mut out = String::new();
+    for (i, idx) in tree.subtree(scope).into_iter().enumerate() {
+        let code = &tree.node(idx).code;
+        if code.chars().all(|c| c.is_ascii_alphanumeric()) {
+            if i > 0 {
+                out.push_str(", ");
+            }
+            let _ = write!(out, "'{code}'");
+        }
+    }
+    out
+}
+
+async fn exists(store: &Store, database: &str, table: &str) -> Result<bool, StoreError> {
+    let n: u64 = store
+        .server_client()
+        .query("SELECT count() FROM system.tables WHERE database = ? AND name = ?")
+        .bind(database)
+        .bind(table)
+        .fetch_one()
+        .await?;
+    Ok(n > 0)
+}
+
+/// Creates the scope's database, tables and copying views if missing, filling the tables with
+/// what is already there. Inserts into the source tables are held for the moment between the
+/// back-fill and the view's creation, so no row is copied twice or missed; a back-fill cut short
+/// (crash) is redone from empty next time, because the view is created last.
+pub async fn ensure_scope_database(store: &Store, tree: &OrgTree, scope: NodeIdx) -> Result<String, StoreError> {
+    let db = store.database();
+    let code = &tree.node(scope).code;
+    let sdb = scope_database(db, code);
+    if !is_valid_identifier(&sdb) {
+        return Err(StoreError::InvalidIdentifier(sdb));
+    }
+    let server = store.server_client();
+    let events_view = format!("sql_{code}_events");
+    let snapshots_view = format!("sql_{code}_snapshots");
+    if exists(store, db, &events_view).await? && exists(store, db, &snapshots_view).await? {
+        refresh_org_nodes(store, tree, scope).await?;
+        return Ok(sdb);
+    }
+    server.query(&format!("CREATE DATABASE IF NOT EXISTS {sdb}")).execute().await?;
+    server
+        .query(&format!(
+            "CREATE TABLE IF NOT EXISTS {sdb}.events AS {db}.events \
+             ENGINE = MergeTree() PARTITION BY toYear(at) ORDER BY (kind, org, at, seq)"
+        ))
+        .execute()
+        .await?;
+    server
+        .query(&format!(
+            "CREATE TABLE IF NOT EXISTS {sdb}.metric_snapshots AS {db}.metric_snapshots \
+             ENGINE = ReplacingMergeTree() PARTITION BY toYear(day) ORDER BY (metric, node, day)"
+        ))
+        .execute()
+        .await?;
+    server
+        .query(&format!("CREATE TABLE IF NOT EXISTS {sdb}.org_nodes AS {db}.org_nodes ENGINE = MergeTree() ORDER BY code"))
+        .execute()
+        .await?;
+    refresh_org_nodes(store, tree, scope).await?;
+
+    let codes = codes_list(tree, scope);
+    let event_select = EVENT_COLUMNS
+        .iter()
+        .map(|(name, expr)| if expr == name { name.to_string() } else { format!("{expr} AS {name}") })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let _hold = store.insert_gate().write().await;
+    for (view, table, select, key) in [
+        (&events_view, "events", event_select.as_str(), "org"),
+        (&snapshots_view, "metric_snapshots", SNAPSHOT_COLUMNS, "node"),
+    ] {
+        if exists(store, db, view).await? {
+            continue;
+        }
+        server.query(&format!("TRUNCATE TABLE {sdb}.{table}")).execute().await?;
+        server
+            .query(&format!("INSERT INTO {sdb}.{table} SELECT {select} FROM {db}.{table} WHERE {key} IN ({codes})"))
+            .execute()
+            .await?;
+        server
+            .query(&format!(
+                "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{view} TO {sdb}.{table} \
+                 AS SELECT {select} FROM {db}.{table} WHERE {key} IN ({codes})"
+            ))
+            .execute()
+            .await?;
+    }
+    tracing::info!(scope = %code, database = %sdb, "scope database for SQL is ready");
+    Ok(sdb)
+}
+
+/// The scope's copy of the org tree: its subtree (rewritten at start-up with the tree).
+async fn refresh_org_nodes(store: &Store, tree: &OrgTree, scope: NodeIdx) -> Result<(), StoreError> {
+    let db = store.database();
+    let code = &tree.node(scope).code;
+    let sdb = scope_database(db, code);
+    let server = store.server_client();
+    server.query(&format!("TRUNCATE TABLE {sdb}.org_nodes")).execute().await?;
+    server
+        .query(&format!("INSERT INTO {sdb}.org_nodes SELECT * FROM {db}.org_nodes WHERE has(ancestors, ?)"))
+        .bind(code.as_str())
+        .execute()
+        .await?;
+    Ok(())
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
+}
+
+fn xml_escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// The users file for ClickHouse: the analysts' profile and quota, the admins' user (vscc's
+/// database, unmasked) and one user per scope (its scope database only). All share one
+/// password that vscc derives from its token secret; only vscc connects as them.
+pub fn users_xml(database: &str, scopes: &[String], password: &str, settings: &SqlSettings) -> String {
+    let profile = format!("{database}_sql");
+    let networks: String = settings.networks.iter().map(|n| format!("<ip>{}</ip>", xml_escape(n))).collect();
+    let password_hash = sha256_hex(password);
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        r#"<?xml version="1.0"?>
+<!-- Written by vscc for database {database}: analysts' ClickHouse users. Rewritten when a scope is added. -->
+<yandex>
+  <profiles>
+    <{profile}>
+      <readonly>1</readonly>
+      <max_execution_time>{time}</max_execution_time>
+      <max_result_rows>{rows}</max_result_rows>
+      <max_result_bytes>{bytes}</max_result_bytes>
+      <result_overflow_mode>throw</result_overflow_mode>
+      <max_memory_usage>{memory}</max_memory_usage>
+      <max_rows_to_read>{read}</max_rows_to_read>
+      <read_overflow_mode>throw</read_overflow_mode>
+    </{profile}>
+  </profiles>
+  <quotas>
+    <{profile}>
+      <interval>
+        <duration>3600</duration>
+        <queries>{queries}</queries>
+        <errors>0</errors>
+        <result_rows>0</result_rows>
+        <read_rows>0</read_rows>
+        <execution_time>{exec}</execution_time>
+      </interval>
+    </{profile}>
+  </quotas>
+  <users>
+"#,
+        time = settings.max_execution_time_secs,
+        rows = settings.max_result_rows,
+        bytes = settings.max_result_bytes,
+        memory = settings.max_memory_usage,
+        read = settings.max_rows_to_read,
+        queries = settings.quota_queries_per_hour,
+        exec = settings.quota_execution_secs_per_hour,
+    );
+    let mut user = |name: &str, allowed: &str| {
+        let _ = write!(
+            out,
+            "    <{name}>\n      <password_sha256_hex>{password_hash}</password_sha256_hex>\n      \
+             <networks>{networks}</networks>\n      <profile>{profile}</profile>\n      <quota>{profile}</quota>\n      \
+             <allow_databases><database>{allowed}</database></allow_databases>\n    </{name}>\n"
+        );
+    };
+    user(&admin_user(database), database);
+    for code in scopes {
+        let sdb = scope_database(database, code);
+        user(&sdb, &sdb);
+    }
+    out.push_str("  </users>\n</yandex>\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::org::{tree_of, Level};
+
+    #[test]
+    fn the_users_file_allows_each_scope_user_its_own_database_only() {
+        let settings: SqlSettings = toml::from_str(
+            r#"users_dir = ""
+            networks = ["127.0.0.1"]
+            max_execution_time_secs = 7
+            max_result_rows = 10
+            max_result_bytes = 1000
+            max_memory_usage = 100
+            max_rows_to_read = 0
+            quota_queries_per_hour = 5
+            quota_execution_secs_per_hour = 60"#,
+        )
+        .unwrap();
+        let xml = users_xml("vscc", &["440303".into(), "440304".into()], "pw", &settings);
+        assert!(xml.contains("<vscc_sql_440303>"));
+        assert!(xml.contains("<allow_databases><database>vscc_sql_440303</database></allow_databases>\n    </vscc_sql_440303>"));
+        assert!(xml.contains("<allow_databases><database>vscc</database></allow_databases>\n    </vscc_sql_admin>"));
+        assert!(xml.contains("<readonly>1</readonly>") && xml.contains("<max_execution_time>7</max_execution_time>"));
+        assert!(!xml.contains(">pw<"), "only the password's hash is written");
+        assert!(xml.contains(&sha256_hex("pw")));
+    }
+
+    #[test]
+    fn a_scope_lists_its_whole_subtree() {
+        let t = tree_of(&[
+            ("c", Level::City, None),
+            ("d1", Level::District, Some("c")),
+            ("s1", Level::Street, Some("d1")),
+            ("d2", Level::District, Some("c")),
+        ]);
+        assert_eq!(codes_list(&t, t.get("d1").unwrap()), "'d1', 's1'");
+    }
+}
