@@ -424,6 +424,8 @@ async fn serve(mut settings: Settings, args: ServeArgs, demo: bool) -> anyhow::R
     if demo {
         println!("admin token: {}", app.admin_token());
         println!("wall screen: http://{}", settings.server.addr);
+        println!("duty console: http://{}/duty?token={}", settings.server.addr, app.admin_token());
+        println!("SQL console: http://{}/sql?token={}", settings.server.addr, app.admin_token());
         tokio::spawn(demo_feed(
             format!("http://127.0.0.1:{}", app.port()),
             app.admin_token().to_string(),

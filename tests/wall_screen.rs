@@ -20,6 +20,7 @@ fn the_wall_screen_shows_live_correct_figures_drills_down_and_survives_a_restart
         .env("SPOOL_DIR", &settings.ingest.spool_dir)
         .env("PORT", port.to_string())
         .env("SCREENSHOTS", format!("{root}/target/screenshots"))
+        .env("SQL_USERS_DIR", std::env::var("VSCC_TEST_CLICKHOUSE_USERS_DIR").unwrap_or_default())
         .current_dir(root)
         .output()
         .expect("node runs (scripts/setup installs it)");
@@ -28,4 +29,5 @@ fn the_wall_screen_shows_live_correct_figures_drills_down_and_survives_a_restart
     println!("{stdout}");
     assert!(out.status.success(), "browser test failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("ok: the map has 10 districts"));
+    assert!(stdout.contains("ok: a write is refused by ClickHouse"));
 }

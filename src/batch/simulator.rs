@@ -51,6 +51,30 @@ pub struct Simulator<'a> {
     communities_of: BTreeMap<String, Vec<String>>,
 }
 
+/// A plausible resident ID number (GB 11643: region, birth date, sequence, ISO 7064 check
+/// digit) fixed by the seed and a key, registered in the community's district: the personal
+/// data analysts' SQL must see masked.
+fn resident_id(seed: u64, community: &str, key: &str) -> String {
+    let pick = |what: &str, n: u32| (trait_of(seed, &format!("{key}/{what}")) * n as f64) as u32;
+    let region = community.get(..6).unwrap_or("440300");
+    let body = format!(
+        "{region}{:04}{:02}{:02}{:03}",
+        1950 + pick("year", 50),
+        1 + pick("month", 12),
+        1 + pick("day", 28),
+        pick("seq", 1000)
+    );
+    let check = id_check_digit(&body);
+    format!("{body}{check}")
+}
+
+/// ISO 7064 MOD 11-2 over the first 17 digits.
+fn id_check_digit(body: &str) -> char {
+    const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
+    let sum: u32 = body.bytes().zip(WEIGHTS).map(|(b, w)| (b - b'0') as u32 * w).sum();
+    b"10X98765432"[(sum % 11) as usize] as char
+}
+
 /// A number in [0, 1) fixed by the seed and a key: per-entity traits that never change.
 fn trait_of(seed: u64, key: &str) -> f64 {
     let mut h: u64 = 0xcbf29ce484222325 ^ seed.wrapping_mul(0x9e3779b97f4a7c15);
@@ -238,13 +262,14 @@ impl<'a> Simulator<'a> {
                 for c in self.communities_of[&street].clone() {
                     let n = (per_community * share * (0.7 + 0.6 * trait_of(s, &format!("vets{c}")))).round() as i64;
                     for i in 0..n {
-                        let person = format!("{c}-m{months}-{i}");
-                        out.push(json!({"id": format!("{sim}-vet-{person}"), "kind": "veteran.registered", "org": c,
+                        let key = format!("{c}-m{months}-{i}");
+                        let person = resident_id(s, &c, &key);
+                        out.push(json!({"id": format!("{sim}-vet-{key}"), "kind": "veteran.registered", "org": c,
                             "at": at(day, &mut rng), "data": {"person_id": person}}));
                         // Files done within 1–36 months; laggard districts take longer.
                         let months_to_file = (rng.random::<f64>().powf(0.8) * (20.0 + 30.0 * lag)) as i64 + 1;
                         let file_day = day + Duration::days(months_to_file * 30);
-                        let done = json!({"id": format!("{sim}-file-{person}"), "kind": "archive.completed", "org": c,
+                        let done = json!({"id": format!("{sim}-file-{key}"), "kind": "archive.completed", "org": c,
                             "at": at(file_day, &mut rng), "data": {"person_id": person}});
                         self.schedule(file_day, done);
                     }
@@ -337,4 +362,21 @@ impl<'a> LivePlayer<'a> {
 /// Today in Shenzhen.
 pub fn today() -> Date {
     OffsetDateTime::now_utc().to_offset(SHANGHAI).date()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resident_ids_are_well_formed_and_fixed_by_the_seed() {
+        // The standard's own example.
+        assert_eq!(id_check_digit("11010519491231002"), 'X');
+        let id = resident_id(7, "440303001001", "k");
+        assert_eq!(id.len(), 18);
+        assert!(id.starts_with("440303"));
+        assert_eq!(id.chars().last(), Some(id_check_digit(&id[..17])));
+        assert_eq!(id, resident_id(7, "440303001001", "k"));
+        assert_ne!(id, resident_id(8, "440303001001", "k"));
+    }
 }

@@ -1,4 +1,4 @@
-//! The wall screen and duty console pages, their static assets, the vendored ECharts build
+//! The wall screen, duty console and SQL console pages, their static assets, the vendored ECharts build
 //! (installed from npm by scripts/setup), and the dashboard definitions.
 
 use actix_files::NamedFile;
@@ -10,6 +10,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, assets_dir: &std::path::Path) {
     cfg.service(index)
         .service(screen)
         .service(duty)
+        .service(sql_console)
         .service(echarts)
         .service(dashboards)
         .service(dashboard)
@@ -38,6 +39,12 @@ async fn screen(state: web::Data<AppState>) -> Result<NamedFile, ApiError> {
 #[get("/duty")]
 async fn duty(state: web::Data<AppState>) -> Result<NamedFile, ApiError> {
     page(&state, "duty.html")
+}
+
+/// The analysts' SQL console.
+#[get("/sql")]
+async fn sql_console(state: web::Data<AppState>) -> Result<NamedFile, ApiError> {
+    page(&state, "sql.html")
 }
 
 #[get("/vendor/echarts.min.js")]

@@ -21,7 +21,8 @@ function startServer() {
   const child = spawn(VSCC_BIN, ["serve"], {
     env: { ...process.env, VSCC_ADDR: `127.0.0.1:${PORT}`, VSCC__CLICKHOUSE__URL: CLICKHOUSE_URL,
       VSCC__CLICKHOUSE__DATABASE: DATABASE, VSCC__INGEST__SPOOL_DIR: SPOOL_DIR, VSCC_ADMIN_TOKEN: token,
-      VSCC__STREAM__TICK_MS: "100", RUST_LOG: "warn" },
+      VSCC__STREAM__TICK_MS: "100", VSCC__SQL__USERS_DIR: process.env.SQL_USERS_DIR || "",
+      VSCC__AUTH__SECRET_FILE: `${SPOOL_DIR}/auth-secret`, RUST_LOG: "warn" },
     stdio: ["ignore", "ignore", "inherit"],
   });
   return child;
@@ -139,6 +140,39 @@ try {
   await duty.waitForFunction(() => document.querySelector("#current tr"), null, { timeout: 10000 });
   check(dutyErrors.length === 0, `the duty console loads without errors (${dutyErrors.join(" | ")})`);
   await duty.screenshot({ path: `${SCREENSHOTS}/duty-console.png` });
+
+  // The SQL console: log in through the form, browse the schema, run, history, save.
+  await api("/api/v1/users", { method: "POST", body: JSON.stringify({ name: "analyst-sz", role: "analyst", scope: "440300", password: "browser-analyst-1" }) });
+  const sql = await browser.newPage({ viewport: { width: 1920, height: 1080 } });
+  const sqlErrors = [];
+  sql.on("pageerror", (e) => sqlErrors.push(String(e)));
+  sql.on("dialog", (d) => d.accept("各区记录数"));
+  await sql.goto(`${base}/sql`);
+  await sql.evaluate(() => localStorage.removeItem("vscc.token"));
+  await sql.goto(`${base}/sql`);
+  await sql.waitForSelector("#login:not([hidden])");
+  await sql.fill("input[name=name]", "analyst-sz");
+  await sql.fill("input[name=password]", "browser-analyst-1");
+  await sql.click("#login button");
+  await sql.waitForFunction(() => document.querySelectorAll("#schema details").length >= 3, null, { timeout: 15000 });
+  check(true, "the SQL console logs in and lists the tables the analyst may read");
+  await sql.click("#run");
+  await sql.waitForFunction(() => document.querySelector("#result table tbody tr"), null, { timeout: 15000 });
+  const shown = await sql.evaluate(() => ({ rows: document.querySelectorAll("#result tbody tr").length, head: [...document.querySelectorAll("#result th")].map((t) => t.firstChild.textContent) }));
+  check(shown.rows > 0 && shown.head.includes("记录数"), `the query's result is a table (${shown.rows} rows; ${shown.head.join(", ")})`);
+  await sql.click("#save");
+  await sql.waitForFunction(() => document.querySelector("#saved li"), null, { timeout: 10000 });
+  await sql.fill("#editor", "INSERT INTO events (id) VALUES ('x')");
+  await sql.click("#run");
+  await sql.waitForFunction(() => document.querySelector("#status").classList.contains("error"), null, { timeout: 10000 });
+  const refusal = await sql.textContent("#status");
+  check(refusal.includes("403") && refusal.includes("readonly"), `a write is refused by ClickHouse: ${refusal}`);
+  await sql.waitForFunction(() => document.querySelectorAll("#history li").length >= 2, null, { timeout: 10000 });
+  check(sqlErrors.length === 0, `the SQL console works without page errors (${sqlErrors.join(" | ")})`);
+  await sql.fill("#editor", "SELECT district, kind, count() AS `记录数`\nFROM events\nGROUP BY district, kind\nORDER BY district, kind");
+  await sql.click("#run");
+  await sql.waitForFunction(() => !document.querySelector("#status").classList.contains("error") && document.querySelector("#status").textContent.includes("行"), null, { timeout: 10000 });
+  await sql.screenshot({ path: `${SCREENSHOTS}/sql-console.png` });
 
   // 4K.
   const big = await browser.newPage({ viewport: { width: 3840, height: 2160 } });
