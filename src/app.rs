@@ -142,6 +142,16 @@ impl Application {
         let port = listener.local_addr()?.port();
         let prom = Arc::new(Prom::new());
         prom.org_nodes.set(tree.len() as i64);
+        let imports_applied = Arc::new(tokio::sync::Notify::new());
+        {
+            let hub = hub.clone();
+            tokio::spawn(crate::batch::ledger::import::follow(
+                store.clone(),
+                ingest.imports_applied.iter().copied().collect(),
+                move |rows| hub.apply(rows),
+                imports_applied.clone(),
+            ));
+        }
         let state = Arc::new(AppState {
             tree,
             map,
@@ -159,6 +169,7 @@ impl Application {
             appeals_sla: settings.appeals,
             sql,
             limits: Arc::new(RateLimits::new(&settings.limits)),
+            imports_applied,
             login_throttle: Arc::new(LoginThrottle::new(
                 settings.limits.login_failures,
                 Duration::from_secs(settings.limits.login_lockout_secs),

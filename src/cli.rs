@@ -121,6 +121,26 @@ enum SqlCommand {
 
 #[derive(Subcommand)]
 enum EtlCommand {
+    /// Import ledger files (CSV or Excel, Chinese headers) into the store. Which ledger a file
+    /// is comes from its headers (or --family); rejected rows go to <file>.rejects.csv with
+    /// their row number, column and reason; a re-imported file changes nothing.
+    Import {
+        /// Ledger files: .csv (UTF-8) or .xlsx/.xls/.ods (first sheet).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// staffing | hires | headcount | classes | attendance | ratings | appeals | veterans |
+        /// archives (or the Chinese title, e.g. 招聘台账).
+        #[arg(long)]
+        family: Option<String>,
+        /// Folder for the reject files (default: beside each input).
+        #[arg(long, value_name = "DIR")]
+        rejects: Option<PathBuf>,
+        /// Rows per chunk: memory grows with it.
+        #[arg(long, default_value_t = 200_000)]
+        chunk_rows: usize,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Run a job once against the configured ClickHouse.
     Run {
         /// snapshots: every metric of the city, districts and streets at each day's end.
@@ -216,6 +236,12 @@ struct SimulateArgs {
     live: bool,
     #[arg(long, default_value_t = 5)]
     rate: usize,
+    /// Write ledger files instead (one per family, Chinese headers, as clerks keep them).
+    #[arg(long, value_enum)]
+    format: Option<crate::batch::ledger::write::LedgerFormat>,
+    /// Folder for the ledger files of --format.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -269,6 +295,10 @@ pub async fn main() -> anyhow::Result<()> {
         }
         Command::Org(args) => print_org(&settings, args),
         Command::Simulate(args) => simulate(&settings, args).await,
+        Command::Etl(EtlCommand::Import { files, family, rejects, chunk_rows, store }) => {
+            store.apply(&mut settings);
+            import_ledgers(&settings, files, family, rejects, chunk_rows).await
+        }
         Command::Etl(EtlCommand::Run { job, store }) => {
             anyhow::ensure!(job == "snapshots", "unknown job '{job}'; jobs: snapshots");
             store.apply(&mut settings);
@@ -544,6 +574,86 @@ async fn feed(
     Ok(())
 }
 
+async fn import_ledgers(
+    settings: &Settings,
+    files: Vec<PathBuf>,
+    family: Option<String>,
+    rejects: Option<PathBuf>,
+    chunk_rows: usize,
+) -> anyhow::Result<()> {
+    use crate::batch::ledger::{import, Family};
+    let family = match family {
+        Some(f) => Some(Family::parse(&f).with_context(|| {
+            let names: Vec<&str> = Family::ALL.iter().map(|f| f.name()).collect();
+            format!("--family {f}: one of {}", names.join(", "))
+        })?),
+        None => None,
+    };
+    let tree = std::sync::Arc::new(reference::load_org_tree(&settings.reference.divisions_dir)?);
+    let map = crate::reference::DistrictMap::load(&settings.reference.boundaries_dir, &tree, settings.reference.simplify_tolerance_deg)?;
+    let locator: std::sync::Arc<dyn crate::domain::record::Locator + Send + Sync> = std::sync::Arc::new(crate::ingest::MapLocator(std::sync::Arc::new(map)));
+    let (store, managed) = crate::app::connect_store_shared(settings).await?;
+    let result = async {
+        store.migrate().await?;
+        let mut summaries = Vec::new();
+        for file in &files {
+            let bar = std::io::stderr().is_terminal().then(|| {
+                let bar = indicatif::ProgressBar::new(1);
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template("{msg} {bar:40} {percent:>3}% {elapsed} (eta {eta})")
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+                bar.set_message(file.display().to_string());
+                bar
+            });
+            let progress_bar = bar.clone();
+            let options = import::ImportOptions {
+                family,
+                reject_dir: rejects.clone(),
+                chunk_rows,
+                by: format!("cli:{}", std::env::var("USER").unwrap_or_default()),
+                progress: Some(Box::new(move |done, total| {
+                    if let Some(b) = &progress_bar {
+                        b.set_length(total.max(1));
+                        b.set_position(done);
+                    }
+                })),
+                ..Default::default()
+            };
+            let summary = import::import_file(&store, &tree, locator.clone(), file, options).await;
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+            summaries.push(summary.with_context(|| format!("importing {}", file.display()))?);
+        }
+        Ok::<_, anyhow::Error>(summaries)
+    }
+    .await;
+    if let Some(mut m) = managed {
+        m.stop().await;
+    }
+    let summaries = result?;
+    println!("{:<11} {:>10} {:>10} {:>10} {:>9} {:>8}  file", "ledger", "rows", "accepted", "duplicate", "rejected", "seconds");
+    for s in &summaries {
+        println!(
+            "{:<11} {:>10} {:>10} {:>10} {:>9} {:>8.1}  {}",
+            s.family, s.rows, s.accepted, s.duplicates, s.rejected, s.seconds, s.file
+        );
+    }
+    for s in summaries.iter().filter(|s| s.rejected > 0 || !s.ignored_columns.is_empty()) {
+        if let Some(file) = &s.reject_file {
+            println!("{}: {} rejected rows in {file}", s.file, s.rejected);
+            for r in s.rejects.iter().take(5) {
+                println!("  row {} {} '{}': {}", r.row, r.column, r.value, r.reason);
+            }
+        }
+        if !s.ignored_columns.is_empty() {
+            println!("{}: columns ignored: {}", s.file, s.ignored_columns.join(", "));
+        }
+    }
+    Ok(())
+}
+
 async fn simulate(settings: &Settings, args: SimulateArgs) -> anyhow::Result<()> {
     use std::io::Write;
     let tree = reference::load_org_tree(&settings.reference.divisions_dir)?;
@@ -553,6 +663,25 @@ async fn simulate(settings: &Settings, args: SimulateArgs) -> anyhow::Result<()>
             .with_context(|| format!("--until {d}: expected YYYY-MM-DD"))?,
         None => crate::batch::simulator::today(),
     };
+    if let Some(format) = args.format {
+        let out = args.out.clone().context("--format csv|xlsx writes ledger files: give --out DIR")?;
+        let mut sim = crate::batch::simulator::Simulator::new(&tree, &map, args.seed, args.scale);
+        let mut rows = crate::batch::ledger::write::LedgerRows::new(&tree, args.seed);
+        let mut writer = crate::batch::ledger::write::LedgerWriter::new(&out, format)?;
+        while let Some((_, events)) = sim.next_day(until) {
+            for e in &events {
+                if let Some((family, cells)) = rows.row(e) {
+                    writer.write(family, &cells)?;
+                }
+            }
+        }
+        let total = writer.rows;
+        for path in writer.finish()? {
+            eprintln!("wrote {}", path.display());
+        }
+        eprintln!("{total} ledger rows");
+        return Ok(());
+    }
     match &args.server {
         Some(server) => {
             let token = args.token.clone().context("--server needs --token (or VSCC_ADMIN_TOKEN)")?;

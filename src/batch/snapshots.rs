@@ -14,7 +14,7 @@ use crate::domain::metric::MetricId;
 use crate::domain::record::{EventRow, SHANGHAI};
 use crate::domain::{Level, OrgTree};
 use crate::live::{Aggregates, AppealSla};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, COUNTED_EVENTS};
 
 #[derive(Debug, Clone, Serialize, Deserialize, clickhouse::Row)]
 pub struct SnapshotRow {
@@ -72,7 +72,8 @@ async fn snapshot(store: &Store, tree: Arc<OrgTree>, sla: AppealSla, until: Date
     let mut agg = Aggregates::new(tree.clone(), sla);
     let mut cursor = store
         .client()
-        .query("SELECT ?fields FROM events ORDER BY at, seq")
+        .query(&format!("SELECT ?fields FROM events WHERE {COUNTED_EVENTS} ORDER BY at, seq"))
+        .bind(crate::store::counted_imports_param(&store.ok_imports().await?))
         .with_setting("wait_end_of_query", "1")
         .fetch::<EventRow>()?;
     let mut day: Option<Date> = None;

@@ -229,6 +229,18 @@ pub struct OrgView {
     pub children: Vec<OrgView>,
 }
 
+#[cfg(test)]
+impl OrgTree {
+    /// Gives nodes real names (trees from [`tree_of`] are named by their codes).
+    pub fn rename_for_tests(&mut self, names: &[(&str, &str)]) {
+        for (code, name) in names {
+            if let Some(&idx) = self.by_code.get(*code) {
+                self.nodes[idx as usize].name = name.to_string();
+            }
+        }
+    }
+}
+
 /// A tree from `(code, level, parent)` triples, names = codes: for unit tests.
 #[cfg(test)]
 pub fn tree_of(nodes: &[(&str, Level, Option<&str>)]) -> OrgTree {

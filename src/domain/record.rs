@@ -18,6 +18,15 @@ pub const SHANGHAI: UtcOffset = match UtcOffset::from_hms(8, 0, 0) {
 
 pub const MAX_ID_LEN: usize = 128;
 
+/// Seqs from here up belong to ledger imports: `IMPORT_SEQ_BASE + (import_no << 32) + row`.
+/// Below it, seqs are positions in the durable log.
+pub const IMPORT_SEQ_BASE: u64 = 1 << 62;
+
+/// The first seq of an import's range.
+pub fn import_seq_base(import_no: u32) -> u64 {
+    IMPORT_SEQ_BASE + ((import_no as u64) << 32)
+}
+
 macro_rules! kinds {
     ($($variant:ident = $name:literal, levels = [$($lvl:ident),*];)*) => {
         /// The record kinds the headline metrics are computed from.

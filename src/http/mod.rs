@@ -6,6 +6,7 @@ pub mod error;
 mod events;
 mod figures;
 mod health;
+mod imports;
 mod jobs;
 mod openapi;
 mod org;
@@ -58,6 +59,8 @@ pub struct AppState {
     pub sql: Arc<crate::sql::SqlGateway>,
     pub limits: Arc<crate::auth::RateLimits>,
     pub login_throttle: Arc<crate::auth::LoginThrottle>,
+    /// Wakes the import follower (a ledger was just imported here).
+    pub imports_applied: Arc<tokio::sync::Notify>,
 }
 
 /// Serves the app on an already-bound listener (port 0 in tests). `handle_signals`: whether
@@ -79,6 +82,7 @@ pub fn run(listener: TcpListener, state: Arc<AppState>, handle_signals: bool) ->
             .configure(jobs::routes)
             .configure(users::routes)
             .configure(query::routes)
+            .configure(imports::routes)
             .configure(|cfg| pages::routes(cfg, &assets_dir))
             .configure(openapi::routes)
     })

@@ -15,9 +15,9 @@ use tokio::sync::{mpsc, watch};
 
 pub use log::{AppendOutcome, DurableLog, LogError, LogSettings};
 
-use crate::domain::record::EventRow;
+use crate::domain::record::{EventRow, IMPORT_SEQ_BASE};
 use crate::live::Hub;
-use crate::store::Store;
+use crate::store::{Store, COUNTED_EVENTS};
 use writer::{insert_events, Writer, WriterSettings};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -30,6 +30,8 @@ pub struct IngestSettings {
     pub batch_rows: usize,
     pub flush_interval_ms: u64,
     pub max_pending_rows: usize,
+    pub imports_dir: std::path::PathBuf,
+    pub max_import_bytes: usize,
 }
 
 /// One record's rejection, as the ingest answer reports it.
@@ -42,9 +44,20 @@ pub struct Rejection {
     pub reason: String,
 }
 
+/// Places located records with the district map (the map lives outside the domain).
+pub struct MapLocator(pub Arc<crate::reference::DistrictMap>);
+
+impl crate::domain::record::Locator for MapLocator {
+    fn district_of(&self, lon: f64, lat: f64) -> Option<String> {
+        self.0.locate(lon, lat).map(|d| d.code.clone())
+    }
+}
+
 pub struct Ingest {
     pub log: DurableLog,
     pub checkpoint: watch::Receiver<u64>,
+    /// Ledger imports already in the live figures.
+    pub imports_applied: Vec<u32>,
 }
 
 /// Recovers the log, lands what it holds in ClickHouse, rebuilds the live aggregates from
@@ -55,8 +68,9 @@ pub async fn start(settings: &IngestSettings, store: &Store, hub: &Arc<Hub>) -> 
     if !recovered.pending.is_empty() {
         let landed: HashSet<u64> = store
             .client()
-            .query("SELECT seq FROM events WHERE seq > ?")
+            .query("SELECT seq FROM events WHERE seq > ? AND seq < ?")
             .bind(recovered.checkpoint)
+            .bind(IMPORT_SEQ_BASE)
             .with_setting("wait_end_of_query", "1")
             .fetch_all::<u64>()
             .await?
@@ -71,15 +85,19 @@ pub async fn start(settings: &IngestSettings, store: &Store, hub: &Arc<Hub>) -> 
         spool::write_checkpoint(&dir, recovered.max_seq)?;
         spool::delete_consumed(&dir, recovered.max_seq)?;
     }
-    let stored_max: u64 = store.client().query("SELECT max(seq) FROM events").fetch_one().await?;
+    let stored_max: u64 =
+        store.client().query("SELECT maxIf(seq, seq < ?) FROM events").bind(IMPORT_SEQ_BASE).fetch_one().await?;
     let next_seq = recovered.max_seq.max(stored_max) + 1;
 
-    // Rebuild: every stored record, in any order (applying is order-independent).
+    // Rebuild: every stored record that counts, in any order (applying is order-independent).
+    // Imports finishing from here on are applied by the import follower.
+    let ok_imports = store.ok_imports().await?;
     let started = std::time::Instant::now();
     let mut seen: HashSet<u128> = HashSet::new();
     let mut cursor = store
         .client()
-        .query("SELECT ?fields FROM events")
+        .query(&format!("SELECT ?fields FROM events WHERE {COUNTED_EVENTS}"))
+        .bind(crate::store::counted_imports_param(&ok_imports))
         .with_setting("wait_end_of_query", "1")
         .fetch::<EventRow>()?;
     let mut batch = Vec::with_capacity(8192);
@@ -128,5 +146,5 @@ pub async fn start(settings: &IngestSettings, store: &Store, hub: &Arc<Hub>) -> 
         next_seq - 1,
     );
     tokio::spawn(writer.run(writer_rx));
-    Ok(Ingest { log, checkpoint })
+    Ok(Ingest { log, checkpoint, imports_applied: ok_imports })
 }

@@ -133,3 +133,34 @@ impl Store {
         Ok(())
     }
 }
+
+/// Which rows of `events` count: every record from the durable log, and ledger imports whose
+/// run finished ('ok'). Bind [`counted_imports_param`] of [`Store::ok_imports`] to the `?`.
+pub const COUNTED_EVENTS: &str =
+    "(seq < 4611686018427387904 OR has(?, toUInt32(intDiv(seq - 4611686018427387904, 4294967296))))";
+
+/// The array to bind into [`COUNTED_EVENTS`]: never empty (18.16 cannot type `has([], x)`;
+/// import numbers start at 1, so 0 matches nothing).
+pub fn counted_imports_param(ok_imports: &[u32]) -> Vec<u32> {
+    std::iter::once(0).chain(ok_imports.iter().copied()).collect()
+}
+
+impl Store {
+    /// The numbers of the ledger imports that finished, ascending.
+    pub async fn ok_imports(&self) -> Result<Vec<u32>, StoreError> {
+        Ok(self
+            .client
+            .query("SELECT import_no FROM imports GROUP BY import_no HAVING argMax(outcome, version) = 'ok' ORDER BY import_no")
+            .fetch_all::<u32>()
+            .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_counted_events_filter_names_the_import_seq_base() {
+        let base = crate::domain::record::IMPORT_SEQ_BASE;
+        assert!(super::COUNTED_EVENTS.contains(&base.to_string()));
+    }
+}

@@ -36,6 +36,7 @@ pub fn test_settings() -> Settings {
     let id = uuid::Uuid::new_v4().simple().to_string();
     settings.clickhouse.database = format!("test_{id}");
     settings.ingest.spool_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("spool-{id}"));
+    settings.ingest.imports_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("imports-{id}"));
     settings.auth.admin_token = format!("admin-{id}");
     settings.auth.secret = format!("secret-{id}-{id}");
     settings.auth.directory_refresh_ms = 500;

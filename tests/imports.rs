@@ -1,0 +1,202 @@
+//! Ledger imports: what clerks write is cleaned, bad rows are rejected with row, column and
+//! reason, a re-import changes nothing, and Excel and CSV of the same data are the same.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{spawn_app, TestApp};
+use serde_json::{json, Value};
+
+/// A hiring ledger as a 南山 clerk keeps it, good and bad rows mixed (row numbers as in Excel).
+const HIRES: &str = "\u{feff}区,街道,社区,入职日期,人员编号,是否退役军人,备注
+南山区,南头街道,南头城社区,2021-03-04,NS-001,是,
+南山,南头,南头城,2021年3月5日,NS-002,否,名字不带后缀
+ 南山区 ,南头街道,大新社区,２０２１/３/６,ＮＳ－００３ ,是,全角和空格
+南山区,南头街道,不存在社区,2021-03-07,NS-004,否,
+南山区,南头街道,南头城社区,2021-13-01,NS-005,否,
+南山区,南头街道,南头城社区,2021-03-08,,是,
+南山区,南头街道,南头城社区,2021-03-09,NS-007,也许,
+南山区,南头街道,南头城社区,2099-01-01,NS-008,否,
+罗湖区,桂园街道,大塘龙社区,2021-03-10,LH-001,是,别区的
+南山区,南头街道,南头城社区,2021-03-04,NS-001,是,同一行又录了一次
+";
+
+async fn upload(app: &TestApp, token: &str, name: &str, body: Vec<u8>) -> (u16, Value) {
+    let res = app
+        .http
+        .post(format!("{}/api/v1/imports?name={name}", app.base))
+        .bearer_auth(token)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (res.status().as_u16(), res.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_mixed_ledger_loads_the_good_rows_and_rejects_the_bad_with_row_column_and_reason() {
+    let app = spawn_app().await;
+    let clerk = app.user_token("clerk-nanshan", "clerk", "440305").await;
+    let (status, summary) = upload(&app, &clerk, "招聘台账.csv", HIRES.as_bytes().to_vec()).await;
+    assert_eq!(status, 200, "{summary}");
+    assert_eq!((summary["family"].as_str(), summary["rows"].as_u64()), (Some("hires"), Some(10)));
+    assert_eq!((summary["accepted"].as_u64(), summary["duplicates"].as_u64(), summary["rejected"].as_u64()), (Some(3), Some(1), Some(6)), "{summary}");
+    assert_eq!(summary["ignored_columns"], json!(["备注"]));
+    let rejects: Vec<(u64, String, String)> = summary["rejects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["row"].as_u64().unwrap(), r["column"].as_str().unwrap().to_string(), r["reason"].as_str().unwrap().to_string()))
+        .collect();
+    let expected = [
+        (5, "区", "unknown org '南山区/南头街道/不存在社区'"),
+        (6, "入职日期", "'2021-13-01' is not a date (e.g. 2021-03-04 or 2021年3月4日)"),
+        (7, "人员编号", "is required"),
+        (8, "是否退役军人", "'也许' is not 是 or 否"),
+        (9, "入职日期", "is in the future"),
+        (10, "区", "440303001001 is outside the importer's scope (440305)"),
+    ];
+    assert_eq!(rejects.len(), expected.len(), "{rejects:?}");
+    for ((row, column, reason), (want_row, want_column, want_reason)) in rejects.iter().zip(expected) {
+        assert_eq!((*row, column.as_str(), reason.as_str()), (want_row, want_column, want_reason));
+    }
+    // The whole reject file, for the clerk to fix and re-send.
+    let url = summary["rejects_url"].as_str().unwrap();
+    let csv = app.http.get(format!("{}{url}", app.base)).bearer_auth(&clerk).send().await.unwrap().text().await.unwrap();
+    let lines: Vec<&str> = csv.trim_start_matches('\u{feff}').lines().collect();
+    assert_eq!(lines[0], "行号,列,内容,原因");
+    assert_eq!(lines.len(), 7);
+    assert!(lines[2].starts_with("6,入职日期,2021-13-01,"), "{}", lines[2]);
+
+    // What landed: cleaned values, names resolved to codes, days at noon in Shenzhen.
+    app.wait_landed().await;
+    let rows: Vec<(String, String, u8, u32)> = app
+        .store()
+        .client()
+        .query("SELECT org, staff_id, veteran, toUInt32(toYYYYMMDD(at)) FROM events ORDER BY staff_id")
+        .fetch_all()
+        .await
+        .unwrap();
+    assert_eq!(
+        rows,
+        vec![
+            ("440305001001".into(), "NS-001".into(), 1, 20210304),
+            ("440305001001".into(), "NS-002".into(), 0, 20210305),
+            ("440305001003".into(), "NS-003".into(), 1, 20210306),
+        ]
+    );
+    // And the live figures follow: 2 veterans of 3 hires in 南山 in 2021.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let figures = app.get_json("/api/v1/metrics?scope=440305&metrics=veteran_hire_share").await;
+        let f = &figures["nodes"]["440305"]["veteran_hire_share"];
+        if f["den"] == 3 {
+            assert_eq!(f["num"], 2);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the live figures never saw the import: {figures}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let res = app.http.post(format!("{}/api/v1/imports?name=x.csv", app.base)).bearer_auth(app.user_token("leader-ns", "leader", "440305").await).body("a").send().await.unwrap();
+    assert_eq!(res.status(), 403, "only clerks and admins import");
+    app.stop().await;
+}
+
+fn vscc(app: &TestApp, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_vscc"))
+        .args(args)
+        .env("VSCC__CLICKHOUSE__URL", common::clickhouse_url())
+        .env("VSCC__CLICKHOUSE__DATABASE", &app.settings.clickhouse.database)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+fn simulate(format: &str, dir: &Path) {
+    let out = Command::new(env!("CARGO_BIN_EXE_vscc"))
+        .args(["simulate", "--seed", "3", "--scale", "0.02", "--until", "2020-09-30", "--format", format, "--out"])
+        .arg(dir)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn ledgers(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    files
+}
+
+#[tokio::test]
+async fn a_re_import_changes_nothing_and_the_summary_says_so() {
+    let app = spawn_app().await;
+    let dir = tempfile::tempdir().unwrap();
+    simulate("csv", dir.path());
+    let hires = dir.path().join("招聘台账.csv");
+    let out = vscc(&app, &["etl", "import", hires.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let count = || async { app.store().client().query("SELECT count() FROM events").fetch_one::<u64>().await.unwrap() };
+    let first = count().await;
+    assert!(first > 50, "the hiring ledger has rows ({first})");
+    let out = vscc(&app, &["etl", "import", hires.to_str().unwrap()]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    let line = report.lines().find(|l| l.starts_with("hires")).unwrap_or_else(|| panic!("{report}"));
+    let numbers: Vec<u64> = line.split_whitespace().skip(1).take(4).map(|n| n.parse().unwrap()).collect();
+    assert_eq!(numbers, vec![first, 0, first, 0], "rows, accepted, duplicates, rejected: {report}");
+    assert_eq!(count().await, first);
+    let imports: Value = app.get_json("/api/v1/imports").await;
+    assert_eq!(imports.as_array().unwrap().len(), 2);
+    assert_eq!(imports[0]["outcome"], "ok");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn excel_and_csv_of_the_same_ledgers_give_identical_tables() {
+    let (csv_dir, xlsx_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    simulate("csv", csv_dir.path());
+    simulate("xlsx", xlsx_dir.path());
+    let (a, b) = (spawn_app().await, spawn_app().await);
+    for (app, dir) in [(&a, csv_dir.path()), (&b, xlsx_dir.path())] {
+        let files = ledgers(dir);
+        assert_eq!(files.len(), 9, "one file per ledger family");
+        let mut args = vec!["etl".to_string(), "import".to_string()];
+        args.extend(files.iter().map(|f| f.display().to_string()));
+        let out = vscc(app, &args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let report = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(!report.contains("rejected rows"), "simulated ledgers import cleanly:\n{report}");
+    }
+    let table = |app: &TestApp| {
+        let client = app.store().client().clone();
+        async move {
+            client
+                .query("SELECT id, kind, org, district, at, lon, lat, staff_id, class_id, appeal_id, person_id, veteran, \
+                        demonstration, stars, approved_posts, filled_posts, headcount, data FROM events ORDER BY id")
+                .fetch_bytes("TSV")
+                .unwrap()
+                .collect()
+                .await
+                .unwrap()
+                .to_vec()
+        }
+    };
+    let (from_csv, from_xlsx): (Vec<u8>, Vec<u8>) = (table(&a).await, table(&b).await);
+    assert!(from_csv.len() > 10_000);
+    assert!(from_csv == from_xlsx, "the two imports differ");
+    a.stop().await;
+    b.stop().await;
+}
+
+#[test]
+fn the_same_seed_writes_the_same_ledger_files() {
+    let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    simulate("csv", one.path());
+    simulate("csv", two.path());
+    for (x, y) in ledgers(one.path()).iter().zip(ledgers(two.path())) {
+        assert_eq!(std::fs::read(x).unwrap(), std::fs::read(&y).unwrap(), "{}", x.display());
+    }
+}
