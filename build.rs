@@ -15,7 +15,9 @@ fn main() {
     let mut out = String::from("pub static MIGRATIONS: &[Migration] = &[\n");
     for path in files {
         let stem = path.file_stem().unwrap().to_string_lossy().to_string();
-        let (num, name) = stem.split_once('_').expect("sql files are named NNNN_name.sql");
+        let (num, name) = stem
+            .split_once('_')
+            .expect("sql files are named NNNN_name.sql");
         let version: u32 = num.parse().expect("sql file names start with a number");
         writeln!(
             out,

@@ -9,8 +9,8 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::watch;
 
-use crate::auth::{Authenticator, LoginThrottle, RateLimits, UserDirectory};
 use crate::alert::AlertEngine;
+use crate::auth::{Authenticator, LoginThrottle, RateLimits, UserDirectory};
 use crate::config::Settings;
 use crate::dashboards::Dashboards;
 use crate::http::{self, AppState};
@@ -31,7 +31,9 @@ pub struct Application {
 }
 
 /// Connects to the configured ClickHouse, or starts a managed one when no URL is set.
-pub async fn connect_store(settings: &Settings) -> anyhow::Result<(Store, Option<ManagedClickHouse>)> {
+pub async fn connect_store(
+    settings: &Settings,
+) -> anyhow::Result<(Store, Option<ManagedClickHouse>)> {
     let ch = &settings.clickhouse;
     let (url, managed) = match ch.external_url() {
         Some(url) => (url.to_string(), None),
@@ -60,13 +62,22 @@ pub fn sql_gateway(
     let users_dir = Some(settings.sql.users_dir.clone())
         .filter(|d| !d.as_os_str().is_empty())
         .or_else(|| managed.map(|m| m.users_dir()));
-    let password = crate::auth::tokens::derive_secret(secret, &format!("clickhouse-sql:{}", store.database()));
-    crate::sql::SqlGateway::new(store.clone(), tree.clone(), settings.sql.clone(), users_dir, password)
+    let password =
+        crate::auth::tokens::derive_secret(secret, &format!("clickhouse-sql:{}", store.database()));
+    crate::sql::SqlGateway::new(
+        store.clone(),
+        tree.clone(),
+        settings.sql.clone(),
+        users_dir,
+        password,
+    )
 }
 
 /// For admin commands (`vscc user`, `vscc etl`): the managed server a running `vscc serve`
 /// owns, when there is one; else as [`connect_store`].
-pub async fn connect_store_shared(settings: &Settings) -> anyhow::Result<(Store, Option<ManagedClickHouse>)> {
+pub async fn connect_store_shared(
+    settings: &Settings,
+) -> anyhow::Result<(Store, Option<ManagedClickHouse>)> {
     let ch = &settings.clickhouse;
     if ch.external_url().is_none() {
         if let Some(url) = crate::store::managed::running_url(&ch.managed.dir) {
@@ -92,9 +103,14 @@ impl Application {
         Self::build_with_clock(settings, handle_signals, Arc::new(SystemClock)).await
     }
 
-    pub async fn build_with_clock(settings: Settings, handle_signals: bool, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+    pub async fn build_with_clock(
+        settings: Settings,
+        handle_signals: bool,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
         let tree = Arc::new(
-            reference::load_org_tree(&settings.reference.divisions_dir).context("loading the org tree")?,
+            reference::load_org_tree(&settings.reference.divisions_dir)
+                .context("loading the org tree")?,
         );
         let map = Arc::new(
             DistrictMap::load(
@@ -104,35 +120,76 @@ impl Application {
             )
             .context("loading the district map")?,
         );
-        let admin_token = Some(settings.auth.admin_token.clone()).filter(|t| !t.is_empty()).unwrap_or_else(random_token);
+        let admin_token = Some(settings.auth.admin_token.clone())
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(random_token);
         let secret = crate::auth::load_or_create_secret(&settings.auth)?;
 
         let (store, managed) = connect_store(&settings).await?;
         let report = store.migrate().await?;
         tracing::info!(applied = ?report.applied, already = report.already_applied, "schema is current");
-        store.refresh_org_nodes(&tree).await.context("refreshing org_nodes")?;
-        let directory = UserDirectory::load(store.clone()).await.context("loading users")?;
-        tokio::spawn(directory.clone().keep_fresh(Duration::from_millis(settings.auth.directory_refresh_ms.max(100))));
-        let auth = Authenticator::new(&settings.auth, tree.clone(), admin_token, &secret, directory)?;
-        let sql = Arc::new(sql_gateway(&settings, &store, &tree, managed.as_ref(), &secret));
+        store
+            .refresh_org_nodes(&tree)
+            .await
+            .context("refreshing org_nodes")?;
+        let directory = UserDirectory::load(store.clone())
+            .await
+            .context("loading users")?;
+        tokio::spawn(directory.clone().keep_fresh(Duration::from_millis(
+            settings.auth.directory_refresh_ms.max(100),
+        )));
+        let auth = Authenticator::new(
+            &settings.auth,
+            tree.clone(),
+            admin_token,
+            &secret,
+            directory,
+        )?;
+        let sql = Arc::new(sql_gateway(
+            &settings,
+            &store,
+            &tree,
+            managed.as_ref(),
+            &secret,
+        ));
 
         let hub = Arc::new(Hub::new(
             tree.clone(),
-            HubSettings { history_ticks: settings.stream.history_ticks, sla: settings.appeals },
+            HubSettings {
+                history_ticks: settings.stream.history_ticks,
+                sla: settings.appeals,
+            },
             clock,
         ));
         let ingest = ingest::start(&settings.ingest, &store, &hub).await?;
-        hub.set_samples(crate::batch::snapshots::recent_samples(&store, &tree).await.context("loading recent snapshots")?);
-        tokio::spawn(hub.clone().run_ticker(Duration::from_millis(settings.stream.tick_ms.max(10))));
+        hub.set_samples(
+            crate::batch::snapshots::recent_samples(&store, &tree)
+                .await
+                .context("loading recent snapshots")?,
+        );
+        tokio::spawn(
+            hub.clone()
+                .run_ticker(Duration::from_millis(settings.stream.tick_ms.max(10))),
+        );
 
         let dashboards = Dashboards::load(&settings.web.dashboards_dir, tree.clone());
-        let alerts = Arc::new(AlertEngine::new(hub.clone(), store.clone(), settings.alerts.clone()));
+        let alerts = Arc::new(AlertEngine::new(
+            hub.clone(),
+            store.clone(),
+            settings.alerts.clone(),
+        ));
         let restored = alerts.restore().await.context("restoring alerts")?;
         if restored > 0 {
             tracing::info!(restored, "alerts restored from their last recorded state");
         }
-        alerts.load_silences().await.context("loading alert silences")?;
-        let undelivered = alerts.resume_deliveries().await.context("resuming alert deliveries")?;
+        alerts
+            .load_silences()
+            .await
+            .context("loading alert silences")?;
+        let undelivered = alerts
+            .resume_deliveries()
+            .await
+            .context("resuming alert deliveries")?;
         if undelivered > 0 {
             tracing::info!(undelivered, "undelivered alert notifications re-queued");
         }
@@ -180,7 +237,13 @@ impl Application {
         tokio::spawn(update_gauges(state.clone(), ingest.checkpoint.clone()));
         let server = http::run(listener, state.clone(), handle_signals)?;
         tracing::info!(addr = %settings.server.addr, port, "vscc is listening");
-        Ok(Application { server, port, state, managed, checkpoint: ingest.checkpoint })
+        Ok(Application {
+            server,
+            port,
+            state,
+            managed,
+            checkpoint: ingest.checkpoint,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -210,8 +273,17 @@ impl Application {
     /// ClickHouse, if any.
     pub async fn run_until_stopped(mut self) -> anyhow::Result<()> {
         let served = (&mut self.server).await;
-        let committed = self.state.log.counters().committed_seq.load(Ordering::SeqCst);
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.checkpoint.wait_for(|c| *c >= committed)).await;
+        let committed = self
+            .state
+            .log
+            .counters()
+            .committed_seq
+            .load(Ordering::SeqCst);
+        let _ = tokio::time::timeout(
+            Duration::from_secs(5),
+            self.checkpoint.wait_for(|c| *c >= committed),
+        )
+        .await;
         if let Some(mut managed) = self.managed.take() {
             managed.stop().await;
         }
@@ -224,8 +296,14 @@ async fn update_gauges(state: Arc<AppState>, checkpoint: watch::Receiver<u64>) {
     loop {
         every.tick().await;
         state.prom.screens.set(state.presence.count() as i64);
-        state.prom.spool_bytes.set(state.log.counters().spool_bytes.load(Ordering::Relaxed) as i64);
-        state.prom.ingest_checkpoint.set(*checkpoint.borrow() as i64);
+        state
+            .prom
+            .spool_bytes
+            .set(state.log.counters().spool_bytes.load(Ordering::Relaxed) as i64);
+        state
+            .prom
+            .ingest_checkpoint
+            .set(*checkpoint.borrow() as i64);
     }
 }
 
@@ -233,17 +311,20 @@ async fn update_gauges(state: Arc<AppState>, checkpoint: watch::Receiver<u64>) {
 async fn nightly_snapshots(state: Arc<AppState>) {
     loop {
         let now = state.hub.now().to_offset(crate::domain::record::SHANGHAI);
-        let tomorrow_1am = now
-            .date()
-            .next_day()
-            .map(|d| d.with_hms(1, 0, 0).map(|t| t.assume_offset(crate::domain::record::SHANGHAI)));
+        let tomorrow_1am = now.date().next_day().map(|d| {
+            d.with_hms(1, 0, 0)
+                .map(|t| t.assume_offset(crate::domain::record::SHANGHAI))
+        });
         let wait = match tomorrow_1am {
             Some(Ok(t)) => (t - now).max(time::Duration::ZERO),
             _ => time::Duration::hours(24),
         };
         tokio::time::sleep(Duration::from_secs(wait.whole_seconds().max(60) as u64)).await;
         let today = crate::domain::metric::local_date(state.hub.now());
-        if let Err(e) = crate::batch::snapshots::run(&state.store, state.tree.clone(), state.appeals_sla, today).await {
+        if let Err(e) =
+            crate::batch::snapshots::run(&state.store, state.tree.clone(), state.appeals_sla, today)
+                .await
+        {
             tracing::warn!(error = %e, "nightly snapshot job failed");
         }
         match crate::batch::snapshots::recent_samples(&state.store, &state.tree).await {

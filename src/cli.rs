@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::app::Application;
 use crate::config::{LogFormat, Settings};
-use crate::domain::{OrgTree, Level};
+use crate::domain::{Level, OrgTree};
 use crate::reference;
 use crate::store::ManagedClickHouse;
 
@@ -177,7 +177,11 @@ enum BenchCommand {
         tick_ms: u64,
         /// Steps of the 1 update/s ramp, comma-separated (0: skip). Each process here may hold
         /// at most 20,000 file descriptors (hard limit), so the ramp stops below that.
-        #[arg(long, value_delimiter = ',', default_value = "2000,5000,10000,15000,19500")]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "2000,5000,10000,15000,19500"
+        )]
         max_screens: Vec<usize>,
     },
 }
@@ -295,20 +299,29 @@ pub async fn main() -> anyhow::Result<()> {
         }
         Command::Org(args) => print_org(&settings, args),
         Command::Simulate(args) => simulate(&settings, args).await,
-        Command::Etl(EtlCommand::Import { files, family, rejects, chunk_rows, store }) => {
+        Command::Etl(EtlCommand::Import {
+            files,
+            family,
+            rejects,
+            chunk_rows,
+            store,
+        }) => {
             store.apply(&mut settings);
             import_ledgers(&settings, files, family, rejects, chunk_rows).await
         }
         Command::Etl(EtlCommand::Run { job, store }) => {
             anyhow::ensure!(job == "snapshots", "unknown job '{job}'; jobs: snapshots");
             store.apply(&mut settings);
-            let tree = std::sync::Arc::new(reference::load_org_tree(&settings.reference.divisions_dir)?);
+            let tree =
+                std::sync::Arc::new(reference::load_org_tree(&settings.reference.divisions_dir)?);
             let (store, managed) = crate::app::connect_store_shared(&settings).await?;
             let result = async {
                 store.migrate().await?;
                 store.refresh_org_nodes(&tree).await?;
                 let today = crate::batch::simulator::today();
-                Ok::<_, anyhow::Error>(crate::batch::snapshots::run(&store, tree, settings.appeals, today).await?)
+                Ok::<_, anyhow::Error>(
+                    crate::batch::snapshots::run(&store, tree, settings.appeals, today).await?,
+                )
             }
             .await;
             if let Some(mut m) = managed {
@@ -317,20 +330,50 @@ pub async fn main() -> anyhow::Result<()> {
             println!("snapshots: {} rows", result?);
             Ok(())
         }
-        Command::Bench(BenchCommand::Ingest { records, batch, concurrency }) => {
-            crate::bench::ingest::run(&settings, crate::bench::ingest::IngestBench { records, batch, concurrency }).await
+        Command::Bench(BenchCommand::Ingest {
+            records,
+            batch,
+            concurrency,
+        }) => {
+            crate::bench::ingest::run(
+                &settings,
+                crate::bench::ingest::IngestBench {
+                    records,
+                    batch,
+                    concurrency,
+                },
+            )
+            .await
         }
-        Command::Bench(BenchCommand::Stream { screens, rate, seconds, tick_ms, max_screens }) => {
+        Command::Bench(BenchCommand::Stream {
+            screens,
+            rate,
+            seconds,
+            tick_ms,
+            max_screens,
+        }) => {
             let max_screens = max_screens.into_iter().filter(|&n| n > 0).collect();
-            let opts = crate::bench::stream::StreamBench { screens, rate, seconds, tick_ms, max_screens };
+            let opts = crate::bench::stream::StreamBench {
+                screens,
+                rate,
+                seconds,
+                tick_ms,
+                max_screens,
+            };
             crate::bench::stream::run(&settings, opts).await
         }
         Command::User(command) => user_command(settings, command).await,
         Command::Sql(SqlCommand::UsersXml { store }) => {
             store.apply(&mut settings);
-            let tree = std::sync::Arc::new(reference::load_org_tree(&settings.reference.divisions_dir)?);
+            let tree =
+                std::sync::Arc::new(reference::load_org_tree(&settings.reference.divisions_dir)?);
             let secret = crate::auth::load_or_create_secret(&settings.auth)?;
-            let store = crate::store::Store::new(&settings.clickhouse.url, "default", "", &settings.clickhouse.database)?;
+            let store = crate::store::Store::new(
+                &settings.clickhouse.url,
+                "default",
+                "",
+                &settings.clickhouse.database,
+            )?;
             let gateway = crate::app::sql_gateway(&settings, &store, &tree, None, &secret);
             print!("{}", gateway.users_xml_for_all_scopes());
             Ok(())
@@ -340,7 +383,12 @@ pub async fn main() -> anyhow::Result<()> {
                 settings.clickhouse.managed.dir = dir;
             }
             let mut managed = ManagedClickHouse::start(&settings.clickhouse.managed).await?;
-            println!("clickhouse: {} (native port {}, pid {})", managed.url(), managed.tcp_port(), managed.pid());
+            println!(
+                "clickhouse: {} (native port {}, pid {})",
+                managed.url(),
+                managed.tcp_port(),
+                managed.pid()
+            );
             if let Some(file) = args.env_file {
                 std::fs::write(
                     &file,
@@ -376,11 +424,16 @@ async fn user_command(mut settings: Settings, command: UserCommand) -> anyhow::R
         let directory = UserDirectory::load(store.clone()).await?;
         let by = format!("cli:{}", std::env::var("USER").unwrap_or_default());
         match command {
-            UserCommand::Add { name, role, scope, .. } => {
+            UserCommand::Add {
+                name, role, scope, ..
+            } => {
                 let role = Role::parse(&role).with_context(|| {
                     format!("--role {role}: one of leader, analyst, duty_officer, clerk, admin")
                 })?;
-                anyhow::ensure!(tree.get(&scope).is_some(), "--scope {scope}: no such org code (see `vscc org`)");
+                anyhow::ensure!(
+                    tree.get(&scope).is_some(),
+                    "--scope {scope}: no such org code (see `vscc org`)"
+                );
                 let password = match std::env::var("VSCC_USER_PASSWORD") {
                     Ok(p) => p,
                     Err(_) => {
@@ -392,43 +445,99 @@ async fn user_command(mut settings: Settings, command: UserCommand) -> anyhow::R
                         line.trim_end_matches(['\r', '\n']).to_string()
                     }
                 };
-                let user = directory.add_user(&name, role, &scope, &password, &by).await?;
-                println!("added {} ({}, scope {} {})", user.name, user.role.as_str(), user.scope, tree.node(tree.get(&scope).unwrap_or(tree.root())).name);
+                let user = directory
+                    .add_user(&name, role, &scope, &password, &by)
+                    .await?;
+                println!(
+                    "added {} ({}, scope {} {})",
+                    user.name,
+                    user.role.as_str(),
+                    user.scope,
+                    tree.node(tree.get(&scope).unwrap_or(tree.root())).name
+                );
             }
             UserCommand::List { .. } => {
-                println!("{:<24} {:<13} {:<10} {:<8} changed", "user", "role", "scope", "state");
+                println!(
+                    "{:<24} {:<13} {:<10} {:<8} changed",
+                    "user", "role", "scope", "state"
+                );
                 for u in directory.users() {
                     let state = if u.disabled { "revoked" } else { "active" };
-                    println!("{:<24} {:<13} {:<10} {:<8} {} by {}", u.name, u.role.as_str(), u.scope, state, u.changed_at, u.changed_by);
+                    println!(
+                        "{:<24} {:<13} {:<10} {:<8} {} by {}",
+                        u.name,
+                        u.role.as_str(),
+                        u.scope,
+                        state,
+                        u.changed_at,
+                        u.changed_by
+                    );
                 }
                 let tokens = directory.screen_tokens();
                 if !tokens.is_empty() {
-                    println!("\n{:<34} {:<16} {:<10} {:<8} expires", "screen token", "user", "scope", "state");
+                    println!(
+                        "\n{:<34} {:<16} {:<10} {:<8} expires",
+                        "screen token", "user", "scope", "state"
+                    );
                     for t in tokens {
                         let state = if t.revoked { "revoked" } else { "active" };
-                        println!("{:<34} {:<16} {:<10} {:<8} {}  {}", t.id, t.user, t.scope, state, t.expires_at.date(), t.label);
+                        println!(
+                            "{:<34} {:<16} {:<10} {:<8} {}  {}",
+                            t.id,
+                            t.user,
+                            t.scope,
+                            state,
+                            t.expires_at.date(),
+                            t.label
+                        );
                     }
                 }
             }
-            UserCommand::Revoke { name, screen_token: true, .. } => {
+            UserCommand::Revoke {
+                name,
+                screen_token: true,
+                ..
+            } => {
                 let t = directory.revoke_screen_token(&name).await?;
                 println!("revoked screen token {} of {}", t.id, t.user);
             }
             UserCommand::Revoke { name, .. } => {
                 let u = directory.revoke_user(&name, &by).await?;
-                println!("revoked {}: its tokens are refused from their next use", u.name);
+                println!(
+                    "revoked {}: its tokens are refused from their next use",
+                    u.name
+                );
             }
-            UserCommand::ScreenToken { user, scope, label, .. } => {
-                let record = directory.user(&user).filter(|u| !u.disabled).with_context(|| format!("no active user {user}"))?;
+            UserCommand::ScreenToken {
+                user, scope, label, ..
+            } => {
+                let record = directory
+                    .user(&user)
+                    .filter(|u| !u.disabled)
+                    .with_context(|| format!("no active user {user}"))?;
                 let scope = scope.unwrap_or_else(|| record.scope.clone());
                 let (Some(s), Some(us)) = (tree.get(&scope), tree.get(&record.scope)) else {
                     anyhow::bail!("--scope {scope}: no such org code");
                 };
-                anyhow::ensure!(tree.is_within(s, us), "--scope {scope} is outside {user}'s scope ({})", record.scope);
+                anyhow::ensure!(
+                    tree.is_within(s, us),
+                    "--scope {scope} is outside {user}'s scope ({})",
+                    record.scope
+                );
                 let secret = crate::auth::load_or_create_secret(&settings.auth)?;
-                let auth = Authenticator::new(&settings.auth, tree.clone(), crate::app::random_token(), &secret, directory)?;
+                let auth = Authenticator::new(
+                    &settings.auth,
+                    tree.clone(),
+                    crate::app::random_token(),
+                    &secret,
+                    directory,
+                )?;
                 let issued = auth.issue_screen_token(&record, &scope, &label).await?;
-                eprintln!("screen token {} for {user}, scope {scope}, expires {}", issued.id, issued.expires_at.date());
+                eprintln!(
+                    "screen token {} for {user}, scope {scope}, expires {}",
+                    issued.id,
+                    issued.expires_at.date()
+                );
                 println!("{}", issued.token);
             }
         }
@@ -448,14 +557,25 @@ async fn serve(mut settings: Settings, args: ServeArgs, demo: bool) -> anyhow::R
     args.store.apply(&mut settings);
     if demo {
         // Unattended demo screens on this machine need no token to read figures.
-        settings.auth.anonymous_role.get_or_insert(crate::auth::Role::Leader);
+        settings
+            .auth
+            .anonymous_role
+            .get_or_insert(crate::auth::Role::Leader);
     }
     let app = Application::build(settings.clone(), true).await?;
     if demo {
         println!("admin token: {}", app.admin_token());
         println!("wall screen: http://{}", settings.server.addr);
-        println!("duty console: http://{}/duty?token={}", settings.server.addr, app.admin_token());
-        println!("SQL console: http://{}/sql?token={}", settings.server.addr, app.admin_token());
+        println!(
+            "duty console: http://{}/duty?token={}",
+            settings.server.addr,
+            app.admin_token()
+        );
+        println!(
+            "SQL console: http://{}/sql?token={}",
+            settings.server.addr,
+            app.admin_token()
+        );
         tokio::spawn(demo_feed(
             format!("http://127.0.0.1:{}", app.port()),
             app.admin_token().to_string(),
@@ -476,7 +596,18 @@ async fn demo_feed(
     map: std::sync::Arc<crate::reference::DistrictMap>,
     mut closing: tokio::sync::watch::Receiver<bool>,
 ) {
-    let run = feed(&base, &token, &tree, &map, 1, 0.05, crate::batch::simulator::today(), true, 5, false);
+    let run = feed(
+        &base,
+        &token,
+        &tree,
+        &map,
+        1,
+        0.05,
+        crate::batch::simulator::today(),
+        true,
+        5,
+        false,
+    );
     tokio::select! {
         result = run => if let Err(e) = result {
             tracing::warn!(error = %e, "demo feed stopped");
@@ -505,7 +636,12 @@ async fn feed(
         let (http, url) = (http.clone(), url.clone());
         async move {
             loop {
-                let res = http.post(&url).bearer_auth(token).json(&events).send().await?;
+                let res = http
+                    .post(&url)
+                    .bearer_auth(token)
+                    .json(&events)
+                    .send()
+                    .await?;
                 let status = res.status().as_u16();
                 // Over the rate limit or the spool bound: wait as told, then send the same body
                 // again (ids make the re-send safe).
@@ -519,7 +655,11 @@ async fn feed(
                     tokio::time::sleep(std::time::Duration::from_secs(wait.min(60))).await;
                     continue;
                 }
-                anyhow::ensure!(res.status().is_success(), "the server answered {}", res.status());
+                anyhow::ensure!(
+                    res.status().is_success(),
+                    "the server answered {}",
+                    res.status()
+                );
                 return Ok::<_, anyhow::Error>(());
             }
         }
@@ -528,7 +668,10 @@ async fn feed(
     let days = (until - START).whole_days().max(0) as u64 + 1;
     let bar = progress.then(|| {
         let bar = indicatif::ProgressBar::new(days);
-        bar.set_style(indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} days {msg}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} days {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
         bar
     });
     let mut batch = Vec::new();
@@ -555,7 +698,11 @@ async fn feed(
     if live {
         // Trend lines need the daily snapshots of the history just sent.
         tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-        let res = http.post(format!("{base}/api/v1/jobs/snapshots")).bearer_auth(token).send().await;
+        let res = http
+            .post(format!("{base}/api/v1/jobs/snapshots"))
+            .bearer_auth(token)
+            .send()
+            .await;
         if let Err(e) = res {
             tracing::warn!(error = %e, "could not run the snapshot job");
         }
@@ -590,8 +737,13 @@ async fn import_ledgers(
         None => None,
     };
     let tree = std::sync::Arc::new(reference::load_org_tree(&settings.reference.divisions_dir)?);
-    let map = crate::reference::DistrictMap::load(&settings.reference.boundaries_dir, &tree, settings.reference.simplify_tolerance_deg)?;
-    let locator: std::sync::Arc<dyn crate::domain::record::Locator + Send + Sync> = std::sync::Arc::new(crate::ingest::MapLocator(std::sync::Arc::new(map)));
+    let map = crate::reference::DistrictMap::load(
+        &settings.reference.boundaries_dir,
+        &tree,
+        settings.reference.simplify_tolerance_deg,
+    )?;
+    let locator: std::sync::Arc<dyn crate::domain::record::Locator + Send + Sync> =
+        std::sync::Arc::new(crate::ingest::MapLocator(std::sync::Arc::new(map)));
     let (store, managed) = crate::app::connect_store_shared(settings).await?;
     let result = async {
         store.migrate().await?;
@@ -600,8 +752,10 @@ async fn import_ledgers(
             let bar = std::io::stderr().is_terminal().then(|| {
                 let bar = indicatif::ProgressBar::new(1);
                 bar.set_style(
-                    indicatif::ProgressStyle::with_template("{msg} {bar:40} {percent:>3}% {elapsed} (eta {eta})")
-                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                    indicatif::ProgressStyle::with_template(
+                        "{msg} {bar:40} {percent:>3}% {elapsed} (eta {eta})",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
                 );
                 bar.set_message(file.display().to_string());
                 bar
@@ -633,14 +787,20 @@ async fn import_ledgers(
         m.stop().await;
     }
     let summaries = result?;
-    println!("{:<11} {:>10} {:>10} {:>10} {:>9} {:>8}  file", "ledger", "rows", "accepted", "duplicate", "rejected", "seconds");
+    println!(
+        "{:<11} {:>10} {:>10} {:>10} {:>9} {:>8}  file",
+        "ledger", "rows", "accepted", "duplicate", "rejected", "seconds"
+    );
     for s in &summaries {
         println!(
             "{:<11} {:>10} {:>10} {:>10} {:>9} {:>8.1}  {}",
             s.family, s.rows, s.accepted, s.duplicates, s.rejected, s.seconds, s.file
         );
     }
-    for s in summaries.iter().filter(|s| s.rejected > 0 || !s.ignored_columns.is_empty()) {
+    for s in summaries
+        .iter()
+        .filter(|s| s.rejected > 0 || !s.ignored_columns.is_empty())
+    {
         if let Some(file) = &s.reject_file {
             println!("{}: {} rejected rows in {file}", s.file, s.rejected);
             for r in s.rejects.iter().take(5) {
@@ -648,7 +808,11 @@ async fn import_ledgers(
             }
         }
         if !s.ignored_columns.is_empty() {
-            println!("{}: columns ignored: {}", s.file, s.ignored_columns.join(", "));
+            println!(
+                "{}: columns ignored: {}",
+                s.file,
+                s.ignored_columns.join(", ")
+            );
         }
     }
     Ok(())
@@ -657,14 +821,21 @@ async fn import_ledgers(
 async fn simulate(settings: &Settings, args: SimulateArgs) -> anyhow::Result<()> {
     use std::io::Write;
     let tree = reference::load_org_tree(&settings.reference.divisions_dir)?;
-    let map = crate::reference::DistrictMap::load(&settings.reference.boundaries_dir, &tree, settings.reference.simplify_tolerance_deg)?;
+    let map = crate::reference::DistrictMap::load(
+        &settings.reference.boundaries_dir,
+        &tree,
+        settings.reference.simplify_tolerance_deg,
+    )?;
     let until = match &args.until {
         Some(d) => time::Date::parse(d, time::macros::format_description!("[year]-[month]-[day]"))
             .with_context(|| format!("--until {d}: expected YYYY-MM-DD"))?,
         None => crate::batch::simulator::today(),
     };
     if let Some(format) = args.format {
-        let out = args.out.clone().context("--format csv|xlsx writes ledger files: give --out DIR")?;
+        let out = args
+            .out
+            .clone()
+            .context("--format csv|xlsx writes ledger files: give --out DIR")?;
         let mut sim = crate::batch::simulator::Simulator::new(&tree, &map, args.seed, args.scale);
         let mut rows = crate::batch::ledger::write::LedgerRows::new(&tree, args.seed);
         let mut writer = crate::batch::ledger::write::LedgerWriter::new(&out, format)?;
@@ -684,11 +855,27 @@ async fn simulate(settings: &Settings, args: SimulateArgs) -> anyhow::Result<()>
     }
     match &args.server {
         Some(server) => {
-            let token = args.token.clone().context("--server needs --token (or VSCC_ADMIN_TOKEN)")?;
-            feed(server, &token, &tree, &map, args.seed, args.scale, until, args.live, args.rate, std::io::stderr().is_terminal()).await
+            let token = args
+                .token
+                .clone()
+                .context("--server needs --token (or VSCC_ADMIN_TOKEN)")?;
+            feed(
+                server,
+                &token,
+                &tree,
+                &map,
+                args.seed,
+                args.scale,
+                until,
+                args.live,
+                args.rate,
+                std::io::stderr().is_terminal(),
+            )
+            .await
         }
         None => {
-            let mut sim = crate::batch::simulator::Simulator::new(&tree, &map, args.seed, args.scale);
+            let mut sim =
+                crate::batch::simulator::Simulator::new(&tree, &map, args.seed, args.scale);
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             while let Some((_, events)) = sim.next_day(until) {
                 for e in events {
@@ -716,11 +903,16 @@ async fn wait_for_stop_signal() {
 fn print_org(settings: &Settings, args: OrgArgs) -> anyhow::Result<()> {
     let tree = reference::load_org_tree(&settings.reference.divisions_dir)?;
     let root = match &args.code {
-        Some(code) => tree.get(code).with_context(|| format!("no org with code {code}"))?,
+        Some(code) => tree
+            .get(code)
+            .with_context(|| format!("no org with code {code}"))?,
         None => tree.root(),
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&tree.to_view(root, args.depth))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&tree.to_view(root, args.depth))?
+        );
         return Ok(());
     }
     let mut out = String::new();
@@ -739,7 +931,13 @@ fn print_org(settings: &Settings, args: OrgArgs) -> anyhow::Result<()> {
 
 fn write_node(tree: &OrgTree, idx: u32, indent: usize, depth: Option<usize>, out: &mut String) {
     let n = tree.node(idx);
-    out.push_str(&format!("{}{} {} ({})\n", "  ".repeat(indent), n.code, n.name, n.level.label_zh()));
+    out.push_str(&format!(
+        "{}{} {} ({})\n",
+        "  ".repeat(indent),
+        n.code,
+        n.name,
+        n.level.label_zh()
+    ));
     if depth == Some(0) {
         return;
     }

@@ -186,9 +186,13 @@ impl Settings {
         let mut builder = config::Config::builder()
             .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
         match file {
-            Some(path) if !path.exists() => return Err(ConfigError::MissingFile(path.to_path_buf())),
+            Some(path) if !path.exists() => {
+                return Err(ConfigError::MissingFile(path.to_path_buf()))
+            }
             Some(path) => builder = builder.add_source(config::File::from(path)),
-            None => builder = builder.add_source(config::File::with_name("vscc.toml").required(false)),
+            None => {
+                builder = builder.add_source(config::File::with_name("vscc.toml").required(false))
+            }
         }
         builder = builder.add_source(
             config::Environment::with_prefix("VSCC")

@@ -46,7 +46,12 @@ impl Dashboard {
         if self.scope != "{district}" && tree.get(&self.scope).is_none() {
             return Err(format!("scope: unknown org code '{}'", self.scope));
         }
-        let all = self.tiles.iter().chain(&self.map_metrics).chain(&self.trend_metrics).chain(std::iter::once(&self.league_metric));
+        let all = self
+            .tiles
+            .iter()
+            .chain(&self.map_metrics)
+            .chain(&self.trend_metrics)
+            .chain(std::iter::once(&self.league_metric));
         for m in all {
             if MetricId::parse(m).is_none() {
                 return Err(format!("unknown metric '{m}'"));
@@ -95,13 +100,31 @@ impl Dashboards {
             if path.extension().is_none_or(|e| e != "json") {
                 continue;
             }
-            let Some(name) = path.file_stem().and_then(|s| s.to_str()).map(str::to_string) else { continue };
+            let Some(name) = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .map(str::to_string)
+            else {
+                continue;
+            };
             present.push(name.clone());
-            let modified = entry.metadata().and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH);
-            if self.seen.read().unwrap_or_else(|p| p.into_inner()).get(&path) == Some(&modified) {
+            let modified = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .unwrap_or(SystemTime::UNIX_EPOCH);
+            if self
+                .seen
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&path)
+                == Some(&modified)
+            {
                 continue;
             }
-            self.seen.write().unwrap_or_else(|p| p.into_inner()).insert(path.clone(), modified);
+            self.seen
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(path.clone(), modified);
             let parsed = std::fs::read_to_string(&path)
                 .map_err(|e| e.to_string())
                 .and_then(|text| {
@@ -113,7 +136,15 @@ impl Dashboards {
             match parsed {
                 Ok((dashboard, version)) => {
                     tracing::info!(name, "dashboard loaded");
-                    loaded.insert(name.clone(), Loaded { name, dashboard, version, error: None });
+                    loaded.insert(
+                        name.clone(),
+                        Loaded {
+                            name,
+                            dashboard,
+                            version,
+                            error: None,
+                        },
+                    );
                 }
                 Err(error) => {
                     tracing::error!(name, %error, "dashboard file refused; the previous version stays");
@@ -126,15 +157,27 @@ impl Dashboards {
                 }
             }
         }
-        self.loaded.write().unwrap_or_else(|p| p.into_inner()).retain(|n, _| present.contains(n));
+        self.loaded
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|n, _| present.contains(n));
     }
 
     pub fn list(&self) -> Vec<Loaded> {
-        self.loaded.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+        self.loaded
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     pub fn get(&self, name: &str) -> Option<Loaded> {
-        self.loaded.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+        self.loaded
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
     }
 
     /// Polls the folder every `every` (cheap: one `stat` per file).

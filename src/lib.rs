@@ -39,7 +39,7 @@ pub mod ingest;
 pub mod live;
 pub mod prom;
 pub mod reference;
-pub mod store;
 pub mod sql;
+pub mod store;
 pub mod stream;
 pub mod telemetry;

@@ -1,6 +1,9 @@
 //! Prometheus instruments, one registry per app (tests run many apps in one process).
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
 
 pub struct Prom {
     registry: Registry,
@@ -17,27 +20,54 @@ pub struct Prom {
 
 impl Prom {
     pub fn new() -> Self {
-        let registry = Registry::new_custom(Some("vscc".into()), None).expect("static prefix is valid");
+        let registry =
+            Registry::new_custom(Some("vscc".into()), None).expect("static prefix is valid");
         let http_requests = IntCounterVec::new(
-            Opts::new("http_requests_total", "HTTP requests answered, by route and status"),
+            Opts::new(
+                "http_requests_total",
+                "HTTP requests answered, by route and status",
+            ),
             &["method", "route", "status"],
         )
         .expect("static metric definition");
         let http_duration = HistogramVec::new(
-            HistogramOpts::new("http_request_duration_seconds", "Time to answer HTTP requests, by route")
-                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0]),
+            HistogramOpts::new(
+                "http_request_duration_seconds",
+                "Time to answer HTTP requests, by route",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+            ]),
             &["route"],
         )
         .expect("static metric definition");
-        let org_nodes = IntGauge::new("org_nodes", "Nodes in the loaded org tree").expect("static metric definition");
-        let counter = |name: &str, help: &str| IntCounter::new(name, help).expect("static metric definition");
-        let gauge = |name: &str, help: &str| IntGauge::new(name, help).expect("static metric definition");
-        let ingest_accepted = counter("ingest_records_accepted_total", "Records accepted (durable)");
-        let ingest_duplicates = counter("ingest_records_duplicate_total", "Records whose id was already accepted");
-        let ingest_rejected = counter("ingest_records_rejected_total", "Records rejected by validation");
+        let org_nodes = IntGauge::new("org_nodes", "Nodes in the loaded org tree")
+            .expect("static metric definition");
+        let counter =
+            |name: &str, help: &str| IntCounter::new(name, help).expect("static metric definition");
+        let gauge =
+            |name: &str, help: &str| IntGauge::new(name, help).expect("static metric definition");
+        let ingest_accepted = counter(
+            "ingest_records_accepted_total",
+            "Records accepted (durable)",
+        );
+        let ingest_duplicates = counter(
+            "ingest_records_duplicate_total",
+            "Records whose id was already accepted",
+        );
+        let ingest_rejected = counter(
+            "ingest_records_rejected_total",
+            "Records rejected by validation",
+        );
         let screens = gauge("stream_screens", "Connected WebSocket screens");
-        let spool_bytes = gauge("ingest_spool_bytes", "Bytes in the durable log not yet deleted");
-        let ingest_checkpoint = gauge("ingest_checkpoint_seq", "Highest log seq known to be in ClickHouse");
+        let spool_bytes = gauge(
+            "ingest_spool_bytes",
+            "Bytes in the durable log not yet deleted",
+        );
+        let ingest_checkpoint = gauge(
+            "ingest_checkpoint_seq",
+            "Highest log seq known to be in ClickHouse",
+        );
         for c in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_duration.clone()),

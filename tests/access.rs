@@ -31,15 +31,20 @@ enum Relation {
 /// nothing is allowed; a child is inside.
 const ROLE_TABLE: &[(&str, [bool; 4])] = &[
     //               read   ws     ingest sql
-    ("leader",       [true, true, false, false]),
-    ("analyst",      [true, true, false, true]),
+    ("leader", [true, true, false, false]),
+    ("analyst", [true, true, false, true]),
     ("duty_officer", [true, true, false, false]),
-    ("clerk",        [false, false, true, false]),
-    ("admin",        [true, true, true, true]),
+    ("clerk", [false, false, true, false]),
+    ("admin", [true, true, true, true]),
 ];
 
 const OPS: [Op; 4] = [Op::RestRead, Op::WsSubscribe, Op::Ingest, Op::Sql];
-const RELATIONS: [Relation; 4] = [Relation::Own, Relation::Parent, Relation::Sibling, Relation::Child];
+const RELATIONS: [Relation; 4] = [
+    Relation::Own,
+    Relation::Parent,
+    Relation::Sibling,
+    Relation::Child,
+];
 
 fn expected(role_ops: [bool; 4], op: Op, relation: Relation) -> bool {
     let in_scope = matches!(relation, Relation::Own | Relation::Child);
@@ -50,7 +55,13 @@ fn expected(role_ops: [bool; 4], op: Op, relation: Relation) -> bool {
 async fn attempt(app: &TestApp, token: &str, op: Op, node: &str, n: usize) -> bool {
     match op {
         Op::RestRead => {
-            let res = app.http.get(format!("{}/api/v1/metrics?scope={node}", app.base)).bearer_auth(token).send().await.unwrap();
+            let res = app
+                .http
+                .get(format!("{}/api/v1/metrics?scope={node}", app.base))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
             match res.status().as_u16() {
                 200 => true,
                 403 => false,
@@ -58,9 +69,13 @@ async fn attempt(app: &TestApp, token: &str, op: Op, node: &str, n: usize) -> bo
             }
         }
         Op::WsSubscribe => {
-            let mut ws = connect(app, Some(token), None).await.expect("the upgrade itself is allowed to every valid token");
+            let mut ws = connect(app, Some(token), None)
+                .await
+                .expect("the upgrade itself is allowed to every valid token");
             subscribe(&mut ws, "m", node, None).await;
-            let msg = next_json(&mut ws, Duration::from_secs(5)).await.expect("an answer to subscribe");
+            let msg = next_json(&mut ws, Duration::from_secs(5))
+                .await
+                .expect("an answer to subscribe");
             match msg["type"].as_str() {
                 Some("snapshot") => true,
                 Some("error") => false,
@@ -77,14 +92,22 @@ async fn attempt(app: &TestApp, token: &str, op: Op, node: &str, n: usize) -> bo
                 200 => body["accepted"] == 1,
                 403 => false,
                 422 => {
-                    assert_eq!(body["errors"][0]["field"], "org", "refused for its scope: {body}");
+                    assert_eq!(
+                        body["errors"][0]["field"], "org",
+                        "refused for its scope: {body}"
+                    );
                     false
                 }
                 other => panic!("ingest answered {other}: {body}"),
             }
         }
         Op::Sql => {
-            let (status, body) = app.query(token, json!({"sql": "SELECT count() FROM events", "scope": node})).await;
+            let (status, body) = app
+                .query(
+                    token,
+                    json!({"sql": "SELECT count() FROM events", "scope": node}),
+                )
+                .await;
             match status {
                 200 => true,
                 403 => false,
@@ -101,7 +124,12 @@ async fn every_role_in_every_relation_gets_exactly_what_the_table_says() {
     let own = "440303"; // 罗湖区
     let own_idx = tree.get(own).unwrap();
     let child = tree.node(tree.with_children(own_idx)[1]).code.clone(); // one of its streets
-    let nodes = [(Relation::Own, own.to_string()), (Relation::Parent, "440300".into()), (Relation::Sibling, "440304".into()), (Relation::Child, child)];
+    let nodes = [
+        (Relation::Own, own.to_string()),
+        (Relation::Parent, "440300".into()),
+        (Relation::Sibling, "440304".into()),
+        (Relation::Child, child),
+    ];
 
     let mut cells = 0;
     let mut mismatches = Vec::new();
@@ -112,13 +140,20 @@ async fn every_role_in_every_relation_gets_exactly_what_the_table_says() {
                 cells += 1;
                 let allowed = attempt(&app, &token, op, node, cells).await;
                 if allowed != expected(*role_ops, op, *relation) {
-                    mismatches.push(format!("{role} {op:?} on {relation:?} ({node}): allowed = {allowed}"));
+                    mismatches.push(format!(
+                        "{role} {op:?} on {relation:?} ({node}): allowed = {allowed}"
+                    ));
                 }
             }
         }
     }
     assert_eq!(cells, ROLE_TABLE.len() * OPS.len() * RELATIONS.len());
-    assert!(mismatches.is_empty(), "{} of {cells} cells differ from the table:\n{}", mismatches.len(), mismatches.join("\n"));
+    assert!(
+        mismatches.is_empty(),
+        "{} of {cells} cells differ from the table:\n{}",
+        mismatches.len(),
+        mismatches.join("\n")
+    );
     app.stop().await;
 }
 
@@ -129,22 +164,55 @@ async fn logins_are_checked_and_throttled() {
     settings.limits.login_lockout_secs = 120;
     let app = spawn_app_with(settings).await;
     let token = app.user_token("wang", "leader", "440304").await;
-    let me: Value = app.http.get(format!("{}/api/v1/me", app.base)).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
-    assert_eq!((me["name"].as_str(), me["role"].as_str(), me["scope"].as_str()), (Some("wang"), Some("leader"), Some("440304")));
+    let me: Value = app
+        .http
+        .get(format!("{}/api/v1/me", app.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            me["name"].as_str(),
+            me["role"].as_str(),
+            me["scope"].as_str()
+        ),
+        (Some("wang"), Some("leader"), Some("440304"))
+    );
 
     let login = |password: &'static str| {
-        app.http.post(format!("{}/api/v1/login", app.base)).json(&json!({"name": "wang", "password": password})).send()
+        app.http
+            .post(format!("{}/api/v1/login", app.base))
+            .json(&json!({"name": "wang", "password": password}))
+            .send()
     };
     for _ in 0..3 {
         assert_eq!(login("wrong-password").await.unwrap().status(), 401);
     }
     let locked = login("pw-wang-0123").await.unwrap();
-    assert_eq!(locked.status(), 429, "even the right password waits out the lockout");
-    let retry: u64 = locked.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert_eq!(
+        locked.status(),
+        429,
+        "even the right password waits out the lockout"
+    );
+    let retry: u64 = locked.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(retry > 100 && retry <= 120, "Retry-After {retry}");
 
     // Passwords are stored as argon2 hashes, never as text.
-    let stored: String = app.store().client().query("SELECT password_hash FROM users WHERE name = 'wang'").fetch_one().await.unwrap();
+    let stored: String = app
+        .store()
+        .client()
+        .query("SELECT password_hash FROM users WHERE name = 'wang'")
+        .fetch_one()
+        .await
+        .unwrap();
     assert!(stored.starts_with("$argon2id$") && !stored.contains("pw-wang"));
     app.stop().await;
 }
@@ -169,7 +237,13 @@ async fn expired_and_revoked_tokens_are_refused_also_on_an_open_websocket() {
             exp: now - 1,
         })
         .unwrap();
-    let res = app.http.get(format!("{}/api/v1/metrics?scope=440303", app.base)).bearer_auth(&expired).send().await.unwrap();
+    let res = app
+        .http
+        .get(format!("{}/api/v1/metrics?scope=440303", app.base))
+        .bearer_auth(&expired)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 401);
     assert!(res.text().await.unwrap().contains("expired"));
     assert_eq!(connect(&app, Some(&expired), None).await.err(), Some(401));
@@ -177,15 +251,44 @@ async fn expired_and_revoked_tokens_are_refused_also_on_an_open_websocket() {
     // Revoked user, with a WebSocket open: refused at its next message.
     let mut ws = connect(&app, Some(&token), None).await.unwrap();
     subscribe(&mut ws, "a", "440303", None).await;
-    assert_eq!(next_json(&mut ws, Duration::from_secs(5)).await.unwrap()["type"], "snapshot");
-    let res = app.http.delete(format!("{}/api/v1/users/li", app.base)).bearer_auth(app.admin_token()).send().await.unwrap();
+    assert_eq!(
+        next_json(&mut ws, Duration::from_secs(5)).await.unwrap()["type"],
+        "snapshot"
+    );
+    let res = app
+        .http
+        .delete(format!("{}/api/v1/users/li", app.base))
+        .bearer_auth(app.admin_token())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
-    ws.send(Message::Text(json!({"type": "subscribe", "id": "b", "scope": "440303"}).to_string().into())).await.unwrap();
-    let refused = next_json(&mut ws, Duration::from_secs(5)).await.expect("an error message");
+    ws.send(Message::Text(
+        json!({"type": "subscribe", "id": "b", "scope": "440303"})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    let refused = next_json(&mut ws, Duration::from_secs(5))
+        .await
+        .expect("an error message");
     assert_eq!(refused["type"], "error");
-    assert!(refused["reason"].as_str().unwrap().contains("revoked"), "{refused}");
-    assert!(next_json(&mut ws, Duration::from_secs(5)).await.is_none(), "then the socket closes");
-    let res = app.http.get(format!("{}/api/v1/metrics?scope=440303", app.base)).bearer_auth(&token).send().await.unwrap();
+    assert!(
+        refused["reason"].as_str().unwrap().contains("revoked"),
+        "{refused}"
+    );
+    assert!(
+        next_json(&mut ws, Duration::from_secs(5)).await.is_none(),
+        "then the socket closes"
+    );
+    let res = app
+        .http
+        .get(format!("{}/api/v1/metrics?scope=440303", app.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 401);
     app.stop().await;
 }
@@ -194,29 +297,71 @@ async fn expired_and_revoked_tokens_are_refused_also_on_an_open_websocket() {
 async fn a_revoked_screen_token_stops_a_watching_screen_at_the_next_update() {
     let app = spawn_app().await;
     app.user_token("futian-leader", "leader", "440304").await;
-    let issue = |body: Value| app.http.post(format!("{}/api/v1/screen-tokens", app.base)).bearer_auth(app.admin_token()).json(&body).send();
-    let res = issue(json!({"user": "futian-leader", "scope": "440303"})).await.unwrap();
-    assert_eq!(res.status(), 400, "a screen may not watch outside its user's scope");
-    let res = issue(json!({"user": "futian-leader", "label": "福田指挥中心 1号屏"})).await.unwrap();
+    let issue = |body: Value| {
+        app.http
+            .post(format!("{}/api/v1/screen-tokens", app.base))
+            .bearer_auth(app.admin_token())
+            .json(&body)
+            .send()
+    };
+    let res = issue(json!({"user": "futian-leader", "scope": "440303"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        400,
+        "a screen may not watch outside its user's scope"
+    );
+    let res = issue(json!({"user": "futian-leader", "label": "福田指挥中心 1号屏"}))
+        .await
+        .unwrap();
     assert_eq!(res.status(), 201);
     let screen: Value = res.json().await.unwrap();
     let token = screen["token"].as_str().unwrap().to_string();
-    let expires = time::OffsetDateTime::parse(screen["expires_at"].as_str().unwrap(), &time::format_description::well_known::Rfc3339).unwrap();
-    assert!(expires - time::OffsetDateTime::now_utc() > time::Duration::days(300), "screen tokens are long-lived");
+    let expires = time::OffsetDateTime::parse(
+        screen["expires_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    assert!(
+        expires - time::OffsetDateTime::now_utc() > time::Duration::days(300),
+        "screen tokens are long-lived"
+    );
 
     let mut ws = connect(&app, Some(&token), None).await.unwrap();
     subscribe(&mut ws, "s", "440304", None).await;
-    assert_eq!(next_json(&mut ws, Duration::from_secs(5)).await.unwrap()["type"], "snapshot");
-    let res = app.http.post(format!("{}/api/v1/events", app.base)).bearer_auth(&token).json(&json!([])).send().await.unwrap();
+    assert_eq!(
+        next_json(&mut ws, Duration::from_secs(5)).await.unwrap()["type"],
+        "snapshot"
+    );
+    let res = app
+        .http
+        .post(format!("{}/api/v1/events", app.base))
+        .bearer_auth(&token)
+        .json(&json!([]))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 403, "a screen token only watches");
 
     let id = screen["id"].as_str().unwrap();
-    let res = app.http.delete(format!("{}/api/v1/screen-tokens/{id}", app.base)).bearer_auth(app.admin_token()).send().await.unwrap();
+    let res = app
+        .http
+        .delete(format!("{}/api/v1/screen-tokens/{id}", app.base))
+        .bearer_auth(app.admin_token())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
     // A new record makes the screen due for a delta: instead it gets the refusal.
-    app.post_events(&json!([{"id": "after-revoke", "kind": "appeal.received", "org": "440304",
-        "at": "2026-11-01T09:00:00+08:00", "data": {"appeal_id": "after-revoke"}}])).await;
-    let msg = next_json(&mut ws, Duration::from_secs(5)).await.expect("a message");
+    app.post_events(
+        &json!([{"id": "after-revoke", "kind": "appeal.received", "org": "440304",
+        "at": "2026-11-01T09:00:00+08:00", "data": {"appeal_id": "after-revoke"}}]),
+    )
+    .await;
+    let msg = next_json(&mut ws, Duration::from_secs(5))
+        .await
+        .expect("a message");
     assert_eq!(msg["type"], "error", "{msg}");
     assert!(msg["reason"].as_str().unwrap().contains("revoked"));
     let listed: Value = app.get("/api/v1/screen-tokens").await.json().await.unwrap();
@@ -254,43 +399,73 @@ async fn the_user_command_adds_lists_and_revokes_users_in_the_store() {
         std::process::Command::new(env!("CARGO_BIN_EXE_vscc"))
             .args(args)
             .env("VSCC__CLICKHOUSE__URL", common::clickhouse_url())
-            .env("VSCC__CLICKHOUSE__DATABASE", &app.settings.clickhouse.database)
+            .env(
+                "VSCC__CLICKHOUSE__DATABASE",
+                &app.settings.clickhouse.database,
+            )
             .env("VSCC__AUTH__SECRET", &app.settings.auth.secret)
             .env("VSCC_USER_PASSWORD", "cli-password-1")
             .env("RUST_LOG", "warn")
             .output()
             .unwrap()
     };
-    let out = vscc(&["user", "add", "zhao", "--role", "analyst", "--scope", "440306"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = vscc(&[
+        "user", "add", "zhao", "--role", "analyst", "--scope", "440306",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = vscc(&["user", "add", "qian", "--role", "boss", "--scope", "440306"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--role boss"));
 
     // The running server sees the new user within its refresh interval.
     let login = |password: &'static str| {
-        app.http.post(format!("{}/api/v1/login", app.base)).json(&json!({"name": "zhao", "password": password})).send()
+        app.http
+            .post(format!("{}/api/v1/login", app.base))
+            .json(&json!({"name": "zhao", "password": password}))
+            .send()
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while login("cli-password-1").await.unwrap().status() != 200 {
-        assert!(tokio::time::Instant::now() < deadline, "the server never saw the user added by the CLI");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the server never saw the user added by the CLI"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let token = app.login("zhao", "cli-password-1").await;
 
     let out = vscc(&["user", "list"]);
     let listing = String::from_utf8_lossy(&out.stdout);
-    assert!(listing.lines().any(|l| l.starts_with("zhao") && l.contains("analyst") && l.contains("440306") && l.contains("active")), "{listing}");
+    assert!(
+        listing.lines().any(|l| l.starts_with("zhao")
+            && l.contains("analyst")
+            && l.contains("440306")
+            && l.contains("active")),
+        "{listing}"
+    );
 
     let out = vscc(&["user", "revoke", "zhao"]);
     assert!(out.status.success());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let res = app.http.get(format!("{}/api/v1/me", app.base)).bearer_auth(&token).send().await.unwrap();
+        let res = app
+            .http
+            .get(format!("{}/api/v1/me", app.base))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
         if res.status() == 401 {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the revoked user's token still works");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the revoked user's token still works"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     app.stop().await;

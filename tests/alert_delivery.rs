@@ -27,21 +27,26 @@ fn receiver(fail: u32) -> Receiver {
     let (l, a) = (log.clone(), attempts.clone());
     let server = HttpServer::new(move || {
         let (l, a) = (l.clone(), a.clone());
-        App::new().route("/hook", web::post().to(move |body: web::Bytes| {
-            let (l, a) = (l.clone(), a.clone());
-            async move {
-                let n = {
-                    let mut a = a.lock().unwrap();
-                    *a += 1;
-                    *a
-                };
-                if n <= fail {
-                    return HttpResponse::InternalServerError().finish();
+        App::new().route(
+            "/hook",
+            web::post().to(move |body: web::Bytes| {
+                let (l, a) = (l.clone(), a.clone());
+                async move {
+                    let n = {
+                        let mut a = a.lock().unwrap();
+                        *a += 1;
+                        *a
+                    };
+                    if n <= fail {
+                        return HttpResponse::InternalServerError().finish();
+                    }
+                    l.lock()
+                        .unwrap()
+                        .push(serde_json::from_slice(&body).unwrap());
+                    HttpResponse::Ok().json(json!({"errcode": 0}))
                 }
-                l.lock().unwrap().push(serde_json::from_slice(&body).unwrap());
-                HttpResponse::Ok().json(json!({"errcode": 0}))
-            }
-        }))
+            }),
+        )
     })
     .workers(1)
     .disable_signals()
@@ -87,10 +92,18 @@ fn overdue_appeal(id: &str, street: &str) -> Value {
 }
 
 /// An app whose rules are RULE and whose roster sends 罗湖 to `district`, the city to `city`.
-async fn app_with_roster(district: &Receiver, city: &Receiver, district_kind: &str) -> (common::TestApp, tempfile::TempDir) {
+async fn app_with_roster(
+    district: &Receiver,
+    city: &Receiver,
+    district_kind: &str,
+) -> (common::TestApp, tempfile::TempDir) {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     std::fs::write(dir.path().join("rules.toml"), RULE).unwrap();
-    std::fs::write(dir.path().join("oncall.toml"), roster(district, city, district_kind)).unwrap();
+    std::fs::write(
+        dir.path().join("oncall.toml"),
+        roster(district, city, district_kind),
+    )
+    .unwrap();
     let mut settings = test_settings();
     settings.alerts.rules_dir = dir.path().to_path_buf();
     settings.alerts.eval_interval_ms = 0;
@@ -104,19 +117,44 @@ async fn a_webhook_that_fails_twice_gets_the_notification_exactly_once() {
     let city = receiver(0);
     let (app, _dir) = app_with_roster(&district, &city, "wecom").await;
     app.post_events(&overdue_appeal("A-1", "440303001")).await;
-    let events = app.state.alerts.evaluate(OffsetDateTime::now_utc()).await.unwrap();
-    assert!(events.iter().any(|e| e.fingerprint == "overdue/440303001" && e.state == "firing"), "{events:?}");
+    let events = app
+        .state
+        .alerts
+        .evaluate(OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.fingerprint == "overdue/440303001" && e.state == "firing"),
+        "{events:?}"
+    );
 
-    wait_for("the district's robot to log the alert", || !district.log.lock().unwrap().is_empty()).await;
+    wait_for("the district's robot to log the alert", || {
+        !district.log.lock().unwrap().is_empty()
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let log = district.log.lock().unwrap().clone();
     assert_eq!(log.len(), 1, "exactly once in the receiver's log");
-    assert_eq!(*district.attempts.lock().unwrap(), 3, "two failures, then success");
+    assert_eq!(
+        *district.attempts.lock().unwrap(),
+        3,
+        "two failures, then success"
+    );
     assert_eq!(log[0]["msgtype"], "markdown", "WeCom robot format");
-    assert!(log[0]["markdown"]["content"].as_str().unwrap().contains("桂园街道有 1 件信访超期"));
+    assert!(log[0]["markdown"]["content"]
+        .as_str()
+        .unwrap()
+        .contains("桂园街道有 1 件信访超期"));
     assert!(city.log.lock().unwrap().is_empty(), "not escalated yet");
-    let statuses: Vec<String> = app.store().client()
-        .query("SELECT status FROM alert_notifications ORDER BY at, attempts").fetch_all().await.unwrap();
+    let statuses: Vec<String> = app
+        .store()
+        .client()
+        .query("SELECT status FROM alert_notifications ORDER BY at, attempts")
+        .fetch_all()
+        .await
+        .unwrap();
     assert_eq!(statuses, ["queued", "failed", "failed", "delivered"]);
     app.stop().await;
 }
@@ -132,25 +170,66 @@ async fn unacknowledged_alerts_escalate_to_the_parent_then_stop_when_acknowledge
     app.state.alerts.evaluate(t0).await.unwrap();
     // The streets have no roster entry: they fall through to their district at once, and the
     // two alerts of the same rule go out as one grouped message.
-    wait_for("the district notification", || district.log.lock().unwrap().len() == 1).await;
+    wait_for("the district notification", || {
+        district.log.lock().unwrap().len() == 1
+    })
+    .await;
     let grouped = district.log.lock().unwrap()[0].clone();
     assert_eq!(grouped["msgtype"], "markdown", "DingTalk robot format");
-    assert!(grouped["markdown"]["title"].as_str().unwrap().contains("2 个节点"), "{grouped}");
+    assert!(
+        grouped["markdown"]["title"]
+            .as_str()
+            .unwrap()
+            .contains("2 个节点"),
+        "{grouped}"
+    );
     let text = grouped["markdown"]["text"].as_str().unwrap();
-    assert!(text.contains("黄贝街道") && text.contains("东门街道"), "{text}");
+    assert!(
+        text.contains("黄贝街道") && text.contains("东门街道"),
+        "{text}"
+    );
 
     // 440303003's alert is acknowledged; 440303002's is not.
-    let res = app.http.post(format!("{}/api/v1/alerts/overdue/440303003/ack", app.base))
-        .bearer_auth(app.admin_token()).json(&json!({"comment": "已处理"})).send().await.unwrap();
+    let res = app
+        .http
+        .post(format!("{}/api/v1/alerts/overdue/440303003/ack", app.base))
+        .bearer_auth(app.admin_token())
+        .json(&json!({"comment": "已处理"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
-    let events = app.state.alerts.evaluate(t0 + Duration::from_secs(31 * 60)).await.unwrap();
-    let escalated: Vec<&str> = events.iter().filter(|e| e.state == "escalated").map(|e| e.fingerprint.as_str()).collect();
-    assert_eq!(escalated, ["overdue/440303002"], "only the unacknowledged alert escalates");
-    wait_for("the city's duty officer to be told", || city.log.lock().unwrap().len() == 1).await;
+    let events = app
+        .state
+        .alerts
+        .evaluate(t0 + Duration::from_secs(31 * 60))
+        .await
+        .unwrap();
+    let escalated: Vec<&str> = events
+        .iter()
+        .filter(|e| e.state == "escalated")
+        .map(|e| e.fingerprint.as_str())
+        .collect();
+    assert_eq!(
+        escalated,
+        ["overdue/440303002"],
+        "only the unacknowledged alert escalates"
+    );
+    wait_for("the city's duty officer to be told", || {
+        city.log.lock().unwrap().len() == 1
+    })
+    .await;
     let at_city = city.log.lock().unwrap()[0].clone();
-    assert_eq!((at_city["node"].as_str(), at_city["level"].as_u64()), (Some("440303002"), Some(1)));
+    assert_eq!(
+        (at_city["node"].as_str(), at_city["level"].as_u64()),
+        (Some("440303002"), Some(1))
+    );
     // The top of the chain is the city: nothing further to escalate to.
-    app.state.alerts.evaluate(t0 + Duration::from_secs(65 * 60)).await.unwrap();
+    app.state
+        .alerts
+        .evaluate(t0 + Duration::from_secs(65 * 60))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(city.log.lock().unwrap().len(), 1);
     assert_eq!(district.log.lock().unwrap().len(), 1);

@@ -43,8 +43,18 @@ fn settings_with_rules(rules: &str) -> (Settings, tempfile::TempDir) {
     s.alerts.eval_interval_ms = 0;
     s.alerts.repeat_minutes = 60;
     s.auth.tokens = vec![
-        vscc::auth::TokenConfig { token: "duty-luohu".into(), name: "罗湖值班员".into(), role: vscc::auth::Role::DutyOfficer, scope: "440303".into() },
-        vscc::auth::TokenConfig { token: "leader".into(), name: "领导".into(), role: vscc::auth::Role::Leader, scope: "440300".into() },
+        vscc::auth::TokenConfig {
+            token: "duty-luohu".into(),
+            name: "罗湖值班员".into(),
+            role: vscc::auth::Role::DutyOfficer,
+            scope: "440303".into(),
+        },
+        vscc::auth::TokenConfig {
+            token: "leader".into(),
+            name: "领导".into(),
+            role: vscc::auth::Role::Leader,
+            scope: "440300".into(),
+        },
     ];
     (s, dir)
 }
@@ -55,7 +65,11 @@ fn staffing(id: &str, org: &str, approved: i64, filled: i64) -> Value {
 }
 
 fn states(events: &[vscc::alert::engine::AlertEventRow], fp: &str) -> Vec<String> {
-    events.iter().filter(|e| e.fingerprint == fp).map(|e| e.state.clone()).collect()
+    events
+        .iter()
+        .filter(|e| e.fingerprint == fp)
+        .map(|e| e.state.clone())
+        .collect()
 }
 
 async fn eval(app: &TestApp, at: OffsetDateTime) -> Vec<vscc::alert::engine::AlertEventRow> {
@@ -67,23 +81,43 @@ async fn pending_becomes_firing_after_for_and_no_data_is_not_false() {
     let (settings, _dir) = settings_with_rules(RULES);
     let app = spawn_app_with(settings).await;
     let mut notices = app.state.alerts.subscribe();
-    app.post_events(&json!([staffing("a1", "440303", 100, 90), staffing("a2", "440305", 100, 99)])).await;
+    app.post_events(&json!([
+        staffing("a1", "440303", 100, 90),
+        staffing("a2", "440305", 100, 99)
+    ]))
+    .await;
     let t0 = OffsetDateTime::now_utc();
     let fp = "staffing_low/440303";
     assert_eq!(states(&eval(&app, t0).await, fp), ["pending"]);
-    assert!(states(&eval(&app, t0 + Duration::from_secs(300)).await, fp).is_empty(), "still pending inside `for`");
-    assert_eq!(states(&eval(&app, t0 + Duration::from_secs(660)).await, fp), ["firing", "notified"]);
+    assert!(
+        states(&eval(&app, t0 + Duration::from_secs(300)).await, fp).is_empty(),
+        "still pending inside `for`"
+    );
+    assert_eq!(
+        states(&eval(&app, t0 + Duration::from_secs(660)).await, fp),
+        ["firing", "notified"]
+    );
     let n = notices.try_recv().unwrap();
     assert_eq!((n.state.as_str(), n.node.as_str()), ("firing", "440303"));
-    assert!(n.summary.contains("罗湖区") && n.summary.contains("90.0%"), "{}", n.summary);
+    assert!(
+        n.summary.contains("罗湖区") && n.summary.contains("90.0%"),
+        "{}",
+        n.summary
+    );
 
     let current = app.get_json("/api/v1/alerts").await;
     let alerts = current["alerts"].as_array().unwrap();
-    let fps: Vec<&str> = alerts.iter().map(|a| a["fingerprint"].as_str().unwrap()).collect();
+    let fps: Vec<&str> = alerts
+        .iter()
+        .map(|a| a["fingerprint"].as_str().unwrap())
+        .collect();
     assert!(fps.contains(&fp));
     // 南山 meets the target (condition false) and 福田 has no data: neither alerts.
     assert!(!fps.contains(&"staffing_low/440305"));
-    assert!(!fps.iter().any(|f| f.ends_with("/440304")), "no data is not a breach: {fps:?}");
+    assert!(
+        !fps.iter().any(|f| f.ends_with("/440304")),
+        "no data is not a breach: {fps:?}"
+    );
     app.stop().await;
 }
 
@@ -93,17 +127,36 @@ async fn flapping_does_not_renotify_inside_the_repeat_interval_and_ack_is_record
     let app = spawn_app_with(settings).await;
     let fp = "staffing_flap/440304";
     let t0 = OffsetDateTime::now_utc();
-    app.post_events(&json!([staffing("f1", "440304", 100, 80)])).await;
+    app.post_events(&json!([staffing("f1", "440304", 100, 80)]))
+        .await;
     assert_eq!(states(&eval(&app, t0).await, fp), ["firing", "notified"]);
-    let later = |id: &str, filled: i64| json!([{"id": id, "kind": "staffing.reported", "org": "440304",
-        "at": format!("2021-06-0{}T09:00:00+08:00", 1 + filled % 7), "data": {"approved_posts": 100, "filled_posts": filled}}]);
+    let later = |id: &str, filled: i64| {
+        json!([{"id": id, "kind": "staffing.reported", "org": "440304",
+        "at": format!("2021-06-0{}T09:00:00+08:00", 1 + filled % 7), "data": {"approved_posts": 100, "filled_posts": filled}}])
+    };
     app.post_events(&later("f2", 99)).await;
-    assert_eq!(states(&eval(&app, t0 + Duration::from_secs(60)).await, fp), ["resolved"]);
+    assert_eq!(
+        states(&eval(&app, t0 + Duration::from_secs(60)).await, fp),
+        ["resolved"]
+    );
     app.post_events(&later("f3", 81)).await;
-    assert_eq!(states(&eval(&app, t0 + Duration::from_secs(120)).await, fp), ["firing"], "fires again, but no second notification within the hour");
+    assert_eq!(
+        states(&eval(&app, t0 + Duration::from_secs(120)).await, fp),
+        ["firing"],
+        "fires again, but no second notification within the hour"
+    );
 
     // Acknowledge: only a duty officer in scope may; 福田 is outside 罗湖's officer.
-    let ack = |token: &str| app.http.post(format!("{}/api/v1/alerts/staffing_flap/440304/ack", app.base)).bearer_auth(token.to_string()).json(&json!({"comment": "已电话联系"})).send();
+    let ack = |token: &str| {
+        app.http
+            .post(format!(
+                "{}/api/v1/alerts/staffing_flap/440304/ack",
+                app.base
+            ))
+            .bearer_auth(token.to_string())
+            .json(&json!({"comment": "已电话联系"}))
+            .send()
+    };
     assert_eq!(ack("leader").await.unwrap().status(), 403);
     assert_eq!(ack("duty-luohu").await.unwrap().status(), 403);
     let res = ack(app.admin_token()).await.unwrap();
@@ -112,8 +165,16 @@ async fn flapping_does_not_renotify_inside_the_repeat_interval_and_ack_is_record
     let ev = eval(&app, t0 + Duration::from_secs(4000)).await;
     assert!(states(&ev, fp).is_empty(), "{ev:?}");
     let history = app.get_json("/api/v1/alerts/history").await;
-    let acked = history.as_array().unwrap().iter().find(|h| h["state"] == "acknowledged").expect("ack in history");
-    assert_eq!((acked["actor"].as_str(), acked["comment"].as_str()), (Some("admin"), Some("已电话联系")));
+    let acked = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["state"] == "acknowledged")
+        .expect("ack in history");
+    assert_eq!(
+        (acked["actor"].as_str(), acked["comment"].as_str()),
+        (Some("admin"), Some("已电话联系"))
+    );
     app.stop().await;
 }
 
@@ -123,11 +184,22 @@ async fn a_broken_rule_file_keeps_the_previous_rules() {
     let app = spawn_app_with(settings).await;
     assert_eq!(app.state.alerts.rules().len(), 2);
     std::thread::sleep(Duration::from_millis(20));
-    std::fs::write(dir.path().join("rules.toml"), RULES.replace("staffing_rate\"\nop", "no_such_metric\"\nop")).unwrap();
-    let err = app.state.alerts.reload_rules().expect("the broken file is reported");
+    std::fs::write(
+        dir.path().join("rules.toml"),
+        RULES.replace("staffing_rate\"\nop", "no_such_metric\"\nop"),
+    )
+    .unwrap();
+    let err = app
+        .state
+        .alerts
+        .reload_rules()
+        .expect("the broken file is reported");
     assert!(err.contains("unknown metric"), "{err}");
     assert_eq!(app.state.alerts.rules().len(), 2, "previous rules stay");
-    assert!(app.get_json("/api/v1/alerts").await["rules_error"].as_str().unwrap().contains("unknown metric"));
+    assert!(app.get_json("/api/v1/alerts").await["rules_error"]
+        .as_str()
+        .unwrap()
+        .contains("unknown metric"));
     app.stop().await;
 }
 
@@ -135,16 +207,28 @@ async fn a_broken_rule_file_keeps_the_previous_rules() {
 async fn a_restart_keeps_a_firing_alert_without_notifying_it_again() {
     let (settings, _dir) = settings_with_rules(RULES);
     let app = spawn_app_with(settings.clone()).await;
-    app.post_events(&json!([staffing("r1", "440304", 100, 70)])).await;
+    app.post_events(&json!([staffing("r1", "440304", 100, 70)]))
+        .await;
     let t0 = OffsetDateTime::now_utc();
-    assert_eq!(states(&eval(&app, t0).await, "staffing_flap/440304"), ["firing", "notified"]);
+    assert_eq!(
+        states(&eval(&app, t0).await, "staffing_flap/440304"),
+        ["firing", "notified"]
+    );
     app.stop().await;
 
     let again = spawn_app_with(settings).await;
     let current = again.state.alerts.current();
-    assert!(current.iter().any(|a| a.fingerprint == "staffing_flap/440304"), "restored: {current:?}");
+    assert!(
+        current
+            .iter()
+            .any(|a| a.fingerprint == "staffing_flap/440304"),
+        "restored: {current:?}"
+    );
     let ev = eval(&again, t0 + Duration::from_secs(30)).await;
-    assert!(states(&ev, "staffing_flap/440304").is_empty(), "no second notification after the restart: {ev:?}");
+    assert!(
+        states(&ev, "staffing_flap/440304").is_empty(),
+        "no second notification after the restart: {ev:?}"
+    );
     again.stop().await;
 }
 
@@ -153,12 +237,20 @@ async fn a_recurring_silence_holds_back_notifications_only_inside_its_window() {
     let (settings, _dir) = settings_with_rules(RULES);
     let app = spawn_app_with(settings).await;
     let post = |token: &str, body: Value| {
-        app.http.post(format!("{}/api/v1/silences", app.base)).bearer_auth(token.to_string()).json(&body).send()
+        app.http
+            .post(format!("{}/api/v1/silences", app.base))
+            .bearer_auth(token.to_string())
+            .json(&body)
+            .send()
     };
     // Nights of the 2027 Spring Festival holiday, for 福田 only.
     let spec = json!({"rule": "staffing_flap", "scope": "440304", "starts_at": "2027-02-05T00:00:00+08:00",
         "ends_at": "2027-02-13T00:00:00+08:00", "daily": {"from": "22:00", "to": "08:00"}, "comment": "春节夜间静默"});
-    assert_eq!(post("duty-luohu", spec.clone()).await.unwrap().status(), 403, "福田 is outside 罗湖's scope");
+    assert_eq!(
+        post("duty-luohu", spec.clone()).await.unwrap().status(),
+        403,
+        "福田 is outside 罗湖's scope"
+    );
     let mut bad = spec.clone();
     bad["ends_at"] = json!("2027-02-01T00:00:00+08:00");
     let res = post(app.admin_token(), bad).await.unwrap();
@@ -166,12 +258,29 @@ async fn a_recurring_silence_holds_back_notifications_only_inside_its_window() {
     assert_eq!(res.json::<Value>().await.unwrap()["field"], "ends_at");
     assert_eq!(post(app.admin_token(), spec).await.unwrap().status(), 201);
 
-    app.post_events(&json!([staffing("sf1", "440304", 100, 80)])).await;
-    let night = OffsetDateTime::parse("2027-02-07T23:00:00+08:00", &time::format_description::well_known::Rfc3339).unwrap();
+    app.post_events(&json!([staffing("sf1", "440304", 100, 80)]))
+        .await;
+    let night = OffsetDateTime::parse(
+        "2027-02-07T23:00:00+08:00",
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
     let fp = "staffing_flap/440304";
-    assert_eq!(states(&eval(&app, night).await, fp), ["firing", "silenced"], "firing is recorded, not notified");
-    let morning = OffsetDateTime::parse("2027-02-08T12:00:00+08:00", &time::format_description::well_known::Rfc3339).unwrap();
-    assert_eq!(states(&eval(&app, morning).await, fp), ["notified"], "outside the window the alert is notified");
+    assert_eq!(
+        states(&eval(&app, night).await, fp),
+        ["firing", "silenced"],
+        "firing is recorded, not notified"
+    );
+    let morning = OffsetDateTime::parse(
+        "2027-02-08T12:00:00+08:00",
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    assert_eq!(
+        states(&eval(&app, morning).await, fp),
+        ["notified"],
+        "outside the window the alert is notified"
+    );
     let listed = app.get_json("/api/v1/silences").await;
     assert_eq!(listed[0]["comment"], "春节夜间静默");
     app.stop().await;
@@ -222,8 +331,18 @@ async fn a_spike_against_its_own_baseline_and_a_geographic_cluster_each_fire_onc
     let mut events = Vec::new();
     // Two streets with one appeal a day for a week; 南园 then gets six in the last day.
     for day in 1..=7 {
-        events.push(appeal(&format!("base-nanyuan-{day}"), "440304001", day * 24 + 3, None));
-        events.push(appeal(&format!("base-yuanling-{day}"), "440304002", day * 24 + 3, None));
+        events.push(appeal(
+            &format!("base-nanyuan-{day}"),
+            "440304001",
+            day * 24 + 3,
+            None,
+        ));
+        events.push(appeal(
+            &format!("base-yuanling-{day}"),
+            "440304002",
+            day * 24 + 3,
+            None,
+        ));
     }
     for i in 0..6 {
         events.push(appeal(&format!("spike-{i}"), "440304001", 2, None));
@@ -239,11 +358,26 @@ async fn a_spike_against_its_own_baseline_and_a_geographic_cluster_each_fire_onc
     assert_eq!(answer["rejected"], 0, "{answer}");
 
     let ev = eval(&app, OffsetDateTime::now_utc()).await;
-    let firing: Vec<&str> = ev.iter().filter(|e| e.state == "firing").map(|e| e.fingerprint.as_str()).collect();
-    assert_eq!(firing, ["appeal_spike/440304001", "appeal_cluster/440304"], "{ev:?}");
-    let cluster = ev.iter().find(|e| e.fingerprint == "appeal_cluster/440304").unwrap();
+    let firing: Vec<&str> = ev
+        .iter()
+        .filter(|e| e.state == "firing")
+        .map(|e| e.fingerprint.as_str())
+        .collect();
+    assert_eq!(
+        firing,
+        ["appeal_spike/440304001", "appeal_cluster/440304"],
+        "{ev:?}"
+    );
+    let cluster = ev
+        .iter()
+        .find(|e| e.fingerprint == "appeal_cluster/440304")
+        .unwrap();
     assert_eq!(cluster.value, Some(3.0));
-    assert!(cluster.summary.contains("福田区出现 3 件"), "{}", cluster.summary);
+    assert!(
+        cluster.summary.contains("福田区出现 3 件"),
+        "{}",
+        cluster.summary
+    );
     app.stop().await;
 }
 
@@ -251,15 +385,34 @@ async fn a_spike_against_its_own_baseline_and_a_geographic_cluster_each_fire_onc
 fn the_shipped_rules_and_roster_example_load() {
     let s = vscc::config::Settings::load(None).unwrap();
     let tree = vscc::reference::load_org_tree(&s.reference.divisions_dir).unwrap();
-    let rules = vscc::alert::rules::load_rules(std::path::Path::new("dashboards/alerts"), &tree).expect("shipped rules are valid");
+    let rules = vscc::alert::rules::load_rules(std::path::Path::new("dashboards/alerts"), &tree)
+        .expect("shipped rules are valid");
     let names: Vec<&str> = rules.iter().map(|r| r.name.as_str()).collect();
-    for covered in ["staffing_rate_below_95", "five_star_share_at_risk", "archive_coverage_at_risk", "appeals_overdue", "station_silent", "appeal_cluster"] {
+    for covered in [
+        "staffing_rate_below_95",
+        "five_star_share_at_risk",
+        "archive_coverage_at_risk",
+        "appeals_overdue",
+        "station_silent",
+        "appeal_cluster",
+    ] {
         assert!(names.contains(&covered), "{covered} missing from {names:?}");
     }
-    let roster = vscc::alert::delivery::Roster::load(std::path::Path::new("dashboards/alerts/oncall.toml.example"), &tree)
-        .expect("the example roster is valid")
-        .expect("present");
+    let roster = vscc::alert::delivery::Roster::load(
+        std::path::Path::new("dashboards/alerts/oncall.toml.example"),
+        &tree,
+    )
+    .expect("the example roster is valid")
+    .expect("present");
     let street = tree.get("440303001").unwrap();
-    let chain: Vec<String> = roster.chain(&tree, street).into_iter().map(|d| d.org).collect();
-    assert_eq!(chain, ["440303", "440300"], "a street without an entry falls through to its district, then the city");
+    let chain: Vec<String> = roster
+        .chain(&tree, street)
+        .into_iter()
+        .map(|d| d.org)
+        .collect();
+    assert_eq!(
+        chain,
+        ["440303", "440300"],
+        "a street without an entry falls through to its district, then the city"
+    );
 }

@@ -30,7 +30,11 @@ async fn a_changed_dashboard_file_is_served_without_a_restart_and_a_broken_one_k
 
     // An edit reaches the API (and so the open screens, which poll it) within seconds.
     tokio::time::sleep(Duration::from_millis(20)).await;
-    std::fs::write(&file, TRAINING.replace("业务培训 · 年度轮训", "业务培训 · 年终冲刺")).unwrap();
+    std::fs::write(
+        &file,
+        TRAINING.replace("业务培训 · 年度轮训", "业务培训 · 年终冲刺"),
+    )
+    .unwrap();
     let mut updated = None;
     for _ in 0..100 {
         let d = app.get_json("/api/v1/dashboards/training").await;
@@ -45,7 +49,11 @@ async fn a_changed_dashboard_file_is_served_without_a_restart_and_a_broken_one_k
 
     // A broken edit is reported and the last good version stays.
     tokio::time::sleep(Duration::from_millis(20)).await;
-    std::fs::write(&file, TRAINING.replace("training_coverage\"],", "no_such_metric\"],")).unwrap();
+    std::fs::write(
+        &file,
+        TRAINING.replace("training_coverage\"],", "no_such_metric\"],"),
+    )
+    .unwrap();
     let mut reported = None;
     for _ in 0..100 {
         let d = app.get_json("/api/v1/dashboards/training").await;
@@ -56,8 +64,14 @@ async fn a_changed_dashboard_file_is_served_without_a_restart_and_a_broken_one_k
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let reported = reported.expect("the broken file is reported within 10 s");
-    assert!(reported["error"].as_str().unwrap().contains("no_such_metric"));
-    assert_eq!(reported["dashboard"]["title"], "业务培训 · 年终冲刺", "the last good version stays");
+    assert!(reported["error"]
+        .as_str()
+        .unwrap()
+        .contains("no_such_metric"));
+    assert_eq!(
+        reported["dashboard"]["title"], "业务培训 · 年终冲刺",
+        "the last good version stays"
+    );
     assert_eq!(app.get("/api/v1/dashboards/nope").await.status(), 404);
     app.stop().await;
 }

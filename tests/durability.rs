@@ -12,7 +12,11 @@ use common::{spawn_app_with, test_settings};
 use serde_json::{json, Value};
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn batch(prefix: &str, n: usize) -> Vec<Value> {
@@ -47,7 +51,10 @@ fn start_server(port: u16, database: &str, spool: &std::path::Path) -> Server {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    Server { child, base: format!("http://127.0.0.1:{port}") }
+    Server {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    }
 }
 
 async fn wait_ready(http: &reqwest::Client, base: &str) {
@@ -78,12 +85,22 @@ async fn sigkill_mid_ingest_loses_nothing_acknowledged_and_counts_nothing_twice(
     let sent: Arc<Mutex<Vec<Vec<Value>>>> = Arc::default();
     let mut clients = Vec::new();
     for c in 0..2 {
-        let (acked, sent, http, base) = (acked.clone(), sent.clone(), http.clone(), server.base.clone());
+        let (acked, sent, http, base) = (
+            acked.clone(),
+            sent.clone(),
+            http.clone(),
+            server.base.clone(),
+        );
         clients.push(tokio::spawn(async move {
             for b in 0.. {
                 let events = batch(&format!("k{c}-{b}"), 200);
                 sent.lock().unwrap().push(events.clone());
-                let res = http.post(format!("{base}/api/v1/events")).bearer_auth("kill-test").json(&events).send().await;
+                let res = http
+                    .post(format!("{base}/api/v1/events"))
+                    .bearer_auth("kill-test")
+                    .json(&events)
+                    .send()
+                    .await;
                 match res {
                     Ok(r) if r.status() == 200 => {
                         let ids = events.iter().map(|e| e["id"].as_str().unwrap().to_string());
@@ -101,35 +118,88 @@ async fn sigkill_mid_ingest_loses_nothing_acknowledged_and_counts_nothing_twice(
         c.await.unwrap();
     }
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() >= 1000, "ingest was under way ({} acknowledged)", acked.len());
+    assert!(
+        acked.len() >= 1000,
+        "ingest was under way ({} acknowledged)",
+        acked.len()
+    );
 
     let mut server = start_server(port, &database, &spool);
     wait_ready(&http, &server.base).await;
-    let store = vscc::store::Store::new(&common::clickhouse_url(), "default", "", &database).unwrap();
-    let (rows, distinct): (u64, u64) = store.client().query("SELECT count(), uniqExact(id) FROM events").fetch_one().await.unwrap();
+    let store =
+        vscc::store::Store::new(&common::clickhouse_url(), "default", "", &database).unwrap();
+    let (rows, distinct): (u64, u64) = store
+        .client()
+        .query("SELECT count(), uniqExact(id) FROM events")
+        .fetch_one()
+        .await
+        .unwrap();
     assert_eq!(rows, distinct, "no record is in ClickHouse twice");
-    let stored: HashSet<String> = store.client().query("SELECT id FROM events").fetch_all::<String>().await.unwrap().into_iter().collect();
+    let stored: HashSet<String> = store
+        .client()
+        .query("SELECT id FROM events")
+        .fetch_all::<String>()
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
     let lost: Vec<&String> = acked.iter().filter(|id| !stored.contains(*id)).collect();
-    assert!(lost.is_empty(), "{} acknowledged records lost, e.g. {:?}", lost.len(), lost.first());
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged records lost, e.g. {:?}",
+        lost.len(),
+        lost.first()
+    );
 
     // Re-sending everything, acknowledged or not, leaves every id exactly once.
     let all: Vec<Vec<Value>> = sent.lock().unwrap().clone();
     let mut total = HashSet::new();
     for events in &all {
-        let r = http.post(format!("{}/api/v1/events", server.base)).bearer_auth("kill-test").json(events).send().await.unwrap();
+        let r = http
+            .post(format!("{}/api/v1/events", server.base))
+            .bearer_auth("kill-test")
+            .json(events)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
         let answer: Value = r.json().await.unwrap();
-        if events.iter().all(|e| acked.contains(e["id"].as_str().unwrap())) {
-            assert_eq!(answer["accepted"], 0, "acknowledged ids stay no-ops across restarts");
+        if events
+            .iter()
+            .all(|e| acked.contains(e["id"].as_str().unwrap()))
+        {
+            assert_eq!(
+                answer["accepted"], 0,
+                "acknowledged ids stay no-ops across restarts"
+            );
         }
         total.extend(events.iter().map(|e| e["id"].as_str().unwrap().to_string()));
     }
-    let figures: Value = http.get(format!("{}/api/v1/metrics?scope=440305007003&metrics=archive_coverage", server.base))
-        .bearer_auth("kill-test").send().await.unwrap().json().await.unwrap();
-    assert_eq!(figures["nodes"]["440305007003"]["archive_coverage"]["den"].as_u64(), Some(total.len() as u64), "live figures count each record once");
+    let figures: Value = http
+        .get(format!(
+            "{}/api/v1/metrics?scope=440305007003&metrics=archive_coverage",
+            server.base
+        ))
+        .bearer_auth("kill-test")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        figures["nodes"]["440305007003"]["archive_coverage"]["den"].as_u64(),
+        Some(total.len() as u64),
+        "live figures count each record once"
+    );
     unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) };
     server.child.wait().unwrap();
-    let (rows, distinct): (u64, u64) = store.client().query("SELECT count(), uniqExact(id) FROM events").fetch_one().await.unwrap();
+    let (rows, distinct): (u64, u64) = store
+        .client()
+        .query("SELECT count(), uniqExact(id) FROM events")
+        .fetch_one()
+        .await
+        .unwrap();
     assert_eq!((rows, distinct), (total.len() as u64, total.len() as u64));
 }
 
@@ -139,38 +209,65 @@ async fn ingest_rides_out_a_clickhouse_outage_and_everything_lands_once_it_retur
     let mut settings = test_settings();
     settings.clickhouse.managed.dir = tmp.path().to_path_buf();
     settings.ingest.max_spool_bytes = 400_000;
-    let mut clickhouse = vscc::store::ManagedClickHouse::start(&settings.clickhouse.managed).await.unwrap();
+    let mut clickhouse = vscc::store::ManagedClickHouse::start(&settings.clickhouse.managed)
+        .await
+        .unwrap();
     settings.clickhouse.url = clickhouse.url();
     let app = spawn_app_with(settings).await;
 
     let mut accepted = 0u64;
-    let answer: Value = app.post_events(&json!(batch("before", 100))).await.json().await.unwrap();
+    let answer: Value = app
+        .post_events(&json!(batch("before", 100)))
+        .await
+        .json()
+        .await
+        .unwrap();
     accepted += answer["accepted"].as_u64().unwrap();
     clickhouse.stop().await;
 
     // ClickHouse is down: ingest keeps answering from the spool until its bound…
     let mut refused = None;
     for b in 0..200 {
-        let res = app.post_events(&json!(batch(&format!("during-{b}"), 100))).await;
+        let res = app
+            .post_events(&json!(batch(&format!("during-{b}"), 100)))
+            .await;
         if res.status() == 503 {
-            refused = Some(res.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string()));
+            refused = Some(
+                res.headers()
+                    .get("retry-after")
+                    .map(|v| v.to_str().unwrap().to_string()),
+            );
             break;
         }
         assert_eq!(res.status(), 200);
-        accepted += res.json::<Value>().await.unwrap()["accepted"].as_u64().unwrap();
+        accepted += res.json::<Value>().await.unwrap()["accepted"]
+            .as_u64()
+            .unwrap();
     }
-    assert!(accepted > 200, "ingest answered while ClickHouse was down ({accepted} accepted)");
+    assert!(
+        accepted > 200,
+        "ingest answered while ClickHouse was down ({accepted} accepted)"
+    );
     let retry_after = refused.expect("a full spool answers 503");
     assert_eq!(retry_after.as_deref(), Some("5"));
 
     // …and everything spooled lands once ClickHouse is back.
     clickhouse.restart().await.unwrap();
     app.wait_landed().await;
-    let (rows, distinct): (u64, u64) =
-        app.store().client().query("SELECT count(), uniqExact(id) FROM events").fetch_one().await.unwrap();
+    let (rows, distinct): (u64, u64) = app
+        .store()
+        .client()
+        .query("SELECT count(), uniqExact(id) FROM events")
+        .fetch_one()
+        .await
+        .unwrap();
     assert_eq!((rows, distinct), (accepted, accepted));
     let res = app.post_events(&json!(batch("after", 10))).await;
-    assert_eq!(res.status(), 200, "the spool drained, so ingest accepts again");
+    assert_eq!(
+        res.status(),
+        200,
+        "the spool drained, so ingest accepts again"
+    );
     app.stop().await;
     clickhouse.stop().await;
 }

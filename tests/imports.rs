@@ -42,41 +42,86 @@ async fn a_mixed_ledger_loads_the_good_rows_and_rejects_the_bad_with_row_column_
     let clerk = app.user_token("clerk-nanshan", "clerk", "440305").await;
     let (status, summary) = upload(&app, &clerk, "招聘台账.csv", HIRES.as_bytes().to_vec()).await;
     assert_eq!(status, 200, "{summary}");
-    assert_eq!((summary["family"].as_str(), summary["rows"].as_u64()), (Some("hires"), Some(10)));
-    assert_eq!((summary["accepted"].as_u64(), summary["duplicates"].as_u64(), summary["rejected"].as_u64()), (Some(3), Some(1), Some(6)), "{summary}");
+    assert_eq!(
+        (summary["family"].as_str(), summary["rows"].as_u64()),
+        (Some("hires"), Some(10))
+    );
+    assert_eq!(
+        (
+            summary["accepted"].as_u64(),
+            summary["duplicates"].as_u64(),
+            summary["rejected"].as_u64()
+        ),
+        (Some(3), Some(1), Some(6)),
+        "{summary}"
+    );
     assert_eq!(summary["ignored_columns"], json!(["备注"]));
     let rejects: Vec<(u64, String, String)> = summary["rejects"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| (r["row"].as_u64().unwrap(), r["column"].as_str().unwrap().to_string(), r["reason"].as_str().unwrap().to_string()))
+        .map(|r| {
+            (
+                r["row"].as_u64().unwrap(),
+                r["column"].as_str().unwrap().to_string(),
+                r["reason"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     let expected = [
         (5, "区", "unknown org '南山区/南头街道/不存在社区'"),
-        (6, "入职日期", "'2021-13-01' is not a date (e.g. 2021-03-04 or 2021年3月4日)"),
+        (
+            6,
+            "入职日期",
+            "'2021-13-01' is not a date (e.g. 2021-03-04 or 2021年3月4日)",
+        ),
         (7, "人员编号", "is required"),
         (8, "是否退役军人", "'也许' is not 是 or 否"),
         (9, "入职日期", "is in the future"),
-        (10, "区", "440303001001 is outside the importer's scope (440305)"),
+        (
+            10,
+            "区",
+            "440303001001 is outside the importer's scope (440305)",
+        ),
     ];
     assert_eq!(rejects.len(), expected.len(), "{rejects:?}");
-    for ((row, column, reason), (want_row, want_column, want_reason)) in rejects.iter().zip(expected) {
-        assert_eq!((*row, column.as_str(), reason.as_str()), (want_row, want_column, want_reason));
+    for ((row, column, reason), (want_row, want_column, want_reason)) in
+        rejects.iter().zip(expected)
+    {
+        assert_eq!(
+            (*row, column.as_str(), reason.as_str()),
+            (want_row, want_column, want_reason)
+        );
     }
     // The whole reject file, for the clerk to fix and re-send.
     let url = summary["rejects_url"].as_str().unwrap();
-    let csv = app.http.get(format!("{}{url}", app.base)).bearer_auth(&clerk).send().await.unwrap().text().await.unwrap();
+    let csv = app
+        .http
+        .get(format!("{}{url}", app.base))
+        .bearer_auth(&clerk)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let lines: Vec<&str> = csv.trim_start_matches('\u{feff}').lines().collect();
     assert_eq!(lines[0], "行号,列,内容,原因");
     assert_eq!(lines.len(), 7);
-    assert!(lines[2].starts_with("6,入职日期,2021-13-01,"), "{}", lines[2]);
+    assert!(
+        lines[2].starts_with("6,入职日期,2021-13-01,"),
+        "{}",
+        lines[2]
+    );
 
     // What landed: cleaned values, names resolved to codes, days at noon in Shenzhen.
     app.wait_landed().await;
     let rows: Vec<(String, String, u8, u32)> = app
         .store()
         .client()
-        .query("SELECT org, staff_id, veteran, toUInt32(toYYYYMMDD(at)) FROM events ORDER BY staff_id")
+        .query(
+            "SELECT org, staff_id, veteran, toUInt32(toYYYYMMDD(at)) FROM events ORDER BY staff_id",
+        )
         .fetch_all()
         .await
         .unwrap();
@@ -91,16 +136,28 @@ async fn a_mixed_ledger_loads_the_good_rows_and_rejects_the_bad_with_row_column_
     // And the live figures follow: 2 veterans of 3 hires in 南山 in 2021.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let figures = app.get_json("/api/v1/metrics?scope=440305&metrics=veteran_hire_share").await;
+        let figures = app
+            .get_json("/api/v1/metrics?scope=440305&metrics=veteran_hire_share")
+            .await;
         let f = &figures["nodes"]["440305"]["veteran_hire_share"];
         if f["den"] == 3 {
             assert_eq!(f["num"], 2);
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the live figures never saw the import: {figures}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the live figures never saw the import: {figures}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let res = app.http.post(format!("{}/api/v1/imports?name=x.csv", app.base)).bearer_auth(app.user_token("leader-ns", "leader", "440305").await).body("a").send().await.unwrap();
+    let res = app
+        .http
+        .post(format!("{}/api/v1/imports?name=x.csv", app.base))
+        .bearer_auth(app.user_token("leader-ns", "leader", "440305").await)
+        .body("a")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 403, "only clerks and admins import");
     app.stop().await;
 }
@@ -109,7 +166,10 @@ fn vscc(app: &TestApp, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_vscc"))
         .args(args)
         .env("VSCC__CLICKHOUSE__URL", common::clickhouse_url())
-        .env("VSCC__CLICKHOUSE__DATABASE", &app.settings.clickhouse.database)
+        .env(
+            "VSCC__CLICKHOUSE__DATABASE",
+            &app.settings.clickhouse.database,
+        )
         .env("RUST_LOG", "warn")
         .output()
         .unwrap()
@@ -117,16 +177,34 @@ fn vscc(app: &TestApp, args: &[&str]) -> std::process::Output {
 
 fn simulate(format: &str, dir: &Path) {
     let out = Command::new(env!("CARGO_BIN_EXE_vscc"))
-        .args(["simulate", "--seed", "3", "--scale", "0.02", "--until", "2020-09-30", "--format", format, "--out"])
+        .args([
+            "simulate",
+            "--seed",
+            "3",
+            "--scale",
+            "0.02",
+            "--until",
+            "2020-09-30",
+            "--format",
+            format,
+            "--out",
+        ])
         .arg(dir)
         .env("RUST_LOG", "warn")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn ledgers(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
     files
 }
@@ -138,15 +216,38 @@ async fn a_re_import_changes_nothing_and_the_summary_says_so() {
     simulate("csv", dir.path());
     let hires = dir.path().join("招聘台账.csv");
     let out = vscc(&app, &["etl", "import", hires.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let count = || async { app.store().client().query("SELECT count() FROM events").fetch_one::<u64>().await.unwrap() };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let count = || async {
+        app.store()
+            .client()
+            .query("SELECT count() FROM events")
+            .fetch_one::<u64>()
+            .await
+            .unwrap()
+    };
     let first = count().await;
     assert!(first > 50, "the hiring ledger has rows ({first})");
     let out = vscc(&app, &["etl", "import", hires.to_str().unwrap()]);
     let report = String::from_utf8_lossy(&out.stdout);
-    let line = report.lines().find(|l| l.starts_with("hires")).unwrap_or_else(|| panic!("{report}"));
-    let numbers: Vec<u64> = line.split_whitespace().skip(1).take(4).map(|n| n.parse().unwrap()).collect();
-    assert_eq!(numbers, vec![first, 0, first, 0], "rows, accepted, duplicates, rejected: {report}");
+    let line = report
+        .lines()
+        .find(|l| l.starts_with("hires"))
+        .unwrap_or_else(|| panic!("{report}"));
+    let numbers: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(4)
+        .map(|n| n.parse().unwrap())
+        .collect();
+    assert_eq!(
+        numbers,
+        vec![first, 0, first, 0],
+        "rows, accepted, duplicates, rejected: {report}"
+    );
     assert_eq!(count().await, first);
     let imports: Value = app.get_json("/api/v1/imports").await;
     assert_eq!(imports.as_array().unwrap().len(), 2);
@@ -166,9 +267,16 @@ async fn excel_and_csv_of_the_same_ledgers_give_identical_tables() {
         let mut args = vec!["etl".to_string(), "import".to_string()];
         args.extend(files.iter().map(|f| f.display().to_string()));
         let out = vscc(app, &args.iter().map(String::as_str).collect::<Vec<_>>());
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let report = String::from_utf8_lossy(&out.stdout).to_string();
-        assert!(!report.contains("rejected rows"), "simulated ledgers import cleanly:\n{report}");
+        assert!(
+            !report.contains("rejected rows"),
+            "simulated ledgers import cleanly:\n{report}"
+        );
     }
     let table = |app: &TestApp| {
         let client = app.store().client().clone();
@@ -197,6 +305,11 @@ fn the_same_seed_writes_the_same_ledger_files() {
     simulate("csv", one.path());
     simulate("csv", two.path());
     for (x, y) in ledgers(one.path()).iter().zip(ledgers(two.path())) {
-        assert_eq!(std::fs::read(x).unwrap(), std::fs::read(&y).unwrap(), "{}", x.display());
+        assert_eq!(
+            std::fs::read(x).unwrap(),
+            std::fs::read(&y).unwrap(),
+            "{}",
+            x.display()
+        );
     }
 }

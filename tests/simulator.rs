@@ -10,11 +10,21 @@ use vscc::reference::{load_org_tree, DistrictMap};
 fn reference() -> (vscc::domain::OrgTree, DistrictMap) {
     let s = Settings::load(None).unwrap();
     let tree = load_org_tree(&s.reference.divisions_dir).unwrap();
-    let map = DistrictMap::load(&s.reference.boundaries_dir, &tree, s.reference.simplify_tolerance_deg).unwrap();
+    let map = DistrictMap::load(
+        &s.reference.boundaries_dir,
+        &tree,
+        s.reference.simplify_tolerance_deg,
+    )
+    .unwrap();
     (tree, map)
 }
 
-fn run(tree: &vscc::domain::OrgTree, map: &DistrictMap, seed: u64, until: Date) -> Vec<serde_json::Value> {
+fn run(
+    tree: &vscc::domain::OrgTree,
+    map: &DistrictMap,
+    seed: u64,
+    until: Date,
+) -> Vec<serde_json::Value> {
     let mut sim = Simulator::new(tree, map, seed, 0.02);
     let mut out = Vec::new();
     while let Some((_, events)) = sim.next_day(until) {
@@ -32,16 +42,30 @@ fn same_seed_same_records_and_a_longer_run_extends_a_shorter_one() {
     assert!(a.len() > 1000, "{} records", a.len());
     assert_eq!(a, b);
     assert_ne!(a, run(&tree, &map, 8, end), "another seed, another history");
-    let shorter = run(&tree, &map, 7, Date::from_calendar_date(2020, Month::March, 31).unwrap());
-    let a_ids: std::collections::HashSet<&str> = a.iter().map(|e| e["id"].as_str().unwrap()).collect();
-    assert!(shorter.iter().all(|e| a_ids.contains(e["id"].as_str().unwrap())));
+    let shorter = run(
+        &tree,
+        &map,
+        7,
+        Date::from_calendar_date(2020, Month::March, 31).unwrap(),
+    );
+    let a_ids: std::collections::HashSet<&str> =
+        a.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert!(shorter
+        .iter()
+        .all(|e| a_ids.contains(e["id"].as_str().unwrap())));
 }
 
 #[test]
 fn records_follow_the_plan_story() {
     let (tree, map) = reference();
-    let events = run(&tree, &map, 1, Date::from_calendar_date(2022, Month::December, 31).unwrap());
-    let parse = |s: &str| OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).unwrap();
+    let events = run(
+        &tree,
+        &map,
+        1,
+        Date::from_calendar_date(2022, Month::December, 31).unwrap(),
+    );
+    let parse =
+        |s: &str| OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).unwrap();
     let mut by_kind: HashMap<&str, usize> = HashMap::new();
     let mut located = 0;
     let mut veterans_hired = (0, 0);
@@ -49,13 +73,28 @@ fn records_follow_the_plan_story() {
         let kind = e["kind"].as_str().unwrap();
         *by_kind.entry(kind).or_default() += 1;
         if kind == "appeal.received" {
-            let day = parse(e["at"].as_str().unwrap()).to_offset(time::UtcOffset::from_hms(8, 0, 0).unwrap());
-            assert!(!matches!(day.weekday(), Weekday::Saturday | Weekday::Sunday), "appeals arrive on weekdays");
+            let day = parse(e["at"].as_str().unwrap())
+                .to_offset(time::UtcOffset::from_hms(8, 0, 0).unwrap());
+            assert!(
+                !matches!(day.weekday(), Weekday::Saturday | Weekday::Sunday),
+                "appeals arrive on weekdays"
+            );
             if let Some(loc) = e.get("location") {
                 let org = tree.get(e["org"].as_str().unwrap()).unwrap();
-                let district = tree.node(tree.ancestor_at(org, vscc::domain::Level::District).unwrap()).code.clone();
-                let at = map.locate(loc["lon"].as_f64().unwrap(), loc["lat"].as_f64().unwrap()).unwrap();
-                assert_eq!(at.code, district, "a located appeal lies inside its own district");
+                let district = tree
+                    .node(
+                        tree.ancestor_at(org, vscc::domain::Level::District)
+                            .unwrap(),
+                    )
+                    .code
+                    .clone();
+                let at = map
+                    .locate(loc["lon"].as_f64().unwrap(), loc["lat"].as_f64().unwrap())
+                    .unwrap();
+                assert_eq!(
+                    at.code, district,
+                    "a located appeal lies inside its own district"
+                );
                 located += 1;
             }
         }
@@ -68,19 +107,39 @@ fn records_follow_the_plan_story() {
             assert!((0..=5).contains(&stars));
         }
     }
-    for kind in ["staffing.reported", "staff.hired", "staff.headcount", "training.class_held", "training.attended",
-                 "station.rated", "appeal.received", "appeal.accepted", "appeal.closed", "veteran.registered", "archive.completed"] {
-        assert!(by_kind.get(kind).copied().unwrap_or(0) > 0, "{kind} is simulated");
+    for kind in [
+        "staffing.reported",
+        "staff.hired",
+        "staff.headcount",
+        "training.class_held",
+        "training.attended",
+        "station.rated",
+        "appeal.received",
+        "appeal.accepted",
+        "appeal.closed",
+        "veteran.registered",
+        "archive.completed",
+    ] {
+        assert!(
+            by_kind.get(kind).copied().unwrap_or(0) > 0,
+            "{kind} is simulated"
+        );
     }
     assert!(located > 100, "appeals carry locations ({located})");
     let share = veterans_hired.0 as f64 / veterans_hired.1 as f64;
-    assert!((0.25..0.42).contains(&share), "about a third of hires are veterans ({share:.2})");
+    assert!(
+        (0.25..0.42).contains(&share),
+        "about a third of hires are veterans ({share:.2})"
+    );
     // Some stations lose a star between ratings (能进能出).
     let mut last: HashMap<&str, i64> = HashMap::new();
     let mut drops = 0;
     for e in events.iter().filter(|e| e["kind"] == "station.rated") {
         let stars = e["data"]["stars"].as_i64().unwrap();
-        if last.insert(e["org"].as_str().unwrap(), stars).is_some_and(|prev| stars < prev) {
+        if last
+            .insert(e["org"].as_str().unwrap(), stars)
+            .is_some_and(|prev| stars < prev)
+        {
             drops += 1;
         }
     }

@@ -30,7 +30,12 @@ fn registered(id: &str, org: &str, person: &str, phone: &str) -> Value {
 
 /// The first column of every row of a JSON answer.
 fn column(answer: &Value) -> Vec<Value> {
-    answer["data"].as_array().unwrap().iter().map(|row| row[0].clone()).collect()
+    answer["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row[0].clone())
+        .collect()
 }
 
 #[tokio::test]
@@ -48,17 +53,32 @@ async fn clickhouse_refuses_writes_ddl_settings_table_functions_and_other_databa
         ("CREATE TABLE t (a UInt8) ENGINE = Memory", "readonly"),
         ("SET readonly = 0", "readonly"),
         ("SELECT * FROM file('x.csv', 'CSV', 'a String')", "readonly"),
-        ("SELECT * FROM url('http://127.0.0.1:9/', 'CSV', 'a String')", "readonly"),
-        (&format!("SELECT count() FROM {db}_sql_440304.events"), "Access denied to database"),
-        (&format!("SELECT count() FROM {db}.events"), "Access denied to database"),
-        (&format!("SELECT count() FROM {db}.users"), "Access denied to database"),
+        (
+            "SELECT * FROM url('http://127.0.0.1:9/', 'CSV', 'a String')",
+            "readonly",
+        ),
+        (
+            &format!("SELECT count() FROM {db}_sql_440304.events"),
+            "Access denied to database",
+        ),
+        (
+            &format!("SELECT count() FROM {db}.events"),
+            "Access denied to database",
+        ),
+        (
+            &format!("SELECT count() FROM {db}.users"),
+            "Access denied to database",
+        ),
     ];
     for (sql, says) in refused {
         let (status, answer) = app.query(&analyst, json!({"sql": sql})).await;
         assert_eq!(status, 403, "{sql}: {answer}");
         assert_eq!(answer["field"], "sql");
         let error = answer["error"].as_str().unwrap();
-        assert!(error.starts_with("ClickHouse refused the query") && error.contains(says), "{sql}: {error}");
+        assert!(
+            error.starts_with("ClickHouse refused the query") && error.contains(says),
+            "{sql}: {error}"
+        );
     }
     let (status, answer) = app.query(&analyst, json!({"sql": "SELEC 1"})).await;
     assert_eq!(status, 400, "{answer}");
@@ -70,16 +90,43 @@ async fn clickhouse_refuses_writes_ddl_settings_table_functions_and_other_databa
 async fn queries_over_the_row_or_time_limit_are_cut_with_a_clear_message() {
     let app = app().await;
     let analyst = app.user_token("an-city", "analyst", "440300").await;
-    let (status, answer) = app.query(&analyst, json!({"sql": "SELECT number FROM system.numbers LIMIT 5000"})).await;
+    let (status, answer) = app
+        .query(
+            &analyst,
+            json!({"sql": "SELECT number FROM system.numbers LIMIT 5000"}),
+        )
+        .await;
     assert_eq!(status, 422, "{answer}");
-    assert!(answer["error"].as_str().unwrap().contains("Limit for result exceeded"), "{answer}");
-    let (status, answer) = app.query(&analyst, json!({"sql": "SELECT number FROM system.numbers LIMIT 1000"})).await;
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("Limit for result exceeded"),
+        "{answer}"
+    );
+    let (status, answer) = app
+        .query(
+            &analyst,
+            json!({"sql": "SELECT number FROM system.numbers LIMIT 1000"}),
+        )
+        .await;
     assert_eq!((status, answer["rows"].as_u64()), (200, Some(1000)));
 
     let started = std::time::Instant::now();
-    let (status, answer) = app.query(&analyst, json!({"sql": "SELECT count() FROM system.numbers"})).await;
+    let (status, answer) = app
+        .query(
+            &analyst,
+            json!({"sql": "SELECT count() FROM system.numbers"}),
+        )
+        .await;
     assert_eq!(status, 422, "{answer}");
-    assert!(answer["error"].as_str().unwrap().contains("Timeout exceeded"), "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("Timeout exceeded"),
+        "{answer}"
+    );
     assert!(started.elapsed() < Duration::from_secs(10));
     app.stop().await;
 }
@@ -87,7 +134,10 @@ async fn queries_over_the_row_or_time_limit_are_cut_with_a_clear_message() {
 async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -104,19 +154,42 @@ async fn cancel_and_a_closed_connection_stop_the_query_in_clickhouse() {
     let running = {
         let (http, base, token) = (app.http.clone(), app.base.clone(), analyst.clone());
         tokio::spawn(async move {
-            let res = http.post(format!("{base}/api/v1/query")).bearer_auth(token)
-                .json(&json!({"sql": endless, "id": "q-cancel-1"})).send().await.unwrap();
+            let res = http
+                .post(format!("{base}/api/v1/query"))
+                .bearer_auth(token)
+                .json(&json!({"sql": endless, "id": "q-cancel-1"}))
+                .send()
+                .await
+                .unwrap();
             (res.status().as_u16(), res.text().await.unwrap())
         })
     };
     let sql = app.state.sql.clone();
-    wait_until("the query runs in ClickHouse", async || sql.is_running_in_clickhouse("q-cancel-1").await.unwrap()).await;
+    wait_until("the query runs in ClickHouse", async || {
+        sql.is_running_in_clickhouse("q-cancel-1").await.unwrap()
+    })
+    .await;
     let other = app.user_token("an-other", "analyst", "440300").await;
-    let res = app.http.delete(format!("{}/api/v1/query/q-cancel-1", app.base)).bearer_auth(&other).send().await.unwrap();
+    let res = app
+        .http
+        .delete(format!("{}/api/v1/query/q-cancel-1", app.base))
+        .bearer_auth(&other)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 404, "nobody else may cancel it");
-    let res = app.http.delete(format!("{}/api/v1/query/q-cancel-1", app.base)).bearer_auth(&analyst).send().await.unwrap();
+    let res = app
+        .http
+        .delete(format!("{}/api/v1/query/q-cancel-1", app.base))
+        .bearer_auth(&analyst)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 204);
-    assert!(!sql.is_running_in_clickhouse("q-cancel-1").await.unwrap(), "gone from system.processes");
+    assert!(
+        !sql.is_running_in_clickhouse("q-cancel-1").await.unwrap(),
+        "gone from system.processes"
+    );
     let (status, body) = running.await.unwrap();
     assert_eq!(status, 409, "{body}");
     assert!(body.contains("cancelled"));
@@ -125,61 +198,159 @@ async fn cancel_and_a_closed_connection_stop_the_query_in_clickhouse() {
     let abandoned = {
         let (http, base, token) = (app.http.clone(), app.base.clone(), analyst.clone());
         tokio::spawn(async move {
-            let _ = http.post(format!("{base}/api/v1/query")).bearer_auth(token)
-                .json(&json!({"sql": endless, "id": "q-abandoned"})).send().await;
+            let _ = http
+                .post(format!("{base}/api/v1/query"))
+                .bearer_auth(token)
+                .json(&json!({"sql": endless, "id": "q-abandoned"}))
+                .send()
+                .await;
         })
     };
-    wait_until("the query runs in ClickHouse", async || sql.is_running_in_clickhouse("q-abandoned").await.unwrap()).await;
+    wait_until("the query runs in ClickHouse", async || {
+        sql.is_running_in_clickhouse("q-abandoned").await.unwrap()
+    })
+    .await;
     abandoned.abort();
-    wait_until("the abandoned query is killed", async || !sql.is_running_in_clickhouse("q-abandoned").await.unwrap()).await;
+    wait_until("the abandoned query is killed", async || {
+        !sql.is_running_in_clickhouse("q-abandoned").await.unwrap()
+    })
+    .await;
 
-    let history: Value = app.http.get(format!("{}/api/v1/query/history", app.base)).bearer_auth(&analyst).send().await.unwrap().json().await.unwrap();
-    let outcomes: Vec<(&str, &str)> = history.as_array().unwrap().iter().map(|h| (h["id"].as_str().unwrap(), h["outcome"].as_str().unwrap())).collect();
-    assert!(outcomes.contains(&("q-cancel-1", "cancelled")) , "{history}");
+    let history: Value = app
+        .http
+        .get(format!("{}/api/v1/query/history", app.base))
+        .bearer_auth(&analyst)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let outcomes: Vec<(&str, &str)> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["id"].as_str().unwrap(), h["outcome"].as_str().unwrap()))
+        .collect();
+    assert!(outcomes.contains(&("q-cancel-1", "cancelled")), "{history}");
     wait_until("the abandoned query is logged", async || {
-        let h: Value = app.http.get(format!("{}/api/v1/query/history", app.base)).bearer_auth(&analyst).send().await.unwrap().json().await.unwrap();
-        h.as_array().unwrap().iter().any(|e| e["id"] == "q-abandoned" && e["outcome"] == "cancelled")
-    }).await;
+        let h: Value = app
+            .http
+            .get(format!("{}/api/v1/query/history", app.base))
+            .bearer_auth(&analyst)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        h.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["id"] == "q-abandoned" && e["outcome"] == "cancelled")
+    })
+    .await;
     app.stop().await;
 }
 
 #[tokio::test]
 async fn a_district_analyst_sees_only_the_district_and_personal_data_masked() {
     let app = app().await;
-    let (luohu_community, futian_community) = (community_in(&app, "440303"), community_in(&app, "440304"));
-    let res = app.post_events(&json!([
-        registered("v1", &luohu_community, "440303199001011234", "13812345678"),
-        registered("v2", &futian_community, "440304198512125678", "13987654321"),
-    ]))
-    .await;
+    let (luohu_community, futian_community) =
+        (community_in(&app, "440303"), community_in(&app, "440304"));
+    let res = app
+        .post_events(&json!([
+            registered("v1", &luohu_community, "440303199001011234", "13812345678"),
+            registered("v2", &futian_community, "440304198512125678", "13987654321"),
+        ]))
+        .await;
     assert_eq!(res.status(), 200);
     app.wait_landed().await;
     let luohu = app.user_token("an-lh", "analyst", "440303").await;
     let city = app.user_token("an-sz", "analyst", "440300").await;
-    let (_, answer) = app.query(&luohu, json!({"sql": "SELECT person_id, data FROM events ORDER BY id"})).await;
+    let (_, answer) = app
+        .query(
+            &luohu,
+            json!({"sql": "SELECT person_id, data FROM events ORDER BY id"}),
+        )
+        .await;
     let rows = answer["data"].as_array().unwrap();
     assert_eq!(rows.len(), 1, "only 罗湖's record: {answer}");
     assert_eq!(rows[0][0], "440303********1234");
     let data = rows[0][1].as_str().unwrap();
-    assert!(data.contains("138****5678") && !data.contains("13812345678") && !data.contains("199001011234"), "{data}");
+    assert!(
+        data.contains("138****5678")
+            && !data.contains("13812345678")
+            && !data.contains("199001011234"),
+        "{data}"
+    );
 
-    let (_, answer) = app.query(&city, json!({"sql": "SELECT count() FROM events"})).await;
-    assert_eq!(column(&answer), vec![json!("2")], "the city analyst sees both");
-    let (_, answer) = app.query(app.admin_token(), json!({"sql": "SELECT person_id FROM events ORDER BY id"})).await;
-    assert_eq!(column(&answer), vec![json!("440303199001011234"), json!("440304198512125678")], "admins see personal data");
+    let (_, answer) = app
+        .query(&city, json!({"sql": "SELECT count() FROM events"}))
+        .await;
+    assert_eq!(
+        column(&answer),
+        vec![json!("2")],
+        "the city analyst sees both"
+    );
+    let (_, answer) = app
+        .query(
+            app.admin_token(),
+            json!({"sql": "SELECT person_id FROM events ORDER BY id"}),
+        )
+        .await;
+    assert_eq!(
+        column(&answer),
+        vec![json!("440303199001011234"), json!("440304198512125678")],
+        "admins see personal data"
+    );
 
     // Records arriving after the scope exists reach it too.
-    app.post_events(&json!([registered("v3", &luohu_community, "440303199202022222", "")])).await;
+    app.post_events(&json!([registered(
+        "v3",
+        &luohu_community,
+        "440303199202022222",
+        ""
+    )]))
+    .await;
     app.wait_landed().await;
-    let (_, answer) = app.query(&luohu, json!({"sql": "SELECT count() FROM events"})).await;
+    let (_, answer) = app
+        .query(&luohu, json!({"sql": "SELECT count() FROM events"}))
+        .await;
     assert_eq!(column(&answer), vec![json!("2")]);
 
     // The schema browser shows what the scope's user may read.
-    let schema: Value = app.http.get(format!("{}/api/v1/query/schema", app.base)).bearer_auth(&luohu).send().await.unwrap().json().await.unwrap();
-    let tables: std::collections::BTreeSet<&str> = schema.as_array().unwrap().iter().map(|c| c["table"].as_str().unwrap()).collect();
-    assert_eq!(tables.into_iter().collect::<Vec<_>>(), ["events", "metric_snapshots", "org_nodes"]);
-    let (_, answer) = app.query(&luohu, json!({"sql": "SELECT count() FROM org_nodes WHERE level = 'district'"})).await;
-    assert_eq!(column(&answer), vec![json!("1")], "org_nodes of the subtree only");
+    let schema: Value = app
+        .http
+        .get(format!("{}/api/v1/query/schema", app.base))
+        .bearer_auth(&luohu)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let tables: std::collections::BTreeSet<&str> = schema
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["table"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        tables.into_iter().collect::<Vec<_>>(),
+        ["events", "metric_snapshots", "org_nodes"]
+    );
+    let (_, answer) = app
+        .query(
+            &luohu,
+            json!({"sql": "SELECT count() FROM org_nodes WHERE level = 'district'"}),
+        )
+        .await;
+    assert_eq!(
+        column(&answer),
+        vec![json!("1")],
+        "org_nodes of the subtree only"
+    );
     app.stop().await;
 }
 
@@ -191,35 +362,109 @@ async fn csv_out_history_and_saved_queries() {
         .json(&json!({"sql": "SELECT number AS n, toString(number * 2) AS twice FROM system.numbers LIMIT 3", "format": "csv"}))
         .send().await.unwrap();
     assert_eq!(res.status(), 200);
-    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
-    assert_eq!(res.text().await.unwrap(), "\"n\",\"twice\"\n0,\"0\"\n1,\"2\"\n2,\"4\"\n");
+    assert!(res.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/csv"));
+    assert_eq!(
+        res.text().await.unwrap(),
+        "\"n\",\"twice\"\n0,\"0\"\n1,\"2\"\n2,\"4\"\n"
+    );
     app.query(&analyst, json!({"sql": "SELECT nonsense"})).await;
 
-    let get = |path: &str| app.http.get(format!("{}{path}", app.base)).bearer_auth(&analyst).send();
+    let get = |path: &str| {
+        app.http
+            .get(format!("{}{path}", app.base))
+            .bearer_auth(&analyst)
+            .send()
+    };
     let mut history = json!([]);
     wait_until("both queries are logged", async || {
-        history = get("/api/v1/query/history").await.unwrap().json().await.unwrap();
+        history = get("/api/v1/query/history")
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         history.as_array().unwrap().len() == 2
     })
     .await;
-    let outcomes: Vec<(&str, u64)> = history.as_array().unwrap().iter().map(|h| (h["outcome"].as_str().unwrap(), h["rows"].as_u64().unwrap())).collect();
-    assert!(outcomes.contains(&("ok", 3)) && outcomes.contains(&("error", 0)), "{history}");
+    let outcomes: Vec<(&str, u64)> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["outcome"].as_str().unwrap(), h["rows"].as_u64().unwrap()))
+        .collect();
+    assert!(
+        outcomes.contains(&("ok", 3)) && outcomes.contains(&("error", 0)),
+        "{history}"
+    );
     let other = app.user_token("an-other", "analyst", "440300").await;
-    let theirs: Value = app.http.get(format!("{}/api/v1/query/history", app.base)).bearer_auth(&other).send().await.unwrap().json().await.unwrap();
+    let theirs: Value = app
+        .http
+        .get(format!("{}/api/v1/query/history", app.base))
+        .bearer_auth(&other)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(theirs, json!([]), "history is per user");
 
     let put = |name: &str, sql: &str| {
-        app.http.put(format!("{}/api/v1/queries/saved/{name}", app.base)).bearer_auth(&analyst).json(&json!({"sql": sql})).send()
+        app.http
+            .put(format!("{}/api/v1/queries/saved/{name}", app.base))
+            .bearer_auth(&analyst)
+            .json(&json!({"sql": sql}))
+            .send()
     };
-    assert_eq!(put("各区上访", "SELECT district, count() FROM events GROUP BY district").await.unwrap().status(), 200);
-    assert_eq!(put("各区上访", "SELECT district, count() AS n FROM events GROUP BY district").await.unwrap().status(), 200);
+    assert_eq!(
+        put(
+            "各区上访",
+            "SELECT district, count() FROM events GROUP BY district"
+        )
+        .await
+        .unwrap()
+        .status(),
+        200
+    );
+    assert_eq!(
+        put(
+            "各区上访",
+            "SELECT district, count() AS n FROM events GROUP BY district"
+        )
+        .await
+        .unwrap()
+        .status(),
+        200
+    );
     assert_eq!(put("b", "SELECT 1").await.unwrap().status(), 200);
-    let saved: Value = get("/api/v1/queries/saved").await.unwrap().json().await.unwrap();
+    let saved: Value = get("/api/v1/queries/saved")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(saved.as_array().unwrap().len(), 2);
-    assert_eq!(saved[1]["sql"], "SELECT district, count() AS n FROM events GROUP BY district", "the later save replaces");
-    let res = app.http.delete(format!("{}/api/v1/queries/saved/b", app.base)).bearer_auth(&analyst).send().await.unwrap();
+    assert_eq!(
+        saved[1]["sql"], "SELECT district, count() AS n FROM events GROUP BY district",
+        "the later save replaces"
+    );
+    let res = app
+        .http
+        .delete(format!("{}/api/v1/queries/saved/b", app.base))
+        .bearer_auth(&analyst)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 204);
-    let saved: Value = get("/api/v1/queries/saved").await.unwrap().json().await.unwrap();
+    let saved: Value = get("/api/v1/queries/saved")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(saved.as_array().unwrap().len(), 1);
     app.stop().await;
 }

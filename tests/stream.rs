@@ -25,18 +25,31 @@ fn hire(id: &str, org: &str, veteran: bool) -> Value {
 /// Receives deltas until the merged view equals the REST answer.
 async fn converge(app: &TestApp, ws: &mut Ws, view: &mut Value, last_seq: &mut u64, scope: &str) {
     for _ in 0..200 {
-        let rest = app.get_json(&format!("/api/v1/metrics?scope={scope}")).await;
+        let rest = app
+            .get_json(&format!("/api/v1/metrics?scope={scope}"))
+            .await;
         if &rest["nodes"] == view {
             return;
         }
-        let Some(msg) = next_json(ws, Duration::from_secs(5)).await else { break };
+        let Some(msg) = next_json(ws, Duration::from_secs(5)).await else {
+            break;
+        };
         assert_eq!(msg["type"], "delta", "{msg}");
-        assert_eq!(msg["seq"].as_u64().unwrap(), *last_seq + 1, "seq rises by one per message");
+        assert_eq!(
+            msg["seq"].as_u64().unwrap(),
+            *last_seq + 1,
+            "seq rises by one per message"
+        );
         *last_seq += 1;
         merge(view, &msg);
     }
-    let rest = app.get_json(&format!("/api/v1/metrics?scope={scope}")).await;
-    assert_eq!(&rest["nodes"], view, "the stream converges on the REST answer");
+    let rest = app
+        .get_json(&format!("/api/v1/metrics?scope={scope}"))
+        .await;
+    assert_eq!(
+        &rest["nodes"], view,
+        "the stream converges on the REST answer"
+    );
 }
 
 #[tokio::test]
@@ -49,12 +62,24 @@ async fn snapshot_and_deltas_equal_the_rest_answer() {
     let snap = next_json(&mut ws, Duration::from_secs(5)).await.unwrap();
     assert_eq!(snap["type"], "snapshot");
     assert_eq!(snap["seq"], 1);
-    assert_eq!(snap["nodes"].as_object().unwrap().len(), 11, "the city and its 10 districts");
+    assert_eq!(
+        snap["nodes"].as_object().unwrap().len(),
+        11,
+        "the city and its 10 districts"
+    );
     let mut view = snap["nodes"].clone();
-    assert_eq!(view, app.get_json("/api/v1/metrics?scope=440300").await["nodes"]);
+    assert_eq!(
+        view,
+        app.get_json("/api/v1/metrics?scope=440300").await["nodes"]
+    );
     let mut seq = 1;
     for i in 0..5 {
-        app.post_events(&json!([hire(&format!("h{}", i + 1), "440303001001", i % 2 == 0)])).await;
+        app.post_events(&json!([hire(
+            &format!("h{}", i + 1),
+            "440303001001",
+            i % 2 == 0
+        )]))
+        .await;
         converge(&app, &mut ws, &mut view, &mut seq, "440300").await;
     }
     assert!(seq > 1, "deltas arrived");
@@ -71,19 +96,30 @@ async fn resume_replays_exactly_the_missed_deltas_or_starts_over() {
     let epoch = snap["epoch"].as_str().unwrap().to_string();
     let mut view = snap["nodes"].clone();
     let mut seq = 1;
-    app.post_events(&json!([hire("r1", "440305001", true)])).await;
+    app.post_events(&json!([hire("r1", "440305001", true)]))
+        .await;
     converge(&app, &mut ws, &mut view, &mut seq, "440305").await;
     drop(ws);
 
     // Changes while away, then resume from the last seq seen.
     for i in 0..3 {
-        app.post_events(&json!([hire(&format!("r{}", i + 2), "440305002", false)])).await;
+        app.post_events(&json!([hire(&format!("r{}", i + 2), "440305002", false)]))
+            .await;
         tokio::time::sleep(Duration::from_millis(80)).await;
     }
     let mut ws = connect(&app, Some(app.admin_token()), None).await.unwrap();
-    subscribe(&mut ws, "s", "440305", Some(json!({"epoch": epoch, "seq": seq}))).await;
+    subscribe(
+        &mut ws,
+        "s",
+        "440305",
+        Some(json!({"epoch": epoch, "seq": seq})),
+    )
+    .await;
     let first = next_json(&mut ws, Duration::from_secs(5)).await.unwrap();
-    assert_eq!(first["type"], "delta", "a known epoch resumes with deltas: {first}");
+    assert_eq!(
+        first["type"], "delta",
+        "a known epoch resumes with deltas: {first}"
+    );
     assert_eq!(first["seq"].as_u64().unwrap(), seq + 1);
     assert_eq!(first["epoch"], epoch.as_str());
     seq += 1;
@@ -94,14 +130,32 @@ async fn resume_replays_exactly_the_missed_deltas_or_starts_over() {
     // Nothing missed: resuming at the latest seq sends nothing until something changes.
     drop(ws);
     let mut ws = connect(&app, Some(app.admin_token()), None).await.unwrap();
-    subscribe(&mut ws, "s", "440305", Some(json!({"epoch": epoch, "seq": seq}))).await;
-    assert!(next_json(&mut ws, Duration::from_millis(400)).await.is_none());
-    app.post_events(&json!([hire("r9", "440305002", true)])).await;
+    subscribe(
+        &mut ws,
+        "s",
+        "440305",
+        Some(json!({"epoch": epoch, "seq": seq})),
+    )
+    .await;
+    assert!(next_json(&mut ws, Duration::from_millis(400))
+        .await
+        .is_none());
+    app.post_events(&json!([hire("r9", "440305002", true)]))
+        .await;
     let next = next_json(&mut ws, Duration::from_secs(5)).await.unwrap();
-    assert_eq!((next["type"].as_str(), next["seq"].as_u64()), (Some("delta"), Some(seq + 1)));
+    assert_eq!(
+        (next["type"].as_str(), next["seq"].as_u64()),
+        (Some("delta"), Some(seq + 1))
+    );
 
     // An unknown epoch, or a seq beyond what was sent, gets a fresh snapshot with a new epoch.
-    subscribe(&mut ws, "t", "440305", Some(json!({"epoch": "nope", "seq": 3}))).await;
+    subscribe(
+        &mut ws,
+        "t",
+        "440305",
+        Some(json!({"epoch": "nope", "seq": 3})),
+    )
+    .await;
     let fresh = next_json(&mut ws, Duration::from_secs(5)).await.unwrap();
     assert_eq!(fresh["type"], "snapshot");
     assert_ne!(fresh["epoch"], epoch.as_str());
@@ -119,11 +173,18 @@ async fn resume_after_history_ran_out_starts_over_with_a_snapshot() {
     let epoch = snap["epoch"].as_str().unwrap().to_string();
     drop(ws);
     for i in 0..25 {
-        app.post_events(&json!([hire(&format!("g{i}"), "440303", true)])).await;
+        app.post_events(&json!([hire(&format!("g{i}"), "440303", true)]))
+            .await;
         tokio::time::sleep(Duration::from_millis(70)).await;
     }
     let mut ws = connect(&app, Some(app.admin_token()), None).await.unwrap();
-    subscribe(&mut ws, "s", "440300", Some(json!({"epoch": epoch, "seq": 1}))).await;
+    subscribe(
+        &mut ws,
+        "s",
+        "440300",
+        Some(json!({"epoch": epoch, "seq": 1})),
+    )
+    .await;
     let msg = next_json(&mut ws, Duration::from_secs(5)).await.unwrap();
     assert_eq!(msg["type"], "snapshot", "{msg}");
     assert_ne!(msg["epoch"], epoch.as_str());
@@ -139,36 +200,68 @@ async fn a_client_that_stops_reading_is_dropped_while_others_keep_receiving() {
     // The stalled client: many subscriptions, a tiny receive buffer, and it never reads.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
-    let stream = socket.connect(format!("127.0.0.1:{}", app.port).parse().unwrap()).await.unwrap();
-    let mut req = format!("ws://127.0.0.1:{}/ws", app.port).into_client_request().unwrap();
-    req.headers_mut().insert("authorization", format!("Bearer {}", app.admin_token()).parse().unwrap());
-    let (mut stalled, _) = tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(stream)).await.unwrap();
+    let stream = socket
+        .connect(format!("127.0.0.1:{}", app.port).parse().unwrap())
+        .await
+        .unwrap();
+    let mut req = format!("ws://127.0.0.1:{}/ws", app.port)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", app.admin_token()).parse().unwrap(),
+    );
+    let (mut stalled, _) = tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(stream))
+        .await
+        .unwrap();
     for i in 0..100 {
         subscribe(&mut stalled, &format!("s{i}"), "440300", None).await;
     }
     let mut healthy = connect(&app, Some(app.admin_token()), None).await.unwrap();
     subscribe(&mut healthy, "h", "440300", None).await;
-    assert_eq!(next_json(&mut healthy, Duration::from_secs(5)).await.unwrap()["type"], "snapshot");
+    assert_eq!(
+        next_json(&mut healthy, Duration::from_secs(5))
+            .await
+            .unwrap()["type"],
+        "snapshot"
+    );
     let screens = app.get_json("/api/v1/screens").await;
     assert_eq!(screens.as_array().unwrap().len(), 2);
 
     let mut received = 0;
     let mut dropped = false;
     for i in 0..150 {
-        app.post_events(&json!([hire(&format!("x{i}"), "440303", i % 3 == 0)])).await;
+        app.post_events(&json!([hire(&format!("x{i}"), "440303", i % 3 == 0)]))
+            .await;
         while let Some(m) = next_json(&mut healthy, Duration::from_millis(30)).await {
             assert_eq!(m["type"], "delta");
             received += 1;
         }
-        if app.get_json("/api/v1/screens").await.as_array().unwrap().len() == 1 {
+        if app
+            .get_json("/api/v1/screens")
+            .await
+            .as_array()
+            .unwrap()
+            .len()
+            == 1
+        {
             dropped = true;
             break;
         }
     }
     assert!(dropped, "the non-reading client was dropped");
-    assert!(received > 5, "the healthy screen kept receiving ({received} deltas)");
-    app.post_events(&json!([hire("after", "440303", true)])).await;
-    assert_eq!(next_json(&mut healthy, Duration::from_secs(5)).await.unwrap()["type"], "delta");
+    assert!(
+        received > 5,
+        "the healthy screen kept receiving ({received} deltas)"
+    );
+    app.post_events(&json!([hire("after", "440303", true)]))
+        .await;
+    assert_eq!(
+        next_json(&mut healthy, Duration::from_secs(5))
+            .await
+            .unwrap()["type"],
+        "delta"
+    );
     app.stop().await;
 }
 
@@ -184,12 +277,25 @@ async fn scope_origin_and_token_are_checked() {
     let app = spawn_app_with(settings).await;
     assert_eq!(connect(&app, None, None).await.err(), Some(401));
     assert_eq!(connect(&app, Some("forged"), None).await.err(), Some(401));
-    assert_eq!(connect(&app, Some("nanshan-screen"), Some("http://evil.example")).await.err(), Some(403));
-    let mut ws = connect(&app, Some("nanshan-screen"), Some("http://127.0.0.1:8080")).await.unwrap();
+    assert_eq!(
+        connect(&app, Some("nanshan-screen"), Some("http://evil.example"))
+            .await
+            .err(),
+        Some(403)
+    );
+    let mut ws = connect(&app, Some("nanshan-screen"), Some("http://127.0.0.1:8080"))
+        .await
+        .unwrap();
     subscribe(&mut ws, "city", "440300", None).await;
     let refused = next_json(&mut ws, Duration::from_secs(5)).await.unwrap();
-    assert_eq!((refused["type"].as_str(), refused["sub"].as_str()), (Some("error"), Some("city")));
-    assert!(refused["reason"].as_str().unwrap().contains("outside"), "{refused}");
+    assert_eq!(
+        (refused["type"].as_str(), refused["sub"].as_str()),
+        (Some("error"), Some("city"))
+    );
+    assert!(
+        refused["reason"].as_str().unwrap().contains("outside"),
+        "{refused}"
+    );
     subscribe(&mut ws, "own", "440305", None).await;
     let ok = next_json(&mut ws, Duration::from_secs(5)).await.unwrap();
     assert_eq!(ok["type"], "snapshot");

@@ -9,7 +9,11 @@ use std::process::Command;
 #[test]
 fn the_wall_screen_shows_live_correct_figures_drills_down_and_survives_a_restart() {
     let settings = common::test_settings();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let root = env!("CARGO_MANIFEST_DIR");
     let out = Command::new("node")
         .arg(format!("{root}/tests/browser/wall_screen.mjs"))
@@ -20,14 +24,20 @@ fn the_wall_screen_shows_live_correct_figures_drills_down_and_survives_a_restart
         .env("SPOOL_DIR", &settings.ingest.spool_dir)
         .env("PORT", port.to_string())
         .env("SCREENSHOTS", format!("{root}/target/screenshots"))
-        .env("SQL_USERS_DIR", std::env::var("VSCC_TEST_CLICKHOUSE_USERS_DIR").unwrap_or_default())
+        .env(
+            "SQL_USERS_DIR",
+            std::env::var("VSCC_TEST_CLICKHOUSE_USERS_DIR").unwrap_or_default(),
+        )
         .current_dir(root)
         .output()
         .expect("node runs (scripts/setup installs it)");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stdout}");
-    assert!(out.status.success(), "browser test failed:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "browser test failed:\n{stdout}\n{stderr}"
+    );
     assert!(stdout.contains("ok: the map has 10 districts"));
     assert!(stdout.contains("ok: a write is refused by ClickHouse"));
 }

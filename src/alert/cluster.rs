@@ -6,7 +6,10 @@ use geo::{Distance, Haversine, Point};
 /// The size of the largest group of points linked by distances of at most `radius_m`.
 pub fn largest_cluster(points: &[(f64, f64)], radius_m: f64) -> usize {
     let n = points.len();
-    let pts: Vec<Point<f64>> = points.iter().map(|&(lon, lat)| Point::new(lon, lat)).collect();
+    let pts: Vec<Point<f64>> = points
+        .iter()
+        .map(|&(lon, lat)| Point::new(lon, lat))
+        .collect();
     let mut parent: Vec<usize> = (0..n).collect();
     fn find(parent: &mut [usize], mut i: usize) -> usize {
         while parent[i] != i {
@@ -37,7 +40,12 @@ mod tests {
     #[test]
     fn nearby_points_cluster_and_far_ones_do_not() {
         // Three points within ~300 m in 福田, one in 南山 ~13 km away.
-        let pts = [(114.0650, 22.5400), (114.0670, 22.5410), (114.0660, 22.5425), (113.9300, 22.5300)];
+        let pts = [
+            (114.0650, 22.5400),
+            (114.0670, 22.5410),
+            (114.0660, 22.5425),
+            (113.9300, 22.5300),
+        ];
         assert_eq!(largest_cluster(&pts, 500.0), 3);
         assert_eq!(largest_cluster(&pts, 50.0), 1);
         assert_eq!(largest_cluster(&[], 500.0), 0);

@@ -48,14 +48,25 @@ pub struct Roster {
 
 impl Roster {
     pub fn load(path: &Path, tree: &OrgTree) -> Result<Option<Roster>, String> {
-        let Ok(text) = std::fs::read_to_string(path) else { return Ok(None) };
-        let roster: Roster = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let Ok(text) = std::fs::read_to_string(path) else {
+            return Ok(None);
+        };
+        let roster: Roster =
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         if super::rules::parse_duration(&roster.escalate_after).is_none() {
-            return Err(format!("{}: escalate_after must be a duration like 30m", path.display()));
+            return Err(format!(
+                "{}: escalate_after must be a duration like 30m",
+                path.display()
+            ));
         }
         for d in &roster.duty {
             if tree.get(&d.org).is_none() {
-                return Err(format!("{}: duty {}: unknown org {}", path.display(), d.name, d.org));
+                return Err(format!(
+                    "{}: duty {}: unknown org {}",
+                    path.display(),
+                    d.name,
+                    d.org
+                ));
             }
         }
         Ok(Some(roster))
@@ -69,7 +80,12 @@ impl Roster {
     /// skipped: they fall through to their parent).
     pub fn chain(&self, tree: &OrgTree, node: NodeIdx) -> Vec<DutyTarget> {
         tree.path_to_root(node)
-            .filter_map(|n| self.duty.iter().find(|d| d.org == tree.node(n).code).cloned())
+            .filter_map(|n| {
+                self.duty
+                    .iter()
+                    .find(|d| d.org == tree.node(n).code)
+                    .cloned()
+            })
             .collect()
     }
 }
@@ -111,14 +127,24 @@ fn kind_str(k: WebhookKind) -> &'static str {
 
 /// One message for several notices of the same rule and state to the same target (e.g. every
 /// street of a district with overdue appeals).
-pub fn render_group(kind: WebhookKind, notices: &[&AlertNotice], target: &str, level: u8) -> String {
+pub fn render_group(
+    kind: WebhookKind,
+    notices: &[&AlertNotice],
+    target: &str,
+    level: u8,
+) -> String {
     if let [one] = notices {
         return render(kind, one, target, level);
     }
     let first = notices[0];
     let (sev, state, escalated) = heading(first, level);
     let lines: Vec<String> = notices.iter().map(|n| format!("- {}", n.summary)).collect();
-    let text = format!("### 【{sev}】{state}{escalated}：{} 个节点\n{}\n\n时间：{}\n值班：{target}", notices.len(), lines.join("\n"), first.at);
+    let text = format!(
+        "### 【{sev}】{state}{escalated}：{} 个节点\n{}\n\n时间：{}\n值班：{target}",
+        notices.len(),
+        lines.join("\n"),
+        first.at
+    );
     match kind {
         WebhookKind::Wecom => serde_json::json!({"msgtype": "markdown", "markdown": {"content": text}}).to_string(),
         WebhookKind::Dingtalk => serde_json::json!({"msgtype": "markdown", "markdown": {"title": format!("{sev}：{} 个节点", notices.len()), "text": text}}).to_string(),
@@ -134,15 +160,26 @@ fn heading(n: &AlertNotice, level: u8) -> (&'static str, &'static str, String) {
         super::rules::Severity::Warning => "警告",
         super::rules::Severity::Info => "提示",
     };
-    let state = if n.state == "resolved" { "已恢复" } else { "告警" };
-    let escalated = if level > 0 { format!("（第 {level} 级升级，未确认）") } else { String::new() };
+    let state = if n.state == "resolved" {
+        "已恢复"
+    } else {
+        "告警"
+    };
+    let escalated = if level > 0 {
+        format!("（第 {level} 级升级，未确认）")
+    } else {
+        String::new()
+    };
     (sev, state, escalated)
 }
 
 /// The message body a receiver of `kind` expects.
 pub fn render(kind: WebhookKind, n: &AlertNotice, target: &str, level: u8) -> String {
     let (sev, state, escalated) = heading(n, level);
-    let text = format!("### 【{sev}】{state}{escalated}\n> {}\n\n节点：{}（{}）\n时间：{}\n值班：{target}", n.summary, n.node_name, n.node, n.at);
+    let text = format!(
+        "### 【{sev}】{state}{escalated}\n> {}\n\n节点：{}（{}）\n时间：{}\n值班：{target}",
+        n.summary, n.node_name, n.node, n.at
+    );
     match kind {
         WebhookKind::Wecom => serde_json::json!({"msgtype": "markdown", "markdown": {"content": text}}).to_string(),
         WebhookKind::Dingtalk => serde_json::json!({"msgtype": "markdown", "markdown": {"title": format!("{sev}：{}", n.node_name), "text": text}}).to_string(),
@@ -193,14 +230,28 @@ impl Deliverer {
                 "dingtalk" => WebhookKind::Dingtalk,
                 _ => WebhookKind::Json,
             };
-            let _ = self.tx.send(Outgoing { id: r.id, fingerprint: r.fingerprint, target: r.target, level: r.level, kind, url: r.url, payload: r.payload });
+            let _ = self.tx.send(Outgoing {
+                id: r.id,
+                fingerprint: r.fingerprint,
+                target: r.target,
+                level: r.level,
+                kind,
+                url: r.url,
+                payload: r.payload,
+            });
             n += 1;
         }
         Ok(n)
     }
 }
 
-async fn log(store: &Store, n: &Outgoing, status: &str, attempts: u32, error: &str) -> Result<(), StoreError> {
+async fn log(
+    store: &Store,
+    n: &Outgoing,
+    status: &str,
+    attempts: u32,
+    error: &str,
+) -> Result<(), StoreError> {
     let row = LogRow {
         at: time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u32,
         id: n.id.clone(),
@@ -214,21 +265,32 @@ async fn log(store: &Store, n: &Outgoing, status: &str, attempts: u32, error: &s
         attempts,
         error: error.into(),
     };
-    let mut insert = store.client().insert::<LogRow>("alert_notifications").await?;
+    let mut insert = store
+        .client()
+        .insert::<LogRow>("alert_notifications")
+        .await?;
     insert.write(&row).await?;
     insert.end().await?;
     Ok(())
 }
 
 async fn run(store: Store, mut rx: mpsc::UnboundedReceiver<Outgoing>, base_backoff: Duration) {
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap_or_default();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap_or_default();
     while let Some(n) = rx.recv().await {
         let (store, http) = (store.clone(), http.clone());
         // Each notification retries on its own: one dead receiver does not hold up the others.
         tokio::spawn(async move {
             let mut backoff = base_backoff;
             for attempt in 1u32.. {
-                let result = http.post(&n.url).header("content-type", "application/json").body(n.payload.clone()).send().await;
+                let result = http
+                    .post(&n.url)
+                    .header("content-type", "application/json")
+                    .body(n.payload.clone())
+                    .send()
+                    .await;
                 let error = match result {
                     Ok(r) if r.status().is_success() => {
                         let _ = log(&store, &n, "delivered", attempt, "").await;

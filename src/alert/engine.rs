@@ -148,7 +148,10 @@ impl AlertEngine {
             tx,
             roster: Default::default(),
             silences: RwLock::new(Vec::new()),
-            deliverer: super::delivery::Deliverer::start(store_for_delivery, Duration::from_millis(delivery_backoff)),
+            deliverer: super::delivery::Deliverer::start(
+                store_for_delivery,
+                Duration::from_millis(delivery_backoff),
+            ),
         };
         engine.reload_rules();
         engine
@@ -167,11 +170,18 @@ impl AlertEngine {
         {
             let mut seen = self.rules_mtime.lock().unwrap_or_else(|p| p.into_inner());
             if newest.is_some() && *seen == newest {
-                return self.rules_error.read().unwrap_or_else(|p| p.into_inner()).clone();
+                return self
+                    .rules_error
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
             }
             *seen = newest;
         }
-        let roster = super::delivery::Roster::load(&self.settings.rules_dir.join("oncall.toml"), self.hub.tree());
+        let roster = super::delivery::Roster::load(
+            &self.settings.rules_dir.join("oncall.toml"),
+            self.hub.tree(),
+        );
         let rules = load_rules(&self.settings.rules_dir, self.hub.tree());
         match rules.and_then(|r| roster.map(|ro| (r, ro))) {
             Ok((rules, roster)) => {
@@ -194,7 +204,10 @@ impl AlertEngine {
     }
 
     pub fn rules_error(&self) -> Option<String> {
-        self.rules_error.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.rules_error
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<AlertNotice>> {
@@ -203,8 +216,18 @@ impl AlertEngine {
 
     /// Current pending, firing and no-data instances.
     pub fn current(&self) -> Vec<AlertInstance> {
-        let mut v: Vec<_> = self.instances.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
-        v.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.fingerprint.cmp(&b.fingerprint)));
+        let mut v: Vec<_> = self
+            .instances
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| {
+            b.severity
+                .cmp(&a.severity)
+                .then(a.fingerprint.cmp(&b.fingerprint))
+        });
         v
     }
 
@@ -215,76 +238,117 @@ impl AlertEngine {
         let today = local_date(now);
         let now_unix = now.unix_timestamp();
         // (rule index, node, condition: None = no data, Some((holds, value)))
-        let conditions: Vec<(usize, NodeIdx, Option<(bool, Option<f64>)>)> = self.hub.read(now, |agg| {
-            let mut out = Vec::new();
-            for (ri, rule) in rules.iter().enumerate() {
-                let scope = rule.scope.as_deref().and_then(|c| tree.get(c)).unwrap_or(tree.root());
-                for node in tree.subtree(scope) {
-                    if !rule.levels.contains(&tree.node(node).level) {
-                        continue;
-                    }
-                    let cond = match rule.kind {
-                        RuleType::Threshold | RuleType::AtRisk => {
-                            let Some(metric) = rule.metric_id() else { continue };
-                            if !metric.applies_to(tree.node(node).level) {
-                                continue;
-                            }
-                            let f = agg.figure(node, metric, now);
-                            if rule.after_date().is_some_and(|d| today <= d) {
-                                Some((false, f.value))
-                            } else if f.status == Status::NoData {
-                                None
-                            } else if rule.kind == RuleType::AtRisk {
-                                Some((matches!(f.status, Status::AtRisk | Status::Missed), f.value))
-                            } else {
-                                let (v, t) = (f.value.unwrap_or(0.0), rule.value.unwrap_or(0.0));
-                                let holds = match rule.op.as_deref() {
-                                    Some("<") => v < t,
-                                    Some("<=") => v <= t,
-                                    Some(">") => v > t,
-                                    _ => v >= t,
-                                };
-                                Some((holds, f.value))
-                            }
+        let conditions: Vec<(usize, NodeIdx, Option<(bool, Option<f64>)>)> =
+            self.hub.read(now, |agg| {
+                let mut out = Vec::new();
+                for (ri, rule) in rules.iter().enumerate() {
+                    let scope = rule
+                        .scope
+                        .as_deref()
+                        .and_then(|c| tree.get(c))
+                        .unwrap_or(tree.root());
+                    for node in tree.subtree(scope) {
+                        if !rule.levels.contains(&tree.node(node).level) {
+                            continue;
                         }
-                        RuleType::AppealOverdue => {
-                            let f = agg.figure(node, MetricId::OpenAppeals, now);
-                            match f.status {
-                                Status::NoData => None,
-                                _ => {
-                                    let overdue = f.overdue.unwrap_or(0);
-                                    Some((overdue > 0, Some(overdue as f64)))
+                        let cond = match rule.kind {
+                            RuleType::Threshold | RuleType::AtRisk => {
+                                let Some(metric) = rule.metric_id() else {
+                                    continue;
+                                };
+                                if !metric.applies_to(tree.node(node).level) {
+                                    continue;
+                                }
+                                let f = agg.figure(node, metric, now);
+                                if rule.after_date().is_some_and(|d| today <= d) {
+                                    Some((false, f.value))
+                                } else if f.status == Status::NoData {
+                                    None
+                                } else if rule.kind == RuleType::AtRisk {
+                                    Some((
+                                        matches!(f.status, Status::AtRisk | Status::Missed),
+                                        f.value,
+                                    ))
+                                } else {
+                                    let (v, t) =
+                                        (f.value.unwrap_or(0.0), rule.value.unwrap_or(0.0));
+                                    let holds = match rule.op.as_deref() {
+                                        Some("<") => v < t,
+                                        Some("<=") => v <= t,
+                                        Some(">") => v > t,
+                                        _ => v >= t,
+                                    };
+                                    Some((holds, f.value))
                                 }
                             }
-                        }
-                        RuleType::Spike => {
-                            let Some(kind) = rule.record.as_deref().and_then(crate::domain::record::Kind::parse) else { continue };
-                            let (w, now_s) = (rule.window_secs(), now_unix.max(0) as u32);
-                            let current = agg.count_between(node, kind, now_s.saturating_sub(w), now_s);
-                            let windows = rule.baseline_windows.unwrap_or(7);
-                            let before = agg.count_between(node, kind, now_s.saturating_sub(w * (windows + 1)), now_s.saturating_sub(w));
-                            let baseline = before as f64 / windows as f64;
-                            let holds = current >= rule.min_count.unwrap_or(1)
-                                && current as f64 >= rule.factor.unwrap_or(3.0) * baseline.max(1.0 / windows as f64);
-                            Some((holds, Some(current as f64)))
-                        }
-                        RuleType::Cluster => {
-                            let Some(kind) = rule.record.as_deref().and_then(crate::domain::record::Kind::parse) else { continue };
-                            let since = (now_unix.max(0) as u32).saturating_sub(rule.window_secs());
-                            let points = agg.located_since(node, kind, since);
-                            let largest = super::cluster::largest_cluster(&points, rule.radius_km.unwrap_or(1.0) * 1000.0);
-                            Some((largest >= rule.min_points.unwrap_or(3), Some(largest as f64)))
-                        }
-                        RuleType::Silence => agg.last_received(node).map(|last| {
-                            let days = (now_unix - last as i64).max(0) / 86_400;
-                            (days >= rule.days.unwrap_or(u32::MAX) as i64, Some(days as f64))
-                        }),
-                    };
-                    out.push((ri, node, cond));
+                            RuleType::AppealOverdue => {
+                                let f = agg.figure(node, MetricId::OpenAppeals, now);
+                                match f.status {
+                                    Status::NoData => None,
+                                    _ => {
+                                        let overdue = f.overdue.unwrap_or(0);
+                                        Some((overdue > 0, Some(overdue as f64)))
+                                    }
+                                }
+                            }
+                            RuleType::Spike => {
+                                let Some(kind) = rule
+                                    .record
+                                    .as_deref()
+                                    .and_then(crate::domain::record::Kind::parse)
+                                else {
+                                    continue;
+                                };
+                                let (w, now_s) = (rule.window_secs(), now_unix.max(0) as u32);
+                                let current =
+                                    agg.count_between(node, kind, now_s.saturating_sub(w), now_s);
+                                let windows = rule.baseline_windows.unwrap_or(7);
+                                let before = agg.count_between(
+                                    node,
+                                    kind,
+                                    now_s.saturating_sub(w * (windows + 1)),
+                                    now_s.saturating_sub(w),
+                                );
+                                let baseline = before as f64 / windows as f64;
+                                let holds = current >= rule.min_count.unwrap_or(1)
+                                    && current as f64
+                                        >= rule.factor.unwrap_or(3.0)
+                                            * baseline.max(1.0 / windows as f64);
+                                Some((holds, Some(current as f64)))
+                            }
+                            RuleType::Cluster => {
+                                let Some(kind) = rule
+                                    .record
+                                    .as_deref()
+                                    .and_then(crate::domain::record::Kind::parse)
+                                else {
+                                    continue;
+                                };
+                                let since =
+                                    (now_unix.max(0) as u32).saturating_sub(rule.window_secs());
+                                let points = agg.located_since(node, kind, since);
+                                let largest = super::cluster::largest_cluster(
+                                    &points,
+                                    rule.radius_km.unwrap_or(1.0) * 1000.0,
+                                );
+                                Some((
+                                    largest >= rule.min_points.unwrap_or(3),
+                                    Some(largest as f64),
+                                ))
+                            }
+                            RuleType::Silence => agg.last_received(node).map(|last| {
+                                let days = (now_unix - last as i64).max(0) / 86_400;
+                                (
+                                    days >= rule.days.unwrap_or(u32::MAX) as i64,
+                                    Some(days as f64),
+                                )
+                            }),
+                        };
+                        out.push((ri, node, cond));
+                    }
                 }
-            }
-            out
-        });
+                out
+            });
 
         let repeat = Duration::from_secs(self.settings.repeat_minutes * 60).as_secs() as i64;
         let silences: Vec<super::silence::Silence> = self
@@ -343,8 +407,12 @@ impl AlertEngine {
                     at: rfc3339(now),
                     node_idx: node,
                 };
-                let existing = instances.get(&fp).map(|i| (i.state, i.since_unix, i.ack.is_some()));
-                let silenced = silences.iter().any(|s| s.matches(&tree, &rule.name, node, rule.severity));
+                let existing = instances
+                    .get(&fp)
+                    .map(|i| (i.state, i.since_unix, i.ack.is_some()));
+                let silenced = silences
+                    .iter()
+                    .any(|s| s.matches(&tree, &rule.name, node, rule.severity));
                 // An alert that has just started firing: notify its node's duty officer, unless
                 // silenced or already notified within the repeat interval (flapping).
                 macro_rules! announce_firing {
@@ -360,25 +428,33 @@ impl AlertEngine {
                     };
                 }
                 match (existing, cond) {
-                    (None, Some((true, _))) | (Some((AlertState::NoData, _, _)), Some((true, _))) => {
+                    (None, Some((true, _)))
+                    | (Some((AlertState::NoData, _, _)), Some((true, _))) => {
                         let fire_now = rule.for_duration().is_zero();
-                        let state = if fire_now { AlertState::Firing } else { AlertState::Pending };
-                        instances.insert(fp.clone(), AlertInstance {
-                            fingerprint: fp.clone(),
-                            rule: rule.name.clone(),
-                            node: code.clone(),
-                            node_name: tree.node(node).name.clone(),
-                            state,
-                            severity: rule.severity,
-                            value,
-                            summary: summary.clone(),
-                            labels: rule.labels.clone(),
-                            since: rfc3339(now),
-                            ack: None,
-                            since_unix: now_unix,
-                            node_idx: node,
-                            escalation: 0,
-                        });
+                        let state = if fire_now {
+                            AlertState::Firing
+                        } else {
+                            AlertState::Pending
+                        };
+                        instances.insert(
+                            fp.clone(),
+                            AlertInstance {
+                                fingerprint: fp.clone(),
+                                rule: rule.name.clone(),
+                                node: code.clone(),
+                                node_name: tree.node(node).name.clone(),
+                                state,
+                                severity: rule.severity,
+                                value,
+                                summary: summary.clone(),
+                                labels: rule.labels.clone(),
+                                since: rfc3339(now),
+                                ack: None,
+                                since_unix: now_unix,
+                                node_idx: node,
+                                escalation: 0,
+                            },
+                        );
                         events.push(event(if fire_now { "firing" } else { "pending" }));
                         if fire_now {
                             announce_firing!();
@@ -400,14 +476,19 @@ impl AlertEngine {
                         let inst = instances.get_mut(&fp).expect("present");
                         inst.value = value;
                         inst.summary = summary.clone();
-                        if !acked && !silenced && notified.get(&fp).is_none_or(|t| now_unix - t >= repeat) {
+                        if !acked
+                            && !silenced
+                            && notified.get(&fp).is_none_or(|t| now_unix - t >= repeat)
+                        {
                             notified.insert(fp.clone(), now_unix);
                             notices.push(notice("firing"));
                             deliveries.push((notice("firing"), (0..=inst.escalation).collect()));
                             events.push(event("notified"));
                         }
                         // Unacknowledged for another `escalate_after`: one level up the roster.
-                        if let (false, false, Some(every)) = (acked, silenced, escalate_after.filter(|e| *e > 0)) {
+                        if let (false, false, Some(every)) =
+                            (acked, silenced, escalate_after.filter(|e| *e > 0))
+                        {
                             let due = ((now_unix - since) / every).min(u8::MAX as i64) as u8;
                             if due > inst.escalation {
                                 inst.escalation = due;
@@ -450,18 +531,31 @@ impl AlertEngine {
     /// Sends each notice to the roster targets at the given levels of its node's chain. Notices
     /// of one rule and state bound for the same target and level go out as one message.
     async fn deliver(&self, deliveries: Vec<(AlertNotice, Vec<u8>)>) -> Result<(), StoreError> {
-        let roster = self.roster.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let roster = self
+            .roster
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let Some(roster) = roster else { return Ok(()) };
         let tree = self.hub.tree().clone();
-        let mut groups: std::collections::BTreeMap<(String, String, String, u8), (super::delivery::DutyTarget, Vec<&AlertNotice>)> =
-            std::collections::BTreeMap::new();
+        let mut groups: std::collections::BTreeMap<
+            (String, String, String, u8),
+            (super::delivery::DutyTarget, Vec<&AlertNotice>),
+        > = std::collections::BTreeMap::new();
         for (notice, levels) in &deliveries {
             let chain = roster.chain(&tree, notice.node_idx);
             for &level in levels {
                 // Past the top of the chain there is no one left to escalate to.
-                let Some(target) = chain.get(level as usize) else { continue };
+                let Some(target) = chain.get(level as usize) else {
+                    continue;
+                };
                 groups
-                    .entry((target.org.clone(), notice.rule.clone(), notice.state.clone(), level))
+                    .entry((
+                        target.org.clone(),
+                        notice.rule.clone(),
+                        notice.state.clone(),
+                        level,
+                    ))
                     .or_insert_with(|| (target.clone(), Vec::new()))
                     .1
                     .push(notice);
@@ -470,8 +564,17 @@ impl AlertEngine {
         for ((_, rule, state, level), (target, notices)) in groups {
             let nodes: Vec<&str> = notices.iter().map(|n| n.node.as_str()).collect();
             let out = super::delivery::Outgoing {
-                id: format!("{rule}/{}/{state}/{level}/{}/{}", notices[0].at, target.org, nodes.join(",")),
-                fingerprint: if notices.len() == 1 { notices[0].fingerprint.clone() } else { format!("{rule}/*") },
+                id: format!(
+                    "{rule}/{}/{state}/{level}/{}/{}",
+                    notices[0].at,
+                    target.org,
+                    nodes.join(",")
+                ),
+                fingerprint: if notices.len() == 1 {
+                    notices[0].fingerprint.clone()
+                } else {
+                    format!("{rule}/*")
+                },
                 target: target.name.clone(),
                 level,
                 kind: target.kind,
@@ -484,12 +587,21 @@ impl AlertEngine {
     }
 
     pub fn silences(&self) -> Vec<super::silence::Silence> {
-        self.silences.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.silences
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Adds (or replaces) a silence and records it.
     pub async fn add_silence(&self, silence: super::silence::Silence) -> Result<(), StoreError> {
-        self.record_silence(&silence.id, &silence.created_by, &serde_json::to_string(&silence.spec).unwrap_or_default(), false).await?;
+        self.record_silence(
+            &silence.id,
+            &silence.created_by,
+            &serde_json::to_string(&silence.spec).unwrap_or_default(),
+            false,
+        )
+        .await?;
         let mut list = self.silences.write().unwrap_or_else(|p| p.into_inner());
         list.retain(|s| s.id != silence.id);
         list.push(silence);
@@ -510,7 +622,13 @@ impl AlertEngine {
         Ok(existed)
     }
 
-    async fn record_silence(&self, id: &str, by: &str, spec: &str, deleted: bool) -> Result<(), StoreError> {
+    async fn record_silence(
+        &self,
+        id: &str,
+        by: &str,
+        spec: &str,
+        deleted: bool,
+    ) -> Result<(), StoreError> {
         self.store
             .client()
             .query("INSERT INTO alert_silences (at, id, created_by, spec, deleted) VALUES (now(), ?, ?, ?, ?)")
@@ -555,7 +673,11 @@ impl AlertEngine {
         if events.is_empty() {
             return Ok(());
         }
-        let mut insert = self.store.client().insert::<AlertEventRow>("alert_events").await?;
+        let mut insert = self
+            .store
+            .client()
+            .insert::<AlertEventRow>("alert_events")
+            .await?;
         for e in events {
             insert.write(e).await?;
         }
@@ -564,11 +686,24 @@ impl AlertEngine {
     }
 
     /// Acknowledges (or, with `ack = false`, un-acknowledges) a current alert.
-    pub async fn acknowledge(&self, fingerprint: &str, by: &str, comment: &str, ack: bool, now: OffsetDateTime) -> Result<Option<AlertInstance>, StoreError> {
+    pub async fn acknowledge(
+        &self,
+        fingerprint: &str,
+        by: &str,
+        comment: &str,
+        ack: bool,
+        now: OffsetDateTime,
+    ) -> Result<Option<AlertInstance>, StoreError> {
         let row = {
             let mut instances = self.instances.lock().unwrap_or_else(|p| p.into_inner());
-            let Some(inst) = instances.get_mut(fingerprint) else { return Ok(None) };
-            inst.ack = ack.then(|| Ack { by: by.into(), at: rfc3339(now), comment: comment.into() });
+            let Some(inst) = instances.get_mut(fingerprint) else {
+                return Ok(None);
+            };
+            inst.ack = ack.then(|| Ack {
+                by: by.into(),
+                at: rfc3339(now),
+                comment: comment.into(),
+            });
             (
                 inst.clone(),
                 AlertEventRow {
@@ -576,7 +711,12 @@ impl AlertEngine {
                     fingerprint: fingerprint.into(),
                     rule: inst.rule.clone(),
                     node: inst.node.clone(),
-                    state: if ack { "acknowledged" } else { "unacknowledged" }.into(),
+                    state: if ack {
+                        "acknowledged"
+                    } else {
+                        "unacknowledged"
+                    }
+                    .into(),
                     severity: severity_str(inst.severity).into(),
                     value: inst.value,
                     summary: inst.summary.clone(),
@@ -634,25 +774,37 @@ impl AlertEngine {
                 "pending" => AlertState::Pending,
                 _ => continue,
             };
-            let (Some(node), Some(rule)) = (tree.get(&r.node), rules.iter().find(|x| x.name == r.rule)) else { continue };
-            let at = OffsetDateTime::from_unix_timestamp(r.at as i64).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+            let (Some(node), Some(rule)) =
+                (tree.get(&r.node), rules.iter().find(|x| x.name == r.rule))
+            else {
+                continue;
+            };
+            let at = OffsetDateTime::from_unix_timestamp(r.at as i64)
+                .unwrap_or(OffsetDateTime::UNIX_EPOCH);
             let _ = r.severity;
-            instances.insert(r.fingerprint.clone(), AlertInstance {
-                fingerprint: r.fingerprint.clone(),
-                rule: r.rule.clone(),
-                node: r.node.clone(),
-                node_name: tree.node(node).name.clone(),
-                state,
-                severity: rule.severity,
-                value: r.value,
-                summary: r.summary.clone(),
-                labels: rule.labels.clone(),
-                since: rfc3339(at),
-                ack: (r.acked == 1).then(|| Ack { by: String::new(), at: rfc3339(at), comment: String::new() }),
-                since_unix: r.at as i64,
-                node_idx: node,
-                escalation: r.escalation,
-            });
+            instances.insert(
+                r.fingerprint.clone(),
+                AlertInstance {
+                    fingerprint: r.fingerprint.clone(),
+                    rule: r.rule.clone(),
+                    node: r.node.clone(),
+                    node_name: tree.node(node).name.clone(),
+                    state,
+                    severity: rule.severity,
+                    value: r.value,
+                    summary: r.summary.clone(),
+                    labels: rule.labels.clone(),
+                    since: rfc3339(at),
+                    ack: (r.acked == 1).then(|| Ack {
+                        by: String::new(),
+                        at: rfc3339(at),
+                        comment: String::new(),
+                    }),
+                    since_unix: r.at as i64,
+                    node_idx: node,
+                    escalation: r.escalation,
+                },
+            );
             restored += 1;
         }
         Ok(restored)
@@ -663,7 +815,8 @@ impl AlertEngine {
         if self.settings.eval_interval_ms == 0 {
             return;
         }
-        let mut every = tokio::time::interval(Duration::from_millis(self.settings.eval_interval_ms));
+        let mut every =
+            tokio::time::interval(Duration::from_millis(self.settings.eval_interval_ms));
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             every.tick().await;

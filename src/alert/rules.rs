@@ -111,7 +111,11 @@ impl Rule {
     }
 
     pub fn window_secs(&self) -> u32 {
-        self.window.as_deref().and_then(parse_duration).map(|d| d.as_secs() as u32).unwrap_or(86_400)
+        self.window
+            .as_deref()
+            .and_then(parse_duration)
+            .map(|d| d.as_secs() as u32)
+            .unwrap_or(86_400)
     }
 
     pub fn for_duration(&self) -> Duration {
@@ -120,13 +124,18 @@ impl Rule {
 
     pub fn after_date(&self) -> Option<Date> {
         let fmt = time::macros::format_description!("[year]-[month]-[day]");
-        self.after.as_deref().and_then(|d| Date::parse(d, &fmt).ok())
+        self.after
+            .as_deref()
+            .and_then(|d| Date::parse(d, &fmt).ok())
     }
 
     pub fn validate(&self, tree: &OrgTree) -> Result<(), String> {
         let at = |what: &str| format!("rule {}: {what}", self.name);
         if parse_duration(&self.for_).is_none() {
-            return Err(at(&format!("for = '{}' is not a duration like 10m", self.for_)));
+            return Err(at(&format!(
+                "for = '{}' is not a duration like 10m",
+                self.for_
+            )));
         }
         if let Some(scope) = &self.scope {
             if tree.get(scope).is_none() {
@@ -157,16 +166,33 @@ impl Rule {
             }
             RuleType::AppealOverdue => {}
             RuleType::Spike | RuleType::Cluster => {
-                if self.record.as_deref().and_then(crate::domain::record::Kind::parse).is_none() {
-                    return Err(at(&format!("record must be a record kind, not {:?}", self.record)));
+                if self
+                    .record
+                    .as_deref()
+                    .and_then(crate::domain::record::Kind::parse)
+                    .is_none()
+                {
+                    return Err(at(&format!(
+                        "record must be a record kind, not {:?}",
+                        self.record
+                    )));
                 }
-                if self.window.as_deref().and_then(parse_duration).is_none_or(|d| d.is_zero()) {
+                if self
+                    .window
+                    .as_deref()
+                    .and_then(parse_duration)
+                    .is_none_or(|d| d.is_zero())
+                {
                     return Err(at("window must be a duration like 1d"));
                 }
-                if self.kind == RuleType::Spike && (self.factor.is_none() || self.baseline_windows.is_none_or(|b| b == 0)) {
+                if self.kind == RuleType::Spike
+                    && (self.factor.is_none() || self.baseline_windows.is_none_or(|b| b == 0))
+                {
                     return Err(at("spike rules need factor and baseline_windows"));
                 }
-                if self.kind == RuleType::Cluster && (self.radius_km.is_none() || self.min_points.is_none_or(|m| m < 2)) {
+                if self.kind == RuleType::Cluster
+                    && (self.radius_km.is_none() || self.min_points.is_none_or(|m| m < 2))
+                {
                     return Err(at("cluster rules need radius_km and min_points ≥ 2"));
                 }
             }
@@ -191,12 +217,19 @@ pub fn load_rules(dir: &Path, tree: &OrgTree) -> Result<Vec<Rule>, String> {
     files.sort();
     let mut rules = Vec::new();
     for path in files {
-        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let file: RuleFile = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let file: RuleFile =
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         for rule in file.rule {
-            rule.validate(tree).map_err(|e| format!("{}: {e}", path.display()))?;
+            rule.validate(tree)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
             if rules.iter().any(|r: &Rule| r.name == rule.name) {
-                return Err(format!("{}: rule {} is defined twice", path.display(), rule.name));
+                return Err(format!(
+                    "{}: rule {} is defined twice",
+                    path.display(),
+                    rule.name
+                ));
             }
             rules.push(rule);
         }

@@ -63,9 +63,19 @@ fn hm(s: &str) -> Option<Time> {
 
 impl Silence {
     /// Checks a spec; the error names the field.
-    pub fn new(id: String, created_by: String, spec: SilenceSpec, tree: &OrgTree) -> Result<Silence, (String, String)> {
+    pub fn new(
+        id: String,
+        created_by: String,
+        spec: SilenceSpec,
+        tree: &OrgTree,
+    ) -> Result<Silence, (String, String)> {
         let parse = |field: &str, v: &str| {
-            OffsetDateTime::parse(v, &Rfc3339).map_err(|_| (field.to_string(), format!("'{v}' is not RFC 3339 with an offset")))
+            OffsetDateTime::parse(v, &Rfc3339).map_err(|_| {
+                (
+                    field.to_string(),
+                    format!("'{v}' is not RFC 3339 with an offset"),
+                )
+            })
         };
         let starts = parse("starts_at", &spec.starts_at)?;
         let ends = parse("ends_at", &spec.ends_at)?;
@@ -75,15 +85,27 @@ impl Silence {
         let window = match &spec.daily {
             None => None,
             Some(w) => Some((
-                hm(&w.from).ok_or_else(|| ("daily.from".to_string(), "must be HH:MM".to_string()))?,
+                hm(&w.from)
+                    .ok_or_else(|| ("daily.from".to_string(), "must be HH:MM".to_string()))?,
                 hm(&w.to).ok_or_else(|| ("daily.to".to_string(), "must be HH:MM".to_string()))?,
             )),
         };
         let scope_idx = match &spec.scope {
             None => None,
-            Some(code) => Some(tree.get(code).ok_or_else(|| ("scope".to_string(), format!("unknown org code {code}")))?),
+            Some(code) => Some(
+                tree.get(code)
+                    .ok_or_else(|| ("scope".to_string(), format!("unknown org code {code}")))?,
+            ),
         };
-        Ok(Silence { id, created_by, spec, starts, ends, window, scope_idx })
+        Ok(Silence {
+            id,
+            created_by,
+            spec,
+            starts,
+            ends,
+            window,
+            scope_idx,
+        })
     }
 
     pub fn is_active(&self, now: OffsetDateTime) -> bool {

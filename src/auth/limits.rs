@@ -38,22 +38,40 @@ pub struct RateLimits {
 fn quota(per: Duration, count: u32, burst: u32) -> Quota {
     let count = NonZeroU32::new(count.max(1)).unwrap_or(NonZeroU32::MIN);
     let burst = NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN);
-    Quota::with_period(per / count.get()).unwrap_or_else(|| Quota::per_second(count)).allow_burst(burst)
+    Quota::with_period(per / count.get())
+        .unwrap_or_else(|| Quota::per_second(count))
+        .allow_burst(burst)
 }
 
 impl RateLimits {
     pub fn new(settings: &LimitSettings) -> Self {
         RateLimits {
-            ingest: RateLimiter::keyed(quota(Duration::from_secs(1), settings.ingest_per_sec, settings.ingest_burst)),
-            query: RateLimiter::keyed(quota(Duration::from_secs(60), settings.queries_per_min, settings.query_burst)),
+            ingest: RateLimiter::keyed(quota(
+                Duration::from_secs(1),
+                settings.ingest_per_sec,
+                settings.ingest_burst,
+            )),
+            query: RateLimiter::keyed(quota(
+                Duration::from_secs(60),
+                settings.queries_per_min,
+                settings.query_burst,
+            )),
             clock: DefaultClock::default(),
         }
     }
 
-    fn check(&self, limiter: &DefaultKeyedRateLimiter<String>, key: &str, what: &'static str) -> Result<(), RetryAfter> {
+    fn check(
+        &self,
+        limiter: &DefaultKeyedRateLimiter<String>,
+        key: &str,
+        what: &'static str,
+    ) -> Result<(), RetryAfter> {
         limiter.check_key(&key.to_string()).map_err(|not_until| {
             let wait = not_until.wait_time_from(self.clock.now());
-            RetryAfter { secs: wait.as_secs_f64().ceil().max(1.0) as u64, what }
+            RetryAfter {
+                secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+                what,
+            }
         })
     }
 
@@ -76,7 +94,11 @@ pub struct LoginThrottle {
 
 impl LoginThrottle {
     pub fn new(max_failures: u32, lockout: Duration) -> Self {
-        LoginThrottle { max_failures: max_failures.max(1), lockout, failures: Mutex::default() }
+        LoginThrottle {
+            max_failures: max_failures.max(1),
+            lockout,
+            failures: Mutex::default(),
+        }
     }
 
     /// Refuses a login attempt for any locked key.
@@ -91,7 +113,10 @@ impl LoginThrottle {
                 let until = last + self.lockout;
                 if count >= self.max_failures && now < until {
                     let secs = (until - now).as_secs_f64().ceil().max(1.0) as u64;
-                    return Err(RetryAfter { secs, what: "failed logins" });
+                    return Err(RetryAfter {
+                        secs,
+                        what: "failed logins",
+                    });
                 }
             }
         }
@@ -130,13 +155,23 @@ mod tests {
         let throttle = LoginThrottle::new(3, Duration::from_secs(60));
         let t0 = Instant::now();
         for i in 0..3 {
-            assert!(throttle.check_at(&["li"], t0).is_ok(), "attempt {i} allowed");
+            assert!(
+                throttle.check_at(&["li"], t0).is_ok(),
+                "attempt {i} allowed"
+            );
             throttle.failed_at(&["li"], t0);
         }
-        let refused = throttle.check_at(&["li"], t0 + Duration::from_secs(1)).unwrap_err();
+        let refused = throttle
+            .check_at(&["li"], t0 + Duration::from_secs(1))
+            .unwrap_err();
         assert_eq!(refused.secs, 59);
-        assert!(throttle.check_at(&["wang"], t0).is_ok(), "other users are not affected");
-        assert!(throttle.check_at(&["li"], t0 + Duration::from_secs(61)).is_ok());
+        assert!(
+            throttle.check_at(&["wang"], t0).is_ok(),
+            "other users are not affected"
+        );
+        assert!(throttle
+            .check_at(&["li"], t0 + Duration::from_secs(61))
+            .is_ok());
     }
 
     #[test]

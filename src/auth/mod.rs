@@ -20,7 +20,9 @@ pub use users::{ScreenTokenRecord, UserDirectory, UserError, UserRecord};
 
 use crate::domain::org::{NodeIdx, OrgTree};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Watches screens.
@@ -84,7 +86,13 @@ impl Action {
 }
 
 impl Role {
-    pub const ALL: [Role; 5] = [Role::Leader, Role::Analyst, Role::DutyOfficer, Role::Clerk, Role::Admin];
+    pub const ALL: [Role; 5] = [
+        Role::Leader,
+        Role::Analyst,
+        Role::DutyOfficer,
+        Role::Clerk,
+        Role::Admin,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -114,9 +122,18 @@ fn role_allows(role: Role, action: Action) -> bool {
 }
 
 /// The one authorisation decision: may `who` do `action` on the node `target`?
-pub fn authorize(tree: &OrgTree, who: &Principal, action: Action, target: NodeIdx) -> Result<(), AuthError> {
+pub fn authorize(
+    tree: &OrgTree,
+    who: &Principal,
+    action: Action,
+    target: NodeIdx,
+) -> Result<(), AuthError> {
     if !role_allows(who.role, action) {
-        return Err(AuthError::Forbidden(format!("role {} may not {}", who.role.as_str(), action.describe())));
+        return Err(AuthError::Forbidden(format!(
+            "role {} may not {}",
+            who.role.as_str(),
+            action.describe()
+        )));
     }
     if !tree.is_within(target, who.scope) {
         return Err(AuthError::Forbidden(format!(
@@ -171,7 +188,11 @@ pub fn load_or_create_secret(settings: &AuthSettings) -> anyhow::Result<Vec<u8>>
     let path = &settings.secret_file;
     if let Ok(text) = std::fs::read_to_string(path) {
         let text = text.trim();
-        anyhow::ensure!(text.len() >= 32, "{}: the token secret is shorter than 32 characters", path.display());
+        anyhow::ensure!(
+            text.len() >= 32,
+            "{}: the token secret is shorter than 32 characters",
+            path.display()
+        );
         return Ok(text.as_bytes().to_vec());
     }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -230,14 +251,27 @@ impl Authenticator {
         directory: UserDirectory,
     ) -> anyhow::Result<Self> {
         let mut tokens = HashMap::new();
-        let admin = Principal { name: "admin".into(), role: Role::Admin, scope: tree.root(), token_key: "config:admin".into() };
+        let admin = Principal {
+            name: "admin".into(),
+            role: Role::Admin,
+            scope: tree.root(),
+            token_key: "config:admin".into(),
+        };
         tokens.insert(admin_token.clone(), admin);
         for t in &settings.tokens {
-            let scope = tree
-                .get(&t.scope)
-                .ok_or_else(|| anyhow::anyhow!("auth.tokens '{}': unknown scope {}", t.name, t.scope))?;
+            let scope = tree.get(&t.scope).ok_or_else(|| {
+                anyhow::anyhow!("auth.tokens '{}': unknown scope {}", t.name, t.scope)
+            })?;
             let token_key = format!("config:{}", t.name);
-            tokens.insert(t.token.clone(), Principal { name: t.name.clone(), role: t.role, scope, token_key });
+            tokens.insert(
+                t.token.clone(),
+                Principal {
+                    name: t.name.clone(),
+                    role: t.role,
+                    scope,
+                    token_key,
+                },
+            );
         }
         let anonymous = settings.anonymous_role.map(|role| Principal {
             name: "anonymous".into(),
@@ -282,7 +316,10 @@ impl Authenticator {
         let (role, scope) = match claims.kind {
             TokenKind::Session => (user.role, user.scope),
             TokenKind::Screen => {
-                let record = self.directory.screen_token(&claims.jti).ok_or(AuthError::Revoked)?;
+                let record = self
+                    .directory
+                    .screen_token(&claims.jti)
+                    .ok_or(AuthError::Revoked)?;
                 if record.revoked {
                     return Err(AuthError::Revoked);
                 }
@@ -290,18 +327,42 @@ impl Authenticator {
             }
         };
         let scope = self.tree.get(&scope).ok_or(AuthError::Invalid)?;
-        Ok(Principal { name: user.name, role, scope, token_key: claims.jti })
+        Ok(Principal {
+            name: user.name,
+            role,
+            scope,
+            token_key: claims.jti,
+        })
     }
 
     /// A session token for a user who has just logged in.
     pub fn issue_session(&self, user: &UserRecord) -> anyhow::Result<IssuedToken> {
-        self.issue(&user.name, TokenKind::Session, user.role, &user.scope, self.session_ttl)
+        self.issue(
+            &user.name,
+            TokenKind::Session,
+            user.role,
+            &user.scope,
+            self.session_ttl,
+        )
     }
 
     /// A long-lived, revocable token for a wall screen watching `scope` (within the user's own).
-    pub async fn issue_screen_token(&self, user: &UserRecord, scope: &str, label: &str) -> Result<IssuedToken, UserError> {
-        let issued = self.issue(&user.name, TokenKind::Screen, Role::Leader, scope, self.screen_ttl)?;
-        let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap_or_else(|_| OffsetDateTime::now_utc());
+    pub async fn issue_screen_token(
+        &self,
+        user: &UserRecord,
+        scope: &str,
+        label: &str,
+    ) -> Result<IssuedToken, UserError> {
+        let issued = self.issue(
+            &user.name,
+            TokenKind::Screen,
+            Role::Leader,
+            scope,
+            self.screen_ttl,
+        )?;
+        let now = OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .unwrap_or_else(|_| OffsetDateTime::now_utc());
         self.directory
             .add_screen_token(ScreenTokenRecord {
                 id: issued.id.clone(),
@@ -316,11 +377,26 @@ impl Authenticator {
         Ok(issued)
     }
 
-    fn issue(&self, user: &str, kind: TokenKind, role: Role, scope: &str, ttl: Duration) -> anyhow::Result<IssuedToken> {
+    fn issue(
+        &self,
+        user: &str,
+        kind: TokenKind,
+        role: Role,
+        scope: &str,
+        ttl: Duration,
+    ) -> anyhow::Result<IssuedToken> {
         let now = OffsetDateTime::now_utc().unix_timestamp();
         let exp = now + ttl.as_secs() as i64;
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let claims = Claims { sub: user.to_string(), jti: id.clone(), kind, role, scope: scope.to_string(), iat: now, exp };
+        let claims = Claims {
+            sub: user.to_string(),
+            jti: id.clone(),
+            kind,
+            role,
+            scope: scope.to_string(),
+            iat: now,
+            exp,
+        };
         Ok(IssuedToken {
             token: self.signer.sign(&claims)?,
             id,

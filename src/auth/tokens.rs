@@ -42,11 +42,19 @@ impl TokenSigner {
         // An expired token is refused at once: no grace period.
         validation.leeway = 0;
         validation.required_spec_claims = ["exp", "sub"].iter().map(|s| s.to_string()).collect();
-        TokenSigner { encoding: EncodingKey::from_secret(secret), decoding: DecodingKey::from_secret(secret), validation }
+        TokenSigner {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+        }
     }
 
     pub fn sign(&self, claims: &Claims) -> anyhow::Result<String> {
-        Ok(jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)?)
+        Ok(jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            claims,
+            &self.encoding,
+        )?)
     }
 
     /// The claims of a token whose signature is ours and which has not expired.
@@ -63,7 +71,8 @@ impl TokenSigner {
 /// users it provisions, stable across restarts without being stored.
 pub fn derive_secret(secret: &[u8], purpose: &str) -> String {
     use hmac::{Hmac, Mac};
-    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes keys of any length");
+    let mut mac =
+        <Hmac<sha2::Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes keys of any length");
     mac.update(purpose.as_bytes());
     hex::encode(mac.finalize().into_bytes())
 }
@@ -90,19 +99,36 @@ mod tests {
         let signer = TokenSigner::new(b"secret-one");
         let token = signer.sign(&claims(60)).unwrap();
         let back = signer.verify(&token).unwrap();
-        assert_eq!((back.sub.as_str(), back.role, back.scope.as_str()), ("li", Role::Analyst, "440303"));
+        assert_eq!(
+            (back.sub.as_str(), back.role, back.scope.as_str()),
+            ("li", Role::Analyst, "440303")
+        );
     }
 
     #[test]
     fn expired_tampered_and_foreign_tokens_are_refused() {
         let signer = TokenSigner::new(b"secret-one");
-        assert_eq!(signer.verify(&signer.sign(&claims(-1)).unwrap()).unwrap_err(), AuthError::Expired);
+        assert_eq!(
+            signer
+                .verify(&signer.sign(&claims(-1)).unwrap())
+                .unwrap_err(),
+            AuthError::Expired
+        );
         let other = TokenSigner::new(b"secret-two");
-        assert_eq!(signer.verify(&other.sign(&claims(60)).unwrap()).unwrap_err(), AuthError::Invalid);
+        assert_eq!(
+            signer
+                .verify(&other.sign(&claims(60)).unwrap())
+                .unwrap_err(),
+            AuthError::Invalid
+        );
         let mut token = signer.sign(&claims(60)).unwrap();
         // Flip one character of the payload: the signature no longer matches.
         let dot = token.find('.').unwrap() + 5;
-        let replacement = if &token[dot..dot + 1] == "A" { "B" } else { "A" };
+        let replacement = if &token[dot..dot + 1] == "A" {
+            "B"
+        } else {
+            "A"
+        };
         token.replace_range(dot..dot + 1, replacement);
         assert_eq!(signer.verify(&token).unwrap_err(), AuthError::Invalid);
     }

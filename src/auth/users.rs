@@ -7,7 +7,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{
+    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
+};
 use argon2::Argon2;
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
@@ -112,17 +114,25 @@ fn now_seconds() -> OffsetDateTime {
 pub fn validate_user_name(name: &str) -> Result<(), UserError> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '@'));
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '@'));
     if ok {
         Ok(())
     } else {
-        Err(UserError::Invalid { field: "name", reason: "1–64 characters of a–z, A–Z, 0–9, _ - . @".into() })
+        Err(UserError::Invalid {
+            field: "name",
+            reason: "1–64 characters of a–z, A–Z, 0–9, _ - . @".into(),
+        })
     }
 }
 
 pub fn hash_password(password: &str) -> Result<String, UserError> {
     if password.chars().count() < 8 {
-        return Err(UserError::Invalid { field: "password", reason: "must have at least 8 characters".into() });
+        return Err(UserError::Invalid {
+            field: "password",
+            reason: "must have at least 8 characters".into(),
+        });
     }
     let salt = SaltString::generate(&mut OsRng);
     Argon2::default()
@@ -132,12 +142,19 @@ pub fn hash_password(password: &str) -> Result<String, UserError> {
 }
 
 fn password_matches(hash: &str, password: &str) -> bool {
-    PasswordHash::new(hash).is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+    PasswordHash::new(hash).is_ok_and(|parsed| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok()
+    })
 }
 
 impl UserDirectory {
     pub async fn load(store: Store) -> Result<Self, StoreError> {
-        let directory = UserDirectory { store, mirror: Arc::default() };
+        let directory = UserDirectory {
+            store,
+            mirror: Arc::default(),
+        };
         directory.refresh().await?;
         Ok(directory)
     }
@@ -166,7 +183,9 @@ impl UserDirectory {
             .await?;
         let mut mirror = Mirror::default();
         for u in users {
-            let Ok(role) = serde_json::from_value::<Role>(serde_json::Value::String(u.role.clone())) else {
+            let Ok(role) =
+                serde_json::from_value::<Role>(serde_json::Value::String(u.role.clone()))
+            else {
                 tracing::warn!(user = %u.name, role = %u.role, "user with an unknown role ignored");
                 continue;
             };
@@ -202,22 +221,45 @@ impl UserDirectory {
     }
 
     pub fn user(&self, name: &str) -> Option<UserRecord> {
-        self.mirror.read().unwrap_or_else(|p| p.into_inner()).users.get(name).cloned()
+        self.mirror
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .users
+            .get(name)
+            .cloned()
     }
 
     pub fn screen_token(&self, id: &str) -> Option<ScreenTokenRecord> {
-        self.mirror.read().unwrap_or_else(|p| p.into_inner()).screens.get(id).cloned()
+        self.mirror
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .screens
+            .get(id)
+            .cloned()
     }
 
     pub fn users(&self) -> Vec<UserRecord> {
-        let mut users: Vec<_> = self.mirror.read().unwrap_or_else(|p| p.into_inner()).users.values().cloned().collect();
+        let mut users: Vec<_> = self
+            .mirror
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .users
+            .values()
+            .cloned()
+            .collect();
         users.sort_by(|a, b| a.name.cmp(&b.name));
         users
     }
 
     pub fn screen_tokens(&self) -> Vec<ScreenTokenRecord> {
-        let mut tokens: Vec<_> =
-            self.mirror.read().unwrap_or_else(|p| p.into_inner()).screens.values().cloned().collect();
+        let mut tokens: Vec<_> = self
+            .mirror
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .screens
+            .values()
+            .cloned()
+            .collect();
         tokens.sort_by(|a, b| b.issued_at.cmp(&a.issued_at));
         tokens
     }
@@ -236,12 +278,23 @@ impl UserDirectory {
         let mut insert = self.store.client().insert::<UserRow>("users").await?;
         insert.write(&row).await?;
         insert.end().await?;
-        self.mirror.write().unwrap_or_else(|p| p.into_inner()).users.insert(user.name.clone(), user.clone());
+        self.mirror
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .users
+            .insert(user.name.clone(), user.clone());
         Ok(())
     }
 
     /// Creates a user. The scope must already be checked against the org tree.
-    pub async fn add_user(&self, name: &str, role: Role, scope: &str, password: &str, by: &str) -> Result<UserRecord, UserError> {
+    pub async fn add_user(
+        &self,
+        name: &str,
+        role: Role,
+        scope: &str,
+        password: &str,
+        by: &str,
+    ) -> Result<UserRecord, UserError> {
         validate_user_name(name)?;
         if self.user(name).is_some_and(|u| !u.disabled) {
             return Err(UserError::Exists(name.to_string()));
@@ -265,7 +318,9 @@ impl UserDirectory {
 
     /// Disables a user: its session and screen tokens stop working at their next use.
     pub async fn revoke_user(&self, name: &str, by: &str) -> Result<UserRecord, UserError> {
-        let mut user = self.user(name).ok_or_else(|| UserError::NotFound(format!("user {name}")))?;
+        let mut user = self
+            .user(name)
+            .ok_or_else(|| UserError::NotFound(format!("user {name}")))?;
         user.disabled = true;
         user.changed_at = now_seconds();
         user.changed_by = by.to_string();
@@ -278,7 +333,9 @@ impl UserDirectory {
     pub async fn check_password(&self, name: &str, password: &str) -> Option<UserRecord> {
         let user = self.user(name).filter(|u| !u.disabled)?;
         let (hash, password) = (user.password_hash.clone(), password.to_string());
-        let ok = tokio::task::spawn_blocking(move || password_matches(&hash, &password)).await.unwrap_or(false);
+        let ok = tokio::task::spawn_blocking(move || password_matches(&hash, &password))
+            .await
+            .unwrap_or(false);
         ok.then_some(user)
     }
 
@@ -287,7 +344,9 @@ impl UserDirectory {
     }
 
     pub async fn revoke_screen_token(&self, id: &str) -> Result<ScreenTokenRecord, UserError> {
-        let mut record = self.screen_token(id).ok_or_else(|| UserError::NotFound(format!("screen token {id}")))?;
+        let mut record = self
+            .screen_token(id)
+            .ok_or_else(|| UserError::NotFound(format!("screen token {id}")))?;
         record.revoked = true;
         self.write_screen_token(&record).await?;
         Ok(record)
@@ -304,10 +363,18 @@ impl UserDirectory {
             revoked: record.revoked as u8,
             version: next_version(),
         };
-        let mut insert = self.store.client().insert::<ScreenTokenRow>("screen_tokens").await?;
+        let mut insert = self
+            .store
+            .client()
+            .insert::<ScreenTokenRow>("screen_tokens")
+            .await?;
         insert.write(&row).await?;
         insert.end().await?;
-        self.mirror.write().unwrap_or_else(|p| p.into_inner()).screens.insert(record.id.clone(), record.clone());
+        self.mirror
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .screens
+            .insert(record.id.clone(), record.clone());
         Ok(())
     }
 
@@ -339,9 +406,21 @@ mod tests {
 
     #[test]
     fn short_passwords_and_odd_names_are_refused_with_the_field() {
-        assert!(matches!(hash_password("short"), Err(UserError::Invalid { field: "password", .. })));
-        assert!(matches!(validate_user_name("a b"), Err(UserError::Invalid { field: "name", .. })));
-        assert!(matches!(validate_user_name(""), Err(UserError::Invalid { field: "name", .. })));
+        assert!(matches!(
+            hash_password("short"),
+            Err(UserError::Invalid {
+                field: "password",
+                ..
+            })
+        ));
+        assert!(matches!(
+            validate_user_name("a b"),
+            Err(UserError::Invalid { field: "name", .. })
+        ));
+        assert!(matches!(
+            validate_user_name(""),
+            Err(UserError::Invalid { field: "name", .. })
+        ));
         assert!(validate_user_name("li.wei@futian").is_ok());
     }
 }

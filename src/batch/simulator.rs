@@ -17,8 +17,8 @@
 
 use std::collections::BTreeMap;
 
-use rand::{Rng, SeedableRng};
 use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use time::{Date, Duration, Month, OffsetDateTime, PrimitiveDateTime, Time, Weekday};
 
@@ -71,7 +71,11 @@ fn resident_id(seed: u64, community: &str, key: &str) -> String {
 /// ISO 7064 MOD 11-2 over the first 17 digits.
 fn id_check_digit(body: &str) -> char {
     const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
-    let sum: u32 = body.bytes().zip(WEIGHTS).map(|(b, w)| (b - b'0') as u32 * w).sum();
+    let sum: u32 = body
+        .bytes()
+        .zip(WEIGHTS)
+        .map(|(b, w)| (b - b'0') as u32 * w)
+        .sum();
     b"10X98765432"[(sum % 11) as usize] as char
 }
 
@@ -89,9 +93,16 @@ fn trait_of(seed: u64, key: &str) -> f64 {
 }
 
 fn at(day: Date, rng: &mut StdRng) -> String {
-    let t = Time::from_hms(rng.random_range(8..18), rng.random_range(0..60), rng.random_range(0..60)).unwrap_or(Time::MIDNIGHT);
+    let t = Time::from_hms(
+        rng.random_range(8..18),
+        rng.random_range(0..60),
+        rng.random_range(0..60),
+    )
+    .unwrap_or(Time::MIDNIGHT);
     let local = PrimitiveDateTime::new(day, t).assume_offset(SHANGHAI);
-    local.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+    local
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 fn poisson(rng: &mut StdRng, lambda: f64) -> u32 {
@@ -110,24 +121,53 @@ fn poisson(rng: &mut StdRng, lambda: f64) -> u32 {
 impl<'a> Simulator<'a> {
     pub fn new(tree: &'a OrgTree, map: &'a DistrictMap, seed: u64, scale: f64) -> Self {
         let codes = |level: Level| -> Vec<String> {
-            tree.nodes().filter(|(_, n)| n.level == level).map(|(_, n)| n.code.clone()).collect()
+            tree.nodes()
+                .filter(|(_, n)| n.level == level)
+                .map(|(_, n)| n.code.clone())
+                .collect()
         };
-        let centers: Vec<String> = codes(Level::City).into_iter().chain(codes(Level::District)).collect();
-        let stations: Vec<String> = codes(Level::District).into_iter().chain(codes(Level::Street)).collect();
+        let centers: Vec<String> = codes(Level::City)
+            .into_iter()
+            .chain(codes(Level::District))
+            .collect();
+        let stations: Vec<String> = codes(Level::District)
+            .into_iter()
+            .chain(codes(Level::Street))
+            .collect();
         let streets = codes(Level::Street);
         let communities_of = streets
             .iter()
             .map(|s| {
                 let idx = tree.get(s).expect("street in tree");
-                (s.clone(), tree.node(idx).children.iter().map(|&c| tree.node(c).code.clone()).collect())
+                (
+                    s.clone(),
+                    tree.node(idx)
+                        .children
+                        .iter()
+                        .map(|&c| tree.node(c).code.clone())
+                        .collect(),
+                )
             })
             .collect();
-        Simulator { tree, map, seed, scale, centers, stations, streets, scheduled: BTreeMap::new(), day: START, communities_of }
+        Simulator {
+            tree,
+            map,
+            seed,
+            scale,
+            centers,
+            stations,
+            streets,
+            scheduled: BTreeMap::new(),
+            day: START,
+            communities_of,
+        }
     }
 
     fn district_of(&self, code: &str) -> Option<String> {
         let idx = self.tree.get(code)?;
-        self.tree.ancestor_at(idx, Level::District).map(|d| self.tree.node(d).code.clone())
+        self.tree
+            .ancestor_at(idx, Level::District)
+            .map(|d| self.tree.node(d).code.clone())
     }
 
     /// A GCJ-02 point inside the district's outline.
@@ -137,7 +177,11 @@ impl<'a> Simulator<'a> {
         for _ in 0..200 {
             let lon = rng.random_range(rect.min().x..rect.max().x);
             let lat = rng.random_range(rect.min().y..rect.max().y);
-            if self.map.locate(lon, lat).is_some_and(|d| d.code == district) {
+            if self
+                .map
+                .locate(lon, lat)
+                .is_some_and(|d| d.code == district)
+            {
                 return Some(((lon * 1e5).round() / 1e5, (lat * 1e5).round() / 1e5));
             }
         }
@@ -155,7 +199,9 @@ impl<'a> Simulator<'a> {
             return None;
         }
         self.day = day.next_day()?;
-        let mut rng = StdRng::seed_from_u64(self.seed ^ (day.to_julian_day() as u64).wrapping_mul(0x9e3779b97f4a7c15));
+        let mut rng = StdRng::seed_from_u64(
+            self.seed ^ (day.to_julian_day() as u64).wrapping_mul(0x9e3779b97f4a7c15),
+        );
         let mut out = self.scheduled.remove(&day).unwrap_or_default();
         let s = self.seed;
         let sim = format!("sim{s}");
@@ -164,11 +210,17 @@ impl<'a> Simulator<'a> {
         // Staffing, monthly on the 1st: filled share climbs during 2020, then holds.
         if day.day() == 1 {
             for c in self.centers.clone() {
-                let approved = if c == "440300" { 120 } else { 40 + (trait_of(s, &format!("posts{c}")) * 40.0) as i64 };
+                let approved = if c == "440300" {
+                    120
+                } else {
+                    40 + (trait_of(s, &format!("posts{c}")) * 40.0) as i64
+                };
                 let start = 0.70 + 0.15 * trait_of(s, &format!("st0{c}"));
                 let goal = 0.91 + 0.09 * trait_of(s, &format!("st1{c}"));
                 let months = ((day.year() - 2020) * 12 + day.month() as i32 - 1) as f64;
-                let share = start + (goal - start) * (months / 11.0).min(1.0) + rng.random_range(-0.01..0.01);
+                let share = start
+                    + (goal - start) * (months / 11.0).min(1.0)
+                    + rng.random_range(-0.01..0.01);
                 let filled = ((approved as f64) * share.clamp(0.0, 1.0)).round() as i64;
                 out.push(json!({"id": format!("{sim}-staffing-{c}-{day}"), "kind": "staffing.reported", "org": c,
                     "at": at(day, &mut rng), "data": {"approved_posts": approved, "filled_posts": filled.min(approved)}}));
@@ -176,7 +228,13 @@ impl<'a> Simulator<'a> {
         }
 
         // Hires: a few a month per center and street.
-        for org in self.centers.iter().chain(&self.streets).cloned().collect::<Vec<_>>() {
+        for org in self
+            .centers
+            .iter()
+            .chain(&self.streets)
+            .cloned()
+            .collect::<Vec<_>>()
+        {
             let veteran_share = 0.26 + 0.14 * trait_of(s, &format!("vet{org}"));
             for n in 0..poisson(&mut rng, 0.03) {
                 out.push(json!({"id": format!("{sim}-hire-{org}-{day}-{n}"), "kind": "staff.hired", "org": org,
@@ -186,7 +244,11 @@ impl<'a> Simulator<'a> {
 
         // Headcount each January 10th; the year's training plan is laid out the same day.
         if day.month() == Month::January && day.day() == 10 {
-            let orgs: Vec<(String, Level)> = self.tree.nodes().map(|(_, n)| (n.code.clone(), n.level)).collect();
+            let orgs: Vec<(String, Level)> = self
+                .tree
+                .nodes()
+                .map(|(_, n)| (n.code.clone(), n.level))
+                .collect();
             for (org, level) in orgs {
                 let base = match level {
                     Level::City => 110.0,
@@ -194,7 +256,9 @@ impl<'a> Simulator<'a> {
                     Level::Street => 8.0,
                     Level::Community => 2.0,
                 };
-                let headcount = (base * (1.0 + 0.5 * trait_of(s, &format!("hc{org}"))) + rng.random_range(0.0..2.0)).round() as i64;
+                let headcount = (base * (1.0 + 0.5 * trait_of(s, &format!("hc{org}")))
+                    + rng.random_range(0.0..2.0))
+                .round() as i64;
                 out.push(json!({"id": format!("{sim}-headcount-{org}-{year}"), "kind": "staff.headcount", "org": org,
                     "at": at(day, &mut rng), "data": {"headcount": headcount}}));
                 self.plan_training(&org, level, headcount, year, &mut rng);
@@ -202,7 +266,9 @@ impl<'a> Simulator<'a> {
         }
 
         // Star ratings on 30 June and 31 December.
-        if (day.month() == Month::June && day.day() == 30) || (day.month() == Month::December && day.day() == 31) {
+        if (day.month() == Month::June && day.day() == 30)
+            || (day.month() == Month::December && day.day() == 31)
+        {
             let half = (year - 2020) * 2 + i32::from(day.month() == Month::December);
             for st in self.stations.clone() {
                 let pace = 0.4 + 0.7 * trait_of(s, &format!("pace{st}"));
@@ -225,19 +291,32 @@ impl<'a> Simulator<'a> {
                 for n in 0..poisson(&mut rng, per_street) {
                     let org = if rng.random_bool(0.6) {
                         let cs = &self.communities_of[&street];
-                        if cs.is_empty() { street.clone() } else { cs[rng.random_range(0..cs.len())].clone() }
+                        if cs.is_empty() {
+                            street.clone()
+                        } else {
+                            cs[rng.random_range(0..cs.len())].clone()
+                        }
                     } else {
                         street.clone()
                     };
                     let id = format!("{sim}-A-{street}-{day}-{n}");
                     let mut received = json!({"id": format!("{id}-received"), "kind": "appeal.received", "org": org,
                         "at": at(day, &mut rng), "data": {"appeal_id": id}});
-                    if let Some((lon, lat)) = self.district_of(&org).and_then(|d| self.point_in(&d, &mut rng)) {
+                    if let Some((lon, lat)) = self
+                        .district_of(&org)
+                        .and_then(|d| self.point_in(&d, &mut rng))
+                    {
                         received["location"] = json!({"lon": lon, "lat": lat});
                     }
                     out.push(received);
-                    let accept_after = if rng.random_bool(0.07) { rng.random_range(16..30) } else { rng.random_range(1..12) };
-                    let close_after = (accept_after as f64 + (2.9 + 0.8 * rng.random::<f64>() * 1.6).exp()).round() as i64;
+                    let accept_after = if rng.random_bool(0.07) {
+                        rng.random_range(16..30)
+                    } else {
+                        rng.random_range(1..12)
+                    };
+                    let close_after = (accept_after as f64
+                        + (2.9 + 0.8 * rng.random::<f64>() * 1.6).exp())
+                    .round() as i64;
                     let acc_day = day + Duration::days(accept_after);
                     let acc = json!({"id": format!("{id}-accepted"), "kind": "appeal.accepted", "org": org,
                         "at": at(acc_day, &mut rng), "data": {"appeal_id": id}});
@@ -258,16 +337,21 @@ impl<'a> Simulator<'a> {
             let months = (day.year() - 2020) * 12 + day.month() as i32 - 1;
             let share = if months < 12 { 0.9 / 12.0 } else { 0.002 };
             for street in self.streets.clone() {
-                let lag = trait_of(s, &format!("arch{}", self.district_of(&street).unwrap_or_default()));
+                let lag = trait_of(
+                    s,
+                    &format!("arch{}", self.district_of(&street).unwrap_or_default()),
+                );
                 for c in self.communities_of[&street].clone() {
-                    let n = (per_community * share * (0.7 + 0.6 * trait_of(s, &format!("vets{c}")))).round() as i64;
+                    let n = (per_community * share * (0.7 + 0.6 * trait_of(s, &format!("vets{c}"))))
+                        .round() as i64;
                     for i in 0..n {
                         let key = format!("{c}-m{months}-{i}");
                         let person = resident_id(s, &c, &key);
                         out.push(json!({"id": format!("{sim}-vet-{key}"), "kind": "veteran.registered", "org": c,
                             "at": at(day, &mut rng), "data": {"person_id": person}}));
                         // Files done within 1–36 months; laggard districts take longer.
-                        let months_to_file = (rng.random::<f64>().powf(0.8) * (20.0 + 30.0 * lag)) as i64 + 1;
+                        let months_to_file =
+                            (rng.random::<f64>().powf(0.8) * (20.0 + 30.0 * lag)) as i64 + 1;
                         let file_day = day + Duration::days(months_to_file * 30);
                         let done = json!({"id": format!("{sim}-file-{key}"), "kind": "archive.completed", "org": c,
                             "at": at(file_day, &mut rng), "data": {"person_id": person}});
@@ -282,7 +366,14 @@ impl<'a> Simulator<'a> {
 
     /// Plans the year's classes of the org's trainer (its district, or the city for centers)
     /// and schedules each trained staff member's attendance.
-    fn plan_training(&mut self, org: &str, level: Level, headcount: i64, year: i32, rng: &mut StdRng) {
+    fn plan_training(
+        &mut self,
+        org: &str,
+        level: Level,
+        headcount: i64,
+        year: i32,
+        rng: &mut StdRng,
+    ) {
         let trainer = match level {
             Level::City | Level::District => "440300".to_string(),
             _ => self.district_of(org).unwrap_or_else(|| "440300".into()),
@@ -293,7 +384,11 @@ impl<'a> Simulator<'a> {
         let sim = format!("sim{}", self.seed);
         for i in 0..trained {
             // The year-end class takes the larger share (the push before 31 December).
-            let k = if rng.random_bool(0.4) { class_days.len() - 1 } else { rng.random_range(0..class_days.len()) };
+            let k = if rng.random_bool(0.4) {
+                class_days.len() - 1
+            } else {
+                rng.random_range(0..class_days.len())
+            };
             let (class_id, day) = (format!("{trainer}-{year}-{k}"), class_days[k]);
             let event = json!({"id": format!("{sim}-attend-{org}-{year}-{i}"), "kind": "training.attended", "org": org,
                 "at": at(day, rng), "data": {"staff_id": format!("{org}-s{i}"), "class_id": class_id}});
@@ -313,7 +408,8 @@ impl<'a> Simulator<'a> {
         let n = 2 + (trait_of(self.seed, &format!("classes{trainer}{year}")) * 3.0) as usize;
         let mut days: Vec<Date> = (0..n - 1)
             .map(|k| {
-                let doy = 60 + (trait_of(self.seed, &format!("cd{trainer}{year}{k}")) * 230.0) as u16;
+                let doy =
+                    60 + (trait_of(self.seed, &format!("cd{trainer}{year}{k}")) * 230.0) as u16;
                 Date::from_ordinal_date(year, doy).unwrap_or(START)
             })
             .collect();
@@ -333,7 +429,10 @@ pub struct LivePlayer<'a> {
 
 impl<'a> LivePlayer<'a> {
     pub fn new(sim: Simulator<'a>) -> Self {
-        LivePlayer { sim, buffer: Default::default() }
+        LivePlayer {
+            sim,
+            buffer: Default::default(),
+        }
     }
 
     pub fn next(&mut self, n: usize, now: OffsetDateTime) -> Vec<Value> {
@@ -344,7 +443,12 @@ impl<'a> LivePlayer<'a> {
                 None => break,
             }
         }
-        let stamp = now.to_offset(SHANGHAI).replace_nanosecond(0).unwrap_or(now).format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+        let stamp = now
+            .to_offset(SHANGHAI)
+            .replace_nanosecond(0)
+            .unwrap_or(now)
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
         let n = n.min(self.buffer.len());
         self.buffer
             .drain(..n)

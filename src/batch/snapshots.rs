@@ -38,7 +38,9 @@ pub struct JobRun {
 }
 
 fn epoch_day(d: Date) -> u16 {
-    (d - Date::from_calendar_date(1970, time::Month::January, 1).expect("valid")).whole_days().clamp(0, u16::MAX as i64) as u16
+    (d - Date::from_calendar_date(1970, time::Month::January, 1).expect("valid"))
+        .whole_days()
+        .clamp(0, u16::MAX as i64) as u16
 }
 
 fn end_of(day: Date) -> OffsetDateTime {
@@ -46,7 +48,12 @@ fn end_of(day: Date) -> OffsetDateTime {
 }
 
 /// Runs the job up to `until` (inclusive) and records the run; returns the rows written.
-pub async fn run(store: &Store, tree: Arc<OrgTree>, sla: AppealSla, until: Date) -> Result<u64, StoreError> {
+pub async fn run(
+    store: &Store,
+    tree: Arc<OrgTree>,
+    sla: AppealSla,
+    until: Date,
+) -> Result<u64, StoreError> {
     let started = OffsetDateTime::now_utc();
     let result = snapshot(store, tree, sla, until).await;
     let (rows, outcome) = match &result {
@@ -67,19 +74,35 @@ pub async fn run(store: &Store, tree: Arc<OrgTree>, sla: AppealSla, until: Date)
     result
 }
 
-async fn snapshot(store: &Store, tree: Arc<OrgTree>, sla: AppealSla, until: Date) -> Result<u64, StoreError> {
-    let nodes: Vec<_> = tree.nodes().filter(|(_, n)| n.level != Level::Community).map(|(i, _)| i).collect();
+async fn snapshot(
+    store: &Store,
+    tree: Arc<OrgTree>,
+    sla: AppealSla,
+    until: Date,
+) -> Result<u64, StoreError> {
+    let nodes: Vec<_> = tree
+        .nodes()
+        .filter(|(_, n)| n.level != Level::Community)
+        .map(|(i, _)| i)
+        .collect();
     let mut agg = Aggregates::new(tree.clone(), sla);
     let mut cursor = store
         .client()
-        .query(&format!("SELECT ?fields FROM events WHERE {COUNTED_EVENTS} ORDER BY at, seq"))
-        .bind(crate::store::counted_imports_param(&store.ok_imports().await?))
+        .query(&format!(
+            "SELECT ?fields FROM events WHERE {COUNTED_EVENTS} ORDER BY at, seq"
+        ))
+        .bind(crate::store::counted_imports_param(
+            &store.ok_imports().await?,
+        ))
         .with_setting("wait_end_of_query", "1")
         .fetch::<EventRow>()?;
     let mut day: Option<Date> = None;
     let mut pending: Option<EventRow> = None;
     let _gate = store.insert_gate().read().await;
-    let mut insert = store.client().insert::<SnapshotRow>("metric_snapshots").await?;
+    let mut insert = store
+        .client()
+        .insert::<SnapshotRow>("metric_snapshots")
+        .await?;
     let mut rows = 0u64;
     loop {
         let next = match pending.take() {
@@ -105,7 +128,10 @@ async fn snapshot(store: &Store, tree: Arc<OrgTree>, sla: AppealSla, until: Date
             }
         }
         // `current` is complete: snapshot it, and every quiet day up to the next record's day.
-        let last = next_day.map(|d| d - Duration::days(1)).unwrap_or(until).min(until);
+        let last = next_day
+            .map(|d| d - Duration::days(1))
+            .unwrap_or(until)
+            .min(until);
         let mut d = current;
         while d <= last {
             let now = end_of(d);
@@ -119,7 +145,10 @@ async fn snapshot(store: &Store, tree: Arc<OrgTree>, sla: AppealSla, until: Date
                         value: f.value,
                         num: f.num,
                         den: f.den,
-                        status: serde_json::to_value(f.status).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+                        status: serde_json::to_value(f.status)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_string))
+                            .unwrap_or_default(),
                     };
                     insert.write(&row).await?;
                     rows += 1;
@@ -146,7 +175,13 @@ async fn snapshot(store: &Store, tree: Arc<OrgTree>, sla: AppealSla, until: Date
 pub async fn recent_samples(
     store: &Store,
     tree: &OrgTree,
-) -> Result<std::collections::HashMap<(crate::domain::org::NodeIdx, MetricId), Vec<crate::domain::metric::Sample>>, StoreError> {
+) -> Result<
+    std::collections::HashMap<
+        (crate::domain::org::NodeIdx, MetricId),
+        Vec<crate::domain::metric::Sample>,
+    >,
+    StoreError,
+> {
     let rows: Vec<(String, String, u16, f64)> = store
         .client()
         .query(

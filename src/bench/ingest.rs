@@ -31,7 +31,11 @@ impl Locator for MapLocator<'_> {
 /// slow the next.
 async fn quiesce(store: &Store) -> anyhow::Result<()> {
     for _ in 0..600 {
-        let merges: u64 = store.client().query("SELECT count() FROM system.merges").fetch_one().await?;
+        let merges: u64 = store
+            .client()
+            .query("SELECT count() FROM system.merges")
+            .fetch_one()
+            .await?;
         if merges == 0 {
             break;
         }
@@ -49,23 +53,37 @@ async fn rowbinary_baseline(url: &str, database: &str, rows: &[EventRow]) -> any
         insert_events(&base, chunk).await?;
     }
     let secs = t.elapsed().as_secs_f64();
-    anyhow::ensure!(count(&base).await? == rows.len() as u64, "baseline row count");
+    anyhow::ensure!(
+        count(&base).await? == rows.len() as u64,
+        "baseline row count"
+    );
     quiesce(&base).await?;
     Ok(secs)
 }
 
 async fn count(store: &Store) -> anyhow::Result<u64> {
-    Ok(store.client().query("SELECT count() FROM events").fetch_one().await?)
+    Ok(store
+        .client()
+        .query("SELECT count() FROM events")
+        .fetch_one()
+        .await?)
 }
 
 pub async fn run(settings: &Settings, opts: IngestBench) -> anyhow::Result<()> {
     let tree = reference::load_org_tree(&settings.reference.divisions_dir)?;
-    let map = DistrictMap::load(&settings.reference.boundaries_dir, &tree, settings.reference.simplify_tolerance_deg)?;
+    let map = DistrictMap::load(
+        &settings.reference.boundaries_dir,
+        &tree,
+        settings.reference.simplify_tolerance_deg,
+    )?;
     let env = BenchEnv::start(settings, "ingest").await?;
     let n = opts.records;
     eprintln!("bench ingest: generating {n} records …");
     let events = Workload::new(&tree, 42, 365, "bench", n / 4 + 1).events(n);
-    let bodies: Vec<Vec<u8>> = events.chunks(opts.batch).map(|c| serde_json::to_vec(c).unwrap_or_default()).collect();
+    let bodies: Vec<Vec<u8>> = events
+        .chunks(opts.batch)
+        .map(|c| serde_json::to_vec(c).unwrap_or_default())
+        .collect();
     let now = time::OffsetDateTime::now_utc();
     let rows: Vec<EventRow> = events
         .iter()
@@ -83,7 +101,8 @@ pub async fn run(settings: &Settings, opts: IngestBench) -> anyhow::Result<()> {
 
     // Baseline 1: the same rows straight into ClickHouse (RowBinary, 100k-row INSERTs), run
     // before and after the other phases; the faster run is the baseline.
-    let rowbinary_first = rowbinary_baseline(&env.clickhouse_url, "bench_rowbinary_1", &rows).await?;
+    let rowbinary_first =
+        rowbinary_baseline(&env.clickhouse_url, "bench_rowbinary_1", &rows).await?;
 
     // Baseline 2: the same rows as JSON, parsed by ClickHouse (INSERT … FORMAT JSONEachRow).
     let json_store = Store::new(&env.clickhouse_url, "default", "", "bench_jsoneachrow")?;
@@ -107,10 +126,17 @@ pub async fn run(settings: &Settings, opts: IngestBench) -> anyhow::Result<()> {
             .body(body.clone())
             .send()
             .await?;
-        anyhow::ensure!(res.status().is_success(), "JSONEachRow insert: {}", res.text().await.unwrap_or_default());
+        anyhow::ensure!(
+            res.status().is_success(),
+            "JSONEachRow insert: {}",
+            res.text().await.unwrap_or_default()
+        );
     }
     let json_secs = t.elapsed().as_secs_f64();
-    anyhow::ensure!(count(&json_store).await? == n as u64, "JSON baseline row count");
+    anyhow::ensure!(
+        count(&json_store).await? == n as u64,
+        "JSON baseline row count"
+    );
     quiesce(&json_store).await?;
 
     // End to end through a real vscc server process.
@@ -121,12 +147,29 @@ pub async fn run(settings: &Settings, opts: IngestBench) -> anyhow::Result<()> {
     let t = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..opts.concurrency {
-        let (queue, http, url, token) = (queue.clone(), http.clone(), format!("{}/api/v1/events", server.base), server.token.clone());
+        let (queue, http, url, token) = (
+            queue.clone(),
+            http.clone(),
+            format!("{}/api/v1/events", server.base),
+            server.token.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             loop {
-                let Some(body) = queue.lock().await.next() else { return Ok::<_, anyhow::Error>(()) };
-                let res = http.post(&url).bearer_auth(&token).header("content-type", "application/json").body(body).send().await?;
-                anyhow::ensure!(res.status().is_success(), "ingest answered {}", res.status());
+                let Some(body) = queue.lock().await.next() else {
+                    return Ok::<_, anyhow::Error>(());
+                };
+                let res = http
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await?;
+                anyhow::ensure!(
+                    res.status().is_success(),
+                    "ingest answered {}",
+                    res.status()
+                );
             }
         }));
     }
@@ -144,20 +187,41 @@ pub async fn run(settings: &Settings, opts: IngestBench) -> anyhow::Result<()> {
     let ch_cpu = env.clickhouse_pid().map(super::cpu_secs).unwrap_or(0.0) - ch_cpu0;
     server.stop().await;
     quiesce(&e2e).await?;
-    let rowbinary_second = rowbinary_baseline(&env.clickhouse_url, "bench_rowbinary_2", &rows).await?;
+    let rowbinary_second =
+        rowbinary_baseline(&env.clickhouse_url, "bench_rowbinary_2", &rows).await?;
     let rowbinary_secs = rowbinary_first.min(rowbinary_second);
     env.stop().await;
 
     let rate = |secs: f64| n as f64 / secs;
-    println!("vscc bench ingest — {n} records, {} per request, {} concurrent clients, {:.1} MB of JSON", opts.batch, opts.concurrency, json_bytes as f64 / 1e6);
-    println!("RowBinary baseline runs: {:.2} s before, {:.2} s after the vscc run; the faster is used", rowbinary_first, rowbinary_second);
+    println!(
+        "vscc bench ingest — {n} records, {} per request, {} concurrent clients, {:.1} MB of JSON",
+        opts.batch,
+        opts.concurrency,
+        json_bytes as f64 / 1e6
+    );
+    println!(
+        "RowBinary baseline runs: {:.2} s before, {:.2} s after the vscc run; the faster is used",
+        rowbinary_first, rowbinary_second
+    );
     println!("| path | seconds | records/s | × ClickHouse RowBinary | × ClickHouse JSONEachRow |");
     println!("|---|---:|---:|---:|---:|");
     for (name, secs) in [
-        ("baseline: ClickHouse INSERT RowBinary (100k rows each)", rowbinary_secs),
-        ("baseline: ClickHouse INSERT JSONEachRow (100k rows each)", json_secs),
-        ("vscc: POST /api/v1/events → acknowledged (durable)", acked_secs),
-        ("vscc: POST /api/v1/events → all rows in ClickHouse", landed_secs),
+        (
+            "baseline: ClickHouse INSERT RowBinary (100k rows each)",
+            rowbinary_secs,
+        ),
+        (
+            "baseline: ClickHouse INSERT JSONEachRow (100k rows each)",
+            json_secs,
+        ),
+        (
+            "vscc: POST /api/v1/events → acknowledged (durable)",
+            acked_secs,
+        ),
+        (
+            "vscc: POST /api/v1/events → all rows in ClickHouse",
+            landed_secs,
+        ),
     ] {
         println!(
             "| {name} | {secs:.2} | {:.0} | {:.2} | {:.2} |",

@@ -37,7 +37,11 @@ impl BenchEnv {
                 (managed.url(), Some(managed))
             }
         };
-        Ok(BenchEnv { clickhouse_url, dir, managed })
+        Ok(BenchEnv {
+            clickhouse_url,
+            dir,
+            managed,
+        })
     }
 
     pub async fn stop(mut self) {
@@ -51,11 +55,20 @@ impl BenchEnv {
 pub fn raise_fd_limit(want: u64) {
     // SAFETY: plain get/setrlimit on this process.
     unsafe {
-        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < want {
-            let raised = libc::rlimit { rlim_cur: want, rlim_max: want.max(lim.rlim_max) };
+            let raised = libc::rlimit {
+                rlim_cur: want,
+                rlim_max: want.max(lim.rlim_max),
+            };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
-                let soft = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+                let soft = libc::rlimit {
+                    rlim_cur: lim.rlim_max,
+                    rlim_max: lim.rlim_max,
+                };
                 libc::setrlimit(libc::RLIMIT_NOFILE, &soft);
             }
         }
@@ -71,21 +84,33 @@ pub struct ServerChild {
 }
 
 impl ServerChild {
-    pub async fn spawn(env: &BenchEnv, database: &str, extra: &[(&str, String)]) -> anyhow::Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    pub async fn spawn(
+        env: &BenchEnv,
+        database: &str,
+        extra: &[(&str, String)],
+    ) -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
         let token = "bench-admin".to_string();
         let mut cmd = Command::new(std::env::current_exe()?);
         cmd.arg("serve")
             .env("VSCC_ADDR", format!("127.0.0.1:{port}"))
             .env("VSCC__CLICKHOUSE__URL", &env.clickhouse_url)
             .env("VSCC__CLICKHOUSE__DATABASE", database)
-            .env("VSCC__INGEST__SPOOL_DIR", env.dir.join(format!("spool-{database}")))
+            .env(
+                "VSCC__INGEST__SPOOL_DIR",
+                env.dir.join(format!("spool-{database}")),
+            )
             .env("VSCC_ADMIN_TOKEN", &token)
             // The load generators are the only clients: rate limits would measure themselves.
             .env("VSCC__LIMITS__INGEST_PER_SEC", "1000000")
             .env("VSCC__LIMITS__INGEST_BURST", "1000000")
             .env("VSCC__AUTH__SECRET_FILE", env.dir.join("auth-secret"))
-            .env("RUST_LOG", std::env::var("VSCC_BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("VSCC_BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
@@ -93,7 +118,12 @@ impl ServerChild {
             cmd.env(k, v);
         }
         let child = cmd.spawn().context("starting the vscc server")?;
-        let server = ServerChild { child, base: format!("http://127.0.0.1:{port}"), port, token };
+        let server = ServerChild {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            port,
+            token,
+        };
         let http = reqwest::Client::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
         loop {
@@ -102,7 +132,10 @@ impl ServerChild {
                     return Ok(server);
                 }
             }
-            anyhow::ensure!(tokio::time::Instant::now() < deadline, "the server did not become ready");
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "the server did not become ready"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -137,8 +170,18 @@ pub fn memory_kib(pid: u32) -> (u64, u64) {
 /// CPU seconds (user + system) a process has used so far.
 pub fn cpu_secs(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     // After the ")" the fields start at state (3rd of stat(5)); utime/stime are 14th/15th.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     (ticks(11) + ticks(12)) / hz.max(1.0)

@@ -27,7 +27,13 @@ pub struct StreamBench {
 }
 
 const PROBE_ORG: &str = "440303";
-const METRICS: [&str; 5] = ["staffing_rate", "training_coverage", "five_star_share", "open_appeals", "archive_coverage"];
+const METRICS: [&str; 5] = [
+    "staffing_rate",
+    "training_coverage",
+    "five_star_share",
+    "open_appeals",
+    "archive_coverage",
+];
 
 #[derive(Default)]
 struct Probes {
@@ -40,9 +46,15 @@ struct Screen {
     task: tokio::task::JoinHandle<()>,
 }
 
-async fn connect_screen(port: u16, token: &str, probes: Arc<Probes>, ready: Arc<AtomicUsize>) -> anyhow::Result<Screen> {
+async fn connect_screen(
+    port: u16,
+    token: &str,
+    probes: Arc<Probes>,
+    ready: Arc<AtomicUsize>,
+) -> anyhow::Result<Screen> {
     let mut req = format!("ws://127.0.0.1:{port}/ws").into_client_request()?;
-    req.headers_mut().insert("authorization", format!("Bearer {token}").parse()?);
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse()?);
     let (mut ws, _) = tokio_tungstenite::connect_async(req).await?;
     let sub = json!({"type": "subscribe", "id": "s", "scope": "440300", "metrics": METRICS});
     ws.send(Message::Text(sub.to_string().into())).await?;
@@ -59,11 +71,22 @@ async fn connect_screen(port: u16, token: &str, probes: Arc<Probes>, ready: Arc<
             if !text.contains(PROBE_ORG) {
                 continue;
             }
-            let Ok(v) = serde_json::from_str::<Value>(&text) else { continue };
+            let Ok(v) = serde_json::from_str::<Value>(&text) else {
+                continue;
+            };
             if let Some(k) = v["nodes"][PROBE_ORG]["staffing_rate"]["num"].as_i64() {
-                let sent = probes.sent.lock().unwrap_or_else(|p| p.into_inner()).get(&k).copied();
+                let sent = probes
+                    .sent
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&k)
+                    .copied();
                 if let Some(sent) = sent {
-                    probes.latencies_ms.lock().unwrap_or_else(|p| p.into_inner()).push(sent.elapsed().as_secs_f64() * 1000.0);
+                    probes
+                        .latencies_ms
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(sent.elapsed().as_secs_f64() * 1000.0);
                 }
             }
         }
@@ -71,13 +94,23 @@ async fn connect_screen(port: u16, token: &str, probes: Arc<Probes>, ready: Arc<
     Ok(Screen { deltas, task })
 }
 
-async fn connect_many(server: &ServerChild, n: usize, probes: &Arc<Probes>, screens: &mut Vec<Screen>) -> anyhow::Result<()> {
+async fn connect_many(
+    server: &ServerChild,
+    n: usize,
+    probes: &Arc<Probes>,
+    screens: &mut Vec<Screen>,
+) -> anyhow::Result<()> {
     let ready = Arc::new(AtomicUsize::new(0));
     let sem = Arc::new(tokio::sync::Semaphore::new(256));
     let mut pending = Vec::with_capacity(n);
     for _ in 0..n {
         let permit = sem.clone().acquire_owned().await?;
-        let (port, token, probes, ready) = (server.port, server.token.clone(), probes.clone(), ready.clone());
+        let (port, token, probes, ready) = (
+            server.port,
+            server.token.clone(),
+            probes.clone(),
+            ready.clone(),
+        );
         pending.push(tokio::spawn(async move {
             let s = connect_screen(port, &token, probes, ready).await;
             drop(permit);
@@ -96,7 +129,15 @@ async fn connect_many(server: &ServerChild, n: usize, probes: &Arc<Probes>, scre
 
 /// Posts `rate` records/s of the workload (staffing records excluded: the probe owns that
 /// figure) and a probe every `probe_every`, until `stop`.
-async fn drive_load(server: &ServerChild, rate: usize, probe_every: Duration, run_for: Duration, probes: Arc<Probes>, tree: &crate::domain::OrgTree, seed: u64) -> anyhow::Result<f64> {
+async fn drive_load(
+    server: &ServerChild,
+    rate: usize,
+    probe_every: Duration,
+    run_for: Duration,
+    probes: Arc<Probes>,
+    tree: &crate::domain::OrgTree,
+    seed: u64,
+) -> anyhow::Result<f64> {
     let http = reqwest::Client::new();
     let url = format!("{}/api/v1/events", server.base);
     let mut workload = Workload::new(tree, seed, 300, &format!("load{seed}"), 5000);
@@ -104,7 +145,8 @@ async fn drive_load(server: &ServerChild, rate: usize, probe_every: Duration, ru
     let started = Instant::now();
     let mut sent = 0usize;
     let mut next_probe = Instant::now();
-    let mut probe_num = probes.sent.lock().unwrap_or_else(|p| p.into_inner()).len() as i64 * 10 + 1_000;
+    let mut probe_num =
+        probes.sent.lock().unwrap_or_else(|p| p.into_inner()).len() as i64 * 10 + 1_000;
     let mut every = tokio::time::interval(Duration::from_millis(10));
     while started.elapsed() < run_for {
         every.tick().await;
@@ -115,19 +157,37 @@ async fn drive_load(server: &ServerChild, rate: usize, probe_every: Duration, ru
         let (http2, url2, token) = (http.clone(), url.clone(), server.token.clone());
         sent += events.len();
         tokio::spawn(async move {
-            let _ = http2.post(&url2).bearer_auth(&token).json(&events).send().await;
+            let _ = http2
+                .post(&url2)
+                .bearer_auth(&token)
+                .json(&events)
+                .send()
+                .await;
         });
         if Instant::now() >= next_probe {
             next_probe += probe_every;
             probe_num += 1;
-            let at = time::OffsetDateTime::now_utc().to_offset(SHANGHAI).replace_nanosecond(0).unwrap_or(time::OffsetDateTime::now_utc())
-                .format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+            let at = time::OffsetDateTime::now_utc()
+                .to_offset(SHANGHAI)
+                .replace_nanosecond(0)
+                .unwrap_or(time::OffsetDateTime::now_utc())
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default();
             let probe = json!([{"id": format!("probe-{seed}-{probe_num}"), "kind": "staffing.reported", "org": PROBE_ORG, "at": at,
                                 "data": {"approved_posts": 1_000_000, "filled_posts": probe_num}}]);
-            probes.sent.lock().unwrap_or_else(|p| p.into_inner()).insert(probe_num, Instant::now());
+            probes
+                .sent
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(probe_num, Instant::now());
             let (http2, url2, token) = (http.clone(), url.clone(), server.token.clone());
             tokio::spawn(async move {
-                let _ = http2.post(&url2).bearer_auth(&token).json(&probe).send().await;
+                let _ = http2
+                    .post(&url2)
+                    .bearer_auth(&token)
+                    .json(&probe)
+                    .send()
+                    .await;
             });
         }
     }
@@ -135,9 +195,18 @@ async fn drive_load(server: &ServerChild, rate: usize, probe_every: Duration, ru
 }
 
 fn latency_summary(probes: &Probes) -> (usize, f64, f64, f64) {
-    let mut l = probes.latencies_ms.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let mut l = probes
+        .latencies_ms
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     l.sort_by(|a, b| a.total_cmp(b));
-    (l.len(), percentile(&l, 0.5), percentile(&l, 0.99), l.last().copied().unwrap_or(f64::NAN))
+    (
+        l.len(),
+        percentile(&l, 0.5),
+        percentile(&l, 0.99),
+        l.last().copied().unwrap_or(f64::NAN),
+    )
 }
 
 pub async fn run(settings: &Settings, opts: StreamBench) -> anyhow::Result<()> {
@@ -146,7 +215,12 @@ pub async fn run(settings: &Settings, opts: StreamBench) -> anyhow::Result<()> {
     let env = BenchEnv::start(settings, "stream").await?;
 
     // Phase 1: latency and memory at `screens` sockets under steady ingest.
-    let server = ServerChild::spawn(&env, "bench_stream", &[("VSCC__STREAM__TICK_MS", opts.tick_ms.to_string())]).await?;
+    let server = ServerChild::spawn(
+        &env,
+        "bench_stream",
+        &[("VSCC__STREAM__TICK_MS", opts.tick_ms.to_string())],
+    )
+    .await?;
     let (rss0, _) = server.memory_kib();
     let probes = Arc::new(Probes::default());
     let mut screens = Vec::new();
@@ -154,10 +228,25 @@ pub async fn run(settings: &Settings, opts: StreamBench) -> anyhow::Result<()> {
     connect_many(&server, opts.screens, &probes, &mut screens).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (rss1, _) = server.memory_kib();
-    eprintln!("bench stream: {} records/s for {} s …", opts.rate, opts.seconds);
-    let achieved = drive_load(&server, opts.rate, Duration::from_millis(100), Duration::from_secs(opts.seconds), probes.clone(), &tree, 1).await?;
+    eprintln!(
+        "bench stream: {} records/s for {} s …",
+        opts.rate, opts.seconds
+    );
+    let achieved = drive_load(
+        &server,
+        opts.rate,
+        Duration::from_millis(100),
+        Duration::from_secs(opts.seconds),
+        probes.clone(),
+        &tree,
+        1,
+    )
+    .await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let deltas: u64 = screens.iter().map(|s| s.deltas.load(Ordering::Relaxed)).sum();
+    let deltas: u64 = screens
+        .iter()
+        .map(|s| s.deltas.load(Ordering::Relaxed))
+        .sum();
     let (samples, p50, p99, max) = latency_summary(&probes);
     let (_, peak) = server.memory_kib();
     for s in screens.drain(..) {
@@ -165,21 +254,46 @@ pub async fn run(settings: &Settings, opts: StreamBench) -> anyhow::Result<()> {
     }
     server.stop().await;
 
-    println!("vscc bench stream — {} screens, tick {} ms (at most {} messages/s per subscription)", opts.screens, opts.tick_ms, 1000 / opts.tick_ms.max(1));
+    println!(
+        "vscc bench stream — {} screens, tick {} ms (at most {} messages/s per subscription)",
+        opts.screens,
+        opts.tick_ms,
+        1000 / opts.tick_ms.max(1)
+    );
     println!("| measure | value |");
     println!("|---|---:|");
-    println!("| ingest offered / achieved (records/s) | {} / {:.0} |", opts.rate, achieved);
+    println!(
+        "| ingest offered / achieved (records/s) | {} / {:.0} |",
+        opts.rate, achieved
+    );
     println!("| probe records → delta at every screen, samples | {samples} |");
-    println!("| latency p50 (ms), baseline tick/2 = {:.0} ms | {p50:.1} |", opts.tick_ms as f64 / 2.0);
-    println!("| latency p99 (ms), baseline tick = {} ms | {p99:.1} |", opts.tick_ms);
+    println!(
+        "| latency p50 (ms), baseline tick/2 = {:.0} ms | {p50:.1} |",
+        opts.tick_ms as f64 / 2.0
+    );
+    println!(
+        "| latency p99 (ms), baseline tick = {} ms | {p99:.1} |",
+        opts.tick_ms
+    );
     println!("| latency max (ms) | {max:.1} |");
-    println!("| deltas per screen per second | {:.2} |", deltas as f64 / opts.screens.max(1) as f64 / opts.seconds as f64);
-    println!("| server memory per connected screen (KiB) | {:.1} |", (rss1.saturating_sub(rss0)) as f64 / opts.screens.max(1) as f64);
+    println!(
+        "| deltas per screen per second | {:.2} |",
+        deltas as f64 / opts.screens.max(1) as f64 / opts.seconds as f64
+    );
+    println!(
+        "| server memory per connected screen (KiB) | {:.1} |",
+        (rss1.saturating_sub(rss0)) as f64 / opts.screens.max(1) as f64
+    );
     println!("| server peak RSS (MiB) | {:.0} |", peak as f64 / 1024.0);
 
     // Phase 2: how many screens at one update a second.
     if !opts.max_screens.is_empty() {
-        let server = ServerChild::spawn(&env, "bench_screens", &[("VSCC__STREAM__TICK_MS", "1000".to_string())]).await?;
+        let server = ServerChild::spawn(
+            &env,
+            "bench_screens",
+            &[("VSCC__STREAM__TICK_MS", "1000".to_string())],
+        )
+        .await?;
         let mut screens = Vec::new();
         let mut best = 0;
         println!("\n| screens at 1 update/s | connected | got ≥ 8 updates in 10 s | probe p99 (ms) | server RSS (MiB) | sustained |");
@@ -190,15 +304,40 @@ pub async fn run(settings: &Settings, opts: StreamBench) -> anyhow::Result<()> {
                 println!("| {target} | {} | – | – | – | no: {e} |", screens.len());
                 break;
             }
-            let before: Vec<u64> = screens.iter().map(|s| s.deltas.load(Ordering::Relaxed)).collect();
-            probes.latencies_ms.lock().unwrap_or_else(|p| p.into_inner()).clear();
-            drive_load(&server, 200, Duration::from_millis(1000), Duration::from_secs(10), probes.clone(), &tree, target as u64).await?;
+            let before: Vec<u64> = screens
+                .iter()
+                .map(|s| s.deltas.load(Ordering::Relaxed))
+                .collect();
+            probes
+                .latencies_ms
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
+            drive_load(
+                &server,
+                200,
+                Duration::from_millis(1000),
+                Duration::from_secs(10),
+                probes.clone(),
+                &tree,
+                target as u64,
+            )
+            .await?;
             tokio::time::sleep(Duration::from_millis(1500)).await;
-            let ok = screens.iter().zip(&before).filter(|(s, b)| s.deltas.load(Ordering::Relaxed) - **b >= 8).count();
+            let ok = screens
+                .iter()
+                .zip(&before)
+                .filter(|(s, b)| s.deltas.load(Ordering::Relaxed) - **b >= 8)
+                .count();
             let (_, _, p99, _) = latency_summary(&probes);
             let (rss, _) = server.memory_kib();
             let sustained = ok as f64 >= 0.95 * screens.len() as f64 && p99 < 2000.0;
-            println!("| {target} | {} | {ok} | {p99:.0} | {:.0} | {} |", screens.len(), rss as f64 / 1024.0, if sustained { "yes" } else { "no" });
+            println!(
+                "| {target} | {} | {ok} | {p99:.0} | {:.0} | {} |",
+                screens.len(),
+                rss as f64 / 1024.0,
+                if sustained { "yes" } else { "no" }
+            );
             if !sustained {
                 break;
             }

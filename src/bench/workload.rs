@@ -26,13 +26,25 @@ impl Workload {
     /// Events dated within the last `days` days; ids are `<prefix>-<n>`.
     pub fn new(tree: &OrgTree, seed: u64, days: i64, prefix: &str, appeals: usize) -> Self {
         let codes = |level: Level| -> Vec<String> {
-            tree.nodes().filter(|(_, n)| n.level == level).map(|(_, n)| n.code.clone()).collect()
+            tree.nodes()
+                .filter(|(_, n)| n.level == level)
+                .map(|(_, n)| n.code.clone())
+                .collect()
         };
-        let (city, districts, streets, communities) =
-            (codes(Level::City), codes(Level::District), codes(Level::Street), codes(Level::Community));
+        let (city, districts, streets, communities) = (
+            codes(Level::City),
+            codes(Level::District),
+            codes(Level::Street),
+            codes(Level::Community),
+        );
         let centers: Vec<String> = city.iter().chain(&districts).cloned().collect();
         let stations: Vec<String> = districts.iter().chain(&streets).cloned().collect();
-        let anywhere: Vec<String> = centers.iter().chain(&streets).chain(&communities).cloned().collect();
+        let anywhere: Vec<String> = centers
+            .iter()
+            .chain(&streets)
+            .chain(&communities)
+            .cloned()
+            .collect();
         Workload {
             rng: rand::rngs::StdRng::seed_from_u64(seed),
             centers,
@@ -70,48 +82,93 @@ impl Workload {
         } else {
             self.now - Duration::seconds(self.rng.random_range(60..self.days * 86_400))
         };
-        let at = at.to_offset(SHANGHAI).replace_nanosecond(0).unwrap_or(at).format(&Rfc3339).unwrap_or_default();
+        let at = at
+            .to_offset(SHANGHAI)
+            .replace_nanosecond(0)
+            .unwrap_or(at)
+            .format(&Rfc3339)
+            .unwrap_or_default();
         let appeal = format!("{}A{}", self.prefix, self.rng.random_range(0..self.appeals));
         let (kind, org, data) = match self.rng.random_range(0..11) {
             0 => {
                 let approved = self.rng.random_range(20..200);
                 let filled = self.rng.random_range(0..=approved);
-                ("staffing.reported", self.pick(0), json!({"approved_posts": approved, "filled_posts": filled}))
+                (
+                    "staffing.reported",
+                    self.pick(0),
+                    json!({"approved_posts": approved, "filled_posts": filled}),
+                )
             }
             1 => {
                 let staff = format!("s{}", self.rng.random_range(0..2000));
                 let veteran = self.rng.random_bool(0.35);
-                ("staff.hired", self.pick(3), json!({"staff_id": staff, "veteran": veteran}))
+                (
+                    "staff.hired",
+                    self.pick(3),
+                    json!({"staff_id": staff, "veteran": veteran}),
+                )
             }
             2 => {
                 let headcount = self.rng.random_range(1..60);
-                ("staff.headcount", self.pick(3), json!({"headcount": headcount}))
+                (
+                    "staff.headcount",
+                    self.pick(3),
+                    json!({"headcount": headcount}),
+                )
             }
             3 => {
                 let class = format!("c{}", self.rng.random_range(0..40));
-                ("training.class_held", self.pick(0), json!({"class_id": class}))
+                (
+                    "training.class_held",
+                    self.pick(0),
+                    json!({"class_id": class}),
+                )
             }
             4 => {
                 let staff = format!("s{}", self.rng.random_range(0..500));
-                ("training.attended", self.pick(3), json!({"staff_id": staff, "class_id": "c1"}))
+                (
+                    "training.attended",
+                    self.pick(3),
+                    json!({"staff_id": staff, "class_id": "c1"}),
+                )
             }
             5 => {
                 let stars = self.rng.random_range(0..=5);
                 let demo = self.rng.random_bool(0.5);
-                ("station.rated", self.pick(1), json!({"stars": stars, "demonstration": demo}))
+                (
+                    "station.rated",
+                    self.pick(1),
+                    json!({"stars": stars, "demonstration": demo}),
+                )
             }
-            6 | 7 => ("appeal.received", self.pick(3), json!({"appeal_id": appeal})),
+            6 | 7 => (
+                "appeal.received",
+                self.pick(3),
+                json!({"appeal_id": appeal}),
+            ),
             8 => {
-                let kind = if self.rng.random_bool(0.5) { "appeal.accepted" } else { "appeal.closed" };
+                let kind = if self.rng.random_bool(0.5) {
+                    "appeal.accepted"
+                } else {
+                    "appeal.closed"
+                };
                 (kind, self.pick(3), json!({"appeal_id": appeal}))
             }
             9 => {
                 let person = format!("p{}", self.rng.random_range(0..self.appeals * 4));
-                ("veteran.registered", self.pick(2), json!({"person_id": person}))
+                (
+                    "veteran.registered",
+                    self.pick(2),
+                    json!({"person_id": person}),
+                )
             }
             _ => {
                 let person = format!("p{}", self.rng.random_range(0..self.appeals * 4));
-                ("archive.completed", self.pick(2), json!({"person_id": person}))
+                (
+                    "archive.completed",
+                    self.pick(2),
+                    json!({"person_id": person}),
+                )
             }
         };
         self.counter += 1;

@@ -112,7 +112,10 @@ impl MetricId {
 
     /// Whether the figure is a ratio (num ÷ den) or a count.
     pub fn is_ratio(self) -> bool {
-        !matches!(self, MetricId::TrainingClasses | MetricId::DistrictStarDemos | MetricId::OpenAppeals)
+        !matches!(
+            self,
+            MetricId::TrainingClasses | MetricId::DistrictStarDemos | MetricId::OpenAppeals
+        )
     }
 
     pub fn target(self) -> Target {
@@ -128,7 +131,11 @@ impl MetricId {
             MetricId::OpenAppeals => (0.0, Standing, true),
             MetricId::ArchiveCoverage => (1.0, Fixed(date(2022, Month::December, 31)), false),
         };
-        Target { value, deadline, at_most }
+        Target {
+            value,
+            deadline,
+            at_most,
+        }
     }
 
     /// The org levels whose nodes carry this metric.
@@ -198,7 +205,11 @@ pub fn local_date(now: OffsetDateTime) -> Date {
 }
 
 fn year_fraction_elapsed(today: Date) -> f64 {
-    let days_in_year = if time::util::is_leap_year(today.year()) { 366.0 } else { 365.0 };
+    let days_in_year = if time::util::is_leap_year(today.year()) {
+        366.0
+    } else {
+        365.0
+    };
     (today.ordinal() as f64 / days_in_year).clamp(1.0 / days_in_year, 1.0)
 }
 
@@ -220,8 +231,16 @@ pub fn judge(metric: MetricId, r: Reading, now: OffsetDateTime, history: &[Sampl
         _ if !r.has_data => Status::NoData,
         None => Status::NoData,
         Some(v) => {
-            let judged = if target.at_most { r.overdue.unwrap_or(0) as f64 } else { v };
-            let reached = if target.at_most { judged <= target.value } else { judged >= target.value - 1e-9 };
+            let judged = if target.at_most {
+                r.overdue.unwrap_or(0) as f64
+            } else {
+                v
+            };
+            let reached = if target.at_most {
+                judged <= target.value
+            } else {
+                judged >= target.value - 1e-9
+            };
             match target.deadline {
                 _ if reached => Status::Met,
                 Deadline::Standing => Status::Missed,
@@ -265,7 +284,10 @@ fn day_number(d: Date) -> i64 {
 pub fn project(value: f64, history: &[Sample], today: Date, due: Date) -> f64 {
     let t = day_number(today);
     let days_left = (day_number(due) - t) as f64;
-    let recent: Vec<&Sample> = history.iter().filter(|(d, _)| t - d <= 30 && *d < t).collect();
+    let recent: Vec<&Sample> = history
+        .iter()
+        .filter(|(d, _)| t - d <= 30 && *d < t)
+        .collect();
     if let (Some(first), true) = (recent.iter().min_by_key(|s| s.0), recent.len() >= 2) {
         let span = (t - first.0) as f64;
         if span >= 7.0 {
@@ -285,7 +307,12 @@ mod tests {
     use time::macros::datetime;
 
     fn ratio(num: i64, den: i64) -> Reading {
-        Reading { num, den: Some(den), has_data: den > 0, overdue: None }
+        Reading {
+            num,
+            den: Some(den),
+            has_data: den > 0,
+            overdue: None,
+        }
     }
 
     #[test]
@@ -301,26 +328,62 @@ mod tests {
         let today = day_number(local_date(before));
         let rising = [(today - 20, 0.80), (today - 10, 0.85)];
         let flat = [(today - 20, 0.90), (today - 10, 0.90)];
-        assert_eq!(judge(s, ratio(90, 100), before, &rising).status, Status::OnTrack);
-        assert_eq!(judge(s, ratio(90, 100), before, &flat).status, Status::AtRisk);
+        assert_eq!(
+            judge(s, ratio(90, 100), before, &rising).status,
+            Status::OnTrack
+        );
+        assert_eq!(
+            judge(s, ratio(90, 100), before, &flat).status,
+            Status::AtRisk
+        );
     }
 
     #[test]
     fn yearly_targets_are_judged_on_pace() {
         let march = datetime!(2021-03-01 12:00 +08:00);
-        let classes = |n| Reading { num: n, den: None, has_data: true, overdue: None };
-        assert_eq!(judge(MetricId::TrainingClasses, classes(2), march, &[]).status, Status::Met);
-        assert_eq!(judge(MetricId::TrainingClasses, classes(1), march, &[]).status, Status::OnTrack);
+        let classes = |n| Reading {
+            num: n,
+            den: None,
+            has_data: true,
+            overdue: None,
+        };
+        assert_eq!(
+            judge(MetricId::TrainingClasses, classes(2), march, &[]).status,
+            Status::Met
+        );
+        assert_eq!(
+            judge(MetricId::TrainingClasses, classes(1), march, &[]).status,
+            Status::OnTrack
+        );
         let december = datetime!(2021-12-20 12:00 +08:00);
-        assert_eq!(judge(MetricId::TrainingClasses, classes(1), december, &[]).status, Status::AtRisk);
-        assert_eq!(judge(MetricId::TrainingClasses, classes(0), december, &[]).due.as_deref(), Some("2021-12-31"));
+        assert_eq!(
+            judge(MetricId::TrainingClasses, classes(1), december, &[]).status,
+            Status::AtRisk
+        );
+        assert_eq!(
+            judge(MetricId::TrainingClasses, classes(0), december, &[])
+                .due
+                .as_deref(),
+            Some("2021-12-31")
+        );
     }
 
     #[test]
     fn an_overdue_appeal_misses_the_standing_target() {
         let now = datetime!(2021-03-01 12:00 +08:00);
-        let r = |open, overdue| Reading { num: open, den: None, has_data: true, overdue: Some(overdue) };
-        assert_eq!(judge(MetricId::OpenAppeals, r(5, 0), now, &[]).status, Status::Met);
-        assert_eq!(judge(MetricId::OpenAppeals, r(5, 1), now, &[]).status, Status::Missed);
+        let r = |open, overdue| Reading {
+            num: open,
+            den: None,
+            has_data: true,
+            overdue: Some(overdue),
+        };
+        assert_eq!(
+            judge(MetricId::OpenAppeals, r(5, 0), now, &[]).status,
+            Status::Met
+        );
+        assert_eq!(
+            judge(MetricId::OpenAppeals, r(5, 1), now, &[]).status,
+            Status::Missed
+        );
     }
 }

@@ -1,8 +1,8 @@
 //! The domain: the org tree, the record kinds, the metric catalogue and the rules that judge a
 //! figure against its target. Pure: no I/O, no clocks read here (callers pass `now`).
 
+pub mod metric;
 pub mod org;
 pub mod record;
-pub mod metric;
 
 pub use org::{Level, OrgNode, OrgTree, OrgTreeError};

@@ -6,7 +6,19 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 /// The level of a node in the org tree.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
     City,
@@ -94,12 +106,17 @@ impl OrgTree {
             let parent = match &n.parent {
                 None if tree.nodes.is_empty() && n.level == Level::City => None,
                 None => return Err(OrgTreeError::NoRoot),
-                Some(p) => Some(*tree.by_code.get(p).ok_or_else(|| {
-                    OrgTreeError::MissingParent {
-                        child: n.code.clone(),
-                        parent: p.clone(),
-                    }
-                })?),
+                Some(p) => {
+                    Some(
+                        *tree
+                            .by_code
+                            .get(p)
+                            .ok_or_else(|| OrgTreeError::MissingParent {
+                                child: n.code.clone(),
+                                parent: p.clone(),
+                            })?,
+                    )
+                }
             };
             let idx = tree.nodes.len() as NodeIdx;
             if let Some(p) = parent {
@@ -141,7 +158,10 @@ impl OrgTree {
     }
 
     pub fn nodes(&self) -> impl Iterator<Item = (NodeIdx, &OrgNode)> {
-        self.nodes.iter().enumerate().map(|(i, n)| (i as NodeIdx, n))
+        self.nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (i as NodeIdx, n))
     }
 
     pub fn count(&self, level: Level) -> usize {
@@ -158,7 +178,9 @@ impl OrgTree {
 
     /// The node and its direct children: what a scope shows.
     pub fn with_children(&self, idx: NodeIdx) -> Vec<NodeIdx> {
-        std::iter::once(idx).chain(self.node(idx).children.iter().copied()).collect()
+        std::iter::once(idx)
+            .chain(self.node(idx).children.iter().copied())
+            .collect()
     }
 
     /// The ancestor of `idx` (or `idx` itself) at `level`, if any.
@@ -281,17 +303,37 @@ mod tests {
     #[test]
     fn a_child_before_its_parent_is_refused() {
         let err = OrgTree::build([
-            NewNode { code: "c".into(), name: "c".into(), level: Level::City, parent: None },
-            NewNode { code: "s".into(), name: "s".into(), level: Level::Street, parent: Some("d".into()) },
+            NewNode {
+                code: "c".into(),
+                name: "c".into(),
+                level: Level::City,
+                parent: None,
+            },
+            NewNode {
+                code: "s".into(),
+                name: "s".into(),
+                level: Level::Street,
+                parent: Some("d".into()),
+            },
         ])
         .unwrap_err();
-        assert_eq!(err, OrgTreeError::MissingParent { child: "s".into(), parent: "d".into() });
+        assert_eq!(
+            err,
+            OrgTreeError::MissingParent {
+                child: "s".into(),
+                parent: "d".into()
+            }
+        );
     }
 
     #[test]
     fn subtree_is_preorder_and_complete() {
         let t = small();
-        let sub: Vec<_> = t.subtree(t.get("d1").unwrap()).iter().map(|&i| t.node(i).code.clone()).collect();
+        let sub: Vec<_> = t
+            .subtree(t.get("d1").unwrap())
+            .iter()
+            .map(|&i| t.node(i).code.clone())
+            .collect();
         assert_eq!(sub, ["d1", "s1", "m1"]);
     }
 }

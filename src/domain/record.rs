@@ -118,7 +118,10 @@ pub struct FieldError {
 }
 
 fn err(field: impl Into<String>, reason: impl Into<String>) -> FieldError {
-    FieldError { field: field.into(), reason: reason.into() }
+    FieldError {
+        field: field.into(),
+        reason: reason.into(),
+    }
 }
 
 /// Locates a GCJ-02 point in a district; the map lives outside the domain.
@@ -134,7 +137,9 @@ pub fn validate(
     received_at: OffsetDateTime,
     source: &str,
 ) -> Result<EventRow, FieldError> {
-    let obj = value.as_object().ok_or_else(|| err("$", "an event must be a JSON object"))?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| err("$", "an event must be a JSON object"))?;
     let str_field = |name: &str| -> Result<&str, FieldError> {
         match obj.get(name) {
             None | Some(Value::Null) => Err(err(name, "is required")),
@@ -150,21 +155,37 @@ pub fn validate(
     let kind_name = str_field("kind")?;
     let kind = Kind::parse(kind_name).ok_or_else(|| {
         let known: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
-        err("kind", format!("unknown kind '{kind_name}'; known kinds: {}", known.join(", ")))
+        err(
+            "kind",
+            format!(
+                "unknown kind '{kind_name}'; known kinds: {}",
+                known.join(", ")
+            ),
+        )
     })?;
     let org_code = str_field("org")?;
-    let org: NodeIdx = tree.get(org_code).ok_or_else(|| err("org", format!("unknown org code '{org_code}'")))?;
+    let org: NodeIdx = tree
+        .get(org_code)
+        .ok_or_else(|| err("org", format!("unknown org code '{org_code}'")))?;
     let level = tree.node(org).level;
     if !kind.levels().contains(&level) {
         let allowed: Vec<&str> = kind.levels().iter().map(|l| l.as_str()).collect();
         return Err(err(
             "org",
-            format!("{} records belong to a {} org; {org_code} is a {level}", kind.as_str(), allowed.join(" or ")),
+            format!(
+                "{} records belong to a {} org; {org_code} is a {level}",
+                kind.as_str(),
+                allowed.join(" or ")
+            ),
         ));
     }
     let at_text = str_field("at")?;
-    let at = OffsetDateTime::parse(at_text, &Rfc3339)
-        .map_err(|_| err("at", format!("'{at_text}' is not an RFC 3339 timestamp with offset")))?;
+    let at = OffsetDateTime::parse(at_text, &Rfc3339).map_err(|_| {
+        err(
+            "at",
+            format!("'{at_text}' is not an RFC 3339 timestamp with offset"),
+        )
+    })?;
     let at_unix = u32::try_from(at.unix_timestamp())
         .map_err(|_| err("at", format!("'{at_text}' is out of range (1970–2106)")))?;
     if at > received_at + time::Duration::days(1) {
@@ -225,10 +246,13 @@ pub fn validate(
     let text = |name: &str| -> Result<String, FieldError> {
         match data.get(name) {
             None | Some(Value::Null) => Err(err(format!("data.{name}"), "is required")),
-            Some(Value::String(s)) if s.trim().is_empty() => Err(err(format!("data.{name}"), "must not be empty")),
-            Some(Value::String(s)) if s.chars().count() > MAX_ID_LEN => {
-                Err(err(format!("data.{name}"), format!("must be at most {MAX_ID_LEN} characters")))
+            Some(Value::String(s)) if s.trim().is_empty() => {
+                Err(err(format!("data.{name}"), "must not be empty"))
             }
+            Some(Value::String(s)) if s.chars().count() > MAX_ID_LEN => Err(err(
+                format!("data.{name}"),
+                format!("must be at most {MAX_ID_LEN} characters"),
+            )),
             Some(Value::String(s)) => Ok(s.clone()),
             Some(_) => Err(err(format!("data.{name}"), "must be a string")),
         }
@@ -277,7 +301,9 @@ pub fn validate(
             row.stars = stars as u8;
             row.demonstration = flag("demonstration")?;
         }
-        Kind::AppealReceived | Kind::AppealAccepted | Kind::AppealClosed => row.appeal_id = text("appeal_id")?,
+        Kind::AppealReceived | Kind::AppealAccepted | Kind::AppealClosed => {
+            row.appeal_id = text("appeal_id")?
+        }
         Kind::VeteranRegistered | Kind::ArchiveCompleted => row.person_id = text("person_id")?,
     }
     row.data = serde_json::to_string(data).unwrap_or_default();
@@ -306,7 +332,13 @@ mod tests {
     }
 
     fn check(v: Value) -> Result<EventRow, FieldError> {
-        validate(&v, &tree(), &NoMap, OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(), "test")
+        validate(
+            &v,
+            &tree(),
+            &NoMap,
+            OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(),
+            "test",
+        )
     }
 
     fn ok_event() -> Value {
@@ -317,7 +349,10 @@ mod tests {
     #[test]
     fn a_good_event_becomes_a_typed_row() {
         let row = check(ok_event()).unwrap();
-        assert_eq!((row.staff_id.as_str(), row.veteran, row.district.as_str()), ("p1", 1, "d"));
+        assert_eq!(
+            (row.staff_id.as_str(), row.veteran, row.district.as_str()),
+            ("p1", 1, "d")
+        );
         assert_eq!(row.year(), 2021);
     }
 
@@ -325,13 +360,63 @@ mod tests {
     fn each_bad_input_names_its_field() {
         let cases = [
             (json!({"kind": "staff.hired"}), "id"),
-            ({ let mut e = ok_event(); e["kind"] = json!("nope"); e }, "kind"),
-            ({ let mut e = ok_event(); e["org"] = json!("zz"); e }, "org"),
-            ({ let mut e = ok_event(); e["kind"] = json!("veteran.registered"); e["org"] = json!("d"); e }, "org"),
-            ({ let mut e = ok_event(); e["at"] = json!("2021-03-04 10:15"); e }, "at"),
-            ({ let mut e = ok_event(); e["data"] = json!({"staff_id": "p"}); e }, "data.veteran"),
-            ({ let mut e = ok_event(); e["data"]["veteran"] = json!("yes"); e }, "data.veteran"),
-            ({ let mut e = ok_event(); e["location"] = json!({"lon": 100.0, "lat": 22.5}); e }, "location"),
+            (
+                {
+                    let mut e = ok_event();
+                    e["kind"] = json!("nope");
+                    e
+                },
+                "kind",
+            ),
+            (
+                {
+                    let mut e = ok_event();
+                    e["org"] = json!("zz");
+                    e
+                },
+                "org",
+            ),
+            (
+                {
+                    let mut e = ok_event();
+                    e["kind"] = json!("veteran.registered");
+                    e["org"] = json!("d");
+                    e
+                },
+                "org",
+            ),
+            (
+                {
+                    let mut e = ok_event();
+                    e["at"] = json!("2021-03-04 10:15");
+                    e
+                },
+                "at",
+            ),
+            (
+                {
+                    let mut e = ok_event();
+                    e["data"] = json!({"staff_id": "p"});
+                    e
+                },
+                "data.veteran",
+            ),
+            (
+                {
+                    let mut e = ok_event();
+                    e["data"]["veteran"] = json!("yes");
+                    e
+                },
+                "data.veteran",
+            ),
+            (
+                {
+                    let mut e = ok_event();
+                    e["location"] = json!({"lon": 100.0, "lat": 22.5});
+                    e
+                },
+                "location",
+            ),
         ];
         for (event, field) in cases {
             assert_eq!(check(event.clone()).unwrap_err().field, field, "{event}");

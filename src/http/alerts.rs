@@ -29,17 +29,36 @@ pub struct AlertQuery {
 #[utoipa::path(get, path = "/api/v1/alerts", tag = "alerts", params(AlertQuery),
     responses((status = 200, description = "{rules_error, alerts: [...]}")), security(("bearer" = [])))]
 #[get("/api/v1/alerts")]
-async fn list_alerts(req: HttpRequest, q: web::Query<AlertQuery>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn list_alerts(
+    req: HttpRequest,
+    q: web::Query<AlertQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let who = principal(&req, &state)?;
     let list: Vec<_> = state
         .alerts
         .current()
         .into_iter()
         .filter(|a| state.tree.is_within(a.node_idx, who.scope))
-        .filter(|a| q.state.as_deref().is_none_or(|s| serde_json::to_value(a.state).ok().and_then(|v| v.as_str().map(|x| x == s)).unwrap_or(false)))
-        .filter(|a| q.severity.as_deref().is_none_or(|s| serde_json::to_value(a.severity).ok().and_then(|v| v.as_str().map(|x| x == s)).unwrap_or(false)))
+        .filter(|a| {
+            q.state.as_deref().is_none_or(|s| {
+                serde_json::to_value(a.state)
+                    .ok()
+                    .and_then(|v| v.as_str().map(|x| x == s))
+                    .unwrap_or(false)
+            })
+        })
+        .filter(|a| {
+            q.severity.as_deref().is_none_or(|s| {
+                serde_json::to_value(a.severity)
+                    .ok()
+                    .and_then(|v| v.as_str().map(|x| x == s))
+                    .unwrap_or(false)
+            })
+        })
         .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({"rules_error": state.alerts.rules_error(), "alerts": list})))
+    Ok(HttpResponse::Ok()
+        .json(serde_json::json!({"rules_error": state.alerts.rules_error(), "alerts": list})))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -52,7 +71,11 @@ pub struct HistoryQuery {
 #[utoipa::path(get, path = "/api/v1/alerts/history", tag = "alerts", params(HistoryQuery),
     responses((status = 200, description = "[{at, fingerprint, rule, node, state, severity, value, summary, actor, comment}]")), security(("bearer" = [])))]
 #[get("/api/v1/alerts/history")]
-async fn alert_history(req: HttpRequest, q: web::Query<HistoryQuery>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn alert_history(
+    req: HttpRequest,
+    q: web::Query<HistoryQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let who = principal(&req, &state)?;
     let scope = state.tree.node(who.scope).code.clone();
     let rows: Vec<AlertEventRow> = state
@@ -76,20 +99,30 @@ pub struct AckBody {
     comment: String,
 }
 
-async fn set_ack(req: HttpRequest, fingerprint: String, comment: String, ack: bool, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn set_ack(
+    req: HttpRequest,
+    fingerprint: String,
+    comment: String,
+    ack: bool,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let who = principal(&req, &state)?;
     let instance = state
         .alerts
         .current()
         .into_iter()
         .find(|a| a.fingerprint == fingerprint)
-        .ok_or_else(|| ApiError::NotFound { what: format!("alert {fingerprint}") })?;
+        .ok_or_else(|| ApiError::NotFound {
+            what: format!("alert {fingerprint}"),
+        })?;
     authorize(&state.tree, &who, Action::HandleAlerts, instance.node_idx)?;
     let updated = state
         .alerts
         .acknowledge(&fingerprint, &who.name, &comment, ack, state.hub.now())
         .await?
-        .ok_or_else(|| ApiError::NotFound { what: format!("alert {fingerprint}") })?;
+        .ok_or_else(|| ApiError::NotFound {
+            what: format!("alert {fingerprint}"),
+        })?;
     Ok(HttpResponse::Ok().json(updated))
 }
 
@@ -99,7 +132,12 @@ async fn set_ack(req: HttpRequest, fingerprint: String, comment: String, ack: bo
     responses((status = 200, description = "The alert"), (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)),
     security(("bearer" = [])))]
 #[post("/api/v1/alerts/{rule}/{node}/ack")]
-async fn ack_alert(req: HttpRequest, path: web::Path<(String, String)>, body: Option<web::Json<AckBody>>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn ack_alert(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    body: Option<web::Json<AckBody>>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let (rule, node) = path.into_inner();
     let comment = body.map(|b| b.into_inner().comment).unwrap_or_default();
     set_ack(req, format!("{rule}/{node}"), comment, true, state).await
@@ -110,7 +148,11 @@ async fn ack_alert(req: HttpRequest, path: web::Path<(String, String)>, body: Op
     params(("rule" = String, Path), ("node" = String, Path)),
     responses((status = 200, description = "The alert"), (status = 404, body = super::error::ErrorBody)), security(("bearer" = [])))]
 #[delete("/api/v1/alerts/{rule}/{node}/ack")]
-async fn unack_alert(req: HttpRequest, path: web::Path<(String, String)>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn unack_alert(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let (rule, node) = path.into_inner();
     set_ack(req, format!("{rule}/{node}"), String::new(), false, state).await
 }
@@ -118,13 +160,21 @@ async fn unack_alert(req: HttpRequest, path: web::Path<(String, String)>, state:
 /// Silences in force or scheduled, inside the caller's scope.
 #[utoipa::path(get, path = "/api/v1/silences", tag = "alerts", responses((status = 200, description = "[silence]")), security(("bearer" = [])))]
 #[get("/api/v1/silences")]
-async fn list_silences(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn list_silences(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let who = principal(&req, &state)?;
     let list: Vec<_> = state
         .alerts
         .silences()
         .into_iter()
-        .filter(|s| s.scope_idx.unwrap_or(state.tree.root()) == who.scope || state.tree.is_within(s.scope_idx.unwrap_or(state.tree.root()), who.scope))
+        .filter(|s| {
+            s.scope_idx.unwrap_or(state.tree.root()) == who.scope
+                || state
+                    .tree
+                    .is_within(s.scope_idx.unwrap_or(state.tree.root()), who.scope)
+        })
         .collect();
     Ok(HttpResponse::Ok().json(list))
 }
@@ -137,18 +187,24 @@ async fn list_silences(req: HttpRequest, state: web::Data<AppState>) -> Result<H
     responses((status = 201, description = "The silence"), (status = 400, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody)),
     security(("bearer" = [])))]
 #[post("/api/v1/silences")]
-async fn create_silence(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn create_silence(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let who = principal(&req, &state)?;
     let spec: crate::alert::silence::SilenceSpec =
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("$", e.to_string()))?;
     let id = uuid::Uuid::new_v4().simple().to_string();
     let silence = crate::alert::silence::Silence::new(id, who.name.clone(), spec, &state.tree)
         .map_err(|(field, reason)| ApiError::bad_request(field, reason))?;
-    authorize(&state.tree, &who, Action::HandleAlerts, silence.scope_idx.unwrap_or(state.tree.root()))?;
-    state
-        .alerts
-        .add_silence(silence.clone())
-        .await?;
+    authorize(
+        &state.tree,
+        &who,
+        Action::HandleAlerts,
+        silence.scope_idx.unwrap_or(state.tree.root()),
+    )?;
+    state.alerts.add_silence(silence.clone()).await?;
     Ok(HttpResponse::Created().json(silence))
 }
 
@@ -156,18 +212,26 @@ async fn create_silence(req: HttpRequest, body: web::Bytes, state: web::Data<App
 #[utoipa::path(delete, path = "/api/v1/silences/{id}", tag = "alerts", params(("id" = String, Path)),
     responses((status = 204, description = "Ended"), (status = 404, body = super::error::ErrorBody)), security(("bearer" = [])))]
 #[delete("/api/v1/silences/{id}")]
-async fn delete_silence(req: HttpRequest, id: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn delete_silence(
+    req: HttpRequest,
+    id: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let who = principal(&req, &state)?;
     let silence = state
         .alerts
         .silences()
         .into_iter()
         .find(|s| s.id == *id)
-        .ok_or_else(|| ApiError::NotFound { what: format!("silence {id}") })?;
-    authorize(&state.tree, &who, Action::HandleAlerts, silence.scope_idx.unwrap_or(state.tree.root()))?;
-    state
-        .alerts
-        .delete_silence(&id, &who.name)
-        .await?;
+        .ok_or_else(|| ApiError::NotFound {
+            what: format!("silence {id}"),
+        })?;
+    authorize(
+        &state.tree,
+        &who,
+        Action::HandleAlerts,
+        silence.scope_idx.unwrap_or(state.tree.root()),
+    )?;
+    state.alerts.delete_silence(&id, &who.name).await?;
     Ok(HttpResponse::NoContent().finish())
 }

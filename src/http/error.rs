@@ -17,7 +17,10 @@ pub enum ApiError {
     #[error("{0}")]
     TooLarge(String),
     #[error("service unavailable: {reason}")]
-    Unavailable { reason: String, retry_after_secs: Option<u64> },
+    Unavailable {
+        reason: String,
+        retry_after_secs: Option<u64>,
+    },
     #[error("too many {what}; retry in {retry_after_secs} s")]
     TooManyRequests { what: String, retry_after_secs: u64 },
     #[error("{0}")]
@@ -58,7 +61,10 @@ impl From<crate::auth::AuthError> for ApiError {
 
 impl From<crate::auth::RetryAfter> for ApiError {
     fn from(r: crate::auth::RetryAfter) -> Self {
-        ApiError::TooManyRequests { what: r.what.to_string(), retry_after_secs: r.secs }
+        ApiError::TooManyRequests {
+            what: r.what.to_string(),
+            retry_after_secs: r.secs,
+        }
     }
 }
 
@@ -80,16 +86,30 @@ impl From<crate::sql::SqlError> for ApiError {
         use crate::sql::{RefusalClass, SqlError};
         match e {
             SqlError::Refused(r) => match r.class {
-                RefusalClass::Forbidden => ApiError::QueryForbidden { code: r.code, message: r.message },
-                RefusalClass::Limit => ApiError::QueryLimit { code: r.code, message: r.message },
+                RefusalClass::Forbidden => ApiError::QueryForbidden {
+                    code: r.code,
+                    message: r.message,
+                },
+                RefusalClass::Limit => ApiError::QueryLimit {
+                    code: r.code,
+                    message: r.message,
+                },
                 RefusalClass::Quota => ApiError::TooManyRequests {
                     what: format!("queries this hour ({})", r.message),
                     retry_after_secs: 60,
                 },
-                RefusalClass::Cancelled => ApiError::Conflict(format!("the query was cancelled: {}", r.message)),
-                RefusalClass::Invalid => ApiError::QueryInvalid { code: r.code, message: r.message },
+                RefusalClass::Cancelled => {
+                    ApiError::Conflict(format!("the query was cancelled: {}", r.message))
+                }
+                RefusalClass::Invalid => ApiError::QueryInvalid {
+                    code: r.code,
+                    message: r.message,
+                },
             },
-            SqlError::NotProvisioned(reason) => ApiError::Unavailable { reason, retry_after_secs: None },
+            SqlError::NotProvisioned(reason) => ApiError::Unavailable {
+                reason,
+                retry_after_secs: None,
+            },
             SqlError::NotFound(what) => ApiError::NotFound { what },
             SqlError::Invalid { field, reason } => ApiError::bad_request(field, reason),
             SqlError::Store(e) => e.into(),
@@ -102,7 +122,10 @@ impl From<crate::sql::SqlError> for ApiError {
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
         if e.is_retryable() {
-            ApiError::Unavailable { reason: e.to_string(), retry_after_secs: Some(5) }
+            ApiError::Unavailable {
+                reason: e.to_string(),
+                retry_after_secs: Some(5),
+            }
         } else {
             ApiError::Unexpected(anyhow::Error::new(e))
         }
@@ -117,7 +140,10 @@ impl From<clickhouse::error::Error> for ApiError {
 
 impl ApiError {
     pub fn bad_request(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        ApiError::BadRequest { field: field.into(), reason: reason.into() }
+        ApiError::BadRequest {
+            field: field.into(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -142,9 +168,9 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         let field = match self {
             ApiError::BadRequest { field, .. } => Some(field.clone()),
-            ApiError::QueryForbidden { .. } | ApiError::QueryLimit { .. } | ApiError::QueryInvalid { .. } => {
-                Some("sql".to_string())
-            }
+            ApiError::QueryForbidden { .. }
+            | ApiError::QueryLimit { .. }
+            | ApiError::QueryInvalid { .. } => Some("sql".to_string()),
             _ => None,
         };
         let error = match self {
@@ -160,7 +186,15 @@ impl ResponseError for ApiError {
             _ => self.to_string(),
         };
         let mut res = HttpResponse::build(self.status_code());
-        if let ApiError::Unavailable { retry_after_secs: Some(secs), .. } | ApiError::TooManyRequests { retry_after_secs: secs, .. } = self {
+        if let ApiError::Unavailable {
+            retry_after_secs: Some(secs),
+            ..
+        }
+        | ApiError::TooManyRequests {
+            retry_after_secs: secs,
+            ..
+        } = self
+        {
             res.insert_header(("Retry-After", secs.to_string()));
         }
         if let ApiError::Unauthorized(_) = self {

@@ -40,9 +40,12 @@ pub struct IngestAnswer {
 async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, ApiError> {
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ApiError::bad_request("$", format!("could not read the body: {e}")))?;
+        let chunk = chunk
+            .map_err(|e| ApiError::bad_request("$", format!("could not read the body: {e}")))?;
         if body.len() + chunk.len() > limit {
-            return Err(ApiError::TooLarge(format!("the body exceeds the limit of {limit} bytes; nothing was accepted")));
+            return Err(ApiError::TooLarge(format!(
+                "the body exceeds the limit of {limit} bytes; nothing was accepted"
+            )));
         }
         body.extend_from_slice(&chunk);
     }
@@ -61,7 +64,11 @@ async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::Bytes
         (status = 429, body = super::error::ErrorBody), (status = 503, body = super::error::ErrorBody)),
     security(("bearer" = [])))]
 #[post("/api/v1/events")]
-async fn post_events(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn post_events(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let who = principal(&req, &state)?;
     // A role that may not send records is refused as a whole; scope is checked per record.
     authorize(&state.tree, &who, Action::Ingest, who.scope)?;
@@ -72,22 +79,37 @@ async fn post_events(req: HttpRequest, payload: web::Payload, state: web::Data<A
         .headers()
         .get("content-type")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/x-ndjson") || ct.starts_with("application/jsonl"));
+        .is_some_and(|ct| {
+            ct.starts_with("application/x-ndjson") || ct.starts_with("application/jsonl")
+        });
 
     let mut errors: Vec<Rejection> = Vec::new();
     let values: Vec<Result<Value, FieldError>> = if ndjson {
-        body[..].split(|&b| b == b'\n')
+        body[..]
+            .split(|&b| b == b'\n')
             .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
             .map(|line| {
-                serde_json::from_slice(line)
-                    .map_err(|e| FieldError { field: "$".into(), reason: format!("not a JSON object: {e}") })
+                serde_json::from_slice(line).map_err(|e| FieldError {
+                    field: "$".into(),
+                    reason: format!("not a JSON object: {e}"),
+                })
             })
             .collect()
     } else {
         match serde_json::from_slice::<Value>(&body) {
             Ok(Value::Array(items)) => items.into_iter().map(Ok).collect(),
-            Ok(_) => return Err(ApiError::bad_request("$", "the body must be a JSON array of events (or NDJSON)")),
-            Err(e) => return Err(ApiError::bad_request("$", format!("the body is not JSON: {e}"))),
+            Ok(_) => {
+                return Err(ApiError::bad_request(
+                    "$",
+                    "the body must be a JSON array of events (or NDJSON)",
+                ))
+            }
+            Err(e) => {
+                return Err(ApiError::bad_request(
+                    "$",
+                    format!("the body is not JSON: {e}"),
+                ))
+            }
         }
     };
     if values.len() > limits.max_records {
@@ -102,18 +124,33 @@ async fn post_events(req: HttpRequest, payload: web::Payload, state: web::Data<A
     let locator = MapLocator(&state.map);
     let mut rows = Vec::with_capacity(values.len());
     for (index, value) in values.into_iter().enumerate() {
-        let id = value.as_ref().ok().and_then(|v| v.get("id")).and_then(Value::as_str).map(str::to_string);
-        let checked = value.and_then(|v| validate(&v, &state.tree, &locator, now, "api")).and_then(|row| {
-            let org = state.tree.get(&row.org).expect("validated org exists");
-            authorize(&state.tree, &who, Action::Ingest, org)
-                .map(|()| row)
-                .map_err(|e| FieldError { field: "org".into(), reason: e.to_string() })
-        });
+        let id = value
+            .as_ref()
+            .ok()
+            .and_then(|v| v.get("id"))
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let checked = value
+            .and_then(|v| validate(&v, &state.tree, &locator, now, "api"))
+            .and_then(|row| {
+                let org = state.tree.get(&row.org).expect("validated org exists");
+                authorize(&state.tree, &who, Action::Ingest, org)
+                    .map(|()| row)
+                    .map_err(|e| FieldError {
+                        field: "org".into(),
+                        reason: e.to_string(),
+                    })
+            });
         match checked {
             Ok(row) => {
                 rows.push(row);
             }
-            Err(e) => errors.push(Rejection { index, id, field: e.field, reason: e.reason }),
+            Err(e) => errors.push(Rejection {
+                index,
+                id,
+                field: e.field,
+                reason: e.reason,
+            }),
         }
     }
 
@@ -121,21 +158,45 @@ async fn post_events(req: HttpRequest, payload: web::Payload, state: web::Data<A
         Vec::new()
     } else {
         state.log.append(rows).await.map_err(|e| match e {
-            LogError::Full { .. } => ApiError::Unavailable { reason: e.to_string(), retry_after_secs: Some(5) },
-            other => ApiError::Unavailable { reason: other.to_string(), retry_after_secs: Some(1) },
+            LogError::Full { .. } => ApiError::Unavailable {
+                reason: e.to_string(),
+                retry_after_secs: Some(5),
+            },
+            other => ApiError::Unavailable {
+                reason: other.to_string(),
+                retry_after_secs: Some(1),
+            },
         })?
     };
-    let accepted = outcomes.iter().filter(|o| matches!(o, AppendOutcome::Accepted { .. })).count();
+    let accepted = outcomes
+        .iter()
+        .filter(|o| matches!(o, AppendOutcome::Accepted { .. }))
+        .count();
     let duplicates = outcomes.len() - accepted;
     state.prom.ingest_accepted.inc_by(accepted as u64);
     state.prom.ingest_duplicates.inc_by(duplicates as u64);
     state.prom.ingest_rejected.inc_by(errors.len() as u64);
     // Read-your-writes: the answer leaves once the live figures include these records.
-    if let Some(max_seq) = outcomes.iter().filter_map(|o| match o { AppendOutcome::Accepted { seq } => Some(*seq), _ => None }).max() {
-        state.hub.wait_applied(max_seq, Duration::from_secs(2)).await;
+    if let Some(max_seq) = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            AppendOutcome::Accepted { seq } => Some(*seq),
+            _ => None,
+        })
+        .max()
+    {
+        state
+            .hub
+            .wait_applied(max_seq, Duration::from_secs(2))
+            .await;
     }
     errors.sort_by_key(|e| e.index);
-    let answer = IngestAnswer { accepted, duplicates, rejected: errors.len(), errors };
+    let answer = IngestAnswer {
+        accepted,
+        duplicates,
+        rejected: errors.len(),
+        errors,
+    };
     Ok(if accepted + duplicates == 0 && answer.rejected > 0 {
         HttpResponse::UnprocessableEntity().json(answer)
     } else {

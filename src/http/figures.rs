@@ -3,12 +3,18 @@
 use actix_web::{get, web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
-use super::{auth::{principal, readable_scope}, ApiError, AppState};
+use super::{
+    auth::{principal, readable_scope},
+    ApiError, AppState,
+};
 use crate::domain::metric::MetricId;
 use crate::live::hub::{nodes_json, rfc3339, FiguresAnswer};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(metrics).service(screens).service(catalogue).service(freshness);
+    cfg.service(metrics)
+        .service(screens)
+        .service(catalogue)
+        .service(freshness);
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -25,7 +31,9 @@ pub fn parse_metrics(list: Option<&str>) -> Result<Vec<MetricId>, ApiError> {
         Some(list) => list
             .split(',')
             .map(|m| {
-                MetricId::parse(m.trim()).ok_or_else(|| ApiError::bad_request("metrics", format!("unknown metric '{}'", m.trim())))
+                MetricId::parse(m.trim()).ok_or_else(|| {
+                    ApiError::bad_request("metrics", format!("unknown metric '{}'", m.trim()))
+                })
             })
             .collect(),
     }
@@ -38,11 +46,19 @@ pub fn parse_metrics(list: Option<&str>) -> Result<Vec<MetricId>, ApiError> {
         (status = 404, body = super::error::ErrorBody)),
     security(("bearer" = [])))]
 #[get("/api/v1/metrics")]
-async fn metrics(req: HttpRequest, q: web::Query<FiguresQuery>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn metrics(
+    req: HttpRequest,
+    q: web::Query<FiguresQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let (code, scope) = readable_scope(&req, &state, q.scope.as_deref())?;
     let tree = &state.tree;
     let metrics = parse_metrics(q.metrics.as_deref())?;
-    let nodes: Vec<_> = tree.with_children(scope).into_iter().map(|n| (n, state.hub.current(n, &metrics))).collect();
+    let nodes: Vec<_> = tree
+        .with_children(scope)
+        .into_iter()
+        .map(|n| (n, state.hub.current(n, &metrics)))
+        .collect();
     Ok(HttpResponse::Ok().json(FiguresAnswer {
         scope: code,
         at: rfc3339(state.hub.now()),
@@ -61,7 +77,11 @@ async fn screens(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRes
         .presence
         .list()
         .into_iter()
-        .filter(|s| s.scopes.iter().all(|&sc| state.tree.is_within(sc, who.scope)))
+        .filter(|s| {
+            s.scopes
+                .iter()
+                .all(|&sc| state.tree.is_within(sc, who.scope))
+        })
         .collect();
     Ok(HttpResponse::Ok().json(list))
 }
@@ -82,11 +102,16 @@ async fn catalogue() -> HttpResponse {
                 Deadline::Yearly => "yearly".into(),
                 Deadline::Standing => "standing".into(),
             };
-            let levels: Vec<&str> = [Level::City, Level::District, Level::Street, Level::Community]
-                .into_iter()
-                .filter(|l| m.applies_to(*l))
-                .map(|l| l.as_str())
-                .collect();
+            let levels: Vec<&str> = [
+                Level::City,
+                Level::District,
+                Level::Street,
+                Level::Community,
+            ]
+            .into_iter()
+            .filter(|l| m.applies_to(*l))
+            .map(|l| l.as_str())
+            .collect();
             serde_json::json!({"id": m.as_str(), "label_zh": m.label_zh(), "is_ratio": m.is_ratio(),
                 "at_most": t.at_most, "target": t.value, "deadline": deadline, "levels": levels})
         })
@@ -105,7 +130,11 @@ pub struct FreshnessQuery {
 #[utoipa::path(get, path = "/api/v1/freshness", tag = "figures", params(FreshnessQuery),
     responses((status = 200, description = "{code: {last_received, days_silent}}")), security(("bearer" = [])))]
 #[get("/api/v1/freshness")]
-async fn freshness(req: HttpRequest, q: web::Query<FreshnessQuery>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn freshness(
+    req: HttpRequest,
+    q: web::Query<FreshnessQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let (_, scope) = readable_scope(&req, &state, q.scope.as_deref())?;
     let tree = &state.tree;
     let now = state.hub.now();

@@ -39,7 +39,10 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         },
     };
     let ready = clickhouse == "ok" && migrations == "applied";
-    let body = Readiness { clickhouse, migrations };
+    let body = Readiness {
+        clickhouse,
+        migrations,
+    };
     if ready {
         HttpResponse::Ok().json(body)
     } else {

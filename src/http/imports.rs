@@ -34,12 +34,19 @@ fn is_safe_upload_id(id: &str) -> bool {
         (status = 403, body = super::error::ErrorBody), (status = 413, body = super::error::ErrorBody)),
     security(("bearer" = [])))]
 #[post("/api/v1/imports")]
-async fn upload(req: HttpRequest, params: web::Query<UploadParams>, mut payload: web::Payload, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn upload(
+    req: HttpRequest,
+    params: web::Query<UploadParams>,
+    mut payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let who = principal(&req, &state)?;
     authorize(&state.tree, &who, Action::Ingest, who.scope)?;
     state.limits.ingest(&who.token_key)?;
     let family = match params.family.as_deref() {
-        Some(f) => Some(Family::parse(f).ok_or_else(|| ApiError::bad_request("family", format!("unknown ledger family '{f}'")))?),
+        Some(f) => Some(Family::parse(f).ok_or_else(|| {
+            ApiError::bad_request("family", format!("unknown ledger family '{f}'"))
+        })?),
         None => None,
     };
     let name = std::path::Path::new(&params.name)
@@ -47,24 +54,35 @@ async fn upload(req: HttpRequest, params: web::Query<UploadParams>, mut payload:
         .map(|n| n.to_string_lossy().into_owned())
         .filter(|n| !n.is_empty())
         .ok_or_else(|| ApiError::bad_request("name", "a file name such as 招聘台账.csv"))?;
-    let ext = std::path::Path::new(&name).extension().and_then(|e| e.to_str()).unwrap_or("csv").to_ascii_lowercase();
+    let ext = std::path::Path::new(&name)
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("csv")
+        .to_ascii_lowercase();
     let upload_id = uuid::Uuid::new_v4().simple().to_string();
     let dir = state.ingest_limits.imports_dir.join(&upload_id);
-    std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
     let path = dir.join(format!("upload.{ext}"));
     let limit = state.ingest_limits.max_import_bytes;
     {
         use std::io::Write;
-        let mut file = std::fs::File::create(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let mut file =
+            std::fs::File::create(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let mut size = 0usize;
         while let Some(chunk) = payload.next().await {
-            let chunk = chunk.map_err(|e| ApiError::bad_request("$", format!("could not read the upload: {e}")))?;
+            let chunk = chunk.map_err(|e| {
+                ApiError::bad_request("$", format!("could not read the upload: {e}"))
+            })?;
             size += chunk.len();
             if size > limit {
                 let _ = std::fs::remove_dir_all(&dir);
-                return Err(ApiError::TooLarge(format!("the file exceeds the limit of {limit} bytes; nothing was imported")));
+                return Err(ApiError::TooLarge(format!(
+                    "the file exceeds the limit of {limit} bytes; nothing was imported"
+                )));
             }
-            file.write_all(&chunk).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            file.write_all(&chunk)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         }
     }
     let options = import::ImportOptions {
@@ -114,10 +132,16 @@ async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRespon
 #[utoipa::path(get, path = "/api/v1/imports/{upload_id}/rejects.csv", tag = "ingest",
     responses((status = 200, description = "CSV"), (status = 404, body = super::error::ErrorBody)), security(("bearer" = [])))]
 #[get("/api/v1/imports/{upload_id}/rejects.csv")]
-async fn rejects(req: HttpRequest, upload_id: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn rejects(
+    req: HttpRequest,
+    upload_id: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let who = principal(&req, &state)?;
     authorize(&state.tree, &who, Action::Ingest, who.scope)?;
-    let not_found = || ApiError::NotFound { what: format!("reject file of upload {upload_id}") };
+    let not_found = || ApiError::NotFound {
+        what: format!("reject file of upload {upload_id}"),
+    };
     if !is_safe_upload_id(&upload_id) {
         return Err(not_found());
     }
@@ -129,5 +153,7 @@ async fn rejects(req: HttpRequest, upload_id: web::Path<String>, state: web::Dat
         .find(|p| p.to_string_lossy().ends_with(".rejects.csv"))
         .ok_or_else(not_found)?;
     let body = std::fs::read(&file).map_err(|_| not_found())?;
-    Ok(HttpResponse::Ok().content_type("text/csv; charset=utf-8").body(body))
+    Ok(HttpResponse::Ok()
+        .content_type("text/csv; charset=utf-8")
+        .body(body))
 }

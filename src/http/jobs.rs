@@ -8,7 +8,9 @@ use crate::auth::{authorize, Action};
 use crate::batch::snapshots::JobRun;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(list_jobs).service(run_snapshots).service(trends);
+    cfg.service(list_jobs)
+        .service(run_snapshots)
+        .service(trends);
 }
 
 /// Recorded job runs, newest first.
@@ -29,12 +31,19 @@ async fn list_jobs(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpR
 #[utoipa::path(post, path = "/api/v1/jobs/snapshots", tag = "jobs",
     responses((status = 200, description = "{rows}"), (status = 403, body = super::error::ErrorBody)), security(("bearer" = [])))]
 #[post("/api/v1/jobs/snapshots")]
-async fn run_snapshots(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn run_snapshots(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let who = principal(&req, &state)?;
     authorize(&state.tree, &who, Action::Admin, state.tree.root())?;
     let today = crate::domain::metric::local_date(state.hub.now());
-    let rows = crate::batch::snapshots::run(&state.store, state.tree.clone(), state.appeals_sla, today).await?;
-    state.hub.set_samples(crate::batch::snapshots::recent_samples(&state.store, &state.tree).await?);
+    let rows =
+        crate::batch::snapshots::run(&state.store, state.tree.clone(), state.appeals_sla, today)
+            .await?;
+    state
+        .hub
+        .set_samples(crate::batch::snapshots::recent_samples(&state.store, &state.tree).await?);
     Ok(HttpResponse::Ok().json(serde_json::json!({"rows": rows})))
 }
 
@@ -52,11 +61,19 @@ pub struct TrendQuery {
 #[utoipa::path(get, path = "/api/v1/trends", tag = "jobs", params(TrendQuery),
     responses((status = 200, description = "{metric: {node: [[YYYY-MM-DD, value|null], …]}}")), security(("bearer" = [])))]
 #[get("/api/v1/trends")]
-async fn trends(req: HttpRequest, q: web::Query<TrendQuery>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn trends(
+    req: HttpRequest,
+    q: web::Query<TrendQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let (_, scope) = super::auth::readable_scope(&req, &state, q.scope.as_deref())?;
     let tree = &state.tree;
     let metrics = super::figures::parse_metrics(q.metrics.as_deref())?;
-    let nodes: Vec<String> = tree.with_children(scope).into_iter().map(|n| tree.node(n).code.clone()).collect();
+    let nodes: Vec<String> = tree
+        .with_children(scope)
+        .into_iter()
+        .map(|n| tree.node(n).code.clone())
+        .collect();
     let names: Vec<String> = metrics.iter().map(|m| m.as_str().to_string()).collect();
     let rows: Vec<(String, String, u16, Option<f64>)> = state
         .store
@@ -76,8 +93,15 @@ async fn trends(req: HttpRequest, q: web::Query<TrendQuery>, state: web::Data<Ap
     for (metric, node, day, value) in rows {
         let day = (epoch + time::Duration::days(day as i64)).to_string();
         let m = out.entry(metric).or_insert_with(|| serde_json::json!({}));
-        let series = m.as_object_mut().expect("object").entry(node).or_insert_with(|| serde_json::json!([]));
-        series.as_array_mut().expect("array").push(serde_json::json!([day, value]));
+        let series = m
+            .as_object_mut()
+            .expect("object")
+            .entry(node)
+            .or_insert_with(|| serde_json::json!([]));
+        series
+            .as_array_mut()
+            .expect("array")
+            .push(serde_json::json!([day, value]));
     }
     Ok(HttpResponse::Ok().json(out))
 }

@@ -35,10 +35,10 @@ use crate::dashboards::Dashboards;
 use crate::domain::OrgTree;
 use crate::ingest::{DurableLog, IngestSettings};
 use crate::live::Hub;
-use crate::stream::{Presence, StreamSettings};
 use crate::prom::Prom;
 use crate::reference::DistrictMap;
 use crate::store::Store;
+use crate::stream::{Presence, StreamSettings};
 
 /// Everything a request handler may need; shared by all workers.
 pub struct AppState {
@@ -65,7 +65,11 @@ pub struct AppState {
 
 /// Serves the app on an already-bound listener (port 0 in tests). `handle_signals`: whether
 /// SIGINT/SIGTERM stop the server (the binary) or the caller does (tests).
-pub fn run(listener: TcpListener, state: Arc<AppState>, handle_signals: bool) -> std::io::Result<Server> {
+pub fn run(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    handle_signals: bool,
+) -> std::io::Result<Server> {
     let hub = state.hub.clone();
     let assets_dir = state.web.assets_dir.clone();
     let data = web::Data::from(state);
@@ -118,7 +122,12 @@ impl ClientSocket {
             // SAFETY: recv(2) with MSG_PEEK on a socket the server keeps open for the whole
             // request; nothing is consumed.
             let n = unsafe {
-                libc::recv(self.0, byte.as_mut_ptr().cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT)
+                libc::recv(
+                    self.0,
+                    byte.as_mut_ptr().cast(),
+                    1,
+                    libc::MSG_PEEK | libc::MSG_DONTWAIT,
+                )
             };
             if n == 0 {
                 return;
@@ -131,7 +140,10 @@ impl ClientSocket {
 /// accepting and finish in-flight requests.
 async fn stop_on_signal(handle: actix_web::dev::ServerHandle, hub: Arc<Hub>) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
         tracing::error!("cannot install signal handlers");
         return;
     };
@@ -150,10 +162,15 @@ async fn observe(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
     let method = req.method().to_string();
-    let prom = req.app_data::<web::Data<AppState>>().map(|s| s.prom.clone());
+    let prom = req
+        .app_data::<web::Data<AppState>>()
+        .map(|s| s.prom.clone());
     let res = next.call(req).await?;
     if let Some(prom) = prom {
-        let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".into());
+        let route = res
+            .request()
+            .match_pattern()
+            .unwrap_or_else(|| "unmatched".into());
         prom.http_requests
             .with_label_values(&[method.as_str(), route.as_str(), res.status().as_str()])
             .inc();

@@ -7,7 +7,10 @@ use super::{ApiError, AppState};
 use crate::domain::org::OrgView;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(org_tree).service(org_subtree).service(districts).service(locate);
+    cfg.service(org_tree)
+        .service(org_subtree)
+        .service(districts)
+        .service(locate);
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -33,10 +36,9 @@ async fn org_subtree(
     code: web::Path<String>,
     q: web::Query<DepthQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let idx = state
-        .tree
-        .get(&code)
-        .ok_or_else(|| ApiError::NotFound { what: format!("org {code}") })?;
+    let idx = state.tree.get(&code).ok_or_else(|| ApiError::NotFound {
+        what: format!("org {code}"),
+    })?;
     Ok(HttpResponse::Ok().json(state.tree.to_view(idx, q.depth)))
 }
 
@@ -69,9 +71,18 @@ pub struct Located {
 #[utoipa::path(get, path = "/api/v1/geo/locate", tag = "geo", params(LocateQuery),
     responses((status = 200, body = Located), (status = 404, body = super::error::ErrorBody)))]
 #[get("/api/v1/geo/locate")]
-async fn locate(state: web::Data<AppState>, q: web::Query<LocateQuery>) -> Result<HttpResponse, ApiError> {
-    let d = state.map.locate(q.lon, q.lat).ok_or_else(|| ApiError::NotFound {
-        what: format!("a Shenzhen district at ({}, {})", q.lon, q.lat),
-    })?;
-    Ok(HttpResponse::Ok().json(Located { code: d.code.clone(), name: d.name.clone() }))
+async fn locate(
+    state: web::Data<AppState>,
+    q: web::Query<LocateQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let d = state
+        .map
+        .locate(q.lon, q.lat)
+        .ok_or_else(|| ApiError::NotFound {
+            what: format!("a Shenzhen district at ({}, {})", q.lon, q.lat),
+        })?;
+    Ok(HttpResponse::Ok().json(Located {
+        code: d.code.clone(),
+        name: d.name.clone(),
+    }))
 }

@@ -20,7 +20,9 @@ pub fn routes(cfg: &mut web::ServiceConfig, assets_dir: &std::path::Path) {
 fn page(state: &AppState, file: &str) -> Result<NamedFile, ApiError> {
     NamedFile::open(state.web.assets_dir.join(file))
         .map(|f| f.prefer_utf8(true))
-        .map_err(|_| ApiError::NotFound { what: format!("page {file} (assets folder missing?)") })
+        .map_err(|_| ApiError::NotFound {
+            what: format!("page {file} (assets folder missing?)"),
+        })
 }
 
 /// The big screen ("one map"), default dashboard.
@@ -49,8 +51,11 @@ async fn sql_console(state: web::Data<AppState>) -> Result<NamedFile, ApiError> 
 
 #[get("/vendor/echarts.min.js")]
 async fn echarts(state: web::Data<AppState>) -> Result<NamedFile, ApiError> {
-    NamedFile::open(state.web.vendor_dir.join("echarts/dist/echarts.min.js"))
-        .map_err(|_| ApiError::NotFound { what: "echarts.min.js (run scripts/setup)".into() })
+    NamedFile::open(state.web.vendor_dir.join("echarts/dist/echarts.min.js")).map_err(|_| {
+        ApiError::NotFound {
+            what: "echarts.min.js (run scripts/setup)".into(),
+        }
+    })
 }
 
 /// Dashboard definitions (`dashboards/*.json`): name, title, version, and any error of a file
@@ -66,7 +71,18 @@ async fn dashboards(state: web::Data<AppState>) -> HttpResponse {
     params(("name" = String, Path, description = "File name without .json")),
     responses((status = 200, description = "{name, version, error, dashboard}"), (status = 404, body = super::error::ErrorBody)))]
 #[get("/api/v1/dashboards/{name}")]
-async fn dashboard(_req: HttpRequest, name: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let d = state.dashboards.get(&name).ok_or_else(|| ApiError::NotFound { what: format!("dashboard {name}") })?;
-    Ok(HttpResponse::Ok().insert_header(("Cache-Control", "no-cache")).json(d))
+async fn dashboard(
+    _req: HttpRequest,
+    name: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let d = state
+        .dashboards
+        .get(&name)
+        .ok_or_else(|| ApiError::NotFound {
+            what: format!("dashboard {name}"),
+        })?;
+    Ok(HttpResponse::Ok()
+        .insert_header(("Cache-Control", "no-cache"))
+        .json(d))
 }

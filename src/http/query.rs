@@ -35,10 +35,16 @@ struct ScopeParam {
 }
 
 /// Authorises SQL over `scope` and finds where it runs.
-async fn target_for(state: &AppState, who: &Principal, scope: Option<&str>) -> Result<Target, ApiError> {
+async fn target_for(
+    state: &AppState,
+    who: &Principal,
+    scope: Option<&str>,
+) -> Result<Target, ApiError> {
     let tree = &state.tree;
     let node = match scope {
-        Some(code) => tree.get(code).ok_or_else(|| ApiError::bad_request("scope", format!("unknown org code {code}")))?,
+        Some(code) => tree
+            .get(code)
+            .ok_or_else(|| ApiError::bad_request("scope", format!("unknown org code {code}")))?,
         None => who.scope,
     };
     authorize(tree, who, Action::Query, node)?;
@@ -61,7 +67,11 @@ fn valid_query_id(id: &str) -> bool {
         (status = 422, body = super::error::ErrorBody), (status = 429, body = super::error::ErrorBody)),
     security(("bearer" = [])))]
 #[post("/api/v1/query")]
-async fn run_query(req: HttpRequest, body: web::Json<QueryRequest>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn run_query(
+    req: HttpRequest,
+    body: web::Json<QueryRequest>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let who = principal(&req, &state)?;
     let target = target_for(&state, &who, body.scope.as_deref()).await?;
     state.limits.query(&who.token_key)?;
@@ -71,7 +81,9 @@ async fn run_query(req: HttpRequest, body: web::Json<QueryRequest>, state: web::
         }
     }
     let format = body.format.unwrap_or(OutputFormat::Json);
-    let run = state.sql.run(&who.name, &target, &body.sql, format, body.id.clone());
+    let run = state
+        .sql
+        .run(&who.name, &target, &body.sql, format, body.id.clone());
     // ClickHouse answers only when the query is done: if the client leaves first, dropping
     // the run kills the query.
     let run = match req.conn_data::<super::ClientSocket>().copied() {
@@ -85,7 +97,8 @@ async fn run_query(req: HttpRequest, body: web::Json<QueryRequest>, state: web::
         None => run.await?,
     };
     let mut res = HttpResponse::Ok();
-    res.content_type(format.content_type()).insert_header(("X-Query-Id", run.id.clone()));
+    res.content_type(format.content_type())
+        .insert_header(("X-Query-Id", run.id.clone()));
     if format == OutputFormat::Csv {
         res.insert_header(("Content-Disposition", "attachment; filename=\"query.csv\""));
     }
@@ -97,10 +110,17 @@ async fn run_query(req: HttpRequest, body: web::Json<QueryRequest>, state: web::
 #[utoipa::path(delete, path = "/api/v1/query/{id}", tag = "sql",
     responses((status = 204), (status = 404, body = super::error::ErrorBody)), security(("bearer" = [])))]
 #[delete("/api/v1/query/{id}")]
-async fn cancel_query(req: HttpRequest, id: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn cancel_query(
+    req: HttpRequest,
+    id: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let who = principal(&req, &state)?;
     authorize(&state.tree, &who, Action::Query, who.scope)?;
-    state.sql.cancel(&id, &who.name, who.role == Role::Admin).await?;
+    state
+        .sql
+        .cancel(&id, &who.name, who.role == Role::Admin)
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -114,7 +134,11 @@ struct HistoryParams {
     params(("limit" = Option<u64>, Query, description = "At most this many (default 50, at most 500)")),
     responses((status = 200, body = Vec<history::QueryLogView>)), security(("bearer" = [])))]
 #[get("/api/v1/query/history")]
-async fn query_history(req: HttpRequest, params: web::Query<HistoryParams>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn query_history(
+    req: HttpRequest,
+    params: web::Query<HistoryParams>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let who = principal(&req, &state)?;
     authorize(&state.tree, &who, Action::Query, who.scope)?;
     let limit = params.limit.unwrap_or(50).clamp(1, 500);
@@ -126,7 +150,11 @@ async fn query_history(req: HttpRequest, params: web::Query<HistoryParams>, stat
     params(("scope" = Option<String>, Query, description = "Org code (default: the caller's scope)")),
     responses((status = 200, body = Vec<history::ColumnInfo>)), security(("bearer" = [])))]
 #[get("/api/v1/query/schema")]
-async fn schema(req: HttpRequest, params: web::Query<ScopeParam>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn schema(
+    req: HttpRequest,
+    params: web::Query<ScopeParam>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let who = principal(&req, &state)?;
     let target = target_for(&state, &who, params.scope.as_deref()).await?;
     Ok(HttpResponse::Ok().json(state.sql.schema(&target).await?))
@@ -136,7 +164,10 @@ async fn schema(req: HttpRequest, params: web::Query<ScopeParam>, state: web::Da
 #[utoipa::path(get, path = "/api/v1/queries/saved", tag = "sql",
     responses((status = 200, body = Vec<crate::sql::SavedQuery>)), security(("bearer" = [])))]
 #[get("/api/v1/queries/saved")]
-async fn list_saved(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn list_saved(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let who = principal(&req, &state)?;
     authorize(&state.tree, &who, Action::Query, who.scope)?;
     Ok(HttpResponse::Ok().json(history::saved(state.sql.store(), &who.name).await?))
@@ -152,7 +183,12 @@ pub struct SaveQuery {
     responses((status = 200, body = crate::sql::SavedQuery), (status = 400, body = super::error::ErrorBody)),
     security(("bearer" = [])))]
 #[put("/api/v1/queries/saved/{name}")]
-async fn save_query(req: HttpRequest, name: web::Path<String>, body: web::Json<SaveQuery>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn save_query(
+    req: HttpRequest,
+    name: web::Path<String>,
+    body: web::Json<SaveQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let who = principal(&req, &state)?;
     authorize(&state.tree, &who, Action::Query, who.scope)?;
     let name = name.trim();
@@ -162,19 +198,28 @@ async fn save_query(req: HttpRequest, name: web::Path<String>, body: web::Json<S
     if body.sql.trim().is_empty() {
         return Err(ApiError::bad_request("sql", "is empty"));
     }
-    Ok(HttpResponse::Ok().json(history::save(state.sql.store(), &who.name, name, &body.sql).await?))
+    Ok(
+        HttpResponse::Ok()
+            .json(history::save(state.sql.store(), &who.name, name, &body.sql).await?),
+    )
 }
 
 /// Forget a saved query.
 #[utoipa::path(delete, path = "/api/v1/queries/saved/{name}", tag = "sql",
     responses((status = 204), (status = 404, body = super::error::ErrorBody)), security(("bearer" = [])))]
 #[delete("/api/v1/queries/saved/{name}")]
-async fn delete_saved(req: HttpRequest, name: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn delete_saved(
+    req: HttpRequest,
+    name: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let who = principal(&req, &state)?;
     authorize(&state.tree, &who, Action::Query, who.scope)?;
     if history::delete_saved(state.sql.store(), &who.name, &name).await? {
         Ok(HttpResponse::NoContent().finish())
     } else {
-        Err(ApiError::NotFound { what: format!("saved query {name}") })
+        Err(ApiError::NotFound {
+            what: format!("saved query {name}"),
+        })
     }
 }

@@ -30,12 +30,26 @@ pub struct LoginRequest {
     responses((status = 200, body = IssuedToken), (status = 401, body = super::error::ErrorBody),
         (status = 429, body = super::error::ErrorBody)))]
 #[post("/api/v1/login")]
-async fn login(req: HttpRequest, body: web::Json<LoginRequest>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn login(
+    req: HttpRequest,
+    body: web::Json<LoginRequest>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let user_key = format!("user:{}", body.name);
-    let addr_key = format!("addr:{}", req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default());
+    let addr_key = format!(
+        "addr:{}",
+        req.peer_addr()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default()
+    );
     let keys = [user_key.as_str(), addr_key.as_str()];
     state.login_throttle.check(&keys)?;
-    match state.auth.directory().check_password(&body.name, &body.password).await {
+    match state
+        .auth
+        .directory()
+        .check_password(&body.name, &body.password)
+        .await
+    {
         Some(user) => {
             state.login_throttle.succeeded(&keys);
             tracing::info!(user = %user.name, "login");
@@ -64,11 +78,20 @@ pub struct Me {
 async fn me(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let who = principal(&req, &state)?;
     let node = state.tree.node(who.scope);
-    Ok(HttpResponse::Ok().json(Me { name: who.name, role: who.role, scope: node.code.clone(), scope_name: node.name.clone() }))
+    Ok(HttpResponse::Ok().json(Me {
+        name: who.name,
+        role: who.role,
+        scope: node.code.clone(),
+        scope_name: node.name.clone(),
+    }))
 }
 
 /// The caller, if an admin; the node `code` if inside the caller's scope.
-fn admin_over(req: &HttpRequest, state: &AppState, code: Option<&str>) -> Result<crate::auth::Principal, ApiError> {
+fn admin_over(
+    req: &HttpRequest,
+    state: &AppState,
+    code: Option<&str>,
+) -> Result<crate::auth::Principal, ApiError> {
     let who = principal(req, state)?;
     let target = match code {
         Some(code) => state
@@ -85,14 +108,22 @@ fn admin_over(req: &HttpRequest, state: &AppState, code: Option<&str>) -> Result
 #[utoipa::path(get, path = "/api/v1/users", tag = "users",
     responses((status = 200, body = Vec<UserRecord>), (status = 403, body = super::error::ErrorBody)), security(("bearer" = [])))]
 #[get("/api/v1/users")]
-async fn list_users(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn list_users(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let who = admin_over(&req, &state, None)?;
     let users: Vec<UserRecord> = state
         .auth
         .directory()
         .users()
         .into_iter()
-        .filter(|u| state.tree.get(&u.scope).is_some_and(|s| state.tree.is_within(s, who.scope)))
+        .filter(|u| {
+            state
+                .tree
+                .get(&u.scope)
+                .is_some_and(|s| state.tree.is_within(s, who.scope))
+        })
         .collect();
     Ok(HttpResponse::Ok().json(users))
 }
@@ -112,9 +143,23 @@ pub struct NewUser {
         (status = 403, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody)),
     security(("bearer" = [])))]
 #[post("/api/v1/users")]
-async fn add_user(req: HttpRequest, body: web::Json<NewUser>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn add_user(
+    req: HttpRequest,
+    body: web::Json<NewUser>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let who = admin_over(&req, &state, Some(&body.scope))?;
-    let user = state.auth.directory().add_user(&body.name, body.role, &body.scope, &body.password, &who.name).await?;
+    let user = state
+        .auth
+        .directory()
+        .add_user(
+            &body.name,
+            body.role,
+            &body.scope,
+            &body.password,
+            &who.name,
+        )
+        .await?;
     tracing::info!(user = %user.name, role = user.role.as_str(), scope = %user.scope, by = %who.name, "user added");
     Ok(HttpResponse::Created().json(user))
 }
@@ -124,8 +169,18 @@ async fn add_user(req: HttpRequest, body: web::Json<NewUser>, state: web::Data<A
     responses((status = 200, body = UserRecord), (status = 403, body = super::error::ErrorBody),
         (status = 404, body = super::error::ErrorBody)), security(("bearer" = [])))]
 #[delete("/api/v1/users/{name}")]
-async fn revoke_user(req: HttpRequest, name: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let existing = state.auth.directory().user(&name).ok_or_else(|| ApiError::NotFound { what: format!("user {name}") })?;
+async fn revoke_user(
+    req: HttpRequest,
+    name: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let existing = state
+        .auth
+        .directory()
+        .user(&name)
+        .ok_or_else(|| ApiError::NotFound {
+            what: format!("user {name}"),
+        })?;
     let who = admin_over(&req, &state, Some(&existing.scope))?;
     let user = state.auth.directory().revoke_user(&name, &who.name).await?;
     tracing::info!(user = %user.name, by = %who.name, "user revoked");
@@ -137,14 +192,22 @@ async fn revoke_user(req: HttpRequest, name: web::Path<String>, state: web::Data
     responses((status = 200, body = Vec<ScreenTokenRecord>), (status = 403, body = super::error::ErrorBody)),
     security(("bearer" = [])))]
 #[get("/api/v1/screen-tokens")]
-async fn list_screen_tokens(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn list_screen_tokens(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let who = admin_over(&req, &state, None)?;
     let tokens: Vec<ScreenTokenRecord> = state
         .auth
         .directory()
         .screen_tokens()
         .into_iter()
-        .filter(|t| state.tree.get(&t.scope).is_some_and(|s| state.tree.is_within(s, who.scope)))
+        .filter(|t| {
+            state
+                .tree
+                .get(&t.scope)
+                .is_some_and(|s| state.tree.is_within(s, who.scope))
+        })
         .collect();
     Ok(HttpResponse::Ok().json(tokens))
 }
@@ -166,7 +229,11 @@ pub struct NewScreenToken {
     responses((status = 201, body = IssuedToken), (status = 400, body = super::error::ErrorBody),
         (status = 403, body = super::error::ErrorBody)), security(("bearer" = [])))]
 #[post("/api/v1/screen-tokens")]
-async fn issue_screen_token(req: HttpRequest, body: web::Json<NewScreenToken>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn issue_screen_token(
+    req: HttpRequest,
+    body: web::Json<NewScreenToken>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let user = state
         .auth
         .directory()
@@ -175,13 +242,23 @@ async fn issue_screen_token(req: HttpRequest, body: web::Json<NewScreenToken>, s
         .ok_or_else(|| ApiError::bad_request("user", format!("no active user {}", body.user)))?;
     let scope = body.scope.clone().unwrap_or_else(|| user.scope.clone());
     let who = admin_over(&req, &state, Some(&scope))?;
-    let (Some(scope_idx), Some(user_scope)) = (state.tree.get(&scope), state.tree.get(&user.scope)) else {
-        return Err(ApiError::bad_request("scope", format!("unknown org code {scope}")));
+    let (Some(scope_idx), Some(user_scope)) = (state.tree.get(&scope), state.tree.get(&user.scope))
+    else {
+        return Err(ApiError::bad_request(
+            "scope",
+            format!("unknown org code {scope}"),
+        ));
     };
     if !state.tree.is_within(scope_idx, user_scope) {
-        return Err(ApiError::bad_request("scope", format!("{scope} is outside {}'s scope ({})", user.name, user.scope)));
+        return Err(ApiError::bad_request(
+            "scope",
+            format!("{scope} is outside {}'s scope ({})", user.name, user.scope),
+        ));
     }
-    let issued = state.auth.issue_screen_token(&user, &scope, &body.label).await?;
+    let issued = state
+        .auth
+        .issue_screen_token(&user, &scope, &body.label)
+        .await?;
     tracing::info!(id = %issued.id, user = %user.name, scope = %scope, by = %who.name, "screen token issued");
     Ok(HttpResponse::Created().json(issued))
 }
@@ -191,12 +268,18 @@ async fn issue_screen_token(req: HttpRequest, body: web::Json<NewScreenToken>, s
     responses((status = 200, body = ScreenTokenRecord), (status = 404, body = super::error::ErrorBody)),
     security(("bearer" = [])))]
 #[delete("/api/v1/screen-tokens/{id}")]
-async fn revoke_screen_token(req: HttpRequest, id: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn revoke_screen_token(
+    req: HttpRequest,
+    id: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let record = state
         .auth
         .directory()
         .screen_token(&id)
-        .ok_or_else(|| ApiError::NotFound { what: format!("screen token {id}") })?;
+        .ok_or_else(|| ApiError::NotFound {
+            what: format!("screen token {id}"),
+        })?;
     let who = admin_over(&req, &state, Some(&record.scope))?;
     let record = state.auth.directory().revoke_screen_token(&id).await?;
     tracing::info!(id = %record.id, by = %who.name, "screen token revoked");

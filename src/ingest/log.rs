@@ -31,7 +31,9 @@ pub enum AppendOutcome {
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LogError {
-    #[error("the local spool is full ({used} of {limit} bytes not yet in ClickHouse); retry later")]
+    #[error(
+        "the local spool is full ({used} of {limit} bytes not yet in ClickHouse); retry later"
+    )]
     Full { used: u64, limit: u64 },
     #[error("the durable log could not write: {0}")]
     Io(String),
@@ -120,7 +122,11 @@ pub fn recover(dir: &Path) -> std::io::Result<Recovered> {
             }
         }
     }
-    Ok(Recovered { pending, checkpoint, max_seq })
+    Ok(Recovered {
+        pending,
+        checkpoint,
+        max_seq,
+    })
 }
 
 impl DurableLog {
@@ -145,9 +151,13 @@ impl DurableLog {
         let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         let file = spool::open_for_append(&path, len)?;
         let counters = Arc::new(LogCounters::default());
-        counters.committed_seq.store(next_seq.saturating_sub(1), Ordering::SeqCst);
+        counters
+            .committed_seq
+            .store(next_seq.saturating_sub(1), Ordering::SeqCst);
         counters.spool_bytes.store(spool_bytes, Ordering::SeqCst);
-        counters.checkpoint_seq.store(next_seq.saturating_sub(1), Ordering::SeqCst);
+        counters
+            .checkpoint_seq
+            .store(next_seq.saturating_sub(1), Ordering::SeqCst);
         let (tx, rx) = mpsc::channel(1024);
         let appender = Appender {
             settings: settings.clone(),
@@ -165,13 +175,20 @@ impl DurableLog {
         std::thread::Builder::new()
             .name("vscc-log-appender".into())
             .spawn(move || appender.run(rx))?;
-        Ok(DurableLog { tx, counters, dir: settings.dir })
+        Ok(DurableLog {
+            tx,
+            counters,
+            dir: settings.dir,
+        })
     }
 
     /// Appends rows (their `seq` is assigned here); returns once they are durable.
     pub async fn append(&self, rows: Vec<EventRow>) -> Result<Vec<AppendOutcome>, LogError> {
         let (reply, answer) = oneshot::channel();
-        self.tx.send(AppendRequest { rows, reply }).await.map_err(|_| LogError::Closed)?;
+        self.tx
+            .send(AppendRequest { rows, reply })
+            .await
+            .map_err(|_| LogError::Closed)?;
         answer.await.map_err(|_| LogError::Closed)?
     }
 
@@ -265,11 +282,17 @@ impl Appender {
                 return;
             }
             self.seen.extend(batch_ids);
-            self.counters.committed_seq.store(self.next_seq - 1, Ordering::SeqCst);
-            self.counters.spool_bytes.fetch_add(buf.len() as u64, Ordering::SeqCst);
+            self.counters
+                .committed_seq
+                .store(self.next_seq - 1, Ordering::SeqCst);
+            self.counters
+                .spool_bytes
+                .fetch_add(buf.len() as u64, Ordering::SeqCst);
             self.appended += buf.len() as u64;
             self.commits.push_back((self.next_seq - 1, self.appended));
-            self.counters.pending_bytes.store(self.appended - self.consumed, Ordering::Relaxed);
+            self.counters
+                .pending_bytes
+                .store(self.appended - self.consumed, Ordering::Relaxed);
             let committed = Arc::new(committed);
             for s in &self.subscribers {
                 let _ = s.send(committed.clone());

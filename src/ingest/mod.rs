@@ -62,9 +62,14 @@ pub struct Ingest {
 
 /// Recovers the log, lands what it holds in ClickHouse, rebuilds the live aggregates from
 /// ClickHouse, and starts the appender, the live consumer and the writer.
-pub async fn start(settings: &IngestSettings, store: &Store, hub: &Arc<Hub>) -> anyhow::Result<Ingest> {
+pub async fn start(
+    settings: &IngestSettings,
+    store: &Store,
+    hub: &Arc<Hub>,
+) -> anyhow::Result<Ingest> {
     let dir = settings.spool_dir.clone();
-    let recovered = log::recover(&dir).with_context(|| format!("recovering the log in {}", dir.display()))?;
+    let recovered =
+        log::recover(&dir).with_context(|| format!("recovering the log in {}", dir.display()))?;
     if !recovered.pending.is_empty() {
         let landed: HashSet<u64> = store
             .client()
@@ -76,17 +81,28 @@ pub async fn start(settings: &IngestSettings, store: &Store, hub: &Arc<Hub>) -> 
             .await?
             .into_iter()
             .collect();
-        let missing: Vec<EventRow> =
-            recovered.pending.into_iter().filter(|r| !landed.contains(&r.seq)).collect();
-        tracing::info!(landed = landed.len(), replaying = missing.len(), "recovering records logged before the last stop");
+        let missing: Vec<EventRow> = recovered
+            .pending
+            .into_iter()
+            .filter(|r| !landed.contains(&r.seq))
+            .collect();
+        tracing::info!(
+            landed = landed.len(),
+            replaying = missing.len(),
+            "recovering records logged before the last stop"
+        );
         for chunk in missing.chunks(settings.batch_rows.max(1)) {
             insert_events(store, chunk).await?;
         }
         spool::write_checkpoint(&dir, recovered.max_seq)?;
         spool::delete_consumed(&dir, recovered.max_seq)?;
     }
-    let stored_max: u64 =
-        store.client().query("SELECT maxIf(seq, seq < ?) FROM events").bind(IMPORT_SEQ_BASE).fetch_one().await?;
+    let stored_max: u64 = store
+        .client()
+        .query("SELECT maxIf(seq, seq < ?) FROM events")
+        .bind(IMPORT_SEQ_BASE)
+        .fetch_one()
+        .await?;
     let next_seq = recovered.max_seq.max(stored_max) + 1;
 
     // Rebuild: every stored record that counts, in any order (applying is order-independent).
@@ -96,7 +112,9 @@ pub async fn start(settings: &IngestSettings, store: &Store, hub: &Arc<Hub>) -> 
     let mut seen: HashSet<u128> = HashSet::new();
     let mut cursor = store
         .client()
-        .query(&format!("SELECT ?fields FROM events WHERE {COUNTED_EVENTS}"))
+        .query(&format!(
+            "SELECT ?fields FROM events WHERE {COUNTED_EVENTS}"
+        ))
         .bind(crate::store::counted_imports_param(&ok_imports))
         .with_setting("wait_end_of_query", "1")
         .fetch::<EventRow>()?;
@@ -114,7 +132,11 @@ pub async fn start(settings: &IngestSettings, store: &Store, hub: &Arc<Hub>) -> 
     total += batch.len();
     hub.apply(&batch);
     hub.publish_initial();
-    tracing::info!(records = total, ms = started.elapsed().as_millis() as u64, "live state rebuilt from ClickHouse");
+    tracing::info!(
+        records = total,
+        ms = started.elapsed().as_millis() as u64,
+        "live state rebuilt from ClickHouse"
+    );
 
     let (live_tx, mut live_rx) = mpsc::unbounded_channel::<log::Committed>();
     let (writer_tx, writer_rx) = mpsc::unbounded_channel::<log::Committed>();
@@ -146,5 +168,9 @@ pub async fn start(settings: &IngestSettings, store: &Store, hub: &Arc<Hub>) -> 
         next_seq - 1,
     );
     tokio::spawn(writer.run(writer_rx));
-    Ok(Ingest { log, checkpoint, imports_applied: ok_imports })
+    Ok(Ingest {
+        log,
+        checkpoint,
+        imports_applied: ok_imports,
+    })
 }

@@ -21,8 +21,14 @@ pub fn list_segments(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        if let Some(num) = name.strip_prefix("seg-").and_then(|n| n.strip_suffix(".log")) {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if let Some(num) = name
+            .strip_prefix("seg-")
+            .and_then(|n| n.strip_suffix(".log"))
+        {
             if let Ok(first) = num.parse() {
                 out.push((first, path));
             }
@@ -89,7 +95,11 @@ pub fn write_checkpoint(dir: &Path, seq: u64) -> std::io::Result<()> {
 
 /// Opens a segment for appending, cutting it to `len` bytes first.
 pub fn open_for_append(path: &Path, len: u64) -> std::io::Result<File> {
-    let f = OpenOptions::new().create(true).write(true).truncate(false).open(path)?;
+    let f = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .open(path)?;
     f.set_len(len)?;
     let mut f = OpenOptions::new().append(true).open(path)?;
     f.flush()?;
@@ -122,7 +132,11 @@ pub struct LogReader {
 
 impl LogReader {
     pub fn new(dir: &Path, next_seq: u64) -> Self {
-        LogReader { dir: dir.to_path_buf(), next_seq, current: None }
+        LogReader {
+            dir: dir.to_path_buf(),
+            next_seq,
+            current: None,
+        }
     }
 
     /// Up to `max` rows with `next_seq <= seq < to`. Every frame below `to` is complete on disk
@@ -134,7 +148,11 @@ impl LogReader {
         while out.len() < max && self.next_seq < to {
             if self.current.is_none() {
                 let segments = list_segments(&self.dir)?;
-                let Some((first, path)) = segments.iter().rev().find(|(first, _)| *first <= self.next_seq) else {
+                let Some((first, path)) = segments
+                    .iter()
+                    .rev()
+                    .find(|(first, _)| *first <= self.next_seq)
+                else {
                     break;
                 };
                 self.current = Some((*first, BufReader::with_capacity(1 << 20, File::open(path)?)));
@@ -143,9 +161,14 @@ impl LogReader {
             if reader.read_exact(&mut header).is_err() {
                 // End of a sealed segment: move on to the next one.
                 let first = *first;
-                let next = list_segments(&self.dir)?.into_iter().find(|(f, _)| *f > first);
+                let next = list_segments(&self.dir)?
+                    .into_iter()
+                    .find(|(f, _)| *f > first);
                 match next {
-                    Some((f, path)) => self.current = Some((f, BufReader::with_capacity(1 << 20, File::open(path)?))),
+                    Some((f, path)) => {
+                        self.current =
+                            Some((f, BufReader::with_capacity(1 << 20, File::open(path)?)))
+                    }
                     None => {
                         self.current = None;
                         break;

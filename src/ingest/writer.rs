@@ -31,7 +31,10 @@ pub async fn insert_events(store: &Store, rows: &[EventRow]) -> Result<(), Store
     insert_rows(store, rows.iter()).await
 }
 
-async fn insert_rows<'a>(store: &Store, rows: impl Iterator<Item = &'a EventRow>) -> Result<(), StoreError> {
+async fn insert_rows<'a>(
+    store: &Store,
+    rows: impl Iterator<Item = &'a EventRow>,
+) -> Result<(), StoreError> {
     let _gate = store.insert_gate().read().await;
     let mut insert = store.client().insert::<EventRow>("events").await?;
     for row in rows {
@@ -86,12 +89,17 @@ impl Writer {
     }
 
     fn take(&mut self, batch: &Committed) {
-        let (Some(first), Some(last)) = (batch.first(), batch.last()) else { return };
+        let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
+            return;
+        };
         let expected = self.next + self.pending_rows as u64;
         if last.seq < expected {
             return;
         }
-        if self.behind || first.seq > expected || self.pending_rows >= self.settings.max_pending_rows {
+        if self.behind
+            || first.seq > expected
+            || self.pending_rows >= self.settings.max_pending_rows
+        {
             self.behind = true;
             return;
         }
@@ -109,7 +117,11 @@ impl Writer {
             return;
         }
         self.reader.seek(from);
-        let room = self.settings.max_pending_rows.saturating_sub(self.pending_rows).max(self.settings.batch_rows);
+        let room = self
+            .settings
+            .max_pending_rows
+            .saturating_sub(self.pending_rows)
+            .max(self.settings.batch_rows);
         match self.reader.read(committed + 1, room) {
             Ok(rows) => {
                 let caught_up = rows.last().is_some_and(|r| r.seq >= committed);
@@ -131,14 +143,25 @@ impl Writer {
             return Ok(false);
         }
         let n = self.pending_rows.min(self.settings.batch_rows);
-        let rows = self.pending.iter().flat_map(|(b, start)| b[*start..].iter()).take(n);
+        let rows = self
+            .pending
+            .iter()
+            .flat_map(|(b, start)| b[*start..].iter())
+            .take(n);
         let last = rows.clone().last().map(|r| r.seq).unwrap_or(self.next - 1);
         let started = Instant::now();
         insert_rows(&self.store, rows).await?;
-        tracing::debug!(rows = n, ms = started.elapsed().as_millis() as u64, behind = self.behind, "inserted");
+        tracing::debug!(
+            rows = n,
+            ms = started.elapsed().as_millis() as u64,
+            behind = self.behind,
+            "inserted"
+        );
         let mut left = n;
         while left > 0 {
-            let Some((batch, start)) = self.pending.front_mut() else { break };
+            let Some((batch, start)) = self.pending.front_mut() else {
+                break;
+            };
             let here = batch.len() - *start;
             if here <= left {
                 left -= here;
@@ -156,7 +179,10 @@ impl Writer {
         }
         match spool::delete_consumed(&self.dir, last) {
             Ok(freed) => {
-                self.counters.spool_bytes.fetch_sub(freed.min(self.counters.spool_bytes.load(Ordering::SeqCst)), Ordering::SeqCst);
+                self.counters.spool_bytes.fetch_sub(
+                    freed.min(self.counters.spool_bytes.load(Ordering::SeqCst)),
+                    Ordering::SeqCst,
+                );
             }
             Err(e) => tracing::warn!(error = %e, "could not delete consumed segments"),
         }
@@ -180,7 +206,8 @@ impl Writer {
                 }
                 let backlog = self.pending_rows >= self.settings.batch_rows || self.behind;
                 let due = self.pending_rows > 0
-                    && (retry_at.is_some() || Instant::now() >= last_flush + self.settings.flush_interval);
+                    && (retry_at.is_some()
+                        || Instant::now() >= last_flush + self.settings.flush_interval);
                 if backlog || due {
                     match self.flush().await {
                         Ok(_) => {
@@ -189,7 +216,10 @@ impl Writer {
                             backoff = Duration::from_millis(100);
                         }
                         Err(e) => {
-                            if self.last_error_log.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) {
+                            if self
+                                .last_error_log
+                                .is_none_or(|t| t.elapsed() > Duration::from_secs(30))
+                            {
                                 tracing::warn!(error = %e, retryable = e.is_retryable(), pending = self.pending_rows, "inserting into ClickHouse failed; records stay in the log and will be retried");
                                 self.last_error_log = Some(Instant::now());
                             }

@@ -27,7 +27,10 @@ pub struct AppealSla {
 
 impl Default for AppealSla {
     fn default() -> Self {
-        AppealSla { accept_days: 15, resolve_days: 60 }
+        AppealSla {
+            accept_days: 15,
+            resolve_days: 60,
+        }
     }
 }
 
@@ -210,7 +213,9 @@ impl Aggregates {
     /// Applies one record. Records whose org or kind is unknown are skipped (they cannot pass
     /// validation; this guards a store filled by an older tree).
     pub fn apply(&mut self, r: &EventRow) {
-        let (Some(org), Some(kind)) = (self.tree.get(&r.org), r.kind()) else { return };
+        let (Some(org), Some(kind)) = (self.tree.get(&r.org), r.kind()) else {
+            return;
+        };
         let key = (r.at, r.seq);
         let tree = self.tree.clone();
         for n in tree.path_to_root(org) {
@@ -218,7 +223,12 @@ impl Aggregates {
             s.last_received = s.last_received.max(r.received_at);
         }
         if r.at + RECENT_SECS > self.as_of {
-            *self.hourly.entry((org, kind)).or_default().entry(r.at / 3600).or_default() += 1;
+            *self
+                .hourly
+                .entry((org, kind))
+                .or_default()
+                .entry(r.at / 3600)
+                .or_default() += 1;
             if let (Some(lon), Some(lat)) = (r.lon, r.lat) {
                 self.located.push_back((r.at, lon, lat, org, kind));
             }
@@ -247,17 +257,32 @@ impl Aggregates {
                     return;
                 }
                 own.headcount = Some((r.at, r.seq, r.headcount));
-                bump!(self, org, headcount, r.headcount - old.map(|o| o.2).unwrap_or(0));
+                bump!(
+                    self,
+                    org,
+                    headcount,
+                    r.headcount - old.map(|o| o.2).unwrap_or(0)
+                );
                 self.mark(org);
             }
             Kind::TrainingClassHeld => {
-                if self.own[org as usize].classes.entry(r.year()).or_default().insert(hash_str(&r.class_id)) {
+                if self.own[org as usize]
+                    .classes
+                    .entry(r.year())
+                    .or_default()
+                    .insert(hash_str(&r.class_id))
+                {
                     self.mark(org);
                 }
             }
             Kind::TrainingAttended => {
                 let year = r.year();
-                if self.own[org as usize].trained.entry(year).or_default().insert(hash_str(&r.staff_id)) {
+                if self.own[org as usize]
+                    .trained
+                    .entry(year)
+                    .or_default()
+                    .insert(hash_str(&r.staff_id))
+                {
                     let tree = self.tree.clone();
                     for n in tree.path_to_root(org) {
                         *self.sums[n as usize].trained.entry(year).or_default() += 1;
@@ -278,7 +303,12 @@ impl Aggregates {
                 let is_five = r.stars == 5;
                 let is_demo = r.demonstration == 1;
                 bump!(self, org, rated, i64::from(old.is_none()));
-                bump!(self, org, five_star, i64::from(is_five) - i64::from(was_five));
+                bump!(
+                    self,
+                    org,
+                    five_star,
+                    i64::from(is_five) - i64::from(was_five)
+                );
                 let demo_delta = i64::from(is_demo) - i64::from(was_demo);
                 match level {
                     Level::Street => bump!(self, org, street_demos, demo_delta),
@@ -297,7 +327,10 @@ impl Aggregates {
                 let owner_before = appeal.received.map(|r| r.2);
                 match kind {
                     Kind::AppealReceived => {
-                        if appeal.received.is_none_or(|(at, seq, _)| (r.at, r.seq) < (at, seq)) {
+                        if appeal
+                            .received
+                            .is_none_or(|(at, seq, _)| (r.at, r.seq) < (at, seq))
+                        {
                             appeal.received = Some((r.at, r.seq, org));
                         }
                     }
@@ -323,8 +356,16 @@ impl Aggregates {
                         bump!(self, o, open_appeals, 1);
                         self.open_by_org[o as usize].insert((at, id));
                         let day = 86_400u32;
-                        self.deadlines.insert((at.saturating_add(self.sla.accept_days * day).saturating_add(1), id));
-                        self.deadlines.insert((at.saturating_add(self.sla.resolve_days * day).saturating_add(1), id));
+                        self.deadlines.insert((
+                            at.saturating_add(self.sla.accept_days * day)
+                                .saturating_add(1),
+                            id,
+                        ));
+                        self.deadlines.insert((
+                            at.saturating_add(self.sla.resolve_days * day)
+                                .saturating_add(1),
+                            id,
+                        ));
                     }
                     // The oldest open appeal of each node above may have changed.
                     let tree = self.tree.clone();
@@ -358,7 +399,9 @@ impl Aggregates {
 
     /// Whether an appeal is past its deadlines at `self.as_of`.
     fn lateness(&self, a: &Appeal) -> Lateness {
-        let Some((_, received)) = a.open_at() else { return Lateness::default() };
+        let Some((_, received)) = a.open_at() else {
+            return Lateness::default();
+        };
         let age = self.as_of.saturating_sub(received);
         let day = 86_400u32;
         Lateness {
@@ -373,13 +416,17 @@ impl Aggregates {
 
     /// Brings one appeal's contribution to the overdue counts up to date.
     fn recount_lateness(&mut self, id: u64) {
-        let Some(a) = self.appeals.get(&id) else { return };
+        let Some(a) = self.appeals.get(&id) else {
+            return;
+        };
         let now = self.lateness(a);
         self.set_lateness(id, now);
     }
 
     fn set_lateness(&mut self, id: u64, now: Lateness) {
-        let Some(a) = self.appeals.get(&id) else { return };
+        let Some(a) = self.appeals.get(&id) else {
+            return;
+        };
         let old = a.counted;
         if now == old {
             return;
@@ -393,7 +440,12 @@ impl Aggregates {
             let delta = |new: bool, old: bool| i64::from(new) - i64::from(old);
             bump!(self, org, overdue_accept, delta(now.accept, old.accept));
             bump!(self, org, overdue_resolve, delta(now.resolve, old.resolve));
-            bump!(self, org, overdue, delta(now.accept || now.resolve, old.accept || old.resolve));
+            bump!(
+                self,
+                org,
+                overdue,
+                delta(now.accept || now.resolve, old.accept || old.resolve)
+            );
         }
     }
 
@@ -431,7 +483,12 @@ impl Aggregates {
     }
 
     /// The figures of one node for the given metrics (those that apply to its level).
-    pub fn figures(&self, node: NodeIdx, metrics: &[MetricId], now: OffsetDateTime) -> Vec<(MetricId, Figure)> {
+    pub fn figures(
+        &self,
+        node: NodeIdx,
+        metrics: &[MetricId],
+        now: OffsetDateTime,
+    ) -> Vec<(MetricId, Figure)> {
         let level = self.tree.node(node).level;
         metrics
             .iter()
@@ -444,19 +501,41 @@ impl Aggregates {
         let s = &self.sums[node as usize];
         let st = self.structure[node as usize];
         let year = local_date(now).year();
-        let ratio = |num: i64, den: i64, has: bool| Reading { num, den: Some(if has { den } else { 0 }), has_data: has, overdue: None };
+        let ratio = |num: i64, den: i64, has: bool| Reading {
+            num,
+            den: Some(if has { den } else { 0 }),
+            has_data: has,
+            overdue: None,
+        };
         let reading = match metric {
             MetricId::StaffingRate => ratio(s.filled, s.approved, s.staffing_reporters > 0),
             MetricId::VeteranHireShare => ratio(s.veteran_hires, s.hires, s.hires > 0),
             MetricId::TrainingClasses => {
-                let own = self.own[node as usize].classes.get(&year).map_or(0, |c| c.len() as i64);
-                Reading { num: own, den: None, has_data: true, overdue: None }
+                let own = self.own[node as usize]
+                    .classes
+                    .get(&year)
+                    .map_or(0, |c| c.len() as i64);
+                Reading {
+                    num: own,
+                    den: None,
+                    has_data: true,
+                    overdue: None,
+                }
             }
-            MetricId::TrainingCoverage => {
-                ratio(s.trained.get(&year).copied().unwrap_or(0), s.headcount, s.headcount > 0)
+            MetricId::TrainingCoverage => ratio(
+                s.trained.get(&year).copied().unwrap_or(0),
+                s.headcount,
+                s.headcount > 0,
+            ),
+            MetricId::DistrictStarDemos => Reading {
+                num: s.district_demos,
+                den: None,
+                has_data: s.rated > 0,
+                overdue: None,
+            },
+            MetricId::StreetStarDemoShare => {
+                ratio(s.street_demos, st.streets, s.rated > 0 && st.streets > 0)
             }
-            MetricId::DistrictStarDemos => Reading { num: s.district_demos, den: None, has_data: s.rated > 0, overdue: None },
-            MetricId::StreetStarDemoShare => ratio(s.street_demos, st.streets, s.rated > 0 && st.streets > 0),
             MetricId::FiveStarShare => ratio(s.five_star, st.stations, s.rated > 0),
             MetricId::OpenAppeals => Reading {
                 num: s.open_appeals,
@@ -466,19 +545,28 @@ impl Aggregates {
             },
             MetricId::ArchiveCoverage => ratio(s.archived, s.registered, s.registered > 0),
         };
-        let history = self.samples.get(&(node, metric)).map(Vec::as_slice).unwrap_or(&[]);
+        let history = self
+            .samples
+            .get(&(node, metric))
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
         let mut f = judge(metric, reading, now, history);
         if metric == MetricId::OpenAppeals {
             f.overdue_accept = Some(s.overdue_accept);
             f.overdue_resolve = Some(s.overdue_resolve);
             let now_unix = now.unix_timestamp().max(0) as u32;
-            f.oldest_days = self.oldest_open(node).map(|t| (now_unix.saturating_sub(t) / 86_400) as i64);
+            f.oldest_days = self
+                .oldest_open(node)
+                .map(|t| (now_unix.saturating_sub(t) / 86_400) as i64);
         }
         f
     }
 
     /// Replaces the daily samples used to project values to their deadlines.
-    pub fn set_samples(&mut self, samples: HashMap<(NodeIdx, MetricId), Vec<crate::domain::metric::Sample>>) {
+    pub fn set_samples(
+        &mut self,
+        samples: HashMap<(NodeIdx, MetricId), Vec<crate::domain::metric::Sample>>,
+    ) {
         self.samples = samples;
         for n in 0..self.sums.len() {
             self.mark(n as NodeIdx);
@@ -491,7 +579,10 @@ impl Aggregates {
             self.located.pop_front();
         }
         for hours in self.hourly.values_mut() {
-            while hours.first_key_value().is_some_and(|(h, _)| *h < horizon / 3600) {
+            while hours
+                .first_key_value()
+                .is_some_and(|(h, _)| *h < horizon / 3600)
+            {
                 hours.pop_first();
             }
         }
@@ -504,7 +595,12 @@ impl Aggregates {
             .subtree(node)
             .into_iter()
             .filter_map(|o| self.hourly.get(&(o, kind)))
-            .map(|hours| hours.range(from / 3600..to.div_ceil(3600)).map(|(_, c)| *c as u64).sum::<u64>())
+            .map(|hours| {
+                hours
+                    .range(from / 3600..to.div_ceil(3600))
+                    .map(|(_, c)| *c as u64)
+                    .sum::<u64>()
+            })
             .sum()
     }
 

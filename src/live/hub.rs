@@ -40,9 +40,19 @@ pub fn metric_mask(metrics: &[MetricId]) -> u16 {
 impl TickChanges {
     /// The delta `nodes` object for a subscription to `scope` (the node and its children) and
     /// `metrics`, or `None` when nothing it watches changed at this tick.
-    pub fn nodes_json_for(&self, tree: &OrgTree, scope: NodeIdx, metrics: &[MetricId]) -> Option<Arc<str>> {
+    pub fn nodes_json_for(
+        &self,
+        tree: &OrgTree,
+        scope: NodeIdx,
+        metrics: &[MetricId],
+    ) -> Option<Arc<str>> {
         let key = (scope, metric_mask(metrics));
-        if let Some(hit) = self.rendered.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        if let Some(hit) = self
+            .rendered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
             return hit.clone();
         }
         let changed: Vec<(NodeIdx, NodeFigures)> = tree
@@ -50,14 +60,20 @@ impl TickChanges {
             .into_iter()
             .filter_map(|n| {
                 let f = self.nodes.get(&n)?;
-                let only: NodeFigures =
-                    f.iter().filter(|(m, _)| metrics.contains(m)).map(|(m, f)| (*m, f.clone())).collect();
+                let only: NodeFigures = f
+                    .iter()
+                    .filter(|(m, _)| metrics.contains(m))
+                    .map(|(m, f)| (*m, f.clone()))
+                    .collect();
                 (!only.is_empty()).then_some((n, only))
             })
             .collect();
         let rendered = (!changed.is_empty())
             .then(|| Arc::from(nodes_json(tree, changed.iter().map(|(n, f)| (*n, f))).to_string()));
-        self.rendered.lock().unwrap_or_else(|p| p.into_inner()).insert(key, rendered.clone());
+        self.rendered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, rendered.clone());
         rendered
     }
 }
@@ -128,7 +144,10 @@ impl Hub {
             agg: Mutex::new(Aggregates::new(tree.clone(), settings.sla)),
             tree,
             clock,
-            published: RwLock::new(Published { tick: 0, figures: vec![NodeFigures::new(); n] }),
+            published: RwLock::new(Published {
+                tick: 0,
+                figures: vec![NodeFigures::new(); n],
+            }),
             history: Mutex::new(VecDeque::new()),
             history_cap: settings.history_ticks,
             tx,
@@ -180,7 +199,9 @@ impl Hub {
     /// Waits until every record up to `seq` is in the aggregates (read-your-writes).
     pub async fn wait_applied(&self, seq: u64, timeout: Duration) -> bool {
         let mut rx = self.applied.subscribe();
-        let reached = tokio::time::timeout(timeout, rx.wait_for(|s| *s >= seq)).await.is_ok_and(|r| r.is_ok());
+        let reached = tokio::time::timeout(timeout, rx.wait_for(|s| *s >= seq))
+            .await
+            .is_ok_and(|r| r.is_ok());
         reached
     }
 
@@ -193,7 +214,10 @@ impl Hub {
     }
 
     /// Installs the daily samples (from the snapshots) that trend projections extend.
-    pub fn set_samples(&self, samples: HashMap<(NodeIdx, MetricId), Vec<crate::domain::metric::Sample>>) {
+    pub fn set_samples(
+        &self,
+        samples: HashMap<(NodeIdx, MetricId), Vec<crate::domain::metric::Sample>>,
+    ) {
         self.agg().set_samples(samples);
     }
 
@@ -217,7 +241,11 @@ impl Hub {
     }
 
     /// The last published figures of `nodes`, and the tick they belong to.
-    pub fn snapshot(&self, nodes: &[NodeIdx], metrics: &[MetricId]) -> (u64, Vec<(NodeIdx, NodeFigures)>) {
+    pub fn snapshot(
+        &self,
+        nodes: &[NodeIdx],
+        metrics: &[MetricId],
+    ) -> (u64, Vec<(NodeIdx, NodeFigures)>) {
         let p = self.published.read().unwrap_or_else(|p| p.into_inner());
         let figures = nodes
             .iter()
@@ -234,7 +262,10 @@ impl Hub {
     }
 
     pub fn published_tick(&self) -> u64 {
-        self.published.read().unwrap_or_else(|p| p.into_inner()).tick
+        self.published
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .tick
     }
 
     /// Ticks after `after`, if the history still holds all of them.
@@ -245,7 +276,9 @@ impl Hub {
             return Some(Vec::new());
         }
         match h.front() {
-            Some(first) if first.tick <= after + 1 => Some(h.iter().filter(|t| t.tick > after).cloned().collect()),
+            Some(first) if first.tick <= after + 1 => {
+                Some(h.iter().filter(|t| t.tick > after).cloned().collect())
+            }
             _ => None,
         }
     }
@@ -255,7 +288,10 @@ impl Hub {
     pub fn tick(&self) -> Option<Arc<TickChanges>> {
         let now = self.now();
         let full = {
-            let mut last = self.last_full_refresh.lock().unwrap_or_else(|p| p.into_inner());
+            let mut last = self
+                .last_full_refresh
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             let due = last.is_none_or(|t| t.elapsed() >= Duration::from_secs(60));
             if due {
                 *last = Some(std::time::Instant::now());
@@ -266,8 +302,15 @@ impl Hub {
             let mut agg = self.agg();
             agg.refresh_appeals(now);
             let dirty = agg.take_dirty();
-            let nodes: Vec<NodeIdx> = if full { self.tree.nodes().map(|(i, _)| i).collect() } else { dirty };
-            nodes.into_iter().map(|n| (n, agg.figures(n, &MetricId::ALL, now))).collect()
+            let nodes: Vec<NodeIdx> = if full {
+                self.tree.nodes().map(|(i, _)| i).collect()
+            } else {
+                dirty
+            };
+            nodes
+                .into_iter()
+                .map(|n| (n, agg.figures(n, &MetricId::ALL, now)))
+                .collect()
         };
         let mut published = self.published.write().unwrap_or_else(|p| p.into_inner());
         let mut changes: HashMap<NodeIdx, NodeFigures> = HashMap::new();
@@ -310,7 +353,8 @@ impl Hub {
         agg.take_dirty();
         let mut published = self.published.write().unwrap_or_else(|p| p.into_inner());
         for (n, _) in self.tree.nodes() {
-            published.figures[n as usize] = agg.figures(n, &MetricId::ALL, now).into_iter().collect();
+            published.figures[n as usize] =
+                agg.figures(n, &MetricId::ALL, now).into_iter().collect();
         }
     }
 
@@ -326,19 +370,33 @@ impl Hub {
     }
 
     pub fn epoch(&self, epoch: &str) -> Option<EpochState> {
-        self.epochs.lock().unwrap_or_else(|p| p.into_inner()).get(epoch).cloned()
+        self.epochs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(epoch)
+            .cloned()
     }
 
     /// Records that message `seq` of `epoch` carried `tick` (keeping the last `keep`).
-    pub fn record_message(&self, epoch: &str, scope: NodeIdx, metrics: &[MetricId], seq: u64, tick: u64, keep: usize) {
+    pub fn record_message(
+        &self,
+        epoch: &str,
+        scope: NodeIdx,
+        metrics: &[MetricId],
+        seq: u64,
+        tick: u64,
+        keep: usize,
+    ) {
         let mut epochs = self.epochs.lock().unwrap_or_else(|p| p.into_inner());
-        let e = epochs.entry(epoch.to_string()).or_insert_with(|| EpochState {
-            scope,
-            metrics: metrics.to_vec(),
-            base_seq: seq,
-            ticks: VecDeque::new(),
-            touched: std::time::Instant::now(),
-        });
+        let e = epochs
+            .entry(epoch.to_string())
+            .or_insert_with(|| EpochState {
+                scope,
+                metrics: metrics.to_vec(),
+                base_seq: seq,
+                ticks: VecDeque::new(),
+                touched: std::time::Instant::now(),
+            });
         // A replay re-sends seqs already recorded: cut the record back to before `seq`.
         let idx = seq.saturating_sub(e.base_seq) as usize;
         e.ticks.truncate(idx);
@@ -357,10 +415,18 @@ impl Hub {
 }
 
 /// `{code: {metric: figure}}` as the contract shows it.
-pub fn nodes_json<'a>(tree: &OrgTree, nodes: impl IntoIterator<Item = (NodeIdx, &'a NodeFigures)>) -> serde_json::Value {
+pub fn nodes_json<'a>(
+    tree: &OrgTree,
+    nodes: impl IntoIterator<Item = (NodeIdx, &'a NodeFigures)>,
+) -> serde_json::Value {
     let map: serde_json::Map<String, serde_json::Value> = nodes
         .into_iter()
-        .map(|(n, f)| (tree.node(n).code.clone(), serde_json::to_value(f).unwrap_or_default()))
+        .map(|(n, f)| {
+            (
+                tree.node(n).code.clone(),
+                serde_json::to_value(f).unwrap_or_default(),
+            )
+        })
         .collect();
     serde_json::Value::Object(map)
 }

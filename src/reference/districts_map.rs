@@ -53,13 +53,21 @@ pub struct DistrictMap {
 }
 
 fn read_outline(path: PathBuf) -> Result<MultiPolygon<f64>, ReferenceError> {
-    let text = std::fs::read_to_string(&path).map_err(|_| ReferenceError::Missing { path: path.clone() })?;
-    let malformed = |reason: String| ReferenceError::Malformed { path: path.clone(), reason };
-    let geometry: geojson::Geometry = text.parse().map_err(|e: geojson::Error| malformed(e.to_string()))?;
+    let text = std::fs::read_to_string(&path)
+        .map_err(|_| ReferenceError::Missing { path: path.clone() })?;
+    let malformed = |reason: String| ReferenceError::Malformed {
+        path: path.clone(),
+        reason,
+    };
+    let geometry: geojson::Geometry = text
+        .parse()
+        .map_err(|e: geojson::Error| malformed(e.to_string()))?;
     match geo::Geometry::<f64>::try_from(&geometry.value).map_err(|e| malformed(e.to_string()))? {
         geo::Geometry::MultiPolygon(mp) => Ok(mp),
         geo::Geometry::Polygon(p) => Ok(MultiPolygon::new(vec![p])),
-        other => Err(malformed(format!("expected a (Multi)Polygon, found {other:?}"))),
+        other => Err(malformed(format!(
+            "expected a (Multi)Polygon, found {other:?}"
+        ))),
     }
 }
 
@@ -74,13 +82,16 @@ impl DistrictMap {
             }
             let outline = read_outline(dir.join(format!("{}.geojson", node.code)))?;
             if node.code == LONGGANG_CODE {
-                let (dapeng, longgang): (Vec<_>, Vec<_>) = outline.0.into_iter().partition(|p| {
-                    p.centroid().is_some_and(|c| c.x() > DAPENG_SPLIT_LON)
-                });
+                let (dapeng, longgang): (Vec<_>, Vec<_>) = outline
+                    .0
+                    .into_iter()
+                    .partition(|p| p.centroid().is_some_and(|c| c.x() > DAPENG_SPLIT_LON));
                 if dapeng.is_empty() {
                     return Err(ReferenceError::Malformed {
                         path: dir.join(format!("{LONGGANG_CODE}.geojson")),
-                        reason: format!("no part east of {DAPENG_SPLIT_LON}°E to split 大鹏新区 from"),
+                        reason: format!(
+                            "no part east of {DAPENG_SPLIT_LON}°E to split 大鹏新区 from"
+                        ),
                     });
                 }
                 outlines.push((DAPENG_CODE.into(), MultiPolygon::new(dapeng)));
@@ -91,10 +102,17 @@ impl DistrictMap {
         }
         outlines.sort_by(|a, b| a.0.cmp(&b.0));
 
-        let mut stats = MapStats { tolerance_deg, vertices_before: 0, vertices_after: 0 };
+        let mut stats = MapStats {
+            tolerance_deg,
+            vertices_before: 0,
+            vertices_after: 0,
+        };
         let mut districts = Vec::with_capacity(outlines.len());
         for (code, outline) in outlines {
-            let name = tree.get(&code).map(|i| tree.node(i).name.clone()).unwrap_or_default();
+            let name = tree
+                .get(&code)
+                .map(|i| tree.node(i).name.clone())
+                .unwrap_or_default();
             let simplified = outline.simplify(tolerance_deg);
             stats.vertices_before += outline.coords_count();
             stats.vertices_after += simplified.coords_count();
@@ -102,13 +120,29 @@ impl DistrictMap {
                 path: dir.join(format!("{code}.geojson")),
                 reason: reason.into(),
             };
-            let bbox = outline.bounding_rect().ok_or_else(|| malformed("empty outline"))?;
-            let centroid = outline.centroid().ok_or_else(|| malformed("empty outline"))?;
+            let bbox = outline
+                .bounding_rect()
+                .ok_or_else(|| malformed("empty outline"))?;
+            let centroid = outline
+                .centroid()
+                .ok_or_else(|| malformed("empty outline"))?;
             let label_point = outline.interior_point().unwrap_or(centroid);
-            districts.push(DistrictShape { code, name, outline, bbox, simplified, centroid, label_point });
+            districts.push(DistrictShape {
+                code,
+                name,
+                outline,
+                bbox,
+                simplified,
+                centroid,
+                label_point,
+            });
         }
         let feature_collection_json = feature_collection(&districts, &stats).to_string();
-        Ok(DistrictMap { districts, stats, feature_collection_json })
+        Ok(DistrictMap {
+            districts,
+            stats,
+            feature_collection_json,
+        })
     }
 
     pub fn districts(&self) -> &[DistrictShape] {

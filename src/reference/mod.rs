@@ -3,8 +3,8 @@
 //! typed by hand except the three facts the sources cannot give: 大鹏新区's code (440399, from
 //! the public contract), which streets it owns, and where its outline is split from 龙岗's.
 
-pub mod divisions;
 pub mod districts_map;
+pub mod divisions;
 
 pub use districts_map::{DistrictMap, DistrictShape, MapStats};
 pub use divisions::load_org_tree;

@@ -104,7 +104,11 @@ pub async fn log(store: &Store, entry: &QueryLogEntry) -> Result<(), StoreError>
 }
 
 /// The user's most recent queries, newest first.
-pub async fn history(store: &Store, user: &str, limit: u64) -> Result<Vec<QueryLogView>, StoreError> {
+pub async fn history(
+    store: &Store,
+    user: &str,
+    limit: u64,
+) -> Result<Vec<QueryLogView>, StoreError> {
     let rows: Vec<QueryLogEntry> = store
         .client()
         .query("SELECT ?fields FROM query_log WHERE user = ? ORDER BY started_at DESC, id LIMIT ?")
@@ -126,11 +130,27 @@ async fn write_saved(store: &Store, row: &SavedRow) -> Result<(), StoreError> {
     Ok(())
 }
 
-pub async fn save(store: &Store, user: &str, name: &str, sql: &str) -> Result<SavedQuery, StoreError> {
+pub async fn save(
+    store: &Store,
+    user: &str,
+    name: &str,
+    sql: &str,
+) -> Result<SavedQuery, StoreError> {
     let saved_at = super::now_shanghai_seconds();
-    let row = SavedRow { user: user.into(), name: name.into(), sql: sql.into(), saved_at, deleted: 0, version: version() };
+    let row = SavedRow {
+        user: user.into(),
+        name: name.into(),
+        sql: sql.into(),
+        saved_at,
+        deleted: 0,
+        version: version(),
+    };
     write_saved(store, &row).await?;
-    Ok(SavedQuery { name: name.into(), sql: sql.into(), saved_at })
+    Ok(SavedQuery {
+        name: name.into(),
+        sql: sql.into(),
+        saved_at,
+    })
 }
 
 /// Forgets a saved query; false when the user had none of that name.
@@ -160,5 +180,12 @@ pub async fn saved(store: &Store, user: &str) -> Result<Vec<SavedQuery>, StoreEr
         .bind(user)
         .fetch_all()
         .await?;
-    Ok(rows.into_iter().map(|r| SavedQuery { name: r.name, sql: r.sql, saved_at: r.saved_at }).collect())
+    Ok(rows
+        .into_iter()
+        .map(|r| SavedQuery {
+            name: r.name,
+            sql: r.sql,
+            saved_at: r.saved_at,
+        })
+        .collect())
 }

@@ -115,7 +115,13 @@ pub struct SqlGateway {
 
 impl SqlGateway {
     /// `users_dir`: where to write the users file (None: an operator installs it).
-    pub fn new(store: Store, tree: Arc<OrgTree>, settings: SqlSettings, users_dir: Option<PathBuf>, password: String) -> Self {
+    pub fn new(
+        store: Store,
+        tree: Arc<OrgTree>,
+        settings: SqlSettings,
+        users_dir: Option<PathBuf>,
+        password: String,
+    ) -> Self {
         let users_file = users_dir.map(|d| d.join(format!("vscc-{}.xml", store.database())));
         SqlGateway {
             store,
@@ -136,7 +142,12 @@ impl SqlGateway {
     /// The users file for an operator to install on an external ClickHouse: every scope.
     pub fn users_xml_for_all_scopes(&self) -> String {
         let scopes: Vec<String> = self.tree.nodes().map(|(_, n)| n.code.clone()).collect();
-        scopes::users_xml(self.store.database(), &scopes, &self.password, &self.settings)
+        scopes::users_xml(
+            self.store.database(),
+            &scopes,
+            &self.password,
+            &self.settings,
+        )
     }
 
     /// Where `who` (role, scope) runs SQL over `scope`: admins over the whole city read vscc's
@@ -159,7 +170,11 @@ impl SqlGateway {
             if !admin_over_city && !p.in_users_file.contains(&code) {
                 if p.in_users_file.is_empty() {
                     // First use: the city and the districts at once, so most analysts never wait.
-                    for (_, node) in self.tree.nodes().filter(|(_, n)| matches!(n.level, Level::City | Level::District)) {
+                    for (_, node) in self
+                        .tree
+                        .nodes()
+                        .filter(|(_, n)| matches!(n.level, Level::City | Level::District))
+                    {
                         p.in_users_file.insert(node.code.clone());
                     }
                 }
@@ -173,19 +188,34 @@ impl SqlGateway {
             self.wait_until_accepted(&user, &database).await?;
             p.accepted.insert(user.clone());
         }
-        Ok(Target { user, database, scope: code })
+        Ok(Target {
+            user,
+            database,
+            scope: code,
+        })
     }
 
-    fn write_users_file(&self, file: &std::path::Path, scopes: &BTreeSet<String>) -> Result<(), SqlError> {
+    fn write_users_file(
+        &self,
+        file: &std::path::Path,
+        scopes: &BTreeSet<String>,
+    ) -> Result<(), SqlError> {
         let scopes: Vec<String> = scopes.iter().cloned().collect();
-        let xml = scopes::users_xml(self.store.database(), &scopes, &self.password, &self.settings);
+        let xml = scopes::users_xml(
+            self.store.database(),
+            &scopes,
+            &self.password,
+            &self.settings,
+        );
         if let Some(dir) = file.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
         }
         // Written whole then renamed: ClickHouse never reads half a file.
         let tmp = file.with_extension("xml.tmp");
         std::fs::write(&tmp, xml).map_err(|e| anyhow::anyhow!("writing {}: {e}", tmp.display()))?;
-        std::fs::rename(&tmp, file).map_err(|e| anyhow::anyhow!("renaming to {}: {e}", file.display()))?;
+        std::fs::rename(&tmp, file)
+            .map_err(|e| anyhow::anyhow!("renaming to {}: {e}", file.display()))?;
         Ok(())
     }
 
@@ -193,7 +223,15 @@ impl SqlGateway {
     async fn wait_until_accepted(&self, user: &str, database: &str) -> Result<(), SqlError> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let probe = self.post(user, database, &uuid::Uuid::new_v4().to_string(), "TabSeparated", "SELECT 1").await?;
+            let probe = self
+                .post(
+                    user,
+                    database,
+                    &uuid::Uuid::new_v4().to_string(),
+                    "TabSeparated",
+                    "SELECT 1",
+                )
+                .await?;
             if probe.status().is_success() {
                 return Ok(());
             }
@@ -209,7 +247,14 @@ impl SqlGateway {
         }
     }
 
-    async fn post(&self, user: &str, database: &str, query_id: &str, format: &str, sql: &str) -> Result<reqwest::Response, SqlError> {
+    async fn post(
+        &self,
+        user: &str,
+        database: &str,
+        query_id: &str,
+        format: &str,
+        sql: &str,
+    ) -> Result<reqwest::Response, SqlError> {
         let url = reqwest::Url::parse_with_params(
             self.store.url(),
             &[
@@ -241,13 +286,22 @@ impl SqlGateway {
         query_id: Option<String>,
     ) -> Result<QueryRun, SqlError> {
         if sql.trim().is_empty() {
-            return Err(SqlError::Invalid { field: "sql", reason: "is empty".into() });
+            return Err(SqlError::Invalid {
+                field: "sql",
+                reason: "is empty".into(),
+            });
         }
         let id = query_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         self.running
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(id.clone(), Running { user: user.to_string(), cancelled: false });
+            .insert(
+                id.clone(),
+                Running {
+                    user: user.to_string(),
+                    cancelled: false,
+                },
+            );
         let mut guard = RunGuard {
             gateway: self.clone(),
             id: id.clone(),
@@ -255,7 +309,15 @@ impl SqlGateway {
             started: Instant::now(),
             finished: false,
         };
-        let response = self.post(&target.user, &target.database, &id, format.clickhouse_name(), sql).await;
+        let response = self
+            .post(
+                &target.user,
+                &target.database,
+                &id,
+                format.clickhouse_name(),
+                sql,
+            )
+            .await;
         let response = match response {
             Ok(r) => r,
             Err(e) => {
@@ -267,19 +329,35 @@ impl SqlGateway {
             let body = response.text().await.unwrap_or_default();
             let refusal = refusal::parse(&body);
             let cancelled = refusal.class == RefusalClass::Cancelled || self.was_cancelled(&id);
-            guard.finish(if cancelled { "cancelled" } else { "error" }, 0, &refusal.message);
+            guard.finish(
+                if cancelled { "cancelled" } else { "error" },
+                0,
+                &refusal.message,
+            );
             let refusal = if cancelled {
-                ClickHouseRefusal { class: RefusalClass::Cancelled, ..refusal }
+                ClickHouseRefusal {
+                    class: RefusalClass::Cancelled,
+                    ..refusal
+                }
             } else {
                 refusal
             };
             return Err(SqlError::Refused(refusal));
         }
-        Ok(QueryRun { id, format, response, guard })
+        Ok(QueryRun {
+            id,
+            format,
+            response,
+            guard,
+        })
     }
 
     fn was_cancelled(&self, id: &str) -> bool {
-        self.running.lock().unwrap_or_else(|p| p.into_inner()).get(id).is_some_and(|r| r.cancelled)
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .is_some_and(|r| r.cancelled)
     }
 
     /// Cancels a running query of `user` (any user's for admins): killed in ClickHouse.
@@ -348,7 +426,11 @@ impl RunGuard {
         entry.rows = rows;
         entry.outcome = outcome.to_string();
         entry.error = error.to_string();
-        self.gateway.running.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
+        self.gateway
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
         let store = self.gateway.store.clone();
         tokio::spawn(async move {
             if let Err(e) = history::log(&store, &entry).await {
@@ -430,7 +512,12 @@ impl QueryRun {
 fn rows_in_json_tail(tail: &[u8]) -> Option<u64> {
     let text = String::from_utf8_lossy(tail);
     let at = text.rfind("\"rows\":")?;
-    text[at + 7..].trim_start().split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+    text[at + 7..]
+        .trim_start()
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }
 
 pub fn now_shanghai_seconds() -> OffsetDateTime {

@@ -42,7 +42,11 @@ pub fn parse(body: &str) -> ClickHouseRefusal {
         }
     }
     let message = message.trim().trim_end_matches('.').trim().to_string();
-    ClickHouseRefusal { code, class: classify(code), message }
+    ClickHouseRefusal {
+        code,
+        class: classify(code),
+        message,
+    }
 }
 
 fn classify(code: u32) -> RefusalClass {
@@ -66,7 +70,14 @@ mod tests {
     #[test]
     fn reads_the_18_16_error_shape() {
         let r = parse("Code: 164, e.displayText() = DB::Exception: Cannot insert into table in readonly mode, e.what() = DB::Exception\n");
-        assert_eq!(r, ClickHouseRefusal { code: 164, message: "Cannot insert into table in readonly mode".into(), class: RefusalClass::Forbidden });
+        assert_eq!(
+            r,
+            ClickHouseRefusal {
+                code: 164,
+                message: "Cannot insert into table in readonly mode".into(),
+                class: RefusalClass::Forbidden
+            }
+        );
     }
 
     #[test]
@@ -74,12 +85,18 @@ mod tests {
         let r = parse("Code: 159. DB::Exception: Timeout exceeded: elapsed 3.0 seconds, maximum: 3. (TIMEOUT_EXCEEDED) (version 24.3.1.1 (official build))");
         assert_eq!(r.code, 159);
         assert_eq!(r.class, RefusalClass::Limit);
-        assert_eq!(r.message, "Timeout exceeded: elapsed 3.0 seconds, maximum: 3. (TIMEOUT_EXCEEDED)");
+        assert_eq!(
+            r.message,
+            "Timeout exceeded: elapsed 3.0 seconds, maximum: 3. (TIMEOUT_EXCEEDED)"
+        );
     }
 
     #[test]
     fn unknown_shapes_keep_the_text() {
         let r = parse("something odd");
-        assert_eq!((r.code, r.class, r.message.as_str()), (0, RefusalClass::Invalid, "something odd"));
+        assert_eq!(
+            (r.code, r.class, r.message.as_str()),
+            (0, RefusalClass::Invalid, "something odd")
+        );
     }
 }

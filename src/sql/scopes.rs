@@ -92,7 +92,11 @@ async fn exists(store: &Store, database: &str, table: &str) -> Result<bool, Stor
 /// what is already there. Inserts into the source tables are held for the moment between the
 /// back-fill and the view's creation, so no row is copied twice or missed; a back-fill cut short
 /// (crash) is redone from empty next time, because the view is created last.
-pub async fn ensure_scope_database(store: &Store, tree: &OrgTree, scope: NodeIdx) -> Result<String, StoreError> {
+pub async fn ensure_scope_database(
+    store: &Store,
+    tree: &OrgTree,
+    scope: NodeIdx,
+) -> Result<String, StoreError> {
     let db = store.database();
     let code = &tree.node(scope).code;
     let sdb = scope_database(db, code);
@@ -106,7 +110,10 @@ pub async fn ensure_scope_database(store: &Store, tree: &OrgTree, scope: NodeIdx
         refresh_org_nodes(store, tree, scope).await?;
         return Ok(sdb);
     }
-    server.query(&format!("CREATE DATABASE IF NOT EXISTS {sdb}")).execute().await?;
+    server
+        .query(&format!("CREATE DATABASE IF NOT EXISTS {sdb}"))
+        .execute()
+        .await?;
     server
         .query(&format!(
             "CREATE TABLE IF NOT EXISTS {sdb}.events AS {db}.events \
@@ -130,18 +137,32 @@ pub async fn ensure_scope_database(store: &Store, tree: &OrgTree, scope: NodeIdx
     let codes = codes_list(tree, scope);
     let event_select = EVENT_COLUMNS
         .iter()
-        .map(|(name, expr)| if expr == name { name.to_string() } else { format!("{expr} AS {name}") })
+        .map(|(name, expr)| {
+            if expr == name {
+                name.to_string()
+            } else {
+                format!("{expr} AS {name}")
+            }
+        })
         .collect::<Vec<_>>()
         .join(", ");
     let _hold = store.insert_gate().write().await;
     for (view, table, select, key) in [
         (&events_view, "events", event_select.as_str(), "org"),
-        (&snapshots_view, "metric_snapshots", SNAPSHOT_COLUMNS, "node"),
+        (
+            &snapshots_view,
+            "metric_snapshots",
+            SNAPSHOT_COLUMNS,
+            "node",
+        ),
     ] {
         if exists(store, db, view).await? {
             continue;
         }
-        server.query(&format!("TRUNCATE TABLE {sdb}.{table}")).execute().await?;
+        server
+            .query(&format!("TRUNCATE TABLE {sdb}.{table}"))
+            .execute()
+            .await?;
         server
             .query(&format!("INSERT INTO {sdb}.{table} SELECT {select} FROM {db}.{table} WHERE {key} IN ({codes})"))
             .execute()
@@ -159,14 +180,23 @@ pub async fn ensure_scope_database(store: &Store, tree: &OrgTree, scope: NodeIdx
 }
 
 /// The scope's copy of the org tree: its subtree (rewritten at start-up with the tree).
-async fn refresh_org_nodes(store: &Store, tree: &OrgTree, scope: NodeIdx) -> Result<(), StoreError> {
+async fn refresh_org_nodes(
+    store: &Store,
+    tree: &OrgTree,
+    scope: NodeIdx,
+) -> Result<(), StoreError> {
     let db = store.database();
     let code = &tree.node(scope).code;
     let sdb = scope_database(db, code);
     let server = store.server_client();
-    server.query(&format!("TRUNCATE TABLE {sdb}.org_nodes")).execute().await?;
     server
-        .query(&format!("INSERT INTO {sdb}.org_nodes SELECT * FROM {db}.org_nodes WHERE has(ancestors, ?)"))
+        .query(&format!("TRUNCATE TABLE {sdb}.org_nodes"))
+        .execute()
+        .await?;
+    server
+        .query(&format!(
+            "INSERT INTO {sdb}.org_nodes SELECT * FROM {db}.org_nodes WHERE has(ancestors, ?)"
+        ))
         .bind(code.as_str())
         .execute()
         .await?;
@@ -179,15 +209,26 @@ fn sha256_hex(text: &str) -> String {
 }
 
 fn xml_escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// The users file for ClickHouse: the analysts' profile and quota, the admins' user (vscc's
 /// database, unmasked) and one user per scope (its scope database only). All share one
 /// password that vscc derives from its token secret; only vscc connects as them.
-pub fn users_xml(database: &str, scopes: &[String], password: &str, settings: &SqlSettings) -> String {
+pub fn users_xml(
+    database: &str,
+    scopes: &[String],
+    password: &str,
+    settings: &SqlSettings,
+) -> String {
     let profile = format!("{database}_sql");
-    let networks: String = settings.networks.iter().map(|n| format!("<ip>{}</ip>", xml_escape(n))).collect();
+    let networks: String = settings
+        .networks
+        .iter()
+        .map(|n| format!("<ip>{}</ip>", xml_escape(n)))
+        .collect();
     let password_hash = sha256_hex(password);
     let mut out = String::new();
     let _ = write!(
@@ -268,8 +309,13 @@ mod tests {
         let xml = users_xml("vscc", &["440303".into(), "440304".into()], "pw", &settings);
         assert!(xml.contains("<vscc_sql_440303>"));
         assert!(xml.contains("<allow_databases><database>vscc_sql_440303</database></allow_databases>\n    </vscc_sql_440303>"));
-        assert!(xml.contains("<allow_databases><database>vscc</database></allow_databases>\n    </vscc_sql_admin>"));
-        assert!(xml.contains("<readonly>1</readonly>") && xml.contains("<max_execution_time>7</max_execution_time>"));
+        assert!(xml.contains(
+            "<allow_databases><database>vscc</database></allow_databases>\n    </vscc_sql_admin>"
+        ));
+        assert!(
+            xml.contains("<readonly>1</readonly>")
+                && xml.contains("<max_execution_time>7</max_execution_time>")
+        );
         assert!(!xml.contains(">pw<"), "only the password's hash is written");
         assert!(xml.contains(&sha256_hex("pw")));
     }

@@ -10,7 +10,11 @@ pub enum StoreError {
     #[error("'{0}' is not a valid ClickHouse identifier (letters, digits and _ only)")]
     InvalidIdentifier(String),
     #[error("migration {version:04} ({name}) failed: {reason}")]
-    Migration { version: u32, name: String, reason: String },
+    Migration {
+        version: u32,
+        name: String,
+        reason: String,
+    },
     #[error("{binary} was not found: run scripts/setup to install ClickHouse (or set clickhouse.url to an external server)")]
     BinaryMissing { binary: String },
     #[error("the managed ClickHouse did not start: {0}")]
@@ -48,9 +52,15 @@ impl From<clickhouse::error::Error> for StoreError {
 /// (202), too many parts (252), memory limit (241), timeout (159 is the user's own limit, so
 /// not retryable).
 fn is_overload(msg: &str) -> bool {
-    ["Code: 202", "Code: 252", "Code: 241", "Code: 209", "Code: 210"]
-        .iter()
-        .any(|c| msg.contains(c))
+    [
+        "Code: 202",
+        "Code: 252",
+        "Code: 241",
+        "Code: 209",
+        "Code: 210",
+    ]
+    .iter()
+    .any(|c| msg.contains(c))
 }
 
 #[cfg(test)]
@@ -59,11 +69,15 @@ mod tests {
 
     #[test]
     fn overload_is_retryable_and_bad_sql_is_not() {
-        let overload: StoreError =
-            clickhouse::error::Error::BadResponse("Code: 252, e.displayText() = Too many parts".into()).into();
+        let overload: StoreError = clickhouse::error::Error::BadResponse(
+            "Code: 252, e.displayText() = Too many parts".into(),
+        )
+        .into();
         assert!(overload.is_retryable());
-        let syntax: StoreError =
-            clickhouse::error::Error::BadResponse("Code: 62, e.displayText() = Syntax error".into()).into();
+        let syntax: StoreError = clickhouse::error::Error::BadResponse(
+            "Code: 62, e.displayText() = Syntax error".into(),
+        )
+        .into();
         assert!(!syntax.is_retryable());
     }
 }

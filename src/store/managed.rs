@@ -80,7 +80,10 @@ impl ManagedClickHouse {
         let log_err = log.try_clone().map_err(|e| e.to_string())?;
         let mut command = Command::new(&self.binary);
         command
-            .arg(format!("--config-file={}", self.dir.join("config.xml").display()))
+            .arg(format!(
+                "--config-file={}",
+                self.dir.join("config.xml").display()
+            ))
             .current_dir(&self.dir)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
@@ -94,7 +97,9 @@ impl ManagedClickHouse {
                 Ok(())
             });
         }
-        let child = command.spawn().map_err(|e| format!("{}: {e}", self.binary.display()))?;
+        let child = command
+            .spawn()
+            .map_err(|e| format!("{}: {e}", self.binary.display()))?;
         self.pid = child.id().unwrap_or_default();
         self.child = Some(child);
         let _ = std::fs::write(self.dir.join(PID_FILE), self.pid.to_string());
@@ -119,18 +124,25 @@ impl ManagedClickHouse {
             }
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
-                    return Err(format!("clickhouse-server exited with {status}: {}", self.error_log_tail()));
+                    return Err(format!(
+                        "clickhouse-server exited with {status}: {}",
+                        self.error_log_tail()
+                    ));
                 }
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(format!("no answer within {timeout:?}: {}", self.error_log_tail()));
+                return Err(format!(
+                    "no answer within {timeout:?}: {}",
+                    self.error_log_tail()
+                ));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
     fn error_log_tail(&self) -> String {
-        let text = std::fs::read_to_string(self.dir.join("log/clickhouse-server.err.log")).unwrap_or_default();
+        let text = std::fs::read_to_string(self.dir.join("log/clickhouse-server.err.log"))
+            .unwrap_or_default();
         let lines: Vec<&str> = text.lines().rev().take(3).collect();
         lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
     }
@@ -163,14 +175,19 @@ impl ManagedClickHouse {
 
     /// SIGTERM, then SIGKILL if the server has not exited within 15 s.
     pub async fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else { return };
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
         if let Some(pid) = child.id() {
             // SAFETY: plain kill(2) on our own child.
             unsafe { libc::kill(pid as i32, libc::SIGTERM) };
             match tokio::time::timeout(Duration::from_secs(15), child.wait()).await {
                 Ok(_) => tracing::info!(pid, "managed ClickHouse stopped"),
                 Err(_) => {
-                    tracing::warn!(pid, "managed ClickHouse ignored SIGTERM for 15 s; killing it");
+                    tracing::warn!(
+                        pid,
+                        "managed ClickHouse ignored SIGTERM for 15 s; killing it"
+                    );
                     let _ = child.kill().await;
                 }
             }
@@ -192,14 +209,25 @@ impl Drop for ManagedClickHouse {
 /// The HTTP URL of a managed server already running in `dir` (started by a `vscc serve`), so
 /// that admin commands can use it instead of starting a second one.
 pub fn running_url(dir: &Path) -> Option<String> {
-    let pid: i32 = std::fs::read_to_string(dir.join(PID_FILE)).ok()?.trim().parse().ok()?;
+    let pid: i32 = std::fs::read_to_string(dir.join(PID_FILE))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
     let config = dir.canonicalize().ok()?.join("config.xml");
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     if !String::from_utf8_lossy(&cmdline).contains(&config.display().to_string()) {
         return None;
     }
     let text = std::fs::read_to_string(&config).ok()?;
-    let port = text.split("<http_port>").nth(1)?.split("</http_port>").next()?.trim().parse::<u16>().ok()?;
+    let port = text
+        .split("<http_port>")
+        .nth(1)?
+        .split("</http_port>")
+        .next()?
+        .trim()
+        .parse::<u16>()
+        .ok()?;
     Some(format!("http://127.0.0.1:{port}"))
 }
 
@@ -224,15 +252,23 @@ fn free_port() -> Result<u16, StoreError> {
 
 /// Stops a server that an earlier vscc left running in the same folder.
 async fn stop_leftover(dir: &Path) {
-    let Ok(text) = std::fs::read_to_string(dir.join(PID_FILE)) else { return };
+    let Ok(text) = std::fs::read_to_string(dir.join(PID_FILE)) else {
+        return;
+    };
     let _ = std::fs::remove_file(dir.join(PID_FILE));
-    let Ok(pid) = text.trim().parse::<i32>() else { return };
+    let Ok(pid) = text.trim().parse::<i32>() else {
+        return;
+    };
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let ours = String::from_utf8_lossy(&cmdline).contains(&dir.join("config.xml").display().to_string());
+    let ours =
+        String::from_utf8_lossy(&cmdline).contains(&dir.join("config.xml").display().to_string());
     if !ours {
         return;
     }
-    tracing::warn!(pid, "stopping a managed ClickHouse left behind by an earlier run");
+    tracing::warn!(
+        pid,
+        "stopping a managed ClickHouse left behind by an earlier run"
+    );
     // SAFETY: plain kill(2); the pid was checked to be our server.
     unsafe { libc::kill(pid, libc::SIGTERM) };
     for _ in 0..150 {
@@ -307,7 +343,8 @@ fn write_configs(dir: &Path, http_port: u16, tcp_port: u16) -> Result<(), StoreE
 </yandex>
 "#;
     let write = |name: &str, text: &str| {
-        std::fs::write(dir.join(name), text).map_err(|e| StoreError::ManagedStart(format!("{name}: {e}")))
+        std::fs::write(dir.join(name), text)
+            .map_err(|e| StoreError::ManagedStart(format!("{name}: {e}")))
     };
     write("config.xml", &config)?;
     write("users.xml", users)

@@ -109,7 +109,12 @@ impl Store {
             .await?;
         self.acquire_migration_lock().await?;
         let result = self.apply_pending().await;
-        if let Err(e) = self.client.query("DROP TABLE IF EXISTS schema_migrations_lock").execute().await {
+        if let Err(e) = self
+            .client
+            .query("DROP TABLE IF EXISTS schema_migrations_lock")
+            .execute()
+            .await
+        {
             tracing::warn!(error = %e, "could not release the migration lock; it expires by itself");
         }
         result
@@ -129,7 +134,9 @@ impl Store {
                     return Err(StoreError::Migration {
                         version: m.version,
                         name: m.name.into(),
-                        reason: "the file changed after it was applied; add a new migration instead".into(),
+                        reason:
+                            "the file changed after it was applied; add a new migration instead"
+                                .into(),
                     });
                 }
                 report.already_applied += 1;
@@ -170,7 +177,9 @@ impl Store {
                 .await;
             match created {
                 Ok(()) => return Ok(()),
-                Err(clickhouse::error::Error::BadResponse(msg)) if msg.contains("already exists") || msg.contains("Code: 57") => {
+                Err(clickhouse::error::Error::BadResponse(msg))
+                    if msg.contains("already exists") || msg.contains("Code: 57") =>
+                {
                     let age: Option<u32> = self
                         .client
                         .query(
@@ -182,7 +191,10 @@ impl Store {
                         .await?;
                     if age.is_some_and(|a| a > STALE_LOCK_SECS) {
                         tracing::warn!("breaking a stale migration lock");
-                        self.client.query("DROP TABLE IF EXISTS schema_migrations_lock").execute().await?;
+                        self.client
+                            .query("DROP TABLE IF EXISTS schema_migrations_lock")
+                            .execute()
+                            .await?;
                         continue;
                     }
                     if tokio::time::Instant::now() >= deadline {
@@ -216,8 +228,12 @@ mod tests {
 
     #[test]
     fn statements_split_outside_quotes_and_comments() {
-        let sql = "-- a comment; with a semicolon\nCREATE TABLE a (x String DEFAULT ';');\n\nSELECT 1;";
-        assert_eq!(split_statements(sql), ["CREATE TABLE a (x String DEFAULT ';')", "SELECT 1"]);
+        let sql =
+            "-- a comment; with a semicolon\nCREATE TABLE a (x String DEFAULT ';');\n\nSELECT 1;";
+        assert_eq!(
+            split_statements(sql),
+            ["CREATE TABLE a (x String DEFAULT ';')", "SELECT 1"]
+        );
     }
 
     #[test]

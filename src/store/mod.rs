@@ -83,13 +83,19 @@ impl Store {
         if one == 1 {
             Ok(())
         } else {
-            Err(StoreError::Unexpected(anyhow::anyhow!("SELECT 1 returned {one}")))
+            Err(StoreError::Unexpected(anyhow::anyhow!(
+                "SELECT 1 returned {one}"
+            )))
         }
     }
 
     /// The server's version string, e.g. `18.16.1`.
     pub async fn server_version(&self) -> Result<String, StoreError> {
-        Ok(self.server.query("SELECT version()").fetch_one::<String>().await?)
+        Ok(self
+            .server
+            .query("SELECT version()")
+            .fetch_one::<String>()
+            .await?)
     }
 
     /// Waits until the server answers or `timeout` passes.
@@ -117,15 +123,24 @@ struct OrgNodeRow {
 impl Store {
     /// Replaces `org_nodes` with the tree loaded at start-up.
     pub async fn refresh_org_nodes(&self, tree: &crate::domain::OrgTree) -> Result<(), StoreError> {
-        self.client.query("TRUNCATE TABLE org_nodes").execute().await?;
+        self.client
+            .query("TRUNCATE TABLE org_nodes")
+            .execute()
+            .await?;
         let mut insert = self.client.insert::<OrgNodeRow>("org_nodes").await?;
         for (idx, node) in tree.nodes() {
             let row = OrgNodeRow {
                 code: node.code.clone(),
                 name: node.name.clone(),
                 level: node.level.as_str().to_string(),
-                parent: node.parent.map(|p| tree.node(p).code.clone()).unwrap_or_default(),
-                ancestors: tree.path_to_root(idx).map(|a| tree.node(a).code.clone()).collect(),
+                parent: node
+                    .parent
+                    .map(|p| tree.node(p).code.clone())
+                    .unwrap_or_default(),
+                ancestors: tree
+                    .path_to_root(idx)
+                    .map(|a| tree.node(a).code.clone())
+                    .collect(),
             };
             insert.write(&row).await?;
         }
@@ -142,7 +157,9 @@ pub const COUNTED_EVENTS: &str =
 /// The array to bind into [`COUNTED_EVENTS`]: never empty (18.16 cannot type `has([], x)`;
 /// import numbers start at 1, so 0 matches nothing).
 pub fn counted_imports_param(ok_imports: &[u32]) -> Vec<u32> {
-    std::iter::once(0).chain(ok_imports.iter().copied()).collect()
+    std::iter::once(0)
+        .chain(ok_imports.iter().copied())
+        .collect()
 }
 
 impl Store {

@@ -36,7 +36,14 @@ pub struct Presence {
 impl Presence {
     pub fn join(&self, name: String, remote: String, connected_at: String) -> u64 {
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        let info = ScreenInfo { id, name, remote, connected_at, subscriptions: Vec::new(), scopes: Vec::new() };
+        let info = ScreenInfo {
+            id,
+            name,
+            remote,
+            connected_at,
+            subscriptions: Vec::new(),
+            scopes: Vec::new(),
+        };
         self.lock().insert(id, info);
         id
     }

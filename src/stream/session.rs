@@ -109,12 +109,27 @@ impl State {
                           "at": crate::live::hub::rfc3339(hub.now()),
                           "nodes": nodes_json(hub.tree(), figures.iter().map(|(n, f)| (*n, f)))})
         .to_string();
-        self.subs.insert(sub_id.to_string(), Subscription { epoch, scope, metrics, seq: 1, last_tick: tick });
+        self.subs.insert(
+            sub_id.to_string(),
+            Subscription {
+                epoch,
+                scope,
+                metrics,
+                seq: 1,
+                last_tick: tick,
+            },
+        );
         text
     }
 
     /// Replays the deltas after `resume.seq`, if the history still has them.
-    fn resume(&mut self, sub_id: &str, scope: NodeIdx, metrics: &[MetricId], resume: &Resume) -> Option<Vec<String>> {
+    fn resume(
+        &mut self,
+        sub_id: &str,
+        scope: NodeIdx,
+        metrics: &[MetricId],
+        resume: &Resume,
+    ) -> Option<Vec<String>> {
         let hub = self.ctx.hub.clone();
         let ep = hub.epoch(&resume.epoch)?;
         if ep.scope != scope || ep.metrics != metrics || resume.seq < ep.base_seq {
@@ -150,11 +165,21 @@ impl State {
         // The token is checked again at every message: a revoked token stops here.
         let who = match self.ctx.auth.authenticate(self.ctx.token.as_deref()) {
             Ok(p) => p,
-            Err(e) => return vec![Outgoing::Send(Self::error(None, e.to_string())), Outgoing::Close],
+            Err(e) => {
+                return vec![
+                    Outgoing::Send(Self::error(None, e.to_string())),
+                    Outgoing::Close,
+                ]
+            }
         };
         let msg: ClientMessage = match serde_json::from_str(text) {
             Ok(m) => m,
-            Err(e) => return vec![Outgoing::Send(Self::error(None, format!("bad message: {e}")))],
+            Err(e) => {
+                return vec![Outgoing::Send(Self::error(
+                    None,
+                    format!("bad message: {e}"),
+                ))]
+            }
         };
         match msg {
             ClientMessage::Unsubscribe { id } => {
@@ -162,10 +187,18 @@ impl State {
                 self.update_presence();
                 Vec::new()
             }
-            ClientMessage::Subscribe { id, scope, metrics, resume } => {
+            ClientMessage::Subscribe {
+                id,
+                scope,
+                metrics,
+                resume,
+            } => {
                 let tree = self.ctx.hub.tree().clone();
                 let Some(node) = tree.get(&scope) else {
-                    return vec![Outgoing::Send(Self::error(Some(&id), format!("unknown scope {scope}")))];
+                    return vec![Outgoing::Send(Self::error(
+                        Some(&id),
+                        format!("unknown scope {scope}"),
+                    ))];
                 };
                 if let Err(e) = authorize(&tree, &who, Action::ReadFigures, node) {
                     return vec![Outgoing::Send(Self::error(Some(&id), e.to_string()))];
@@ -173,7 +206,10 @@ impl State {
                 let metrics: Result<Vec<MetricId>, String> = if metrics.is_empty() {
                     Ok(MetricId::ALL.to_vec())
                 } else {
-                    metrics.iter().map(|m| MetricId::parse(m).ok_or_else(|| format!("unknown metric {m}"))).collect()
+                    metrics
+                        .iter()
+                        .map(|m| MetricId::parse(m).ok_or_else(|| format!("unknown metric {m}")))
+                        .collect()
                 };
                 let metrics = match metrics {
                     Ok(m) => m,
@@ -196,7 +232,10 @@ impl State {
         // An expired or revoked token gets no further figures: checked before every message
         // the server sends, as at every message the client sends.
         if let Err(e) = self.ctx.auth.authenticate(self.ctx.token.as_deref()) {
-            return vec![Outgoing::Send(Self::error(None, e.to_string())), Outgoing::Close];
+            return vec![
+                Outgoing::Send(Self::error(None, e.to_string())),
+                Outgoing::Close,
+            ];
         }
         let mut out = Vec::new();
         let ids: Vec<String> = self.subs.keys().cloned().collect();
@@ -210,7 +249,14 @@ impl State {
             sub.last_tick = tc.tick;
             let Some(nodes) = changed else { continue };
             sub.seq += 1;
-            self.ctx.hub.record_message(&sub.epoch, sub.scope, &sub.metrics, sub.seq, tc.tick, EPOCH_KEEP);
+            self.ctx.hub.record_message(
+                &sub.epoch,
+                sub.scope,
+                &sub.metrics,
+                sub.seq,
+                tc.tick,
+                EPOCH_KEEP,
+            );
             out.push(Outgoing::Send(Self::delta(&id, sub, sub.seq, tc, &nodes)));
         }
         out
@@ -228,9 +274,14 @@ impl State {
 
     /// Fell behind the broadcast ring: every subscription starts over with a snapshot.
     fn resync(&mut self) -> Vec<Outgoing> {
-        let subs: Vec<(String, NodeIdx, Vec<MetricId>)> =
-            self.subs.iter().map(|(id, s)| (id.clone(), s.scope, s.metrics.clone())).collect();
-        subs.into_iter().map(|(id, scope, metrics)| Outgoing::Send(self.snapshot(&id, scope, metrics))).collect()
+        let subs: Vec<(String, NodeIdx, Vec<MetricId>)> = self
+            .subs
+            .iter()
+            .map(|(id, s)| (id.clone(), s.scope, s.metrics.clone()))
+            .collect();
+        subs.into_iter()
+            .map(|(id, scope, metrics)| Outgoing::Send(self.snapshot(&id, scope, metrics)))
+            .collect()
     }
 
     fn update_presence(&self) {
@@ -247,7 +298,9 @@ impl State {
                 (info, s.scope)
             })
             .collect();
-        self.ctx.presence.set_subscriptions(self.ctx.screen_id, subs);
+        self.ctx
+            .presence
+            .set_subscriptions(self.ctx.screen_id, subs);
     }
 }
 
@@ -275,7 +328,10 @@ pub async fn run_session(mut session: Session, mut messages: MessageStream, ctx:
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let presence = ctx.presence.clone();
     let screen_id = ctx.screen_id;
-    let mut state = State { ctx, subs: HashMap::new() };
+    let mut state = State {
+        ctx,
+        subs: HashMap::new(),
+    };
     let mut last_heard = Instant::now();
     loop {
         let out = tokio::select! {
@@ -318,6 +374,9 @@ pub async fn run_session(mut session: Session, mut messages: MessageStream, ctx:
         }
     }
     presence.leave(screen_id);
-    let reason = actix_ws::CloseReason { code: actix_ws::CloseCode::Away, description: None };
+    let reason = actix_ws::CloseReason {
+        code: actix_ws::CloseCode::Away,
+        description: None,
+    };
     let _ = tokio::time::timeout(Duration::from_secs(1), session.close(Some(reason))).await;
 }

@@ -35,8 +35,10 @@ pub fn test_settings() -> Settings {
     settings.clickhouse.url = clickhouse_url();
     let id = uuid::Uuid::new_v4().simple().to_string();
     settings.clickhouse.database = format!("test_{id}");
-    settings.ingest.spool_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("spool-{id}"));
-    settings.ingest.imports_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("imports-{id}"));
+    settings.ingest.spool_dir =
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("spool-{id}"));
+    settings.ingest.imports_dir =
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("imports-{id}"));
     settings.auth.admin_token = format!("admin-{id}");
     settings.auth.secret = format!("secret-{id}-{id}");
     settings.auth.directory_refresh_ms = 500;
@@ -60,7 +62,9 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(settings: Settings) -> TestApp {
     init_test_logs();
-    let app = Application::build(settings.clone(), false).await.expect("app builds");
+    let app = Application::build(settings.clone(), false)
+        .await
+        .expect("app builds");
     let port = app.port();
     let handle = app.server_handle();
     let state = app.state().clone();
@@ -78,9 +82,22 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
 }
 
 impl TestApp {
-    pub fn from_parts(port: u16, state: Arc<AppState>, settings: Settings, handle: actix_web::dev::ServerHandle) -> Self {
+    pub fn from_parts(
+        port: u16,
+        state: Arc<AppState>,
+        settings: Settings,
+        handle: actix_web::dev::ServerHandle,
+    ) -> Self {
         let (_, checkpoint) = tokio::sync::watch::channel(0);
-        TestApp { base: format!("http://127.0.0.1:{port}"), port, state, settings, http: reqwest::Client::new(), checkpoint, handle }
+        TestApp {
+            base: format!("http://127.0.0.1:{port}"),
+            port,
+            state,
+            settings,
+            http: reqwest::Client::new(),
+            checkpoint,
+            handle,
+        }
     }
 
     pub fn store(&self) -> &Store {
@@ -102,7 +119,12 @@ impl TestApp {
             .send()
             .await
             .expect("request sent");
-        assert_eq!(res.status(), 201, "user {name} created: {}", res.text().await.unwrap_or_default());
+        assert_eq!(
+            res.status(),
+            201,
+            "user {name} created: {}",
+            res.text().await.unwrap_or_default()
+        );
         self.login(name, &password).await
     }
 
@@ -131,7 +153,10 @@ impl TestApp {
             .expect("request sent");
         let status = res.status().as_u16();
         let text = res.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
@@ -148,7 +173,11 @@ impl TestApp {
         self.post_events_as(events, self.admin_token()).await
     }
 
-    pub async fn post_events_as(&self, events: &serde_json::Value, token: &str) -> reqwest::Response {
+    pub async fn post_events_as(
+        &self,
+        events: &serde_json::Value,
+        token: &str,
+    ) -> reqwest::Response {
         self.http
             .post(format!("{}/api/v1/events", self.base))
             .bearer_auth(token)
@@ -160,12 +189,20 @@ impl TestApp {
 
     /// Waits until every accepted record is in ClickHouse.
     pub async fn wait_landed(&self) {
-        let committed = self.state.log.counters().committed_seq.load(std::sync::atomic::Ordering::SeqCst);
+        let committed = self
+            .state
+            .log
+            .counters()
+            .committed_seq
+            .load(std::sync::atomic::Ordering::SeqCst);
         let mut rx = self.checkpoint.clone();
-        tokio::time::timeout(std::time::Duration::from_secs(30), rx.wait_for(|c| *c >= committed))
-            .await
-            .expect("records land in ClickHouse within 30 s")
-            .expect("writer alive");
+        tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            rx.wait_for(|c| *c >= committed),
+        )
+        .await
+        .expect("records land in ClickHouse within 30 s")
+        .expect("writer alive");
     }
 
     pub async fn get_json(&self, path: &str) -> serde_json::Value {
@@ -183,6 +220,12 @@ impl TestApp {
 
 /// A reproducible mix of every record kind over the real tree, dated within the last
 /// `days` days (so this year's training figures and the appeal deadlines both matter).
-pub fn sample_events(tree: &vscc::domain::OrgTree, n: usize, seed: u64, days: i64, prefix: &str) -> Vec<serde_json::Value> {
+pub fn sample_events(
+    tree: &vscc::domain::OrgTree,
+    n: usize,
+    seed: u64,
+    days: i64,
+    prefix: &str,
+) -> Vec<serde_json::Value> {
     vscc::bench::workload::Workload::new(tree, seed, days, prefix, n / 4 + 1).events(n)
 }

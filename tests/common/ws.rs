@@ -15,9 +15,12 @@ use super::TestApp;
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 pub async fn connect(app: &TestApp, token: Option<&str>, origin: Option<&str>) -> Result<Ws, u16> {
-    let mut req = format!("ws://127.0.0.1:{}/ws", app.port).into_client_request().unwrap();
+    let mut req = format!("ws://127.0.0.1:{}/ws", app.port)
+        .into_client_request()
+        .unwrap();
     if let Some(t) = token {
-        req.headers_mut().insert("authorization", format!("Bearer {t}").parse().unwrap());
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {t}").parse().unwrap());
     }
     if let Some(o) = origin {
         req.headers_mut().insert("origin", o.parse().unwrap());
@@ -32,7 +35,10 @@ pub async fn connect(app: &TestApp, token: Option<&str>, origin: Option<&str>) -
 pub async fn next_json(ws: &mut Ws, within: Duration) -> Option<Value> {
     let deadline = tokio::time::Instant::now() + within;
     loop {
-        let msg = tokio::time::timeout_at(deadline, ws.next()).await.ok()??.ok()?;
+        let msg = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .ok()??
+            .ok()?;
         if let Message::Text(t) = msg {
             return Some(serde_json::from_str(&t).unwrap());
         }
@@ -44,6 +50,7 @@ pub async fn subscribe(ws: &mut Ws, id: &str, scope: &str, resume: Option<Value>
     if let Some(r) = resume {
         msg["resume"] = r;
     }
-    ws.send(Message::Text(msg.to_string().into())).await.unwrap();
+    ws.send(Message::Text(msg.to_string().into()))
+        .await
+        .unwrap();
 }
-

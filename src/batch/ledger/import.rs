@@ -18,8 +18,8 @@ use time::{Date, OffsetDateTime, PrimitiveDateTime, Time};
 
 use super::normalize::{normalize, OrgLookup};
 use super::{field_of_header, Family, Field};
-use crate::domain::record::{import_seq_base, EventRow, Kind, Locator, MAX_ID_LEN, SHANGHAI};
 use crate::domain::org::NodeIdx;
+use crate::domain::record::{import_seq_base, EventRow, Kind, Locator, MAX_ID_LEN, SHANGHAI};
 use crate::domain::{Level, OrgTree};
 use crate::store::{counted_imports_param, Store, StoreError, COUNTED_EVENTS};
 
@@ -64,7 +64,15 @@ pub struct ImportOptions {
 
 impl Default for ImportOptions {
     fn default() -> Self {
-        ImportOptions { family: None, reject_dir: None, chunk_rows: 200_000, scope: None, by: String::new(), display_name: None, progress: None }
+        ImportOptions {
+            family: None,
+            reject_dir: None,
+            chunk_rows: 200_000,
+            scope: None,
+            by: String::new(),
+            display_name: None,
+            progress: None,
+        }
     }
 }
 
@@ -115,7 +123,10 @@ impl Header {
     fn new(names: Vec<String>) -> Self {
         let mut seen = HashSet::new();
         // The first column a field appears in wins; a repeated field is ignored.
-        let fields = names.iter().map(|h| field_of_header(h).filter(|f| seen.insert(*f))).collect();
+        let fields = names
+            .iter()
+            .map(|h| field_of_header(h).filter(|f| seen.insert(*f)))
+            .collect();
         Header { names, fields }
     }
 
@@ -124,7 +135,12 @@ impl Header {
     }
 
     fn ignored(&self) -> Vec<String> {
-        self.names.iter().zip(&self.fields).filter(|(_, f)| f.is_none()).map(|(n, _)| n.trim().to_string()).collect()
+        self.names
+            .iter()
+            .zip(&self.fields)
+            .filter(|(_, f)| f.is_none())
+            .map(|(n, _)| n.trim().to_string())
+            .collect()
     }
 
     fn header_of(&self, field: Field) -> String {
@@ -137,23 +153,40 @@ impl Header {
 }
 
 enum Source {
-    Csv { reader: BufReader<std::fs::File>, header_line: Vec<u8>, total_bytes: u64, read_bytes: u64 },
-    Excel { rows: std::vec::IntoIter<Vec<String>>, total_rows: u64 },
+    Csv {
+        reader: BufReader<std::fs::File>,
+        header_line: Vec<u8>,
+        total_bytes: u64,
+        read_bytes: u64,
+    },
+    Excel {
+        rows: std::vec::IntoIter<Vec<String>>,
+        total_rows: u64,
+    },
 }
 
 fn file_error(path: &Path, reason: impl Into<String>) -> ImportError {
-    ImportError::File { file: path.display().to_string(), reason: reason.into() }
+    ImportError::File {
+        file: path.display().to_string(),
+        reason: reason.into(),
+    }
 }
 
 fn open(path: &Path) -> Result<(Header, Source), ImportError> {
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default().to_ascii_lowercase();
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     match ext.as_str() {
         "csv" | "txt" => {
             let file = std::fs::File::open(path).map_err(|e| file_error(path, e.to_string()))?;
             let total_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
             let mut reader = BufReader::with_capacity(1 << 20, file);
             let mut header_line = Vec::new();
-            reader.read_until(b'\n', &mut header_line).map_err(|e| file_error(path, e.to_string()))?;
+            reader
+                .read_until(b'\n', &mut header_line)
+                .map_err(|e| file_error(path, e.to_string()))?;
             if header_line.starts_with(&[0xEF, 0xBB, 0xBF]) {
                 header_line.drain(..3);
             }
@@ -168,22 +201,44 @@ fn open(path: &Path) -> Result<(Header, Source), ImportError> {
                 .map(|r| r.iter().map(str::to_string).collect())
                 .ok_or_else(|| file_error(path, "the file is empty"))?;
             let read_bytes = header_line.len() as u64;
-            Ok((Header::new(names), Source::Csv { reader, header_line, total_bytes, read_bytes }))
+            Ok((
+                Header::new(names),
+                Source::Csv {
+                    reader,
+                    header_line,
+                    total_bytes,
+                    read_bytes,
+                },
+            ))
         }
         "xlsx" | "xlsm" | "xls" | "ods" => {
             use calamine::Reader;
-            let mut book = calamine::open_workbook_auto(path).map_err(|e| file_error(path, e.to_string()))?;
+            let mut book =
+                calamine::open_workbook_auto(path).map_err(|e| file_error(path, e.to_string()))?;
             let range = book
                 .worksheet_range_at(0)
                 .ok_or_else(|| file_error(path, "the workbook has no sheet"))?
                 .map_err(|e| file_error(path, e.to_string()))?;
-            let mut rows = range.rows().map(|r| r.iter().map(cell_text).collect::<Vec<String>>());
-            let names = rows.next().ok_or_else(|| file_error(path, "the sheet is empty"))?;
+            let mut rows = range
+                .rows()
+                .map(|r| r.iter().map(cell_text).collect::<Vec<String>>());
+            let names = rows
+                .next()
+                .ok_or_else(|| file_error(path, "the sheet is empty"))?;
             let rest: Vec<Vec<String>> = rows.collect();
             let total_rows = rest.len() as u64;
-            Ok((Header::new(names), Source::Excel { rows: rest.into_iter(), total_rows }))
+            Ok((
+                Header::new(names),
+                Source::Excel {
+                    rows: rest.into_iter(),
+                    total_rows,
+                },
+            ))
         }
-        other => Err(file_error(path, format!("unknown file type '.{other}': CSV (.csv) or Excel (.xlsx, .xls, .ods)"))),
+        other => Err(file_error(
+            path,
+            format!("unknown file type '.{other}': CSV (.csv) or Excel (.xlsx, .xls, .ods)"),
+        )),
     }
 }
 
@@ -207,9 +262,19 @@ fn cell_text(cell: &calamine::Data) -> String {
 
 impl Source {
     /// The next chunk of up to `rows` rows, as text columns.
-    fn next_chunk(&mut self, header: &Header, rows: usize, first_row: u64) -> Result<Option<RawChunk>, ImportError> {
+    fn next_chunk(
+        &mut self,
+        header: &Header,
+        rows: usize,
+        first_row: u64,
+    ) -> Result<Option<RawChunk>, ImportError> {
         match self {
-            Source::Csv { reader, header_line, read_bytes, .. } => {
+            Source::Csv {
+                reader,
+                header_line,
+                read_bytes,
+                ..
+            } => {
                 // Whole records only: a newline inside quotes does not end one.
                 let mut buf = header_line.clone();
                 if !buf.ends_with(b"\n") {
@@ -219,7 +284,9 @@ impl Source {
                 let mut line = Vec::new();
                 while records < rows {
                     line.clear();
-                    let n = reader.read_until(b'\n', &mut line).map_err(|e| ImportError::Unexpected(e.into()))?;
+                    let n = reader
+                        .read_until(b'\n', &mut line)
+                        .map_err(|e| ImportError::Unexpected(e.into()))?;
                     if n == 0 {
                         break;
                     }
@@ -245,7 +312,10 @@ impl Source {
                     .with_parse_options(CsvParseOptions::default().with_truncate_ragged_lines(true))
                     .into_reader_with_file_handle(std::io::Cursor::new(buf))
                     .finish()?;
-                Ok(Some(RawChunk { frame: keyed(frame, header)?, first_row }))
+                Ok(Some(RawChunk {
+                    frame: keyed(frame, header)?,
+                    first_row,
+                }))
             }
             Source::Excel { rows: iter, .. } => {
                 let chunk: Vec<Vec<String>> = iter.by_ref().take(rows).collect();
@@ -257,19 +327,29 @@ impl Source {
                     .iter()
                     .enumerate()
                     .map(|(i, name)| {
-                        let values: Vec<&str> = chunk.iter().map(|r| r.get(i).map(String::as_str).unwrap_or("")).collect();
+                        let values: Vec<&str> = chunk
+                            .iter()
+                            .map(|r| r.get(i).map(String::as_str).unwrap_or(""))
+                            .collect();
                         Column::new(format!("c{i}_{name}").into(), values)
                     })
                     .collect();
                 let frame = DataFrame::new_infer_height(columns)?;
-                Ok(Some(RawChunk { frame: keyed_by_position(frame, header)?, first_row }))
+                Ok(Some(RawChunk {
+                    frame: keyed_by_position(frame, header)?,
+                    first_row,
+                }))
             }
         }
     }
 
     fn progress(&self, rows_done: u64) -> (u64, u64) {
         match self {
-            Source::Csv { total_bytes, read_bytes, .. } => (*read_bytes, *total_bytes),
+            Source::Csv {
+                total_bytes,
+                read_bytes,
+                ..
+            } => (*read_bytes, *total_bytes),
             Source::Excel { total_rows, .. } => (rows_done, *total_rows),
         }
     }
@@ -277,7 +357,11 @@ impl Source {
 
 /// Renames the recognised columns to their field keys and drops the rest.
 fn keyed(frame: DataFrame, header: &Header) -> Result<DataFrame, ImportError> {
-    let names: Vec<String> = frame.get_column_names().iter().map(|n| n.to_string()).collect();
+    let names: Vec<String> = frame
+        .get_column_names()
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
     keyed_by_position(frame.select(names)?, header)
 }
 
@@ -304,7 +388,11 @@ impl<'a> Cleaned<'a> {
         self.frame.column(name).ok().and_then(|c| c.str().ok())
     }
     fn date(&self) -> Option<Vec<Option<i32>>> {
-        self.frame.column("date").ok().and_then(|c| c.date().ok()).map(|d| d.physical().iter().collect())
+        self.frame
+            .column("date")
+            .ok()
+            .and_then(|c| c.date().ok())
+            .map(|d| d.physical().iter().collect())
     }
     fn flag(&self, name: &str) -> Option<&'a BooleanChunked> {
         self.frame.column(name).ok().and_then(|c| c.bool().ok())
@@ -332,92 +420,226 @@ fn text_at(col: Option<&StringChunked>, i: usize) -> Option<&str> {
 }
 
 impl RowChecker {
-    fn reject(&self, row: u64, field: Field, value: Option<&str>, reason: impl Into<String>) -> RejectRow {
-        RejectRow { row, column: self.header.header_of(field), value: value.unwrap_or_default().to_string(), reason: reason.into() }
+    fn reject(
+        &self,
+        row: u64,
+        field: Field,
+        value: Option<&str>,
+        reason: impl Into<String>,
+    ) -> RejectRow {
+        RejectRow {
+            row,
+            column: self.header.header_of(field),
+            value: value.unwrap_or_default().to_string(),
+            reason: reason.into(),
+        }
     }
 
-    fn check_chunk(&self, cleaned: &DataFrame, first_row: u64, import_seq: u64, out: &mut Vec<EventRow>, rejects: &mut Vec<RejectRow>) {
+    fn check_chunk(
+        &self,
+        cleaned: &DataFrame,
+        first_row: u64,
+        import_seq: u64,
+        out: &mut Vec<EventRow>,
+        rejects: &mut Vec<RejectRow>,
+    ) {
         let c = Cleaned { frame: cleaned };
         let dates = c.date().unwrap_or_default();
         let org = c.text("org");
         let (org_names, org_code_raw) = (c.text("org_names"), c.text("org_code_raw"));
         let record_no = c.text("record_no");
         let stage = c.text("stage");
-        let (staff, class, appeal, person) = (c.text("staff_id"), c.text("class_id"), c.text("appeal_id"), c.text("person_id"));
+        let (staff, class, appeal, person) = (
+            c.text("staff_id"),
+            c.text("class_id"),
+            c.text("appeal_id"),
+            c.text("person_id"),
+        );
         let (veteran, demo) = (c.flag("veteran"), c.flag("demonstration"));
-        let (stars, approved, filled, headcount) = (c.count("stars"), c.count("approved_posts"), c.count("filled_posts"), c.count("headcount"));
+        let (stars, approved, filled, headcount) = (
+            c.count("stars"),
+            c.count("approved_posts"),
+            c.count("filled_posts"),
+            c.count("headcount"),
+        );
         let (lon, lat) = (c.float("lon"), c.float("lat"));
         let raw = |field: Field, i: usize| text_at(c.text(&format!("{}_raw", field.key())), i);
         let received_at = self.now.unix_timestamp().clamp(0, u32::MAX as i64) as u32;
-        let org_field = if self.header.fields.contains(&Some(Field::OrgCode)) { Field::OrgCode } else { Field::District };
+        let org_field = if self.header.fields.contains(&Some(Field::OrgCode)) {
+            Field::OrgCode
+        } else {
+            Field::District
+        };
 
         for i in 0..cleaned.height() {
             let row_no = first_row + i as u64;
             let result: Result<EventRow, RejectRow> = (|| {
                 let stage_text = text_at(stage, i);
-                let kind = self.family.kind(stage_text).ok_or_else(|| match stage_text {
-                    None => self.reject(row_no, Field::Stage, None, "is required (登记, 受理 or 办结)"),
-                    Some(s) => self.reject(row_no, Field::Stage, Some(s), format!("'{s}' is not a stage: 登记, 受理 or 办结")),
-                })?;
+                let kind = self
+                    .family
+                    .kind(stage_text)
+                    .ok_or_else(|| match stage_text {
+                        None => self.reject(
+                            row_no,
+                            Field::Stage,
+                            None,
+                            "is required (登记, 受理 or 办结)",
+                        ),
+                        Some(s) => self.reject(
+                            row_no,
+                            Field::Stage,
+                            Some(s),
+                            format!("'{s}' is not a stage: 登记, 受理 or 办结"),
+                        ),
+                    })?;
                 let shown_org = text_at(org_code_raw, i).or_else(|| text_at(org_names, i));
                 let code = text_at(org, i).ok_or_else(|| match shown_org {
-                    None => self.reject(row_no, org_field, None, "the org is required (区/街道/社区 names or 单位代码)"),
-                    Some(s) => self.reject(row_no, org_field, Some(s), format!("unknown org '{s}'")),
+                    None => self.reject(
+                        row_no,
+                        org_field,
+                        None,
+                        "the org is required (区/街道/社区 names or 单位代码)",
+                    ),
+                    Some(s) => {
+                        self.reject(row_no, org_field, Some(s), format!("unknown org '{s}'"))
+                    }
                 })?;
-                let idx = self.tree.get(code).ok_or_else(|| self.reject(row_no, org_field, shown_org, format!("unknown org code '{code}'")))?;
+                let idx = self.tree.get(code).ok_or_else(|| {
+                    self.reject(
+                        row_no,
+                        org_field,
+                        shown_org,
+                        format!("unknown org code '{code}'"),
+                    )
+                })?;
                 let level = self.tree.node(idx).level;
                 if !kind.levels().contains(&level) {
                     let allowed: Vec<&str> = kind.levels().iter().map(|l| l.as_str()).collect();
-                    return Err(self.reject(row_no, org_field, shown_org, format!("{} rows belong to a {} org; this is a {level}", self.family.title(), allowed.join(" or "))));
+                    return Err(self.reject(
+                        row_no,
+                        org_field,
+                        shown_org,
+                        format!(
+                            "{} rows belong to a {} org; this is a {level}",
+                            self.family.title(),
+                            allowed.join(" or ")
+                        ),
+                    ));
                 }
                 if let Some(scope) = self.scope {
                     if !self.tree.is_within(idx, scope) {
-                        return Err(self.reject(row_no, org_field, shown_org, format!("{code} is outside the importer's scope ({})", self.tree.node(scope).code)));
+                        return Err(self.reject(
+                            row_no,
+                            org_field,
+                            shown_org,
+                            format!(
+                                "{code} is outside the importer's scope ({})",
+                                self.tree.node(scope).code
+                            ),
+                        ));
                     }
                 }
-                let days = dates.get(i).copied().flatten().ok_or_else(|| match raw(Field::Date, i) {
-                    None => self.reject(row_no, Field::Date, None, "is required"),
-                    Some(s) => self.reject(row_no, Field::Date, Some(s), format!("'{s}' is not a date (e.g. 2021-03-04 or 2021年3月4日)")),
+                let days =
+                    dates
+                        .get(i)
+                        .copied()
+                        .flatten()
+                        .ok_or_else(|| match raw(Field::Date, i) {
+                            None => self.reject(row_no, Field::Date, None, "is required"),
+                            Some(s) => self.reject(
+                                row_no,
+                                Field::Date,
+                                Some(s),
+                                format!("'{s}' is not a date (e.g. 2021-03-04 or 2021年3月4日)"),
+                            ),
+                        })?;
+                let date = Date::from_julian_day(days + 2_440_588).map_err(|_| {
+                    self.reject(row_no, Field::Date, raw(Field::Date, i), "out of range")
                 })?;
-                let date = Date::from_julian_day(days + 2_440_588)
-                    .map_err(|_| self.reject(row_no, Field::Date, raw(Field::Date, i), "out of range"))?;
                 // A ledger keeps days: the record is placed at noon, Shenzhen time.
-                let at = PrimitiveDateTime::new(date, Time::from_hms(12, 0, 0).unwrap_or(Time::MIDNIGHT)).assume_offset(SHANGHAI);
+                let at = PrimitiveDateTime::new(
+                    date,
+                    Time::from_hms(12, 0, 0).unwrap_or(Time::MIDNIGHT),
+                )
+                .assume_offset(SHANGHAI);
                 if at > self.now + time::Duration::days(1) {
-                    return Err(self.reject(row_no, Field::Date, raw(Field::Date, i), "is in the future"));
+                    return Err(self.reject(
+                        row_no,
+                        Field::Date,
+                        raw(Field::Date, i),
+                        "is in the future",
+                    ));
                 }
-                let at = u32::try_from(at.unix_timestamp()).map_err(|_| self.reject(row_no, Field::Date, raw(Field::Date, i), "out of range (1970–2106)"))?;
+                let at = u32::try_from(at.unix_timestamp()).map_err(|_| {
+                    self.reject(
+                        row_no,
+                        Field::Date,
+                        raw(Field::Date, i),
+                        "out of range (1970–2106)",
+                    )
+                })?;
 
-                let required_text = |col: Option<&StringChunked>, field: Field| -> Result<String, RejectRow> {
-                    let v = text_at(col, i).ok_or_else(|| self.reject(row_no, field, None, "is required"))?;
-                    if v.chars().count() > MAX_ID_LEN {
-                        return Err(self.reject(row_no, field, Some(v), format!("must be at most {MAX_ID_LEN} characters")));
-                    }
-                    Ok(v.to_string())
-                };
-                let required_flag = |col: Option<&BooleanChunked>, field: Field| -> Result<bool, RejectRow> {
-                    col.and_then(|c| c.get(i)).ok_or_else(|| match raw(field, i) {
-                        None => self.reject(row_no, field, None, "is required (是 or 否)"),
-                        Some(s) => self.reject(row_no, field, Some(s), format!("'{s}' is not 是 or 否")),
-                    })
-                };
-                let required_count = |col: Option<&Int64Chunked>, field: Field| -> Result<i64, RejectRow> {
-                    let n = col.and_then(|c| c.get(i)).ok_or_else(|| match raw(field, i) {
-                        None => self.reject(row_no, field, None, "is required"),
-                        Some(s) => self.reject(row_no, field, Some(s), format!("'{s}' is not a whole number")),
-                    })?;
-                    if n < 0 {
-                        return Err(self.reject(row_no, field, raw(field, i), "must not be negative"));
-                    }
-                    Ok(n)
-                };
+                let required_text =
+                    |col: Option<&StringChunked>, field: Field| -> Result<String, RejectRow> {
+                        let v = text_at(col, i)
+                            .ok_or_else(|| self.reject(row_no, field, None, "is required"))?;
+                        if v.chars().count() > MAX_ID_LEN {
+                            return Err(self.reject(
+                                row_no,
+                                field,
+                                Some(v),
+                                format!("must be at most {MAX_ID_LEN} characters"),
+                            ));
+                        }
+                        Ok(v.to_string())
+                    };
+                let required_flag =
+                    |col: Option<&BooleanChunked>, field: Field| -> Result<bool, RejectRow> {
+                        col.and_then(|c| c.get(i))
+                            .ok_or_else(|| match raw(field, i) {
+                                None => self.reject(row_no, field, None, "is required (是 or 否)"),
+                                Some(s) => self.reject(
+                                    row_no,
+                                    field,
+                                    Some(s),
+                                    format!("'{s}' is not 是 or 否"),
+                                ),
+                            })
+                    };
+                let required_count =
+                    |col: Option<&Int64Chunked>, field: Field| -> Result<i64, RejectRow> {
+                        let n = col
+                            .and_then(|c| c.get(i))
+                            .ok_or_else(|| match raw(field, i) {
+                                None => self.reject(row_no, field, None, "is required"),
+                                Some(s) => self.reject(
+                                    row_no,
+                                    field,
+                                    Some(s),
+                                    format!("'{s}' is not a whole number"),
+                                ),
+                            })?;
+                        if n < 0 {
+                            return Err(self.reject(
+                                row_no,
+                                field,
+                                raw(field, i),
+                                "must not be negative",
+                            ));
+                        }
+                        Ok(n)
+                    };
 
                 let mut row = EventRow {
                     seq: import_seq + row_no,
                     id: String::new(),
                     kind: kind.as_str().to_string(),
                     org: code.to_string(),
-                    district: self.tree.ancestor_at(idx, Level::District).map(|d| self.tree.node(d).code.clone()).unwrap_or_default(),
+                    district: self
+                        .tree
+                        .ancestor_at(idx, Level::District)
+                        .map(|d| self.tree.node(d).code.clone())
+                        .unwrap_or_default(),
                     at,
                     received_at,
                     source: "ledger".to_string(),
@@ -440,7 +662,12 @@ impl RowChecker {
                         row.approved_posts = required_count(approved, Field::ApprovedPosts)?;
                         row.filled_posts = required_count(filled, Field::FilledPosts)?;
                         if row.filled_posts > row.approved_posts {
-                            return Err(self.reject(row_no, Field::FilledPosts, raw(Field::FilledPosts, i), "exceeds 核定编制数"));
+                            return Err(self.reject(
+                                row_no,
+                                Field::FilledPosts,
+                                raw(Field::FilledPosts, i),
+                                "exceeds 核定编制数",
+                            ));
                         }
                         serde_json::json!({"approved_posts": row.approved_posts, "filled_posts": row.filled_posts})
                     }
@@ -465,7 +692,12 @@ impl RowChecker {
                     Kind::StationRated => {
                         let n = required_count(stars, Field::Stars)?;
                         if n > 5 {
-                            return Err(self.reject(row_no, Field::Stars, raw(Field::Stars, i), "must be 0 to 5 stars"));
+                            return Err(self.reject(
+                                row_no,
+                                Field::Stars,
+                                raw(Field::Stars, i),
+                                "must be 0 to 5 stars",
+                            ));
                         }
                         row.stars = n as u8;
                         row.demonstration = u8::from(required_flag(demo, Field::Demonstration)?);
@@ -483,22 +715,46 @@ impl RowChecker {
                 match (lon.and_then(|c| c.get(i)), lat.and_then(|c| c.get(i))) {
                     (Some(x), Some(y)) => {
                         let district = self.locator.district_of(x, y).ok_or_else(|| {
-                            self.reject(row_no, Field::Lon, raw(Field::Lon, i), format!("({x}, {y}) is outside Shenzhen"))
+                            self.reject(
+                                row_no,
+                                Field::Lon,
+                                raw(Field::Lon, i),
+                                format!("({x}, {y}) is outside Shenzhen"),
+                            )
                         })?;
                         row.lon = Some(x);
                         row.lat = Some(y);
                         row.district = district;
                     }
-                    (None, None) if raw(Field::Lon, i).is_none() && raw(Field::Lat, i).is_none() => {}
-                    _ => return Err(self.reject(row_no, Field::Lon, raw(Field::Lon, i), "经度 and 纬度 must both be numbers, or both empty")),
+                    (None, None)
+                        if raw(Field::Lon, i).is_none() && raw(Field::Lat, i).is_none() => {}
+                    _ => {
+                        return Err(self.reject(
+                            row_no,
+                            Field::Lon,
+                            raw(Field::Lon, i),
+                            "经度 and 纬度 must both be numbers, or both empty",
+                        ))
+                    }
                 }
                 row.data = data.to_string();
                 row.id = match text_at(record_no, i) {
                     Some(no) => format!("ledger:{}:{no}", self.family.name()),
                     None => {
                         // What the row says, cleaned: the same row typed differently is the same row.
-                        let key = format!("{}|{}|{}|{}|{}", self.family.name(), row.kind, row.org, row.at, row.data);
-                        format!("ledger:{}:{:032x}", self.family.name(), xxhash_rust::xxh3::xxh3_128(key.as_bytes()))
+                        let key = format!(
+                            "{}|{}|{}|{}|{}",
+                            self.family.name(),
+                            row.kind,
+                            row.org,
+                            row.at,
+                            row.data
+                        );
+                        format!(
+                            "ledger:{}:{:032x}",
+                            self.family.name(),
+                            xxhash_rust::xxh3::xxh3_128(key.as_bytes())
+                        )
                     }
                 };
                 Ok(row)
@@ -540,15 +796,29 @@ impl Parser {
         let (mut next_row, mut rows_done) = (2u64, 0u64);
         loop {
             let step = (|| {
-                let Some(chunk) = self.source.next_chunk(&self.checker.header, self.chunk_rows, next_row)? else {
+                let Some(chunk) =
+                    self.source
+                        .next_chunk(&self.checker.header, self.chunk_rows, next_row)?
+                else {
                     return Ok(None);
                 };
                 let height = chunk.frame.height() as u64;
                 let cleaned = normalize(chunk.frame, &self.fields, &lookup)?;
                 let (mut rows, mut rejects) = (Vec::with_capacity(cleaned.height()), Vec::new());
-                self.checker.check_chunk(&cleaned, chunk.first_row, self.import_seq, &mut rows, &mut rejects);
+                self.checker.check_chunk(
+                    &cleaned,
+                    chunk.first_row,
+                    self.import_seq,
+                    &mut rows,
+                    &mut rejects,
+                );
                 rows_done += height;
-                Ok(Some(Prepared { rows, rejects, height, progress: self.source.progress(rows_done) }))
+                Ok(Some(Prepared {
+                    rows,
+                    rejects,
+                    height,
+                    progress: self.source.progress(rows_done),
+                }))
             })();
             match step {
                 Ok(Some(p)) => {
@@ -572,7 +842,9 @@ async fn imported_ids(store: &Store) -> Result<HashSet<u128>, StoreError> {
     let oks = store.ok_imports().await?;
     let mut cursor = store
         .client()
-        .query(&format!("SELECT id FROM events WHERE seq >= ? AND {COUNTED_EVENTS}"))
+        .query(&format!(
+            "SELECT id FROM events WHERE seq >= ? AND {COUNTED_EVENTS}"
+        ))
         .bind(crate::domain::record::IMPORT_SEQ_BASE)
         .bind(counted_imports_param(&oks))
         .with_setting("wait_end_of_query", "1")
@@ -634,17 +906,46 @@ pub async fn import_file(
     let family = match options.family {
         Some(f) => f,
         None => Family::detect(&fields, &header.names).ok_or_else(|| {
-            file_error(path, format!("cannot tell which ledger this is from its headers ({}); pass the family", header.names.join(", ")))
+            file_error(
+                path,
+                format!(
+                    "cannot tell which ledger this is from its headers ({}); pass the family",
+                    header.names.join(", ")
+                ),
+            )
         })?,
     };
-    let missing_org = ![Field::District, Field::Street, Field::Community, Field::OrgCode].iter().any(|f| fields.contains(f));
+    let missing_org = ![
+        Field::District,
+        Field::Street,
+        Field::Community,
+        Field::OrgCode,
+    ]
+    .iter()
+    .any(|f| fields.contains(f));
     if missing_org || !fields.contains(&Field::Date) {
-        return Err(file_error(path, "a ledger needs an org column (区/街道/社区 or 单位代码) and a date column (e.g. 日期)"));
+        return Err(file_error(
+            path,
+            "a ledger needs an org column (区/街道/社区 or 单位代码) and a date column (e.g. 日期)",
+        ));
     }
-    let file_name = options.display_name.clone().unwrap_or_else(|| path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
-    let format = path.extension().and_then(|e| e.to_str()).unwrap_or_default().to_ascii_lowercase();
+    let file_name = options.display_name.clone().unwrap_or_else(|| {
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    });
+    let format = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
 
-    let import_no: u32 = store.client().query("SELECT toUInt32(max(import_no)) FROM imports").fetch_one::<u32>().await? + 1;
+    let import_no: u32 = store
+        .client()
+        .query("SELECT toUInt32(max(import_no)) FROM imports")
+        .fetch_one::<u32>()
+        .await?
+        + 1;
     let mut run = ImportRow {
         import_no,
         file: file_name.clone(),
@@ -667,7 +968,13 @@ pub async fn import_file(
         .reject_dir
         .clone()
         .unwrap_or_else(|| path.parent().map(Path::to_path_buf).unwrap_or_default())
-        .join(format!("{}.rejects.csv", Path::new(&file_name).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "import".into())));
+        .join(format!(
+            "{}.rejects.csv",
+            Path::new(&file_name)
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "import".into())
+        ));
     let header = Arc::new(header);
     let result = async {
         let mut seen = imported_ids(store).await?;
@@ -677,7 +984,14 @@ pub async fn import_file(
         let (tx, mut prepared) = tokio::sync::mpsc::channel::<Result<Prepared, ImportError>>(2);
         let parser = Parser {
             source,
-            checker: RowChecker { tree: tree.clone(), locator, family, header: header.clone(), scope: options.scope, now: OffsetDateTime::now_utc() },
+            checker: RowChecker {
+                tree: tree.clone(),
+                locator,
+                family,
+                header: header.clone(),
+                scope: options.scope,
+                now: OffsetDateTime::now_utc(),
+            },
             fields: fields.clone(),
             chunk_rows: options.chunk_rows.max(1),
             import_seq: import_seq_base(import_no),
@@ -689,7 +1003,12 @@ pub async fn import_file(
         let mut reject_writer: Option<csv::Writer<std::fs::File>> = None;
         let mut first_rejects = Vec::new();
         while let Some(chunk) = prepared.recv().await {
-            let Prepared { mut rows, rejects, height, progress } = chunk?;
+            let Prepared {
+                mut rows,
+                rejects,
+                height,
+                progress,
+            } = chunk?;
             let before = rows.len();
             rows.retain(|r| seen.insert(xxhash_rust::xxh3::xxh3_128(r.id.as_bytes())));
             run.duplicates += (before - rows.len()) as u64;
@@ -708,18 +1027,32 @@ pub async fn import_file(
                 let writer = match reject_writer.as_mut() {
                     Some(w) => w,
                     None => {
-                        let mut file = std::fs::File::create(&reject_path).map_err(|e| file_error(&reject_path, e.to_string()))?;
+                        let mut file = std::fs::File::create(&reject_path)
+                            .map_err(|e| file_error(&reject_path, e.to_string()))?;
                         // A BOM, so that Excel opens the Chinese text as UTF-8.
-                        file.write_all(&[0xEF, 0xBB, 0xBF]).map_err(|e| ImportError::Unexpected(e.into()))?;
+                        file.write_all(&[0xEF, 0xBB, 0xBF])
+                            .map_err(|e| ImportError::Unexpected(e.into()))?;
                         let mut w = csv::Writer::from_writer(file);
-                        w.write_record(["行号", "列", "内容", "原因"]).map_err(|e| ImportError::Unexpected(e.into()))?;
+                        w.write_record(["行号", "列", "内容", "原因"])
+                            .map_err(|e| ImportError::Unexpected(e.into()))?;
                         reject_writer.insert(w)
                     }
                 };
                 for r in &rejects {
-                    writer.write_record([r.row.to_string(), r.column.clone(), r.value.clone(), r.reason.clone()]).map_err(|e| ImportError::Unexpected(e.into()))?;
+                    writer
+                        .write_record([
+                            r.row.to_string(),
+                            r.column.clone(),
+                            r.value.clone(),
+                            r.reason.clone(),
+                        ])
+                        .map_err(|e| ImportError::Unexpected(e.into()))?;
                 }
-                first_rejects.extend(rejects.into_iter().take(100usize.saturating_sub(first_rejects.len())));
+                first_rejects.extend(
+                    rejects
+                        .into_iter()
+                        .take(100usize.saturating_sub(first_rejects.len())),
+                );
             }
             if let Some(report) = &options.progress {
                 report(progress.0, progress.1);
@@ -776,7 +1109,10 @@ pub async fn list(store: &Store) -> Result<Vec<serde_json::Value>, StoreError> {
         )
         .fetch_all()
         .await?;
-    let rfc = |t: OffsetDateTime| t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+    let rfc = |t: OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default()
+    };
     Ok(rows
         .into_iter()
         .map(|r| {
@@ -789,7 +1125,12 @@ pub async fn list(store: &Store) -> Result<Vec<serde_json::Value>, StoreError> {
 
 /// Applies finished imports to the live figures, in every running instance: polls `imports`
 /// and feeds each newly finished import's records to `apply`.
-pub async fn follow(store: Store, mut applied: HashSet<u32>, apply: impl Fn(&[EventRow]), wake: Arc<tokio::sync::Notify>) {
+pub async fn follow(
+    store: Store,
+    mut applied: HashSet<u32>,
+    apply: impl Fn(&[EventRow]),
+    wake: Arc<tokio::sync::Notify>,
+) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
@@ -818,10 +1159,16 @@ pub async fn follow(store: Store, mut applied: HashSet<u32>, apply: impl Fn(&[Ev
                     for chunk in rows.chunks(8192) {
                         apply(chunk);
                     }
-                    tracing::info!(import_no = no, records = rows.len(), "import applied to the live figures");
+                    tracing::info!(
+                        import_no = no,
+                        records = rows.len(),
+                        "import applied to the live figures"
+                    );
                     applied.insert(no);
                 }
-                Err(e) => tracing::warn!(error = %e, import_no = no, "cannot read an import's records; retrying"),
+                Err(e) => {
+                    tracing::warn!(error = %e, import_no = no, "cannot read an import's records; retrying")
+                }
             }
         }
     }

@@ -111,7 +111,11 @@ pub const HEADERS: &[(&str, Field)] = &[
 
 /// A header cell as a clerk typed it → its field.
 pub fn field_of_header(header: &str) -> Option<Field> {
-    let cleaned: String = header.chars().filter(|c| !c.is_whitespace()).map(normalize::half_width).collect();
+    let cleaned: String = header
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .map(normalize::half_width)
+        .collect();
     HEADERS.iter().find(|(h, _)| *h == cleaned).map(|(_, f)| *f)
 }
 
@@ -156,7 +160,9 @@ impl Family {
     }
 
     pub fn parse(name: &str) -> Option<Family> {
-        Family::ALL.into_iter().find(|f| f.name() == name || f.title() == name)
+        Family::ALL
+            .into_iter()
+            .find(|f| f.name() == name || f.title() == name)
     }
 
     /// The ledger's Chinese title (and the simulator's file name).
@@ -177,15 +183,71 @@ impl Family {
     /// The columns the simulator writes, in order (first header of each field's aliases).
     pub fn columns(self) -> &'static [(&'static str, Field)] {
         match self {
-            Family::Staffing => &[("区", Field::District), ("填报日期", Field::Date), ("核定编制数", Field::ApprovedPosts), ("实有人数", Field::FilledPosts)],
-            Family::Hires => &[("区", Field::District), ("街道", Field::Street), ("社区", Field::Community), ("入职日期", Field::Date), ("人员编号", Field::StaffId), ("是否退役军人", Field::Veteran)],
-            Family::Headcount => &[("区", Field::District), ("街道", Field::Street), ("社区", Field::Community), ("统计日期", Field::Date), ("在岗人数", Field::Headcount)],
-            Family::Classes => &[("区", Field::District), ("开班日期", Field::Date), ("班次编号", Field::ClassId)],
-            Family::Attendance => &[("区", Field::District), ("街道", Field::Street), ("社区", Field::Community), ("培训日期", Field::Date), ("班次编号", Field::ClassId), ("人员编号", Field::StaffId)],
-            Family::Ratings => &[("区", Field::District), ("街道", Field::Street), ("评定日期", Field::Date), ("星级", Field::Stars), ("是否示范点", Field::Demonstration)],
-            Family::Appeals => &[("区", Field::District), ("街道", Field::Street), ("社区", Field::Community), ("办理日期", Field::Date), ("诉求编号", Field::AppealId), ("办理环节", Field::Stage), ("经度", Field::Lon), ("纬度", Field::Lat)],
-            Family::Veterans => &[("区", Field::District), ("街道", Field::Street), ("社区", Field::Community), ("登记日期", Field::Date), ("身份证号", Field::PersonId)],
-            Family::Archives => &[("区", Field::District), ("街道", Field::Street), ("社区", Field::Community), ("建档日期", Field::Date), ("身份证号", Field::PersonId)],
+            Family::Staffing => &[
+                ("区", Field::District),
+                ("填报日期", Field::Date),
+                ("核定编制数", Field::ApprovedPosts),
+                ("实有人数", Field::FilledPosts),
+            ],
+            Family::Hires => &[
+                ("区", Field::District),
+                ("街道", Field::Street),
+                ("社区", Field::Community),
+                ("入职日期", Field::Date),
+                ("人员编号", Field::StaffId),
+                ("是否退役军人", Field::Veteran),
+            ],
+            Family::Headcount => &[
+                ("区", Field::District),
+                ("街道", Field::Street),
+                ("社区", Field::Community),
+                ("统计日期", Field::Date),
+                ("在岗人数", Field::Headcount),
+            ],
+            Family::Classes => &[
+                ("区", Field::District),
+                ("开班日期", Field::Date),
+                ("班次编号", Field::ClassId),
+            ],
+            Family::Attendance => &[
+                ("区", Field::District),
+                ("街道", Field::Street),
+                ("社区", Field::Community),
+                ("培训日期", Field::Date),
+                ("班次编号", Field::ClassId),
+                ("人员编号", Field::StaffId),
+            ],
+            Family::Ratings => &[
+                ("区", Field::District),
+                ("街道", Field::Street),
+                ("评定日期", Field::Date),
+                ("星级", Field::Stars),
+                ("是否示范点", Field::Demonstration),
+            ],
+            Family::Appeals => &[
+                ("区", Field::District),
+                ("街道", Field::Street),
+                ("社区", Field::Community),
+                ("办理日期", Field::Date),
+                ("诉求编号", Field::AppealId),
+                ("办理环节", Field::Stage),
+                ("经度", Field::Lon),
+                ("纬度", Field::Lat),
+            ],
+            Family::Veterans => &[
+                ("区", Field::District),
+                ("街道", Field::Street),
+                ("社区", Field::Community),
+                ("登记日期", Field::Date),
+                ("身份证号", Field::PersonId),
+            ],
+            Family::Archives => &[
+                ("区", Field::District),
+                ("街道", Field::Street),
+                ("社区", Field::Community),
+                ("建档日期", Field::Date),
+                ("身份证号", Field::PersonId),
+            ],
         }
     }
 
@@ -239,7 +301,11 @@ impl Family {
         } else if has(Field::AppealId) {
             Some(Family::Appeals)
         } else if has(Field::ClassId) {
-            Some(if has(Field::StaffId) { Family::Attendance } else { Family::Classes })
+            Some(if has(Field::StaffId) {
+                Family::Attendance
+            } else {
+                Family::Classes
+            })
         } else if has(Field::PersonId) {
             if header("建档") {
                 Some(Family::Archives)
@@ -269,8 +335,16 @@ mod tests {
     fn every_simulated_ledger_is_recognised_by_its_headers() {
         for family in Family::ALL {
             let fields: Vec<Field> = family.columns().iter().map(|(_, f)| *f).collect();
-            let headers: Vec<String> = family.columns().iter().map(|(h, _)| h.to_string()).collect();
-            assert_eq!(Family::detect(&fields, &headers), Some(family), "{family:?}");
+            let headers: Vec<String> = family
+                .columns()
+                .iter()
+                .map(|(h, _)| h.to_string())
+                .collect();
+            assert_eq!(
+                Family::detect(&fields, &headers),
+                Some(family),
+                "{family:?}"
+            );
             for (h, f) in family.columns() {
                 assert_eq!(field_of_header(h), Some(*f), "{h}");
             }

@@ -27,7 +27,10 @@ fn full_width_table() -> (Series, Series) {
             to.push(half_width(c).to_string());
         }
     }
-    (Series::new("from".into(), from), Series::new("to".into(), to))
+    (
+        Series::new("from".into(), from),
+        Series::new("to".into(), to),
+    )
 }
 
 /// Half-width, trimmed, and empty as null.
@@ -36,36 +39,83 @@ fn clean(e: Expr) -> Expr {
     let x = e
         .cast(DataType::String)
         .str()
-        .replace_many(lit(from).implode(false), lit(to).implode(false), false, true)
+        .replace_many(
+            lit(from).implode(false),
+            lit(to).implode(false),
+            false,
+            true,
+        )
         .str()
         .strip_chars(lit(NULL));
-    when(x.clone().eq(lit(""))).then(lit(NULL).cast(DataType::String)).otherwise(x)
+    when(x.clone().eq(lit("")))
+        .then(lit(NULL).cast(DataType::String))
+        .otherwise(x)
 }
 
 /// A district, street or community name without its suffix, so 南山区 = 南山, 粤海街道 = 粤海.
 fn bare_name(e: Expr) -> Expr {
-    e.str().replace(lit("(社区居委会|居委会|社区|街道办事处|街道办|街道|新区|区|市)$"), lit(""), false)
+    e.str().replace(
+        lit("(社区居委会|居委会|社区|街道办事处|街道办|街道|新区|区|市)$"),
+        lit(""),
+        false,
+    )
 }
 
 /// `2021年3月4日`, `2021/3/4`, `2021.3.4`, `2021-03-04 09:30`, `20210304` → a date.
 fn date_of(e: Expr) -> Expr {
     let unified = e
         .str()
-        .replace_many(lit(Series::new("p".into(), ["年", "月", "/", "."])).implode(false), lit(Series::new("r".into(), ["-", "-", "-", "-"])).implode(false), false, true)
+        .replace_many(
+            lit(Series::new("p".into(), ["年", "月", "/", "."])).implode(false),
+            lit(Series::new("r".into(), ["-", "-", "-", "-"])).implode(false),
+            false,
+            true,
+        )
         .str()
         .replace(lit("日"), lit(""), true);
-    let ymd = unified.clone().str().extract(lit(r"^(\d{4})-(\d{1,2})-(\d{1,2})(?:[ T].*)?$"), 1);
-    let m = unified.clone().str().extract(lit(r"^(\d{4})-(\d{1,2})-(\d{1,2})(?:[ T].*)?$"), 2);
-    let d = unified.clone().str().extract(lit(r"^(\d{4})-(\d{1,2})-(\d{1,2})(?:[ T].*)?$"), 3);
-    let padded = concat_str([ymd, m.str().zfill(lit(2)), d.str().zfill(lit(2))], "-", false);
+    let ymd = unified
+        .clone()
+        .str()
+        .extract(lit(r"^(\d{4})-(\d{1,2})-(\d{1,2})(?:[ T].*)?$"), 1);
+    let m = unified
+        .clone()
+        .str()
+        .extract(lit(r"^(\d{4})-(\d{1,2})-(\d{1,2})(?:[ T].*)?$"), 2);
+    let d = unified
+        .clone()
+        .str()
+        .extract(lit(r"^(\d{4})-(\d{1,2})-(\d{1,2})(?:[ T].*)?$"), 3);
+    let padded = concat_str(
+        [ymd, m.str().zfill(lit(2)), d.str().zfill(lit(2))],
+        "-",
+        false,
+    );
     let compact = unified.str().extract(lit(r"^(\d{8})$"), 1);
-    let options = |format: &str| StrptimeOptions { format: Some(format.into()), strict: false, exact: true, cache: true };
-    coalesce(&[padded.str().to_date(options("%Y-%m-%d")), compact.str().to_date(options("%Y%m%d"))])
+    let options = |format: &str| StrptimeOptions {
+        format: Some(format.into()),
+        strict: false,
+        exact: true,
+        cache: true,
+    };
+    coalesce(&[
+        padded.str().to_date(options("%Y-%m-%d")),
+        compact.str().to_date(options("%Y%m%d")),
+    ])
 }
 
 fn flag_of(e: Expr) -> Expr {
-    let yes = Series::new("yes".into(), ["是", "Y", "y", "YES", "Yes", "yes", "1", "√", "✓", "TRUE", "True", "true", "有"]);
-    let no = Series::new("no".into(), ["否", "N", "n", "NO", "No", "no", "0", "×", "✗", "FALSE", "False", "false", "无"]);
+    let yes = Series::new(
+        "yes".into(),
+        [
+            "是", "Y", "y", "YES", "Yes", "yes", "1", "√", "✓", "TRUE", "True", "true", "有",
+        ],
+    );
+    let no = Series::new(
+        "no".into(),
+        [
+            "否", "N", "n", "NO", "No", "no", "0", "×", "✗", "FALSE", "False", "false", "无",
+        ],
+    );
     when(e.clone().is_in(lit(yes).implode(false), false))
         .then(lit(true))
         .when(e.is_in(lit(no).implode(false), false))
@@ -78,20 +128,39 @@ fn stars_of(e: Expr) -> Expr {
         .clone()
         .str()
         .replace_many(
-            lit(Series::new("p".into(), ["零", "一", "二", "三", "四", "五", "星级", "星", "级"])).implode(false),
-            lit(Series::new("r".into(), ["0", "1", "2", "3", "4", "5", "", "", ""])).implode(false),
+            lit(Series::new(
+                "p".into(),
+                ["零", "一", "二", "三", "四", "五", "星级", "星", "级"],
+            ))
+            .implode(false),
+            lit(Series::new(
+                "r".into(),
+                ["0", "1", "2", "3", "4", "5", "", "", ""],
+            ))
+            .implode(false),
             false,
             true,
         )
         .str()
         .strip_chars(lit(NULL));
-    let drawn = e.clone().str().count_matches(lit("★"), true).cast(DataType::Int64);
-    when(e.str().contains_literal(lit("★"))).then(drawn).otherwise(digits.cast(DataType::Int64))
+    let drawn = e
+        .clone()
+        .str()
+        .count_matches(lit("★"), true)
+        .cast(DataType::Int64);
+    when(e.str().contains_literal(lit("★")))
+        .then(drawn)
+        .otherwise(digits.cast(DataType::Int64))
 }
 
 fn count_of(e: Expr) -> Expr {
     e.str()
-        .replace_many(lit(Series::new("p".into(), [",", "人", "个"])).implode(false), lit(Series::new("r".into(), ["", "", ""])).implode(false), false, true)
+        .replace_many(
+            lit(Series::new("p".into(), [",", "人", "个"])).implode(false),
+            lit(Series::new("r".into(), ["", "", ""])).implode(false),
+            false,
+            true,
+        )
         .cast(DataType::Int64)
 }
 
@@ -127,7 +196,10 @@ impl OrgLookup {
                 keys.push(None);
             }
             if matches!(node.level, Level::Street | Level::Community) {
-                by_name.entry(node.name.clone()).or_default().push(node.code.clone());
+                by_name
+                    .entry(node.name.clone())
+                    .or_default()
+                    .push(node.code.clone());
             }
         }
         let full = df!("district" => d, "street" => s, "community" => c, "code" => codes.clone(), "city" => keys)?
@@ -146,7 +218,10 @@ impl OrgLookup {
             "code" => unique.iter().map(|(_, c)| c.clone()).collect::<Vec<_>>()
         )?
         .lazy()
-        .select([bare_name(col("name")).alias("org_key"), col("code").alias("org_resolved")]);
+        .select([
+            bare_name(col("name")).alias("org_key"),
+            col("code").alias("org_resolved"),
+        ]);
         let frame = concat([full, single], UnionArgs::default())?
             .unique(Some(cols(["org_key"])), UniqueKeepStrategy::First)
             .collect()?;
@@ -156,7 +231,14 @@ impl OrgLookup {
 
 /// The names present, bare, joined with `/`.
 fn org_key(parts: &[Expr]) -> Expr {
-    concat_str(parts.iter().map(|p| bare_name(p.clone())).collect::<Vec<_>>(), "/", true)
+    concat_str(
+        parts
+            .iter()
+            .map(|p| bare_name(p.clone()))
+            .collect::<Vec<_>>(),
+        "/",
+        true,
+    )
 }
 
 /// Cleans a chunk of raw cells (columns named by [`Field::key`], all text) into typed columns:
@@ -187,26 +269,35 @@ pub fn normalize(raw: DataFrame, fields: &[Field], lookup: &OrgLookup) -> Polars
         .filter(|f| has(*f))
         .map(raw_col)
         .collect();
-    let named = if names.is_empty() { lit(NULL).cast(DataType::String) } else { org_key(&names) };
-    let shown = if names.is_empty() { lit(NULL).cast(DataType::String) } else { concat_str(names, "/", true) };
+    let named = if names.is_empty() {
+        lit(NULL).cast(DataType::String)
+    } else {
+        org_key(&names)
+    };
+    let shown = if names.is_empty() {
+        lit(NULL).cast(DataType::String)
+    } else {
+        concat_str(names, "/", true)
+    };
     typed.push(named.alias("org_key"));
     typed.push(shown.alias("org_names"));
-    let frame = raw
-        .lazy()
-        .with_columns(cleaned)
-        .select(typed)
-        .join(
-            lookup.frame.clone().lazy(),
-            [col("org_key")],
-            [col("org_key")],
-            {
-                let mut args = JoinArgs::new(JoinType::Left).with_coalesce(JoinCoalesce::CoalesceColumns);
-                // Rows keep their file order: reject row numbers depend on it.
-                args.maintain_order = MaintainOrderJoin::Left;
-                args
-            },
-        );
-    let code = if has(Field::OrgCode) { col("org_code") } else { lit(NULL).cast(DataType::String) };
+    let frame = raw.lazy().with_columns(cleaned).select(typed).join(
+        lookup.frame.clone().lazy(),
+        [col("org_key")],
+        [col("org_key")],
+        {
+            let mut args =
+                JoinArgs::new(JoinType::Left).with_coalesce(JoinCoalesce::CoalesceColumns);
+            // Rows keep their file order: reject row numbers depend on it.
+            args.maintain_order = MaintainOrderJoin::Left;
+            args
+        },
+    );
+    let code = if has(Field::OrgCode) {
+        col("org_code")
+    } else {
+        lit(NULL).cast(DataType::String)
+    };
     frame
         .with_columns([coalesce(&[code, col("org_resolved")]).alias("org")])
         .collect()
@@ -241,17 +332,61 @@ mod tests {
     }
 
     fn strings(df: &DataFrame, name: &str) -> Vec<Option<String>> {
-        df.column(name).unwrap().str().unwrap().iter().map(|s| s.map(str::to_string)).collect()
+        df.column(name)
+            .unwrap()
+            .str()
+            .unwrap()
+            .iter()
+            .map(|s| s.map(str::to_string))
+            .collect()
     }
 
     #[test]
     fn dates_in_every_way_clerks_write_them() {
-        let written = ["2021年3月4日", "2021/3/4", "2021-03-04", "2021.3.4", "20210304", "２０２１年３月４日", " 2021-3-4 09:30 ", "2021-02-30", "去年", ""];
+        let written = [
+            "2021年3月4日",
+            "2021/3/4",
+            "2021-03-04",
+            "2021.3.4",
+            "20210304",
+            "２０２１年３月４日",
+            " 2021-3-4 09:30 ",
+            "2021-02-30",
+            "去年",
+            "",
+        ];
         let df = run(&[Field::Date], vec![Column::new("date".into(), written)]);
-        let dates: Vec<Option<String>> = df.column("date").unwrap().cast(&DataType::String).unwrap().str().unwrap().iter().map(|s| s.map(str::to_string)).collect();
+        let dates: Vec<Option<String>> = df
+            .column("date")
+            .unwrap()
+            .cast(&DataType::String)
+            .unwrap()
+            .str()
+            .unwrap()
+            .iter()
+            .map(|s| s.map(str::to_string))
+            .collect();
         let d = Some("2021-03-04".to_string());
-        assert_eq!(dates, vec![d.clone(), d.clone(), d.clone(), d.clone(), d.clone(), d.clone(), d, None, None, None]);
-        assert_eq!(strings(&df, "date_raw")[8], Some("去年".into()), "the cleaned text stays for the reject reason");
+        assert_eq!(
+            dates,
+            vec![
+                d.clone(),
+                d.clone(),
+                d.clone(),
+                d.clone(),
+                d.clone(),
+                d.clone(),
+                d,
+                None,
+                None,
+                None
+            ]
+        );
+        assert_eq!(
+            strings(&df, "date_raw")[8],
+            Some("去年".into()),
+            "the cleaned text stays for the reject reason"
+        );
         assert_eq!(strings(&df, "date_raw")[9], None, "empty is missing");
     }
 
@@ -260,18 +395,65 @@ mod tests {
         let df = run(
             &[Field::District, Field::Street, Field::Community],
             vec![
-                Column::new("district".into(), ["南山区", "南山", " 南山区 ", "南山区", "大鹏新区", "深圳市", ""]),
-                Column::new("street".into(), ["粤海街道", "粤海", "粤海街道", "", "", "", ""]),
-                Column::new("community".into(), ["科技园社区", "科技园", "科技园社区居委会", "", "", "", "科技园社区"]),
+                Column::new(
+                    "district".into(),
+                    [
+                        "南山区",
+                        "南山",
+                        " 南山区 ",
+                        "南山区",
+                        "大鹏新区",
+                        "深圳市",
+                        "",
+                    ],
+                ),
+                Column::new(
+                    "street".into(),
+                    ["粤海街道", "粤海", "粤海街道", "", "", "", ""],
+                ),
+                Column::new(
+                    "community".into(),
+                    [
+                        "科技园社区",
+                        "科技园",
+                        "科技园社区居委会",
+                        "",
+                        "",
+                        "",
+                        "科技园社区",
+                    ],
+                ),
             ],
         );
         assert_eq!(
             strings(&df, "org"),
-            ["440305007003", "440305007003", "440305007003", "440305", "440399", "440300", "440305007003"].map(|s| Some(s.to_string()))
+            [
+                "440305007003",
+                "440305007003",
+                "440305007003",
+                "440305",
+                "440399",
+                "440300",
+                "440305007003"
+            ]
+            .map(|s| Some(s.to_string()))
         );
-        let df = run(&[Field::OrgCode, Field::District], vec![Column::new("org_code".into(), ["４４０３０５"]), Column::new("district".into(), ["福田区"])]);
-        assert_eq!(strings(&df, "org"), vec![Some("440305".to_string())], "a code wins over names");
-        let df = run(&[Field::District], vec![Column::new("district".into(), ["福田区"])]);
+        let df = run(
+            &[Field::OrgCode, Field::District],
+            vec![
+                Column::new("org_code".into(), ["４４０３０５"]),
+                Column::new("district".into(), ["福田区"]),
+            ],
+        );
+        assert_eq!(
+            strings(&df, "org"),
+            vec![Some("440305".to_string())],
+            "a code wins over names"
+        );
+        let df = run(
+            &[Field::District],
+            vec![Column::new("district".into(), ["福田区"])],
+        );
         assert_eq!(strings(&df, "org"), vec![None]);
         assert_eq!(strings(&df, "org_names"), vec![Some("福田区".to_string())]);
     }
@@ -279,22 +461,59 @@ mod tests {
     #[test]
     fn flags_stars_counts_ids_and_spaces() {
         let df = run(
-            &[Field::Veteran, Field::Stars, Field::Headcount, Field::PersonId, Field::StaffId],
+            &[
+                Field::Veteran,
+                Field::Stars,
+                Field::Headcount,
+                Field::PersonId,
+                Field::StaffId,
+            ],
             vec![
                 Column::new("veteran".into(), ["是", "否", "Y", "√", "maybe"]),
                 Column::new("stars".into(), ["五星", "5星", "★★★", "４", "很多"]),
                 Column::new("headcount".into(), ["1,200", "１２人", "7", " 8 ", "x"]),
-                Column::new("person_id".into(), ["44030319900101123x", "", "a", "b", "c"]),
-                Column::new("staff_id".into(), ["S-01 ", "\u{3000}S-02", "Ｓ－０３", "s4", "s5"]),
+                Column::new(
+                    "person_id".into(),
+                    ["44030319900101123x", "", "a", "b", "c"],
+                ),
+                Column::new(
+                    "staff_id".into(),
+                    ["S-01 ", "\u{3000}S-02", "Ｓ－０３", "s4", "s5"],
+                ),
             ],
         );
-        let flags: Vec<Option<bool>> = df.column("veteran").unwrap().bool().unwrap().iter().collect();
-        assert_eq!(flags, vec![Some(true), Some(false), Some(true), Some(true), None]);
+        let flags: Vec<Option<bool>> = df
+            .column("veteran")
+            .unwrap()
+            .bool()
+            .unwrap()
+            .iter()
+            .collect();
+        assert_eq!(
+            flags,
+            vec![Some(true), Some(false), Some(true), Some(true), None]
+        );
         let stars: Vec<Option<i64>> = df.column("stars").unwrap().i64().unwrap().iter().collect();
         assert_eq!(stars, vec![Some(5), Some(5), Some(3), Some(4), None]);
-        let counts: Vec<Option<i64>> = df.column("headcount").unwrap().i64().unwrap().iter().collect();
+        let counts: Vec<Option<i64>> = df
+            .column("headcount")
+            .unwrap()
+            .i64()
+            .unwrap()
+            .iter()
+            .collect();
         assert_eq!(counts, vec![Some(1200), Some(12), Some(7), Some(8), None]);
-        assert_eq!(strings(&df, "person_id")[0], Some("44030319900101123X".into()));
-        assert_eq!(strings(&df, "staff_id")[..3], [Some("S-01".into()), Some("S-02".into()), Some("S-03".into())]);
+        assert_eq!(
+            strings(&df, "person_id")[0],
+            Some("44030319900101123X".into())
+        );
+        assert_eq!(
+            strings(&df, "staff_id")[..3],
+            [
+                Some("S-01".into()),
+                Some("S-02".into()),
+                Some("S-03".into())
+            ]
+        );
     }
 }

@@ -45,7 +45,15 @@ fn family_of(kind: Kind) -> Family {
 
 /// `２０２１` for `2021`.
 fn full_width_digits(text: &str) -> String {
-    text.chars().map(|c| if c.is_ascii_digit() { char::from_u32(c as u32 - 0x30 + 0xFF10).unwrap_or(c) } else { c }).collect()
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_digit() {
+                char::from_u32(c as u32 - 0x30 + 0xFF10).unwrap_or(c)
+            } else {
+                c
+            }
+        })
+        .collect()
 }
 
 /// Turns records into ledger rows (cells as text, in [`Family::columns`] order).
@@ -56,7 +64,10 @@ pub struct LedgerRows<'a> {
 
 impl<'a> LedgerRows<'a> {
     pub fn new(tree: &'a OrgTree, seed: u64) -> Self {
-        LedgerRows { tree, rng: StdRng::seed_from_u64(seed ^ 0x1ed9e7) }
+        LedgerRows {
+            tree,
+            rng: StdRng::seed_from_u64(seed ^ 0x1ed9e7),
+        }
     }
 
     /// The family and row of one record (None: not a ledger record).
@@ -64,12 +75,33 @@ impl<'a> LedgerRows<'a> {
         let kind = Kind::parse(record.get("kind")?.as_str()?)?;
         let family = family_of(kind);
         let org = self.tree.get(record.get("org")?.as_str()?)?;
-        let at = OffsetDateTime::parse(record.get("at")?.as_str()?, &time::format_description::well_known::Rfc3339).ok()?;
+        let at = OffsetDateTime::parse(
+            record.get("at")?.as_str()?,
+            &time::format_description::well_known::Rfc3339,
+        )
+        .ok()?;
         let date = at.to_offset(SHANGHAI).date();
         let data = record.get("data")?;
-        let text = |name: &str| data.get(name).and_then(Value::as_str).unwrap_or_default().to_string();
-        let number = |name: &str| data.get(name).and_then(Value::as_i64).map(|n| n.to_string()).unwrap_or_default();
-        let flag = |name: &str| if data.get(name).and_then(Value::as_bool).unwrap_or(false) { "是" } else { "否" }.to_string();
+        let text = |name: &str| {
+            data.get(name)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        let number = |name: &str| {
+            data.get(name)
+                .and_then(Value::as_i64)
+                .map(|n| n.to_string())
+                .unwrap_or_default()
+        };
+        let flag = |name: &str| {
+            if data.get(name).and_then(Value::as_bool).unwrap_or(false) {
+                "是"
+            } else {
+                "否"
+            }
+            .to_string()
+        };
 
         let mut names: HashMap<Level, String> = HashMap::new();
         for idx in self.tree.path_to_root(org) {
@@ -81,7 +113,12 @@ impl<'a> LedgerRows<'a> {
         }
         let style = self.rng.random_range(0..10);
         let date_text = match style {
-            0..=5 => format!("{:04}-{:02}-{:02}", date.year(), date.month() as u8, date.day()),
+            0..=5 => format!(
+                "{:04}-{:02}-{:02}",
+                date.year(),
+                date.month() as u8,
+                date.day()
+            ),
             6 | 7 => format!("{}年{}月{}日", date.year(), date.month() as u8, date.day()),
             _ => format!("{}/{}/{}", date.year(), date.month() as u8, date.day()),
         };
@@ -115,8 +152,16 @@ impl<'a> LedgerRows<'a> {
                 }
                 .to_string(),
                 Field::PersonId => text("person_id"),
-                Field::Lon => record.pointer("/location/lon").and_then(Value::as_f64).map(|v| format!("{v:.6}")).unwrap_or_default(),
-                Field::Lat => record.pointer("/location/lat").and_then(Value::as_f64).map(|v| format!("{v:.6}")).unwrap_or_default(),
+                Field::Lon => record
+                    .pointer("/location/lon")
+                    .and_then(Value::as_f64)
+                    .map(|v| format!("{v:.6}"))
+                    .unwrap_or_default(),
+                Field::Lat => record
+                    .pointer("/location/lat")
+                    .and_then(Value::as_f64)
+                    .map(|v| format!("{v:.6}"))
+                    .unwrap_or_default(),
                 Field::RecordNo | Field::OrgCode => String::new(),
             })
             .collect();
@@ -126,7 +171,11 @@ impl<'a> LedgerRows<'a> {
 
 enum Sink {
     Csv(csv::Writer<std::io::BufWriter<std::fs::File>>),
-    Xlsx { book: Box<rust_xlsxwriter::Workbook>, row: u32, path: PathBuf },
+    Xlsx {
+        book: Box<rust_xlsxwriter::Workbook>,
+        row: u32,
+        path: PathBuf,
+    },
 }
 
 /// Writes ledger files into a folder, one per family met.
@@ -140,11 +189,17 @@ pub struct LedgerWriter {
 impl LedgerWriter {
     pub fn new(dir: &Path, format: LedgerFormat) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        Ok(LedgerWriter { dir: dir.to_path_buf(), format, sinks: HashMap::new(), rows: 0 })
+        Ok(LedgerWriter {
+            dir: dir.to_path_buf(),
+            format,
+            sinks: HashMap::new(),
+            rows: 0,
+        })
     }
 
     pub fn path_of(&self, family: Family) -> PathBuf {
-        self.dir.join(format!("{}.{}", family.title(), self.format.extension()))
+        self.dir
+            .join(format!("{}.{}", family.title(), self.format.extension()))
     }
 
     pub fn write(&mut self, family: Family, cells: &[String]) -> anyhow::Result<()> {
