@@ -320,12 +320,16 @@ async fn nightly_snapshots(state: Arc<AppState>) {
             _ => time::Duration::hours(24),
         };
         tokio::time::sleep(Duration::from_secs(wait.whole_seconds().max(60) as u64)).await;
-        let today = crate::domain::metric::local_date(state.hub.now());
-        if let Err(e) =
-            crate::batch::snapshots::run(&state.store, state.tree.clone(), state.appeals_sla, today)
-                .await
+        if let Err(e) = crate::batch::decision::run_named(
+            &state.store,
+            &state.tree,
+            state.appeals_sla,
+            "all",
+            state.hub.now(),
+        )
+        .await
         {
-            tracing::warn!(error = %e, "nightly snapshot job failed");
+            tracing::warn!(error = %e, "nightly jobs failed");
         }
         match crate::batch::snapshots::recent_samples(&state.store, &state.tree).await {
             Ok(samples) => state.hub.set_samples(samples),

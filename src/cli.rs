@@ -143,7 +143,9 @@ enum EtlCommand {
     },
     /// Run a job once against the configured ClickHouse.
     Run {
-        /// snapshots: every metric of the city, districts and streets at each day's end.
+        /// snapshots: every metric of the city, districts and streets at each day's end;
+        /// progress: target progress with projections; league: district and street rankings;
+        /// freshness: newest record per node and kind; all: the four in that order.
         job: String,
         #[command(flatten)]
         store: StoreArgs,
@@ -310,7 +312,12 @@ pub async fn main() -> anyhow::Result<()> {
             import_ledgers(&settings, files, family, rejects, chunk_rows).await
         }
         Command::Etl(EtlCommand::Run { job, store }) => {
-            anyhow::ensure!(job == "snapshots", "unknown job '{job}'; jobs: snapshots");
+            let jobs = crate::batch::decision::JOBS;
+            anyhow::ensure!(
+                jobs.contains(&job.as_str()),
+                "unknown job '{job}'; jobs: {}",
+                jobs.join(", ")
+            );
             store.apply(&mut settings);
             let tree =
                 std::sync::Arc::new(reference::load_org_tree(&settings.reference.divisions_dir)?);
@@ -318,16 +325,19 @@ pub async fn main() -> anyhow::Result<()> {
             let result = async {
                 store.migrate().await?;
                 store.refresh_org_nodes(&tree).await?;
-                let today = crate::batch::simulator::today();
+                let now = time::OffsetDateTime::now_utc();
                 Ok::<_, anyhow::Error>(
-                    crate::batch::snapshots::run(&store, tree, settings.appeals, today).await?,
+                    crate::batch::decision::run_named(&store, &tree, settings.appeals, &job, now)
+                        .await?,
                 )
             }
             .await;
             if let Some(mut m) = managed {
                 m.stop().await;
             }
-            println!("snapshots: {} rows", result?);
+            for (job, rows) in result? {
+                println!("{job}: {rows} rows");
+            }
             Ok(())
         }
         Command::Bench(BenchCommand::Ingest {

@@ -2,9 +2,237 @@
 
 mod common;
 
-use common::{sample_events, spawn_app};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use common::{sample_events, spawn_app, test_settings, TestApp};
 use serde_json::{json, Value};
+use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time};
 use vscc::domain::metric::MetricId;
+use vscc::domain::record::SHANGHAI;
+
+/// A clock the test sets: the live side believes it is that moment.
+struct ManualClock(Mutex<OffsetDateTime>);
+
+impl vscc::live::hub::Clock for ManualClock {
+    fn now(&self) -> OffsetDateTime {
+        *self.0.lock().unwrap()
+    }
+}
+
+fn end_of(day: Date) -> OffsetDateTime {
+    PrimitiveDateTime::new(day, Time::from_hms(23, 59, 59).unwrap()).assume_offset(SHANGHAI)
+}
+
+/// (node, metric) → (num, den) of the live figures, open appeals aside (their ages depend on the
+/// hour, not only the day).
+fn live_counts(app: &TestApp) -> HashMap<(String, String), (i64, Option<i64>)> {
+    app.state
+        .hub
+        .all_current()
+        .into_iter()
+        .flat_map(|(code, figures)| {
+            figures
+                .into_iter()
+                .map(move |(m, f)| ((code.clone(), m.as_str().to_string()), (f.num, f.den)))
+        })
+        .filter(|((_, m), _)| m != MetricId::OpenAppeals.as_str())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_past_days_snapshot_equals_what_the_live_side_showed_at_that_days_end() {
+    let day_one = Date::from_calendar_date(2020, Month::June, 30).unwrap();
+    let later = Date::from_calendar_date(2020, Month::August, 31).unwrap();
+    let clock = Arc::new(ManualClock(Mutex::new(end_of(day_one))));
+    let settings = test_settings();
+    let built = vscc::app::Application::build_with_clock(settings.clone(), false, clock.clone())
+        .await
+        .unwrap();
+    let mut app = TestApp::from_parts(
+        built.port(),
+        built.state().clone(),
+        settings,
+        built.server_handle(),
+    );
+    app.checkpoint = built.checkpoint();
+    tokio::spawn(built.run_until_stopped());
+
+    // The simulated Shenzhen up to the end of 30 June 2020, as the wall screen saw it then.
+    let (tree, map) = (app.state.tree.clone(), app.state.map.clone());
+    let mut sim = vscc::batch::simulator::Simulator::new(&tree, &map, 5, 0.02);
+    let post_until = |sim: &mut vscc::batch::simulator::Simulator<'_>, until: Date| {
+        let mut batch = Vec::new();
+        while let Some((_, events)) = sim.next_day(until) {
+            batch.extend(events);
+        }
+        batch
+    };
+    let first = post_until(&mut sim, day_one);
+    assert!(
+        first.len() > 1000,
+        "half a year of records ({})",
+        first.len()
+    );
+    for chunk in first.chunks(5000) {
+        assert_eq!(app.post_events(&json!(chunk)).await.status(), 200);
+    }
+    app.wait_landed().await;
+    let then = live_counts(&app);
+
+    // Two more months arrive; the clock moves on; the nightly job replays the history.
+    let second = post_until(&mut sim, later);
+    for chunk in second.chunks(5000) {
+        assert_eq!(app.post_events(&json!(chunk)).await.status(), 200);
+    }
+    app.wait_landed().await;
+    *clock.0.lock().unwrap() = end_of(later);
+    assert_ne!(
+        live_counts(&app),
+        then,
+        "the later records changed the live figures"
+    );
+    vscc::batch::snapshots::run(app.store(), tree.clone(), app.state.appeals_sla, later)
+        .await
+        .unwrap();
+
+    let day_number =
+        (day_one - Date::from_calendar_date(1970, Month::January, 1).unwrap()).whole_days() as u16;
+    let snap: Vec<(String, String, i64, Option<i64>)> = app.store().client()
+        .query("SELECT node, metric, num, den FROM metric_snapshots FINAL WHERE day = toDate(?) AND metric != 'open_appeals'")
+        .bind(day_one.to_string())
+        .fetch_all().await.unwrap();
+    assert!(
+        snap.len() > 300,
+        "every node and metric ({})",
+        snap.len()
+    );
+    for (node, metric, num, den) in &snap {
+        assert_eq!(
+            then[&(node.clone(), metric.clone())],
+            (*num, *den),
+            "{node} {metric} on {day_one}"
+        );
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn decision_tables_agree_with_the_live_figures() {
+    let app = spawn_app().await;
+    let events = sample_events(&app.state.tree, 4000, 21, 40, "dec");
+    for chunk in events.chunks(2000) {
+        app.post_events(&json!(chunk)).await;
+    }
+    app.wait_landed().await;
+    let res = app
+        .http
+        .post(format!("{}/api/v1/jobs/all", app.base))
+        .bearer_auth(app.admin_token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let ran: Value = res.json().await.unwrap();
+    for job in ["snapshots", "progress", "league", "freshness"] {
+        assert!(
+            ran["jobs"][job].as_u64().unwrap() > 0,
+            "{job} wrote rows: {ran}"
+        );
+    }
+
+    // Progress: today's status per node and metric is the wall screen's.
+    let progress: Vec<(String, String, String, Option<f64>)> = app.store().client()
+        .query("SELECT node, metric, status, value FROM target_progress FINAL WHERE day = (SELECT max(day) FROM target_progress)")
+        .fetch_all().await.unwrap();
+    let live: HashMap<(String, String), (String, Option<f64>)> = app
+        .state
+        .hub
+        .all_current()
+        .into_iter()
+        .flat_map(|(code, figures)| {
+            figures.into_iter().map(move |(m, f)| {
+                let status = serde_json::to_value(f.status)
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_string();
+                ((code.clone(), m.as_str().to_string()), (status, f.value))
+            })
+        })
+        .collect();
+    let mut compared = 0;
+    for (node, metric, status, value) in &progress {
+        if metric == MetricId::OpenAppeals.as_str() {
+            continue;
+        }
+        let (live_status, live_value) = &live[&(node.clone(), metric.clone())];
+        assert_eq!(
+            (status, value),
+            (live_status, live_value),
+            "{node} {metric}"
+        );
+        compared += 1;
+    }
+    assert!(compared > 300, "compared {compared}");
+
+    // League: districts by staffing rate, best first, as the live values order them.
+    let league: Vec<(String, f64, u32, u32)> = app.store().client()
+        .query("SELECT node, value, rank, of FROM league_tables FINAL WHERE metric = 'staffing_rate' AND level = 'district' AND within = '440300' ORDER BY rank, node")
+        .fetch_all().await.unwrap();
+    assert!(league.len() >= 5, "{league:?}");
+    assert!(
+        league.windows(2).all(|w| w[0].1 >= w[1].1),
+        "ranked by value: {league:?}"
+    );
+    assert_eq!(league[0].2, 1);
+    assert!(league.iter().all(|r| r.3 as usize == league.len()));
+    for (node, value, ..) in &league {
+        assert_eq!(
+            live[&(node.clone(), "staffing_rate".to_string())].1,
+            Some(*value)
+        );
+    }
+
+    // Freshness: a district's newest record of a kind, and of any kind, as plain SQL finds it.
+    let (district, kind) = ("440305", "staff.hired");
+    let fresh: Vec<(String, u32)> = app.store().client()
+        .query("SELECT kind, toUInt32(last_at) FROM data_freshness FINAL WHERE node = ? AND (kind = ? OR kind = '*') ORDER BY kind")
+        .bind(district).bind(kind)
+        .fetch_all().await.unwrap();
+    let newest = |filter: &'static str| {
+        let client = app.store().client().clone();
+        async move {
+            client
+                .query(&format!(
+                    "SELECT toUInt32(max(at)) FROM events WHERE district = '440305' {filter}"
+                ))
+                .fetch_one::<u32>()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        fresh,
+        vec![
+            ("*".to_string(), newest("").await),
+            (kind.to_string(), newest("AND kind = 'staff.hired'").await)
+        ]
+    );
+
+    let jobs = app.get_json("/api/v1/jobs").await;
+    let names: Vec<&str> = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| j["outcome"] == "ok")
+        .map(|j| j["job"].as_str().unwrap())
+        .collect();
+    for job in ["snapshots", "progress", "league", "freshness"] {
+        assert!(names.contains(&job), "{job} recorded: {names:?}");
+    }
+    app.stop().await;
+}
 
 #[tokio::test]
 async fn todays_snapshot_equals_the_live_figures_and_trends_are_served() {

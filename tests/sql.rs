@@ -338,7 +338,14 @@ async fn a_district_analyst_sees_only_the_district_and_personal_data_masked() {
         .collect();
     assert_eq!(
         tables.into_iter().collect::<Vec<_>>(),
-        ["events", "metric_snapshots", "org_nodes"]
+        [
+            "data_freshness",
+            "events",
+            "league_tables",
+            "metric_snapshots",
+            "org_nodes",
+            "target_progress"
+        ]
     );
     let (_, answer) = app
         .query(

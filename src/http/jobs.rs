@@ -27,24 +27,48 @@ async fn list_jobs(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpR
     Ok(HttpResponse::Ok().json(runs))
 }
 
-/// Runs the daily-snapshot job now (admin); answers when it is done.
-#[utoipa::path(post, path = "/api/v1/jobs/snapshots", tag = "jobs",
-    responses((status = 200, description = "{rows}"), (status = 403, body = super::error::ErrorBody)), security(("bearer" = [])))]
-#[post("/api/v1/jobs/snapshots")]
+/// Runs a batch job now (admin): `snapshots`, `progress`, `league`, `freshness` or `all`;
+/// answers when it is done with the rows each job wrote.
+#[utoipa::path(post, path = "/api/v1/jobs/{job}", tag = "jobs",
+    responses((status = 200, description = "{rows, jobs: {job: rows}}"), (status = 403, body = super::error::ErrorBody),
+        (status = 404, body = super::error::ErrorBody)), security(("bearer" = [])))]
+#[post("/api/v1/jobs/{job}")]
 async fn run_snapshots(
     req: HttpRequest,
+    job: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let who = principal(&req, &state)?;
     authorize(&state.tree, &who, Action::Admin, state.tree.root())?;
-    let today = crate::domain::metric::local_date(state.hub.now());
-    let rows =
-        crate::batch::snapshots::run(&state.store, state.tree.clone(), state.appeals_sla, today)
-            .await?;
-    state
-        .hub
-        .set_samples(crate::batch::snapshots::recent_samples(&state.store, &state.tree).await?);
-    Ok(HttpResponse::Ok().json(serde_json::json!({"rows": rows})))
+    if !crate::batch::decision::JOBS.contains(&job.as_str()) {
+        return Err(ApiError::NotFound {
+            what: format!(
+                "job {job}; jobs: {}",
+                crate::batch::decision::JOBS.join(", ")
+            ),
+        });
+    }
+    let done = crate::batch::decision::run_named(
+        &state.store,
+        &state.tree,
+        state.appeals_sla,
+        &job,
+        state.hub.now(),
+    )
+    .await
+    .map_err(|e| match e {
+        crate::batch::decision::JobError::Store(s) => ApiError::from(s),
+        other => ApiError::Unexpected(anyhow::anyhow!(other)),
+    })?;
+    if done.iter().any(|(j, _)| j == "snapshots") {
+        state
+            .hub
+            .set_samples(crate::batch::snapshots::recent_samples(&state.store, &state.tree).await?);
+    }
+    let rows: u64 = done.iter().map(|(_, n)| n).sum();
+    let jobs: serde_json::Map<String, serde_json::Value> =
+        done.into_iter().map(|(j, n)| (j, n.into())).collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({"rows": rows, "jobs": jobs})))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

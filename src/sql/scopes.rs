@@ -51,8 +51,6 @@ const MASK_DATA_COLUMN: &str = "replaceRegexpAll(replaceRegexpAll(data, \
      '([^0-9]|^)([0-9]{6})[0-9]{8}([0-9]{3}[0-9Xx])([^0-9]|$)', '\\\\1\\\\2********\\\\3\\\\4'), \
      '([^0-9]|^)(1[3-9][0-9])[0-9]{4}([0-9]{4})([^0-9]|$)', '\\\\1\\\\2****\\\\3\\\\4')";
 
-const SNAPSHOT_COLUMNS: &str = "day, node, metric, value, num, den, status";
-
 pub fn scope_database(database: &str, code: &str) -> String {
     format!("{database}_sql_{code}")
 }
@@ -104,37 +102,6 @@ pub async fn ensure_scope_database(
         return Err(StoreError::InvalidIdentifier(sdb));
     }
     let server = store.server_client();
-    let events_view = format!("sql_{code}_events");
-    let snapshots_view = format!("sql_{code}_snapshots");
-    if exists(store, db, &events_view).await? && exists(store, db, &snapshots_view).await? {
-        refresh_org_nodes(store, tree, scope).await?;
-        return Ok(sdb);
-    }
-    server
-        .query(&format!("CREATE DATABASE IF NOT EXISTS {sdb}"))
-        .execute()
-        .await?;
-    server
-        .query(&format!(
-            "CREATE TABLE IF NOT EXISTS {sdb}.events AS {db}.events \
-             ENGINE = MergeTree() PARTITION BY toYear(at) ORDER BY (kind, org, at, seq)"
-        ))
-        .execute()
-        .await?;
-    server
-        .query(&format!(
-            "CREATE TABLE IF NOT EXISTS {sdb}.metric_snapshots AS {db}.metric_snapshots \
-             ENGINE = ReplacingMergeTree() PARTITION BY toYear(day) ORDER BY (metric, node, day)"
-        ))
-        .execute()
-        .await?;
-    server
-        .query(&format!("CREATE TABLE IF NOT EXISTS {sdb}.org_nodes AS {db}.org_nodes ENGINE = MergeTree() ORDER BY code"))
-        .execute()
-        .await?;
-    refresh_org_nodes(store, tree, scope).await?;
-
-    let codes = codes_list(tree, scope);
     let event_select = EVENT_COLUMNS
         .iter()
         .map(|(name, expr)| {
@@ -146,17 +113,43 @@ pub async fn ensure_scope_database(
         })
         .collect::<Vec<_>>()
         .join(", ");
+    // (table, what is copied, the column naming the org)
+    let copied: [(&str, &str, &str); 5] = [
+        ("events", event_select.as_str(), "org"),
+        ("metric_snapshots", "*", "node"),
+        ("target_progress", "*", "node"),
+        ("league_tables", "*", "node"),
+        ("data_freshness", "*", "node"),
+    ];
+    let view_of = |table: &str| format!("sql_{code}_{table}");
+    let mut complete = true;
+    for (table, _, _) in &copied {
+        complete &= exists(store, db, &view_of(table)).await?;
+    }
+    if complete {
+        refresh_org_nodes(store, tree, scope).await?;
+        return Ok(sdb);
+    }
+    server
+        .query(&format!("CREATE DATABASE IF NOT EXISTS {sdb}"))
+        .execute()
+        .await?;
+    // Same columns and engine as vscc's own tables.
+    for table in copied.iter().map(|(t, _, _)| *t).chain(["org_nodes"]) {
+        server
+            .query(&format!(
+                "CREATE TABLE IF NOT EXISTS {sdb}.{table} AS {db}.{table}"
+            ))
+            .execute()
+            .await?;
+    }
+    refresh_org_nodes(store, tree, scope).await?;
+
+    let codes = codes_list(tree, scope);
     let _hold = store.insert_gate().write().await;
-    for (view, table, select, key) in [
-        (&events_view, "events", event_select.as_str(), "org"),
-        (
-            &snapshots_view,
-            "metric_snapshots",
-            SNAPSHOT_COLUMNS,
-            "node",
-        ),
-    ] {
-        if exists(store, db, view).await? {
+    for (table, select, key) in copied {
+        let view = view_of(table);
+        if exists(store, db, &view).await? {
             continue;
         }
         server
