@@ -154,6 +154,14 @@ enum EtlCommand {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// Ledger import of an N-row CSV beside `clickhouse-client … FORMAT CSVWithNames` of the
+    /// same file into an equivalent table; peak memory of the import.
+    Import {
+        #[arg(long, default_value_t = 10_000_000)]
+        rows: usize,
+        #[arg(long, default_value_t = 200_000)]
+        chunk_rows: usize,
+    },
     /// Records/s end to end beside ClickHouse's own insert rate of the same rows.
     Ingest {
         #[arg(long, default_value_t = 1_000_000)]
@@ -354,6 +362,9 @@ pub async fn main() -> anyhow::Result<()> {
                 },
             )
             .await
+        }
+        Command::Bench(BenchCommand::Import { rows, chunk_rows }) => {
+            crate::bench::import::run(&settings, crate::bench::import::ImportBench { rows, chunk_rows }).await
         }
         Command::Bench(BenchCommand::Stream {
             screens,
@@ -709,7 +720,7 @@ async fn feed(
         // Trend lines need the daily snapshots of the history just sent.
         tokio::time::sleep(std::time::Duration::from_secs(3)).await;
         let res = http
-            .post(format!("{base}/api/v1/jobs/snapshots"))
+            .post(format!("{base}/api/v1/jobs/all"))
             .bearer_auth(token)
             .send()
             .await;

@@ -1,6 +1,7 @@
-//! `vscc bench ingest|stream`: measured speed, each figure beside a baseline measured in the
+//! `vscc bench ingest|stream|import`: measured speed, each figure beside a baseline measured in the
 //! same run. Run them on a release build: `cargo run --release -- bench ingest`.
 
+pub mod import;
 pub mod ingest;
 pub mod stream;
 pub mod workload;
@@ -20,6 +21,13 @@ pub struct BenchEnv {
     pub clickhouse_url: String,
     pub dir: PathBuf,
     managed: Option<ManagedClickHouse>,
+}
+
+impl BenchEnv {
+    /// The native-protocol port of the managed server (for `clickhouse-client`).
+    pub fn tcp_port(&self) -> Option<u16> {
+        self.managed.as_ref().map(|m| m.tcp_port())
+    }
 }
 
 impl BenchEnv {

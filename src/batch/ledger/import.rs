@@ -405,6 +405,11 @@ impl<'a> Cleaned<'a> {
     }
 }
 
+/// A JSON string literal (escaped).
+fn json_text(text: &str) -> String {
+    serde_json::to_string(text).unwrap_or_else(|_| "\"\"".into())
+}
+
 /// Checks one row as the ingest API checks a record; the row, or the reject.
 struct RowChecker {
     tree: Arc<OrgTree>,
@@ -669,25 +674,25 @@ impl RowChecker {
                                 "exceeds 核定编制数",
                             ));
                         }
-                        serde_json::json!({"approved_posts": row.approved_posts, "filled_posts": row.filled_posts})
+                        format!("{{\"approved_posts\":{},\"filled_posts\":{}}}", row.approved_posts, row.filled_posts)
                     }
                     Kind::StaffHired => {
                         row.staff_id = required_text(staff, Field::StaffId)?;
                         row.veteran = u8::from(required_flag(veteran, Field::Veteran)?);
-                        serde_json::json!({"staff_id": row.staff_id, "veteran": row.veteran == 1})
+                        format!("{{\"staff_id\":{},\"veteran\":{}}}", json_text(&row.staff_id), row.veteran == 1)
                     }
                     Kind::StaffHeadcount => {
                         row.headcount = required_count(headcount, Field::Headcount)?;
-                        serde_json::json!({"headcount": row.headcount})
+                        format!("{{\"headcount\":{}}}", row.headcount)
                     }
                     Kind::TrainingClassHeld => {
                         row.class_id = required_text(class, Field::ClassId)?;
-                        serde_json::json!({"class_id": row.class_id})
+                        format!("{{\"class_id\":{}}}", json_text(&row.class_id))
                     }
                     Kind::TrainingAttended => {
                         row.class_id = required_text(class, Field::ClassId)?;
                         row.staff_id = required_text(staff, Field::StaffId)?;
-                        serde_json::json!({"class_id": row.class_id, "staff_id": row.staff_id})
+                        format!("{{\"class_id\":{},\"staff_id\":{}}}", json_text(&row.class_id), json_text(&row.staff_id))
                     }
                     Kind::StationRated => {
                         let n = required_count(stars, Field::Stars)?;
@@ -701,15 +706,15 @@ impl RowChecker {
                         }
                         row.stars = n as u8;
                         row.demonstration = u8::from(required_flag(demo, Field::Demonstration)?);
-                        serde_json::json!({"stars": row.stars, "demonstration": row.demonstration == 1})
+                        format!("{{\"demonstration\":{},\"stars\":{}}}", row.demonstration == 1, row.stars)
                     }
                     Kind::AppealReceived | Kind::AppealAccepted | Kind::AppealClosed => {
                         row.appeal_id = required_text(appeal, Field::AppealId)?;
-                        serde_json::json!({"appeal_id": row.appeal_id})
+                        format!("{{\"appeal_id\":{}}}", json_text(&row.appeal_id))
                     }
                     Kind::VeteranRegistered | Kind::ArchiveCompleted => {
                         row.person_id = required_text(person, Field::PersonId)?;
-                        serde_json::json!({"person_id": row.person_id})
+                        format!("{{\"person_id\":{}}}", json_text(&row.person_id))
                     }
                 };
                 match (lon.and_then(|c| c.get(i)), lat.and_then(|c| c.get(i))) {
@@ -737,7 +742,7 @@ impl RowChecker {
                         ))
                     }
                 }
-                row.data = data.to_string();
+                row.data = data;
                 row.id = match text_at(record_no, i) {
                     Some(no) => format!("ledger:{}:{no}", self.family.name()),
                     None => {

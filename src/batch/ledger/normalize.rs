@@ -241,66 +241,102 @@ fn org_key(parts: &[Expr]) -> Expr {
     )
 }
 
+/// Fields whose values repeat a lot in a ledger (dates, names, 是/否 …): cleaned once per
+/// distinct value in the chunk and joined back, instead of once per row.
+fn few_distinct(f: Field) -> bool {
+    matches!(
+        f,
+        Field::Date | Field::Stage | Field::Veteran | Field::Demonstration | Field::Stars | Field::ApprovedPosts | Field::FilledPosts | Field::Headcount
+    )
+}
+
+fn typed(f: Field, raw: Expr) -> Expr {
+    match f {
+        Field::Date => date_of(raw),
+        Field::Veteran | Field::Demonstration => flag_of(raw),
+        Field::Stars => stars_of(raw),
+        Field::ApprovedPosts | Field::FilledPosts | Field::Headcount => count_of(raw),
+        Field::Lon | Field::Lat => raw.cast(DataType::Float64),
+        Field::PersonId => raw.str().to_uppercase(),
+        _ => raw,
+    }
+}
+
+fn join_back() -> JoinArgs {
+    let mut args = JoinArgs::new(JoinType::Left).with_coalesce(JoinCoalesce::CoalesceColumns);
+    // Rows keep their file order (reject row numbers depend on it); empty cells match too.
+    args.maintain_order = MaintainOrderJoin::Left;
+    args.nulls_equal = true;
+    args
+}
+
 /// Cleans a chunk of raw cells (columns named by [`Field::key`], all text) into typed columns:
 /// for each field its cleaned text `<key>_raw` and its value `<key>`; `org` is the resolved
-/// org code and `org_raw` what the row said.
+/// org code, `org_names` what the row said and `org_key` the name path looked up.
 pub fn normalize(raw: DataFrame, fields: &[Field], lookup: &OrgLookup) -> PolarsResult<DataFrame> {
     let has = |f: Field| fields.contains(&f);
-    let mut cleaned = Vec::new();
-    for f in fields {
-        cleaned.push(clean(col(f.key())).alias(format!("{}_raw", f.key())));
+    let raw_name = |f: Field| format!("{}_raw", f.key());
+    let value_name = |f: Field| format!("{}__value", f.key());
+    let org_fields: Vec<Field> =
+        [Field::District, Field::Street, Field::Community, Field::OrgCode].into_iter().filter(|f| has(*f)).collect();
+
+    // Values unique per row (ids): cleaned in place.
+    let mut frame = raw.clone().lazy();
+    let many: Vec<Field> = fields.iter().copied().filter(|f| !few_distinct(*f) && !org_fields.contains(f)).collect();
+    if !many.is_empty() {
+        frame = frame
+            .with_columns(many.iter().map(|f| clean(col(f.key())).alias(raw_name(*f))).collect::<Vec<_>>())
+            .with_columns(many.iter().map(|f| typed(*f, col(raw_name(*f))).alias(value_name(*f))).collect::<Vec<_>>());
     }
-    let raw_col = |f: Field| col(format!("{}_raw", f.key()));
-    let mut typed: Vec<Expr> = fields.iter().map(|f| raw_col(*f)).collect();
-    for f in fields {
-        let value = match f {
-            Field::Date => date_of(raw_col(*f)),
-            Field::Veteran | Field::Demonstration => flag_of(raw_col(*f)),
-            Field::Stars => stars_of(raw_col(*f)),
-            Field::ApprovedPosts | Field::FilledPosts | Field::Headcount => count_of(raw_col(*f)),
-            Field::Lon | Field::Lat => raw_col(*f).cast(DataType::Float64),
-            Field::PersonId => raw_col(*f).str().to_uppercase(),
-            _ => raw_col(*f),
-        };
-        typed.push(value.alias(f.key()));
+    // Values that repeat: a small table per field, joined back.
+    for f in fields.iter().copied().filter(|f| few_distinct(*f)) {
+        let table = raw
+            .clone()
+            .lazy()
+            .select([col(f.key())])
+            .unique(None, UniqueKeepStrategy::Any)
+            .with_columns([clean(col(f.key())).alias(raw_name(f))])
+            .with_columns([typed(f, col(raw_name(f))).alias(value_name(f))]);
+        frame = frame.join(table, [col(f.key())], [col(f.key())], join_back());
     }
-    let names: Vec<Expr> = [Field::District, Field::Street, Field::Community]
-        .into_iter()
-        .filter(|f| has(*f))
-        .map(raw_col)
-        .collect();
-    let named = if names.is_empty() {
-        lit(NULL).cast(DataType::String)
-    } else {
-        org_key(&names)
+    // Orgs: each distinct combination of names (and code) resolved once.
+    let (org_key_expr, shown) = {
+        let names: Vec<Expr> =
+            [Field::District, Field::Street, Field::Community].into_iter().filter(|f| has(*f)).map(|f| col(raw_name(f))).collect();
+        if names.is_empty() {
+            (lit(NULL).cast(DataType::String), lit(NULL).cast(DataType::String))
+        } else {
+            (org_key(&names), concat_str(names, "/", true))
+        }
     };
-    let shown = if names.is_empty() {
-        lit(NULL).cast(DataType::String)
+    let code = if has(Field::OrgCode) { col(raw_name(Field::OrgCode)) } else { lit(NULL).cast(DataType::String) };
+    let org_cols: Vec<Expr> = org_fields.iter().map(|f| col(f.key())).collect();
+    if org_cols.is_empty() {
+        let none = || lit(NULL).cast(DataType::String);
+        frame = frame.with_columns([none().alias("org_key"), none().alias("org_names"), none().alias("org")]);
     } else {
-        concat_str(names, "/", true)
-    };
-    typed.push(named.alias("org_key"));
-    typed.push(shown.alias("org_names"));
-    let frame = raw.lazy().with_columns(cleaned).select(typed).join(
-        lookup.frame.clone().lazy(),
-        [col("org_key")],
-        [col("org_key")],
-        {
-            let mut args =
-                JoinArgs::new(JoinType::Left).with_coalesce(JoinCoalesce::CoalesceColumns);
-            // Rows keep their file order: reject row numbers depend on it.
-            args.maintain_order = MaintainOrderJoin::Left;
-            args
-        },
-    );
-    let code = if has(Field::OrgCode) {
-        col("org_code")
-    } else {
-        lit(NULL).cast(DataType::String)
-    };
-    frame
-        .with_columns([coalesce(&[code, col("org_resolved")]).alias("org")])
-        .collect()
+    let orgs = raw
+        .lazy()
+        .select(org_cols.clone())
+        .unique(None, UniqueKeepStrategy::Any)
+        .with_columns(org_fields.iter().map(|f| clean(col(f.key())).alias(raw_name(*f))).collect::<Vec<_>>())
+        .with_columns([org_key_expr.alias("org_key"), shown.alias("org_names")])
+        .join(lookup.frame.clone().lazy(), [col("org_key")], [col("org_key")], join_back())
+        .with_columns([coalesce(&[code, col("org_resolved")]).alias("org")]);
+    frame = frame.join(orgs, org_cols.clone(), org_cols, join_back());
+    }
+
+    let mut out: Vec<Expr> = fields.iter().map(|f| col(raw_name(*f))).collect();
+    for f in fields {
+        if !org_fields.contains(f) {
+            out.push(col(value_name(*f)).alias(f.key()));
+        }
+    }
+    if has(Field::OrgCode) {
+        out.push(col(raw_name(Field::OrgCode)).alias("org_code"));
+    }
+    out.extend([col("org_key"), col("org_names"), col("org")]);
+    frame.select(out).collect()
 }
 
 #[cfg(test)]

@@ -1,0 +1,124 @@
+//! `vscc bench import`: a ledger import of N rows beside ClickHouse's own CSV insert of the
+//! same file (`clickhouse-client --query "INSERT INTO … FORMAT CSVWithNames" < file`) into an
+//! equivalent table, measured in the same run; and the import's peak memory.
+
+use std::io::Write;
+use std::process::Stdio;
+use std::time::Instant;
+
+use anyhow::Context;
+
+use super::BenchEnv;
+use crate::config::Settings;
+use crate::domain::Level;
+use crate::reference;
+use crate::store::Store;
+
+pub struct ImportBench {
+    pub rows: usize,
+    pub chunk_rows: usize,
+}
+
+/// A hiring ledger of `rows` rows as clerks write it: names, dates three ways, 是/否.
+fn write_ledger(path: &std::path::Path, rows: usize, tree: &crate::domain::OrgTree) -> anyhow::Result<u64> {
+    let communities: Vec<(String, String, String)> = tree
+        .nodes()
+        .filter(|(_, n)| n.level == Level::Community)
+        .map(|(idx, n)| {
+            let street = tree.ancestor_at(idx, Level::Street).map(|s| tree.node(s).name.clone()).unwrap_or_default();
+            let district = tree.ancestor_at(idx, Level::District).map(|d| tree.node(d).name.clone()).unwrap_or_default();
+            (district, street, n.name.clone())
+        })
+        .collect();
+    let start = time::Date::from_calendar_date(2020, time::Month::January, 1)?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
+    out.write_all("\u{feff}区,街道,社区,入职日期,人员编号,是否退役军人\n".as_bytes())?;
+    for i in 0..rows {
+        let (d, s, c) = &communities[i % communities.len()];
+        let day = start + time::Duration::days((i % 1800) as i64);
+        let (y, m, dd) = (day.year(), day.month() as u8, day.day());
+        match i % 4 {
+            0 | 1 => write!(out, "{d},{s},{c},{y}-{m:02}-{dd:02},B{i:09},{}\n", if i % 3 == 0 { "是" } else { "否" })?,
+            2 => write!(out, "{d},{s},{c},{y}年{m}月{dd}日,B{i:09},{}\n", if i % 3 == 0 { "是" } else { "否" })?,
+            _ => write!(out, "{d},{s},{c},{y}/{m}/{dd},B{i:09},{}\n", if i % 3 == 0 { "是" } else { "否" })?,
+        }
+    }
+    out.flush()?;
+    Ok(std::fs::metadata(path)?.len())
+}
+
+/// Runs a child to its end; (seconds, peak resident memory in bytes).
+fn timed_child(mut command: std::process::Command) -> anyhow::Result<(f64, u64, bool)> {
+    let started = Instant::now();
+    let child = command.spawn().context("starting a child process")?;
+    let pid = child.id() as i32;
+    let mut status = 0;
+    // SAFETY: wait4 on our own child; the rusage struct is plain data.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    anyhow::ensure!(r == pid, "wait4 failed");
+    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    Ok((started.elapsed().as_secs_f64(), usage.ru_maxrss as u64 * 1024, ok))
+}
+
+pub async fn run(settings: &Settings, opts: ImportBench) -> anyhow::Result<()> {
+    let tree = reference::load_org_tree(&settings.reference.divisions_dir)?;
+    let env = BenchEnv::start(settings, "import").await?;
+    let result = async {
+        let file = env.dir.join("招聘台账-bench.csv");
+        eprintln!("bench import: writing a {}-row hiring ledger …", opts.rows);
+        let bytes = write_ledger(&file, opts.rows, &tree)?;
+
+        // Baseline: ClickHouse's own CSV parser into a table of the same columns (as text:
+        // ClickHouse cannot read 2021年3月4日 as a date, so it does less work than vscc).
+        let admin = Store::new(&env.clickhouse_url, "default", "", "default")?;
+        admin.client().query("CREATE DATABASE IF NOT EXISTS bench_baseline").execute().await?;
+        admin
+            .client()
+            .query("CREATE TABLE bench_baseline.ledger (`区` String, `街道` String, `社区` String, `入职日期` String, `人员编号` String, `是否退役军人` String) ENGINE = MergeTree() ORDER BY tuple()")
+            .execute()
+            .await?;
+        let port = env.tcp_port().context("the baseline needs clickhouse-client: run without clickhouse.url (managed ClickHouse)")?;
+        let mut baseline = std::process::Command::new("clickhouse-client");
+        baseline
+            .args(["--port", &port.to_string(), "--query", "INSERT INTO bench_baseline.ledger FORMAT CSVWithNames"])
+            .stdin(std::fs::File::open(&file)?)
+            .stdout(Stdio::null());
+        let (base_secs, _, ok) = timed_child(baseline)?;
+        anyhow::ensure!(ok, "clickhouse-client failed");
+        let base_rows: u64 = admin.client().query("SELECT count() FROM bench_baseline.ledger").fetch_one().await?;
+
+        // vscc: the import command, a child of its own so its peak memory is its alone.
+        let mut import = std::process::Command::new(std::env::current_exe()?);
+        import
+            .args(["etl", "import", "--chunk-rows", &opts.chunk_rows.to_string(), "--rejects"])
+            .arg(&env.dir)
+            .arg(&file)
+            .env("VSCC__CLICKHOUSE__URL", &env.clickhouse_url)
+            .env("VSCC__CLICKHOUSE__DATABASE", "bench_import")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null());
+        let (vscc_secs, peak, ok) = timed_child(import)?;
+        anyhow::ensure!(ok, "vscc etl import failed");
+        let store = Store::new(&env.clickhouse_url, "default", "", "bench_import")?;
+        let vscc_rows: u64 = store.client().query("SELECT count() FROM events").fetch_one().await?;
+
+        let rate = |rows: u64, secs: f64| rows as f64 / secs.max(1e-9);
+        println!("bench import: {} rows, {:.0} MiB CSV (hiring ledger, Chinese headers, names, dates three ways)", opts.rows, bytes as f64 / 1048576.0);
+        println!("  clickhouse-client CSVWithNames  {:>10} rows  {:>7.1} s  {:>10.0} rows/s  (baseline)", base_rows, base_secs, rate(base_rows, base_secs));
+        println!(
+            "  vscc etl import                 {:>10} rows  {:>7.1} s  {:>10.0} rows/s  = {:.2}× baseline; peak RSS {:.0} MiB (chunks of {} rows)",
+            vscc_rows,
+            vscc_secs,
+            rate(vscc_rows, vscc_secs),
+            rate(vscc_rows, vscc_secs) / rate(base_rows, base_secs),
+            peak as f64 / 1048576.0,
+            opts.chunk_rows
+        );
+        let _ = std::fs::remove_file(&file);
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    env.stop().await;
+    result
+}
