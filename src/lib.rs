@@ -21,8 +21,8 @@
 //! | [`config`] | layered settings: defaults → TOML file → `VSCC__…` environment |
 //! | [`telemetry`] | tracing subscriber (human or JSON logs) |
 //! | [`app`] | wiring: build everything, serve, stop the managed ClickHouse after the server |
-//! | [`batch`] | the simulated Shenzhen (`vscc simulate`, the demo's data) |
-//! | [`bench`] | `vscc bench ingest|stream`: benchmarks against baselines measured in the same run |
+//! | [`batch`] | the simulated Shenzhen (`vscc simulate`), ledger imports with polars, daily snapshots and the decision-support jobs |
+//! | [`bench`] | `vscc bench ingest|stream|import`: benchmarks against baselines measured in the same run |
 //! | [`cli`] | the `vscc` command line |
 
 pub mod alert;

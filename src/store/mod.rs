@@ -60,6 +60,17 @@ impl Store {
         &self.client
     }
 
+    /// For large inserts from this machine: no LZ4 (on loopback, compressing costs both sides
+    /// CPU and saves nothing); bound to the vscc database.
+    pub fn bulk_client(&self) -> Client {
+        let local = self.url.contains("://127.0.0.1") || self.url.contains("://localhost") || self.url.contains("://[::1]");
+        if local {
+            self.client.clone().with_compression(clickhouse::Compression::None)
+        } else {
+            self.client.clone()
+        }
+    }
+
     /// Not bound to a database: for statements that name their databases.
     pub fn server_client(&self) -> &Client {
         &self.server

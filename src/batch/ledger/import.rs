@@ -800,6 +800,7 @@ impl Parser {
         };
         let (mut next_row, mut rows_done) = (2u64, 0u64);
         loop {
+            let started = std::time::Instant::now();
             let step = (|| {
                 let Some(chunk) =
                     self.source
@@ -808,7 +809,9 @@ impl Parser {
                     return Ok(None);
                 };
                 let height = chunk.frame.height() as u64;
+                let read_ms = started.elapsed().as_millis() as u64;
                 let cleaned = normalize(chunk.frame, &self.fields, &lookup)?;
+                let clean_ms = started.elapsed().as_millis() as u64 - read_ms;
                 let (mut rows, mut rejects) = (Vec::with_capacity(cleaned.height()), Vec::new());
                 self.checker.check_chunk(
                     &cleaned,
@@ -817,6 +820,8 @@ impl Parser {
                     &mut rows,
                     &mut rejects,
                 );
+                let check_ms = started.elapsed().as_millis() as u64 - read_ms - clean_ms;
+                tracing::debug!(read_ms, clean_ms, check_ms, "chunk phases");
                 rows_done += height;
                 Ok(Some(Prepared {
                     rows,
@@ -827,6 +832,7 @@ impl Parser {
             })();
             match step {
                 Ok(Some(p)) => {
+                    tracing::debug!(rows = p.height, ms = started.elapsed().as_millis() as u64, "chunk read, cleaned and checked");
                     next_row += p.height;
                     if tx.blocking_send(Ok(p)).is_err() {
                         return; // the importer gave up
@@ -1018,12 +1024,14 @@ pub async fn import_file(
             rows.retain(|r| seen.insert(xxhash_rust::xxh3::xxh3_128(r.id.as_bytes())));
             run.duplicates += (before - rows.len()) as u64;
             if !rows.is_empty() {
+                let started = std::time::Instant::now();
                 let _gate = store.insert_gate().read().await;
-                let mut insert = store.client().insert::<EventRow>("events").await?;
+                let mut insert = store.bulk_client().insert::<EventRow>("events").await?;
                 for r in &rows {
                     insert.write(r).await?;
                 }
                 insert.end().await?;
+                tracing::debug!(rows = rows.len(), ms = started.elapsed().as_millis() as u64, "chunk inserted");
             }
             run.accepted += rows.len() as u64;
             run.rejected += rejects.len() as u64;
