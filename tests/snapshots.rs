@@ -96,8 +96,6 @@ async fn a_past_days_snapshot_equals_what_the_live_side_showed_at_that_days_end(
         .await
         .unwrap();
 
-    let day_number =
-        (day_one - Date::from_calendar_date(1970, Month::January, 1).unwrap()).whole_days() as u16;
     let snap: Vec<(String, String, i64, Option<i64>)> = app.store().client()
         .query("SELECT node, metric, num, den FROM metric_snapshots FINAL WHERE day = toDate(?) AND metric != 'open_appeals'")
         .bind(day_one.to_string())

@@ -95,6 +95,8 @@ struct Provisioned {
     accepted: BTreeSet<String>,
     /// Scope databases known to exist.
     databases: BTreeSet<String>,
+    /// The users file's last modification time (whole seconds).
+    users_file_mtime: u64,
 }
 
 struct Running {
@@ -179,9 +181,9 @@ impl SqlGateway {
                     }
                 }
                 p.in_users_file.insert(code.clone());
-                self.write_users_file(file, &p.in_users_file)?;
+                p.users_file_mtime = self.write_users_file(file, &p.in_users_file, p.users_file_mtime)?;
             } else if !file.exists() {
-                self.write_users_file(file, &p.in_users_file)?;
+                p.users_file_mtime = self.write_users_file(file, &p.in_users_file, p.users_file_mtime)?;
             }
         }
         if !p.accepted.contains(&user) {
@@ -195,28 +197,35 @@ impl SqlGateway {
         })
     }
 
+    /// Writes the users file; returns its modification time. ClickHouse 18.16 notices a changed
+    /// config file by its modification time in whole seconds, so two writes within one second
+    /// would look like one: each write is stamped at least a second after the last.
     fn write_users_file(
         &self,
         file: &std::path::Path,
         scopes: &BTreeSet<String>,
-    ) -> Result<(), SqlError> {
+        last_mtime: u64,
+    ) -> Result<u64, SqlError> {
         let scopes: Vec<String> = scopes.iter().cloned().collect();
-        let xml = scopes::users_xml(
-            self.store.database(),
-            &scopes,
-            &self.password,
-            &self.settings,
-        );
+        let xml = scopes::users_xml(self.store.database(), &scopes, &self.password, &self.settings);
         if let Some(dir) = file.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
         }
         // Written whole then renamed: ClickHouse never reads half a file.
         let tmp = file.with_extension("xml.tmp");
         std::fs::write(&tmp, xml).map_err(|e| anyhow::anyhow!("writing {}: {e}", tmp.display()))?;
-        std::fs::rename(&tmp, file)
-            .map_err(|e| anyhow::anyhow!("renaming to {}: {e}", file.display()))?;
-        Ok(())
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let mtime = now.max(last_mtime + 1);
+        std::fs::File::options()
+            .write(true)
+            .open(&tmp)
+            .and_then(|f| f.set_modified(std::time::UNIX_EPOCH + Duration::from_secs(mtime)))
+            .map_err(|e| anyhow::anyhow!("stamping {}: {e}", tmp.display()))?;
+        std::fs::rename(&tmp, file).map_err(|e| anyhow::anyhow!("renaming to {}: {e}", file.display()))?;
+        Ok(mtime)
     }
 
     /// ClickHouse reloads users files every few seconds: wait until it knows the user.
