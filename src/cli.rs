@@ -364,7 +364,11 @@ pub async fn main() -> anyhow::Result<()> {
             .await
         }
         Command::Bench(BenchCommand::Import { rows, chunk_rows }) => {
-            crate::bench::import::run(&settings, crate::bench::import::ImportBench { rows, chunk_rows }).await
+            crate::bench::import::run(
+                &settings,
+                crate::bench::import::ImportBench { rows, chunk_rows },
+            )
+            .await
         }
         Command::Bench(BenchCommand::Stream {
             screens,

@@ -100,11 +100,7 @@ async fn a_past_days_snapshot_equals_what_the_live_side_showed_at_that_days_end(
         .query("SELECT node, metric, num, den FROM metric_snapshots FINAL WHERE day = toDate(?) AND metric != 'open_appeals'")
         .bind(day_one.to_string())
         .fetch_all().await.unwrap();
-    assert!(
-        snap.len() > 300,
-        "every node and metric ({})",
-        snap.len()
-    );
+    assert!(snap.len() > 300, "every node and metric ({})", snap.len());
     for (node, metric, num, den) in &snap {
         assert_eq!(
             then[&(node.clone(), metric.clone())],

@@ -18,7 +18,7 @@ use crate::domain::record::SHANGHAI;
 use crate::domain::{Level, OrgTree};
 use crate::store::{counted_imports_param, Store, StoreError, COUNTED_EVENTS};
 
-use super::snapshots::{recent_samples, JobRun};
+use super::snapshots::recent_samples;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
@@ -46,31 +46,6 @@ fn epoch_day(d: Date) -> u16 {
     (d - EPOCH).whole_days().clamp(0, u16::MAX as i64) as u16
 }
 
-/// Records one run in `job_runs`.
-pub async fn record_run(
-    store: &Store,
-    job: &str,
-    started: OffsetDateTime,
-    result: &Result<u64, String>,
-) -> Result<(), StoreError> {
-    let (rows, outcome) = match result {
-        Ok(n) => (*n, "ok".to_string()),
-        Err(e) => (0, format!("failed: {e}")),
-    };
-    let run = JobRun {
-        job: job.into(),
-        started: started.unix_timestamp().max(0) as u32,
-        ended: OffsetDateTime::now_utc().unix_timestamp().max(0) as u32,
-        rows,
-        outcome,
-    };
-    let mut insert = store.client().insert::<JobRun>("job_runs").await?;
-    insert.write(&run).await?;
-    insert.end().await?;
-    tracing::info!(job, rows, outcome = %run.outcome, "job finished");
-    Ok(())
-}
-
 /// Runs polars work on a thread of its own: polars blocks in ways the async runtime's threads
 /// must not (and its lazy engine refuses a single-threaded runtime).
 async fn on_polars_thread<T: Send + 'static>(
@@ -96,7 +71,7 @@ async fn recorded(
     let started = OffsetDateTime::now_utc();
     let result = work.await;
     let summary = result.as_ref().map(|n| *n).map_err(|e| e.to_string());
-    record_run(store, job, started, &summary).await?;
+    super::record_run(store, job, started, &summary).await?;
     result
 }
 

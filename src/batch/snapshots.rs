@@ -56,21 +56,8 @@ pub async fn run(
 ) -> Result<u64, StoreError> {
     let started = OffsetDateTime::now_utc();
     let result = snapshot(store, tree, sla, until).await;
-    let (rows, outcome) = match &result {
-        Ok(n) => (*n, "ok".to_string()),
-        Err(e) => (0, format!("failed: {e}")),
-    };
-    let run = JobRun {
-        job: "snapshots".into(),
-        started: started.unix_timestamp().max(0) as u32,
-        ended: OffsetDateTime::now_utc().unix_timestamp().max(0) as u32,
-        rows,
-        outcome,
-    };
-    let mut insert = store.client().insert::<JobRun>("job_runs").await?;
-    insert.write(&run).await?;
-    insert.end().await?;
-    tracing::info!(rows, outcome = %run.outcome, "snapshot job finished");
+    let summary = result.as_ref().map(|n| *n).map_err(|e| e.to_string());
+    super::record_run(store, "snapshots", started, &summary).await?;
     result
 }
 

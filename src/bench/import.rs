@@ -20,13 +20,23 @@ pub struct ImportBench {
 }
 
 /// A hiring ledger of `rows` rows as clerks write it: names, dates three ways, 是/否.
-fn write_ledger(path: &std::path::Path, rows: usize, tree: &crate::domain::OrgTree) -> anyhow::Result<u64> {
+fn write_ledger(
+    path: &std::path::Path,
+    rows: usize,
+    tree: &crate::domain::OrgTree,
+) -> anyhow::Result<u64> {
     let communities: Vec<(String, String, String)> = tree
         .nodes()
         .filter(|(_, n)| n.level == Level::Community)
         .map(|(idx, n)| {
-            let street = tree.ancestor_at(idx, Level::Street).map(|s| tree.node(s).name.clone()).unwrap_or_default();
-            let district = tree.ancestor_at(idx, Level::District).map(|d| tree.node(d).name.clone()).unwrap_or_default();
+            let street = tree
+                .ancestor_at(idx, Level::Street)
+                .map(|s| tree.node(s).name.clone())
+                .unwrap_or_default();
+            let district = tree
+                .ancestor_at(idx, Level::District)
+                .map(|d| tree.node(d).name.clone())
+                .unwrap_or_default();
             (district, street, n.name.clone())
         })
         .collect();
@@ -38,9 +48,21 @@ fn write_ledger(path: &std::path::Path, rows: usize, tree: &crate::domain::OrgTr
         let day = start + time::Duration::days((i % 1800) as i64);
         let (y, m, dd) = (day.year(), day.month() as u8, day.day());
         match i % 4 {
-            0 | 1 => write!(out, "{d},{s},{c},{y}-{m:02}-{dd:02},B{i:09},{}\n", if i % 3 == 0 { "是" } else { "否" })?,
-            2 => write!(out, "{d},{s},{c},{y}年{m}月{dd}日,B{i:09},{}\n", if i % 3 == 0 { "是" } else { "否" })?,
-            _ => write!(out, "{d},{s},{c},{y}/{m}/{dd},B{i:09},{}\n", if i % 3 == 0 { "是" } else { "否" })?,
+            0 | 1 => write!(
+                out,
+                "{d},{s},{c},{y}-{m:02}-{dd:02},B{i:09},{}\n",
+                if i % 3 == 0 { "是" } else { "否" }
+            )?,
+            2 => write!(
+                out,
+                "{d},{s},{c},{y}年{m}月{dd}日,B{i:09},{}\n",
+                if i % 3 == 0 { "是" } else { "否" }
+            )?,
+            _ => write!(
+                out,
+                "{d},{s},{c},{y}/{m}/{dd},B{i:09},{}\n",
+                if i % 3 == 0 { "是" } else { "否" }
+            )?,
         }
     }
     out.flush()?;
@@ -58,7 +80,11 @@ fn timed_child(mut command: std::process::Command) -> anyhow::Result<(f64, u64, 
     let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     anyhow::ensure!(r == pid, "wait4 failed");
     let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
-    Ok((started.elapsed().as_secs_f64(), usage.ru_maxrss as u64 * 1024, ok))
+    Ok((
+        started.elapsed().as_secs_f64(),
+        usage.ru_maxrss as u64 * 1024,
+        ok,
+    ))
 }
 
 pub async fn run(settings: &Settings, opts: ImportBench) -> anyhow::Result<()> {

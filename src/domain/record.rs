@@ -94,6 +94,42 @@ pub struct EventRow {
 }
 
 impl EventRow {
+    /// A row with its identity, place and times; every data field empty, for the kind's own
+    /// fields to be filled in.
+    pub fn blank(
+        id: String,
+        kind: Kind,
+        org: String,
+        district: String,
+        at: u32,
+        received_at: u32,
+        source: &str,
+    ) -> Self {
+        EventRow {
+            seq: 0,
+            id,
+            kind: kind.as_str().to_string(),
+            org,
+            district,
+            at,
+            received_at,
+            source: source.to_string(),
+            lon: None,
+            lat: None,
+            staff_id: String::new(),
+            class_id: String::new(),
+            appeal_id: String::new(),
+            person_id: String::new(),
+            veteran: 0,
+            demonstration: 0,
+            stars: 0,
+            approved_posts: 0,
+            filled_posts: 0,
+            headcount: 0,
+            data: String::new(),
+        }
+    }
+
     pub fn kind(&self) -> Option<Kind> {
         Kind::parse(&self.kind)
     }
@@ -192,32 +228,20 @@ pub fn validate(
         return Err(err("at", format!("'{at_text}' is in the future")));
     }
 
-    let mut row = EventRow {
-        seq: 0,
-        id: id.to_string(),
-        kind: kind.as_str().to_string(),
-        org: org_code.to_string(),
-        district: tree
-            .ancestor_at(org, Level::District)
-            .map(|d| tree.node(d).code.clone())
-            .unwrap_or_default(),
-        at: at_unix,
-        received_at: received_at.unix_timestamp().clamp(0, u32::MAX as i64) as u32,
-        source: source.to_string(),
-        lon: None,
-        lat: None,
-        staff_id: String::new(),
-        class_id: String::new(),
-        appeal_id: String::new(),
-        person_id: String::new(),
-        veteran: 0,
-        demonstration: 0,
-        stars: 0,
-        approved_posts: 0,
-        filled_posts: 0,
-        headcount: 0,
-        data: String::new(),
-    };
+    let district = tree
+        .ancestor_at(org, Level::District)
+        .map(|d| tree.node(d).code.clone())
+        .unwrap_or_default();
+    let received = received_at.unix_timestamp().clamp(0, u32::MAX as i64) as u32;
+    let mut row = EventRow::blank(
+        id.to_string(),
+        kind,
+        org_code.to_string(),
+        district,
+        at_unix,
+        received,
+        source,
+    );
 
     match obj.get("location") {
         None | Some(Value::Null) => {}

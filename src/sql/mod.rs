@@ -181,9 +181,11 @@ impl SqlGateway {
                     }
                 }
                 p.in_users_file.insert(code.clone());
-                p.users_file_mtime = self.write_users_file(file, &p.in_users_file, p.users_file_mtime)?;
+                p.users_file_mtime =
+                    self.write_users_file(file, &p.in_users_file, p.users_file_mtime)?;
             } else if !file.exists() {
-                p.users_file_mtime = self.write_users_file(file, &p.in_users_file, p.users_file_mtime)?;
+                p.users_file_mtime =
+                    self.write_users_file(file, &p.in_users_file, p.users_file_mtime)?;
             }
         }
         if !p.accepted.contains(&user) {
@@ -207,9 +209,15 @@ impl SqlGateway {
         last_mtime: u64,
     ) -> Result<u64, SqlError> {
         let scopes: Vec<String> = scopes.iter().cloned().collect();
-        let xml = scopes::users_xml(self.store.database(), &scopes, &self.password, &self.settings);
+        let xml = scopes::users_xml(
+            self.store.database(),
+            &scopes,
+            &self.password,
+            &self.settings,
+        );
         if let Some(dir) = file.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
         }
         // Written whole then renamed: ClickHouse never reads half a file.
         let tmp = file.with_extension("xml.tmp");
@@ -224,7 +232,8 @@ impl SqlGateway {
             .open(&tmp)
             .and_then(|f| f.set_modified(std::time::UNIX_EPOCH + Duration::from_secs(mtime)))
             .map_err(|e| anyhow::anyhow!("stamping {}: {e}", tmp.display()))?;
-        std::fs::rename(&tmp, file).map_err(|e| anyhow::anyhow!("renaming to {}: {e}", file.display()))?;
+        std::fs::rename(&tmp, file)
+            .map_err(|e| anyhow::anyhow!("renaming to {}: {e}", file.display()))?;
         Ok(mtime)
     }
 

@@ -63,9 +63,13 @@ impl Store {
     /// For large inserts from this machine: no LZ4 (on loopback, compressing costs both sides
     /// CPU and saves nothing); bound to the vscc database.
     pub fn bulk_client(&self) -> Client {
-        let local = self.url.contains("://127.0.0.1") || self.url.contains("://localhost") || self.url.contains("://[::1]");
+        let local = self.url.contains("://127.0.0.1")
+            || self.url.contains("://localhost")
+            || self.url.contains("://[::1]");
         if local {
-            self.client.clone().with_compression(clickhouse::Compression::None)
+            self.client
+                .clone()
+                .with_compression(clickhouse::Compression::None)
         } else {
             self.client.clone()
         }

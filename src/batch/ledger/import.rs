@@ -635,33 +635,21 @@ impl RowChecker {
                         Ok(n)
                     };
 
-                let mut row = EventRow {
-                    seq: import_seq + row_no,
-                    id: String::new(),
-                    kind: kind.as_str().to_string(),
-                    org: code.to_string(),
-                    district: self
-                        .tree
-                        .ancestor_at(idx, Level::District)
-                        .map(|d| self.tree.node(d).code.clone())
-                        .unwrap_or_default(),
+                let district = self
+                    .tree
+                    .ancestor_at(idx, Level::District)
+                    .map(|d| self.tree.node(d).code.clone())
+                    .unwrap_or_default();
+                let mut row = EventRow::blank(
+                    String::new(),
+                    kind,
+                    code.to_string(),
+                    district,
                     at,
                     received_at,
-                    source: "ledger".to_string(),
-                    lon: None,
-                    lat: None,
-                    staff_id: String::new(),
-                    class_id: String::new(),
-                    appeal_id: String::new(),
-                    person_id: String::new(),
-                    veteran: 0,
-                    demonstration: 0,
-                    stars: 0,
-                    approved_posts: 0,
-                    filled_posts: 0,
-                    headcount: 0,
-                    data: String::new(),
-                };
+                    "ledger",
+                );
+                row.seq = import_seq + row_no;
                 let data = match kind {
                     Kind::StaffingReported => {
                         row.approved_posts = required_count(approved, Field::ApprovedPosts)?;
@@ -674,12 +662,19 @@ impl RowChecker {
                                 "exceeds 核定编制数",
                             ));
                         }
-                        format!("{{\"approved_posts\":{},\"filled_posts\":{}}}", row.approved_posts, row.filled_posts)
+                        format!(
+                            "{{\"approved_posts\":{},\"filled_posts\":{}}}",
+                            row.approved_posts, row.filled_posts
+                        )
                     }
                     Kind::StaffHired => {
                         row.staff_id = required_text(staff, Field::StaffId)?;
                         row.veteran = u8::from(required_flag(veteran, Field::Veteran)?);
-                        format!("{{\"staff_id\":{},\"veteran\":{}}}", json_text(&row.staff_id), row.veteran == 1)
+                        format!(
+                            "{{\"staff_id\":{},\"veteran\":{}}}",
+                            json_text(&row.staff_id),
+                            row.veteran == 1
+                        )
                     }
                     Kind::StaffHeadcount => {
                         row.headcount = required_count(headcount, Field::Headcount)?;
@@ -692,7 +687,11 @@ impl RowChecker {
                     Kind::TrainingAttended => {
                         row.class_id = required_text(class, Field::ClassId)?;
                         row.staff_id = required_text(staff, Field::StaffId)?;
-                        format!("{{\"class_id\":{},\"staff_id\":{}}}", json_text(&row.class_id), json_text(&row.staff_id))
+                        format!(
+                            "{{\"class_id\":{},\"staff_id\":{}}}",
+                            json_text(&row.class_id),
+                            json_text(&row.staff_id)
+                        )
                     }
                     Kind::StationRated => {
                         let n = required_count(stars, Field::Stars)?;
@@ -706,7 +705,11 @@ impl RowChecker {
                         }
                         row.stars = n as u8;
                         row.demonstration = u8::from(required_flag(demo, Field::Demonstration)?);
-                        format!("{{\"demonstration\":{},\"stars\":{}}}", row.demonstration == 1, row.stars)
+                        format!(
+                            "{{\"demonstration\":{},\"stars\":{}}}",
+                            row.demonstration == 1,
+                            row.stars
+                        )
                     }
                     Kind::AppealReceived | Kind::AppealAccepted | Kind::AppealClosed => {
                         row.appeal_id = required_text(appeal, Field::AppealId)?;
@@ -832,7 +835,11 @@ impl Parser {
             })();
             match step {
                 Ok(Some(p)) => {
-                    tracing::debug!(rows = p.height, ms = started.elapsed().as_millis() as u64, "chunk read, cleaned and checked");
+                    tracing::debug!(
+                        rows = p.height,
+                        ms = started.elapsed().as_millis() as u64,
+                        "chunk read, cleaned and checked"
+                    );
                     next_row += p.height;
                     if tx.blocking_send(Ok(p)).is_err() {
                         return; // the importer gave up
@@ -1031,7 +1038,11 @@ pub async fn import_file(
                     insert.write(r).await?;
                 }
                 insert.end().await?;
-                tracing::debug!(rows = rows.len(), ms = started.elapsed().as_millis() as u64, "chunk inserted");
+                tracing::debug!(
+                    rows = rows.len(),
+                    ms = started.elapsed().as_millis() as u64,
+                    "chunk inserted"
+                );
             }
             run.accepted += rows.len() as u64;
             run.rejected += rejects.len() as u64;

@@ -246,7 +246,14 @@ fn org_key(parts: &[Expr]) -> Expr {
 fn few_distinct(f: Field) -> bool {
     matches!(
         f,
-        Field::Date | Field::Stage | Field::Veteran | Field::Demonstration | Field::Stars | Field::ApprovedPosts | Field::FilledPosts | Field::Headcount
+        Field::Date
+            | Field::Stage
+            | Field::Veteran
+            | Field::Demonstration
+            | Field::Stars
+            | Field::ApprovedPosts
+            | Field::FilledPosts
+            | Field::Headcount
     )
 }
 
@@ -277,16 +284,35 @@ pub fn normalize(raw: DataFrame, fields: &[Field], lookup: &OrgLookup) -> Polars
     let has = |f: Field| fields.contains(&f);
     let raw_name = |f: Field| format!("{}_raw", f.key());
     let value_name = |f: Field| format!("{}__value", f.key());
-    let org_fields: Vec<Field> =
-        [Field::District, Field::Street, Field::Community, Field::OrgCode].into_iter().filter(|f| has(*f)).collect();
+    let org_fields: Vec<Field> = [
+        Field::District,
+        Field::Street,
+        Field::Community,
+        Field::OrgCode,
+    ]
+    .into_iter()
+    .filter(|f| has(*f))
+    .collect();
 
     // Values unique per row (ids): cleaned in place.
     let mut frame = raw.clone().lazy();
-    let many: Vec<Field> = fields.iter().copied().filter(|f| !few_distinct(*f) && !org_fields.contains(f)).collect();
+    let many: Vec<Field> = fields
+        .iter()
+        .copied()
+        .filter(|f| !few_distinct(*f) && !org_fields.contains(f))
+        .collect();
     if !many.is_empty() {
         frame = frame
-            .with_columns(many.iter().map(|f| clean(col(f.key())).alias(raw_name(*f))).collect::<Vec<_>>())
-            .with_columns(many.iter().map(|f| typed(*f, col(raw_name(*f))).alias(value_name(*f))).collect::<Vec<_>>());
+            .with_columns(
+                many.iter()
+                    .map(|f| clean(col(f.key())).alias(raw_name(*f)))
+                    .collect::<Vec<_>>(),
+            )
+            .with_columns(
+                many.iter()
+                    .map(|f| typed(*f, col(raw_name(*f))).alias(value_name(*f)))
+                    .collect::<Vec<_>>(),
+            );
     }
     // Values that repeat: a small table per field, joined back.
     for f in fields.iter().copied().filter(|f| few_distinct(*f)) {
@@ -301,29 +327,53 @@ pub fn normalize(raw: DataFrame, fields: &[Field], lookup: &OrgLookup) -> Polars
     }
     // Orgs: each distinct combination of names (and code) resolved once.
     let (org_key_expr, shown) = {
-        let names: Vec<Expr> =
-            [Field::District, Field::Street, Field::Community].into_iter().filter(|f| has(*f)).map(|f| col(raw_name(f))).collect();
+        let names: Vec<Expr> = [Field::District, Field::Street, Field::Community]
+            .into_iter()
+            .filter(|f| has(*f))
+            .map(|f| col(raw_name(f)))
+            .collect();
         if names.is_empty() {
-            (lit(NULL).cast(DataType::String), lit(NULL).cast(DataType::String))
+            (
+                lit(NULL).cast(DataType::String),
+                lit(NULL).cast(DataType::String),
+            )
         } else {
             (org_key(&names), concat_str(names, "/", true))
         }
     };
-    let code = if has(Field::OrgCode) { col(raw_name(Field::OrgCode)) } else { lit(NULL).cast(DataType::String) };
+    let code = if has(Field::OrgCode) {
+        col(raw_name(Field::OrgCode))
+    } else {
+        lit(NULL).cast(DataType::String)
+    };
     let org_cols: Vec<Expr> = org_fields.iter().map(|f| col(f.key())).collect();
     if org_cols.is_empty() {
         let none = || lit(NULL).cast(DataType::String);
-        frame = frame.with_columns([none().alias("org_key"), none().alias("org_names"), none().alias("org")]);
+        frame = frame.with_columns([
+            none().alias("org_key"),
+            none().alias("org_names"),
+            none().alias("org"),
+        ]);
     } else {
-    let orgs = raw
-        .lazy()
-        .select(org_cols.clone())
-        .unique(None, UniqueKeepStrategy::Any)
-        .with_columns(org_fields.iter().map(|f| clean(col(f.key())).alias(raw_name(*f))).collect::<Vec<_>>())
-        .with_columns([org_key_expr.alias("org_key"), shown.alias("org_names")])
-        .join(lookup.frame.clone().lazy(), [col("org_key")], [col("org_key")], join_back())
-        .with_columns([coalesce(&[code, col("org_resolved")]).alias("org")]);
-    frame = frame.join(orgs, org_cols.clone(), org_cols, join_back());
+        let orgs = raw
+            .lazy()
+            .select(org_cols.clone())
+            .unique(None, UniqueKeepStrategy::Any)
+            .with_columns(
+                org_fields
+                    .iter()
+                    .map(|f| clean(col(f.key())).alias(raw_name(*f)))
+                    .collect::<Vec<_>>(),
+            )
+            .with_columns([org_key_expr.alias("org_key"), shown.alias("org_names")])
+            .join(
+                lookup.frame.clone().lazy(),
+                [col("org_key")],
+                [col("org_key")],
+                join_back(),
+            )
+            .with_columns([coalesce(&[code, col("org_resolved")]).alias("org")]);
+        frame = frame.join(orgs, org_cols.clone(), org_cols, join_back());
     }
 
     let mut out: Vec<Expr> = fields.iter().map(|f| col(raw_name(*f))).collect();
