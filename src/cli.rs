@@ -768,7 +768,7 @@ async fn import_ledgers(
         settings.reference.simplify_tolerance_deg,
     )?;
     let locator: std::sync::Arc<dyn crate::domain::record::Locator + Send + Sync> =
-        std::sync::Arc::new(crate::ingest::MapLocator(std::sync::Arc::new(map)));
+        std::sync::Arc::new(map);
     let (store, managed) = crate::app::connect_store_shared(settings).await?;
     let result = async {
         store.migrate().await?;

@@ -49,14 +49,7 @@ async fn a_past_days_snapshot_equals_what_the_live_side_showed_at_that_days_end(
     let built = vscc::app::Application::build_with_clock(settings.clone(), false, clock.clone())
         .await
         .unwrap();
-    let mut app = TestApp::from_parts(
-        built.port(),
-        built.state().clone(),
-        settings,
-        built.server_handle(),
-    );
-    app.checkpoint = built.checkpoint();
-    tokio::spawn(built.run_until_stopped());
+    let app = TestApp::running(built, settings);
 
     // The simulated Shenzhen up to the end of 30 June 2020, as the wall screen saw it then.
     let (tree, map) = (app.state.tree.clone(), app.state.map.clone());

@@ -216,16 +216,7 @@ async fn cancel_and_a_closed_connection_stop_the_query_in_clickhouse() {
     })
     .await;
 
-    let history: Value = app
-        .http
-        .get(format!("{}/api/v1/query/history", app.base))
-        .bearer_auth(&analyst)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let history: Value = app.query_history(&analyst).await;
     let outcomes: Vec<(&str, &str)> = history
         .as_array()
         .unwrap()
@@ -234,16 +225,7 @@ async fn cancel_and_a_closed_connection_stop_the_query_in_clickhouse() {
         .collect();
     assert!(outcomes.contains(&("q-cancel-1", "cancelled")), "{history}");
     wait_until("the abandoned query is logged", async || {
-        let h: Value = app
-            .http
-            .get(format!("{}/api/v1/query/history", app.base))
-            .bearer_auth(&analyst)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let h: Value = app.query_history(&analyst).await;
         h.as_array()
             .unwrap()
             .iter()
@@ -407,16 +389,7 @@ async fn csv_out_history_and_saved_queries() {
         "{history}"
     );
     let other = app.user_token("an-other", "analyst", "440300").await;
-    let theirs: Value = app
-        .http
-        .get(format!("{}/api/v1/query/history", app.base))
-        .bearer_auth(&other)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let theirs: Value = app.query_history(&other).await;
     assert_eq!(theirs, json!([]), "history is per user");
 
     let put = |name: &str, sql: &str| {

@@ -360,9 +360,7 @@ impl Authenticator {
             scope,
             self.screen_ttl,
         )?;
-        let now = OffsetDateTime::now_utc()
-            .replace_nanosecond(0)
-            .unwrap_or_else(|_| OffsetDateTime::now_utc());
+        let now = crate::store::now_in_seconds();
         self.directory
             .add_screen_token(ScreenTokenRecord {
                 id: issued.id.clone(),

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::Role;
-use crate::store::{Store, StoreError};
+use crate::store::{next_version, now_in_seconds, Store, StoreError};
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct UserRecord {
@@ -99,16 +99,6 @@ struct Mirror {
 pub struct UserDirectory {
     store: Store,
     mirror: Arc<RwLock<Mirror>>,
-}
-
-/// A version that grows with every change made anywhere (nanoseconds since the epoch).
-fn next_version() -> u64 {
-    OffsetDateTime::now_utc().unix_timestamp_nanos() as u64
-}
-
-fn now_seconds() -> OffsetDateTime {
-    let now = OffsetDateTime::now_utc();
-    now.replace_nanosecond(0).unwrap_or(now)
 }
 
 pub fn validate_user_name(name: &str) -> Result<(), UserError> {
@@ -309,7 +299,7 @@ impl UserDirectory {
             scope: scope.to_string(),
             password_hash,
             disabled: false,
-            changed_at: now_seconds(),
+            changed_at: now_in_seconds(),
             changed_by: by.to_string(),
         };
         self.write_user(&user).await?;
@@ -322,7 +312,7 @@ impl UserDirectory {
             .user(name)
             .ok_or_else(|| UserError::NotFound(format!("user {name}")))?;
         user.disabled = true;
-        user.changed_at = now_seconds();
+        user.changed_at = now_in_seconds();
         user.changed_by = by.to_string();
         self.write_user(&user).await?;
         Ok(user)

@@ -9,7 +9,7 @@ use tokio::sync::Mutex;
 
 use super::{workload::Workload, BenchEnv, ServerChild};
 use crate::config::Settings;
-use crate::domain::record::{validate, EventRow, Locator};
+use crate::domain::record::{validate, EventRow};
 use crate::ingest::writer::insert_events;
 use crate::reference::{self, DistrictMap};
 use crate::store::Store;
@@ -18,13 +18,6 @@ pub struct IngestBench {
     pub records: usize,
     pub batch: usize,
     pub concurrency: usize,
-}
-
-struct MapLocator<'a>(&'a DistrictMap);
-impl Locator for MapLocator<'_> {
-    fn district_of(&self, lon: f64, lat: f64) -> Option<String> {
-        self.0.locate(lon, lat).map(|d| d.code.clone())
-    }
 }
 
 /// Waits until ClickHouse has no merges running, so that one phase's background work does not
@@ -89,7 +82,7 @@ pub async fn run(settings: &Settings, opts: IngestBench) -> anyhow::Result<()> {
         .iter()
         .enumerate()
         .map(|(i, e)| {
-            validate(e, &tree, &MapLocator(&map), now, "bench")
+            validate(e, &tree, &map, now, "bench")
                 .map(|mut r| {
                     r.seq = i as u64 + 1;
                     r

@@ -9,20 +9,11 @@ use serde_json::Value;
 
 use super::{auth::principal, ApiError, AppState};
 use crate::auth::{authorize, Action};
-use crate::domain::record::{validate, FieldError, Locator};
+use crate::domain::record::{validate, FieldError};
 use crate::ingest::{AppendOutcome, LogError, Rejection};
-use crate::reference::DistrictMap;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(post_events);
-}
-
-struct MapLocator<'a>(&'a DistrictMap);
-
-impl Locator for MapLocator<'_> {
-    fn district_of(&self, lon: f64, lat: f64) -> Option<String> {
-        self.0.locate(lon, lat).map(|d| d.code.clone())
-    }
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -121,7 +112,7 @@ async fn post_events(
     }
 
     let now = time::OffsetDateTime::now_utc();
-    let locator = MapLocator(&state.map);
+    let locator = state.map.as_ref();
     let mut rows = Vec::with_capacity(values.len());
     for (index, value) in values.into_iter().enumerate() {
         let id = value
@@ -131,7 +122,7 @@ async fn post_events(
             .and_then(Value::as_str)
             .map(str::to_string);
         let checked = value
-            .and_then(|v| validate(&v, &state.tree, &locator, now, "api"))
+            .and_then(|v| validate(&v, &state.tree, locator, now, "api"))
             .and_then(|row| {
                 let org = state.tree.get(&row.org).expect("validated org exists");
                 authorize(&state.tree, &who, Action::Ingest, org)

@@ -93,7 +93,7 @@ async fn upload(
         display_name: Some(name),
         ..Default::default()
     };
-    let locator = std::sync::Arc::new(crate::ingest::MapLocator(state.map.clone()));
+    let locator = state.map.clone();
     let result = import::import_file(&state.store, &state.tree, locator, &path, options).await;
     let _ = std::fs::remove_file(&path);
     let summary = match result {

@@ -44,15 +44,6 @@ pub struct Rejection {
     pub reason: String,
 }
 
-/// Places located records with the district map (the map lives outside the domain).
-pub struct MapLocator(pub Arc<crate::reference::DistrictMap>);
-
-impl crate::domain::record::Locator for MapLocator {
-    fn district_of(&self, lon: f64, lat: f64) -> Option<String> {
-        self.0.locate(lon, lat).map(|d| d.code.clone())
-    }
-}
-
 pub struct Ingest {
     pub log: DurableLog,
     pub checkpoint: watch::Receiver<u64>,

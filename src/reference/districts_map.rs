@@ -197,3 +197,10 @@ fn feature_collection(districts: &[DistrictShape], stats: &MapStats) -> serde_js
 fn round6(x: f64) -> f64 {
     (x * 1e6).round() / 1e6
 }
+
+/// Ingest, ledger imports and benchmarks place located records with the map directly.
+impl crate::domain::record::Locator for DistrictMap {
+    fn district_of(&self, lon: f64, lat: f64) -> Option<String> {
+        self.locate(lon, lat).map(|d| d.code.clone())
+    }
+}

@@ -4,7 +4,7 @@ use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::store::{Store, StoreError};
+use crate::store::{next_version, now_in_seconds, Store, StoreError};
 
 #[derive(Debug, Clone, Row, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct QueryLogEntry {
@@ -29,7 +29,7 @@ impl QueryLogEntry {
             user: user.to_string(),
             scope: scope.to_string(),
             sql: sql.to_string(),
-            started_at: super::now_shanghai_seconds(),
+            started_at: now_in_seconds(),
             duration_ms: 0,
             rows: 0,
             outcome: String::new(),
@@ -119,10 +119,6 @@ pub async fn history(
     Ok(rows.into_iter().map(Into::into).collect())
 }
 
-fn version() -> u64 {
-    OffsetDateTime::now_utc().unix_timestamp_nanos() as u64
-}
-
 async fn write_saved(store: &Store, row: &SavedRow) -> Result<(), StoreError> {
     let mut insert = store.client().insert::<SavedRow>("saved_queries").await?;
     insert.write(row).await?;
@@ -136,14 +132,14 @@ pub async fn save(
     name: &str,
     sql: &str,
 ) -> Result<SavedQuery, StoreError> {
-    let saved_at = super::now_shanghai_seconds();
+    let saved_at = now_in_seconds();
     let row = SavedRow {
         user: user.into(),
         name: name.into(),
         sql: sql.into(),
         saved_at,
         deleted: 0,
-        version: version(),
+        version: next_version(),
     };
     write_saved(store, &row).await?;
     Ok(SavedQuery {
@@ -162,9 +158,9 @@ pub async fn delete_saved(store: &Store, user: &str, name: &str) -> Result<bool,
         user: user.into(),
         name: name.into(),
         sql: String::new(),
-        saved_at: super::now_shanghai_seconds(),
+        saved_at: now_in_seconds(),
         deleted: 1,
-        version: version(),
+        version: next_version(),
     };
     write_saved(store, &row).await?;
     Ok(true)

@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
-use time::OffsetDateTime;
 
 use crate::domain::org::{Level, NodeIdx, OrgTree};
 use crate::store::{Store, StoreError};
@@ -536,11 +535,6 @@ fn rows_in_json_tail(tail: &[u8]) -> Option<u64> {
         .next()?
         .parse()
         .ok()
-}
-
-pub fn now_shanghai_seconds() -> OffsetDateTime {
-    let now = OffsetDateTime::now_utc();
-    now.replace_nanosecond(0).unwrap_or(now)
 }
 
 #[cfg(test)]

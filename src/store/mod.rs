@@ -164,6 +164,18 @@ impl Store {
     }
 }
 
+/// Now, in whole seconds: what a `DateTime` column keeps.
+pub fn now_in_seconds() -> time::OffsetDateTime {
+    let now = time::OffsetDateTime::now_utc();
+    now.replace_nanosecond(0).unwrap_or(now)
+}
+
+/// The version of a row written now to a ReplacingMergeTree: grows with every change made
+/// anywhere (nanoseconds since the epoch).
+pub fn next_version() -> u64 {
+    time::OffsetDateTime::now_utc().unix_timestamp_nanos() as u64
+}
+
 /// Which rows of `events` count: every record from the durable log, and ledger imports whose
 /// run finished ('ok'). Bind [`counted_imports_param`] of [`Store::ok_imports`] to the `?`.
 pub const COUNTED_EVENTS: &str =

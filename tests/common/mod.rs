@@ -65,30 +65,17 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
     let app = Application::build(settings.clone(), false)
         .await
         .expect("app builds");
-    let port = app.port();
-    let handle = app.server_handle();
-    let state = app.state().clone();
-    let checkpoint = app.checkpoint();
-    tokio::spawn(app.run_until_stopped());
-    TestApp {
-        base: format!("http://127.0.0.1:{port}"),
-        port,
-        state,
-        settings,
-        http: reqwest::Client::new(),
-        checkpoint,
-        handle,
-    }
+    TestApp::running(app, settings)
 }
 
 impl TestApp {
-    pub fn from_parts(
-        port: u16,
-        state: Arc<AppState>,
-        settings: Settings,
-        handle: actix_web::dev::ServerHandle,
-    ) -> Self {
-        let (_, checkpoint) = tokio::sync::watch::channel(0);
+    /// Serves an app built by the test (e.g. with its own clock) until the test stops it.
+    pub fn running(app: Application, settings: Settings) -> Self {
+        let port = app.port();
+        let handle = app.server_handle();
+        let state = app.state().clone();
+        let checkpoint = app.checkpoint();
+        tokio::spawn(app.run_until_stopped());
         TestApp {
             base: format!("http://127.0.0.1:{port}"),
             port,
@@ -98,6 +85,19 @@ impl TestApp {
             checkpoint,
             handle,
         }
+    }
+
+    /// A user's SQL history (`GET /api/v1/query/history`).
+    pub async fn query_history(&self, token: &str) -> serde_json::Value {
+        self.http
+            .get(format!("{}/api/v1/query/history", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request sent")
+            .json()
+            .await
+            .expect("JSON")
     }
 
     pub fn store(&self) -> &Store {

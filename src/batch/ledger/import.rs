@@ -901,11 +901,6 @@ async fn record(store: &Store, row: &ImportRow) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn seconds_now() -> OffsetDateTime {
-    let now = OffsetDateTime::now_utc();
-    now.replace_nanosecond(0).unwrap_or(now)
-}
-
 /// One import at a time per process: import numbers are taken as max + 1.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -970,8 +965,8 @@ pub async fn import_file(
         family: family.name().into(),
         format,
         by: options.by.clone(),
-        started: seconds_now(),
-        ended: seconds_now(),
+        started: crate::store::now_in_seconds(),
+        ended: crate::store::now_in_seconds(),
         rows: 0,
         accepted: 0,
         duplicates: 0,
@@ -1088,7 +1083,7 @@ pub async fn import_file(
         Ok::<_, ImportError>(first_rejects)
     }
     .await;
-    run.ended = seconds_now();
+    run.ended = crate::store::now_in_seconds();
     run.version = 2;
     match result {
         Ok(rejects) => {
