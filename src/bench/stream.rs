@@ -71,10 +71,7 @@ async fn connect_screen(
             if !text.contains(PROBE_ORG) {
                 continue;
             }
-            let Ok(v) = serde_json::from_str::<Value>(&text) else {
-                continue;
-            };
-            if let Some(k) = v["nodes"][PROBE_ORG]["staffing_rate"]["num"].as_i64() {
+            if let Some(k) = probe_num(&text) {
                 let sent = probes
                     .sent
                     .lock()
@@ -92,6 +89,23 @@ async fn connect_screen(
         }
     });
     Ok(Screen { deltas, task })
+}
+
+/// The probe district's staffing numerator in a delta, found by searching the text: the
+/// screens share the 2 cores with the server, so the load generator must not parse every
+/// message it receives as a whole JSON value.
+fn probe_num(text: &str) -> Option<i64> {
+    let node_start = text.find(&format!(r#""{PROBE_ORG}":{{"#))?;
+    let node = &text[node_start..];
+    // A figure holds no objects, so a node's object ends at the first "}}".
+    let node = &node[..node.find("}}")? + 2];
+    let figure = &node[node.find(r#""staffing_rate":{"#)?..];
+    let figure = &figure[..figure.find('}')?];
+    let num = &figure[figure.find(r#""num":"#)? + 6..];
+    let end = num
+        .find(|c: char| !(c.is_ascii_digit() || c == '-'))
+        .unwrap_or(num.len());
+    num[..end].parse().ok()
 }
 
 async fn connect_many(
@@ -351,4 +365,17 @@ pub async fn run(settings: &Settings, opts: StreamBench) -> anyhow::Result<()> {
     }
     env.stop().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::probe_num;
+
+    #[test]
+    fn the_probe_figure_is_found_only_in_the_probe_district() {
+        let delta = r#"{"type":"delta","nodes":{"440300":{"staffing_rate":{"den":9,"num":1}},"440303":{"five_star_share":{"num":3},"staffing_rate":{"den":1000000,"due":null,"num":1234,"status":"at_risk"}}}}"#;
+        assert_eq!(probe_num(delta), Some(1234));
+        let other = r#"{"nodes":{"440303":{"open_appeals":{"num":5}},"440304":{"staffing_rate":{"num":77}}}}"#;
+        assert_eq!(probe_num(other), None);
+    }
 }

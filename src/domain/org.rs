@@ -1,8 +1,6 @@
 //! The four-level org tree (city → district → street → community) and the questions every other
 //! module asks of it: who is my parent, what is my path to the root, what is in my subtree.
 
-use std::collections::HashMap;
-
 use serde::Serialize;
 
 /// The level of a node in the org tree.
@@ -81,7 +79,9 @@ pub enum OrgTreeError {
 #[derive(Debug, Clone)]
 pub struct OrgTree {
     nodes: Vec<OrgNode>,
-    by_code: HashMap<String, NodeIdx>,
+    /// Looked up for every record: FxHash, since codes are not attacker-chosen keys of an
+    /// unbounded map (the tree is fixed reference data).
+    by_code: rustc_hash::FxHashMap<String, NodeIdx>,
 }
 
 /// One node as the builder receives it: parents must be added before their children.
@@ -97,7 +97,7 @@ impl OrgTree {
     pub fn build(new_nodes: impl IntoIterator<Item = NewNode>) -> Result<Self, OrgTreeError> {
         let mut tree = OrgTree {
             nodes: Vec::new(),
-            by_code: HashMap::new(),
+            by_code: Default::default(),
         };
         for n in new_nodes {
             if tree.by_code.contains_key(&n.code) {

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::{auth::principal, ApiError, AppState};
 use crate::auth::{authorize, Action};
-use crate::domain::record::{validate, FieldError};
+use crate::domain::record::{FieldError, IncomingBatch};
 use crate::ingest::{AppendOutcome, LogError, Rejection};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -74,74 +74,52 @@ async fn post_events(
             ct.starts_with("application/x-ndjson") || ct.starts_with("application/jsonl")
         });
 
-    let mut errors: Vec<Rejection> = Vec::new();
-    let values: Vec<Result<Value, FieldError>> = if ndjson {
-        body[..]
-            .split(|&b| b == b'\n')
-            .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
-            .map(|line| {
-                serde_json::from_slice(line).map_err(|e| FieldError {
-                    field: "$".into(),
-                    reason: format!("not a JSON object: {e}"),
-                })
-            })
-            .collect()
+    let body = std::str::from_utf8(&body)
+        .map_err(|e| ApiError::bad_request("$", format!("the body is not UTF-8: {e}")))?;
+    let batch = if ndjson {
+        IncomingBatch::from_ndjson(body)
     } else {
-        match serde_json::from_slice::<Value>(&body) {
-            Ok(Value::Array(items)) => items.into_iter().map(Ok).collect(),
+        IncomingBatch::from_array(body).map_err(|e| match serde_json::from_str::<Value>(body) {
             Ok(_) => {
-                return Err(ApiError::bad_request(
-                    "$",
-                    "the body must be a JSON array of events (or NDJSON)",
-                ))
+                ApiError::bad_request("$", "the body must be a JSON array of events (or NDJSON)")
             }
-            Err(e) => {
-                return Err(ApiError::bad_request(
-                    "$",
-                    format!("the body is not JSON: {e}"),
-                ))
-            }
-        }
+            Err(_) => ApiError::bad_request("$", format!("the body is not JSON: {e}")),
+        })?
     };
-    if values.len() > limits.max_records {
+    if batch.len() > limits.max_records {
         return Err(ApiError::TooLarge(format!(
             "{} records exceed the limit of {} per request; nothing was accepted",
-            values.len(),
+            batch.len(),
             limits.max_records
         )));
     }
 
     let now = time::OffsetDateTime::now_utc();
     let locator = state.map.as_ref();
-    let mut rows = Vec::with_capacity(values.len());
-    for (index, value) in values.into_iter().enumerate() {
-        let id = value
-            .as_ref()
-            .ok()
-            .and_then(|v| v.get("id"))
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        let checked = value
-            .and_then(|v| validate(&v, &state.tree, locator, now, "api"))
-            .and_then(|row| {
-                let org = state.tree.get(&row.org).expect("validated org exists");
-                authorize(&state.tree, &who, Action::Ingest, org)
-                    .map(|()| row)
-                    .map_err(|e| FieldError {
-                        field: "org".into(),
-                        reason: e.to_string(),
-                    })
-            });
+    let mut rows = Vec::with_capacity(batch.len());
+    let mut errors: Vec<Rejection> = Vec::new();
+    for (index, (id, checked)) in batch.validate(&state.tree, locator, now, "api").enumerate() {
+        let rejection = |id: Option<String>, e: FieldError| Rejection {
+            index,
+            id,
+            field: e.field,
+            reason: e.reason,
+        };
         match checked {
             Ok(row) => {
-                rows.push(row);
+                let org = state.tree.get(&row.org).expect("validated org exists");
+                match authorize(&state.tree, &who, Action::Ingest, org) {
+                    Ok(()) => rows.push(row),
+                    Err(e) => errors.push(rejection(
+                        Some(row.id),
+                        FieldError {
+                            field: "org".into(),
+                            reason: e.to_string(),
+                        },
+                    )),
+                }
             }
-            Err(e) => errors.push(Rejection {
-                index,
-                id,
-                field: e.field,
-                reason: e.reason,
-            }),
+            Err(e) => errors.push(rejection(id, e)),
         }
     }
 

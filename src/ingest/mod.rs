@@ -100,7 +100,7 @@ pub async fn start(
     // Imports finishing from here on are applied by the import follower.
     let ok_imports = store.ok_imports().await?;
     let started = std::time::Instant::now();
-    let mut seen: HashSet<u128> = HashSet::new();
+    let mut seen = log::IdSet::default();
     let mut cursor = store
         .client()
         .query(&format!(

@@ -36,7 +36,7 @@ async fn insert_rows<'a>(
     rows: impl Iterator<Item = &'a EventRow>,
 ) -> Result<(), StoreError> {
     let _gate = store.insert_gate().read().await;
-    let mut insert = store.client().insert::<EventRow>("events").await?;
+    let mut insert = store.bulk_client().insert::<EventRow>("events").await?;
     for row in rows {
         insert.write(row).await?;
     }
