@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
+use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
 
@@ -55,7 +56,11 @@ async fn connect_screen(
     let mut req = format!("ws://127.0.0.1:{port}/ws").into_client_request()?;
     req.headers_mut()
         .insert("authorization", format!("Bearer {token}").parse()?);
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await?;
+    // Messages are a few KiB: tungstenite's default 128 KiB read buffer is zeroed on every
+    // read, which made memset the load generator's main cost.
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(16 * 1024);
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(req, Some(config), true).await?;
     let sub = json!({"type": "subscribe", "id": "s", "scope": "440300", "metrics": METRICS});
     ws.send(Message::Text(sub.to_string().into())).await?;
     let deltas = Arc::new(AtomicU64::new(0));
@@ -162,6 +167,7 @@ async fn drive_load(
     let mut probe_num =
         probes.sent.lock().unwrap_or_else(|p| p.into_inner()).len() as i64 * 10 + 1_000;
     let mut every = tokio::time::interval(Duration::from_millis(10));
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     while started.elapsed() < run_for {
         every.tick().await;
         let events: Vec<Value> = std::iter::repeat_with(|| workload.next_event())
@@ -179,7 +185,9 @@ async fn drive_load(
                 .await;
         });
         if Instant::now() >= next_probe {
-            next_probe += probe_every;
+            // Random gaps (0.5–1.5 × probe_every), so that probes fall at every phase of the
+            // publishing tick instead of locking onto one.
+            next_probe += probe_every.mul_f64(rng.random_range(0.5..1.5));
             probe_num += 1;
             let at = time::OffsetDateTime::now_utc()
                 .to_offset(SHANGHAI)

@@ -91,6 +91,9 @@ pub fn run(
             .configure(openapi::routes)
     })
     .on_connect(remember_socket)
+    // Deltas are small frames sent as they happen: with Nagle's algorithm a frame waits for
+    // the peer's (delayed) ACK of the previous one, up to 40 ms on Linux.
+    .tcp_nodelay(true)
     .listen(listener)?
     .shutdown_timeout(5)
     .disable_signals();

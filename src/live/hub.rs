@@ -122,7 +122,8 @@ pub struct Hub {
     history_cap: usize,
     tx: broadcast::Sender<Arc<TickChanges>>,
     applied: watch::Sender<u64>,
-    epochs: Mutex<HashMap<String, EpochState>>,
+    /// Keys are server-made uuids (clients only look up): FxHash is safe here.
+    epochs: Mutex<rustc_hash::FxHashMap<String, EpochState>>,
     last_full_refresh: Mutex<Option<std::time::Instant>>,
     closing: watch::Sender<bool>,
 }
@@ -152,7 +153,7 @@ impl Hub {
             history_cap: settings.history_ticks,
             tx,
             applied,
-            epochs: Mutex::new(HashMap::new()),
+            epochs: Mutex::new(Default::default()),
             last_full_refresh: Mutex::new(None),
             closing: watch::channel(false).0,
         }
@@ -388,15 +389,23 @@ impl Hub {
         keep: usize,
     ) {
         let mut epochs = self.epochs.lock().unwrap_or_else(|p| p.into_inner());
-        let e = epochs
-            .entry(epoch.to_string())
-            .or_insert_with(|| EpochState {
-                scope,
-                metrics: metrics.to_vec(),
-                base_seq: seq,
-                ticks: VecDeque::new(),
-                touched: std::time::Instant::now(),
-            });
+        // Looked up before inserting: this runs for every message to every screen, and the
+        // entry API would allocate the key each time.
+        if !epochs.contains_key(epoch) {
+            epochs.insert(
+                epoch.to_string(),
+                EpochState {
+                    scope,
+                    metrics: metrics.to_vec(),
+                    base_seq: seq,
+                    ticks: VecDeque::new(),
+                    touched: std::time::Instant::now(),
+                },
+            );
+        }
+        let Some(e) = epochs.get_mut(epoch) else {
+            return;
+        };
         // A replay re-sends seqs already recorded: cut the record back to before `seq`.
         let idx = seq.saturating_sub(e.base_seq) as usize;
         e.ticks.truncate(idx);

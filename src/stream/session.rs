@@ -238,18 +238,17 @@ impl State {
             ];
         }
         let mut out = Vec::new();
-        let ids: Vec<String> = self.subs.keys().cloned().collect();
-        for id in ids {
-            let sub = &self.subs[&id];
+        let hub = &self.ctx.hub;
+        for (id, sub) in self.subs.iter_mut() {
             if tc.tick <= sub.last_tick {
                 continue;
             }
-            let changed = self.changed(sub, tc);
-            let sub = self.subs.get_mut(&id).expect("present");
             sub.last_tick = tc.tick;
-            let Some(nodes) = changed else { continue };
+            let Some(nodes) = tc.nodes_json_for(hub.tree(), sub.scope, &sub.metrics) else {
+                continue;
+            };
             sub.seq += 1;
-            self.ctx.hub.record_message(
+            hub.record_message(
                 &sub.epoch,
                 sub.scope,
                 &sub.metrics,
@@ -257,7 +256,7 @@ impl State {
                 tc.tick,
                 EPOCH_KEEP,
             );
-            out.push(Outgoing::Send(Self::delta(&id, sub, sub.seq, tc, &nodes)));
+            out.push(Outgoing::Send(Self::delta(id, sub, sub.seq, tc, &nodes)));
         }
         out
     }
