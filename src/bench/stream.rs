@@ -66,31 +66,38 @@ async fn connect_screen(
     let deltas = Arc::new(AtomicU64::new(0));
     let counter = deltas.clone();
     let task = tokio::spawn(async move {
+        let mut last_seen: Option<i64> = None;
         while let Some(Ok(msg)) = ws.next().await {
             let Message::Text(text) = msg else { continue };
             if text.contains(r#""type":"snapshot""#) {
                 ready.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
+            if !text.contains(r#""type":"delta""#) {
+                continue;
+            }
             counter.fetch_add(1, Ordering::Relaxed);
             if !text.contains(PROBE_ORG) {
                 continue;
             }
-            if let Some(k) = probe_num(&text) {
-                let sent = probes
-                    .sent
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get(&k)
-                    .copied();
-                if let Some(sent) = sent {
-                    probes
-                        .latencies_ms
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(sent.elapsed().as_secs_f64() * 1000.0);
-                }
-            }
+            let Some(k) = probe_num(&text) else { continue };
+            // Probes count up and the latest replaces earlier ones, so a delta showing probe
+            // k delivers every probe after the last one this screen saw: coalesced probes get
+            // their (longer) latency too, instead of only the last of each tick being timed.
+            let now = Instant::now();
+            let sent = probes.sent.lock().unwrap_or_else(|p| p.into_inner());
+            let from = last_seen.map_or(k, |last| last + 1);
+            let delivered: Vec<f64> = (from..=k)
+                .filter_map(|j| sent.get(&j))
+                .map(|t| (now - *t).as_secs_f64() * 1000.0)
+                .collect();
+            drop(sent);
+            last_seen = Some(last_seen.map_or(k, |last| last.max(k)));
+            probes
+                .latencies_ms
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(delivered);
         }
     });
     Ok(Screen { deltas, task })
