@@ -40,6 +40,9 @@ const METRICS: [&str; 5] = [
 struct Probes {
     sent: Mutex<HashMap<i64, Instant>>,
     latencies_ms: Mutex<Vec<f64>>,
+    /// Probe sent → its POST answered (accepted, durable, in the live figures): the ingest
+    /// part of the latency.
+    acks_ms: Mutex<Vec<f64>>,
 }
 
 struct Screen {
@@ -120,6 +123,22 @@ fn probe_num(text: &str) -> Option<i64> {
     num[..end].parse().ok()
 }
 
+/// The screens' own runtime: a probe posted by the load generator must not queue behind a
+/// thousand screens' reads in one task scheduler (the OS shares the cores between the two, as
+/// it would between real screens and a real station). Tasks spawned by a screen stay here.
+fn screens_runtime() -> anyhow::Result<&'static tokio::runtime::Runtime> {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    if let Some(rt) = RUNTIME.get() {
+        return Ok(rt);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("bench-screens")
+        .enable_all()
+        .build()?;
+    Ok(RUNTIME.get_or_init(|| rt))
+}
+
 async fn connect_many(
     server: &ServerChild,
     n: usize,
@@ -137,7 +156,7 @@ async fn connect_many(
             probes.clone(),
             ready.clone(),
         );
-        pending.push(tokio::spawn(async move {
+        pending.push(screens_runtime()?.spawn(async move {
             let s = connect_screen(port, &token, probes, ready).await;
             drop(permit);
             s
@@ -210,13 +229,21 @@ async fn drive_load(
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(probe_num, Instant::now());
             let (http2, url2, token) = (http.clone(), url.clone(), server.token.clone());
+            let (probes, sent_at) = (probes.clone(), Instant::now());
             tokio::spawn(async move {
-                let _ = http2
+                let answered = http2
                     .post(&url2)
                     .bearer_auth(&token)
                     .json(&probe)
                     .send()
                     .await;
+                if answered.is_ok_and(|r| r.status().is_success()) {
+                    probes
+                        .acks_ms
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(sent_at.elapsed().as_secs_f64() * 1000.0);
+                }
             });
         }
     }
@@ -224,11 +251,11 @@ async fn drive_load(
 }
 
 fn latency_summary(probes: &Probes) -> (usize, f64, f64, f64) {
-    let mut l = probes
-        .latencies_ms
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    summary(&probes.latencies_ms)
+}
+
+fn summary(samples: &Mutex<Vec<f64>>) -> (usize, f64, f64, f64) {
+    let mut l = samples.lock().unwrap_or_else(|p| p.into_inner()).clone();
     l.sort_by(|a, b| a.total_cmp(b));
     (
         l.len(),
@@ -305,6 +332,8 @@ pub async fn run(settings: &Settings, opts: StreamBench) -> anyhow::Result<()> {
         opts.tick_ms
     );
     println!("| latency max (ms) | {max:.1} |");
+    let (_, ack50, ack99, _) = summary(&probes.acks_ms);
+    println!("| of which probe sent → POST answered (ingest path) p50 / p99 (ms) | {ack50:.1} / {ack99:.1} |");
     println!(
         "| deltas per screen per second | {:.2} |",
         deltas as f64 / opts.screens.max(1) as f64 / opts.seconds as f64
