@@ -137,6 +137,7 @@ pub async fn run(settings: &Settings, opts: IngestBench) -> anyhow::Result<()> {
     let e2e = Store::new(&env.clickhouse_url, "default", "", "bench_e2e")?;
     let queue = Arc::new(Mutex::new(bodies.into_iter()));
     let ch_cpu0 = env.clickhouse_pid().map(super::cpu_secs).unwrap_or(0.0);
+    let vscc_cpu0 = server.child.id().map(super::cpu_secs).unwrap_or(0.0);
     let t = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..opts.concurrency {
@@ -176,7 +177,7 @@ pub async fn run(settings: &Settings, opts: IngestBench) -> anyhow::Result<()> {
     }
     let landed_secs = t.elapsed().as_secs_f64();
     let (_, peak_kib) = server.memory_kib();
-    let vscc_cpu = server.child.id().map(super::cpu_secs).unwrap_or(0.0);
+    let vscc_cpu = server.child.id().map(super::cpu_secs).unwrap_or(0.0) - vscc_cpu0;
     let ch_cpu = env.clickhouse_pid().map(super::cpu_secs).unwrap_or(0.0) - ch_cpu0;
     server.stop().await;
     quiesce(&e2e).await?;
@@ -224,7 +225,10 @@ pub async fn run(settings: &Settings, opts: IngestBench) -> anyhow::Result<()> {
         );
     }
     println!("rows in ClickHouse when the last request was acknowledged: {landed_at_ack}");
-    println!("CPU during the vscc run: vscc server {vscc_cpu:.1} s (incl. start-up), ClickHouse {ch_cpu:.1} s, on 2 cores shared with this load generator");
+    println!(
+        "CPU during the vscc run: vscc server {vscc_cpu:.1} s ({:.1} µs a record), ClickHouse {ch_cpu:.1} s, on 2 cores shared with this load generator",
+        vscc_cpu * 1e6 / n as f64
+    );
     println!("server peak RSS: {:.0} MiB", peak_kib as f64 / 1024.0);
     Ok(())
 }
