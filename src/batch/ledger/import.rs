@@ -21,6 +21,7 @@ use super::{field_of_header, Family, Field};
 use crate::domain::org::NodeIdx;
 use crate::domain::record::{import_seq_base, EventRow, Kind, Locator, MAX_ID_LEN, SHANGHAI};
 use crate::domain::{Level, OrgTree};
+use crate::ingest::log::IdSet;
 use crate::store::{counted_imports_param, Store, StoreError, COUNTED_EVENTS};
 
 #[derive(Debug, thiserror::Error)]
@@ -856,7 +857,7 @@ impl Parser {
 }
 
 /// Id hashes of the ledger records already counted (for dedup across imports).
-async fn imported_ids(store: &Store) -> Result<HashSet<u128>, StoreError> {
+async fn imported_ids(store: &Store) -> Result<IdSet, StoreError> {
     let oks = store.ok_imports().await?;
     let mut cursor = store
         .client()
@@ -867,7 +868,7 @@ async fn imported_ids(store: &Store) -> Result<HashSet<u128>, StoreError> {
         .bind(counted_imports_param(&oks))
         .with_setting("wait_end_of_query", "1")
         .fetch::<String>()?;
-    let mut ids = HashSet::new();
+    let mut ids = IdSet::default();
     while let Some(id) = cursor.next().await? {
         ids.insert(xxhash_rust::xxh3::xxh3_128(id.as_bytes()));
     }
@@ -1027,6 +1028,7 @@ pub async fn import_file(
             run.duplicates += (before - rows.len()) as u64;
             if !rows.is_empty() {
                 let started = std::time::Instant::now();
+                rows.sort_unstable_by(crate::ingest::writer::in_table_order);
                 let _gate = store.insert_gate().read().await;
                 let mut insert = store.bulk_client().insert::<EventRow>("events").await?;
                 for r in &rows {
