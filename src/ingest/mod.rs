@@ -18,7 +18,7 @@ pub use log::{AppendOutcome, DurableLog, LogError, LogSettings};
 use crate::domain::record::{EventRow, IMPORT_SEQ_BASE};
 use crate::live::Hub;
 use crate::store::{Store, COUNTED_EVENTS};
-use writer::{insert_events, Writer, WriterSettings};
+use writer::{insert_events, settle_inflight_inserts, Writer, WriterSettings};
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct IngestSettings {
@@ -62,6 +62,7 @@ pub async fn start(
     let recovered =
         log::recover(&dir).with_context(|| format!("recovering the log in {}", dir.display()))?;
     if !recovered.pending.is_empty() {
+        settle_inflight_inserts(store).await?;
         let landed: HashSet<u64> = store
             .client()
             .query("SELECT seq FROM events WHERE seq > ? AND seq < ?")

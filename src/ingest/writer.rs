@@ -38,11 +38,40 @@ async fn insert_rows<'a>(
     let mut rows: Vec<&EventRow> = rows.collect();
     rows.sort_unstable_by(|a, b| in_table_order(a, b));
     let _gate = store.insert_gate().read().await;
-    let mut insert = store.bulk_client().insert::<EventRow>("events").await?;
+    let query_id = format!(
+        "{}{}",
+        insert_query_prefix(store),
+        uuid::Uuid::new_v4().simple()
+    );
+    let mut insert = store
+        .bulk_client()
+        .with_setting("query_id", query_id)
+        .insert::<EventRow>("events")
+        .await?;
     for row in rows {
         insert.write(row).await?;
     }
     insert.end().await?;
+    Ok(())
+}
+
+/// Every insert of logged records into `events` carries a query id with this prefix, so that a
+/// restarted vscc can settle an insert its killed predecessor left in flight before it asks
+/// ClickHouse which records landed (a cut-off RowBinary stream can still land a prefix of the
+/// rows, after the question has been answered).
+pub fn insert_query_prefix(store: &Store) -> String {
+    format!("vscc_events_{}_", store.database())
+}
+
+/// Stops (or waits out) inserts of logged records still running in ClickHouse; once it returns,
+/// what landed stays as it is.
+pub async fn settle_inflight_inserts(store: &Store) -> Result<(), StoreError> {
+    store
+        .server_client()
+        .query("KILL QUERY WHERE startsWith(query_id, ?) SYNC")
+        .bind(insert_query_prefix(store))
+        .execute()
+        .await?;
     Ok(())
 }
 
