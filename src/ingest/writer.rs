@@ -104,6 +104,9 @@ pub struct Writer {
     /// The checkpoint, published for tests and /metrics.
     checkpoint_tx: watch::Sender<u64>,
     last_error_log: Option<Instant>,
+    /// The last insert failed: it may still have landed (the answer lost, or ClickHouse
+    /// stopping after the commit), so the retry first asks which of its rows are there.
+    uncertain: bool,
 }
 
 impl Writer {
@@ -127,6 +130,7 @@ impl Writer {
             reader: spool::LogReader::new(&dir, checkpoint + 1),
             checkpoint_tx,
             last_error_log: None,
+            uncertain: false,
         };
         (writer, rx)
     }
@@ -180,6 +184,26 @@ impl Writer {
         }
     }
 
+    /// Seqs in `first..=last` already in ClickHouse, once no insert of ours is still running.
+    async fn landed_between(
+        &self,
+        first: u64,
+        last: u64,
+    ) -> Result<std::collections::HashSet<u64>, StoreError> {
+        settle_inflight_inserts(&self.store).await?;
+        Ok(self
+            .store
+            .client()
+            .query("SELECT seq FROM events WHERE seq >= ? AND seq <= ?")
+            .bind(first)
+            .bind(last)
+            .with_setting("wait_end_of_query", "1")
+            .fetch_all::<u64>()
+            .await?
+            .into_iter()
+            .collect())
+    }
+
     /// Inserts up to one batch; true when something was written.
     async fn flush(&mut self) -> Result<bool, StoreError> {
         if self.pending_rows == 0 {
@@ -193,7 +217,23 @@ impl Writer {
             .take(n);
         let last = rows.clone().last().map(|r| r.seq).unwrap_or(self.next - 1);
         let started = Instant::now();
-        insert_rows(&self.store, rows).await?;
+        if self.uncertain {
+            let first = rows.clone().next().map(|r| r.seq).unwrap_or(self.next);
+            let landed = self.landed_between(first, last).await?;
+            if !landed.is_empty() {
+                tracing::info!(
+                    landed = landed.len(),
+                    "part of a failed insert had landed; inserting only the rest"
+                );
+            }
+            let missing: Vec<&EventRow> = rows.filter(|r| !landed.contains(&r.seq)).collect();
+            if !missing.is_empty() {
+                insert_rows(&self.store, missing.into_iter()).await?;
+            }
+            self.uncertain = false;
+        } else {
+            insert_rows(&self.store, rows).await?;
+        }
         tracing::debug!(
             rows = n,
             ms = started.elapsed().as_millis() as u64,
@@ -259,6 +299,7 @@ impl Writer {
                             backoff = Duration::from_millis(100);
                         }
                         Err(e) => {
+                            self.uncertain = true;
                             if self
                                 .last_error_log
                                 .is_none_or(|t| t.elapsed() > Duration::from_secs(30))
