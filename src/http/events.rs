@@ -5,7 +5,6 @@ use std::time::Duration;
 use actix_web::{post, web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use serde::Serialize;
-use serde_json::Value;
 
 use super::{auth::principal, ApiError, AppState};
 use crate::auth::{authorize, Action};
@@ -79,11 +78,12 @@ async fn post_events(
     let batch = if ndjson {
         IncomingBatch::from_ndjson(body)
     } else {
-        IncomingBatch::from_array(body).map_err(|e| match serde_json::from_str::<Value>(body) {
-            Ok(_) => {
+        IncomingBatch::from_array(body).map_err(|e| match e.classify() {
+            // Well-formed JSON of the wrong shape: no need to parse it again to tell.
+            serde_json::error::Category::Data => {
                 ApiError::bad_request("$", "the body must be a JSON array of events (or NDJSON)")
             }
-            Err(_) => ApiError::bad_request("$", format!("the body is not JSON: {e}")),
+            _ => ApiError::bad_request("$", format!("the body is not JSON: {e}")),
         })?
     };
     if batch.len() > limits.max_records {

@@ -5,7 +5,6 @@ pub mod log;
 pub mod spool;
 pub mod writer;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +17,7 @@ pub use log::{AppendOutcome, DurableLog, LogError, LogSettings};
 use crate::domain::record::{EventRow, IMPORT_SEQ_BASE};
 use crate::live::Hub;
 use crate::store::{Store, COUNTED_EVENTS};
-use writer::{insert_events, settle_inflight_inserts, Writer, WriterSettings};
+use writer::{insert_events, landed_seqs, Writer, WriterSettings};
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct IngestSettings {
@@ -62,17 +61,7 @@ pub async fn start(
     let recovered =
         log::recover(&dir).with_context(|| format!("recovering the log in {}", dir.display()))?;
     if !recovered.pending.is_empty() {
-        settle_inflight_inserts(store).await?;
-        let landed: HashSet<u64> = store
-            .client()
-            .query("SELECT seq FROM events WHERE seq > ? AND seq < ?")
-            .bind(recovered.checkpoint)
-            .bind(IMPORT_SEQ_BASE)
-            .with_setting("wait_end_of_query", "1")
-            .fetch_all::<u64>()
-            .await?
-            .into_iter()
-            .collect();
+        let landed = landed_seqs(store, recovered.checkpoint + 1, IMPORT_SEQ_BASE - 1).await?;
         let missing: Vec<EventRow> = recovered
             .pending
             .into_iter()

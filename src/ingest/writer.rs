@@ -5,7 +5,7 @@
 //! behind (ClickHouse down or slow) it drops what it cannot hold and later reads those records
 //! back from the segments — they are on disk anyway.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -26,23 +26,27 @@ pub struct WriterSettings {
     pub max_pending_rows: usize,
 }
 
-/// Inserts rows into `events` in one INSERT (one block: ClickHouse makes it atomic).
+/// Inserts logged records into `events` in one INSERT (one block: ClickHouse makes it atomic).
 pub async fn insert_events(store: &Store, rows: &[EventRow]) -> Result<(), StoreError> {
-    insert_rows(store, rows.iter()).await
+    insert_rows(store, rows.iter(), &log_insert_prefix(store)).await
+}
+
+/// Inserts a ledger import's rows into `events`: the same way, but with query ids that
+/// recovery of the log leaves alone.
+pub async fn insert_imported(store: &Store, rows: &[EventRow]) -> Result<(), StoreError> {
+    let prefix = format!("vscc_import_{}_", store.database());
+    insert_rows(store, rows.iter(), &prefix).await
 }
 
 async fn insert_rows<'a>(
     store: &Store,
     rows: impl Iterator<Item = &'a EventRow>,
+    query_id_prefix: &str,
 ) -> Result<(), StoreError> {
     let mut rows: Vec<&EventRow> = rows.collect();
     rows.sort_unstable_by(|a, b| in_table_order(a, b));
     let _gate = store.insert_gate().read().await;
-    let query_id = format!(
-        "{}{}",
-        insert_query_prefix(store),
-        uuid::Uuid::new_v4().simple()
-    );
+    let query_id = format!("{query_id_prefix}{}", uuid::Uuid::new_v4().simple());
     let mut insert = store
         .bulk_client()
         .with_setting("query_id", query_id)
@@ -55,24 +59,34 @@ async fn insert_rows<'a>(
     Ok(())
 }
 
-/// Every insert of logged records into `events` carries a query id with this prefix, so that a
-/// restarted vscc can settle an insert its killed predecessor left in flight before it asks
-/// ClickHouse which records landed (a cut-off RowBinary stream can still land a prefix of the
-/// rows, after the question has been answered).
-pub fn insert_query_prefix(store: &Store) -> String {
+/// Every insert of logged records into `events` carries a query id with this prefix, so that
+/// vscc can settle an insert left in flight (by a killed predecessor, or one that failed)
+/// before it asks ClickHouse which records landed: a cut-off RowBinary stream can still land
+/// a prefix of the rows after the question has been answered.
+fn log_insert_prefix(store: &Store) -> String {
     format!("vscc_events_{}_", store.database())
 }
 
-/// Stops (or waits out) inserts of logged records still running in ClickHouse; once it returns,
-/// what landed stays as it is.
-pub async fn settle_inflight_inserts(store: &Store) -> Result<(), StoreError> {
+/// Seqs of logged records in `first..=last` already in ClickHouse, asked once no insert of
+/// logged records is still running (`KILL QUERY … SYNC` stops or waits them out), so that the
+/// answer stays true.
+pub async fn landed_seqs(store: &Store, first: u64, last: u64) -> Result<HashSet<u64>, StoreError> {
     store
         .server_client()
         .query("KILL QUERY WHERE startsWith(query_id, ?) SYNC")
-        .bind(insert_query_prefix(store))
+        .bind(log_insert_prefix(store))
         .execute()
         .await?;
-    Ok(())
+    Ok(store
+        .client()
+        .query("SELECT seq FROM events WHERE seq >= ? AND seq <= ?")
+        .bind(first)
+        .bind(last)
+        .with_setting("wait_end_of_query", "1")
+        .fetch_all::<u64>()
+        .await?
+        .into_iter()
+        .collect())
 }
 
 /// The order of the `events` sorting key: kind, org, at, seq. ClickHouse checks whether an
@@ -184,26 +198,6 @@ impl Writer {
         }
     }
 
-    /// Seqs in `first..=last` already in ClickHouse, once no insert of ours is still running.
-    async fn landed_between(
-        &self,
-        first: u64,
-        last: u64,
-    ) -> Result<std::collections::HashSet<u64>, StoreError> {
-        settle_inflight_inserts(&self.store).await?;
-        Ok(self
-            .store
-            .client()
-            .query("SELECT seq FROM events WHERE seq >= ? AND seq <= ?")
-            .bind(first)
-            .bind(last)
-            .with_setting("wait_end_of_query", "1")
-            .fetch_all::<u64>()
-            .await?
-            .into_iter()
-            .collect())
-    }
-
     /// Inserts up to one batch; true when something was written.
     async fn flush(&mut self) -> Result<bool, StoreError> {
         if self.pending_rows == 0 {
@@ -219,7 +213,7 @@ impl Writer {
         let started = Instant::now();
         if self.uncertain {
             let first = rows.clone().next().map(|r| r.seq).unwrap_or(self.next);
-            let landed = self.landed_between(first, last).await?;
+            let landed = landed_seqs(&self.store, first, last).await?;
             if !landed.is_empty() {
                 tracing::info!(
                     landed = landed.len(),
@@ -228,11 +222,16 @@ impl Writer {
             }
             let missing: Vec<&EventRow> = rows.filter(|r| !landed.contains(&r.seq)).collect();
             if !missing.is_empty() {
-                insert_rows(&self.store, missing.into_iter()).await?;
+                insert_rows(
+                    &self.store,
+                    missing.into_iter(),
+                    &log_insert_prefix(&self.store),
+                )
+                .await?;
             }
             self.uncertain = false;
         } else {
-            insert_rows(&self.store, rows).await?;
+            insert_rows(&self.store, rows, &log_insert_prefix(&self.store)).await?;
         }
         tracing::debug!(
             rows = n,

@@ -1028,13 +1028,7 @@ pub async fn import_file(
             run.duplicates += (before - rows.len()) as u64;
             if !rows.is_empty() {
                 let started = std::time::Instant::now();
-                rows.sort_unstable_by(crate::ingest::writer::in_table_order);
-                let _gate = store.insert_gate().read().await;
-                let mut insert = store.bulk_client().insert::<EventRow>("events").await?;
-                for r in &rows {
-                    insert.write(r).await?;
-                }
-                insert.end().await?;
+                crate::ingest::writer::insert_imported(store, &rows).await?;
                 tracing::debug!(
                     rows = rows.len(),
                     ms = started.elapsed().as_millis() as u64,
