@@ -338,7 +338,7 @@ impl SqlGateway {
         let response = match response {
             Ok(r) => r,
             Err(e) => {
-                guard.finish("error", 0, &e.to_string());
+                guard.finish("error", 0, &e.to_string()).await;
                 return Err(e);
             }
         };
@@ -346,11 +346,13 @@ impl SqlGateway {
             let body = response.text().await.unwrap_or_default();
             let refusal = refusal::parse(&body);
             let cancelled = refusal.class == RefusalClass::Cancelled || self.was_cancelled(&id);
-            guard.finish(
-                if cancelled { "cancelled" } else { "error" },
-                0,
-                &refusal.message,
-            );
+            guard
+                .finish(
+                    if cancelled { "cancelled" } else { "error" },
+                    0,
+                    &refusal.message,
+                )
+                .await;
             let refusal = if cancelled {
                 ClickHouseRefusal {
                     class: RefusalClass::Cancelled,
@@ -436,7 +438,15 @@ struct RunGuard {
 }
 
 impl RunGuard {
-    fn finish(&mut self, outcome: &str, rows: u64, error: &str) {
+    /// Ends the run; the returned future writes the log entry. Awaited before the answer ends,
+    /// so that a console refreshing its history right after a query sees it.
+    #[must_use = "the log entry is written when the future runs"]
+    fn finish(
+        &mut self,
+        outcome: &str,
+        rows: u64,
+        error: &str,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
         self.finished = true;
         let mut entry = self.entry.clone();
         entry.duration_ms = self.started.elapsed().as_millis() as u64;
@@ -449,11 +459,11 @@ impl RunGuard {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&self.id);
         let store = self.gateway.store.clone();
-        tokio::spawn(async move {
+        async move {
             if let Err(e) = history::log(&store, &entry).await {
                 tracing::warn!(error = %e, query = %entry.id, "could not log a query");
             }
-        });
+        }
     }
 }
 
@@ -463,7 +473,7 @@ impl Drop for RunGuard {
             return;
         }
         let (gateway, id) = (self.gateway.clone(), self.id.clone());
-        self.finish("cancelled", 0, "the client closed the connection");
+        tokio::spawn(self.finish("cancelled", 0, "the client closed the connection"));
         tokio::spawn(async move {
             if let Err(e) = gateway.kill(&id).await {
                 tracing::warn!(error = %e, query = %id, "could not kill an abandoned query");
@@ -509,7 +519,7 @@ impl QueryRun {
                     Some((Ok(chunk), Some(s)))
                 }
                 Some(Err(e)) => {
-                    s.guard.finish("error", 0, &e.to_string());
+                    s.guard.finish("error", 0, &e.to_string()).await;
                     Some((Err(std::io::Error::other(e)), None))
                 }
                 None => {
@@ -517,7 +527,7 @@ impl QueryRun {
                         OutputFormat::Csv => s.newlines.saturating_sub(1),
                         OutputFormat::Json => rows_in_json_tail(&s.tail).unwrap_or(0),
                     };
-                    s.guard.finish("ok", rows, "");
+                    s.guard.finish("ok", rows, "").await;
                     None
                 }
             }
