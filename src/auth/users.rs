@@ -93,6 +93,9 @@ struct ScreenTokenRow {
 struct Mirror {
     users: HashMap<String, UserRecord>,
     screens: HashMap<String, ScreenTokenRecord>,
+    /// Changes this instance made itself; a reload that saw the store before one of them does
+    /// not replace the mirror (it would undo the change until the next reload).
+    local_writes: u64,
 }
 
 #[derive(Clone)]
@@ -151,6 +154,11 @@ impl UserDirectory {
 
     /// Reloads the mirror from the store (latest version of every user and screen token).
     pub async fn refresh(&self) -> Result<(), StoreError> {
+        let writes_before = self
+            .mirror
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .local_writes;
         let users: Vec<UserRow> = self
             .store
             .client()
@@ -206,7 +214,11 @@ impl UserDirectory {
                 },
             );
         }
-        *self.mirror.write().unwrap_or_else(|p| p.into_inner()) = mirror;
+        let mut current = self.mirror.write().unwrap_or_else(|p| p.into_inner());
+        if current.local_writes == writes_before {
+            mirror.local_writes = writes_before;
+            *current = mirror;
+        }
         Ok(())
     }
 
@@ -268,11 +280,9 @@ impl UserDirectory {
         let mut insert = self.store.client().insert::<UserRow>("users").await?;
         insert.write(&row).await?;
         insert.end().await?;
-        self.mirror
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .users
-            .insert(user.name.clone(), user.clone());
+        let mut mirror = self.mirror.write().unwrap_or_else(|p| p.into_inner());
+        mirror.local_writes += 1;
+        mirror.users.insert(user.name.clone(), user.clone());
         Ok(())
     }
 
@@ -360,11 +370,9 @@ impl UserDirectory {
             .await?;
         insert.write(&row).await?;
         insert.end().await?;
-        self.mirror
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .screens
-            .insert(record.id.clone(), record.clone());
+        let mut mirror = self.mirror.write().unwrap_or_else(|p| p.into_inner());
+        mirror.local_writes += 1;
+        mirror.screens.insert(record.id.clone(), record.clone());
         Ok(())
     }
 
