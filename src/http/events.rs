@@ -22,6 +22,10 @@ pub struct IngestAnswer {
     /// Records whose id was accepted before: no change.
     pub duplicates: usize,
     pub rejected: usize,
+    /// When the accepted records became durable (RFC 3339, UTC, microseconds); absent when
+    /// nothing new was accepted. Lets a sender time what happens after acceptance.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accepted_at: Option<String>,
     /// One entry per rejected record: its index in the body, the field and the reason.
     pub errors: Vec<Rejection>,
 }
@@ -137,6 +141,7 @@ async fn post_events(
             },
         })?
     };
+    let durable_at = time::OffsetDateTime::now_utc();
     let accepted = outcomes
         .iter()
         .filter(|o| matches!(o, AppendOutcome::Accepted { .. }))
@@ -164,6 +169,7 @@ async fn post_events(
         accepted,
         duplicates,
         rejected: errors.len(),
+        accepted_at: (accepted > 0).then(|| crate::live::hub::rfc3339_micros(durable_at)),
         errors,
     };
     Ok(if accepted + duplicates == 0 && answer.rejected > 0 {

@@ -129,8 +129,17 @@ pub struct Hub {
 }
 
 pub fn rfc3339(t: OffsetDateTime) -> String {
+    rfc3339_truncated(t, t.millisecond() as u32 * 1_000_000)
+}
+
+/// As [`rfc3339`], to the microsecond: for instants a client times against.
+pub fn rfc3339_micros(t: OffsetDateTime) -> String {
+    rfc3339_truncated(t, t.microsecond() * 1_000)
+}
+
+fn rfc3339_truncated(t: OffsetDateTime, nanosecond: u32) -> String {
     t.to_offset(SHANGHAI)
-        .replace_nanosecond(t.millisecond() as u32 * 1_000_000)
+        .replace_nanosecond(nanosecond)
         .unwrap_or(t)
         .format(&Rfc3339)
         .unwrap_or_default()
