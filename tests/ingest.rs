@@ -54,12 +54,17 @@ async fn a_resent_event_changes_nothing() {
     );
     // The answer says when the records became durable: within the request, to the µs.
     let accepted_at = time::OffsetDateTime::parse(
-        first["accepted_at"].as_str().expect("accepted_at when records were accepted"),
+        first["accepted_at"]
+            .as_str()
+            .expect("accepted_at when records were accepted"),
         &time::format_description::well_known::Rfc3339,
     )
     .unwrap();
     let micros = |t: time::OffsetDateTime| t.unix_timestamp_nanos() / 1000;
-    assert!(micros(before) <= micros(accepted_at) && micros(accepted_at) <= micros(after), "{first}");
+    assert!(
+        micros(before) <= micros(accepted_at) && micros(accepted_at) <= micros(after),
+        "{first}"
+    );
     let again = app.post_events(&batch).await;
     assert_eq!(again.status(), 200);
     let again: Value = again.json().await.unwrap();
@@ -67,7 +72,10 @@ async fn a_resent_event_changes_nothing() {
         (again["accepted"].as_u64(), again["duplicates"].as_u64()),
         (Some(0), Some(3))
     );
-    assert!(again.get("accepted_at").is_none(), "nothing new was accepted: {again}");
+    assert!(
+        again.get("accepted_at").is_none(),
+        "nothing new was accepted: {again}"
+    );
     app.wait_landed().await;
     assert_eq!(count_rows(&app, "SELECT count() FROM events").await, 2);
     let figures = app

@@ -78,7 +78,11 @@ impl Probes {
             .collect();
         let from_accepted: Vec<f64> = delivered
             .iter()
-            .filter_map(|d| accepted.get(&d.probe).map(|us| (d.wall_us - us) as f64 / 1000.0))
+            .filter_map(|d| {
+                accepted
+                    .get(&d.probe)
+                    .map(|us| (d.wall_us - us) as f64 / 1000.0)
+            })
             .collect();
         Latency {
             samples: from_sent.len(),
@@ -280,9 +284,12 @@ async fn drive_load(
                     .await;
                 let Ok(answer) = answered else { return };
                 let waited = ms(sent_at.elapsed());
-                let Ok(body) = answer.json::<Value>().await else { return };
+                let Ok(body) = answer.json::<Value>().await else {
+                    return;
+                };
                 let accepted_at = body["accepted_at"].as_str().and_then(|t| {
-                    time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+                    time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+                        .ok()
                 });
                 if let Some(t) = accepted_at {
                     lock(&probes.acks_ms).push(waited);
@@ -376,7 +383,9 @@ pub async fn run(settings: &Settings, opts: StreamBench) -> anyhow::Result<()> {
         opts.tick_ms
     );
     let (p50, p99, max) = latency.sent;
-    println!("| probe sent → delta received p50 / p99 / max (ms) | {p50:.1} / {p99:.1} / {max:.1} |");
+    println!(
+        "| probe sent → delta received p50 / p99 / max (ms) | {p50:.1} / {p99:.1} / {max:.1} |"
+    );
     let (ack50, ack99, _) = summary(&probes.acks_ms);
     println!("| of which probe sent → POST answered (ingest path) p50 / p99 (ms) | {ack50:.1} / {ack99:.1} |");
     println!(

@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustc_hash::{FxHashMap, FxHashSet};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
@@ -43,8 +44,7 @@ async fn insert_rows<'a>(
     rows: impl Iterator<Item = &'a EventRow>,
     query_id_prefix: &str,
 ) -> Result<(), StoreError> {
-    let mut rows: Vec<&EventRow> = rows.collect();
-    rows.sort_unstable_by(|a, b| in_table_order(a, b));
+    let rows = in_table_order(rows.collect());
     let _gate = store.insert_gate().read().await;
     let query_id = format!("{query_id_prefix}{}", uuid::Uuid::new_v4().simple());
     let mut insert = store
@@ -89,16 +89,30 @@ pub async fn landed_seqs(store: &Store, first: u64, last: u64) -> Result<HashSet
         .collect())
 }
 
-/// The order of the `events` sorting key: kind, org, at, seq. ClickHouse checks whether an
-/// inserted block is already in key order and then skips sorting it. Measured on 18.16 with
-/// 2 M rows: 4.2 s to insert them unsorted, 0.7 s sorted — sorting here costs a fraction of that.
-pub fn in_table_order(a: &EventRow, b: &EventRow) -> std::cmp::Ordering {
-    (a.kind.as_str(), a.org.as_str(), a.at, a.seq).cmp(&(
-        b.kind.as_str(),
-        b.org.as_str(),
-        b.at,
-        b.seq,
-    ))
+/// The rows in the order of the `events` sorting key: kind, org, at, seq. ClickHouse checks
+/// whether an inserted block is already in key order and then skips sorting it. Measured on
+/// 18.16 with 2 M rows: 4.2 s to insert them unsorted, 0.7 s sorted.
+///
+/// Kinds and orgs are ranked once per batch (a batch holds a few dozen kinds and at most every
+/// org), so that the sort compares integers: comparing the strings through the row pointers
+/// made this sort a sixth of the server's ingest CPU.
+pub fn in_table_order(rows: Vec<&EventRow>) -> Vec<&EventRow> {
+    fn ranks<'a>(names: impl Iterator<Item = &'a str>) -> FxHashMap<&'a str, u64> {
+        let mut distinct: Vec<&str> = names.collect::<FxHashSet<_>>().into_iter().collect();
+        distinct.sort_unstable();
+        distinct.into_iter().zip(0..).collect()
+    }
+    let kinds = ranks(rows.iter().map(|r| r.kind.as_str()));
+    let orgs = ranks(rows.iter().map(|r| r.org.as_str()));
+    let mut keyed: Vec<((u64, u32, u64), &EventRow)> = rows
+        .into_iter()
+        .map(|r| {
+            let kind_org = kinds[r.kind.as_str()] << 32 | orgs[r.org.as_str()];
+            ((kind_org, r.at, r.seq), r)
+        })
+        .collect();
+    keyed.sort_unstable_by_key(|(key, _)| *key);
+    keyed.into_iter().map(|(_, r)| r).collect()
 }
 
 pub struct Writer {
@@ -337,5 +351,54 @@ impl Writer {
                 _ = tokio::time::sleep_until(wake) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod order_tests {
+    use super::in_table_order;
+    use crate::domain::record::{EventRow, Kind};
+
+    #[test]
+    fn rows_come_out_in_the_order_of_the_table_key() {
+        // Org codes of three lengths (a prefix sorts before its extensions), kinds sharing
+        // prefixes, equal (kind, org, at) told apart by seq.
+        let orgs = [
+            "440303001002",
+            "440303",
+            "440303001",
+            "440304",
+            "440303001001",
+        ];
+        let kinds = [Kind::AppealReceived, Kind::AppealAccepted, Kind::StaffHired];
+        let mut rows = Vec::new();
+        for seq in 0..60u64 {
+            let mut row = EventRow::blank(
+                format!("r{seq}"),
+                kinds[(seq * 7 % 3) as usize],
+                orgs[(seq * 11 % 5) as usize].to_string(),
+                "440303".into(),
+                1_600_000_000 + (seq % 4) as u32,
+                0,
+                "test",
+            );
+            row.seq = 1_000 - seq;
+            rows.push(row);
+        }
+        let sorted: Vec<u64> = in_table_order(rows.iter().collect())
+            .iter()
+            .map(|r| r.seq)
+            .collect();
+        let mut expected: Vec<&EventRow> = rows.iter().collect();
+        expected.sort_by(|a, b| {
+            (a.kind.as_str(), a.org.as_str(), a.at, a.seq).cmp(&(
+                b.kind.as_str(),
+                b.org.as_str(),
+                b.at,
+                b.seq,
+            ))
+        });
+        let expected: Vec<u64> = expected.iter().map(|r| r.seq).collect();
+        assert_eq!(sorted, expected);
     }
 }
