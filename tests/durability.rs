@@ -41,6 +41,8 @@ fn start_server(port: u16, database: &str, spool: &std::path::Path) -> Server {
         .env("VSCC__CLICKHOUSE__DATABASE", database)
         .env("VSCC__INGEST__SPOOL_DIR", spool)
         .env("VSCC__INGEST__FLUSH_INTERVAL_MS", "200")
+        // Small batches, so that the kill finds two inserts in flight (the writer's default).
+        .env("VSCC__INGEST__BATCH_ROWS", "1000")
         // Bulk clients re-send everything as fast as they can: no rate limit here.
         .env("VSCC__LIMITS__INGEST_PER_SEC", "1000000")
         .env("VSCC__LIMITS__INGEST_BURST", "1000000")
@@ -209,6 +211,8 @@ async fn ingest_rides_out_a_clickhouse_outage_and_everything_lands_once_it_retur
     let mut settings = test_settings();
     settings.clickhouse.managed.dir = tmp.path().to_path_buf();
     settings.ingest.max_spool_bytes = 400_000;
+    // Small batches: the outage cuts off inserts while another is in flight.
+    settings.ingest.batch_rows = 150;
     let mut clickhouse = vscc::store::ManagedClickHouse::start(&settings.clickhouse.managed)
         .await
         .unwrap();
@@ -270,4 +274,91 @@ async fn ingest_rides_out_a_clickhouse_outage_and_everything_lands_once_it_retur
     );
     app.stop().await;
     clickhouse.stop().await;
+}
+
+/// A TCP proxy in front of ClickHouse. While `lose_answers` is set it passes requests on but
+/// swallows ClickHouse's answers and closes the connection: an insert commits and vscc hears
+/// only that the connection dropped.
+struct AnswerEatingProxy {
+    url: String,
+    lose_answers: Arc<std::sync::atomic::AtomicBool>,
+}
+
+async fn answer_eating_proxy(upstream: &str) -> AnswerEatingProxy {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = upstream.trim_start_matches("http://").to_string();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let lose_answers = Arc::new(AtomicBool::new(false));
+    let lose = lose_answers.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                continue;
+            };
+            let (mut from_client, mut to_client) = client.into_split();
+            let (mut from_server, mut to_server) = server.into_split();
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut from_client, &mut to_server).await;
+            });
+            let lose = lose.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(n @ 1..) = from_server.read(&mut buf).await {
+                    if lose.load(Ordering::SeqCst) {
+                        break; // dropping `to_client` closes the client's side, answer unsent
+                    }
+                    if to_client.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    AnswerEatingProxy { url, lose_answers }
+}
+
+#[tokio::test]
+async fn an_insert_that_landed_but_whose_answer_was_lost_is_not_inserted_again() {
+    use std::sync::atomic::Ordering;
+    let proxy = answer_eating_proxy(&common::clickhouse_url()).await;
+    let mut settings = test_settings();
+    settings.clickhouse.url = proxy.url.clone();
+    // Several batches, so that answers are lost while two inserts are in flight.
+    settings.ingest.batch_rows = 100;
+    let database = settings.clickhouse.database.clone();
+    let app = spawn_app_with(settings).await;
+    let direct =
+        vscc::store::Store::new(&common::clickhouse_url(), "default", "", &database).unwrap();
+    let stored = || async {
+        direct
+            .client()
+            .query("SELECT count(), uniqExact(id) FROM events")
+            .fetch_one::<(u64, u64)>()
+            .await
+            .unwrap()
+    };
+
+    proxy.lose_answers.store(true, Ordering::SeqCst);
+    let answer: Value = app
+        .post_events(&json!(batch("lost", 450)))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["accepted"], 450);
+    // Inserts land while vscc hears of none succeeding; a retry that re-sent them blindly
+    // would land them again, so give it time to.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while stored().await.0 < 100 {
+        assert!(Instant::now() < deadline, "inserts reached ClickHouse");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    proxy.lose_answers.store(false, Ordering::SeqCst);
+
+    app.wait_landed().await;
+    assert_eq!(stored().await, (450, 450), "each record once in ClickHouse");
+    app.stop().await;
 }

@@ -29,6 +29,7 @@ pub struct IngestSettings {
     pub batch_rows: usize,
     pub flush_interval_ms: u64,
     pub max_pending_rows: usize,
+    pub inserts_in_flight: usize,
     pub imports_dir: std::path::PathBuf,
     pub max_import_bytes: usize,
 }
@@ -145,6 +146,7 @@ pub async fn start(
             batch_rows: settings.batch_rows,
             flush_interval: Duration::from_millis(settings.flush_interval_ms),
             max_pending_rows: settings.max_pending_rows,
+            inserts_in_flight: settings.inserts_in_flight.max(1),
         },
         next_seq - 1,
     );

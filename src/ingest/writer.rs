@@ -25,6 +25,9 @@ pub struct WriterSettings {
     pub batch_rows: usize,
     pub flush_interval: Duration,
     pub max_pending_rows: usize,
+    /// Inserts under way at once. With one, ClickHouse sat idle while vscc sorted and sent the
+    /// next batch, and vscc waited while ClickHouse wrote the part; two overlap them.
+    pub inserts_in_flight: usize,
 }
 
 /// Inserts logged records into `events` in one INSERT (one block: ClickHouse makes it atomic).
@@ -115,6 +118,18 @@ pub fn in_table_order(rows: Vec<&EventRow>) -> Vec<&EventRow> {
     keyed.into_iter().map(|(_, r)| r).collect()
 }
 
+/// Rows of committed batches: (batch, from, to).
+type Slices = Vec<(Committed, usize, usize)>;
+
+/// An insert under way: the `rows` after those of the inserts before it.
+struct InFlight {
+    id: u64,
+    rows: usize,
+    last: u64,
+    task: tokio::task::AbortHandle,
+    result: Option<Result<(), StoreError>>,
+}
+
 pub struct Writer {
     store: Store,
     dir: PathBuf,
@@ -123,18 +138,27 @@ pub struct Writer {
     /// Next seq to insert; everything below is in ClickHouse.
     next: u64,
     /// Committed batches (shared with the live consumer, not copied) and where in each the
-    /// rows still to insert start.
+    /// rows still to insert start. The first `in_flight_rows` of them are being inserted.
     pending: VecDeque<(Committed, usize)>,
     pending_rows: usize,
+    in_flight: VecDeque<InFlight>,
+    in_flight_rows: usize,
+    next_insert_id: u64,
     /// Records were dropped from memory: read them back from disk.
     behind: bool,
     reader: spool::LogReader,
     /// The checkpoint, published for tests and /metrics.
     checkpoint_tx: watch::Sender<u64>,
     last_error_log: Option<Instant>,
-    /// The last insert failed: it may still have landed (the answer lost, or ClickHouse
-    /// stopping after the commit), so the retry first asks which of its rows are there.
-    uncertain: bool,
+    /// An insert failed: it, and any insert in flight beside it, may still have landed (the
+    /// answer lost, or ClickHouse stopping after the commit). Batches starting at or below this
+    /// seq are inserted one at a time, after asking which of their rows are there.
+    uncertain_through: Option<u64>,
+    retry_at: Option<Instant>,
+    backoff: Duration,
+    last_start: Instant,
+    /// Shutting down: whatever is pending is due now.
+    draining: bool,
 }
 
 impl Writer {
@@ -154,11 +178,18 @@ impl Writer {
             next: checkpoint + 1,
             pending: VecDeque::new(),
             pending_rows: 0,
+            in_flight: VecDeque::new(),
+            in_flight_rows: 0,
+            next_insert_id: 0,
             behind: true,
             reader: spool::LogReader::new(&dir, checkpoint + 1),
             checkpoint_tx,
             last_error_log: None,
-            uncertain: false,
+            uncertain_through: None,
+            retry_at: None,
+            backoff: RETRY_FIRST,
+            last_start: Instant::now(),
+            draining: false,
         };
         (writer, rx)
     }
@@ -212,47 +243,106 @@ impl Writer {
         }
     }
 
-    /// Inserts up to one batch; true when something was written.
-    async fn flush(&mut self) -> Result<bool, StoreError> {
-        if self.pending_rows == 0 {
-            return Ok(false);
-        }
-        let n = self.pending_rows.min(self.settings.batch_rows);
-        let rows = self
-            .pending
-            .iter()
-            .flat_map(|(b, start)| b[*start..].iter())
-            .take(n);
-        let last = rows.clone().last().map(|r| r.seq).unwrap_or(self.next - 1);
-        let started = Instant::now();
-        if self.uncertain {
-            let first = rows.clone().next().map(|r| r.seq).unwrap_or(self.next);
-            let landed = landed_seqs(&self.store, first, last).await?;
-            if !landed.is_empty() {
-                tracing::info!(
-                    landed = landed.len(),
-                    "part of a failed insert had landed; inserting only the rest"
-                );
+    /// Up to `n` pending rows after the first `skip`, as slices of the committed batches.
+    fn slices(&self, mut skip: usize, mut n: usize) -> Slices {
+        let mut out = Vec::new();
+        for (batch, start) in &self.pending {
+            if n == 0 {
+                break;
             }
-            let missing: Vec<&EventRow> = rows.filter(|r| !landed.contains(&r.seq)).collect();
-            if !missing.is_empty() {
-                insert_rows(
-                    &self.store,
-                    missing.into_iter(),
-                    &log_insert_prefix(&self.store),
-                )
-                .await?;
+            let here = batch.len() - start;
+            if skip >= here {
+                skip -= here;
+                continue;
             }
-            self.uncertain = false;
-        } else {
-            insert_rows(&self.store, rows, &log_insert_prefix(&self.store)).await?;
+            let from = start + skip;
+            let to = (from + n).min(batch.len());
+            skip = 0;
+            n -= to - from;
+            out.push((batch.clone(), from, to));
         }
-        tracing::debug!(
-            rows = n,
-            ms = started.elapsed().as_millis() as u64,
-            behind = self.behind,
-            "inserted"
-        );
+        out
+    }
+
+    /// Starts inserts while there is room in flight and a batch is full, or one is due (at
+    /// most one a `flush_interval` when not full), or a retry is due.
+    fn start_inserts(&mut self, done: &mpsc::UnboundedSender<(u64, Result<(), StoreError>)>) {
+        if self.retry_at.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        while self.in_flight.len() < self.settings.inserts_in_flight {
+            if self.behind && self.pending_rows - self.in_flight_rows < self.settings.batch_rows {
+                self.catch_up_from_disk();
+            }
+            let unassigned = self.pending_rows - self.in_flight_rows;
+            if unassigned == 0 {
+                return;
+            }
+            let first = self.next + self.in_flight_rows as u64;
+            let check = self.uncertain_through.is_some_and(|u| first <= u);
+            // Asking what landed settles our inserts in flight first (KILL QUERY): it must
+            // not cut off one of our own.
+            if check && !self.in_flight.is_empty() {
+                return;
+            }
+            let full = unassigned >= self.settings.batch_rows || self.behind;
+            let due = self.retry_at.is_some()
+                || self.draining
+                || Instant::now() >= self.last_start + self.settings.flush_interval;
+            if !(full || due) {
+                return;
+            }
+            let n = unassigned.min(self.settings.batch_rows);
+            let slices = self.slices(self.in_flight_rows, n);
+            let last = first + n as u64 - 1;
+            let (id, store, done) = (self.next_insert_id, self.store.clone(), done.clone());
+            self.next_insert_id += 1;
+            let task = tokio::spawn(async move {
+                let _ = done.send((id, insert_batch(&store, &slices, check).await));
+            });
+            self.in_flight.push_back(InFlight {
+                id,
+                rows: n,
+                last,
+                task: task.abort_handle(),
+                result: None,
+            });
+            self.in_flight_rows += n;
+            self.last_start = Instant::now();
+            if check {
+                return;
+            }
+        }
+    }
+
+    /// Takes an insert's answer; settles, in seq order, every insert whose answer is in.
+    fn finished(&mut self, id: u64, result: Result<(), StoreError>) {
+        // An insert aborted after a failure may still answer: it is no longer ours to count.
+        let Some(insert) = self.in_flight.iter_mut().find(|i| i.id == id) else {
+            return;
+        };
+        insert.result = Some(result);
+        while self.in_flight.front().is_some_and(|i| i.result.is_some()) {
+            let Some(InFlight {
+                rows, last, result, ..
+            }) = self.in_flight.pop_front()
+            else {
+                break;
+            };
+            match result {
+                Some(Ok(())) => self.landed(rows, last),
+                Some(Err(e)) => {
+                    self.failed(e, last);
+                    return;
+                }
+                None => {}
+            }
+        }
+    }
+
+    fn landed(&mut self, n: usize, last: u64) {
+        self.retry_at = None;
+        self.backoff = RETRY_FIRST;
         let mut left = n;
         while left > 0 {
             let Some((batch, start)) = self.pending.front_mut() else {
@@ -268,7 +358,12 @@ impl Writer {
             }
         }
         self.pending_rows -= n;
+        self.in_flight_rows -= n;
         self.next = last + 1;
+        if self.uncertain_through.is_some_and(|u| u <= last) {
+            self.uncertain_through = None;
+        }
+        tracing::debug!(rows = n, last, behind = self.behind, "inserted");
         if let Err(e) = spool::write_checkpoint(&self.dir, last) {
             // The rows are in ClickHouse; a stale checkpoint only means a recheck at restart.
             tracing::warn!(error = %e, "could not write the checkpoint");
@@ -284,74 +379,118 @@ impl Writer {
         }
         self.counters.checkpoint_seq.store(last, Ordering::SeqCst);
         let _ = self.checkpoint_tx.send(last);
-        Ok(true)
+    }
+
+    /// The oldest insert in flight failed: the others are cut off (whatever of them landed is
+    /// asked for before the retry), and the retry waits for the backoff.
+    fn failed(&mut self, e: StoreError, last: u64) {
+        let mut uncertain = last;
+        for other in self.in_flight.drain(..) {
+            other.task.abort();
+            uncertain = uncertain.max(other.last);
+        }
+        self.in_flight_rows = 0;
+        self.uncertain_through = Some(self.uncertain_through.unwrap_or(0).max(uncertain));
+        if self
+            .last_error_log
+            .is_none_or(|t| t.elapsed() > Duration::from_secs(30))
+        {
+            tracing::warn!(error = %e, retryable = e.is_retryable(), pending = self.pending_rows, "inserting into ClickHouse failed; records stay in the log and will be retried");
+            self.last_error_log = Some(Instant::now());
+        }
+        self.retry_at = Some(Instant::now() + self.backoff);
+        self.backoff = (self.backoff * 2).min(RETRY_MAX);
+        // Hold little in memory while ClickHouse is away: the log has it all.
+        if self.pending_rows > self.settings.batch_rows {
+            self.pending.clear();
+            self.pending_rows = 0;
+            self.behind = true;
+        }
     }
 
     pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Committed>) {
-        let mut last_flush = Instant::now();
-        let mut retry_at: Option<Instant> = None;
-        let mut backoff = Duration::from_millis(100);
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel();
         loop {
             while let Ok(b) = rx.try_recv() {
                 self.take(&b);
             }
-            let waiting_to_retry = retry_at.is_some_and(|t| Instant::now() < t);
-            if !waiting_to_retry {
-                if self.behind && self.pending_rows < self.settings.batch_rows {
-                    self.catch_up_from_disk();
+            self.start_inserts(&done_tx);
+            let timer = match self.retry_at {
+                Some(t) => Some(t),
+                None if self.pending_rows > self.in_flight_rows => {
+                    Some(self.last_start + self.settings.flush_interval)
                 }
-                let backlog = self.pending_rows >= self.settings.batch_rows || self.behind;
-                let due = self.pending_rows > 0
-                    && (retry_at.is_some()
-                        || Instant::now() >= last_flush + self.settings.flush_interval);
-                if backlog || due {
-                    match self.flush().await {
-                        Ok(_) => {
-                            last_flush = Instant::now();
-                            retry_at = None;
-                            backoff = Duration::from_millis(100);
-                        }
-                        Err(e) => {
-                            self.uncertain = true;
-                            if self
-                                .last_error_log
-                                .is_none_or(|t| t.elapsed() > Duration::from_secs(30))
-                            {
-                                tracing::warn!(error = %e, retryable = e.is_retryable(), pending = self.pending_rows, "inserting into ClickHouse failed; records stay in the log and will be retried");
-                                self.last_error_log = Some(Instant::now());
-                            }
-                            retry_at = Some(Instant::now() + backoff);
-                            backoff = (backoff * 2).min(Duration::from_secs(5));
-                            // Hold little in memory while ClickHouse is away: the log has it all.
-                            if self.pending_rows > self.settings.batch_rows {
-                                self.pending.clear();
-                                self.pending_rows = 0;
-                                self.behind = true;
-                            }
-                        }
-                    }
-                    continue;
-                }
-            }
-            let wake = match retry_at {
-                Some(t) => t,
-                None if self.pending_rows > 0 => last_flush + self.settings.flush_interval,
-                None => Instant::now() + Duration::from_secs(3600),
+                None => None,
             };
+            // A timer already run out while inserts are in flight means they hold things up:
+            // their answers wake the loop, not the timer (which would spin).
+            let wake = timer
+                .filter(|t| self.in_flight.is_empty() || *t > Instant::now())
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
                 batch = rx.recv() => match batch {
                     Some(b) => self.take(&b),
-                    None => {
-                        // Shutting down: one last attempt to land what is pending.
-                        if self.behind { self.catch_up_from_disk(); }
-                        let _ = self.flush().await;
-                        return;
-                    }
+                    None => break,
                 },
+                Some((id, result)) = done_rx.recv() => self.finished(id, result),
                 _ = tokio::time::sleep_until(wake) => {}
             }
         }
+        // Shutting down: one last attempt to land what is pending, without waiting for a tick.
+        self.retry_at = None;
+        self.draining = true;
+        loop {
+            self.start_inserts(&done_tx);
+            if self.in_flight.is_empty() {
+                return;
+            }
+            let Some((id, result)) = done_rx.recv().await else {
+                return;
+            };
+            let failed = result.is_err();
+            self.finished(id, result);
+            if failed {
+                return;
+            }
+        }
     }
+}
+
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Inserts one batch. `check_landed`: an earlier attempt may have landed part of it, so only
+/// the rows ClickHouse does not have yet are inserted.
+async fn insert_batch(
+    store: &Store,
+    slices: &Slices,
+    check_landed: bool,
+) -> Result<(), StoreError> {
+    let prefix = log_insert_prefix(store);
+    if !check_landed {
+        return insert_rows(store, rows_of(slices), &prefix).await;
+    }
+    let (Some(first), Some(last)) = (rows_of(slices).next(), rows_of(slices).last()) else {
+        return Ok(());
+    };
+    let landed = landed_seqs(store, first.seq, last.seq).await?;
+    if !landed.is_empty() {
+        tracing::info!(
+            landed = landed.len(),
+            "part of a failed insert had landed; inserting only the rest"
+        );
+    }
+    let missing: Vec<&EventRow> = rows_of(slices)
+        .filter(|r| !landed.contains(&r.seq))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    insert_rows(store, missing.into_iter(), &prefix).await
+}
+
+fn rows_of(slices: &Slices) -> impl Iterator<Item = &EventRow> + Clone {
+    slices.iter().flat_map(|(b, from, to)| b[*from..*to].iter())
 }
 
 #[cfg(test)]
