@@ -354,17 +354,7 @@ impl Aggregates {
                     if let Some((o, at)) = after {
                         bump!(self, o, open_appeals, 1);
                         self.open_by_org[o as usize].insert((at, id));
-                        let day = 86_400u32;
-                        self.deadlines.insert((
-                            at.saturating_add(self.sla.accept_days * day)
-                                .saturating_add(1),
-                            id,
-                        ));
-                        self.deadlines.insert((
-                            at.saturating_add(self.sla.resolve_days * day)
-                                .saturating_add(1),
-                            id,
-                        ));
+                        self.schedule_deadlines(id, at);
                     }
                     // The oldest open appeal of each node above may have changed.
                     let tree = self.tree.clone();
@@ -448,17 +438,37 @@ impl Aggregates {
         }
     }
 
+    /// Remembers when an appeal received at `received` turns overdue. A deadline already past
+    /// is not kept: the appeal's lateness was just counted at `as_of` (most appeals of a
+    /// year-long backlog arrive overdue, and the set is the costliest part of applying them).
+    fn schedule_deadlines(&mut self, id: u64, received: u32) {
+        let day = 86_400u32;
+        for days in [self.sla.accept_days, self.sla.resolve_days] {
+            let due = received.saturating_add(days * day).saturating_add(1);
+            if due > self.as_of {
+                self.deadlines.insert((due, id));
+            }
+        }
+    }
+
     /// Moves the appeal clock to `now`: appeals whose deadline passed become overdue. Cost is
     /// proportional to the deadlines passed, not to the appeals held.
     pub fn refresh_appeals(&mut self, now: OffsetDateTime) {
         let now = now.unix_timestamp().clamp(0, u32::MAX as i64) as u32;
         self.prune_recent(now);
         if now < self.as_of {
-            // The clock went back (tests with a fixed clock): recount everything.
+            // The clock went back (tests with a fixed clock): recount everything, and schedule
+            // again the deadlines that had passed.
             self.as_of = now;
-            let ids: Vec<u64> = self.appeals.keys().copied().collect();
-            for id in ids {
+            self.deadlines.clear();
+            let open: Vec<(u64, u32)> = self
+                .appeals
+                .iter()
+                .filter_map(|(id, a)| a.open_at().map(|(_, at)| (*id, at)))
+                .collect();
+            for (id, at) in open {
                 self.recount_lateness(id);
+                self.schedule_deadlines(id, at);
             }
             return;
         }
@@ -623,5 +633,68 @@ impl Aggregates {
             .nodes()
             .map(|(i, n)| (n.code.clone(), self.figures(i, &MetricId::ALL, now)))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::org::tree_of;
+
+    const DAY: i64 = 86_400;
+
+    fn received(seq: u64, appeal: &str, at: i64) -> EventRow {
+        let mut r = EventRow::blank(
+            format!("e{seq}"),
+            Kind::AppealReceived,
+            "m1".into(),
+            "d1".into(),
+            at as u32,
+            at as u32,
+            "test",
+        );
+        r.seq = seq;
+        r.appeal_id = appeal.into();
+        r
+    }
+
+    /// (overdue, overdue to accept, overdue to resolve) at the city.
+    fn overdue(a: &Aggregates, now: i64) -> (Option<i64>, Option<i64>, Option<i64>) {
+        let f = a.figure(
+            a.tree().root(),
+            MetricId::OpenAppeals,
+            OffsetDateTime::from_unix_timestamp(now).unwrap(),
+        );
+        (f.overdue, f.overdue_accept, f.overdue_resolve)
+    }
+
+    #[test]
+    fn appeals_turn_overdue_as_the_clock_passes_their_deadlines_and_back() {
+        let tree = tree_of(&[
+            ("c", Level::City, None),
+            ("d1", Level::District, Some("c")),
+            ("s1", Level::Street, Some("d1")),
+            ("m1", Level::Community, Some("s1")),
+        ]);
+        let mut a = Aggregates::new(std::sync::Arc::new(tree), AppealSla::default());
+        let t0: i64 = 1_700_000_000;
+        let at = |s: i64| OffsetDateTime::from_unix_timestamp(s).unwrap();
+        a.refresh_appeals(at(t0));
+        // One already past its acceptance deadline when it arrives, one an hour short of it.
+        a.apply(&received(1, "late", t0 - 20 * DAY));
+        a.apply(&received(2, "soon", t0 - 15 * DAY + 3600));
+        assert_eq!(overdue(&a, t0), (Some(1), Some(1), Some(0)));
+        a.refresh_appeals(at(t0 + 2 * 3600));
+        assert_eq!(overdue(&a, t0 + 2 * 3600), (Some(2), Some(2), Some(0)));
+        // The clock goes back (a fixed test clock): counted as of then …
+        a.refresh_appeals(at(t0));
+        assert_eq!(overdue(&a, t0), (Some(1), Some(1), Some(0)));
+        // … and the deadlines that had passed before still fire when it comes forward again.
+        a.refresh_appeals(at(t0 + 2 * 3600));
+        assert_eq!(overdue(&a, t0 + 2 * 3600), (Some(2), Some(2), Some(0)));
+        // 60 days after receipt, "late" is also overdue to resolve.
+        let later = t0 + 41 * DAY;
+        a.refresh_appeals(at(later));
+        assert_eq!(overdue(&a, later), (Some(2), Some(2), Some(1)));
     }
 }
