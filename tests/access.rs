@@ -294,6 +294,56 @@ async fn expired_and_revoked_tokens_are_refused_also_on_an_open_websocket() {
 }
 
 #[tokio::test]
+async fn a_token_that_expires_while_its_websocket_is_open_is_refused_at_the_next_message() {
+    let app = spawn_app().await;
+    app.user_token("li", "leader", "440303").await;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let short_lived = app
+        .state
+        .auth
+        .sign(&vscc::auth::Claims {
+            sub: "li".into(),
+            jti: "short".into(),
+            kind: vscc::auth::TokenKind::Session,
+            role: vscc::auth::Role::Leader,
+            scope: "440303".into(),
+            iat: now,
+            exp: now + 2,
+        })
+        .unwrap();
+    let mut ws = connect(&app, Some(&short_lived), None).await.unwrap();
+    subscribe(&mut ws, "a", "440303", None).await;
+    assert_eq!(
+        next_json(&mut ws, Duration::from_secs(5)).await.unwrap()["type"],
+        "snapshot"
+    );
+    // The signature is checked once, at the upgrade; the expiry still counts at every message.
+    let until_expired = (now + 3) - time::OffsetDateTime::now_utc().unix_timestamp();
+    tokio::time::sleep(Duration::from_secs(until_expired.max(0) as u64)).await;
+    ws.send(Message::Text(
+        json!({"type": "subscribe", "id": "b", "scope": "440303"})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    let refused = loop {
+        let msg = next_json(&mut ws, Duration::from_secs(5))
+            .await
+            .expect("an error message");
+        if msg["type"] == "error" {
+            break msg;
+        }
+        assert_eq!(msg["type"], "delta", "{msg}");
+    };
+    assert!(
+        refused["reason"].as_str().unwrap().contains("expired"),
+        "{refused}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_revoked_screen_token_stops_a_watching_screen_at_the_next_update() {
     let app = spawn_app().await;
     app.user_token("futian-leader", "leader", "440304").await;

@@ -214,6 +214,17 @@ pub fn load_or_create_secret(settings: &AuthSettings) -> anyhow::Result<Vec<u8>>
     Ok(secret.into_bytes())
 }
 
+/// A token as [`Authenticator::verify`] found it.
+#[derive(Debug, Clone)]
+pub enum VerifiedToken {
+    /// No token was sent (anonymous access, when configured).
+    Absent,
+    /// A token from the configuration.
+    Configured(String),
+    /// A token vscc signed, with its claims.
+    Signed(tokens::Claims),
+}
+
 /// Resolves tokens to principals: configured service tokens, then signed session and screen
 /// tokens checked against the user directory (so revocation is immediate).
 #[derive(Clone)]
@@ -302,13 +313,34 @@ impl Authenticator {
 
     /// The principal behind a token (`None`: no token was sent).
     pub fn authenticate(&self, token: Option<&str>) -> Result<Principal, AuthError> {
-        let Some(token) = token else {
-            return self.anonymous.clone().ok_or(AuthError::Missing);
-        };
-        if let Some(p) = self.tokens.get(token) {
-            return Ok(p.clone());
+        self.recheck(&self.verify(token)?)
+    }
+
+    /// Checks a token's signature and expiry once. A long-lived connection keeps the result
+    /// and [`recheck`](Self::recheck)s it before each message: revocation, expiry and the
+    /// user's current role and scope still apply at once, without verifying the signature
+    /// (HMAC and JSON) again for every message to every screen.
+    pub fn verify(&self, token: Option<&str>) -> Result<VerifiedToken, AuthError> {
+        match token {
+            None => Ok(VerifiedToken::Absent),
+            Some(t) if self.tokens.contains_key(t) => Ok(VerifiedToken::Configured(t.to_string())),
+            Some(t) => Ok(VerifiedToken::Signed(self.signer.verify(t)?)),
         }
-        let claims = self.signer.verify(token)?;
+    }
+
+    /// The principal behind a verified token, as of now.
+    pub fn recheck(&self, token: &VerifiedToken) -> Result<Principal, AuthError> {
+        let claims = match token {
+            VerifiedToken::Absent => return self.anonymous.clone().ok_or(AuthError::Missing),
+            VerifiedToken::Configured(t) => {
+                return self.tokens.get(t).cloned().ok_or(AuthError::Revoked)
+            }
+            VerifiedToken::Signed(claims) => claims,
+        };
+        // As the signature check does it: no grace period.
+        if claims.exp < time::OffsetDateTime::now_utc().unix_timestamp() {
+            return Err(AuthError::Expired);
+        }
         let user = self.directory.user(&claims.sub).ok_or(AuthError::Revoked)?;
         if user.disabled {
             return Err(AuthError::Revoked);
@@ -331,7 +363,7 @@ impl Authenticator {
             name: user.name,
             role,
             scope,
-            token_key: claims.jti,
+            token_key: claims.jti.clone(),
         })
     }
 

@@ -32,8 +32,8 @@ async fn ws(
             origin.unwrap_or_default()
         )));
     }
-    let token = token_of(&req);
-    let who = state.auth.authenticate(token.as_deref())?;
+    let token = state.auth.verify(token_of(&req).as_deref())?;
+    let who = state.auth.recheck(&token)?;
     let (res, session, messages) = actix_ws::handle(&req, body)
         .map_err(|e| ApiError::bad_request("upgrade", format!("not a WebSocket upgrade: {e}")))?;
     let remote = req.peer_addr().map(|a| a.to_string()).unwrap_or_default();

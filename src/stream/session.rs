@@ -15,7 +15,7 @@ use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::presence::{Presence, SubscriptionInfo};
-use crate::auth::{authorize, Action, Authenticator};
+use crate::auth::{authorize, Action, Authenticator, VerifiedToken};
 use crate::domain::metric::MetricId;
 use crate::domain::org::NodeIdx;
 use crate::live::hub::{nodes_json, TickChanges};
@@ -36,7 +36,8 @@ pub struct SessionContext {
     pub hub: Arc<Hub>,
     pub alerts: tokio::sync::broadcast::Receiver<Arc<crate::alert::AlertNotice>>,
     pub auth: Authenticator,
-    pub token: Option<String>,
+    /// Verified once at the upgrade; rechecked (revocation, expiry) before every message.
+    pub token: VerifiedToken,
     pub presence: Arc<Presence>,
     pub screen_id: u64,
     pub settings: StreamSettings,
@@ -163,7 +164,7 @@ impl State {
 
     fn handle_client(&mut self, text: &str) -> Vec<Outgoing> {
         // The token is checked again at every message: a revoked token stops here.
-        let who = match self.ctx.auth.authenticate(self.ctx.token.as_deref()) {
+        let who = match self.ctx.auth.recheck(&self.ctx.token) {
             Ok(p) => p,
             Err(e) => {
                 return vec![
@@ -231,7 +232,7 @@ impl State {
         }
         // An expired or revoked token gets no further figures: checked before every message
         // the server sends, as at every message the client sends.
-        if let Err(e) = self.ctx.auth.authenticate(self.ctx.token.as_deref()) {
+        if let Err(e) = self.ctx.auth.recheck(&self.ctx.token) {
             return vec![
                 Outgoing::Send(Self::error(None, e.to_string())),
                 Outgoing::Close,
@@ -263,7 +264,7 @@ impl State {
 
     /// Alert notices go to every connection whose token's scope holds the alert's node.
     fn on_alert(&self, n: &crate::alert::AlertNotice) -> Vec<Outgoing> {
-        match self.ctx.auth.authenticate(self.ctx.token.as_deref()) {
+        match self.ctx.auth.recheck(&self.ctx.token) {
             Ok(who) if self.ctx.hub.tree().is_within(n.node_idx, who.scope) => {
                 vec![Outgoing::Send(serde_json::to_string(n).unwrap_or_default())]
             }
