@@ -217,6 +217,23 @@ async fn logins_are_checked_and_throttled() {
     app.stop().await;
 }
 
+/// A session token for leader "li" of 440303, signed with the app's key, valid over
+/// `iat..exp` (Unix seconds).
+fn leader_session_token(app: &TestApp, jti: &str, iat: i64, exp: i64) -> String {
+    app.state
+        .auth
+        .sign(&vscc::auth::Claims {
+            sub: "li".into(),
+            jti: jti.into(),
+            kind: vscc::auth::TokenKind::Session,
+            role: vscc::auth::Role::Leader,
+            scope: "440303".into(),
+            iat,
+            exp,
+        })
+        .unwrap()
+}
+
 #[tokio::test]
 async fn expired_and_revoked_tokens_are_refused_also_on_an_open_websocket() {
     let app = spawn_app().await;
@@ -224,19 +241,7 @@ async fn expired_and_revoked_tokens_are_refused_also_on_an_open_websocket() {
 
     // Expired: a token signed with our key whose time is up.
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let expired = app
-        .state
-        .auth
-        .sign(&vscc::auth::Claims {
-            sub: "li".into(),
-            jti: "old".into(),
-            kind: vscc::auth::TokenKind::Session,
-            role: vscc::auth::Role::Leader,
-            scope: "440303".into(),
-            iat: now - 7200,
-            exp: now - 1,
-        })
-        .unwrap();
+    let expired = leader_session_token(&app, "old", now - 7200, now - 1);
     let res = app
         .http
         .get(format!("{}/api/v1/metrics?scope=440303", app.base))
@@ -298,19 +303,7 @@ async fn a_token_that_expires_while_its_websocket_is_open_is_refused_at_the_next
     let app = spawn_app().await;
     app.user_token("li", "leader", "440303").await;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let short_lived = app
-        .state
-        .auth
-        .sign(&vscc::auth::Claims {
-            sub: "li".into(),
-            jti: "short".into(),
-            kind: vscc::auth::TokenKind::Session,
-            role: vscc::auth::Role::Leader,
-            scope: "440303".into(),
-            iat: now,
-            exp: now + 2,
-        })
-        .unwrap();
+    let short_lived = leader_session_token(&app, "short", now, now + 2);
     let mut ws = connect(&app, Some(&short_lived), None).await.unwrap();
     subscribe(&mut ws, "a", "440303", None).await;
     assert_eq!(
