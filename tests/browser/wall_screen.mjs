@@ -65,7 +65,8 @@ try {
   page.on("console", (m) => { if (m.type() === "error") consoleErrors.push(m.text()); });
   page.on("pageerror", (e) => consoleErrors.push(String(e)));
   await page.goto(`${base}/?token=${token}&norotate=1`);
-  await page.waitForFunction(() => window.__vscc && window.__vscc.connected && window.__vscc.rendered > 0, null, { timeout: 15000 });
+  // The page renders before its snapshot arrives (dashboard and map first): wait for the snapshot.
+  await page.waitForFunction(() => window.__vscc && window.__vscc.connected && window.__vscc.epoch && window.__vscc.rendered > 0, null, { timeout: 15000 });
 
   // The map has the 10 districts.
   const districts = await page.evaluate(() => {
@@ -177,7 +178,7 @@ try {
   // 4K.
   const big = await browser.newPage({ viewport: { width: 3840, height: 2160 } });
   await big.goto(`${base}/?token=${token}&norotate=1`);
-  await big.waitForFunction(() => window.__vscc && window.__vscc.connected && window.__vscc.rendered > 0, null, { timeout: 15000 });
+  await big.waitForFunction(() => window.__vscc && window.__vscc.connected && window.__vscc.epoch && window.__vscc.rendered > 0, null, { timeout: 15000 });
   await sleep(500);
   await big.screenshot({ path: `${SCREENSHOTS}/wall-3840x2160.png` });
   check(true, "screenshots written");
