@@ -108,6 +108,36 @@ pub struct EpochState {
     pub touched: std::time::Instant,
 }
 
+/// One epoch's message log, shared by the hub's index (for a client that reconnects) and the
+/// subscription sending its messages. Each message to each screen is recorded here: under one
+/// lock of its own, a thousand screens no longer contend for the hub's index at every tick.
+#[derive(Clone)]
+pub struct EpochLog(Arc<Mutex<EpochState>>);
+
+impl EpochLog {
+    fn lock(&self) -> std::sync::MutexGuard<'_, EpochState> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn state(&self) -> EpochState {
+        self.lock().clone()
+    }
+
+    /// Records that message `seq` carried `tick` (keeping the last `keep`).
+    pub fn record(&self, seq: u64, tick: u64, keep: usize) {
+        let mut e = self.lock();
+        // A replay re-sends seqs already recorded: cut the record back to before `seq`.
+        let idx = seq.saturating_sub(e.base_seq) as usize;
+        e.ticks.truncate(idx);
+        e.ticks.push_back(tick);
+        while e.ticks.len() > keep {
+            e.ticks.pop_front();
+            e.base_seq += 1;
+        }
+        e.touched = std::time::Instant::now();
+    }
+}
+
 pub struct HubSettings {
     pub history_ticks: usize,
     pub sla: AppealSla,
@@ -123,7 +153,7 @@ pub struct Hub {
     tx: broadcast::Sender<Arc<TickChanges>>,
     applied: watch::Sender<u64>,
     /// Keys are server-made uuids (clients only look up): FxHash is safe here.
-    epochs: Mutex<rustc_hash::FxHashMap<String, EpochState>>,
+    epochs: Mutex<rustc_hash::FxHashMap<String, EpochLog>>,
     last_full_refresh: Mutex<Option<std::time::Instant>>,
     closing: watch::Sender<bool>,
 }
@@ -379,7 +409,8 @@ impl Hub {
         }
     }
 
-    pub fn epoch(&self, epoch: &str) -> Option<EpochState> {
+    /// The message log of `epoch`, for a client resuming it.
+    pub fn epoch(&self, epoch: &str) -> Option<EpochLog> {
         self.epochs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -387,48 +418,32 @@ impl Hub {
             .cloned()
     }
 
-    /// Records that message `seq` of `epoch` carried `tick` (keeping the last `keep`).
-    pub fn record_message(
+    /// Starts the message log of a new epoch, whose first message `seq` carried `tick`.
+    pub fn open_epoch(
         &self,
         epoch: &str,
         scope: NodeIdx,
         metrics: &[MetricId],
         seq: u64,
         tick: u64,
-        keep: usize,
-    ) {
-        let mut epochs = self.epochs.lock().unwrap_or_else(|p| p.into_inner());
-        // Looked up before inserting: this runs for every message to every screen, and the
-        // entry API would allocate the key each time.
-        if !epochs.contains_key(epoch) {
-            epochs.insert(
-                epoch.to_string(),
-                EpochState {
-                    scope,
-                    metrics: metrics.to_vec(),
-                    base_seq: seq,
-                    ticks: VecDeque::new(),
-                    touched: std::time::Instant::now(),
-                },
-            );
-        }
-        let Some(e) = epochs.get_mut(epoch) else {
-            return;
-        };
-        // A replay re-sends seqs already recorded: cut the record back to before `seq`.
-        let idx = seq.saturating_sub(e.base_seq) as usize;
-        e.ticks.truncate(idx);
-        e.ticks.push_back(tick);
-        while e.ticks.len() > keep {
-            e.ticks.pop_front();
-            e.base_seq += 1;
-        }
-        e.touched = std::time::Instant::now();
+    ) -> EpochLog {
+        let log = EpochLog(Arc::new(Mutex::new(EpochState {
+            scope,
+            metrics: metrics.to_vec(),
+            base_seq: seq,
+            ticks: VecDeque::from([tick]),
+            touched: std::time::Instant::now(),
+        })));
+        self.epochs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(epoch.to_string(), log.clone());
+        log
     }
 
     fn expire_epochs(&self, ttl: Duration) {
         let mut epochs = self.epochs.lock().unwrap_or_else(|p| p.into_inner());
-        epochs.retain(|_, e| e.touched.elapsed() < ttl);
+        epochs.retain(|_, e| e.lock().touched.elapsed() < ttl);
     }
 }
 

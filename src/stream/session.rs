@@ -18,7 +18,7 @@ use super::presence::{Presence, SubscriptionInfo};
 use crate::auth::{authorize, Action, Authenticator, VerifiedToken};
 use crate::domain::metric::MetricId;
 use crate::domain::org::NodeIdx;
-use crate::live::hub::{nodes_json, TickChanges};
+use crate::live::hub::{nodes_json, EpochLog, TickChanges};
 use crate::live::Hub;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -66,6 +66,7 @@ struct Resume {
 
 struct Subscription {
     epoch: String,
+    log: EpochLog,
     scope: NodeIdx,
     metrics: Vec<MetricId>,
     seq: u64,
@@ -105,7 +106,7 @@ impl State {
         let nodes = hub.tree().with_children(scope);
         let (tick, figures) = hub.snapshot(&nodes, &metrics);
         let epoch = uuid::Uuid::new_v4().simple().to_string();
-        hub.record_message(&epoch, scope, &metrics, 1, tick, EPOCH_KEEP);
+        let log = hub.open_epoch(&epoch, scope, &metrics, 1, tick);
         let text = json!({"type": "snapshot", "sub": sub_id, "epoch": epoch, "seq": 1,
                           "at": crate::live::hub::rfc3339(hub.now()),
                           "nodes": nodes_json(hub.tree(), figures.iter().map(|(n, f)| (*n, f)))})
@@ -114,6 +115,7 @@ impl State {
             sub_id.to_string(),
             Subscription {
                 epoch,
+                log,
                 scope,
                 metrics,
                 seq: 1,
@@ -132,7 +134,8 @@ impl State {
         resume: &Resume,
     ) -> Option<Vec<String>> {
         let hub = self.ctx.hub.clone();
-        let ep = hub.epoch(&resume.epoch)?;
+        let log = hub.epoch(&resume.epoch)?;
+        let ep = log.state();
         if ep.scope != scope || ep.metrics != metrics || resume.seq < ep.base_seq {
             return None;
         }
@@ -140,6 +143,7 @@ impl State {
         let ticks = hub.history_since(tick_of_seq)?;
         let mut sub = Subscription {
             epoch: resume.epoch.clone(),
+            log,
             scope,
             metrics: metrics.to_vec(),
             seq: resume.seq,
@@ -151,7 +155,7 @@ impl State {
             sub.last_tick = tc.tick;
             let Some(nodes) = changed else { continue };
             sub.seq += 1;
-            hub.record_message(&sub.epoch, scope, metrics, sub.seq, tc.tick, EPOCH_KEEP);
+            sub.log.record(sub.seq, tc.tick, EPOCH_KEEP);
             out.push(Self::delta(sub_id, &sub, sub.seq, &tc, &nodes));
         }
         self.subs.insert(sub_id.to_string(), sub);
@@ -249,14 +253,7 @@ impl State {
                 continue;
             };
             sub.seq += 1;
-            hub.record_message(
-                &sub.epoch,
-                sub.scope,
-                &sub.metrics,
-                sub.seq,
-                tc.tick,
-                EPOCH_KEEP,
-            );
+            sub.log.record(sub.seq, tc.tick, EPOCH_KEEP);
             out.push(Outgoing::Send(Self::delta(id, sub, sub.seq, tc, &nodes)));
         }
         out
