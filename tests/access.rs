@@ -217,6 +217,27 @@ async fn logins_are_checked_and_throttled() {
     app.stop().await;
 }
 
+/// Sends a subscription and returns the error the server answers with (deltas sent before it
+/// are skipped; anything else fails the test).
+async fn refused_at_next_message(ws: &mut common::ws::Ws) -> Value {
+    ws.send(Message::Text(
+        json!({"type": "subscribe", "id": "b", "scope": "440303"})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    loop {
+        let msg = next_json(ws, Duration::from_secs(5))
+            .await
+            .expect("an error message");
+        if msg["type"] == "error" {
+            return msg;
+        }
+        assert_eq!(msg["type"], "delta", "{msg}");
+    }
+}
+
 /// A session token for leader "li" of 440303, signed with the app's key, valid over
 /// `iat..exp` (Unix seconds).
 fn leader_session_token(app: &TestApp, jti: &str, iat: i64, exp: i64) -> String {
@@ -268,16 +289,7 @@ async fn expired_and_revoked_tokens_are_refused_also_on_an_open_websocket() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    ws.send(Message::Text(
-        json!({"type": "subscribe", "id": "b", "scope": "440303"})
-            .to_string()
-            .into(),
-    ))
-    .await
-    .unwrap();
-    let refused = next_json(&mut ws, Duration::from_secs(5))
-        .await
-        .expect("an error message");
+    let refused = refused_at_next_message(&mut ws).await;
     assert_eq!(refused["type"], "error");
     assert!(
         refused["reason"].as_str().unwrap().contains("revoked"),
@@ -313,22 +325,7 @@ async fn a_token_that_expires_while_its_websocket_is_open_is_refused_at_the_next
     // The signature is checked once, at the upgrade; the expiry still counts at every message.
     let until_expired = (now + 3) - time::OffsetDateTime::now_utc().unix_timestamp();
     tokio::time::sleep(Duration::from_secs(until_expired.max(0) as u64)).await;
-    ws.send(Message::Text(
-        json!({"type": "subscribe", "id": "b", "scope": "440303"})
-            .to_string()
-            .into(),
-    ))
-    .await
-    .unwrap();
-    let refused = loop {
-        let msg = next_json(&mut ws, Duration::from_secs(5))
-            .await
-            .expect("an error message");
-        if msg["type"] == "error" {
-            break msg;
-        }
-        assert_eq!(msg["type"], "delta", "{msg}");
-    };
+    let refused = refused_at_next_message(&mut ws).await;
     assert!(
         refused["reason"].as_str().unwrap().contains("expired"),
         "{refused}"

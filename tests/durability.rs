@@ -28,6 +28,16 @@ fn batch(prefix: &str, n: usize) -> Vec<Value> {
         .collect()
 }
 
+/// Rows in `events` and distinct ids among them: equal when nothing landed twice.
+async fn rows_and_distinct_ids(store: &vscc::store::Store) -> (u64, u64) {
+    store
+        .client()
+        .query("SELECT count(), uniqExact(id) FROM events")
+        .fetch_one()
+        .await
+        .unwrap()
+}
+
 struct Server {
     child: Child,
     base: String,
@@ -130,12 +140,7 @@ async fn sigkill_mid_ingest_loses_nothing_acknowledged_and_counts_nothing_twice(
     wait_ready(&http, &server.base).await;
     let store =
         vscc::store::Store::new(&common::clickhouse_url(), "default", "", &database).unwrap();
-    let (rows, distinct): (u64, u64) = store
-        .client()
-        .query("SELECT count(), uniqExact(id) FROM events")
-        .fetch_one()
-        .await
-        .unwrap();
+    let (rows, distinct) = rows_and_distinct_ids(&store).await;
     assert_eq!(rows, distinct, "no record is in ClickHouse twice");
     let stored: HashSet<String> = store
         .client()
@@ -196,12 +201,7 @@ async fn sigkill_mid_ingest_loses_nothing_acknowledged_and_counts_nothing_twice(
     );
     unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) };
     server.child.wait().unwrap();
-    let (rows, distinct): (u64, u64) = store
-        .client()
-        .query("SELECT count(), uniqExact(id) FROM events")
-        .fetch_one()
-        .await
-        .unwrap();
+    let (rows, distinct) = rows_and_distinct_ids(&store).await;
     assert_eq!((rows, distinct), (total.len() as u64, total.len() as u64));
 }
 
@@ -258,13 +258,7 @@ async fn ingest_rides_out_a_clickhouse_outage_and_everything_lands_once_it_retur
     // …and everything spooled lands once ClickHouse is back.
     clickhouse.restart().await.unwrap();
     app.wait_landed().await;
-    let (rows, distinct): (u64, u64) = app
-        .store()
-        .client()
-        .query("SELECT count(), uniqExact(id) FROM events")
-        .fetch_one()
-        .await
-        .unwrap();
+    let (rows, distinct) = rows_and_distinct_ids(app.store()).await;
     assert_eq!((rows, distinct), (accepted, accepted));
     let res = app.post_events(&json!(batch("after", 10))).await;
     assert_eq!(
@@ -331,14 +325,6 @@ async fn an_insert_that_landed_but_whose_answer_was_lost_is_not_inserted_again()
     let app = spawn_app_with(settings).await;
     let direct =
         vscc::store::Store::new(&common::clickhouse_url(), "default", "", &database).unwrap();
-    let stored = || async {
-        direct
-            .client()
-            .query("SELECT count(), uniqExact(id) FROM events")
-            .fetch_one::<(u64, u64)>()
-            .await
-            .unwrap()
-    };
 
     proxy.lose_answers.store(true, Ordering::SeqCst);
     let answer: Value = app
@@ -351,7 +337,7 @@ async fn an_insert_that_landed_but_whose_answer_was_lost_is_not_inserted_again()
     // Inserts land while vscc hears of none succeeding; a retry that re-sent them blindly
     // would land them again, so give it time to.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while stored().await.0 < 100 {
+    while rows_and_distinct_ids(&direct).await.0 < 100 {
         assert!(Instant::now() < deadline, "inserts reached ClickHouse");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -359,6 +345,10 @@ async fn an_insert_that_landed_but_whose_answer_was_lost_is_not_inserted_again()
     proxy.lose_answers.store(false, Ordering::SeqCst);
 
     app.wait_landed().await;
-    assert_eq!(stored().await, (450, 450), "each record once in ClickHouse");
+    assert_eq!(
+        rows_and_distinct_ids(&direct).await,
+        (450, 450),
+        "each record once in ClickHouse"
+    );
     app.stop().await;
 }
