@@ -19,6 +19,7 @@ use crate::live::hub::{Clock, HubSettings, SystemClock};
 use crate::live::Hub;
 use crate::prom::Prom;
 use crate::reference::{self, DistrictMap};
+use crate::store::managed::Supervised;
 use crate::store::{ManagedClickHouse, Store};
 use crate::stream::Presence;
 
@@ -26,8 +27,10 @@ pub struct Application {
     server: actix_web::dev::Server,
     port: u16,
     state: Arc<AppState>,
-    managed: Option<ManagedClickHouse>,
+    managed: Option<Supervised>,
     checkpoint: watch::Receiver<u64>,
+    /// Background work that queries the store, stopped before the managed ClickHouse is.
+    tasks: Vec<tokio::task::AbortHandle>,
 }
 
 /// Connects to the configured ClickHouse, or starts a managed one when no URL is set.
@@ -56,12 +59,12 @@ pub fn sql_gateway(
     settings: &Settings,
     store: &Store,
     tree: &Arc<crate::domain::OrgTree>,
-    managed: Option<&ManagedClickHouse>,
+    managed_users_dir: Option<std::path::PathBuf>,
     secret: &[u8],
 ) -> crate::sql::SqlGateway {
     let users_dir = Some(settings.sql.users_dir.clone())
         .filter(|d| !d.as_os_str().is_empty())
-        .or_else(|| managed.map(|m| m.users_dir()));
+        .or(managed_users_dir);
     let password =
         crate::auth::tokens::derive_secret(secret, &format!("clickhouse-sql:{}", store.database()));
     crate::sql::SqlGateway::new(
@@ -135,9 +138,13 @@ impl Application {
         let directory = UserDirectory::load(store.clone())
             .await
             .context("loading users")?;
-        tokio::spawn(directory.clone().keep_fresh(Duration::from_millis(
-            settings.auth.directory_refresh_ms.max(100),
-        )));
+        let mut tasks = Vec::new();
+        tasks.push(
+            tokio::spawn(directory.clone().keep_fresh(Duration::from_millis(
+                settings.auth.directory_refresh_ms.max(100),
+            )))
+            .abort_handle(),
+        );
         let auth = Authenticator::new(
             &settings.auth,
             tree.clone(),
@@ -149,7 +156,7 @@ impl Application {
             &settings,
             &store,
             &tree,
-            managed.as_ref(),
+            managed.as_ref().map(|m| m.users_dir()),
             &secret,
         ));
 
@@ -157,19 +164,26 @@ impl Application {
             tree.clone(),
             HubSettings {
                 history_ticks: settings.stream.history_ticks,
+                history_bytes: settings.stream.history_bytes,
                 sla: settings.appeals,
+                resume_epochs_per_token: settings.stream.resume_epochs_per_token,
+                resume_epochs_total: settings.stream.resume_epochs_total,
             },
             clock,
         ));
         let ingest = ingest::start(&settings.ingest, &store, &hub).await?;
+        tasks.extend(ingest.tasks.iter().cloned());
         hub.set_samples(
             crate::batch::snapshots::recent_samples(&store, &tree)
                 .await
                 .context("loading recent snapshots")?,
         );
-        tokio::spawn(
-            hub.clone()
-                .run_ticker(Duration::from_millis(settings.stream.tick_ms.max(10))),
+        tasks.push(
+            tokio::spawn(
+                hub.clone()
+                    .run_ticker(Duration::from_millis(settings.stream.tick_ms.max(10))),
+            )
+            .abort_handle(),
         );
 
         let dashboards = Dashboards::load(&settings.web.dashboards_dir, tree.clone());
@@ -193,7 +207,7 @@ impl Application {
         if undelivered > 0 {
             tracing::info!(undelivered, "undelivered alert notifications re-queued");
         }
-        tokio::spawn(alerts.clone().run());
+        tasks.push(tokio::spawn(alerts.clone().run()).abort_handle());
         let listener = TcpListener::bind(&settings.server.addr)
             .with_context(|| format!("cannot listen on {}", settings.server.addr))?;
         let port = listener.local_addr()?.port();
@@ -202,14 +216,19 @@ impl Application {
         let imports_applied = Arc::new(tokio::sync::Notify::new());
         {
             let hub = hub.clone();
-            tokio::spawn(crate::batch::ledger::import::follow(
-                store.clone(),
-                ingest.imports_applied.iter().copied().collect(),
-                move |rows| hub.apply(rows),
-                imports_applied.clone(),
-            ));
+            tasks.push(
+                tokio::spawn(crate::batch::ledger::import::follow(
+                    store.clone(),
+                    ingest.imports_applied.iter().copied().collect(),
+                    move |rows| hub.apply(rows),
+                    imports_applied.clone(),
+                ))
+                .abort_handle(),
+            );
         }
+        let managed = managed.map(ManagedClickHouse::supervise);
         let state = Arc::new(AppState {
+            managed_clickhouse: managed.as_ref().map(|m| m.status().clone()),
             tree,
             map,
             store,
@@ -226,15 +245,23 @@ impl Application {
             appeals_sla: settings.appeals,
             sql,
             limits: Arc::new(RateLimits::new(&settings.limits)),
+            trusted_proxies: settings.server.trusted_proxies.clone(),
+            ingest_budget: Arc::new(tokio::sync::Semaphore::new(
+                settings
+                    .ingest
+                    .max_body_bytes_in_flight
+                    .max(settings.ingest.max_body_bytes)
+                    .div_ceil(1024)
+                    .clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
+            )),
             imports_applied,
             login_throttle: Arc::new(LoginThrottle::new(
                 settings.limits.login_failures,
                 Duration::from_secs(settings.limits.login_lockout_secs),
             )),
         });
-        tokio::spawn(nightly_snapshots(state.clone()));
-        tokio::spawn(dashboards.watch(Duration::from_secs(2)));
-        tokio::spawn(update_gauges(state.clone(), ingest.checkpoint.clone()));
+        tasks.push(tokio::spawn(nightly_snapshots(state.clone())).abort_handle());
+        tasks.push(tokio::spawn(dashboards.watch(Duration::from_secs(2))).abort_handle());
         let server = http::run(listener, state.clone(), handle_signals)?;
         tracing::info!(addr = %settings.server.addr, port, "vscc is listening");
         Ok(Application {
@@ -243,6 +270,7 @@ impl Application {
             state,
             managed,
             checkpoint: ingest.checkpoint,
+            tasks,
         })
     }
 
@@ -268,9 +296,10 @@ impl Application {
         self.server.handle()
     }
 
-    /// Serves until the server is stopped (a signal or its handle), lets the writer land what
-    /// it holds (a few seconds at most; the log keeps the rest), then stops the managed
-    /// ClickHouse, if any.
+    /// Serves until the server is stopped (a signal or its handle), then stops in dependency
+    /// order: the writer lands what it holds (a few seconds at most; the log keeps the rest),
+    /// the background work that queries ClickHouse stops, and then the managed ClickHouse, if
+    /// any — which exits as soon as no connection of ours is in use.
     pub async fn run_until_stopped(mut self) -> anyhow::Result<()> {
         let served = (&mut self.server).await;
         let committed = self
@@ -280,30 +309,17 @@ impl Application {
             .committed_seq
             .load(Ordering::SeqCst);
         let _ = tokio::time::timeout(
-            Duration::from_secs(5),
+            Duration::from_secs(3),
             self.checkpoint.wait_for(|c| *c >= committed),
         )
         .await;
-        if let Some(mut managed) = self.managed.take() {
+        for task in &self.tasks {
+            task.abort();
+        }
+        if let Some(managed) = self.managed.take() {
             managed.stop().await;
         }
         served.context("HTTP server failed")
-    }
-}
-
-async fn update_gauges(state: Arc<AppState>, checkpoint: watch::Receiver<u64>) {
-    let mut every = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        every.tick().await;
-        state.prom.screens.set(state.presence.count() as i64);
-        state
-            .prom
-            .spool_bytes
-            .set(state.log.counters().spool_bytes.load(Ordering::Relaxed) as i64);
-        state
-            .prom
-            .ingest_checkpoint
-            .set(*checkpoint.borrow() as i64);
     }
 }
 

@@ -11,6 +11,9 @@ pub const DEFAULTS: &str = r#"
 [server]
 addr = "127.0.0.1:8080"
 log_format = "human"
+# Addresses of reverse proxies (HAProxy …) whose X-Forwarded-For names the client; nobody
+# else's forwarded headers are believed.
+trusted_proxies = []
 
 [clickhouse]
 # Empty: vscc starts and manages its own clickhouse-server under `managed.dir`.
@@ -27,6 +30,7 @@ start_timeout_secs = 30
 [ingest]
 spool_dir = "var/spool"
 max_body_bytes = 16777216        # 16 MiB; larger bodies get 413
+max_body_bytes_in_flight = 67108864  # 64 MiB of bodies read at once over all requests; then a wait, then 503
 max_records = 50000              # per request; more get 413
 max_spool_bytes = 1073741824     # 1 GiB of records not yet in ClickHouse; then 503 + Retry-After
 segment_bytes = 16777216         # log segment size; consumed segments are deleted
@@ -39,7 +43,11 @@ max_import_bytes = 536870912     # 512 MiB per uploaded ledger
 
 [stream]
 tick_ms = 250                    # at most 4 messages a second per subscription
-history_ticks = 2400             # ≈ 10 min of ticks kept for resume
+history_ticks = 2400             # ≈ 10 min of ticks kept for resume …
+history_bytes = 67108864         # … and at most 64 MiB of them (estimated); the oldest go first
+max_subscriptions = 16           # per connection
+resume_epochs_per_token = 4096   # streams of closed connections kept resumable, per token …
+resume_epochs_total = 50000      # … and in all (each at most ~8 KiB), for 10 minutes
 send_timeout_ms = 10000          # a screen that does not read for this long is dropped
 heartbeat_ms = 10000
 idle_timeout_ms = 45000
@@ -134,6 +142,7 @@ pub struct ServerSettings {
     /// `host:port` to listen on.
     pub addr: String,
     pub log_format: LogFormat,
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -16,6 +16,12 @@ pub struct Prom {
     pub screens: IntGauge,
     pub spool_bytes: IntGauge,
     pub ingest_checkpoint: IntGauge,
+    pub live_quarantined: IntCounter,
+    pub resume_epochs: IntGauge,
+    pub history_ticks: IntGauge,
+    pub history_bytes: IntGauge,
+    pub clickhouse_up: IntGauge,
+    pub clickhouse_restarts: IntCounter,
 }
 
 impl Prom {
@@ -68,6 +74,27 @@ impl Prom {
             "ingest_checkpoint_seq",
             "Highest log seq known to be in ClickHouse",
         );
+        let live_quarantined = counter(
+            "live_records_quarantined_total",
+            "Records kept out of the live figures (stored under other rules, or applying them failed); GET /api/v1/quarantine lists the latest",
+        );
+        let resume_epochs = gauge(
+            "stream_resume_epochs",
+            "Stream epochs a screen could resume (open connections' and recently closed ones')",
+        );
+        let history_ticks = gauge("stream_history_ticks", "Ticks kept for resume");
+        let history_bytes = gauge(
+            "stream_history_bytes",
+            "Estimated bytes of the ticks kept for resume",
+        );
+        let clickhouse_up = gauge(
+            "clickhouse_managed_up",
+            "Managed ClickHouse: 1 running, 0 down or starting again (always 0 with an external ClickHouse)",
+        );
+        let clickhouse_restarts = counter(
+            "clickhouse_managed_restarts_total",
+            "Times the managed ClickHouse died and was started again",
+        );
         for c in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_duration.clone()),
@@ -78,6 +105,12 @@ impl Prom {
             Box::new(screens.clone()),
             Box::new(spool_bytes.clone()),
             Box::new(ingest_checkpoint.clone()),
+            Box::new(live_quarantined.clone()),
+            Box::new(resume_epochs.clone()),
+            Box::new(history_ticks.clone()),
+            Box::new(history_bytes.clone()),
+            Box::new(clickhouse_up.clone()),
+            Box::new(clickhouse_restarts.clone()),
         ] {
             registry.register(c).expect("each metric registered once");
         }
@@ -92,6 +125,12 @@ impl Prom {
             screens,
             spool_bytes,
             ingest_checkpoint,
+            live_quarantined,
+            resume_epochs,
+            history_ticks,
+            history_bytes,
+            clickhouse_up,
+            clickhouse_restarts,
         }
     }
 

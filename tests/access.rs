@@ -510,3 +510,128 @@ async fn the_user_command_adds_lists_and_revokes_users_in_the_store() {
     }
     app.stop().await;
 }
+
+/// Fills a route template of the OpenAPI document: every `{param}` becomes `value`.
+fn fill(template: &str, value: &str) -> String {
+    template
+        .split('/')
+        .map(|seg| match (seg.find('{'), seg.find('}')) {
+            (Some(a), Some(b)) => format!("{}{value}{}", &seg[..a], &seg[b + 1..]),
+            _ => seg.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// The anonymous column of the access matrix: every operation of `/openapi.json`, without a
+/// token. One that takes a token answers 401 — the same 401 whether what the request names
+/// exists or not — before it parses a body or looks anything up; a public one does not.
+#[tokio::test]
+async fn without_a_token_every_secured_route_answers_401_before_any_lookup() {
+    let app = spawn_app().await;
+    app.user_token("probe-existing", "leader", "440303").await;
+    let doc = app.get_json("/openapi.json").await;
+    let mut secured_ops = 0;
+    let mut public_ops = Vec::new();
+    for (template, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let secured = op["security"].as_array().is_some_and(|s| !s.is_empty());
+            for value in ["probe-existing", "no-such-thing"] {
+                let url = format!("{}{}", app.base, fill(template, value));
+                let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+                // A body naming the existing user, and one that would not even parse.
+                for body in [
+                    json!({"user": value, "name": value}).to_string(),
+                    "{".into(),
+                ] {
+                    let res = app
+                        .http
+                        .request(method.clone(), &url)
+                        .header("content-type", "application/json")
+                        .body(body)
+                        .send()
+                        .await
+                        .unwrap();
+                    let status = res.status().as_u16();
+                    if secured {
+                        assert_eq!(status, 401, "{method} {url} without a token");
+                        let error: Value = res.json().await.unwrap();
+                        assert_eq!(
+                            error["error"], "a bearer token is required",
+                            "{method} {url}"
+                        );
+                    } else {
+                        assert_ne!(status, 401, "{method} {url} is public");
+                    }
+                }
+            }
+            if secured {
+                secured_ops += 1;
+            } else {
+                public_ops.push(format!("{method} {template}"));
+            }
+        }
+    }
+    assert!(secured_ops >= 30, "{secured_ops} secured operations");
+    // Public: the reference data, health, the catalogue and dashboards, and logging in.
+    let allowed = [
+        "get /api/v1/catalogue",
+        "get /api/v1/dashboards",
+        "get /api/v1/dashboards/{name}",
+        "get /api/v1/geo/districts",
+        "get /api/v1/geo/locate",
+        "get /api/v1/org",
+        "get /api/v1/org/{code}",
+        "get /healthz",
+        "get /metrics",
+        "get /readyz",
+        "post /api/v1/login",
+    ];
+    for op in &public_ops {
+        assert!(
+            allowed.contains(&op.as_str()),
+            "{op} answers without a token"
+        );
+    }
+
+    // With a token, an admin of another district learns nothing about 罗湖's users either.
+    let futian_admin = app.user_token("futian-admin", "admin", "440304").await;
+    let mut answers = Vec::new();
+    for user in ["probe-existing", "no-such-user"] {
+        let issued = app
+            .http
+            .post(format!("{}/api/v1/screen-tokens", app.base))
+            .bearer_auth(&futian_admin)
+            .json(&json!({"user": user}))
+            .send()
+            .await
+            .unwrap();
+        let deleted = app
+            .http
+            .delete(format!("{}/api/v1/users/{user}", app.base))
+            .bearer_auth(&futian_admin)
+            .send()
+            .await
+            .unwrap();
+        let issued = (
+            issued.status().as_u16(),
+            issued.json::<Value>().await.unwrap(),
+        );
+        let deleted = (
+            deleted.status().as_u16(),
+            deleted.json::<Value>().await.unwrap(),
+        );
+        answers.push((
+            issued.0,
+            issued.1["error"].as_str().unwrap().replace(user, "X"),
+            deleted.0,
+            deleted.1["error"].as_str().unwrap().replace(user, "X"),
+        ));
+    }
+    assert_eq!(
+        answers[0], answers[1],
+        "existing and missing users look the same"
+    );
+    assert_eq!((answers[0].0, answers[0].2), (400, 404));
+    app.stop().await;
+}

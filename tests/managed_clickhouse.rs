@@ -95,8 +95,16 @@ fn sigterm_and_sigint_stop_the_managed_clickhouse_too() {
         let mut serve = Serve::start(tmp.path());
         let ch = serve.clickhouse_pid();
         assert!(alive(ch));
+        let asked = Instant::now();
         serve.signal(sig);
         let status = serve.child.wait().unwrap();
+        // Background work stops before ClickHouse is asked to, so it is not held up by a
+        // connection of ours (it took 15 s, then a SIGKILL, in 8 of 15 stops before).
+        assert!(
+            asked.elapsed() < Duration::from_secs(5),
+            "vscc took {:?} to stop on signal {sig}",
+            asked.elapsed()
+        );
         assert!(
             status.success(),
             "vscc exits cleanly on signal {sig}: {status}"
@@ -144,5 +152,71 @@ fn a_missing_clickhouse_binary_gets_one_clear_line() {
     assert!(
         stderr.contains("no-such-clickhouse-server was not found: run scripts/setup"),
         "{stderr}"
+    );
+}
+
+impl Serve {
+    /// GET a path: status and body, or `None` when no answer came within `timeout`.
+    fn get(&self, path: &str, timeout: Duration) -> Option<(u16, String)> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(timeout)).ok()?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).ok()?;
+        let status = buf.get(9..12)?.parse().ok()?;
+        Some((status, buf))
+    }
+}
+
+#[test]
+fn a_frozen_or_dead_managed_clickhouse_is_noticed_and_started_again() {
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let mut serve = Serve::start(tmp.path());
+    let ch = serve.clickhouse_pid();
+
+    // Frozen: a readiness probe still gets its answer, within a second.
+    unsafe { libc::kill(ch as i32, libc::SIGSTOP) };
+    let asked = Instant::now();
+    let answer = serve.get("/readyz", Duration::from_secs(5));
+    let took = asked.elapsed();
+    unsafe { libc::kill(ch as i32, libc::SIGCONT) };
+    let (status, body) = answer.expect("/readyz answers while ClickHouse is frozen");
+    assert_eq!(status, 503, "{body}");
+    assert!(took < Duration::from_millis(1500), "/readyz took {took:?}");
+    wait_until("/readyz after SIGCONT", Duration::from_secs(30), || {
+        serve.ready()
+    });
+
+    // Dead: vscc starts it again, says so in /metrics, and is ready again.
+    unsafe { libc::kill(ch as i32, libc::SIGKILL) };
+    wait_until("a new clickhouse-server", Duration::from_secs(30), || {
+        std::fs::read_to_string(tmp.path().join("vscc-clickhouse.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok())
+            .is_some_and(|p| p != ch && alive(p))
+    });
+    wait_until("/readyz after the restart", Duration::from_secs(60), || {
+        serve.ready()
+    });
+    let (_, metrics) = serve.get("/metrics", Duration::from_secs(5)).unwrap();
+    assert!(
+        metrics.contains("vscc_clickhouse_managed_restarts_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("vscc_clickhouse_managed_up 1"),
+        "{metrics}"
+    );
+    let again = serve.clickhouse_pid();
+    serve.signal(libc::SIGTERM);
+    assert!(serve.child.wait().unwrap().success());
+    assert!(
+        !alive(again),
+        "the restarted clickhouse-server outlived vscc"
     );
 }

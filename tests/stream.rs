@@ -197,7 +197,8 @@ async fn a_client_that_stops_reading_is_dropped_while_others_keep_receiving() {
     let mut settings = test_settings();
     settings.stream.send_timeout_ms = 500;
     let app = spawn_app_with(settings).await;
-    // The stalled client: many subscriptions, a tiny receive buffer, and it never reads.
+    // The stalled client: many snapshots asked for (16 subscriptions, the most one connection
+    // may hold, each re-sent), a tiny receive buffer, and it never reads.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let stream = socket
@@ -214,8 +215,8 @@ async fn a_client_that_stops_reading_is_dropped_while_others_keep_receiving() {
     let (mut stalled, _) = tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(stream))
         .await
         .unwrap();
-    for i in 0..100 {
-        subscribe(&mut stalled, &format!("s{i}"), "440300", None).await;
+    for i in 0..400 {
+        subscribe(&mut stalled, &format!("s{}", i % 16), "440300", None).await;
     }
     let mut healthy = connect(&app, Some(app.admin_token()), None).await.unwrap();
     subscribe(&mut healthy, "h", "440300", None).await;

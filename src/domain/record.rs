@@ -18,6 +18,39 @@ pub const SHANGHAI: UtcOffset = match UtcOffset::from_hms(8, 0, 0) {
 
 pub const MAX_ID_LEN: usize = 128;
 
+/// The integer `data` fields and the plausible range of each (inclusive). A value outside is
+/// refused at validation with the field and the reason, so that no sum over the org tree can
+/// come near `i64`'s limits: 868 nodes × the largest value stays below 10^8.
+pub const COUNT_RANGES: &[(&str, i64, i64)] = &[
+    // Approved and filled posts of one service center (the city's or a district's).
+    ("approved_posts", 0, 10_000),
+    ("filled_posts", 0, 10_000),
+    // Staff of one node's own service center or station.
+    ("headcount", 0, 100_000),
+    // A star rating.
+    ("stars", 0, 5),
+];
+
+/// The plausible range of an integer `data` field.
+pub fn count_range(name: &str) -> (i64, i64) {
+    COUNT_RANGES
+        .iter()
+        .find(|(n, ..)| *n == name)
+        .map_or((0, i64::MAX), |(_, lo, hi)| (*lo, *hi))
+}
+
+/// Checks an integer `data` field against its plausible range: the value, or the reason.
+pub fn check_count(name: &str, n: i64) -> Result<i64, String> {
+    let (lo, hi) = count_range(name);
+    if n < 0 && lo == 0 {
+        Err("must not be negative".into())
+    } else if n < lo || n > hi {
+        Err(format!("must be {lo} to {hi}"))
+    } else {
+        Ok(n)
+    }
+}
+
 /// Seqs from here up belong to ledger imports: `IMPORT_SEQ_BASE + (import_no << 32) + row`.
 /// Below it, seqs are positions in the durable log.
 pub const IMPORT_SEQ_BASE: u64 = 1 << 62;
@@ -64,6 +97,36 @@ kinds! {
     AppealClosed = "appeal.closed", levels = [City, District, Street, Community];
     VeteranRegistered = "veteran.registered", levels = [Community];
     ArchiveCompleted = "archive.completed", levels = [Community];
+}
+
+/// The type of a `data` field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldType {
+    /// A non-empty string of at most [`MAX_ID_LEN`] characters (an id).
+    Text,
+    /// A whole number within its [`COUNT_RANGES`] range.
+    Count,
+    /// `true` or `false`.
+    Flag,
+}
+
+impl Kind {
+    /// The `data` fields a record of this kind must carry (others are kept, not read).
+    pub fn data_fields(self) -> &'static [(&'static str, FieldType)] {
+        use FieldType::*;
+        match self {
+            Kind::StaffingReported => &[("approved_posts", Count), ("filled_posts", Count)],
+            Kind::StaffHired => &[("staff_id", Text), ("veteran", Flag)],
+            Kind::StaffHeadcount => &[("headcount", Count)],
+            Kind::TrainingClassHeld => &[("class_id", Text)],
+            Kind::TrainingAttended => &[("staff_id", Text), ("class_id", Text)],
+            Kind::StationRated => &[("stars", Count), ("demonstration", Flag)],
+            Kind::AppealReceived | Kind::AppealAccepted | Kind::AppealClosed => {
+                &[("appeal_id", Text)]
+            }
+            Kind::VeteranRegistered | Kind::ArchiveCompleted => &[("person_id", Text)],
+        }
+    }
 }
 
 /// One accepted record, as it is logged, stored in ClickHouse (`events`) and aggregated.
@@ -137,6 +200,61 @@ impl EventRow {
     /// The calendar year (Asia/Shanghai) of `at`.
     pub fn year(&self) -> i32 {
         year_of(self.at)
+    }
+
+    /// Whether a row — accepted now, or stored by an earlier version under other rules — may
+    /// enter the live figures: its kind and org known, at a level the kind allows, its fields
+    /// within the ranges validation enforces today. Answers the org and kind, or the reason.
+    pub fn admissible(&self, tree: &OrgTree) -> Result<(NodeIdx, Kind), String> {
+        let kind = self
+            .kind()
+            .ok_or_else(|| format!("unknown kind '{}'", self.kind))?;
+        let org = tree
+            .get(&self.org)
+            .ok_or_else(|| format!("unknown org code '{}'", self.org))?;
+        let level = tree.node(org).level;
+        if !kind.levels().contains(&level) {
+            return Err(format!(
+                "{} records do not belong to a {level} org",
+                kind.as_str()
+            ));
+        }
+        let count = |name: &str, n: i64| {
+            check_count(name, n).map_err(|reason| format!("data.{name} {n}: {reason}"))
+        };
+        let text = |name: &str, s: &str| {
+            if s.is_empty() {
+                Err(format!("data.{name} is empty"))
+            } else {
+                Ok(())
+            }
+        };
+        match kind {
+            Kind::StaffingReported => {
+                count("approved_posts", self.approved_posts)?;
+                count("filled_posts", self.filled_posts)?;
+                if self.filled_posts > self.approved_posts {
+                    return Err("data.filled_posts exceeds data.approved_posts".into());
+                }
+            }
+            Kind::StaffHeadcount => {
+                count("headcount", self.headcount)?;
+            }
+            Kind::StationRated => {
+                count("stars", i64::from(self.stars))?;
+            }
+            Kind::StaffHired => text("staff_id", &self.staff_id)?,
+            Kind::TrainingClassHeld => text("class_id", &self.class_id)?,
+            Kind::TrainingAttended => {
+                text("staff_id", &self.staff_id)?;
+                text("class_id", &self.class_id)?;
+            }
+            Kind::AppealReceived | Kind::AppealAccepted | Kind::AppealClosed => {
+                text("appeal_id", &self.appeal_id)?
+            }
+            Kind::VeteranRegistered | Kind::ArchiveCompleted => text("person_id", &self.person_id)?,
+        }
+        Ok((org, kind))
     }
 }
 
@@ -231,6 +349,50 @@ fn validate_wire(
         // A mistyped data field: the `Value` checks name it.
         Err(_) => validate_value(&wire.to_value(), tree, locator, received_at, source),
     }
+}
+
+/// Counts the elements of a JSON array without building them, stopping as soon as there are
+/// more than `max`: a body of a million tiny elements costs nothing to refuse. `Ok(n)` for an
+/// array of `n <= max` elements; `Err(None)` for more; `Err(Some(e))` when the body is not a
+/// JSON array.
+pub fn count_array_items(body: &str, max: usize) -> Result<usize, Option<serde_json::Error>> {
+    use serde::de::{DeserializeSeed, Error as _, IgnoredAny, SeqAccess, Visitor};
+    use std::cell::Cell;
+
+    struct Counter<'c> {
+        max: usize,
+        over: &'c Cell<bool>,
+    }
+    impl<'de> DeserializeSeed<'de> for Counter<'_> {
+        type Value = usize;
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<usize, D::Error> {
+            d.deserialize_seq(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Counter<'_> {
+        type Value = usize;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON array of events")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<usize, A::Error> {
+            let mut n = 0usize;
+            while seq.next_element::<IgnoredAny>()?.is_some() {
+                n += 1;
+                if n > self.max {
+                    self.over.set(true);
+                    return Err(A::Error::custom("too many elements"));
+                }
+            }
+            Ok(n)
+        }
+    }
+
+    let over = Cell::new(false);
+    let mut de = serde_json::Deserializer::from_str(body);
+    let counted = Counter { max, over: &over }
+        .deserialize(&mut de)
+        .and_then(|n| de.end().map(|()| n));
+    counted.map_err(|e| (!over.get()).then_some(e))
 }
 
 /// The events of one request body, parsed but not yet checked.
@@ -618,10 +780,8 @@ fn check(
         }
     };
     let count = |name: &str| -> Result<i64, FieldError> {
-        match event.data_integer(name)? {
-            n if n >= 0 => Ok(n),
-            _ => Err(err(format!("data.{name}"), "must not be negative")),
-        }
+        check_count(name, event.data_integer(name)?)
+            .map_err(|reason| err(format!("data.{name}"), reason))
     };
     let flag = |name: &str| event.data_flag(name).map(u8::from);
 
@@ -644,11 +804,7 @@ fn check(
             row.class_id = text("class_id")?;
         }
         Kind::StationRated => {
-            let stars = count("stars")?;
-            if stars > 5 {
-                return Err(err("data.stars", "must be 0 to 5"));
-            }
-            row.stars = stars as u8;
+            row.stars = count("stars")? as u8;
             row.demonstration = flag("demonstration")?;
         }
         Kind::AppealReceived | Kind::AppealAccepted | Kind::AppealClosed => {
@@ -811,6 +967,58 @@ mod tests {
         );
         let e = check_text("{not json").1.unwrap_err();
         assert_eq!(e.field, "$");
+    }
+
+    /// `Kind::data_fields` (which the OpenAPI document shows) says what validation does: an
+    /// event carrying exactly those fields passes, and one missing any of them is refused
+    /// naming it; a count over its range is refused naming it.
+    #[test]
+    fn the_listed_data_fields_are_the_ones_validation_requires() {
+        for &kind in Kind::ALL {
+            let org = match kind.levels()[0] {
+                Level::City => "c",
+                Level::District => "d",
+                Level::Street => "s",
+                Level::Community => "m",
+            };
+            let mut data = serde_json::Map::new();
+            for &(name, ty) in kind.data_fields() {
+                let v = match ty {
+                    FieldType::Text => json!("x1"),
+                    FieldType::Count => json!(count_range(name).1),
+                    FieldType::Flag => json!(true),
+                };
+                data.insert(name.into(), v);
+            }
+            let event = |data: serde_json::Map<String, Value>| {
+                json!({"id": "e", "kind": kind.as_str(), "org": org,
+                       "at": "2021-03-04T10:15:00+08:00", "data": data})
+            };
+            assert!(check(event(data.clone())).is_ok(), "{}", kind.as_str());
+            for &(name, ty) in kind.data_fields() {
+                let mut without = data.clone();
+                without.remove(name);
+                let e = check(event(without)).unwrap_err();
+                assert_eq!(e.field, format!("data.{name}"), "{}", kind.as_str());
+                if ty == FieldType::Count {
+                    let mut over = data.clone();
+                    over.insert(name.into(), json!(count_range(name).1 + 1));
+                    let e = check(event(over)).unwrap_err();
+                    assert_eq!(e.field, format!("data.{name}"), "{}", kind.as_str());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn array_elements_are_counted_without_being_built() {
+        assert_eq!(count_array_items("[]", 2).unwrap(), 0);
+        assert_eq!(count_array_items(r#"[{"a": [1, 2]}, 3]"#, 2).unwrap(), 2);
+        assert!(count_array_items("[1,1,1]", 2).unwrap_err().is_none());
+        let e = count_array_items("{}", 2).unwrap_err().unwrap();
+        assert!(e.is_data(), "{e}");
+        assert!(count_array_items("[1,", 2).unwrap_err().unwrap().is_eof());
+        assert!(count_array_items("[1] x", 2).unwrap_err().is_some());
     }
 
     #[test]

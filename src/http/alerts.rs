@@ -1,9 +1,9 @@
 //! Alerts: current instances, history, acknowledgement.
 
-use actix_web::{delete, get, post, web, HttpRequest, HttpResponse};
+use actix_web::{delete, get, post, web, HttpResponse};
 use serde::Deserialize;
 
-use super::{auth::principal, ApiError, AppState};
+use super::{auth::Caller, params::Params, ApiError, AppState};
 use crate::alert::engine::AlertEventRow;
 use crate::auth::{authorize, Action};
 
@@ -14,7 +14,42 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(unack_alert)
         .service(list_silences)
         .service(create_silence)
-        .service(delete_silence);
+        .service(delete_silence)
+        .service(quarantine);
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct QuarantineAnswer {
+    /// Records kept out of the live figures since this server started (all scopes).
+    pub total: u64,
+    /// The latest of them inside the caller's scope, newest first (at most 100).
+    pub recent: Vec<crate::live::hub::QuarantinedRecord>,
+}
+
+/// Records the live figures refused: stored under other rules (a value now out of range, an
+/// org that left the tree) or whose applying failed. They stay in the log and in ClickHouse;
+/// the duty console shows them. Duty officers and admins.
+#[utoipa::path(get, path = "/api/v1/quarantine", tag = "alerts",
+    responses((status = 200, body = QuarantineAnswer), (status = 401, body = super::error::ErrorBody),
+        (status = 403, body = super::error::ErrorBody)), security(("bearer" = [])))]
+#[get("/api/v1/quarantine")]
+async fn quarantine(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let who = caller.may(&state, Action::HandleAlerts)?;
+    let tree = &state.tree;
+    let q = state.hub.quarantine();
+    let recent = q
+        .recent()
+        .into_iter()
+        .filter(|r| match tree.get(&r.org) {
+            Some(org) => tree.is_within(org, who.scope),
+            // An org the tree no longer knows: the city's to see.
+            None => who.scope == tree.root(),
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(QuarantineAnswer {
+        total: q.total(),
+        recent,
+    }))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -30,11 +65,11 @@ pub struct AlertQuery {
     responses((status = 200, description = "{rules_error, alerts: [...]}")), security(("bearer" = [])))]
 #[get("/api/v1/alerts")]
 async fn list_alerts(
-    req: HttpRequest,
-    q: web::Query<AlertQuery>,
+    caller: Caller,
+    q: Params<AlertQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let who = principal(&req, &state)?;
+    let who = caller.may(&state, Action::ReadFigures)?;
     let list: Vec<_> = state
         .alerts
         .current()
@@ -72,11 +107,12 @@ pub struct HistoryQuery {
     responses((status = 200, description = "[{at, fingerprint, rule, node, state, severity, value, summary, actor, comment}]")), security(("bearer" = [])))]
 #[get("/api/v1/alerts/history")]
 async fn alert_history(
-    req: HttpRequest,
-    q: web::Query<HistoryQuery>,
+    caller: Caller,
+    q: Params<HistoryQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let who = principal(&req, &state)?;
+    let who = caller.may(&state, Action::ReadFigures)?;
+    let limit = super::params::in_range("limit", q.limit.unwrap_or(200), 1, 5000)?;
     let scope = state.tree.node(who.scope).code.clone();
     let rows: Vec<AlertEventRow> = state
         .store
@@ -86,7 +122,7 @@ async fn alert_history(
              ORDER BY at DESC LIMIT ?",
         )
         .bind(scope)
-        .bind(q.limit.unwrap_or(200).min(5000))
+        .bind(limit)
         .with_setting("wait_end_of_query", "1")
         .fetch_all()
         .await?;
@@ -100,13 +136,12 @@ pub struct AckBody {
 }
 
 async fn set_ack(
-    req: HttpRequest,
+    who: crate::auth::Principal,
     fingerprint: String,
     comment: String,
     ack: bool,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let who = principal(&req, &state)?;
     let instance = state
         .alerts
         .current()
@@ -133,14 +168,15 @@ async fn set_ack(
     security(("bearer" = [])))]
 #[post("/api/v1/alerts/{rule}/{node}/ack")]
 async fn ack_alert(
-    req: HttpRequest,
+    caller: Caller,
     path: web::Path<(String, String)>,
     body: Option<web::Json<AckBody>>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let who = caller.may(&state, Action::HandleAlerts)?;
     let (rule, node) = path.into_inner();
     let comment = body.map(|b| b.into_inner().comment).unwrap_or_default();
-    set_ack(req, format!("{rule}/{node}"), comment, true, state).await
+    set_ack(who, format!("{rule}/{node}"), comment, true, state).await
 }
 
 /// Withdraw an acknowledgement.
@@ -149,22 +185,23 @@ async fn ack_alert(
     responses((status = 200, description = "The alert"), (status = 404, body = super::error::ErrorBody)), security(("bearer" = [])))]
 #[delete("/api/v1/alerts/{rule}/{node}/ack")]
 async fn unack_alert(
-    req: HttpRequest,
+    caller: Caller,
     path: web::Path<(String, String)>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let who = caller.may(&state, Action::HandleAlerts)?;
     let (rule, node) = path.into_inner();
-    set_ack(req, format!("{rule}/{node}"), String::new(), false, state).await
+    set_ack(who, format!("{rule}/{node}"), String::new(), false, state).await
 }
 
 /// Silences in force or scheduled, inside the caller's scope.
 #[utoipa::path(get, path = "/api/v1/silences", tag = "alerts", responses((status = 200, description = "[silence]")), security(("bearer" = [])))]
 #[get("/api/v1/silences")]
 async fn list_silences(
-    req: HttpRequest,
+    caller: Caller,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let who = principal(&req, &state)?;
+    let who = caller.may(&state, Action::ReadFigures)?;
     let list: Vec<_> = state
         .alerts
         .silences()
@@ -188,11 +225,11 @@ async fn list_silences(
     security(("bearer" = [])))]
 #[post("/api/v1/silences")]
 async fn create_silence(
-    req: HttpRequest,
+    caller: Caller,
     body: web::Bytes,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let who = principal(&req, &state)?;
+    let who = caller.may(&state, Action::HandleAlerts)?;
     let spec: crate::alert::silence::SilenceSpec =
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("$", e.to_string()))?;
     let id = uuid::Uuid::new_v4().simple().to_string();
@@ -213,11 +250,11 @@ async fn create_silence(
     responses((status = 204, description = "Ended"), (status = 404, body = super::error::ErrorBody)), security(("bearer" = [])))]
 #[delete("/api/v1/silences/{id}")]
 async fn delete_silence(
-    req: HttpRequest,
+    caller: Caller,
     id: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let who = principal(&req, &state)?;
+    let who = caller.may(&state, Action::HandleAlerts)?;
     let silence = state
         .alerts
         .silences()

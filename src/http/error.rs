@@ -16,6 +16,10 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     TooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{method} is not allowed here; allowed: {allow}")]
+    MethodNotAllowed { method: String, allow: String },
     #[error("service unavailable: {reason}")]
     Unavailable {
         reason: String,
@@ -138,6 +142,52 @@ impl From<clickhouse::error::Error> for ApiError {
     }
 }
 
+/// The body of a JSON request could not be used: the JSON error shape, never plain text.
+pub fn json_body_error(
+    e: actix_web::error::JsonPayloadError,
+    _req: &actix_web::HttpRequest,
+) -> actix_web::Error {
+    use actix_web::error::JsonPayloadError;
+    let api = match e {
+        JsonPayloadError::ContentType => ApiError::UnsupportedMediaType(
+            "the body must be JSON (Content-Type: application/json, or none)".into(),
+        ),
+        JsonPayloadError::OverflowKnownLength { limit, .. }
+        | JsonPayloadError::Overflow { limit } => {
+            ApiError::TooLarge(format!("the body exceeds the limit of {limit} bytes"))
+        }
+        JsonPayloadError::Deserialize(e) => {
+            let text = e.to_string();
+            // serde names a missing or unknown field between backticks.
+            let field = text
+                .split('`')
+                .nth(1)
+                .filter(|_| text.starts_with("missing field") || text.starts_with("unknown field"))
+                .unwrap_or("$")
+                .to_string();
+            ApiError::bad_request(field, text)
+        }
+        other => ApiError::bad_request("$", other.to_string()),
+    };
+    api.into()
+}
+
+/// A path segment that does not parse (e.g. a number): JSON, naming the path.
+pub fn path_error(
+    e: actix_web::error::PathError,
+    _req: &actix_web::HttpRequest,
+) -> actix_web::Error {
+    ApiError::bad_request("path", e.to_string()).into()
+}
+
+/// Query strings read with `web::Query` (handlers mostly use `Params`, which names the field).
+pub fn query_error(
+    e: actix_web::error::QueryPayloadError,
+    _req: &actix_web::HttpRequest,
+) -> actix_web::Error {
+    ApiError::bad_request("query", e.to_string()).into()
+}
+
 impl ApiError {
     pub fn bad_request(field: impl Into<String>, reason: impl Into<String>) -> Self {
         ApiError::BadRequest {
@@ -155,6 +205,8 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -199,6 +251,9 @@ impl ResponseError for ApiError {
         }
         if let ApiError::Unauthorized(_) = self {
             res.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        if let ApiError::MethodNotAllowed { allow, .. } = self {
+            res.insert_header(("Allow", allow.as_str()));
         }
         res.json(ErrorBody { error, field })
     }

@@ -1,12 +1,14 @@
 //! `GET /api/v1/metrics`: the figures of a node and its direct children; `GET /api/v1/screens`.
 
-use actix_web::{get, web, HttpRequest, HttpResponse};
+use actix_web::{get, web, HttpResponse};
 use serde::Deserialize;
 
 use super::{
-    auth::{principal, readable_scope},
+    auth::{readable_scope, Caller},
+    params::Params,
     ApiError, AppState,
 };
+use crate::auth::Action;
 use crate::domain::metric::MetricId;
 use crate::live::hub::{nodes_json, rfc3339, FiguresAnswer};
 
@@ -47,11 +49,11 @@ pub fn parse_metrics(list: Option<&str>) -> Result<Vec<MetricId>, ApiError> {
     security(("bearer" = [])))]
 #[get("/api/v1/metrics")]
 async fn metrics(
-    req: HttpRequest,
-    q: web::Query<FiguresQuery>,
+    caller: Caller,
+    q: Params<FiguresQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let (code, scope) = readable_scope(&req, &state, q.scope.as_deref())?;
+    let (code, scope) = readable_scope(&caller.0, &state, q.scope.as_deref())?;
     let tree = &state.tree;
     let metrics = parse_metrics(q.metrics.as_deref())?;
     let nodes: Vec<_> = tree
@@ -71,8 +73,8 @@ async fn metrics(
     responses((status = 200, description = "[{id, name, remote, connected_at, subscriptions: [{id, scope, metrics}]}]")),
     security(("bearer" = [])))]
 #[get("/api/v1/screens")]
-async fn screens(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let who = principal(&req, &state)?;
+async fn screens(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let who = caller.may(&state, Action::ReadFigures)?;
     let list: Vec<_> = state
         .presence
         .list()
@@ -131,11 +133,11 @@ pub struct FreshnessQuery {
     responses((status = 200, description = "{code: {last_received, days_silent}}")), security(("bearer" = [])))]
 #[get("/api/v1/freshness")]
 async fn freshness(
-    req: HttpRequest,
-    q: web::Query<FreshnessQuery>,
+    caller: Caller,
+    q: Params<FreshnessQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let (_, scope) = readable_scope(&req, &state, q.scope.as_deref())?;
+    let (_, scope) = readable_scope(&caller.0, &state, q.scope.as_deref())?;
     let tree = &state.tree;
     let now = state.hub.now();
     let nodes = tree.with_children(scope);

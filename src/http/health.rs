@@ -9,6 +9,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(healthz).service(readyz).service(metrics);
 }
 
+/// How long a readiness probe waits for ClickHouse.
+const READY_WITHIN: std::time::Duration = std::time::Duration::from_millis(800);
+
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Readiness {
     /// `ok` or the reason ClickHouse is not usable.
@@ -30,14 +33,26 @@ async fn healthz() -> HttpResponse {
     (status = 503, description = "Not ready", body = Readiness)))]
 #[get("/readyz")]
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let (clickhouse, migrations) = match state.store.ping().await {
-        Err(e) => (e.to_string(), "unknown".to_string()),
-        Ok(()) => match state.store.migrations_current().await {
-            Ok(true) => ("ok".into(), "applied".into()),
-            Ok(false) => ("ok".into(), "pending".into()),
-            Err(e) => ("ok".into(), format!("unknown: {e}")),
-        },
+    let check = async {
+        match state.store.ping().await {
+            Err(e) => (e.to_string(), "unknown".to_string()),
+            Ok(()) => match state.store.migrations_current().await {
+                Ok(true) => ("ok".into(), "applied".into()),
+                Ok(false) => ("ok".into(), "pending".into()),
+                Err(e) => ("ok".into(), format!("unknown: {e}")),
+            },
+        }
     };
+    // A frozen ClickHouse accepts connections and never answers: a probe must still get an
+    // answer quickly, so that a balancer takes this instance out.
+    let (clickhouse, migrations) = tokio::time::timeout(READY_WITHIN, check)
+        .await
+        .unwrap_or_else(|_| {
+            (
+                format!("no answer within {} ms", READY_WITHIN.as_millis()),
+                "unknown".into(),
+            )
+        });
     let ready = clickhouse == "ok" && migrations == "applied";
     let body = Readiness {
         clickhouse,
@@ -54,6 +69,7 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 #[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 #[get("/metrics")]
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    state.refresh_gauges();
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(state.prom.render())

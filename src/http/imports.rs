@@ -1,11 +1,11 @@
 //! Ledger uploads: `POST /api/v1/imports`, the list of imports and reject files.
 
-use actix_web::{get, post, web, HttpRequest, HttpResponse};
+use actix_web::{get, post, web, HttpResponse};
 use futures_util::StreamExt;
 use serde::Deserialize;
 
-use super::{auth::principal, ApiError, AppState};
-use crate::auth::{authorize, Action};
+use super::{auth::Caller, params::Params, ApiError, AppState};
+use crate::auth::Action;
 use crate::batch::ledger::{import, Family};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -35,13 +35,12 @@ fn is_safe_upload_id(id: &str) -> bool {
     security(("bearer" = [])))]
 #[post("/api/v1/imports")]
 async fn upload(
-    req: HttpRequest,
-    params: web::Query<UploadParams>,
+    caller: Caller,
+    params: Params<UploadParams>,
     mut payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let who = principal(&req, &state)?;
-    authorize(&state.tree, &who, Action::Ingest, who.scope)?;
+    let who = caller.may(&state, Action::Ingest)?;
     state.limits.ingest(&who.token_key)?;
     let family = match params.family.as_deref() {
         Some(f) => Some(Family::parse(f).ok_or_else(|| {
@@ -122,9 +121,8 @@ async fn upload(
 #[utoipa::path(get, path = "/api/v1/imports", tag = "ingest", responses((status = 200, description = "Imports, newest first")),
     security(("bearer" = [])))]
 #[get("/api/v1/imports")]
-async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let who = principal(&req, &state)?;
-    authorize(&state.tree, &who, Action::Ingest, who.scope)?;
+async fn list(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    caller.may(&state, Action::Ingest)?;
     Ok(HttpResponse::Ok().json(import::list(&state.store).await?))
 }
 
@@ -133,12 +131,11 @@ async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRespon
     responses((status = 200, description = "CSV"), (status = 404, body = super::error::ErrorBody)), security(("bearer" = [])))]
 #[get("/api/v1/imports/{upload_id}/rejects.csv")]
 async fn rejects(
-    req: HttpRequest,
+    caller: Caller,
     upload_id: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let who = principal(&req, &state)?;
-    authorize(&state.tree, &who, Action::Ingest, who.scope)?;
+    caller.may(&state, Action::Ingest)?;
     let not_found = || ApiError::NotFound {
         what: format!("reject file of upload {upload_id}"),
     };

@@ -1,9 +1,9 @@
 //! Batch jobs and the history they write: runs, trends.
 
-use actix_web::{get, post, web, HttpRequest, HttpResponse};
+use actix_web::{get, post, web, HttpResponse};
 use serde::Deserialize;
 
-use super::{auth::principal, ApiError, AppState};
+use super::{auth::Caller, params::Params, ApiError, AppState};
 use crate::auth::{authorize, Action};
 use crate::batch::snapshots::JobRun;
 
@@ -16,8 +16,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 /// Recorded job runs, newest first.
 #[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", responses((status = 200, description = "[{job, started, ended, rows, outcome}]")), security(("bearer" = [])))]
 #[get("/api/v1/jobs")]
-async fn list_jobs(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    principal(&req, &state)?;
+async fn list_jobs(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    caller.may(&state, Action::ReadFigures)?;
     let runs: Vec<JobRun> = state
         .store
         .client()
@@ -34,11 +34,11 @@ async fn list_jobs(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpR
         (status = 404, body = super::error::ErrorBody)), security(("bearer" = [])))]
 #[post("/api/v1/jobs/{job}")]
 async fn run_snapshots(
-    req: HttpRequest,
+    caller: Caller,
     job: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let who = principal(&req, &state)?;
+    let who = caller.0;
     authorize(&state.tree, &who, Action::Admin, state.tree.root())?;
     if !crate::batch::decision::JOBS.contains(&job.as_str()) {
         return Err(ApiError::NotFound {
@@ -86,11 +86,12 @@ pub struct TrendQuery {
     responses((status = 200, description = "{metric: {node: [[YYYY-MM-DD, value|null], …]}}")), security(("bearer" = [])))]
 #[get("/api/v1/trends")]
 async fn trends(
-    req: HttpRequest,
-    q: web::Query<TrendQuery>,
+    caller: Caller,
+    q: Params<TrendQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let (_, scope) = super::auth::readable_scope(&req, &state, q.scope.as_deref())?;
+    let (_, scope) = super::auth::readable_scope(&caller.0, &state, q.scope.as_deref())?;
+    let days = super::params::in_range("days", q.days.unwrap_or(365).into(), 1, 4000)?;
     let tree = &state.tree;
     let metrics = super::figures::parse_metrics(q.metrics.as_deref())?;
     let nodes: Vec<String> = tree
@@ -108,7 +109,7 @@ async fn trends(
         )
         .bind(names)
         .bind(nodes)
-        .bind(q.days.unwrap_or(365).min(4000))
+        .bind(days)
         .with_setting("wait_end_of_query", "1")
         .fetch_all()
         .await?;

@@ -11,6 +11,7 @@ mod jobs;
 mod openapi;
 mod org;
 mod pages;
+mod params;
 mod query;
 mod users;
 mod ws;
@@ -59,8 +60,42 @@ pub struct AppState {
     pub sql: Arc<crate::sql::SqlGateway>,
     pub limits: Arc<crate::auth::RateLimits>,
     pub login_throttle: Arc<crate::auth::LoginThrottle>,
+    /// The supervisor's report on the managed ClickHouse (none with an external one).
+    pub managed_clickhouse: Option<Arc<crate::store::managed::ManagedStatus>>,
+    /// Peers whose `X-Forwarded-For` names the client (`server.trusted_proxies`).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Shares of `ingest.max_body_bytes_in_flight`, in KiB, held while a body is read.
+    pub ingest_budget: Arc<tokio::sync::Semaphore>,
     /// Wakes the import follower (a ledger was just imported here).
     pub imports_applied: Arc<tokio::sync::Notify>,
+}
+
+impl AppState {
+    /// Brings the gauges and counters that mirror other components up to date (at scrape).
+    pub fn refresh_gauges(&self) {
+        use std::sync::atomic::Ordering;
+        let prom = &self.prom;
+        prom.screens.set(self.presence.count() as i64);
+        let counters = self.log.counters();
+        prom.spool_bytes
+            .set(counters.spool_bytes.load(Ordering::Relaxed) as i64);
+        prom.ingest_checkpoint
+            .set(counters.checkpoint_seq.load(Ordering::Relaxed) as i64);
+        if let Some(managed) = &self.managed_clickhouse {
+            prom.clickhouse_up
+                .set(i64::from(managed.up.load(Ordering::Relaxed)));
+            let restarts = managed.restarts.load(Ordering::Relaxed);
+            prom.clickhouse_restarts
+                .inc_by(restarts.saturating_sub(prom.clickhouse_restarts.get()));
+        }
+        prom.resume_epochs.set(self.hub.epoch_count() as i64);
+        let (ticks, bytes) = self.hub.history_size();
+        prom.history_ticks.set(ticks as i64);
+        prom.history_bytes.set(bytes as i64);
+        let quarantined = self.hub.quarantine().total();
+        prom.live_quarantined
+            .inc_by(quarantined.saturating_sub(prom.live_quarantined.get()));
+    }
 }
 
 /// Serves the app on an already-bound listener (port 0 in tests). `handle_signals`: whether
@@ -76,6 +111,15 @@ pub fn run(
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
+            // Every refusal is the JSON error shape, also those made before a handler runs.
+            // A JSON body is read as JSON whatever its Content-Type says (or without one).
+            .app_data(
+                web::JsonConfig::default()
+                    .content_type_required(false)
+                    .error_handler(error::json_body_error),
+            )
+            .app_data(web::PathConfig::default().error_handler(error::path_error))
+            .app_data(web::QueryConfig::default().error_handler(error::query_error))
             .wrap(from_fn(observe))
             .configure(health::routes)
             .configure(org::routes)
@@ -89,6 +133,7 @@ pub fn run(
             .configure(imports::routes)
             .configure(|cfg| pages::routes(cfg, &assets_dir))
             .configure(openapi::routes)
+            .default_service(web::to(no_route))
     })
     .on_connect(remember_socket)
     // Deltas are small frames sent as they happen: with Nagle's algorithm a frame waits for
@@ -104,15 +149,39 @@ pub fn run(
     Ok(server)
 }
 
+/// No route answered: 405 with `Allow` when the path is an API route served with other
+/// methods, else 404 — both in the JSON error shape.
+async fn no_route(req: actix_web::HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
+    Err(match openapi::methods_at(req.path()) {
+        Some(methods) => ApiError::MethodNotAllowed {
+            method: req.method().to_string(),
+            allow: methods.join(", "),
+        },
+        None => ApiError::NotFound {
+            what: format!("{} {}", req.method(), req.path()),
+        },
+    })
+}
+
 /// The client's socket, for handlers that wait long and must notice a client that went away
-/// (actix-web does not cancel a handler when its client disconnects).
+/// (actix-web does not cancel a handler when its client disconnects), and for streams that
+/// must cut off a screen that stopped reading. Its addresses identify the connection: a
+/// descriptor number is reused once closed, a connection's address pair is not.
 #[derive(Clone, Copy)]
-pub struct ClientSocket(pub std::os::fd::RawFd);
+pub struct ClientSocket {
+    fd: std::os::fd::RawFd,
+    local: Option<std::net::SocketAddr>,
+    peer: Option<std::net::SocketAddr>,
+}
 
 fn remember_socket(conn: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions) {
     use std::os::fd::AsRawFd;
     if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
-        ext.insert(ClientSocket(tcp.as_raw_fd()));
+        ext.insert(ClientSocket {
+            fd: tcp.as_raw_fd(),
+            local: tcp.local_addr().ok(),
+            peer: tcp.peer_addr().ok(),
+        });
     }
 }
 
@@ -126,7 +195,7 @@ impl ClientSocket {
             // request; nothing is consumed.
             let n = unsafe {
                 libc::recv(
-                    self.0,
+                    self.fd,
                     byte.as_mut_ptr().cast(),
                     1,
                     libc::MSG_PEEK | libc::MSG_DONTWAIT,
@@ -137,6 +206,58 @@ impl ClientSocket {
             }
         }
     }
+
+    /// Whether the descriptor still holds this connection (not a later one given its number).
+    fn is_still_ours(&self) -> bool {
+        let (Some(local), Some(peer)) = (self.local, self.peer) else {
+            return false;
+        };
+        let fd = self.borrowed();
+        let sock = socket2::SockRef::from(&fd);
+        sock.local_addr().ok().and_then(|a| a.as_socket()) == Some(local)
+            && sock.peer_addr().ok().and_then(|a| a.as_socket()) == Some(peer)
+    }
+
+    fn borrowed(&self) -> std::os::fd::BorrowedFd<'_> {
+        // SAFETY: only used while checking and cutting a connection the server holds; the
+        // address check above guards against a reused descriptor number.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(self.fd) }
+    }
+}
+
+impl crate::stream::Connection for ClientSocket {
+    /// Resets the connection: unsent data is dropped and the peer gets RST, so the server's
+    /// side closes at once instead of waiting, with a full send buffer, for a peer that does
+    /// not read.
+    fn abort(&self) {
+        if !self.is_still_ours() {
+            return;
+        }
+        let fd = self.borrowed();
+        let sock = socket2::SockRef::from(&fd);
+        let _ = sock.set_linger(Some(std::time::Duration::ZERO));
+        let _ = sock.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// The client's address: the peer's, or — only when the peer is one of `server.trusted_proxies`
+/// — the last address of its `X-Forwarded-For`.
+pub fn client_addr(req: &actix_web::HttpRequest, state: &AppState) -> String {
+    let peer = req.peer_addr();
+    let trusted = peer.is_some_and(|p| state.trusted_proxies.contains(&p.ip()));
+    if trusted {
+        if let Some(forwarded) = req
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .map(str::trim)
+            .filter(|v| v.parse::<std::net::IpAddr>().is_ok())
+        {
+            return forwarded.to_string();
+        }
+    }
+    peer.map(|a| a.ip().to_string()).unwrap_or_default()
 }
 
 /// SIGINT or SIGTERM: close the streams (screens reconnect elsewhere or later), then stop

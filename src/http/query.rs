@@ -3,7 +3,7 @@
 use actix_web::{delete, get, post, put, web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
-use super::{auth::principal, ApiError, AppState};
+use super::{auth::Caller, params::Params, ApiError, AppState};
 use crate::auth::{authorize, Action, Principal, Role};
 use crate::sql::{history, OutputFormat, Target};
 
@@ -68,11 +68,12 @@ fn valid_query_id(id: &str) -> bool {
     security(("bearer" = [])))]
 #[post("/api/v1/query")]
 async fn run_query(
+    caller: Caller,
     req: HttpRequest,
     body: web::Json<QueryRequest>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let who = principal(&req, &state)?;
+    let who = caller.may(&state, Action::Query)?;
     let target = target_for(&state, &who, body.scope.as_deref()).await?;
     state.limits.query(&who.token_key)?;
     if let Some(id) = &body.id {
@@ -111,12 +112,11 @@ async fn run_query(
     responses((status = 204), (status = 404, body = super::error::ErrorBody)), security(("bearer" = [])))]
 #[delete("/api/v1/query/{id}")]
 async fn cancel_query(
-    req: HttpRequest,
+    caller: Caller,
     id: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let who = principal(&req, &state)?;
-    authorize(&state.tree, &who, Action::Query, who.scope)?;
+    let who = caller.may(&state, Action::Query)?;
     state
         .sql
         .cancel(&id, &who.name, who.role == Role::Admin)
@@ -135,13 +135,12 @@ struct HistoryParams {
     responses((status = 200, body = Vec<history::QueryLogView>)), security(("bearer" = [])))]
 #[get("/api/v1/query/history")]
 async fn query_history(
-    req: HttpRequest,
-    params: web::Query<HistoryParams>,
+    caller: Caller,
+    params: Params<HistoryParams>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let who = principal(&req, &state)?;
-    authorize(&state.tree, &who, Action::Query, who.scope)?;
-    let limit = params.limit.unwrap_or(50).clamp(1, 500);
+    let who = caller.may(&state, Action::Query)?;
+    let limit = super::params::in_range("limit", params.limit.unwrap_or(50), 1, 500)?;
     Ok(HttpResponse::Ok().json(history::history(state.sql.store(), &who.name, limit).await?))
 }
 
@@ -151,11 +150,11 @@ async fn query_history(
     responses((status = 200, body = Vec<history::ColumnInfo>)), security(("bearer" = [])))]
 #[get("/api/v1/query/schema")]
 async fn schema(
-    req: HttpRequest,
-    params: web::Query<ScopeParam>,
+    caller: Caller,
+    params: Params<ScopeParam>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let who = principal(&req, &state)?;
+    let who = caller.may(&state, Action::Query)?;
     let target = target_for(&state, &who, params.scope.as_deref()).await?;
     Ok(HttpResponse::Ok().json(state.sql.schema(&target).await?))
 }
@@ -164,12 +163,8 @@ async fn schema(
 #[utoipa::path(get, path = "/api/v1/queries/saved", tag = "sql",
     responses((status = 200, body = Vec<crate::sql::SavedQuery>)), security(("bearer" = [])))]
 #[get("/api/v1/queries/saved")]
-async fn list_saved(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    let who = principal(&req, &state)?;
-    authorize(&state.tree, &who, Action::Query, who.scope)?;
+async fn list_saved(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let who = caller.may(&state, Action::Query)?;
     Ok(HttpResponse::Ok().json(history::saved(state.sql.store(), &who.name).await?))
 }
 
@@ -184,13 +179,12 @@ pub struct SaveQuery {
     security(("bearer" = [])))]
 #[put("/api/v1/queries/saved/{name}")]
 async fn save_query(
-    req: HttpRequest,
+    caller: Caller,
     name: web::Path<String>,
     body: web::Json<SaveQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let who = principal(&req, &state)?;
-    authorize(&state.tree, &who, Action::Query, who.scope)?;
+    let who = caller.may(&state, Action::Query)?;
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 100 {
         return Err(ApiError::bad_request("name", "1–100 characters"));
@@ -209,12 +203,11 @@ async fn save_query(
     responses((status = 204), (status = 404, body = super::error::ErrorBody)), security(("bearer" = [])))]
 #[delete("/api/v1/queries/saved/{name}")]
 async fn delete_saved(
-    req: HttpRequest,
+    caller: Caller,
     name: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let who = principal(&req, &state)?;
-    authorize(&state.tree, &who, Action::Query, who.scope)?;
+    let who = caller.may(&state, Action::Query)?;
     if history::delete_saved(state.sql.store(), &who.name, &name).await? {
         Ok(HttpResponse::NoContent().finish())
     } else {

@@ -3,7 +3,7 @@
 use actix_web::{delete, get, post, web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
-use super::{auth::principal, ApiError, AppState};
+use super::{auth::Caller, ApiError, AppState};
 use crate::auth::{authorize, Action, IssuedToken, Role, ScreenTokenRecord, UserRecord};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -36,12 +36,7 @@ async fn login(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let user_key = format!("user:{}", body.name);
-    let addr_key = format!(
-        "addr:{}",
-        req.peer_addr()
-            .map(|a| a.ip().to_string())
-            .unwrap_or_default()
-    );
+    let addr_key = format!("addr:{}", super::client_addr(&req, &state));
     let keys = [user_key.as_str(), addr_key.as_str()];
     state.login_throttle.check(&keys)?;
     match state
@@ -75,8 +70,8 @@ pub struct Me {
 #[utoipa::path(get, path = "/api/v1/me", tag = "users",
     responses((status = 200, body = Me), (status = 401, body = super::error::ErrorBody)), security(("bearer" = [])))]
 #[get("/api/v1/me")]
-async fn me(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let who = principal(&req, &state)?;
+async fn me(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let who = caller.0;
     let node = state.tree.node(who.scope);
     Ok(HttpResponse::Ok().json(Me {
         name: who.name,
@@ -86,44 +81,42 @@ async fn me(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse
     }))
 }
 
-/// The caller, if an admin; the node `code` if inside the caller's scope.
-fn admin_over(
-    req: &HttpRequest,
+/// The admin, if `code` (an org code from the request) is inside their scope.
+fn admin_over_code(
+    who: &crate::auth::Principal,
     state: &AppState,
-    code: Option<&str>,
-) -> Result<crate::auth::Principal, ApiError> {
-    let who = principal(req, state)?;
-    let target = match code {
-        Some(code) => state
-            .tree
-            .get(code)
-            .ok_or_else(|| ApiError::bad_request("scope", format!("unknown org code {code}")))?,
-        None => who.scope,
-    };
-    authorize(&state.tree, &who, Action::Admin, target)?;
-    Ok(who)
+    field: &str,
+    code: &str,
+) -> Result<(), ApiError> {
+    let target = state
+        .tree
+        .get(code)
+        .ok_or_else(|| ApiError::bad_request(field, format!("unknown org code {code}")))?;
+    authorize(&state.tree, who, Action::Admin, target)?;
+    Ok(())
+}
+
+/// Whether a user or token of scope `code` is the admin's to see: outside it, it is as if it
+/// did not exist (so that an admin of one district cannot probe names elsewhere).
+fn visible_to(who: &crate::auth::Principal, state: &AppState, code: &str) -> bool {
+    state
+        .tree
+        .get(code)
+        .is_some_and(|s| state.tree.is_within(s, who.scope))
 }
 
 /// Every user (admins only).
 #[utoipa::path(get, path = "/api/v1/users", tag = "users",
     responses((status = 200, body = Vec<UserRecord>), (status = 403, body = super::error::ErrorBody)), security(("bearer" = [])))]
 #[get("/api/v1/users")]
-async fn list_users(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    let who = admin_over(&req, &state, None)?;
+async fn list_users(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let who = caller.may(&state, Action::Admin)?;
     let users: Vec<UserRecord> = state
         .auth
         .directory()
         .users()
         .into_iter()
-        .filter(|u| {
-            state
-                .tree
-                .get(&u.scope)
-                .is_some_and(|s| state.tree.is_within(s, who.scope))
-        })
+        .filter(|u| visible_to(&who, &state, &u.scope))
         .collect();
     Ok(HttpResponse::Ok().json(users))
 }
@@ -144,11 +137,12 @@ pub struct NewUser {
     security(("bearer" = [])))]
 #[post("/api/v1/users")]
 async fn add_user(
-    req: HttpRequest,
+    caller: Caller,
     body: web::Json<NewUser>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let who = admin_over(&req, &state, Some(&body.scope))?;
+    let who = caller.may(&state, Action::Admin)?;
+    admin_over_code(&who, &state, "scope", &body.scope)?;
     let user = state
         .auth
         .directory()
@@ -170,18 +164,19 @@ async fn add_user(
         (status = 404, body = super::error::ErrorBody)), security(("bearer" = [])))]
 #[delete("/api/v1/users/{name}")]
 async fn revoke_user(
-    req: HttpRequest,
+    caller: Caller,
     name: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let existing = state
+    let who = caller.may(&state, Action::Admin)?;
+    state
         .auth
         .directory()
         .user(&name)
+        .filter(|u| visible_to(&who, &state, &u.scope))
         .ok_or_else(|| ApiError::NotFound {
             what: format!("user {name}"),
         })?;
-    let who = admin_over(&req, &state, Some(&existing.scope))?;
     let user = state.auth.directory().revoke_user(&name, &who.name).await?;
     tracing::info!(user = %user.name, by = %who.name, "user revoked");
     Ok(HttpResponse::Ok().json(user))
@@ -193,21 +188,16 @@ async fn revoke_user(
     security(("bearer" = [])))]
 #[get("/api/v1/screen-tokens")]
 async fn list_screen_tokens(
-    req: HttpRequest,
+    caller: Caller,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let who = admin_over(&req, &state, None)?;
+    let who = caller.may(&state, Action::Admin)?;
     let tokens: Vec<ScreenTokenRecord> = state
         .auth
         .directory()
         .screen_tokens()
         .into_iter()
-        .filter(|t| {
-            state
-                .tree
-                .get(&t.scope)
-                .is_some_and(|s| state.tree.is_within(s, who.scope))
-        })
+        .filter(|t| visible_to(&who, &state, &t.scope))
         .collect();
     Ok(HttpResponse::Ok().json(tokens))
 }
@@ -230,18 +220,24 @@ pub struct NewScreenToken {
         (status = 403, body = super::error::ErrorBody)), security(("bearer" = [])))]
 #[post("/api/v1/screen-tokens")]
 async fn issue_screen_token(
-    req: HttpRequest,
+    caller: Caller,
     body: web::Json<NewScreenToken>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let who = caller.may(&state, Action::Admin)?;
     let user = state
         .auth
         .directory()
         .user(&body.user)
-        .filter(|u| !u.disabled)
-        .ok_or_else(|| ApiError::bad_request("user", format!("no active user {}", body.user)))?;
+        .filter(|u| !u.disabled && visible_to(&who, &state, &u.scope))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "user",
+                format!("no active user {} in your scope", body.user),
+            )
+        })?;
     let scope = body.scope.clone().unwrap_or_else(|| user.scope.clone());
-    let who = admin_over(&req, &state, Some(&scope))?;
+    admin_over_code(&who, &state, "scope", &scope)?;
     let (Some(scope_idx), Some(user_scope)) = (state.tree.get(&scope), state.tree.get(&user.scope))
     else {
         return Err(ApiError::bad_request(
@@ -269,18 +265,19 @@ async fn issue_screen_token(
     security(("bearer" = [])))]
 #[delete("/api/v1/screen-tokens/{id}")]
 async fn revoke_screen_token(
-    req: HttpRequest,
+    caller: Caller,
     id: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let record = state
+    let who = caller.may(&state, Action::Admin)?;
+    state
         .auth
         .directory()
         .screen_token(&id)
+        .filter(|t| visible_to(&who, &state, &t.scope))
         .ok_or_else(|| ApiError::NotFound {
             what: format!("screen token {id}"),
         })?;
-    let who = admin_over(&req, &state, Some(&record.scope))?;
     let record = state.auth.directory().revoke_screen_token(&id).await?;
     tracing::info!(id = %record.id, by = %who.name, "screen token revoked");
     Ok(HttpResponse::Ok().json(record))

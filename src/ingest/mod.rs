@@ -23,6 +23,8 @@ use writer::{insert_events, landed_seqs, Writer, WriterSettings};
 pub struct IngestSettings {
     pub spool_dir: std::path::PathBuf,
     pub max_body_bytes: usize,
+    /// Bytes of request bodies being read and checked at once, over all requests.
+    pub max_body_bytes_in_flight: usize,
     pub max_records: usize,
     pub max_spool_bytes: u64,
     pub segment_bytes: u64,
@@ -49,6 +51,8 @@ pub struct Ingest {
     pub checkpoint: watch::Receiver<u64>,
     /// Ledger imports already in the live figures.
     pub imports_applied: Vec<u32>,
+    /// The live consumer and the writer.
+    pub tasks: Vec<tokio::task::AbortHandle>,
 }
 
 /// Recovers the log, lands what it holds in ClickHouse, rebuilds the live aggregates from
@@ -133,7 +137,7 @@ pub async fn start(
         vec![live_tx, writer_tx],
     )?;
     let live_hub = hub.clone();
-    tokio::spawn(async move {
+    let live = tokio::spawn(async move {
         while let Some(batch) = live_rx.recv().await {
             live_hub.apply(&batch);
         }
@@ -150,10 +154,11 @@ pub async fn start(
         },
         next_seq - 1,
     );
-    tokio::spawn(writer.run(writer_rx));
+    let writer = tokio::spawn(writer.run(writer_rx));
     Ok(Ingest {
         log,
         checkpoint,
         imports_applied: ok_imports,
+        tasks: vec![live.abort_handle(), writer.abort_handle()],
     })
 }

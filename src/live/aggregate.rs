@@ -132,20 +132,26 @@ pub struct Aggregates {
     samples: HashMap<(NodeIdx, MetricId), Vec<crate::domain::metric::Sample>>,
     dirty: Vec<bool>,
     dirty_list: Vec<NodeIdx>,
+    /// Tests make applying the record with this id fail, as a bug would.
+    #[cfg(test)]
+    pub(crate) fail_on_id: Option<String>,
 }
 
 fn hash_str(s: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64(s.as_bytes())
 }
 
-/// Adds `delta` to a field of every node on a path; marks them dirty.
+/// Adds `delta` to a field of every node on a path; marks them dirty. Saturating: validation
+/// keeps every value in a plausible range, so the sums stay far from `i64`'s limits; should a
+/// value ever escape it, a figure pins at the limit instead of wrapping or panicking.
 macro_rules! bump {
     ($self:ident, $org:expr, $field:ident, $delta:expr) => {{
         let delta: i64 = $delta;
         if delta != 0 {
             let tree = $self.tree.clone();
             for n in tree.path_to_root($org) {
-                $self.sums[n as usize].$field += delta;
+                let sum = &mut $self.sums[n as usize].$field;
+                *sum = sum.saturating_add(delta);
                 $self.mark(n);
             }
         }
@@ -187,6 +193,8 @@ impl Aggregates {
             samples: HashMap::default(),
             dirty: vec![false; n],
             dirty_list: Vec::new(),
+            #[cfg(test)]
+            fail_on_id: None,
         }
     }
 
@@ -209,12 +217,19 @@ impl Aggregates {
         std::mem::take(&mut self.dirty_list)
     }
 
-    /// Applies one record. Records whose org or kind is unknown are skipped (they cannot pass
-    /// validation; this guards a store filled by an older tree).
-    pub fn apply(&mut self, r: &EventRow) {
-        let (Some(org), Some(kind)) = (self.tree.get(&r.org), r.kind()) else {
-            return;
-        };
+    /// Applies one record, or answers why it may not enter the live figures (a row stored
+    /// under other rules or by an older tree: unknown org or kind, a value out of range).
+    pub fn apply(&mut self, r: &EventRow) -> Result<(), String> {
+        let (org, kind) = r.admissible(&self.tree)?;
+        #[cfg(test)]
+        if self.fail_on_id.as_deref() == Some(r.id.as_str()) {
+            panic!("injected failure applying {}", r.id);
+        }
+        self.apply_admitted(r, org, kind);
+        Ok(())
+    }
+
+    fn apply_admitted(&mut self, r: &EventRow, org: NodeIdx, kind: Kind) {
         let key = (r.at, r.seq);
         let tree = self.tree.clone();
         for n in tree.path_to_root(org) {
@@ -241,8 +256,8 @@ impl Aggregates {
                 }
                 own.staffing = Some((r.at, r.seq, r.approved_posts, r.filled_posts));
                 let (oa, of) = old.map(|(_, _, a, f)| (a, f)).unwrap_or((0, 0));
-                bump!(self, org, approved, r.approved_posts - oa);
-                bump!(self, org, filled, r.filled_posts - of);
+                bump!(self, org, approved, r.approved_posts.saturating_sub(oa));
+                bump!(self, org, filled, r.filled_posts.saturating_sub(of));
                 bump!(self, org, staffing_reporters, i64::from(old.is_none()));
             }
             Kind::StaffHired => {
@@ -260,7 +275,7 @@ impl Aggregates {
                     self,
                     org,
                     headcount,
-                    r.headcount - old.map(|o| o.2).unwrap_or(0)
+                    r.headcount.saturating_sub(old.map(|o| o.2).unwrap_or(0))
                 );
                 self.mark(org);
             }
@@ -284,7 +299,8 @@ impl Aggregates {
                 {
                     let tree = self.tree.clone();
                     for n in tree.path_to_root(org) {
-                        *self.sums[n as usize].trained.entry(year).or_default() += 1;
+                        let trained = self.sums[n as usize].trained.entry(year).or_default();
+                        *trained = trained.saturating_add(1);
                         self.mark(n);
                     }
                 }
@@ -668,6 +684,65 @@ mod tests {
         (f.overdue, f.overdue_accept, f.overdue_resolve)
     }
 
+    fn headcount(seq: u64, org: &str, n: i64) -> EventRow {
+        let mut r = EventRow::blank(
+            format!("h{seq}"),
+            Kind::StaffHeadcount,
+            org.into(),
+            "d1".into(),
+            1_700_000_000,
+            1_700_000_000,
+            "test",
+        );
+        r.seq = seq;
+        r.headcount = n;
+        r
+    }
+
+    fn two_communities() -> Aggregates {
+        let tree = tree_of(&[
+            ("c", Level::City, None),
+            ("d1", Level::District, Some("c")),
+            ("s1", Level::Street, Some("d1")),
+            ("m1", Level::Community, Some("s1")),
+            ("m2", Level::Community, Some("s1")),
+        ]);
+        Aggregates::new(std::sync::Arc::new(tree), AppealSla::default())
+    }
+
+    #[test]
+    fn values_outside_the_plausible_range_are_refused_with_the_reason() {
+        let mut a = two_communities();
+        let e = a.apply(&headcount(1, "m1", i64::MAX)).unwrap_err();
+        assert!(
+            e.contains("data.headcount") && e.contains("0 to 100000"),
+            "{e}"
+        );
+        a.apply(&headcount(2, "m1", 100_000)).unwrap();
+        assert_eq!(a.sums[a.tree().root() as usize].headcount, 100_000);
+    }
+
+    #[test]
+    fn roll_up_sums_saturate_at_the_bounds_instead_of_overflowing() {
+        let mut a = two_communities();
+        let org = |a: &Aggregates, code: &str| a.tree().get(code).unwrap();
+        // The two records, past validation: i64::MAX twice under one city.
+        let (m1, m2) = (org(&a, "m1"), org(&a, "m2"));
+        a.apply_admitted(&headcount(1, "m1", i64::MAX), m1, Kind::StaffHeadcount);
+        a.apply_admitted(&headcount(2, "m2", i64::MAX), m2, Kind::StaffHeadcount);
+        let root = a.tree().root() as usize;
+        assert_eq!(a.sums[root].headcount, i64::MAX);
+        // A later, smaller report replaces the latest: the sum moves down without wrapping.
+        a.apply_admitted(&headcount(3, "m1", 10), m1, Kind::StaffHeadcount);
+        assert_eq!(a.sums[m1 as usize].headcount, 10);
+        assert!(a.sums[root].headcount > 0);
+        // And at the other end: no panic, no wrap to a huge positive sum.
+        a.apply_admitted(&headcount(4, "m2", i64::MIN), m2, Kind::StaffHeadcount);
+        assert!(a.sums[root].headcount <= 10);
+        let now = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        let _ = a.figure(a.tree().root(), MetricId::TrainingCoverage, now);
+    }
+
     #[test]
     fn appeals_turn_overdue_as_the_clock_passes_their_deadlines_and_back() {
         let tree = tree_of(&[
@@ -681,8 +756,8 @@ mod tests {
         let at = |s: i64| OffsetDateTime::from_unix_timestamp(s).unwrap();
         a.refresh_appeals(at(t0));
         // One already past its acceptance deadline when it arrives, one an hour short of it.
-        a.apply(&received(1, "late", t0 - 20 * DAY));
-        a.apply(&received(2, "soon", t0 - 15 * DAY + 3600));
+        a.apply(&received(1, "late", t0 - 20 * DAY)).unwrap();
+        a.apply(&received(2, "soon", t0 - 15 * DAY + 3600)).unwrap();
         assert_eq!(overdue(&a, t0), (Some(1), Some(1), Some(0)));
         a.refresh_appeals(at(t0 + 2 * 3600));
         assert_eq!(overdue(&a, t0 + 2 * 3600), (Some(2), Some(2), Some(0)));

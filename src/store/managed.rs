@@ -8,9 +8,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, oneshot};
 
 use super::{Store, StoreError};
 use crate::config::ManagedClickHouseSettings;
@@ -173,26 +176,152 @@ impl ManagedClickHouse {
         &self.dir
     }
 
-    /// SIGTERM, then SIGKILL if the server has not exited within 15 s.
+    /// SIGTERM, then SIGKILL if the server has not exited within `STOP_GRACE`. ClickHouse
+    /// finishes after SIGTERM once no connection is in use (it serves a keep-alive connection
+    /// until it has been idle for `keep_alive_timeout`); vscc stops its own background work
+    /// first, so that takes about that long.
     pub async fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {
             return;
         };
         if let Some(pid) = child.id() {
+            let started = std::time::Instant::now();
             // SAFETY: plain kill(2) on our own child.
             unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-            match tokio::time::timeout(Duration::from_secs(15), child.wait()).await {
-                Ok(_) => tracing::info!(pid, "managed ClickHouse stopped"),
+            match tokio::time::timeout(STOP_GRACE, child.wait()).await {
+                Ok(_) => tracing::info!(
+                    pid,
+                    ms = started.elapsed().as_millis() as u64,
+                    "managed ClickHouse stopped"
+                ),
                 Err(_) => {
                     tracing::warn!(
                         pid,
-                        "managed ClickHouse ignored SIGTERM for 15 s; killing it"
+                        "managed ClickHouse did not stop within {STOP_GRACE:?} of SIGTERM; killing it"
                     );
                     let _ = child.kill().await;
                 }
             }
         }
         let _ = std::fs::remove_file(self.dir.join(PID_FILE));
+    }
+
+    /// Hands the server to a supervisor task that starts it again, with backoff, whenever
+    /// it dies, until [`Supervised::stop`].
+    pub fn supervise(self) -> Supervised {
+        let status = Arc::new(ManagedStatus::default());
+        status.up.store(true, Ordering::Relaxed);
+        status.pid.store(self.pid, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(1);
+        let supervised = Supervised {
+            stop: tx,
+            status: status.clone(),
+            url: self.url(),
+            users_dir: self.users_dir(),
+        };
+        tokio::spawn(supervise(self, status, rx));
+        supervised
+    }
+}
+
+/// How long a stopping server may take after SIGTERM before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(4);
+/// Waits between restarts of a server that keeps dying: doubling from the first, up to the last.
+const RESTART_BACKOFF: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(30));
+
+/// What the supervisor reports (`/metrics`).
+#[derive(Debug, Default)]
+pub struct ManagedStatus {
+    pub up: AtomicBool,
+    pub restarts: AtomicU64,
+    pub pid: AtomicU32,
+}
+
+/// A managed server under supervision.
+pub struct Supervised {
+    stop: mpsc::Sender<oneshot::Sender<()>>,
+    status: Arc<ManagedStatus>,
+    url: String,
+    users_dir: PathBuf,
+}
+
+impl Supervised {
+    pub fn status(&self) -> &Arc<ManagedStatus> {
+        &self.status
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn users_dir(&self) -> PathBuf {
+        self.users_dir.clone()
+    }
+
+    /// Stops supervising and stops the server; returns once it is gone.
+    pub async fn stop(&self) {
+        let (reply, done) = oneshot::channel();
+        if self.stop.send(reply).await.is_ok() {
+            let _ = done.await;
+        }
+    }
+}
+
+async fn supervise(
+    mut ch: ManagedClickHouse,
+    status: Arc<ManagedStatus>,
+    mut stop: mpsc::Receiver<oneshot::Sender<()>>,
+) {
+    let finish = |ch: ManagedClickHouse, reply: Option<oneshot::Sender<()>>| async move {
+        let mut ch = ch;
+        ch.stop().await;
+        if let Some(reply) = reply {
+            let _ = reply.send(());
+        }
+    };
+    loop {
+        let exited = match ch.child.as_mut() {
+            Some(child) => tokio::select! {
+                exit = child.wait() => exit,
+                reply = stop.recv() => {
+                    status.up.store(false, Ordering::Relaxed);
+                    return finish(ch, reply).await;
+                }
+            },
+            None => return,
+        };
+        status.up.store(false, Ordering::Relaxed);
+        let how = match &exited {
+            Ok(s) => s.to_string(),
+            Err(e) => e.to_string(),
+        };
+        tracing::error!(pid = ch.pid, exit = %how, "managed ClickHouse died; starting it again");
+        ch.child = None;
+        let mut backoff = RESTART_BACKOFF.0;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                reply = stop.recv() => return finish(ch, reply).await,
+            }
+            let started = tokio::select! {
+                started = ch.spawn() => started,
+                reply = stop.recv() => return finish(ch, reply).await,
+            };
+            match started {
+                Ok(()) => {
+                    status.restarts.fetch_add(1, Ordering::Relaxed);
+                    status.pid.store(ch.pid, Ordering::Relaxed);
+                    status.up.store(true, Ordering::Relaxed);
+                    tracing::warn!(pid = ch.pid, "managed ClickHouse started again");
+                    break;
+                }
+                Err(e) => {
+                    ch.stop().await;
+                    backoff = (backoff * 2).min(RESTART_BACKOFF.1);
+                    tracing::error!(error = %e, retry_in = ?backoff, "managed ClickHouse did not start again");
+                }
+            }
+        }
     }
 }
 
@@ -306,7 +435,10 @@ fn write_configs(dir: &Path, http_port: u16, tcp_port: u16) -> Result<(), StoreE
   <uncompressed_cache_size>268435456</uncompressed_cache_size>
   <max_concurrent_queries>100</max_concurrent_queries>
   <max_connections>4096</max_connections>
-  <keep_alive_timeout>10</keep_alive_timeout>
+  <!-- ClickHouse's default, just above the client pool's 2 s idle timeout (so the pool never
+       reuses a connection the server is closing); and how long a stopping server waits for an
+       idle keep-alive connection. -->
+  <keep_alive_timeout>3</keep_alive_timeout>
 </yandex>
 "#
     );

@@ -4,4 +4,4 @@ pub mod presence;
 pub mod session;
 
 pub use presence::{Presence, ScreenInfo};
-pub use session::{run_session, SessionContext, StreamSettings};
+pub use session::{run_session, Connection, SessionContext, StreamSettings};

@@ -27,9 +27,22 @@ pub struct StreamSettings {
     pub tick_ms: u64,
     /// Ticks kept for resume.
     pub history_ticks: usize,
+    /// Bytes the tick history may hold (estimated).
+    pub history_bytes: usize,
     pub send_timeout_ms: u64,
     pub heartbeat_ms: u64,
     pub idle_timeout_ms: u64,
+    /// Subscriptions one connection may hold at once.
+    pub max_subscriptions: usize,
+    pub resume_epochs_per_token: usize,
+    pub resume_epochs_total: usize,
+}
+
+/// The transport under a session, for what the WebSocket layer cannot do itself.
+pub trait Connection: Send + Sync {
+    /// Cuts the connection now, unsent data dropped: for a peer that stopped reading, whose
+    /// full send buffer would otherwise keep the connection (and its descriptor) open.
+    fn abort(&self);
 }
 
 pub struct SessionContext {
@@ -38,9 +51,12 @@ pub struct SessionContext {
     pub auth: Authenticator,
     /// Verified once at the upgrade; rechecked (revocation, expiry) before every message.
     pub token: VerifiedToken,
+    /// Identifies the token, for the per-token bound on resumable epochs.
+    pub token_key: String,
     pub presence: Arc<Presence>,
     pub screen_id: u64,
     pub settings: StreamSettings,
+    pub connection: Option<Box<dyn Connection>>,
 }
 
 #[derive(Deserialize)]
@@ -111,6 +127,7 @@ impl State {
                           "at": crate::live::hub::rfc3339(hub.now()),
                           "nodes": nodes_json(hub.tree(), figures.iter().map(|(n, f)| (*n, f)))})
         .to_string();
+        self.replace(sub_id);
         self.subs.insert(
             sub_id.to_string(),
             Subscription {
@@ -158,8 +175,23 @@ impl State {
             sub.log.record(sub.seq, tc.tick, EPOCH_KEEP);
             out.push(Self::delta(sub_id, &sub, sub.seq, &tc, &nodes));
         }
+        if self
+            .subs
+            .get(sub_id)
+            .is_none_or(|old| old.epoch != sub.epoch)
+        {
+            self.replace(sub_id);
+        }
         self.subs.insert(sub_id.to_string(), sub);
         Some(out)
+    }
+
+    /// A subscription is re-sent or withdrawn: its old epoch can no longer be resumed by
+    /// anyone, so it is forgotten now rather than kept for ten minutes.
+    fn replace(&mut self, sub_id: &str) {
+        if let Some(old) = self.subs.remove(sub_id) {
+            self.ctx.hub.close_epoch(&old.epoch);
+        }
     }
 
     fn error(sub: Option<&str>, reason: impl Into<String>) -> String {
@@ -188,7 +220,7 @@ impl State {
         };
         match msg {
             ClientMessage::Unsubscribe { id } => {
-                self.subs.remove(&id);
+                self.replace(&id);
                 self.update_presence();
                 Vec::new()
             }
@@ -198,6 +230,15 @@ impl State {
                 metrics,
                 resume,
             } => {
+                let limit = self.ctx.settings.max_subscriptions;
+                if !self.subs.contains_key(&id) && self.subs.len() >= limit {
+                    return vec![Outgoing::Send(Self::error(
+                        Some(&id),
+                        format!(
+                            "at most {limit} subscriptions per connection; unsubscribe one first"
+                        ),
+                    ))];
+                }
                 let tree = self.ctx.hub.tree().clone();
                 let Some(node) = tree.get(&scope) else {
                     return vec![Outgoing::Send(Self::error(
@@ -301,17 +342,26 @@ impl State {
     }
 }
 
-async fn send_all(session: &mut Session, out: Vec<Outgoing>, timeout: Duration) -> bool {
+enum Sent {
+    All,
+    /// The session is closed (by the peer, or a message asked to close).
+    Closed,
+    /// The peer did not take a message within the send timeout.
+    TimedOut,
+}
+
+async fn send_all(session: &mut Session, out: Vec<Outgoing>, timeout: Duration) -> Sent {
     for o in out {
         match o {
             Outgoing::Send(text) => match tokio::time::timeout(timeout, session.text(text)).await {
                 Ok(Ok(())) => {}
-                _ => return false,
+                Ok(Err(_)) => return Sent::Closed,
+                Err(_) => return Sent::TimedOut,
             },
-            Outgoing::Close => return false,
+            Outgoing::Close => return Sent::Closed,
         }
     }
-    true
+    Sent::All
 }
 
 /// Serves one connection until it closes, stops answering, or stops reading.
@@ -330,6 +380,8 @@ pub async fn run_session(mut session: Session, mut messages: MessageStream, ctx:
         subs: HashMap::new(),
     };
     let mut last_heard = Instant::now();
+    // Set when the peer stopped reading (a send or a ping timed out): its connection is cut.
+    let mut stuck = false;
     loop {
         let out = tokio::select! {
             msg = messages.next() => {
@@ -362,15 +414,36 @@ pub async fn run_session(mut session: Session, mut messages: MessageStream, ctx:
                 }
                 match tokio::time::timeout(send_timeout, session.ping(b"")).await {
                     Ok(Ok(())) => Vec::new(),
-                    _ => break,
+                    Ok(Err(_)) => break,
+                    Err(_) => {
+                        stuck = true;
+                        break;
+                    }
                 }
             }
         };
-        if !send_all(&mut session, out, send_timeout).await {
-            break;
+        match send_all(&mut session, out, send_timeout).await {
+            Sent::All => {}
+            Sent::Closed => break,
+            Sent::TimedOut => {
+                stuck = true;
+                break;
+            }
         }
     }
     presence.leave(screen_id);
+    let epochs: Vec<String> = state.subs.drain().map(|(_, s)| s.epoch).collect();
+    state.ctx.hub.detach_epochs(&state.ctx.token_key, epochs);
+    if stuck {
+        tracing::info!(
+            screen = screen_id,
+            "a screen stopped reading: its connection is cut"
+        );
+        if let Some(connection) = &state.ctx.connection {
+            connection.abort();
+        }
+        return;
+    }
     let reason = actix_ws::CloseReason {
         code: actix_ws::CloseCode::Away,
         description: None,

@@ -625,15 +625,8 @@ impl RowChecker {
                                     format!("'{s}' is not a whole number"),
                                 ),
                             })?;
-                        if n < 0 {
-                            return Err(self.reject(
-                                row_no,
-                                field,
-                                raw(field, i),
-                                "must not be negative",
-                            ));
-                        }
-                        Ok(n)
+                        crate::domain::record::check_count(field.key(), n)
+                            .map_err(|reason| self.reject(row_no, field, raw(field, i), reason))
                     };
 
                 let district = self
@@ -695,16 +688,8 @@ impl RowChecker {
                         )
                     }
                     Kind::StationRated => {
-                        let n = required_count(stars, Field::Stars)?;
-                        if n > 5 {
-                            return Err(self.reject(
-                                row_no,
-                                Field::Stars,
-                                raw(Field::Stars, i),
-                                "must be 0 to 5 stars",
-                            ));
-                        }
-                        row.stars = n as u8;
+                        // 0 to 5, checked by required_count.
+                        row.stars = required_count(stars, Field::Stars)? as u8;
                         row.demonstration = u8::from(required_flag(demo, Field::Demonstration)?);
                         format!(
                             "{{\"demonstration\":{},\"stars\":{}}}",
