@@ -93,12 +93,6 @@ pub async fn connect_store_shared(
     connect_store(settings).await
 }
 
-pub fn random_token() -> String {
-    use rand::Rng;
-    let bytes: [u8; 24] = rand::rng().random();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 impl Application {
     /// Loads everything and binds the listener; the server runs once awaited.
     /// `handle_signals`: true for the binary (SIGINT/SIGTERM stop it), false in tests.
@@ -125,7 +119,7 @@ impl Application {
         );
         let admin_token = Some(settings.auth.admin_token.clone())
             .filter(|t| !t.is_empty())
-            .unwrap_or_else(random_token);
+            .unwrap_or_else(crate::auth::tokens::random_token);
         let secret = crate::auth::load_or_create_secret(&settings.auth)?;
 
         let (store, managed) = connect_store(&settings).await?;
@@ -166,12 +160,17 @@ impl Application {
                 history_ticks: settings.stream.history_ticks,
                 history_bytes: settings.stream.history_bytes,
                 sla: settings.appeals,
-                resume_epochs_per_token: settings.stream.resume_epochs_per_token,
-                resume_epochs_total: settings.stream.resume_epochs_total,
             },
             clock,
         ));
-        let ingest = ingest::start(&settings.ingest, &store, &hub).await?;
+        let live_hub = hub.clone();
+        let ingest = ingest::start(
+            &settings.ingest,
+            &store,
+            Arc::new(move |rows: &[crate::domain::record::EventRow]| live_hub.apply(rows)),
+        )
+        .await?;
+        hub.publish_initial();
         tasks.extend(ingest.tasks.iter().cloned());
         hub.set_samples(
             crate::batch::snapshots::recent_samples(&store, &tree)
@@ -227,14 +226,18 @@ impl Application {
             );
         }
         let managed = managed.map(ManagedClickHouse::supervise);
+        let checkpoint = ingest.checkpoint.clone();
+        let streams = Arc::new(crate::stream::Streams::new(&settings.stream));
+        tasks.push(tokio::spawn(streams.clone().run_housekeeping()).abort_handle());
         let state = Arc::new(AppState {
+            streams,
             managed_clickhouse: managed.as_ref().map(|m| m.status().clone()),
             tree,
             map,
             store,
             prom,
             hub,
-            log: ingest.log,
+            ingest: Arc::new(ingest),
             auth,
             presence: Arc::new(Presence::default()),
             ingest_limits: settings.ingest.clone(),
@@ -269,7 +272,7 @@ impl Application {
             port,
             state,
             managed,
-            checkpoint: ingest.checkpoint,
+            checkpoint,
             tasks,
         })
     }
@@ -304,6 +307,7 @@ impl Application {
         let served = (&mut self.server).await;
         let committed = self
             .state
+            .ingest
             .log
             .counters()
             .committed_seq
@@ -326,10 +330,10 @@ impl Application {
 /// Runs the snapshot job every night at 01:00 Asia/Shanghai (yesterday is complete by then).
 async fn nightly_snapshots(state: Arc<AppState>) {
     loop {
-        let now = state.hub.now().to_offset(crate::domain::record::SHANGHAI);
+        let now = state.hub.now().to_offset(crate::domain::time::SHANGHAI);
         let tomorrow_1am = now.date().next_day().map(|d| {
             d.with_hms(1, 0, 0)
-                .map(|t| t.assume_offset(crate::domain::record::SHANGHAI))
+                .map(|t| t.assume_offset(crate::domain::time::SHANGHAI))
         });
         let wait = match tomorrow_1am {
             Some(Ok(t)) => (t - now).max(time::Duration::ZERO),

@@ -553,7 +553,7 @@ async fn user_command(mut settings: Settings, command: UserCommand) -> anyhow::R
                 let auth = Authenticator::new(
                     &settings.auth,
                     tree.clone(),
-                    crate::app::random_token(),
+                    crate::auth::tokens::random_token(),
                     &secret,
                     directory,
                 )?;
@@ -606,7 +606,7 @@ async fn serve(mut settings: Settings, args: ServeArgs, demo: bool) -> anyhow::R
             app.admin_token().to_string(),
             app.state().tree.clone(),
             app.state().map.clone(),
-            app.state().hub.closing(),
+            app.state().streams.closing(),
         ));
     }
     app.run_until_stopped().await
@@ -936,7 +936,7 @@ fn print_org(settings: &Settings, args: OrgArgs) -> anyhow::Result<()> {
     if args.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&tree.to_view(root, args.depth))?
+            serde_json::to_string_pretty(&crate::wire::org::OrgView::of(&tree, root, args.depth))?
         );
         return Ok(());
     }

@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use crate::store::managed::ManagedClickHouseSettings;
+pub use crate::telemetry::LogFormat;
+
 /// Defaults, as a TOML document so that they read like the file a user would write.
 pub const DEFAULTS: &str = r#"
 [server]
@@ -130,13 +133,6 @@ pub struct WebSettings {
     pub dashboards_dir: PathBuf,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    Human,
-    Json,
-}
-
 #[derive(Debug, Clone, Deserialize)]
 pub struct ServerSettings {
     /// `host:port` to listen on.
@@ -159,15 +155,6 @@ impl ClickHouseSettings {
     pub fn external_url(&self) -> Option<&str> {
         Some(self.url.trim()).filter(|u| !u.is_empty())
     }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct ManagedClickHouseSettings {
-    /// Config, data and logs of the managed server live here.
-    pub dir: PathBuf,
-    /// The `clickhouse-server` executable (a name on PATH or a path).
-    pub binary: PathBuf,
-    pub start_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -43,3 +43,4 @@ pub mod sql;
 pub mod store;
 pub mod stream;
 pub mod telemetry;
+pub mod wire;

@@ -4,7 +4,12 @@ use std::io::IsTerminal;
 
 use tracing_subscriber::{fmt, prelude::*, EnvFilter};
 
-use crate::config::LogFormat;
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
 
 /// Installs the global subscriber once; later calls are no-ops (tests start many apps).
 /// `RUST_LOG` overrides the default filter.

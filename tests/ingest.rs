@@ -474,7 +474,7 @@ async fn live_figures_equal_a_plain_sql_recomputation_and_survive_a_restart() {
     app.wait_landed().await;
     let live = app.state.hub.all_current();
     let now = app.state.hub.now();
-    let year = vscc::domain::metric::local_date(now).year();
+    let year = vscc::domain::time::local_date(now).year();
 
     let staffing = sql_per_node(&app, "SELECT org, [argMax(filled_posts, (at, seq)), argMax(approved_posts, (at, seq)), 1] AS vals FROM events WHERE kind = 'staffing.reported' GROUP BY org").await;
     let hires = sql_per_node(&app, "SELECT org, [toInt64(countIf(veteran = 1)), toInt64(count())] AS vals FROM events WHERE kind = 'staff.hired' GROUP BY org").await;
@@ -604,7 +604,7 @@ async fn live_figures_equal_a_plain_sql_recomputation_and_survive_a_restart() {
                     "{c}:{}",
                     serde_json::to_string(
                         &f.iter()
-                            .map(|(m, x)| (m.as_str(), x.num, x.den, x.status, x.overdue))
+                            .map(|(m, x)| (m.as_str(), x.num, x.den, x.status.as_str(), x.overdue))
                             .collect::<Vec<_>>()
                     )
                     .unwrap()

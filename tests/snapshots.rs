@@ -9,7 +9,7 @@ use common::{sample_events, spawn_app, test_settings, TestApp};
 use serde_json::{json, Value};
 use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time};
 use vscc::domain::metric::MetricId;
-use vscc::domain::record::SHANGHAI;
+use vscc::domain::time::SHANGHAI;
 
 /// A clock the test sets: the live side believes it is that moment.
 struct ManualClock(Mutex<OffsetDateTime>);
@@ -139,11 +139,7 @@ async fn decision_tables_agree_with_the_live_figures() {
         .into_iter()
         .flat_map(|(code, figures)| {
             figures.into_iter().map(move |(m, f)| {
-                let status = serde_json::to_value(f.status)
-                    .unwrap()
-                    .as_str()
-                    .unwrap()
-                    .to_string();
+                let status = f.status.as_str().to_string();
                 ((code.clone(), m.as_str().to_string()), (status, f.value))
             })
         })

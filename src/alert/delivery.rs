@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::engine::AlertNotice;
+use super::notice::AlertNotice;
 use crate::domain::org::NodeIdx;
 use crate::domain::OrgTree;
 use crate::store::{Store, StoreError};
@@ -149,8 +149,17 @@ pub fn render_group(
         WebhookKind::Wecom => serde_json::json!({"msgtype": "markdown", "markdown": {"content": text}}).to_string(),
         WebhookKind::Dingtalk => serde_json::json!({"msgtype": "markdown", "markdown": {"title": format!("{sev}：{} 个节点", notices.len()), "text": text}}).to_string(),
         WebhookKind::Json => serde_json::json!({"type": "alert_group", "rule": first.rule, "state": first.state,
-            "target": target, "level": level, "alerts": notices}).to_string(),
+            "target": target, "level": level,
+            "alerts": notices.iter().map(|n| notice_json(n)).collect::<Vec<_>>()}).to_string(),
     }
+}
+
+/// A notice in the `json` robots' payload (their own contract, documented in
+/// `oncall.toml.example`).
+fn notice_json(n: &AlertNotice) -> serde_json::Value {
+    serde_json::json!({"type": "alert", "state": n.state, "fingerprint": n.fingerprint,
+        "rule": n.rule, "node": n.node, "node_name": n.node_name, "severity": n.severity.as_str(),
+        "summary": n.summary, "value": n.value, "at": n.at})
 }
 
 /// Severity, state and escalation words of a message heading.
@@ -184,7 +193,7 @@ pub fn render(kind: WebhookKind, n: &AlertNotice, target: &str, level: u8) -> St
         WebhookKind::Wecom => serde_json::json!({"msgtype": "markdown", "markdown": {"content": text}}).to_string(),
         WebhookKind::Dingtalk => serde_json::json!({"msgtype": "markdown", "markdown": {"title": format!("{sev}：{}", n.node_name), "text": text}}).to_string(),
         WebhookKind::Json => {
-            let mut v = serde_json::to_value(n).unwrap_or_default();
+            let mut v = notice_json(n);
             v["target"] = serde_json::json!(target);
             v["level"] = serde_json::json!(level);
             v.to_string()

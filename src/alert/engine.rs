@@ -11,10 +11,12 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio::sync::broadcast;
 
+use super::notice::AlertNotice;
 use super::rules::{load_rules, Rule, RuleType, Severity};
-use crate::domain::metric::{local_date, MetricId, Status};
+use crate::domain::metric::{MetricId, Status};
 use crate::domain::org::NodeIdx;
-use crate::live::hub::rfc3339;
+use crate::domain::time::local_date;
+use crate::domain::time::rfc3339;
 use crate::live::Hub;
 use crate::store::{Store, StoreError};
 
@@ -36,6 +38,16 @@ pub enum AlertState {
     Firing,
     /// The rule cannot be evaluated: nothing was reported (distinct from "condition false").
     NoData,
+}
+
+impl AlertState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertState::Pending => "pending",
+            AlertState::Firing => "firing",
+            AlertState::NoData => "no_data",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -64,24 +76,6 @@ pub struct AlertInstance {
     pub node_idx: NodeIdx,
     /// Roster levels notified: 0 = the node's own duty officer, 1 = the next one up, …
     pub escalation: u8,
-}
-
-/// What the duty stream receives.
-#[derive(Debug, Clone, Serialize)]
-pub struct AlertNotice {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub state: String,
-    pub fingerprint: String,
-    pub rule: String,
-    pub node: String,
-    pub node_name: String,
-    pub severity: Severity,
-    pub summary: String,
-    pub value: Option<f64>,
-    pub at: String,
-    #[serde(skip)]
-    pub node_idx: NodeIdx,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, clickhouse::Row)]
@@ -208,6 +202,23 @@ impl AlertEngine {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Recorded changes and notifications at nodes of `scope`'s subtree, newest first.
+    pub async fn history(&self, scope: &str, limit: u64) -> Result<Vec<AlertEventRow>, StoreError> {
+        Ok(self
+            .store
+            .client()
+            .query(
+                "SELECT ?fields FROM alert_events \
+                 WHERE node IN (SELECT code FROM org_nodes WHERE has(ancestors, ?)) \
+                 ORDER BY at DESC LIMIT ?",
+            )
+            .bind(scope)
+            .bind(limit)
+            .with_setting("wait_end_of_query", "1")
+            .fetch_all()
+            .await?)
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<AlertNotice>> {
@@ -395,7 +406,6 @@ impl AlertEngine {
                     comment: String::new(),
                 };
                 let notice = |state: &str| AlertNotice {
-                    kind: "alert",
                     state: state.into(),
                     fingerprint: fp.clone(),
                     rule: rule.name.clone(),

@@ -4,7 +4,9 @@
 pub mod cluster;
 pub mod delivery;
 pub mod engine;
+pub mod notice;
 pub mod rules;
 pub mod silence;
 
-pub use engine::{AlertEngine, AlertInstance, AlertNotice, AlertSettings};
+pub use engine::{AlertEngine, AlertInstance, AlertSettings};
+pub use notice::AlertNotice;

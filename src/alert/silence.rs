@@ -7,7 +7,7 @@ use time::{format_description::well_known::Rfc3339, OffsetDateTime, Time};
 
 use super::rules::Severity;
 use crate::domain::org::NodeIdx;
-use crate::domain::record::SHANGHAI;
+use crate::domain::time::SHANGHAI;
 use crate::domain::OrgTree;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

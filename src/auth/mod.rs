@@ -198,7 +198,7 @@ pub fn load_or_create_secret(settings: &AuthSettings) -> anyhow::Result<Vec<u8>>
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let secret = crate::app::random_token();
+    let secret = crate::auth::tokens::random_token();
     {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;

@@ -77,6 +77,13 @@ pub fn derive_secret(secret: &[u8], purpose: &str) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
+/// A new random token: 24 bytes as hex.
+pub fn random_token() -> String {
+    use rand::Rng;
+    let bytes: [u8; 24] = rand::rng().random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

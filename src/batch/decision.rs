@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use time::{Date, OffsetDateTime, PrimitiveDateTime, Time};
 
 use crate::domain::metric::{judge, project, Deadline, MetricId, Reading};
-use crate::domain::record::SHANGHAI;
+use crate::domain::time::SHANGHAI;
 use crate::domain::{Level, OrgTree};
 use crate::store::{counted_imports_param, Store, StoreError, COUNTED_EVENTS};
 
@@ -220,10 +220,7 @@ pub async fn run_progress(store: &Store, tree: &Arc<OrgTree>) -> Result<u64, Job
                     (Some(v), Deadline::Fixed(d)) if day <= d => Some(project(v, history, day, d)),
                     _ => None,
                 };
-                let status = serde_json::to_value(figure.status)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default();
+                let status = figure.status.as_str().to_string();
                 (projected, status)
             };
             rows.push(ProgressRow {

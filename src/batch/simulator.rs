@@ -22,7 +22,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use time::{Date, Duration, Month, OffsetDateTime, PrimitiveDateTime, Time, Weekday};
 
-use crate::domain::record::SHANGHAI;
+use crate::domain::time::SHANGHAI;
 use crate::domain::{Level, OrgTree};
 use crate::reference::DistrictMap;
 

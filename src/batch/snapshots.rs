@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use time::{Date, Duration, OffsetDateTime, PrimitiveDateTime, Time};
 
 use crate::domain::metric::MetricId;
-use crate::domain::record::{EventRow, SHANGHAI};
+use crate::domain::record::EventRow;
+use crate::domain::time::SHANGHAI;
 use crate::domain::{Level, OrgTree};
 use crate::live::{Aggregates, AppealSla};
 use crate::store::{Store, StoreError, COUNTED_EVENTS};
@@ -137,10 +138,7 @@ async fn snapshot(
                         value: f.value,
                         num: f.num,
                         den: f.den,
-                        status: serde_json::to_value(f.status)
-                            .ok()
-                            .and_then(|v| v.as_str().map(str::to_string))
-                            .unwrap_or_default(),
+                        status: f.status.as_str().into(),
                     };
                     insert.write(&row).await?;
                     rows += 1;
@@ -167,6 +165,39 @@ async fn snapshot(
         );
     }
     Ok(rows)
+}
+
+/// The latest job runs, newest first.
+pub async fn recent_runs(store: &Store, limit: u64) -> Result<Vec<JobRun>, StoreError> {
+    Ok(store
+        .client()
+        .query("SELECT ?fields FROM job_runs ORDER BY started DESC LIMIT ?")
+        .bind(limit)
+        .fetch_all()
+        .await?)
+}
+
+/// Daily values of `metrics` at `nodes` over the last `days` days: (metric, node, day as days
+/// since 1970-01-01, value), ordered.
+pub async fn trend_series(
+    store: &Store,
+    metrics: &[&str],
+    nodes: &[String],
+    days: u64,
+) -> Result<Vec<(String, String, u16, Option<f64>)>, StoreError> {
+    Ok(store
+        .client()
+        .query(
+            "SELECT metric, node, day, argMax(value, day) FROM metric_snapshots FINAL \
+             WHERE has(?, metric) AND has(?, node) AND day >= today() - ? \
+             GROUP BY metric, node, day ORDER BY metric, node, day",
+        )
+        .bind(metrics)
+        .bind(nodes)
+        .bind(days)
+        .with_setting("wait_end_of_query", "1")
+        .fetch_all()
+        .await?)
 }
 
 /// The last 30 days of snapshot values per (node, ratio metric), as projection samples.

@@ -9,10 +9,11 @@ use tokio::sync::Mutex;
 
 use super::{workload::Workload, BenchEnv, ServerChild};
 use crate::config::Settings;
-use crate::domain::record::{validate, EventRow};
+use crate::domain::record::EventRow;
 use crate::ingest::writer::insert_events;
 use crate::reference::{self, DistrictMap};
 use crate::store::Store;
+use crate::wire::events::validate;
 
 pub struct IngestBench {
     pub records: usize,

@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
 
 use super::{percentile, raise_fd_limit, workload::Workload, BenchEnv, ServerChild};
 use crate::config::Settings;
-use crate::domain::record::SHANGHAI;
+use crate::domain::time::SHANGHAI;
 use crate::reference;
 
 pub struct StreamBench {

@@ -4,7 +4,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use time::{format_description::well_known::Rfc3339, Duration, OffsetDateTime};
 
-use crate::domain::record::SHANGHAI;
+use crate::domain::time::SHANGHAI;
 use crate::domain::{Level, OrgTree};
 
 pub struct Workload {

@@ -13,11 +13,10 @@
 //!   extended to 31 Dec, reaches the target, else `at_risk`.
 //! - standing rules (veteran_hire_share ≥ 1/3, no appeal overdue): `met` or `missed` now.
 
-use serde::{Serialize, Serializer};
 use time::{Date, Month, OffsetDateTime};
 
 use super::org::Level;
-use super::record::SHANGHAI;
+use super::time::local_date;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum MetricId {
@@ -30,12 +29,6 @@ pub enum MetricId {
     FiveStarShare,
     OpenAppeals,
     ArchiveCoverage,
-}
-
-impl Serialize for MetricId {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -151,8 +144,7 @@ impl MetricId {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
     Met,
     OnTrack,
@@ -161,27 +153,36 @@ pub enum Status {
     NoData,
 }
 
-/// One metric's figure at one node, the JSON shape of the contract.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Met => "met",
+            Status::OnTrack => "on_track",
+            Status::AtRisk => "at_risk",
+            Status::Missed => "missed",
+            Status::NoData => "no_data",
+        }
+    }
+}
+
+/// One metric's figure at one node.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Figure {
     pub value: Option<f64>,
     pub num: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Ratios only.
     pub den: Option<i64>,
     pub target: f64,
+    /// The deadline, or the last day of the current period.
     pub due: Option<String>,
     pub status: Status,
     /// open_appeals only: appeals past a deadline (either kind).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub overdue: Option<i64>,
     /// open_appeals only: received but not accepted within the acceptance deadline.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub overdue_accept: Option<i64>,
     /// open_appeals only: not closed within the resolution deadline.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub overdue_resolve: Option<i64>,
     /// open_appeals only: age in days of the oldest open appeal.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub oldest_days: Option<i64>,
 }
 
@@ -198,10 +199,6 @@ pub struct Reading {
     pub has_data: bool,
     /// open_appeals: overdue count, judged against the target instead of the value.
     pub overdue: Option<i64>,
-}
-
-pub fn local_date(now: OffsetDateTime) -> Date {
-    now.to_offset(SHANGHAI).date()
 }
 
 fn year_fraction_elapsed(today: Date) -> f64 {

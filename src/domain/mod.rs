@@ -4,5 +4,6 @@
 pub mod metric;
 pub mod org;
 pub mod record;
+pub mod time;
 
 pub use org::{Level, OrgNode, OrgTree, OrgTreeError};

@@ -1,22 +1,8 @@
 //! The four-level org tree (city → district → street → community) and the questions every other
 //! module asks of it: who is my parent, what is my path to the root, what is in my subtree.
 
-use serde::Serialize;
-
-/// The level of a node in the org tree.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    Serialize,
-    serde::Deserialize,
-    utoipa::ToSchema,
-)]
+/// The level of a node in the org tree. Rule and dashboard files name levels in lowercase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
     City,
@@ -26,6 +12,13 @@ pub enum Level {
 }
 
 impl Level {
+    pub const ALL: [Level; 4] = [
+        Level::City,
+        Level::District,
+        Level::Street,
+        Level::Community,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Level::City => "city",
@@ -204,26 +197,6 @@ impl OrgTree {
         }
         out
     }
-
-    /// Serialisable view of the subtree rooted at `idx`, as `GET /api/v1/org` returns it.
-    pub fn to_view(&self, idx: NodeIdx, depth: Option<usize>) -> OrgView {
-        let n = self.node(idx);
-        let children = match depth {
-            Some(0) => Vec::new(),
-            _ => n
-                .children
-                .iter()
-                .map(|&c| self.to_view(c, depth.map(|d| d - 1)))
-                .collect(),
-        };
-        OrgView {
-            code: n.code.clone(),
-            name: n.name.clone(),
-            level: n.level,
-            parent: n.parent.map(|p| self.node(p).code.clone()),
-            children,
-        }
-    }
 }
 
 pub struct PathToRoot<'a> {
@@ -238,17 +211,6 @@ impl Iterator for PathToRoot<'_> {
         self.next = self.tree.node(cur).parent;
         Some(cur)
     }
-}
-
-/// A node and its descendants, the JSON shape of the contract.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-#[schema(no_recursion)]
-pub struct OrgView {
-    pub code: String,
-    pub name: String,
-    pub level: Level,
-    pub parent: Option<String>,
-    pub children: Vec<OrgView>,
 }
 
 #[cfg(test)]

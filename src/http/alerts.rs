@@ -4,8 +4,9 @@ use actix_web::{delete, get, post, web, HttpResponse};
 use serde::Deserialize;
 
 use super::{auth::Caller, params::Params, ApiError, AppState};
-use crate::alert::engine::AlertEventRow;
 use crate::auth::{authorize, Action};
+use crate::wire::alerts::{Alert, AlertHistoryEntry, AlertsAnswer, Silence};
+use crate::wire::events::{QuarantineAnswer, QuarantinedRecord};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(list_alerts)
@@ -16,14 +17,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(create_silence)
         .service(delete_silence)
         .service(quarantine);
-}
-
-#[derive(serde::Serialize, utoipa::ToSchema)]
-pub struct QuarantineAnswer {
-    /// Records kept out of the live figures since this server started (all scopes).
-    pub total: u64,
-    /// The latest of them inside the caller's scope, newest first (at most 100).
-    pub recent: Vec<crate::live::hub::QuarantinedRecord>,
 }
 
 /// Records the live figures refused: stored under other rules (a value now out of range, an
@@ -45,6 +38,7 @@ async fn quarantine(caller: Caller, state: web::Data<AppState>) -> Result<HttpRe
             // An org the tree no longer knows: the city's to see.
             None => who.scope == tree.root(),
         })
+        .map(QuarantinedRecord::from)
         .collect();
     Ok(HttpResponse::Ok().json(QuarantineAnswer {
         total: q.total(),
@@ -62,7 +56,7 @@ pub struct AlertQuery {
 
 /// Current alerts (pending, firing, no data) inside the caller's scope, most severe first.
 #[utoipa::path(get, path = "/api/v1/alerts", tag = "alerts", params(AlertQuery),
-    responses((status = 200, description = "{rules_error, alerts: [...]}")), security(("bearer" = [])))]
+    responses((status = 200, body = AlertsAnswer)), security(("bearer" = [])))]
 #[get("/api/v1/alerts")]
 async fn list_alerts(
     caller: Caller,
@@ -70,30 +64,23 @@ async fn list_alerts(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let who = caller.may(&state, Action::ReadFigures)?;
-    let list: Vec<_> = state
+    let alerts: Vec<Alert> = state
         .alerts
         .current()
-        .into_iter()
+        .iter()
         .filter(|a| state.tree.is_within(a.node_idx, who.scope))
+        .filter(|a| q.state.as_deref().is_none_or(|s| a.state.as_str() == s))
         .filter(|a| {
-            q.state.as_deref().is_none_or(|s| {
-                serde_json::to_value(a.state)
-                    .ok()
-                    .and_then(|v| v.as_str().map(|x| x == s))
-                    .unwrap_or(false)
-            })
+            q.severity
+                .as_deref()
+                .is_none_or(|s| a.severity.as_str() == s)
         })
-        .filter(|a| {
-            q.severity.as_deref().is_none_or(|s| {
-                serde_json::to_value(a.severity)
-                    .ok()
-                    .and_then(|v| v.as_str().map(|x| x == s))
-                    .unwrap_or(false)
-            })
-        })
+        .map(Alert::from)
         .collect();
-    Ok(HttpResponse::Ok()
-        .json(serde_json::json!({"rules_error": state.alerts.rules_error(), "alerts": list})))
+    Ok(HttpResponse::Ok().json(AlertsAnswer {
+        rules_error: state.alerts.rules_error(),
+        alerts,
+    }))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -104,7 +91,7 @@ pub struct HistoryQuery {
 
 /// Every state change and notification, newest first, inside the caller's scope.
 #[utoipa::path(get, path = "/api/v1/alerts/history", tag = "alerts", params(HistoryQuery),
-    responses((status = 200, description = "[{at, fingerprint, rule, node, state, severity, value, summary, actor, comment}]")), security(("bearer" = [])))]
+    responses((status = 200, body = Vec<AlertHistoryEntry>)), security(("bearer" = [])))]
 #[get("/api/v1/alerts/history")]
 async fn alert_history(
     caller: Caller,
@@ -113,20 +100,15 @@ async fn alert_history(
 ) -> Result<HttpResponse, ApiError> {
     let who = caller.may(&state, Action::ReadFigures)?;
     let limit = super::params::in_range("limit", q.limit.unwrap_or(200), 1, 5000)?;
-    let scope = state.tree.node(who.scope).code.clone();
-    let rows: Vec<AlertEventRow> = state
-        .store
-        .client()
-        .query(
-            "SELECT ?fields FROM alert_events WHERE node IN (SELECT code FROM org_nodes WHERE has(ancestors, ?)) \
-             ORDER BY at DESC LIMIT ?",
-        )
-        .bind(scope)
-        .bind(limit)
-        .with_setting("wait_end_of_query", "1")
-        .fetch_all()
-        .await?;
-    Ok(HttpResponse::Ok().json(rows))
+    let scope = &state.tree.node(who.scope).code;
+    let history: Vec<AlertHistoryEntry> = state
+        .alerts
+        .history(scope, limit)
+        .await?
+        .into_iter()
+        .map(AlertHistoryEntry::from)
+        .collect();
+    Ok(HttpResponse::Ok().json(history))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -158,13 +140,13 @@ async fn set_ack(
         .ok_or_else(|| ApiError::NotFound {
             what: format!("alert {fingerprint}"),
         })?;
-    Ok(HttpResponse::Ok().json(updated))
+    Ok(HttpResponse::Ok().json(Alert::from(&updated)))
 }
 
 /// Acknowledge a current alert (duty officers and admins inside their scope).
 #[utoipa::path(post, path = "/api/v1/alerts/{rule}/{node}/ack", tag = "alerts", request_body = AckBody,
     params(("rule" = String, Path), ("node" = String, Path)),
-    responses((status = 200, description = "The alert"), (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)),
+    responses((status = 200, body = Alert), (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)),
     security(("bearer" = [])))]
 #[post("/api/v1/alerts/{rule}/{node}/ack")]
 async fn ack_alert(
@@ -182,7 +164,7 @@ async fn ack_alert(
 /// Withdraw an acknowledgement.
 #[utoipa::path(delete, path = "/api/v1/alerts/{rule}/{node}/ack", tag = "alerts",
     params(("rule" = String, Path), ("node" = String, Path)),
-    responses((status = 200, description = "The alert"), (status = 404, body = super::error::ErrorBody)), security(("bearer" = [])))]
+    responses((status = 200, body = Alert), (status = 404, body = super::error::ErrorBody)), security(("bearer" = [])))]
 #[delete("/api/v1/alerts/{rule}/{node}/ack")]
 async fn unack_alert(
     caller: Caller,
@@ -195,7 +177,7 @@ async fn unack_alert(
 }
 
 /// Silences in force or scheduled, inside the caller's scope.
-#[utoipa::path(get, path = "/api/v1/silences", tag = "alerts", responses((status = 200, description = "[silence]")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/silences", tag = "alerts", responses((status = 200, body = Vec<Silence>)), security(("bearer" = [])))]
 #[get("/api/v1/silences")]
 async fn list_silences(
     caller: Caller,
@@ -213,7 +195,7 @@ async fn list_silences(
                     .is_within(s.scope_idx.unwrap_or(state.tree.root()), who.scope)
         })
         .collect();
-    Ok(HttpResponse::Ok().json(list))
+    Ok(HttpResponse::Ok().json(list.iter().map(Silence::from).collect::<Vec<_>>()))
 }
 
 /// Silence matching alerts between two instants, optionally only in a daily window; duty
@@ -221,7 +203,7 @@ async fn list_silences(
 #[utoipa::path(post, path = "/api/v1/silences", tag = "alerts",
     request_body(content = Object, content_type = "application/json",
         description = "{rule?, scope?, max_severity?, starts_at, ends_at, daily?: {from, to}, comment}"),
-    responses((status = 201, description = "The silence"), (status = 400, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody)),
+    responses((status = 201, body = Silence), (status = 400, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody)),
     security(("bearer" = [])))]
 #[post("/api/v1/silences")]
 async fn create_silence(
@@ -242,7 +224,7 @@ async fn create_silence(
         silence.scope_idx.unwrap_or(state.tree.root()),
     )?;
     state.alerts.add_silence(silence.clone()).await?;
-    Ok(HttpResponse::Created().json(silence))
+    Ok(HttpResponse::Created().json(Silence::from(&silence)))
 }
 
 /// End a silence.

@@ -2,7 +2,6 @@
 //! server-side failures are logged here, once.
 
 use actix_web::{http::StatusCode, HttpResponse, ResponseError};
-use serde::Serialize;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -42,14 +41,7 @@ pub enum ApiError {
     Unexpected(#[from] anyhow::Error),
 }
 
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct ErrorBody {
-    /// Human-readable reason.
-    pub error: String,
-    /// The request field at fault, when one is.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub field: Option<String>,
-}
+pub use crate::wire::ErrorBody;
 
 impl From<crate::auth::AuthError> for ApiError {
     fn from(e: crate::auth::AuthError) -> Self {
@@ -59,6 +51,32 @@ impl From<crate::auth::AuthError> for ApiError {
                 ApiError::Unauthorized(e.to_string())
             }
             AuthError::Forbidden(reason) => ApiError::Forbidden(reason),
+        }
+    }
+}
+
+impl From<crate::ingest::LogError> for ApiError {
+    fn from(e: crate::ingest::LogError) -> Self {
+        use crate::ingest::LogError;
+        match e {
+            LogError::Full { .. } => ApiError::Unavailable {
+                reason: e.to_string(),
+                retry_after_secs: Some(5),
+            },
+            LogError::Closed => ApiError::Unavailable {
+                reason: e.to_string(),
+                retry_after_secs: Some(1),
+            },
+            LogError::Io(_) => ApiError::Unexpected(anyhow::Error::new(e)),
+        }
+    }
+}
+
+impl From<crate::batch::decision::JobError> for ApiError {
+    fn from(e: crate::batch::decision::JobError) -> Self {
+        match e {
+            crate::batch::decision::JobError::Store(s) => s.into(),
+            other => ApiError::Unexpected(anyhow::Error::new(other)),
         }
     }
 }

@@ -4,30 +4,15 @@ use std::time::Duration;
 
 use actix_web::{post, web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
-use serde::Serialize;
 
 use super::{auth::Caller, ApiError, AppState};
 use crate::auth::{authorize, Action};
-use crate::domain::record::{count_array_items, FieldError, IncomingBatch};
-use crate::ingest::{AppendOutcome, LogError, Rejection};
+use crate::domain::record::FieldError;
+use crate::domain::time::rfc3339_micros;
+use crate::wire::events::{count_array_items, IncomingBatch, IngestAnswer, Rejection};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(post_events);
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct IngestAnswer {
-    /// Records newly accepted (durable when this answer is sent).
-    pub accepted: usize,
-    /// Records whose id was accepted before: no change.
-    pub duplicates: usize,
-    pub rejected: usize,
-    /// When the accepted records became durable (RFC 3339, UTC, microseconds); absent when
-    /// nothing new was accepted. Lets a sender time what happens after acceptance.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub accepted_at: Option<String>,
-    /// One entry per rejected record: its index in the body, the field and the reason.
-    pub errors: Vec<Rejection>,
 }
 
 /// Reads the body up to `limit` bytes; over it: 413 and nothing accepted. For NDJSON the
@@ -131,7 +116,7 @@ async fn reserve_body_budget(
 /// while reading, nothing accepted), `ingest.max_body_bytes_in_flight` over all bodies being
 /// read at once (503 with Retry-After when a body waits more than 5 s for its share).
 #[utoipa::path(post, path = "/api/v1/events", tag = "ingest",
-    request_body(content = Vec<super::openapi::EventIn>, description = "Events as in CONTRACT.md: a JSON array, or NDJSON with Content-Type application/x-ndjson", content_type = "application/json"),
+    request_body(content = Vec<crate::wire::events::EventIn>, description = "Events as in CONTRACT.md: a JSON array, or NDJSON with Content-Type application/x-ndjson", content_type = "application/json"),
     responses(
         (status = 200, body = IngestAnswer), (status = 422, body = IngestAnswer),
         (status = 400, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody),
@@ -201,78 +186,50 @@ async fn post_events(
     let mut rows = Vec::with_capacity(batch.len());
     let mut errors: Vec<Rejection> = Vec::new();
     for (index, (id, checked)) in batch.validate(&state.tree, locator, now, "api").enumerate() {
-        let rejection = |id: Option<String>, e: FieldError| Rejection {
-            index,
-            id,
-            field: e.field,
-            reason: e.reason,
-        };
-        match checked {
-            Ok(row) => {
-                let org = state.tree.get(&row.org).expect("validated org exists");
-                match authorize(&state.tree, &who, Action::Ingest, org) {
-                    Ok(()) => rows.push(row),
-                    Err(e) => errors.push(rejection(
-                        Some(row.id),
-                        FieldError {
-                            field: "org".into(),
-                            reason: e.to_string(),
-                        },
-                    )),
-                }
+        let row = match checked {
+            Ok(row) => row,
+            Err(e) => {
+                errors.push(Rejection::new(index, id, e));
+                continue;
             }
-            Err(e) => errors.push(rejection(id, e)),
+        };
+        // A valid record's org is in the tree; the token must cover it.
+        let allowed = state
+            .tree
+            .get(&row.org)
+            .ok_or_else(|| "unknown org".to_string())
+            .and_then(|org| {
+                authorize(&state.tree, &who, Action::Ingest, org).map_err(|e| e.to_string())
+            });
+        match allowed {
+            Ok(()) => rows.push(row),
+            Err(reason) => errors.push(Rejection::new(
+                index,
+                Some(row.id),
+                FieldError {
+                    field: "org".into(),
+                    reason,
+                },
+            )),
         }
     }
 
-    let outcomes = if rows.is_empty() {
-        Vec::new()
-    } else {
-        state.log.append(rows).await.map_err(|e| match e {
-            LogError::Full { .. } => ApiError::Unavailable {
-                reason: e.to_string(),
-                retry_after_secs: Some(5),
-            },
-            other => ApiError::Unavailable {
-                reason: other.to_string(),
-                retry_after_secs: Some(1),
-            },
-        })?
-    };
-    let durable_at = time::OffsetDateTime::now_utc();
-    let accepted = outcomes
-        .iter()
-        .filter(|o| matches!(o, AppendOutcome::Accepted { .. }))
-        .count();
-    let duplicates = outcomes.len() - accepted;
-    state.prom.ingest_accepted.inc_by(accepted as u64);
-    state.prom.ingest_duplicates.inc_by(duplicates as u64);
+    let done = state.ingest.accept(rows).await?;
+    state.prom.ingest_accepted.inc_by(done.accepted as u64);
+    state.prom.ingest_duplicates.inc_by(done.duplicates as u64);
     state.prom.ingest_rejected.inc_by(errors.len() as u64);
-    // Read-your-writes: the answer leaves once the live figures include these records.
-    if let Some(max_seq) = outcomes
-        .iter()
-        .filter_map(|o| match o {
-            AppendOutcome::Accepted { seq } => Some(*seq),
-            _ => None,
-        })
-        .max()
-    {
-        state
-            .hub
-            .wait_applied(max_seq, Duration::from_secs(2))
-            .await;
-    }
-    errors.sort_by_key(|e| e.index);
     let answer = IngestAnswer {
-        accepted,
-        duplicates,
+        accepted: done.accepted,
+        duplicates: done.duplicates,
         rejected: errors.len(),
-        accepted_at: (accepted > 0).then(|| crate::live::hub::rfc3339_micros(durable_at)),
+        accepted_at: (done.accepted > 0).then(|| rfc3339_micros(done.durable_at)),
         errors,
     };
-    Ok(if accepted + duplicates == 0 && answer.rejected > 0 {
-        HttpResponse::UnprocessableEntity().json(answer)
-    } else {
-        HttpResponse::Ok().json(answer)
-    })
+    Ok(
+        if done.accepted + done.duplicates == 0 && answer.rejected > 0 {
+            HttpResponse::UnprocessableEntity().json(answer)
+        } else {
+            HttpResponse::Ok().json(answer)
+        },
+    )
 }

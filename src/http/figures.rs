@@ -1,6 +1,7 @@
 //! `GET /api/v1/metrics`: the figures of a node and its direct children; `GET /api/v1/screens`.
 
 use actix_web::{get, web, HttpResponse};
+
 use serde::Deserialize;
 
 use super::{
@@ -10,7 +11,8 @@ use super::{
 };
 use crate::auth::Action;
 use crate::domain::metric::MetricId;
-use crate::live::hub::{nodes_json, rfc3339, FiguresAnswer};
+use crate::domain::time::rfc3339;
+use crate::wire::figures::{self, CatalogueEntry, FiguresAnswer, Freshness, FreshnessAnswer};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(metrics)
@@ -43,7 +45,7 @@ pub fn parse_metrics(list: Option<&str>) -> Result<Vec<MetricId>, ApiError> {
 
 /// The scope node and its direct children, each with every metric it has.
 #[utoipa::path(get, path = "/api/v1/metrics", tag = "figures", params(FiguresQuery),
-    responses((status = 200, description = "{scope, at, nodes: {code: {metric: {value, num, den, target, due, status}}}}"),
+    responses((status = 200, body = FiguresAnswer),
         (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody),
         (status = 404, body = super::error::ErrorBody)),
     security(("bearer" = [])))]
@@ -64,59 +66,39 @@ async fn metrics(
     Ok(HttpResponse::Ok().json(FiguresAnswer {
         scope: code,
         at: rfc3339(state.hub.now()),
-        nodes: nodes_json(tree, nodes.iter().map(|(n, f)| (*n, f))),
+        nodes: figures::nodes(tree, nodes.iter().map(|(n, f)| (*n, f))),
     }))
 }
 
 /// Connected wall screens (presence): who, since when, watching which scopes.
 #[utoipa::path(get, path = "/api/v1/screens", tag = "figures",
-    responses((status = 200, description = "[{id, name, remote, connected_at, subscriptions: [{id, scope, metrics}]}]")),
+    responses((status = 200, body = Vec<crate::wire::stream::Screen>)),
     security(("bearer" = [])))]
 #[get("/api/v1/screens")]
 async fn screens(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let who = caller.may(&state, Action::ReadFigures)?;
-    let list: Vec<_> = state
+    let list: Vec<crate::wire::stream::Screen> = state
         .presence
         .list()
-        .into_iter()
+        .iter()
         .filter(|s| {
             s.scopes
                 .iter()
                 .all(|&sc| state.tree.is_within(sc, who.scope))
         })
+        .map(crate::wire::stream::Screen::from)
         .collect();
     Ok(HttpResponse::Ok().json(list))
 }
 
 /// The metric catalogue: ids, Chinese labels, targets and where each metric applies.
 #[utoipa::path(get, path = "/api/v1/catalogue", tag = "figures",
-    responses((status = 200, description = "[{id, label_zh, is_ratio, at_most, target, deadline, levels}]")))]
+    responses((status = 200, body = Vec<CatalogueEntry>)))]
 #[get("/api/v1/catalogue")]
 async fn catalogue() -> HttpResponse {
-    use crate::domain::metric::Deadline;
-    use crate::domain::Level;
-    let list: Vec<serde_json::Value> = MetricId::ALL
-        .iter()
-        .map(|m| {
-            let t = m.target();
-            let deadline = match t.deadline {
-                Deadline::Fixed(d) => d.to_string(),
-                Deadline::Yearly => "yearly".into(),
-                Deadline::Standing => "standing".into(),
-            };
-            let levels: Vec<&str> = [
-                Level::City,
-                Level::District,
-                Level::Street,
-                Level::Community,
-            ]
-            .into_iter()
-            .filter(|l| m.applies_to(*l))
-            .map(|l| l.as_str())
-            .collect();
-            serde_json::json!({"id": m.as_str(), "label_zh": m.label_zh(), "is_ratio": m.is_ratio(),
-                "at_most": t.at_most, "target": t.value, "deadline": deadline, "levels": levels})
-        })
+    let list: Vec<CatalogueEntry> = MetricId::ALL
+        .into_iter()
+        .map(CatalogueEntry::from)
         .collect();
     HttpResponse::Ok().json(list)
 }
@@ -130,7 +112,7 @@ pub struct FreshnessQuery {
 /// When each node (the scope and its children) last received a record of any kind, and how many
 /// days ago: the wall screen marks nodes that stopped reporting. `null`: never reported.
 #[utoipa::path(get, path = "/api/v1/freshness", tag = "figures", params(FreshnessQuery),
-    responses((status = 200, description = "{code: {last_received, days_silent}}")), security(("bearer" = [])))]
+    responses((status = 200, body = std::collections::BTreeMap<String, Freshness>)), security(("bearer" = [])))]
 #[get("/api/v1/freshness")]
 async fn freshness(
     caller: Caller,
@@ -141,16 +123,18 @@ async fn freshness(
     let tree = &state.tree;
     let now = state.hub.now();
     let nodes = tree.with_children(scope);
-    let out: serde_json::Map<String, serde_json::Value> = state.hub.read(now, |agg| {
+    let out: FreshnessAnswer = state.hub.read(now, |agg| {
         nodes
             .iter()
             .map(|&n| {
                 let last = agg.last_received(n);
-                let value = serde_json::json!({
-                    "last_received": last.and_then(|t| time::OffsetDateTime::from_unix_timestamp(t as i64).ok()).map(rfc3339),
-                    "days_silent": last.map(|t| (now.unix_timestamp() - t as i64).max(0) / 86_400),
-                });
-                (tree.node(n).code.clone(), value)
+                let freshness = Freshness {
+                    last_received: last
+                        .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t as i64).ok())
+                        .map(rfc3339),
+                    days_silent: last.map(|t| (now.unix_timestamp() - t as i64).max(0) / 86_400),
+                };
+                (tree.node(n).code.clone(), freshness)
             })
             .collect()
     });

@@ -1,9 +1,9 @@
 //! Liveness, readiness and Prometheus metrics.
 
 use actix_web::{get, web, HttpResponse};
-use serde::Serialize;
 
 use super::AppState;
+use crate::wire::ops::{Health, Readiness};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(healthz).service(readyz).service(metrics);
@@ -12,19 +12,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 /// How long a readiness probe waits for ClickHouse.
 const READY_WITHIN: std::time::Duration = std::time::Duration::from_millis(800);
 
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct Readiness {
-    /// `ok` or the reason ClickHouse is not usable.
-    pub clickhouse: String,
-    /// `applied`, `pending` or `unknown`.
-    pub migrations: String,
-}
-
 /// The process is up.
-#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, description = "Process is up")))]
+#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, body = Health)))]
 #[get("/healthz")]
 async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+    HttpResponse::Ok().json(Health { status: "ok" })
 }
 
 /// ClickHouse answers and every migration is applied.

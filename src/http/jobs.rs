@@ -5,7 +5,9 @@ use serde::Deserialize;
 
 use super::{auth::Caller, params::Params, ApiError, AppState};
 use crate::auth::{authorize, Action};
-use crate::batch::snapshots::JobRun;
+use crate::batch::snapshots;
+use crate::wire::figures::TrendsAnswer;
+use crate::wire::ops::{JobRun, JobsRun};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(list_jobs)
@@ -13,24 +15,23 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(trends);
 }
 
-/// Recorded job runs, newest first.
-#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", responses((status = 200, description = "[{job, started, ended, rows, outcome}]")), security(("bearer" = [])))]
+/// Recorded job runs, newest first (the last 200).
+#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", responses((status = 200, body = Vec<JobRun>)), security(("bearer" = [])))]
 #[get("/api/v1/jobs")]
 async fn list_jobs(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     caller.may(&state, Action::ReadFigures)?;
-    let runs: Vec<JobRun> = state
-        .store
-        .client()
-        .query("SELECT ?fields FROM job_runs ORDER BY started DESC LIMIT 200")
-        .fetch_all()
-        .await?;
+    let runs: Vec<JobRun> = snapshots::recent_runs(&state.store, 200)
+        .await?
+        .into_iter()
+        .map(JobRun::from)
+        .collect();
     Ok(HttpResponse::Ok().json(runs))
 }
 
 /// Runs a batch job now (admin): `snapshots`, `progress`, `league`, `freshness` or `all`;
 /// answers when it is done with the rows each job wrote.
 #[utoipa::path(post, path = "/api/v1/jobs/{job}", tag = "jobs",
-    responses((status = 200, description = "{rows, jobs: {job: rows}}"), (status = 403, body = super::error::ErrorBody),
+    responses((status = 200, body = JobsRun), (status = 403, body = super::error::ErrorBody),
         (status = 404, body = super::error::ErrorBody)), security(("bearer" = [])))]
 #[post("/api/v1/jobs/{job}")]
 async fn run_snapshots(
@@ -55,20 +56,16 @@ async fn run_snapshots(
         &job,
         state.hub.now(),
     )
-    .await
-    .map_err(|e| match e {
-        crate::batch::decision::JobError::Store(s) => ApiError::from(s),
-        other => ApiError::Unexpected(anyhow::anyhow!(other)),
-    })?;
+    .await?;
     if done.iter().any(|(j, _)| j == "snapshots") {
         state
             .hub
-            .set_samples(crate::batch::snapshots::recent_samples(&state.store, &state.tree).await?);
+            .set_samples(snapshots::recent_samples(&state.store, &state.tree).await?);
     }
-    let rows: u64 = done.iter().map(|(_, n)| n).sum();
-    let jobs: serde_json::Map<String, serde_json::Value> =
-        done.into_iter().map(|(j, n)| (j, n.into())).collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({"rows": rows, "jobs": jobs})))
+    Ok(HttpResponse::Ok().json(JobsRun {
+        rows: done.iter().map(|(_, n)| n).sum(),
+        jobs: done.into_iter().collect(),
+    }))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -83,7 +80,7 @@ pub struct TrendQuery {
 
 /// Daily values from the snapshots: `{metric: {node: [[day, value], …]}}`.
 #[utoipa::path(get, path = "/api/v1/trends", tag = "jobs", params(TrendQuery),
-    responses((status = 200, description = "{metric: {node: [[YYYY-MM-DD, value|null], …]}}")), security(("bearer" = [])))]
+    responses((status = 200, body = Object, description = "`{metric: {node: [[YYYY-MM-DD, value or null], …]}}`")), security(("bearer" = [])))]
 #[get("/api/v1/trends")]
 async fn trends(
     caller: Caller,
@@ -99,34 +96,18 @@ async fn trends(
         .into_iter()
         .map(|n| tree.node(n).code.clone())
         .collect();
-    let names: Vec<String> = metrics.iter().map(|m| m.as_str().to_string()).collect();
-    let rows: Vec<(String, String, u16, Option<f64>)> = state
-        .store
-        .client()
-        .query(
-            "SELECT metric, node, day, argMax(value, day) FROM metric_snapshots FINAL \
-             WHERE has(?, metric) AND has(?, node) AND day >= today() - ? GROUP BY metric, node, day ORDER BY metric, node, day",
-        )
-        .bind(names)
-        .bind(nodes)
-        .bind(days)
-        .with_setting("wait_end_of_query", "1")
-        .fetch_all()
-        .await?;
-    let epoch = time::Date::from_calendar_date(1970, time::Month::January, 1).expect("valid");
-    let mut out = serde_json::Map::new();
+    let names: Vec<&str> = metrics.iter().map(|m| m.as_str()).collect();
+    let rows = snapshots::trend_series(&state.store, &names, &nodes, days).await?;
+    let epoch = time::Date::from_calendar_date(1970, time::Month::January, 1)
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let mut out = TrendsAnswer::new();
     for (metric, node, day, value) in rows {
         let day = (epoch + time::Duration::days(day as i64)).to_string();
-        let m = out.entry(metric).or_insert_with(|| serde_json::json!({}));
-        let series = m
-            .as_object_mut()
-            .expect("object")
+        out.entry(metric)
+            .or_default()
             .entry(node)
-            .or_insert_with(|| serde_json::json!([]));
-        series
-            .as_array_mut()
-            .expect("array")
-            .push(serde_json::json!([day, value]));
+            .or_default()
+            .push((day, value));
     }
     Ok(HttpResponse::Ok().json(out))
 }

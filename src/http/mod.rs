@@ -34,7 +34,7 @@ use crate::auth::Authenticator;
 use crate::config::WebSettings;
 use crate::dashboards::Dashboards;
 use crate::domain::OrgTree;
-use crate::ingest::{DurableLog, IngestSettings};
+use crate::ingest::IngestSettings;
 use crate::live::Hub;
 use crate::prom::Prom;
 use crate::reference::DistrictMap;
@@ -48,7 +48,10 @@ pub struct AppState {
     pub store: Store,
     pub prom: Arc<Prom>,
     pub hub: Arc<Hub>,
-    pub log: DurableLog,
+    /// Records in: the durable log, the writer's checkpoint, read-your-writes.
+    pub ingest: Arc<crate::ingest::Ingest>,
+    /// What every WebSocket session shares.
+    pub streams: Arc<crate::stream::Streams>,
     pub auth: Authenticator,
     pub presence: Arc<Presence>,
     pub ingest_limits: IngestSettings,
@@ -76,7 +79,7 @@ impl AppState {
         use std::sync::atomic::Ordering;
         let prom = &self.prom;
         prom.screens.set(self.presence.count() as i64);
-        let counters = self.log.counters();
+        let counters = self.ingest.log.counters();
         prom.spool_bytes
             .set(counters.spool_bytes.load(Ordering::Relaxed) as i64);
         prom.ingest_checkpoint
@@ -88,7 +91,7 @@ impl AppState {
             prom.clickhouse_restarts
                 .inc_by(restarts.saturating_sub(prom.clickhouse_restarts.get()));
         }
-        prom.resume_epochs.set(self.hub.epoch_count() as i64);
+        prom.resume_epochs.set(self.streams.resumes.count() as i64);
         let (ticks, bytes) = self.hub.history_size();
         prom.history_ticks.set(ticks as i64);
         prom.history_bytes.set(bytes as i64);
@@ -105,7 +108,7 @@ pub fn run(
     state: Arc<AppState>,
     handle_signals: bool,
 ) -> std::io::Result<Server> {
-    let hub = state.hub.clone();
+    let streams = state.streams.clone();
     let assets_dir = state.web.assets_dir.clone();
     let data = web::Data::from(state);
     let server = HttpServer::new(move || {
@@ -144,7 +147,7 @@ pub fn run(
     .disable_signals();
     let server = server.run();
     if handle_signals {
-        tokio::spawn(stop_on_signal(server.handle(), hub));
+        tokio::spawn(stop_on_signal(server.handle(), streams));
     }
     Ok(server)
 }
@@ -262,7 +265,10 @@ pub fn client_addr(req: &actix_web::HttpRequest, state: &AppState) -> String {
 
 /// SIGINT or SIGTERM: close the streams (screens reconnect elsewhere or later), then stop
 /// accepting and finish in-flight requests.
-async fn stop_on_signal(handle: actix_web::dev::ServerHandle, hub: Arc<Hub>) {
+async fn stop_on_signal(
+    handle: actix_web::dev::ServerHandle,
+    streams: Arc<crate::stream::Streams>,
+) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut int), Ok(mut term)) = (
         signal(SignalKind::interrupt()),
@@ -275,7 +281,7 @@ async fn stop_on_signal(handle: actix_web::dev::ServerHandle, hub: Arc<Hub>) {
         _ = int.recv() => tracing::info!("SIGINT: shutting down"),
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
     }
-    hub.close_streams();
+    streams.close_all();
     handle.stop(true).await;
 }
 

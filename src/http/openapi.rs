@@ -52,7 +52,14 @@ use utoipa::OpenApi;
         super::imports::rejects,
         super::alerts::quarantine,
     ),
-    components(schemas(EventIn, super::alerts::QuarantineAnswer, crate::live::hub::QuarantinedRecord, crate::domain::org::OrgView, crate::domain::Level, super::error::ErrorBody, super::health::Readiness, super::org::Located, super::events::IngestAnswer, crate::ingest::Rejection)),
+    components(schemas(
+        crate::wire::events::EventIn, crate::wire::events::IngestAnswer, crate::wire::events::Rejection,
+        crate::wire::events::QuarantineAnswer, crate::wire::events::QuarantinedRecord,
+        crate::wire::org::OrgView, crate::wire::ErrorBody, crate::wire::ops::Readiness, crate::wire::ops::Health,
+        crate::wire::figures::FiguresAnswer, crate::wire::figures::Figure, crate::wire::figures::CatalogueEntry,
+        crate::wire::figures::Freshness, crate::wire::alerts::AlertsAnswer, crate::wire::alerts::Alert,
+        crate::wire::alerts::AlertNotice, crate::wire::alerts::AlertHistoryEntry, crate::wire::ops::JobsRun,
+        crate::wire::stream::ClientMessage, crate::wire::stream::Resume, super::org::Located)),
     modifiers(&BearerAuth, &UnauthorizedDocumented),
 )]
 pub struct ApiDoc;
@@ -160,93 +167,4 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 #[get("/openapi.json")]
 async fn openapi_json() -> HttpResponse {
     HttpResponse::Ok().json(ApiDoc::openapi())
-}
-
-/// One incoming event, as `POST /api/v1/events` validates it: a `oneOf` per record kind, each
-/// with the `data` fields that kind requires and the plausible range of every number. Built
-/// from the same tables validation reads (`Kind::data_fields`, `COUNT_RANGES`).
-pub struct EventIn;
-
-impl utoipa::ToSchema for EventIn {}
-
-impl utoipa::PartialSchema for EventIn {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        use crate::domain::record::{count_range, FieldType, Kind, MAX_ID_LEN};
-        use utoipa::openapi::schema::{
-            KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, Type,
-        };
-        let text = |description: &str| {
-            ObjectBuilder::new()
-                .schema_type(Type::String)
-                .min_length(Some(1))
-                .max_length(Some(MAX_ID_LEN))
-                .description(Some(description))
-        };
-        let location = || {
-            ObjectBuilder::new()
-                .description(Some(
-                    "GCJ-02 longitude and latitude; the point must lie in Shenzhen",
-                ))
-                .property("lon", ObjectBuilder::new().schema_type(Type::Number))
-                .property("lat", ObjectBuilder::new().schema_type(Type::Number))
-                .required("lon")
-                .required("lat")
-        };
-        let mut one_of = OneOfBuilder::new();
-        for &kind in Kind::ALL {
-            let levels: Vec<&str> = kind.levels().iter().map(|l| l.as_str()).collect();
-            let mut data = ObjectBuilder::new().description(Some(
-                "The kind's fields; other fields are kept with the record and not read",
-            ));
-            for &(name, ty) in kind.data_fields() {
-                let field = match ty {
-                    FieldType::Text => text("an id"),
-                    FieldType::Flag => ObjectBuilder::new().schema_type(Type::Boolean),
-                    FieldType::Count => {
-                        let (lo, hi) = count_range(name);
-                        ObjectBuilder::new()
-                            .schema_type(Type::Integer)
-                            .minimum(Some(lo as f64))
-                            .maximum(Some(hi as f64))
-                    }
-                };
-                data = data.property(name, field).required(name);
-            }
-            let event = ObjectBuilder::new()
-                .title(Some(kind.as_str()))
-                .property("id", text("unique per event; a re-sent id changes nothing"))
-                .property(
-                    "kind",
-                    ObjectBuilder::new()
-                        .schema_type(Type::String)
-                        .enum_values(Some([kind.as_str()])),
-                )
-                .property(
-                    "org",
-                    ObjectBuilder::new()
-                        .schema_type(Type::String)
-                        .pattern(Some("^4403[0-9]{2}([0-9]{3}([0-9]{3})?)?$"))
-                        .description(Some(format!(
-                            "org code of a node of the tree (GET /api/v1/org), at level {}",
-                            levels.join(" or ")
-                        ))),
-                )
-                .property(
-                    "at",
-                    ObjectBuilder::new()
-                        .schema_type(Type::String)
-                        .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
-                        .description(Some("RFC 3339 with offset; not more than a day ahead")),
-                )
-                .property("location", location())
-                .property("data", data)
-                .required("id")
-                .required("kind")
-                .required("org")
-                .required("at")
-                .required("data");
-            one_of = one_of.item(event);
-        }
-        utoipa::openapi::schema::Schema::OneOf(one_of.build()).into()
-    }
 }

@@ -4,7 +4,7 @@ use actix_web::{get, web, HttpResponse};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, AppState};
-use crate::domain::org::OrgView;
+use crate::wire::org::OrgView;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(org_tree)
@@ -24,7 +24,7 @@ pub struct DepthQuery {
     responses((status = 200, body = OrgView)))]
 #[get("/api/v1/org")]
 async fn org_tree(state: web::Data<AppState>, q: web::Query<DepthQuery>) -> HttpResponse {
-    HttpResponse::Ok().json(state.tree.to_view(state.tree.root(), q.depth))
+    HttpResponse::Ok().json(OrgView::of(&state.tree, state.tree.root(), q.depth))
 }
 
 /// One node and its subtree.
@@ -39,7 +39,7 @@ async fn org_subtree(
     let idx = state.tree.get(&code).ok_or_else(|| ApiError::NotFound {
         what: format!("org {code}"),
     })?;
-    Ok(HttpResponse::Ok().json(state.tree.to_view(idx, q.depth)))
+    Ok(HttpResponse::Ok().json(OrgView::of(&state.tree, idx, q.depth)))
 }
 
 /// District outlines (GCJ-02), simplified for a wall screen, with code, name and centroid.

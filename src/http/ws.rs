@@ -58,10 +58,11 @@ async fn ws(
     let screen_id = state.presence.join(
         who.name.clone(),
         remote,
-        crate::live::hub::rfc3339(state.hub.now()),
+        crate::domain::time::rfc3339(state.hub.now()),
     );
     let ctx = SessionContext {
         hub: state.hub.clone(),
+        streams: state.streams.clone(),
         alerts: state.alerts.subscribe(),
         auth: state.auth.clone(),
         token,

@@ -34,8 +34,9 @@ pub enum LogError {
         "the local spool is full ({used} of {limit} bytes not yet in ClickHouse); retry later"
     )]
     Full { used: u64, limit: u64 },
+    /// Ours to fix (a full or failing disk), not the client's to retry.
     #[error("the durable log could not write: {0}")]
-    Io(String),
+    Io(Arc<std::io::Error>),
     #[error("the durable log is shut down")]
     Closed,
 }
@@ -276,6 +277,7 @@ impl Appender {
         }
         if !buf.is_empty() {
             if let Err(e) = self.write_durably(&buf) {
+                let e = Arc::new(e);
                 tracing::error!(error = %e, "log append failed");
                 self.next_seq = start_seq;
                 for h in &batch_ids {
@@ -283,7 +285,7 @@ impl Appender {
                 }
                 let _ = self.file.set_len(self.file_len);
                 for (reply, _) in replies {
-                    let _ = reply.send(Err(LogError::Io(e.to_string())));
+                    let _ = reply.send(Err(LogError::Io(e.clone())));
                 }
                 return;
             }

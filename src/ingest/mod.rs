@@ -9,13 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
 
 pub use log::{AppendOutcome, DurableLog, LogError, LogSettings};
 
 use crate::domain::record::{EventRow, IMPORT_SEQ_BASE};
-use crate::live::Hub;
 use crate::store::{Store, COUNTED_EVENTS};
 use writer::{insert_events, landed_seqs, Writer, WriterSettings};
 
@@ -36,31 +35,74 @@ pub struct IngestSettings {
     pub max_import_bytes: usize,
 }
 
-/// One record's rejection, as the ingest answer reports it.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct Rejection {
-    pub index: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
-    pub field: String,
-    pub reason: String,
-}
-
 pub struct Ingest {
     pub log: DurableLog,
     pub checkpoint: watch::Receiver<u64>,
+    /// The highest seq the live sink has taken in.
+    applied: watch::Receiver<u64>,
     /// Ledger imports already in the live figures.
     pub imports_applied: Vec<u32>,
     /// The live consumer and the writer.
     pub tasks: Vec<tokio::task::AbortHandle>,
 }
 
-/// Recovers the log, lands what it holds in ClickHouse, rebuilds the live aggregates from
-/// ClickHouse, and starts the appender, the live consumer and the writer.
+/// What happened to validated records handed to [`Ingest::accept`].
+#[derive(Debug)]
+pub struct Accepted {
+    /// Newly accepted (durable).
+    pub accepted: usize,
+    /// Accepted before (their id): no change.
+    pub duplicates: usize,
+    /// When the new records became durable.
+    pub durable_at: time::OffsetDateTime,
+}
+
+/// How long an answer waits for its records to reach the live figures (read-your-writes).
+const LIVE_WAIT: Duration = Duration::from_secs(2);
+
+impl Ingest {
+    /// Makes validated records durable (each id once, ever), then waits until they are in
+    /// the live figures, so that the sender's next read sees them.
+    pub async fn accept(&self, rows: Vec<EventRow>) -> Result<Accepted, LogError> {
+        let outcomes = if rows.is_empty() {
+            Vec::new()
+        } else {
+            self.log.append(rows).await?
+        };
+        let durable_at = time::OffsetDateTime::now_utc();
+        let max_seq = outcomes
+            .iter()
+            .filter_map(|o| match o {
+                AppendOutcome::Accepted { seq } => Some(*seq),
+                AppendOutcome::Duplicate => None,
+            })
+            .max();
+        let accepted = outcomes
+            .iter()
+            .filter(|o| matches!(o, AppendOutcome::Accepted { .. }))
+            .count();
+        if let Some(seq) = max_seq {
+            let mut applied = self.applied.clone();
+            let _ = tokio::time::timeout(LIVE_WAIT, applied.wait_for(|s| *s >= seq)).await;
+        }
+        Ok(Accepted {
+            accepted,
+            duplicates: outcomes.len() - accepted,
+            durable_at,
+        })
+    }
+}
+
+/// Where committed records go besides ClickHouse: the live figures. Given every stored record
+/// at start-up (in any order), then each committed batch in seq order.
+pub type RecordSink = Arc<dyn Fn(&[EventRow]) + Send + Sync>;
+
+/// Recovers the log, lands what it holds in ClickHouse, feeds every stored record to `live`
+/// (the rebuild), and starts the appender, the live consumer and the writer.
 pub async fn start(
     settings: &IngestSettings,
     store: &Store,
-    hub: &Arc<Hub>,
+    live: RecordSink,
 ) -> anyhow::Result<Ingest> {
     let dir = settings.spool_dir.clone();
     let recovered =
@@ -111,13 +153,12 @@ pub async fn start(
         batch.push(row);
         if batch.len() == 8192 {
             total += batch.len();
-            hub.apply(&batch);
+            live(&batch);
             batch.clear();
         }
     }
     total += batch.len();
-    hub.apply(&batch);
-    hub.publish_initial();
+    live(&batch);
     tracing::info!(
         records = total,
         ms = started.elapsed().as_millis() as u64,
@@ -136,10 +177,13 @@ pub async fn start(
         seen,
         vec![live_tx, writer_tx],
     )?;
-    let live_hub = hub.clone();
+    let (applied_tx, applied) = watch::channel(next_seq - 1);
     let live = tokio::spawn(async move {
         while let Some(batch) = live_rx.recv().await {
-            live_hub.apply(&batch);
+            live(&batch);
+            if let Some(last) = batch.last() {
+                applied_tx.send_replace(last.seq);
+            }
         }
     });
     let (writer, checkpoint) = Writer::new(
@@ -158,6 +202,7 @@ pub async fn start(
     Ok(Ingest {
         log,
         checkpoint,
+        applied,
         imports_applied: ok_imports,
         tasks: vec![live.abort_handle(), writer.abort_handle()],
     })

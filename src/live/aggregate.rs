@@ -11,9 +11,10 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use time::OffsetDateTime;
 
-use crate::domain::metric::{judge, local_date, Figure, MetricId, Reading};
+use crate::domain::metric::{judge, Figure, MetricId, Reading};
 use crate::domain::org::{Level, NodeIdx, OrgTree};
 use crate::domain::record::{EventRow, Kind};
+use crate::domain::time::local_date;
 
 /// How far back spike and cluster detection look (records older than this are not kept).
 const RECENT_SECS: u32 = 40 * 86_400;

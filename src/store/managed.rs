@@ -16,7 +16,15 @@ use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Store, StoreError};
-use crate::config::ManagedClickHouseSettings;
+
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct ManagedClickHouseSettings {
+    /// Config, data and logs of the managed server live here.
+    pub dir: PathBuf,
+    /// The `clickhouse-server` executable (a name on PATH or a path).
+    pub binary: PathBuf,
+    pub start_timeout_secs: u64,
+}
 
 pub struct ManagedClickHouse {
     child: Option<Child>,

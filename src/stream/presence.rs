@@ -4,18 +4,16 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use serde::Serialize;
-
 use crate::domain::org::NodeIdx;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct SubscriptionInfo {
     pub id: String,
     pub scope: String,
     pub metrics: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct ScreenInfo {
     pub id: u64,
     /// The token's name.
@@ -23,7 +21,6 @@ pub struct ScreenInfo {
     pub remote: String,
     pub connected_at: String,
     pub subscriptions: Vec<SubscriptionInfo>,
-    #[serde(skip)]
     pub scopes: Vec<NodeIdx>,
 }
 

@@ -11,15 +11,17 @@ use std::time::{Duration, Instant};
 use actix_ws::{Message, MessageStream, Session};
 use futures_util::StreamExt;
 use serde::Deserialize;
-use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::presence::{Presence, SubscriptionInfo};
+use super::resume::EpochLog;
+use super::Streams;
 use crate::auth::{authorize, Action, Authenticator, VerifiedToken};
 use crate::domain::metric::MetricId;
 use crate::domain::org::NodeIdx;
-use crate::live::hub::{nodes_json, EpochLog, TickChanges};
-use crate::live::Hub;
+use crate::domain::time::rfc3339;
+use crate::live::{Hub, TickChanges};
+use crate::wire::stream::{ClientMessage, Resume, ServerMessage};
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct StreamSettings {
@@ -47,6 +49,7 @@ pub trait Connection: Send + Sync {
 
 pub struct SessionContext {
     pub hub: Arc<Hub>,
+    pub streams: Arc<Streams>,
     pub alerts: tokio::sync::broadcast::Receiver<Arc<crate::alert::AlertNotice>>,
     pub auth: Authenticator,
     /// Verified once at the upgrade; rechecked (revocation, expiry) before every message.
@@ -59,27 +62,6 @@ pub struct SessionContext {
     pub connection: Option<Box<dyn Connection>>,
 }
 
-#[derive(Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum ClientMessage {
-    Subscribe {
-        id: String,
-        scope: String,
-        #[serde(default)]
-        metrics: Vec<String>,
-        resume: Option<Resume>,
-    },
-    Unsubscribe {
-        id: String,
-    },
-}
-
-#[derive(Deserialize)]
-struct Resume {
-    epoch: String,
-    seq: u64,
-}
-
 struct Subscription {
     epoch: String,
     log: EpochLog,
@@ -88,9 +70,6 @@ struct Subscription {
     seq: u64,
     last_tick: u64,
 }
-
-/// Messages of `epoch` remembered for resume.
-const EPOCH_KEEP: usize = 1024;
 
 enum Outgoing {
     Send(String),
@@ -103,17 +82,26 @@ struct State {
 }
 
 impl State {
-    fn changed(&self, sub: &Subscription, tc: &TickChanges) -> Option<Arc<str>> {
-        tc.nodes_json_for(self.ctx.hub.tree(), sub.scope, &sub.metrics)
-    }
-
-    /// A delta message; the `nodes` part is shared by every screen watching the same thing.
-    fn delta(sub_id: &str, sub: &Subscription, seq: u64, tc: &TickChanges, nodes: &str) -> String {
-        format!(
-            r#"{{"type":"delta","sub":{},"epoch":"{}","seq":{seq},"at":"{}","nodes":{nodes}}}"#,
-            serde_json::Value::from(sub_id),
-            sub.epoch,
-            tc.at
+    /// The next message of `sub` if this tick changed anything it watches (and records it).
+    fn delta(&self, sub_id: &str, sub: &mut Subscription, tc: &TickChanges) -> Option<String> {
+        sub.last_tick = tc.tick;
+        let nodes = self.ctx.streams.renderer.delta_nodes(
+            self.ctx.hub.tree(),
+            tc,
+            sub.scope,
+            &sub.metrics,
+        )?;
+        sub.seq += 1;
+        sub.log.record(sub.seq, tc.tick);
+        Some(
+            ServerMessage::Delta {
+                sub: sub_id,
+                epoch: &sub.epoch,
+                seq: sub.seq,
+                at: &tc.at,
+                nodes: &nodes,
+            }
+            .to_text(),
         )
     }
 
@@ -122,11 +110,19 @@ impl State {
         let nodes = hub.tree().with_children(scope);
         let (tick, figures) = hub.snapshot(&nodes, &metrics);
         let epoch = uuid::Uuid::new_v4().simple().to_string();
-        let log = hub.open_epoch(&epoch, scope, &metrics, 1, tick);
-        let text = json!({"type": "snapshot", "sub": sub_id, "epoch": epoch, "seq": 1,
-                          "at": crate::live::hub::rfc3339(hub.now()),
-                          "nodes": nodes_json(hub.tree(), figures.iter().map(|(n, f)| (*n, f)))})
-        .to_string();
+        let log = self
+            .ctx
+            .streams
+            .resumes
+            .open(&epoch, scope, &metrics, 1, tick);
+        let text = ServerMessage::Snapshot {
+            sub: sub_id,
+            epoch: &epoch,
+            seq: 1,
+            at: &rfc3339(hub.now()),
+            nodes: crate::wire::figures::nodes(hub.tree(), figures.iter().map(|(n, f)| (*n, f))),
+        }
+        .to_text();
         self.replace(sub_id);
         self.subs.insert(
             sub_id.to_string(),
@@ -151,13 +147,14 @@ impl State {
         resume: &Resume,
     ) -> Option<Vec<String>> {
         let hub = self.ctx.hub.clone();
-        let log = hub.epoch(&resume.epoch)?;
+        let log = self.ctx.streams.resumes.find(&resume.epoch)?;
         let ep = log.state();
         if ep.scope != scope || ep.metrics != metrics || resume.seq < ep.base_seq {
             return None;
         }
         let tick_of_seq = *ep.ticks.get((resume.seq - ep.base_seq) as usize)?;
         let ticks = hub.history_since(tick_of_seq)?;
+        log.attach();
         let mut sub = Subscription {
             epoch: resume.epoch.clone(),
             log,
@@ -166,15 +163,10 @@ impl State {
             seq: resume.seq,
             last_tick: tick_of_seq,
         };
-        let mut out = Vec::new();
-        for tc in ticks {
-            let changed = self.changed(&sub, &tc);
-            sub.last_tick = tc.tick;
-            let Some(nodes) = changed else { continue };
-            sub.seq += 1;
-            sub.log.record(sub.seq, tc.tick, EPOCH_KEEP);
-            out.push(Self::delta(sub_id, &sub, sub.seq, &tc, &nodes));
-        }
+        let out = ticks
+            .iter()
+            .filter_map(|tc| self.delta(sub_id, &mut sub, tc))
+            .collect();
         if self
             .subs
             .get(sub_id)
@@ -190,12 +182,16 @@ impl State {
     /// anyone, so it is forgotten now rather than kept for ten minutes.
     fn replace(&mut self, sub_id: &str) {
         if let Some(old) = self.subs.remove(sub_id) {
-            self.ctx.hub.close_epoch(&old.epoch);
+            self.ctx.streams.resumes.close(&old.epoch);
         }
     }
 
-    fn error(sub: Option<&str>, reason: impl Into<String>) -> String {
-        json!({"type": "error", "sub": sub, "reason": reason.into()}).to_string()
+    fn error(sub: Option<&str>, reason: impl AsRef<str>) -> String {
+        ServerMessage::Error {
+            sub,
+            reason: reason.as_ref(),
+        }
+        .to_text()
     }
 
     fn handle_client(&mut self, text: &str) -> Vec<Outgoing> {
@@ -283,20 +279,13 @@ impl State {
                 Outgoing::Close,
             ];
         }
-        let mut out = Vec::new();
-        let hub = &self.ctx.hub;
-        for (id, sub) in self.subs.iter_mut() {
-            if tc.tick <= sub.last_tick {
-                continue;
-            }
-            sub.last_tick = tc.tick;
-            let Some(nodes) = tc.nodes_json_for(hub.tree(), sub.scope, &sub.metrics) else {
-                continue;
-            };
-            sub.seq += 1;
-            sub.log.record(sub.seq, tc.tick, EPOCH_KEEP);
-            out.push(Outgoing::Send(Self::delta(id, sub, sub.seq, tc, &nodes)));
-        }
+        let mut subs = std::mem::take(&mut self.subs);
+        let out = subs
+            .iter_mut()
+            .filter(|(_, sub)| tc.tick > sub.last_tick)
+            .filter_map(|(id, sub)| self.delta(id, sub, tc).map(Outgoing::Send))
+            .collect();
+        self.subs = subs;
         out
     }
 
@@ -304,7 +293,8 @@ impl State {
     fn on_alert(&self, n: &crate::alert::AlertNotice) -> Vec<Outgoing> {
         match self.ctx.auth.recheck(&self.ctx.token) {
             Ok(who) if self.ctx.hub.tree().is_within(n.node_idx, who.scope) => {
-                vec![Outgoing::Send(serde_json::to_string(n).unwrap_or_default())]
+                let notice = crate::wire::alerts::AlertNotice::from(n);
+                vec![Outgoing::Send(ServerMessage::Alert(&notice).to_text())]
             }
             _ => Vec::new(),
         }
@@ -367,7 +357,7 @@ async fn send_all(session: &mut Session, out: Vec<Outgoing>, timeout: Duration) 
 /// Serves one connection until it closes, stops answering, or stops reading.
 pub async fn run_session(mut session: Session, mut messages: MessageStream, ctx: SessionContext) {
     let mut rx = ctx.hub.subscribe();
-    let mut closing = ctx.hub.closing();
+    let mut closing = ctx.streams.closing();
     let mut alerts = ctx.alerts.resubscribe();
     let send_timeout = Duration::from_millis(ctx.settings.send_timeout_ms);
     let idle_timeout = Duration::from_millis(ctx.settings.idle_timeout_ms);
@@ -433,7 +423,11 @@ pub async fn run_session(mut session: Session, mut messages: MessageStream, ctx:
     }
     presence.leave(screen_id);
     let epochs: Vec<String> = state.subs.drain().map(|(_, s)| s.epoch).collect();
-    state.ctx.hub.detach_epochs(&state.ctx.token_key, epochs);
+    state
+        .ctx
+        .streams
+        .resumes
+        .detach(&state.ctx.token_key, epochs);
     if stuck {
         tracing::info!(
             screen = screen_id,

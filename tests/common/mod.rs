@@ -191,6 +191,7 @@ impl TestApp {
     pub async fn wait_landed(&self) {
         let committed = self
             .state
+            .ingest
             .log
             .counters()
             .committed_seq
@@ -213,7 +214,7 @@ impl TestApp {
 
     /// Stops as the binary does on SIGTERM: streams closed first, then a graceful stop.
     pub async fn stop(self) {
-        self.state.hub.close_streams();
+        self.state.streams.close_all();
         self.handle.stop(true).await;
     }
 }

@@ -11,7 +11,8 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use super::{Family, Field};
-use crate::domain::record::{Kind, SHANGHAI};
+use crate::domain::record::Kind;
+use crate::domain::time::SHANGHAI;
 use crate::domain::{Level, OrgTree};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -1,0 +1,20 @@
+//! The notice of an alert's change of state: what the duty stream, the wall screen's ticker
+//! and the duty targets receive.
+
+use super::rules::Severity;
+use crate::domain::org::NodeIdx;
+
+/// An alert's change of state (or a notification of it).
+#[derive(Debug, Clone)]
+pub struct AlertNotice {
+    pub state: String,
+    pub fingerprint: String,
+    pub rule: String,
+    pub node: String,
+    pub node_name: String,
+    pub severity: Severity,
+    pub summary: String,
+    pub value: Option<f64>,
+    pub at: String,
+    pub node_idx: NodeIdx,
+}

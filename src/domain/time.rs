@@ -1,0 +1,52 @@
+//! Time as the plan counts it: Asia/Shanghai's calendar, and RFC 3339 as answers show it.
+
+use time::{format_description::well_known::Rfc3339, Date, OffsetDateTime, UtcOffset};
+
+/// Asia/Shanghai has been UTC+8 without daylight saving since 1991.
+pub const SHANGHAI: UtcOffset = match UtcOffset::from_hms(8, 0, 0) {
+    Ok(o) => o,
+    Err(_) => panic!("valid offset"),
+};
+
+/// The calendar date in Shenzhen at `now`.
+pub fn local_date(now: OffsetDateTime) -> Date {
+    now.to_offset(SHANGHAI).date()
+}
+
+/// The calendar year (Asia/Shanghai) of a Unix time.
+pub fn year_of(unix: u32) -> i32 {
+    OffsetDateTime::from_unix_timestamp(unix as i64)
+        .map(|t| t.to_offset(SHANGHAI).year())
+        .unwrap_or(1970)
+}
+
+/// RFC 3339 in Shenzhen time, to the millisecond.
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    rfc3339_truncated(t, t.millisecond() as u32 * 1_000_000)
+}
+
+/// As [`rfc3339`], to the microsecond: for instants a client times against.
+pub fn rfc3339_micros(t: OffsetDateTime) -> String {
+    rfc3339_truncated(t, t.microsecond() * 1_000)
+}
+
+fn rfc3339_truncated(t: OffsetDateTime, nanosecond: u32) -> String {
+    t.to_offset(SHANGHAI)
+        .replace_nanosecond(nanosecond)
+        .unwrap_or(t)
+        .format(&Rfc3339)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_year_is_the_shanghai_calendar_year() {
+        // 2020-12-31T17:00:00Z is already 2021-01-01 01:00 in Shenzhen.
+        let t = OffsetDateTime::parse("2020-12-31T17:00:00Z", &Rfc3339).unwrap();
+        assert_eq!(year_of(t.unix_timestamp() as u32), 2021);
+        assert_eq!(rfc3339(t), "2021-01-01T01:00:00+08:00");
+    }
+}

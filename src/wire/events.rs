@@ -1,0 +1,771 @@
+//! Records in (`POST /api/v1/events`): the JSON of incoming events, parsed for the domain's
+//! checks; the answer, its rejections; and the records the live figures refused.
+//!
+//! An event is parsed one of two ways. Well-formed events take a typed parse that borrows from
+//! the body (about three times cheaper than building a `Value`); anything that parse cannot
+//! take — a wrong type, a missing field, not JSON at all — is parsed again as a `Value`, whose
+//! accessors name the field and the reason. Both feed the same [`check`].
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use crate::domain::org::OrgTree;
+use crate::domain::record::{
+    check, data_required, err, required, EventRow, FieldError, IncomingEvent, Locator,
+};
+
+/// Validates one incoming event (a JSON value) into a row ready for the log.
+pub fn validate(
+    value: &Value,
+    tree: &OrgTree,
+    locator: &dyn Locator,
+    received_at: OffsetDateTime,
+    source: &str,
+) -> Result<EventRow, FieldError> {
+    let obj = value
+        .as_object()
+        .ok_or_else(|| err("$", "an event must be a JSON object"))?;
+    check(&ValueEvent(obj), tree, locator, received_at, source)
+}
+
+/// Validates one event given as JSON text; also returns its id when it has one, for the
+/// rejection to name. Well-formed events take a typed parse that borrows from the text (about
+/// three times cheaper than building a `Value`); anything that parse cannot take — a wrong
+/// type, a missing field, not JSON at all — is parsed again as a `Value`, whose checks name the
+/// field and the reason. Both paths run the same checks, in the same order.
+pub fn validate_text(
+    text: &str,
+    tree: &OrgTree,
+    locator: &dyn Locator,
+    received_at: OffsetDateTime,
+    source: &str,
+) -> Checked {
+    match serde_json::from_str::<WireEvent>(text) {
+        Ok(wire) => validate_wire(wire, tree, locator, received_at, source),
+        Err(_) => match serde_json::from_str::<Value>(text) {
+            Ok(value) => validate_value(&value, tree, locator, received_at, source),
+            Err(e) => (None, Err(err("$", format!("not a JSON object: {e}")))),
+        },
+    }
+}
+
+/// One event's outcome, with its id when it has one (for the rejection to name).
+pub type Checked = (Option<String>, Result<EventRow, FieldError>);
+
+fn validate_value(
+    value: &Value,
+    tree: &OrgTree,
+    locator: &dyn Locator,
+    received_at: OffsetDateTime,
+    source: &str,
+) -> Checked {
+    let id = value.get("id").and_then(Value::as_str).map(str::to_string);
+    (id, validate(value, tree, locator, received_at, source))
+}
+
+fn validate_wire(
+    mut wire: WireEvent<'_>,
+    tree: &OrgTree,
+    locator: &dyn Locator,
+    received_at: OffsetDateTime,
+    source: &str,
+) -> Checked {
+    match serde_json::from_str::<WireData>(wire.data.get()) {
+        Ok(fields) => {
+            wire.fields = fields;
+            let checked = check(&wire, tree, locator, received_at, source);
+            let id = checked.is_err().then(|| wire.id.to_string());
+            (id, checked)
+        }
+        // A mistyped data field: the `Value` checks name it.
+        Err(_) => validate_value(&wire.to_value(), tree, locator, received_at, source),
+    }
+}
+
+/// Counts the elements of a JSON array without building them, stopping as soon as there are
+/// more than `max`: a body of a million tiny elements costs nothing to refuse. `Ok(n)` for an
+/// array of `n <= max` elements; `Err(None)` for more; `Err(Some(e))` when the body is not a
+/// JSON array.
+pub fn count_array_items(body: &str, max: usize) -> Result<usize, Option<serde_json::Error>> {
+    use serde::de::{DeserializeSeed, Error as _, IgnoredAny, SeqAccess, Visitor};
+    use std::cell::Cell;
+
+    struct Counter<'c> {
+        max: usize,
+        over: &'c Cell<bool>,
+    }
+    impl<'de> DeserializeSeed<'de> for Counter<'_> {
+        type Value = usize;
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<usize, D::Error> {
+            d.deserialize_seq(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Counter<'_> {
+        type Value = usize;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON array of events")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<usize, A::Error> {
+            let mut n = 0usize;
+            while seq.next_element::<IgnoredAny>()?.is_some() {
+                n += 1;
+                if n > self.max {
+                    self.over.set(true);
+                    return Err(A::Error::custom("too many elements"));
+                }
+            }
+            Ok(n)
+        }
+    }
+
+    let over = Cell::new(false);
+    let mut de = serde_json::Deserializer::from_str(body);
+    let counted = Counter { max, over: &over }
+        .deserialize(&mut de)
+        .and_then(|n| de.end().map(|()| n));
+    counted.map_err(|e| (!over.get()).then_some(e))
+}
+
+/// The events of one request body, parsed but not yet checked.
+pub struct IncomingBatch<'a>(Vec<Incoming<'a>>);
+
+enum Incoming<'a> {
+    Wire(WireEvent<'a>),
+    Text(&'a str),
+}
+
+impl<'a> IncomingBatch<'a> {
+    /// A JSON array of events. A body of well-typed events is parsed in one pass; otherwise
+    /// each element is kept as text, so that one bad record cannot spoil the others.
+    pub fn from_array(body: &'a str) -> Result<Self, serde_json::Error> {
+        if let Ok(events) = serde_json::from_str::<Vec<WireEvent<'a>>>(body) {
+            return Ok(IncomingBatch(
+                events.into_iter().map(Incoming::Wire).collect(),
+            ));
+        }
+        let items = serde_json::from_str::<Vec<&'a serde_json::value::RawValue>>(body)?;
+        Ok(IncomingBatch(
+            items
+                .into_iter()
+                .map(|raw| Incoming::Text(raw.get()))
+                .collect(),
+        ))
+    }
+
+    /// NDJSON: one event per non-blank line.
+    pub fn from_ndjson(body: &'a str) -> Self {
+        IncomingBatch(
+            body.split('\n')
+                .filter(|line| !line.trim().is_empty())
+                .map(Incoming::Text)
+                .collect(),
+        )
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Checks every event, in order.
+    pub fn validate<'b>(
+        self,
+        tree: &'b OrgTree,
+        locator: &'b dyn Locator,
+        received_at: OffsetDateTime,
+        source: &'b str,
+    ) -> impl Iterator<Item = Checked> + 'b
+    where
+        'a: 'b,
+    {
+        self.0.into_iter().map(move |item| match item {
+            Incoming::Wire(wire) => validate_wire(wire, tree, locator, received_at, source),
+            Incoming::Text(text) => validate_text(text, tree, locator, received_at, source),
+        })
+    }
+}
+
+/// An event parsed as a `serde_json` object: every type mistake can be named.
+struct ValueEvent<'a>(&'a serde_json::Map<String, Value>);
+
+impl ValueEvent<'_> {
+    fn data(&self) -> Option<&serde_json::Map<String, Value>> {
+        self.0.get("data").and_then(Value::as_object)
+    }
+    fn data_value(&self, name: &str) -> Option<&Value> {
+        self.data()
+            .and_then(|d| d.get(name))
+            .filter(|v| !v.is_null())
+    }
+}
+
+impl IncomingEvent for ValueEvent<'_> {
+    fn string(&self, name: &str) -> Result<&str, FieldError> {
+        match self.0.get(name) {
+            None | Some(Value::Null) => Err(required(name)),
+            Some(Value::String(s)) => Ok(s.as_str()),
+            Some(_) => Err(err(name, "must be a string")),
+        }
+    }
+    fn location(&self) -> Result<Option<(f64, f64)>, FieldError> {
+        match self.0.get("location") {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Object(loc)) => {
+                let coord = |name: &str| {
+                    loc.get(name)
+                        .and_then(Value::as_f64)
+                        .ok_or_else(|| err(format!("location.{name}"), "must be a number"))
+                };
+                Ok(Some((coord("lon")?, coord("lat")?)))
+            }
+            Some(_) => Err(err("location", "must be an object {lon, lat}")),
+        }
+    }
+    fn data_present(&self) -> Result<(), FieldError> {
+        match self.0.get("data") {
+            None | Some(Value::Null) => Err(required("data")),
+            Some(Value::Object(_)) => Ok(()),
+            Some(_) => Err(err("data", "must be an object")),
+        }
+    }
+    fn data_string(&self, name: &str) -> Result<&str, FieldError> {
+        match self.data_value(name) {
+            None => Err(data_required(name)),
+            Some(Value::String(s)) => Ok(s.as_str()),
+            Some(_) => Err(err(format!("data.{name}"), "must be a string")),
+        }
+    }
+    fn data_integer(&self, name: &str) -> Result<i64, FieldError> {
+        match self.data_value(name) {
+            None => Err(data_required(name)),
+            Some(v) => v
+                .as_i64()
+                .ok_or_else(|| err(format!("data.{name}"), "must be an integer")),
+        }
+    }
+    fn data_flag(&self, name: &str) -> Result<bool, FieldError> {
+        match self.data_value(name) {
+            None => Err(data_required(name)),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(_) => Err(err(format!("data.{name}"), "must be true or false")),
+        }
+    }
+    fn data_json(&self) -> String {
+        self.data()
+            .and_then(|d| serde_json::to_string(d).ok())
+            .unwrap_or_default()
+    }
+}
+
+/// An event parsed straight into its fields, strings borrowed from the request body where
+/// they hold no escapes. Only well-typed events parse this way.
+#[derive(Deserialize)]
+struct WireEvent<'a> {
+    #[serde(borrow)]
+    id: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    kind: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    org: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    at: std::borrow::Cow<'a, str>,
+    #[serde(default)]
+    location: Option<WireLocation>,
+    #[serde(borrow)]
+    data: &'a serde_json::value::RawValue,
+    #[serde(skip)]
+    fields: WireData<'a>,
+}
+
+#[derive(Deserialize)]
+struct WireLocation {
+    lon: f64,
+    lat: f64,
+}
+
+/// Every `data` field any kind reads; the kind decides which are required.
+#[derive(Deserialize, Default)]
+struct WireData<'a> {
+    #[serde(borrow, default)]
+    staff_id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    class_id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    appeal_id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    person_id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    veteran: Option<bool>,
+    #[serde(default)]
+    demonstration: Option<bool>,
+    #[serde(default)]
+    stars: Option<i64>,
+    #[serde(default)]
+    approved_posts: Option<i64>,
+    #[serde(default)]
+    filled_posts: Option<i64>,
+    #[serde(default)]
+    headcount: Option<i64>,
+}
+
+impl WireEvent<'_> {
+    /// The event as a `Value`, for the checks that name a mistyped data field.
+    fn to_value(&self) -> Value {
+        let mut obj = serde_json::Map::new();
+        for (name, text) in [
+            ("id", &self.id),
+            ("kind", &self.kind),
+            ("org", &self.org),
+            ("at", &self.at),
+        ] {
+            obj.insert(name.into(), Value::from(text.as_ref()));
+        }
+        if let Some(l) = &self.location {
+            obj.insert(
+                "location".into(),
+                serde_json::json!({"lon": l.lon, "lat": l.lat}),
+            );
+        }
+        let data = serde_json::from_str(self.data.get()).unwrap_or(Value::Null);
+        obj.insert("data".into(), data);
+        Value::Object(obj)
+    }
+}
+
+impl IncomingEvent for WireEvent<'_> {
+    fn string(&self, name: &str) -> Result<&str, FieldError> {
+        match name {
+            "id" => Ok(&self.id),
+            "kind" => Ok(&self.kind),
+            "org" => Ok(&self.org),
+            "at" => Ok(&self.at),
+            _ => Err(required(name)),
+        }
+    }
+    fn location(&self) -> Result<Option<(f64, f64)>, FieldError> {
+        Ok(self.location.as_ref().map(|l| (l.lon, l.lat)))
+    }
+    fn data_present(&self) -> Result<(), FieldError> {
+        Ok(())
+    }
+    fn data_string(&self, name: &str) -> Result<&str, FieldError> {
+        let d = &self.fields;
+        match name {
+            "staff_id" => d.staff_id.as_deref(),
+            "class_id" => d.class_id.as_deref(),
+            "appeal_id" => d.appeal_id.as_deref(),
+            "person_id" => d.person_id.as_deref(),
+            _ => None,
+        }
+        .ok_or_else(|| data_required(name))
+    }
+    fn data_integer(&self, name: &str) -> Result<i64, FieldError> {
+        let d = &self.fields;
+        match name {
+            "stars" => d.stars,
+            "approved_posts" => d.approved_posts,
+            "filled_posts" => d.filled_posts,
+            "headcount" => d.headcount,
+            _ => None,
+        }
+        .ok_or_else(|| data_required(name))
+    }
+    fn data_flag(&self, name: &str) -> Result<bool, FieldError> {
+        match name {
+            "veteran" => self.fields.veteran,
+            "demonstration" => self.fields.demonstration,
+            _ => None,
+        }
+        .ok_or_else(|| data_required(name))
+    }
+    fn data_json(&self) -> String {
+        let raw = self.data.get();
+        // Stored as sent unless it carries layout; then compacted as the `Value` path would.
+        if raw
+            .bytes()
+            .any(|b| matches!(b, b' ' | b'\n' | b'\r' | b'\t'))
+        {
+            serde_json::from_str::<Value>(raw)
+                .ok()
+                .and_then(|v| serde_json::to_string(&v).ok())
+                .unwrap_or_else(|| raw.to_string())
+        } else {
+            raw.to_string()
+        }
+    }
+}
+
+/// One record's rejection.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Rejection {
+    /// Its position in the body (0-based).
+    pub index: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The field at fault, e.g. `org`, `data.headcount`; `$` for the record as a whole.
+    pub field: String,
+    pub reason: String,
+}
+
+impl Rejection {
+    pub fn new(index: usize, id: Option<String>, e: FieldError) -> Self {
+        Rejection {
+            index,
+            id,
+            field: e.field,
+            reason: e.reason,
+        }
+    }
+}
+
+/// The answer to `POST /api/v1/events`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct IngestAnswer {
+    /// Records newly accepted (durable when this answer is sent).
+    pub accepted: usize,
+    /// Records whose id was accepted before: no change.
+    pub duplicates: usize,
+    pub rejected: usize,
+    /// When the accepted records became durable (RFC 3339, microseconds); absent when nothing
+    /// new was accepted. Lets a sender time what happens after acceptance.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accepted_at: Option<String>,
+    /// One entry per rejected record, in body order.
+    pub errors: Vec<Rejection>,
+}
+
+/// A record the live figures refused.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct QuarantinedRecord {
+    pub seq: u64,
+    pub id: String,
+    pub kind: String,
+    pub org: String,
+    /// Why it was refused.
+    pub reason: String,
+    /// When it was refused (RFC 3339).
+    pub at: String,
+}
+
+impl From<crate::live::hub::QuarantinedRecord> for QuarantinedRecord {
+    fn from(r: crate::live::hub::QuarantinedRecord) -> Self {
+        QuarantinedRecord {
+            seq: r.seq,
+            id: r.id,
+            kind: r.kind,
+            org: r.org,
+            reason: r.reason,
+            at: crate::domain::time::rfc3339(r.at),
+        }
+    }
+}
+
+/// `GET /api/v1/quarantine`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct QuarantineAnswer {
+    /// Records kept out of the live figures since this server started (all scopes).
+    pub total: u64,
+    /// The latest of them inside the caller's scope, newest first (at most 100).
+    pub recent: Vec<QuarantinedRecord>,
+}
+
+/// One incoming event, as `POST /api/v1/events` validates it: a `oneOf` per record kind, each
+/// with the `data` fields that kind requires and the plausible range of every number. Built
+/// from the same tables validation reads (`Kind::data_fields`, `COUNT_RANGES`).
+pub struct EventIn;
+
+impl utoipa::ToSchema for EventIn {}
+
+impl utoipa::PartialSchema for EventIn {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use crate::domain::record::{count_range, FieldType, Kind, MAX_ID_LEN};
+        use utoipa::openapi::schema::{
+            KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, Type,
+        };
+        let text = |description: &str| {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(MAX_ID_LEN))
+                .description(Some(description))
+        };
+        let location = || {
+            ObjectBuilder::new()
+                .description(Some(
+                    "GCJ-02 longitude and latitude; the point must lie in Shenzhen",
+                ))
+                .property("lon", ObjectBuilder::new().schema_type(Type::Number))
+                .property("lat", ObjectBuilder::new().schema_type(Type::Number))
+                .required("lon")
+                .required("lat")
+        };
+        let mut one_of = OneOfBuilder::new();
+        for &kind in Kind::ALL {
+            let levels: Vec<&str> = kind.levels().iter().map(|l| l.as_str()).collect();
+            let mut data = ObjectBuilder::new().description(Some(
+                "The kind's fields; other fields are kept with the record and not read",
+            ));
+            for &(name, ty) in kind.data_fields() {
+                let field = match ty {
+                    FieldType::Text => text("an id"),
+                    FieldType::Flag => ObjectBuilder::new().schema_type(Type::Boolean),
+                    FieldType::Count => {
+                        let (lo, hi) = count_range(name);
+                        ObjectBuilder::new()
+                            .schema_type(Type::Integer)
+                            .minimum(Some(lo as f64))
+                            .maximum(Some(hi as f64))
+                    }
+                };
+                data = data.property(name, field).required(name);
+            }
+            let event = ObjectBuilder::new()
+                .title(Some(kind.as_str()))
+                .property("id", text("unique per event; a re-sent id changes nothing"))
+                .property(
+                    "kind",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .enum_values(Some([kind.as_str()])),
+                )
+                .property(
+                    "org",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .pattern(Some("^4403[0-9]{2}([0-9]{3}([0-9]{3})?)?$"))
+                        .description(Some(format!(
+                            "org code of a node of the tree (GET /api/v1/org), at level {}",
+                            levels.join(" or ")
+                        ))),
+                )
+                .property(
+                    "at",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+                        .description(Some("RFC 3339 with offset; not more than a day ahead")),
+                )
+                .property("location", location())
+                .property("data", data)
+                .required("id")
+                .required("kind")
+                .required("org")
+                .required("at")
+                .required("data");
+            one_of = one_of.item(event);
+        }
+        utoipa::openapi::schema::Schema::OneOf(one_of.build()).into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::org::Level;
+    use crate::domain::record::{count_range, FieldType, Kind};
+    use serde_json::json;
+
+    struct NoMap;
+    impl Locator for NoMap {
+        fn district_of(&self, lon: f64, _lat: f64) -> Option<String> {
+            (lon > 114.0).then(|| "d".to_string())
+        }
+    }
+
+    fn tree() -> OrgTree {
+        crate::domain::org::tree_of(&[
+            ("c", Level::City, None),
+            ("d", Level::District, Some("c")),
+            ("s", Level::Street, Some("d")),
+            ("m", Level::Community, Some("s")),
+        ])
+    }
+
+    fn check(v: Value) -> Result<EventRow, FieldError> {
+        validate(
+            &v,
+            &tree(),
+            &NoMap,
+            OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(),
+            "test",
+        )
+    }
+
+    fn ok_event() -> Value {
+        json!({"id": "e1", "kind": "staff.hired", "org": "m", "at": "2021-03-04T10:15:00+08:00",
+               "data": {"staff_id": "p1", "veteran": true}})
+    }
+
+    #[test]
+    fn a_good_event_becomes_a_typed_row() {
+        let row = check(ok_event()).unwrap();
+        assert_eq!(
+            (row.staff_id.as_str(), row.veteran, row.district.as_str()),
+            ("p1", 1, "d")
+        );
+        assert_eq!(row.year(), 2021);
+    }
+
+    #[test]
+    fn each_bad_input_names_its_field() {
+        let cases = [
+            (json!({"kind": "staff.hired"}), "id"),
+            (
+                {
+                    let mut e = ok_event();
+                    e["kind"] = json!("nope");
+                    e
+                },
+                "kind",
+            ),
+            (
+                {
+                    let mut e = ok_event();
+                    e["org"] = json!("zz");
+                    e
+                },
+                "org",
+            ),
+            (
+                {
+                    let mut e = ok_event();
+                    e["kind"] = json!("veteran.registered");
+                    e["org"] = json!("d");
+                    e
+                },
+                "org",
+            ),
+            (
+                {
+                    let mut e = ok_event();
+                    e["at"] = json!("2021-03-04 10:15");
+                    e
+                },
+                "at",
+            ),
+            (
+                {
+                    let mut e = ok_event();
+                    e["data"] = json!({"staff_id": "p"});
+                    e
+                },
+                "data.veteran",
+            ),
+            (
+                {
+                    let mut e = ok_event();
+                    e["data"]["veteran"] = json!("yes");
+                    e
+                },
+                "data.veteran",
+            ),
+            (
+                {
+                    let mut e = ok_event();
+                    e["location"] = json!({"lon": 100.0, "lat": 22.5});
+                    e
+                },
+                "location",
+            ),
+        ];
+        for (event, field) in cases {
+            assert_eq!(check(event.clone()).unwrap_err().field, field, "{event}");
+            let (id, from_text) = check_text(&event.to_string());
+            assert_eq!(from_text.unwrap_err().field, field, "as text: {event}");
+            assert_eq!(id.as_deref(), event["id"].as_str());
+        }
+    }
+
+    fn check_text(text: &str) -> (Option<String>, Result<EventRow, FieldError>) {
+        validate_text(
+            text,
+            &tree(),
+            &NoMap,
+            OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(),
+            "test",
+        )
+    }
+
+    #[test]
+    fn the_typed_parse_and_the_value_parse_make_the_same_row() {
+        let events = [
+            ok_event(),
+            json!({"id": "r", "kind": "station.rated", "org": "s", "at": "2021-03-04T10:15:00+08:00",
+                   "location": {"lon": 114.1, "lat": 22.5}, "data": {"stars": 5, "demonstration": false}}),
+            json!({"id": "escaped\"quote", "kind": "staffing.reported", "org": "d", "at": "2021-03-04T10:15:00Z",
+                   "data": {"approved_posts": 10, "filled_posts": 9, "note": "extra fields are kept"}}),
+        ];
+        for event in events {
+            let by_value = check(event.clone()).unwrap();
+            let (_, by_text) = check_text(&event.to_string());
+            assert_eq!(by_text.unwrap(), by_value, "{event}");
+        }
+        // Layout inside `data` is not stored; a negative count is named like any other mistake.
+        let spaced = r#"{"id": "x", "kind": "staff.headcount", "org": "m", "at": "2021-03-04T10:15:00+08:00", "data": { "headcount" : 3 }}"#;
+        assert_eq!(check_text(spaced).1.unwrap().data, r#"{"headcount":3}"#);
+        let negative = spaced.replace(": 3", ": -3");
+        let e = check_text(&negative).1.unwrap_err();
+        assert_eq!(
+            (e.field.as_str(), e.reason.as_str()),
+            ("data.headcount", "must not be negative")
+        );
+        let e = check_text("{not json").1.unwrap_err();
+        assert_eq!(e.field, "$");
+    }
+
+    /// `Kind::data_fields` (which the OpenAPI document shows) says what validation does: an
+    /// event carrying exactly those fields passes, and one missing any of them is refused
+    /// naming it; a count over its range is refused naming it.
+    #[test]
+    fn the_listed_data_fields_are_the_ones_validation_requires() {
+        for &kind in Kind::ALL {
+            let org = match kind.levels()[0] {
+                Level::City => "c",
+                Level::District => "d",
+                Level::Street => "s",
+                Level::Community => "m",
+            };
+            let mut data = serde_json::Map::new();
+            for &(name, ty) in kind.data_fields() {
+                let v = match ty {
+                    FieldType::Text => json!("x1"),
+                    FieldType::Count => json!(count_range(name).1),
+                    FieldType::Flag => json!(true),
+                };
+                data.insert(name.into(), v);
+            }
+            let event = |data: serde_json::Map<String, Value>| {
+                json!({"id": "e", "kind": kind.as_str(), "org": org,
+                       "at": "2021-03-04T10:15:00+08:00", "data": data})
+            };
+            assert!(check(event(data.clone())).is_ok(), "{}", kind.as_str());
+            for &(name, ty) in kind.data_fields() {
+                let mut without = data.clone();
+                without.remove(name);
+                let e = check(event(without)).unwrap_err();
+                assert_eq!(e.field, format!("data.{name}"), "{}", kind.as_str());
+                if ty == FieldType::Count {
+                    let mut over = data.clone();
+                    over.insert(name.into(), json!(count_range(name).1 + 1));
+                    let e = check(event(over)).unwrap_err();
+                    assert_eq!(e.field, format!("data.{name}"), "{}", kind.as_str());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn array_elements_are_counted_without_being_built() {
+        assert_eq!(count_array_items("[]", 2).unwrap(), 0);
+        assert_eq!(count_array_items(r#"[{"a": [1, 2]}, 3]"#, 2).unwrap(), 2);
+        assert!(count_array_items("[1,1,1]", 2).unwrap_err().is_none());
+        let e = count_array_items("{}", 2).unwrap_err().unwrap();
+        assert!(e.is_data(), "{e}");
+        assert!(count_array_items("[1,", 2).unwrap_err().unwrap().is_eof());
+        assert!(count_array_items("[1] x", 2).unwrap_err().is_some());
+    }
+}

@@ -1,0 +1,22 @@
+//! The public contract's JSON (`../shared/CONTRACT.md`, and the rest of the HTTP API): every
+//! shape a client sends or reads, typed, each with its OpenAPI schema. The HTTP handlers and
+//! the stream speak through these types; the layers below (domain, live, ingest, alert) know
+//! no JSON of the contract.
+//!
+//! | file | shapes |
+//! |---|---|
+//! | [`figures`] | a figure, `nodes`, the figures answer, the catalogue, freshness, trends |
+//! | [`events`] | incoming events (parsed for validation), the ingest answer, rejections, the quarantine |
+//! | [`stream`] | `ClientMessage` and `ServerMessage` of `GET /ws` |
+//! | [`org`] | the org tree view |
+//! | [`alerts`] | alert notices and the alerts answer |
+//! | [`ops`] | errors, health, readiness, jobs |
+
+pub mod alerts;
+pub mod events;
+pub mod figures;
+pub mod ops;
+pub mod org;
+pub mod stream;
+
+pub use ops::ErrorBody;
