@@ -86,7 +86,7 @@ async fn screens(caller: Caller, state: web::Data<AppState>) -> Result<HttpRespo
                 .iter()
                 .all(|&sc| state.tree.is_within(sc, who.scope))
         })
-        .map(crate::wire::stream::Screen::from)
+        .map(screen_view)
         .collect();
     Ok(HttpResponse::Ok().json(list))
 }
@@ -139,4 +139,23 @@ async fn freshness(
             .collect()
     });
     Ok(HttpResponse::Ok().json(out))
+}
+
+fn screen_view(s: &crate::stream::ScreenInfo) -> crate::wire::stream::Screen {
+    use crate::wire::stream::{Screen, ScreenSubscription};
+    Screen {
+        id: s.id,
+        name: s.name.clone(),
+        remote: s.remote.clone(),
+        connected_at: s.connected_at.clone(),
+        subscriptions: s
+            .subscriptions
+            .iter()
+            .map(|x| ScreenSubscription {
+                id: x.id.clone(),
+                scope: x.scope.clone(),
+                metrics: x.metrics.clone(),
+            })
+            .collect(),
+    }
 }

@@ -86,26 +86,6 @@ pub struct ScreenSubscription {
     pub metrics: Vec<String>,
 }
 
-impl From<&crate::stream::ScreenInfo> for Screen {
-    fn from(s: &crate::stream::ScreenInfo) -> Self {
-        Screen {
-            id: s.id,
-            name: s.name.clone(),
-            remote: s.remote.clone(),
-            connected_at: s.connected_at.clone(),
-            subscriptions: s
-                .subscriptions
-                .iter()
-                .map(|x| ScreenSubscription {
-                    id: x.id.clone(),
-                    scope: x.scope.clone(),
-                    metrics: x.metrics.clone(),
-                })
-                .collect(),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
