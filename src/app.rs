@@ -216,7 +216,7 @@ impl Application {
         {
             let hub = hub.clone();
             tasks.push(
-                tokio::spawn(crate::batch::ledger::import::follow(
+                tokio::spawn(crate::batch::ledger::follow::follow(
                     store.clone(),
                     ingest.imports_applied.iter().copied().collect(),
                     move |rows| hub.apply(rows),

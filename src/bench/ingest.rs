@@ -103,7 +103,7 @@ pub async fn run(settings: &Settings, opts: IngestBench) -> anyhow::Result<()> {
                     r.seq = i as u64 + 1;
                     r
                 })
-                .map_err(|e| anyhow::anyhow!("{}: {}", e.field, e.reason))
+                .map_err(|e| anyhow::anyhow!("{}: {}", e.field, e.message()))
         })
         .collect::<anyhow::Result<_>>()?;
     let json_bytes: usize = bodies.iter().map(Vec::len).sum();

@@ -253,17 +253,43 @@ impl EventRow {
     }
 }
 
-/// What was wrong with one record: the field and the reason.
+/// What was wrong with one record: the field, the reason, and — when the reason is about a
+/// value the record gave — that value, kept apart so that each source shows it its way (the API
+/// quotes it before the reason; a ledger's reject file has a column for it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {
     pub field: String,
     pub reason: String,
+    pub value: Option<String>,
+}
+
+impl FieldError {
+    /// The reason with the value it is about, e.g. `'2031-01-01T00:00:00+08:00' is in the future`.
+    pub fn message(&self) -> String {
+        match &self.value {
+            Some(v) => format!("'{v}' {}", self.reason),
+            None => self.reason.clone(),
+        }
+    }
 }
 
 pub fn err(field: impl Into<String>, reason: impl Into<String>) -> FieldError {
     FieldError {
         field: field.into(),
         reason: reason.into(),
+        value: None,
+    }
+}
+
+/// An error about a value the record gave.
+pub fn err_about(
+    field: impl Into<String>,
+    value: impl Into<String>,
+    reason: impl Into<String>,
+) -> FieldError {
+    FieldError {
+        value: Some(value.into()),
+        ..err(field, reason)
     }
 }
 
@@ -348,9 +374,9 @@ pub fn check(
     let at = event.at()?;
     let shown = || at.format(&Rfc3339).unwrap_or_default();
     let at_unix = u32::try_from(at.unix_timestamp())
-        .map_err(|_| err("at", format!("'{}' is out of range (1970–2106)", shown())))?;
+        .map_err(|_| err_about("at", shown(), "out of range (1970–2106)"))?;
     if at > received_at + time::Duration::days(1) {
-        return Err(err("at", format!("'{}' is in the future", shown())));
+        return Err(err_about("at", shown(), "is in the future"));
     }
 
     let district = tree

@@ -81,6 +81,17 @@ impl From<crate::batch::decision::JobError> for ApiError {
     }
 }
 
+impl From<crate::batch::ledger::error::ImportError> for ApiError {
+    fn from(e: crate::batch::ledger::error::ImportError) -> Self {
+        use crate::batch::ledger::error::ImportError;
+        match e {
+            ImportError::File { reason, .. } => ApiError::bad_request("file", reason),
+            ImportError::Store(e) => e.into(),
+            ImportError::Unexpected(e) => ApiError::Unexpected(e),
+        }
+    }
+}
+
 impl From<crate::auth::RetryAfter> for ApiError {
     fn from(r: crate::auth::RetryAfter) -> Self {
         ApiError::TooManyRequests {

@@ -7,7 +7,7 @@ use futures_util::StreamExt;
 
 use super::{auth::Caller, ApiError, AppState};
 use crate::auth::{authorize, Action};
-use crate::domain::record::FieldError;
+use crate::domain::record::err;
 use crate::domain::time::rfc3339_micros;
 use crate::wire::events::{count_array_items, IncomingBatch, IngestAnswer, Rejection};
 
@@ -203,14 +203,7 @@ async fn post_events(
             });
         match allowed {
             Ok(()) => rows.push(row),
-            Err(reason) => errors.push(Rejection::new(
-                index,
-                Some(row.id),
-                FieldError {
-                    field: "org".into(),
-                    reason,
-                },
-            )),
+            Err(reason) => errors.push(Rejection::new(index, Some(row.id), err("org", reason))),
         }
     }
 

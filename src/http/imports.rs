@@ -3,10 +3,12 @@
 use actix_web::{get, post, web, HttpResponse};
 use futures_util::StreamExt;
 use serde::Deserialize;
+use tokio::io::AsyncWriteExt;
 
 use super::{auth::Caller, params::Params, ApiError, AppState};
 use crate::auth::Action;
-use crate::batch::ledger::{import, Family};
+use crate::batch::ledger::{import, runs, Family};
+use crate::wire::imports::{ImportAnswer, ImportRun};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(upload).service(list).service(rejects);
@@ -30,7 +32,7 @@ fn is_safe_upload_id(id: &str) -> bool {
     params(("name" = String, Query, description = "File name, e.g. 招聘台账.csv"),
         ("family" = Option<String>, Query, description = "Ledger family when the headers do not tell")),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
-    responses((status = 200, body = import::ImportSummary), (status = 400, body = super::error::ErrorBody),
+    responses((status = 200, body = ImportAnswer), (status = 400, body = super::error::ErrorBody),
         (status = 403, body = super::error::ErrorBody), (status = 413, body = super::error::ErrorBody)),
     security(("bearer" = [])))]
 #[post("/api/v1/imports")]
@@ -60,14 +62,15 @@ async fn upload(
         .to_ascii_lowercase();
     let upload_id = uuid::Uuid::new_v4().simple().to_string();
     let dir = state.ingest_limits.imports_dir.join(&upload_id);
-    std::fs::create_dir_all(&dir)
+    tokio::fs::create_dir_all(&dir)
+        .await
         .map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
     let path = dir.join(format!("upload.{ext}"));
     let limit = state.ingest_limits.max_import_bytes;
     {
-        use std::io::Write;
-        let mut file =
-            std::fs::File::create(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let mut file = tokio::fs::File::create(&path)
+            .await
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let mut size = 0usize;
         while let Some(chunk) = payload.next().await {
             let chunk = chunk.map_err(|e| {
@@ -75,14 +78,18 @@ async fn upload(
             })?;
             size += chunk.len();
             if size > limit {
-                let _ = std::fs::remove_dir_all(&dir);
+                let _ = tokio::fs::remove_dir_all(&dir).await;
                 return Err(ApiError::TooLarge(format!(
                     "the file exceeds the limit of {limit} bytes; nothing was imported"
                 )));
             }
             file.write_all(&chunk)
+                .await
                 .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         }
+        file.flush()
+            .await
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     }
     let options = import::ImportOptions {
         family,
@@ -94,41 +101,42 @@ async fn upload(
     };
     let locator = state.map.clone();
     let result = import::import_file(&state.store, &state.tree, locator, &path, options).await;
-    let _ = std::fs::remove_file(&path);
+    let _ = tokio::fs::remove_file(&path).await;
     let summary = match result {
         Ok(s) => s,
-        Err(import::ImportError::File { reason, .. }) => {
-            let _ = std::fs::remove_dir_all(&dir);
-            return Err(ApiError::bad_request("file", reason));
+        Err(e) => {
+            let _ = tokio::fs::remove_dir_all(&dir).await;
+            return Err(e.into());
         }
-        Err(import::ImportError::Store(e)) => return Err(e.into()),
-        Err(import::ImportError::Unexpected(e)) => return Err(ApiError::Unexpected(e)),
     };
     state.imports_applied.notify_one();
-    let mut answer = serde_json::to_value(&summary).map_err(|e| anyhow::anyhow!(e))?;
-    answer["reject_file"] = serde_json::Value::Null;
-    answer["rejects_url"] = match summary.reject_file {
-        Some(_) => format!("/api/v1/imports/{upload_id}/rejects.csv").into(),
+    let rejects_url = match summary.reject_file {
+        Some(_) => Some(format!("/api/v1/imports/{upload_id}/rejects.csv")),
         None => {
-            let _ = std::fs::remove_dir_all(&dir);
-            serde_json::Value::Null
+            let _ = tokio::fs::remove_dir_all(&dir).await;
+            None
         }
     };
-    Ok(HttpResponse::Ok().json(answer))
+    Ok(HttpResponse::Ok().json(ImportAnswer::new(&summary, rejects_url)))
 }
 
-/// The last 200 imports (file, ledger, rows, accepted, duplicates, rejected, outcome).
-#[utoipa::path(get, path = "/api/v1/imports", tag = "ingest", responses((status = 200, description = "Imports, newest first")),
+/// The last 200 imports, newest first.
+#[utoipa::path(get, path = "/api/v1/imports", tag = "ingest", responses((status = 200, body = Vec<ImportRun>)),
     security(("bearer" = [])))]
 #[get("/api/v1/imports")]
 async fn list(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     caller.may(&state, Action::Ingest)?;
-    Ok(HttpResponse::Ok().json(import::list(&state.store).await?))
+    let runs: Vec<ImportRun> = runs::list(&state.store)
+        .await?
+        .into_iter()
+        .map(ImportRun::from)
+        .collect();
+    Ok(HttpResponse::Ok().json(runs))
 }
 
 /// An upload's reject file (CSV: 行号, 列, 内容, 原因).
 #[utoipa::path(get, path = "/api/v1/imports/{upload_id}/rejects.csv", tag = "ingest",
-    responses((status = 200, description = "CSV"), (status = 404, body = super::error::ErrorBody)), security(("bearer" = [])))]
+    responses((status = 200, description = "CSV", content_type = "text/csv"), (status = 404, body = super::error::ErrorBody)), security(("bearer" = [])))]
 #[get("/api/v1/imports/{upload_id}/rejects.csv")]
 async fn rejects(
     caller: Caller,
@@ -143,14 +151,15 @@ async fn rejects(
         return Err(not_found());
     }
     let dir = state.ingest_limits.imports_dir.join(upload_id.as_str());
-    let file = std::fs::read_dir(&dir)
-        .map_err(|_| not_found())?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| p.to_string_lossy().ends_with(".rejects.csv"))
-        .ok_or_else(not_found)?;
-    let body = std::fs::read(&file).map_err(|_| not_found())?;
-    Ok(HttpResponse::Ok()
-        .content_type("text/csv; charset=utf-8")
-        .body(body))
+    let mut entries = tokio::fs::read_dir(&dir).await.map_err(|_| not_found())?;
+    while let Ok(Some(entry)) = entries.next_entry().await {
+        let path = entry.path();
+        if path.to_string_lossy().ends_with(".rejects.csv") {
+            let body = tokio::fs::read(&path).await.map_err(|_| not_found())?;
+            return Ok(HttpResponse::Ok()
+                .content_type("text/csv; charset=utf-8")
+                .body(body));
+        }
+    }
+    Err(not_found())
 }

@@ -416,8 +416,8 @@ impl Rejection {
         Rejection {
             index,
             id,
+            reason: e.message(),
             field: e.field,
-            reason: e.reason,
         }
     }
 }

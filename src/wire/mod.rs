@@ -8,6 +8,7 @@
 //! | [`figures`] | a figure, `nodes`, the figures answer, the catalogue, freshness, trends |
 //! | [`events`] | incoming events (parsed for validation), the ingest answer, rejections, the quarantine |
 //! | [`stream`] | `ClientMessage` and `ServerMessage` of `GET /ws` |
+//! | [`imports`] | ledger uploads and import runs |
 //! | [`org`] | the org tree view |
 //! | [`alerts`] | alert notices and the alerts answer |
 //! | [`ops`] | errors, health, readiness, jobs |
@@ -15,6 +16,7 @@
 pub mod alerts;
 pub mod events;
 pub mod figures;
+pub mod imports;
 pub mod ops;
 pub mod org;
 pub mod stream;

@@ -8,8 +8,13 @@
 //!   against the org tree, reject file, idempotent loading into `events`;
 //! - [`write`]: ledger files from the simulator (`vscc simulate --format csv|xlsx`).
 
+pub mod check;
+pub mod error;
+pub mod follow;
 pub mod import;
 pub mod normalize;
+pub mod read;
+pub mod runs;
 pub mod write;
 
 use crate::domain::record::Kind;
@@ -39,6 +44,33 @@ pub enum Field {
 }
 
 impl Field {
+    const ALL: [Field; 19] = [
+        Field::RecordNo,
+        Field::District,
+        Field::Street,
+        Field::Community,
+        Field::OrgCode,
+        Field::Date,
+        Field::Stage,
+        Field::StaffId,
+        Field::ClassId,
+        Field::AppealId,
+        Field::PersonId,
+        Field::Veteran,
+        Field::Demonstration,
+        Field::Stars,
+        Field::ApprovedPosts,
+        Field::FilledPosts,
+        Field::Headcount,
+        Field::Lon,
+        Field::Lat,
+    ];
+
+    /// The field whose [`key`](Self::key) is `key`.
+    pub fn of_key(key: &str) -> Option<Field> {
+        Field::ALL.into_iter().find(|f| f.key() == key)
+    }
+
     /// The column name inside vscc (polars frames, reject reasons).
     pub fn key(self) -> &'static str {
         match self {
