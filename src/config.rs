@@ -41,6 +41,7 @@ batch_rows = 100000              # rows per INSERT
 flush_interval_ms = 1000         # at most one INSERT a second when not full
 max_pending_rows = 400000        # rows the writer holds in memory; the rest is read back from disk
 inserts_in_flight = 2            # INSERTs under way at once (one is being sent while one is written)
+blocked_retry_secs = 60          # an INSERT that failed for good (schema, limit) is tried again this often
 imports_dir = "var/imports"      # uploaded ledgers (while imported) and their reject files
 max_import_bytes = 536870912     # 512 MiB per uploaded ledger
 

@@ -22,6 +22,8 @@ pub struct Prom {
     pub history_bytes: IntGauge,
     pub clickhouse_up: IntGauge,
     pub clickhouse_restarts: IntCounter,
+    pub writer_blocked: IntGauge,
+    pub insert_failures: IntCounterVec,
 }
 
 impl Prom {
@@ -95,6 +97,18 @@ impl Prom {
             "clickhouse_managed_restarts_total",
             "Times the managed ClickHouse died and was started again",
         );
+        let writer_blocked = gauge(
+            "ingest_writer_blocked",
+            "1 while inserts into ClickHouse fail in a way retrying cannot fix (records stay in the log; see /readyz)",
+        );
+        let insert_failures = IntCounterVec::new(
+            Opts::new(
+                "ingest_insert_failures_total",
+                "Failed inserts into ClickHouse, by whether retrying can help",
+            ),
+            &["retryable"],
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_duration.clone()),
@@ -111,6 +125,8 @@ impl Prom {
             Box::new(history_bytes.clone()),
             Box::new(clickhouse_up.clone()),
             Box::new(clickhouse_restarts.clone()),
+            Box::new(writer_blocked.clone()),
+            Box::new(insert_failures.clone()),
         ] {
             registry.register(c).expect("each metric registered once");
         }
@@ -131,6 +147,8 @@ impl Prom {
             history_bytes,
             clickhouse_up,
             clickhouse_restarts,
+            writer_blocked,
+            insert_failures,
         }
     }
 

@@ -352,3 +352,62 @@ async fn an_insert_that_landed_but_whose_answer_was_lost_is_not_inserted_again()
     );
     app.stop().await;
 }
+
+/// An insert that retrying cannot fix (here: a column the rows need was dropped) keeps the
+/// records in the log, says so in /readyz and /metrics instead of retrying silently, and the
+/// records land — once — when the store is fixed.
+#[tokio::test]
+async fn an_insert_that_cannot_succeed_keeps_the_records_and_says_so() {
+    let mut settings = test_settings();
+    settings.ingest.blocked_retry_secs = 1;
+    let app = spawn_app_with(settings).await;
+    let store = app.store().clone();
+    let ddl = |sql: &'static str| {
+        let store = store.clone();
+        async move { store.client().query(sql).execute().await.unwrap() }
+    };
+    ddl("ALTER TABLE events DROP COLUMN headcount").await;
+    let events = batch("blocked", 3);
+    let res = app.post_events(&json!(events)).await;
+    assert_eq!(res.status(), 200);
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let readiness = loop {
+        let res = app.get("/readyz").await;
+        let status = res.status();
+        let body: Value = res.json().await.unwrap();
+        if status == 503 && body["writer"] != "ok" {
+            break body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "readyz never said the writer is stuck"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        readiness["writer"].as_str().unwrap().contains("headcount"),
+        "{readiness}"
+    );
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("vscc_ingest_writer_blocked 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"vscc_ingest_insert_failures_total{retryable="no"}"#),
+        "{metrics}"
+    );
+    assert_eq!(rows_and_distinct_ids(app.store()).await, (0, 0));
+
+    ddl("ALTER TABLE events ADD COLUMN headcount Int64").await;
+    app.wait_landed().await;
+    assert_eq!(rows_and_distinct_ids(app.store()).await, (3, 3));
+    assert_eq!(app.get("/readyz").await.status(), 200);
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("vscc_ingest_writer_blocked 0"),
+        "{metrics}"
+    );
+    app.stop().await;
+}

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use super::notice::AlertNotice;
 use crate::domain::org::NodeIdx;
 use crate::domain::OrgTree;
+use crate::store::retry::Backoff;
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -292,7 +293,7 @@ async fn run(store: Store, mut rx: mpsc::UnboundedReceiver<Outgoing>, base_backo
         let (store, http) = (store.clone(), http.clone());
         // Each notification retries on its own: one dead receiver does not hold up the others.
         tokio::spawn(async move {
-            let mut backoff = base_backoff;
+            let mut backoff = Backoff::new(base_backoff, Duration::from_secs(60));
             for attempt in 1u32.. {
                 let result = http
                     .post(&n.url)
@@ -310,8 +311,7 @@ async fn run(store: Store, mut rx: mpsc::UnboundedReceiver<Outgoing>, base_backo
                 };
                 tracing::warn!(id = %n.id, target = %n.target, attempt, %error, "alert delivery failed; retrying");
                 let _ = log(&store, &n, "failed", attempt, &error).await;
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(60));
+                tokio::time::sleep(backoff.next_wait()).await;
             }
         });
     }

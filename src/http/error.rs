@@ -154,7 +154,7 @@ impl From<crate::sql::SqlError> for ApiError {
 /// A store that is down or overloaded is worth retrying (503); any other store failure is ours.
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
-        if e.is_retryable() {
+        if e.retry_hint() == crate::store::RetryHint::Retry {
             ApiError::Unavailable {
                 reason: e.to_string(),
                 retry_after_secs: Some(5),

@@ -19,7 +19,8 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(Health { status: "ok" })
 }
 
-/// ClickHouse answers and every migration is applied.
+/// ClickHouse answers, every migration is applied, and the writer is not stuck on an insert that
+/// retrying cannot fix.
 #[utoipa::path(get, path = "/readyz", tag = "ops", responses(
     (status = 200, description = "Ready", body = Readiness),
     (status = 503, description = "Not ready", body = Readiness)))]
@@ -45,10 +46,12 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
                 "unknown".into(),
             )
         });
-    let ready = clickhouse == "ok" && migrations == "applied";
+    let writer = state.ingest.writer.blocked().unwrap_or_else(|| "ok".into());
+    let ready = clickhouse == "ok" && migrations == "applied" && writer == "ok";
     let body = Readiness {
         clickhouse,
         migrations,
+        writer,
     };
     if ready {
         HttpResponse::Ok().json(body)

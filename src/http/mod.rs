@@ -95,6 +95,13 @@ impl AppState {
         let (ticks, bytes) = self.hub.history_size();
         prom.history_ticks.set(ticks as i64);
         prom.history_bytes.set(bytes as i64);
+        let writer = &self.ingest.writer;
+        prom.writer_blocked
+            .set(i64::from(writer.blocked().is_some()));
+        for (label, count) in [("yes", &writer.failures.0), ("no", &writer.failures.1)] {
+            let counter = prom.insert_failures.with_label_values(&[label]);
+            counter.inc_by(count.load(Ordering::Relaxed).saturating_sub(counter.get()));
+        }
         let quarantined = self.hub.quarantine().total();
         prom.live_quarantined
             .inc_by(quarantined.saturating_sub(prom.live_quarantined.get()));

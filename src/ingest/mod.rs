@@ -31,6 +31,8 @@ pub struct IngestSettings {
     pub flush_interval_ms: u64,
     pub max_pending_rows: usize,
     pub inserts_in_flight: usize,
+    /// Seconds between attempts of an insert that failed for good (see WriterHealth).
+    pub blocked_retry_secs: u64,
     pub imports_dir: std::path::PathBuf,
     pub max_import_bytes: usize,
 }
@@ -44,6 +46,8 @@ pub struct Ingest {
     pub imports_applied: Vec<u32>,
     /// The live consumer and the writer.
     pub tasks: Vec<tokio::task::AbortHandle>,
+    /// Whether the writer is stuck on an insert retrying cannot fix.
+    pub writer: Arc<writer::WriterHealth>,
 }
 
 /// What happened to validated records handed to [`Ingest::accept`].
@@ -186,6 +190,7 @@ pub async fn start(
             }
         }
     });
+    let health = Arc::new(writer::WriterHealth::default());
     let (writer, checkpoint) = Writer::new(
         store.clone(),
         dir,
@@ -195,8 +200,10 @@ pub async fn start(
             flush_interval: Duration::from_millis(settings.flush_interval_ms),
             max_pending_rows: settings.max_pending_rows,
             inserts_in_flight: settings.inserts_in_flight.max(1),
+            blocked_retry: Duration::from_secs(settings.blocked_retry_secs.max(1)),
         },
         next_seq - 1,
+        health.clone(),
     );
     let writer = tokio::spawn(writer.run(writer_rx));
     Ok(Ingest {
@@ -205,5 +212,6 @@ pub async fn start(
         applied,
         imports_applied: ok_imports,
         tasks: vec![live.abort_handle(), writer.abort_handle()],
+        writer: health,
     })
 }

@@ -18,7 +18,8 @@ use tokio::time::Instant;
 use super::log::{Committed, LogCounters};
 use super::spool;
 use crate::domain::record::EventRow;
-use crate::store::{Store, StoreError};
+use crate::store::retry::Backoff;
+use crate::store::{RetryHint, Store, StoreError};
 
 #[derive(Debug, Clone)]
 pub struct WriterSettings {
@@ -28,6 +29,31 @@ pub struct WriterSettings {
     /// Inserts under way at once. With one, ClickHouse sat idle while vscc sorted and sent the
     /// next batch, and vscc waited while ClickHouse wrote the part; two overlap them.
     pub inserts_in_flight: usize,
+    /// How often an insert that failed for good (bad schema, a limit) is tried again: only a
+    /// change elsewhere can fix it.
+    pub blocked_retry: Duration,
+}
+
+/// Whether the writer is stuck on an insert that retrying cannot fix: the reason, for
+/// `/readyz` and `/metrics`. The records stay in the log meanwhile.
+#[derive(Debug, Default)]
+pub struct WriterHealth {
+    blocked: std::sync::Mutex<Option<String>>,
+    /// Failed inserts, (worth retrying, not).
+    pub failures: (std::sync::atomic::AtomicU64, std::sync::atomic::AtomicU64),
+}
+
+impl WriterHealth {
+    pub fn blocked(&self) -> Option<String> {
+        self.blocked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set(&self, reason: Option<String>) {
+        *self.blocked.lock().unwrap_or_else(|p| p.into_inner()) = reason;
+    }
 }
 
 /// Inserts logged records into `events` in one INSERT (one block: ClickHouse makes it atomic).
@@ -200,7 +226,8 @@ pub struct Writer {
     /// seq are inserted one at a time, after asking which of their rows are there.
     uncertain_through: Option<u64>,
     retry_at: Option<Instant>,
-    backoff: Duration,
+    backoff: Backoff,
+    health: Arc<WriterHealth>,
     last_start: Instant,
     /// Shutting down: whatever is pending is due now.
     draining: bool,
@@ -213,6 +240,7 @@ impl Writer {
         counters: Arc<LogCounters>,
         settings: WriterSettings,
         checkpoint: u64,
+        health: Arc<WriterHealth>,
     ) -> (Self, watch::Receiver<u64>) {
         let (checkpoint_tx, rx) = watch::channel(checkpoint);
         let writer = Writer {
@@ -232,7 +260,8 @@ impl Writer {
             last_error_log: None,
             uncertain_through: None,
             retry_at: None,
-            backoff: RETRY_FIRST,
+            backoff: Backoff::new(RETRY_FIRST, RETRY_MAX),
+            health,
             last_start: Instant::now(),
             draining: false,
         };
@@ -387,7 +416,11 @@ impl Writer {
 
     fn landed(&mut self, n: usize, last: u64) {
         self.retry_at = None;
-        self.backoff = RETRY_FIRST;
+        self.backoff.reset();
+        if self.health.blocked().is_some() {
+            tracing::info!("inserting into ClickHouse works again");
+            self.health.set(None);
+        }
         let mut left = n;
         while left > 0 {
             let Some((batch, start)) = self.pending.front_mut() else {
@@ -436,15 +469,35 @@ impl Writer {
         }
         self.in_flight_rows = 0;
         self.uncertain_through = Some(self.uncertain_through.unwrap_or(0).max(uncertain));
-        if self
+        let hint = e.retry_hint();
+        let (retryable, not) = &self.health.failures;
+        match hint {
+            RetryHint::Retry => retryable.fetch_add(1, Ordering::Relaxed),
+            RetryHint::Fail => not.fetch_add(1, Ordering::Relaxed),
+        };
+        let log_now = self
             .last_error_log
-            .is_none_or(|t| t.elapsed() > Duration::from_secs(30))
-        {
-            tracing::warn!(error = %e, retryable = e.is_retryable(), pending = self.pending_rows, "inserting into ClickHouse failed; records stay in the log and will be retried");
+            .is_none_or(|t| t.elapsed() > Duration::from_secs(30));
+        let wait = match hint {
+            RetryHint::Retry => {
+                if log_now {
+                    tracing::warn!(error = %e, pending = self.pending_rows, "inserting into ClickHouse failed; records stay in the log and will be retried");
+                }
+                self.backoff.next_wait()
+            }
+            RetryHint::Fail => {
+                if log_now {
+                    tracing::error!(error = %e, pending = self.pending_rows, retry_in = ?self.settings.blocked_retry,
+                        "inserting into ClickHouse failed, and trying again will not help until the store is fixed; records stay in the log");
+                }
+                self.health.set(Some(e.to_string()));
+                self.settings.blocked_retry
+            }
+        };
+        if log_now {
             self.last_error_log = Some(Instant::now());
         }
-        self.retry_at = Some(Instant::now() + self.backoff);
-        self.backoff = (self.backoff * 2).min(RETRY_MAX);
+        self.retry_at = Some(Instant::now() + wait);
         // Hold little in memory while ClickHouse is away: the log has it all.
         if self.pending_rows > self.settings.batch_rows {
             self.pending.clear();

@@ -22,30 +22,13 @@ pub struct ClickHouseRefusal {
     pub class: RefusalClass,
 }
 
-/// Reads the error body of ClickHouse's HTTP interface, e.g. (18.16)
-/// `Code: 164, e.displayText() = DB::Exception: Cannot insert into table in readonly mode, e.what() = DB::Exception`
-/// or (current) `Code: 164. DB::Exception: Cannot insert into table in readonly mode. (READONLY) (version 24.3.1.1)`.
+/// What ClickHouse answered, read by the store's one parser, classed for the analyst.
 pub fn parse(body: &str) -> ClickHouseRefusal {
-    let body = body.trim();
-    let code = body
-        .strip_prefix("Code: ")
-        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|digits| digits.parse::<u32>().ok())
-        .unwrap_or(0);
-    let mut message = match body.find("DB::Exception: ") {
-        Some(at) => &body[at + "DB::Exception: ".len()..],
-        None => body,
-    };
-    for tail in [", e.what() = ", " (version "] {
-        if let Some(at) = message.find(tail) {
-            message = &message[..at];
-        }
-    }
-    let message = message.trim().trim_end_matches('.').trim().to_string();
+    let e = crate::store::ServerException::parse(body);
     ClickHouseRefusal {
-        code,
-        class: classify(code),
-        message,
+        code: e.code,
+        class: classify(e.code),
+        message: e.message,
     }
 }
 
@@ -68,35 +51,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_the_18_16_error_shape() {
-        let r = parse("Code: 164, e.displayText() = DB::Exception: Cannot insert into table in readonly mode, e.what() = DB::Exception\n");
+    fn refusals_are_classed_for_the_analyst() {
+        for (body, class) in [
+            ("Code: 164, e.displayText() = DB::Exception: Cannot insert into table in readonly mode, e.what() = DB::Exception", RefusalClass::Forbidden),
+            ("Code: 291. DB::Exception: Database vscc is not allowed. (DATABASE_ACCESS_DENIED)", RefusalClass::Forbidden),
+            ("Code: 159. DB::Exception: Timeout exceeded: elapsed 3.0 seconds. (TIMEOUT_EXCEEDED)", RefusalClass::Limit),
+            ("Code: 241, e.displayText() = DB::Exception: Memory limit (for query) exceeded", RefusalClass::Limit),
+            ("Code: 201, e.displayText() = DB::Exception: Quota for user exceeded", RefusalClass::Quota),
+            ("Code: 394. DB::Exception: Query was cancelled. (QUERY_WAS_CANCELLED)", RefusalClass::Cancelled),
+            ("Code: 62, e.displayText() = DB::Exception: Syntax error", RefusalClass::Invalid),
+            ("something odd", RefusalClass::Invalid),
+        ] {
+            assert_eq!(parse(body).class, class, "{body}");
+        }
         assert_eq!(
-            r,
-            ClickHouseRefusal {
-                code: 164,
-                message: "Cannot insert into table in readonly mode".into(),
-                class: RefusalClass::Forbidden
-            }
-        );
-    }
-
-    #[test]
-    fn reads_the_current_error_shape() {
-        let r = parse("Code: 159. DB::Exception: Timeout exceeded: elapsed 3.0 seconds, maximum: 3. (TIMEOUT_EXCEEDED) (version 24.3.1.1 (official build))");
-        assert_eq!(r.code, 159);
-        assert_eq!(r.class, RefusalClass::Limit);
-        assert_eq!(
-            r.message,
-            "Timeout exceeded: elapsed 3.0 seconds, maximum: 3. (TIMEOUT_EXCEEDED)"
-        );
-    }
-
-    #[test]
-    fn unknown_shapes_keep_the_text() {
-        let r = parse("something odd");
-        assert_eq!(
-            (r.code, r.class, r.message.as_str()),
-            (0, RefusalClass::Invalid, "something odd")
+            parse("Code: 164, e.displayText() = DB::Exception: Cannot insert into table in readonly mode, e.what() = DB::Exception").message,
+            "Cannot insert into table in readonly mode"
         );
     }
 }

@@ -234,8 +234,9 @@ impl ManagedClickHouse {
 
 /// How long a stopping server may take after SIGTERM before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(4);
-/// Waits between restarts of a server that keeps dying: doubling from the first, up to the last.
-const RESTART_BACKOFF: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(30));
+/// Waits between restarts of a server that keeps dying: doubling from the first, up to the most.
+const RESTART_FIRST: Duration = Duration::from_millis(500);
+const RESTART_MOST: Duration = Duration::from_secs(30);
 
 /// What the supervisor reports (`/metrics`).
 #[derive(Debug, Default)]
@@ -305,10 +306,10 @@ async fn supervise(
         };
         tracing::error!(pid = ch.pid, exit = %how, "managed ClickHouse died; starting it again");
         ch.child = None;
-        let mut backoff = RESTART_BACKOFF.0;
+        let mut backoff = super::retry::Backoff::new(RESTART_FIRST, RESTART_MOST);
         loop {
             tokio::select! {
-                () = tokio::time::sleep(backoff) => {}
+                () = tokio::time::sleep(backoff.next_wait()) => {}
                 reply = stop.recv() => return finish(ch, reply).await,
             }
             let started = tokio::select! {
@@ -325,8 +326,7 @@ async fn supervise(
                 }
                 Err(e) => {
                     ch.stop().await;
-                    backoff = (backoff * 2).min(RESTART_BACKOFF.1);
-                    tracing::error!(error = %e, retry_in = ?backoff, "managed ClickHouse did not start again");
+                    tracing::error!(error = %e, "managed ClickHouse did not start again; trying later");
                 }
             }
         }

@@ -5,8 +5,9 @@
 pub mod error;
 pub mod managed;
 pub mod migrate;
+pub mod retry;
 
-pub use error::StoreError;
+pub use error::{RetryHint, ServerException, StoreError};
 pub use managed::ManagedClickHouse;
 pub use migrate::{MigrationReport, MIGRATIONS};
 

@@ -28,6 +28,8 @@ pub struct Readiness {
     pub clickhouse: String,
     /// `applied`, `pending` or `unknown`.
     pub migrations: String,
+    /// `ok`, or why records cannot be written into ClickHouse (they stay in the log).
+    pub writer: String,
 }
 
 /// One recorded run of a batch job.
