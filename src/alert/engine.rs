@@ -11,11 +11,11 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio::sync::broadcast;
 
+use super::lifecycle::{step, Current, Observation, Policy};
 use super::notice::AlertNotice;
-use super::rules::{load_rules, Rule, RuleType, Severity};
-use crate::domain::metric::{MetricId, Status};
+use super::observe::observe;
+use super::rules::{load_rules, Condition, Rule, Severity};
 use crate::domain::org::NodeIdx;
-use crate::domain::time::local_date;
 use crate::domain::time::rfc3339;
 use crate::live::Hub;
 use crate::store::{Store, StoreError};
@@ -31,33 +31,17 @@ pub struct AlertSettings {
     pub delivery_backoff_ms: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AlertState {
-    Pending,
-    Firing,
-    /// The rule cannot be evaluated: nothing was reported (distinct from "condition false").
-    NoData,
-}
+/// The state of an alert that exists (pending, firing, or without data).
+pub type AlertState = super::lifecycle::Phase;
 
-impl AlertState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AlertState::Pending => "pending",
-            AlertState::Firing => "firing",
-            AlertState::NoData => "no_data",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Ack {
     pub by: String,
     pub at: String,
     pub comment: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct AlertInstance {
     pub fingerprint: String,
     pub rule: String,
@@ -70,9 +54,7 @@ pub struct AlertInstance {
     pub labels: std::collections::BTreeMap<String, String>,
     pub since: String,
     pub ack: Option<Ack>,
-    #[serde(skip)]
     since_unix: i64,
-    #[serde(skip)]
     pub node_idx: NodeIdx,
     /// Roster levels notified: 0 = the node's own duty officer, 1 = the next one up, …
     pub escalation: u8,
@@ -109,19 +91,19 @@ pub struct AlertEngine {
     silences: RwLock<Vec<super::silence::Silence>>,
 }
 
-fn severity_str(s: Severity) -> &'static str {
-    match s {
-        Severity::Info => "info",
-        Severity::Warning => "warning",
-        Severity::Critical => "critical",
-    }
-}
-
 fn format_value(rule: &Rule, value: Option<f64>) -> String {
-    match (value, rule.metric_id()) {
+    match (value, rule.condition.metric()) {
         (None, _) => "—".into(),
         (Some(v), Some(m)) if m.is_ratio() => format!("{:.1}%", v * 100.0),
         (Some(v), _) => format!("{}", v.round() as i64),
+    }
+}
+
+/// The `{target}` of a rule's summary.
+fn target_of(rule: &Rule) -> Option<f64> {
+    match rule.condition {
+        Condition::Threshold { value, .. } => Some(value),
+        _ => None,
     }
 }
 
@@ -246,122 +228,28 @@ impl AlertEngine {
     pub async fn evaluate(&self, now: OffsetDateTime) -> Result<Vec<AlertEventRow>, StoreError> {
         let rules = self.rules();
         let tree = self.hub.tree().clone();
-        let today = local_date(now);
         let now_unix = now.unix_timestamp();
-        // (rule index, node, condition: None = no data, Some((holds, value)))
-        let conditions: Vec<(usize, NodeIdx, Option<(bool, Option<f64>)>)> =
-            self.hub.read(now, |agg| {
-                let mut out = Vec::new();
-                for (ri, rule) in rules.iter().enumerate() {
-                    let scope = rule
-                        .scope
-                        .as_deref()
-                        .and_then(|c| tree.get(c))
-                        .unwrap_or(tree.root());
-                    for node in tree.subtree(scope) {
-                        if !rule.levels.contains(&tree.node(node).level) {
-                            continue;
-                        }
-                        let cond = match rule.kind {
-                            RuleType::Threshold | RuleType::AtRisk => {
-                                let Some(metric) = rule.metric_id() else {
-                                    continue;
-                                };
-                                if !metric.applies_to(tree.node(node).level) {
-                                    continue;
-                                }
-                                let f = agg.figure(node, metric, now);
-                                if rule.after_date().is_some_and(|d| today <= d) {
-                                    Some((false, f.value))
-                                } else if f.status == Status::NoData {
-                                    None
-                                } else if rule.kind == RuleType::AtRisk {
-                                    Some((
-                                        matches!(f.status, Status::AtRisk | Status::Missed),
-                                        f.value,
-                                    ))
-                                } else {
-                                    let (v, t) =
-                                        (f.value.unwrap_or(0.0), rule.value.unwrap_or(0.0));
-                                    let holds = match rule.op.as_deref() {
-                                        Some("<") => v < t,
-                                        Some("<=") => v <= t,
-                                        Some(">") => v > t,
-                                        _ => v >= t,
-                                    };
-                                    Some((holds, f.value))
-                                }
-                            }
-                            RuleType::AppealOverdue => {
-                                let f = agg.figure(node, MetricId::OpenAppeals, now);
-                                match f.status {
-                                    Status::NoData => None,
-                                    _ => {
-                                        let overdue = f.overdue.unwrap_or(0);
-                                        Some((overdue > 0, Some(overdue as f64)))
-                                    }
-                                }
-                            }
-                            RuleType::Spike => {
-                                let Some(kind) = rule
-                                    .record
-                                    .as_deref()
-                                    .and_then(crate::domain::record::Kind::parse)
-                                else {
-                                    continue;
-                                };
-                                let (w, now_s) = (rule.window_secs(), now_unix.max(0) as u32);
-                                let current =
-                                    agg.count_between(node, kind, now_s.saturating_sub(w), now_s);
-                                let windows = rule.baseline_windows.unwrap_or(7);
-                                let before = agg.count_between(
-                                    node,
-                                    kind,
-                                    now_s.saturating_sub(w * (windows + 1)),
-                                    now_s.saturating_sub(w),
-                                );
-                                let baseline = before as f64 / windows as f64;
-                                let holds = current >= rule.min_count.unwrap_or(1)
-                                    && current as f64
-                                        >= rule.factor.unwrap_or(3.0)
-                                            * baseline.max(1.0 / windows as f64);
-                                Some((holds, Some(current as f64)))
-                            }
-                            RuleType::Cluster => {
-                                let Some(kind) = rule
-                                    .record
-                                    .as_deref()
-                                    .and_then(crate::domain::record::Kind::parse)
-                                else {
-                                    continue;
-                                };
-                                let since =
-                                    (now_unix.max(0) as u32).saturating_sub(rule.window_secs());
-                                let points = agg.located_since(node, kind, since);
-                                let largest = super::cluster::largest_cluster(
-                                    &points,
-                                    rule.radius_km.unwrap_or(1.0) * 1000.0,
-                                );
-                                Some((
-                                    largest >= rule.min_points.unwrap_or(3),
-                                    Some(largest as f64),
-                                ))
-                            }
-                            RuleType::Silence => agg.last_received(node).map(|last| {
-                                let days = (now_unix - last as i64).max(0) / 86_400;
-                                (
-                                    days >= rule.days.unwrap_or(u32::MAX) as i64,
-                                    Some(days as f64),
-                                )
-                            }),
-                        };
-                        out.push((ri, node, cond));
+        let observed: Vec<(usize, NodeIdx, Observation)> = self.hub.read(now, |agg| {
+            let mut out = Vec::new();
+            for (ri, rule) in rules.iter().enumerate() {
+                let scope = rule
+                    .scope
+                    .as_deref()
+                    .and_then(|c| tree.get(c))
+                    .unwrap_or(tree.root());
+                for node in tree.subtree(scope) {
+                    if !rule.levels.contains(&tree.node(node).level) {
+                        continue;
+                    }
+                    if let Some(o) = observe(rule, agg, node, now) {
+                        out.push((ri, node, o));
                     }
                 }
-                out
-            });
+            }
+            out
+        });
 
-        let repeat = Duration::from_secs(self.settings.repeat_minutes * 60).as_secs() as i64;
+        let repeat = self.settings.repeat_minutes as i64 * 60;
         let silences: Vec<super::silence::Silence> = self
             .silences
             .read()
@@ -370,36 +258,100 @@ impl AlertEngine {
             .filter(|s| s.is_active(now))
             .cloned()
             .collect();
-        let mut events = Vec::new();
-        let mut notices = Vec::new();
-        // (notice, roster levels to deliver it to)
-        let mut deliveries: Vec<(AlertNotice, Vec<u8>)> = Vec::new();
         let escalate_after = self
             .roster
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .as_ref()
             .map(|r| r.escalate_after().as_secs() as i64);
+        let mut events = Vec::new();
+        let mut notices = Vec::new();
+        // (notice, roster levels to deliver it to)
+        let mut deliveries: Vec<(AlertNotice, Vec<u8>)> = Vec::new();
         {
             let mut instances = self.instances.lock().unwrap_or_else(|p| p.into_inner());
             let mut notified = self.last_notified.lock().unwrap_or_else(|p| p.into_inner());
-            for (ri, node, cond) in conditions {
+            for (ri, node, observed) in observed {
                 let rule = &rules[ri];
                 let code = tree.node(node).code.clone();
                 let fp = format!("{}/{}", rule.name, code);
-                let value = cond.and_then(|c| c.1);
+                let value = observed.value();
                 let summary = rule
                     .summary
                     .replace("{node}", &tree.node(node).name)
                     .replace("{value}", &format_value(rule, value))
-                    .replace("{target}", &format_value(rule, rule.value));
+                    .replace("{target}", &format_value(rule, target_of(rule)));
+                let policy = Policy {
+                    hold_for: rule.hold_for.as_secs() as i64,
+                    repeat,
+                    escalate_after,
+                    silenced: silences
+                        .iter()
+                        .any(|s| s.matches(&tree, &rule.name, node, rule.severity)),
+                };
+                let previous = instances.get(&fp).map(|i| Current {
+                    phase: i.state,
+                    since: i.since_unix,
+                    acknowledged: i.ack.is_some(),
+                    escalation: i.escalation,
+                });
+                let t = step(
+                    previous,
+                    observed,
+                    policy,
+                    notified.get(&fp).copied(),
+                    now_unix,
+                );
+                if t.notified {
+                    notified.insert(fp.clone(), now_unix);
+                }
+                match t.next {
+                    None => {
+                        instances.remove(&fp);
+                    }
+                    Some(next) if t.started || !instances.contains_key(&fp) => {
+                        instances.insert(
+                            fp.clone(),
+                            AlertInstance {
+                                fingerprint: fp.clone(),
+                                rule: rule.name.clone(),
+                                node: code.clone(),
+                                node_name: tree.node(node).name.clone(),
+                                state: next.phase,
+                                severity: rule.severity,
+                                value,
+                                summary: summary.clone(),
+                                labels: rule.labels.clone(),
+                                since: rfc3339(now),
+                                ack: None,
+                                since_unix: next.since,
+                                node_idx: node,
+                                escalation: next.escalation,
+                            },
+                        );
+                    }
+                    Some(next) => {
+                        if let Some(inst) = instances.get_mut(&fp) {
+                            if matches!(observed, Observation::Holds(_)) {
+                                inst.value = value;
+                                inst.summary = summary.clone();
+                            }
+                            if inst.since_unix != next.since {
+                                inst.since = rfc3339(now);
+                                inst.since_unix = next.since;
+                            }
+                            inst.state = next.phase;
+                            inst.escalation = next.escalation;
+                        }
+                    }
+                }
                 let event = |state: &str| AlertEventRow {
                     at: now_unix.max(0) as u32,
                     fingerprint: fp.clone(),
                     rule: rule.name.clone(),
                     node: code.clone(),
                     state: state.into(),
-                    severity: severity_str(rule.severity).into(),
+                    severity: rule.severity.as_str().into(),
                     value,
                     summary: summary.clone(),
                     actor: String::new(),
@@ -417,117 +369,13 @@ impl AlertEngine {
                     at: rfc3339(now),
                     node_idx: node,
                 };
-                let existing = instances
-                    .get(&fp)
-                    .map(|i| (i.state, i.since_unix, i.ack.is_some()));
-                let silenced = silences
-                    .iter()
-                    .any(|s| s.matches(&tree, &rule.name, node, rule.severity));
-                // An alert that has just started firing: notify its node's duty officer, unless
-                // silenced or already notified within the repeat interval (flapping).
-                macro_rules! announce_firing {
-                    () => {
-                        if silenced {
-                            events.push(event("silenced"));
-                        } else if notified.get(&fp).is_none_or(|t| now_unix - t >= repeat) {
-                            notified.insert(fp.clone(), now_unix);
-                            notices.push(notice("firing"));
-                            deliveries.push((notice("firing"), vec![0]));
-                            events.push(event("notified"));
-                        }
-                    };
-                }
-                match (existing, cond) {
-                    (None, Some((true, _)))
-                    | (Some((AlertState::NoData, _, _)), Some((true, _))) => {
-                        let fire_now = rule.for_duration().is_zero();
-                        let state = if fire_now {
-                            AlertState::Firing
-                        } else {
-                            AlertState::Pending
-                        };
-                        instances.insert(
-                            fp.clone(),
-                            AlertInstance {
-                                fingerprint: fp.clone(),
-                                rule: rule.name.clone(),
-                                node: code.clone(),
-                                node_name: tree.node(node).name.clone(),
-                                state,
-                                severity: rule.severity,
-                                value,
-                                summary: summary.clone(),
-                                labels: rule.labels.clone(),
-                                since: rfc3339(now),
-                                ack: None,
-                                since_unix: now_unix,
-                                node_idx: node,
-                                escalation: 0,
-                            },
-                        );
-                        events.push(event(if fire_now { "firing" } else { "pending" }));
-                        if fire_now {
-                            announce_firing!();
-                        }
-                    }
-                    (Some((AlertState::Pending, since, _)), Some((true, _))) => {
-                        let inst = instances.get_mut(&fp).expect("present");
-                        inst.value = value;
-                        inst.summary = summary.clone();
-                        if now_unix - since >= rule.for_duration().as_secs() as i64 {
-                            inst.state = AlertState::Firing;
-                            inst.since = rfc3339(now);
-                            inst.since_unix = now_unix;
-                            events.push(event("firing"));
-                            announce_firing!();
-                        }
-                    }
-                    (Some((AlertState::Firing, since, acked)), Some((true, _))) => {
-                        let inst = instances.get_mut(&fp).expect("present");
-                        inst.value = value;
-                        inst.summary = summary.clone();
-                        if !acked
-                            && !silenced
-                            && notified.get(&fp).is_none_or(|t| now_unix - t >= repeat)
-                        {
-                            notified.insert(fp.clone(), now_unix);
-                            notices.push(notice("firing"));
-                            deliveries.push((notice("firing"), (0..=inst.escalation).collect()));
-                            events.push(event("notified"));
-                        }
-                        // Unacknowledged for another `escalate_after`: one level up the roster.
-                        if let (false, false, Some(every)) =
-                            (acked, silenced, escalate_after.filter(|e| *e > 0))
-                        {
-                            let due = ((now_unix - since) / every).min(u8::MAX as i64) as u8;
-                            if due > inst.escalation {
-                                inst.escalation = due;
-                                deliveries.push((notice("firing"), vec![due]));
-                                events.push(event("escalated"));
-                            }
-                        }
-                    }
-                    (Some((state, _, _)), Some((false, _))) => {
-                        let escalation = instances.remove(&fp).map(|i| i.escalation).unwrap_or(0);
-                        if state == AlertState::Firing {
-                            events.push(event("resolved"));
-                            if !silenced {
-                                notices.push(notice("resolved"));
-                                deliveries.push((notice("resolved"), (0..=escalation).collect()));
-                            }
-                        } else {
-                            events.push(event("inactive"));
-                        }
-                    }
-                    (Some((AlertState::Pending | AlertState::Firing, _, _)), None) => {
-                        let inst = instances.get_mut(&fp).expect("present");
-                        inst.state = AlertState::NoData;
-                        inst.since = rfc3339(now);
-                        inst.since_unix = now_unix;
-                        events.push(event("no_data"));
-                    }
-                    _ => {}
-                }
+                events.extend(t.events.iter().map(|e| event(e.as_str())));
+                notices.extend(t.broadcast.map(notice));
+                deliveries.extend(
+                    t.deliveries
+                        .into_iter()
+                        .map(|(state, levels)| (notice(state), levels)),
+                );
             }
         }
         self.record(&events).await?;
@@ -727,7 +575,7 @@ impl AlertEngine {
                         "unacknowledged"
                     }
                     .into(),
-                    severity: severity_str(inst.severity).into(),
+                    severity: inst.severity.as_str().into(),
                     value: inst.value,
                     summary: inst.summary.clone(),
                     actor: by.into(),

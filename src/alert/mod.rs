@@ -4,7 +4,9 @@
 pub mod cluster;
 pub mod delivery;
 pub mod engine;
+pub mod lifecycle;
 pub mod notice;
+pub mod observe;
 pub mod rules;
 pub mod silence;
 

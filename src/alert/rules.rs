@@ -1,34 +1,18 @@
-//! Alert rules as files (`dashboards/alerts/*.toml`), validated at load.
+//! Alert rules as files (`dashboards/alerts/*.toml`): read as written, then parsed into a typed
+//! [`Rule`] whose [`Condition`] carries exactly what its type needs, defaults applied — so
+//! evaluation never reads an optional field or guesses a default.
 
 use std::path::Path;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use time::Date;
 
 use crate::domain::metric::MetricId;
+use crate::domain::record::Kind;
 use crate::domain::{Level, OrgTree};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RuleType {
-    /// The metric's value compared with `value` by `op`.
-    Threshold,
-    /// The metric's status is `at_risk` or `missed`.
-    AtRisk,
-    /// Open appeals past their acceptance or resolution deadline.
-    AppealOverdue,
-    /// No record of any kind from the node's subtree for `days`.
-    Silence,
-    /// Records of `record` kind in the last `window` at least `factor` × the average of the
-    /// `baseline_windows` windows before, and at least `min_count`.
-    Spike,
-    /// At least `min_points` located records of `record` kind within `radius_km` of each other
-    /// in the last `window` (one alert per node).
-    Cluster,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     Info,
@@ -46,58 +30,132 @@ impl Severity {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A comparison of a threshold rule: the condition holds when `value op target`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+impl Op {
+    fn parse(s: &str) -> Option<Op> {
+        Some(match s {
+            "<" => Op::Lt,
+            "<=" => Op::Le,
+            ">" => Op::Gt,
+            ">=" => Op::Ge,
+            _ => return None,
+        })
+    }
+
+    pub fn holds(self, value: f64, target: f64) -> bool {
+        match self {
+            Op::Lt => value < target,
+            Op::Le => value <= target,
+            Op::Gt => value > target,
+            Op::Ge => value >= target,
+        }
+    }
+}
+
+/// What a rule watches, one variant per rule type.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Condition {
+    /// The metric's value compared with `value` by `op`.
+    Threshold {
+        metric: MetricId,
+        op: Op,
+        value: f64,
+    },
+    /// The metric's status is `at_risk` or `missed`.
+    AtRisk { metric: MetricId },
+    /// Open appeals past their acceptance or resolution deadline.
+    AppealOverdue,
+    /// No record of any kind from the node's subtree for `days`.
+    Silence { days: u32 },
+    /// Records of `record` kind in the last `window` at least `factor` × the average of the
+    /// `baseline_windows` windows before, and at least `min_count`.
+    Spike {
+        record: Kind,
+        window: Duration,
+        baseline_windows: u32,
+        factor: f64,
+        min_count: u64,
+    },
+    /// At least `min_points` located records of `record` kind within `radius_km` of each other
+    /// in the last `window` (one alert per node).
+    Cluster {
+        record: Kind,
+        window: Duration,
+        radius_km: f64,
+        min_points: usize,
+    },
+}
+
+impl Condition {
+    /// The metric a figure-based condition reads.
+    pub fn metric(&self) -> Option<MetricId> {
+        match self {
+            Condition::Threshold { metric, .. } | Condition::AtRisk { metric } => Some(*metric),
+            _ => None,
+        }
+    }
+}
+
+/// A rule, parsed: every field its type needs is there.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Rule {
     pub name: String,
-    #[serde(rename = "type")]
-    pub kind: RuleType,
-    #[serde(default)]
-    pub metric: Option<String>,
-    #[serde(default)]
-    pub op: Option<String>,
-    #[serde(default)]
-    pub value: Option<f64>,
-    /// Only evaluated after this date (e.g. a target's deadline), `YYYY-MM-DD`.
-    #[serde(default)]
-    pub after: Option<String>,
-    #[serde(default)]
-    pub days: Option<u32>,
-    /// spike, cluster: the record kind counted, e.g. `appeal.received`.
-    #[serde(default)]
-    pub record: Option<String>,
-    /// spike, cluster: e.g. `1d`.
-    #[serde(default)]
-    pub window: Option<String>,
-    #[serde(default)]
-    pub baseline_windows: Option<u32>,
-    #[serde(default)]
-    pub factor: Option<f64>,
-    #[serde(default)]
-    pub min_count: Option<u64>,
-    #[serde(default)]
-    pub radius_km: Option<f64>,
-    #[serde(default)]
-    pub min_points: Option<usize>,
+    pub condition: Condition,
+    /// Only evaluated after this date (e.g. a target's deadline).
+    pub after: Option<Date>,
     /// Org code whose subtree the rule watches (default: the city).
-    #[serde(default)]
     pub scope: Option<String>,
     /// Levels of the nodes evaluated.
     pub levels: Vec<Level>,
-    /// How long the condition must hold before the alert fires, e.g. `10m`, `1h`, `0s`.
-    #[serde(rename = "for")]
-    pub for_: String,
+    /// How long the condition must hold before the alert fires.
+    pub hold_for: Duration,
     pub severity: Severity,
     /// Chinese text; `{node}`, `{value}` and `{target}` are filled in.
     pub summary: String,
-    #[serde(default)]
     pub labels: std::collections::BTreeMap<String, String>,
+}
+
+/// A rule as written in its file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleSpec {
+    name: String,
+    #[serde(rename = "type")]
+    kind: String,
+    metric: Option<String>,
+    op: Option<String>,
+    value: Option<f64>,
+    after: Option<String>,
+    days: Option<u32>,
+    record: Option<String>,
+    window: Option<String>,
+    baseline_windows: Option<u32>,
+    factor: Option<f64>,
+    min_count: Option<u64>,
+    radius_km: Option<f64>,
+    min_points: Option<usize>,
+    scope: Option<String>,
+    levels: Vec<Level>,
+    #[serde(rename = "for")]
+    for_: String,
+    severity: Severity,
+    summary: String,
+    #[serde(default)]
+    labels: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RuleFile {
-    rule: Vec<Rule>,
+    rule: Vec<RuleSpec>,
 }
 
 /// `90s`, `10m`, `1h`, `2d`.
@@ -115,102 +173,108 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     Some(Duration::from_secs(secs))
 }
 
-impl Rule {
-    pub fn metric_id(&self) -> Option<MetricId> {
-        self.metric.as_deref().and_then(MetricId::parse)
-    }
-
-    pub fn window_secs(&self) -> u32 {
-        self.window
-            .as_deref()
-            .and_then(parse_duration)
-            .map(|d| d.as_secs() as u32)
-            .unwrap_or(86_400)
-    }
-
-    pub fn for_duration(&self) -> Duration {
-        parse_duration(&self.for_).unwrap_or_default()
-    }
-
-    pub fn after_date(&self) -> Option<Date> {
-        let fmt = time::macros::format_description!("[year]-[month]-[day]");
-        self.after
-            .as_deref()
-            .and_then(|d| Date::parse(d, &fmt).ok())
-    }
-
-    pub fn validate(&self, tree: &OrgTree) -> Result<(), String> {
+impl RuleSpec {
+    /// The typed rule, or what is wrong with the spec (naming the rule).
+    fn parse(self, tree: &OrgTree) -> Result<Rule, String> {
         let at = |what: &str| format!("rule {}: {what}", self.name);
-        if parse_duration(&self.for_).is_none() {
-            return Err(at(&format!(
-                "for = '{}' is not a duration like 10m",
-                self.for_
-            )));
-        }
+        let hold_for = parse_duration(&self.for_)
+            .ok_or_else(|| at(&format!("for = '{}' is not a duration like 10m", self.for_)))?;
         if let Some(scope) = &self.scope {
             if tree.get(scope).is_none() {
                 return Err(at(&format!("unknown scope {scope}")));
             }
         }
-        if self.after.is_some() && self.after_date().is_none() {
-            return Err(at("after must be YYYY-MM-DD"));
-        }
-        match self.kind {
-            RuleType::Threshold | RuleType::AtRisk => {
-                if self.metric_id().is_none() {
-                    return Err(at(&format!("unknown metric {:?}", self.metric)));
-                }
-                if self.kind == RuleType::Threshold {
-                    if !matches!(self.op.as_deref(), Some("<" | "<=" | ">" | ">=")) {
-                        return Err(at("op must be one of < <= > >="));
-                    }
-                    if self.value.is_none() {
-                        return Err(at("threshold rules need a value"));
-                    }
-                }
+        let after = match &self.after {
+            None => None,
+            Some(d) => {
+                let fmt = time::macros::format_description!("[year]-[month]-[day]");
+                Some(Date::parse(d, &fmt).map_err(|_| at("after must be YYYY-MM-DD"))?)
             }
-            RuleType::Silence => {
-                if self.days.is_none_or(|d| d == 0) {
-                    return Err(at("silence rules need days > 0"));
-                }
-            }
-            RuleType::AppealOverdue => {}
-            RuleType::Spike | RuleType::Cluster => {
-                if self
-                    .record
-                    .as_deref()
-                    .and_then(crate::domain::record::Kind::parse)
-                    .is_none()
-                {
-                    return Err(at(&format!(
-                        "record must be a record kind, not {:?}",
-                        self.record
-                    )));
-                }
-                if self
-                    .window
-                    .as_deref()
-                    .and_then(parse_duration)
-                    .is_none_or(|d| d.is_zero())
-                {
-                    return Err(at("window must be a duration like 1d"));
-                }
-                if self.kind == RuleType::Spike
-                    && (self.factor.is_none() || self.baseline_windows.is_none_or(|b| b == 0))
-                {
-                    return Err(at("spike rules need factor and baseline_windows"));
-                }
-                if self.kind == RuleType::Cluster
-                    && (self.radius_km.is_none() || self.min_points.is_none_or(|m| m < 2))
-                {
-                    return Err(at("cluster rules need radius_km and min_points ≥ 2"));
-                }
-            }
-        }
+        };
         if self.levels.is_empty() {
             return Err(at("levels must name at least one level"));
         }
-        Ok(())
+        let metric = || {
+            self.metric
+                .as_deref()
+                .and_then(MetricId::parse)
+                .ok_or_else(|| at(&format!("unknown metric {:?}", self.metric)))
+        };
+        let record = || {
+            self.record.as_deref().and_then(Kind::parse).ok_or_else(|| {
+                at(&format!(
+                    "record must be a record kind, not {:?}",
+                    self.record
+                ))
+            })
+        };
+        let window = || {
+            self.window
+                .as_deref()
+                .and_then(parse_duration)
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| at("window must be a duration like 1d"))
+        };
+        let condition = match self.kind.as_str() {
+            "threshold" => Condition::Threshold {
+                metric: metric()?,
+                op: self
+                    .op
+                    .as_deref()
+                    .and_then(Op::parse)
+                    .ok_or_else(|| at("op must be one of < <= > >="))?,
+                value: self
+                    .value
+                    .ok_or_else(|| at("threshold rules need a value"))?,
+            },
+            "at_risk" => Condition::AtRisk { metric: metric()? },
+            "appeal_overdue" => Condition::AppealOverdue,
+            "silence" => Condition::Silence {
+                days: self
+                    .days
+                    .filter(|d| *d > 0)
+                    .ok_or_else(|| at("silence rules need days > 0"))?,
+            },
+            "spike" => Condition::Spike {
+                record: record()?,
+                window: window()?,
+                baseline_windows: self
+                    .baseline_windows
+                    .filter(|b| *b > 0)
+                    .ok_or_else(|| at("spike rules need factor and baseline_windows"))?,
+                factor: self
+                    .factor
+                    .ok_or_else(|| at("spike rules need factor and baseline_windows"))?,
+                min_count: self.min_count.unwrap_or(1),
+            },
+            "cluster" => Condition::Cluster {
+                record: record()?,
+                window: window()?,
+                radius_km: self
+                    .radius_km
+                    .ok_or_else(|| at("cluster rules need radius_km and min_points ≥ 2"))?,
+                min_points: self
+                    .min_points
+                    .filter(|m| *m >= 2)
+                    .ok_or_else(|| at("cluster rules need radius_km and min_points ≥ 2"))?,
+            },
+            other => {
+                return Err(at(&format!(
+                    "unknown type '{other}': threshold, at_risk, appeal_overdue, silence, spike or cluster"
+                )))
+            }
+        };
+        Ok(Rule {
+            name: self.name,
+            condition,
+            after,
+            scope: self.scope,
+            levels: self.levels,
+            hold_for,
+            severity: self.severity,
+            summary: self.summary,
+            labels: self.labels,
+        })
     }
 }
 
@@ -231,8 +295,9 @@ pub fn load_rules(dir: &Path, tree: &OrgTree) -> Result<Vec<Rule>, String> {
             std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let file: RuleFile =
             toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        for rule in file.rule {
-            rule.validate(tree)
+        for spec in file.rule {
+            let rule = spec
+                .parse(tree)
                 .map_err(|e| format!("{}: {e}", path.display()))?;
             if rules.iter().any(|r: &Rule| r.name == rule.name) {
                 return Err(format!(
@@ -250,6 +315,7 @@ pub fn load_rules(dir: &Path, tree: &OrgTree) -> Result<Vec<Rule>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::org::tree_of;
 
     #[test]
     fn durations_read_like_people_write_them() {
@@ -258,5 +324,82 @@ mod tests {
         assert_eq!(parse_duration("2d"), Some(Duration::from_secs(172_800)));
         assert_eq!(parse_duration("10 minutes"), None);
         assert_eq!(parse_duration("m"), None);
+    }
+
+    fn parse(toml_text: &str) -> Result<Vec<Rule>, String> {
+        let tree = tree_of(&[("440300", Level::City, None)]);
+        let file: RuleFile = toml::from_str(toml_text).map_err(|e| e.to_string())?;
+        file.rule.into_iter().map(|r| r.parse(&tree)).collect()
+    }
+
+    #[test]
+    fn each_type_parses_into_its_condition_with_defaults_applied() {
+        let rules = parse(
+            r#"
+            [[rule]]
+            name = "t"
+            type = "threshold"
+            metric = "staffing_rate"
+            op = "<"
+            value = 0.95
+            after = "2020-12-31"
+            levels = ["city"]
+            for = "1h"
+            severity = "warning"
+            summary = "s"
+
+            [[rule]]
+            name = "s"
+            type = "spike"
+            record = "appeal.received"
+            window = "1d"
+            baseline_windows = 7
+            factor = 3.0
+            levels = ["city"]
+            for = "0s"
+            severity = "info"
+            summary = "s"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(
+            rules[0].condition,
+            Condition::Threshold {
+                metric: MetricId::StaffingRate,
+                op: Op::Lt,
+                value: 0.95
+            }
+        );
+        assert_eq!(rules[0].hold_for, Duration::from_secs(3600));
+        assert!(rules[0].after.is_some());
+        assert_eq!(
+            rules[1].condition,
+            Condition::Spike {
+                record: Kind::AppealReceived,
+                window: Duration::from_secs(86_400),
+                baseline_windows: 7,
+                factor: 3.0,
+                min_count: 1,
+            }
+        );
+    }
+
+    #[test]
+    fn a_spec_missing_what_its_type_needs_is_refused_naming_the_rule() {
+        let base = |extra: &str| {
+            format!(
+                "[[rule]]\nname = \"r\"\n{extra}\nlevels = [\"city\"]\nfor = \"0s\"\nseverity = \"info\"\nsummary = \"s\""
+            )
+        };
+        for (extra, says) in [
+            ("type = \"threshold\"\nmetric = \"staffing_rate\"\nvalue = 1.0", "op must be"),
+            ("type = \"threshold\"\nmetric = \"nope\"\nop = \"<\"\nvalue = 1.0", "unknown metric"),
+            ("type = \"silence\"", "days > 0"),
+            ("type = \"cluster\"\nrecord = \"appeal.received\"\nwindow = \"1d\"\nradius_km = 1.0\nmin_points = 1", "min_points"),
+            ("type = \"sometimes\"", "unknown type"),
+        ] {
+            let e = parse(&base(extra)).unwrap_err();
+            assert!(e.contains("rule r") && e.contains(says), "{extra}: {e}");
+        }
     }
 }
