@@ -623,3 +623,39 @@ async fn live_figures_equal_a_plain_sql_recomputation_and_survive_a_restart() {
     assert_eq!(answer["duplicates"], 1000);
     restarted.stop().await;
 }
+
+/// No data is never zero: a district that never reported a class shows `null` / `no_data` for
+/// training_classes (it showed 0 and at_risk, on every district of an empty store); once it
+/// reports one, a year without any is 0.
+#[tokio::test]
+async fn training_classes_are_no_data_until_a_district_reports_one() {
+    let app = spawn_app().await;
+    let body = app
+        .get_json("/api/v1/metrics?scope=440300&metrics=training_classes")
+        .await;
+    let nodes = body["nodes"].as_object().unwrap();
+    assert_eq!(nodes.len(), 11, "the city and its 10 districts");
+    for (code, figures) in nodes {
+        let f = &figures["training_classes"];
+        assert_eq!(
+            (f["value"].clone(), f["status"].as_str()),
+            (Value::Null, Some("no_data")),
+            "{code}: {f}"
+        );
+    }
+    let last_year = time::OffsetDateTime::now_utc().year() - 1;
+    app.post_events(
+        &json!([{"id": "class-luohu", "kind": "training.class_held", "org": "440303",
+        "at": format!("{last_year}-06-01T09:00:00+08:00"), "data": {"class_id": "c-1"}}]),
+    )
+    .await;
+    let body = app
+        .get_json("/api/v1/metrics?scope=440300&metrics=training_classes")
+        .await;
+    assert_eq!(body["nodes"]["440303"]["training_classes"]["value"], 0.0);
+    assert_eq!(
+        body["nodes"]["440304"]["training_classes"]["status"],
+        "no_data"
+    );
+    app.stop().await;
+}

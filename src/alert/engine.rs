@@ -396,10 +396,12 @@ impl AlertEngine {
             .clone();
         let Some(roster) = roster else { return Ok(()) };
         let tree = self.hub.tree().clone();
-        let mut groups: std::collections::BTreeMap<
+        // (rule, state, target url, level) → the target and its notices
+        type Groups<'a> = std::collections::BTreeMap<
             (String, String, String, u8),
-            (super::delivery::DutyTarget, Vec<&AlertNotice>),
-        > = std::collections::BTreeMap::new();
+            (super::delivery::DutyTarget, Vec<&'a AlertNotice>),
+        >;
+        let mut groups = Groups::new();
         for (notice, levels) in &deliveries {
             let chain = roster.chain(&tree, notice.node_idx);
             for &level in levels {

@@ -173,16 +173,14 @@ pub fn step(
                 },
             ),
             Observation::Holds(_),
-        ) => {
-            if now - since >= policy.hold_for {
-                t.next = Some(Current {
-                    phase: Phase::Firing,
-                    since: now,
-                    ..current
-                });
-                t.events.push(Event::Firing);
-                announce(&mut t);
-            }
+        ) if now - since >= policy.hold_for => {
+            t.next = Some(Current {
+                phase: Phase::Firing,
+                since: now,
+                ..current
+            });
+            t.events.push(Event::Firing);
+            announce(&mut t);
         }
         (
             Some(

@@ -262,7 +262,7 @@ impl UserDirectory {
             .values()
             .cloned()
             .collect();
-        tokens.sort_by(|a, b| b.issued_at.cmp(&a.issued_at));
+        tokens.sort_by_key(|t| std::cmp::Reverse(t.issued_at));
         tokens
     }
 

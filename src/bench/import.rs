@@ -48,19 +48,19 @@ fn write_ledger(
         let day = start + time::Duration::days((i % 1800) as i64);
         let (y, m, dd) = (day.year(), day.month() as u8, day.day());
         match i % 4 {
-            0 | 1 => write!(
+            0 | 1 => writeln!(
                 out,
-                "{d},{s},{c},{y}-{m:02}-{dd:02},B{i:09},{}\n",
+                "{d},{s},{c},{y}-{m:02}-{dd:02},B{i:09},{}",
                 if i % 3 == 0 { "是" } else { "否" }
             )?,
-            2 => write!(
+            2 => writeln!(
                 out,
-                "{d},{s},{c},{y}年{m}月{dd}日,B{i:09},{}\n",
+                "{d},{s},{c},{y}年{m}月{dd}日,B{i:09},{}",
                 if i % 3 == 0 { "是" } else { "否" }
             )?,
-            _ => write!(
+            _ => writeln!(
                 out,
-                "{d},{s},{c},{y}/{m}/{dd},B{i:09},{}\n",
+                "{d},{s},{c},{y}/{m}/{dd},B{i:09},{}",
                 if i % 3 == 0 { "是" } else { "否" }
             )?,
         }

@@ -17,8 +17,9 @@ pub fn routes(cfg: &mut web::ServiceConfig, assets_dir: &std::path::Path) {
         .service(actix_files::Files::new("/assets", assets_dir).prefer_utf8(true));
 }
 
-fn page(state: &AppState, file: &str) -> Result<NamedFile, ApiError> {
-    NamedFile::open(state.web.assets_dir.join(file))
+async fn page(state: &AppState, file: &str) -> Result<NamedFile, ApiError> {
+    NamedFile::open_async(state.web.assets_dir.join(file))
+        .await
         .map(|f| f.prefer_utf8(true))
         .map_err(|_| ApiError::NotFound {
             what: format!("page {file} (assets folder missing?)"),
@@ -28,34 +29,34 @@ fn page(state: &AppState, file: &str) -> Result<NamedFile, ApiError> {
 /// The big screen ("one map"), default dashboard.
 #[get("/")]
 async fn index(state: web::Data<AppState>) -> Result<NamedFile, ApiError> {
-    page(&state, "index.html")
+    page(&state, "index.html").await
 }
 
 /// The big screen showing dashboard `name`.
 #[get("/screen/{name}")]
 async fn screen(state: web::Data<AppState>) -> Result<NamedFile, ApiError> {
-    page(&state, "index.html")
+    page(&state, "index.html").await
 }
 
 /// The duty console.
 #[get("/duty")]
 async fn duty(state: web::Data<AppState>) -> Result<NamedFile, ApiError> {
-    page(&state, "duty.html")
+    page(&state, "duty.html").await
 }
 
 /// The analysts' SQL console.
 #[get("/sql")]
 async fn sql_console(state: web::Data<AppState>) -> Result<NamedFile, ApiError> {
-    page(&state, "sql.html")
+    page(&state, "sql.html").await
 }
 
 #[get("/vendor/echarts.min.js")]
 async fn echarts(state: web::Data<AppState>) -> Result<NamedFile, ApiError> {
-    NamedFile::open(state.web.vendor_dir.join("echarts/dist/echarts.min.js")).map_err(|_| {
-        ApiError::NotFound {
+    NamedFile::open_async(state.web.vendor_dir.join("echarts/dist/echarts.min.js"))
+        .await
+        .map_err(|_| ApiError::NotFound {
             what: "echarts.min.js (run scripts/setup)".into(),
-        }
-    })
+        })
 }
 
 /// Dashboard definitions (`dashboards/*.json`): name, title, version, and any error of a file

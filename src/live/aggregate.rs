@@ -537,14 +537,13 @@ impl Aggregates {
             MetricId::StaffingRate => ratio(s.filled, s.approved, s.staffing_reporters > 0),
             MetricId::VeteranHireShare => ratio(s.veteran_hires, s.hires, s.hires > 0),
             MetricId::TrainingClasses => {
-                let own = self.own[node as usize]
-                    .classes
-                    .get(&year)
-                    .map_or(0, |c| c.len() as i64);
+                let classes = &self.own[node as usize].classes;
                 Reading {
-                    num: own,
+                    num: classes.get(&year).map_or(0, |c| c.len() as i64),
                     den: None,
-                    has_data: true,
+                    // A count is no data until the node reported its kind once; from then on a
+                    // year without any is 0.
+                    has_data: !classes.is_empty(),
                     overdue: None,
                 }
             }
@@ -742,6 +741,31 @@ mod tests {
         assert!(a.sums[root].headcount <= 10);
         let now = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
         let _ = a.figure(a.tree().root(), MetricId::TrainingCoverage, now);
+    }
+
+    #[test]
+    fn classes_are_no_data_until_the_node_reports_one_and_zero_in_a_year_without() {
+        let tree = tree_of(&[("c", Level::City, None), ("d1", Level::District, Some("c"))]);
+        let mut a = Aggregates::new(std::sync::Arc::new(tree), AppealSla::default());
+        let d1 = a.tree().get("d1").unwrap();
+        let in_2026 = OffsetDateTime::from_unix_timestamp(1_790_000_000).unwrap();
+        let f = a.figure(d1, MetricId::TrainingClasses, in_2026);
+        assert_eq!((f.value, f.status.as_str()), (None, "no_data"));
+        // A class in 2025: 2026 has none yet, which is now 0, not no data.
+        let mut class = EventRow::blank(
+            "k1".into(),
+            Kind::TrainingClassHeld,
+            "d1".into(),
+            "d1".into(),
+            1_750_000_000,
+            1_750_000_000,
+            "test",
+        );
+        class.class_id = "2025-a".into();
+        a.apply(&class).unwrap();
+        let f = a.figure(d1, MetricId::TrainingClasses, in_2026);
+        assert_eq!(f.value, Some(0.0));
+        assert_ne!(f.status.as_str(), "no_data");
     }
 
     #[test]

@@ -171,7 +171,7 @@ impl<'a> LedgerRows<'a> {
 }
 
 enum Sink {
-    Csv(csv::Writer<std::io::BufWriter<std::fs::File>>),
+    Csv(Box<csv::Writer<std::io::BufWriter<std::fs::File>>>),
     Xlsx {
         book: Box<rust_xlsxwriter::Workbook>,
         row: u32,
@@ -214,7 +214,7 @@ impl LedgerWriter {
                     file.write_all(&[0xEF, 0xBB, 0xBF])?;
                     let mut w = csv::Writer::from_writer(file);
                     w.write_record(&headers)?;
-                    Sink::Csv(w)
+                    Sink::Csv(Box::new(w))
                 }
                 LedgerFormat::Xlsx => {
                     let mut book = Box::new(rust_xlsxwriter::Workbook::new());

@@ -1,0 +1,441 @@
+//! The `vscc` command line: the commands and their options here, each family of commands in
+//! a file of its own (serve and demo, users, ledgers, the simulator, the org tree).
+
+mod ledgers;
+mod org;
+mod serve;
+mod simulate;
+mod users;
+
+use std::path::PathBuf;
+
+use std::io::IsTerminal;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use crate::app::Application;
+use crate::config::{LogFormat, Settings};
+use crate::domain::{Level, OrgTree};
+use crate::reference;
+use crate::store::ManagedClickHouse;
+
+#[derive(Parser)]
+#[command(
+    name = "vscc",
+    version,
+    about = "Veterans Service Command Center: live figures, targets and alerts for Shenzhen's veterans service system",
+    long_about = "Veterans Service Command Center (深圳退役军人服务指挥中心).\n\n\
+        Records flow in over HTTP and from ledger imports, land in ClickHouse, roll up over the \
+        org tree (city → district → street → community) and stream to wall screens.\n\n\
+        Configuration layers, later wins: built-in defaults, the TOML file (--config, else \
+        ./vscc.toml when present), VSCC__SECTION__KEY environment variables (e.g. \
+        VSCC__CLICKHOUSE__URL=http://ch:8123), then VSCC_ADDR and command-line flags."
+)]
+pub struct Cli {
+    /// TOML configuration file.
+    #[arg(long, global = true, env = "VSCC_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Log format (overrides server.log_format).
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API, the WebSocket stream and the wall screen.
+    Serve(ServeArgs),
+    /// Serve, and print the admin token; the demo of `scripts/run`.
+    Demo(ServeArgs),
+    /// Apply pending ClickHouse schema migrations, then exit.
+    Migrate(StoreArgs),
+    /// Print the org tree, or the subtree under CODE.
+    Org(OrgArgs),
+    /// Run a managed ClickHouse in the foreground until Ctrl-C (used by scripts/test).
+    Clickhouse(ClickhouseArgs),
+    /// Batch jobs (decision support): `vscc etl run snapshots`.
+    #[command(subcommand)]
+    Etl(EtlCommand),
+    /// Simulate Shenzhen's service system from 2020-01-01: print NDJSON, or post to a server.
+    Simulate(SimulateArgs),
+    /// Benchmarks with a printed report (build with --release first).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+    /// Users: add, list, revoke; screen tokens. Works on the store directly (the running
+    /// server's managed ClickHouse, or the configured one); servers see changes within
+    /// auth.directory_refresh_ms.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// The analysts' SQL: print the ClickHouse users file for an external server.
+    #[command(subcommand)]
+    Sql(SqlCommand),
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a user. The password is read from VSCC_USER_PASSWORD, else from standard input
+    /// (first line).
+    Add {
+        name: String,
+        /// leader | analyst | duty_officer | clerk | admin
+        #[arg(long)]
+        role: String,
+        /// Org code whose subtree the user sees (440300: the whole city).
+        #[arg(long)]
+        scope: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// List users and screen tokens.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Disable a user (every token of theirs stops working), or with --screen-token revoke one
+    /// screen token by id.
+    Revoke {
+        /// User name, or screen token id with --screen-token.
+        name: String,
+        #[arg(long)]
+        screen_token: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Issue a long-lived screen token for a user's wall screen; prints the token.
+    ScreenToken {
+        user: String,
+        /// Org code the screen watches (default: the user's scope).
+        #[arg(long)]
+        scope: Option<String>,
+        #[arg(long, default_value = "")]
+        label: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum SqlCommand {
+    /// Print the users file (profile, quota, one read-only user per scope) to install as
+    /// users.d/vscc-<database>.xml on an external ClickHouse.
+    UsersXml {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum EtlCommand {
+    /// Import ledger files (CSV or Excel, Chinese headers) into the store. Which ledger a file
+    /// is comes from its headers (or --family); rejected rows go to <file>.rejects.csv with
+    /// their row number, column and reason; a re-imported file changes nothing.
+    Import {
+        /// Ledger files: .csv (UTF-8) or .xlsx/.xls/.ods (first sheet).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// staffing | hires | headcount | classes | attendance | ratings | appeals | veterans |
+        /// archives (or the Chinese title, e.g. 招聘台账).
+        #[arg(long)]
+        family: Option<String>,
+        /// Folder for the reject files (default: beside each input).
+        #[arg(long, value_name = "DIR")]
+        rejects: Option<PathBuf>,
+        /// Rows per chunk: memory grows with it.
+        #[arg(long, default_value_t = 200_000)]
+        chunk_rows: usize,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Run a job once against the configured ClickHouse.
+    Run {
+        /// snapshots: every metric of the city, districts and streets at each day's end;
+        /// progress: target progress with projections; league: district and street rankings;
+        /// freshness: newest record per node and kind; all: the four in that order.
+        job: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Ledger import of an N-row CSV beside `clickhouse-client … FORMAT CSVWithNames` of the
+    /// same file into an equivalent table; peak memory of the import.
+    Import {
+        #[arg(long, default_value_t = 10_000_000)]
+        rows: usize,
+        #[arg(long, default_value_t = 200_000)]
+        chunk_rows: usize,
+    },
+    /// Records/s end to end beside ClickHouse's own insert rate of the same rows.
+    Ingest {
+        #[arg(long, default_value_t = 1_000_000)]
+        records: usize,
+        /// Records per POST.
+        #[arg(long, default_value_t = 5_000)]
+        batch: usize,
+        /// Concurrent HTTP clients.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+    },
+    /// Event → delta latency at N screens, memory per screen, most screens at 1 update/s.
+    Stream {
+        #[arg(long, default_value_t = 1_000)]
+        screens: usize,
+        /// Records/s of steady ingest during the latency run.
+        #[arg(long, default_value_t = 5_000)]
+        rate: usize,
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// Publishing tick (the maximum message rate per subscription).
+        #[arg(long, default_value_t = 250)]
+        tick_ms: u64,
+        /// Steps of the 1 update/s ramp, comma-separated (0: skip). Each process here may hold
+        /// at most 20,000 file descriptors (hard limit), so the ramp stops below that.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "2000,5000,10000,15000,19500"
+        )]
+        max_screens: Vec<usize>,
+    },
+}
+
+#[derive(Args)]
+struct StoreArgs {
+    /// HTTP URL of an external ClickHouse (clickhouse.url). Without one, vscc starts a managed
+    /// clickhouse-server under clickhouse.managed.dir (default var/clickhouse).
+    #[arg(long, value_name = "URL")]
+    clickhouse_url: Option<String>,
+    /// ClickHouse database for vscc's tables (clickhouse.database, default vscc).
+    #[arg(long, value_name = "NAME")]
+    database: Option<String>,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on, host:port (server.addr; env VSCC_ADDR; default 127.0.0.1:8080).
+    #[arg(long, value_name = "HOST:PORT")]
+    addr: Option<String>,
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+#[derive(Args)]
+struct OrgArgs {
+    /// Org code of the subtree's root (default: the city, 440300).
+    code: Option<String>,
+    /// Levels below the root to print (default: all).
+    #[arg(long)]
+    depth: Option<usize>,
+    /// Print JSON, as GET /api/v1/org does.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct SimulateArgs {
+    /// Same seed, same records.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Multiplies veterans and appeals (1 ≈ 300,000 veterans, 20 appeals a weekday).
+    #[arg(long, default_value_t = 0.1)]
+    scale: f64,
+    /// Last day of the history, YYYY-MM-DD (default: today in Shenzhen).
+    #[arg(long)]
+    until: Option<String>,
+    /// Post to this vscc instead of printing NDJSON, e.g. http://127.0.0.1:8080.
+    #[arg(long, value_name = "URL")]
+    server: Option<String>,
+    /// Token for --server (default: VSCC_ADMIN_TOKEN).
+    #[arg(long, env = "VSCC_ADMIN_TOKEN")]
+    token: Option<String>,
+    /// After the history, keep posting the simulated future at --rate records a second.
+    #[arg(long)]
+    live: bool,
+    #[arg(long, default_value_t = 5)]
+    rate: usize,
+    /// Write ledger files instead (one per family, Chinese headers, as clerks keep them).
+    #[arg(long, value_enum)]
+    format: Option<crate::batch::ledger::write::LedgerFormat>,
+    /// Folder for the ledger files of --format.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ClickhouseArgs {
+    /// Folder for the server's config, data and logs (default: clickhouse.managed.dir).
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Write `VSCC__CLICKHOUSE__URL=…`, `VSCC_CLICKHOUSE_TCP_PORT=…` and
+    /// `VSCC__SQL__USERS_DIR=…` to this file once up.
+    #[arg(long, value_name = "FILE")]
+    env_file: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    fn apply(&self, settings: &mut Settings) {
+        if let Some(url) = &self.clickhouse_url {
+            settings.clickhouse.url = url.clone();
+        }
+        if let Some(db) = &self.database {
+            settings.clickhouse.database = db.clone();
+        }
+    }
+}
+
+pub async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut settings = Settings::load(cli.config.as_deref())?;
+    if let Some(f) = cli.log_format {
+        settings.server.log_format = f;
+    }
+    crate::telemetry::init(settings.server.log_format, "info,actix_server=warn");
+
+    match cli.command {
+        Command::Serve(args) => serve::serve(settings, args, false).await,
+        Command::Demo(args) => serve::serve(settings, args, true).await,
+        Command::Migrate(args) => {
+            args.apply(&mut settings);
+            let (store, managed) = crate::app::connect_store_shared(&settings).await?;
+            let result = store.migrate().await;
+            if let Some(mut m) = managed {
+                m.stop().await;
+            }
+            let report = result?;
+            println!(
+                "migrations: {} applied now ({}), {} already applied",
+                report.applied.len(),
+                report.applied.join(", "),
+                report.already_applied
+            );
+            Ok(())
+        }
+        Command::Org(args) => org::print_org(&settings, args),
+        Command::Simulate(args) => simulate::simulate(&settings, args).await,
+        Command::Etl(EtlCommand::Import {
+            files,
+            family,
+            rejects,
+            chunk_rows,
+            store,
+        }) => {
+            store.apply(&mut settings);
+            ledgers::import_ledgers(&settings, files, family, rejects, chunk_rows).await
+        }
+        Command::Etl(EtlCommand::Run { job, store }) => {
+            let jobs = crate::batch::decision::JOBS;
+            anyhow::ensure!(
+                jobs.contains(&job.as_str()),
+                "unknown job '{job}'; jobs: {}",
+                jobs.join(", ")
+            );
+            store.apply(&mut settings);
+            let tree =
+                std::sync::Arc::new(reference::load_org_tree(&settings.reference.divisions_dir)?);
+            let (store, managed) = crate::app::connect_store_shared(&settings).await?;
+            let result = async {
+                store.migrate().await?;
+                store.refresh_org_nodes(&tree).await?;
+                let now = time::OffsetDateTime::now_utc();
+                Ok::<_, anyhow::Error>(
+                    crate::batch::decision::run_named(&store, &tree, settings.appeals, &job, now)
+                        .await?,
+                )
+            }
+            .await;
+            if let Some(mut m) = managed {
+                m.stop().await;
+            }
+            for (job, rows) in result? {
+                println!("{job}: {rows} rows");
+            }
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Ingest {
+            records,
+            batch,
+            concurrency,
+        }) => {
+            crate::bench::ingest::run(
+                &settings,
+                crate::bench::ingest::IngestBench {
+                    records,
+                    batch,
+                    concurrency,
+                },
+            )
+            .await
+        }
+        Command::Bench(BenchCommand::Import { rows, chunk_rows }) => {
+            crate::bench::import::run(
+                &settings,
+                crate::bench::import::ImportBench { rows, chunk_rows },
+            )
+            .await
+        }
+        Command::Bench(BenchCommand::Stream {
+            screens,
+            rate,
+            seconds,
+            tick_ms,
+            max_screens,
+        }) => {
+            let max_screens = max_screens.into_iter().filter(|&n| n > 0).collect();
+            let opts = crate::bench::stream::StreamBench {
+                screens,
+                rate,
+                seconds,
+                tick_ms,
+                max_screens,
+            };
+            crate::bench::stream::run(&settings, opts).await
+        }
+        Command::User(command) => users::user_command(settings, command).await,
+        Command::Sql(SqlCommand::UsersXml { store }) => {
+            store.apply(&mut settings);
+            let tree =
+                std::sync::Arc::new(reference::load_org_tree(&settings.reference.divisions_dir)?);
+            let secret = crate::auth::load_or_create_secret(&settings.auth)?;
+            let store = crate::store::Store::new(
+                &settings.clickhouse.url,
+                "default",
+                "",
+                &settings.clickhouse.database,
+            )?;
+            let gateway = crate::app::sql_gateway(&settings, &store, &tree, None, &secret);
+            print!("{}", gateway.users_xml_for_all_scopes());
+            Ok(())
+        }
+        Command::Clickhouse(args) => {
+            if let Some(dir) = args.dir {
+                settings.clickhouse.managed.dir = dir;
+            }
+            let mut managed = ManagedClickHouse::start(&settings.clickhouse.managed).await?;
+            println!(
+                "clickhouse: {} (native port {}, pid {})",
+                managed.url(),
+                managed.tcp_port(),
+                managed.pid()
+            );
+            if let Some(file) = args.env_file {
+                std::fs::write(
+                    &file,
+                    format!(
+                        "VSCC__CLICKHOUSE__URL={}\nVSCC_CLICKHOUSE_TCP_PORT={}\nVSCC__SQL__USERS_DIR={}\n",
+                        managed.url(),
+                        managed.tcp_port(),
+                        managed.users_dir().display()
+                    ),
+                )
+                .with_context(|| format!("writing {}", file.display()))?;
+            }
+            serve::wait_for_stop_signal().await;
+            managed.stop().await;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! `vscc serve` and `vscc demo`: the server, and the demo's simulated Shenzhen fed to it.
+
+use super::*;
+
+pub(super) async fn serve(
+    mut settings: Settings,
+    args: ServeArgs,
+    demo: bool,
+) -> anyhow::Result<()> {
+    if let Some(addr) = args.addr {
+        settings.server.addr = addr;
+    }
+    args.store.apply(&mut settings);
+    if demo {
+        // Unattended demo screens on this machine need no token to read figures.
+        settings
+            .auth
+            .anonymous_role
+            .get_or_insert(crate::auth::Role::Leader);
+    }
+    let app = Application::build(settings.clone(), true).await?;
+    if demo {
+        println!("admin token: {}", app.admin_token());
+        println!("wall screen: http://{}", settings.server.addr);
+        println!(
+            "duty console: http://{}/duty?token={}",
+            settings.server.addr,
+            app.admin_token()
+        );
+        println!(
+            "SQL console: http://{}/sql?token={}",
+            settings.server.addr,
+            app.admin_token()
+        );
+        tokio::spawn(demo_feed(
+            format!("http://127.0.0.1:{}", app.port()),
+            app.admin_token().to_string(),
+            app.state().tree.clone(),
+            app.state().map.clone(),
+            app.state().streams.closing(),
+        ));
+    }
+    app.run_until_stopped().await
+}
+
+/// The demo's records: the simulated history since 2020 (same ids every run, so a re-run adds
+/// nothing), then the simulated future, live.
+async fn demo_feed(
+    base: String,
+    token: String,
+    tree: std::sync::Arc<OrgTree>,
+    map: std::sync::Arc<crate::reference::DistrictMap>,
+    mut closing: tokio::sync::watch::Receiver<bool>,
+) {
+    let run = feed(
+        &base,
+        &token,
+        &tree,
+        &map,
+        1,
+        0.05,
+        crate::batch::simulator::today(),
+        true,
+        5,
+        false,
+    );
+    tokio::select! {
+        result = run => if let Err(e) = result {
+            tracing::warn!(error = %e, "demo feed stopped");
+        },
+        _ = closing.wait_for(|c| *c) => {}
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn feed(
+    base: &str,
+    token: &str,
+    tree: &OrgTree,
+    map: &crate::reference::DistrictMap,
+    seed: u64,
+    scale: f64,
+    until: time::Date,
+    live: bool,
+    rate: usize,
+    progress: bool,
+) -> anyhow::Result<()> {
+    use crate::batch::simulator::{LivePlayer, Simulator, START};
+    let http = reqwest::Client::new();
+    let url = format!("{base}/api/v1/events");
+    let post = |events: Vec<serde_json::Value>| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            loop {
+                let res = http
+                    .post(&url)
+                    .bearer_auth(token)
+                    .json(&events)
+                    .send()
+                    .await?;
+                let status = res.status().as_u16();
+                // Over the rate limit or the spool bound: wait as told, then send the same body
+                // again (ids make the re-send safe).
+                if status == 429 || status == 503 {
+                    let wait = res
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .unwrap_or(1);
+                    tokio::time::sleep(std::time::Duration::from_secs(wait.min(60))).await;
+                    continue;
+                }
+                anyhow::ensure!(
+                    res.status().is_success(),
+                    "the server answered {}",
+                    res.status()
+                );
+                return Ok::<_, anyhow::Error>(());
+            }
+        }
+    };
+    let mut sim = Simulator::new(tree, map, seed, scale);
+    let days = (until - START).whole_days().max(0) as u64 + 1;
+    let bar = progress.then(|| {
+        let bar = indicatif::ProgressBar::new(days);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} days {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let mut batch = Vec::new();
+    let mut sent = 0usize;
+    while let Some((_, events)) = sim.next_day(until) {
+        batch.extend(events);
+        if let Some(b) = &bar {
+            b.inc(1);
+        }
+        if batch.len() >= 5000 {
+            sent += batch.len();
+            post(std::mem::take(&mut batch)).await?;
+            if let Some(b) = &bar {
+                b.set_message(format!("{sent} records"));
+            }
+        }
+    }
+    sent += batch.len();
+    post(batch).await?;
+    if let Some(b) = bar {
+        b.finish_with_message(format!("{sent} records"));
+    }
+    tracing::info!(records = sent, "simulated history sent");
+    if live {
+        // Trend lines need the daily snapshots of the history just sent.
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        let res = http
+            .post(format!("{base}/api/v1/jobs/all"))
+            .bearer_auth(token)
+            .send()
+            .await;
+        if let Err(e) = res {
+            tracing::warn!(error = %e, "could not run the snapshot job");
+        }
+    }
+    if live {
+        let mut player = LivePlayer::new(sim);
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            every.tick().await;
+            let events = player.next(rate, time::OffsetDateTime::now_utc());
+            if let Err(e) = post(events).await {
+                tracing::warn!(error = %e, "live record not accepted; retrying next second");
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn wait_for_stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+}
