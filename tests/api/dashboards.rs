@@ -1,6 +1,6 @@
 //! Dashboards as files: served, validated, reloaded on change without a restart.
 
-mod common;
+use crate::helpers as common;
 
 use std::time::Duration;
 

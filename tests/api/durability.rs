@@ -1,23 +1,15 @@
 //! Acknowledged records are never lost and never counted twice: a real vscc process killed
 //! with SIGKILL mid-ingest, and ClickHouse stopped and restarted under ingest.
 
-mod common;
+use crate::helpers as common;
 
 use std::collections::HashSet;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{spawn_app_with, test_settings};
+use common::{free_port, spawn_app_with, test_settings, wait_ready};
 use serde_json::{json, Value};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn batch(prefix: &str, n: usize) -> Vec<Value> {
     (0..n)
@@ -44,41 +36,18 @@ struct Server {
 }
 
 fn start_server(port: u16, database: &str, spool: &std::path::Path) -> Server {
-    let child = Command::new(env!("CARGO_BIN_EXE_vscc"))
-        .arg("serve")
-        .env("VSCC_ADDR", format!("127.0.0.1:{port}"))
-        .env("VSCC__CLICKHOUSE__URL", common::clickhouse_url())
-        .env("VSCC__CLICKHOUSE__DATABASE", database)
-        .env("VSCC__INGEST__SPOOL_DIR", spool)
+    let child = common::serve_command(port, database, spool, "kill-test")
         .env("VSCC__INGEST__FLUSH_INTERVAL_MS", "200")
         // Small batches, so that the kill finds two inserts in flight (the writer's default).
         .env("VSCC__INGEST__BATCH_ROWS", "1000")
         // Bulk clients re-send everything as fast as they can: no rate limit here.
         .env("VSCC__LIMITS__INGEST_PER_SEC", "1000000")
         .env("VSCC__LIMITS__INGEST_BURST", "1000000")
-        .env("VSCC__AUTH__SECRET_FILE", spool.join("auth-secret"))
-        .env("VSCC_ADMIN_TOKEN", "kill-test")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     Server {
         child,
         base: format!("http://127.0.0.1:{port}"),
-    }
-}
-
-async fn wait_ready(http: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(r) = http.get(format!("{base}/readyz")).send().await {
-            if r.status() == 200 {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "server not ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

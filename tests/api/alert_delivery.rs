@@ -2,7 +2,7 @@
 //! acknowledgement stopping it. Time is driven by the test; webhook receivers are real local
 //! HTTP servers.
 
-mod common;
+use crate::helpers as common;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -230,3 +230,49 @@ pub fn sample_events(
 ) -> Vec<serde_json::Value> {
     vscc::bench::workload::Workload::new(tree, seed, days, prefix, n / 4 + 1).events(n)
 }
+
+/// A port free at this moment, for a server a test starts itself.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// The real binary as a process of its own (its own memory; it can be killed), serving on
+/// `port` with the run's ClickHouse, database `database`, its log in `spool`, and `token` as
+/// the admin token. Callers add their own settings and spawn it.
+pub fn serve_command(
+    port: u16,
+    database: &str,
+    spool: &std::path::Path,
+    token: &str,
+) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_vscc"));
+    command
+        .arg("serve")
+        .env("VSCC_ADDR", format!("127.0.0.1:{port}"))
+        .env("VSCC__CLICKHOUSE__URL", clickhouse_url())
+        .env("VSCC__CLICKHOUSE__DATABASE", database)
+        .env("VSCC__INGEST__SPOOL_DIR", spool)
+        .env("VSCC__AUTH__SECRET_FILE", spool.join("auth-secret"))
+        .env("VSCC_ADMIN_TOKEN", token)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    command
+}
+
+/// Waits until a server answers /readyz with 200 (60 s at most).
+pub async fn wait_ready(http: &reqwest::Client, base: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Ok(r) = http.get(format!("{base}/readyz")).send().await {
+            if r.status() == 200 {
+                return;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "server not ready");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -1,7 +1,7 @@
 //! Users, roles and scopes: the access matrix, login throttling, expiry, revocation (also on an
 //! open WebSocket), screen tokens, rate limits and the `vscc user` command.
 
-mod common;
+use crate::helpers as common;
 
 use std::time::Duration;
 

@@ -1,13 +1,12 @@
 //! The live stream: snapshot and deltas agree with REST, resume, slow clients, access.
 
-mod common;
+use crate::helpers as common;
 
 use std::time::Duration;
 
 use common::ws::{connect, next_json, subscribe, Ws};
 use common::{spawn_app, spawn_app_with, test_settings, TestApp};
 use serde_json::{json, Value};
-use tokio_tungstenite::{tungstenite::client::IntoClientRequest, MaybeTlsStream};
 
 /// Applies a delta's nodes onto a snapshot's nodes.
 fn merge(into: &mut Value, delta: &Value) {
@@ -199,22 +198,7 @@ async fn a_client_that_stops_reading_is_dropped_while_others_keep_receiving() {
     let app = spawn_app_with(settings).await;
     // The stalled client: many snapshots asked for (16 subscriptions, the most one connection
     // may hold, each re-sent), a tiny receive buffer, and it never reads.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let stream = socket
-        .connect(format!("127.0.0.1:{}", app.port).parse().unwrap())
-        .await
-        .unwrap();
-    let mut req = format!("ws://127.0.0.1:{}/ws", app.port)
-        .into_client_request()
-        .unwrap();
-    req.headers_mut().insert(
-        "authorization",
-        format!("Bearer {}", app.admin_token()).parse().unwrap(),
-    );
-    let (mut stalled, _) = tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(stream))
-        .await
-        .unwrap();
+    let (mut stalled, _) = common::ws::slow_reader(&app).await;
     for i in 0..400 {
         subscribe(&mut stalled, &format!("s{}", i % 16), "440300", None).await;
     }

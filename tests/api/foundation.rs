@@ -1,7 +1,7 @@
 //! The foundation: org tree, map, schema migrations and the serving basics, against the real
 //! app and the real ClickHouse.
 
-mod common;
+use crate::helpers as common;
 
 use std::collections::HashMap;
 

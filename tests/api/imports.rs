@@ -1,7 +1,7 @@
 //! Ledger imports: what clerks write is cleaned, bad rows are rejected with row, column and
 //! reason, a re-import changes nothing, and Excel and CSV of the same data are the same.
 
-mod common;
+use crate::helpers as common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,7 +1,7 @@
 //! Alerts with controlled time: the tests call `evaluate(now)` with chosen instants (the
 //! background evaluation is off), against the real app and ClickHouse.
 
-mod common;
+use crate::helpers as common;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! The daily-snapshot job: history behind the trend lines, equal to the live figures.
 
-mod common;
+use crate::helpers as common;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -2,7 +2,7 @@
 //! (`tests/browser/wall_screen.mjs`), against the real vscc binary and the run's ClickHouse.
 //! Screenshots at 1920×1080 and 3840×2160 land in `target/screenshots/`.
 
-mod common;
+use crate::helpers as common;
 
 use std::process::Command;
 

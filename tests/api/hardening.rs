@@ -2,17 +2,16 @@
 //! stored rows that no longer validate; huge refused bodies; a socket that stops reading;
 //! subscriptions re-sent without end; a WebSocket from a foreign page.
 
-mod common;
+use crate::helpers as common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::ws::{connect, next_json, subscribe};
 use common::{spawn_app_with, test_settings};
 use futures_util::SinkExt;
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
-use tokio_tungstenite::MaybeTlsStream;
+use tokio_tungstenite::tungstenite::Message;
 
 fn headcount(id: &str, org: &str, n: i64) -> Value {
     json!({"id": id, "kind": "staff.headcount", "org": org, "at": "2026-11-01T09:00:00+08:00",
@@ -147,14 +146,6 @@ async fn stored_rows_that_no_longer_validate_are_skipped_at_start_up_and_reporte
 
 // --- refused bodies ------------------------------------------------------------------------
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 struct Server {
     child: Child,
     base: String,
@@ -186,24 +177,14 @@ const MIB: usize = 1024 * 1024;
 #[tokio::test]
 async fn huge_refused_bodies_cost_about_their_size_even_several_at_once() {
     let settings = test_settings();
-    let port = free_port();
+    let port = common::free_port();
     let spool = settings.ingest.spool_dir.clone();
-    let child = Command::new(env!("CARGO_BIN_EXE_vscc"))
-        .arg("serve")
-        .env("VSCC_ADDR", format!("127.0.0.1:{port}"))
-        .env("VSCC__CLICKHOUSE__URL", common::clickhouse_url())
-        .env("VSCC__CLICKHOUSE__DATABASE", &settings.clickhouse.database)
-        .env("VSCC__INGEST__SPOOL_DIR", &spool)
+    let child = common::serve_command(port, &settings.clickhouse.database, &spool, "bodies")
         .env("VSCC__INGEST__MAX_BODY_BYTES", (16 * MIB).to_string())
         .env(
             "VSCC__INGEST__MAX_BODY_BYTES_IN_FLIGHT",
             (32 * MIB).to_string(),
         )
-        .env("VSCC__AUTH__SECRET_FILE", spool.join("auth-secret"))
-        .env("VSCC_ADMIN_TOKEN", "bodies")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let server = Server {
@@ -211,12 +192,7 @@ async fn huge_refused_bodies_cost_about_their_size_even_several_at_once() {
         base: format!("http://127.0.0.1:{port}"),
     };
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !matches!(http.get(format!("{}/readyz", server.base)).send().await, Ok(r) if r.status() == 200)
-    {
-        assert!(Instant::now() < deadline, "server not ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::wait_ready(&http, &server.base).await;
     let pid = server.child.id();
     let before = peak_rss_mib(pid);
 
@@ -272,23 +248,7 @@ async fn a_screen_dropped_for_not_reading_has_its_connection_closed() {
     let mut settings = test_settings();
     settings.stream.send_timeout_ms = 300;
     let app = spawn_app_with(settings).await;
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let stream = socket
-        .connect(format!("127.0.0.1:{}", app.port).parse().unwrap())
-        .await
-        .unwrap();
-    let client_port = stream.local_addr().unwrap().port();
-    let mut req = format!("ws://127.0.0.1:{}/ws", app.port)
-        .into_client_request()
-        .unwrap();
-    req.headers_mut().insert(
-        "authorization",
-        format!("Bearer {}", app.admin_token()).parse().unwrap(),
-    );
-    let (mut stalled, _) = tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(stream))
-        .await
-        .unwrap();
+    let (mut stalled, client_port) = common::ws::slow_reader(&app).await;
     assert!(server_side_open(app.port, client_port));
     // Snapshots asked for again and again, never read: the server's send buffer fills up.
     let sender = tokio::spawn(async move {

@@ -5,14 +5,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn alive(pid: u32) -> bool {
     // A zombie (exited, not yet reaped by its parent) counts as gone.
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -40,7 +32,7 @@ struct Serve {
 
 impl Serve {
     fn start(dir: &Path) -> Serve {
-        let port = free_port();
+        let port = crate::helpers::free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_vscc"))
             .arg("serve")
             .env("VSCC_ADDR", format!("127.0.0.1:{port}"))

@@ -1,6 +1,6 @@
 //! Analysts' SQL: what ClickHouse refuses, limits, cancel, scopes, masking, history, saved.
 
-mod common;
+use crate::helpers as common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Records in: validation, idempotency, limits, scope, and live figures that equal a plain-SQL
 //! recomputation from the raw rows in ClickHouse.
 
-mod common;
+use crate::helpers as common;
 
 use std::collections::HashMap;
 

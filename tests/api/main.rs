@@ -1,0 +1,22 @@
+//! Every integration test, in one binary (one build, one link): each file is a part of the
+//! product tried through its real interfaces — the HTTP API, the WebSocket, the binary, a real
+//! ClickHouse (the one `scripts/test` starts for the run) — with the shared helpers in
+//! `helpers.rs` (`spawn_app()` and friends).
+
+mod helpers;
+
+mod access;
+mod alert_delivery;
+mod alerts;
+mod dashboards;
+mod durability;
+mod foundation;
+mod hardening;
+mod imports;
+mod ingest;
+mod managed_clickhouse;
+mod simulator;
+mod snapshots;
+mod sql;
+mod stream;
+mod wall_screen;
