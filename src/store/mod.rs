@@ -9,7 +9,7 @@ pub mod retry;
 
 pub use error::{RetryHint, ServerException, StoreError};
 pub use managed::ManagedClickHouse;
-pub use migrate::{MigrationReport, MIGRATIONS};
+pub use migrate::MIGRATIONS;
 
 use clickhouse::Client;
 

@@ -27,11 +27,6 @@ impl Backoff {
         wait
     }
 
-    /// The longest wait (for failures that only a change elsewhere can fix).
-    pub fn most(&self) -> Duration {
-        self.most
-    }
-
     /// After a success: start again from the first wait.
     pub fn reset(&mut self) {
         self.next = self.first;

@@ -243,11 +243,11 @@ async fn refused_at_next_message(ws: &mut common::ws::Ws) -> Value {
 fn leader_session_token(app: &TestApp, jti: &str, iat: i64, exp: i64) -> String {
     app.state
         .auth
-        .sign(&vscc::auth::Claims {
+        .sign(&vscc::Claims {
             sub: "li".into(),
             jti: jti.into(),
-            kind: vscc::auth::TokenKind::Session,
-            role: vscc::auth::Role::Leader,
+            kind: vscc::TokenKind::Session,
+            role: vscc::Role::Leader,
             scope: "440303".into(),
             iat,
             exp,

@@ -43,16 +43,16 @@ fn settings_with_rules(rules: &str) -> (Settings, tempfile::TempDir) {
     s.alerts.eval_interval_ms = 0;
     s.alerts.repeat_minutes = 60;
     s.auth.tokens = vec![
-        vscc::auth::TokenConfig {
+        vscc::TokenConfig {
             token: "duty-luohu".into(),
             name: "罗湖值班员".into(),
-            role: vscc::auth::Role::DutyOfficer,
+            role: vscc::Role::DutyOfficer,
             scope: "440303".into(),
         },
-        vscc::auth::TokenConfig {
+        vscc::TokenConfig {
             token: "leader".into(),
             name: "领导".into(),
-            role: vscc::auth::Role::Leader,
+            role: vscc::Role::Leader,
             scope: "440300".into(),
         },
     ];
@@ -64,7 +64,7 @@ fn staffing(id: &str, org: &str, approved: i64, filled: i64) -> Value {
            "data": {"approved_posts": approved, "filled_posts": filled}})
 }
 
-fn states(events: &[vscc::alert::engine::AlertEventRow], fp: &str) -> Vec<String> {
+fn states(events: &[vscc::AlertEventRow], fp: &str) -> Vec<String> {
     events
         .iter()
         .filter(|e| e.fingerprint == fp)
@@ -72,7 +72,7 @@ fn states(events: &[vscc::alert::engine::AlertEventRow], fp: &str) -> Vec<String
         .collect()
 }
 
-async fn eval(app: &TestApp, at: OffsetDateTime) -> Vec<vscc::alert::engine::AlertEventRow> {
+async fn eval(app: &TestApp, at: OffsetDateTime) -> Vec<vscc::AlertEventRow> {
     app.state.alerts.evaluate(at).await.unwrap()
 }
 
@@ -384,8 +384,8 @@ async fn a_spike_against_its_own_baseline_and_a_geographic_cluster_each_fire_onc
 #[test]
 fn the_shipped_rules_and_roster_example_load() {
     let s = vscc::config::Settings::load(None).unwrap();
-    let tree = vscc::reference::load_org_tree(&s.reference.divisions_dir).unwrap();
-    let rules = vscc::alert::rules::load_rules(std::path::Path::new("dashboards/alerts"), &tree)
+    let tree = vscc::load_org_tree(&s.reference.divisions_dir).unwrap();
+    let rules = vscc::load_rules(std::path::Path::new("dashboards/alerts"), &tree)
         .expect("shipped rules are valid");
     let names: Vec<&str> = rules.iter().map(|r| r.name.as_str()).collect();
     for covered in [
@@ -398,7 +398,7 @@ fn the_shipped_rules_and_roster_example_load() {
     ] {
         assert!(names.contains(&covered), "{covered} missing from {names:?}");
     }
-    let roster = vscc::alert::delivery::Roster::load(
+    let roster = vscc::Roster::load(
         std::path::Path::new("dashboards/alerts/oncall.toml.example"),
         &tree,
     )

@@ -21,7 +21,7 @@ fn batch(prefix: &str, n: usize) -> Vec<Value> {
 }
 
 /// Rows in `events` and distinct ids among them: equal when nothing landed twice.
-async fn rows_and_distinct_ids(store: &vscc::store::Store) -> (u64, u64) {
+async fn rows_and_distinct_ids(store: &vscc::Store) -> (u64, u64) {
     store
         .client()
         .query("SELECT count(), uniqExact(id) FROM events")
@@ -107,8 +107,7 @@ async fn sigkill_mid_ingest_loses_nothing_acknowledged_and_counts_nothing_twice(
 
     let mut server = start_server(port, &database, &spool);
     wait_ready(&http, &server.base).await;
-    let store =
-        vscc::store::Store::new(&common::clickhouse_url(), "default", "", &database).unwrap();
+    let store = vscc::Store::new(&common::clickhouse_url(), "default", "", &database).unwrap();
     let (rows, distinct) = rows_and_distinct_ids(&store).await;
     assert_eq!(rows, distinct, "no record is in ClickHouse twice");
     let stored: HashSet<String> = store
@@ -182,7 +181,7 @@ async fn ingest_rides_out_a_clickhouse_outage_and_everything_lands_once_it_retur
     settings.ingest.max_spool_bytes = 400_000;
     // Small batches: the outage cuts off inserts while another is in flight.
     settings.ingest.batch_rows = 150;
-    let mut clickhouse = vscc::store::ManagedClickHouse::start(&settings.clickhouse.managed)
+    let mut clickhouse = vscc::ManagedClickHouse::start(&settings.clickhouse.managed)
         .await
         .unwrap();
     settings.clickhouse.url = clickhouse.url();
@@ -292,8 +291,7 @@ async fn an_insert_that_landed_but_whose_answer_was_lost_is_not_inserted_again()
     settings.ingest.batch_rows = 100;
     let database = settings.clickhouse.database.clone();
     let app = spawn_app_with(settings).await;
-    let direct =
-        vscc::store::Store::new(&common::clickhouse_url(), "default", "", &database).unwrap();
+    let direct = vscc::Store::new(&common::clickhouse_url(), "default", "", &database).unwrap();
 
     proxy.lose_answers.store(true, Ordering::SeqCst);
     let answer: Value = app

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use common::{spawn_app, test_settings};
 use serde_json::Value;
-use vscc::store::{Store, MIGRATIONS};
+use vscc::{Store, MIGRATIONS};
 
 fn flatten<'a>(node: &'a Value, out: &mut Vec<&'a Value>) {
     out.push(node);
@@ -228,7 +228,7 @@ async fn readyz_says_not_ready_when_clickhouse_is_unreachable() {
     let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let mut settings = test_settings();
     settings.clickhouse.managed.dir = tmp.path().to_path_buf();
-    let mut own = vscc::store::ManagedClickHouse::start(&settings.clickhouse.managed)
+    let mut own = vscc::ManagedClickHouse::start(&settings.clickhouse.managed)
         .await
         .unwrap();
     settings.clickhouse.url = own.url();

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use vscc::app::Application;
 use vscc::config::{LogFormat, Settings};
-use vscc::http::AppState;
-use vscc::store::Store;
+use vscc::AppState;
+use vscc::Store;
 
 pub struct TestApp {
     pub base: String,
@@ -228,7 +228,7 @@ pub fn sample_events(
     days: i64,
     prefix: &str,
 ) -> Vec<serde_json::Value> {
-    vscc::bench::workload::Workload::new(tree, seed, days, prefix, n / 4 + 1).events(n)
+    vscc::Workload::new(tree, seed, days, prefix, n / 4 + 1).events(n)
 }
 
 /// A port free at this moment, for a server a test starts itself.

@@ -301,16 +301,16 @@ async fn oversized_bodies_get_413_and_nothing_is_accepted() {
 async fn tokens_are_required_and_scoped() {
     let mut settings = test_settings();
     settings.auth.tokens = vec![
-        vscc::auth::TokenConfig {
+        vscc::TokenConfig {
             token: "nanshan-clerk".into(),
             name: "南山 clerk".into(),
-            role: vscc::auth::Role::Clerk,
+            role: vscc::Role::Clerk,
             scope: "440305".into(),
         },
-        vscc::auth::TokenConfig {
+        vscc::TokenConfig {
             token: "nanshan-leader".into(),
             name: "南山 leader".into(),
-            role: vscc::auth::Role::Leader,
+            role: vscc::Role::Leader,
             scope: "440305".into(),
         },
     ];

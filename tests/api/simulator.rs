@@ -3,9 +3,9 @@
 use std::collections::HashMap;
 
 use time::{Date, Month, OffsetDateTime, Weekday};
-use vscc::batch::simulator::Simulator;
 use vscc::config::Settings;
-use vscc::reference::{load_org_tree, DistrictMap};
+use vscc::Simulator;
+use vscc::{load_org_tree, DistrictMap};
 
 fn reference() -> (vscc::domain::OrgTree, DistrictMap) {
     let s = Settings::load(None).unwrap();

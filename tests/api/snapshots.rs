@@ -14,7 +14,7 @@ use vscc::domain::time::SHANGHAI;
 /// A clock the test sets: the live side believes it is that moment.
 struct ManualClock(Mutex<OffsetDateTime>);
 
-impl vscc::live::hub::Clock for ManualClock {
+impl vscc::Clock for ManualClock {
     fn now(&self) -> OffsetDateTime {
         *self.0.lock().unwrap()
     }
@@ -53,8 +53,8 @@ async fn a_past_days_snapshot_equals_what_the_live_side_showed_at_that_days_end(
 
     // The simulated Shenzhen up to the end of 30 June 2020, as the wall screen saw it then.
     let (tree, map) = (app.state.tree.clone(), app.state.map.clone());
-    let mut sim = vscc::batch::simulator::Simulator::new(&tree, &map, 5, 0.02);
-    let post_until = |sim: &mut vscc::batch::simulator::Simulator<'_>, until: Date| {
+    let mut sim = vscc::Simulator::new(&tree, &map, 5, 0.02);
+    let post_until = |sim: &mut vscc::Simulator<'_>, until: Date| {
         let mut batch = Vec::new();
         while let Some((_, events)) = sim.next_day(until) {
             batch.extend(events);
@@ -85,7 +85,7 @@ async fn a_past_days_snapshot_equals_what_the_live_side_showed_at_that_days_end(
         then,
         "the later records changed the live figures"
     );
-    vscc::batch::snapshots::run(app.store(), tree.clone(), app.state.appeals_sla, later)
+    vscc::run_snapshots(app.store(), tree.clone(), app.state.appeals_sla, later)
         .await
         .unwrap();
 

@@ -253,10 +253,10 @@ async fn a_client_that_stops_reading_is_dropped_while_others_keep_receiving() {
 #[tokio::test]
 async fn scope_origin_and_token_are_checked() {
     let mut settings = test_settings();
-    settings.auth.tokens = vec![vscc::auth::TokenConfig {
+    settings.auth.tokens = vec![vscc::TokenConfig {
         token: "nanshan-screen".into(),
         name: "南山 screen".into(),
-        role: vscc::auth::Role::Leader,
+        role: vscc::Role::Leader,
         scope: "440305".into(),
     }];
     let app = spawn_app_with(settings).await;

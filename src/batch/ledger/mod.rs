@@ -283,20 +283,6 @@ impl Family {
         }
     }
 
-    /// Fields a row must have (besides the org and the date).
-    pub fn required(self) -> &'static [Field] {
-        match self {
-            Family::Staffing => &[Field::ApprovedPosts, Field::FilledPosts],
-            Family::Hires => &[Field::StaffId, Field::Veteran],
-            Family::Headcount => &[Field::Headcount],
-            Family::Classes => &[Field::ClassId],
-            Family::Attendance => &[Field::ClassId, Field::StaffId],
-            Family::Ratings => &[Field::Stars, Field::Demonstration],
-            Family::Appeals => &[Field::AppealId, Field::Stage],
-            Family::Veterans | Family::Archives => &[Field::PersonId],
-        }
-    }
-
     /// The record kind of a row (appeals: by stage).
     pub fn kind(self, stage: Option<&str>) -> Option<Kind> {
         Some(match self {

@@ -2,7 +2,7 @@
 //! text columns — CSV with polars, whole records only; Excel with calamine.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 
 use polars::prelude::*;
@@ -273,11 +273,4 @@ fn keyed_by_position(frame: DataFrame, header: &Header) -> Result<DataFrame, Imp
         columns.push(column);
     }
     Ok(DataFrame::new(frame.height(), columns)?)
-}
-
-/// Reads a whole small file (the HTTP upload path writes to a temporary file first).
-pub fn read_all(path: &Path) -> std::io::Result<Vec<u8>> {
-    let mut buf = Vec::new();
-    std::fs::File::open(path)?.read_to_end(&mut buf)?;
-    Ok(buf)
 }
