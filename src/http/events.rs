@@ -9,7 +9,7 @@ use super::{auth::Caller, ApiError, AppState};
 use crate::auth::{authorize, Action};
 use crate::domain::record::err;
 use crate::domain::time::rfc3339_micros;
-use crate::wire::events::{count_array_items, IncomingBatch, IngestAnswer, Rejection};
+use crate::wire::events::{ArrayError, IncomingBatch, IngestAnswer, Rejection};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(post_events);
@@ -164,18 +164,14 @@ async fn post_events(
     let batch = if ndjson {
         IncomingBatch::from_ndjson(body)
     } else {
-        // Counted before anything is built: refusing a huge array costs no memory.
-        match count_array_items(body, limits.max_records) {
-            Ok(_) => {}
-            Err(None) => {
-                return Err(too_many(
-                    format!("more than {}", limits.max_records),
-                    limits.max_records,
-                ))
-            }
-            Err(Some(e)) => return Err(not_an_array(e)),
-        }
-        IncomingBatch::from_array(body).map_err(not_an_array)?
+        // Elements are counted as they are read: refusing a huge array costs no memory.
+        IncomingBatch::from_array(body, limits.max_records).map_err(|e| match e {
+            ArrayError::TooMany => too_many(
+                format!("more than {}", limits.max_records),
+                limits.max_records,
+            ),
+            ArrayError::Json(e) => not_an_array(e),
+        })?
     };
     if batch.len() > limits.max_records {
         return Err(too_many(batch.len().to_string(), limits.max_records));

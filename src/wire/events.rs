@@ -83,48 +83,71 @@ fn validate_wire(
     }
 }
 
-/// Counts the elements of a JSON array without building them, stopping as soon as there are
-/// more than `max`: a body of a million tiny elements costs nothing to refuse. `Ok(n)` for an
-/// array of `n <= max` elements; `Err(None)` for more; `Err(Some(e))` when the body is not a
-/// JSON array.
-pub fn count_array_items(body: &str, max: usize) -> Result<usize, Option<serde_json::Error>> {
-    use serde::de::{DeserializeSeed, Error as _, IgnoredAny, SeqAccess, Visitor};
+/// A JSON array read element by element into `Vec<U>` (each element read as `T`, then
+/// `wrap`ped), refused as soon as it holds more than `max` elements: a body of a million tiny
+/// elements costs nothing to refuse, and a well-formed body is still read in one pass.
+fn parse_bounded<'a, T: Deserialize<'a>, U>(
+    body: &'a str,
+    max: usize,
+    wrap: fn(T) -> U,
+) -> Result<Vec<U>, ArrayError> {
+    use serde::de::{DeserializeSeed, Error as _, SeqAccess, Visitor};
     use std::cell::Cell;
 
-    struct Counter<'c> {
+    struct Bounded<'c, T, U> {
         max: usize,
+        wrap: fn(T) -> U,
         over: &'c Cell<bool>,
     }
-    impl<'de> DeserializeSeed<'de> for Counter<'_> {
-        type Value = usize;
-        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<usize, D::Error> {
+    impl<'de, T: Deserialize<'de>, U> DeserializeSeed<'de> for Bounded<'_, T, U> {
+        type Value = Vec<U>;
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Vec<U>, D::Error> {
             d.deserialize_seq(self)
         }
     }
-    impl<'de> Visitor<'de> for Counter<'_> {
-        type Value = usize;
+    impl<'de, T: Deserialize<'de>, U> Visitor<'de> for Bounded<'_, T, U> {
+        type Value = Vec<U>;
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
             f.write_str("a JSON array of events")
         }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<usize, A::Error> {
-            let mut n = 0usize;
-            while seq.next_element::<IgnoredAny>()?.is_some() {
-                n += 1;
-                if n > self.max {
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<U>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(item) = seq.next_element::<T>()? {
+                if out.len() == self.max {
                     self.over.set(true);
                     return Err(A::Error::custom("too many elements"));
                 }
+                out.push((self.wrap)(item));
             }
-            Ok(n)
+            Ok(out)
         }
     }
 
     let over = Cell::new(false);
     let mut de = serde_json::Deserializer::from_str(body);
-    let counted = Counter { max, over: &over }
-        .deserialize(&mut de)
-        .and_then(|n| de.end().map(|()| n));
-    counted.map_err(|e| (!over.get()).then_some(e))
+    Bounded {
+        max,
+        wrap,
+        over: &over,
+    }
+    .deserialize(&mut de)
+    .and_then(|v| de.end().map(|()| v))
+    .map_err(|e| {
+        if over.get() {
+            ArrayError::TooMany
+        } else {
+            ArrayError::Json(e)
+        }
+    })
+}
+
+/// Why a body is not an array of events the server will read.
+#[derive(Debug)]
+pub enum ArrayError {
+    /// More elements than allowed in one body.
+    TooMany,
+    /// Not JSON, or JSON of another shape.
+    Json(serde_json::Error),
 }
 
 /// The events of one request body, parsed but not yet checked.
@@ -139,15 +162,18 @@ enum Incoming<'a> {
 }
 
 impl<'a> IncomingBatch<'a> {
-    /// A JSON array of events. A body of well-typed events is parsed in one pass; otherwise
-    /// each element is kept as text, so that one bad record cannot spoil the others.
-    pub fn from_array(body: &'a str) -> Result<Self, serde_json::Error> {
-        if let Ok(events) = serde_json::from_str::<Vec<WireEvent<'a>>>(body) {
-            return Ok(IncomingBatch(
-                events.into_iter().map(Incoming::Wire).collect(),
-            ));
+    /// A JSON array of at most `max` events. A body of well-typed events is parsed in one
+    /// pass; otherwise each element is kept as text, so that one bad record cannot spoil the
+    /// others.
+    pub fn from_array(body: &'a str, max: usize) -> Result<Self, ArrayError> {
+        match parse_bounded::<WireEvent<'a>, _>(body, max, Incoming::Wire) {
+            Ok(events) => return Ok(IncomingBatch(events)),
+            Err(ArrayError::TooMany) => return Err(ArrayError::TooMany),
+            Err(ArrayError::Json(_)) => {}
         }
-        let items = serde_json::from_str::<Vec<&'a serde_json::value::RawValue>>(body)?;
+        // Read as 16-byte slices first, made events only once the count is known to be good.
+        let keep = |raw: &'a serde_json::value::RawValue| raw;
+        let items = parse_bounded::<&'a serde_json::value::RawValue, _>(body, max, keep)?;
         Ok(IncomingBatch(
             items
                 .into_iter()
@@ -762,13 +788,23 @@ mod tests {
     }
 
     #[test]
-    fn array_elements_are_counted_without_being_built() {
-        assert_eq!(count_array_items("[]", 2).unwrap(), 0);
-        assert_eq!(count_array_items(r#"[{"a": [1, 2]}, 3]"#, 2).unwrap(), 2);
-        assert!(count_array_items("[1,1,1]", 2).unwrap_err().is_none());
-        let e = count_array_items("{}", 2).unwrap_err().unwrap();
-        assert!(e.is_data(), "{e}");
-        assert!(count_array_items("[1,", 2).unwrap_err().unwrap().is_eof());
-        assert!(count_array_items("[1] x", 2).unwrap_err().is_some());
+    fn an_array_is_refused_as_soon_as_it_holds_too_many_elements() {
+        let ok = r#"[{"id": "e1", "kind": "staff.hired", "org": "m", "at": "2021-03-04T10:15:00+08:00", "data": {}}, 3]"#;
+        assert_eq!(IncomingBatch::from_array(ok, 2).unwrap().len(), 2);
+        assert!(IncomingBatch::from_array("[]", 2).unwrap().is_empty());
+        for too_many in ["[1,1,1]", "[{},{},{}]"] {
+            assert!(matches!(
+                IncomingBatch::from_array(too_many, 2),
+                Err(ArrayError::TooMany)
+            ));
+        }
+        match IncomingBatch::from_array("{}", 2) {
+            Err(ArrayError::Json(e)) => assert!(e.is_data(), "{e}"),
+            other => panic!("{:?}", other.map(|b| b.len())),
+        }
+        assert!(matches!(
+            IncomingBatch::from_array("[1,", 2),
+            Err(ArrayError::Json(e)) if e.is_eof()
+        ));
     }
 }
