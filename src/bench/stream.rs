@@ -270,8 +270,10 @@ async fn drive_load(
                 .unwrap_or(time::OffsetDateTime::now_utc())
                 .format(&time::format_description::well_known::Rfc3339)
                 .unwrap_or_default();
+            // Within the plausible range validation enforces (posts ≤ 10,000): probes number
+            // from 1,000 up, a few hundred a run.
             let probe = json!([{"id": format!("probe-{seed}-{probe_num}"), "kind": "staffing.reported", "org": PROBE_ORG, "at": at,
-                                "data": {"approved_posts": 1_000_000, "filled_posts": probe_num}}]);
+                                "data": {"approved_posts": 10_000, "filled_posts": probe_num.min(10_000)}}]);
             lock(&probes.sent).insert(probe_num, Instant::now());
             let (http2, url2, token) = (http.clone(), url.clone(), server.token.clone());
             let (probes, sent_at) = (probes.clone(), Instant::now());
@@ -291,9 +293,12 @@ async fn drive_load(
                     time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
                         .ok()
                 });
-                if let Some(t) = accepted_at {
-                    lock(&probes.acks_ms).push(waited);
-                    lock(&probes.accepted).insert(probe_num, unix_micros(t));
+                match accepted_at {
+                    Some(t) => {
+                        lock(&probes.acks_ms).push(waited);
+                        lock(&probes.accepted).insert(probe_num, unix_micros(t));
+                    }
+                    None => tracing::warn!(%body, "a probe was not accepted; it will not be timed"),
                 }
             });
         }
