@@ -10,7 +10,7 @@ use crate::domain::org::NodeIdx;
 use crate::domain::time::SHANGHAI;
 use crate::domain::OrgTree;
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SilenceSpec {
     /// Only this rule (default: every rule).
@@ -33,7 +33,7 @@ pub struct SilenceSpec {
     pub comment: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DailyWindow {
     pub from: String,

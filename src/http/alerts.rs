@@ -86,6 +86,7 @@ async fn list_alerts(
 #[derive(Deserialize, utoipa::IntoParams)]
 pub struct HistoryQuery {
     /// Newest first; at most this many (default 200, max 5000).
+    #[param(minimum = 1, maximum = 5000)]
     limit: Option<u64>,
 }
 
@@ -201,8 +202,7 @@ async fn list_silences(
 /// Silence matching alerts between two instants, optionally only in a daily window; duty
 /// officers and admins, inside their scope.
 #[utoipa::path(post, path = "/api/v1/silences", tag = "alerts",
-    request_body(content = Object, content_type = "application/json",
-        description = "{rule?, scope?, max_severity?, starts_at, ends_at, daily?: {from, to}, comment}"),
+    request_body = crate::alert::silence::SilenceSpec,
     responses((status = 201, body = Silence), (status = 400, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody)),
     security(("bearer" = [])))]
 #[post("/api/v1/silences")]

@@ -24,6 +24,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 #[derive(Deserialize, utoipa::IntoParams)]
 pub struct FiguresQuery {
     /// Org code of the node (default: the city).
+    #[param(pattern = "^4403[0-9]{2}([0-9]{3}([0-9]{3})?)?$")]
     scope: Option<String>,
     /// Comma-separated metric ids (default: all).
     metrics: Option<String>,
@@ -106,6 +107,7 @@ async fn catalogue() -> HttpResponse {
 #[derive(Deserialize, utoipa::IntoParams)]
 pub struct FreshnessQuery {
     /// Org code (default: the city); its direct children are included.
+    #[param(pattern = "^4403[0-9]{2}([0-9]{3}([0-9]{3})?)?$")]
     scope: Option<String>,
 }
 

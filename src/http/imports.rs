@@ -29,7 +29,7 @@ fn is_safe_upload_id(id: &str) -> bool {
 /// the caller's scope are rejected like any other bad row; the answer is the import's summary
 /// with the first rejects, and `rejects_url` for the whole reject file.
 #[utoipa::path(post, path = "/api/v1/imports", tag = "ingest",
-    params(("name" = String, Query, description = "File name, e.g. 招聘台账.csv"),
+    params(("name" = String, Query, min_length = 1, description = "File name, e.g. 招聘台账.csv"),
         ("family" = Option<String>, Query, description = "Ledger family when the headers do not tell")),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     responses((status = 200, body = ImportAnswer), (status = 400, body = super::error::ErrorBody),

@@ -71,10 +71,12 @@ async fn run_snapshots(
 #[derive(Deserialize, utoipa::IntoParams)]
 pub struct TrendQuery {
     /// Org code (default: the city); its direct children are included.
+    #[param(pattern = "^4403[0-9]{2}([0-9]{3}([0-9]{3})?)?$")]
     scope: Option<String>,
     /// Comma-separated metric ids (default: all).
     metrics: Option<String>,
-    /// How many days back (default 365).
+    /// How many days back (default 365, at most 4000).
+    #[param(minimum = 1, maximum = 4000)]
     days: Option<u32>,
 }
 

@@ -60,15 +60,16 @@ use utoipa::OpenApi;
         crate::wire::figures::Freshness, crate::wire::alerts::AlertsAnswer, crate::wire::alerts::Alert,
         crate::wire::alerts::AlertNotice, crate::wire::alerts::AlertHistoryEntry, crate::wire::ops::JobsRun,
         crate::wire::stream::ClientMessage, crate::wire::stream::Resume, super::org::Located)),
-    modifiers(&BearerAuth, &UnauthorizedDocumented),
+    modifiers(&BearerAuth, &RefusalsDocumented),
 )]
 pub struct ApiDoc;
 
-/// Every operation that takes a token answers 401 without a valid one: said once, here, for
-/// every such operation that does not say it itself.
-struct UnauthorizedDocumented;
+/// Refusals every operation of a kind can answer, said once, here, for each operation that
+/// does not say it itself: 401 and 403 where a token is taken (the role is always checked), 400
+/// where parameters or a body are read.
+struct RefusalsDocumented;
 
-impl utoipa::Modify for UnauthorizedDocumented {
+impl utoipa::Modify for RefusalsDocumented {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::{content::ContentBuilder, Ref, ResponseBuilder};
         for item in openapi.paths.paths.values_mut() {
@@ -82,20 +83,36 @@ impl utoipa::Modify for UnauthorizedDocumented {
             .into_iter()
             .flatten()
             {
-                let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
-                if secured && !op.responses.responses.contains_key("401") {
-                    let response = ResponseBuilder::new()
-                        .description(
-                            "No valid token (header `Authorization: Bearer …`, or `?token=`)",
-                        )
+                let error = |description: &str| {
+                    ResponseBuilder::new()
+                        .description(description)
                         .content(
                             "application/json",
                             ContentBuilder::new()
                                 .schema(Some(Ref::from_schema_name("ErrorBody")))
                                 .build(),
                         )
-                        .build();
-                    op.responses.responses.insert("401".into(), response.into());
+                        .build()
+                };
+                let takes_input = op.parameters.as_ref().is_some_and(|p| !p.is_empty())
+                    || op.request_body.is_some();
+                let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
+                let responses = &mut op.responses.responses;
+                if secured {
+                    responses.entry("401".into()).or_insert_with(|| {
+                        error("No valid token (header `Authorization: Bearer …`, or `?token=`)")
+                            .into()
+                    });
+                    // Every secured operation checks the caller's role (and often its scope).
+                    responses.entry("403".into()).or_insert_with(|| {
+                        error("The token's role or scope does not allow this").into()
+                    });
+                }
+                if takes_input {
+                    responses.entry("400".into()).or_insert_with(|| {
+                        error("A parameter or the body is not what the operation takes (the field is named)")
+                            .into()
+                    });
                 }
             }
         }

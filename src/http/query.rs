@@ -19,13 +19,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct QueryRequest {
+    #[schema(min_length = 1)]
     pub sql: String,
     /// `json` (default) or `csv`.
     pub format: Option<OutputFormat>,
     /// Org code whose data the query reads; default the caller's scope.
+    #[schema(pattern = "^4403[0-9]{2}([0-9]{3}([0-9]{3})?)?$")]
     pub scope: Option<String>,
     /// The caller's own id for the query (letters, digits, `-`), so it can cancel it before
     /// the answer arrives; default a new UUID (returned in `X-Query-Id`).
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9-]+$")]
     pub id: Option<String>,
 }
 
@@ -131,7 +134,7 @@ struct HistoryParams {
 
 /// The caller's last queries (SQL, duration, rows, outcome), newest first.
 #[utoipa::path(get, path = "/api/v1/query/history", tag = "sql",
-    params(("limit" = Option<u64>, Query, description = "At most this many (default 50, at most 500)")),
+    params(("limit" = Option<u64>, Query, minimum = 1, maximum = 500, description = "At most this many (default 50, at most 500)")),
     responses((status = 200, body = Vec<history::QueryLogView>)), security(("bearer" = [])))]
 #[get("/api/v1/query/history")]
 async fn query_history(
@@ -146,7 +149,7 @@ async fn query_history(
 
 /// The tables and columns the caller's SQL may read over `scope`.
 #[utoipa::path(get, path = "/api/v1/query/schema", tag = "sql",
-    params(("scope" = Option<String>, Query, description = "Org code (default: the caller's scope)")),
+    params(("scope" = Option<String>, Query, pattern = "^4403[0-9]{2}([0-9]{3}([0-9]{3})?)?$", description = "Org code (default: the caller's scope)")),
     responses((status = 200, body = Vec<history::ColumnInfo>)), security(("bearer" = [])))]
 #[get("/api/v1/query/schema")]
 async fn schema(
@@ -170,6 +173,7 @@ async fn list_saved(caller: Caller, state: web::Data<AppState>) -> Result<HttpRe
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct SaveQuery {
+    #[schema(min_length = 1)]
     pub sql: String,
 }
 

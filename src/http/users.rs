@@ -123,10 +123,13 @@ async fn list_users(caller: Caller, state: web::Data<AppState>) -> Result<HttpRe
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct NewUser {
+    #[schema(min_length = 1, max_length = 64)]
     pub name: String,
     pub role: Role,
     /// Org code; the user sees its subtree.
+    #[schema(pattern = "^4403[0-9]{2}([0-9]{3}([0-9]{3})?)?$")]
     pub scope: String,
+    #[schema(min_length = 8)]
     pub password: String,
 }
 
@@ -205,8 +208,10 @@ async fn list_screen_tokens(
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct NewScreenToken {
     /// The user the screen acts for (e.g. the leader whose office it hangs in).
+    #[schema(min_length = 1)]
     pub user: String,
     /// Org code the screen watches; default the user's scope; must be inside it.
+    #[schema(pattern = "^4403[0-9]{2}([0-9]{3}([0-9]{3})?)?$")]
     pub scope: Option<String>,
     /// Where the screen is, e.g. "福田区指挥中心 大屏 1".
     #[serde(default)]

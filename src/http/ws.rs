@@ -33,7 +33,11 @@ fn origin_allowed(req: &HttpRequest, state: &AppState, origin: Option<&str>) -> 
 /// WebSocket upgrade; needs a valid token (header or `token` query parameter) and, from a
 /// browser, an Origin on the allow-list or this server's own address.
 #[utoipa::path(get, path = "/ws", tag = "figures",
-    params(("token" = Option<String>, Query, description = "Bearer token, for browsers")),
+    params(("token" = Option<String>, Query, description = "Bearer token, for browsers"),
+        ("Upgrade" = String, Header, description = "websocket"),
+        ("Connection" = String, Header, description = "Upgrade"),
+        ("Sec-WebSocket-Version" = String, Header, description = "13"),
+        ("Sec-WebSocket-Key" = String, Header, description = "The client's nonce (RFC 6455)")),
     responses((status = 101, description = "Switching to WebSocket"),
         (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody)),
     security(("bearer" = [])))]

@@ -524,6 +524,10 @@ impl utoipa::PartialSchema for EventIn {
         };
         let location = || {
             ObjectBuilder::new()
+                .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+                    Type::Object,
+                    Type::Null,
+                ]))
                 .description(Some(
                     "GCJ-02 longitude and latitude; the point must lie in Shenzhen",
                 ))
