@@ -109,6 +109,11 @@ impl Application {
             reference::load_org_tree(&settings.reference.divisions_dir)
                 .context("loading the org tree")?,
         );
+        let catalogue = Arc::new(
+            crate::dashboards::load_catalogue(&settings.catalogue.metrics_dir)
+                .context("loading the metric definitions")?,
+        );
+        tracing::info!(metrics = catalogue.metrics.len(), dir = %settings.catalogue.metrics_dir.display(), "metric catalogue loaded");
         let map = Arc::new(
             DistrictMap::load(
                 &settings.reference.boundaries_dir,
@@ -156,10 +161,10 @@ impl Application {
 
         let hub = Arc::new(Hub::new(
             tree.clone(),
+            catalogue.clone(),
             HubSettings {
                 history_ticks: settings.stream.history_ticks,
                 history_bytes: settings.stream.history_bytes,
-                sla: settings.appeals,
             },
             clock,
         ));
@@ -173,7 +178,7 @@ impl Application {
         hub.publish_initial();
         tasks.extend(ingest.tasks.iter().cloned());
         hub.set_samples(
-            crate::batch::snapshots::recent_samples(&store, &tree)
+            crate::batch::snapshots::recent_samples(&store, &tree, &catalogue)
                 .await
                 .context("loading recent snapshots")?,
         );
@@ -185,7 +190,11 @@ impl Application {
             .abort_handle(),
         );
 
-        let dashboards = Dashboards::load(&settings.web.dashboards_dir, tree.clone());
+        let dashboards = Dashboards::load(
+            &settings.web.dashboards_dir,
+            tree.clone(),
+            catalogue.clone(),
+        );
         let alerts = Arc::new(AlertEngine::new(
             hub.clone(),
             store.clone(),
@@ -245,7 +254,6 @@ impl Application {
             dashboards: dashboards.clone(),
             web: settings.web.clone(),
             alerts,
-            appeals_sla: settings.appeals,
             sql,
             limits: Arc::new(RateLimits::new(&settings.limits)),
             trusted_proxies: settings.server.trusted_proxies.clone(),
@@ -343,7 +351,7 @@ async fn nightly_snapshots(state: Arc<AppState>) {
         if let Err(e) = crate::batch::decision::run_named(
             &state.store,
             &state.tree,
-            state.appeals_sla,
+            &state.hub.catalogue(),
             "all",
             state.hub.now(),
         )
@@ -351,7 +359,13 @@ async fn nightly_snapshots(state: Arc<AppState>) {
         {
             tracing::warn!(error = %e, "nightly jobs failed");
         }
-        match crate::batch::snapshots::recent_samples(&state.store, &state.tree).await {
+        match crate::batch::snapshots::recent_samples(
+            &state.store,
+            &state.tree,
+            &state.hub.catalogue(),
+        )
+        .await
+        {
             Ok(samples) => state.hub.set_samples(samples),
             Err(e) => tracing::warn!(error = %e, "could not reload projection samples"),
         }

@@ -56,9 +56,9 @@ send_timeout_ms = 10000          # a screen that does not read for this long is 
 heartbeat_ms = 10000
 idle_timeout_ms = 45000
 
-[appeals]
-accept_days = 15
-resolve_days = 60
+[catalogue]
+# The metric definitions, one TOML file per metric (README, "Metrics as definitions").
+metrics_dir = "dashboards/metrics"
 
 [auth]
 admin_token = ""
@@ -116,7 +116,7 @@ pub struct Settings {
     pub reference: ReferenceSettings,
     pub ingest: crate::ingest::IngestSettings,
     pub stream: crate::stream::StreamSettings,
-    pub appeals: crate::live::AppealSla,
+    pub catalogue: CatalogueSettings,
     pub auth: crate::auth::AuthSettings,
     pub limits: crate::auth::LimitSettings,
     pub sql: crate::sql::SqlSettings,
@@ -132,6 +132,12 @@ pub struct WebSettings {
     pub vendor_dir: PathBuf,
     /// Dashboard definitions, one JSON file per screen.
     pub dashboards_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CatalogueSettings {
+    /// One `<metric>.toml` per metric.
+    pub metrics_dir: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -1,5 +1,6 @@
-//! Screen definitions as files: `dashboards/*.json`, validated at start-up and reloaded when a
-//! file changes. A broken file is reported and its previous version stays in service.
+//! Definitions as files. Screens: `dashboards/*.json`, validated at start-up and reloaded when a
+//! file changes (a broken file is reported and its previous version stays in service). Metrics:
+//! `dashboards/metrics/*.toml`, read into the catalogue ([`load_catalogue`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -8,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::metric::MetricId;
+use crate::domain::catalogue::{Catalogue, DefinitionError};
 use crate::domain::OrgTree;
 
 /// One screen: what it shows and where it rotates to.
@@ -42,7 +43,7 @@ pub struct Loaded {
 }
 
 impl Dashboard {
-    pub fn validate(&self, tree: &OrgTree) -> Result<(), String> {
+    pub fn validate(&self, tree: &OrgTree, catalogue: &Catalogue) -> Result<(), String> {
         if self.scope != "{district}" && tree.get(&self.scope).is_none() {
             return Err(format!("scope: unknown org code '{}'", self.scope));
         }
@@ -53,7 +54,7 @@ impl Dashboard {
             .chain(&self.trend_metrics)
             .chain(std::iter::once(&self.league_metric));
         for m in all {
-            if MetricId::parse(m).is_none() {
+            if catalogue.parse_name(m).is_none() {
                 return Err(format!("unknown metric '{m}'"));
             }
         }
@@ -72,15 +73,17 @@ fn version_of(text: &str) -> String {
 pub struct Dashboards {
     dir: PathBuf,
     tree: Arc<OrgTree>,
+    catalogue: Arc<Catalogue>,
     loaded: Arc<RwLock<BTreeMap<String, Loaded>>>,
     seen: Arc<RwLock<BTreeMap<PathBuf, SystemTime>>>,
 }
 
 impl Dashboards {
-    pub fn load(dir: &Path, tree: Arc<OrgTree>) -> Self {
+    pub fn load(dir: &Path, tree: Arc<OrgTree>, catalogue: Arc<Catalogue>) -> Self {
         let d = Dashboards {
             dir: dir.to_path_buf(),
             tree,
+            catalogue,
             loaded: Arc::default(),
             seen: Arc::default(),
         };
@@ -129,7 +132,7 @@ impl Dashboards {
                 .map_err(|e| e.to_string())
                 .and_then(|text| {
                     let d: Dashboard = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-                    d.validate(&self.tree)?;
+                    d.validate(&self.tree, &self.catalogue)?;
                     Ok((d, version_of(&text)))
                 });
             let mut loaded = self.loaded.write().unwrap_or_else(|p| p.into_inner());
@@ -188,4 +191,30 @@ impl Dashboards {
             self.rescan();
         }
     }
+}
+
+/// Reads the metric definitions of a folder (`*.toml`, in name order) into a catalogue. Any
+/// file that cannot be used refuses the whole set, naming the file, the line and the reason.
+pub fn load_catalogue(dir: &Path) -> Result<Catalogue, DefinitionError> {
+    let unreadable = |reason: String| DefinitionError {
+        file: dir.display().to_string(),
+        line: None,
+        reason,
+    };
+    let entries = std::fs::read_dir(dir).map_err(|e| unreadable(e.to_string()))?;
+    let mut files = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(|e| unreadable(e.to_string()))?.path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| DefinitionError {
+            file: path.display().to_string(),
+            line: None,
+            reason: e.to_string(),
+        })?;
+        files.push((path.display().to_string(), text));
+    }
+    files.sort();
+    Catalogue::parse(&files)
 }

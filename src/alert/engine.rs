@@ -15,6 +15,7 @@ use super::lifecycle::{step, Current, Observation, Policy};
 use super::notice::AlertNotice;
 use super::observe::observe;
 use super::rules::{load_rules, Condition, Rule, Severity};
+use crate::domain::catalogue::Catalogue;
 use crate::domain::org::NodeIdx;
 use crate::domain::time::rfc3339;
 use crate::live::Hub;
@@ -91,10 +92,12 @@ pub struct AlertEngine {
     silences: RwLock<Vec<super::silence::Silence>>,
 }
 
-fn format_value(rule: &Rule, value: Option<f64>) -> String {
+fn format_value(rule: &Rule, catalogue: &Catalogue, value: Option<f64>) -> String {
     match (value, rule.condition.metric()) {
         (None, _) => "—".into(),
-        (Some(v), Some(m)) if m.is_ratio() => format!("{:.1}%", v * 100.0),
+        (Some(v), Some(m)) if catalogue.get(m).is_some_and(|d| d.is_ratio()) => {
+            format!("{:.1}%", v * 100.0)
+        }
         (Some(v), _) => format!("{}", v.round() as i64),
     }
 }
@@ -158,7 +161,11 @@ impl AlertEngine {
             &self.settings.rules_dir.join("oncall.toml"),
             self.hub.tree(),
         );
-        let rules = load_rules(&self.settings.rules_dir, self.hub.tree());
+        let rules = load_rules(
+            &self.settings.rules_dir,
+            self.hub.tree(),
+            &self.hub.catalogue(),
+        );
         match rules.and_then(|r| roster.map(|ro| (r, ro))) {
             Ok((rules, roster)) => {
                 *self.roster.write().unwrap_or_else(|p| p.into_inner()) = roster;
@@ -271,6 +278,7 @@ impl AlertEngine {
         {
             let mut instances = self.instances.lock().unwrap_or_else(|p| p.into_inner());
             let mut notified = self.last_notified.lock().unwrap_or_else(|p| p.into_inner());
+            let catalogue = self.hub.catalogue();
             for (ri, node, observed) in observed {
                 let rule = &rules[ri];
                 let code = tree.node(node).code.clone();
@@ -279,8 +287,8 @@ impl AlertEngine {
                 let summary = rule
                     .summary
                     .replace("{node}", &tree.node(node).name)
-                    .replace("{value}", &format_value(rule, value))
-                    .replace("{target}", &format_value(rule, target_of(rule)));
+                    .replace("{value}", &format_value(rule, &catalogue, value))
+                    .replace("{target}", &format_value(rule, &catalogue, target_of(rule)));
                 let policy = Policy {
                     hold_for: rule.hold_for.as_secs() as i64,
                     repeat,

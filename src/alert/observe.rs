@@ -4,7 +4,7 @@ use time::OffsetDateTime;
 
 use super::lifecycle::Observation;
 use super::rules::{Condition, Rule};
-use crate::domain::metric::{MetricId, Status};
+use crate::domain::metric::Status;
 use crate::domain::org::NodeIdx;
 use crate::domain::time::local_date;
 use crate::live::Aggregates;
@@ -17,7 +17,6 @@ pub fn observe(
     node: NodeIdx,
     now: OffsetDateTime,
 ) -> Option<Observation> {
-    let tree = agg.tree();
     let now_unix = now.unix_timestamp().max(0) as u32;
     let holds = |yes: bool, value: Option<f64>| {
         if yes {
@@ -28,10 +27,8 @@ pub fn observe(
     };
     Some(match &rule.condition {
         Condition::Threshold { metric, .. } | Condition::AtRisk { metric } => {
-            if !metric.applies_to(tree.node(node).level) {
-                return None;
-            }
-            let f = agg.figure(node, *metric, now);
+            // None: not shown at the node's level (or gone from the catalogue).
+            let f = agg.figure(node, *metric, now)?;
             if rule.after.is_some_and(|d| local_date(now) <= d) {
                 Observation::Clear(f.value)
             } else if f.status == Status::NoData {
@@ -42,8 +39,8 @@ pub fn observe(
                 holds(matches!(f.status, Status::AtRisk | Status::Missed), f.value)
             }
         }
-        Condition::AppealOverdue => {
-            let f = agg.figure(node, MetricId::OpenAppeals, now);
+        Condition::Overdue { metric } => {
+            let f = agg.figure(node, *metric, now)?;
             match f.status {
                 Status::NoData => Observation::NoData,
                 _ => {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use time::Date;
 
+use crate::domain::catalogue::{Catalogue, Measure};
 use crate::domain::metric::MetricId;
 use crate::domain::record::Kind;
 use crate::domain::{Level, OrgTree};
@@ -82,8 +83,8 @@ pub enum Condition {
     },
     /// The metric's status is `at_risk` or `missed`.
     AtRisk { metric: MetricId },
-    /// Open appeals past their acceptance or resolution deadline.
-    AppealOverdue,
+    /// Open cases of a `cases` metric past a deadline (`appeal_overdue`: open_appeals').
+    Overdue { metric: MetricId },
     /// No record of any kind from the node's subtree for `days`.
     Silence { days: u32 },
     /// Records of `record` kind in the last `window` at least `factor` × the average of the
@@ -109,7 +110,9 @@ impl Condition {
     /// The metric a figure-based condition reads.
     pub fn metric(&self) -> Option<MetricId> {
         match self {
-            Condition::Threshold { metric, .. } | Condition::AtRisk { metric } => Some(*metric),
+            Condition::Threshold { metric, .. }
+            | Condition::AtRisk { metric }
+            | Condition::Overdue { metric } => Some(*metric),
             _ => None,
         }
     }
@@ -186,7 +189,7 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 
 impl RuleSpec {
     /// The typed rule, or what is wrong with the spec (naming the rule).
-    fn parse(self, tree: &OrgTree) -> Result<Rule, String> {
+    fn parse(self, tree: &OrgTree, catalogue: &Catalogue) -> Result<Rule, String> {
         let at = |what: &str| format!("rule {}: {what}", self.name);
         let hold_for = parse_duration(&self.for_)
             .ok_or_else(|| at(&format!("for = '{}' is not a duration like 10m", self.for_)))?;
@@ -208,8 +211,19 @@ impl RuleSpec {
         let metric = || {
             self.metric
                 .as_deref()
-                .and_then(MetricId::parse)
+                .and_then(|m| catalogue.parse_name(m))
                 .ok_or_else(|| at(&format!("unknown metric {:?}", self.metric)))
+        };
+        let cases_metric = |name: Option<&str>| {
+            let m = name
+                .and_then(|m| catalogue.parse_name(m))
+                .ok_or_else(|| at(&format!("unknown metric {name:?}")))?;
+            match catalogue.get(m).map(|d| &d.measure) {
+                Some(Measure::Cases { .. }) => Ok(m),
+                _ => Err(at(&format!(
+                    "{m} is not a cases metric (it has no deadlines)"
+                ))),
+            }
         };
         let record = || {
             self.record.as_deref().and_then(Kind::parse).ok_or_else(|| {
@@ -239,7 +253,13 @@ impl RuleSpec {
                     .ok_or_else(|| at("threshold rules need a value"))?,
             },
             "at_risk" => Condition::AtRisk { metric: metric()? },
-            "appeal_overdue" => Condition::AppealOverdue,
+            "overdue" => Condition::Overdue {
+                metric: cases_metric(self.metric.as_deref())?,
+            },
+            // The first floor's name for it, kept for the rule files that use it.
+            "appeal_overdue" => Condition::Overdue {
+                metric: cases_metric(Some(self.metric.as_deref().unwrap_or("open_appeals")))?,
+            },
             "silence" => Condition::Silence {
                 days: self
                     .days
@@ -271,7 +291,7 @@ impl RuleSpec {
             },
             other => {
                 return Err(at(&format!(
-                    "unknown type '{other}': threshold, at_risk, appeal_overdue, silence, spike or cluster"
+                    "unknown type '{other}': threshold, at_risk, overdue, silence, spike or cluster"
                 )))
             }
         };
@@ -290,7 +310,7 @@ impl RuleSpec {
 }
 
 /// Reads every `*.toml` in `dir`; any error refuses the whole set (the caller keeps the old one).
-pub fn load_rules(dir: &Path, tree: &OrgTree) -> Result<Vec<Rule>, String> {
+pub fn load_rules(dir: &Path, tree: &OrgTree, catalogue: &Catalogue) -> Result<Vec<Rule>, String> {
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?
         .flatten()
@@ -308,7 +328,7 @@ pub fn load_rules(dir: &Path, tree: &OrgTree) -> Result<Vec<Rule>, String> {
             toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         for spec in file.rule {
             let rule = spec
-                .parse(tree)
+                .parse(tree, catalogue)
                 .map_err(|e| format!("{}: {e}", path.display()))?;
             if rules.iter().any(|r: &Rule| r.name == rule.name) {
                 return Err(format!(
@@ -340,7 +360,11 @@ mod tests {
     fn parse(toml_text: &str) -> Result<Vec<Rule>, String> {
         let tree = tree_of(&[("440300", Level::City, None)]);
         let file: RuleFile = toml::from_str(toml_text).map_err(|e| e.to_string())?;
-        file.rule.into_iter().map(|r| r.parse(&tree)).collect()
+        let catalogue = Catalogue::shipped();
+        file.rule
+            .into_iter()
+            .map(|r| r.parse(&tree, &catalogue))
+            .collect()
     }
 
     #[test]
@@ -376,7 +400,7 @@ mod tests {
         assert_eq!(
             rules[0].condition,
             Condition::Threshold {
-                metric: MetricId::StaffingRate,
+                metric: Catalogue::shipped().parse_name("staffing_rate").unwrap(),
                 op: Op::Lt,
                 value: 0.95
             }

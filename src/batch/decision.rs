@@ -13,7 +13,8 @@ use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 use time::{Date, OffsetDateTime, PrimitiveDateTime, Time};
 
-use crate::domain::metric::{judge, project, Deadline, MetricId, Reading};
+use crate::domain::catalogue::{Catalogue, Deadline, Judged};
+use crate::domain::metric::{judge, project, Reading};
 use crate::domain::time::SHANGHAI;
 use crate::domain::{Level, OrgTree};
 use crate::store::{counted_imports_param, Store, StoreError, COUNTED_EVENTS};
@@ -145,19 +146,29 @@ struct ProgressRow {
 
 /// Target progress: for every node and metric of the latest snapshot day, the value, target,
 /// deadline, the value projected to the deadline, the gap and the status.
-pub async fn run_progress(store: &Store, tree: &Arc<OrgTree>) -> Result<u64, JobError> {
+pub async fn run_progress(
+    store: &Store,
+    tree: &Arc<OrgTree>,
+    catalogue: &Catalogue,
+) -> Result<u64, JobError> {
     recorded(store, "progress", async {
         let Some((day, frame)) = latest_snapshots(store, tree).await? else {
             return Ok(0);
         };
-        let samples = recent_samples(store, tree).await?;
+        let samples = recent_samples(store, tree, catalogue).await?;
         let end_of_day =
             PrimitiveDateTime::new(day, Time::from_hms(23, 59, 59).unwrap_or(Time::MIDNIGHT))
                 .assume_offset(SHANGHAI);
-        // polars: the snapshot with its target and gap beside it.
+        // polars: the snapshot with its target and gap beside it (tracked metrics, without a
+        // target, have no progress to show).
+        let targeted: Vec<_> = catalogue
+            .metrics
+            .iter()
+            .filter_map(|m| Some((m.name.as_str(), m.target?.value)))
+            .collect();
         let targets = df!(
-            "metric" => MetricId::ALL.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
-            "target" => MetricId::ALL.iter().map(|m| m.target().value).collect::<Vec<_>>()
+            "metric" => targeted.iter().map(|t| t.0).collect::<Vec<_>>(),
+            "target" => targeted.iter().map(|t| t.1).collect::<Vec<_>>()
         )?;
         let frame = on_polars_thread(move || {
             frame
@@ -185,11 +196,16 @@ pub async fn run_progress(store: &Store, tree: &Arc<OrgTree>) -> Result<u64, Job
         );
         let mut rows = Vec::with_capacity(frame.height());
         for i in 0..frame.height() {
-            let (Some(node), Some(metric)) =
-                (nodes.get(i), metrics.get(i).and_then(MetricId::parse))
-            else {
+            let (Some(node), Some(metric)) = (
+                nodes.get(i),
+                metrics.get(i).and_then(|m| catalogue.parse_name(m)),
+            ) else {
                 continue;
             };
+            let Some(def) = catalogue.get(metric) else {
+                continue;
+            };
+            let Some(target) = def.target else { continue };
             let Some(idx) = tree.get(node) else { continue };
             let value = values.get(i);
             let snapshot_status = statuses.get(i).unwrap_or_default().to_string();
@@ -197,25 +213,22 @@ pub async fn run_progress(store: &Store, tree: &Arc<OrgTree>) -> Result<u64, Job
                 .get(&(idx, metric))
                 .map(Vec::as_slice)
                 .unwrap_or(&[]);
-            let target = metric.target();
             let due = match target.deadline {
                 Deadline::Fixed(d) => Some(d),
-                Deadline::Yearly => {
-                    Date::from_calendar_date(day.year(), time::Month::December, 31).ok()
-                }
+                Deadline::Every(period) => Some(period.bounds(day).1),
                 Deadline::Standing => None,
             };
-            let (projected, status) = if metric == MetricId::OpenAppeals {
-                // Judged on overdue appeals, which the snapshot judged with everything at hand.
+            let (projected, status) = if target.on == Judged::Overdue {
+                // Judged on overdue cases, which the snapshot judged with everything at hand.
                 (None, snapshot_status)
             } else {
                 let reading = Reading {
                     num: nums.get(i).unwrap_or(0),
                     den: dens.get(i),
                     has_data: snapshot_status != "no_data",
-                    overdue: None,
+                    ..Reading::default()
                 };
-                let figure = judge(metric, reading, end_of_day, history);
+                let figure = judge(def, reading, end_of_day, history);
                 let projected = match (value, target.deadline) {
                     (Some(v), Deadline::Fixed(d)) if day <= d => Some(project(v, history, day, d)),
                     _ => None,
@@ -264,7 +277,18 @@ struct LeagueRow {
 
 /// League tables of the latest snapshot day: districts city-wide, streets city-wide and
 /// streets within their district, per metric (best first; fewer open appeals is better).
-pub async fn run_league(store: &Store, tree: &Arc<OrgTree>) -> Result<u64, JobError> {
+pub async fn run_league(
+    store: &Store,
+    tree: &Arc<OrgTree>,
+    catalogue: &Catalogue,
+) -> Result<u64, JobError> {
+    // Lower is better where the target is a most (no appeal overdue).
+    let lower_is_better: Vec<String> = catalogue
+        .metrics
+        .iter()
+        .filter(|m| m.target.is_some_and(|t| t.at_most))
+        .map(|m| m.name.clone())
+        .collect();
     recorded(store, "league", async {
         let Some((day, frame)) = latest_snapshots(store, tree).await? else {
             return Ok(0);
@@ -272,8 +296,10 @@ pub async fn run_league(store: &Store, tree: &Arc<OrgTree>) -> Result<u64, JobEr
         let city = tree.node(tree.root()).code.clone();
         let tables = on_polars_thread(move || {
             let ranked = |within: Expr, level: &str| -> PolarsResult<LazyFrame> {
-                let descending = col("metric").neq(lit(MetricId::OpenAppeals.as_str()));
-                // Lower is better for open appeals: rank on the negated value there.
+                let descending = lower_is_better
+                    .iter()
+                    .fold(lit(true), |e, m| e.and(col("metric").neq(lit(m.clone()))));
+                // Lower is better for some: rank on the negated value there.
                 let score = when(descending).then(col("value")).otherwise(-col("value"));
                 Ok(frame
                     .clone()
@@ -442,7 +468,7 @@ pub async fn run_freshness(
 pub async fn run_named(
     store: &Store,
     tree: &Arc<OrgTree>,
-    sla: crate::live::AppealSla,
+    catalogue: &Catalogue,
     job: &str,
     now: OffsetDateTime,
 ) -> Result<Vec<(String, u64)>, JobError> {
@@ -451,14 +477,20 @@ pub async fn run_named(
     if matches!(job, "snapshots" | "all") {
         done.push((
             "snapshots".to_string(),
-            super::snapshots::run(store, tree.clone(), sla, today).await?,
+            super::snapshots::run(store, tree.clone(), Arc::new(catalogue.clone()), today).await?,
         ));
     }
     if matches!(job, "progress" | "all") {
-        done.push(("progress".to_string(), run_progress(store, tree).await?));
+        done.push((
+            "progress".to_string(),
+            run_progress(store, tree, catalogue).await?,
+        ));
     }
     if matches!(job, "league" | "all") {
-        done.push(("league".to_string(), run_league(store, tree).await?));
+        done.push((
+            "league".to_string(),
+            run_league(store, tree, catalogue).await?,
+        ));
     }
     if matches!(job, "freshness" | "all") {
         done.push((

@@ -10,11 +10,12 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use time::{Date, Duration, OffsetDateTime, PrimitiveDateTime, Time};
 
+use crate::domain::catalogue::Catalogue;
 use crate::domain::metric::MetricId;
 use crate::domain::record::EventRow;
 use crate::domain::time::SHANGHAI;
 use crate::domain::{Level, OrgTree};
-use crate::live::{Aggregates, AppealSla};
+use crate::live::Aggregates;
 use crate::store::{Store, StoreError, COUNTED_EVENTS};
 
 #[derive(Debug, Clone, Serialize, Deserialize, clickhouse::Row)]
@@ -52,11 +53,11 @@ fn end_of(day: Date) -> OffsetDateTime {
 pub async fn run(
     store: &Store,
     tree: Arc<OrgTree>,
-    sla: AppealSla,
+    catalogue: Arc<Catalogue>,
     until: Date,
 ) -> Result<u64, StoreError> {
     let started = OffsetDateTime::now_utc();
-    let result = snapshot(store, tree, sla, until).await;
+    let result = snapshot(store, tree, catalogue, until).await;
     let summary = result.as_ref().map(|n| *n).map_err(|e| e.to_string());
     super::record_run(store, "snapshots", started, &summary).await?;
     result
@@ -65,15 +66,16 @@ pub async fn run(
 async fn snapshot(
     store: &Store,
     tree: Arc<OrgTree>,
-    sla: AppealSla,
+    catalogue: Arc<Catalogue>,
     until: Date,
 ) -> Result<u64, StoreError> {
+    let all = catalogue.all();
     let nodes: Vec<_> = tree
         .nodes()
         .filter(|(_, n)| n.level != Level::Community)
         .map(|(i, _)| i)
         .collect();
-    let mut agg = Aggregates::new(tree.clone(), sla);
+    let mut agg = Aggregates::new(tree.clone(), catalogue);
     let mut cursor = store
         .client()
         .query(&format!(
@@ -128,9 +130,9 @@ async fn snapshot(
         let mut d = current;
         while d <= last {
             let now = end_of(d);
-            agg.refresh_appeals(now);
+            agg.refresh_clock(now);
             for &n in &nodes {
-                for (metric, f) in agg.figures(n, &MetricId::ALL, now) {
+                for (metric, f) in agg.figures(n, &all, now) {
                     let row = SnapshotRow {
                         day: epoch_day(d),
                         node: tree.node(n).code.clone(),
@@ -200,10 +202,12 @@ pub async fn trend_series(
         .await?)
 }
 
-/// The last 30 days of snapshot values per (node, ratio metric), as projection samples.
+/// The last 30 days of snapshot values per (node, metric of the catalogue), as projection
+/// samples.
 pub async fn recent_samples(
     store: &Store,
     tree: &OrgTree,
+    catalogue: &Catalogue,
 ) -> Result<
     std::collections::HashMap<
         (crate::domain::org::NodeIdx, MetricId),
@@ -222,7 +226,7 @@ pub async fn recent_samples(
         .await?;
     let mut out: std::collections::HashMap<_, Vec<_>> = std::collections::HashMap::new();
     for (node, metric, day, value) in rows {
-        if let (Some(n), Some(m)) = (tree.get(&node), MetricId::parse(&metric)) {
+        if let (Some(n), Some(m)) = (tree.get(&node), catalogue.parse_name(&metric)) {
             out.entry((n, m)).or_default().push((day as i64, value));
         }
     }

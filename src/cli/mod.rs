@@ -336,14 +336,14 @@ pub async fn main() -> anyhow::Result<()> {
             store.apply(&mut settings);
             let tree =
                 std::sync::Arc::new(reference::load_org_tree(&settings.reference.divisions_dir)?);
+            let catalogue = crate::dashboards::load_catalogue(&settings.catalogue.metrics_dir)?;
             let (store, managed) = crate::app::connect_store_shared(&settings).await?;
             let result = async {
                 store.migrate().await?;
                 store.refresh_org_nodes(&tree).await?;
                 let now = time::OffsetDateTime::now_utc();
                 Ok::<_, anyhow::Error>(
-                    crate::batch::decision::run_named(&store, &tree, settings.appeals, &job, now)
-                        .await?,
+                    crate::batch::decision::run_named(&store, &tree, &catalogue, &job, now).await?,
                 )
             }
             .await;

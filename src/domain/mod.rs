@@ -1,6 +1,7 @@
 //! The domain: the org tree, the record kinds, the metric catalogue and the rules that judge a
 //! figure against its target. Pure: no I/O, no clocks read here (callers pass `now`).
 
+pub mod catalogue;
 pub mod metric;
 pub mod org;
 pub mod record;

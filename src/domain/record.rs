@@ -106,6 +106,18 @@ pub enum FieldType {
 }
 
 impl Kind {
+    /// The field that says whom or what a record is about (a staff member, a class, an
+    /// appeal, a person): what distinct counts, matches and cases are keyed by.
+    pub fn subject_field(self) -> Option<&'static str> {
+        match self {
+            Kind::StaffHired | Kind::TrainingAttended => Some("staff_id"),
+            Kind::TrainingClassHeld => Some("class_id"),
+            Kind::AppealReceived | Kind::AppealAccepted | Kind::AppealClosed => Some("appeal_id"),
+            Kind::VeteranRegistered | Kind::ArchiveCompleted => Some("person_id"),
+            Kind::StaffingReported | Kind::StaffHeadcount | Kind::StationRated => None,
+        }
+    }
+
     /// The `data` fields a record of this kind must carry (others are kept, not read).
     pub fn data_fields(self) -> &'static [(&'static str, FieldType)] {
         use FieldType::*;
@@ -195,6 +207,30 @@ impl EventRow {
     /// The calendar year (Asia/Shanghai) of `at`.
     pub fn year(&self) -> i32 {
         year_of(self.at)
+    }
+
+    /// The value of a count or flag field (flags as 0 or 1), by name.
+    pub fn number(&self, field: &str) -> Option<i64> {
+        Some(match field {
+            "approved_posts" => self.approved_posts,
+            "filled_posts" => self.filled_posts,
+            "headcount" => self.headcount,
+            "stars" => i64::from(self.stars),
+            "veteran" => i64::from(self.veteran),
+            "demonstration" => i64::from(self.demonstration),
+            _ => return None,
+        })
+    }
+
+    /// The record's subject (see [`Kind::subject_field`]), empty when its kind has none.
+    pub fn subject(&self, kind: Kind) -> &str {
+        match kind.subject_field() {
+            Some("staff_id") => &self.staff_id,
+            Some("class_id") => &self.class_id,
+            Some("appeal_id") => &self.appeal_id,
+            Some("person_id") => &self.person_id,
+            _ => "",
+        }
     }
 
     /// Whether a row — accepted now, or stored by an earlier version under other rules — may

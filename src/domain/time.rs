@@ -13,6 +13,13 @@ pub fn local_date(now: OffsetDateTime) -> Date {
     now.to_offset(SHANGHAI).date()
 }
 
+/// The calendar date in Shenzhen at a Unix time.
+pub fn local_date_of(unix: u32) -> Date {
+    local_date(
+        OffsetDateTime::from_unix_timestamp(unix as i64).unwrap_or(OffsetDateTime::UNIX_EPOCH),
+    )
+}
+
 /// The calendar year (Asia/Shanghai) of a Unix time.
 pub fn year_of(unix: u32) -> i32 {
     OffsetDateTime::from_unix_timestamp(unix as i64)

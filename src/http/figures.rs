@@ -10,6 +10,7 @@ use super::{
     ApiError, AppState,
 };
 use crate::auth::Action;
+use crate::domain::catalogue::Catalogue;
 use crate::domain::metric::MetricId;
 use crate::domain::time::rfc3339;
 use crate::wire::figures::{self, CatalogueEntry, FiguresAnswer, Freshness, FreshnessAnswer};
@@ -30,13 +31,13 @@ pub struct FiguresQuery {
     metrics: Option<String>,
 }
 
-pub fn parse_metrics(list: Option<&str>) -> Result<Vec<MetricId>, ApiError> {
+pub fn parse_metrics(known: &Catalogue, list: Option<&str>) -> Result<Vec<MetricId>, ApiError> {
     match list.map(str::trim).filter(|s| !s.is_empty()) {
-        None => Ok(MetricId::ALL.to_vec()),
+        None => Ok(known.all()),
         Some(list) => list
             .split(',')
             .map(|m| {
-                MetricId::parse(m.trim()).ok_or_else(|| {
+                known.parse_name(m.trim()).ok_or_else(|| {
                     ApiError::bad_request("metrics", format!("unknown metric '{}'", m.trim()))
                 })
             })
@@ -58,7 +59,7 @@ async fn metrics(
 ) -> Result<HttpResponse, ApiError> {
     let (code, scope) = readable_scope(&caller.0, &state, q.scope.as_deref())?;
     let tree = &state.tree;
-    let metrics = parse_metrics(q.metrics.as_deref())?;
+    let metrics = parse_metrics(&state.hub.catalogue(), q.metrics.as_deref())?;
     let nodes: Vec<_> = tree
         .with_children(scope)
         .into_iter()
@@ -96,9 +97,12 @@ async fn screens(caller: Caller, state: web::Data<AppState>) -> Result<HttpRespo
 #[utoipa::path(get, path = "/api/v1/catalogue", tag = "figures",
     responses((status = 200, body = Vec<CatalogueEntry>)))]
 #[get("/api/v1/catalogue")]
-async fn catalogue() -> HttpResponse {
-    let list: Vec<CatalogueEntry> = MetricId::ALL
-        .into_iter()
+async fn catalogue(state: web::Data<AppState>) -> HttpResponse {
+    let list: Vec<CatalogueEntry> = state
+        .hub
+        .catalogue()
+        .metrics
+        .iter()
         .map(CatalogueEntry::from)
         .collect();
     HttpResponse::Ok().json(list)

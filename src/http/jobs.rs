@@ -52,15 +52,15 @@ async fn run_snapshots(
     let done = crate::batch::decision::run_named(
         &state.store,
         &state.tree,
-        state.appeals_sla,
+        &state.hub.catalogue(),
         &job,
         state.hub.now(),
     )
     .await?;
     if done.iter().any(|(j, _)| j == "snapshots") {
-        state
-            .hub
-            .set_samples(snapshots::recent_samples(&state.store, &state.tree).await?);
+        state.hub.set_samples(
+            snapshots::recent_samples(&state.store, &state.tree, &state.hub.catalogue()).await?,
+        );
     }
     Ok(HttpResponse::Ok().json(JobsRun {
         rows: done.iter().map(|(_, n)| n).sum(),
@@ -92,7 +92,7 @@ async fn trends(
     let (_, scope) = super::auth::readable_scope(&caller.0, &state, q.scope.as_deref())?;
     let days = super::params::in_range("days", q.days.unwrap_or(365).into(), 1, 4000)?;
     let tree = &state.tree;
-    let metrics = super::figures::parse_metrics(q.metrics.as_deref())?;
+    let metrics = super::figures::parse_metrics(&state.hub.catalogue(), q.metrics.as_deref())?;
     let nodes: Vec<String> = tree
         .with_children(scope)
         .into_iter()

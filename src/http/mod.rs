@@ -59,7 +59,6 @@ pub struct AppState {
     pub dashboards: Dashboards,
     pub web: WebSettings,
     pub alerts: Arc<AlertEngine>,
-    pub appeals_sla: crate::live::AppealSla,
     pub sql: Arc<crate::sql::SqlGateway>,
     pub limits: Arc<crate::auth::RateLimits>,
     pub login_throttle: Arc<crate::auth::LoginThrottle>,

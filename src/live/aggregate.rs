@@ -1,199 +1,117 @@
-//! In-memory aggregates per node of the org tree.
+//! In-memory aggregates per node of the org tree, for every metric of the catalogue.
 //!
-//! Each record changes the own state of its org (`OrgOwn`) and, by the same delta, the subtree
-//! sums (`NodeSums`) of every node on the org's path to the root — nothing else. Applying is
-//! independent of arrival order ("latest replaces earlier" compares the record's time, then its
-//! seq), so the state rebuilt from ClickHouse at start-up equals the state before the restart.
+//! The catalogue's measures become leaves (a ratio reads two; identical measures share one);
+//! a record goes to the leaves that read its kind ([`super::measures`], [`super::cases`]).
+//! Besides the metrics, the recent past is kept per kind for spike, cluster and silence
+//! detection.
 
-// FxHash: the keys are small integers and hashes, not attacker-chosen text; SipHash was a
-// tenth of the aggregation time.
-use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
+use rustc_hash::FxHashMap as HashMap;
 use time::OffsetDateTime;
 
-use crate::domain::metric::{judge, Figure, MetricId, Reading};
-use crate::domain::org::{Level, NodeIdx, OrgTree};
+use super::measures::{Dirty, Leaf, Touch};
+use crate::domain::catalogue::{Catalogue, Measure};
+use crate::domain::metric::{judge, Figure, MetricId, Reading, Sample};
+use crate::domain::org::{NodeIdx, OrgTree};
 use crate::domain::record::{EventRow, Kind};
 use crate::domain::time::local_date;
 
 /// How far back spike and cluster detection look (records older than this are not kept).
 const RECENT_SECS: u32 = 40 * 86_400;
 
-/// Appeal service levels (信访工作条例): accept or refuse within 15 days of receipt, resolve
-/// within 60. Configurable.
-#[derive(Debug, Clone, Copy, serde::Deserialize)]
-pub struct AppealSla {
-    pub accept_days: u32,
-    pub resolve_days: u32,
-}
-
-impl Default for AppealSla {
-    fn default() -> Self {
-        AppealSla {
-            accept_days: 15,
-            resolve_days: 60,
-        }
-    }
-}
-
-/// Sums over a node's subtree.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct NodeSums {
-    approved: i64,
-    filled: i64,
-    staffing_reporters: i64,
-    hires: i64,
-    veteran_hires: i64,
-    headcount: i64,
-    /// Distinct staff trained, per calendar year.
-    trained: HashMap<i32, i64>,
-    rated: i64,
-    five_star: i64,
-    street_demos: i64,
-    district_demos: i64,
-    appeals_received: i64,
-    open_appeals: i64,
-    overdue_accept: i64,
-    overdue_resolve: i64,
-    overdue: i64,
-    registered: i64,
-    archived: i64,
-    /// Latest arrival time of any record in the subtree (for "stopped reporting").
-    last_received: u32,
-}
-
-/// What the org itself reported (not its subtree).
-#[derive(Debug, Default)]
-struct OrgOwn {
-    /// (at, seq, approved, filled)
-    staffing: Option<(u32, u64, i64, i64)>,
-    /// (at, seq, headcount)
-    headcount: Option<(u32, u64, i64)>,
-    /// (at, seq, stars, demonstration)
-    rating: Option<(u32, u64, u8, bool)>,
-    /// Distinct classes held, per year (city and district centers only).
-    classes: HashMap<i32, HashSet<u64>>,
-    trained: HashMap<i32, HashSet<u64>>,
-    registered: HashSet<u64>,
-    completed: HashSet<u64>,
-}
-
-/// An appeal belongs to the org of its earliest `appeal.received` record.
-#[derive(Debug, Clone, Default)]
-struct Appeal {
-    /// (at, seq, org) of the earliest receipt.
-    received: Option<(u32, u64, NodeIdx)>,
-    accepted: bool,
-    closed: bool,
-    /// What this appeal currently adds to the overdue counts of its org's path.
-    counted: Lateness,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Lateness {
-    accept: bool,
-    resolve: bool,
-}
-
-impl Appeal {
-    fn open_at(&self) -> Option<(NodeIdx, u32)> {
-        match (self.received, self.closed) {
-            (Some((at, _, org)), false) => Some((org, at)),
-            _ => None,
-        }
-    }
-}
-
-/// Structural counts of a subtree: the denominators of the star-rating shares.
-#[derive(Debug, Clone, Copy, Default)]
-struct Structure {
-    stations: i64,
-    streets: i64,
-    districts: i64,
+/// How a metric's reading is made of leaves.
+#[derive(Debug, Clone, Copy)]
+enum Plan {
+    Leaf(usize),
+    Ratio { num: usize, den: usize },
 }
 
 pub struct Aggregates {
-    tree: std::sync::Arc<OrgTree>,
-    sums: Vec<NodeSums>,
-    own: Vec<OrgOwn>,
-    structure: Vec<Structure>,
-    appeals: HashMap<u64, Appeal>,
-    sla: AppealSla,
-    /// Open appeals of each org by receipt time: the oldest per subtree is read off these.
-    open_by_org: Vec<std::collections::BTreeSet<(u32, u64)>>,
-    /// Future moments at which an open appeal may become overdue: (time, appeal).
-    deadlines: std::collections::BTreeSet<(u32, u64)>,
-    /// The time overdue counts were last brought up to date.
+    tree: Arc<OrgTree>,
+    catalogue: Arc<Catalogue>,
+    leaves: Vec<Leaf>,
+    plans: HashMap<MetricId, Plan>,
+    /// Per kind (`Kind as usize`): the leaves that read it.
+    by_kind: Vec<Vec<usize>>,
+    /// Latest arrival time of any record per subtree (for "stopped reporting").
+    last_received: Vec<u32>,
+    /// The time the clock-dependent state (overdue cases, the recent past) was brought to.
     as_of: u32,
     /// Records per (org, kind) per hour of `at`, for the recent past (spike detection).
-    hourly: HashMap<(NodeIdx, Kind), std::collections::BTreeMap<u32, u32>>,
+    hourly: HashMap<(NodeIdx, Kind), BTreeMap<u32, u32>>,
     /// Located records of the recent past: (at, lon, lat, org, kind) (cluster detection).
-    located: std::collections::VecDeque<(u32, f64, f64, NodeIdx, Kind)>,
+    located: VecDeque<(u32, f64, f64, NodeIdx, Kind)>,
     /// Daily values of the last 30 days from the snapshots: the trend a projection extends.
-    samples: HashMap<(NodeIdx, MetricId), Vec<crate::domain::metric::Sample>>,
-    dirty: Vec<bool>,
-    dirty_list: Vec<NodeIdx>,
+    samples: HashMap<(NodeIdx, MetricId), Vec<Sample>>,
+    dirty: Dirty,
     /// Tests make applying the record with this id fail, as a bug would.
     #[cfg(test)]
     pub(crate) fail_on_id: Option<String>,
 }
 
-fn hash_str(s: &str) -> u64 {
-    xxhash_rust::xxh3::xxh3_64(s.as_bytes())
+/// The leaves of a catalogue: one per distinct measure that is not a ratio.
+struct Leaves<'a> {
+    tree: &'a OrgTree,
+    measures: Vec<Measure>,
+    leaves: Vec<Leaf>,
+    by_kind: Vec<Vec<usize>>,
 }
 
-/// Adds `delta` to a field of every node on a path; marks them dirty. Saturating: validation
-/// keeps every value in a plausible range, so the sums stay far from `i64`'s limits; should a
-/// value ever escape it, a figure pins at the limit instead of wrapping or panicking.
-macro_rules! bump {
-    ($self:ident, $org:expr, $field:ident, $delta:expr) => {{
-        let delta: i64 = $delta;
-        if delta != 0 {
-            let tree = $self.tree.clone();
-            for n in tree.path_to_root($org) {
-                let sum = &mut $self.sums[n as usize].$field;
-                *sum = sum.saturating_add(delta);
-                $self.mark(n);
-            }
+impl Leaves<'_> {
+    fn leaf(&mut self, m: &Measure) -> Option<usize> {
+        if let Some(i) = self.measures.iter().position(|known| known == m) {
+            return Some(i);
         }
-    }};
+        let leaf = Leaf::new(m, self.tree)?;
+        let i = self.leaves.len();
+        for k in m.kinds() {
+            self.by_kind[k as usize].push(i);
+        }
+        self.leaves.push(leaf);
+        self.measures.push(m.clone());
+        Some(i)
+    }
 }
 
 impl Aggregates {
-    pub fn new(tree: std::sync::Arc<OrgTree>, sla: AppealSla) -> Self {
+    pub fn new(tree: Arc<OrgTree>, catalogue: Arc<Catalogue>) -> Self {
         let n = tree.len();
-        let mut structure = vec![Structure::default(); n];
-        for (idx, node) in tree.nodes() {
-            for p in tree.path_to_root(idx) {
-                let s = &mut structure[p as usize];
-                match node.level {
-                    Level::District => {
-                        s.stations += 1;
-                        s.districts += 1;
-                    }
-                    Level::Street => {
-                        s.stations += 1;
-                        s.streets += 1;
-                    }
-                    _ => {}
-                }
-            }
+        let mut leaves = Leaves {
+            tree: &tree,
+            measures: Vec::new(),
+            leaves: Vec::new(),
+            by_kind: vec![Vec::new(); Kind::ALL.len()],
+        };
+        let mut plans = HashMap::default();
+        for def in &catalogue.metrics {
+            let plan = match &def.measure {
+                Measure::Ratio { num, den } => match (leaves.leaf(num), leaves.leaf(den)) {
+                    (Some(num), Some(den)) => Plan::Ratio { num, den },
+                    // The catalogue refuses a ratio of ratios.
+                    _ => continue,
+                },
+                m => match leaves.leaf(m) {
+                    Some(l) => Plan::Leaf(l),
+                    None => continue,
+                },
+            };
+            plans.insert(def.id, plan);
         }
+        let (leaves, by_kind) = (leaves.leaves, leaves.by_kind);
         Aggregates {
             tree,
-            sums: vec![NodeSums::default(); n],
-            own: (0..n).map(|_| OrgOwn::default()).collect(),
-            structure,
-            appeals: HashMap::default(),
-            sla,
-            open_by_org: vec![std::collections::BTreeSet::new(); n],
-            deadlines: std::collections::BTreeSet::new(),
+            catalogue,
+            leaves,
+            plans,
+            by_kind,
+            last_received: vec![0; n],
             as_of: 0,
             hourly: HashMap::default(),
-            located: std::collections::VecDeque::new(),
+            located: VecDeque::new(),
             samples: HashMap::default(),
-            dirty: vec![false; n],
-            dirty_list: Vec::new(),
+            dirty: Dirty::new(n),
             #[cfg(test)]
             fail_on_id: None,
         }
@@ -203,19 +121,13 @@ impl Aggregates {
         &self.tree
     }
 
-    fn mark(&mut self, n: NodeIdx) {
-        if !self.dirty[n as usize] {
-            self.dirty[n as usize] = true;
-            self.dirty_list.push(n);
-        }
+    pub fn catalogue(&self) -> &Arc<Catalogue> {
+        &self.catalogue
     }
 
     /// Nodes whose figures may have changed since the last call.
     pub fn take_dirty(&mut self) -> Vec<NodeIdx> {
-        for &n in &self.dirty_list {
-            self.dirty[n as usize] = false;
-        }
-        std::mem::take(&mut self.dirty_list)
+        self.dirty.take()
     }
 
     /// Applies one record, or answers why it may not enter the live figures (a row stored
@@ -231,11 +143,9 @@ impl Aggregates {
     }
 
     fn apply_admitted(&mut self, r: &EventRow, org: NodeIdx, kind: Kind) {
-        let key = (r.at, r.seq);
-        let tree = self.tree.clone();
-        for n in tree.path_to_root(org) {
-            let s = &mut self.sums[n as usize];
-            s.last_received = s.last_received.max(r.received_at);
+        for n in self.tree.path_to_root(org) {
+            let last = &mut self.last_received[n as usize];
+            *last = (*last).max(r.received_at);
         }
         if r.at + RECENT_SECS > self.as_of {
             *self
@@ -248,264 +158,30 @@ impl Aggregates {
                 self.located.push_back((r.at, lon, lat, org, kind));
             }
         }
-        match kind {
-            Kind::StaffingReported => {
-                let own = &mut self.own[org as usize];
-                let old = own.staffing;
-                if old.is_some_and(|(at, seq, ..)| (at, seq) > key) {
-                    return;
-                }
-                own.staffing = Some((r.at, r.seq, r.approved_posts, r.filled_posts));
-                let (oa, of) = old.map(|(_, _, a, f)| (a, f)).unwrap_or((0, 0));
-                bump!(self, org, approved, r.approved_posts.saturating_sub(oa));
-                bump!(self, org, filled, r.filled_posts.saturating_sub(of));
-                bump!(self, org, staffing_reporters, i64::from(old.is_none()));
-            }
-            Kind::StaffHired => {
-                bump!(self, org, hires, 1);
-                bump!(self, org, veteran_hires, i64::from(r.veteran));
-            }
-            Kind::StaffHeadcount => {
-                let own = &mut self.own[org as usize];
-                let old = own.headcount;
-                if old.is_some_and(|(at, seq, _)| (at, seq) > key) {
-                    return;
-                }
-                own.headcount = Some((r.at, r.seq, r.headcount));
-                bump!(
-                    self,
-                    org,
-                    headcount,
-                    r.headcount.saturating_sub(old.map(|o| o.2).unwrap_or(0))
-                );
-                self.mark(org);
-            }
-            Kind::TrainingClassHeld => {
-                if self.own[org as usize]
-                    .classes
-                    .entry(r.year())
-                    .or_default()
-                    .insert(hash_str(&r.class_id))
-                {
-                    self.mark(org);
-                }
-            }
-            Kind::TrainingAttended => {
-                let year = r.year();
-                if self.own[org as usize]
-                    .trained
-                    .entry(year)
-                    .or_default()
-                    .insert(hash_str(&r.staff_id))
-                {
-                    let tree = self.tree.clone();
-                    for n in tree.path_to_root(org) {
-                        let trained = self.sums[n as usize].trained.entry(year).or_default();
-                        *trained = trained.saturating_add(1);
-                        self.mark(n);
-                    }
-                }
-            }
-            Kind::StationRated => {
-                let level = self.tree.node(org).level;
-                let own = &mut self.own[org as usize];
-                let old = own.rating;
-                if old.is_some_and(|(at, seq, ..)| (at, seq) > key) {
-                    return;
-                }
-                own.rating = Some((r.at, r.seq, r.stars, r.demonstration == 1));
-                let was_five = old.is_some_and(|o| o.2 == 5);
-                let was_demo = old.is_some_and(|o| o.3);
-                let is_five = r.stars == 5;
-                let is_demo = r.demonstration == 1;
-                bump!(self, org, rated, i64::from(old.is_none()));
-                bump!(
-                    self,
-                    org,
-                    five_star,
-                    i64::from(is_five) - i64::from(was_five)
-                );
-                let demo_delta = i64::from(is_demo) - i64::from(was_demo);
-                match level {
-                    Level::Street => bump!(self, org, street_demos, demo_delta),
-                    Level::District => bump!(self, org, district_demos, demo_delta),
-                    _ => {}
-                }
-                self.mark(org);
-            }
-            Kind::AppealReceived | Kind::AppealAccepted | Kind::AppealClosed => {
-                let id = hash_str(&r.appeal_id);
-                // Take the appeal's overdue contribution off its current org first: the
-                // record may move it to another org.
-                self.clear_lateness(id);
-                let appeal = self.appeals.entry(id).or_default();
-                let before = appeal.open_at();
-                let owner_before = appeal.received.map(|r| r.2);
-                match kind {
-                    Kind::AppealReceived => {
-                        if appeal
-                            .received
-                            .is_none_or(|(at, seq, _)| (r.at, r.seq) < (at, seq))
-                        {
-                            appeal.received = Some((r.at, r.seq, org));
-                        }
-                    }
-                    Kind::AppealAccepted => appeal.accepted = true,
-                    _ => appeal.closed = true,
-                }
-                let after = appeal.open_at();
-                let owner_after = appeal.received.map(|r| r.2);
-                if owner_before != owner_after {
-                    if let Some(o) = owner_before {
-                        bump!(self, o, appeals_received, -1);
-                    }
-                    if let Some(o) = owner_after {
-                        bump!(self, o, appeals_received, 1);
-                    }
-                }
-                if before != after {
-                    if let Some((o, at)) = before {
-                        bump!(self, o, open_appeals, -1);
-                        self.open_by_org[o as usize].remove(&(at, id));
-                    }
-                    if let Some((o, at)) = after {
-                        bump!(self, o, open_appeals, 1);
-                        self.open_by_org[o as usize].insert((at, id));
-                        self.schedule_deadlines(id, at);
-                    }
-                    // The oldest open appeal of each node above may have changed.
-                    let tree = self.tree.clone();
-                    for o in before.iter().chain(after.iter()).map(|(o, _)| *o) {
-                        for n in tree.path_to_root(o) {
-                            self.mark(n);
-                        }
-                    }
-                }
-                self.recount_lateness(id);
-            }
-            Kind::VeteranRegistered => {
-                let id = hash_str(&r.person_id);
-                let own = &mut self.own[org as usize];
-                if own.registered.insert(id) {
-                    let completed = own.completed.contains(&id);
-                    bump!(self, org, registered, 1);
-                    bump!(self, org, archived, i64::from(completed));
-                }
-            }
-            Kind::ArchiveCompleted => {
-                let id = hash_str(&r.person_id);
-                let own = &mut self.own[org as usize];
-                if own.completed.insert(id) {
-                    let registered = own.registered.contains(&id);
-                    bump!(self, org, archived, i64::from(registered));
-                }
-            }
-        }
-    }
-
-    /// Whether an appeal is past its deadlines at `self.as_of`.
-    fn lateness(&self, a: &Appeal) -> Lateness {
-        let Some((_, received)) = a.open_at() else {
-            return Lateness::default();
+        let mut touch = Touch {
+            tree: &self.tree,
+            dirty: &mut self.dirty,
         };
-        let age = self.as_of.saturating_sub(received);
-        let day = 86_400u32;
-        Lateness {
-            accept: !a.accepted && age > self.sla.accept_days * day,
-            resolve: age > self.sla.resolve_days * day,
+        for &l in &self.by_kind[kind as usize] {
+            self.leaves[l].apply(r, org, kind, &mut touch);
         }
     }
 
-    fn clear_lateness(&mut self, id: u64) {
-        self.set_lateness(id, Lateness::default());
-    }
-
-    /// Brings one appeal's contribution to the overdue counts up to date.
-    fn recount_lateness(&mut self, id: u64) {
-        let Some(a) = self.appeals.get(&id) else {
-            return;
-        };
-        let now = self.lateness(a);
-        self.set_lateness(id, now);
-    }
-
-    fn set_lateness(&mut self, id: u64, now: Lateness) {
-        let Some(a) = self.appeals.get(&id) else {
-            return;
-        };
-        let old = a.counted;
-        if now == old {
-            return;
-        }
-        // Lateness only counts while open, so the org is the receipt's.
-        let org = a.received.map(|r| r.2);
-        if let Some(a) = self.appeals.get_mut(&id) {
-            a.counted = now;
-        }
-        if let Some(org) = org {
-            let delta = |new: bool, old: bool| i64::from(new) - i64::from(old);
-            bump!(self, org, overdue_accept, delta(now.accept, old.accept));
-            bump!(self, org, overdue_resolve, delta(now.resolve, old.resolve));
-            bump!(
-                self,
-                org,
-                overdue,
-                delta(now.accept || now.resolve, old.accept || old.resolve)
-            );
-        }
-    }
-
-    /// Remembers when an appeal received at `received` turns overdue. A deadline already past
-    /// is not kept: the appeal's lateness was just counted at `as_of` (most appeals of a
-    /// year-long backlog arrive overdue, and the set is the costliest part of applying them).
-    fn schedule_deadlines(&mut self, id: u64, received: u32) {
-        let day = 86_400u32;
-        for days in [self.sla.accept_days, self.sla.resolve_days] {
-            let due = received.saturating_add(days * day).saturating_add(1);
-            if due > self.as_of {
-                self.deadlines.insert((due, id));
-            }
-        }
-    }
-
-    /// Moves the appeal clock to `now`: appeals whose deadline passed become overdue. Cost is
-    /// proportional to the deadlines passed, not to the appeals held.
-    pub fn refresh_appeals(&mut self, now: OffsetDateTime) {
+    /// Moves the clock to `now`: cases whose deadline passed become overdue, and the recent
+    /// past forgets what fell out of it. Cost follows what changed, not what is held.
+    pub fn refresh_clock(&mut self, now: OffsetDateTime) {
         let now = now.unix_timestamp().clamp(0, u32::MAX as i64) as u32;
         self.prune_recent(now);
-        if now < self.as_of {
-            // The clock went back (tests with a fixed clock): recount everything, and schedule
-            // again the deadlines that had passed.
-            self.as_of = now;
-            self.deadlines.clear();
-            let open: Vec<(u64, u32)> = self
-                .appeals
-                .iter()
-                .filter_map(|(id, a)| a.open_at().map(|(_, at)| (*id, at)))
-                .collect();
-            for (id, at) in open {
-                self.recount_lateness(id);
-                self.schedule_deadlines(id, at);
-            }
-            return;
-        }
         self.as_of = now;
-        while let Some(&(t, id)) = self.deadlines.first() {
-            if t > now {
-                break;
+        let mut touch = Touch {
+            tree: &self.tree,
+            dirty: &mut self.dirty,
+        };
+        for leaf in &mut self.leaves {
+            if let Some(cases) = leaf.as_cases_mut() {
+                cases.advance(now, &mut touch);
             }
-            self.deadlines.pop_first();
-            self.recount_lateness(id);
         }
-    }
-
-    /// Receipt time of the oldest open appeal in a node's subtree.
-    fn oldest_open(&self, node: NodeIdx) -> Option<u32> {
-        self.tree
-            .subtree(node)
-            .into_iter()
-            .filter_map(|o| self.open_by_org[o as usize].first().map(|(at, _)| *at))
-            .min()
     }
 
     /// The figures of one node for the given metrics (those that apply to its level).
@@ -515,86 +191,55 @@ impl Aggregates {
         metrics: &[MetricId],
         now: OffsetDateTime,
     ) -> Vec<(MetricId, Figure)> {
-        let level = self.tree.node(node).level;
         metrics
             .iter()
-            .filter(|m| m.applies_to(level))
-            .map(|&m| (m, self.figure(node, m, now)))
+            .filter_map(|&m| Some((m, self.figure(node, m, now)?)))
             .collect()
     }
 
-    pub fn figure(&self, node: NodeIdx, metric: MetricId, now: OffsetDateTime) -> Figure {
-        let s = &self.sums[node as usize];
-        let st = self.structure[node as usize];
-        let year = local_date(now).year();
-        let ratio = |num: i64, den: i64, has: bool| Reading {
-            num,
-            den: Some(if has { den } else { 0 }),
-            has_data: has,
-            overdue: None,
-        };
-        let reading = match metric {
-            MetricId::StaffingRate => ratio(s.filled, s.approved, s.staffing_reporters > 0),
-            MetricId::VeteranHireShare => ratio(s.veteran_hires, s.hires, s.hires > 0),
-            MetricId::TrainingClasses => {
-                let classes = &self.own[node as usize].classes;
-                Reading {
-                    num: classes.get(&year).map_or(0, |c| c.len() as i64),
-                    den: None,
-                    // A count is no data until the node reported its kind once; from then on a
-                    // year without any is 0.
-                    has_data: !classes.is_empty(),
-                    overdue: None,
-                }
-            }
-            MetricId::TrainingCoverage => ratio(
-                s.trained.get(&year).copied().unwrap_or(0),
-                s.headcount,
-                s.headcount > 0,
-            ),
-            MetricId::DistrictStarDemos => Reading {
-                num: s.district_demos,
-                den: None,
-                has_data: s.rated > 0,
-                overdue: None,
-            },
-            MetricId::StreetStarDemoShare => {
-                ratio(s.street_demos, st.streets, s.rated > 0 && st.streets > 0)
-            }
-            MetricId::FiveStarShare => ratio(s.five_star, st.stations, s.rated > 0),
-            MetricId::OpenAppeals => Reading {
-                num: s.open_appeals,
-                den: None,
-                has_data: s.appeals_received > 0,
-                overdue: Some(s.overdue),
-            },
-            MetricId::ArchiveCoverage => ratio(s.archived, s.registered, s.registered > 0),
-        };
+    /// One metric's figure at one node; `None` when the catalogue has no such metric or does
+    /// not show it at the node's level.
+    pub fn figure(&self, node: NodeIdx, metric: MetricId, now: OffsetDateTime) -> Option<Figure> {
+        let def = self.catalogue.get(metric)?;
+        if !def.applies_to(self.tree.node(node).level) {
+            return None;
+        }
+        let reading = self.reading(node, metric, now)?;
         let history = self
             .samples
             .get(&(node, metric))
             .map(Vec::as_slice)
             .unwrap_or(&[]);
-        let mut f = judge(metric, reading, now, history);
-        if metric == MetricId::OpenAppeals {
-            f.overdue_accept = Some(s.overdue_accept);
-            f.overdue_resolve = Some(s.overdue_resolve);
-            let now_unix = now.unix_timestamp().max(0) as u32;
-            f.oldest_days = self
-                .oldest_open(node)
-                .map(|t| (now_unix.saturating_sub(t) / 86_400) as i64);
-        }
-        f
+        Some(judge(def, reading, now, history))
+    }
+
+    /// The raw inputs of a figure, before it is judged.
+    pub fn reading(&self, node: NodeIdx, metric: MetricId, now: OffsetDateTime) -> Option<Reading> {
+        let today = local_date(now);
+        let now_unix = now.unix_timestamp().clamp(0, u32::MAX as i64) as u32;
+        Some(match *self.plans.get(&metric)? {
+            Plan::Leaf(l) => self.leaves[l].reading(&self.tree, node, today, now_unix),
+            Plan::Ratio { num, den } => {
+                let den = &self.leaves[den];
+                let has_data = den.has_data(node);
+                Reading {
+                    num: self.leaves[num].amount(node, today),
+                    den: Some(if has_data { den.amount(node, today) } else { 0 }),
+                    has_data,
+                    ..Reading::default()
+                }
+            }
+        })
     }
 
     /// Replaces the daily samples used to project values to their deadlines.
     pub fn set_samples(
         &mut self,
-        samples: std::collections::HashMap<(NodeIdx, MetricId), Vec<crate::domain::metric::Sample>>,
+        samples: std::collections::HashMap<(NodeIdx, MetricId), Vec<Sample>>,
     ) {
         self.samples = samples.into_iter().collect();
-        for n in 0..self.sums.len() {
-            self.mark(n as NodeIdx);
+        for n in 0..self.tree.len() {
+            self.dirty.mark(n as NodeIdx);
         }
     }
 
@@ -640,14 +285,15 @@ impl Aggregates {
 
     /// When the subtree of `node` last received a record (Unix seconds), if ever.
     pub fn last_received(&self, node: NodeIdx) -> Option<u32> {
-        Some(self.sums[node as usize].last_received).filter(|&t| t > 0)
+        Some(self.last_received[node as usize]).filter(|&t| t > 0)
     }
 
     /// Every node's figures for every metric: the whole state, for equality checks.
     pub fn all_figures(&self, now: OffsetDateTime) -> Vec<(String, Vec<(MetricId, Figure)>)> {
+        let all = self.catalogue.all();
         self.tree
             .nodes()
-            .map(|(i, n)| (n.code.clone(), self.figures(i, &MetricId::ALL, now)))
+            .map(|(i, n)| (n.code.clone(), self.figures(i, &all, now)))
             .collect()
     }
 }
@@ -655,146 +301,402 @@ impl Aggregates {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::org::tree_of;
+    use crate::domain::org::{tree_of, Level};
+    use time::macros::datetime;
 
     const DAY: i64 = 86_400;
 
-    fn received(seq: u64, appeal: &str, at: i64) -> EventRow {
-        let mut r = EventRow::blank(
-            format!("e{seq}"),
-            Kind::AppealReceived,
-            "m1".into(),
-            "d1".into(),
-            at as u32,
-            at as u32,
-            "test",
-        );
-        r.seq = seq;
-        r.appeal_id = appeal.into();
-        r
-    }
-
-    /// (overdue, overdue to accept, overdue to resolve) at the city.
-    fn overdue(a: &Aggregates, now: i64) -> (Option<i64>, Option<i64>, Option<i64>) {
-        let f = a.figure(
-            a.tree().root(),
-            MetricId::OpenAppeals,
-            OffsetDateTime::from_unix_timestamp(now).unwrap(),
-        );
-        (f.overdue, f.overdue_accept, f.overdue_resolve)
-    }
-
-    fn headcount(seq: u64, org: &str, n: i64) -> EventRow {
-        let mut r = EventRow::blank(
-            format!("h{seq}"),
-            Kind::StaffHeadcount,
-            org.into(),
-            "d1".into(),
-            1_700_000_000,
-            1_700_000_000,
-            "test",
-        );
-        r.seq = seq;
-        r.headcount = n;
-        r
-    }
-
-    fn two_communities() -> Aggregates {
-        let tree = tree_of(&[
+    fn tree() -> Arc<OrgTree> {
+        Arc::new(tree_of(&[
             ("c", Level::City, None),
             ("d1", Level::District, Some("c")),
             ("s1", Level::Street, Some("d1")),
+            ("s2", Level::Street, Some("d1")),
             ("m1", Level::Community, Some("s1")),
             ("m2", Level::Community, Some("s1")),
-        ]);
-        Aggregates::new(std::sync::Arc::new(tree), AppealSla::default())
+        ]))
+    }
+
+    /// A catalogue of one metric, `m`, of the given measure (TOML of its `[measure]` table).
+    fn one_metric(levels: &str, measure: &str, target: &str) -> Aggregates {
+        let text = format!(
+            "name = \"m\"\nlabel_zh = \"m\"\nclause = \"三\"\nlevels = {levels}\nunit = \"count\"\n\n[measure]\n{measure}\n{target}"
+        );
+        let catalogue = Catalogue::parse(&[("m.toml".into(), text)]).unwrap();
+        Aggregates::new(tree(), Arc::new(catalogue))
+    }
+
+    fn shipped() -> Aggregates {
+        Aggregates::new(tree(), Arc::new(Catalogue::shipped()))
+    }
+
+    fn record(seq: u64, kind: Kind, org: &str, at: OffsetDateTime) -> EventRow {
+        let at = at.unix_timestamp() as u32;
+        let mut r = EventRow::blank(
+            format!("e{seq}"),
+            kind,
+            org.into(),
+            "d1".into(),
+            at,
+            at,
+            "test",
+        );
+        r.seq = seq;
+        // Every id field filled: the kind's own must not be empty; tests set the one they vary.
+        r.staff_id = format!("staff{seq}");
+        r.class_id = format!("class{seq}");
+        r.appeal_id = format!("appeal{seq}");
+        r.person_id = format!("person{seq}");
+        r
+    }
+
+    fn metric(a: &Aggregates, name: &str) -> MetricId {
+        a.catalogue().parse_name(name).unwrap()
+    }
+
+    fn at(a: &Aggregates, code: &str, name: &str, now: OffsetDateTime) -> Figure {
+        let node = a.tree().get(code).unwrap();
+        a.figure(node, metric(a, name), now).unwrap()
+    }
+
+    fn value(a: &Aggregates, code: &str, name: &str, now: OffsetDateTime) -> Option<f64> {
+        at(a, code, name, now).value
     }
 
     #[test]
     fn values_outside_the_plausible_range_are_refused_with_the_reason() {
-        let mut a = two_communities();
-        let e = a.apply(&headcount(1, "m1", i64::MAX)).unwrap_err();
+        let mut a = shipped();
+        let mut r = record(
+            1,
+            Kind::StaffHeadcount,
+            "m1",
+            datetime!(2021-03-01 12:00 +08:00),
+        );
+        r.headcount = i64::MAX;
+        let e = a.apply(&r).unwrap_err();
         assert!(
             e.contains("data.headcount") && e.contains("0 to 100000"),
             "{e}"
         );
-        a.apply(&headcount(2, "m1", 100_000)).unwrap();
-        assert_eq!(a.sums[a.tree().root() as usize].headcount, 100_000);
+        r.headcount = 100_000;
+        a.apply(&r).unwrap();
+        let now = datetime!(2021-03-02 12:00 +08:00);
+        assert_eq!(at(&a, "c", "training_coverage", now).den, Some(100_000));
     }
 
     #[test]
     fn roll_up_sums_saturate_at_the_bounds_instead_of_overflowing() {
-        let mut a = two_communities();
-        let org = |a: &Aggregates, code: &str| a.tree().get(code).unwrap();
-        // The two records, past validation: i64::MAX twice under one city.
-        let (m1, m2) = (org(&a, "m1"), org(&a, "m2"));
-        a.apply_admitted(&headcount(1, "m1", i64::MAX), m1, Kind::StaffHeadcount);
-        a.apply_admitted(&headcount(2, "m2", i64::MAX), m2, Kind::StaffHeadcount);
-        let root = a.tree().root() as usize;
-        assert_eq!(a.sums[root].headcount, i64::MAX);
+        let mut a = shipped();
+        let t = datetime!(2021-03-01 12:00 +08:00);
+        let head = |seq, org: &str, n| {
+            let mut r = record(seq, Kind::StaffHeadcount, org, t);
+            r.headcount = n;
+            r
+        };
+        let (m1, m2) = (a.tree().get("m1").unwrap(), a.tree().get("m2").unwrap());
+        // Past validation: i64::MAX twice under one city.
+        a.apply_admitted(&head(1, "m1", i64::MAX), m1, Kind::StaffHeadcount);
+        a.apply_admitted(&head(2, "m2", i64::MAX), m2, Kind::StaffHeadcount);
+        let den = |a: &Aggregates, code| at(a, code, "training_coverage", t).den.unwrap();
+        assert_eq!(den(&a, "c"), i64::MAX);
         // A later, smaller report replaces the latest: the sum moves down without wrapping.
-        a.apply_admitted(&headcount(3, "m1", 10), m1, Kind::StaffHeadcount);
-        assert_eq!(a.sums[m1 as usize].headcount, 10);
-        assert!(a.sums[root].headcount > 0);
-        // And at the other end: no panic, no wrap to a huge positive sum.
-        a.apply_admitted(&headcount(4, "m2", i64::MIN), m2, Kind::StaffHeadcount);
-        assert!(a.sums[root].headcount <= 10);
-        let now = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
-        let _ = a.figure(a.tree().root(), MetricId::TrainingCoverage, now);
+        a.apply_admitted(&head(3, "m1", 10), m1, Kind::StaffHeadcount);
+        assert_eq!(den(&a, "m1"), 10);
+        assert!(den(&a, "c") > 0);
+        a.apply_admitted(&head(4, "m2", i64::MIN), m2, Kind::StaffHeadcount);
+        assert!(den(&a, "c") <= 10);
     }
 
     #[test]
-    fn classes_are_no_data_until_the_node_reports_one_and_zero_in_a_year_without() {
-        let tree = tree_of(&[("c", Level::City, None), ("d1", Level::District, Some("c"))]);
-        let mut a = Aggregates::new(std::sync::Arc::new(tree), AppealSla::default());
-        let d1 = a.tree().get("d1").unwrap();
-        let in_2026 = OffsetDateTime::from_unix_timestamp(1_790_000_000).unwrap();
-        let f = a.figure(d1, MetricId::TrainingClasses, in_2026);
+    fn a_count_is_no_data_until_the_node_reports_its_kind_then_zero_in_a_period_without() {
+        let mut a = shipped();
+        let in_2026 = datetime!(2026-06-01 12:00 +08:00);
+        let f = at(&a, "d1", "training_classes", in_2026);
         assert_eq!((f.value, f.status.as_str()), (None, "no_data"));
-        // A class in 2025: 2026 has none yet, which is now 0, not no data.
-        let mut class = EventRow::blank(
-            "k1".into(),
+        let mut class = record(
+            1,
             Kind::TrainingClassHeld,
-            "d1".into(),
-            "d1".into(),
-            1_750_000_000,
-            1_750_000_000,
-            "test",
+            "d1",
+            datetime!(2025-06-01 12:00 +08:00),
         );
         class.class_id = "2025-a".into();
         a.apply(&class).unwrap();
-        let f = a.figure(d1, MetricId::TrainingClasses, in_2026);
+        let f = at(&a, "d1", "training_classes", in_2026);
         assert_eq!(f.value, Some(0.0));
         assert_ne!(f.status.as_str(), "no_data");
+        // `own`: the city did not hold it, and its figure does not sum the district's.
+        assert_eq!(value(&a, "c", "training_classes", in_2026), None);
     }
 
     #[test]
-    fn appeals_turn_overdue_as_the_clock_passes_their_deadlines_and_back() {
-        let tree = tree_of(&[
-            ("c", Level::City, None),
-            ("d1", Level::District, Some("c")),
-            ("s1", Level::Street, Some("d1")),
-            ("m1", Level::Community, Some("s1")),
-        ]);
-        let mut a = Aggregates::new(std::sync::Arc::new(tree), AppealSla::default());
+    fn periods_end_on_the_shanghai_calendar_not_utc() {
+        for (period, last_second, next_second) in [
+            (
+                "year",
+                datetime!(2021-12-31 23:59:59 +08:00),
+                datetime!(2022-01-01 00:00:00 +08:00),
+            ),
+            (
+                "quarter",
+                datetime!(2021-03-31 23:59:59 +08:00),
+                datetime!(2021-04-01 00:00:00 +08:00),
+            ),
+            (
+                "month",
+                datetime!(2021-02-28 23:59:59 +08:00),
+                datetime!(2021-03-01 00:00:00 +08:00),
+            ),
+        ] {
+            let mut a = one_metric(
+                "[\"city\"]",
+                &format!("type = \"count\"\nkind = \"staff.hired\"\nperiod = \"{period}\""),
+                &format!("[target]\nvalue = 1\nperiod = \"{period}\""),
+            );
+            // 23:59:59 in Shenzhen is still the old period, though UTC is 8 hours behind.
+            a.apply(&record(1, Kind::StaffHired, "m1", last_second))
+                .unwrap();
+            assert_eq!(value(&a, "c", "m", last_second), Some(1.0), "{period}");
+            let f = at(&a, "c", "m", next_second);
+            assert_eq!(f.value, Some(0.0), "{period}: a new period starts at zero");
+            a.apply(&record(2, Kind::StaffHired, "m1", next_second))
+                .unwrap();
+            assert_eq!(value(&a, "c", "m", next_second), Some(1.0), "{period}");
+            assert_eq!(value(&a, "c", "m", last_second), Some(1.0), "{period}");
+            // `due` is the last day of the current period.
+            let due = at(&a, "c", "m", last_second).due.unwrap();
+            assert_eq!(due, last_second.date().to_string(), "{period}");
+        }
+    }
+
+    #[test]
+    fn counts_filter_on_flags_and_roll_up_as_sums() {
+        let mut a = shipped();
+        let t = datetime!(2021-05-01 10:00 +08:00);
+        for (seq, org, veteran) in [(1, "m1", 1), (2, "m2", 0), (3, "s2", 1), (4, "m1", 0)] {
+            let mut r = record(seq, Kind::StaffHired, org, t);
+            r.veteran = veteran;
+            a.apply(&r).unwrap();
+        }
+        let f = at(&a, "c", "veteran_hire_share", t);
+        assert_eq!((f.num, f.den), (2, Some(4)));
+        let f = at(&a, "s1", "veteran_hire_share", t);
+        assert_eq!((f.num, f.den), (1, Some(3)));
+        let f = at(&a, "s2", "veteran_hire_share", t);
+        assert_eq!((f.num, f.den, f.status.as_str()), (1, Some(1), "met"));
+    }
+
+    #[test]
+    fn the_latest_report_replaces_earlier_ones_whatever_the_arrival_order() {
+        let t = |d: u8| datetime!(2021-01-01 09:00 +08:00) + time::Duration::days(d as i64);
+        let staffing = |seq, day, approved, filled| {
+            let mut r = record(seq, Kind::StaffingReported, "d1", t(day));
+            r.approved_posts = approved;
+            r.filled_posts = filled;
+            r
+        };
+        let reports = [
+            staffing(1, 0, 100, 50),
+            staffing(2, 5, 100, 99),
+            staffing(3, 3, 100, 10),
+        ];
+        let now = t(10);
+        let mut in_order = shipped();
+        let mut reversed = shipped();
+        for r in &reports {
+            in_order.apply(r).unwrap();
+        }
+        for r in reports.iter().rev() {
+            reversed.apply(r).unwrap();
+        }
+        for a in [&in_order, &reversed] {
+            let f = at(a, "c", "staffing_rate", now);
+            assert_eq!((f.num, f.den), (99, Some(100)));
+        }
+        // Same time, higher seq wins.
+        let mut tie = staffing(9, 5, 100, 1);
+        tie.at = reports[1].at;
+        in_order.apply(&tie).unwrap();
+        assert_eq!(at(&in_order, "d1", "staffing_rate", now).num, 1);
+    }
+
+    #[test]
+    fn distinct_subjects_count_once_per_org_and_period_however_often_sent() {
+        let mut a = shipped();
+        let t = datetime!(2021-04-01 10:00 +08:00);
+        let attended = |seq, org: &str, staff: &str| {
+            let mut r = record(seq, Kind::TrainingAttended, org, t);
+            r.staff_id = staff.into();
+            r
+        };
+        for r in [
+            attended(1, "m1", "a"),
+            attended(2, "m1", "a"),
+            attended(3, "m1", "b"),
+            attended(4, "m2", "a"),
+        ] {
+            a.apply(&r).unwrap();
+        }
+        let mut head = record(5, Kind::StaffHeadcount, "s1", t);
+        head.headcount = 4;
+        a.apply(&head).unwrap();
+        let f = at(&a, "s1", "training_coverage", t);
+        assert_eq!((f.num, f.den), (3, Some(4)));
+        // Next year the same people count again, from zero.
+        let next_year = datetime!(2022-01-01 00:00 +08:00);
+        assert_eq!(at(&a, "s1", "training_coverage", next_year).num, 0);
+    }
+
+    #[test]
+    fn node_shares_follow_each_stations_latest_rating_and_count_stations_never_rated() {
+        let mut a = shipped();
+        let t = datetime!(2021-06-01 10:00 +08:00);
+        let rated = |seq, org: &str, stars, demo, days: i64| {
+            let mut r = record(seq, Kind::StationRated, org, t + time::Duration::days(days));
+            r.stars = stars;
+            r.demonstration = demo;
+            r
+        };
+        let later = t + time::Duration::days(30);
+        assert_eq!(
+            at(&a, "c", "five_star_share", later).status.as_str(),
+            "no_data"
+        );
+        a.apply(&rated(1, "s1", 5, 1, 0)).unwrap();
+        // 1 of 3 stations (d1, s1, s2): the two never rated count in the denominator.
+        let f = at(&a, "c", "five_star_share", later);
+        assert_eq!((f.num, f.den), (1, Some(3)));
+        let f = at(&a, "d1", "street_star_demo_share", later);
+        assert_eq!((f.num, f.den), (1, Some(2)));
+        // A later rating takes the star away; an earlier one arriving late does not restore it.
+        a.apply(&rated(2, "s1", 4, 0, 10)).unwrap();
+        a.apply(&rated(3, "s1", 5, 1, 5)).unwrap();
+        assert_eq!(at(&a, "c", "five_star_share", later).num, 0);
+        assert_eq!(at(&a, "d1", "street_star_demo_share", later).num, 0);
+        // District demonstration sites count districts only.
+        a.apply(&rated(4, "d1", 5, 1, 0)).unwrap();
+        a.apply(&rated(5, "s2", 5, 1, 0)).unwrap();
+        assert_eq!(value(&a, "c", "district_star_demos", later), Some(1.0));
+    }
+
+    #[test]
+    fn matched_subjects_count_when_both_kinds_arrive_in_either_order() {
+        let mut a = shipped();
+        let t = datetime!(2021-06-01 10:00 +08:00);
+        let person = |seq, kind, org: &str, id: &str| {
+            let mut r = record(seq, kind, org, t);
+            r.person_id = id.into();
+            r
+        };
+        a.apply(&person(1, Kind::ArchiveCompleted, "m1", "p1"))
+            .unwrap();
+        assert_eq!(
+            at(&a, "c", "archive_coverage", t).status.as_str(),
+            "no_data"
+        );
+        a.apply(&person(2, Kind::VeteranRegistered, "m1", "p1"))
+            .unwrap();
+        a.apply(&person(3, Kind::VeteranRegistered, "m1", "p2"))
+            .unwrap();
+        a.apply(&person(4, Kind::VeteranRegistered, "m1", "p2"))
+            .unwrap();
+        // Matched within the org only: p2's file at another community does not count.
+        a.apply(&person(5, Kind::ArchiveCompleted, "m2", "p2"))
+            .unwrap();
+        let f = at(&a, "c", "archive_coverage", t);
+        assert_eq!((f.num, f.den), (1, Some(2)));
+        a.apply(&person(6, Kind::ArchiveCompleted, "m1", "p2"))
+            .unwrap();
+        assert_eq!(value(&a, "s1", "archive_coverage", t), Some(1.0));
+    }
+
+    /// (overdue, overdue to accept, overdue to resolve) at the city.
+    fn overdue(a: &Aggregates, now: i64) -> (Option<i64>, i64, i64) {
+        let f = at(
+            a,
+            "c",
+            "open_appeals",
+            OffsetDateTime::from_unix_timestamp(now).unwrap(),
+        );
+        (
+            f.overdue,
+            f.extras["overdue_accept"],
+            f.extras["overdue_resolve"],
+        )
+    }
+
+    fn received(seq: u64, appeal: &str, unix: i64) -> EventRow {
+        let mut r = record(
+            seq,
+            Kind::AppealReceived,
+            "m1",
+            OffsetDateTime::from_unix_timestamp(unix).unwrap(),
+        );
+        r.appeal_id = appeal.into();
+        r
+    }
+
+    #[test]
+    fn cases_turn_overdue_as_the_clock_passes_their_deadlines_and_back() {
+        let mut a = shipped();
         let t0: i64 = 1_700_000_000;
-        let at = |s: i64| OffsetDateTime::from_unix_timestamp(s).unwrap();
-        a.refresh_appeals(at(t0));
+        let clock = |s: i64| OffsetDateTime::from_unix_timestamp(s).unwrap();
+        a.refresh_clock(clock(t0));
         // One already past its acceptance deadline when it arrives, one an hour short of it.
         a.apply(&received(1, "late", t0 - 20 * DAY)).unwrap();
         a.apply(&received(2, "soon", t0 - 15 * DAY + 3600)).unwrap();
-        assert_eq!(overdue(&a, t0), (Some(1), Some(1), Some(0)));
-        a.refresh_appeals(at(t0 + 2 * 3600));
-        assert_eq!(overdue(&a, t0 + 2 * 3600), (Some(2), Some(2), Some(0)));
+        assert_eq!(overdue(&a, t0), (Some(1), 1, 0));
+        a.refresh_clock(clock(t0 + 2 * 3600));
+        assert_eq!(overdue(&a, t0 + 2 * 3600), (Some(2), 2, 0));
         // The clock goes back (a fixed test clock): counted as of then …
-        a.refresh_appeals(at(t0));
-        assert_eq!(overdue(&a, t0), (Some(1), Some(1), Some(0)));
+        a.refresh_clock(clock(t0));
+        assert_eq!(overdue(&a, t0), (Some(1), 1, 0));
         // … and the deadlines that had passed before still fire when it comes forward again.
-        a.refresh_appeals(at(t0 + 2 * 3600));
-        assert_eq!(overdue(&a, t0 + 2 * 3600), (Some(2), Some(2), Some(0)));
-        // 60 days after receipt, "late" is also overdue to resolve.
+        a.refresh_clock(clock(t0 + 2 * 3600));
+        assert_eq!(overdue(&a, t0 + 2 * 3600), (Some(2), 2, 0));
+        // 60 days after receipt, "late" is also overdue to resolve — still one case.
         let later = t0 + 41 * DAY;
-        a.refresh_appeals(at(later));
-        assert_eq!(overdue(&a, later), (Some(2), Some(2), Some(1)));
+        a.refresh_clock(clock(later));
+        assert_eq!(overdue(&a, later), (Some(2), 2, 1));
+        assert_eq!(
+            at(&a, "c", "open_appeals", clock(later)).oldest_days,
+            Some(61)
+        );
+        // Accepting meets the first deadline; closing ends the case.
+        let mut accepted = received(3, "soon", later);
+        accepted.kind = Kind::AppealAccepted.as_str().into();
+        a.apply(&accepted).unwrap();
+        assert_eq!(overdue(&a, later), (Some(1), 1, 1));
+        let mut closed = received(4, "late", later);
+        closed.kind = Kind::AppealClosed.as_str().into();
+        a.apply(&closed).unwrap();
+        assert_eq!(overdue(&a, later), (Some(0), 0, 0));
+        let f = at(&a, "c", "open_appeals", clock(later));
+        assert_eq!((f.value, f.status.as_str()), (Some(1.0), "met"));
+    }
+
+    #[test]
+    fn a_case_belongs_to_the_org_of_its_earliest_receipt() {
+        let mut a = shipped();
+        let t0: i64 = 1_700_000_000;
+        let now = OffsetDateTime::from_unix_timestamp(t0).unwrap();
+        a.refresh_clock(now);
+        let mut elsewhere = received(1, "x", t0 - DAY);
+        elsewhere.org = "m2".into();
+        a.apply(&elsewhere).unwrap();
+        a.apply(&received(2, "x", t0 - 2 * DAY)).unwrap();
+        assert_eq!(value(&a, "m1", "open_appeals", now), Some(1.0));
+        // m2 never had a case of its own: no data, not zero.
+        assert_eq!(value(&a, "m2", "open_appeals", now), None);
+        assert_eq!(value(&a, "c", "open_appeals", now), Some(1.0));
+    }
+
+    #[test]
+    fn identical_measures_share_one_leaf() {
+        let text = |name: &str| {
+            format!("name = \"{name}\"\nlabel_zh = \"x\"\nclause = \"三\"\nlevels = [\"city\"]\nunit = \"count\"\n[measure]\ntype = \"count\"\nkind = \"staff.hired\"\n")
+        };
+        let two = Catalogue::parse(&[("a.toml".into(), text("a")), ("b.toml".into(), text("b"))])
+            .unwrap();
+        assert_eq!(Aggregates::new(tree(), Arc::new(two)).leaves.len(), 1);
     }
 }

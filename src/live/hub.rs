@@ -13,7 +13,8 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::sync::broadcast;
 
-use super::aggregate::{Aggregates, AppealSla};
+use super::aggregate::Aggregates;
+use crate::domain::catalogue::Catalogue;
 use crate::domain::metric::{Figure, MetricId};
 use crate::domain::org::{NodeIdx, OrgTree};
 use crate::domain::record::EventRow;
@@ -33,23 +34,38 @@ pub struct TickChanges {
 }
 
 /// Heap cost of one changed node of a tick, for the history's byte bound. A node's figures are
-/// a `BTreeMap`, which allocates a whole leaf (room for 11 entries) however few it holds; the
-/// hash map adds its slot and slack. Checked against RSS under load (README, "Memory").
+/// a `BTreeMap`, which allocates whole nodes (room for 11 entries each) however few they hold;
+/// the hash map adds its slot and slack. Checked against RSS under load (README, "Memory").
 const BTREE_LEAF_BYTES: usize =
     16 + 11 * (std::mem::size_of::<MetricId>() + std::mem::size_of::<Figure>());
 const NODE_ENTRY_BYTES: usize =
-    64 + std::mem::size_of::<NodeIdx>() + std::mem::size_of::<NodeFigures>() + BTREE_LEAF_BYTES;
+    64 + std::mem::size_of::<NodeIdx>() + std::mem::size_of::<NodeFigures>();
 /// Per figure: its `due` string's heap block.
 const FIGURE_ENTRY_BYTES: usize = 32;
+/// A figure's extra counts (cases' overdue per deadline): one map leaf, and each key's text.
+const EXTRAS_LEAF_BYTES: usize =
+    16 + 11 * (std::mem::size_of::<String>() + std::mem::size_of::<i64>());
+const EXTRA_KEY_BYTES: usize = 32;
+
+fn node_bytes(f: &NodeFigures) -> usize {
+    NODE_ENTRY_BYTES
+        + f.len().div_ceil(11).max(1) * BTREE_LEAF_BYTES
+        + f.values()
+            .map(|f| {
+                FIGURE_ENTRY_BYTES
+                    + if f.extras.is_empty() {
+                        0
+                    } else {
+                        EXTRAS_LEAF_BYTES + f.extras.len() * EXTRA_KEY_BYTES
+                    }
+            })
+            .sum::<usize>()
+}
 
 impl TickChanges {
     fn new(tick: u64, at: String, nodes: HashMap<NodeIdx, NodeFigures>) -> Self {
-        let bytes = std::mem::size_of::<Self>()
-            + at.len()
-            + nodes
-                .values()
-                .map(|f| NODE_ENTRY_BYTES + f.len() * FIGURE_ENTRY_BYTES)
-                .sum::<usize>();
+        let bytes =
+            std::mem::size_of::<Self>() + at.len() + nodes.values().map(node_bytes).sum::<usize>();
         TickChanges {
             tick,
             at,
@@ -108,7 +124,6 @@ pub struct HubSettings {
     pub history_ticks: usize,
     /// Bytes the tick history may hold (estimated); the oldest ticks go first.
     pub history_bytes: usize,
-    pub sla: AppealSla,
 }
 
 /// Ticks a stream session may fall behind before it starts over with snapshots.
@@ -116,6 +131,7 @@ const BROADCAST_TICKS: usize = 128;
 
 pub struct Hub {
     tree: Arc<OrgTree>,
+    catalogue: RwLock<Arc<Catalogue>>,
     agg: Mutex<Aggregates>,
     clock: Arc<dyn Clock>,
     published: RwLock<Published>,
@@ -130,13 +146,19 @@ pub struct Hub {
 }
 
 impl Hub {
-    pub fn new(tree: Arc<OrgTree>, settings: HubSettings, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        tree: Arc<OrgTree>,
+        catalogue: Arc<Catalogue>,
+        settings: HubSettings,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         let n = tree.len();
         // The ring keeps its last ticks alive until they are overwritten, whatever the
         // history bound says: small, a session this far behind resyncs with snapshots.
         let (tx, _) = broadcast::channel(settings.history_ticks.clamp(16, BROADCAST_TICKS));
         Hub {
-            agg: Mutex::new(Aggregates::new(tree.clone(), settings.sla)),
+            agg: Mutex::new(Aggregates::new(tree.clone(), catalogue.clone())),
+            catalogue: RwLock::new(catalogue),
             tree,
             clock,
             published: RwLock::new(Published {
@@ -155,6 +177,14 @@ impl Hub {
 
     pub fn tree(&self) -> &Arc<OrgTree> {
         &self.tree
+    }
+
+    /// The metric catalogue the figures are computed for.
+    pub fn catalogue(&self) -> Arc<Catalogue> {
+        self.catalogue
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Records the live figures refused.
@@ -189,7 +219,7 @@ impl Hub {
     pub fn current(&self, node: NodeIdx, metrics: &[MetricId]) -> NodeFigures {
         let now = self.now();
         let mut agg = self.agg();
-        agg.refresh_appeals(now);
+        agg.refresh_clock(now);
         agg.figures(node, metrics, now).into_iter().collect()
     }
 
@@ -204,7 +234,7 @@ impl Hub {
     /// Runs `f` on the current aggregates, brought up to `now` (one lock for many reads).
     pub fn read<R>(&self, now: OffsetDateTime, f: impl FnOnce(&Aggregates) -> R) -> R {
         let mut agg = self.agg();
-        agg.refresh_appeals(now);
+        agg.refresh_clock(now);
         f(&agg)
     }
 
@@ -212,7 +242,7 @@ impl Hub {
     pub fn all_current(&self) -> Vec<(String, Vec<(MetricId, Figure)>)> {
         let now = self.now();
         let mut agg = self.agg();
-        agg.refresh_appeals(now);
+        agg.refresh_clock(now);
         agg.all_figures(now)
     }
 
@@ -280,7 +310,8 @@ impl Hub {
         };
         let computed: Vec<(NodeIdx, Vec<(MetricId, Figure)>)> = {
             let mut agg = self.agg();
-            agg.refresh_appeals(now);
+            agg.refresh_clock(now);
+            let all = agg.catalogue().all();
             let dirty = agg.take_dirty();
             let nodes: Vec<NodeIdx> = if full {
                 self.tree.nodes().map(|(i, _)| i).collect()
@@ -289,7 +320,7 @@ impl Hub {
             };
             nodes
                 .into_iter()
-                .map(|n| (n, agg.figures(n, &MetricId::ALL, now)))
+                .map(|n| (n, agg.figures(n, &all, now)))
                 .collect()
         };
         let mut published = self.published.write().unwrap_or_else(|p| p.into_inner());
@@ -331,12 +362,12 @@ impl Hub {
     pub fn publish_initial(&self) {
         let now = self.now();
         let mut agg = self.agg();
-        agg.refresh_appeals(now);
+        agg.refresh_clock(now);
         agg.take_dirty();
+        let all = agg.catalogue().all();
         let mut published = self.published.write().unwrap_or_else(|p| p.into_inner());
         for (n, _) in self.tree.nodes() {
-            published.figures[n as usize] =
-                agg.figures(n, &MetricId::ALL, now).into_iter().collect();
+            published.figures[n as usize] = agg.figures(n, &all, now).into_iter().collect();
         }
     }
 
@@ -453,10 +484,10 @@ mod tests {
         ]);
         Hub::new(
             Arc::new(tree),
+            Arc::new(Catalogue::shipped()),
             HubSettings {
                 history_ticks,
                 history_bytes,
-                sla: AppealSla::default(),
             },
             Arc::new(Fixed),
         )
@@ -478,7 +509,8 @@ mod tests {
     }
 
     fn open_appeals(h: &Hub) -> Option<f64> {
-        h.current(h.tree().root(), &[MetricId::OpenAppeals])[&MetricId::OpenAppeals].value
+        let m = h.catalogue().parse_name("open_appeals").unwrap();
+        h.current(h.tree().root(), &[m])[&m].value
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! publisher that turns changes into per-tick change sets for the streams.
 
 pub mod aggregate;
+mod cases;
 pub mod hub;
+mod measures;
 
-pub use aggregate::{Aggregates, AppealSla};
+pub use aggregate::Aggregates;
 pub use hub::{Hub, TickChanges};

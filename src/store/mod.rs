@@ -5,6 +5,7 @@
 pub mod error;
 pub mod managed;
 pub mod migrate;
+pub mod recompute;
 pub mod retry;
 
 pub use error::{RetryHint, ServerException, StoreError};

@@ -14,12 +14,7 @@ use crate::wire;
 /// Ticks whose rendered deltas are kept (resume replays of older ones render again).
 const KEEP_TICKS: usize = 64;
 
-type Key = (u64, NodeIdx, u16);
-
-/// A subscription's metrics as a bit set (for the cache key).
-pub fn metric_mask(metrics: &[MetricId]) -> u16 {
-    metrics.iter().fold(0u16, |m, id| m | 1 << (*id as u16))
-}
+type Key = (u64, NodeIdx, Vec<MetricId>);
 
 #[derive(Default)]
 pub struct Renderer {
@@ -42,7 +37,7 @@ impl Renderer {
         scope: NodeIdx,
         metrics: &[MetricId],
     ) -> Option<Arc<RawValue>> {
-        let key = (tc.tick, scope, metric_mask(metrics));
+        let key = (tc.tick, scope, metrics.to_vec());
         if let Some(hit) = self.lock().entries.get(&key) {
             return hit.clone();
         }

@@ -216,7 +216,9 @@ mod tests {
     #[test]
     fn resumable_epochs_are_bounded_per_token_and_replaced_ones_forgotten() {
         let r = Resumes::new(3, 1000);
-        let metrics = [MetricId::OpenAppeals];
+        let metrics = [crate::domain::catalogue::Catalogue::shipped()
+            .parse_name("open_appeals")
+            .unwrap()];
         // One connection re-subscribing: each replaced epoch is closed at once.
         for i in 0..1000 {
             r.open(&format!("e{i}"), 0, &metrics, 1, 0);
@@ -247,10 +249,13 @@ mod tests {
     #[test]
     fn the_total_bound_takes_from_the_token_holding_most() {
         let r = Resumes::new(100, 5);
+        let metrics = [crate::domain::catalogue::Catalogue::shipped()
+            .parse_name("open_appeals")
+            .unwrap()];
         for (token, n) in [("a", 5), ("b", 2)] {
             for i in 0..n {
                 let id = format!("{token}{i}");
-                r.open(&id, 0, &[MetricId::OpenAppeals], 1, 0);
+                r.open(&id, 0, &metrics, 1, 0);
                 r.detach(token, [id]);
             }
         }

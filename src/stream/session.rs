@@ -245,12 +245,17 @@ impl State {
                 if let Err(e) = authorize(&tree, &who, Action::ReadFigures, node) {
                     return vec![Outgoing::Send(Self::error(Some(&id), e.to_string()))];
                 }
+                let catalogue = self.ctx.hub.catalogue();
                 let metrics: Result<Vec<MetricId>, String> = if metrics.is_empty() {
-                    Ok(MetricId::ALL.to_vec())
+                    Ok(catalogue.all())
                 } else {
                     metrics
                         .iter()
-                        .map(|m| MetricId::parse(m).ok_or_else(|| format!("unknown metric {m}")))
+                        .map(|m| {
+                            catalogue
+                                .parse_name(m)
+                                .ok_or_else(|| format!("unknown metric {m}"))
+                        })
                         .collect()
                 };
                 let metrics = match metrics {

@@ -5,35 +5,36 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::domain::catalogue::{Deadline, Judged, MetricDef, Period, Unit};
 use crate::domain::metric::{self, MetricId};
 use crate::domain::org::{Level, NodeIdx, OrgTree};
 
 /// One metric's figure at one node.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Figure {
-    /// `num / den` as a double, unrounded (screens round); null where there is no data or the
-    /// denominator is 0.
+    /// `num / den` as a double, unrounded (screens round to the metric's `precision`); null
+    /// where there is no data or the denominator is 0.
     pub value: Option<f64>,
     pub num: i64,
     /// Ratios only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub den: Option<i64>,
-    pub target: f64,
+    /// Null for a tracked metric (no target).
+    pub target: Option<f64>,
     /// The deadline, or the last day of the current period (YYYY-MM-DD); null for standing
     /// targets.
     pub due: Option<String>,
     /// met | on_track | at_risk | missed | no_data
     pub status: &'static str,
-    /// open_appeals only: appeals past a deadline (either kind), counted once each.
+    /// Cases only (open_appeals): open cases past a deadline, counted once each.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub overdue: Option<i64>,
-    /// open_appeals only: received but not accepted within the acceptance deadline.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub overdue_accept: Option<i64>,
-    /// open_appeals only: not closed within the resolution deadline.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub overdue_resolve: Option<i64>,
-    /// open_appeals only: age in days of the oldest open appeal.
+    /// Cases only: open cases past each deadline of the definition, as `overdue_<deadline>`
+    /// (open_appeals: `overdue_accept`, `overdue_resolve`).
+    #[serde(flatten)]
+    #[schema(value_type = std::collections::BTreeMap<String, i64>)]
+    pub extras: BTreeMap<String, i64>,
+    /// Cases only: age in days of the oldest open case.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub oldest_days: Option<i64>,
 }
@@ -48,8 +49,7 @@ impl From<&metric::Figure> for Figure {
             due: f.due.clone(),
             status: f.status.as_str(),
             overdue: f.overdue,
-            overdue_accept: f.overdue_accept,
-            overdue_resolve: f.overdue_resolve,
+            extras: f.extras.clone(),
             oldest_days: f.oldest_days,
         }
     }
@@ -86,37 +86,64 @@ pub struct FiguresAnswer {
     pub nodes: Nodes,
 }
 
-/// One metric of the catalogue.
+/// One metric of the catalogue, as its definition file says.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct CatalogueEntry {
-    pub id: &'static str,
-    pub label_zh: &'static str,
+    pub id: String,
+    pub label_zh: String,
+    /// The plan's clause (三, 二十二 …).
+    pub clause: String,
+    /// percent | count
+    pub unit: &'static str,
+    /// Decimals a screen shows (of the percentage for percent metrics).
+    pub precision: u8,
+    /// The measure type: count | distinct | latest | nodes | matched | ratio | cases.
+    pub measure: &'static str,
+    /// Record kinds that feed the metric.
+    pub kinds: Vec<&'static str>,
     pub is_ratio: bool,
-    /// The target is a most (open appeals overdue), not a least.
+    /// The target is a most (no appeal overdue), not a least.
     pub at_most: bool,
-    pub target: f64,
-    /// YYYY-MM-DD, `yearly` or `standing`.
-    pub deadline: String,
+    /// Null for a tracked metric.
+    pub target: Option<f64>,
+    /// YYYY-MM-DD, `yearly`, `quarterly`, `monthly` or `standing`; null for a tracked metric.
+    pub deadline: Option<String>,
+    /// What the target is judged on: `value`, or `overdue` (cases).
+    pub judged_on: &'static str,
     /// Levels of the tree the metric is shown at.
     pub levels: Vec<&'static str>,
 }
 
-impl From<MetricId> for CatalogueEntry {
-    fn from(m: MetricId) -> Self {
-        use metric::Deadline;
-        let t = m.target();
-        let deadline = match t.deadline {
+impl From<&MetricDef> for CatalogueEntry {
+    fn from(m: &MetricDef) -> Self {
+        let deadline = m.target.map(|t| match t.deadline {
             Deadline::Fixed(d) => d.to_string(),
-            Deadline::Yearly => "yearly".into(),
-            Deadline::Standing => "standing".into(),
-        };
+            Deadline::Every(Period::Year) => "yearly".into(),
+            Deadline::Every(Period::Quarter) => "quarterly".into(),
+            Deadline::Every(Period::Month) => "monthly".into(),
+            Deadline::Every(Period::All) | Deadline::Standing => "standing".into(),
+        });
+        let mut kinds: Vec<&'static str> = m.measure.kinds().iter().map(|k| k.as_str()).collect();
+        kinds.dedup();
         CatalogueEntry {
-            id: m.as_str(),
-            label_zh: m.label_zh(),
+            id: m.name.clone(),
+            label_zh: m.label_zh.clone(),
+            clause: m.clause.clone(),
+            unit: match m.unit {
+                Unit::Percent => "percent",
+                Unit::Count => "count",
+            },
+            precision: m.precision,
+            measure: m.measure.type_name(),
+            kinds,
             is_ratio: m.is_ratio(),
-            at_most: t.at_most,
-            target: t.value,
+            at_most: m.target.is_some_and(|t| t.at_most),
+            target: m.target.map(|t| t.value),
             deadline,
+            judged_on: match m.target.map(|t| t.on) {
+                Some(Judged::Overdue) => "overdue",
+                _ => "value",
+            },
             levels: Level::ALL
                 .into_iter()
                 .filter(|l| m.applies_to(*l))

@@ -3,11 +3,9 @@
 
 use crate::helpers as common;
 
-use std::collections::HashMap;
-
 use common::{sample_events, spawn_app, spawn_app_with, test_settings};
 use serde_json::{json, Value};
-use vscc::domain::metric::{judge, MetricId, Reading};
+use vscc::domain::metric::{judge, MetricId};
 
 fn event(id: &str, kind: &str, org: &str, data: Value) -> Value {
     json!({"id": id, "kind": kind, "org": org, "at": "2021-03-04T10:15:00+08:00", "data": data})
@@ -427,38 +425,45 @@ async fn roll_ups_are_sums_not_averages_and_latest_replaces_earlier() {
     app.stop().await;
 }
 
-/// Per-org quantities from raw rows, summed over each node's subtree with `org_nodes`.
-async fn sql_per_node(app: &common::TestApp, per_org: &str) -> HashMap<String, Vec<i64>> {
-    let sql = format!(
-        "SELECT node, groupArray(v) FROM (SELECT node, arrayJoin(arrayEnumerate(vals)) AS i, toInt64(sum(vals[i])) AS v FROM ( \
-           SELECT ancestors, vals FROM ({per_org}) AS q ANY INNER JOIN (SELECT code AS org, ancestors FROM org_nodes) AS o USING org \
-         ) ARRAY JOIN ancestors AS node GROUP BY node, i ORDER BY node, i) GROUP BY node FORMAT JSONEachRow"
-    );
-    let mut cursor = app
+/// Asserts that every live figure equals the one the SQL generated from the same definitions
+/// gives (num, den, value, status, overdue and the per-deadline counts).
+async fn compared_with_sql(
+    app: &common::TestApp,
+    live: &[(String, Vec<(MetricId, vscc::domain::metric::Figure)>)],
+    now: time::OffsetDateTime,
+) {
+    let catalogue = app.state.hub.catalogue();
+    let codes: Vec<String> = live.iter().map(|(c, _)| c.clone()).collect();
+    let sql = app
         .store()
-        .client()
-        .query(&sql)
-        .fetch_bytes("JSONEachRow")
+        .recompute(&catalogue, &codes, now)
+        .await
         .unwrap();
-    let bytes = cursor.collect().await.unwrap();
-    let mut out = HashMap::new();
-    for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-        let v: Value = serde_json::from_slice(line).unwrap();
-        let node = v["node"].as_str().unwrap().to_string();
-        let vals = v["groupArray(v)"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| {
-                x.as_str()
-                    .map(|s| s.parse().unwrap())
-                    .or(x.as_i64())
-                    .unwrap()
-            })
-            .collect();
-        out.insert(node, vals);
+    for (code, figures) in live {
+        for (metric, live_figure) in figures {
+            let reading = sql[&(code.clone(), *metric)].clone();
+            let expected = judge(catalogue.get(*metric).unwrap(), reading, now, &[]);
+            assert_eq!(
+                (
+                    live_figure.num,
+                    live_figure.den,
+                    live_figure.value,
+                    live_figure.status,
+                    live_figure.overdue,
+                    &live_figure.extras
+                ),
+                (
+                    expected.num,
+                    expected.den,
+                    expected.value,
+                    expected.status,
+                    expected.overdue,
+                    &expected.extras
+                ),
+                "{code} {metric}"
+            );
+        }
     }
-    out
 }
 
 #[tokio::test]
@@ -474,114 +479,8 @@ async fn live_figures_equal_a_plain_sql_recomputation_and_survive_a_restart() {
     app.wait_landed().await;
     let live = app.state.hub.all_current();
     let now = app.state.hub.now();
-    let year = vscc::domain::time::local_date(now).year();
-
-    let staffing = sql_per_node(&app, "SELECT org, [argMax(filled_posts, (at, seq)), argMax(approved_posts, (at, seq)), 1] AS vals FROM events WHERE kind = 'staffing.reported' GROUP BY org").await;
-    let hires = sql_per_node(&app, "SELECT org, [toInt64(countIf(veteran = 1)), toInt64(count())] AS vals FROM events WHERE kind = 'staff.hired' GROUP BY org").await;
-    let headcount = sql_per_node(&app, "SELECT org, [argMax(headcount, (at, seq))] AS vals FROM events WHERE kind = 'staff.headcount' GROUP BY org").await;
-    let trained = sql_per_node(&app, &format!("SELECT org, [toInt64(uniqExact(staff_id))] AS vals FROM events WHERE kind = 'training.attended' AND toYear(at) = {year} GROUP BY org")).await;
-    let ratings = sql_per_node(&app, "SELECT org, [toInt64(stars = 5), toInt64(demo AND length(org) = 9), toInt64(demo AND length(org) = 6), 1] AS vals FROM (SELECT org, argMax(stars, (at, seq)) AS stars, argMax(demonstration, (at, seq)) AS demo FROM events WHERE kind = 'station.rated' GROUP BY org)").await;
-    let structure = sql_per_node(&app, "SELECT code AS org, [toInt64(level IN ('district', 'street')), toInt64(level = 'street')] AS vals FROM org_nodes").await;
-    let appeals = sql_per_node(&app, &format!(
-        "SELECT org, [toInt64(count()), toInt64(countIf(NOT closed)), toInt64(countIf(NOT closed AND ((NOT accepted AND age > 15 * 86400) OR age > 60 * 86400)))] AS vals FROM ( \
-           SELECT argMinIf(org, (at, seq), kind = 'appeal.received') AS org, minIf(at, kind = 'appeal.received') AS received, \
-                  countIf(kind = 'appeal.accepted') > 0 AS accepted, countIf(kind = 'appeal.closed') > 0 AS closed, \
-                  toInt64({}) - toInt64(toUnixTimestamp(received)) AS age \
-           FROM events WHERE kind LIKE 'appeal.%' GROUP BY appeal_id HAVING countIf(kind = 'appeal.received') > 0) GROUP BY org",
-        now.unix_timestamp()
-    )).await;
-    let archive = sql_per_node(&app, "SELECT org, [toInt64(sum(r AND c)), toInt64(sum(r))] AS vals FROM (SELECT org, person_id, max(kind = 'veteran.registered') AS r, max(kind = 'archive.completed') AS c FROM events WHERE kind IN ('veteran.registered', 'archive.completed') GROUP BY org, person_id) GROUP BY org").await;
-    let classes: HashMap<String, i64> = {
-        let rows: Vec<(String, u64)> = app.store().client()
-            .query(&format!("SELECT org, uniqExact(class_id) FROM events WHERE kind = 'training.class_held' AND toYear(at) = {year} GROUP BY org"))
-            .fetch_all().await.unwrap();
-        rows.into_iter().map(|(o, n)| (o, n as i64)).collect()
-    };
-
-    let get = |m: &HashMap<String, Vec<i64>>, code: &str, i: usize| {
-        m.get(code).map(|v| v[i]).unwrap_or(0)
-    };
-    let mut compared = 0;
-    for (code, figures) in &live {
-        for (metric, live_figure) in figures {
-            let ratio = |num: i64, den: i64, has: bool| Reading {
-                num,
-                den: Some(if has { den } else { 0 }),
-                has_data: has,
-                overdue: None,
-            };
-            let reading = match metric {
-                MetricId::StaffingRate => ratio(
-                    get(&staffing, code, 0),
-                    get(&staffing, code, 1),
-                    get(&staffing, code, 2) > 0,
-                ),
-                MetricId::VeteranHireShare => ratio(
-                    get(&hires, code, 0),
-                    get(&hires, code, 1),
-                    get(&hires, code, 1) > 0,
-                ),
-                MetricId::TrainingClasses => Reading {
-                    num: classes.get(code).copied().unwrap_or(0),
-                    den: None,
-                    has_data: true,
-                    overdue: None,
-                },
-                MetricId::TrainingCoverage => ratio(
-                    get(&trained, code, 0),
-                    get(&headcount, code, 0),
-                    get(&headcount, code, 0) > 0,
-                ),
-                MetricId::DistrictStarDemos => Reading {
-                    num: get(&ratings, code, 2),
-                    den: None,
-                    has_data: get(&ratings, code, 3) > 0,
-                    overdue: None,
-                },
-                MetricId::StreetStarDemoShare => ratio(
-                    get(&ratings, code, 1),
-                    get(&structure, code, 1),
-                    get(&ratings, code, 3) > 0 && get(&structure, code, 1) > 0,
-                ),
-                MetricId::FiveStarShare => ratio(
-                    get(&ratings, code, 0),
-                    get(&structure, code, 0),
-                    get(&ratings, code, 3) > 0,
-                ),
-                MetricId::OpenAppeals => Reading {
-                    num: get(&appeals, code, 1),
-                    den: None,
-                    has_data: get(&appeals, code, 0) > 0,
-                    overdue: Some(get(&appeals, code, 2)),
-                },
-                MetricId::ArchiveCoverage => ratio(
-                    get(&archive, code, 0),
-                    get(&archive, code, 1),
-                    get(&archive, code, 1) > 0,
-                ),
-            };
-            let expected = judge(*metric, reading, now, &[]);
-            assert_eq!(
-                (
-                    live_figure.num,
-                    live_figure.den,
-                    live_figure.value,
-                    live_figure.status,
-                    live_figure.overdue
-                ),
-                (
-                    expected.num,
-                    expected.den,
-                    expected.value,
-                    expected.status,
-                    expected.overdue
-                ),
-                "{code} {}",
-                metric.as_str()
-            );
-            compared += 1;
-        }
-    }
+    compared_with_sql(&app, &live, now).await;
+    let compared: usize = live.iter().map(|(_, f)| f.len()).sum();
     assert!(compared > 3500, "compared {compared} figures");
     let nonzero = live
         .iter()
@@ -604,7 +503,16 @@ async fn live_figures_equal_a_plain_sql_recomputation_and_survive_a_restart() {
                     "{c}:{}",
                     serde_json::to_string(
                         &f.iter()
-                            .map(|(m, x)| (m.as_str(), x.num, x.den, x.status.as_str(), x.overdue))
+                            .map(|(m, x)| {
+                                (
+                                    m.as_str(),
+                                    x.num,
+                                    x.den,
+                                    x.status.as_str(),
+                                    x.overdue,
+                                    &x.extras,
+                                )
+                            })
                             .collect::<Vec<_>>()
                     )
                     .unwrap()
@@ -613,6 +521,7 @@ async fn live_figures_equal_a_plain_sql_recomputation_and_survive_a_restart() {
             .collect()
     };
     assert_eq!(strip(&rebuilt), strip(&live));
+    compared_with_sql(&restarted, &rebuilt, restarted.state.hub.now()).await;
     // And re-sending everything changes nothing.
     let answer: Value = restarted
         .post_events(&json!(events[..1000]))

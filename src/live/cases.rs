@@ -1,0 +1,256 @@
+//! Cases with deadlines (appeals: accept within 15 days, resolve within 60): the `cases`
+//! measure type. A case belongs to the org of its earliest opening record; it is open until a
+//! closing record arrives; it is overdue on a deadline when still open, no record that meets
+//! the deadline has arrived, and more than the deadline's days have passed since it opened.
+//!
+//! The clock moves separately from the records: a queue of the moments at which an open case
+//! may turn overdue is drained as time passes, so the cost follows the deadlines passed, not
+//! the cases held.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rustc_hash::FxHashMap as HashMap;
+
+use super::measures::{hash_str, Touch};
+use crate::domain::catalogue::CaseDeadline;
+use crate::domain::metric::Reading;
+use crate::domain::org::{NodeIdx, OrgTree};
+use crate::domain::record::{EventRow, Kind};
+
+const DAY: u32 = 86_400;
+
+#[derive(Debug, Clone, Default)]
+struct Case {
+    /// (at, seq, org) of the earliest opening record.
+    opened: Option<(u32, u64, NodeIdx)>,
+    /// Bit i: a record meeting deadline i arrived.
+    met: u32,
+    closed: bool,
+    /// Bit i: what this case currently adds to deadline i's overdue counts.
+    counted: u32,
+}
+
+impl Case {
+    fn open_at(&self) -> Option<(NodeIdx, u32)> {
+        match (self.opened, self.closed) {
+            (Some((at, _, org)), false) => Some((org, at)),
+            _ => None,
+        }
+    }
+}
+
+pub struct CasesLeaf {
+    opened_by: Kind,
+    closed_by: Kind,
+    /// (name, days, kinds that meet it)
+    deadlines: Vec<CaseDeadline>,
+    cases: HashMap<u64, Case>,
+    /// Cases ever opened in each subtree ("no data" until one).
+    opened: Vec<i64>,
+    open: Vec<i64>,
+    /// Open cases past at least one deadline, counted once each.
+    overdue: Vec<i64>,
+    /// Per deadline: open cases past it.
+    overdue_each: Vec<Vec<i64>>,
+    /// Open cases of each org by opening time: the oldest per subtree is read off these.
+    open_by_org: Vec<BTreeSet<(u32, u64)>>,
+    /// Future moments at which an open case may turn overdue: (time, case).
+    queue: BTreeSet<(u32, u64)>,
+    /// The time the overdue counts were last brought up to date.
+    as_of: u32,
+}
+
+impl CasesLeaf {
+    pub fn new(opened_by: Kind, closed_by: Kind, deadlines: &[CaseDeadline], nodes: usize) -> Self {
+        CasesLeaf {
+            opened_by,
+            closed_by,
+            deadlines: deadlines.to_vec(),
+            cases: HashMap::default(),
+            opened: vec![0; nodes],
+            open: vec![0; nodes],
+            overdue: vec![0; nodes],
+            overdue_each: vec![vec![0; nodes]; deadlines.len()],
+            open_by_org: vec![BTreeSet::new(); nodes],
+            queue: BTreeSet::new(),
+            as_of: 0,
+        }
+    }
+
+    pub fn apply(&mut self, r: &EventRow, org: NodeIdx, kind: Kind, t: &mut Touch) {
+        let id = hash_str(r.subject(kind));
+        // Take the case's overdue contribution off its current org first: the record may move
+        // it to another org.
+        self.set_lateness(id, 0, t);
+        let case = self.cases.entry(id).or_default();
+        let before = case.open_at();
+        let owner_before = case.opened.map(|o| o.2);
+        if kind == self.opened_by
+            && case
+                .opened
+                .is_none_or(|(at, seq, _)| (r.at, r.seq) < (at, seq))
+        {
+            case.opened = Some((r.at, r.seq, org));
+        }
+        if kind == self.closed_by {
+            case.closed = true;
+        }
+        for (i, d) in self.deadlines.iter().enumerate() {
+            if d.met_by.contains(&kind) {
+                case.met |= 1 << i;
+            }
+        }
+        let after = case.open_at();
+        let owner_after = case.opened.map(|o| o.2);
+        if owner_before != owner_after {
+            if let Some(o) = owner_before {
+                t.add(&mut self.opened, o, false, -1);
+            }
+            if let Some(o) = owner_after {
+                t.add(&mut self.opened, o, false, 1);
+            }
+        }
+        if before != after {
+            if let Some((o, at)) = before {
+                t.add(&mut self.open, o, false, -1);
+                self.open_by_org[o as usize].remove(&(at, id));
+            }
+            if let Some((o, at)) = after {
+                t.add(&mut self.open, o, false, 1);
+                self.open_by_org[o as usize].insert((at, id));
+                self.schedule(id, at);
+            }
+            // The oldest open case of each node above may have changed.
+            for (o, _) in before.iter().chain(after.iter()) {
+                t.mark_path(*o);
+            }
+        }
+        let now = self.lateness(id);
+        self.set_lateness(id, now, t);
+    }
+
+    /// Bit i set: the case is past deadline i at `as_of`.
+    fn lateness(&self, id: u64) -> u32 {
+        let Some(case) = self.cases.get(&id) else {
+            return 0;
+        };
+        let Some((_, opened)) = case.open_at() else {
+            return 0;
+        };
+        let age = self.as_of.saturating_sub(opened);
+        self.deadlines
+            .iter()
+            .enumerate()
+            .filter(|(i, d)| case.met & (1 << i) == 0 && age > d.days.saturating_mul(DAY))
+            .fold(0, |bits, (i, _)| bits | 1 << i)
+    }
+
+    fn set_lateness(&mut self, id: u64, now: u32, t: &mut Touch) {
+        let Some(case) = self.cases.get_mut(&id) else {
+            return;
+        };
+        let old = case.counted;
+        if now == old {
+            return;
+        }
+        case.counted = now;
+        // Lateness only counts while open, so the org is the opening record's.
+        let Some(org) = case.opened.map(|o| o.2) else {
+            return;
+        };
+        let bit = |bits: u32, i: usize| i64::from(bits & (1 << i) != 0);
+        for i in 0..self.deadlines.len() {
+            t.add(
+                &mut self.overdue_each[i],
+                org,
+                false,
+                bit(now, i) - bit(old, i),
+            );
+        }
+        t.add(
+            &mut self.overdue,
+            org,
+            false,
+            i64::from(now != 0) - i64::from(old != 0),
+        );
+    }
+
+    /// Remembers when a case opened at `opened` turns overdue. A deadline already past is not
+    /// kept: the case's lateness was just counted at `as_of` (most cases of a year-long backlog
+    /// arrive overdue, and the queue is the costliest part of applying them).
+    fn schedule(&mut self, id: u64, opened: u32) {
+        for d in &self.deadlines {
+            let due = opened
+                .saturating_add(d.days.saturating_mul(DAY))
+                .saturating_add(1);
+            if due > self.as_of {
+                self.queue.insert((due, id));
+            }
+        }
+    }
+
+    /// Moves the clock to `now`: cases whose deadline passed become overdue.
+    pub fn advance(&mut self, now: u32, t: &mut Touch) {
+        if now < self.as_of {
+            // The clock went back (tests with a fixed clock): recount everything, and schedule
+            // again the deadlines that had passed.
+            self.as_of = now;
+            self.queue.clear();
+            let open: Vec<(u64, u32)> = self
+                .cases
+                .iter()
+                .filter_map(|(id, c)| c.open_at().map(|(_, at)| (*id, at)))
+                .collect();
+            for (id, at) in open {
+                let late = self.lateness(id);
+                self.set_lateness(id, late, t);
+                self.schedule(id, at);
+            }
+            return;
+        }
+        self.as_of = now;
+        while let Some(&(due, id)) = self.queue.first() {
+            if due > now {
+                break;
+            }
+            self.queue.pop_first();
+            let late = self.lateness(id);
+            self.set_lateness(id, late, t);
+        }
+    }
+
+    pub fn open(&self, node: NodeIdx) -> i64 {
+        self.open[node as usize]
+    }
+
+    pub fn has_data(&self, node: NodeIdx) -> bool {
+        self.opened[node as usize] > 0
+    }
+
+    /// Opening time of the oldest open case in a node's subtree.
+    fn oldest_open(&self, tree: &OrgTree, node: NodeIdx) -> Option<u32> {
+        tree.subtree(node)
+            .into_iter()
+            .filter_map(|o| self.open_by_org[o as usize].first().map(|(at, _)| *at))
+            .min()
+    }
+
+    pub fn reading(&self, tree: &OrgTree, node: NodeIdx, now: u32) -> Reading {
+        let n = node as usize;
+        Reading {
+            num: self.open[n],
+            den: None,
+            has_data: self.has_data(node),
+            overdue: Some(self.overdue[n]),
+            extras: self
+                .deadlines
+                .iter()
+                .zip(&self.overdue_each)
+                .map(|(d, counts)| (format!("overdue_{}", d.name), counts[n]))
+                .collect::<BTreeMap<_, _>>(),
+            oldest_days: self
+                .oldest_open(tree, node)
+                .map(|t| (now.saturating_sub(t) / DAY) as i64),
+        }
+    }
+}

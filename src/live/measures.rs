@@ -1,0 +1,381 @@
+//! The live state of each measure type (see [`crate::domain::catalogue`]): what one leaf of a
+//! metric keeps, how a record changes it, and what it reads at a node.
+//!
+//! A record changes its org's own state and, by the same delta, the subtree sums of every node
+//! on the org's path to the root (or of the org alone, for `own` measures) — nothing else.
+//! "Latest replaces earlier" compares the record's time, then its seq, so applying is
+//! independent of arrival order and a rebuild from ClickHouse equals the state it replaces.
+
+// FxHash: the keys are small integers and hashes, not attacker-chosen text; SipHash was a
+// tenth of the aggregation time.
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use time::Date;
+
+use super::cases::CasesLeaf;
+use crate::domain::catalogue::{Condition, Measure, Period};
+use crate::domain::metric::Reading;
+use crate::domain::org::{Level, NodeIdx, OrgTree};
+use crate::domain::record::{EventRow, Kind};
+use crate::domain::time::local_date_of;
+
+pub(super) fn hash_str(s: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(s.as_bytes())
+}
+
+/// Nodes whose figures may have changed since they were last read.
+pub(super) struct Dirty {
+    flags: Vec<bool>,
+    list: Vec<NodeIdx>,
+}
+
+impl Dirty {
+    pub fn new(nodes: usize) -> Self {
+        Dirty {
+            flags: vec![false; nodes],
+            list: Vec::new(),
+        }
+    }
+
+    pub fn mark(&mut self, n: NodeIdx) {
+        if !self.flags[n as usize] {
+            self.flags[n as usize] = true;
+            self.list.push(n);
+        }
+    }
+
+    pub fn take(&mut self) -> Vec<NodeIdx> {
+        for &n in &self.list {
+            self.flags[n as usize] = false;
+        }
+        std::mem::take(&mut self.list)
+    }
+}
+
+/// What applying a record needs besides the leaf: the tree for paths, and the dirty marks.
+pub(super) struct Touch<'a> {
+    pub tree: &'a OrgTree,
+    pub dirty: &'a mut Dirty,
+}
+
+impl Touch<'_> {
+    /// Adds `delta` to `sums` at `org` and every node above it (only at `org` when `own`).
+    /// Saturating: validation keeps every value in a plausible range, so sums stay far from
+    /// `i64`'s limits; should one escape it, a figure pins at the limit instead of wrapping.
+    pub fn add(&mut self, sums: &mut [i64], org: NodeIdx, own: bool, delta: i64) {
+        if delta == 0 {
+            return;
+        }
+        if own {
+            sums[org as usize] = sums[org as usize].saturating_add(delta);
+            self.dirty.mark(org);
+            return;
+        }
+        for n in self.tree.path_to_root(org) {
+            sums[n as usize] = sums[n as usize].saturating_add(delta);
+            self.dirty.mark(n);
+        }
+    }
+
+    pub fn mark_path(&mut self, org: NodeIdx) {
+        for n in self.tree.path_to_root(org) {
+            self.dirty.mark(n);
+        }
+    }
+}
+
+/// Sums per node and per period (a single sum when the period is `All`).
+enum PeriodSums {
+    All(Vec<i64>),
+    By(Vec<HashMap<u32, i64>>),
+}
+
+impl PeriodSums {
+    fn new(period: Period, nodes: usize) -> Self {
+        match period {
+            Period::All => PeriodSums::All(vec![0; nodes]),
+            _ => PeriodSums::By((0..nodes).map(|_| HashMap::default()).collect()),
+        }
+    }
+
+    fn add(&mut self, t: &mut Touch, org: NodeIdx, own: bool, key: u32, delta: i64) {
+        match self {
+            PeriodSums::All(sums) => t.add(sums, org, own, delta),
+            PeriodSums::By(per_node) => {
+                let nodes: Vec<NodeIdx> = if own {
+                    vec![org]
+                } else {
+                    t.tree.path_to_root(org).collect()
+                };
+                for n in nodes {
+                    let sum = per_node[n as usize].entry(key).or_default();
+                    *sum = sum.saturating_add(delta);
+                    t.dirty.mark(n);
+                }
+            }
+        }
+    }
+
+    fn get(&self, node: NodeIdx, key: u32) -> i64 {
+        match self {
+            PeriodSums::All(sums) => sums[node as usize],
+            PeriodSums::By(per_node) => per_node[node as usize].get(&key).copied().unwrap_or(0),
+        }
+    }
+}
+
+fn holds(when: &[Condition], r: &EventRow) -> bool {
+    when.iter().all(|c| r.number(&c.field) == Some(c.equals))
+}
+
+/// Records of a kind in the current period, optionally only those whose conditions hold.
+pub(super) struct CountLeaf {
+    when: Vec<Condition>,
+    period: Period,
+    own: bool,
+    counts: PeriodSums,
+    /// Records of the kind ever (whatever the conditions): "no data" until one.
+    reported: Vec<i64>,
+}
+
+/// Distinct subjects of a kind in the current period, distinct per org.
+pub(super) struct DistinctLeaf {
+    kind: Kind,
+    period: Period,
+    own: bool,
+    seen: Vec<HashMap<u32, HashSet<u64>>>,
+    counts: PeriodSums,
+    reported: Vec<i64>,
+}
+
+/// The latest value of a field per reporting org, summed (semi-additive).
+pub(super) struct LatestLeaf {
+    field: String,
+    latest: Vec<Option<(u32, u64, i64)>>,
+    sums: Vec<i64>,
+    reporters: Vec<i64>,
+}
+
+/// Orgs of some levels whose latest record satisfies the conditions.
+pub(super) struct NodesLeaf {
+    levels: Vec<Level>,
+    when: Vec<Condition>,
+    share: bool,
+    latest: Vec<Option<(u32, u64, bool)>>,
+    satisfied: Vec<i64>,
+    reporters: Vec<i64>,
+    /// Nodes of those levels in each subtree (the share's denominator).
+    population: Vec<i64>,
+}
+
+/// Subjects of one kind that also appear in another at the same org.
+pub(super) struct MatchedLeaf {
+    kind: Kind,
+    with: Kind,
+    firsts: Vec<HashSet<u64>>,
+    seconds: Vec<HashSet<u64>>,
+    subjects: Vec<i64>,
+    matched: Vec<i64>,
+}
+
+/// One leaf of a metric: a measure other than a ratio (a ratio reads two leaves).
+pub(super) enum Leaf {
+    Count(CountLeaf),
+    Distinct(DistinctLeaf),
+    Latest(LatestLeaf),
+    Nodes(NodesLeaf),
+    Matched(MatchedLeaf),
+    Cases(Box<CasesLeaf>),
+}
+
+impl Leaf {
+    /// The state for a measure; `None` for a ratio (made of two leaves).
+    pub fn new(measure: &Measure, tree: &OrgTree) -> Option<Leaf> {
+        let n = tree.len();
+        Some(match measure {
+            Measure::Count {
+                when, period, own, ..
+            } => Leaf::Count(CountLeaf {
+                when: when.clone(),
+                period: *period,
+                own: *own,
+                counts: PeriodSums::new(*period, n),
+                reported: vec![0; n],
+            }),
+            Measure::Distinct { kind, period, own } => Leaf::Distinct(DistinctLeaf {
+                kind: *kind,
+                period: *period,
+                own: *own,
+                seen: (0..n).map(|_| HashMap::default()).collect(),
+                counts: PeriodSums::new(*period, n),
+                reported: vec![0; n],
+            }),
+            Measure::Latest { field, .. } => Leaf::Latest(LatestLeaf {
+                field: field.clone(),
+                latest: vec![None; n],
+                sums: vec![0; n],
+                reporters: vec![0; n],
+            }),
+            Measure::Nodes {
+                levels,
+                when,
+                share,
+                ..
+            } => {
+                let mut population = vec![0; n];
+                for (idx, node) in tree.nodes() {
+                    if levels.contains(&node.level) {
+                        for p in tree.path_to_root(idx) {
+                            population[p as usize] += 1;
+                        }
+                    }
+                }
+                Leaf::Nodes(NodesLeaf {
+                    levels: levels.clone(),
+                    when: when.clone(),
+                    share: *share,
+                    latest: vec![None; n],
+                    satisfied: vec![0; n],
+                    reporters: vec![0; n],
+                    population,
+                })
+            }
+            Measure::Matched { kind, with } => Leaf::Matched(MatchedLeaf {
+                kind: *kind,
+                with: *with,
+                firsts: vec![HashSet::default(); n],
+                seconds: vec![HashSet::default(); n],
+                subjects: vec![0; n],
+                matched: vec![0; n],
+            }),
+            Measure::Cases {
+                opened,
+                closed,
+                deadlines,
+            } => Leaf::Cases(Box::new(CasesLeaf::new(*opened, *closed, deadlines, n))),
+            Measure::Ratio { .. } => return None,
+        })
+    }
+
+    /// Applies a record of a kind this leaf reads.
+    pub fn apply(&mut self, r: &EventRow, org: NodeIdx, kind: Kind, t: &mut Touch) {
+        match self {
+            Leaf::Count(c) => {
+                t.add(&mut c.reported, org, c.own, 1);
+                if holds(&c.when, r) {
+                    let key = c.period.key(local_date_of(r.at));
+                    c.counts.add(t, org, c.own, key, 1);
+                }
+            }
+            Leaf::Distinct(d) => {
+                let key = d.period.key(local_date_of(r.at));
+                let subject = hash_str(r.subject(d.kind));
+                if d.seen[org as usize].entry(key).or_default().insert(subject) {
+                    d.counts.add(t, org, d.own, key, 1);
+                    t.add(&mut d.reported, org, d.own, 1);
+                }
+            }
+            Leaf::Latest(l) => {
+                let old = l.latest[org as usize];
+                if old.is_some_and(|(at, seq, _)| (at, seq) > (r.at, r.seq)) {
+                    return;
+                }
+                let value = r.number(&l.field).unwrap_or(0);
+                l.latest[org as usize] = Some((r.at, r.seq, value));
+                let before = old.map_or(0, |o| o.2);
+                t.add(&mut l.sums, org, false, value.saturating_sub(before));
+                t.add(&mut l.reporters, org, false, i64::from(old.is_none()));
+            }
+            Leaf::Nodes(s) => {
+                if !s.levels.contains(&t.tree.node(org).level) {
+                    return;
+                }
+                let old = s.latest[org as usize];
+                if old.is_some_and(|(at, seq, _)| (at, seq) > (r.at, r.seq)) {
+                    return;
+                }
+                let now = holds(&s.when, r);
+                s.latest[org as usize] = Some((r.at, r.seq, now));
+                let was = old.is_some_and(|o| o.2);
+                t.add(
+                    &mut s.satisfied,
+                    org,
+                    false,
+                    i64::from(now) - i64::from(was),
+                );
+                t.add(&mut s.reporters, org, false, i64::from(old.is_none()));
+            }
+            Leaf::Matched(m) => {
+                let subject = hash_str(r.subject(kind));
+                let o = org as usize;
+                if kind == m.kind && m.firsts[o].insert(subject) {
+                    t.add(&mut m.subjects, org, false, 1);
+                    if m.seconds[o].contains(&subject) {
+                        t.add(&mut m.matched, org, false, 1);
+                    }
+                }
+                if kind == m.with && m.seconds[o].insert(subject) && m.firsts[o].contains(&subject)
+                {
+                    t.add(&mut m.matched, org, false, 1);
+                }
+            }
+            Leaf::Cases(c) => c.apply(r, org, kind, t),
+        }
+    }
+
+    /// What the leaf counts at a node today: the count, the sum, or a share's numerator.
+    pub fn amount(&self, node: NodeIdx, today: Date) -> i64 {
+        let n = node as usize;
+        match self {
+            Leaf::Count(c) => c.counts.get(node, c.period.key(today)),
+            Leaf::Distinct(d) => d.counts.get(node, d.period.key(today)),
+            Leaf::Latest(l) => l.sums[n],
+            Leaf::Nodes(s) => s.satisfied[n],
+            Leaf::Matched(m) => m.matched[n],
+            Leaf::Cases(c) => c.open(node),
+        }
+    }
+
+    /// Whether anything feeding the leaf was reported at the node (its subtree, or the node
+    /// itself for `own` measures): no data is never zero.
+    pub fn has_data(&self, node: NodeIdx) -> bool {
+        let n = node as usize;
+        match self {
+            Leaf::Count(c) => c.reported[n] > 0,
+            Leaf::Distinct(d) => d.reported[n] > 0,
+            Leaf::Latest(l) => l.reporters[n] > 0,
+            Leaf::Nodes(s) => s.reporters[n] > 0 && s.population[n] > 0,
+            Leaf::Matched(m) => m.subjects[n] > 0,
+            Leaf::Cases(c) => c.has_data(node),
+        }
+    }
+
+    /// The leaf read as a metric of its own.
+    pub fn reading(&self, tree: &OrgTree, node: NodeIdx, today: Date, now: u32) -> Reading {
+        let has_data = self.has_data(node);
+        let n = node as usize;
+        let share = |num: i64, den: i64| Reading {
+            num,
+            den: Some(if has_data { den } else { 0 }),
+            has_data,
+            ..Reading::default()
+        };
+        match self {
+            Leaf::Nodes(s) if s.share => share(s.satisfied[n], s.population[n]),
+            Leaf::Matched(m) => share(m.matched[n], m.subjects[n]),
+            Leaf::Cases(c) => c.reading(tree, node, now),
+            _ => Reading {
+                num: self.amount(node, today),
+                den: None,
+                has_data,
+                ..Reading::default()
+            },
+        }
+    }
+
+    pub fn as_cases_mut(&mut self) -> Option<&mut CasesLeaf> {
+        match self {
+            Leaf::Cases(c) => Some(c),
+            _ => None,
+        }
+    }
+}
