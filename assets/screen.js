@@ -27,16 +27,22 @@
   function fmt(metric, f) {
     if (!f || f.value === null || f.value === undefined) return "—";
     const meta = S.catalogue[metric];
-    if (meta && meta.is_ratio) return (f.value * 100).toFixed(1) + "%";
-    return String(Math.round(f.value));
+    const digits = meta ? meta.precision : 0;
+    if (meta && meta.unit === "percent") return (f.value * 100).toFixed(digits) + "%";
+    return f.value.toFixed(digits);
   }
   function targetText(metric, f) {
     const meta = S.catalogue[metric];
     if (!meta || !f) return "";
-    const t = meta.is_ratio ? (f.target * 100).toFixed(f.target < 0.5 ? 1 : 0) + "%" : String(f.target);
+    if (meta.judged_on === "overdue") {
+      // Cases: the overdue count, then each deadline's (受理超期 · 办结超期 …).
+      const each = (meta.deadlines || []).map((d) => d.label_zh + "超期 " + (f["overdue_" + d.name] ?? 0));
+      return ["超期 " + (f.overdue ?? 0) + " 件"].concat(each).join(" · ");
+    }
+    if (f.target === null || f.target === undefined) return "跟踪指标";
+    const t = meta.unit === "percent" ? (f.target * 100).toFixed(f.target < 0.5 ? 1 : 0) + "%" : String(f.target);
     const op = meta.at_most ? "≤" : "≥";
     const due = f.due ? " · 截止 " + f.due : "";
-    if (metric === "open_appeals") return "超期 " + (f.overdue ?? 0) + " 件 · 受理超期 " + (f.overdue_accept ?? 0) + " · 办结超期 " + (f.overdue_resolve ?? 0);
     return "目标 " + op + t + due;
   }
   const nameOf = (code) => (S.org[code] ? S.org[code].name : code);
@@ -246,7 +252,7 @@
       return;
     }
     if (!S.trendChart) { box.innerHTML = ""; S.trendChart = echarts.init(box); }
-    const pctAxis = series.every((x) => (S.catalogue[x.m] || {}).is_ratio);
+    const pctAxis = series.every((x) => (S.catalogue[x.m] || {}).unit === "percent");
     const fs = Math.round(innerHeight / 70);
     S.trendChart.setOption({
       grid: { left: "6%", right: "3%", top: "18%", bottom: "14%" },

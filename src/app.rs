@@ -190,11 +190,10 @@ impl Application {
             .abort_handle(),
         );
 
-        let dashboards = Dashboards::load(
-            &settings.web.dashboards_dir,
-            tree.clone(),
-            catalogue.clone(),
-        );
+        let dashboards = Dashboards::load(&settings.web.dashboards_dir, tree.clone(), {
+            let hub = hub.clone();
+            Arc::new(move || hub.catalogue())
+        });
         let alerts = Arc::new(AlertEngine::new(
             hub.clone(),
             store.clone(),
@@ -266,6 +265,7 @@ impl Application {
                     .clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
             )),
             imports_applied,
+            definitions: Arc::default(),
             login_throttle: Arc::new(LoginThrottle::new(
                 settings.limits.login_failures,
                 Duration::from_secs(settings.limits.login_lockout_secs),
@@ -273,6 +273,15 @@ impl Application {
         });
         tasks.push(tokio::spawn(nightly_snapshots(state.clone())).abort_handle());
         tasks.push(tokio::spawn(dashboards.watch(Duration::from_secs(2))).abort_handle());
+        tasks.push(
+            tokio::spawn(watch_metric_definitions(
+                state.clone(),
+                settings.catalogue.metrics_dir.clone(),
+                checkpoint.clone(),
+                Duration::from_secs(1),
+            ))
+            .abort_handle(),
+        );
         let server = http::run(listener, state.clone(), handle_signals)?;
         tracing::info!(addr = %settings.server.addr, port, "vscc is listening");
         Ok(Application {
@@ -368,6 +377,93 @@ async fn nightly_snapshots(state: Arc<AppState>) {
         {
             Ok(samples) => state.hub.set_samples(samples),
             Err(e) => tracing::warn!(error = %e, "could not reload projection samples"),
+        }
+    }
+}
+
+/// Re-reads the metric definitions every `every`. A broken set is reported (log, `/metrics`)
+/// and the catalogue in service stays; a valid, changed one is switched to once the live state
+/// for it is rebuilt from ClickHouse — meanwhile the old figures keep being served.
+async fn watch_metric_definitions(
+    state: Arc<AppState>,
+    dir: std::path::PathBuf,
+    checkpoint: watch::Receiver<u64>,
+    every: Duration,
+) {
+    let mut seen = crate::dashboards::fingerprint(&dir);
+    loop {
+        tokio::time::sleep(every).await;
+        let now = crate::dashboards::fingerprint(&dir);
+        if now == seen {
+            continue;
+        }
+        match crate::dashboards::load_catalogue(&dir) {
+            Err(e) => {
+                tracing::error!(error = %e, "metric definitions refused; the catalogue in service stays");
+                state.definitions.set_refused(Some(e.to_string()));
+                seen = now;
+            }
+            Ok(catalogue) if catalogue == *state.hub.catalogue() => {
+                state.definitions.set_refused(None);
+                seen = now;
+            }
+            Ok(catalogue) => {
+                match switch_catalogue(&state, Arc::new(catalogue), checkpoint.clone()).await {
+                    Ok(()) => seen = now,
+                    // Tried again at the next look (the files may change meanwhile).
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not rebuild the live state for the changed metric definitions; trying again")
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Rebuilds the live state for `catalogue` from ClickHouse and puts it in service.
+async fn switch_catalogue(
+    state: &Arc<AppState>,
+    catalogue: Arc<crate::domain::catalogue::Catalogue>,
+    mut checkpoint: watch::Receiver<u64>,
+) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let hub = &state.hub;
+    let upto = hub.begin_switch();
+    let rebuilt = async {
+        // Every API record applied so far must be in ClickHouse before it is read back.
+        tokio::time::timeout(Duration::from_secs(60), checkpoint.wait_for(|c| *c >= upto))
+            .await
+            .context("the writer did not land the records applied so far within 60 s")??;
+        let ok_imports = state.store.ok_imports().await?;
+        let (fresh, done) = crate::live::rebuild::from_store(
+            &state.store,
+            state.tree.clone(),
+            catalogue.clone(),
+            upto,
+            &ok_imports,
+        )
+        .await?;
+        Ok::<_, anyhow::Error>((fresh, done, ok_imports))
+    }
+    .await;
+    match rebuilt {
+        Err(e) => {
+            hub.abort_switch();
+            Err(e)
+        }
+        Ok((fresh, done, ok_imports)) => {
+            hub.finish_switch(fresh, upto, &ok_imports);
+            state.definitions.switched();
+            // Screens and rules that name a metric are checked against the new catalogue.
+            state.dashboards.revalidate();
+            state.alerts.revalidate_rules();
+            tracing::info!(
+                metrics = catalogue.metrics.len(),
+                records = done.records,
+                ms = started.elapsed().as_millis() as u64,
+                "changed metric definitions in service; live state rebuilt from ClickHouse"
+            );
+            Ok(())
         }
     }
 }

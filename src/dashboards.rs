@@ -69,17 +69,21 @@ fn version_of(text: &str) -> String {
     crate::store::migrate::checksum(text)
 }
 
+/// Where the catalogue in service is read from.
+pub type CatalogueSource = Arc<dyn Fn() -> Arc<Catalogue> + Send + Sync>;
+
 #[derive(Clone)]
 pub struct Dashboards {
     dir: PathBuf,
     tree: Arc<OrgTree>,
-    catalogue: Arc<Catalogue>,
+    /// The catalogue in service (it can change while running).
+    catalogue: CatalogueSource,
     loaded: Arc<RwLock<BTreeMap<String, Loaded>>>,
     seen: Arc<RwLock<BTreeMap<PathBuf, SystemTime>>>,
 }
 
 impl Dashboards {
-    pub fn load(dir: &Path, tree: Arc<OrgTree>, catalogue: Arc<Catalogue>) -> Self {
+    pub fn load(dir: &Path, tree: Arc<OrgTree>, catalogue: CatalogueSource) -> Self {
         let d = Dashboards {
             dir: dir.to_path_buf(),
             tree,
@@ -132,7 +136,7 @@ impl Dashboards {
                 .map_err(|e| e.to_string())
                 .and_then(|text| {
                     let d: Dashboard = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-                    d.validate(&self.tree, &self.catalogue)?;
+                    d.validate(&self.tree, &(self.catalogue)())?;
                     Ok((d, version_of(&text)))
                 });
             let mut loaded = self.loaded.write().unwrap_or_else(|p| p.into_inner());
@@ -164,6 +168,12 @@ impl Dashboards {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|n, _| present.contains(n));
+    }
+
+    /// Validates every file again (the metric catalogue changed).
+    pub fn revalidate(&self) {
+        self.seen.write().unwrap_or_else(|p| p.into_inner()).clear();
+        self.rescan();
     }
 
     pub fn list(&self) -> Vec<Loaded> {
@@ -217,4 +227,63 @@ pub fn load_catalogue(dir: &Path) -> Result<Catalogue, DefinitionError> {
     }
     files.sort();
     Catalogue::parse(&files)
+}
+
+/// How the metric definition files last read went: what a duty officer or a test checks after
+/// editing them.
+#[derive(Debug, Default)]
+pub struct DefinitionsStatus {
+    /// Why the newest files were refused (`None`: the newest files are in service).
+    refused: RwLock<Option<String>>,
+    /// Changed catalogues put in service since start-up.
+    switches: std::sync::atomic::AtomicU64,
+}
+
+impl DefinitionsStatus {
+    pub fn refused(&self) -> Option<String> {
+        self.refused
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn set_refused(&self, reason: Option<String>) {
+        *self.refused.write().unwrap_or_else(|p| p.into_inner()) = reason;
+    }
+
+    pub fn switches(&self) -> u64 {
+        self.switches.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn switched(&self) {
+        self.switches
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.set_refused(None);
+    }
+}
+
+/// A fingerprint of the definition files of a folder: their names and contents. Reading a few
+/// dozen small files is cheaper than trusting modification times that editors and copies set
+/// in odd ways.
+pub fn fingerprint(dir: &Path) -> u64 {
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .map(|p| {
+            let text = std::fs::read(&p).unwrap_or_default();
+            (p.display().to_string(), text)
+        })
+        .collect();
+    files.sort();
+    let mut all = Vec::new();
+    for (name, text) in files {
+        all.extend_from_slice(name.as_bytes());
+        all.push(0);
+        all.extend_from_slice(&text);
+        all.push(0);
+    }
+    xxhash_rust::xxh3::xxh3_64(&all)
 }

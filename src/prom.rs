@@ -24,6 +24,9 @@ pub struct Prom {
     pub clickhouse_restarts: IntCounter,
     pub writer_blocked: IntGauge,
     pub insert_failures: IntCounterVec,
+    pub metric_definitions: IntGauge,
+    pub definitions_reload_ok: IntGauge,
+    pub definitions_switches: IntCounter,
 }
 
 impl Prom {
@@ -109,8 +112,23 @@ impl Prom {
             &["retryable"],
         )
         .expect("static metric definition");
+        let metric_definitions = gauge(
+            "metric_definitions",
+            "Metrics of the catalogue in service (dashboards/metrics/*.toml)",
+        );
+        let definitions_reload_ok = gauge(
+            "metric_definitions_last_reload_successful",
+            "0 while the newest metric definition files are refused (the log says why; the last good catalogue stays)",
+        );
+        let definitions_switches = counter(
+            "metric_definitions_switches_total",
+            "Times a changed catalogue was put in service after rebuilding the live state",
+        );
         for c in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(metric_definitions.clone()),
+            Box::new(definitions_reload_ok.clone()),
+            Box::new(definitions_switches.clone()),
             Box::new(http_duration.clone()),
             Box::new(org_nodes.clone()),
             Box::new(ingest_accepted.clone()),
@@ -149,6 +167,9 @@ impl Prom {
             clickhouse_restarts,
             writer_blocked,
             insert_failures,
+            metric_definitions,
+            definitions_reload_ok,
+            definitions_switches,
         }
     }
 

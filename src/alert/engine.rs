@@ -138,6 +138,12 @@ impl AlertEngine {
 
     /// Re-reads the rule files when any changed; a broken set is reported and the previous
     /// rules stay. Returns the error of the newest attempt, if any.
+    /// Reads the rules again even if no file changed (the metric catalogue did).
+    pub fn revalidate_rules(&self) -> Option<String> {
+        *self.rules_mtime.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.reload_rules()
+    }
+
     pub fn reload_rules(&self) -> Option<String> {
         let newest = std::fs::read_dir(&self.settings.rules_dir)
             .ok()

@@ -130,6 +130,8 @@ pub struct Condition {
 #[derive(Debug, Clone, PartialEq)]
 pub struct CaseDeadline {
     pub name: String,
+    /// What screens call it (受理, 办结 …).
+    pub label_zh: String,
     pub days: u32,
     pub met_by: Vec<Kind>,
 }
@@ -444,6 +446,7 @@ struct MeasureSpec {
 #[serde(deny_unknown_fields)]
 struct DeadlineSpec {
     name: String,
+    label_zh: Option<String>,
     days: u32,
     met_by: Vec<String>,
 }
@@ -658,6 +661,7 @@ fn measure(spec: &MeasureSpec) -> Result<Measure, String> {
                     .map(|d| {
                         Ok(CaseDeadline {
                             name: d.name.clone(),
+                            label_zh: d.label_zh.clone().unwrap_or_else(|| d.name.clone()),
                             days: d.days,
                             met_by: d
                                 .met_by

@@ -70,6 +70,8 @@ pub struct AppState {
     pub ingest_budget: Arc<tokio::sync::Semaphore>,
     /// Wakes the import follower (a ledger was just imported here).
     pub imports_applied: Arc<tokio::sync::Notify>,
+    /// How the metric definition files last read went.
+    pub definitions: Arc<crate::dashboards::DefinitionsStatus>,
 }
 
 impl AppState {
@@ -101,6 +103,15 @@ impl AppState {
             let counter = prom.insert_failures.with_label_values(&[label]);
             counter.inc_by(count.load(Ordering::Relaxed).saturating_sub(counter.get()));
         }
+        prom.metric_definitions
+            .set(self.hub.catalogue().metrics.len() as i64);
+        prom.definitions_reload_ok
+            .set(i64::from(self.definitions.refused().is_none()));
+        prom.definitions_switches.inc_by(
+            self.definitions
+                .switches()
+                .saturating_sub(prom.definitions_switches.get()),
+        );
         let quarantined = self.hub.quarantine().total();
         prom.live_quarantined
             .inc_by(quarantined.saturating_sub(prom.live_quarantined.get()));

@@ -232,6 +232,11 @@ impl Aggregates {
         })
     }
 
+    /// Hands over the daily samples (to the state that replaces this one).
+    pub fn take_samples(&mut self) -> std::collections::HashMap<(NodeIdx, MetricId), Vec<Sample>> {
+        std::mem::take(&mut self.samples).into_iter().collect()
+    }
+
     /// Replaces the daily samples used to project values to their deadlines.
     pub fn set_samples(
         &mut self,

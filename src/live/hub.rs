@@ -29,6 +29,9 @@ pub struct TickChanges {
     pub tick: u64,
     pub at: String,
     pub nodes: HashMap<NodeIdx, NodeFigures>,
+    /// The catalogue changed: every subscription starts over with a snapshot (its metrics
+    /// looked up again), and no resume reaches back past this tick.
+    pub restart: bool,
     /// Estimated heap bytes of this tick (for the history's bound).
     bytes: usize,
 }
@@ -70,6 +73,7 @@ impl TickChanges {
             tick,
             at,
             nodes,
+            restart: false,
             bytes,
         }
     }
@@ -143,6 +147,11 @@ pub struct Hub {
     history_bytes_cap: usize,
     /// Estimated bytes held by `history`.
     history_bytes: std::sync::atomic::AtomicUsize,
+    /// While a new catalogue's state is rebuilt: the records taken in meanwhile (locked
+    /// after `agg`, never before).
+    switching: Mutex<Option<Vec<EventRow>>>,
+    /// The highest seq of an API record applied (imports have their own range).
+    last_api_seq: std::sync::atomic::AtomicU64,
 }
 
 impl Hub {
@@ -172,6 +181,8 @@ impl Hub {
             history_bytes: std::sync::atomic::AtomicUsize::new(0),
             last_full_refresh: Mutex::new(None),
             quarantine: Quarantine::default(),
+            switching: Mutex::new(None),
+            last_api_seq: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -211,8 +222,87 @@ impl Hub {
             if let Err(reason) = applied {
                 self.quarantine.add(r, reason, self.clock.now());
             }
+            if r.seq < crate::domain::record::IMPORT_SEQ_BASE {
+                self.last_api_seq
+                    .fetch_max(r.seq, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        if let Some(buffer) = self
+            .switching
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+        {
+            buffer.extend_from_slice(rows);
         }
         drop(agg);
+    }
+
+    /// Starts switching to a new catalogue: from now on applied records are also kept aside.
+    /// Returns the seq up to which API records were applied before: the rebuild reads those
+    /// from ClickHouse (once the writer's checkpoint reaches it) and the kept ones after.
+    pub fn begin_switch(&self) -> u64 {
+        let _agg = self.agg();
+        *self.switching.lock().unwrap_or_else(|p| p.into_inner()) = Some(Vec::new());
+        self.last_api_seq.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Gives up a switch (the rebuild failed): the current state stays.
+    pub fn abort_switch(&self) {
+        *self.switching.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Puts the rebuilt state in service: the records kept aside that the rebuild did not read
+    /// are applied to it, the trend samples carry over, and every screen gets a fresh snapshot.
+    pub fn finish_switch(&self, mut fresh: Aggregates, upto_seq: u64, ok_imports: &[u32]) {
+        let now = self.now();
+        {
+            let mut agg = self.agg();
+            let kept = self
+                .switching
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+                .unwrap_or_default();
+            for r in kept
+                .iter()
+                .filter(|r| !super::rebuild::in_rebuild(r, upto_seq, ok_imports))
+            {
+                // A refusal was reported when the serving state took the record in.
+                let _ = fresh.apply(r);
+            }
+            fresh.set_samples(agg.take_samples());
+            *self.catalogue.write().unwrap_or_else(|p| p.into_inner()) = fresh.catalogue().clone();
+            *agg = fresh;
+            agg.refresh_clock(now);
+            agg.take_dirty();
+        }
+        self.publish_restart(now);
+    }
+
+    /// Replaces every published figure and tells the streams to start over.
+    fn publish_restart(&self, now: OffsetDateTime) {
+        let computed: Vec<NodeFigures> = {
+            let agg = self.agg();
+            let all = agg.catalogue().all();
+            self.tree
+                .nodes()
+                .map(|(n, _)| agg.figures(n, &all, now).into_iter().collect())
+                .collect()
+        };
+        let mut published = self.published.write().unwrap_or_else(|p| p.into_inner());
+        published.figures = computed;
+        published.tick += 1;
+        let mut tc = TickChanges::new(published.tick, rfc3339(now), HashMap::new());
+        tc.restart = true;
+        {
+            let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+            h.clear();
+            self.history_bytes
+                .store(0, std::sync::atomic::Ordering::Relaxed);
+        }
+        drop(published);
+        let _ = self.tx.send(Arc::new(tc));
     }
 
     /// The current figures of one node (REST answers read these, not the last tick).

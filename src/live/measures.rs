@@ -123,6 +123,14 @@ impl PeriodSums {
     }
 }
 
+/// The period holding a record's time (no date arithmetic for `All`).
+fn period_of(period: Period, at: u32) -> u32 {
+    match period {
+        Period::All => 0,
+        p => p.key(local_date_of(at)),
+    }
+}
+
 fn holds(when: &[Condition], r: &EventRow) -> bool {
     when.iter().all(|c| r.number(&c.field) == Some(c.equals))
 }
@@ -262,12 +270,12 @@ impl Leaf {
             Leaf::Count(c) => {
                 t.add(&mut c.reported, org, c.own, 1);
                 if holds(&c.when, r) {
-                    let key = c.period.key(local_date_of(r.at));
+                    let key = period_of(c.period, r.at);
                     c.counts.add(t, org, c.own, key, 1);
                 }
             }
             Leaf::Distinct(d) => {
-                let key = d.period.key(local_date_of(r.at));
+                let key = period_of(d.period, r.at);
                 let subject = hash_str(r.subject(d.kind));
                 if d.seen[org as usize].entry(key).or_default().insert(subject) {
                     d.counts.add(t, org, d.own, key, 1);

@@ -5,6 +5,7 @@ pub mod aggregate;
 mod cases;
 pub mod hub;
 mod measures;
+pub mod rebuild;
 
 pub use aggregate::Aggregates;
 pub use hub::{Hub, TickChanges};

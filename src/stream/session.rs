@@ -79,6 +79,9 @@ enum Outgoing {
 struct State {
     ctx: SessionContext,
     subs: HashMap<String, Subscription>,
+    /// The metric names each subscription asked for (empty: all), looked up again when the
+    /// catalogue changes.
+    asked: HashMap<String, Vec<String>>,
 }
 
 impl State {
@@ -217,6 +220,7 @@ impl State {
         match msg {
             ClientMessage::Unsubscribe { id } => {
                 self.replace(&id);
+                self.asked.remove(&id);
                 self.update_presence();
                 Vec::new()
             }
@@ -246,7 +250,7 @@ impl State {
                     return vec![Outgoing::Send(Self::error(Some(&id), e.to_string()))];
                 }
                 let catalogue = self.ctx.hub.catalogue();
-                let metrics: Result<Vec<MetricId>, String> = if metrics.is_empty() {
+                let resolved: Result<Vec<MetricId>, String> = if metrics.is_empty() {
                     Ok(catalogue.all())
                 } else {
                     metrics
@@ -258,10 +262,12 @@ impl State {
                         })
                         .collect()
                 };
-                let metrics = match metrics {
+                let asked = metrics;
+                let metrics = match resolved {
                     Ok(m) => m,
                     Err(e) => return vec![Outgoing::Send(Self::error(Some(&id), e))],
                 };
+                self.asked.insert(id.clone(), asked);
                 let out = match resume.and_then(|r| self.resume(&id, node, &metrics, &r)) {
                     Some(replayed) => replayed.into_iter().map(Outgoing::Send).collect(),
                     None => vec![Outgoing::Send(self.snapshot(&id, node, metrics))],
@@ -284,6 +290,9 @@ impl State {
                 Outgoing::Close,
             ];
         }
+        if tc.restart {
+            return self.restart();
+        }
         let mut subs = std::mem::take(&mut self.subs);
         let out = subs
             .iter_mut()
@@ -291,6 +300,32 @@ impl State {
             .filter_map(|(id, sub)| self.delta(id, sub, tc).map(Outgoing::Send))
             .collect();
         self.subs = subs;
+        out
+    }
+
+    /// The catalogue changed: each subscription's metrics are looked up again (one no longer
+    /// defined is dropped; "all" takes in the new ones) and start over with a snapshot.
+    fn restart(&mut self) -> Vec<Outgoing> {
+        let catalogue = self.ctx.hub.catalogue();
+        let subs: Vec<(String, NodeIdx, Vec<MetricId>)> = self
+            .subs
+            .iter()
+            .map(|(id, s)| {
+                let metrics = match self.asked.get(id).filter(|a| !a.is_empty()) {
+                    None => catalogue.all(),
+                    Some(names) => names
+                        .iter()
+                        .filter_map(|m| catalogue.parse_name(m))
+                        .collect(),
+                };
+                (id.clone(), s.scope, metrics)
+            })
+            .collect();
+        let out = subs
+            .into_iter()
+            .map(|(id, scope, metrics)| Outgoing::Send(self.snapshot(&id, scope, metrics)))
+            .collect();
+        self.update_presence();
         out
     }
 
@@ -373,6 +408,7 @@ pub async fn run_session(mut session: Session, mut messages: MessageStream, ctx:
     let mut state = State {
         ctx,
         subs: HashMap::new(),
+        asked: HashMap::new(),
     };
     let mut last_heard = Instant::now();
     // Set when the peer stopped reading (a send or a ping timed out): its connection is cut.

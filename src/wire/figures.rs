@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::domain::catalogue::{Deadline, Judged, MetricDef, Period, Unit};
+use crate::domain::catalogue::{Deadline, Judged, Measure, MetricDef, Period, Unit};
 use crate::domain::metric::{self, MetricId};
 use crate::domain::org::{Level, NodeIdx, OrgTree};
 
@@ -112,6 +112,18 @@ pub struct CatalogueEntry {
     pub judged_on: &'static str,
     /// Levels of the tree the metric is shown at.
     pub levels: Vec<&'static str>,
+    /// Cases only: the deadlines, each reported in figures as `overdue_<name>`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deadlines: Vec<DeadlineEntry>,
+}
+
+/// A deadline of a cases metric.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct DeadlineEntry {
+    pub name: String,
+    pub label_zh: String,
+    /// Days after a case opened.
+    pub days: u32,
 }
 
 impl From<&MetricDef> for CatalogueEntry {
@@ -149,6 +161,17 @@ impl From<&MetricDef> for CatalogueEntry {
                 .filter(|l| m.applies_to(*l))
                 .map(|l| l.as_str())
                 .collect(),
+            deadlines: match &m.measure {
+                Measure::Cases { deadlines, .. } => deadlines
+                    .iter()
+                    .map(|d| DeadlineEntry {
+                        name: d.name.clone(),
+                        label_zh: d.label_zh.clone(),
+                        days: d.days,
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            },
         }
     }
 }

@@ -276,3 +276,48 @@ pub async fn wait_ready(http: &reqwest::Client, base: &str) {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// Asserts that every live figure equals the one the SQL generated from the same definitions
+/// gives (num, den, value, status, overdue and the per-deadline counts).
+pub async fn compared_with_sql(
+    app: &TestApp,
+    live: &[(
+        String,
+        Vec<(vscc::domain::metric::MetricId, vscc::domain::metric::Figure)>,
+    )],
+    now: time::OffsetDateTime,
+) {
+    let catalogue = app.state.hub.catalogue();
+    let codes: Vec<String> = live.iter().map(|(c, _)| c.clone()).collect();
+    let sql = app
+        .store()
+        .recompute(&catalogue, &codes, now)
+        .await
+        .unwrap();
+    for (code, figures) in live {
+        for (metric, live_figure) in figures {
+            let reading = sql[&(code.clone(), *metric)].clone();
+            let expected =
+                vscc::domain::metric::judge(catalogue.get(*metric).unwrap(), reading, now, &[]);
+            assert_eq!(
+                (
+                    live_figure.num,
+                    live_figure.den,
+                    live_figure.value,
+                    live_figure.status,
+                    live_figure.overdue,
+                    &live_figure.extras
+                ),
+                (
+                    expected.num,
+                    expected.den,
+                    expected.value,
+                    expected.status,
+                    expected.overdue,
+                    &expected.extras
+                ),
+                "{code} {metric}"
+            );
+        }
+    }
+}

@@ -3,9 +3,9 @@
 
 use crate::helpers as common;
 
-use common::{sample_events, spawn_app, spawn_app_with, test_settings};
+use common::{compared_with_sql, sample_events, spawn_app, spawn_app_with, test_settings};
 use serde_json::{json, Value};
-use vscc::domain::metric::{judge, MetricId};
+use vscc::domain::metric::MetricId;
 
 fn event(id: &str, kind: &str, org: &str, data: Value) -> Value {
     json!({"id": id, "kind": kind, "org": org, "at": "2021-03-04T10:15:00+08:00", "data": data})
@@ -423,47 +423,6 @@ async fn roll_ups_are_sums_not_averages_and_latest_replaces_earlier() {
     );
     assert_eq!(f["nodes"]["440305"]["staffing_rate"]["status"], "no_data");
     app.stop().await;
-}
-
-/// Asserts that every live figure equals the one the SQL generated from the same definitions
-/// gives (num, den, value, status, overdue and the per-deadline counts).
-async fn compared_with_sql(
-    app: &common::TestApp,
-    live: &[(String, Vec<(MetricId, vscc::domain::metric::Figure)>)],
-    now: time::OffsetDateTime,
-) {
-    let catalogue = app.state.hub.catalogue();
-    let codes: Vec<String> = live.iter().map(|(c, _)| c.clone()).collect();
-    let sql = app
-        .store()
-        .recompute(&catalogue, &codes, now)
-        .await
-        .unwrap();
-    for (code, figures) in live {
-        for (metric, live_figure) in figures {
-            let reading = sql[&(code.clone(), *metric)].clone();
-            let expected = judge(catalogue.get(*metric).unwrap(), reading, now, &[]);
-            assert_eq!(
-                (
-                    live_figure.num,
-                    live_figure.den,
-                    live_figure.value,
-                    live_figure.status,
-                    live_figure.overdue,
-                    &live_figure.extras
-                ),
-                (
-                    expected.num,
-                    expected.den,
-                    expected.value,
-                    expected.status,
-                    expected.overdue,
-                    &expected.extras
-                ),
-                "{code} {metric}"
-            );
-        }
-    }
 }
 
 #[tokio::test]

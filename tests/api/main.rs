@@ -9,6 +9,7 @@ mod access;
 mod alert_delivery;
 mod alerts;
 mod dashboards;
+mod definitions;
 mod durability;
 mod foundation;
 mod hardening;
