@@ -420,6 +420,16 @@ mod tests {
     }
 
     #[test]
+    fn the_first_floors_appeal_overdue_is_overdue_on_open_appeals() {
+        let rules = parse("[[rule]]\nname = \"a\"\ntype = \"appeal_overdue\"\nlevels = [\"city\"]\nfor = \"0s\"\nseverity = \"info\"\nsummary = \"s\"").unwrap();
+        assert_eq!(
+            rules[0].condition.metric().map(|m| m.as_str()),
+            Some("open_appeals")
+        );
+        assert!(matches!(rules[0].condition, Condition::Overdue { .. }));
+    }
+
+    #[test]
     fn a_spec_missing_what_its_type_needs_is_refused_naming_the_rule() {
         let base = |extra: &str| {
             format!(
@@ -430,6 +440,7 @@ mod tests {
             ("type = \"threshold\"\nmetric = \"staffing_rate\"\nvalue = 1.0", "op must be"),
             ("type = \"threshold\"\nmetric = \"nope\"\nop = \"<\"\nvalue = 1.0", "unknown metric"),
             ("type = \"silence\"", "days > 0"),
+            ("type = \"overdue\"\nmetric = \"staffing_rate\"", "not a cases metric"),
             ("type = \"cluster\"\nrecord = \"appeal.received\"\nwindow = \"1d\"\nradius_km = 1.0\nmin_points = 1", "min_points"),
             ("type = \"sometimes\"", "unknown type"),
         ] {

@@ -1,8 +1,9 @@
-//! `vscc bench ingest|stream|import`: measured speed, each figure beside a baseline measured in the
+//! `vscc bench ingest|stream|import|rebuild`: measured speed, each figure beside a baseline measured in the
 //! same run. Run them on a release build: `cargo run --release -- bench ingest`.
 
 pub mod import;
 pub mod ingest;
+pub mod rebuild;
 pub mod stream;
 pub mod workload;
 

@@ -169,6 +169,15 @@ enum BenchCommand {
         #[arg(long, default_value_t = 200_000)]
         chunk_rows: usize,
     },
+    /// Rebuilding the live state from N stored records (start-up, a changed metric definition)
+    /// beside reading the same rows out of ClickHouse; the memory the state holds.
+    Rebuild {
+        #[arg(long, default_value_t = 10_000_000)]
+        records: usize,
+        /// Internal: runs one measured phase (read | apply) in a process of its own.
+        #[arg(long, hide = true)]
+        phase: Option<String>,
+    },
     /// Records/s end to end beside ClickHouse's own insert rate of the same rows.
     Ingest {
         #[arg(long, default_value_t = 1_000_000)]
@@ -367,6 +376,13 @@ pub async fn main() -> anyhow::Result<()> {
                     batch,
                     concurrency,
                 },
+            )
+            .await
+        }
+        Command::Bench(BenchCommand::Rebuild { records, phase }) => {
+            crate::bench::rebuild::run(
+                &settings,
+                crate::bench::rebuild::RebuildBench { records, phase },
             )
             .await
         }

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 pub use log::{AppendOutcome, DurableLog, LogError, LogSettings};
 
 use crate::domain::record::{EventRow, IMPORT_SEQ_BASE};
-use crate::store::{Store, COUNTED_EVENTS};
+use crate::store::Store;
 use writer::{insert_events, landed_seqs, Writer, WriterSettings};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -142,27 +142,14 @@ pub async fn start(
     let ok_imports = store.ok_imports().await?;
     let started = std::time::Instant::now();
     let mut seen = log::IdSet::default();
-    let mut cursor = store
-        .client()
-        .query(&format!(
-            "SELECT ?fields FROM events WHERE {COUNTED_EVENTS}"
-        ))
-        .bind(crate::store::counted_imports_param(&ok_imports))
-        .with_setting("wait_end_of_query", "1")
-        .fetch::<EventRow>()?;
-    let mut batch = Vec::with_capacity(8192);
-    let mut total = 0usize;
-    while let Some(row) = cursor.next().await? {
-        seen.insert(log::id_hash(&row.id));
-        batch.push(row);
-        if batch.len() == 8192 {
-            total += batch.len();
-            live(&batch);
-            batch.clear();
-        }
-    }
-    total += batch.len();
-    live(&batch);
+    let total = store
+        .replay(IMPORT_SEQ_BASE - 1, &ok_imports, |rows| {
+            for row in rows {
+                seen.insert(log::id_hash(&row.id));
+            }
+            live(rows);
+        })
+        .await?;
     tracing::info!(
         records = total,
         ms = started.elapsed().as_millis() as u64,

@@ -7,7 +7,7 @@ use super::aggregate::Aggregates;
 use crate::domain::catalogue::Catalogue;
 use crate::domain::org::OrgTree;
 use crate::domain::record::{EventRow, IMPORT_SEQ_BASE};
-use crate::store::{counted_imports_param, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// What a rebuild read: the records that went in, and those the checks refused.
 #[derive(Debug, Default, Clone, Copy)]
@@ -26,33 +26,18 @@ pub async fn from_store(
     ok_imports: &[u32],
 ) -> Result<(Aggregates, Rebuilt), StoreError> {
     let mut agg = Aggregates::new(tree, catalogue);
-    let mut cursor = store
-        .client()
-        .query(
-            "SELECT ?fields FROM events WHERE seq <= ? OR (seq >= ? AND \
-             has(?, toUInt32(intDiv(seq - ?, 4294967296))))",
-        )
-        .bind(upto_seq.min(IMPORT_SEQ_BASE - 1))
-        .bind(IMPORT_SEQ_BASE)
-        .bind(counted_imports_param(ok_imports))
-        .bind(IMPORT_SEQ_BASE)
-        .with_setting("wait_end_of_query", "1")
-        .fetch::<EventRow>()?;
     let mut done = Rebuilt::default();
-    let mut batch = 0u32;
-    while let Some(row) = cursor.next().await? {
-        done.records += 1;
-        if agg.apply(&row).is_err() {
-            // Quarantined (and reported) when the serving state took it in.
-            done.refused += 1;
-        }
-        batch += 1;
-        if batch == 8192 {
-            batch = 0;
-            // Long rebuilds share the runtime with the requests being served meanwhile.
-            tokio::task::yield_now().await;
-        }
-    }
+    store
+        .replay(upto_seq, ok_imports, |rows| {
+            for row in rows {
+                done.records += 1;
+                if agg.apply(row).is_err() {
+                    // Quarantined (and reported) when the serving state took it in.
+                    done.refused += 1;
+                }
+            }
+        })
+        .await?;
     Ok((agg, done))
 }
 

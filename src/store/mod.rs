@@ -6,6 +6,7 @@ pub mod error;
 pub mod managed;
 pub mod migrate;
 pub mod recompute;
+mod replay;
 pub mod retry;
 
 pub use error::{RetryHint, ServerException, StoreError};
@@ -182,6 +183,16 @@ pub fn next_version() -> u64 {
 /// run finished ('ok'). Bind [`counted_imports_param`] of [`Store::ok_imports`] to the `?`.
 pub const COUNTED_EVENTS: &str =
     "(seq < 4611686018427387904 OR has(?, toUInt32(intDiv(seq - 4611686018427387904, 4294967296))))";
+
+/// The columns of `events` the live figures read, as an [`EventRow`] (for `SELECT … FROM
+/// events`): the raw `data`, `district` and `source` come back empty — a rebuild reads every
+/// stored record, and those are most of a row's bytes.
+///
+/// [`EventRow`]: crate::domain::record::EventRow
+pub const LIVE_COLUMNS: &str =
+    "seq, id, kind, org, '' AS district, at, received_at, '' AS source, \
+     lon, lat, staff_id, class_id, appeal_id, person_id, veteran, demonstration, stars, \
+     approved_posts, filled_posts, headcount, '' AS data";
 
 /// The array to bind into [`COUNTED_EVENTS`]: never empty (18.16 cannot type `has([], x)`;
 /// import numbers start at 1, so 0 matches nothing).

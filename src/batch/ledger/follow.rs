@@ -31,7 +31,10 @@ pub async fn follow(
             let from = import_seq_base(no);
             let rows = store
                 .client()
-                .query("SELECT ?fields FROM events WHERE seq >= ? AND seq < ?")
+                .query(&format!(
+                    "SELECT {} FROM events WHERE seq >= ? AND seq < ?",
+                    crate::store::LIVE_COLUMNS
+                ))
                 .bind(from)
                 .bind(from + (1 << 32))
                 .with_setting("wait_end_of_query", "1")

@@ -1,0 +1,208 @@
+//! `vscc bench rebuild`: the time to rebuild the live state from N stored records — what
+//! start-up and a changed metric definition both do — beside the floor of that work on this
+//! machine: reading the same rows out of ClickHouse without applying them. And the memory the
+//! rebuilt state holds, per node × metric.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::{workload::Workload, BenchEnv};
+use crate::config::Settings;
+use crate::domain::record::EventRow;
+use crate::ingest::writer::insert_events;
+use crate::reference::{self, DistrictMap};
+use crate::store::Store;
+use crate::wire::events::validate;
+
+pub struct RebuildBench {
+    pub records: usize,
+    /// Internal: one measured phase in a process of its own.
+    pub phase: Option<String>,
+}
+
+/// Resident memory of this process, in bytes.
+fn rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        * 1024
+}
+
+pub async fn run(settings: &Settings, opts: RebuildBench) -> anyhow::Result<()> {
+    if let Some(phase) = &opts.phase {
+        return run_phase(settings, phase).await;
+    }
+    let tree = Arc::new(reference::load_org_tree(&settings.reference.divisions_dir)?);
+    let map = DistrictMap::load(
+        &settings.reference.boundaries_dir,
+        &tree,
+        settings.reference.simplify_tolerance_deg,
+    )?;
+    let catalogue = Arc::new(crate::dashboards::load_catalogue(
+        &settings.catalogue.metrics_dir,
+    )?);
+    let env = BenchEnv::start(settings, "rebuild").await?;
+    let store = Store::new(&env.clickhouse_url, "default", "", "bench_rebuild")?;
+    store.migrate().await?;
+    let n = opts.records;
+
+    // Load: the workload's mix of every kind over three years, straight into `events`.
+    let bar = indicatif::ProgressBar::new(n as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("loading {bar:40} {pos}/{len} records {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut workload = Workload::new(&tree, 7, 3 * 365, "rb", n / 40 + 1);
+    let now = time::OffsetDateTime::now_utc();
+    let mut seq = 0u64;
+    while (seq as usize) < n {
+        let chunk = (n - seq as usize).min(500_000);
+        let mut rows: Vec<EventRow> = Vec::with_capacity(chunk);
+        for _ in 0..chunk {
+            let e = workload.next_event();
+            let mut r = validate(&e, &tree, &map, now, "bench")
+                .map_err(|e| anyhow::anyhow!("{}: {}", e.field, e.message()))?;
+            seq += 1;
+            r.seq = seq;
+            rows.push(r);
+        }
+        insert_events(&store, &rows).await?;
+        bar.inc(chunk as u64);
+    }
+    bar.finish_with_message("stored");
+    let _ = store
+        .client()
+        .query("OPTIMIZE TABLE events FINAL")
+        .execute()
+        .await;
+
+    // Each measured phase runs in a process of its own: what the load left in the allocator's
+    // pool would otherwise hide the memory the rebuilt state takes.
+    // The floor runs before and after (the first read also warms the page cache); the faster
+    // one counts.
+    let first = phase_in_child(&env.clickhouse_url, "read").await?;
+    let rebuilt = phase_in_child(&env.clickhouse_url, "apply").await?;
+    let second = phase_in_child(&env.clickhouse_url, "read").await?;
+    eprintln!(
+        "floor runs: {:.2} s before, {:.2} s after the rebuild; the faster is used",
+        first.secs, second.secs
+    );
+    let floor = if second.secs < first.secs {
+        second
+    } else {
+        first
+    };
+    let figures: usize = tree
+        .nodes()
+        .map(|(_, node)| {
+            catalogue
+                .metrics
+                .iter()
+                .filter(|m| m.applies_to(node.level))
+                .count()
+        })
+        .sum();
+    env.stop().await;
+    println!(
+        "vscc bench rebuild — {n} records in ClickHouse, {} metrics, {} org nodes ({figures} node × metric figures)",
+        catalogue.metrics.len(),
+        tree.len()
+    );
+    println!("| path | seconds | records/s | × floor |");
+    println!("|---|---:|---:|---:|");
+    println!(
+        "| floor: read the same rows out of ClickHouse the same way, nothing applied | {:.2} | {:.0} | 1.00 |",
+        floor.secs,
+        floor.records as f64 / floor.secs
+    );
+    println!(
+        "| vscc: rebuild the live state (read + apply) | {:.2} | {:.0} | {:.2} |",
+        rebuilt.secs,
+        rebuilt.records as f64 / rebuilt.secs,
+        floor.secs / rebuilt.secs
+    );
+    let mib = |b: u64| b as f64 / 1_048_576.0;
+    println!(
+        "memory: the rebuilding process grew {:.0} MiB ({:.1} KiB per node × metric figure); reading alone grew it {:.0} MiB",
+        mib(rebuilt.rss_growth),
+        rebuilt.rss_growth as f64 / 1024.0 / figures.max(1) as f64,
+        mib(floor.rss_growth)
+    );
+    Ok(())
+}
+
+/// What one measured phase reports (one JSON line on stdout).
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct PhaseReport {
+    pub records: u64,
+    pub secs: f64,
+    /// Resident memory grown during the phase, in bytes.
+    pub rss_growth: u64,
+}
+
+async fn phase_in_child(clickhouse_url: &str, phase: &str) -> anyhow::Result<PhaseReport> {
+    let out = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["bench", "rebuild", "--phase", phase])
+        .env("VSCC__CLICKHOUSE__URL", clickhouse_url)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .await?;
+    anyhow::ensure!(out.status.success(), "the {phase} phase failed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .ok_or_else(|| anyhow::anyhow!("the {phase} phase reported nothing"))?;
+    Ok(serde_json::from_str(line)?)
+}
+
+/// One measured phase, against the stored records of a previous `load`: `read` (the floor) or
+/// `apply` (the rebuild). Prints its report.
+pub async fn run_phase(settings: &Settings, phase: &str) -> anyhow::Result<()> {
+    let url = settings
+        .clickhouse
+        .external_url()
+        .ok_or_else(|| anyhow::anyhow!("a phase runs against the load's ClickHouse URL"))?;
+    let store = Store::new(url, "default", "", "bench_rebuild")?;
+    let tree = Arc::new(reference::load_org_tree(&settings.reference.divisions_dir)?);
+    let catalogue = Arc::new(crate::dashboards::load_catalogue(
+        &settings.catalogue.metrics_dir,
+    )?);
+    let before = rss();
+    let t = Instant::now();
+    let (records, kept) = match phase {
+        "read" => {
+            // The rebuild's own reading (parallel readers, batches), nothing applied.
+            let mut read = 0u64;
+            store
+                .replay(u64::MAX, &[], |rows| {
+                    read += rows.iter().filter(|r| r.seq > 0).count() as u64
+                })
+                .await?;
+            (read, None)
+        }
+        "apply" => {
+            let (agg, done) =
+                crate::live::rebuild::from_store(&store, tree.clone(), catalogue, u64::MAX, &[])
+                    .await?;
+            anyhow::ensure!(done.refused == 0, "{} records refused", done.refused);
+            (done.records, Some(agg))
+        }
+        other => anyhow::bail!("unknown phase {other}: read or apply"),
+    };
+    let report = PhaseReport {
+        records,
+        secs: t.elapsed().as_secs_f64(),
+        rss_growth: rss().saturating_sub(before),
+    };
+    drop(kept);
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
