@@ -22,7 +22,7 @@
 //! | 7 | [`config`] | layered settings: defaults → TOML file → `VSCC__…` environment |
 //! | 8 | `http` | the actix-web app: routes, extractors (caller, parameters), the one error → status edge, OpenAPI, pages |
 //! | 9 | [`app`] | wiring: build everything, serve, stop in dependency order |
-//! | 9 | `bench` | `vscc bench ingest|stream|import`: benchmarks against baselines measured in the same run |
+//! | 9 | `bench` | `vscc bench ingest|stream|import|rebuild`: benchmarks against baselines measured in the same run |
 //! | 10 | [`cli`] | the `vscc` command line |
 //!
 //! Outside the crate (the binary and the integration tests) the surface is the public modules
