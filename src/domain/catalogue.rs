@@ -360,6 +360,21 @@ impl Catalogue {
         self.metrics.iter().find(|m| m.name == name).map(|m| m.id)
     }
 
+    /// The metrics a client names (none: every metric), or the first name it does not define.
+    pub fn resolve<S: AsRef<str>>(&self, names: &[S]) -> Result<Vec<MetricId>, String> {
+        if names.is_empty() {
+            return Ok(self.all());
+        }
+        names
+            .iter()
+            .map(|n| {
+                let n = n.as_ref().trim();
+                self.parse_name(n)
+                    .ok_or_else(|| format!("unknown metric '{n}'"))
+            })
+            .collect()
+    }
+
     /// The definitions shipped in `dashboards/metrics` (tests and benches).
     #[cfg(test)]
     pub fn shipped() -> Catalogue {
@@ -723,26 +738,9 @@ fn target(spec: &TargetSpec, measure: &Measure) -> Result<Target, String> {
 mod tests {
     use super::*;
 
-    fn shipped() -> Vec<(String, String)> {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/dashboards/metrics");
-        let mut files: Vec<(String, String)> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-            .map(|p| {
-                (
-                    p.file_name().unwrap().to_string_lossy().into_owned(),
-                    std::fs::read_to_string(&p).unwrap(),
-                )
-            })
-            .collect();
-        files.sort();
-        files
-    }
-
     #[test]
     fn the_shipped_definitions_load_in_clause_order() {
-        let c = Catalogue::parse(&shipped()).unwrap();
+        let c = Catalogue::shipped();
         let names: Vec<&str> = c.metrics.iter().map(|m| m.name.as_str()).collect();
         assert_eq!(names[..2], ["staffing_rate", "veteran_hire_share"]);
         assert_eq!(*names.last().unwrap(), "street_star_demo_share");

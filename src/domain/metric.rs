@@ -194,12 +194,9 @@ mod tests {
     use time::macros::datetime;
 
     fn metric(name: &str) -> MetricDef {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/dashboards/metrics");
-        let text = std::fs::read_to_string(format!("{dir}/{name}.toml")).unwrap();
-        Catalogue::parse(&[(format!("{name}.toml"), text)])
-            .unwrap()
-            .metrics
-            .remove(0)
+        let shipped = Catalogue::shipped();
+        let id = shipped.parse_name(name).unwrap();
+        shipped.get(id).unwrap().clone()
     }
 
     fn ratio(num: i64, den: i64) -> Reading {

@@ -32,17 +32,14 @@ pub struct FiguresQuery {
 }
 
 pub fn parse_metrics(known: &Catalogue, list: Option<&str>) -> Result<Vec<MetricId>, ApiError> {
-    match list.map(str::trim).filter(|s| !s.is_empty()) {
-        None => Ok(known.all()),
-        Some(list) => list
-            .split(',')
-            .map(|m| {
-                known.parse_name(m.trim()).ok_or_else(|| {
-                    ApiError::bad_request("metrics", format!("unknown metric '{}'", m.trim()))
-                })
-            })
-            .collect(),
-    }
+    let names: Vec<&str> = list
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|l| l.split(',').collect())
+        .unwrap_or_default();
+    known
+        .resolve(&names)
+        .map_err(|e| ApiError::bad_request("metrics", e))
 }
 
 /// The scope node and its direct children, each with every metric it has.

@@ -249,19 +249,7 @@ impl State {
                 if let Err(e) = authorize(&tree, &who, Action::ReadFigures, node) {
                     return vec![Outgoing::Send(Self::error(Some(&id), e.to_string()))];
                 }
-                let catalogue = self.ctx.hub.catalogue();
-                let resolved: Result<Vec<MetricId>, String> = if metrics.is_empty() {
-                    Ok(catalogue.all())
-                } else {
-                    metrics
-                        .iter()
-                        .map(|m| {
-                            catalogue
-                                .parse_name(m)
-                                .ok_or_else(|| format!("unknown metric {m}"))
-                        })
-                        .collect()
-                };
+                let resolved = self.ctx.hub.catalogue().resolve(&metrics);
                 let asked = metrics;
                 let metrics = match resolved {
                     Ok(m) => m,
@@ -291,7 +279,7 @@ impl State {
             ];
         }
         if tc.restart {
-            return self.restart();
+            return self.resync();
         }
         let mut subs = std::mem::take(&mut self.subs);
         let out = subs
@@ -303,9 +291,21 @@ impl State {
         out
     }
 
-    /// The catalogue changed: each subscription's metrics are looked up again (one no longer
-    /// defined is dropped; "all" takes in the new ones) and start over with a snapshot.
-    fn restart(&mut self) -> Vec<Outgoing> {
+    /// Alert notices go to every connection whose token's scope holds the alert's node.
+    fn on_alert(&self, n: &crate::alert::AlertNotice) -> Vec<Outgoing> {
+        match self.ctx.auth.recheck(&self.ctx.token) {
+            Ok(who) if self.ctx.hub.tree().is_within(n.node_idx, who.scope) => {
+                let notice = crate::wire::alerts::AlertNotice::from(n);
+                vec![Outgoing::Send(ServerMessage::Alert(&notice).to_text())]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Every subscription starts over with a snapshot: after falling behind the broadcast
+    /// ring, or when the catalogue changed — so each one's metrics are looked up again (one no
+    /// longer defined is dropped; "all" takes in new ones).
+    fn resync(&mut self) -> Vec<Outgoing> {
         let catalogue = self.ctx.hub.catalogue();
         let subs: Vec<(String, NodeIdx, Vec<MetricId>)> = self
             .subs
@@ -327,29 +327,6 @@ impl State {
             .collect();
         self.update_presence();
         out
-    }
-
-    /// Alert notices go to every connection whose token's scope holds the alert's node.
-    fn on_alert(&self, n: &crate::alert::AlertNotice) -> Vec<Outgoing> {
-        match self.ctx.auth.recheck(&self.ctx.token) {
-            Ok(who) if self.ctx.hub.tree().is_within(n.node_idx, who.scope) => {
-                let notice = crate::wire::alerts::AlertNotice::from(n);
-                vec![Outgoing::Send(ServerMessage::Alert(&notice).to_text())]
-            }
-            _ => Vec::new(),
-        }
-    }
-
-    /// Fell behind the broadcast ring: every subscription starts over with a snapshot.
-    fn resync(&mut self) -> Vec<Outgoing> {
-        let subs: Vec<(String, NodeIdx, Vec<MetricId>)> = self
-            .subs
-            .iter()
-            .map(|(id, s)| (id.clone(), s.scope, s.metrics.clone()))
-            .collect();
-        subs.into_iter()
-            .map(|(id, scope, metrics)| Outgoing::Send(self.snapshot(&id, scope, metrics)))
-            .collect()
     }
 
     fn update_presence(&self) {
