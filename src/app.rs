@@ -110,10 +110,15 @@ impl Application {
                 .context("loading the org tree")?,
         );
         let catalogue = Arc::new(
-            crate::dashboards::load_catalogue(&settings.catalogue.metrics_dir)
-                .context("loading the metric definitions")?,
+            crate::dashboards::load_catalogue(&settings.catalogue)
+                .context("loading the record kind and metric definitions")?,
         );
-        tracing::info!(metrics = catalogue.metrics.len(), dir = %settings.catalogue.metrics_dir.display(), "metric catalogue loaded");
+        tracing::info!(
+            kinds = catalogue.kinds.all().count(),
+            metrics = catalogue.metrics.len(),
+            dir = %settings.catalogue.metrics_dir.display(),
+            "catalogue loaded"
+        );
         let map = Arc::new(
             DistrictMap::load(
                 &settings.reference.boundaries_dir,
@@ -276,7 +281,7 @@ impl Application {
         tasks.push(
             tokio::spawn(watch_metric_definitions(
                 state.clone(),
-                settings.catalogue.metrics_dir.clone(),
+                settings.catalogue.clone(),
                 checkpoint.clone(),
                 Duration::from_secs(1),
             ))
@@ -386,21 +391,28 @@ async fn nightly_snapshots(state: Arc<AppState>) {
 /// for it is rebuilt from ClickHouse — meanwhile the old figures keep being served.
 async fn watch_metric_definitions(
     state: Arc<AppState>,
-    dir: std::path::PathBuf,
+    dirs: crate::config::CatalogueSettings,
     checkpoint: watch::Receiver<u64>,
     every: Duration,
 ) {
-    let mut seen = crate::dashboards::fingerprint(&dir);
+    use crate::dashboards::DefinitionFiles;
+    // Reading a few dozen small files is cheaper than trusting modification times that
+    // editors and copies set in odd ways.
+    let read = || DefinitionFiles::read(&dirs).map_err(|e| e.to_string());
+    let mut seen = read();
     loop {
         tokio::time::sleep(every).await;
-        let now = crate::dashboards::fingerprint(&dir);
+        let now = read();
         if now == seen {
             continue;
         }
-        match crate::dashboards::load_catalogue(&dir) {
+        match now
+            .clone()
+            .and_then(|files| files.parse().map_err(|e| e.to_string()))
+        {
             Err(e) => {
-                tracing::error!(error = %e, "metric definitions refused; the catalogue in service stays");
-                state.definitions.set_refused(Some(e.to_string()));
+                tracing::error!(error = %e, "definitions refused; the catalogue in service stays");
+                state.definitions.set_refused(Some(e));
                 seen = now;
             }
             Ok(catalogue) if catalogue == *state.hub.catalogue() => {
@@ -412,7 +424,7 @@ async fn watch_metric_definitions(
                     Ok(()) => seen = now,
                     // Tried again at the next look (the files may change meanwhile).
                     Err(e) => {
-                        tracing::warn!(error = %e, "could not rebuild the live state for the changed metric definitions; trying again")
+                        tracing::warn!(error = %e, "could not rebuild the live state for the changed definitions; trying again")
                     }
                 }
             }

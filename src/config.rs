@@ -57,7 +57,8 @@ heartbeat_ms = 10000
 idle_timeout_ms = 45000
 
 [catalogue]
-# The metric definitions, one TOML file per metric (README, "Metrics as definitions").
+# The definitions, one TOML file each (README, "Record kinds and metrics as definitions").
+kinds_dir = "dashboards/kinds"
 metrics_dir = "dashboards/metrics"
 
 [auth]
@@ -136,6 +137,8 @@ pub struct WebSettings {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct CatalogueSettings {
+    /// One `<kind>.toml` per record kind.
+    pub kinds_dir: PathBuf,
     /// One `<metric>.toml` per metric.
     pub metrics_dir: PathBuf,
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::CatalogueSettings;
 use crate::domain::catalogue::{Catalogue, DefinitionError};
 use crate::domain::OrgTree;
 
@@ -203,9 +204,8 @@ impl Dashboards {
     }
 }
 
-/// Reads the metric definitions of a folder (`*.toml`, in name order) into a catalogue. Any
-/// file that cannot be used refuses the whole set, naming the file, the line and the reason.
-pub fn load_catalogue(dir: &Path) -> Result<Catalogue, DefinitionError> {
+/// The definition files of a folder (`*.toml`), `(path, text)` in name order.
+fn definition_files(dir: &Path) -> Result<Vec<(String, String)>, DefinitionError> {
     let unreadable = |reason: String| DefinitionError {
         file: dir.display().to_string(),
         line: None,
@@ -226,7 +226,34 @@ pub fn load_catalogue(dir: &Path) -> Result<Catalogue, DefinitionError> {
         files.push((path.display().to_string(), text));
     }
     files.sort();
-    Catalogue::parse(&files)
+    Ok(files)
+}
+
+/// The record kind and metric definition files as read at one moment: what a catalogue is
+/// parsed from, and what tells whether anything changed since.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DefinitionFiles {
+    kinds: Vec<(String, String)>,
+    metrics: Vec<(String, String)>,
+}
+
+impl DefinitionFiles {
+    pub fn read(settings: &CatalogueSettings) -> Result<Self, DefinitionError> {
+        Ok(DefinitionFiles {
+            kinds: definition_files(&settings.kinds_dir)?,
+            metrics: definition_files(&settings.metrics_dir)?,
+        })
+    }
+
+    pub fn parse(&self) -> Result<Catalogue, DefinitionError> {
+        Catalogue::parse(&self.kinds, &self.metrics)
+    }
+}
+
+/// Reads the record kind and metric definitions into a catalogue. Any file that cannot be used
+/// refuses the whole set, naming the file, the line and the reason.
+pub fn load_catalogue(settings: &CatalogueSettings) -> Result<Catalogue, DefinitionError> {
+    DefinitionFiles::read(settings)?.parse()
 }
 
 /// How the metric definition files last read went: what a duty officer or a test checks after
@@ -260,30 +287,4 @@ impl DefinitionsStatus {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.set_refused(None);
     }
-}
-
-/// A fingerprint of the definition files of a folder: their names and contents. Reading a few
-/// dozen small files is cheaper than trusting modification times that editors and copies set
-/// in odd ways.
-pub fn fingerprint(dir: &Path) -> u64 {
-    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-        .map(|p| {
-            let text = std::fs::read(&p).unwrap_or_default();
-            (p.display().to_string(), text)
-        })
-        .collect();
-    files.sort();
-    let mut all = Vec::new();
-    for (name, text) in files {
-        all.extend_from_slice(name.as_bytes());
-        all.push(0);
-        all.extend_from_slice(&text);
-        all.push(0);
-    }
-    xxhash_rust::xxh3::xxh3_64(&all)
 }

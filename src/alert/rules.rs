@@ -226,12 +226,15 @@ impl RuleSpec {
             }
         };
         let record = || {
-            self.record.as_deref().and_then(Kind::parse).ok_or_else(|| {
-                at(&format!(
-                    "record must be a record kind, not {:?}",
-                    self.record
-                ))
-            })
+            self.record
+                .as_deref()
+                .and_then(|k| catalogue.kinds.parse_name(k))
+                .ok_or_else(|| {
+                    at(&format!(
+                        "record must be a record kind, not {:?}",
+                        self.record
+                    ))
+                })
         };
         let window = || {
             self.window
@@ -410,7 +413,7 @@ mod tests {
         assert_eq!(
             rules[1].condition,
             Condition::Spike {
-                record: Kind::AppealReceived,
+                record: Kind::APPEAL_RECEIVED,
                 window: Duration::from_secs(86_400),
                 baseline_windows: 7,
                 factor: 3.0,

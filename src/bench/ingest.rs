@@ -85,6 +85,7 @@ pub async fn run(settings: &Settings, opts: IngestBench) -> anyhow::Result<()> {
         &tree,
         settings.reference.simplify_tolerance_deg,
     )?;
+    let kinds = crate::dashboards::load_catalogue(&settings.catalogue)?.kinds;
     let env = BenchEnv::start(settings, "ingest").await?;
     let n = opts.records;
     eprintln!("bench ingest: generating {n} records …");
@@ -98,7 +99,7 @@ pub async fn run(settings: &Settings, opts: IngestBench) -> anyhow::Result<()> {
         .iter()
         .enumerate()
         .map(|(i, e)| {
-            validate(e, &tree, &map, now, "bench")
+            validate(e, &kinds, &tree, &map, now, "bench")
                 .map(|mut r| {
                     r.seq = i as u64 + 1;
                     r

@@ -44,9 +44,7 @@ pub async fn run(settings: &Settings, opts: RebuildBench) -> anyhow::Result<()> 
         &tree,
         settings.reference.simplify_tolerance_deg,
     )?;
-    let catalogue = Arc::new(crate::dashboards::load_catalogue(
-        &settings.catalogue.metrics_dir,
-    )?);
+    let catalogue = Arc::new(crate::dashboards::load_catalogue(&settings.catalogue)?);
     let env = BenchEnv::start(settings, "rebuild").await?;
     let store = Store::new(&env.clickhouse_url, "default", "", "bench_rebuild")?;
     store.migrate().await?;
@@ -66,7 +64,7 @@ pub async fn run(settings: &Settings, opts: RebuildBench) -> anyhow::Result<()> 
         let mut rows: Vec<EventRow> = Vec::with_capacity(chunk);
         for _ in 0..chunk {
             let e = workload.next_event();
-            let mut r = validate(&e, &tree, &map, now, "bench")
+            let mut r = validate(&e, &catalogue.kinds, &tree, &map, now, "bench")
                 .map_err(|e| anyhow::anyhow!("{}: {}", e.field, e.message()))?;
             seq += 1;
             r.seq = seq;
@@ -172,9 +170,7 @@ pub async fn run_phase(settings: &Settings, phase: &str) -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("a phase runs against the load's ClickHouse URL"))?;
     let store = Store::new(url, "default", "", "bench_rebuild")?;
     let tree = Arc::new(reference::load_org_tree(&settings.reference.divisions_dir)?);
-    let catalogue = Arc::new(crate::dashboards::load_catalogue(
-        &settings.catalogue.metrics_dir,
-    )?);
+    let catalogue = Arc::new(crate::dashboards::load_catalogue(&settings.catalogue)?);
     let before = rss();
     let t = Instant::now();
     let (records, kept) = match phase {

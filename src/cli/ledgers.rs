@@ -27,6 +27,7 @@ pub(super) async fn import_ledgers(
     )?;
     let locator: std::sync::Arc<dyn crate::domain::record::Locator + Send + Sync> =
         std::sync::Arc::new(map);
+    let kinds = std::sync::Arc::new(crate::dashboards::load_catalogue(&settings.catalogue)?.kinds);
     let (store, managed) = crate::app::connect_store_shared(settings).await?;
     let result = async {
         store.migrate().await?;
@@ -57,7 +58,9 @@ pub(super) async fn import_ledgers(
                 })),
                 ..Default::default()
             };
-            let summary = import::import_file(&store, &tree, locator.clone(), file, options).await;
+            let summary =
+                import::import_file(&store, kinds.clone(), &tree, locator.clone(), file, options)
+                    .await;
             if let Some(b) = bar {
                 b.finish_and_clear();
             }

@@ -345,7 +345,7 @@ pub async fn main() -> anyhow::Result<()> {
             store.apply(&mut settings);
             let tree =
                 std::sync::Arc::new(reference::load_org_tree(&settings.reference.divisions_dir)?);
-            let catalogue = crate::dashboards::load_catalogue(&settings.catalogue.metrics_dir)?;
+            let catalogue = crate::dashboards::load_catalogue(&settings.catalogue)?;
             let (store, managed) = crate::app::connect_store_shared(&settings).await?;
             let result = async {
                 store.migrate().await?;

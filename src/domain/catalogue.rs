@@ -17,8 +17,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use time::{Date, Month};
 
+use super::kinds::{FieldType, Kind, Kinds};
 use super::org::Level;
-use super::record::{FieldType, Kind};
 
 /// A metric, by its name. Names are interned (leaked once each: a handful, whatever the
 /// number of reloads), so an id is `Copy` and outlives the catalogue that defined it — after a
@@ -303,6 +303,8 @@ impl MetricDef {
 /// Every metric, in the plan's clause order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Catalogue {
+    /// The record kinds the metrics are computed from.
+    pub kinds: Kinds,
     pub metrics: Vec<MetricDef>,
 }
 
@@ -316,12 +318,16 @@ pub struct DefinitionError {
 }
 
 impl Catalogue {
-    /// Parses metric definition files: `(file name, text)`. Any error refuses the whole set
-    /// (the caller keeps the catalogue it had).
-    pub fn parse(files: &[(String, String)]) -> Result<Catalogue, DefinitionError> {
+    /// Parses record kind and metric definition files: `(file name, text)`. Any error refuses
+    /// the whole set (the caller keeps the catalogue it had).
+    pub fn parse(
+        kind_files: &[(String, String)],
+        files: &[(String, String)],
+    ) -> Result<Catalogue, DefinitionError> {
+        let kinds = Kinds::parse(kind_files)?;
         let mut metrics = Vec::new();
         for (file, text) in files {
-            let def = parse_metric(file, text)?;
+            let def = parse_metric(&kinds, file, text)?;
             if metrics.iter().any(|m: &MetricDef| m.name == def.name) {
                 return Err(DefinitionError {
                     file: file.clone(),
@@ -343,7 +349,7 @@ impl Catalogue {
                 .cmp(&clause_number(&b.clause))
                 .then(a.name.cmp(&b.name))
         });
-        Ok(Catalogue { metrics })
+        Ok(Catalogue { kinds, metrics })
     }
 
     /// Every metric, in clause order.
@@ -375,27 +381,13 @@ impl Catalogue {
             .collect()
     }
 
-    /// The definitions shipped in `dashboards/metrics` (tests and benches).
+    /// The definitions shipped in `dashboards/` (tests).
     #[cfg(test)]
     pub fn shipped() -> Catalogue {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/dashboards/metrics");
-        let mut files: Vec<(String, String)> = std::fs::read_dir(dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-            .filter_map(|p| {
-                Some((
-                    p.file_name()?.to_string_lossy().into_owned(),
-                    std::fs::read_to_string(&p).ok()?,
-                ))
-            })
-            .collect();
-        files.sort();
-        match Catalogue::parse(&files) {
+        use super::kinds::shipped_files;
+        match Catalogue::parse(&shipped_files("kinds"), &shipped_files("metrics")) {
             Ok(c) => c,
-            Err(e) => panic!("shipped metric definitions: {e}"),
+            Err(e) => panic!("shipped definitions: {e}"),
         }
     }
 }
@@ -481,7 +473,7 @@ fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
-fn parse_metric(file: &str, text: &str) -> Result<MetricDef, DefinitionError> {
+fn parse_metric(kinds: &Kinds, file: &str, text: &str) -> Result<MetricDef, DefinitionError> {
     let error = |line: Option<usize>, reason: String| DefinitionError {
         file: file.to_string(),
         line,
@@ -492,7 +484,7 @@ fn parse_metric(file: &str, text: &str) -> Result<MetricDef, DefinitionError> {
         error(line, e.message().to_string())
     })?;
     let measure_line = Some(line_of(text, spec.measure.span().start));
-    let measure = measure(spec.measure.get_ref()).map_err(|r| error(measure_line, r))?;
+    let measure = measure(kinds, spec.measure.get_ref()).map_err(|r| error(measure_line, r))?;
     let target = match &spec.target {
         None => None,
         Some(t) => {
@@ -532,42 +524,50 @@ fn parse_metric(file: &str, text: &str) -> Result<MetricDef, DefinitionError> {
     })
 }
 
-fn kind_named(name: Option<&String>, what: &str) -> Result<Kind, String> {
+fn kind_named(kinds: &Kinds, name: Option<&String>, what: &str) -> Result<Kind, String> {
     let name = name.ok_or_else(|| format!("{what} is required"))?;
-    Kind::parse(name).ok_or_else(|| {
-        let known: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
+    kinds.parse_name(name).ok_or_else(|| {
         format!(
             "{what} '{name}' is not a record kind (known: {})",
-            known.join(", ")
+            kinds.names().join(", ")
         )
     })
 }
 
-fn field_of(kind: Kind, name: &str, allowed: &[FieldType]) -> Result<FieldType, String> {
-    kind.data_fields()
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, t)| *t)
-        .filter(|t| allowed.contains(t))
-        .ok_or_else(|| {
-            format!(
-                "{} has no field '{name}' of type {:?}",
-                kind.as_str(),
-                allowed
-            )
-        })
+fn has_subject(kinds: &Kinds, kind: Kind) -> bool {
+    kinds
+        .get(kind.as_str())
+        .is_some_and(|d| d.subject.is_some())
 }
 
-fn conditions(kind: Kind, when: &BTreeMap<String, toml::Value>) -> Result<Vec<Condition>, String> {
+fn field_of(
+    kinds: &Kinds,
+    kind: Kind,
+    name: &str,
+    allowed: &[FieldType],
+) -> Result<FieldType, String> {
+    kinds
+        .get(kind.as_str())
+        .and_then(|d| d.field(name))
+        .map(|f| f.ty)
+        .filter(|t| allowed.contains(t))
+        .ok_or_else(|| format!("{kind} has no field '{name}' of type {allowed:?}"))
+}
+
+fn conditions(
+    kinds: &Kinds,
+    kind: Kind,
+    when: &BTreeMap<String, toml::Value>,
+) -> Result<Vec<Condition>, String> {
     when.iter()
         .map(|(field, value)| {
             let equals = match value {
                 toml::Value::Boolean(b) => {
-                    field_of(kind, field, &[FieldType::Flag])?;
+                    field_of(kinds, kind, field, &[FieldType::Flag])?;
                     i64::from(*b)
                 }
                 toml::Value::Integer(n) => {
-                    field_of(kind, field, &[FieldType::Count])?;
+                    field_of(kinds, kind, field, &[FieldType::Count])?;
                     *n
                 }
                 other => return Err(format!("when.{field} = {other}: true, false or a number")),
@@ -580,7 +580,7 @@ fn conditions(kind: Kind, when: &BTreeMap<String, toml::Value>) -> Result<Vec<Co
         .collect()
 }
 
-fn measure(spec: &MeasureSpec) -> Result<Measure, String> {
+fn measure(kinds: &Kinds, spec: &MeasureSpec) -> Result<Measure, String> {
     let period = || -> Result<Period, String> {
         match &spec.period {
             None => Ok(Period::All),
@@ -591,17 +591,17 @@ fn measure(spec: &MeasureSpec) -> Result<Measure, String> {
     };
     Ok(match spec.kind_of.as_str() {
         "count" => {
-            let kind = kind_named(spec.kind.as_ref(), "kind")?;
+            let kind = kind_named(kinds, spec.kind.as_ref(), "kind")?;
             Measure::Count {
                 kind,
-                when: conditions(kind, &spec.when)?,
+                when: conditions(kinds, kind, &spec.when)?,
                 period: period()?,
                 own: spec.own,
             }
         }
         "distinct" => {
-            let kind = kind_named(spec.kind.as_ref(), "kind")?;
-            if kind.subject_field().is_none() {
+            let kind = kind_named(kinds, spec.kind.as_ref(), "kind")?;
+            if !has_subject(kinds, kind) {
                 return Err(format!("{} has no subject to count", kind.as_str()));
             }
             Measure::Distinct {
@@ -611,15 +611,19 @@ fn measure(spec: &MeasureSpec) -> Result<Measure, String> {
             }
         }
         "latest" => {
-            let kind = kind_named(spec.kind.as_ref(), "kind")?;
+            let kind = kind_named(kinds, spec.kind.as_ref(), "kind")?;
             let field = spec.field.clone().ok_or("field is required")?;
-            field_of(kind, &field, &[FieldType::Count])?;
+            field_of(kinds, kind, &field, &[FieldType::Count])?;
             Measure::Latest { kind, field }
         }
         "nodes" => {
-            let kind = kind_named(spec.kind.as_ref(), "kind")?;
+            let kind = kind_named(kinds, spec.kind.as_ref(), "kind")?;
             let levels = spec.levels.clone().ok_or("levels is required")?;
-            if levels.iter().any(|l| !kind.levels().contains(l)) {
+            if levels.iter().any(|l| {
+                !kinds
+                    .get(kind.as_str())
+                    .is_some_and(|d| d.levels.contains(l))
+            }) {
                 return Err(format!(
                     "{} records do not come from every level of {levels:?}",
                     kind.as_str()
@@ -633,15 +637,15 @@ fn measure(spec: &MeasureSpec) -> Result<Measure, String> {
             Measure::Nodes {
                 kind,
                 levels,
-                when: conditions(kind, &spec.when)?,
+                when: conditions(kinds, kind, &spec.when)?,
                 share,
             }
         }
         "matched" => {
-            let kind = kind_named(spec.kind.as_ref(), "kind")?;
-            let with = kind_named(spec.with.as_ref(), "with")?;
+            let kind = kind_named(kinds, spec.kind.as_ref(), "kind")?;
+            let with = kind_named(kinds, spec.with.as_ref(), "with")?;
             for k in [kind, with] {
-                if k.subject_field().is_none() {
+                if !has_subject(kinds, k) {
                     return Err(format!("{} has no subject to match", k.as_str()));
                 }
             }
@@ -650,7 +654,7 @@ fn measure(spec: &MeasureSpec) -> Result<Measure, String> {
         "ratio" => {
             let side = |s: &Option<Box<MeasureSpec>>, name: &str| -> Result<Measure, String> {
                 let s = s.as_ref().ok_or_else(|| format!("ratio needs {name}"))?;
-                let m = measure(s).map_err(|e| format!("{name}: {e}"))?;
+                let m = measure(kinds, s).map_err(|e| format!("{name}: {e}"))?;
                 match m {
                     Measure::Ratio { .. } | Measure::Cases { .. } => Err(format!(
                         "{name}: a ratio's side is count, distinct, latest, nodes or matched"
@@ -668,8 +672,8 @@ fn measure(spec: &MeasureSpec) -> Result<Measure, String> {
         }
         "cases" => {
             let cases = Measure::Cases {
-                opened: kind_named(spec.opened.as_ref(), "opened")?,
-                closed: kind_named(spec.closed.as_ref(), "closed")?,
+                opened: kind_named(kinds, spec.opened.as_ref(), "opened")?,
+                closed: kind_named(kinds, spec.closed.as_ref(), "closed")?,
                 deadlines: spec
                     .deadlines
                     .iter()
@@ -681,17 +685,13 @@ fn measure(spec: &MeasureSpec) -> Result<Measure, String> {
                             met_by: d
                                 .met_by
                                 .iter()
-                                .map(|k| kind_named(Some(k), "met_by"))
+                                .map(|k| kind_named(kinds, Some(k), "met_by"))
                                 .collect::<Result<_, String>>()?,
                         })
                     })
                     .collect::<Result<_, String>>()?,
             };
-            if let Some(k) = cases
-                .kinds()
-                .into_iter()
-                .find(|k| k.subject_field().is_none())
-            {
+            if let Some(k) = cases.kinds().into_iter().find(|k| !has_subject(kinds, *k)) {
                 return Err(format!("{} has no subject to follow a case by", k.as_str()));
             }
             cases
@@ -752,11 +752,19 @@ mod tests {
     #[test]
     fn a_broken_file_is_refused_with_its_line_and_reason() {
         let broken = "name = \"x\"\nlabel_zh = \"x\"\nclause = \"三\"\nlevels = [\"city\"]\nunit = \"count\"\n\n[measure]\ntype = \"count\"\nkind = \"no.such.kind\"\n";
-        let e = Catalogue::parse(&[("x.toml".into(), broken.into())]).unwrap_err();
+        let e = Catalogue::parse(
+            &crate::domain::kinds::shipped_files("kinds"),
+            &[("x.toml".into(), broken.into())],
+        )
+        .unwrap_err();
         assert_eq!((e.file.as_str(), e.line), ("x.toml", Some(7)));
         assert!(e.reason.contains("no.such.kind"), "{e}");
         let syntax = "name = \"x\"\nlabel_zh = \n";
-        let e = Catalogue::parse(&[("y.toml".into(), syntax.into())]).unwrap_err();
+        let e = Catalogue::parse(
+            &crate::domain::kinds::shipped_files("kinds"),
+            &[("y.toml".into(), syntax.into())],
+        )
+        .unwrap_err();
         assert_eq!(e.line, Some(2), "{e}");
     }
 

@@ -9,42 +9,10 @@ use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 
 use super::time::year_of;
 
+pub use super::kinds::{FieldType, Kind, KindDef, Kinds};
 use super::org::{Level, NodeIdx, OrgTree};
 
 pub const MAX_ID_LEN: usize = 128;
-
-/// The integer `data` fields and the plausible range of each (inclusive). A value outside is
-/// refused at validation with the field and the reason, so that no sum over the org tree can
-/// come near `i64`'s limits: 868 nodes × the largest value stays below 10^8.
-pub const COUNT_RANGES: &[(&str, i64, i64)] = &[
-    // Approved and filled posts of one service center (the city's or a district's).
-    ("approved_posts", 0, 10_000),
-    ("filled_posts", 0, 10_000),
-    // Staff of one node's own service center or station.
-    ("headcount", 0, 100_000),
-    // A star rating.
-    ("stars", 0, 5),
-];
-
-/// The plausible range of an integer `data` field.
-pub fn count_range(name: &str) -> (i64, i64) {
-    COUNT_RANGES
-        .iter()
-        .find(|(n, ..)| *n == name)
-        .map_or((0, i64::MAX), |(_, lo, hi)| (*lo, *hi))
-}
-
-/// Checks an integer `data` field against its plausible range: the value, or the reason.
-pub fn check_count(name: &str, n: i64) -> Result<i64, String> {
-    let (lo, hi) = count_range(name);
-    if n < 0 && lo == 0 {
-        Err("must not be negative".into())
-    } else if n < lo || n > hi {
-        Err(format!("must be {lo} to {hi}"))
-    } else {
-        Ok(n)
-    }
-}
 
 /// Seqs from here up belong to ledger imports: `IMPORT_SEQ_BASE + (import_no << 32) + row`.
 /// Below it, seqs are positions in the durable log.
@@ -53,87 +21,6 @@ pub const IMPORT_SEQ_BASE: u64 = 1 << 62;
 /// The first seq of an import's range.
 pub fn import_seq_base(import_no: u32) -> u64 {
     IMPORT_SEQ_BASE + ((import_no as u64) << 32)
-}
-
-macro_rules! kinds {
-    ($($variant:ident = $name:literal, levels = [$($lvl:ident),*];)*) => {
-        /// The record kinds the headline metrics are computed from.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum Kind { $($variant),* }
-
-        impl Kind {
-            pub const ALL: &'static [Kind] = &[$(Kind::$variant),*];
-
-            pub fn as_str(self) -> &'static str {
-                match self { $(Kind::$variant => $name),* }
-            }
-
-            pub fn parse(s: &str) -> Option<Kind> {
-                match s { $($name => Some(Kind::$variant),)* _ => None }
-            }
-
-            /// Org levels a record of this kind may belong to.
-            pub fn levels(self) -> &'static [Level] {
-                match self { $(Kind::$variant => &[$(Level::$lvl),*]),* }
-            }
-        }
-    };
-}
-
-kinds! {
-    StaffingReported = "staffing.reported", levels = [City, District];
-    StaffHired = "staff.hired", levels = [City, District, Street, Community];
-    StaffHeadcount = "staff.headcount", levels = [City, District, Street, Community];
-    TrainingClassHeld = "training.class_held", levels = [City, District];
-    TrainingAttended = "training.attended", levels = [City, District, Street, Community];
-    StationRated = "station.rated", levels = [District, Street];
-    AppealReceived = "appeal.received", levels = [City, District, Street, Community];
-    AppealAccepted = "appeal.accepted", levels = [City, District, Street, Community];
-    AppealClosed = "appeal.closed", levels = [City, District, Street, Community];
-    VeteranRegistered = "veteran.registered", levels = [Community];
-    ArchiveCompleted = "archive.completed", levels = [Community];
-}
-
-/// The type of a `data` field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FieldType {
-    /// A non-empty string of at most [`MAX_ID_LEN`] characters (an id).
-    Text,
-    /// A whole number within its [`COUNT_RANGES`] range.
-    Count,
-    /// `true` or `false`.
-    Flag,
-}
-
-impl Kind {
-    /// The field that says whom or what a record is about (a staff member, a class, an
-    /// appeal, a person): what distinct counts, matches and cases are keyed by.
-    pub fn subject_field(self) -> Option<&'static str> {
-        match self {
-            Kind::StaffHired | Kind::TrainingAttended => Some("staff_id"),
-            Kind::TrainingClassHeld => Some("class_id"),
-            Kind::AppealReceived | Kind::AppealAccepted | Kind::AppealClosed => Some("appeal_id"),
-            Kind::VeteranRegistered | Kind::ArchiveCompleted => Some("person_id"),
-            Kind::StaffingReported | Kind::StaffHeadcount | Kind::StationRated => None,
-        }
-    }
-
-    /// The `data` fields a record of this kind must carry (others are kept, not read).
-    pub fn data_fields(self) -> &'static [(&'static str, FieldType)] {
-        use FieldType::*;
-        match self {
-            Kind::StaffingReported => &[("approved_posts", Count), ("filled_posts", Count)],
-            Kind::StaffHired => &[("staff_id", Text), ("veteran", Flag)],
-            Kind::StaffHeadcount => &[("headcount", Count)],
-            Kind::TrainingClassHeld => &[("class_id", Text)],
-            Kind::TrainingAttended => &[("staff_id", Text), ("class_id", Text)],
-            Kind::StationRated => &[("stars", Count), ("demonstration", Flag)],
-            Kind::AppealReceived | Kind::AppealAccepted | Kind::AppealClosed => {
-                &[("appeal_id", Text)]
-            }
-            Kind::VeteranRegistered | Kind::ArchiveCompleted => &[("person_id", Text)],
-        }
-    }
 }
 
 /// One accepted record, as it is logged, stored in ClickHouse (`events`) and aggregated.
@@ -150,16 +37,11 @@ pub struct EventRow {
     pub source: String,
     pub lon: Option<f64>,
     pub lat: Option<f64>,
-    pub staff_id: String,
-    pub class_id: String,
-    pub appeal_id: String,
-    pub person_id: String,
-    pub veteran: u8,
-    pub demonstration: u8,
-    pub stars: u8,
-    pub approved_posts: i64,
-    pub filled_posts: i64,
-    pub headcount: i64,
+    /// The kind's subject field's value (see [`KindDef::subject`]); empty when it has none.
+    pub subject: String,
+    /// The kind's counts and flags (flags as 0 or 1), by name: one row shape for every kind.
+    pub num_keys: Vec<String>,
+    pub num_values: Vec<i64>,
     pub data: String,
 }
 
@@ -186,22 +68,11 @@ impl EventRow {
             source: source.to_string(),
             lon: None,
             lat: None,
-            staff_id: String::new(),
-            class_id: String::new(),
-            appeal_id: String::new(),
-            person_id: String::new(),
-            veteran: 0,
-            demonstration: 0,
-            stars: 0,
-            approved_posts: 0,
-            filled_posts: 0,
-            headcount: 0,
+            subject: String::new(),
+            num_keys: Vec::new(),
+            num_values: Vec::new(),
             data: String::new(),
         }
-    }
-
-    pub fn kind(&self) -> Option<Kind> {
-        Kind::parse(&self.kind)
     }
 
     /// The calendar year (Asia/Shanghai) of `at`.
@@ -211,81 +82,58 @@ impl EventRow {
 
     /// The value of a count or flag field (flags as 0 or 1), by name.
     pub fn number(&self, field: &str) -> Option<i64> {
-        Some(match field {
-            "approved_posts" => self.approved_posts,
-            "filled_posts" => self.filled_posts,
-            "headcount" => self.headcount,
-            "stars" => i64::from(self.stars),
-            "veteran" => i64::from(self.veteran),
-            "demonstration" => i64::from(self.demonstration),
-            _ => return None,
-        })
+        self.num_keys
+            .iter()
+            .position(|k| k == field)
+            .and_then(|i| self.num_values.get(i).copied())
     }
 
-    /// The record's subject (see [`Kind::subject_field`]), empty when its kind has none.
-    pub fn subject(&self, kind: Kind) -> &str {
-        match kind.subject_field() {
-            Some("staff_id") => &self.staff_id,
-            Some("class_id") => &self.class_id,
-            Some("appeal_id") => &self.appeal_id,
-            Some("person_id") => &self.person_id,
-            _ => "",
+    /// Sets a count or flag field (flags as 0 or 1).
+    pub fn set_number(&mut self, field: &str, value: i64) {
+        match self.num_keys.iter().position(|k| k == field) {
+            Some(i) if i < self.num_values.len() => self.num_values[i] = value,
+            _ => {
+                self.num_keys.push(field.to_string());
+                self.num_values.push(value);
+            }
         }
     }
 
     /// Whether a row — accepted now, or stored by an earlier version under other rules — may
     /// enter the live figures: its kind and org known, at a level the kind allows, its fields
     /// within the ranges validation enforces today. Answers the org and kind, or the reason.
-    pub fn admissible(&self, tree: &OrgTree) -> Result<(NodeIdx, Kind), String> {
-        let kind = self
-            .kind()
+    pub fn admissible(&self, tree: &OrgTree, kinds: &Kinds) -> Result<(NodeIdx, Kind), String> {
+        let def = kinds
+            .get(&self.kind)
             .ok_or_else(|| format!("unknown kind '{}'", self.kind))?;
         let org = tree
             .get(&self.org)
             .ok_or_else(|| format!("unknown org code '{}'", self.org))?;
         let level = tree.node(org).level;
-        if !kind.levels().contains(&level) {
+        if !def.levels.contains(&level) {
             return Err(format!(
                 "{} records do not belong to a {level} org",
-                kind.as_str()
+                def.kind
             ));
         }
-        let count = |name: &str, n: i64| {
-            check_count(name, n).map_err(|reason| format!("data.{name} {n}: {reason}"))
-        };
-        let text = |name: &str, s: &str| {
-            if s.is_empty() {
-                Err(format!("data.{name} is empty"))
-            } else {
-                Ok(())
-            }
-        };
-        match kind {
-            Kind::StaffingReported => {
-                count("approved_posts", self.approved_posts)?;
-                count("filled_posts", self.filled_posts)?;
-                if self.filled_posts > self.approved_posts {
-                    return Err("data.filled_posts exceeds data.approved_posts".into());
+        if def.subject.is_some() && self.subject.is_empty() {
+            let name = def.subject.as_deref().unwrap_or_default();
+            return Err(format!("data.{name} is empty"));
+        }
+        for f in def.numbers() {
+            let name = &f.name;
+            let n = self
+                .number(name)
+                .ok_or_else(|| format!("data.{name} is missing"))?;
+            f.check_count(n)
+                .map_err(|reason| format!("data.{name} {n}: {reason}"))?;
+            if let Some(bound) = &f.at_most {
+                if self.number(bound).is_some_and(|b| n > b) {
+                    return Err(format!("data.{name} exceeds data.{bound}"));
                 }
             }
-            Kind::StaffHeadcount => {
-                count("headcount", self.headcount)?;
-            }
-            Kind::StationRated => {
-                count("stars", i64::from(self.stars))?;
-            }
-            Kind::StaffHired => text("staff_id", &self.staff_id)?,
-            Kind::TrainingClassHeld => text("class_id", &self.class_id)?,
-            Kind::TrainingAttended => {
-                text("staff_id", &self.staff_id)?;
-                text("class_id", &self.class_id)?;
-            }
-            Kind::AppealReceived | Kind::AppealAccepted | Kind::AppealClosed => {
-                text("appeal_id", &self.appeal_id)?
-            }
-            Kind::VeteranRegistered | Kind::ArchiveCompleted => text("person_id", &self.person_id)?,
         }
-        Ok((org, kind))
+        Ok((org, def.kind))
     }
 }
 
@@ -371,6 +219,7 @@ pub fn data_required(name: &str) -> FieldError {
 /// the log, or the field at fault and why.
 pub fn check(
     event: &impl IncomingEvent,
+    kinds: &Kinds,
     tree: &OrgTree,
     locator: &dyn Locator,
     received_at: OffsetDateTime,
@@ -381,23 +230,23 @@ pub fn check(
         return Err(err("id", format!("must be 1 to {MAX_ID_LEN} characters")));
     }
     let kind_name = event.string("kind")?;
-    let kind = Kind::parse(kind_name).ok_or_else(|| {
-        let known: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
+    let def = kinds.get(kind_name).ok_or_else(|| {
         err(
             "kind",
             format!(
                 "unknown kind '{kind_name}'; known kinds: {}",
-                known.join(", ")
+                kinds.names().join(", ")
             ),
         )
     })?;
+    let kind = def.kind;
     let org_code = event.string("org")?;
     let org: NodeIdx = tree
         .get(org_code)
         .ok_or_else(|| err("org", format!("unknown org code '{org_code}'")))?;
     let level = tree.node(org).level;
-    if !kind.levels().contains(&level) {
-        let allowed: Vec<&str> = kind.levels().iter().map(|l| l.as_str()).collect();
+    if !def.levels.contains(&level) {
+        let allowed: Vec<&str> = def.levels.iter().map(|l| l.as_str()).collect();
         return Err(err(
             "org",
             format!(
@@ -453,38 +302,36 @@ pub fn check(
             Ok(s.to_string())
         }
     };
-    let count = |name: &str| -> Result<i64, FieldError> {
-        check_count(name, event.data_integer(name)?)
-            .map_err(|reason| err(format!("data.{name}"), reason))
-    };
-    let flag = |name: &str| event.data_flag(name).map(u8::from);
-
-    match kind {
-        Kind::StaffingReported => {
-            row.approved_posts = count("approved_posts")?;
-            row.filled_posts = count("filled_posts")?;
-            if row.filled_posts > row.approved_posts {
-                return Err(err("data.filled_posts", "exceeds data.approved_posts"));
+    for f in &def.fields {
+        match f.ty {
+            FieldType::Text => {
+                let value = text(&f.name)?;
+                if def.subject.as_deref() == Some(f.name.as_str()) {
+                    row.subject = value;
+                }
+            }
+            FieldType::Count => {
+                let n = event.data_integer(&f.name)?;
+                let n = f
+                    .check_count(n)
+                    .map_err(|reason| err(format!("data.{}", f.name), reason))?;
+                row.set_number(&f.name, n);
+            }
+            FieldType::Flag => {
+                let b = event.data_flag(&f.name)?;
+                row.set_number(&f.name, i64::from(b));
             }
         }
-        Kind::StaffHired => {
-            row.staff_id = text("staff_id")?;
-            row.veteran = flag("veteran")?;
+    }
+    for f in &def.fields {
+        if let Some(bound) = &f.at_most {
+            if row.number(&f.name) > row.number(bound) {
+                return Err(err(
+                    format!("data.{}", f.name),
+                    format!("exceeds data.{bound}"),
+                ));
+            }
         }
-        Kind::StaffHeadcount => row.headcount = count("headcount")?,
-        Kind::TrainingClassHeld => row.class_id = text("class_id")?,
-        Kind::TrainingAttended => {
-            row.staff_id = text("staff_id")?;
-            row.class_id = text("class_id")?;
-        }
-        Kind::StationRated => {
-            row.stars = count("stars")? as u8;
-            row.demonstration = flag("demonstration")?;
-        }
-        Kind::AppealReceived | Kind::AppealAccepted | Kind::AppealClosed => {
-            row.appeal_id = text("appeal_id")?
-        }
-        Kind::VeteranRegistered | Kind::ArchiveCompleted => row.person_id = text("person_id")?,
     }
     row.data = event.data_json();
     Ok(row)

@@ -179,9 +179,13 @@ async fn post_events(
 
     let now = time::OffsetDateTime::now_utc();
     let locator = state.map.as_ref();
+    let catalogue = state.hub.catalogue();
     let mut rows = Vec::with_capacity(batch.len());
     let mut errors: Vec<Rejection> = Vec::new();
-    for (index, (id, checked)) in batch.validate(&state.tree, locator, now, "api").enumerate() {
+    for (index, (id, checked)) in batch
+        .validate(&catalogue.kinds, &state.tree, locator, now, "api")
+        .enumerate()
+    {
         let row = match checked {
             Ok(row) => row,
             Err(e) => {

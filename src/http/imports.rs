@@ -100,7 +100,15 @@ async fn upload(
         ..Default::default()
     };
     let locator = state.map.clone();
-    let result = import::import_file(&state.store, &state.tree, locator, &path, options).await;
+    let result = import::import_file(
+        &state.store,
+        std::sync::Arc::new(state.hub.catalogue().kinds.clone()),
+        &state.tree,
+        locator,
+        &path,
+        options,
+    )
+    .await;
     let _ = tokio::fs::remove_file(&path).await;
     let summary = match result {
         Ok(s) => s,

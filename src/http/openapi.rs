@@ -181,7 +181,15 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(openapi_json);
 }
 
+/// The document, with the events' schema built from the record kinds in service.
 #[get("/openapi.json")]
-async fn openapi_json() -> HttpResponse {
-    HttpResponse::Ok().json(ApiDoc::openapi())
+async fn openapi_json(state: web::Data<super::AppState>) -> HttpResponse {
+    let mut doc = ApiDoc::openapi();
+    if let Some(components) = doc.components.as_mut() {
+        components.schemas.insert(
+            "EventIn".into(),
+            crate::wire::events::event_schema(&state.hub.catalogue().kinds),
+        );
+    }
+    HttpResponse::Ok().json(doc)
 }

@@ -607,7 +607,11 @@ mod order_tests {
             "440304",
             "440303001001",
         ];
-        let kinds = [Kind::AppealReceived, Kind::AppealAccepted, Kind::StaffHired];
+        let kinds = [
+            Kind::APPEAL_RECEIVED,
+            Kind::APPEAL_ACCEPTED,
+            Kind::STAFF_HIRED,
+        ];
         let mut rows = Vec::new();
         for seq in 0..60u64 {
             let mut row = EventRow::blank(

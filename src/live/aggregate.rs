@@ -33,8 +33,8 @@ pub struct Aggregates {
     catalogue: Arc<Catalogue>,
     leaves: Vec<Leaf>,
     plans: HashMap<MetricId, Plan>,
-    /// Per kind (`Kind as usize`): the leaves that read it.
-    by_kind: Vec<Vec<usize>>,
+    /// Per kind: the leaves that read it.
+    by_kind: HashMap<Kind, Vec<usize>>,
     /// Latest arrival time of any record per subtree (for "stopped reporting").
     last_received: Vec<u32>,
     /// The time the clock-dependent state (overdue cases, the recent past) was brought to.
@@ -56,7 +56,7 @@ struct Leaves<'a> {
     tree: &'a OrgTree,
     measures: Vec<Measure>,
     leaves: Vec<Leaf>,
-    by_kind: Vec<Vec<usize>>,
+    by_kind: HashMap<Kind, Vec<usize>>,
 }
 
 impl Leaves<'_> {
@@ -67,7 +67,7 @@ impl Leaves<'_> {
         let leaf = Leaf::new(m, self.tree)?;
         let i = self.leaves.len();
         for k in m.kinds() {
-            self.by_kind[k as usize].push(i);
+            self.by_kind.entry(k).or_default().push(i);
         }
         self.leaves.push(leaf);
         self.measures.push(m.clone());
@@ -82,7 +82,7 @@ impl Aggregates {
             tree: &tree,
             measures: Vec::new(),
             leaves: Vec::new(),
-            by_kind: vec![Vec::new(); Kind::ALL.len()],
+            by_kind: HashMap::default(),
         };
         let mut plans = HashMap::default();
         for def in &catalogue.metrics {
@@ -133,7 +133,7 @@ impl Aggregates {
     /// Applies one record, or answers why it may not enter the live figures (a row stored
     /// under other rules or by an older tree: unknown org or kind, a value out of range).
     pub fn apply(&mut self, r: &EventRow) -> Result<(), String> {
-        let (org, kind) = r.admissible(&self.tree)?;
+        let (org, kind) = r.admissible(&self.tree, &self.catalogue.kinds)?;
         #[cfg(test)]
         if self.fail_on_id.as_deref() == Some(r.id.as_str()) {
             panic!("injected failure applying {}", r.id);
@@ -162,8 +162,10 @@ impl Aggregates {
             tree: &self.tree,
             dirty: &mut self.dirty,
         };
-        for &l in &self.by_kind[kind as usize] {
-            self.leaves[l].apply(r, org, kind, &mut touch);
+        if let Some(leaves) = self.by_kind.get(&kind) {
+            for &l in leaves {
+                self.leaves[l].apply(r, org, kind, &mut touch);
+            }
         }
     }
 
@@ -327,7 +329,11 @@ mod tests {
         let text = format!(
             "name = \"m\"\nlabel_zh = \"m\"\nclause = \"三\"\nlevels = {levels}\nunit = \"count\"\n\n[measure]\n{measure}\n{target}"
         );
-        let catalogue = Catalogue::parse(&[("m.toml".into(), text)]).unwrap();
+        let catalogue = Catalogue::parse(
+            &crate::domain::kinds::shipped_files("kinds"),
+            &[("m.toml".into(), text)],
+        )
+        .unwrap();
         Aggregates::new(tree(), Arc::new(catalogue))
     }
 
@@ -347,11 +353,16 @@ mod tests {
             "test",
         );
         r.seq = seq;
-        // Every id field filled: the kind's own must not be empty; tests set the one they vary.
-        r.staff_id = format!("staff{seq}");
-        r.class_id = format!("class{seq}");
-        r.appeal_id = format!("appeal{seq}");
-        r.person_id = format!("person{seq}");
+        // A subject and every number of the kind present (0); tests set the ones they vary.
+        r.subject = format!("subject{seq}");
+        let kinds = crate::domain::kinds::Kinds::shipped();
+        for f in kinds
+            .get(kind.as_str())
+            .into_iter()
+            .flat_map(|d| d.numbers())
+        {
+            r.set_number(&f.name, 0);
+        }
         r
     }
 
@@ -373,17 +384,17 @@ mod tests {
         let mut a = shipped();
         let mut r = record(
             1,
-            Kind::StaffHeadcount,
+            Kind::STAFF_HEADCOUNT,
             "m1",
             datetime!(2021-03-01 12:00 +08:00),
         );
-        r.headcount = i64::MAX;
+        r.set_number("headcount", i64::MAX);
         let e = a.apply(&r).unwrap_err();
         assert!(
             e.contains("data.headcount") && e.contains("0 to 100000"),
             "{e}"
         );
-        r.headcount = 100_000;
+        r.set_number("headcount", 100_000);
         a.apply(&r).unwrap();
         let now = datetime!(2021-03-02 12:00 +08:00);
         assert_eq!(at(&a, "c", "training_coverage", now).den, Some(100_000));
@@ -394,21 +405,21 @@ mod tests {
         let mut a = shipped();
         let t = datetime!(2021-03-01 12:00 +08:00);
         let head = |seq, org: &str, n| {
-            let mut r = record(seq, Kind::StaffHeadcount, org, t);
-            r.headcount = n;
+            let mut r = record(seq, Kind::STAFF_HEADCOUNT, org, t);
+            r.set_number("headcount", n);
             r
         };
         let (m1, m2) = (a.tree().get("m1").unwrap(), a.tree().get("m2").unwrap());
         // Past validation: i64::MAX twice under one city.
-        a.apply_admitted(&head(1, "m1", i64::MAX), m1, Kind::StaffHeadcount);
-        a.apply_admitted(&head(2, "m2", i64::MAX), m2, Kind::StaffHeadcount);
+        a.apply_admitted(&head(1, "m1", i64::MAX), m1, Kind::STAFF_HEADCOUNT);
+        a.apply_admitted(&head(2, "m2", i64::MAX), m2, Kind::STAFF_HEADCOUNT);
         let den = |a: &Aggregates, code| at(a, code, "training_coverage", t).den.unwrap();
         assert_eq!(den(&a, "c"), i64::MAX);
         // A later, smaller report replaces the latest: the sum moves down without wrapping.
-        a.apply_admitted(&head(3, "m1", 10), m1, Kind::StaffHeadcount);
+        a.apply_admitted(&head(3, "m1", 10), m1, Kind::STAFF_HEADCOUNT);
         assert_eq!(den(&a, "m1"), 10);
         assert!(den(&a, "c") > 0);
-        a.apply_admitted(&head(4, "m2", i64::MIN), m2, Kind::StaffHeadcount);
+        a.apply_admitted(&head(4, "m2", i64::MIN), m2, Kind::STAFF_HEADCOUNT);
         assert!(den(&a, "c") <= 10);
     }
 
@@ -420,11 +431,11 @@ mod tests {
         assert_eq!((f.value, f.status.as_str()), (None, "no_data"));
         let mut class = record(
             1,
-            Kind::TrainingClassHeld,
+            Kind::TRAINING_CLASS_HELD,
             "d1",
             datetime!(2025-06-01 12:00 +08:00),
         );
-        class.class_id = "2025-a".into();
+        class.subject = "2025-a".into();
         a.apply(&class).unwrap();
         let f = at(&a, "d1", "training_classes", in_2026);
         assert_eq!(f.value, Some(0.0));
@@ -458,12 +469,12 @@ mod tests {
                 &format!("[target]\nvalue = 1\nperiod = \"{period}\""),
             );
             // 23:59:59 in Shenzhen is still the old period, though UTC is 8 hours behind.
-            a.apply(&record(1, Kind::StaffHired, "m1", last_second))
+            a.apply(&record(1, Kind::STAFF_HIRED, "m1", last_second))
                 .unwrap();
             assert_eq!(value(&a, "c", "m", last_second), Some(1.0), "{period}");
             let f = at(&a, "c", "m", next_second);
             assert_eq!(f.value, Some(0.0), "{period}: a new period starts at zero");
-            a.apply(&record(2, Kind::StaffHired, "m1", next_second))
+            a.apply(&record(2, Kind::STAFF_HIRED, "m1", next_second))
                 .unwrap();
             assert_eq!(value(&a, "c", "m", next_second), Some(1.0), "{period}");
             assert_eq!(value(&a, "c", "m", last_second), Some(1.0), "{period}");
@@ -478,8 +489,8 @@ mod tests {
         let mut a = shipped();
         let t = datetime!(2021-05-01 10:00 +08:00);
         for (seq, org, veteran) in [(1, "m1", 1), (2, "m2", 0), (3, "s2", 1), (4, "m1", 0)] {
-            let mut r = record(seq, Kind::StaffHired, org, t);
-            r.veteran = veteran;
+            let mut r = record(seq, Kind::STAFF_HIRED, org, t);
+            r.set_number("veteran", i64::from(veteran));
             a.apply(&r).unwrap();
         }
         let f = at(&a, "c", "veteran_hire_share", t);
@@ -494,9 +505,9 @@ mod tests {
     fn the_latest_report_replaces_earlier_ones_whatever_the_arrival_order() {
         let t = |d: u8| datetime!(2021-01-01 09:00 +08:00) + time::Duration::days(d as i64);
         let staffing = |seq, day, approved, filled| {
-            let mut r = record(seq, Kind::StaffingReported, "d1", t(day));
-            r.approved_posts = approved;
-            r.filled_posts = filled;
+            let mut r = record(seq, Kind::STAFFING_REPORTED, "d1", t(day));
+            r.set_number("approved_posts", approved);
+            r.set_number("filled_posts", filled);
             r
         };
         let reports = [
@@ -529,8 +540,8 @@ mod tests {
         let mut a = shipped();
         let t = datetime!(2021-04-01 10:00 +08:00);
         let attended = |seq, org: &str, staff: &str| {
-            let mut r = record(seq, Kind::TrainingAttended, org, t);
-            r.staff_id = staff.into();
+            let mut r = record(seq, Kind::TRAINING_ATTENDED, org, t);
+            r.subject = staff.into();
             r
         };
         for r in [
@@ -541,8 +552,8 @@ mod tests {
         ] {
             a.apply(&r).unwrap();
         }
-        let mut head = record(5, Kind::StaffHeadcount, "s1", t);
-        head.headcount = 4;
+        let mut head = record(5, Kind::STAFF_HEADCOUNT, "s1", t);
+        head.set_number("headcount", 4);
         a.apply(&head).unwrap();
         let f = at(&a, "s1", "training_coverage", t);
         assert_eq!((f.num, f.den), (3, Some(4)));
@@ -556,9 +567,14 @@ mod tests {
         let mut a = shipped();
         let t = datetime!(2021-06-01 10:00 +08:00);
         let rated = |seq, org: &str, stars, demo, days: i64| {
-            let mut r = record(seq, Kind::StationRated, org, t + time::Duration::days(days));
-            r.stars = stars;
-            r.demonstration = demo;
+            let mut r = record(
+                seq,
+                Kind::STATION_RATED,
+                org,
+                t + time::Duration::days(days),
+            );
+            r.set_number("stars", i64::from(stars));
+            r.set_number("demonstration", i64::from(demo));
             r
         };
         let later = t + time::Duration::days(30);
@@ -589,27 +605,27 @@ mod tests {
         let t = datetime!(2021-06-01 10:00 +08:00);
         let person = |seq, kind, org: &str, id: &str| {
             let mut r = record(seq, kind, org, t);
-            r.person_id = id.into();
+            r.subject = id.into();
             r
         };
-        a.apply(&person(1, Kind::ArchiveCompleted, "m1", "p1"))
+        a.apply(&person(1, Kind::ARCHIVE_COMPLETED, "m1", "p1"))
             .unwrap();
         assert_eq!(
             at(&a, "c", "archive_coverage", t).status.as_str(),
             "no_data"
         );
-        a.apply(&person(2, Kind::VeteranRegistered, "m1", "p1"))
+        a.apply(&person(2, Kind::VETERAN_REGISTERED, "m1", "p1"))
             .unwrap();
-        a.apply(&person(3, Kind::VeteranRegistered, "m1", "p2"))
+        a.apply(&person(3, Kind::VETERAN_REGISTERED, "m1", "p2"))
             .unwrap();
-        a.apply(&person(4, Kind::VeteranRegistered, "m1", "p2"))
+        a.apply(&person(4, Kind::VETERAN_REGISTERED, "m1", "p2"))
             .unwrap();
         // Matched within the org only: p2's file at another community does not count.
-        a.apply(&person(5, Kind::ArchiveCompleted, "m2", "p2"))
+        a.apply(&person(5, Kind::ARCHIVE_COMPLETED, "m2", "p2"))
             .unwrap();
         let f = at(&a, "c", "archive_coverage", t);
         assert_eq!((f.num, f.den), (1, Some(2)));
-        a.apply(&person(6, Kind::ArchiveCompleted, "m1", "p2"))
+        a.apply(&person(6, Kind::ARCHIVE_COMPLETED, "m1", "p2"))
             .unwrap();
         assert_eq!(value(&a, "s1", "archive_coverage", t), Some(1.0));
     }
@@ -632,11 +648,11 @@ mod tests {
     fn received(seq: u64, appeal: &str, unix: i64) -> EventRow {
         let mut r = record(
             seq,
-            Kind::AppealReceived,
+            Kind::APPEAL_RECEIVED,
             "m1",
             OffsetDateTime::from_unix_timestamp(unix).unwrap(),
         );
-        r.appeal_id = appeal.into();
+        r.subject = appeal.into();
         r
     }
 
@@ -668,11 +684,11 @@ mod tests {
         );
         // Accepting meets the first deadline; closing ends the case.
         let mut accepted = received(3, "soon", later);
-        accepted.kind = Kind::AppealAccepted.as_str().into();
+        accepted.kind = Kind::APPEAL_ACCEPTED.as_str().into();
         a.apply(&accepted).unwrap();
         assert_eq!(overdue(&a, later), (Some(1), 1, 1));
         let mut closed = received(4, "late", later);
-        closed.kind = Kind::AppealClosed.as_str().into();
+        closed.kind = Kind::APPEAL_CLOSED.as_str().into();
         a.apply(&closed).unwrap();
         assert_eq!(overdue(&a, later), (Some(0), 0, 0));
         let f = at(&a, "c", "open_appeals", clock(later));
@@ -700,8 +716,11 @@ mod tests {
         let text = |name: &str| {
             format!("name = \"{name}\"\nlabel_zh = \"x\"\nclause = \"三\"\nlevels = [\"city\"]\nunit = \"count\"\n[measure]\ntype = \"count\"\nkind = \"staff.hired\"\n")
         };
-        let two = Catalogue::parse(&[("a.toml".into(), text("a")), ("b.toml".into(), text("b"))])
-            .unwrap();
+        let two = Catalogue::parse(
+            &crate::domain::kinds::shipped_files("kinds"),
+            &[("a.toml".into(), text("a")), ("b.toml".into(), text("b"))],
+        )
+        .unwrap();
         assert_eq!(Aggregates::new(tree(), Arc::new(two)).leaves.len(), 1);
     }
 }

@@ -78,7 +78,7 @@ impl CasesLeaf {
     }
 
     pub fn apply(&mut self, r: &EventRow, org: NodeIdx, kind: Kind, t: &mut Touch) {
-        let id = hash_str(r.subject(kind));
+        let id = hash_str(&r.subject);
         // Take the case's overdue contribution off its current org first: the record may move
         // it to another org.
         self.set_lateness(id, 0, t);

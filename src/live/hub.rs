@@ -586,7 +586,7 @@ mod tests {
     fn appeal(seq: u64, id: &str) -> EventRow {
         let mut r = EventRow::blank(
             id.into(),
-            Kind::AppealReceived,
+            Kind::APPEAL_RECEIVED,
             "m1".into(),
             "d1".into(),
             1_699_990_000,
@@ -594,7 +594,7 @@ mod tests {
             "test",
         );
         r.seq = seq;
-        r.appeal_id = id.into();
+        r.subject = id.into();
         r
     }
 
@@ -619,7 +619,7 @@ mod tests {
         // A stored row that no longer validates is refused the same way.
         let mut out_of_range = appeal(5, "h");
         out_of_range.kind = "staff.headcount".into();
-        out_of_range.headcount = i64::MAX;
+        out_of_range.set_number("headcount", i64::MAX);
         h.apply(&[out_of_range]);
         assert_eq!(h.quarantine().total(), 2);
         assert!(h.quarantine().recent()[0].reason.contains("data.headcount"));

@@ -147,7 +147,6 @@ pub(super) struct CountLeaf {
 
 /// Distinct subjects of a kind in the current period, distinct per org.
 pub(super) struct DistinctLeaf {
-    kind: Kind,
     period: Period,
     own: bool,
     seen: Vec<HashMap<u32, HashSet<u64>>>,
@@ -209,8 +208,7 @@ impl Leaf {
                 counts: PeriodSums::new(*period, n),
                 reported: vec![0; n],
             }),
-            Measure::Distinct { kind, period, own } => Leaf::Distinct(DistinctLeaf {
-                kind: *kind,
+            Measure::Distinct { period, own, .. } => Leaf::Distinct(DistinctLeaf {
                 period: *period,
                 own: *own,
                 seen: (0..n).map(|_| HashMap::default()).collect(),
@@ -276,7 +274,7 @@ impl Leaf {
             }
             Leaf::Distinct(d) => {
                 let key = period_of(d.period, r.at);
-                let subject = hash_str(r.subject(d.kind));
+                let subject = hash_str(&r.subject);
                 if d.seen[org as usize].entry(key).or_default().insert(subject) {
                     d.counts.add(t, org, d.own, key, 1);
                     t.add(&mut d.reported, org, d.own, 1);
@@ -313,7 +311,7 @@ impl Leaf {
                 t.add(&mut s.reporters, org, false, i64::from(old.is_none()));
             }
             Leaf::Matched(m) => {
-                let subject = hash_str(r.subject(kind));
+                let subject = hash_str(&r.subject);
                 let o = org as usize;
                 if kind == m.kind && m.firsts[o].insert(subject) {
                     t.add(&mut m.subjects, org, false, 1);

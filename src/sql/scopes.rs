@@ -29,22 +29,16 @@ const EVENT_COLUMNS: &[(&str, &str)] = &[
     ("source", "source"),
     ("lon", "lon"),
     ("lat", "lat"),
-    ("staff_id", "staff_id"),
-    ("class_id", "class_id"),
-    ("appeal_id", "appeal_id"),
-    ("person_id", MASK_ID_NUMBER_COLUMN),
-    ("veteran", "veteran"),
-    ("demonstration", "demonstration"),
-    ("stars", "stars"),
-    ("approved_posts", "approved_posts"),
-    ("filled_posts", "filled_posts"),
-    ("headcount", "headcount"),
+    ("subject", MASK_ID_NUMBER_COLUMN),
+    ("num_keys", "num_keys"),
+    ("num_values", "num_values"),
     ("data", MASK_DATA_COLUMN),
 ];
 
-/// A resident ID number (18 characters) keeps its region and last four: 440303********123X.
-const MASK_ID_NUMBER_COLUMN: &str = "if(match(person_id, '^[0-9]{17}[0-9Xx]$'), \
-     concat(substring(person_id, 1, 6), '********', substring(person_id, 15, 4)), person_id)";
+/// A resident ID number (18 characters) as a subject (a person's) keeps its region and last
+/// four: 440303********123X.
+const MASK_ID_NUMBER_COLUMN: &str = "if(match(subject, '^[0-9]{17}[0-9Xx]$'), \
+     concat(substring(subject, 1, 6), '********', substring(subject, 15, 4)), subject)";
 
 /// ID numbers and mobile numbers anywhere in the record's JSON: 138****1234.
 const MASK_DATA_COLUMN: &str = "replaceRegexpAll(replaceRegexpAll(data, \

@@ -96,6 +96,12 @@ pub fn split_statements(sql: &str) -> Vec<String> {
 impl Store {
     /// Creates the database if needed and applies every migration not yet applied.
     pub async fn migrate(&self) -> Result<MigrationReport, StoreError> {
+        self.migrate_until(u32::MAX).await
+    }
+
+    /// As [`migrate`](Self::migrate), up to version `last` (to build a store as an earlier
+    /// release left it, and check that the migrations after keep it whole).
+    pub async fn migrate_until(&self, last: u32) -> Result<MigrationReport, StoreError> {
         self.server
             .query(&format!("CREATE DATABASE IF NOT EXISTS {}", self.database))
             .execute()
@@ -108,7 +114,7 @@ impl Store {
             .execute()
             .await?;
         self.acquire_migration_lock().await?;
-        let result = self.apply_pending().await;
+        let result = self.apply_pending(last).await;
         if let Err(e) = self
             .client
             .query("DROP TABLE IF EXISTS schema_migrations_lock")
@@ -120,14 +126,14 @@ impl Store {
         result
     }
 
-    async fn apply_pending(&self) -> Result<MigrationReport, StoreError> {
+    async fn apply_pending(&self, last: u32) -> Result<MigrationReport, StoreError> {
         let applied: Vec<AppliedRow> = self
             .client
             .query("SELECT version, any(checksum) FROM schema_migrations GROUP BY version")
             .fetch_all()
             .await?;
         let mut report = MigrationReport::default();
-        for m in MIGRATIONS {
+        for m in MIGRATIONS.iter().filter(|m| m.version <= last) {
             let sum = checksum(m.sql);
             if let Some(done) = applied.iter().find(|a| a.version == m.version) {
                 if done.checksum != sum {
@@ -142,6 +148,13 @@ impl Store {
                 report.already_applied += 1;
                 continue;
             }
+            self.before_migration(m.version)
+                .await
+                .map_err(|e| StoreError::Migration {
+                    version: m.version,
+                    name: m.name.into(),
+                    reason: e.to_string(),
+                })?;
             for statement in split_statements(m.sql) {
                 self.client
                     .query_raw(&statement)
@@ -165,6 +178,49 @@ impl Store {
             report.applied.push(format!("{:04}_{}", m.version, m.name));
         }
         Ok(report)
+    }
+
+    /// What a migration needs done first that SQL alone cannot say.
+    async fn before_migration(&self, version: u32) -> Result<(), StoreError> {
+        if version != 10 {
+            return Ok(());
+        }
+        // 0010 gives `events` new columns. The materialised views copying it into the
+        // analysts' scope databases (`sql_<code>_events`) select the old ones and would make
+        // every insert fail; they and the copies go, and are built again (back-filled) with
+        // the new columns the next time each scope is used.
+        #[derive(clickhouse::Row, serde::Deserialize)]
+        struct Named {
+            database: String,
+            name: String,
+        }
+        let views: Vec<Named> = self
+            .server
+            .query(
+                "SELECT database, name FROM system.tables WHERE database = ? \
+                 AND engine = 'MaterializedView' AND name LIKE 'sql_%_events'",
+            )
+            .bind(&self.database)
+            .fetch_all()
+            .await?;
+        let scope_databases = format!("{}_sql_", self.database);
+        let copies: Vec<Named> = self
+            .server
+            .query("SELECT database, name FROM system.tables WHERE name = 'events'")
+            .fetch_all::<Named>()
+            .await?
+            .into_iter()
+            .filter(|t| t.database.starts_with(&scope_databases))
+            .collect();
+        for t in views.iter().chain(&copies) {
+            if super::is_valid_identifier(&t.database) && super::is_valid_identifier(&t.name) {
+                self.server
+                    .query(&format!("DROP TABLE IF EXISTS {}.{}", t.database, t.name))
+                    .execute()
+                    .await?;
+            }
+        }
+        Ok(())
     }
 
     async fn acquire_migration_lock(&self) -> Result<(), StoreError> {

@@ -191,8 +191,7 @@ pub const COUNTED_EVENTS: &str =
 /// [`EventRow`]: crate::domain::record::EventRow
 pub const LIVE_COLUMNS: &str =
     "seq, id, kind, org, '' AS district, at, received_at, '' AS source, \
-     lon, lat, staff_id, class_id, appeal_id, person_id, veteran, demonstration, stars, \
-     approved_posts, filled_posts, headcount, '' AS data";
+     lon, lat, subject, num_keys, num_values, '' AS data";
 
 /// The array to bind into [`COUNTED_EVENTS`]: never empty (18.16 cannot type `has([], x)`;
 /// import numbers start at 1, so 0 matches nothing).

@@ -51,24 +51,23 @@ fn in_period(period: Period, today: Date) -> String {
     )
 }
 
-fn conditions(when: &[Condition], prefix: &str) -> String {
-    when.iter()
-        .map(|c| format!(" AND {prefix}{} = {}", c.field, c.equals))
-        .collect()
+/// A count or flag field of the generic row (0 where a row lacks it).
+fn num(field: &str) -> String {
+    format!("num_values[indexOf(num_keys, {})]", quoted(field))
 }
 
-fn subject(kinds: &[Kind]) -> String {
-    let arms: Vec<String> = kinds
-        .iter()
-        .map(|k| {
-            format!(
-                "kind = {}, {}",
-                quoted(k.as_str()),
-                k.subject_field().unwrap_or("id")
-            )
+/// `AND <each condition>`, on the stored fields, or on the `v_<field>` columns of a subquery.
+fn conditions(when: &[Condition], latest: bool) -> String {
+    when.iter()
+        .map(|c| {
+            let value = if latest {
+                format!("v_{}", c.field)
+            } else {
+                num(&c.field)
+            };
+            format!(" AND {value} = {}", c.equals)
         })
-        .collect();
-    format!("multiIf({}, '')", arms.join(", "))
+        .collect()
 }
 
 fn of_kinds(kinds: &[Kind]) -> String {
@@ -88,7 +87,7 @@ fn per_org_sql(m: &Measure, today: Date, now: i64) -> (String, bool) {
             format!(
                 "SELECT org, [toInt64(countIf(1{}{})), toInt64(count())] AS vals FROM events \
                  WHERE kind = {} AND {COUNTED_EVENTS} GROUP BY org",
-                conditions(when, ""),
+                conditions(when, false),
                 in_period(*period, today),
                 quoted(kind.as_str())
             ),
@@ -99,15 +98,16 @@ fn per_org_sql(m: &Measure, today: Date, now: i64) -> (String, bool) {
                 "SELECT org, [toInt64(uniqExactIf({s}, 1{p})), toInt64(uniqExact({s}))] AS vals \
                  FROM events WHERE kind = {} AND {COUNTED_EVENTS} GROUP BY org",
                 quoted(kind.as_str()),
-                s = kind.subject_field().unwrap_or("id"),
+                s = "subject",
                 p = in_period(*period, today),
             ),
             *own,
         ),
         Measure::Latest { kind, field } => (
             format!(
-                "SELECT org, [toInt64(argMax({field}, (at, seq))), 1] AS vals FROM events \
+                "SELECT org, [toInt64(argMax({}, (at, seq))), 1] AS vals FROM events \
                  WHERE kind = {} AND {COUNTED_EVENTS} GROUP BY org",
+                num(field),
                 quoted(kind.as_str())
             ),
             false,
@@ -118,14 +118,14 @@ fn per_org_sql(m: &Measure, today: Date, now: i64) -> (String, bool) {
             let levels: Vec<String> = levels.iter().map(|l| quoted(l.as_str())).collect();
             let latest: Vec<String> = when
                 .iter()
-                .map(|c| format!(", argMax({f}, (at, seq)) AS v_{f}", f = c.field))
+                .map(|c| format!(", argMax({}, (at, seq)) AS v_{}", num(&c.field), c.field))
                 .collect();
             (
                 format!(
                     "SELECT org, [toInt64(1{}), 1] AS vals FROM (SELECT org{} FROM events \
                      WHERE kind = {} AND {COUNTED_EVENTS} AND org IN (SELECT code FROM org_nodes WHERE level IN ({})) \
                      GROUP BY org)",
-                    conditions(when, "v_"),
+                    conditions(when, true),
                     latest.concat(),
                     quoted(kind.as_str()),
                     levels.join(", ")
@@ -138,7 +138,7 @@ fn per_org_sql(m: &Measure, today: Date, now: i64) -> (String, bool) {
                 "SELECT org, [toInt64(sum(a AND b)), toInt64(sum(a))] AS vals FROM (\
                  SELECT org, {s} AS subject, max(kind = {k}) AS a, max(kind = {w}) AS b FROM events \
                  WHERE {kinds} AND {COUNTED_EVENTS} GROUP BY org, subject) GROUP BY org",
-                s = subject(&[*kind, *with]),
+                s = "subject",
                 k = quoted(kind.as_str()),
                 w = quoted(with.as_str()),
                 kinds = of_kinds(&[*kind, *with]),
@@ -200,7 +200,7 @@ fn per_org_sql(m: &Measure, today: Date, now: i64) -> (String, bool) {
                     o = quoted(opened.as_str()),
                     c = quoted(closed.as_str()),
                     kinds = of_kinds(&kinds),
-                    s = subject(&kinds),
+                    s = "subject",
                 ),
                 false,
             )

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
 
+use crate::domain::kinds::Kinds;
 use crate::domain::org::OrgTree;
 use crate::domain::record::{
     check, data_required, err, required, EventRow, FieldError, IncomingEvent, Locator,
@@ -18,6 +19,7 @@ use crate::domain::record::{
 /// Validates one incoming event (a JSON value) into a row ready for the log.
 pub fn validate(
     value: &Value,
+    kinds: &Kinds,
     tree: &OrgTree,
     locator: &dyn Locator,
     received_at: OffsetDateTime,
@@ -26,7 +28,7 @@ pub fn validate(
     let obj = value
         .as_object()
         .ok_or_else(|| err("$", "an event must be a JSON object"))?;
-    check(&ValueEvent(obj), tree, locator, received_at, source)
+    check(&ValueEvent(obj), kinds, tree, locator, received_at, source)
 }
 
 /// Validates one event given as JSON text; also returns its id when it has one, for the
@@ -36,15 +38,16 @@ pub fn validate(
 /// field and the reason. Both paths run the same checks, in the same order.
 pub fn validate_text(
     text: &str,
+    kinds: &Kinds,
     tree: &OrgTree,
     locator: &dyn Locator,
     received_at: OffsetDateTime,
     source: &str,
 ) -> Checked {
     match serde_json::from_str::<WireEvent>(text) {
-        Ok(wire) => validate_wire(wire, tree, locator, received_at, source),
+        Ok(wire) => validate_wire(wire, kinds, tree, locator, received_at, source),
         Err(_) => match serde_json::from_str::<Value>(text) {
-            Ok(value) => validate_value(&value, tree, locator, received_at, source),
+            Ok(value) => validate_value(&value, kinds, tree, locator, received_at, source),
             Err(e) => (None, Err(err("$", format!("not a JSON object: {e}")))),
         },
     }
@@ -55,17 +58,22 @@ pub type Checked = (Option<String>, Result<EventRow, FieldError>);
 
 fn validate_value(
     value: &Value,
+    kinds: &Kinds,
     tree: &OrgTree,
     locator: &dyn Locator,
     received_at: OffsetDateTime,
     source: &str,
 ) -> Checked {
     let id = value.get("id").and_then(Value::as_str).map(str::to_string);
-    (id, validate(value, tree, locator, received_at, source))
+    (
+        id,
+        validate(value, kinds, tree, locator, received_at, source),
+    )
 }
 
 fn validate_wire(
     mut wire: WireEvent<'_>,
+    kinds: &Kinds,
     tree: &OrgTree,
     locator: &dyn Locator,
     received_at: OffsetDateTime,
@@ -74,12 +82,12 @@ fn validate_wire(
     match serde_json::from_str::<WireData>(wire.data.get()) {
         Ok(fields) => {
             wire.fields = fields;
-            let checked = check(&wire, tree, locator, received_at, source);
+            let checked = check(&wire, kinds, tree, locator, received_at, source);
             let id = checked.is_err().then(|| wire.id.to_string());
             (id, checked)
         }
         // A mistyped data field: the `Value` checks name it.
-        Err(_) => validate_value(&wire.to_value(), tree, locator, received_at, source),
+        Err(_) => validate_value(&wire.to_value(), kinds, tree, locator, received_at, source),
     }
 }
 
@@ -203,6 +211,7 @@ impl<'a> IncomingBatch<'a> {
     /// Checks every event, in order.
     pub fn validate<'b>(
         self,
+        kinds: &'b Kinds,
         tree: &'b OrgTree,
         locator: &'b dyn Locator,
         received_at: OffsetDateTime,
@@ -212,8 +221,8 @@ impl<'a> IncomingBatch<'a> {
         'a: 'b,
     {
         self.0.into_iter().map(move |item| match item {
-            Incoming::Wire(wire) => validate_wire(wire, tree, locator, received_at, source),
-            Incoming::Text(text) => validate_text(text, tree, locator, received_at, source),
+            Incoming::Wire(wire) => validate_wire(wire, kinds, tree, locator, received_at, source),
+            Incoming::Text(text) => validate_text(text, kinds, tree, locator, received_at, source),
         })
     }
 }
@@ -316,29 +325,102 @@ struct WireLocation {
     lat: f64,
 }
 
-/// Every `data` field any kind reads; the kind decides which are required.
+/// A scalar of the `data` object, borrowed from the body where it holds no escapes.
+enum WireScalar<'a> {
+    Text(std::borrow::Cow<'a, str>),
+    Integer(i64),
+    Flag(bool),
+    /// null, a fraction, an array, an object: no kind's field takes it as it is.
+    Other(&'static str),
+}
+
+impl<'de> Deserialize<'de> for WireScalar<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = WireScalar<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(WireScalar::Text(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(WireScalar::Text(std::borrow::Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(WireScalar::Text(std::borrow::Cow::Owned(v)))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(WireScalar::Integer(v))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(i64::try_from(v).map_or(WireScalar::Other("number"), WireScalar::Integer))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(WireScalar::Other("number"))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(WireScalar::Flag(v))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(WireScalar::Other("null"))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(WireScalar::Other("array"))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(WireScalar::Other("object"))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The `data` object's fields as sent; the kind decides which are read and required.
 #[derive(Deserialize, Default)]
-struct WireData<'a> {
-    #[serde(borrow, default)]
-    staff_id: Option<std::borrow::Cow<'a, str>>,
-    #[serde(borrow, default)]
-    class_id: Option<std::borrow::Cow<'a, str>>,
-    #[serde(borrow, default)]
-    appeal_id: Option<std::borrow::Cow<'a, str>>,
-    #[serde(borrow, default)]
-    person_id: Option<std::borrow::Cow<'a, str>>,
-    #[serde(default)]
-    veteran: Option<bool>,
-    #[serde(default)]
-    demonstration: Option<bool>,
-    #[serde(default)]
-    stars: Option<i64>,
-    #[serde(default)]
-    approved_posts: Option<i64>,
-    #[serde(default)]
-    filled_posts: Option<i64>,
-    #[serde(default)]
-    headcount: Option<i64>,
+struct WireData<'a>(
+    #[serde(borrow, deserialize_with = "fields_in_order")]
+    Vec<(std::borrow::Cow<'a, str>, WireScalar<'a>)>,
+);
+
+fn fields_in_order<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<(std::borrow::Cow<'de, str>, WireScalar<'de>)>, D::Error> {
+    use serde::de::{MapAccess, Visitor};
+    struct V;
+    impl<'de> Visitor<'de> for V {
+        type Value = Vec<(std::borrow::Cow<'de, str>, WireScalar<'de>)>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::with_capacity(map.size_hint().unwrap_or(4).min(16));
+            while let Some(entry) =
+                map.next_entry::<std::borrow::Cow<'de, str>, WireScalar<'de>>()?
+            {
+                out.push(entry);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(V)
+}
+
+impl<'a> WireData<'a> {
+    /// The field's value, `None` when absent or null (as the `Value` path reads it; the
+    /// last of repeated keys wins, as there).
+    fn get(&self, name: &str) -> Option<&WireScalar<'a>> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v)
+            .filter(|v| !matches!(v, WireScalar::Other("null")))
+    }
 }
 
 impl WireEvent<'_> {
@@ -382,34 +464,25 @@ impl IncomingEvent for WireEvent<'_> {
         Ok(())
     }
     fn data_string(&self, name: &str) -> Result<&str, FieldError> {
-        let d = &self.fields;
-        match name {
-            "staff_id" => d.staff_id.as_deref(),
-            "class_id" => d.class_id.as_deref(),
-            "appeal_id" => d.appeal_id.as_deref(),
-            "person_id" => d.person_id.as_deref(),
-            _ => None,
+        match self.fields.get(name) {
+            None => Err(data_required(name)),
+            Some(WireScalar::Text(t)) => Ok(t),
+            Some(_) => Err(err(format!("data.{name}"), "must be a string")),
         }
-        .ok_or_else(|| data_required(name))
     }
     fn data_integer(&self, name: &str) -> Result<i64, FieldError> {
-        let d = &self.fields;
-        match name {
-            "stars" => d.stars,
-            "approved_posts" => d.approved_posts,
-            "filled_posts" => d.filled_posts,
-            "headcount" => d.headcount,
-            _ => None,
+        match self.fields.get(name) {
+            None => Err(data_required(name)),
+            Some(WireScalar::Integer(n)) => Ok(*n),
+            Some(_) => Err(err(format!("data.{name}"), "must be an integer")),
         }
-        .ok_or_else(|| data_required(name))
     }
     fn data_flag(&self, name: &str) -> Result<bool, FieldError> {
-        match name {
-            "veteran" => self.fields.veteran,
-            "demonstration" => self.fields.demonstration,
-            _ => None,
+        match self.fields.get(name) {
+            None => Err(data_required(name)),
+            Some(WireScalar::Flag(b)) => Ok(*b),
+            Some(_) => Err(err(format!("data.{name}"), "must be true or false")),
         }
-        .ok_or_else(|| data_required(name))
     }
     fn data_json(&self) -> String {
         let raw = self.data.get();
@@ -502,16 +575,28 @@ pub struct QuarantineAnswer {
     pub recent: Vec<QuarantinedRecord>,
 }
 
-/// One incoming event, as `POST /api/v1/events` validates it: a `oneOf` per record kind, each
-/// with the `data` fields that kind requires and the plausible range of every number. Built
-/// from the same tables validation reads (`Kind::data_fields`, `COUNT_RANGES`).
+/// One incoming event. The served document replaces this placeholder with
+/// [`event_schema`] of the record kinds in service.
 pub struct EventIn;
 
 impl utoipa::ToSchema for EventIn {}
 
 impl utoipa::PartialSchema for EventIn {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        use crate::domain::record::{count_range, FieldType, Kind, MAX_ID_LEN};
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .description(Some(
+                "An event of one of the record kinds (GET /openapi.json)",
+            ))
+            .into()
+    }
+}
+
+/// One incoming event, as `POST /api/v1/events` validates it: a `oneOf` per record kind, each
+/// with the `data` fields that kind requires and the plausible range of every number. Built
+/// from the same definitions validation reads.
+pub fn event_schema(kinds: &Kinds) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    {
+        use crate::domain::record::{FieldType, MAX_ID_LEN};
         use utoipa::openapi::schema::{
             KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, Type,
         };
@@ -537,27 +622,29 @@ impl utoipa::PartialSchema for EventIn {
                 .required("lat")
         };
         let mut one_of = OneOfBuilder::new();
-        for &kind in Kind::ALL {
-            let levels: Vec<&str> = kind.levels().iter().map(|l| l.as_str()).collect();
+        for def in kinds.all() {
+            let kind = def.kind;
+            let levels: Vec<&str> = def.levels.iter().map(|l| l.as_str()).collect();
             let mut data = ObjectBuilder::new().description(Some(
                 "The kind's fields; other fields are kept with the record and not read",
             ));
-            for &(name, ty) in kind.data_fields() {
-                let field = match ty {
-                    FieldType::Text => text("an id"),
-                    FieldType::Flag => ObjectBuilder::new().schema_type(Type::Boolean),
-                    FieldType::Count => {
-                        let (lo, hi) = count_range(name);
-                        ObjectBuilder::new()
-                            .schema_type(Type::Integer)
-                            .minimum(Some(lo as f64))
-                            .maximum(Some(hi as f64))
-                    }
+            for f in &def.fields {
+                let field = match f.ty {
+                    FieldType::Text => text(&f.label_zh),
+                    FieldType::Flag => ObjectBuilder::new()
+                        .schema_type(Type::Boolean)
+                        .description(Some(&f.label_zh)),
+                    FieldType::Count => ObjectBuilder::new()
+                        .schema_type(Type::Integer)
+                        .minimum(Some(f.min as f64))
+                        .maximum(Some(f.max as f64))
+                        .description(Some(&f.label_zh)),
                 };
-                data = data.property(name, field).required(name);
+                data = data.property(&f.name, field).required(&f.name);
             }
             let event = ObjectBuilder::new()
                 .title(Some(kind.as_str()))
+                .description(Some(&def.label_zh))
                 .property("id", text("unique per event; a re-sent id changes nothing"))
                 .property(
                     "kind",
@@ -598,8 +685,13 @@ impl utoipa::PartialSchema for EventIn {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::kinds::Kinds;
     use crate::domain::org::Level;
-    use crate::domain::record::{count_range, FieldType, Kind};
+    use crate::domain::record::FieldType;
+
+    fn kinds() -> Kinds {
+        Kinds::shipped()
+    }
     use serde_json::json;
 
     struct NoMap;
@@ -621,6 +713,7 @@ mod tests {
     fn check(v: Value) -> Result<EventRow, FieldError> {
         validate(
             &v,
+            &kinds(),
             &tree(),
             &NoMap,
             OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(),
@@ -637,8 +730,12 @@ mod tests {
     fn a_good_event_becomes_a_typed_row() {
         let row = check(ok_event()).unwrap();
         assert_eq!(
-            (row.staff_id.as_str(), row.veteran, row.district.as_str()),
-            ("p1", 1, "d")
+            (
+                row.subject.as_str(),
+                row.number("veteran"),
+                row.district.as_str()
+            ),
+            ("p1", Some(1), "d")
         );
         assert_eq!(row.year(), 2021);
     }
@@ -716,6 +813,7 @@ mod tests {
     fn check_text(text: &str) -> (Option<String>, Result<EventRow, FieldError>) {
         validate_text(
             text,
+            &kinds(),
             &tree(),
             &NoMap,
             OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(),
@@ -750,40 +848,45 @@ mod tests {
         assert_eq!(e.field, "$");
     }
 
-    /// `Kind::data_fields` (which the OpenAPI document shows) says what validation does: an
+    /// A kind's definition (which the OpenAPI document shows) says what validation does: an
     /// event carrying exactly those fields passes, and one missing any of them is refused
     /// naming it; a count over its range is refused naming it.
     #[test]
-    fn the_listed_data_fields_are_the_ones_validation_requires() {
-        for &kind in Kind::ALL {
-            let org = match kind.levels()[0] {
+    fn the_defined_data_fields_are_the_ones_validation_requires() {
+        let kinds = kinds();
+        for def in kinds.all() {
+            let kind = def.kind;
+            let org = match def.levels[0] {
                 Level::City => "c",
                 Level::District => "d",
                 Level::Street => "s",
                 Level::Community => "m",
             };
             let mut data = serde_json::Map::new();
-            for &(name, ty) in kind.data_fields() {
-                let v = match ty {
+            for f in &def.fields {
+                let v = match f.ty {
                     FieldType::Text => json!("x1"),
-                    FieldType::Count => json!(count_range(name).1),
+                    // At its most, but no more than a count it may not exceed.
+                    FieldType::Count if f.at_most.is_some() => json!(f.min),
+                    FieldType::Count => json!(f.max),
                     FieldType::Flag => json!(true),
                 };
-                data.insert(name.into(), v);
+                data.insert(f.name.clone(), v);
             }
             let event = |data: serde_json::Map<String, Value>| {
                 json!({"id": "e", "kind": kind.as_str(), "org": org,
                        "at": "2021-03-04T10:15:00+08:00", "data": data})
             };
             assert!(check(event(data.clone())).is_ok(), "{}", kind.as_str());
-            for &(name, ty) in kind.data_fields() {
+            for f in &def.fields {
+                let name = f.name.as_str();
                 let mut without = data.clone();
                 without.remove(name);
                 let e = check(event(without)).unwrap_err();
                 assert_eq!(e.field, format!("data.{name}"), "{}", kind.as_str());
-                if ty == FieldType::Count {
+                if f.ty == FieldType::Count {
                     let mut over = data.clone();
-                    over.insert(name.into(), json!(count_range(name).1 + 1));
+                    over.insert(name.into(), json!(f.max + 1));
                     let e = check(event(over)).unwrap_err();
                     assert_eq!(e.field, format!("data.{name}"), "{}", kind.as_str());
                 }

@@ -388,7 +388,7 @@ fn the_shipped_rules_and_roster_example_load() {
     let rules = vscc::load_rules(
         std::path::Path::new("dashboards/alerts"),
         &tree,
-        &vscc::load_catalogue(&s.catalogue.metrics_dir).unwrap(),
+        &vscc::load_catalogue(&s.catalogue).unwrap(),
     )
     .expect("shipped rules are valid");
     let names: Vec<&str> = rules.iter().map(|r| r.name.as_str()).collect();

@@ -333,7 +333,7 @@ async fn an_insert_that_cannot_succeed_keeps_the_records_and_says_so() {
         let store = store.clone();
         async move { store.client().query(sql).execute().await.unwrap() }
     };
-    ddl("ALTER TABLE events DROP COLUMN headcount").await;
+    ddl("ALTER TABLE events DROP COLUMN num_values").await;
     let events = batch("blocked", 3);
     let res = app.post_events(&json!(events)).await;
     assert_eq!(res.status(), 200);
@@ -353,7 +353,7 @@ async fn an_insert_that_cannot_succeed_keeps_the_records_and_says_so() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(
-        readiness["writer"].as_str().unwrap().contains("headcount"),
+        readiness["writer"].as_str().unwrap().contains("num_values"),
         "{readiness}"
     );
     let metrics = app.get("/metrics").await.text().await.unwrap();
@@ -367,7 +367,7 @@ async fn an_insert_that_cannot_succeed_keeps_the_records_and_says_so() {
     );
     assert_eq!(rows_and_distinct_ids(app.store()).await, (0, 0));
 
-    ddl("ALTER TABLE events ADD COLUMN headcount Int64").await;
+    ddl("ALTER TABLE events ADD COLUMN num_values Array(Int64)").await;
     app.wait_landed().await;
     assert_eq!(rows_and_distinct_ids(app.store()).await, (3, 3));
     assert_eq!(app.get("/readyz").await.status(), 200);

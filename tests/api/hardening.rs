@@ -99,7 +99,7 @@ async fn stored_rows_that_no_longer_validate_are_skipped_at_start_up_and_reporte
     for (seq, org) in [(9_000_001u64, "440303001001"), (9_000_002, "440303001002")] {
         let mut row = vscc::domain::record::EventRow::blank(
             format!("stored-overflow-{seq}"),
-            vscc::domain::record::Kind::StaffHeadcount,
+            vscc::domain::record::Kind::STAFF_HEADCOUNT,
             org.into(),
             "440303".into(),
             1_790_000_000,
@@ -107,7 +107,7 @@ async fn stored_rows_that_no_longer_validate_are_skipped_at_start_up_and_reporte
             "api",
         );
         row.seq = seq;
-        row.headcount = i64::MAX;
+        row.set_number("headcount", i64::MAX);
         row.data = format!("{{\"headcount\":{}}}", i64::MAX);
         insert.write(&row).await.unwrap();
     }

@@ -16,6 +16,7 @@ mod hardening;
 mod imports;
 mod ingest;
 mod managed_clickhouse;
+mod migration;
 mod simulator;
 mod snapshots;
 mod sql;

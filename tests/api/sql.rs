@@ -253,7 +253,7 @@ async fn a_district_analyst_sees_only_the_district_and_personal_data_masked() {
     let (_, answer) = app
         .query(
             &luohu,
-            json!({"sql": "SELECT person_id, data FROM events ORDER BY id"}),
+            json!({"sql": "SELECT subject, data FROM events ORDER BY id"}),
         )
         .await;
     let rows = answer["data"].as_array().unwrap();
@@ -278,7 +278,7 @@ async fn a_district_analyst_sees_only_the_district_and_personal_data_masked() {
     let (_, answer) = app
         .query(
             app.admin_token(),
-            json!({"sql": "SELECT person_id FROM events ORDER BY id"}),
+            json!({"sql": "SELECT subject FROM events ORDER BY id"}),
         )
         .await;
     assert_eq!(

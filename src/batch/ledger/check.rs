@@ -13,7 +13,7 @@ use super::read::Header;
 use super::{Family, Field};
 use crate::domain::org::NodeIdx;
 use crate::domain::record::{
-    check, data_required, err, EventRow, FieldError, FieldType, IncomingEvent, Kind, Locator,
+    check, data_required, err, EventRow, FieldError, FieldType, IncomingEvent, Kind, Kinds, Locator,
 };
 use crate::domain::time::SHANGHAI;
 use crate::domain::OrgTree;
@@ -105,6 +105,7 @@ fn at(col: Option<&StringChunked>, i: usize) -> Option<&str> {
 
 /// One row, as the domain's checks read a record.
 struct LedgerRow<'a> {
+    kinds: &'a Kinds,
     cols: &'a Columns<'a>,
     i: usize,
     family: Family,
@@ -113,8 +114,9 @@ struct LedgerRow<'a> {
 }
 
 impl<'a> LedgerRow<'a> {
-    fn new(cols: &'a Columns<'a>, i: usize, family: Family) -> Self {
+    fn new(kinds: &'a Kinds, cols: &'a Columns<'a>, i: usize, family: Family) -> Self {
         let mut row = LedgerRow {
+            kinds,
             cols,
             i,
             family,
@@ -159,7 +161,11 @@ impl<'a> LedgerRow<'a> {
 
     /// The kind's fields as stored in `data`: names in order, values typed.
     fn data_of(&self, kind: Kind) -> String {
-        let mut fields: Vec<(&str, FieldType)> = kind.data_fields().to_vec();
+        let mut fields: Vec<(&str, FieldType)> = self
+            .kinds
+            .get(kind.as_str())
+            .map(|d| d.fields.iter().map(|f| (f.name.as_str(), f.ty)).collect())
+            .unwrap_or_default();
         fields.sort_unstable_by_key(|(name, _)| *name);
         let values: Vec<String> = fields
             .iter()
@@ -279,6 +285,7 @@ impl IncomingEvent for LedgerRow<'_> {
 
 /// Checks the rows of cleaned chunks of one file.
 pub struct RowChecker {
+    pub kinds: Arc<Kinds>,
     pub tree: Arc<OrgTree>,
     pub locator: Arc<dyn Locator + Send + Sync>,
     pub family: Family,
@@ -322,7 +329,11 @@ impl RowChecker {
             cols.raw(field, i)
         };
         let mut reason = e.reason;
-        for &(name, _) in Kind::ALL.iter().flat_map(|k| k.data_fields()) {
+        for name in self
+            .kinds
+            .all()
+            .flat_map(|k| k.fields.iter().map(|f| f.name.as_str()))
+        {
             let named = format!("data.{name}");
             if reason.contains(&named) {
                 if let Some(f) = Field::of_key(name) {
@@ -351,10 +362,17 @@ impl RowChecker {
         let cols = Columns::new(cleaned);
         for i in 0..cleaned.height() {
             let row_no = first_row + i as u64;
-            let view = LedgerRow::new(&cols, i, self.family);
-            let checked = check(&view, &self.tree, self.locator.as_ref(), self.now, "ledger")
-                .map_err(|e| self.reject(&cols, i, row_no, e))
-                .and_then(|row| self.within_scope(&cols, i, row_no, row));
+            let view = LedgerRow::new(&self.kinds, &cols, i, self.family);
+            let checked = check(
+                &view,
+                &self.kinds,
+                &self.tree,
+                self.locator.as_ref(),
+                self.now,
+                "ledger",
+            )
+            .map_err(|e| self.reject(&cols, i, row_no, e))
+            .and_then(|row| self.within_scope(&cols, i, row_no, row));
             match checked {
                 Ok(mut row) => {
                     row.seq = import_seq + row_no;
@@ -418,6 +436,7 @@ mod tests {
         let header = Header::new(header.iter().map(|h| h.to_string()).collect());
         let fields = header.present();
         let checker = RowChecker {
+            kinds: Arc::new(crate::domain::kinds::Kinds::shipped()),
             tree,
             locator: Arc::new(Nowhere),
             family: Family::Hires,

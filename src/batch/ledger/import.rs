@@ -20,6 +20,7 @@ use super::normalize::{normalize, OrgLookup};
 use super::read::{open, Source};
 use super::runs::{imported_ids, record, ImportRow};
 use super::{Family, Field};
+use crate::domain::kinds::Kinds;
 use crate::domain::org::NodeIdx;
 use crate::domain::record::{import_seq_base, EventRow, Locator};
 use crate::domain::OrgTree;
@@ -162,6 +163,7 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 /// Imports one ledger file; see the module documentation.
 pub async fn import_file(
     store: &Store,
+    kinds: Arc<Kinds>,
     tree: &Arc<OrgTree>,
     locator: Arc<dyn Locator + Send + Sync>,
     path: &Path,
@@ -253,6 +255,7 @@ pub async fn import_file(
         let parser = Parser {
             source,
             checker: RowChecker {
+                kinds,
                 tree: tree.clone(),
                 locator,
                 family,

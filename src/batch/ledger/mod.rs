@@ -284,20 +284,32 @@ impl Family {
     }
 
     /// The record kind of a row (appeals: by stage).
+    /// Every kind the family's rows may be.
+    pub fn kinds(self) -> Vec<Kind> {
+        match self {
+            Family::Appeals => vec![
+                Kind::APPEAL_RECEIVED,
+                Kind::APPEAL_ACCEPTED,
+                Kind::APPEAL_CLOSED,
+            ],
+            other => other.kind(None).into_iter().collect(),
+        }
+    }
+
     pub fn kind(self, stage: Option<&str>) -> Option<Kind> {
         Some(match self {
-            Family::Staffing => Kind::StaffingReported,
-            Family::Hires => Kind::StaffHired,
-            Family::Headcount => Kind::StaffHeadcount,
-            Family::Classes => Kind::TrainingClassHeld,
-            Family::Attendance => Kind::TrainingAttended,
-            Family::Ratings => Kind::StationRated,
-            Family::Veterans => Kind::VeteranRegistered,
-            Family::Archives => Kind::ArchiveCompleted,
+            Family::Staffing => Kind::STAFFING_REPORTED,
+            Family::Hires => Kind::STAFF_HIRED,
+            Family::Headcount => Kind::STAFF_HEADCOUNT,
+            Family::Classes => Kind::TRAINING_CLASS_HELD,
+            Family::Attendance => Kind::TRAINING_ATTENDED,
+            Family::Ratings => Kind::STATION_RATED,
+            Family::Veterans => Kind::VETERAN_REGISTERED,
+            Family::Archives => Kind::ARCHIVE_COMPLETED,
             Family::Appeals => match stage? {
-                "登记" | "收到" | "受理前" | "received" => Kind::AppealReceived,
-                "受理" | "accepted" => Kind::AppealAccepted,
-                "办结" | "结案" | "closed" => Kind::AppealClosed,
+                "登记" | "收到" | "受理前" | "received" => Kind::APPEAL_RECEIVED,
+                "受理" | "accepted" => Kind::APPEAL_ACCEPTED,
+                "办结" | "结案" | "closed" => Kind::APPEAL_CLOSED,
                 _ => return None,
             },
         })

@@ -30,18 +30,11 @@ impl LedgerFormat {
     }
 }
 
-fn family_of(kind: Kind) -> Family {
-    match kind {
-        Kind::StaffingReported => Family::Staffing,
-        Kind::StaffHired => Family::Hires,
-        Kind::StaffHeadcount => Family::Headcount,
-        Kind::TrainingClassHeld => Family::Classes,
-        Kind::TrainingAttended => Family::Attendance,
-        Kind::StationRated => Family::Ratings,
-        Kind::AppealReceived | Kind::AppealAccepted | Kind::AppealClosed => Family::Appeals,
-        Kind::VeteranRegistered => Family::Veterans,
-        Kind::ArchiveCompleted => Family::Archives,
-    }
+/// The ledger family a kind's records are kept in (None: no ledger keeps them).
+fn family_of(kind: &str) -> Option<Family> {
+    Family::ALL
+        .into_iter()
+        .find(|f| f.kinds().contains(&Kind::named(kind)))
 }
 
 /// `２０２１` for `2021`.
@@ -73,8 +66,8 @@ impl<'a> LedgerRows<'a> {
 
     /// The family and row of one record (None: not a ledger record).
     pub fn row(&mut self, record: &Value) -> Option<(Family, Vec<String>)> {
-        let kind = Kind::parse(record.get("kind")?.as_str()?)?;
-        let family = family_of(kind);
+        let kind = record.get("kind")?.as_str()?;
+        let family = family_of(kind)?;
         let org = self.tree.get(record.get("org")?.as_str()?)?;
         let at = OffsetDateTime::parse(
             record.get("at")?.as_str()?,
@@ -146,9 +139,9 @@ impl<'a> LedgerRows<'a> {
                 },
                 Field::Demonstration => flag("demonstration"),
                 Field::AppealId => text("appeal_id"),
-                Field::Stage => match kind {
-                    Kind::AppealReceived => "登记",
-                    Kind::AppealAccepted => "受理",
+                Field::Stage => match Kind::named(kind) {
+                    Kind::APPEAL_RECEIVED => "登记",
+                    Kind::APPEAL_ACCEPTED => "受理",
                     _ => "办结",
                 }
                 .to_string(),

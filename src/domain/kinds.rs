@@ -1,0 +1,433 @@
+//! Record kinds as definitions: one file per kind (`dashboards/kinds/*.toml`) saying which org
+//! levels may report it, its `data` fields with their types and ranges, and which field names
+//! the record's subject (a staff member, a class, an appeal, a person …). One validation path
+//! reads them for every source — the API, ledger imports, the simulator — and the store keeps
+//! every kind in one generic row shape (the subject, named numbers, the raw `data`), so a new
+//! kind is a file, not a column. Pure: the caller reads the files.
+
+use serde::Deserialize;
+
+use super::catalogue::DefinitionError;
+use super::org::Level;
+
+/// A record kind, by its name. Names are interned (leaked once each: a handful whatever the
+/// number of reloads), so a kind is `Copy`; two kinds are equal when their names are, so the
+/// constants below equal the kinds the files define.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Kind(&'static str);
+
+impl Kind {
+    // The kinds the first floor's code knows by name (the simulator and the ledger families
+    // write them); every other kind is known from its file only.
+    pub const STAFFING_REPORTED: Kind = Kind("staffing.reported");
+    pub const STAFF_HIRED: Kind = Kind("staff.hired");
+    pub const STAFF_HEADCOUNT: Kind = Kind("staff.headcount");
+    pub const TRAINING_CLASS_HELD: Kind = Kind("training.class_held");
+    pub const TRAINING_ATTENDED: Kind = Kind("training.attended");
+    pub const STATION_RATED: Kind = Kind("station.rated");
+    pub const APPEAL_RECEIVED: Kind = Kind("appeal.received");
+    pub const APPEAL_ACCEPTED: Kind = Kind("appeal.accepted");
+    pub const APPEAL_CLOSED: Kind = Kind("appeal.closed");
+    pub const VETERAN_REGISTERED: Kind = Kind("veteran.registered");
+    pub const ARCHIVE_COMPLETED: Kind = Kind("archive.completed");
+
+    pub fn as_str(self) -> &'static str {
+        self.0
+    }
+
+    /// The kind of that name, defined or not (for comparing with the kinds a catalogue
+    /// defines).
+    pub fn named(name: &str) -> Kind {
+        Kind::intern(name)
+    }
+
+    fn intern(name: &str) -> Kind {
+        static NAMES: std::sync::Mutex<std::collections::BTreeSet<&'static str>> =
+            std::sync::Mutex::new(std::collections::BTreeSet::new());
+        let mut names = NAMES.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(known) = names.get(name) {
+            return Kind(known);
+        }
+        let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
+        names.insert(leaked);
+        Kind(leaked)
+    }
+}
+
+impl std::fmt::Debug for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+/// The type of a `data` field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldType {
+    /// A non-empty string of at most [`MAX_ID_LEN`](super::record::MAX_ID_LEN) characters.
+    Text,
+    /// A whole number within the field's range.
+    Count,
+    /// `true` or `false`.
+    Flag,
+}
+
+/// The largest magnitude a count field's range may reach: 868 nodes × 10^9 stays far below
+/// `i64`'s limits, so no sum over the org tree can overflow.
+pub const MAX_COUNT: i64 = 1_000_000_000;
+
+/// One `data` field of a kind.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldDef {
+    pub name: String,
+    /// The column a ledger clerk writes (人员编号, 星级 …).
+    pub label_zh: String,
+    pub ty: FieldType,
+    /// A count's plausible range, inclusive (flags: 0–1; texts: unused).
+    pub min: i64,
+    pub max: i64,
+    /// A count that may not exceed another count of the same record (filled ≤ approved posts).
+    pub at_most: Option<String>,
+}
+
+impl FieldDef {
+    /// Checks a count against its range: the value, or the reason.
+    pub fn check_count(&self, n: i64) -> Result<i64, String> {
+        if n < 0 && self.min == 0 {
+            Err("must not be negative".into())
+        } else if n < self.min || n > self.max {
+            Err(format!("must be {} to {}", self.min, self.max))
+        } else {
+            Ok(n)
+        }
+    }
+}
+
+/// A record kind.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KindDef {
+    pub kind: Kind,
+    pub label_zh: String,
+    /// Org levels a record of this kind may belong to.
+    pub levels: Vec<Level>,
+    /// The text field that says whom or what a record is about: what distinct counts, matches
+    /// and cases are keyed by.
+    pub subject: Option<String>,
+    /// The fields a record must carry, in the file's order (others are kept in `data`).
+    pub fields: Vec<FieldDef>,
+}
+
+impl KindDef {
+    pub fn field(&self, name: &str) -> Option<&FieldDef> {
+        self.fields.iter().find(|f| f.name == name)
+    }
+
+    /// The fields kept as numbers in the store: counts and flags.
+    pub fn numbers(&self) -> impl Iterator<Item = &FieldDef> {
+        self.fields.iter().filter(|f| f.ty != FieldType::Text)
+    }
+}
+
+/// Every record kind, in name order.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Kinds {
+    defs: Vec<KindDef>,
+}
+
+impl Kinds {
+    /// Parses kind definition files: `(file name, text)`. Any error refuses the whole set.
+    pub fn parse(files: &[(String, String)]) -> Result<Kinds, DefinitionError> {
+        let mut defs: Vec<KindDef> = Vec::new();
+        for (file, text) in files {
+            let def = parse_kind(file, text)?;
+            if defs.iter().any(|d| d.kind == def.kind) {
+                return Err(DefinitionError {
+                    file: file.clone(),
+                    line: None,
+                    reason: format!("kind {} is defined twice", def.kind),
+                });
+            }
+            defs.push(def);
+        }
+        if defs.is_empty() {
+            return Err(DefinitionError {
+                file: "(kinds)".into(),
+                line: None,
+                reason: "no record kind definitions".into(),
+            });
+        }
+        defs.sort_by_key(|d| d.kind.as_str());
+        Ok(Kinds { defs })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&KindDef> {
+        self.defs.iter().find(|d| d.kind.as_str() == name)
+    }
+
+    /// The kind of that name, if a file defines it.
+    pub fn parse_name(&self, name: &str) -> Option<Kind> {
+        self.get(name).map(|d| d.kind)
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &KindDef> {
+        self.defs.iter()
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        self.defs.iter().map(|d| d.kind.as_str()).collect()
+    }
+
+    /// The definitions shipped in `dashboards/kinds` (tests).
+    #[cfg(test)]
+    pub fn shipped() -> Kinds {
+        match Kinds::parse(&shipped_files("kinds")) {
+            Ok(k) => k,
+            Err(e) => panic!("shipped kind definitions: {e}"),
+        }
+    }
+}
+
+/// The `*.toml` files of a folder under `dashboards/`, in name order (tests).
+#[cfg(test)]
+pub fn shipped_files(folder: &str) -> Vec<(String, String)> {
+    let dir = format!("{}/dashboards/{folder}", env!("CARGO_MANIFEST_DIR"));
+    let mut files: Vec<(String, String)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .filter_map(|p| {
+            Some((
+                p.file_name()?.to_string_lossy().into_owned(),
+                std::fs::read_to_string(&p).ok()?,
+            ))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+// --- the files as written --------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KindSpec {
+    name: String,
+    label_zh: String,
+    levels: Vec<Level>,
+    #[serde(default)]
+    subject: Option<String>,
+    #[serde(default, rename = "field")]
+    fields: Vec<FieldSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FieldSpec {
+    name: String,
+    label_zh: String,
+    #[serde(rename = "type")]
+    ty: String,
+    #[serde(default)]
+    min: Option<i64>,
+    #[serde(default)]
+    max: Option<i64>,
+    #[serde(default)]
+    at_most: Option<String>,
+}
+
+fn is_name(s: &str, extra: char) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == extra)
+}
+
+fn parse_kind(file: &str, text: &str) -> Result<KindDef, DefinitionError> {
+    let at = |line: Option<usize>, reason: String| DefinitionError {
+        file: file.to_string(),
+        line,
+        reason,
+    };
+    let spec: KindSpec = toml::from_str(text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+        at(line, e.message().to_string())
+    })?;
+    // Names reach generated SQL (as quoted literals) and column aliases of the analysts'
+    // views: kept to a safe alphabet here, once.
+    if !is_name(&spec.name, '.') {
+        return Err(at(
+            None,
+            format!(
+                "name '{}': lowercase letters, digits, '_' and '.'",
+                spec.name
+            ),
+        ));
+    }
+    if spec.levels.is_empty() {
+        return Err(at(None, "levels: at least one org level".into()));
+    }
+    let mut fields: Vec<FieldDef> = Vec::new();
+    for f in spec.fields {
+        let reason = |r: String| at(None, format!("field {}: {r}", f.name));
+        if !is_name(&f.name, '_') {
+            return Err(reason("lowercase letters, digits and '_'".into()));
+        }
+        if fields.iter().any(|g| g.name == f.name) {
+            return Err(reason("defined twice".into()));
+        }
+        let ty = match f.ty.as_str() {
+            "text" => FieldType::Text,
+            "count" => FieldType::Count,
+            "flag" => FieldType::Flag,
+            other => return Err(reason(format!("type '{other}': text, count or flag"))),
+        };
+        let (min, max) = match ty {
+            FieldType::Count => match (f.min, f.max) {
+                (Some(lo), Some(hi)) if -MAX_COUNT <= lo && lo <= hi && hi <= MAX_COUNT => (lo, hi),
+                (Some(_), Some(_)) => {
+                    return Err(reason(format!("min ≤ max, both within ±{MAX_COUNT}")))
+                }
+                _ => return Err(reason("a count needs min and max".into())),
+            },
+            FieldType::Flag => (0, 1),
+            FieldType::Text => (0, 0),
+        };
+        if ty != FieldType::Count && (f.min.is_some() || f.max.is_some() || f.at_most.is_some()) {
+            return Err(reason("min, max and at_most are for counts".into()));
+        }
+        fields.push(FieldDef {
+            name: f.name,
+            label_zh: f.label_zh,
+            ty,
+            min,
+            max,
+            at_most: f.at_most,
+        });
+    }
+    for f in &fields {
+        if let Some(other) = &f.at_most {
+            if !fields
+                .iter()
+                .any(|g| &g.name == other && g.ty == FieldType::Count)
+            {
+                return Err(at(
+                    None,
+                    format!(
+                        "field {}: at_most '{other}' is not a count of this kind",
+                        f.name
+                    ),
+                ));
+            }
+        }
+    }
+    if let Some(subject) = &spec.subject {
+        if !fields
+            .iter()
+            .any(|f| &f.name == subject && f.ty == FieldType::Text)
+        {
+            return Err(at(
+                None,
+                format!("subject '{subject}' is not a text field of this kind"),
+            ));
+        }
+    }
+    Ok(KindDef {
+        kind: Kind::intern(&spec.name),
+        label_zh: spec.label_zh,
+        levels: spec.levels,
+        subject: spec.subject,
+        fields,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<KindDef, String> {
+        parse_kind("k.toml", text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_eleven_kinds_of_the_contract_are_shipped_with_their_subjects() {
+        let kinds = Kinds::shipped();
+        for (kind, subject) in [
+            (Kind::STAFFING_REPORTED, None),
+            (Kind::STAFF_HIRED, Some("staff_id")),
+            (Kind::STAFF_HEADCOUNT, None),
+            (Kind::TRAINING_CLASS_HELD, Some("class_id")),
+            (Kind::TRAINING_ATTENDED, Some("staff_id")),
+            (Kind::STATION_RATED, None),
+            (Kind::APPEAL_RECEIVED, Some("appeal_id")),
+            (Kind::APPEAL_ACCEPTED, Some("appeal_id")),
+            (Kind::APPEAL_CLOSED, Some("appeal_id")),
+            (Kind::VETERAN_REGISTERED, Some("person_id")),
+            (Kind::ARCHIVE_COMPLETED, Some("person_id")),
+        ] {
+            let def = kinds.get(kind.as_str()).unwrap_or_else(|| panic!("{kind}"));
+            assert_eq!(def.kind, kind);
+            assert_eq!(def.subject.as_deref(), subject, "{kind}");
+        }
+        let stars = kinds.get("station.rated").and_then(|d| d.field("stars"));
+        assert_eq!(stars.map(|f| (f.min, f.max)), Some((0, 5)));
+    }
+
+    #[test]
+    fn a_kind_file_is_refused_naming_what_is_wrong() {
+        let head = "name = \"x.y\"\nlabel_zh = \"测试\"\nlevels = [\"street\"]\n";
+        assert!(parse(head).is_ok());
+        for (text, expected) in [
+            (
+                format!("{head}[[field]]\nname = \"n\"\nlabel_zh = \"数\"\ntype = \"count\"\n"),
+                "a count needs min and max",
+            ),
+            (
+                format!("{head}[[field]]\nname = \"n\"\nlabel_zh = \"数\"\ntype = \"count\"\nmin = 0\nmax = 10000000000\n"),
+                "within",
+            ),
+            (
+                format!("{head}[[field]]\nname = \"n\"\nlabel_zh = \"数\"\ntype = \"real\"\n"),
+                "type 'real'",
+            ),
+            (format!("{head}subject = \"who\"\n"), "subject 'who'"),
+            (
+                "name = \"Bad Name\"\nlabel_zh = \"x\"\nlevels = [\"city\"]\n".into(),
+                "name 'Bad Name'",
+            ),
+            (
+                "name = \"a\"\nlabel_zh = \"x\"\nlevels = [\"town\"]\n".into(),
+                "k.toml:3",
+            ),
+            (
+                format!("{head}[[field]]\nname = \"a\"\nlabel_zh = \"a\"\ntype = \"count\"\nmin = 0\nmax = 9\nat_most = \"b\"\n"),
+                "at_most 'b'",
+            ),
+        ] {
+            let e = parse(&text).unwrap_err();
+            assert!(e.contains(expected), "{e} should say {expected}");
+        }
+    }
+
+    #[test]
+    fn a_count_outside_its_range_is_refused_with_the_range() {
+        let def = Kinds::shipped();
+        let f = def
+            .get("staff.headcount")
+            .and_then(|d| d.field("headcount"))
+            .cloned();
+        let f = f.unwrap_or_else(|| panic!("headcount"));
+        assert_eq!(f.check_count(12), Ok(12));
+        assert_eq!(f.check_count(-1), Err("must not be negative".into()));
+        assert_eq!(f.check_count(100_001), Err("must be 0 to 100000".into()));
+    }
+}
