@@ -49,6 +49,8 @@ pub struct Simulator<'a> {
     day: Date,
     /// Per street: its communities.
     communities_of: BTreeMap<String, Vec<String>>,
+    /// Kinds whose definitions say how to simulate them, with the orgs that report each.
+    defined: Vec<(crate::domain::kinds::KindDef, Vec<String>)>,
 }
 
 /// A plausible resident ID number (GB 11643: region, birth date, sequence, ISO 7064 check
@@ -160,6 +162,73 @@ impl<'a> Simulator<'a> {
             scheduled: BTreeMap::new(),
             day: START,
             communities_of,
+            defined: Vec::new(),
+        }
+    }
+
+    /// Also makes records of every kind whose definition has a `[simulate]` table.
+    pub fn with_kinds(mut self, kinds: &crate::domain::kinds::Kinds) -> Self {
+        self.defined = kinds
+            .all()
+            .filter_map(|def| {
+                let sim = def.simulate.as_ref()?;
+                let orgs = self
+                    .tree
+                    .nodes()
+                    .filter(|(_, n)| sim.levels.contains(&n.level))
+                    .map(|(_, n)| n.code.clone())
+                    .collect();
+                Some((def.clone(), orgs))
+            })
+            .collect();
+        self
+    }
+
+    /// Records of the kinds simulated from their definitions, for `day`: each org reports on
+    /// a day of the period fixed by the seed, the org and the kind.
+    fn defined_kinds(&self, day: Date, rng: &mut StdRng, out: &mut Vec<Value>) {
+        use crate::domain::catalogue::Period;
+        use crate::domain::kinds::FieldType;
+        let s = self.seed;
+        let plan = ((day - START).whole_days() as f64 / (3.0 * 365.0)).clamp(0.0, 1.0);
+        for (def, orgs) in &self.defined {
+            let Some(sim) = &def.simulate else { continue };
+            let kind = def.kind.as_str();
+            for org in orgs {
+                let t = trait_of(s, &format!("{kind}{org}"));
+                let (month, dom) = ((t * 12.0) as u8 % 12 + 1, (t * 1000.0) as u8 % 28 + 1);
+                let due = day.day() == dom
+                    && match sim.every {
+                        Period::Month | Period::All => true,
+                        Period::Quarter => (day.month() as u8 - 1) % 3 == (month - 1) % 3,
+                        Period::Year => day.month() as u8 == month,
+                    };
+                if !due {
+                    continue;
+                }
+                for n in 0..poisson(rng, sim.per_org) {
+                    let id = format!("sim{s}-{kind}-{org}-{day}-{n}");
+                    let mut data = serde_json::Map::new();
+                    for f in &def.fields {
+                        let v = match f.ty {
+                            FieldType::Text => json!(format!("{org}-{day}-{n}")),
+                            FieldType::Flag => {
+                                let (from, to) =
+                                    sim.flags.get(&f.name).copied().unwrap_or((0.5, 0.5));
+                                let share = from + (to - from) * plan + 0.2 * (t - 0.5);
+                                json!(rng.random_bool(share.clamp(0.0, 1.0)))
+                            }
+                            FieldType::Count => {
+                                let (lo, hi) =
+                                    sim.counts.get(&f.name).copied().unwrap_or((f.min, f.min));
+                                json!(rng.random_range(lo..=hi))
+                            }
+                        };
+                        data.insert(f.name.clone(), v);
+                    }
+                    out.push(json!({"id": id, "kind": kind, "org": org, "at": at(day, rng), "data": data}));
+                }
+            }
         }
     }
 
@@ -360,6 +429,7 @@ impl<'a> Simulator<'a> {
                 }
             }
         }
+        self.defined_kinds(day, &mut rng, &mut out);
         out.sort_by(|a, b| a["at"].as_str().cmp(&b["at"].as_str()));
         Some((day, out))
     }

@@ -37,6 +37,7 @@ pub(super) async fn serve(
             app.admin_token().to_string(),
             app.state().tree.clone(),
             app.state().map.clone(),
+            app.state().hub.catalogue().kinds.clone(),
             app.state().streams.closing(),
         ));
     }
@@ -50,6 +51,7 @@ async fn demo_feed(
     token: String,
     tree: std::sync::Arc<OrgTree>,
     map: std::sync::Arc<crate::reference::DistrictMap>,
+    kinds: crate::domain::kinds::Kinds,
     mut closing: tokio::sync::watch::Receiver<bool>,
 ) {
     let run = feed(
@@ -57,6 +59,7 @@ async fn demo_feed(
         &token,
         &tree,
         &map,
+        &kinds,
         1,
         0.05,
         crate::batch::simulator::today(),
@@ -78,6 +81,7 @@ pub(super) async fn feed(
     token: &str,
     tree: &OrgTree,
     map: &crate::reference::DistrictMap,
+    kinds: &crate::domain::kinds::Kinds,
     seed: u64,
     scale: f64,
     until: time::Date,
@@ -120,7 +124,7 @@ pub(super) async fn feed(
             }
         }
     };
-    let mut sim = Simulator::new(tree, map, seed, scale);
+    let mut sim = Simulator::new(tree, map, seed, scale).with_kinds(kinds);
     let days = (until - START).whole_days().max(0) as u64 + 1;
     let bar = progress.then(|| {
         let bar = indicatif::ProgressBar::new(days);

@@ -17,12 +17,14 @@ pub(super) async fn simulate(settings: &Settings, args: SimulateArgs) -> anyhow:
             .with_context(|| format!("--until {d}: expected YYYY-MM-DD"))?,
         None => crate::batch::simulator::today(),
     };
+    let kinds = crate::dashboards::load_catalogue(&settings.catalogue)?.kinds;
     if let Some(format) = args.format {
         let out = args
             .out
             .clone()
             .context("--format csv|xlsx writes ledger files: give --out DIR")?;
-        let mut sim = crate::batch::simulator::Simulator::new(&tree, &map, args.seed, args.scale);
+        let mut sim = crate::batch::simulator::Simulator::new(&tree, &map, args.seed, args.scale)
+            .with_kinds(&kinds);
         let mut rows = crate::batch::ledger::write::LedgerRows::new(&tree, args.seed);
         let mut writer = crate::batch::ledger::write::LedgerWriter::new(&out, format)?;
         while let Some((_, events)) = sim.next_day(until) {
@@ -50,6 +52,7 @@ pub(super) async fn simulate(settings: &Settings, args: SimulateArgs) -> anyhow:
                 &token,
                 &tree,
                 &map,
+                &kinds,
                 args.seed,
                 args.scale,
                 until,
@@ -61,7 +64,8 @@ pub(super) async fn simulate(settings: &Settings, args: SimulateArgs) -> anyhow:
         }
         None => {
             let mut sim =
-                crate::batch::simulator::Simulator::new(&tree, &map, args.seed, args.scale);
+                crate::batch::simulator::Simulator::new(&tree, &map, args.seed, args.scale)
+                    .with_kinds(&kinds);
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             while let Some((_, events)) = sim.next_day(until) {
                 for e in events {

@@ -742,8 +742,13 @@ mod tests {
     fn the_shipped_definitions_load_in_clause_order() {
         let c = Catalogue::shipped();
         let names: Vec<&str> = c.metrics.iter().map(|m| m.name.as_str()).collect();
-        assert_eq!(names[..2], ["staffing_rate", "veteran_hire_share"]);
-        assert_eq!(*names.last().unwrap(), "street_star_demo_share");
+        // 总体要求 (the general requirements) before the numbered clauses, 二十六 last.
+        assert_eq!(
+            names[..3],
+            ["five_haves", "staffing_rate", "veteran_hire_share"]
+        );
+        assert_eq!(*names.last().unwrap(), "spot_checks");
+        assert_eq!(names.len(), 22);
         let appeals = c.get(c.parse_name("open_appeals").unwrap()).unwrap();
         assert!(matches!(appeals.measure, Measure::Cases { .. }));
         assert_eq!(appeals.target.unwrap().on, Judged::Overdue);

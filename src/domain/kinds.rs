@@ -120,6 +120,22 @@ pub struct KindDef {
     pub subject: Option<String>,
     /// The fields a record must carry, in the file's order (others are kept in `data`).
     pub fields: Vec<FieldDef>,
+    /// How the simulator makes plausible records of this kind (none: the simulator's own
+    /// code makes them, or none are made).
+    pub simulate: Option<Simulation>,
+}
+
+/// Plan-shaped simulated records of a kind: each reporting org sends about `per_org` records
+/// every period; a flag is true with a share that moves from `flags[f].0` at the plan's start
+/// (2020) to `.1` at its end (2022), a count is drawn within `counts[c]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Simulation {
+    pub every: super::catalogue::Period,
+    pub per_org: f64,
+    /// Which orgs report (the kind's levels by default).
+    pub levels: Vec<Level>,
+    pub flags: std::collections::BTreeMap<String, (f64, f64)>,
+    pub counts: std::collections::BTreeMap<String, (i64, i64)>,
 }
 
 impl KindDef {
@@ -225,6 +241,21 @@ struct KindSpec {
     subject: Option<String>,
     #[serde(default, rename = "field")]
     fields: Vec<FieldSpec>,
+    #[serde(default)]
+    simulate: Option<SimulationSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SimulationSpec {
+    every: String,
+    per_org: f64,
+    #[serde(default)]
+    levels: Option<Vec<Level>>,
+    #[serde(default)]
+    flags: std::collections::BTreeMap<String, (f64, f64)>,
+    #[serde(default)]
+    counts: std::collections::BTreeMap<String, (i64, i64)>,
 }
 
 #[derive(Deserialize)]
@@ -341,12 +372,74 @@ fn parse_kind(file: &str, text: &str) -> Result<KindDef, DefinitionError> {
             ));
         }
     }
+    let simulate = match spec.simulate {
+        None => None,
+        Some(s) => {
+            use super::catalogue::Period;
+            let every = match s.every.as_str() {
+                "year" => Period::Year,
+                "quarter" => Period::Quarter,
+                "month" => Period::Month,
+                other => {
+                    return Err(at(
+                        None,
+                        format!("simulate.every '{other}': year, quarter or month"),
+                    ))
+                }
+            };
+            if !(0.0..=1000.0).contains(&s.per_org) {
+                return Err(at(None, "simulate.per_org: 0 to 1000".into()));
+            }
+            let levels = s.levels.unwrap_or_else(|| spec.levels.clone());
+            if levels.iter().any(|l| !spec.levels.contains(l)) {
+                return Err(at(None, "simulate.levels: levels of the kind".into()));
+            }
+            for (name, (from, to)) in &s.flags {
+                if !fields
+                    .iter()
+                    .any(|f| &f.name == name && f.ty == FieldType::Flag)
+                    || !(0.0..=1.0).contains(from)
+                    || !(0.0..=1.0).contains(to)
+                {
+                    return Err(at(
+                        None,
+                        format!("simulate.flags.{name}: a flag of the kind, shares 0 to 1"),
+                    ));
+                }
+            }
+            for (name, (lo, hi)) in &s.counts {
+                let Some(f) = fields
+                    .iter()
+                    .find(|f| &f.name == name && f.ty == FieldType::Count)
+                else {
+                    return Err(at(
+                        None,
+                        format!("simulate.counts.{name}: not a count of the kind"),
+                    ));
+                };
+                if lo > hi || *lo < f.min || *hi > f.max {
+                    return Err(at(
+                        None,
+                        format!("simulate.counts.{name}: lo ≤ hi within the field's range"),
+                    ));
+                }
+            }
+            Some(Simulation {
+                every,
+                per_org: s.per_org,
+                levels,
+                flags: s.flags,
+                counts: s.counts,
+            })
+        }
+    };
     Ok(KindDef {
         kind: Kind::intern(&spec.name),
         label_zh: spec.label_zh,
         levels: spec.levels,
         subject: spec.subject,
         fields,
+        simulate,
     })
 }
 

@@ -145,3 +145,61 @@ fn records_follow_the_plan_story() {
     }
     assert!(drops > 0, "ratings can fall");
 }
+
+/// Kinds that exist only as definition files are simulated from their `[simulate]` tables,
+/// accepted by the API like any other, and every metric over them — as every other — equals
+/// the SQL generated from the same definitions.
+#[tokio::test]
+async fn kinds_defined_only_as_files_are_simulated_accepted_and_counted() {
+    let app = crate::helpers::spawn_app().await;
+    let (tree, map) = reference();
+    let catalogue = app.state.hub.catalogue();
+    let mut sim = Simulator::new(&tree, &map, 11, 0.02).with_kinds(&catalogue.kinds);
+    let end = Date::from_calendar_date(2020, Month::June, 30).unwrap();
+    let mut by_kind: HashMap<String, usize> = HashMap::new();
+    while let Some((_, events)) = sim.next_day(end) {
+        for e in &events {
+            *by_kind
+                .entry(e["kind"].as_str().unwrap().to_string())
+                .or_default() += 1;
+        }
+        for chunk in events.chunks(2000) {
+            let answer: serde_json::Value = app
+                .post_events(&serde_json::json!(chunk))
+                .await
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(answer["rejected"], 0, "{answer}");
+        }
+    }
+    let simulated: Vec<&str> = catalogue
+        .kinds
+        .all()
+        .filter(|d| d.simulate.is_some())
+        .map(|d| d.kind.as_str())
+        .collect();
+    assert!(simulated.len() >= 13, "{simulated:?}");
+    for kind in &simulated {
+        assert!(
+            by_kind.get(*kind).copied().unwrap_or(0) > 0,
+            "no {kind} records: {by_kind:?}"
+        );
+    }
+    app.wait_landed().await;
+    let live = app.state.hub.all_current();
+    // The new metrics have figures at the city, not "no data".
+    let city = &live.iter().find(|(code, _)| code == "440300").unwrap().1;
+    for name in [
+        "five_haves",
+        "full_time_street_staff",
+        "legal_aid_stations",
+        "red_star_volunteers",
+    ] {
+        let id = catalogue.parse_name(name).unwrap();
+        let figure = &city.iter().find(|(m, _)| *m == id).unwrap().1;
+        assert!(figure.value.is_some(), "{name}: {figure:?}");
+    }
+    crate::helpers::compared_with_sql(&app, &live, app.state.hub.now()).await;
+    app.stop().await;
+}
