@@ -22,6 +22,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use time::{Date, Duration, Month, OffsetDateTime, PrimitiveDateTime, Time, Weekday};
 
+use crate::domain::kinds::FieldType;
 use crate::domain::time::SHANGHAI;
 use crate::domain::{Level, OrgTree};
 use crate::reference::DistrictMap;
@@ -51,6 +52,9 @@ pub struct Simulator<'a> {
     communities_of: BTreeMap<String, Vec<String>>,
     /// Kinds whose definitions say how to simulate them, with the orgs that report each.
     defined: Vec<(crate::domain::kinds::KindDef, Vec<String>)>,
+    /// Kinds whose records follow another kind's: (the followed kind, its subject field, the
+    /// follower).
+    followers: Vec<(String, String, crate::domain::kinds::KindDef)>,
 }
 
 /// A plausible resident ID number (GB 11643: region, birth date, sequence, ISO 7064 check
@@ -105,6 +109,40 @@ fn at(day: Date, rng: &mut StdRng) -> String {
     local
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
+}
+
+/// A simulated record's `data` from its kind's definition: texts from `key`, flags true with
+/// the share of the plan's progress (`plan`, 0–1) nudged by the org's trait `t`, counts within
+/// their simulated range.
+fn simulated_data(
+    def: &crate::domain::kinds::KindDef,
+    plan: f64,
+    t: f64,
+    key: &str,
+    rng: &mut StdRng,
+) -> serde_json::Map<String, Value> {
+    let sim = def.simulate.as_ref();
+    let mut data = serde_json::Map::new();
+    for f in &def.fields {
+        let v = match f.ty {
+            FieldType::Text => json!(key),
+            FieldType::Flag => {
+                let (from, to) = sim
+                    .and_then(|s| s.flags.get(&f.name).copied())
+                    .unwrap_or((0.5, 0.5));
+                let share = from + (to - from) * plan + 0.2 * (t - 0.5);
+                json!(rng.random_bool(share.clamp(0.0, 1.0)))
+            }
+            FieldType::Count => {
+                let (lo, hi) = sim
+                    .and_then(|s| s.counts.get(&f.name).copied())
+                    .unwrap_or((f.min, f.min));
+                json!(rng.random_range(lo..=hi))
+            }
+        };
+        data.insert(f.name.clone(), v);
+    }
+    data
 }
 
 fn poisson(rng: &mut StdRng, lambda: f64) -> u32 {
@@ -163,15 +201,24 @@ impl<'a> Simulator<'a> {
             day: START,
             communities_of,
             defined: Vec::new(),
+            followers: Vec::new(),
         }
     }
 
     /// Also makes records of every kind whose definition has a `[simulate]` table.
     pub fn with_kinds(mut self, kinds: &crate::domain::kinds::Kinds) -> Self {
+        self.followers = kinds
+            .all()
+            .filter_map(|def| {
+                let follows = def.simulate.as_ref()?.follows.as_ref()?;
+                let subject = kinds.get(&follows.kind)?.subject.clone()?;
+                Some((follows.kind.clone(), subject, def.clone()))
+            })
+            .collect();
         self.defined = kinds
             .all()
             .filter_map(|def| {
-                let sim = def.simulate.as_ref()?;
+                let sim = def.simulate.as_ref().filter(|s| s.per_org > 0.0)?;
                 let orgs = self
                     .tree
                     .nodes()
@@ -184,11 +231,58 @@ impl<'a> Simulator<'a> {
         self
     }
 
+    /// Schedules the records that follow today's: same org, same subject, a lag later.
+    fn follow(&mut self, day: Date, rng: &mut StdRng, today: &[Value]) {
+        if self.followers.is_empty() {
+            return;
+        }
+        let plan = ((day - START).whole_days() as f64 / (3.0 * 365.0)).clamp(0.0, 1.0);
+        let mut later = Vec::new();
+        for leader in today {
+            let Some(kind) = leader["kind"].as_str() else {
+                continue;
+            };
+            for (followed, subject_field, def) in &self.followers {
+                if followed != kind {
+                    continue;
+                }
+                let Some(f) = def.simulate.as_ref().and_then(|s| s.follows.as_ref()) else {
+                    continue;
+                };
+                let (from, to) = f.share;
+                if !rng.random_bool((from + (to - from) * plan).clamp(0.0, 1.0)) {
+                    continue;
+                }
+                let (Some(org), Some(subject), Some(id)) = (
+                    leader["org"].as_str(),
+                    leader["data"][subject_field.as_str()].as_str(),
+                    leader["id"].as_str(),
+                ) else {
+                    continue;
+                };
+                let when =
+                    day + Duration::days(i64::from(rng.random_range(f.lag_days.0..=f.lag_days.1)));
+                let t = trait_of(self.seed, &format!("{}{org}", def.kind));
+                let mut data = simulated_data(def, plan, t, subject, rng);
+                if let Some(own) = &def.subject {
+                    data.insert(own.clone(), json!(subject));
+                }
+                later.push((
+                    when,
+                    json!({"id": format!("{id}-{}", def.kind), "kind": def.kind.as_str(),
+                    "org": org, "at": at(when, rng), "data": data}),
+                ));
+            }
+        }
+        for (when, record) in later {
+            self.schedule(when, record);
+        }
+    }
+
     /// Records of the kinds simulated from their definitions, for `day`: each org reports on
     /// a day of the period fixed by the seed, the org and the kind.
     fn defined_kinds(&self, day: Date, rng: &mut StdRng, out: &mut Vec<Value>) {
         use crate::domain::catalogue::Period;
-        use crate::domain::kinds::FieldType;
         let s = self.seed;
         let plan = ((day - START).whole_days() as f64 / (3.0 * 365.0)).clamp(0.0, 1.0);
         for (def, orgs) in &self.defined {
@@ -208,24 +302,7 @@ impl<'a> Simulator<'a> {
                 }
                 for n in 0..poisson(rng, sim.per_org) {
                     let id = format!("sim{s}-{kind}-{org}-{day}-{n}");
-                    let mut data = serde_json::Map::new();
-                    for f in &def.fields {
-                        let v = match f.ty {
-                            FieldType::Text => json!(format!("{org}-{day}-{n}")),
-                            FieldType::Flag => {
-                                let (from, to) =
-                                    sim.flags.get(&f.name).copied().unwrap_or((0.5, 0.5));
-                                let share = from + (to - from) * plan + 0.2 * (t - 0.5);
-                                json!(rng.random_bool(share.clamp(0.0, 1.0)))
-                            }
-                            FieldType::Count => {
-                                let (lo, hi) =
-                                    sim.counts.get(&f.name).copied().unwrap_or((f.min, f.min));
-                                json!(rng.random_range(lo..=hi))
-                            }
-                        };
-                        data.insert(f.name.clone(), v);
-                    }
+                    let data = simulated_data(def, plan, t, &format!("{org}-{day}-{n}"), rng);
                     out.push(json!({"id": id, "kind": kind, "org": org, "at": at(day, rng), "data": data}));
                 }
             }
@@ -430,6 +507,7 @@ impl<'a> Simulator<'a> {
             }
         }
         self.defined_kinds(day, &mut rng, &mut out);
+        self.follow(day, &mut rng, &out);
         out.sort_by(|a, b| a["at"].as_str().cmp(&b["at"].as_str()));
         Some((day, out))
     }

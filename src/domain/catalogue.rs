@@ -748,7 +748,7 @@ mod tests {
             ["five_haves", "staffing_rate", "veteran_hire_share"]
         );
         assert_eq!(*names.last().unwrap(), "spot_checks");
-        assert_eq!(names.len(), 22);
+        assert_eq!(names.len(), 27, "the plan's 27 rows");
         let appeals = c.get(c.parse_name("open_appeals").unwrap()).unwrap();
         assert!(matches!(appeals.measure, Measure::Cases { .. }));
         assert_eq!(appeals.target.unwrap().on, Judged::Overdue);

@@ -136,6 +136,17 @@ pub struct Simulation {
     pub levels: Vec<Level>,
     pub flags: std::collections::BTreeMap<String, (f64, f64)>,
     pub counts: std::collections::BTreeMap<String, (i64, i64)>,
+    /// Records that follow another kind's: each record of `kind` is followed, at the same
+    /// org and about the same subject, by one of this kind `lag_days` later, with a share
+    /// that moves from `share.0` at the plan's start to `share.1` at its end.
+    pub follows: Option<Follows>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Follows {
+    pub kind: String,
+    pub share: (f64, f64),
+    pub lag_days: (u32, u32),
 }
 
 impl KindDef {
@@ -159,8 +170,10 @@ impl Kinds {
     /// Parses kind definition files: `(file name, text)`. Any error refuses the whole set.
     pub fn parse(files: &[(String, String)]) -> Result<Kinds, DefinitionError> {
         let mut defs: Vec<KindDef> = Vec::new();
+        let mut file_of = std::collections::BTreeMap::new();
         for (file, text) in files {
             let def = parse_kind(file, text)?;
+            file_of.insert(def.kind, file.clone());
             if defs.iter().any(|d| d.kind == def.kind) {
                 return Err(DefinitionError {
                     file: file.clone(),
@@ -176,6 +189,23 @@ impl Kinds {
                 line: None,
                 reason: "no record kind definitions".into(),
             });
+        }
+        for d in &defs {
+            if let Some(f) = d.simulate.as_ref().and_then(|s| s.follows.as_ref()) {
+                if !defs
+                    .iter()
+                    .any(|l| l.kind.as_str() == f.kind && l.subject.is_some())
+                {
+                    return Err(DefinitionError {
+                        file: file_of.get(&d.kind).cloned().unwrap_or_default(),
+                        line: None,
+                        reason: format!(
+                            "simulate.follows: '{}' is not a kind with a subject",
+                            f.kind
+                        ),
+                    });
+                }
+            }
         }
         defs.sort_by_key(|d| d.kind.as_str());
         Ok(Kinds { defs })
@@ -248,7 +278,9 @@ struct KindSpec {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SimulationSpec {
+    #[serde(default = "yearly")]
     every: String,
+    #[serde(default)]
     per_org: f64,
     #[serde(default)]
     levels: Option<Vec<Level>>,
@@ -256,6 +288,16 @@ struct SimulationSpec {
     flags: std::collections::BTreeMap<String, (f64, f64)>,
     #[serde(default)]
     counts: std::collections::BTreeMap<String, (i64, i64)>,
+    #[serde(default)]
+    follows: Option<FollowsSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FollowsSpec {
+    kind: String,
+    share: (f64, f64),
+    lag_days: (u32, u32),
 }
 
 #[derive(Deserialize)]
@@ -271,6 +313,10 @@ struct FieldSpec {
     max: Option<i64>,
     #[serde(default)]
     at_most: Option<String>,
+}
+
+fn yearly() -> String {
+    "year".into()
 }
 
 fn is_name(s: &str, extra: char) -> bool {
@@ -424,12 +470,40 @@ fn parse_kind(file: &str, text: &str) -> Result<KindDef, DefinitionError> {
                     ));
                 }
             }
+            let follows = match s.follows {
+                None => None,
+                Some(f) => {
+                    let shares = [f.share.0, f.share.1];
+                    if shares.iter().any(|s| !(0.0..=1.0).contains(s))
+                        || f.lag_days.0 < 1
+                        || f.lag_days.0 > f.lag_days.1
+                        || f.lag_days.1 > 3650
+                    {
+                        return Err(at(
+                            None,
+                            "simulate.follows: shares 0 to 1, lag_days 1 ≤ from ≤ to ≤ 3650".into(),
+                        ));
+                    }
+                    if spec.subject.is_none() {
+                        return Err(at(
+                            None,
+                            "simulate.follows: the kind needs a subject to follow by".into(),
+                        ));
+                    }
+                    Some(Follows {
+                        kind: f.kind,
+                        share: f.share,
+                        lag_days: f.lag_days,
+                    })
+                }
+            };
             Some(Simulation {
                 every,
                 per_org: s.per_org,
                 levels,
                 flags: s.flags,
                 counts: s.counts,
+                follows,
             })
         }
     };

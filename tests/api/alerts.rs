@@ -385,12 +385,17 @@ async fn a_spike_against_its_own_baseline_and_a_geographic_cluster_each_fire_onc
 fn the_shipped_rules_and_roster_example_load() {
     let s = vscc::config::Settings::load(None).unwrap();
     let tree = vscc::load_org_tree(&s.reference.divisions_dir).unwrap();
-    let rules = vscc::load_rules(
-        std::path::Path::new("dashboards/alerts"),
-        &tree,
-        &vscc::load_catalogue(&s.catalogue).unwrap(),
-    )
-    .expect("shipped rules are valid");
+    let catalogue = vscc::load_catalogue(&s.catalogue).unwrap();
+    let rules = vscc::load_rules(std::path::Path::new("dashboards/alerts"), &tree, &catalogue)
+        .expect("shipped rules are valid");
+    // Every target of the plan is watched by a shipped rule.
+    for def in catalogue.metrics.iter().filter(|m| m.target.is_some()) {
+        assert!(
+            rules.iter().any(|r| r.condition.metric() == Some(def.id)),
+            "no shipped rule watches {}",
+            def.name
+        );
+    }
     let names: Vec<&str> = rules.iter().map(|r| r.name.as_str()).collect();
     for covered in [
         "staffing_rate_below_95",
