@@ -89,7 +89,10 @@ pub async fn run(settings: &Settings, opts: IngestBench) -> anyhow::Result<()> {
     let env = BenchEnv::start(settings, "ingest").await?;
     let n = opts.records;
     eprintln!("bench ingest: generating {n} records …");
-    let events = Workload::new(&tree, 42, 365, "bench", n / 4 + 1).events(n);
+    // Every kind of the catalogue, so that all its metrics are live and fed.
+    let events = Workload::new(&tree, 42, 365, "bench", n / 4 + 1)
+        .with_kinds(&tree, &kinds)
+        .events(n);
     let bodies: Vec<Vec<u8>> = events
         .chunks(opts.batch)
         .map(|c| serde_json::to_vec(c).unwrap_or_default())

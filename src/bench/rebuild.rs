@@ -56,7 +56,8 @@ pub async fn run(settings: &Settings, opts: RebuildBench) -> anyhow::Result<()> 
         indicatif::ProgressStyle::with_template("loading {bar:40} {pos}/{len} records {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let mut workload = Workload::new(&tree, 7, 3 * 365, "rb", n / 40 + 1);
+    let mut workload =
+        Workload::new(&tree, 7, 3 * 365, "rb", n / 40 + 1).with_kinds(&tree, &catalogue.kinds);
     let now = time::OffsetDateTime::now_utc();
     let mut seq = 0u64;
     while (seq as usize) < n {

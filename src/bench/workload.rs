@@ -4,6 +4,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use time::{format_description::well_known::Rfc3339, Duration, OffsetDateTime};
 
+use crate::domain::kinds::{FieldType, Kind, Kinds};
 use crate::domain::time::SHANGHAI;
 use crate::domain::{Level, OrgTree};
 
@@ -20,6 +21,16 @@ pub struct Workload {
     now: OffsetDateTime,
     /// Live mode: every record is dated "now" instead of spread over the past.
     live: bool,
+    /// Kinds known from definition files only: (kind, the orgs that may report it, fields).
+    defined: Vec<DefinedKind>,
+}
+
+struct DefinedKind {
+    kind: String,
+    orgs: Vec<String>,
+    subject: Option<String>,
+    /// (name, type, lowest, highest value drawn)
+    fields: Vec<(String, FieldType, i64, i64)>,
 }
 
 impl Workload {
@@ -57,7 +68,54 @@ impl Workload {
             counter: 0,
             now: OffsetDateTime::now_utc(),
             live: false,
+            defined: Vec::new(),
         }
+    }
+
+    /// Also makes records of every kind beyond the contract's eleven that the definitions
+    /// give, each as often as one of the eleven, so that every metric of the catalogue is fed.
+    pub fn with_kinds(mut self, tree: &OrgTree, kinds: &Kinds) -> Self {
+        const CONTRACT: [Kind; 11] = [
+            Kind::STAFFING_REPORTED,
+            Kind::STAFF_HIRED,
+            Kind::STAFF_HEADCOUNT,
+            Kind::TRAINING_CLASS_HELD,
+            Kind::TRAINING_ATTENDED,
+            Kind::STATION_RATED,
+            Kind::APPEAL_RECEIVED,
+            Kind::APPEAL_ACCEPTED,
+            Kind::APPEAL_CLOSED,
+            Kind::VETERAN_REGISTERED,
+            Kind::ARCHIVE_COMPLETED,
+        ];
+        self.defined = kinds
+            .all()
+            .filter(|d| !CONTRACT.contains(&d.kind))
+            .map(|d| {
+                let counts = d.simulate.as_ref().map(|s| &s.counts);
+                DefinedKind {
+                    kind: d.kind.as_str().to_string(),
+                    orgs: tree
+                        .nodes()
+                        .filter(|(_, n)| d.levels.contains(&n.level))
+                        .map(|(_, n)| n.code.clone())
+                        .collect(),
+                    subject: d.subject.clone(),
+                    fields: d
+                        .fields
+                        .iter()
+                        .map(|f| {
+                            let (lo, hi) = counts
+                                .and_then(|c| c.get(&f.name).copied())
+                                .unwrap_or((f.min, f.min.max(f.max.min(100))));
+                            (f.name.clone(), f.ty, lo, hi)
+                        })
+                        .collect(),
+                }
+            })
+            .filter(|d| !d.orgs.is_empty())
+            .collect();
+        self
     }
 
     /// Records dated at the moment they are made (a live feed).
@@ -89,7 +147,11 @@ impl Workload {
             .format(&Rfc3339)
             .unwrap_or_default();
         let appeal = format!("{}A{}", self.prefix, self.rng.random_range(0..self.appeals));
-        let (kind, org, data) = match self.rng.random_range(0..11) {
+        let pick = self.rng.random_range(0..11 + self.defined.len());
+        if pick >= 11 {
+            return self.defined_event(pick - 11, at);
+        }
+        let (kind, org, data) = match pick {
             0 => {
                 let approved = self.rng.random_range(20..200);
                 let filled = self.rng.random_range(0..=approved);
@@ -171,6 +233,32 @@ impl Workload {
                 )
             }
         };
+        self.counter += 1;
+        json!({"id": format!("{}-{}", self.prefix, self.counter), "kind": kind, "org": org, "at": at, "data": data})
+    }
+
+    fn defined_event(&mut self, i: usize, at: String) -> Value {
+        let d = &self.defined[i];
+        let org = d.orgs[self.rng.random_range(0..d.orgs.len())].clone();
+        // Subjects from a pool shared by the kinds of one family (orders, feedback …), so that
+        // cases close and matches happen.
+        let family = d.kind.split('.').next().unwrap_or_default();
+        let subject = format!(
+            "{}{family}{}",
+            self.prefix,
+            self.rng.random_range(0..self.appeals * 4)
+        );
+        let mut data = serde_json::Map::new();
+        for (name, ty, lo, hi) in &d.fields {
+            let v = match ty {
+                FieldType::Text if d.subject.as_deref() == Some(name.as_str()) => json!(subject),
+                FieldType::Text => json!(format!("{name}{}", self.rng.random_range(0..100))),
+                FieldType::Flag => json!(self.rng.random_bool(0.7)),
+                FieldType::Count => json!(self.rng.random_range(*lo..=*hi)),
+            };
+            data.insert(name.clone(), v);
+        }
+        let kind = d.kind.clone();
         self.counter += 1;
         json!({"id": format!("{}-{}", self.prefix, self.counter), "kind": kind, "org": org, "at": at, "data": data})
     }

@@ -219,8 +219,9 @@ impl TestApp {
     }
 }
 
-/// A reproducible mix of every record kind over the real tree, dated within the last
-/// `days` days (so this year's training figures and the appeal deadlines both matter).
+/// A reproducible mix of every record kind of the shipped definitions over the real tree,
+/// dated within the last `days` days (so this year's training figures and the deadlines of
+/// cases both matter).
 pub fn sample_events(
     tree: &vscc::domain::OrgTree,
     n: usize,
@@ -228,7 +229,11 @@ pub fn sample_events(
     days: i64,
     prefix: &str,
 ) -> Vec<serde_json::Value> {
-    vscc::Workload::new(tree, seed, days, prefix, n / 4 + 1).events(n)
+    let settings = Settings::load(None).expect("default settings load");
+    let catalogue = vscc::load_catalogue(&settings.catalogue).expect("shipped definitions");
+    vscc::Workload::new(tree, seed, days, prefix, n / 4 + 1)
+        .with_kinds(tree, &catalogue.kinds)
+        .events(n)
 }
 
 /// A port free at this moment, for a server a test starts itself.
