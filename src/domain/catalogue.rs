@@ -5,6 +5,7 @@
 //! | measure | value | no data until |
 //! |---|---|---|
 //! | `count` | records of a kind in the current period (optionally only those whose flags hold) | the node (`own`) or its subtree reported the kind once |
+//! | `sum` | a count field summed over the records of a kind in the current period (as `count`, with `field`) | as `count` |
 //! | `distinct` | distinct subjects of a kind in the current period | as `count` |
 //! | `latest` | the latest value of a field per reporting node, summed over the subtree (semi-additive) | a node of the subtree reported the kind |
 //! | `nodes` | nodes of some levels whose latest record of a kind satisfies a condition: their count, or their share of all such nodes | a node of those levels in the subtree reported the kind |
@@ -139,11 +140,14 @@ pub struct CaseDeadline {
 /// One of the measure types (see the module docs).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Measure {
+    /// Records in the period — or, with `sum`, the sum of that count field over them (the
+    /// `sum` type: volunteer hours, placements).
     Count {
         kind: Kind,
         when: Vec<Condition>,
         period: Period,
         own: bool,
+        sum: Option<String>,
     },
     Distinct {
         kind: Kind,
@@ -179,7 +183,8 @@ impl Measure {
     /// The measure type's name, as definition files write it.
     pub fn type_name(&self) -> &'static str {
         match self {
-            Measure::Count { .. } => "count",
+            Measure::Count { sum: None, .. } => "count",
+            Measure::Count { sum: Some(_), .. } => "sum",
             Measure::Distinct { .. } => "distinct",
             Measure::Latest { .. } => "latest",
             Measure::Nodes { .. } => "nodes",
@@ -590,13 +595,23 @@ fn measure(kinds: &Kinds, spec: &MeasureSpec) -> Result<Measure, String> {
         }
     };
     Ok(match spec.kind_of.as_str() {
-        "count" => {
+        "count" | "sum" => {
             let kind = kind_named(kinds, spec.kind.as_ref(), "kind")?;
+            let sum = match (spec.kind_of.as_str(), &spec.field) {
+                ("count", None) => None,
+                ("count", Some(_)) => return Err("a count has no field; a sum has".into()),
+                (_, None) => return Err("field is required".into()),
+                (_, Some(field)) => {
+                    field_of(kinds, kind, field, &[FieldType::Count])?;
+                    Some(field.clone())
+                }
+            };
             Measure::Count {
                 kind,
                 when: conditions(kinds, kind, &spec.when)?,
                 period: period()?,
                 own: spec.own,
+                sum,
             }
         }
         "distinct" => {
@@ -698,7 +713,7 @@ fn measure(kinds: &Kinds, spec: &MeasureSpec) -> Result<Measure, String> {
         }
         other => {
             return Err(format!(
-                "type '{other}': count, distinct, latest, nodes, matched, ratio or cases"
+                "type '{other}': count, sum, distinct, latest, nodes, matched, ratio or cases"
             ))
         }
     })
@@ -748,7 +763,30 @@ mod tests {
             ["five_haves", "staffing_rate", "veteran_hire_share"]
         );
         assert_eq!(*names.last().unwrap(), "spot_checks");
-        assert_eq!(names.len(), 27, "the plan's 27 rows");
+        // The plan's 27 rows; clause 二十一 (volunteers) as two: volunteers and their hours.
+        assert_eq!(names.len(), 28);
+        let clauses: std::collections::BTreeSet<&str> =
+            c.metrics.iter().map(|m| m.clause.as_str()).collect();
+        for clause in [
+            "总体要求",
+            "三",
+            "四",
+            "五",
+            "六",
+            "七",
+            "八",
+            "十一",
+            "十二",
+            "十七",
+            "十八",
+            "二十",
+            "二十一",
+            "二十二",
+            "二十三",
+            "二十六",
+        ] {
+            assert!(clauses.contains(clause), "no metric of clause {clause}");
+        }
         let appeals = c.get(c.parse_name("open_appeals").unwrap()).unwrap();
         assert!(matches!(appeals.measure, Measure::Cases { .. }));
         assert_eq!(appeals.target.unwrap().on, Judged::Overdue);

@@ -52,7 +52,11 @@ async fn target_for(
     };
     authorize(tree, who, Action::Query, node)?;
     let admin_over_city = who.role == Role::Admin && node == tree.root();
-    Ok(state.sql.target(admin_over_city, node).await?)
+    let catalogue = state.hub.catalogue();
+    Ok(state
+        .sql
+        .target(admin_over_city, node, &catalogue.kinds)
+        .await?)
 }
 
 fn valid_query_id(id: &str) -> bool {

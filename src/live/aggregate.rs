@@ -536,6 +536,34 @@ mod tests {
     }
 
     #[test]
+    fn a_sum_adds_its_field_over_the_period_and_is_no_data_until_reported() {
+        let mut a = one_metric(
+            "[\"city\", \"street\"]",
+            "type = \"sum\"\nkind = \"volunteer.activity_held\"\nfield = \"hours\"\nperiod = \"year\"",
+            "",
+        );
+        let t = datetime!(2021-12-31 23:59:59 +08:00);
+        assert_eq!(value(&a, "c", "m", t), None, "no data, not zero");
+        let activity = |seq, org: &str, hours, at| {
+            let mut r = record(seq, Kind::named("volunteer.activity_held"), org, at);
+            r.set_number("hours", hours);
+            r
+        };
+        a.apply(&activity(1, "m1", 40, t)).unwrap();
+        a.apply(&activity(2, "m2", 25, t)).unwrap();
+        // A station that reported an activity of no hours has 0, not no data.
+        a.apply(&activity(3, "s2", 0, t)).unwrap();
+        assert_eq!(value(&a, "c", "m", t), Some(65.0));
+        assert_eq!(value(&a, "s1", "m", t), Some(65.0));
+        assert_eq!(value(&a, "s2", "m", t), Some(0.0), "reported zero hours");
+        // A new year starts from zero; last year's hours stay with last year.
+        let next = datetime!(2022-01-01 00:00:00 +08:00);
+        assert_eq!(value(&a, "c", "m", next), Some(0.0));
+        a.apply(&activity(4, "m1", 7, next)).unwrap();
+        assert_eq!(value(&a, "c", "m", next), Some(7.0));
+    }
+
+    #[test]
     fn distinct_subjects_count_once_per_org_and_period_however_often_sent() {
         let mut a = shipped();
         let t = datetime!(2021-04-01 10:00 +08:00);

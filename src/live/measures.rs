@@ -101,12 +101,10 @@ impl PeriodSums {
         match self {
             PeriodSums::All(sums) => t.add(sums, org, own, delta),
             PeriodSums::By(per_node) => {
-                let nodes: Vec<NodeIdx> = if own {
-                    vec![org]
-                } else {
-                    t.tree.path_to_root(org).collect()
-                };
-                for n in nodes {
+                let tree = t.tree;
+                let up = (!own).then(|| tree.path_to_root(org));
+                let only = own.then_some(org);
+                for n in only.into_iter().chain(up.into_iter().flatten()) {
                     let sum = per_node[n as usize].entry(key).or_default();
                     *sum = sum.saturating_add(delta);
                     t.dirty.mark(n);
@@ -137,6 +135,8 @@ fn holds(when: &[Condition], r: &EventRow) -> bool {
 
 /// Records of a kind in the current period, optionally only those whose conditions hold.
 pub(super) struct CountLeaf {
+    /// The field summed (`sum`); none: each record counts 1.
+    sum: Option<String>,
     when: Vec<Condition>,
     period: Period,
     own: bool,
@@ -200,8 +200,13 @@ impl Leaf {
         let n = tree.len();
         Some(match measure {
             Measure::Count {
-                when, period, own, ..
+                when,
+                period,
+                own,
+                sum,
+                ..
             } => Leaf::Count(CountLeaf {
+                sum: sum.clone(),
                 when: when.clone(),
                 period: *period,
                 own: *own,
@@ -269,7 +274,11 @@ impl Leaf {
                 t.add(&mut c.reported, org, c.own, 1);
                 if holds(&c.when, r) {
                     let key = period_of(c.period, r.at);
-                    c.counts.add(t, org, c.own, key, 1);
+                    let delta = match &c.sum {
+                        None => 1,
+                        Some(field) => r.number(field).unwrap_or(0),
+                    };
+                    c.counts.add(t, org, c.own, key, delta);
                 }
             }
             Leaf::Distinct(d) => {

@@ -96,6 +96,9 @@ struct Provisioned {
     databases: BTreeSet<String>,
     /// The users file's last modification time (whole seconds).
     users_file_mtime: u64,
+    /// Per database: the checksum of the per-kind views made there (remade when the record
+    /// kinds change).
+    kind_views: std::collections::BTreeMap<String, String>,
 }
 
 struct Running {
@@ -153,7 +156,12 @@ impl SqlGateway {
 
     /// Where `who` (role, scope) runs SQL over `scope`: admins over the whole city read vscc's
     /// own database unmasked; everyone else the scope's masked copy.
-    pub async fn target(&self, admin_over_city: bool, scope: NodeIdx) -> Result<Target, SqlError> {
+    pub async fn target(
+        &self,
+        admin_over_city: bool,
+        scope: NodeIdx,
+        kinds: &crate::domain::kinds::Kinds,
+    ) -> Result<Target, SqlError> {
         let db = self.store.database().to_string();
         let code = self.tree.node(scope).code.clone();
         let mut p = self.provisioned.lock().await;
@@ -167,6 +175,17 @@ impl SqlGateway {
             let sdb = scopes::scope_database(&db, &code);
             (sdb.clone(), sdb)
         };
+        let views = scopes::kind_views(kinds);
+        let sum = crate::store::migrate::checksum(
+            &views
+                .iter()
+                .map(|(name, select)| format!("{name} {select};"))
+                .collect::<String>(),
+        );
+        if p.kind_views.get(&database) != Some(&sum) {
+            scopes::refresh_kind_views(&self.store, &database, &views).await?;
+            p.kind_views.insert(database.clone(), sum);
+        }
         if let Some(file) = &self.users_file {
             if !admin_over_city && !p.in_users_file.contains(&code) {
                 if p.in_users_file.is_empty() {

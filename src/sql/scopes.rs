@@ -11,6 +11,7 @@
 
 use std::fmt::Write as _;
 
+use crate::domain::kinds::{FieldType, Kinds};
 use crate::domain::org::{NodeIdx, OrgTree};
 use crate::store::{is_valid_identifier, Store, StoreError};
 
@@ -44,6 +45,94 @@ const MASK_ID_NUMBER_COLUMN: &str = "if(match(subject, '^[0-9]{17}[0-9Xx]$'), \
 const MASK_DATA_COLUMN: &str = "replaceRegexpAll(replaceRegexpAll(data, \
      '([^0-9]|^)([0-9]{6})[0-9]{8}([0-9]{3}[0-9Xx])([^0-9]|$)', '\\\\1\\\\2********\\\\3\\\\4'), \
      '([^0-9]|^)(1[3-9][0-9])[0-9]{4}([0-9]{4})([^0-9]|$)', '\\\\1\\\\2****\\\\3\\\\4')";
+
+/// The friendly per-kind views an analyst reads (`kind_station_rated` …): one column per field
+/// of the kind's definition, from the generic row — the subject, a named number, or (other
+/// texts) the stored `data` — as `(view name, SELECT)`. Names come from the definitions, which
+/// keep them to `[a-z0-9_.]`.
+pub fn kind_views(kinds: &Kinds) -> Vec<(String, String)> {
+    kinds
+        .all()
+        .map(|def| {
+            let mut columns = vec![
+                "seq",
+                "id",
+                "org",
+                "district",
+                "at",
+                "received_at",
+                "source",
+                "lon",
+                "lat",
+            ]
+            .into_iter()
+            .map(str::to_string)
+            .collect::<Vec<_>>();
+            for f in &def.fields {
+                let name = &f.name;
+                columns.push(match f.ty {
+                    FieldType::Text if def.subject.as_deref() == Some(name.as_str()) => {
+                        format!("subject AS {name}")
+                    }
+                    FieldType::Text => format!("visitParamExtractString(data, '{name}') AS {name}"),
+                    FieldType::Count => {
+                        format!("num_values[indexOf(num_keys, '{name}')] AS {name}")
+                    }
+                    FieldType::Flag => {
+                        format!("toUInt8(num_values[indexOf(num_keys, '{name}')]) AS {name}")
+                    }
+                });
+            }
+            columns.push("data".into());
+            (
+                kind_view_name(def.kind.as_str()),
+                format!(
+                    "SELECT {} FROM {{db}}.events WHERE kind = '{}'",
+                    columns.join(", "),
+                    def.kind
+                ),
+            )
+        })
+        .collect()
+}
+
+fn kind_view_name(kind: &str) -> String {
+    format!("kind_{}", kind.replace('.', "_"))
+}
+
+/// Replaces the per-kind views of `database` with `views` (from [`kind_views`]); views of kinds
+/// no longer defined go.
+pub async fn refresh_kind_views(
+    store: &Store,
+    database: &str,
+    views: &[(String, String)],
+) -> Result<(), StoreError> {
+    if !is_valid_identifier(database) {
+        return Err(StoreError::InvalidIdentifier(database.to_string()));
+    }
+    let server = store.server_client();
+    let old: Vec<String> = server
+        .query("SELECT name FROM system.tables WHERE database = ? AND engine = 'View' AND startsWith(name, 'kind_')")
+        .bind(database)
+        .fetch_all()
+        .await?;
+    for name in old.iter().filter(|n| is_valid_identifier(n)) {
+        server
+            .query(&format!("DROP TABLE IF EXISTS {database}.{name}"))
+            .execute()
+            .await?;
+    }
+    for (name, select) in views {
+        server
+            .query(&format!(
+                "CREATE VIEW IF NOT EXISTS {database}.{name} AS {}",
+                select.replace("{db}", database)
+            ))
+            .execute()
+            .await?;
+    }
+    Ok(())
+}
 
 pub fn scope_database(database: &str, code: &str) -> String {
     format!("{database}_sql_{code}")

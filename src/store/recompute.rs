@@ -83,16 +83,22 @@ fn per_org_sql(m: &Measure, today: Date, now: i64) -> (String, bool) {
             when,
             period,
             own,
-        } => (
-            format!(
-                "SELECT org, [toInt64(countIf(1{}{})), toInt64(count())] AS vals FROM events \
-                 WHERE kind = {} AND {COUNTED_EVENTS} GROUP BY org",
-                conditions(when, false),
-                in_period(*period, today),
-                quoted(kind.as_str())
-            ),
-            *own,
-        ),
+            sum,
+        } => {
+            let held = format!("1{}{}", conditions(when, false), in_period(*period, today));
+            let value = match sum {
+                None => format!("countIf({held})"),
+                Some(field) => format!("sumIf({}, {held})", num(field)),
+            };
+            (
+                format!(
+                    "SELECT org, [toInt64({value}), toInt64(count())] AS vals FROM events \
+                     WHERE kind = {} AND {COUNTED_EVENTS} GROUP BY org",
+                    quoted(kind.as_str())
+                ),
+                *own,
+            )
+        }
         Measure::Distinct { kind, period, own } => (
             format!(
                 "SELECT org, [toInt64(uniqExactIf({s}, 1{p})), toInt64(uniqExact({s}))] AS vals \

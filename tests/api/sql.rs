@@ -318,8 +318,19 @@ async fn a_district_analyst_sees_only_the_district_and_personal_data_masked() {
         .iter()
         .map(|c| c["table"].as_str().unwrap())
         .collect();
+    // The tables, and one view per record kind (kind_station_rated …).
+    let kind_views: std::collections::BTreeSet<String> = app
+        .state
+        .hub
+        .catalogue()
+        .kinds
+        .all()
+        .map(|d| format!("kind_{}", d.kind.as_str().replace('.', "_")))
+        .collect();
+    let (views, tables): (Vec<&str>, Vec<&str>) =
+        tables.into_iter().partition(|t| t.starts_with("kind_"));
     assert_eq!(
-        tables.into_iter().collect::<Vec<_>>(),
+        tables,
         [
             "data_freshness",
             "events",
@@ -328,6 +339,13 @@ async fn a_district_analyst_sees_only_the_district_and_personal_data_masked() {
             "org_nodes",
             "target_progress"
         ]
+    );
+    assert_eq!(
+        views
+            .into_iter()
+            .map(str::to_string)
+            .collect::<std::collections::BTreeSet<_>>(),
+        kind_views
     );
     let (_, answer) = app
         .query(
@@ -447,4 +465,67 @@ async fn csv_out_history_and_saved_queries() {
         .unwrap();
     assert_eq!(saved.as_array().unwrap().len(), 1);
     app.stop().await;
+}
+
+/// Analysts read each record kind through a view named after it, one column per field of its
+/// definition — the subject (masked in a scope), the numbers, other texts from `data` — in
+/// their scope's database as in the admins'.
+#[tokio::test]
+async fn every_kind_is_a_friendly_view_with_its_fields_as_columns() {
+    let app = app().await;
+    let luohu_community = community_in(&app, "440303");
+    let luohu_street = {
+        let tree = &app.state.tree;
+        let c = tree.get(&luohu_community).unwrap();
+        tree.node(tree.node(c).parent.unwrap()).code.clone()
+    };
+    let res = app
+        .post_events(&json!([
+            registered("v1", &luohu_community, "440303199001011234", "13812345678"),
+            {"id": "r1", "kind": "station.rated", "org": luohu_street, "at": "2026-10-01T09:00:00+08:00",
+             "data": {"stars": 4, "demonstration": true}},
+            {"id": "t1", "kind": "training.attended", "org": luohu_community, "at": "2026-10-01T09:00:00+08:00",
+             "data": {"staff_id": "s-1", "class_id": "c-9"}},
+        ]))
+        .await;
+    assert_eq!(res.status(), 200);
+    app.wait_landed().await;
+
+    let luohu = app.user_token("an-lh-views", "analyst", "440303").await;
+    for (token, sql, expected) in [
+        (
+            &luohu,
+            "SELECT person_id FROM kind_veteran_registered",
+            json!(["440303********1234"]),
+        ),
+        (
+            &luohu,
+            "SELECT stars, demonstration FROM kind_station_rated",
+            // Int64 comes as a string in ClickHouse's JSON (64-bit integers are quoted).
+            json!(["4", 1]),
+        ),
+        (
+            &luohu,
+            "SELECT staff_id, class_id FROM kind_training_attended",
+            json!(["s-1", "c-9"]),
+        ),
+        (
+            &app.admin_token().to_string(),
+            "SELECT person_id FROM kind_veteran_registered",
+            json!(["440303199001011234"]),
+        ),
+    ] {
+        let (status, answer) = app.query(token, json!({"sql": sql})).await;
+        assert_eq!(status, 200, "{sql}: {answer}");
+        assert_eq!(answer["data"][0], expected, "{sql}: {answer}");
+    }
+    // Every kind of the catalogue has its view.
+    let (_, answer) = app
+        .query(
+            app.admin_token(),
+            json!({"sql": "SELECT count() FROM system.tables WHERE database = currentDatabase() AND startsWith(name, 'kind_')"}),
+        )
+        .await;
+    let kinds = app.state.hub.catalogue().kinds.all().count();
+    assert_eq!(answer["data"][0][0], json!(kinds.to_string()), "{answer}");
 }
