@@ -4,7 +4,9 @@ use std::fmt::Write as _;
 
 fn main() {
     println!("cargo:rerun-if-changed=sql");
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sql");
+    // Read at run time: a build script compiled for one checkout may be run for another.
+    let root = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let dir = std::path::Path::new(&root).join("sql");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .expect("sql/ folder")
         .filter_map(|e| e.ok())

@@ -305,8 +305,20 @@
     if (d.version === S.version) return;
     S.version = d.version;
     S.dashboard = d.dashboard;
-    document.getElementById("title").textContent = d.dashboard.title;
-    document.title = d.dashboard.title;
+    // ?metric=…: the screen for one metric (the plan board opens it): its map, league table
+    // and trend, and its tile first.
+    const focus = params.get("metric");
+    if (focus && S.catalogue[focus]) {
+      const f = Object.assign({}, d.dashboard);
+      f.map_metrics = [focus];
+      f.league_metric = focus;
+      f.trend_metrics = [focus];
+      if (!f.tiles.includes(focus)) f.tiles = [focus].concat(f.tiles.slice(0, 4));
+      f.title = d.dashboard.title + " · " + S.catalogue[focus].label_zh;
+      S.dashboard = f;
+    }
+    document.getElementById("title").textContent = S.dashboard.title;
+    document.title = S.dashboard.title;
     if (initial) {
       const templ = d.dashboard.scope === "{district}";
       S.scope = params.get("scope") || (templ ? "440303" : d.dashboard.scope);

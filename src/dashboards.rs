@@ -18,11 +18,19 @@ use crate::domain::OrgTree;
 #[serde(deny_unknown_fields)]
 pub struct Dashboard {
     pub title: String,
+    /// `map` (the default: tiles, the map, a league table, trends) or `board` (the plan board:
+    /// every metric of the catalogue × the scope and its children, paged every
+    /// `map_rotate_seconds`).
+    #[serde(default)]
+    pub layout: Layout,
     /// An org code, or `{district}` for a template filled in by the URL (`?scope=440305`).
     pub scope: String,
+    #[serde(default)]
     pub tiles: Vec<String>,
+    #[serde(default)]
     pub map_metrics: Vec<String>,
     pub map_rotate_seconds: u64,
+    #[serde(default)]
     pub league_metric: String,
     #[serde(default)]
     pub trend_metrics: Vec<String>,
@@ -31,6 +39,15 @@ pub struct Dashboard {
     pub next: Option<String>,
     #[serde(default)]
     pub dwell_seconds: u64,
+}
+
+/// How a screen is laid out.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Layout {
+    #[default]
+    Map,
+    Board,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -47,6 +64,10 @@ impl Dashboard {
     pub fn validate(&self, tree: &OrgTree, catalogue: &Catalogue) -> Result<(), String> {
         if self.scope != "{district}" && tree.get(&self.scope).is_none() {
             return Err(format!("scope: unknown org code '{}'", self.scope));
+        }
+        if self.layout == Layout::Board {
+            // The board shows every metric of the catalogue; it names none.
+            return Ok(());
         }
         let all = self
             .tiles

@@ -9,6 +9,7 @@ use super::{ApiError, AppState};
 pub fn routes(cfg: &mut web::ServiceConfig, assets_dir: &std::path::Path) {
     cfg.service(index)
         .service(screen)
+        .service(board)
         .service(duty)
         .service(sql_console)
         .service(echarts)
@@ -32,10 +33,23 @@ async fn index(state: web::Data<AppState>) -> Result<NamedFile, ApiError> {
     page(&state, "index.html").await
 }
 
-/// The big screen showing dashboard `name`.
+/// The big screen showing dashboard `name`, in its layout.
 #[get("/screen/{name}")]
-async fn screen(state: web::Data<AppState>) -> Result<NamedFile, ApiError> {
-    page(&state, "index.html").await
+async fn screen(
+    name: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<NamedFile, ApiError> {
+    let layout = state.dashboards.get(&name).map(|d| d.dashboard.layout);
+    match layout {
+        Some(crate::dashboards::Layout::Board) => page(&state, "board.html").await,
+        _ => page(&state, "index.html").await,
+    }
+}
+
+/// The plan board (三年行动计划总览): every metric × the city and its districts.
+#[get("/board")]
+async fn board(state: web::Data<AppState>) -> Result<NamedFile, ApiError> {
+    page(&state, "board.html").await
 }
 
 /// The duty console.

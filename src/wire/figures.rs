@@ -97,7 +97,7 @@ pub struct CatalogueEntry {
     pub unit: &'static str,
     /// Decimals a screen shows (of the percentage for percent metrics).
     pub precision: u8,
-    /// The measure type: count | distinct | latest | nodes | matched | ratio | cases.
+    /// The measure type: count | sum | distinct | latest | nodes | matched | ratio | cases.
     pub measure: &'static str,
     /// Record kinds that feed the metric.
     pub kinds: Vec<&'static str>,

@@ -17,6 +17,7 @@ mod imports;
 mod ingest;
 mod managed_clickhouse;
 mod migration;
+mod plan_board;
 mod simulator;
 mod snapshots;
 mod sql;

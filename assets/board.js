@@ -1,0 +1,229 @@
+// The plan board (三年行动计划总览): every metric of the catalogue as a row, grouped by the
+// plan's clauses, the city and its districts as columns, live over /ws. Rows are paged so that
+// each stays legible from across a room; a click on a cell opens that district's screen for
+// that metric.
+(function () {
+  "use strict";
+  const STATUS_ZH = { met: "已达标", on_track: "进度正常", at_risk: "有风险", missed: "未达标", no_data: "无数据" };
+  const params = new URLSearchParams(location.search);
+  const token = params.get("token") || localStorage.getItem("vscc.token") || "";
+  if (params.get("token")) localStorage.setItem("vscc.token", params.get("token"));
+  const dashboardName = (location.pathname.match(/^\/screen\/([\w-]+)/) || [])[1] || "plan-board";
+  const ROWS_PER_PAGE = Number(params.get("rows")) || 13;
+
+  const S = {
+    catalogue: [], byId: {}, org: {}, dashboard: null, version: null, scope: "440300",
+    view: {}, epoch: null, seq: 0, ws: null, backoff: 500, connected: false, page: 0, rendered: 0,
+  };
+  window.__vscc = S; // for the browser tests
+
+  const authHeaders = () => (token ? { Authorization: "Bearer " + token } : {});
+  const getJSON = async (path) => {
+    const r = await fetch(path, { headers: authHeaders() });
+    if (!r.ok) throw new Error(path + " → " + r.status);
+    return r.json();
+  };
+  const nameOf = (code) => (S.org[code] ? S.org[code].name : code);
+  const columns = () => [S.scope].concat(S.org[S.scope] ? S.org[S.scope].children : []);
+  const clauseText = (c) => (/^[一二三四五六七八九十]+$/.test(c) ? "第" + c + "条" : c);
+
+  function fmt(meta, f) {
+    if (!f || f.value === null || f.value === undefined) return "—";
+    if (meta.unit === "percent") return (f.value * 100).toFixed(meta.precision) + "%";
+    return f.value.toFixed(meta.precision);
+  }
+  function targetText(meta) {
+    if (meta.judged_on === "overdue") return "目标：无超期";
+    if (meta.target === null || meta.target === undefined) return "跟踪指标";
+    const t = meta.unit === "percent" ? Math.round(meta.target * 1000) / 10 + "%" : String(meta.target);
+    const when = { yearly: "每年", quarterly: "每季度", monthly: "每月", standing: "持续" }[meta.deadline] || (meta.deadline ? meta.deadline + " 前" : "");
+    return "目标 " + (meta.at_most ? "≤" : "≥") + t + " · " + when;
+  }
+  // Days to the deadline, or since it passed, for a cell at risk or missed.
+  function deadlineText(meta, f) {
+    if (!f) return "";
+    if (meta.judged_on === "overdue") return f.overdue ? "超期 " + f.overdue + " 件" : "";
+    if ((f.status !== "at_risk" && f.status !== "missed") || !f.due) return "";
+    const today = new Date(new Date().toLocaleString("en-US", { timeZone: "Asia/Shanghai" }));
+    today.setHours(0, 0, 0, 0);
+    const due = new Date(f.due + "T00:00:00");
+    const days = Math.round((due - today) / 86400000);
+    return days >= 0 ? "剩 " + days + " 天" : "逾期 " + -days + " 天";
+  }
+
+  // Pages of whole clauses, at most ROWS_PER_PAGE rows each (a clause longer than a page is split).
+  function pages() {
+    const out = [[]];
+    let clause = null;
+    for (const m of S.catalogue) {
+      const page = out[out.length - 1];
+      const groupLeft = S.catalogue.filter((x) => x.clause === m.clause).length;
+      const startsGroup = m.clause !== clause;
+      if (page.length && (page.length >= ROWS_PER_PAGE || (startsGroup && page.length + Math.min(groupLeft, ROWS_PER_PAGE) > ROWS_PER_PAGE))) {
+        out.push([]);
+      }
+      out[out.length - 1].push(m);
+      clause = m.clause;
+    }
+    return out;
+  }
+
+  function render() {
+    if (!S.catalogue.length || !S.org[S.scope]) return;
+    const all = pages();
+    S.page = S.page % all.length;
+    const head = document.getElementById("board-head");
+    head.innerHTML = '<th class="clause-head">条款</th><th class="metric-head">指标</th>';
+    for (const code of columns()) {
+      const th = document.createElement("th");
+      th.textContent = nameOf(code).replace(/^深圳市$/, "全市");
+      th.dataset.code = code;
+      head.appendChild(th);
+    }
+    const body = document.getElementById("board-body");
+    body.innerHTML = "";
+    let lastClause = null;
+    for (const meta of all[S.page]) {
+      const tr = document.createElement("tr");
+      tr.dataset.metric = meta.id;
+      const clause = document.createElement("td");
+      clause.className = "clause";
+      clause.textContent = meta.clause !== lastClause ? clauseText(meta.clause) : "";
+      lastClause = meta.clause;
+      tr.appendChild(clause);
+      const label = document.createElement("td");
+      label.className = "metric";
+      label.innerHTML = '<span class="name"></span><span class="target"></span>';
+      label.querySelector(".name").textContent = meta.label_zh;
+      label.querySelector(".target").textContent = targetText(meta);
+      tr.appendChild(label);
+      for (const code of columns()) {
+        const td = document.createElement("td");
+        td.dataset.metric = meta.id;
+        td.dataset.code = code;
+        const level = S.org[code] && S.org[code].level;
+        if (!meta.levels.includes(level)) {
+          td.className = "cell na";
+          td.innerHTML = '<div class="v">·</div>';
+          td.title = "本级不适用";
+          tr.appendChild(td);
+          continue;
+        }
+        const f = (S.view[code] || {})[meta.id];
+        const status = f ? f.status : "no_data";
+        td.className = "cell " + status;
+        td.dataset.value = f && f.value !== null ? String(f.value) : "";
+        td.dataset.status = status;
+        td.title = nameOf(code) + " · " + meta.label_zh + " · " + (STATUS_ZH[status] || status);
+        td.innerHTML = '<div class="v"></div><div class="d"></div>';
+        td.querySelector(".v").textContent = fmt(meta, f);
+        td.querySelector(".d").textContent = deadlineText(meta, f);
+        td.onclick = () => open(code, meta.id);
+        tr.appendChild(td);
+      }
+      body.appendChild(tr);
+    }
+    const pager = document.getElementById("pager");
+    pager.innerHTML = "";
+    all.forEach((p, i) => {
+      const span = document.createElement("span");
+      span.className = "page" + (i === S.page ? " on" : "");
+      const first = p[0].clause, last = p[p.length - 1].clause;
+      span.textContent = (i + 1) + "/" + all.length + " " + clauseText(first) + (first !== last ? "–" + clauseText(last) : "");
+      span.onclick = () => { S.page = i; render(); };
+      pager.appendChild(span);
+    });
+    S.rendered++;
+  }
+
+  // A district's screen showing that metric (the city: the overview showing it).
+  function open(code, metric) {
+    const q = "?metric=" + encodeURIComponent(metric) + "&norotate=1" + (token ? "&token=" + encodeURIComponent(token) : "");
+    location.href = code === S.scope ? "/" + q : "/screen/district" + q + "&scope=" + code;
+  }
+  S.open = open;
+
+  // ---- the stream ----------------------------------------------------------------------------
+  function setConn(state, text) {
+    const el = document.getElementById("conn");
+    el.className = "conn conn-" + state;
+    el.textContent = text;
+    S.connected = state === "ok";
+  }
+  function subscribe(resume) {
+    const msg = { type: "subscribe", id: "board", scope: S.scope, metrics: [] };
+    if (resume && S.epoch) msg.resume = { epoch: S.epoch, seq: S.seq };
+    S.ws.send(JSON.stringify(msg));
+  }
+  function connect() {
+    const proto = location.protocol === "https:" ? "wss:" : "ws:";
+    const url = proto + "//" + location.host + "/ws" + (token ? "?token=" + encodeURIComponent(token) : "");
+    let ws;
+    try { ws = new WebSocket(url); } catch (e) { return retry(); }
+    S.ws = ws;
+    setConn("wait", "连接中");
+    ws.onopen = () => { S.backoff = 500; setConn("ok", "● 实时"); subscribe(true); };
+    ws.onmessage = (ev) => {
+      const msg = JSON.parse(ev.data);
+      if (msg.sub !== "board") return;
+      if (msg.type === "snapshot") {
+        S.view = msg.nodes; S.epoch = msg.epoch; S.seq = msg.seq;
+        render();
+      } else if (msg.type === "delta") {
+        if (msg.epoch !== S.epoch || msg.seq !== S.seq + 1) { subscribe(false); return; }
+        S.seq = msg.seq;
+        for (const [code, figs] of Object.entries(msg.nodes)) S.view[code] = Object.assign(S.view[code] || {}, figs);
+        render();
+      } else if (msg.type === "error") {
+        setConn("down", "订阅被拒绝：" + msg.reason);
+      }
+    };
+    ws.onclose = () => { setConn("down", "连接中断，重连中…"); retry(); };
+    ws.onerror = () => { try { ws.close(); } catch (e) { /* closing anyway */ } };
+  }
+  function retry() {
+    // Jittered, so that a wall of screens does not reconnect in step.
+    S.backoff = Math.min(S.backoff * 2, 10000);
+    setTimeout(connect, S.backoff * (0.5 + Math.random() / 2));
+  }
+
+  async function loadCatalogue() {
+    const list = await getJSON("/api/v1/catalogue");
+    S.catalogue = list;
+    S.byId = Object.fromEntries(list.map((m) => [m.id, m]));
+  }
+  async function loadDashboard(initial) {
+    const d = await getJSON("/api/v1/dashboards/" + dashboardName);
+    if (d.version === S.version) return;
+    S.version = d.version;
+    S.dashboard = d.dashboard;
+    document.getElementById("title").textContent = d.dashboard.title;
+    document.title = d.dashboard.title;
+    if (initial) S.scope = params.get("scope") || d.dashboard.scope;
+    render();
+  }
+
+  async function start() {
+    const tick = () => {
+      document.getElementById("clock").textContent = new Date().toLocaleString("zh-CN", { hour12: false, timeZone: "Asia/Shanghai" });
+    };
+    tick();
+    setInterval(tick, 1000);
+    const [, org] = await Promise.all([loadCatalogue(), getJSON("/api/v1/org")]);
+    (function index(n) {
+      S.org[n.code] = { name: n.name, level: n.level, parent: n.parent, children: n.children.map((c) => c.code) };
+      n.children.forEach(index);
+    })(org);
+    await loadDashboard(true);
+    connect();
+    setInterval(() => loadDashboard(false).catch(() => {}), 5000);
+    // A changed catalogue (a metric added while running) shows up without a reload.
+    setInterval(() => loadCatalogue().then(render).catch(() => {}), 30000);
+    const pageSeconds = Math.max(5, (S.dashboard && S.dashboard.map_rotate_seconds) || 20);
+    if (!params.get("norotate")) setInterval(() => { S.page++; render(); }, pageSeconds * 1000);
+    if (S.dashboard.next && S.dashboard.dwell_seconds > 0 && !params.get("norotate")) {
+      setTimeout(() => { location.href = "/screen/" + S.dashboard.next + location.search; }, S.dashboard.dwell_seconds * 1000);
+    }
+  }
+  start().catch((e) => { setConn("down", "加载失败：" + e.message); setTimeout(() => location.reload(), 10000); });
+})();
