@@ -10,10 +10,12 @@
   if (params.get("token")) localStorage.setItem("vscc.token", params.get("token"));
   const dashboardName = (location.pathname.match(/^\/screen\/([\w-]+)/) || [])[1] || "plan-board";
   const ROWS_PER_PAGE = Number(params.get("rows")) || 13;
+  const MIN_ROWS_PER_PAGE = 6;
 
   const S = {
     catalogue: [], byId: {}, org: {}, dashboard: null, version: null, scope: "440300",
     view: {}, epoch: null, seq: 0, ws: null, backoff: 500, connected: false, page: 0, rendered: 0,
+    rowsPerPage: ROWS_PER_PAGE,
   };
   window.__vscc = S; // for the browser tests
 
@@ -59,7 +61,8 @@
       const page = out[out.length - 1];
       const groupLeft = S.catalogue.filter((x) => x.clause === m.clause).length;
       const startsGroup = m.clause !== clause;
-      if (page.length && (page.length >= ROWS_PER_PAGE || (startsGroup && page.length + Math.min(groupLeft, ROWS_PER_PAGE) > ROWS_PER_PAGE))) {
+      const rows = S.rowsPerPage;
+      if (page.length && (page.length >= rows || (startsGroup && page.length + Math.min(groupLeft, rows) > rows))) {
         out.push([]);
       }
       out[out.length - 1].push(m);
@@ -68,7 +71,18 @@
     return out;
   }
 
+  // Renders, then takes rows off a page while the page does not fit the screen (cells with a
+  // deadline line are taller), so that nothing is ever cut off.
   function render() {
+    for (;;) {
+      draw();
+      const legend = document.querySelector(".board-legend");
+      if (!legend || legend.getBoundingClientRect().bottom <= innerHeight || S.rowsPerPage <= MIN_ROWS_PER_PAGE) return;
+      S.rowsPerPage--;
+    }
+  }
+
+  function draw() {
     if (!S.catalogue.length || !S.org[S.scope]) return;
     const all = pages();
     S.page = S.page % all.length;
@@ -215,6 +229,7 @@
       n.children.forEach(index);
     })(org);
     await loadDashboard(true);
+    addEventListener("resize", () => { S.rowsPerPage = ROWS_PER_PAGE; render(); });
     connect();
     setInterval(() => loadDashboard(false).catch(() => {}), 5000);
     // A changed catalogue (a metric added while running) shows up without a reload.
