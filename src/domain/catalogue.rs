@@ -12,6 +12,7 @@
 //! | `matched` | subjects of a kind that also appear in another kind at the same org ÷ subjects of the first | a subject of the first kind in the subtree |
 //! | `ratio` | two of the above, num ÷ den | the denominator has data |
 //! | `cases` | cases opened and not yet closed, with deadlines: the open count, the overdue (distinct), per-deadline overdue, the oldest | a case was opened in the subtree |
+//! | `elapsed` | a quantile of the hours from each subject's first `from` record to its first `to` record, over the subjects that got there | a subject opened in the subtree got there |
 
 use std::collections::BTreeMap;
 
@@ -177,6 +178,13 @@ pub enum Measure {
         closed: Kind,
         deadlines: Vec<CaseDeadline>,
     },
+    /// The `quantile` of the time from each subject's first `from` record to its first record
+    /// of any `to` kind, over the subjects that got there, opened in the subtree (hours).
+    Elapsed {
+        from: Kind,
+        to: Vec<Kind>,
+        quantile: f64,
+    },
 }
 
 impl Measure {
@@ -191,6 +199,7 @@ impl Measure {
             Measure::Matched { .. } => "matched",
             Measure::Ratio { .. } => "ratio",
             Measure::Cases { .. } => "cases",
+            Measure::Elapsed { .. } => "elapsed",
         }
     }
 
@@ -219,6 +228,13 @@ impl Measure {
             | Measure::Nodes { kind, .. } => vec![*kind],
             Measure::Matched { kind, with } => vec![*kind, *with],
             Measure::Ratio { num, den } => [num.kinds(), den.kinds()].concat(),
+            Measure::Elapsed { from, to, .. } => {
+                let mut k = vec![*from];
+                k.extend(to.iter().copied());
+                k.sort_by_key(|k| k.as_str());
+                k.dedup();
+                k
+            }
             Measure::Cases {
                 opened,
                 closed,
@@ -276,6 +292,8 @@ pub struct Target {
 pub enum Unit {
     Percent,
     Count,
+    /// A duration (elapsed measures), in hours.
+    Hours,
 }
 
 /// A metric of the catalogue.
@@ -452,6 +470,9 @@ struct MeasureSpec {
     closed: Option<String>,
     #[serde(default)]
     deadlines: Vec<DeadlineSpec>,
+    from: Option<String>,
+    to: Option<Vec<String>>,
+    quantile: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -500,7 +521,13 @@ fn parse_metric(kinds: &Kinds, file: &str, text: &str) -> Result<MetricDef, Defi
     let unit = match spec.unit.as_str() {
         "percent" => Unit::Percent,
         "count" => Unit::Count,
-        other => return Err(error(None, format!("unit '{other}': percent or count"))),
+        "hours" => Unit::Hours,
+        other => {
+            return Err(error(
+                None,
+                format!("unit '{other}': percent, count or hours"),
+            ))
+        }
     };
     if spec.levels.is_empty() {
         return Err(error(None, "levels must name at least one level".into()));
@@ -671,9 +698,11 @@ fn measure(kinds: &Kinds, spec: &MeasureSpec) -> Result<Measure, String> {
                 let s = s.as_ref().ok_or_else(|| format!("ratio needs {name}"))?;
                 let m = measure(kinds, s).map_err(|e| format!("{name}: {e}"))?;
                 match m {
-                    Measure::Ratio { .. } | Measure::Cases { .. } => Err(format!(
-                        "{name}: a ratio's side is count, distinct, latest, nodes or matched"
-                    )),
+                    Measure::Ratio { .. } | Measure::Cases { .. } | Measure::Elapsed { .. } => {
+                        Err(format!(
+                            "{name}: a ratio's side is count, distinct, latest, nodes or matched"
+                        ))
+                    }
                     m => Ok(m),
                 }
             };
@@ -681,6 +710,27 @@ fn measure(kinds: &Kinds, spec: &MeasureSpec) -> Result<Measure, String> {
                 num: Box::new(side(&spec.num, "num")?),
                 den: Box::new(side(&spec.den, "den")?),
             }
+        }
+        "elapsed" => {
+            let from = kind_named(kinds, spec.from.as_ref(), "from")?;
+            let to = match &spec.to {
+                Some(list) if !list.is_empty() => list
+                    .iter()
+                    .map(|k| kind_named(kinds, Some(k), "to"))
+                    .collect::<Result<Vec<_>, String>>()?,
+                _ => return Err("to: at least one record kind".into()),
+            };
+            let quantile = spec.quantile.unwrap_or(0.5);
+            if !(0.0..=1.0).contains(&quantile) {
+                return Err(format!("quantile {quantile}: 0 to 1"));
+            }
+            if let Some(k) = std::iter::once(&from)
+                .chain(&to)
+                .find(|k| !has_subject(kinds, **k))
+            {
+                return Err(format!("{k} has no subject to follow a case by"));
+            }
+            Measure::Elapsed { from, to, quantile }
         }
         "cases" if spec.deadlines.len() > 16 => {
             return Err(format!("{} deadlines: at most 16", spec.deadlines.len()))
@@ -713,8 +763,8 @@ fn measure(kinds: &Kinds, spec: &MeasureSpec) -> Result<Measure, String> {
         }
         other => {
             return Err(format!(
-                "type '{other}': count, sum, distinct, latest, nodes, matched, ratio or cases"
-            ))
+            "type '{other}': count, sum, distinct, latest, nodes, matched, ratio, cases or elapsed"
+        ))
         }
     })
 }
@@ -763,8 +813,9 @@ mod tests {
             ["five_haves", "staffing_rate", "veteran_hire_share"]
         );
         assert_eq!(*names.last().unwrap(), "spot_checks");
-        // The plan's 27 rows; clause 二十一 (volunteers) as two: volunteers and their hours.
-        assert_eq!(names.len(), 28);
+        // The plan's 27 rows; two of them as two metrics each: volunteers and their hours
+        // (二十一), open work orders and the time to take one (二十).
+        assert_eq!(names.len(), 29);
         let clauses: std::collections::BTreeSet<&str> =
             c.metrics.iter().map(|m| m.clause.as_str()).collect();
         for clause in [

@@ -536,6 +536,57 @@ mod tests {
     }
 
     #[test]
+    fn elapsed_takes_the_quantile_of_first_opening_to_first_arrival_in_any_order() {
+        let mut a = one_metric(
+            "[\"city\", \"street\"]",
+            "type = \"elapsed\"\nfrom = \"order.raised\"\nto = [\"order.taken\", \"order.completed\"]\nquantile = 0.5",
+            "",
+        );
+        let t0 = datetime!(2021-06-01 08:00 +08:00);
+        let now = datetime!(2021-07-01 08:00 +08:00);
+        let hours = |h: i64| t0 + time::Duration::hours(h);
+        let order = |seq, kind: &str, org: &str, subject: &str, at| {
+            let mut r = record(seq, Kind::named(kind), org, at);
+            r.subject = subject.into();
+            r
+        };
+        a.apply(&order(1, "order.raised", "m1", "o1", hours(0)))
+            .unwrap();
+        assert_eq!(
+            value(&a, "c", "m", now),
+            None,
+            "raised but not taken: no data, not zero"
+        );
+        // Taken after 10 h; a later completion does not change it.
+        a.apply(&order(2, "order.taken", "m1", "o1", hours(10)))
+            .unwrap();
+        a.apply(&order(3, "order.completed", "m1", "o1", hours(50)))
+            .unwrap();
+        assert_eq!(value(&a, "c", "m", now), Some(10.0));
+        // Out of order: the taking arrives before the raising; then an earlier raising of the
+        // same order moves its start back.
+        a.apply(&order(4, "order.taken", "m2", "o2", hours(30)))
+            .unwrap();
+        a.apply(&order(5, "order.raised", "m2", "o2", hours(10)))
+            .unwrap();
+        a.apply(&order(6, "order.raised", "m2", "o2", hours(2)))
+            .unwrap();
+        a.apply(&order(7, "order.raised", "s2", "o3", hours(0)))
+            .unwrap();
+        a.apply(&order(8, "order.taken", "s2", "o3", hours(4)))
+            .unwrap();
+        // Durations 10, 28 (under s1) and 4 (s2): the median at the city is the element at
+        // floor(0.5 × 3) = 1 of [4, 10, 28].
+        assert_eq!(value(&a, "c", "m", now), Some(10.0));
+        assert_eq!(
+            value(&a, "s1", "m", now),
+            Some(28.0),
+            "floor(0.5 × 2) = 1 of [10, 28]"
+        );
+        assert_eq!(value(&a, "s2", "m", now), Some(4.0));
+    }
+
+    #[test]
     fn a_sum_adds_its_field_over_the_period_and_is_no_data_until_reported() {
         let mut a = one_metric(
             "[\"city\", \"street\"]",

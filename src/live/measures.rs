@@ -192,6 +192,89 @@ pub(super) enum Leaf {
     Nodes(NodesLeaf),
     Matched(MatchedLeaf),
     Cases(Box<CasesLeaf>),
+    Elapsed(Box<ElapsedLeaf>),
+}
+
+/// The time from each subject's first `from` record to its first `to` record: the durations
+/// of the subjects that got there, per subtree of the org that opened them, as sorted counts
+/// (a quantile is read off them). Order-independent: each subject keeps its earliest opening
+/// and earliest arrival, and its duration moves when either does.
+/// A subject's earliest opening (at, seq, org) and earliest arrival.
+type Journey = (Option<(u32, u64, NodeIdx)>, Option<u32>);
+
+pub(super) struct ElapsedLeaf {
+    from: Kind,
+    to: Vec<Kind>,
+    quantile: f64,
+    /// Per subject: the earliest opening (at, seq, org), the earliest arrival.
+    subjects: HashMap<u64, Journey>,
+    /// Per node: duration (seconds) → subjects of the subtree that took that long.
+    durations: Vec<std::collections::BTreeMap<u32, u32>>,
+    counts: Vec<i64>,
+}
+
+impl ElapsedLeaf {
+    fn contribution(state: &Journey) -> Option<(NodeIdx, u32)> {
+        match state {
+            (Some((opened, _, org)), Some(arrived)) => {
+                Some((*org, arrived.saturating_sub(*opened)))
+            }
+            _ => None,
+        }
+    }
+
+    fn apply(&mut self, r: &EventRow, org: NodeIdx, kind: Kind, t: &mut Touch) {
+        let id = hash_str(&r.subject);
+        let state = self.subjects.entry(id).or_default();
+        let before = Self::contribution(state);
+        if kind == self.from && state.0.is_none_or(|(at, seq, _)| (r.at, r.seq) < (at, seq)) {
+            state.0 = Some((r.at, r.seq, org));
+        }
+        if self.to.contains(&kind) && state.1.is_none_or(|at| r.at < at) {
+            state.1 = Some(r.at);
+        }
+        let after = Self::contribution(state);
+        if before == after {
+            return;
+        }
+        let tree = t.tree;
+        if let Some((o, d)) = before {
+            for n in tree.path_to_root(o) {
+                let map = &mut self.durations[n as usize];
+                if let Some(c) = map.get_mut(&d) {
+                    *c -= 1;
+                    if *c == 0 {
+                        map.remove(&d);
+                    }
+                }
+            }
+            t.add(&mut self.counts, o, false, -1);
+        }
+        if let Some((o, d)) = after {
+            for n in tree.path_to_root(o) {
+                *self.durations[n as usize].entry(d).or_default() += 1;
+            }
+            t.add(&mut self.counts, o, false, 1);
+        }
+    }
+
+    /// The quantile's duration in seconds at a node: the element at `floor(q × n)` (the last
+    /// for q = 1) of the sorted durations — as ClickHouse's `quantileExact` picks it.
+    fn quantile_at(&self, node: NodeIdx) -> Option<u32> {
+        let n = self.counts[node as usize];
+        if n <= 0 {
+            return None;
+        }
+        let index = ((self.quantile * n as f64) as i64).min(n - 1);
+        let mut seen = 0i64;
+        for (d, c) in &self.durations[node as usize] {
+            seen += i64::from(*c);
+            if seen > index {
+                return Some(*d);
+            }
+        }
+        None
+    }
 }
 
 impl Leaf {
@@ -263,6 +346,14 @@ impl Leaf {
                 closed,
                 deadlines,
             } => Leaf::Cases(Box::new(CasesLeaf::new(*opened, *closed, deadlines, n))),
+            Measure::Elapsed { from, to, quantile } => Leaf::Elapsed(Box::new(ElapsedLeaf {
+                from: *from,
+                to: to.clone(),
+                quantile: *quantile,
+                subjects: HashMap::default(),
+                durations: vec![std::collections::BTreeMap::new(); n],
+                counts: vec![0; n],
+            })),
             Measure::Ratio { .. } => return None,
         })
     }
@@ -334,6 +425,7 @@ impl Leaf {
                 }
             }
             Leaf::Cases(c) => c.apply(r, org, kind, t),
+            Leaf::Elapsed(e) => e.apply(r, org, kind, t),
         }
     }
 
@@ -347,6 +439,7 @@ impl Leaf {
             Leaf::Nodes(s) => s.satisfied[n],
             Leaf::Matched(m) => m.matched[n],
             Leaf::Cases(c) => c.open(node),
+            Leaf::Elapsed(e) => e.quantile_at(node).map_or(0, i64::from),
         }
     }
 
@@ -361,6 +454,7 @@ impl Leaf {
             Leaf::Nodes(s) => s.reporters[n] > 0 && s.population[n] > 0,
             Leaf::Matched(m) => m.subjects[n] > 0,
             Leaf::Cases(c) => c.has_data(node),
+            Leaf::Elapsed(e) => e.counts[n] > 0,
         }
     }
 
@@ -378,6 +472,13 @@ impl Leaf {
             Leaf::Nodes(s) if s.share => share(s.satisfied[n], s.population[n]),
             Leaf::Matched(m) => share(m.matched[n], m.subjects[n]),
             Leaf::Cases(c) => c.reading(tree, node, now),
+            // Seconds ÷ 3600: the value is in hours, unrounded.
+            Leaf::Elapsed(_) if has_data => Reading {
+                num: self.amount(node, today),
+                den: Some(3600),
+                has_data,
+                ..Reading::default()
+            },
             _ => Reading {
                 num: self.amount(node, today),
                 den: None,

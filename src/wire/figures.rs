@@ -93,11 +93,11 @@ pub struct CatalogueEntry {
     pub label_zh: String,
     /// The plan's clause (三, 二十二 …).
     pub clause: String,
-    /// percent | count
+    /// percent | count | hours
     pub unit: &'static str,
     /// Decimals a screen shows (of the percentage for percent metrics).
     pub precision: u8,
-    /// The measure type: count | sum | distinct | latest | nodes | matched | ratio | cases.
+    /// The measure type: count | sum | distinct | latest | nodes | matched | ratio | cases | elapsed.
     pub measure: &'static str,
     /// Record kinds that feed the metric.
     pub kinds: Vec<&'static str>,
@@ -144,6 +144,7 @@ impl From<&MetricDef> for CatalogueEntry {
             unit: match m.unit {
                 Unit::Percent => "percent",
                 Unit::Count => "count",
+                Unit::Hours => "hours",
             },
             precision: m.precision,
             measure: m.measure.type_name(),

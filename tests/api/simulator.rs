@@ -205,6 +205,8 @@ async fn kinds_defined_only_as_files_are_simulated_accepted_and_counted() {
         "hardship_books",
         "return_visits",
         "work_orders",
+        "work_order_take_hours",
+        "volunteer_hours",
         "feedback",
     ] {
         let id = catalogue.parse_name(name).unwrap();
