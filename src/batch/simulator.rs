@@ -260,6 +260,14 @@ impl<'a> Simulator<'a> {
                 ) else {
                     continue;
                 };
+                let org = if f.level_above {
+                    match self.level_above(org) {
+                        Some(code) => code,
+                        None => continue,
+                    }
+                } else {
+                    org
+                };
                 let when =
                     day + Duration::days(i64::from(rng.random_range(f.lag_days.0..=f.lag_days.1)));
                 let t = trait_of(self.seed, &format!("{}{org}", def.kind));
@@ -307,6 +315,19 @@ impl<'a> Simulator<'a> {
                 }
             }
         }
+    }
+
+    /// The org that answers `code` from the level above: the district for a street or
+    /// community, the city for a district, the city for itself.
+    fn level_above(&self, code: &str) -> Option<&'a str> {
+        let idx = self.tree.get(code)?;
+        let parent = |n| self.tree.node(n).parent.unwrap_or(n);
+        let answer = match self.tree.node(idx).level {
+            Level::City => idx,
+            Level::District | Level::Street => parent(idx),
+            Level::Community => parent(parent(idx)),
+        };
+        Some(self.tree.node(answer).code.as_str())
     }
 
     fn district_of(&self, code: &str) -> Option<String> {

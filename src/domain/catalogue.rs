@@ -177,6 +177,10 @@ pub enum Measure {
         opened: Kind,
         closed: Kind,
         deadlines: Vec<CaseDeadline>,
+        /// `closed_by = "level_above"`: only a closing record of the level above the opening
+        /// org closes the case (and meets the deadlines it meets) — the district for a street
+        /// or community, the city for a district, the city itself for the city.
+        level_above: bool,
     },
     /// The `quantile` of the time from each subject's first `from` record to its first record
     /// of any `to` kind, over the subjects that got there, opened in the subtree (hours).
@@ -239,6 +243,7 @@ impl Measure {
                 opened,
                 closed,
                 deadlines,
+                ..
             } => {
                 let mut k = vec![*opened, *closed];
                 for d in deadlines {
@@ -473,6 +478,7 @@ struct MeasureSpec {
     from: Option<String>,
     to: Option<Vec<String>>,
     quantile: Option<f64>,
+    closed_by: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -736,7 +742,13 @@ fn measure(kinds: &Kinds, spec: &MeasureSpec) -> Result<Measure, String> {
             return Err(format!("{} deadlines: at most 16", spec.deadlines.len()))
         }
         "cases" => {
+            let level_above = match spec.closed_by.as_deref() {
+                None | Some("anyone") => false,
+                Some("level_above") => true,
+                Some(other) => return Err(format!("closed_by '{other}': anyone or level_above")),
+            };
             let cases = Measure::Cases {
+                level_above,
                 opened: kind_named(kinds, spec.opened.as_ref(), "opened")?,
                 closed: kind_named(kinds, spec.closed.as_ref(), "closed")?,
                 deadlines: spec

@@ -147,6 +147,9 @@ pub struct Follows {
     pub kind: String,
     pub share: (f64, f64),
     pub lag_days: (u32, u32),
+    /// The follower comes from the level above the leader's org (a reply of the district to
+    /// a street), not from the same org.
+    pub level_above: bool,
 }
 
 impl KindDef {
@@ -298,6 +301,8 @@ struct FollowsSpec {
     kind: String,
     share: (f64, f64),
     lag_days: (u32, u32),
+    #[serde(default)]
+    from: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -490,10 +495,21 @@ fn parse_kind(file: &str, text: &str) -> Result<KindDef, DefinitionError> {
                             "simulate.follows: the kind needs a subject to follow by".into(),
                         ));
                     }
+                    let level_above = match f.from.as_deref() {
+                        None | Some("same_org") => false,
+                        Some("level_above") => true,
+                        Some(other) => {
+                            return Err(at(
+                                None,
+                                format!("simulate.follows.from '{other}': same_org or level_above"),
+                            ))
+                        }
+                    };
                     Some(Follows {
                         kind: f.kind,
                         share: f.share,
                         lag_days: f.lag_days,
+                        level_above,
                     })
                 }
             };

@@ -587,6 +587,41 @@ mod tests {
     }
 
     #[test]
+    fn a_case_closed_by_the_level_above_stays_open_when_its_own_level_answers() {
+        let mut a = one_metric(
+            "[\"city\", \"district\", \"street\"]",
+            "type = \"cases\"\nopened = \"feedback.received\"\nclosed = \"feedback.replied\"\nclosed_by = \"level_above\"\ndeadlines = [{ name = \"reply\", days = 15, met_by = [\"feedback.replied\"] }]",
+            "",
+        );
+        let t0 = datetime!(2021-06-01 10:00 +08:00);
+        let now = datetime!(2021-07-01 10:00 +08:00);
+        let item = |seq, kind: &str, org: &str, subject: &str| {
+            let mut r = record(seq, Kind::named(kind), org, t0);
+            r.subject = subject.into();
+            r
+        };
+        // A community's item answered by its street (not the level above): still open, overdue.
+        a.apply(&item(1, "feedback.received", "m1", "f1")).unwrap();
+        a.apply(&item(2, "feedback.replied", "s1", "f1")).unwrap();
+        a.refresh_clock(now);
+        let f = at(&a, "c", "m", now);
+        assert_eq!((f.value, f.overdue), (Some(1.0), Some(1)));
+        // Its district answers: closed. A street's item answered by the district first, before
+        // the item itself arrives: closed from the start.
+        a.apply(&item(3, "feedback.replied", "d1", "f1")).unwrap();
+        a.apply(&item(4, "feedback.replied", "d1", "f2")).unwrap();
+        a.apply(&item(5, "feedback.received", "s2", "f2")).unwrap();
+        // A district's item answered by the district itself stays open; by the city, closed.
+        a.apply(&item(6, "feedback.received", "d1", "f3")).unwrap();
+        a.apply(&item(7, "feedback.replied", "d1", "f3")).unwrap();
+        let f = at(&a, "c", "m", now);
+        assert_eq!((f.value, f.overdue), (Some(1.0), Some(1)), "f3 open");
+        a.apply(&item(8, "feedback.replied", "c", "f3")).unwrap();
+        let f = at(&a, "c", "m", now);
+        assert_eq!((f.value, f.overdue), (Some(0.0), Some(0)));
+    }
+
+    #[test]
     fn a_sum_adds_its_field_over_the_period_and_is_no_data_until_reported() {
         let mut a = one_metric(
             "[\"city\", \"street\"]",

@@ -23,18 +23,39 @@ const DAY: u32 = 86_400;
 struct Case {
     /// (at, seq, org) of the earliest opening record.
     opened: Option<(u32, u64, NodeIdx)>,
-    /// Bit i: a record meeting deadline i arrived.
+    /// Bit i: a record meeting deadline i arrived (other than a closing record).
     met: u32,
-    closed: bool,
+    /// The orgs of the closing records that arrived (usually one).
+    closers: Vec<NodeIdx>,
     /// Bit i: what this case currently adds to deadline i's overdue counts.
     counted: u32,
 }
 
 impl Case {
-    fn open_at(&self) -> Option<(NodeIdx, u32)> {
-        match (self.opened, self.closed) {
-            (Some((at, _, org)), false) => Some((org, at)),
+    /// Whether a closing record closes it: any, or (`responder`) one from the org that must
+    /// answer the opening org.
+    fn closed(&self, responder: Option<&[NodeIdx]>) -> bool {
+        match (responder, self.opened) {
+            _ if self.closers.is_empty() => false,
+            (None, _) => true,
+            (Some(r), Some((_, _, org))) => self.closers.contains(&r[org as usize]),
+            (Some(_), None) => false,
+        }
+    }
+
+    fn open_at(&self, responder: Option<&[NodeIdx]>) -> Option<(NodeIdx, u32)> {
+        match self.opened {
+            Some((at, _, org)) if !self.closed(responder) => Some((org, at)),
             _ => None,
+        }
+    }
+
+    /// The deadlines met: by their own records, and by the closing record once it closes.
+    fn met(&self, responder: Option<&[NodeIdx]>, by_closing: u32) -> u32 {
+        if self.closed(responder) {
+            self.met | by_closing
+        } else {
+            self.met
         }
     }
 }
@@ -44,6 +65,10 @@ pub struct CasesLeaf {
     closed_by: Kind,
     /// (name, days, kinds that meet it)
     deadlines: Vec<CaseDeadline>,
+    /// Bit i: the closing kind meets deadline i.
+    met_by_closing: u32,
+    /// Only closing records of the level above close a case: per org, the org that must.
+    responder: Option<Vec<NodeIdx>>,
     cases: HashMap<u64, Case>,
     /// Cases ever opened in each subtree ("no data" until one).
     opened: Vec<i64>,
@@ -65,6 +90,12 @@ impl CasesLeaf {
         CasesLeaf {
             opened_by,
             closed_by,
+            met_by_closing: deadlines
+                .iter()
+                .enumerate()
+                .filter(|(_, d)| d.met_by.contains(&closed_by))
+                .fold(0, |bits, (i, _)| bits | 1 << i),
+            responder: None,
             deadlines: deadlines.to_vec(),
             cases: HashMap::default(),
             opened: vec![0; nodes],
@@ -77,13 +108,31 @@ impl CasesLeaf {
         }
     }
 
+    /// Only a closing record of the level above the opening org closes a case: the district
+    /// for a street or community, the city for a district, the city for itself.
+    pub fn closed_by_level_above(mut self, tree: &OrgTree) -> Self {
+        use crate::domain::org::Level;
+        let parent = |n: NodeIdx| tree.node(n).parent.unwrap_or(n);
+        self.responder = Some(
+            tree.nodes()
+                .map(|(idx, node)| match node.level {
+                    Level::City => idx,
+                    Level::District | Level::Street => parent(idx),
+                    Level::Community => parent(parent(idx)),
+                })
+                .collect(),
+        );
+        self
+    }
+
     pub fn apply(&mut self, r: &EventRow, org: NodeIdx, kind: Kind, t: &mut Touch) {
         let id = hash_str(&r.subject);
         // Take the case's overdue contribution off its current org first: the record may move
         // it to another org.
         self.set_lateness(id, 0, t);
+        let responder = self.responder.as_deref();
         let case = self.cases.entry(id).or_default();
-        let before = case.open_at();
+        let before = case.open_at(responder);
         let owner_before = case.opened.map(|o| o.2);
         if kind == self.opened_by
             && case
@@ -93,14 +142,17 @@ impl CasesLeaf {
             case.opened = Some((r.at, r.seq, org));
         }
         if kind == self.closed_by {
-            case.closed = true;
-        }
-        for (i, d) in self.deadlines.iter().enumerate() {
-            if d.met_by.contains(&kind) {
-                case.met |= 1 << i;
+            if !case.closers.contains(&org) {
+                case.closers.push(org);
+            }
+        } else {
+            for (i, d) in self.deadlines.iter().enumerate() {
+                if d.met_by.contains(&kind) {
+                    case.met |= 1 << i;
+                }
             }
         }
-        let after = case.open_at();
+        let after = case.open_at(responder);
         let owner_after = case.opened.map(|o| o.2);
         if owner_before != owner_after {
             if let Some(o) = owner_before {
@@ -134,14 +186,16 @@ impl CasesLeaf {
         let Some(case) = self.cases.get(&id) else {
             return 0;
         };
-        let Some((_, opened)) = case.open_at() else {
+        let responder = self.responder.as_deref();
+        let Some((_, opened)) = case.open_at(responder) else {
             return 0;
         };
         let age = self.as_of.saturating_sub(opened);
+        let met = case.met(responder, self.met_by_closing);
         self.deadlines
             .iter()
             .enumerate()
-            .filter(|(i, d)| case.met & (1 << i) == 0 && age > d.days.saturating_mul(DAY))
+            .filter(|(i, d)| met & (1 << i) == 0 && age > d.days.saturating_mul(DAY))
             .fold(0, |bits, (i, _)| bits | 1 << i)
     }
 
@@ -196,10 +250,11 @@ impl CasesLeaf {
             // again the deadlines that had passed.
             self.as_of = now;
             self.queue.clear();
+            let responder = self.responder.as_deref();
             let open: Vec<(u64, u32)> = self
                 .cases
                 .iter()
-                .filter_map(|(id, c)| c.open_at().map(|(_, at)| (*id, at)))
+                .filter_map(|(id, c)| c.open_at(responder).map(|(_, at)| (*id, at)))
                 .collect();
             for (id, at) in open {
                 let late = self.lateness(id);

@@ -345,7 +345,14 @@ impl Leaf {
                 opened,
                 closed,
                 deadlines,
-            } => Leaf::Cases(Box::new(CasesLeaf::new(*opened, *closed, deadlines, n))),
+                level_above,
+            } => {
+                let mut cases = CasesLeaf::new(*opened, *closed, deadlines, n);
+                if *level_above {
+                    cases = cases.closed_by_level_above(tree);
+                }
+                Leaf::Cases(Box::new(cases))
+            }
             Measure::Elapsed { from, to, quantile } => Leaf::Elapsed(Box::new(ElapsedLeaf {
                 from: *from,
                 to: to.clone(),

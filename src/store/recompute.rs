@@ -17,6 +17,15 @@ use crate::domain::metric::{MetricId, Reading};
 use crate::domain::record::Kind;
 use crate::domain::time::{local_date, SHANGHAI};
 
+/// Per org: the org whose closing record closes its cases when only the level above may (the
+/// district for a street or community, the city for a district, the city for itself) — as
+/// `CasesLeaf::closed_by_level_above` has it.
+const RESPONDERS: &str =
+    "SELECT org, multiIf(level = 'community', grandparent, level = 'city', org, parent) \
+     AS responder FROM (SELECT code AS org, level, parent FROM org_nodes) \
+     ANY LEFT JOIN (SELECT node AS parent, grandparent FROM \
+     (SELECT code AS node, parent AS grandparent FROM org_nodes)) USING parent";
+
 /// Per node code: the summed values of one measure's query.
 type PerNode = HashMap<String, Vec<i64>>;
 
@@ -155,19 +164,34 @@ fn per_org_sql(m: &Measure, today: Date, now: i64) -> (String, bool) {
             opened,
             closed,
             deadlines,
+            level_above,
         } => {
             let kinds = m.kinds();
-            let late: Vec<String> = deadlines
+            // Per deadline: met by a record other than the closing one (the closing one meets
+            // it by closing, which `NOT closed` already requires).
+            let met_cols: String = deadlines
                 .iter()
-                .map(|d| {
-                    let met: Vec<String> = d
+                .enumerate()
+                .map(|(i, d)| {
+                    let others: Vec<String> = d
                         .met_by
                         .iter()
-                        .map(|k| format!("countIf(kind = {}) = 0", quoted(k.as_str())))
+                        .filter(|k| *k != closed)
+                        .map(|k| quoted(k.as_str()))
                         .collect();
+                    if others.is_empty() {
+                        format!(", 0 AS m{i}")
+                    } else {
+                        format!(", countIf(kind IN ({})) > 0 AS m{i}", others.join(", "))
+                    }
+                })
+                .collect();
+            let late_cols: String = deadlines
+                .iter()
+                .enumerate()
+                .map(|(i, d)| {
                     format!(
-                        "(NOT closed AND {} AND age > {})",
-                        met.join(" AND "),
+                        ", (NOT closed AND NOT m{i} AND age > {}) AS late{i}",
                         i64::from(d.days) * 86_400
                     )
                 })
@@ -177,36 +201,45 @@ fn per_org_sql(m: &Measure, today: Date, now: i64) -> (String, bool) {
                 "toInt64(countIf(NOT closed))".to_string(),
                 format!(
                     "toInt64(countIf({}))",
-                    if late.is_empty() {
+                    if deadlines.is_empty() {
                         "0".to_string()
                     } else {
-                        late.iter()
-                            .enumerate()
-                            .map(|(i, _)| format!("late{i}"))
+                        (0..deadlines.len())
+                            .map(|i| format!("late{i}"))
                             .collect::<Vec<_>>()
                             .join(" OR ")
                     }
                 ),
             ];
-            vals.extend((0..late.len()).map(|i| format!("toInt64(countIf(late{i}))")));
-            let late_cols: String = late
-                .iter()
-                .enumerate()
-                .map(|(i, l)| format!(", {l} AS late{i}"))
-                .collect();
+            vals.extend((0..deadlines.len()).map(|i| format!("toInt64(countIf(late{i}))")));
+            // The opening org is named apart from `org`, which the closers are collected from
+            // (an alias would shadow the column in the same SELECT).
+            let m_names: String = (0..deadlines.len()).map(|i| format!(", m{i}")).collect();
+            let per_case = format!(
+                "SELECT opener AS org, closers, age{m_names} FROM (\
+                 SELECT argMinIf(org, (at, seq), kind = {o}) AS opener, \
+                 groupUniqArrayIf(org, kind = {c}) AS closers, \
+                 {now} - toInt64(toUInt32(minIf(at, kind = {o}))) AS age{met_cols} \
+                 FROM events WHERE {kinds} AND {COUNTED_EVENTS} GROUP BY subject \
+                 HAVING countIf(kind = {o}) > 0)",
+                o = quoted(opened.as_str()),
+                c = quoted(closed.as_str()),
+                kinds = of_kinds(&kinds),
+            );
+            let (source, closed_expr) = if *level_above {
+                (
+                    format!("({per_case}) AS c ANY LEFT JOIN ({RESPONDERS}) AS r USING org"),
+                    "has(closers, responder)",
+                )
+            } else {
+                (format!("({per_case})"), "notEmpty(closers)")
+            };
             (
                 format!(
                     "SELECT org, [{}] AS vals FROM (\
-                     SELECT argMinIf(org, (at, seq), kind = {o}) AS org, \
-                     countIf(kind = {c}) > 0 AS closed, \
-                     {now} - toInt64(toUInt32(minIf(at, kind = {o}))) AS age{late_cols} \
-                     FROM events WHERE {kinds} AND {COUNTED_EVENTS} GROUP BY {s} \
-                     HAVING countIf(kind = {o}) > 0) GROUP BY org",
+                     SELECT org, {closed_expr} AS closed{late_cols} FROM {source}\
+                     ) GROUP BY org",
                     vals.join(", "),
-                    o = quoted(opened.as_str()),
-                    c = quoted(closed.as_str()),
-                    kinds = of_kinds(&kinds),
-                    s = "subject",
                 ),
                 false,
             )
