@@ -13,7 +13,7 @@
   const S = {
     catalogue: {}, org: {}, freshness: {}, dashboard: null, version: null, scope: null, view: {},
     epoch: null, seq: 0, ws: null, backoff: 500, mapMetricIndex: 0, connected: false,
-    mapChart: null, trendChart: null, rendered: 0,
+    mapChart: null, trendChart: null, rendered: 0, mapAspect: 2,
   };
   window.__vscc = S; // for the browser tests
 
@@ -44,6 +44,19 @@
     const op = meta.at_most ? "≤" : "≥";
     const due = f.due ? " · 截止 " + f.due : "";
     return "目标 " + op + t + due;
+  }
+  // A degree of longitude is cos(latitude) of a degree of latitude: at Shenzhen (22.6° N) 0.92.
+  const ASPECT_SCALE = Math.cos((22.6 * Math.PI) / 180);
+  // Width ÷ height of the outline as drawn.
+  function aspectOf(geo) {
+    let [x0, y0, x1, y1] = [Infinity, Infinity, -Infinity, -Infinity];
+    const walk = (c) => {
+      if (typeof c[0] === "number") {
+        x0 = Math.min(x0, c[0]); x1 = Math.max(x1, c[0]); y0 = Math.min(y0, c[1]); y1 = Math.max(y1, c[1]);
+      } else c.forEach(walk);
+    };
+    geo.features.forEach((f) => walk(f.geometry.coordinates));
+    return x1 > x0 && y1 > y0 ? ((x1 - x0) / (y1 - y0)) * ASPECT_SCALE : 2;
   }
   const nameOf = (code) => (S.org[code] ? S.org[code].name : code);
   const childrenOf = (code) => (S.org[code] ? S.org[code].children : []);
@@ -110,10 +123,14 @@
         const status = f ? f.status : "no_data";
         return { name: code, value: f && f.value !== null ? f.value : null, status, itemStyle: { areaColor: COLORS[status] } };
       });
+      // As large as the panel allows at the map's own proportions, centred (a box layout
+      // would pin the wide outline to the top of a tall panel).
+      const box = mapEl.getBoundingClientRect();
+      const size = Math.max(50, Math.min(box.width * 0.94, box.height * 0.88 * S.mapAspect));
       S.mapChart.setOption({
         series: [{
           type: "map", map: "shenzhen", nameProperty: "code", roam: false, selectedMode: false,
-          top: "4%", bottom: "4%", left: "4%", right: "4%",
+          aspectScale: ASPECT_SCALE, layoutCenter: ["50%", "50%"], layoutSize: size,
           label: { show: true, color: "#fff", fontSize: Math.round(innerHeight / 60),
             formatter: (p) => nameOf(p.name) + "\n" + fmt(metric, (S.view[p.name] || {})[metric]) },
           itemStyle: { borderColor: "#9cc7ff", borderWidth: 1 },
@@ -344,9 +361,10 @@
     })(org);
     if (window.echarts) {
       echarts.registerMap("shenzhen", geo);
+      S.mapAspect = aspectOf(geo);
       S.mapChart = echarts.init(document.getElementById("map"), null, { renderer: "canvas" });
       S.mapChart.on("click", (p) => drill(p.name));
-      addEventListener("resize", () => S.mapChart.resize());
+      addEventListener("resize", () => { S.mapChart.resize(); renderMap(); });
     }
     await loadDashboard(true);
     connect();

@@ -74,6 +74,15 @@ try {
     return opt.series[0].data.map((d) => d.name);
   });
   check(districts.length === 10 && districts.includes("440399"), `the map has 10 districts (${districts.length})`);
+  // The map uses its panel: its drawing area is most of the panel (not half of it, as when a
+  // hidden grid took the rest).
+  const geom = await page.evaluate(() => ({
+    map: document.getElementById("map").getBoundingClientRect().height,
+    panel: document.querySelector(".map-panel").getBoundingClientRect().height,
+    chart: window.__vscc.mapChart.getHeight(),
+  }));
+  check(geom.map >= 0.75 * geom.panel && Math.abs(geom.chart - geom.map) < 2,
+    `the map uses its panel (${Math.round(geom.map)} of ${Math.round(geom.panel)} px)`);
 
   // Tile values equal the REST figures.
   const rest = await api("/api/v1/metrics?scope=440300");
