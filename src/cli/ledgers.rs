@@ -12,10 +12,14 @@ pub(super) async fn import_ledgers(
     chunk_rows: usize,
 ) -> anyhow::Result<()> {
     use crate::batch::ledger::{import, Family};
+    let kinds = std::sync::Arc::new(crate::dashboards::load_catalogue(&settings.catalogue)?.kinds);
     let family = match family {
-        Some(f) => Some(Family::parse(&f).with_context(|| {
+        Some(f) => Some(Family::parse(&f, &kinds).with_context(|| {
             let names: Vec<&str> = Family::ALL.iter().map(|f| f.name()).collect();
-            format!("--family {f}: one of {}", names.join(", "))
+            format!(
+                "--family {f}: one of {}, or a record kind no built-in ledger keeps",
+                names.join(", ")
+            )
         })?),
         None => None,
     };
@@ -27,7 +31,6 @@ pub(super) async fn import_ledgers(
     )?;
     let locator: std::sync::Arc<dyn crate::domain::record::Locator + Send + Sync> =
         std::sync::Arc::new(map);
-    let kinds = std::sync::Arc::new(crate::dashboards::load_catalogue(&settings.catalogue)?.kinds);
     let (store, managed) = crate::app::connect_store_shared(settings).await?;
     let result = async {
         store.migrate().await?;

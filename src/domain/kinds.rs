@@ -42,15 +42,7 @@ impl Kind {
     }
 
     fn intern(name: &str) -> Kind {
-        static NAMES: std::sync::Mutex<std::collections::BTreeSet<&'static str>> =
-            std::sync::Mutex::new(std::collections::BTreeSet::new());
-        let mut names = NAMES.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(known) = names.get(name) {
-            return Kind(known);
-        }
-        let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
-        names.insert(leaked);
-        Kind(leaked)
+        Kind(intern_name(name))
     }
 }
 
@@ -66,8 +58,22 @@ impl std::fmt::Display for Kind {
     }
 }
 
+/// A name from the definitions, interned (leaked once each: a handful whatever the number of
+/// reloads) so that it can live in `Copy` values such as a ledger column's field.
+pub fn intern_name(name: &str) -> &'static str {
+    static NAMES: std::sync::Mutex<std::collections::BTreeSet<&'static str>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut names = NAMES.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(known) = names.get(name) {
+        return known;
+    }
+    let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
+    names.insert(leaked);
+    leaked
+}
+
 /// The type of a `data` field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum FieldType {
     /// A non-empty string of at most [`MAX_ID_LEN`](super::record::MAX_ID_LEN) characters.
     Text,

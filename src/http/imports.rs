@@ -45,9 +45,11 @@ async fn upload(
     let who = caller.may(&state, Action::Ingest)?;
     state.limits.ingest(&who.token_key)?;
     let family = match params.family.as_deref() {
-        Some(f) => Some(Family::parse(f).ok_or_else(|| {
-            ApiError::bad_request("family", format!("unknown ledger family '{f}'"))
-        })?),
+        Some(f) => Some(
+            Family::parse(f, &state.hub.catalogue().kinds).ok_or_else(|| {
+                ApiError::bad_request("family", format!("unknown ledger family '{f}'"))
+            })?,
+        ),
         None => None,
     };
     let name = std::path::Path::new(&params.name)

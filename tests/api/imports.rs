@@ -318,3 +318,73 @@ fn the_same_seed_writes_the_same_ledger_files() {
         );
     }
 }
+
+/// A ledger of a kind known from its definition file only ("五有" assessments): found by its
+/// Chinese columns, cleaned and checked by the same path, its bad cell named by its column,
+/// and its figures equal to the SQL.
+#[tokio::test]
+async fn a_ledger_of_a_kind_defined_only_by_its_file_is_imported_like_the_others() {
+    const FIVE_HAVES: &str = "\u{feff}区,街道,社区,评估日期,有人员,有条件,有能力,有任务,有台账
+南山区,南头街道,南头城社区,2021-03-04,是,是,是,是,是
+南山区,南头街道,大新社区,2021年3月5日,是,否,是,是,是
+南山区,南头街道,南头城社区,2021-03-06,是,是,是,是,也许
+";
+    let app = spawn_app().await;
+    let clerk = app.user_token("clerk-ns-5", "clerk", "440305").await;
+    let (status, summary) = upload(
+        &app,
+        &clerk,
+        "五有评估台账.csv",
+        FIVE_HAVES.as_bytes().to_vec(),
+    )
+    .await;
+    assert_eq!(status, 200, "{summary}");
+    assert_eq!(
+        (
+            summary["family"].as_str(),
+            summary["accepted"].as_u64(),
+            summary["rejected"].as_u64()
+        ),
+        (Some("station.five_haves_assessed"), Some(2), Some(1)),
+        "{summary}"
+    );
+    let reject = &summary["rejects"][0];
+    assert_eq!(
+        (
+            reject["row"].as_u64(),
+            reject["column"].as_str(),
+            reject["reason"].as_str()
+        ),
+        (Some(4), Some("有台账"), Some("'也许' is not 是 or 否")),
+        "{summary}"
+    );
+    app.wait_landed().await;
+    let stored: Vec<(String, u8)> = app
+        .store()
+        .client()
+        .query(
+            "SELECT org, toUInt8(num_values[indexOf(num_keys, 'has_conditions')]) FROM events \
+             WHERE kind = 'station.five_haves_assessed' ORDER BY at",
+        )
+        .fetch_all()
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 2);
+    assert_eq!(stored[1].1, 0, "大新's 有条件 is 否");
+    // A finished import enters the live figures in the background, shortly after.
+    let metric = app.state.hub.catalogue().parse_name("five_haves").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let live = loop {
+        let live = app.state.hub.all_current();
+        let city = &live.iter().find(|(c, _)| c == "440300").unwrap().1;
+        if city.iter().any(|(m, f)| *m == metric && f.value.is_some()) {
+            break live;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the import never reached the live figures"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    common::compared_with_sql(&app, &live, app.state.hub.now()).await;
+}

@@ -304,6 +304,18 @@ impl RowChecker {
         }
     }
 
+    /// The field of a key: a built-in one, or a column of the file for a defined kind's field.
+    fn field_of_key(&self, key: &str) -> Option<Field> {
+        Field::of_key(key).or_else(|| {
+            self.header
+                .fields
+                .iter()
+                .flatten()
+                .find(|f| f.key() == key)
+                .copied()
+        })
+    }
+
     /// The ledger column a record field stands in.
     fn column_of(&self, field: &str) -> Field {
         match field {
@@ -314,7 +326,7 @@ impl RowChecker {
             "location.lat" => Field::Lat,
             other => other
                 .strip_prefix("data.")
-                .and_then(Field::of_key)
+                .and_then(|key| self.field_of_key(key))
                 .unwrap_or_else(|| self.org_field()),
         }
     }
@@ -336,7 +348,7 @@ impl RowChecker {
         {
             let named = format!("data.{name}");
             if reason.contains(&named) {
-                if let Some(f) = Field::of_key(name) {
+                if let Some(f) = self.field_of_key(name) {
                     reason = reason.replace(&named, &self.header.header_of(f));
                 }
             }

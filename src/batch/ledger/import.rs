@@ -171,11 +171,11 @@ pub async fn import_file(
 ) -> Result<ImportSummary, ImportError> {
     let _one = ONE_AT_A_TIME.lock().await;
     let started = std::time::Instant::now();
-    let (header, source) = open(path)?;
+    let (header, source) = open(path, &kinds)?;
     let fields = header.present();
     let family = match options.family {
         Some(f) => f,
-        None => Family::detect(&fields, &header.names).ok_or_else(|| {
+        None => Family::detect(&fields, &header.names, &kinds).ok_or_else(|| {
             file_error(
                 path,
                 format!(

@@ -17,6 +17,7 @@ pub mod read;
 pub mod runs;
 pub mod write;
 
+use crate::domain::kinds::{intern_name, FieldType, KindDef, Kinds};
 use crate::domain::record::Kind;
 
 /// What a column of a ledger means, whatever its header says.
@@ -41,6 +42,8 @@ pub enum Field {
     Headcount,
     Lon,
     Lat,
+    /// A `data` field of a kind known from its definition file only (its name and type).
+    Data(&'static str, FieldType),
 }
 
 impl Field {
@@ -93,6 +96,7 @@ impl Field {
             Field::Headcount => "headcount",
             Field::Lon => "lon",
             Field::Lat => "lat",
+            Field::Data(name, _) => name,
         }
     }
 }
@@ -143,16 +147,42 @@ pub const HEADERS: &[(&str, Field)] = &[
 
 /// A header cell as a clerk typed it → its field.
 pub fn field_of_header(header: &str) -> Option<Field> {
-    let cleaned: String = header
+    let cleaned = clean_header(header);
+    HEADERS.iter().find(|(h, _)| *h == cleaned).map(|(_, f)| *f)
+}
+
+fn clean_header(header: &str) -> String {
+    header
         .chars()
         .filter(|c| !c.is_whitespace())
         .map(normalize::half_width)
-        .collect();
-    HEADERS.iter().find(|(h, _)| *h == cleaned).map(|(_, f)| *f)
+        .collect()
+}
+
+/// A header cell → its field, also among the fields of the kinds that no built-in ledger keeps
+/// (by their Chinese names), and any other "…日期" as the date.
+pub fn field_of_header_with(header: &str, kinds: &Kinds) -> Option<Field> {
+    if let Some(f) = field_of_header(header) {
+        return Some(f);
+    }
+    let cleaned = clean_header(header);
+    kinds
+        .all()
+        .filter(|d| Family::builtin_of(d.kind).is_none())
+        .flat_map(|d| d.fields.iter())
+        .find(|f| f.label_zh == cleaned)
+        .map(|f| Field::Data(intern_name(&f.name), f.ty))
+        .or_else(|| cleaned.ends_with("日期").then_some(Field::Date))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Family {
+    /// The ledger of a kind known from its definition file only: its title is the kind's
+    /// Chinese name with 台账, its columns the kind's fields by their Chinese names.
+    Defined {
+        kind: Kind,
+        title: &'static str,
+    },
     Staffing,
     Hires,
     Headcount,
@@ -188,13 +218,35 @@ impl Family {
             Family::Appeals => "appeals",
             Family::Veterans => "veterans",
             Family::Archives => "archives",
+            Family::Defined { kind, .. } => kind.as_str(),
         }
     }
 
-    pub fn parse(name: &str) -> Option<Family> {
+    /// The family of a name or title: a built-in one, or a kind's own (by its name).
+    pub fn parse(name: &str, kinds: &Kinds) -> Option<Family> {
         Family::ALL
             .into_iter()
             .find(|f| f.name() == name || f.title() == name)
+            .or_else(|| {
+                kinds
+                    .all()
+                    .filter(|d| Family::builtin_of(d.kind).is_none())
+                    .find(|d| d.kind.as_str() == name || format!("{}台账", d.label_zh) == name)
+                    .map(Family::defined)
+            })
+    }
+
+    /// The ledger of a kind that no built-in ledger keeps.
+    pub fn defined(def: &KindDef) -> Family {
+        Family::Defined {
+            kind: def.kind,
+            title: intern_name(&format!("{}台账", def.label_zh)),
+        }
+    }
+
+    /// The built-in family that keeps a kind, if any.
+    pub fn builtin_of(kind: Kind) -> Option<Family> {
+        Family::ALL.into_iter().find(|f| f.kinds().contains(&kind))
     }
 
     /// The ledger's Chinese title (and the simulator's file name).
@@ -209,6 +261,7 @@ impl Family {
             Family::Appeals => "诉求办理台账",
             Family::Veterans => "退役军人登记台账",
             Family::Archives => "建档台账",
+            Family::Defined { title, .. } => title,
         }
     }
 
@@ -280,6 +333,8 @@ impl Family {
                 ("建档日期", Field::Date),
                 ("身份证号", Field::PersonId),
             ],
+            // The simulator writes the built-in ledgers only.
+            Family::Defined { .. } => &[],
         }
     }
 
@@ -306,6 +361,7 @@ impl Family {
             Family::Ratings => Kind::STATION_RATED,
             Family::Veterans => Kind::VETERAN_REGISTERED,
             Family::Archives => Kind::ARCHIVE_COMPLETED,
+            Family::Defined { kind, .. } => kind,
             Family::Appeals => match stage? {
                 "登记" | "收到" | "受理前" | "received" => Kind::APPEAL_RECEIVED,
                 "受理" | "accepted" => Kind::APPEAL_ACCEPTED,
@@ -317,7 +373,26 @@ impl Family {
 
     /// Which ledger a file is, from the fields its headers name (and, for the two families
     /// that share their fields, from the date header).
-    pub fn detect(fields: &[Field], headers: &[String]) -> Option<Family> {
+    pub fn detect(fields: &[Field], headers: &[String], kinds: &Kinds) -> Option<Family> {
+        Family::detect_builtin(fields, headers).or_else(|| {
+            // A kind known from its file: every one of its fields has a column (the kind with
+            // the most fields wins; kinds without fields are named explicitly).
+            let keys: Vec<&str> = fields.iter().map(|f| f.key()).collect();
+            let mut fitting: Vec<&KindDef> = kinds
+                .all()
+                .filter(|d| Family::builtin_of(d.kind).is_none() && !d.fields.is_empty())
+                .filter(|d| d.fields.iter().all(|f| keys.contains(&f.name.as_str())))
+                .collect();
+            fitting.sort_by_key(|d| std::cmp::Reverse(d.fields.len()));
+            match fitting.as_slice() {
+                [one] => Some(Family::defined(one)),
+                [a, b, ..] if a.fields.len() > b.fields.len() => Some(Family::defined(a)),
+                _ => None,
+            }
+        })
+    }
+
+    fn detect_builtin(fields: &[Field], headers: &[String]) -> Option<Family> {
         let has = |f: Field| fields.contains(&f);
         let header = |h: &str| headers.iter().any(|x| x.contains(h));
         if has(Field::ApprovedPosts) {
@@ -371,7 +446,7 @@ mod tests {
                 .map(|(h, _)| h.to_string())
                 .collect();
             assert_eq!(
-                Family::detect(&fields, &headers),
+                Family::detect(&fields, &headers, &Kinds::shipped()),
                 Some(family),
                 "{family:?}"
             );
@@ -379,5 +454,47 @@ mod tests {
                 assert_eq!(field_of_header(h), Some(*f), "{h}");
             }
         }
+    }
+
+    #[test]
+    fn a_kind_known_from_its_file_has_a_ledger_found_by_its_chinese_columns() {
+        let kinds = Kinds::shipped();
+        let headers: Vec<String> = [
+            "区",
+            "街道",
+            "社区",
+            "评估日期",
+            "有人员",
+            "有条件",
+            "有能力",
+            "有任务",
+            "有台账",
+        ]
+        .iter()
+        .map(|h| h.to_string())
+        .collect();
+        let fields: Vec<Field> = headers
+            .iter()
+            .filter_map(|h| field_of_header_with(h, &kinds))
+            .collect();
+        assert!(
+            fields.contains(&Field::Date),
+            "评估日期 is the date: {fields:?}"
+        );
+        assert!(fields.contains(&Field::Data("has_ledgers", FieldType::Flag)));
+        let family = Family::detect(&fields, &headers, &kinds);
+        assert_eq!(
+            family.map(|f| f.name()),
+            Some("station.five_haves_assessed")
+        );
+        assert_eq!(family.map(|f| f.title()), Some("“五有”评估台账"));
+        // A kind without fields is named: by its name or its ledger's title.
+        assert_eq!(
+            Family::parse("业务会台账", &kinds).map(|f| f.name()),
+            Some("meeting.business_held")
+        );
+        // A kind a built-in ledger keeps is that ledger, not one of its own.
+        assert_eq!(Family::parse("staff.hired", &kinds), None);
+        assert_eq!(Family::parse("hires", &kinds), Some(Family::Hires));
     }
 }

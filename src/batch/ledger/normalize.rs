@@ -7,6 +7,7 @@
 use polars::prelude::*;
 
 use super::Field;
+use crate::domain::kinds::FieldType as ValueType;
 use crate::domain::{Level, OrgTree};
 
 /// The full-width form of an ASCII character, and the ideographic space, as ASCII.
@@ -254,6 +255,7 @@ fn few_distinct(f: Field) -> bool {
             | Field::ApprovedPosts
             | Field::FilledPosts
             | Field::Headcount
+            | Field::Data(_, ValueType::Count | ValueType::Flag)
     )
 }
 
@@ -264,6 +266,8 @@ fn typed(f: Field, raw: Expr) -> Expr {
         Field::Stars => stars_of(raw),
         Field::ApprovedPosts | Field::FilledPosts | Field::Headcount => count_of(raw),
         Field::Lon | Field::Lat => raw.cast(DataType::Float64),
+        Field::Data(_, ValueType::Count) => count_of(raw),
+        Field::Data(_, ValueType::Flag) => flag_of(raw),
         Field::PersonId => raw.str().to_uppercase(),
         _ => raw,
     }

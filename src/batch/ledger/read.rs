@@ -8,7 +8,8 @@ use std::path::Path;
 use polars::prelude::*;
 
 use super::error::{file_error, ImportError};
-use super::{field_of_header, Field};
+use super::{field_of_header_with, Field};
+use crate::domain::kinds::Kinds;
 
 /// A chunk of raw cells: text columns named by [`Field::key`].
 pub struct RawChunk {
@@ -24,12 +25,20 @@ pub struct Header {
 }
 
 impl Header {
+    /// The header of the built-in ledgers only (tests).
+    #[cfg(test)]
     pub fn new(names: Vec<String>) -> Self {
+        Self::with_kinds(names, &Kinds::default())
+    }
+
+    /// Which column is which field: the built-in ledgers' headers, the fields of the kinds
+    /// defined by files only (by their Chinese names), any other "…日期" as the date. The first
+    /// column a field appears in wins; a repeated field is ignored.
+    pub fn with_kinds(names: Vec<String>, kinds: &Kinds) -> Self {
         let mut seen = HashSet::new();
-        // The first column a field appears in wins; a repeated field is ignored.
         let fields = names
             .iter()
-            .map(|h| field_of_header(h).filter(|f| seen.insert(*f)))
+            .map(|h| field_of_header_with(h, kinds).filter(|f| seen.insert(*f)))
             .collect();
         Header { names, fields }
     }
@@ -69,7 +78,7 @@ pub enum Source {
     },
 }
 
-pub fn open(path: &Path) -> Result<(Header, Source), ImportError> {
+pub fn open(path: &Path, kinds: &Kinds) -> Result<(Header, Source), ImportError> {
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
@@ -99,7 +108,7 @@ pub fn open(path: &Path) -> Result<(Header, Source), ImportError> {
                 .ok_or_else(|| file_error(path, "the file is empty"))?;
             let read_bytes = header_line.len() as u64;
             Ok((
-                Header::new(names),
+                Header::with_kinds(names, kinds),
                 Source::Csv {
                     reader,
                     header_line,
@@ -125,7 +134,7 @@ pub fn open(path: &Path) -> Result<(Header, Source), ImportError> {
             let rest: Vec<Vec<String>> = rows.collect();
             let total_rows = rest.len() as u64;
             Ok((
-                Header::new(names),
+                Header::with_kinds(names, kinds),
                 Source::Excel {
                     rows: rest.into_iter(),
                     total_rows,

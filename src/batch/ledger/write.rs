@@ -156,7 +156,7 @@ impl<'a> LedgerRows<'a> {
                     .and_then(Value::as_f64)
                     .map(|v| format!("{v:.6}"))
                     .unwrap_or_default(),
-                Field::RecordNo | Field::OrgCode => String::new(),
+                Field::RecordNo | Field::OrgCode | Field::Data(..) => String::new(),
             })
             .collect();
         Some((family, cells))
