@@ -93,6 +93,8 @@ pub struct FieldDef {
     pub name: String,
     /// The column a ledger clerk writes (人员编号, 星级 …).
     pub label_zh: String,
+    /// Other headers clerks use for it in a ledger.
+    pub aliases: Vec<String>,
     pub ty: FieldType,
     /// A count's plausible range, inclusive (flags: 0–1; texts: unused).
     pub min: i64,
@@ -324,6 +326,8 @@ struct FieldSpec {
     max: Option<i64>,
     #[serde(default)]
     at_most: Option<String>,
+    #[serde(default)]
+    aliases: Vec<String>,
 }
 
 fn yearly() -> String {
@@ -396,6 +400,7 @@ fn parse_kind(file: &str, text: &str) -> Result<KindDef, DefinitionError> {
         fields.push(FieldDef {
             name: f.name,
             label_zh: f.label_zh,
+            aliases: f.aliases,
             ty,
             min,
             max,

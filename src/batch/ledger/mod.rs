@@ -170,7 +170,7 @@ pub fn field_of_header_with(header: &str, kinds: &Kinds) -> Option<Field> {
         .all()
         .filter(|d| Family::builtin_of(d.kind).is_none())
         .flat_map(|d| d.fields.iter())
-        .find(|f| f.label_zh == cleaned)
+        .find(|f| f.label_zh == cleaned || f.aliases.iter().any(|a| clean_header(a) == cleaned))
         .map(|f| Field::Data(intern_name(&f.name), f.ty))
         .or_else(|| cleaned.ends_with("日期").then_some(Field::Date))
 }
@@ -482,6 +482,11 @@ mod tests {
             "评估日期 is the date: {fields:?}"
         );
         assert!(fields.contains(&Field::Data("has_ledgers", FieldType::Flag)));
+        // An alias from the definition file names the same field.
+        assert_eq!(
+            field_of_header_with(" 台账是否规范 ", &kinds),
+            Some(Field::Data("has_ledgers", FieldType::Flag))
+        );
         let family = Family::detect(&fields, &headers, &kinds);
         assert_eq!(
             family.map(|f| f.name()),
