@@ -182,7 +182,7 @@ pub async fn run(settings: &Settings, opts: ImportBench) -> anyhow::Result<()> {
             opts.chunk_rows
         );
         println!(
-            "  (ClickHouse copying the same rows into a second events table: {:.1} s, {:.0} rows/s — writing the\n   21-column, sorted events table costs ClickHouse itself {:.2}× the baseline's time per row)",
+            "  (ClickHouse copying the same rows into a second events table: {:.1} s, {:.0} rows/s — writing the\n   sorted events table costs ClickHouse itself {:.2}× the baseline's time per row)",
             copy_secs,
             rate(vscc_rows, copy_secs),
             rate(base_rows, base_secs) / rate(vscc_rows, copy_secs)
