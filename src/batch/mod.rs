@@ -1,6 +1,7 @@
 //! The batch side: the simulated Shenzhen, ledger imports, the daily snapshots and the
 //! decision-support jobs, each run recorded in `job_runs`.
 
+pub mod brief;
 pub mod decision;
 pub mod ledger;
 pub mod simulator;

@@ -2,6 +2,7 @@
 
 use actix_web::{get, post, web, HttpResponse};
 use serde::Deserialize;
+use time::Date;
 
 use super::{auth::Caller, params::Params, ApiError, AppState};
 use crate::auth::{authorize, Action};
@@ -12,7 +13,158 @@ use crate::wire::ops::{JobRun, JobsRun};
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(list_jobs)
         .service(run_snapshots)
-        .service(trends);
+        .service(trends)
+        .service(brief_days)
+        .service(brief);
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct BriefQuery {
+    /// The day, YYYY-MM-DD (default: the newest day with snapshots).
+    #[param(pattern = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
+    date: Option<String>,
+    /// Org code (default: the caller's scope); its direct children are the columns.
+    #[param(pattern = "^4403[0-9]{2}([0-9]{3}([0-9]{3})?)?$")]
+    scope: Option<String>,
+}
+
+/// One metric of the brief: the scope's figure on the day and the day before, and each child's.
+#[derive(serde::Serialize)]
+struct BriefMetric {
+    id: String,
+    label_zh: String,
+    clause: String,
+    unit: &'static str,
+    precision: u8,
+    target: Option<f64>,
+    deadline: Option<String>,
+    at_most: bool,
+    day: Option<BriefFigure>,
+    before: Option<BriefFigure>,
+    children: Vec<BriefChild>,
+}
+
+#[derive(serde::Serialize, Clone)]
+struct BriefFigure {
+    value: Option<f64>,
+    status: String,
+}
+
+#[derive(serde::Serialize)]
+struct BriefChild {
+    code: String,
+    name: String,
+    value: Option<f64>,
+    status: String,
+}
+
+/// The daily brief (每日简报): the day's figures from the nightly snapshots beside the day
+/// before's, each child's, and the day's alerts — a past day shows that day's figures.
+#[utoipa::path(get, path = "/api/v1/brief", tag = "jobs", params(BriefQuery),
+    responses((status = 200, body = Object, description = "{date, before, scope, metrics: [{id, label_zh, clause, unit, precision, target, deadline, at_most, day: {value, status}, before, children: [{code, name, value, status}]}], alerts: [{at, node, rule, state, severity, summary}]}"),
+        (status = 400, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+#[get("/api/v1/brief")]
+async fn brief(
+    caller: Caller,
+    q: Params<BriefQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    use crate::batch::brief;
+    let (code, scope) = super::auth::readable_scope(&caller.0, &state, q.scope.as_deref())?;
+    let fmt = time::macros::format_description!("[year]-[month]-[day]");
+    let day = match q.date.as_deref() {
+        Some(d) => time::Date::parse(d, &fmt).map_err(|_| {
+            ApiError::bad_request("date", format!("'{d}' is not a date YYYY-MM-DD"))
+        })?,
+        None => {
+            let newest = brief::days(&state.store, 1).await?;
+            let d = newest.first().ok_or_else(|| ApiError::NotFound {
+                what: "a day with snapshots (the nightly job writes them)".into(),
+            })?;
+            time::Date::parse(d, &fmt).map_err(|e| anyhow::anyhow!(e))?
+        }
+    };
+    let tree = &state.tree;
+    let children: Vec<_> = tree.node(scope).children.clone();
+    let mut nodes: Vec<String> = vec![code.clone()];
+    nodes.extend(children.iter().map(|c| tree.node(*c).code.clone()));
+    let rows = brief::snapshots(&state.store, day, &nodes).await?;
+    if !rows.iter().any(|r| i64::from(r.day) == day_number(day)) {
+        return Err(ApiError::NotFound {
+            what: format!("snapshots of {day} (the nightly job writes each day's)"),
+        });
+    }
+    let find = |d: Date, node: &str, metric: &str| {
+        rows.iter()
+            .find(|r| i64::from(r.day) == day_number(d) && r.node == node && r.metric == metric)
+            .map(|r| BriefFigure {
+                value: r.value,
+                status: r.status.clone(),
+            })
+    };
+    let before = day.previous_day().unwrap_or(day);
+    let catalogue = state.hub.catalogue();
+    let metrics: Vec<BriefMetric> = catalogue
+        .metrics
+        .iter()
+        .map(|def| {
+            let entry = crate::wire::figures::CatalogueEntry::from(def);
+            BriefMetric {
+                id: def.name.clone(),
+                label_zh: def.label_zh.clone(),
+                clause: def.clause.clone(),
+                unit: entry.unit,
+                precision: def.precision,
+                target: entry.target,
+                deadline: entry.deadline,
+                at_most: entry.at_most,
+                day: find(day, &code, &def.name),
+                before: find(before, &code, &def.name),
+                children: children
+                    .iter()
+                    .filter_map(|c| {
+                        let node = tree.node(*c);
+                        find(day, &node.code, &def.name).map(|f| BriefChild {
+                            code: node.code.clone(),
+                            name: node.name.clone(),
+                            value: f.value,
+                            status: f.status,
+                        })
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    let alerts: Vec<serde_json::Value> = brief::alerts(&state.store, day)
+        .await?
+        .into_iter()
+        .filter(|a| {
+            tree.get(&a.node)
+                .is_some_and(|n| tree.path_to_root(n).any(|p| p == scope))
+        })
+        .map(|a| {
+            serde_json::json!({"at": a.at, "node": a.node, "rule": a.rule, "state": a.state,
+                "severity": a.severity, "summary": a.summary})
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "date": day.to_string(), "before": before.to_string(), "scope": code,
+        "metrics": metrics, "alerts": alerts,
+    })))
+}
+
+fn day_number(d: Date) -> i64 {
+    i64::from(d.to_julian_day()) - 2_440_588
+}
+
+/// Days with a brief (days the nightly snapshots cover), newest first (the last 366).
+#[utoipa::path(get, path = "/api/v1/brief/days", tag = "jobs",
+    responses((status = 200, body = Vec<String>)), security(("bearer" = [])))]
+#[get("/api/v1/brief/days")]
+async fn brief_days(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    caller.may(&state, Action::ReadFigures)?;
+    Ok(HttpResponse::Ok().json(crate::batch::brief::days(&state.store, 366).await?))
 }
 
 /// Recorded job runs, newest first (the last 200).

@@ -29,6 +29,8 @@ use utoipa::OpenApi;
         super::jobs::list_jobs,
         super::jobs::run_snapshots,
         super::jobs::trends,
+        super::jobs::brief,
+        super::jobs::brief_days,
         super::alerts::create_silence,
         super::alerts::delete_silence,
         super::pages::dashboard,

@@ -10,6 +10,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, assets_dir: &std::path::Path) {
     cfg.service(index)
         .service(screen)
         .service(board)
+        .service(brief)
         .service(duty)
         .service(sql_console)
         .service(echarts)
@@ -44,6 +45,12 @@ async fn screen(
         Some(crate::dashboards::Layout::Board) => page(&state, "board.html").await,
         _ => page(&state, "index.html").await,
     }
+}
+
+/// The daily brief (每日简报), printable: `?date=YYYY-MM-DD` (default the newest day).
+#[get("/brief")]
+async fn brief(state: web::Data<AppState>) -> Result<NamedFile, ApiError> {
+    page(&state, "brief.html").await
 }
 
 /// The plan board (三年行动计划总览): every metric × the city and its districts.

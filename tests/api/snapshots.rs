@@ -296,3 +296,88 @@ async fn todays_snapshot_equals_the_live_figures_and_trends_are_served() {
     );
     app.stop().await;
 }
+
+/// The daily brief of a past day shows that day's figures as the snapshots kept them (not
+/// today's), beside the day before's, with each district's; a bad or missing day is refused.
+#[tokio::test]
+async fn the_brief_of_a_past_day_is_that_days_snapshot() {
+    let app = spawn_app().await;
+    let events = sample_events(&app.state.tree, 3000, 12, 40, "brief");
+    for chunk in events.chunks(1000) {
+        app.post_events(&json!(chunk)).await;
+    }
+    app.wait_landed().await;
+    let res = app
+        .http
+        .post(format!("{}/api/v1/jobs/snapshots", app.base))
+        .bearer_auth(app.admin_token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let days = app.get_json("/api/v1/brief/days").await;
+    let days: Vec<&str> = days
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap())
+        .collect();
+    assert!(days.len() >= 35, "{days:?}");
+    let past = days[10];
+    let brief = app.get_json(&format!("/api/v1/brief?date={past}")).await;
+    assert_eq!(brief["date"], past);
+    let snapshot: Vec<(String, String, Option<f64>, String)> = app
+        .store()
+        .client()
+        .query(
+            "SELECT node, metric, value, status FROM metric_snapshots FINAL \
+             WHERE day = toDate(?) AND node IN ('440300', '440305')",
+        )
+        .bind(past)
+        .fetch_all()
+        .await
+        .unwrap();
+    let metrics = brief["metrics"].as_array().unwrap();
+    assert_eq!(metrics.len(), app.state.hub.catalogue().metrics.len());
+    let mut compared = 0;
+    for (node, metric, value, status) in &snapshot {
+        let m = metrics.iter().find(|m| m["id"] == *metric).unwrap();
+        let shown = if node == "440300" {
+            m["day"].clone()
+        } else {
+            m["children"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["code"] == *node)
+                .cloned()
+                .unwrap()
+        };
+        // serde_json parses floats to within an ulp (no float_roundtrip): equal to 1e-12.
+        match (shown["value"].as_f64(), value) {
+            (Some(a), Some(b)) => assert!(
+                (a - b).abs() <= 1e-12 * b.abs().max(1.0),
+                "{node} {metric}: {a} {b}"
+            ),
+            (a, b) => assert_eq!(a, *b, "{node} {metric}"),
+        }
+        assert_eq!(shown["status"], *status, "{node} {metric}");
+        compared += 1;
+    }
+    // The city's every metric and 南山's that apply to a district.
+    assert!(compared > metrics.len(), "compared {compared}");
+    // The day before is there to compare with.
+    assert!(metrics.iter().any(|m| m["before"]["value"].is_number()));
+
+    let (bad, missing) = (
+        app.get("/api/v1/brief?date=2021-02-30").await,
+        app.get("/api/v1/brief?date=1999-01-01").await,
+    );
+    assert_eq!(bad.status(), 400);
+    assert!(bad.text().await.unwrap().contains("date"));
+    assert_eq!(missing.status(), 404);
+    let page = app.get("/brief?date=2021-01-01").await;
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("每日简报"));
+    app.stop().await;
+}

@@ -120,6 +120,26 @@ try {
       `the click opens 福田's screen for staffing (${drilled.scope}, ${drilled.map}, ${drilled.title})`);
     await page.screenshot({ path: `${SCREENSHOTS}/board-drill-futian-staffing.png` });
   }
+
+  // The daily brief: the snapshots of the day, printable on A4.
+  const ran = await fetch(base + "/api/v1/jobs/snapshots", { method: "POST", headers: { Authorization: "Bearer " + token } });
+  check(ran.ok, "the nightly snapshots ran");
+  const brief = await api("/api/v1/brief");
+  const page = await browser.newPage({ viewport: { width: 1240, height: 1754 } });
+  const errors = [];
+  page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
+  page.on("pageerror", (e) => errors.push(String(e)));
+  await page.goto(`${base}/brief?date=${brief.date}&token=${token}`);
+  await page.waitForFunction(() => window.__vscc && window.__vscc.rendered > 0, null, { timeout: 15000 });
+  const rows = await page.$$eval("#figures tbody tr", (els) => els.map((e) => ({ m: e.dataset.metric, v: e.dataset.value })));
+  check(rows.length === brief.metrics.length && rows.every((r) => {
+    const m = brief.metrics.find((x) => x.id === r.m);
+    return r.v === (m.day && m.day.value !== null ? String(m.day.value) : "");
+  }), `the brief of ${brief.date} shows its ${rows.length} metrics as the snapshot has them`);
+  check(errors.length === 0, `the brief loads without errors (${errors.join(" | ")})`);
+  await page.screenshot({ path: `${SCREENSHOTS}/brief.png`, fullPage: true });
+  await page.pdf({ path: `${SCREENSHOTS}/brief.pdf`, format: "A4", printBackground: true });
+  check(true, "the brief printed to A4 PDF");
 } catch (e) {
   console.error(e);
   process.exitCode = 1;
