@@ -34,8 +34,10 @@
     const a = m.day && m.day.value, b = m.before && m.before.value;
     if (a === null || a === undefined || b === null || b === undefined) return el("span", "muted", "—");
     const d = a - b;
-    if (Math.abs(d) < 1e-12) return el("span", "muted", "持平");
-    const text = (d > 0 ? "+" : "−") + (m.unit === "percent" ? (Math.abs(d) * 100).toFixed(m.precision) + "个百分点" : Math.abs(d).toFixed(m.precision));
+    // Unchanged as the page shows numbers: a change that rounds to zero is none.
+    const shown = m.unit === "percent" ? (Math.abs(d) * 100).toFixed(m.precision) : Math.abs(d).toFixed(m.precision);
+    if (Number(shown) === 0) return el("span", "muted", "持平");
+    const text = (d > 0 ? "+" : "−") + shown + (m.unit === "percent" ? "个百分点" : "");
     const better = m.at_most ? d < 0 : d > 0;
     return el("span", better ? "up" : "down", text);
   }
