@@ -38,7 +38,8 @@
     const shown = m.unit === "percent" ? (Math.abs(d) * 100).toFixed(m.precision) : Math.abs(d).toFixed(m.precision);
     if (Number(shown) === 0) return el("span", "muted", "持平");
     const text = (d > 0 ? "+" : "−") + shown + (m.unit === "percent" ? "个百分点" : "");
-    const better = m.at_most ? d < 0 : d > 0;
+    // Fewer is better where the target is a most, and for open cases (and their time to take).
+    const better = m.at_most || m.measure === "cases" || m.measure === "elapsed" ? d < 0 : d > 0;
     return el("span", better ? "up" : "down", text);
   }
 

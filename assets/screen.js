@@ -279,9 +279,19 @@
       yAxis: { type: "value", max: pctAxis ? 1 : null, axisLabel: { color: "#6f8bb3", fontSize: fs,
         formatter: (v) => (pctAxis ? Math.round(v * 100) + "%" : v) }, splitLine: { lineStyle: { color: "#1d3d66" } } },
       series: series.map((x) => ({ type: "line", name: (S.catalogue[x.m] || {}).label_zh || x.m, showSymbol: false,
-        data: x.points, lineStyle: { width: 2 } })),
+        data: x.points, lineStyle: { width: 2 }, markLine: targetMarks(x.m) })),
     }, true);
     S.trendChart.resize();
+  }
+
+  // The target as a line and a one-off deadline as a mark, on the trend of a screen's one
+  // metric (?metric=, as the plan board opens it).
+  function targetMarks(metric) {
+    const meta = S.catalogue[metric];
+    if (!params.get("metric") || !meta || meta.target === null || meta.target === undefined || meta.judged_on === "overdue") return undefined;
+    const data = [{ yAxis: meta.target, name: "目标", label: { formatter: "目标", color: "#f5a524" } }];
+    if (/^\d{4}-\d{2}-\d{2}$/.test(meta.deadline || "")) data.push({ xAxis: meta.deadline, name: "截止", label: { formatter: "截止 " + meta.deadline, color: "#ff4d4f" } });
+    return { symbol: "none", silent: true, lineStyle: { type: "dashed", color: "#f5a524" }, data };
   }
 
   // ---- the alert ticker ----------------------------------------------------------------------

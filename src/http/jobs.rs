@@ -35,6 +35,8 @@ struct BriefMetric {
     label_zh: String,
     clause: String,
     unit: &'static str,
+    /// The measure type (cases: fewer open is better).
+    measure: &'static str,
     precision: u8,
     target: Option<f64>,
     deadline: Option<String>,
@@ -115,6 +117,7 @@ async fn brief(
                 label_zh: def.label_zh.clone(),
                 clause: def.clause.clone(),
                 unit: entry.unit,
+                measure: entry.measure,
                 precision: def.precision,
                 target: entry.target,
                 deadline: entry.deadline,

@@ -111,19 +111,24 @@ try {
       .catch(() => fail("the 福田 staffing cell did not change within 3 s"));
     check(before !== "met", `福田's staffing cell went from ${before} to 100% live`);
 
-    // A click on a cell opens that district's screen for that metric.
+    // A click on a cell opens that district's screen for that metric: its trend from the
+    // snapshots, with the target line and the deadline.
+    const snap = await fetch(base + "/api/v1/jobs/snapshots", { method: "POST", headers: { Authorization: "Bearer " + token } });
+    check(snap.ok, "the nightly snapshots ran");
     await page.click(cell);
     await page.waitForURL(/\/screen\/district\?/, { timeout: 5000 });
     await page.waitForFunction(() => window.__vscc && window.__vscc.rendered > 0 && window.__vscc.dashboard, null, { timeout: 15000 });
     const drilled = await page.evaluate(() => ({ scope: window.__vscc.scope, map: window.__vscc.dashboard.map_metrics, title: document.title }));
     check(drilled.scope === "440304" && drilled.map[0] === "staffing_rate" && drilled.title.includes("编制人员到位率"),
       `the click opens 福田's screen for staffing (${drilled.scope}, ${drilled.map}, ${drilled.title})`);
+    await page.waitForFunction(() => window.__vscc.trendChart, null, { timeout: 10000 })
+      .catch(() => fail("the metric's screen shows no trend"));
+    const marks = await page.evaluate(() => window.__vscc.trendChart.getOption().series[0].markLine.data.map((d) => d.yAxis ?? d.xAxis));
+    check(marks.includes(0.95) && marks.includes("2020-12-31"), `its trend carries the target and the deadline (${marks})`);
     await page.screenshot({ path: `${SCREENSHOTS}/board-drill-futian-staffing.png` });
   }
 
-  // The daily brief: the snapshots of the day, printable on A4.
-  const ran = await fetch(base + "/api/v1/jobs/snapshots", { method: "POST", headers: { Authorization: "Bearer " + token } });
-  check(ran.ok, "the nightly snapshots ran");
+  // The daily brief: the snapshots of the day (run above), printable on A4.
   const brief = await api("/api/v1/brief");
   const page = await browser.newPage({ viewport: { width: 1240, height: 1754 } });
   const errors = [];
