@@ -4,42 +4,24 @@
 // that metric.
 (function () {
   "use strict";
-  const STATUS_ZH = { met: "已达标", on_track: "进度正常", at_risk: "有风险", missed: "未达标", no_data: "无数据" };
-  const params = new URLSearchParams(location.search);
-  const token = params.get("token") || localStorage.getItem("vscc.token") || "";
-  if (params.get("token")) localStorage.setItem("vscc.token", params.get("token"));
+  const { STATUS_ZH, params, token, getJSON, clauseText } = window.VSCC;
   const dashboardName = (location.pathname.match(/^\/screen\/([\w-]+)/) || [])[1] || "plan-board";
   const ROWS_PER_PAGE = Number(params.get("rows")) || 13;
   const MIN_ROWS_PER_PAGE = 6;
 
   const S = {
     catalogue: [], byId: {}, org: {}, dashboard: null, version: null, scope: "440300",
-    view: {}, epoch: null, seq: 0, ws: null, backoff: 500, connected: false, page: 0, rendered: 0,
+    view: {}, epoch: null, seq: 0, ws: null, connected: false, page: 0, rendered: 0,
     rowsPerPage: ROWS_PER_PAGE,
   };
   window.__vscc = S; // for the browser tests
 
-  const authHeaders = () => (token ? { Authorization: "Bearer " + token } : {});
-  const getJSON = async (path) => {
-    const r = await fetch(path, { headers: authHeaders() });
-    if (!r.ok) throw new Error(path + " → " + r.status);
-    return r.json();
-  };
   const nameOf = (code) => (S.org[code] ? S.org[code].name : code);
   const columns = () => [S.scope].concat(S.org[S.scope] ? S.org[S.scope].children : []);
-  const clauseText = (c) => (/^[一二三四五六七八九十]+$/.test(c) ? "第" + c + "条" : c);
-
-  function fmt(meta, f) {
-    if (!f || f.value === null || f.value === undefined) return "—";
-    if (meta.unit === "percent") return (f.value * 100).toFixed(meta.precision) + "%";
-    return f.value.toFixed(meta.precision);
-  }
+  const fmt = (meta, f) => window.VSCC.fmt(meta, f && f.value);
   function targetText(meta) {
-    if (meta.judged_on === "overdue") return "目标：无超期";
-    if (meta.target === null || meta.target === undefined) return "跟踪指标";
-    const t = meta.unit === "percent" ? Math.round(meta.target * 1000) / 10 + "%" : String(meta.target);
-    const when = { yearly: "每年", quarterly: "每季度", monthly: "每月", standing: "持续" }[meta.deadline] || (meta.deadline ? meta.deadline + " 前" : "");
-    return "目标 " + (meta.at_most ? "≤" : "≥") + t + " · " + when;
+    const t = window.VSCC.targetText(meta);
+    return t === "跟踪" ? "跟踪指标" : "目标 " + t;
   }
   // Days to the deadline, or since it passed, for a cell at risk or missed.
   function deadlineText(meta, f) {
@@ -158,48 +140,11 @@
   S.open = open;
 
   // ---- the stream ----------------------------------------------------------------------------
-  function setConn(state, text) {
-    const el = document.getElementById("conn");
-    el.className = "conn conn-" + state;
-    el.textContent = text;
-    S.connected = state === "ok";
-  }
-  function subscribe(resume) {
-    const msg = { type: "subscribe", id: "board", scope: S.scope, metrics: [] };
-    if (resume && S.epoch) msg.resume = { epoch: S.epoch, seq: S.seq };
-    S.ws.send(JSON.stringify(msg));
-  }
-  function connect() {
-    const proto = location.protocol === "https:" ? "wss:" : "ws:";
-    const url = proto + "//" + location.host + "/ws" + (token ? "?token=" + encodeURIComponent(token) : "");
-    let ws;
-    try { ws = new WebSocket(url); } catch (e) { return retry(); }
-    S.ws = ws;
-    setConn("wait", "连接中");
-    ws.onopen = () => { S.backoff = 500; setConn("ok", "● 实时"); subscribe(true); };
-    ws.onmessage = (ev) => {
-      const msg = JSON.parse(ev.data);
-      if (msg.sub !== "board") return;
-      if (msg.type === "snapshot") {
-        S.view = msg.nodes; S.epoch = msg.epoch; S.seq = msg.seq;
-        render();
-      } else if (msg.type === "delta") {
-        if (msg.epoch !== S.epoch || msg.seq !== S.seq + 1) { subscribe(false); return; }
-        S.seq = msg.seq;
-        for (const [code, figs] of Object.entries(msg.nodes)) S.view[code] = Object.assign(S.view[code] || {}, figs);
-        render();
-      } else if (msg.type === "error") {
-        setConn("down", "订阅被拒绝：" + msg.reason);
-      }
-    };
-    ws.onclose = () => { setConn("down", "连接中断，重连中…"); retry(); };
-    ws.onerror = () => { try { ws.close(); } catch (e) { /* closing anyway */ } };
-  }
-  function retry() {
-    // Jittered, so that a wall of screens does not reconnect in step.
-    S.backoff = Math.min(S.backoff * 2, 10000);
-    setTimeout(connect, S.backoff * (0.5 + Math.random() / 2));
-  }
+  const connect = () => window.VSCC.live(S, {
+    id: "board",
+    subscription: () => ({ scope: S.scope, metrics: [] }),
+    onFigures: render,
+  });
 
   async function loadCatalogue() {
     const list = await getJSON("/api/v1/catalogue");
@@ -240,5 +185,5 @@
       setTimeout(() => { location.href = "/screen/" + S.dashboard.next + location.search; }, S.dashboard.dwell_seconds * 1000);
     }
   }
-  start().catch((e) => { setConn("down", "加载失败：" + e.message); setTimeout(() => location.reload(), 10000); });
+  start().catch((e) => { window.VSCC.showConn("down", "加载失败：" + e.message); setTimeout(() => location.reload(), 10000); });
 })();

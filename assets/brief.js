@@ -1,35 +1,16 @@
 // The daily brief (每日简报): one day's figures from the nightly snapshots, printable on A4.
 (function () {
   "use strict";
-  const STATUS_ZH = { met: "已达标", on_track: "进度正常", at_risk: "有风险", missed: "未达标", no_data: "无数据" };
-  const params = new URLSearchParams(location.search);
-  const token = params.get("token") || localStorage.getItem("vscc.token") || "";
-  if (params.get("token")) localStorage.setItem("vscc.token", params.get("token"));
+  const { STATUS_ZH, params, getJSON, clauseText } = window.VSCC;
   const S = { brief: null, rendered: 0 };
   window.__vscc = S; // for the browser tests
-  const getJSON = async (path) => {
-    const r = await fetch(path, { headers: token ? { Authorization: "Bearer " + token } : {} });
-    if (!r.ok) throw new Error(path + " → " + r.status + " " + (await r.text()));
-    return r.json();
-  };
   const el = (tag, cls, text) => {
     const e = document.createElement(tag);
     if (cls) e.className = cls;
     if (text !== undefined) e.textContent = text;
     return e;
   };
-  const clauseText = (c) => (/^[一二三四五六七八九十]+$/.test(c) ? "第" + c + "条" : c);
-  function fmt(m, v) {
-    if (v === null || v === undefined) return "—";
-    if (m.unit === "percent") return (v * 100).toFixed(m.precision) + "%";
-    return v.toFixed(m.precision);
-  }
-  function targetText(m) {
-    if (m.target === null || m.target === undefined) return "跟踪";
-    const t = m.unit === "percent" ? Math.round(m.target * 1000) / 10 + "%" : String(m.target);
-    const when = { yearly: "每年", quarterly: "每季度", monthly: "每月", standing: "持续" }[m.deadline] || (m.deadline || "");
-    return (m.at_most ? "≤" : "≥") + t + " " + when;
-  }
+  const { fmt, targetText } = window.VSCC;
   function change(m) {
     const a = m.day && m.day.value, b = m.before && m.before.value;
     if (a === null || a === undefined || b === null || b === undefined) return el("span", "muted", "—");

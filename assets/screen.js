@@ -1,36 +1,20 @@
 // The wall screen: one map of Shenzhen, live over /ws, drillable, unattended.
 (function () {
   "use strict";
-  const STATUS_ZH = { met: "已达标", on_track: "进度正常", at_risk: "有风险", missed: "未达标", no_data: "无数据" };
+  const { STATUS_ZH, params, getJSON } = window.VSCC;
   const STALE_DAYS = 7; // a node silent this long is marked as having stopped reporting
   const COLORS = { met: "#19c37d", on_track: "#3a8cff", at_risk: "#f5a524", missed: "#ff4d4f", no_data: "#4a5a70" };
-  const params = new URLSearchParams(location.search);
-  const token = params.get("token") || localStorage.getItem("vscc.token") || "";
-  if (params.get("token")) localStorage.setItem("vscc.token", params.get("token"));
   const pathName = (location.pathname.match(/^\/screen\/([\w-]+)/) || [])[1];
   const dashboardName = pathName || "city-overview";
 
   const S = {
     catalogue: {}, org: {}, freshness: {}, dashboard: null, version: null, scope: null, view: {},
-    epoch: null, seq: 0, ws: null, backoff: 500, mapMetricIndex: 0, connected: false,
+    epoch: null, seq: 0, ws: null, mapMetricIndex: 0, connected: false, stream: null,
     mapChart: null, trendChart: null, rendered: 0, mapAspect: 2,
   };
   window.__vscc = S; // for the browser tests
 
-  const authHeaders = () => (token ? { Authorization: "Bearer " + token } : {});
-  const getJSON = async (path) => {
-    const r = await fetch(path, { headers: authHeaders() });
-    if (!r.ok) throw new Error(path + " → " + r.status);
-    return r.json();
-  };
-
-  function fmt(metric, f) {
-    if (!f || f.value === null || f.value === undefined) return "—";
-    const meta = S.catalogue[metric];
-    const digits = meta ? meta.precision : 0;
-    if (meta && meta.unit === "percent") return (f.value * 100).toFixed(digits) + "%";
-    return f.value.toFixed(digits);
-  }
+  const fmt = (metric, f) => window.VSCC.fmt(S.catalogue[metric], f && f.value);
   function targetText(metric, f) {
     const meta = S.catalogue[metric];
     if (!meta || !f) return "";
@@ -200,52 +184,15 @@
   }
 
   // ---- the stream ------------------------------------------------------------------------
-  function setConn(state, text) {
-    const el = document.getElementById("conn");
-    el.className = "conn conn-" + state;
-    el.textContent = text;
-    S.connected = state === "ok";
-  }
-
-  function subscribe(resume) {
-    const msg = { type: "subscribe", id: "main", scope: S.scope, metrics: neededMetrics() };
-    if (resume && S.epoch) msg.resume = { epoch: S.epoch, seq: S.seq };
-    S.ws.send(JSON.stringify(msg));
-  }
-
   function connect() {
-    const proto = location.protocol === "https:" ? "wss:" : "ws:";
-    const url = proto + "//" + location.host + "/ws" + (token ? "?token=" + encodeURIComponent(token) : "");
-    let ws;
-    try { ws = new WebSocket(url); } catch (e) { return retry(); }
-    S.ws = ws;
-    setConn("wait", "连接中");
-    ws.onopen = () => { S.backoff = 500; setConn("ok", "● 实时"); subscribe(true); };
-    ws.onmessage = (ev) => {
-      const msg = JSON.parse(ev.data);
-      if (msg.type === "alert") { addAlert(msg); return; }
-      if (msg.sub !== "main") return;
-      if (msg.type === "snapshot") {
-        S.view = msg.nodes; S.epoch = msg.epoch; S.seq = msg.seq;
-        render();
-      } else if (msg.type === "delta") {
-        if (msg.epoch !== S.epoch || msg.seq !== S.seq + 1) { subscribe(false); return; }
-        S.seq = msg.seq;
-        for (const [code, figs] of Object.entries(msg.nodes)) S.view[code] = Object.assign(S.view[code] || {}, figs);
-        render();
-      } else if (msg.type === "alert") {
-        addAlert(msg);
-      } else if (msg.type === "error") {
-        setConn("down", "订阅被拒绝：" + msg.reason);
-      }
-    };
-    ws.onclose = () => { setConn("down", "连接中断，重连中…"); retry(); };
-    ws.onerror = () => { try { ws.close(); } catch (e) { /* closing anyway */ } };
+    S.stream = window.VSCC.live(S, {
+      id: "main",
+      subscription: () => ({ scope: S.scope, metrics: neededMetrics() }),
+      onFigures: render,
+      onAlert: addAlert,
+    });
   }
-  function retry() {
-    S.backoff = Math.min(S.backoff * 2, 10000);
-    setTimeout(connect, S.backoff);
-  }
+  const resubscribe = () => S.stream && S.stream.resubscribe();
 
   async function loadFreshness() {
     try { S.freshness = await getJSON("/api/v1/freshness?scope=" + S.scope); renderLeague(); } catch (e) { /* keep the last */ }
@@ -322,7 +269,7 @@
     render();
     loadTrends();
     loadFreshness();
-    if (S.ws && S.ws.readyState === 1) subscribe(false);
+    resubscribe();
   }
   S.drill = drill;
 
@@ -349,8 +296,8 @@
     if (initial) {
       const templ = d.dashboard.scope === "{district}";
       S.scope = params.get("scope") || (templ ? "440303" : d.dashboard.scope);
-    } else if (S.ws && S.ws.readyState === 1) {
-      subscribe(false); // the metric set may have changed
+    } else {
+      resubscribe(); // the metric set may have changed
     }
     render();
   }
@@ -390,5 +337,5 @@
       setTimeout(() => { location.href = "/screen/" + S.dashboard.next + location.search; }, S.dashboard.dwell_seconds * 1000);
     }
   }
-  start().catch((e) => { setConn("down", "加载失败：" + e.message); setTimeout(() => location.reload(), 10000); });
+  start().catch((e) => { window.VSCC.showConn("down", "加载失败：" + e.message); setTimeout(() => location.reload(), 10000); });
 })();

@@ -321,13 +321,7 @@ impl<'a> Simulator<'a> {
     /// community, the city for a district, the city for itself.
     fn level_above(&self, code: &str) -> Option<&'a str> {
         let idx = self.tree.get(code)?;
-        let parent = |n| self.tree.node(n).parent.unwrap_or(n);
-        let answer = match self.tree.node(idx).level {
-            Level::City => idx,
-            Level::District | Level::Street => parent(idx),
-            Level::Community => parent(parent(idx)),
-        };
-        Some(self.tree.node(answer).code.as_str())
+        Some(self.tree.node(self.tree.level_above(idx)).code.as_str())
     }
 
     fn district_of(&self, code: &str) -> Option<String> {

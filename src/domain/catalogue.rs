@@ -34,15 +34,7 @@ impl MetricId {
     }
 
     fn intern(name: &str) -> MetricId {
-        static NAMES: std::sync::Mutex<std::collections::BTreeSet<&'static str>> =
-            std::sync::Mutex::new(std::collections::BTreeSet::new());
-        let mut names = NAMES.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(known) = names.get(name) {
-            return MetricId(known);
-        }
-        let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
-        names.insert(leaked);
-        MetricId(leaked)
+        MetricId(super::kinds::intern_name(name))
     }
 }
 

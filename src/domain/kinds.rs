@@ -171,7 +171,7 @@ impl KindDef {
     }
 }
 
-/// Every record kind, in name order.
+/// Every record kind, in name order (kept sorted: see [`Kinds::get`]).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Kinds {
     defs: Vec<KindDef>,
@@ -222,8 +222,13 @@ impl Kinds {
         Ok(Kinds { defs })
     }
 
+    /// Looked up for every record validated and applied: the definitions are kept in name
+    /// order, so a binary search.
     pub fn get(&self, name: &str) -> Option<&KindDef> {
-        self.defs.iter().find(|d| d.kind.as_str() == name)
+        self.defs
+            .binary_search_by(|d| d.kind.as_str().cmp(name))
+            .ok()
+            .map(|i| &self.defs[i])
     }
 
     /// The kind of that name, if a file defines it.

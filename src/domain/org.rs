@@ -177,6 +177,18 @@ impl OrgTree {
     }
 
     /// The ancestor of `idx` (or `idx` itself) at `level`, if any.
+    /// The node that answers `idx` from the level above: its district for a street or a
+    /// community, the city for a district, the city itself for the city.
+    pub fn level_above(&self, idx: NodeIdx) -> NodeIdx {
+        match self.node(idx).level {
+            Level::City => idx,
+            Level::District => self.node(idx).parent.unwrap_or(idx),
+            Level::Street | Level::Community => {
+                self.ancestor_at(idx, Level::District).unwrap_or(idx)
+            }
+        }
+    }
+
     pub fn ancestor_at(&self, idx: NodeIdx, level: Level) -> Option<NodeIdx> {
         self.path_to_root(idx)
             .find(|&i| self.node(i).level == level)

@@ -142,10 +142,7 @@ async fn brief(
     let alerts: Vec<serde_json::Value> = brief::alerts(&state.store, day)
         .await?
         .into_iter()
-        .filter(|a| {
-            tree.get(&a.node)
-                .is_some_and(|n| tree.path_to_root(n).any(|p| p == scope))
-        })
+        .filter(|a| tree.get(&a.node).is_some_and(|n| tree.is_within(n, scope)))
         .map(|a| {
             serde_json::json!({"at": a.at, "node": a.node, "rule": a.rule, "state": a.state,
                 "severity": a.severity, "summary": a.summary})

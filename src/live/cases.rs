@@ -111,17 +111,7 @@ impl CasesLeaf {
     /// Only a closing record of the level above the opening org closes a case: the district
     /// for a street or community, the city for a district, the city for itself.
     pub fn closed_by_level_above(mut self, tree: &OrgTree) -> Self {
-        use crate::domain::org::Level;
-        let parent = |n: NodeIdx| tree.node(n).parent.unwrap_or(n);
-        self.responder = Some(
-            tree.nodes()
-                .map(|(idx, node)| match node.level {
-                    Level::City => idx,
-                    Level::District | Level::Street => parent(idx),
-                    Level::Community => parent(parent(idx)),
-                })
-                .collect(),
-        );
+        self.responder = Some(tree.nodes().map(|(idx, _)| tree.level_above(idx)).collect());
         self
     }
 

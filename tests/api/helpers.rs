@@ -326,3 +326,35 @@ pub async fn compared_with_sql(
         }
     }
 }
+
+/// Runs a browser script of `tests/browser/` (Debian's headless Chromium through
+/// playwright-core) against the real binary, the run's ClickHouse and a fresh database; fails
+/// with its output unless it succeeds, else answers what it printed.
+pub fn run_browser_script(script: &str) -> String {
+    let settings = test_settings();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = std::process::Command::new("node")
+        .arg(format!("{root}/tests/browser/{script}"))
+        .env("VENDOR_DIR", format!("{root}/var/web/node_modules"))
+        .env("VSCC_BIN", env!("CARGO_BIN_EXE_vscc"))
+        .env("CLICKHOUSE_URL", clickhouse_url())
+        .env("DATABASE", &settings.clickhouse.database)
+        .env("SPOOL_DIR", &settings.ingest.spool_dir)
+        .env("PORT", free_port().to_string())
+        .env("SCREENSHOTS", format!("{root}/target/screenshots"))
+        .env(
+            "SQL_USERS_DIR",
+            std::env::var("VSCC_TEST_CLICKHOUSE_USERS_DIR").unwrap_or_default(),
+        )
+        .current_dir(root)
+        .output()
+        .expect("node runs (scripts/setup installs it)");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "browser test failed:\n{stdout}\n{stderr}"
+    );
+    stdout
+}

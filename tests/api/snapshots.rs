@@ -103,23 +103,30 @@ async fn a_past_days_snapshot_equals_what_the_live_side_showed_at_that_days_end(
     app.stop().await;
 }
 
-#[tokio::test]
-async fn decision_tables_agree_with_the_live_figures() {
+/// An app given `n` sample records (landed in ClickHouse), then batch job `job` run by the
+/// admin: what it answered.
+async fn with_records_and_job(n: usize, seed: u64, prefix: &str, job: &str) -> (TestApp, Value) {
     let app = spawn_app().await;
-    let events = sample_events(&app.state.tree, 4000, 21, 40, "dec");
-    for chunk in events.chunks(2000) {
+    let events = sample_events(&app.state.tree, n, seed, 40, prefix);
+    for chunk in events.chunks(1000) {
         app.post_events(&json!(chunk)).await;
     }
     app.wait_landed().await;
     let res = app
         .http
-        .post(format!("{}/api/v1/jobs/all", app.base))
+        .post(format!("{}/api/v1/jobs/{job}", app.base))
         .bearer_auth(app.admin_token())
         .send()
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    let ran: Value = res.json().await.unwrap();
+    let ran = res.json().await.unwrap();
+    (app, ran)
+}
+
+#[tokio::test]
+async fn decision_tables_agree_with_the_live_figures() {
+    let (app, ran) = with_records_and_job(4000, 21, "dec", "all").await;
     for job in ["snapshots", "progress", "league", "freshness"] {
         assert!(
             ran["jobs"][job].as_u64().unwrap() > 0,
@@ -229,21 +236,8 @@ async fn decision_tables_agree_with_the_live_figures() {
 
 #[tokio::test]
 async fn todays_snapshot_equals_the_live_figures_and_trends_are_served() {
-    let app = spawn_app().await;
-    let events = sample_events(&app.state.tree, 3000, 11, 40, "snap");
-    for chunk in events.chunks(1000) {
-        app.post_events(&json!(chunk)).await;
-    }
-    app.wait_landed().await;
-    let res = app
-        .http
-        .post(format!("{}/api/v1/jobs/snapshots", app.base))
-        .bearer_auth(app.admin_token())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let rows = res.json::<Value>().await.unwrap()["rows"].as_u64().unwrap();
+    let (app, ran) = with_records_and_job(3000, 11, "snap", "snapshots").await;
+    let rows = ran["rows"].as_u64().unwrap();
     assert!(
         rows > 40 * 85 * 5,
         "about 40 days × 85 nodes × metrics ({rows})"
@@ -301,20 +295,7 @@ async fn todays_snapshot_equals_the_live_figures_and_trends_are_served() {
 /// today's), beside the day before's, with each district's; a bad or missing day is refused.
 #[tokio::test]
 async fn the_brief_of_a_past_day_is_that_days_snapshot() {
-    let app = spawn_app().await;
-    let events = sample_events(&app.state.tree, 3000, 12, 40, "brief");
-    for chunk in events.chunks(1000) {
-        app.post_events(&json!(chunk)).await;
-    }
-    app.wait_landed().await;
-    let res = app
-        .http
-        .post(format!("{}/api/v1/jobs/snapshots", app.base))
-        .bearer_auth(app.admin_token())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    let (app, _) = with_records_and_job(3000, 12, "brief", "snapshots").await;
     let days = app.get_json("/api/v1/brief/days").await;
     let days: Vec<&str> = days
         .as_array()
