@@ -132,10 +132,10 @@
     S.rendered++;
   }
 
-  // A district's screen showing that metric (the city: the overview showing it).
+  // The metric's page for that district (the city column: for the city).
   function open(code, metric) {
-    const q = "?metric=" + encodeURIComponent(metric) + "&norotate=1" + (token ? "&token=" + encodeURIComponent(token) : "");
-    location.href = code === S.scope ? "/" + q : "/screen/district" + q + "&scope=" + code;
+    const q = "?scope=" + code + (token ? "&token=" + encodeURIComponent(token) : "");
+    location.href = "/metric/" + encodeURIComponent(metric) + q;
   }
   S.open = open;
 

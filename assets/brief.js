@@ -52,12 +52,22 @@
       const self = m.day && (m.day.status === "at_risk" || m.day.status === "missed");
       if (!bad.length && !self) continue;
       const li = el("li");
+      li.dataset.metric = m.id;
       li.appendChild(el("strong", "", m.label_zh + "（全市" + STATUS_ZH[m.day ? m.day.status : "no_data"] + "）："));
-      li.appendChild(document.createTextNode(bad.map((c) => c.name + " " + fmt(m, c.value) + (c.status === "missed" ? "（未达标）" : "（有风险）")).join("，") ||
-        (m.children.length ? "各区无风险" : "市级指标")));
+      // How many districts, then the three farthest from the target by name (a line each, so
+      // that the brief stays one sheet).
+      const missed = bad.filter((c) => c.status === "missed").length, risky = bad.length - missed;
+      const gap = (c) => (c.value === null ? -Infinity : m.at_most ? c.value - m.target : m.target - c.value);
+      const worst = bad.slice().sort((x, y) => gap(y) - gap(x)).slice(0, 3)
+        .map((c) => c.name.replace(/(新)?区$/, "") + " " + fmt(m, c.value));
+      const counted = [missed ? "未达标 " + missed + " 个区" : "", risky ? "有风险 " + risky + " 个区" : ""].filter(Boolean).join("、");
+      li.appendChild(document.createTextNode(bad.length
+        ? counted + "：" + worst.join("，") + (bad.length > 3 ? " 等" : "")
+        : (m.children.length ? "各区无风险" : "市级指标")));
       risks.appendChild(li);
     }
     if (!risks.children.length) risks.appendChild(el("li", "muted", "无"));
+    renderMap(b);
     const cases = document.getElementById("cases");
     cases.innerHTML = "";
     for (const m of b.metrics.filter((x) => ["open_appeals", "work_orders", "feedback"].includes(x.id))) {
@@ -70,19 +80,68 @@
     const alerts = document.getElementById("alerts");
     alerts.innerHTML = "";
     const SEV = { critical: "紧急", warning: "警告", info: "提示" };
-    for (const a of b.alerts.filter((x) => x.state === "firing").slice(0, 40)) {
+    // The most severe first, then the latest; the rest counted (the duty console has them all).
+    const RANK = { critical: 0, warning: 1, info: 2 };
+    const firing = b.alerts.filter((x) => x.state === "firing")
+      .sort((x, y) => (RANK[x.severity] ?? 3) - (RANK[y.severity] ?? 3) || (x.at < y.at ? 1 : -1));
+    const SHOWN = 12;
+    for (const a of firing.slice(0, SHOWN)) {
       alerts.appendChild(el("li", "", a.at.slice(11, 16) + " [" + (SEV[a.severity] || a.severity) + "] " + a.summary));
     }
+    if (firing.length > SHOWN) alerts.appendChild(el("li", "muted", "另有 " + (firing.length - SHOWN) + " 条（见值班台）"));
     if (!alerts.children.length) alerts.appendChild(el("li", "muted", "当日无预警"));
     S.rendered++;
+  }
+
+  // The districts coloured by how many of their metrics were at risk or missed that day.
+  const KEY = ["#2e9d62", "#d98c00", "#c01c28"];
+  function renderMap(b) {
+    const box = document.getElementById("map-box");
+    if (!S.geo || !window.echarts) return;
+    const count = {};
+    for (const m of b.metrics) for (const c of m.children) {
+      count[c.code] = (count[c.code] || 0) + (c.status === "at_risk" || c.status === "missed" ? 1 : 0);
+    }
+    const codes = new Set(S.geo.features.map((f) => f.properties.code));
+    const data = Object.keys(count).filter((c) => codes.has(c)).map((code) => ({
+      name: code, value: count[code], itemStyle: { areaColor: KEY[count[code] === 0 ? 0 : count[code] <= 3 ? 1 : 2] },
+    }));
+    if (!data.length) { box.hidden = true; return; } // a district's brief: streets have no outline
+    box.hidden = false;
+    const names = {};
+    for (const m of b.metrics) for (const c of m.children) names[c.code] = c.name;
+    S.counts = count;
+    if (!S.map) {
+      echarts.registerMap("shenzhen", S.geo);
+      S.map = echarts.init(document.getElementById("map"), null, { renderer: "svg" });
+    }
+    S.map.setOption({
+      animation: false,
+      series: [{
+        type: "map", map: "shenzhen", nameProperty: "code", roam: false, selectedMode: false,
+        aspectScale: window.VSCC.ASPECT_SCALE, layoutCenter: ["50%", "50%"],
+        layoutSize: window.VSCC.fitSize(document.getElementById("map"), window.VSCC.aspectOf(S.geo), 0.98, 0.96),
+        label: { show: true, fontSize: 9, color: "#fff", formatter: (p) => (names[p.name] || p.name).replace(/(新)?区$/, "") + " " + (count[p.name] ?? "") },
+        itemStyle: { borderColor: "#fff", borderWidth: 0.8 },
+        emphasis: { disabled: true },
+        data,
+      }],
+    });
   }
 
   async function start() {
     const q = new URLSearchParams();
     if (params.get("date")) q.set("date", params.get("date"));
     if (params.get("scope")) q.set("scope", params.get("scope"));
-    const [brief, days] = await Promise.all([getJSON("/api/v1/brief?" + q), getJSON("/api/v1/brief/days")]);
+    const [brief, days, geo] = await Promise.all([getJSON("/api/v1/brief?" + q), getJSON("/api/v1/brief/days"),
+      getJSON("/api/v1/geo/districts").catch(() => null)]);
     S.brief = brief;
+    S.geo = geo;
+    if (brief.pdf) {
+      const a = document.getElementById("pdf");
+      a.hidden = false;
+      a.href = brief.pdf + (window.VSCC.token ? "&token=" + encodeURIComponent(window.VSCC.token) : "");
+    }
     const nav = document.getElementById("history");
     nav.appendChild(el("span", "muted", "历史简报："));
     for (const d of days.slice(0, 31)) {

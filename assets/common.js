@@ -84,6 +84,26 @@ window.VSCC = (function () {
     };
   }
 
+  // A degree of longitude is cos(latitude) of a degree of latitude: at Shenzhen (22.6° N) 0.92.
+  const ASPECT_SCALE = Math.cos((22.6 * Math.PI) / 180);
+  // Width ÷ height of a GeoJSON outline as drawn.
+  function aspectOf(geo) {
+    let [x0, y0, x1, y1] = [Infinity, Infinity, -Infinity, -Infinity];
+    const walk = (c) => {
+      if (typeof c[0] === "number") {
+        x0 = Math.min(x0, c[0]); x1 = Math.max(x1, c[0]); y0 = Math.min(y0, c[1]); y1 = Math.max(y1, c[1]);
+      } else c.forEach(walk);
+    };
+    geo.features.forEach((f) => walk(f.geometry.coordinates));
+    return x1 > x0 && y1 > y0 ? ((x1 - x0) / (y1 - y0)) * ASPECT_SCALE : 2;
+  }
+  // The size (ECharts' layoutSize, the drawing's width) that fills `el` at the outline's own
+  // proportions, leaving the given shares of its width and height free, centred.
+  function fitSize(el, aspect, wide, high) {
+    const box = el.getBoundingClientRect();
+    return Math.max(50, Math.min(box.width * wide, box.height * high * aspect));
+  }
+
   // The connection line of the page header; answers whether it is up.
   function showConn(state, text) {
     const el = document.getElementById("conn");
@@ -92,5 +112,5 @@ window.VSCC = (function () {
     return state === "ok";
   }
 
-  return { STATUS_ZH, params, token, getJSON, clauseText, fmt, targetText, live, showConn };
+  return { STATUS_ZH, params, token, getJSON, clauseText, fmt, targetText, live, showConn, ASPECT_SCALE, aspectOf, fitSize };
 })();

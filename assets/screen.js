@@ -6,11 +6,14 @@
   const COLORS = { met: "#19c37d", on_track: "#3a8cff", at_risk: "#f5a524", missed: "#ff4d4f", no_data: "#4a5a70" };
   const pathName = (location.pathname.match(/^\/screen\/([\w-]+)/) || [])[1];
   const dashboardName = pathName || "city-overview";
+  // /metric/<id>: one metric's page (its figure, map, league, trend, nodes at risk).
+  const metricId = (location.pathname.match(/^\/metric\/([\w-]+)/) || [])[1];
+  const focusMetric = () => metricId || params.get("metric");
 
   const S = {
     catalogue: {}, org: {}, freshness: {}, dashboard: null, version: null, scope: null, view: {},
     epoch: null, seq: 0, ws: null, mapMetricIndex: 0, connected: false, stream: null,
-    mapChart: null, trendChart: null, rendered: 0, mapAspect: 2,
+    mapChart: null, trendChart: null, rendered: 0, mapAspect: 2, atRisk: null, atRiskAt: 0,
   };
   window.__vscc = S; // for the browser tests
 
@@ -29,19 +32,7 @@
     const due = f.due ? " · 截止 " + f.due : "";
     return "目标 " + op + t + due;
   }
-  // A degree of longitude is cos(latitude) of a degree of latitude: at Shenzhen (22.6° N) 0.92.
-  const ASPECT_SCALE = Math.cos((22.6 * Math.PI) / 180);
-  // Width ÷ height of the outline as drawn.
-  function aspectOf(geo) {
-    let [x0, y0, x1, y1] = [Infinity, Infinity, -Infinity, -Infinity];
-    const walk = (c) => {
-      if (typeof c[0] === "number") {
-        x0 = Math.min(x0, c[0]); x1 = Math.max(x1, c[0]); y0 = Math.min(y0, c[1]); y1 = Math.max(y1, c[1]);
-      } else c.forEach(walk);
-    };
-    geo.features.forEach((f) => walk(f.geometry.coordinates));
-    return x1 > x0 && y1 > y0 ? ((x1 - x0) / (y1 - y0)) * ASPECT_SCALE : 2;
-  }
+  const { ASPECT_SCALE, aspectOf } = window.VSCC;
   const nameOf = (code) => (S.org[code] ? S.org[code].name : code);
   const childrenOf = (code) => (S.org[code] ? S.org[code].children : []);
 
@@ -109,8 +100,7 @@
       });
       // As large as the panel allows at the map's own proportions, centred (a box layout
       // would pin the wide outline to the top of a tall panel).
-      const box = mapEl.getBoundingClientRect();
-      const size = Math.max(50, Math.min(box.width * 0.94, box.height * 0.88 * S.mapAspect));
+      const size = window.VSCC.fitSize(mapEl, S.mapAspect, 0.94, 0.88);
       S.mapChart.setOption({
         series: [{
           type: "map", map: "shenzhen", nameProperty: "code", roam: false, selectedMode: false,
@@ -156,6 +146,7 @@
     rows.forEach((r, i) => {
       const tr = document.createElement("tr");
       tr.dataset.code = r.code;
+      tr.dataset.value = r.f && r.f.value !== null ? String(r.f.value) : "";
       tr.innerHTML = '<td class="rank"></td><td class="name"></td><td class="num"></td>';
       tr.querySelector(".rank").textContent = i + 1;
       tr.querySelector(".name").textContent = nameOf(r.code);
@@ -174,12 +165,85 @@
     });
   }
 
+  // A metric's page: how the children stand (met, on track, at risk, missed).
+  function renderCounts() {
+    const box = document.getElementById("counts");
+    if (!box) return;
+    const n = { met: 0, on_track: 0, at_risk: 0, missed: 0 };
+    childrenOf(S.scope).forEach((c) => {
+      const f = (S.view[c] || {})[metricId];
+      if (f && f.status in n) n[f.status]++;
+    });
+    const kids = childrenOf(S.scope).length;
+    box.innerHTML = "";
+    for (const status of Object.keys(n)) {
+      const el = document.createElement("div");
+      el.className = "tile " + status;
+      el.dataset.status = status;
+      el.innerHTML = '<div class="label"></div><div class="value"></div>';
+      el.querySelector(".label").textContent = "下级" + STATUS_ZH[status];
+      el.querySelector(".value").textContent = n[status] + "/" + kids;
+      box.appendChild(el);
+    }
+  }
+
+  // A metric's page: the nodes at risk or missed under the scope, farthest from the target first.
+  function gapText(meta, node) {
+    if (meta.judged_on === "overdue") return "超期 " + (node.overdue ?? 0) + " 件";
+    const g = Math.abs(node.shortfall);
+    const amount = meta.unit === "percent" ? (g * 100).toFixed(Math.max(1, meta.precision)) + "个百分点" : g.toFixed(meta.precision);
+    return (meta.at_most ? "超出 " : "差 ") + amount;
+  }
+  function renderAtRisk() {
+    const list = document.getElementById("atrisk");
+    if (!list || !S.atRisk) return;
+    const meta = S.catalogue[metricId] || {};
+    document.getElementById("atrisk-count").textContent = "共 " + S.atRisk.total + " 个";
+    list.innerHTML = "";
+    if (!S.atRisk.nodes.length) list.innerHTML = '<li class="muted">无风险单位</li>';
+    S.atRisk.nodes.forEach((node) => {
+      const li = document.createElement("li");
+      li.className = node.status;
+      li.dataset.code = node.code;
+      li.dataset.shortfall = String(node.shortfall);
+      li.innerHTML = '<span class="where"></span><span class="v"></span><span class="gap"></span>';
+      const where = li.querySelector(".where");
+      where.textContent = node.name;
+      if (node.level !== "district" && node.parent_name) {
+        const small = document.createElement("small");
+        small.textContent = node.parent_name;
+        where.appendChild(small);
+      }
+      li.querySelector(".v").textContent = window.VSCC.fmt(meta, node.value);
+      li.querySelector(".gap").textContent = gapText(meta, node);
+      li.title = STATUS_ZH[node.status];
+      // A node with children opens; a community opens its street.
+      li.onclick = () => drill(childrenOf(node.code).length ? node.code : S.org[node.code].parent);
+      list.appendChild(li);
+    });
+  }
+  async function loadAtRisk() {
+    if (!metricId || !S.scope) return;
+    S.atRiskAt = Date.now();
+    const scope = S.scope;
+    try {
+      const r = await getJSON("/api/v1/at-risk?metric=" + metricId + "&scope=" + scope + "&limit=40");
+      if (scope === S.scope) { S.atRisk = r; renderAtRisk(); }
+    } catch (e) { /* keep the last */ }
+  }
+
   function render() {
     if (!S.dashboard || !S.scope) return;
     renderCrumbs();
     renderTiles();
+    renderCounts();
     renderMap();
     renderLeague();
+    // Live figures move the at-risk list too; it is re-read at most every 3 s, and once more
+    // after the last change.
+    if (metricId && !S.atRiskTimer) {
+      S.atRiskTimer = setTimeout(() => { S.atRiskTimer = null; loadAtRisk(); }, Math.max(0, S.atRiskAt + 3000 - Date.now()));
+    }
     S.rendered++;
   }
 
@@ -225,7 +289,7 @@
       xAxis: { type: "time", axisLabel: { color: "#6f8bb3", fontSize: fs } },
       yAxis: { type: "value", max: pctAxis ? 1 : null, axisLabel: { color: "#6f8bb3", fontSize: fs,
         formatter: (v) => (pctAxis ? Math.round(v * 100) + "%" : v) }, splitLine: { lineStyle: { color: "#1d3d66" } } },
-      series: series.map((x) => ({ type: "line", name: (S.catalogue[x.m] || {}).label_zh || x.m, showSymbol: false,
+      series: series.map((x) => ({ type: "line", name: (S.catalogue[x.m] || {}).label_zh || x.m, showSymbol: x.points.length < 3,
         data: x.points, lineStyle: { width: 2 }, markLine: targetMarks(x.m) })),
     }, true);
     S.trendChart.resize();
@@ -235,7 +299,7 @@
   // metric (?metric=, as the plan board opens it).
   function targetMarks(metric) {
     const meta = S.catalogue[metric];
-    if (!params.get("metric") || !meta || meta.target === null || meta.target === undefined || meta.judged_on === "overdue") return undefined;
+    if (!focusMetric() || !meta || meta.target === null || meta.target === undefined || meta.judged_on === "overdue") return undefined;
     const data = [{ yAxis: meta.target, name: "目标", label: { formatter: "目标", color: "#f5a524" } }];
     if (/^\d{4}-\d{2}-\d{2}$/.test(meta.deadline || "")) data.push({ xAxis: meta.deadline, name: "截止", label: { formatter: "截止 " + meta.deadline, color: "#ff4d4f" } });
     return { symbol: "none", silent: true, lineStyle: { type: "dashed", color: "#f5a524" }, data };
@@ -245,6 +309,7 @@
   const SEV_ZH = { critical: "紧急", warning: "警告", info: "提示" };
   function addAlert(a) {
     const list = document.getElementById("ticker");
+    if (!list) return; // a metric's page has no ticker
     if (list.querySelector(".muted")) list.innerHTML = "";
     const li = document.createElement("li");
     li.className = "sev-" + a.severity;
@@ -265,7 +330,12 @@
   function drill(code) {
     if (code === S.scope || !S.org[code]) return;
     S.scope = code;
-    S.epoch = null; S.seq = 0; S.view = {};
+    S.epoch = null; S.seq = 0; S.view = {}; S.atRisk = null; S.atRiskAt = 0;
+    if (metricId) {
+      const q = new URLSearchParams(location.search);
+      q.set("scope", code);
+      history.replaceState(null, "", location.pathname + "?" + q);
+    }
     render();
     loadTrends();
     loadFreshness();
@@ -274,7 +344,25 @@
   S.drill = drill;
 
   // ---- dashboards as files -----------------------------------------------------------------
+  // A metric's page is a dashboard of that one metric, made here rather than read from a file.
+  function metricDashboard() {
+    const meta = S.catalogue[metricId];
+    if (!meta) throw new Error("未知指标 " + metricId);
+    const title = meta.label_zh + " · " + window.VSCC.clauseText(meta.clause) + " · " + window.VSCC.targetText(meta);
+    return { title, tiles: [metricId], map_metrics: [metricId], map_rotate_seconds: 3600,
+      league_metric: metricId, trend_metrics: [metricId], next: null, dwell_seconds: 0 };
+  }
+
   async function loadDashboard(initial) {
+    if (metricId) {
+      if (!initial) return;
+      S.dashboard = metricDashboard();
+      document.getElementById("title").textContent = S.dashboard.title;
+      document.title = S.catalogue[metricId].label_zh + " · 指标详情";
+      S.scope = S.org[params.get("scope")] ? params.get("scope") : "440300";
+      render();
+      return;
+    }
     const d = await getJSON("/api/v1/dashboards/" + dashboardName);
     if (d.version === S.version) return;
     S.version = d.version;
@@ -325,11 +413,12 @@
     }
     await loadDashboard(true);
     connect();
-    loadAlerts();
+    if (!metricId) loadAlerts();
     loadTrends();
     loadFreshness();
     setInterval(loadTrends, 300000);
     setInterval(loadFreshness, 60000);
+    if (metricId) setInterval(loadAtRisk, 20000);
     addEventListener("resize", () => S.trendChart && S.trendChart.resize());
     setInterval(() => loadDashboard(false).catch(() => {}), 5000);
     setInterval(() => { S.mapMetricIndex++; render(); }, Math.max(5, S.dashboard.map_rotate_seconds) * 1000);

@@ -223,6 +223,16 @@ impl Application {
         let listener = TcpListener::bind(&settings.server.addr)
             .with_context(|| format!("cannot listen on {}", settings.server.addr))?;
         let port = listener.local_addr()?.port();
+        let local_url = {
+            let ip = listener.local_addr()?.ip();
+            // A server listening on every address is reached on loopback.
+            let ip = if ip.is_unspecified() {
+                std::net::IpAddr::from([127, 0, 0, 1])
+            } else {
+                ip
+            };
+            format!("http://{}", std::net::SocketAddr::new(ip, port))
+        };
         let prom = Arc::new(Prom::new());
         prom.org_nodes.set(tree.len() as i64);
         let imports_applied = Arc::new(tokio::sync::Notify::new());
@@ -275,6 +285,8 @@ impl Application {
                 settings.limits.login_failures,
                 Duration::from_secs(settings.limits.login_lockout_secs),
             )),
+            brief: settings.brief.clone(),
+            local_url,
         });
         tasks.push(tokio::spawn(nightly_snapshots(state.clone())).abort_handle());
         tasks.push(tokio::spawn(dashboards.watch(Duration::from_secs(2))).abort_handle());
@@ -382,6 +394,12 @@ async fn nightly_snapshots(state: Arc<AppState>) {
         {
             Ok(samples) => state.hub.set_samples(samples),
             Err(e) => tracing::warn!(error = %e, "could not reload projection samples"),
+        }
+        if state.brief.printer().is_some() {
+            match crate::http::print_newest_brief(&state).await {
+                Ok((day, bytes)) => tracing::info!(%day, bytes, "the brief is printed"),
+                Err(e) => tracing::warn!(error = %e, "could not print the brief"),
+            }
         }
     }
 }

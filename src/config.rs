@@ -99,6 +99,13 @@ eval_interval_ms = 15000
 repeat_minutes = 240
 delivery_backoff_ms = 1000
 
+[brief]
+# Each night the newest day's brief is also printed to a PDF here by headless Chromium (the
+# page /brief is served either way). Empty `chromium`: no PDFs.
+dir = "var/briefs"
+chromium = "chromium"
+print_timeout_secs = 60
+
 [web]
 assets_dir = "assets"
 vendor_dir = "var/web/node_modules"
@@ -123,6 +130,7 @@ pub struct Settings {
     pub sql: crate::sql::SqlSettings,
     pub web: WebSettings,
     pub alerts: crate::alert::AlertSettings,
+    pub brief: crate::batch::brief::BriefSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]

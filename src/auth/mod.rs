@@ -233,6 +233,7 @@ pub struct Authenticator {
     anonymous: Option<Principal>,
     allowed_origins: Arc<Vec<String>>,
     admin_token: String,
+    printer_token: String,
     signer: Arc<TokenSigner>,
     directory: UserDirectory,
     tree: Arc<OrgTree>,
@@ -269,6 +270,18 @@ impl Authenticator {
             token_key: "config:admin".into(),
         };
         tokens.insert(admin_token.clone(), admin);
+        // The nightly job's own Chromium reads the brief page with this: a leader's view of
+        // the city, a new secret each start, never written anywhere.
+        let printer_token = tokens::random_token();
+        tokens.insert(
+            printer_token.clone(),
+            Principal {
+                name: "brief-printer".into(),
+                role: Role::Leader,
+                scope: tree.root(),
+                token_key: "config:brief-printer".into(),
+            },
+        );
         for t in &settings.tokens {
             let scope = tree.get(&t.scope).ok_or_else(|| {
                 anyhow::anyhow!("auth.tokens '{}': unknown scope {}", t.name, t.scope)
@@ -295,6 +308,7 @@ impl Authenticator {
             anonymous,
             allowed_origins: Arc::new(settings.allowed_origins.clone()),
             admin_token,
+            printer_token,
             signer: Arc::new(TokenSigner::new(secret)),
             directory,
             tree,
@@ -305,6 +319,11 @@ impl Authenticator {
 
     pub fn admin_token(&self) -> &str {
         &self.admin_token
+    }
+
+    /// A leader's token for the city that the brief printer uses (see `http::jobs`).
+    pub fn printer_token(&self) -> &str {
+        &self.printer_token
     }
 
     pub fn directory(&self) -> &UserDirectory {

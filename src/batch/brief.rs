@@ -2,9 +2,103 @@
 //! day's brief shows that day's figures, not today's — beside the day before, and the alerts
 //! of that day.
 
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
 use time::Date;
 
 use crate::store::{Store, StoreError};
+
+/// `[brief]`: where the nightly PDFs go and what prints them.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct BriefSettings {
+    pub dir: PathBuf,
+    /// The Chromium binary (a name on PATH or a path); empty: no PDFs.
+    pub chromium: String,
+    pub print_timeout_secs: u64,
+}
+
+impl BriefSettings {
+    /// The PDF of `day`'s brief (whether or not it has been printed).
+    pub fn pdf_path(&self, day: Date) -> PathBuf {
+        self.dir.join(format!("brief-{day}.pdf"))
+    }
+
+    /// The Chromium binary when one is configured and can be found.
+    pub fn printer(&self) -> Option<PathBuf> {
+        let name = self.chromium.trim();
+        if name.is_empty() {
+            return None;
+        }
+        if name.contains('/') {
+            return Path::new(name).is_file().then(|| PathBuf::from(name));
+        }
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|p| p.join(name))
+                .find(|p| p.is_file())
+        })
+    }
+}
+
+/// Prints the brief page at `url` to `out` (A4, as its print CSS lays it out) with headless
+/// Chromium, through a file beside it renamed into place, so that a reader never gets half a
+/// PDF. Answers the PDF's size.
+pub async fn print_pdf(
+    chromium: &Path,
+    url: &str,
+    out: &Path,
+    timeout: Duration,
+) -> anyhow::Result<u64> {
+    let dir = out.parent().context("the PDF path has no folder")?;
+    tokio::fs::create_dir_all(dir)
+        .await
+        .with_context(|| format!("creating {}", dir.display()))?;
+    // A profile of its own: nothing of the user's, nothing kept (the page stores its token).
+    let profile = dir.join(format!(".chromium-{}", uuid::Uuid::new_v4().simple()));
+    let partial = out.with_extension("pdf.partial");
+    let mut command = tokio::process::Command::new(chromium);
+    command
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--no-first-run",
+            "--no-pdf-header-footer",
+            "--hide-scrollbars",
+            // Virtual time runs the page's scripts and waits for its API calls to land.
+            "--virtual-time-budget=15000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("--print-to-pdf={}", partial.display()))
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let run = tokio::time::timeout(timeout, command.output()).await;
+    let _ = tokio::fs::remove_dir_all(&profile).await;
+    let run = run
+        .with_context(|| format!("Chromium did not print within {} s", timeout.as_secs()))?
+        .with_context(|| format!("starting {}", chromium.display()))?;
+    let head = tokio::fs::read(&partial).await.unwrap_or_default();
+    if !run.status.success() || !head.starts_with(b"%PDF") {
+        let _ = tokio::fs::remove_file(&partial).await;
+        let said = String::from_utf8_lossy(&run.stderr);
+        anyhow::bail!(
+            "Chromium did not print the brief ({}): {}",
+            run.status,
+            said.lines().rev().take(3).collect::<Vec<_>>().join(" | ")
+        );
+    }
+    tokio::fs::rename(&partial, out)
+        .await
+        .with_context(|| format!("moving the PDF to {}", out.display()))?;
+    Ok(head.len() as u64)
+}
 
 /// One node's snapshot of one metric on one day.
 #[derive(Debug, Clone, clickhouse::Row, serde::Deserialize)]

@@ -162,6 +162,19 @@ pub fn judge(def: &MetricDef, r: Reading, now: OffsetDateTime, history: &[Sample
     }
 }
 
+/// How far a figure is from its target, in the metric's unit: above 0 it falls short (or, for a
+/// most, exceeds it) by that much; 0 or below, it is reached. `None` for a tracked metric or
+/// no data. A case metric is judged on its overdue count, so that is its distance.
+pub fn shortfall(def: &MetricDef, f: &Figure) -> Option<f64> {
+    let target = def.target?;
+    let value = f.value?;
+    Some(match (target.on, target.at_most) {
+        (Judged::Overdue, _) => f.overdue.unwrap_or(0) as f64 - target.value,
+        (Judged::Value, true) => value - target.value,
+        (Judged::Value, false) => target.value - value,
+    })
+}
+
 fn day_number(d: Date) -> i64 {
     (d - date(1970, Month::January, 1)).whole_days()
 }
@@ -230,6 +243,29 @@ mod tests {
         assert_eq!(
             judge(&s, ratio(90, 100), before, &flat).status,
             Status::AtRisk
+        );
+    }
+
+    #[test]
+    fn shortfall_is_the_distance_to_the_target_in_the_metrics_unit() {
+        let now = datetime!(2021-06-01 12:00 +08:00);
+        let s = metric("staffing_rate");
+        let short = shortfall(&s, &judge(&s, ratio(90, 100), now, &[])).unwrap();
+        assert!((short - 0.05).abs() < 1e-9, "{short}");
+        assert!(shortfall(&s, &judge(&s, ratio(100, 100), now, &[])).unwrap() < 0.0);
+        // No data is no distance, not the whole target.
+        assert_eq!(shortfall(&s, &judge(&s, ratio(0, 0), now, &[])), None);
+        // Cases: judged on the overdue count, whatever the open count.
+        let appeals = metric("open_appeals");
+        let open = Reading {
+            num: 12,
+            has_data: true,
+            overdue: Some(3),
+            ..Default::default()
+        };
+        assert_eq!(
+            shortfall(&appeals, &judge(&appeals, open, now, &[])),
+            Some(3.0)
         );
     }
 

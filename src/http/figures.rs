@@ -13,13 +13,16 @@ use crate::auth::Action;
 use crate::domain::catalogue::Catalogue;
 use crate::domain::metric::MetricId;
 use crate::domain::time::rfc3339;
-use crate::wire::figures::{self, CatalogueEntry, FiguresAnswer, Freshness, FreshnessAnswer};
+use crate::wire::figures::{
+    self, AtRiskAnswer, AtRiskNode, CatalogueEntry, FiguresAnswer, Freshness, FreshnessAnswer,
+};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(metrics)
         .service(screens)
         .service(catalogue)
-        .service(freshness);
+        .service(freshness)
+        .service(at_risk);
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -142,6 +145,94 @@ async fn freshness(
             .collect()
     });
     Ok(HttpResponse::Ok().json(out))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct AtRiskQuery {
+    /// The metric id.
+    metric: String,
+    /// Org code (default: the city); every node below it where the metric applies is looked at.
+    #[param(pattern = "^4403[0-9]{2}([0-9]{3}([0-9]{3})?)?$")]
+    scope: Option<String>,
+    /// At most this many nodes (default 50, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<usize>,
+}
+
+/// The nodes below a scope (districts, streets, communities) where a metric is at risk or
+/// missed, sorted by how far they are from the target (`shortfall`, in the metric's unit),
+/// farthest first: the list a metric's page shows.
+#[utoipa::path(get, path = "/api/v1/at-risk", tag = "figures", params(AtRiskQuery),
+    responses((status = 200, body = AtRiskAnswer), (status = 400, body = super::error::ErrorBody),
+        (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+#[get("/api/v1/at-risk")]
+async fn at_risk(
+    caller: Caller,
+    q: Params<AtRiskQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    use crate::domain::metric::{shortfall, Status};
+    let (code, scope) = readable_scope(&caller.0, &state, q.scope.as_deref())?;
+    let limit = match q.limit {
+        None => 50,
+        Some(n @ 1..=1000) => n,
+        Some(n) => {
+            return Err(ApiError::bad_request(
+                "limit",
+                format!("{n} is not between 1 and 1000"),
+            ))
+        }
+    };
+    let known = state.hub.catalogue();
+    let name = q.metric.trim();
+    if name.is_empty() || name.contains(',') {
+        return Err(ApiError::bad_request("metric", "one metric id is needed"));
+    }
+    let metric = known
+        .resolve(&[name])
+        .map_err(|e| ApiError::bad_request("metric", e))?;
+    let def = metric
+        .first()
+        .and_then(|&m| known.get(m))
+        .ok_or_else(|| ApiError::bad_request("metric", "one metric id is needed"))?;
+    let tree = &state.tree;
+    let now = state.hub.now();
+    let mut nodes: Vec<AtRiskNode> = state.hub.read(now, |agg| {
+        tree.subtree(scope)
+            .into_iter()
+            .filter(|&n| n != scope && def.applies_to(tree.node(n).level))
+            .filter_map(|n| {
+                let f = agg.figures(n, &metric, now).into_iter().next()?.1;
+                if !matches!(f.status, Status::AtRisk | Status::Missed) {
+                    return None;
+                }
+                let node = tree.node(n);
+                Some(AtRiskNode {
+                    code: node.code.clone(),
+                    name: node.name.clone(),
+                    level: node.level.as_str(),
+                    parent_name: node.parent.map(|p| tree.node(p).name.clone()),
+                    shortfall: shortfall(def, &f).unwrap_or(0.0),
+                    figure: figures::Figure::from(&f),
+                })
+            })
+            .collect()
+    });
+    nodes.sort_by(|a, b| {
+        b.shortfall
+            .total_cmp(&a.shortfall)
+            .then_with(|| a.code.cmp(&b.code))
+    });
+    let total = nodes.len();
+    nodes.truncate(limit);
+    Ok(HttpResponse::Ok().json(AtRiskAnswer {
+        metric: def.id.as_str().to_string(),
+        scope: code,
+        at: rfc3339(now),
+        total,
+        nodes,
+    }))
 }
 
 fn screen_view(s: &crate::stream::ScreenInfo) -> crate::wire::stream::Screen {

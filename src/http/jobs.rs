@@ -15,6 +15,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(run_snapshots)
         .service(trends)
         .service(brief_days)
+        .service(brief_pdf)
+        .service(print_brief_now)
         .service(brief);
 }
 
@@ -74,19 +76,7 @@ async fn brief(
 ) -> Result<HttpResponse, ApiError> {
     use crate::batch::brief;
     let (code, scope) = super::auth::readable_scope(&caller.0, &state, q.scope.as_deref())?;
-    let fmt = time::macros::format_description!("[year]-[month]-[day]");
-    let day = match q.date.as_deref() {
-        Some(d) => time::Date::parse(d, &fmt).map_err(|_| {
-            ApiError::bad_request("date", format!("'{d}' is not a date YYYY-MM-DD"))
-        })?,
-        None => {
-            let newest = brief::days(&state.store, 1).await?;
-            let d = newest.first().ok_or_else(|| ApiError::NotFound {
-                what: "a day with snapshots (the nightly job writes them)".into(),
-            })?;
-            time::Date::parse(d, &fmt).map_err(|e| anyhow::anyhow!(e))?
-        }
-    };
+    let day = brief_day(&state, q.date.as_deref()).await?;
     let tree = &state.tree;
     let children: Vec<_> = tree.node(scope).children.clone();
     let mut nodes: Vec<String> = vec![code.clone()];
@@ -148,9 +138,136 @@ async fn brief(
                 "severity": a.severity, "summary": a.summary})
         })
         .collect();
+    // The printed copy is the city's; a district's reader gets its own page only.
+    let pdf = scope == tree.root() && state.brief.pdf_path(day).is_file();
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "date": day.to_string(), "before": before.to_string(), "scope": code,
         "metrics": metrics, "alerts": alerts,
+        "pdf": pdf.then(|| format!("/api/v1/brief/pdf?date={day}")),
+    })))
+}
+
+/// The day a brief request names, or the newest day with snapshots.
+async fn brief_day(state: &AppState, date: Option<&str>) -> Result<Date, ApiError> {
+    let fmt = time::macros::format_description!("[year]-[month]-[day]");
+    match date {
+        Some(d) => Date::parse(d, &fmt)
+            .map_err(|_| ApiError::bad_request("date", format!("'{d}' is not a date YYYY-MM-DD"))),
+        None => {
+            let newest = crate::batch::brief::days(&state.store, 1).await?;
+            let d = newest.first().ok_or_else(|| ApiError::NotFound {
+                what: "a day with snapshots (the nightly job writes them)".into(),
+            })?;
+            Ok(Date::parse(d, &fmt).map_err(|e| anyhow::anyhow!(e))?)
+        }
+    }
+}
+
+/// Prints `day`'s brief of the city to its PDF (`brief.dir`) with headless Chromium, reading
+/// the page from this very server; answers the PDF's size.
+pub async fn print_brief(state: &AppState, day: Date) -> anyhow::Result<u64> {
+    let chromium = state.brief.printer().ok_or_else(|| {
+        anyhow::anyhow!(
+            "no Chromium to print with (brief.chromium = '{}')",
+            state.brief.chromium
+        )
+    })?;
+    let url = format!(
+        "{}/brief?date={day}&print=1&token={}",
+        state.local_url,
+        state.auth.printer_token()
+    );
+    let timeout = std::time::Duration::from_secs(state.brief.print_timeout_secs.max(5));
+    crate::batch::brief::print_pdf(&chromium, &url, &state.brief.pdf_path(day), timeout).await
+}
+
+/// Prints the brief of the newest day with snapshots (the nightly job, after the snapshots).
+pub async fn print_newest_brief(state: &AppState) -> anyhow::Result<(Date, u64)> {
+    let day = brief_day(state, None)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok((day, print_brief(state, day).await?))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct BriefPdfQuery {
+    /// The day, YYYY-MM-DD (default: the newest day with snapshots).
+    #[param(pattern = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
+    date: Option<String>,
+}
+
+/// The city's brief of a day as the nightly job printed it (A4 PDF); 404 when it was not
+/// printed (no Chromium on the server, or the day predates it) — the page `/brief` still is.
+#[utoipa::path(get, path = "/api/v1/brief/pdf", tag = "jobs", params(BriefPdfQuery),
+    responses((status = 200, content_type = "application/pdf", description = "the printed brief"),
+        (status = 400, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+#[get("/api/v1/brief/pdf")]
+async fn brief_pdf(
+    req: actix_web::HttpRequest,
+    caller: Caller,
+    q: Params<BriefPdfQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let root = state.tree.node(state.tree.root()).code.clone();
+    super::auth::readable_scope(&caller.0, &state, Some(&root))?;
+    let day = brief_day(&state, q.date.as_deref()).await?;
+    let file = actix_files::NamedFile::open_async(state.brief.pdf_path(day))
+        .await
+        .map_err(|_| ApiError::NotFound {
+            what: format!(
+                "a printed brief of {day} (printed nightly where Chromium is installed; the page /brief?date={day} is served)"
+            ),
+        })?;
+    Ok(file
+        .set_content_type(
+            "application/pdf"
+                .parse()
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+        )
+        .set_content_disposition(actix_web::http::header::ContentDisposition {
+            disposition: actix_web::http::header::DispositionType::Inline,
+            parameters: vec![actix_web::http::header::DispositionParam::Filename(
+                format!("brief-{day}.pdf"),
+            )],
+        })
+        .into_response(&req))
+}
+
+/// Prints a day's brief to PDF now (admin), as the nightly job does; 503 without Chromium.
+#[utoipa::path(post, path = "/api/v1/brief/pdf", tag = "jobs", params(BriefPdfQuery),
+    responses((status = 200, description = "{date, bytes, pdf}"), (status = 403, body = super::error::ErrorBody),
+        (status = 404, body = super::error::ErrorBody), (status = 503, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+#[post("/api/v1/brief/pdf")]
+async fn print_brief_now(
+    caller: Caller,
+    q: Params<BriefPdfQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&state.tree, &caller.0, Action::Admin, state.tree.root())?;
+    let day = brief_day(&state, q.date.as_deref()).await?;
+    // Only a day with snapshots has a brief to print.
+    if !crate::batch::brief::days(&state.store, 366)
+        .await?
+        .contains(&day.to_string())
+    {
+        return Err(ApiError::NotFound {
+            what: format!("snapshots of {day} (the nightly job writes each day's)"),
+        });
+    }
+    if state.brief.printer().is_none() {
+        return Err(ApiError::Unavailable {
+            reason: format!(
+                "no Chromium to print with (brief.chromium = '{}'); the page /brief?date={day} is served",
+                state.brief.chromium
+            ),
+            retry_after_secs: None,
+        });
+    }
+    let bytes = print_brief(&state, day).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "date": day.to_string(), "bytes": bytes, "pdf": format!("/api/v1/brief/pdf?date={day}"),
     })))
 }
 
@@ -200,6 +317,15 @@ async fn run_snapshots(
                 crate::batch::decision::JOBS.join(", ")
             ),
         });
+    }
+    // The job reads ClickHouse: what was just accepted is in it first (the writer lands it
+    // within a second or two; a stuck writer is reported by /readyz, not waited for here).
+    if !state
+        .ingest
+        .wait_landed(std::time::Duration::from_secs(30))
+        .await
+    {
+        tracing::warn!(job = %job, "records accepted are not all in ClickHouse yet; the job runs without them");
     }
     let done = crate::batch::decision::run_named(
         &state.store,

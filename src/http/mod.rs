@@ -28,6 +28,7 @@ use actix_web::{
 };
 
 pub use error::ApiError;
+pub use jobs::print_newest_brief;
 
 use crate::alert::AlertEngine;
 use crate::auth::Authenticator;
@@ -72,6 +73,10 @@ pub struct AppState {
     pub imports_applied: Arc<tokio::sync::Notify>,
     /// How the metric definition files last read went.
     pub definitions: Arc<crate::dashboards::DefinitionsStatus>,
+    /// Where the brief's PDFs go and what prints them.
+    pub brief: crate::batch::brief::BriefSettings,
+    /// This server as its own pages' printer reaches it (`http://127.0.0.1:PORT`).
+    pub local_url: String,
 }
 
 impl AppState {

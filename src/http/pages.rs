@@ -10,6 +10,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, assets_dir: &std::path::Path) {
     cfg.service(index)
         .service(screen)
         .service(board)
+        .service(metric_page)
         .service(brief)
         .service(duty)
         .service(sql_console)
@@ -57,6 +58,22 @@ async fn brief(state: web::Data<AppState>) -> Result<NamedFile, ApiError> {
 #[get("/board")]
 async fn board(state: web::Data<AppState>) -> Result<NamedFile, ApiError> {
     page(&state, "board.html").await
+}
+
+/// A metric's page: its figure, the map coloured by it, the league table, its trend against
+/// the target and deadline, and the nodes at risk farthest from the target first;
+/// `?scope=` a district or street (default the city).
+#[get("/metric/{id}")]
+async fn metric_page(
+    id: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<NamedFile, ApiError> {
+    if state.hub.catalogue().resolve(&[id.as_str()]).is_err() {
+        return Err(ApiError::NotFound {
+            what: format!("metric {id} (GET /api/v1/catalogue lists them)"),
+        });
+    }
+    page(&state, "metric.html").await
 }
 
 /// The duty console.

@@ -65,6 +65,22 @@ pub struct Accepted {
 const LIVE_WAIT: Duration = Duration::from_secs(2);
 
 impl Ingest {
+    /// Waits (up to `limit`) until every record accepted so far is in ClickHouse; answers
+    /// whether they all are. A job that reads ClickHouse waits so that it includes what
+    /// clients were just told was accepted.
+    pub async fn wait_landed(&self, limit: std::time::Duration) -> bool {
+        let committed = self
+            .log
+            .counters()
+            .committed_seq
+            .load(std::sync::atomic::Ordering::SeqCst);
+        let mut checkpoint = self.checkpoint.clone();
+        let landed = tokio::time::timeout(limit, checkpoint.wait_for(|c| *c >= committed))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        landed
+    }
+
     /// Makes validated records durable (each id once, ever), then waits until they are in
     /// the live figures, so that the sender's next read sees them.
     pub async fn accept(&self, rows: Vec<EventRow>) -> Result<Accepted, LogError> {

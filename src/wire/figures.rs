@@ -86,6 +86,35 @@ pub struct FiguresAnswer {
     pub nodes: Nodes,
 }
 
+/// `GET /api/v1/at-risk`: the nodes under a scope where one metric is at risk or missed,
+/// farthest from the target first.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AtRiskAnswer {
+    pub metric: String,
+    pub scope: String,
+    /// When the figures were read (RFC 3339).
+    pub at: String,
+    /// How many nodes are at risk or missed (the list may be cut at `limit`).
+    pub total: usize,
+    pub nodes: Vec<AtRiskNode>,
+}
+
+/// A node at risk of missing (or having missed) a metric's target.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AtRiskNode {
+    pub code: String,
+    pub name: String,
+    /// district | street | community
+    pub level: &'static str,
+    /// The parent's name (the district of a street …).
+    pub parent_name: Option<String>,
+    /// How far from the target, in the metric's unit (percent metrics: a fraction, 0.05 = 5
+    /// points; cases: overdue cases). Above 0: short of it.
+    pub shortfall: f64,
+    #[serde(flatten)]
+    pub figure: Figure,
+}
+
 /// One metric of the catalogue, as its definition file says.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct CatalogueEntry {

@@ -39,6 +39,8 @@ pub fn test_settings() -> Settings {
         std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("spool-{id}"));
     settings.ingest.imports_dir =
         std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("imports-{id}"));
+    settings.brief.dir =
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("briefs-{id}"));
     settings.auth.admin_token = format!("admin-{id}");
     settings.auth.secret = format!("secret-{id}-{id}");
     settings.auth.directory_refresh_ms = 500;

@@ -16,6 +16,7 @@ mod hardening;
 mod imports;
 mod ingest;
 mod managed_clickhouse;
+mod metric_page;
 mod migration;
 mod plan_board;
 mod simulator;

@@ -5,7 +5,7 @@ use crate::helpers as common;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use common::{sample_events, spawn_app, test_settings, TestApp};
+use common::{sample_events, spawn_app, spawn_app_with, test_settings, TestApp};
 use serde_json::{json, Value};
 use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time};
 use vscc::domain::time::SHANGHAI;
@@ -360,5 +360,80 @@ async fn the_brief_of_a_past_day_is_that_days_snapshot() {
     let page = app.get("/brief?date=2021-01-01").await;
     assert_eq!(page.status(), 200);
     assert!(page.text().await.unwrap().contains("每日简报"));
+
+    // Printed as the nightly job prints it: an A4 PDF of that day's page, served, and linked
+    // from the brief; a day not printed is a 404 that says where the page is.
+    assert!(brief["pdf"].is_null(), "{}", brief["pdf"]);
+    let printed = app
+        .http
+        .post(format!("{}/api/v1/brief/pdf?date={past}", app.base))
+        .bearer_auth(app.admin_token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(printed.status(), 200, "{}", printed.text().await.unwrap());
+    let pdf = app.get(&format!("/api/v1/brief/pdf?date={past}")).await;
+    assert_eq!(pdf.status(), 200);
+    assert_eq!(pdf.headers()["content-type"], "application/pdf");
+    let bytes = pdf.bytes().await.unwrap();
+    assert!(bytes.starts_with(b"%PDF"), "not a PDF");
+    let text = String::from_utf8_lossy(&bytes);
+    // A4 portrait in points, on every page.
+    assert!(
+        text.contains("/MediaBox [0 0 594.95996 841.91998]"),
+        "not A4"
+    );
+    let sheets = text.matches("/Type /Page\n").count()
+        + text.matches("/Type /Page\r").count()
+        + text.matches("/Type /Page ").count()
+        + text.matches("/Type /Page>").count()
+        + text.matches("/Type /Page/").count();
+    assert_eq!(sheets, 1, "the brief prints on one sheet");
+    let brief = app.get_json(&format!("/api/v1/brief?date={past}")).await;
+    assert_eq!(brief["pdf"], format!("/api/v1/brief/pdf?date={past}"));
+    let other = app
+        .get(&format!("/api/v1/brief/pdf?date={}", days[11]))
+        .await;
+    assert_eq!(other.status(), 404);
+    assert!(other.text().await.unwrap().contains("/brief?date="));
+    app.stop().await;
+}
+
+/// Where Chromium is missing the brief is still served as a page; printing it is refused
+/// with the reason.
+#[tokio::test]
+async fn without_chromium_the_brief_is_a_page_and_printing_says_why_not() {
+    let mut settings = test_settings();
+    settings.brief.chromium = String::new();
+    let app = spawn_app_with(settings).await;
+    app.post_events(&json!(sample_events(
+        &app.state.tree,
+        200,
+        5,
+        3,
+        "nochrome"
+    )))
+    .await;
+    app.wait_landed().await;
+    let res = app
+        .http
+        .post(format!("{}/api/v1/jobs/snapshots", app.base))
+        .bearer_auth(app.admin_token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let printed = app
+        .http
+        .post(format!("{}/api/v1/brief/pdf", app.base))
+        .bearer_auth(app.admin_token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(printed.status(), 503);
+    assert!(printed.text().await.unwrap().contains("Chromium"));
+    let brief = app.get_json("/api/v1/brief").await;
+    assert!(brief["pdf"].is_null());
+    assert_eq!(app.get("/api/v1/brief/pdf").await.status(), 404);
     app.stop().await;
 }

@@ -2,42 +2,16 @@
 // run's ClickHouse, Debian's headless Chromium through playwright-core. It checks what a
 // person in front of the board would see, at 1920×1080 and 3840×2160. Screenshots go to
 // target/screenshots/.
-import { spawn } from "node:child_process";
-import { mkdirSync } from "node:fs";
-import { createRequire } from "node:module";
+import { SCREENSHOTS, base, check, fail, startServer, waitReady, stopServer, apiAs, record, launch, openPage } from "./harness.mjs";
 
-const require = createRequire(process.env.VENDOR_DIR + "/");
-const { chromium } = require("playwright-core");
-
-const { VSCC_BIN, CLICKHOUSE_URL, DATABASE, SPOOL_DIR, PORT, SCREENSHOTS } = process.env;
-const base = `http://127.0.0.1:${PORT}`;
 const token = "board-test-admin";
-const fail = (msg) => { console.error("FAIL: " + msg); process.exitCode = 1; throw new Error(msg); };
-const check = (cond, msg) => { if (!cond) fail(msg); else console.log("ok: " + msg); };
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-const server = spawn(VSCC_BIN, ["serve"], {
-  env: { ...process.env, VSCC_ADDR: `127.0.0.1:${PORT}`, VSCC__CLICKHOUSE__URL: CLICKHOUSE_URL,
-    VSCC__CLICKHOUSE__DATABASE: DATABASE, VSCC__INGEST__SPOOL_DIR: SPOOL_DIR, VSCC_ADMIN_TOKEN: token,
-    VSCC__STREAM__TICK_MS: "100", VSCC__SQL__USERS_DIR: process.env.SQL_USERS_DIR || "",
-    VSCC__AUTH__SECRET_FILE: `${SPOOL_DIR}/auth-secret`, RUST_LOG: "warn" },
-  stdio: ["ignore", "ignore", "inherit"],
-});
-const api = async (path, init = {}) => {
-  const r = await fetch(base + path, { ...init, headers: { Authorization: "Bearer " + token, "Content-Type": "application/json", ...(init.headers || {}) } });
-  if (!r.ok) fail(`${path} answered ${r.status}`);
-  return r.json();
-};
-const at = () => new Date(Date.now() - 60000).toISOString();
-const ev = (id, kind, org, data) => ({ id, kind, org, at: at(), data });
+const server = startServer(token);
+const api = apiAs(token);
+const ev = record;
 
 let browser;
 try {
-  for (let i = 0; ; i++) {
-    try { if ((await fetch(base + "/readyz")).ok) break; } catch { /* not yet */ }
-    if (i > 600) fail("server did not become ready");
-    await sleep(100);
-  }
+  await waitReady();
   // A few records of old and new kinds, so that cells of several statuses show.
   await api("/api/v1/events", { method: "POST", body: JSON.stringify([
     ev("pb-s1", "staffing.reported", "440300", { approved_posts: 100, filled_posts: 99 }),
@@ -57,15 +31,11 @@ try {
   const columns = Object.keys(rest.nodes);
   check(columns.length === 11, `REST gives the city and its 10 districts (${columns.length})`);
 
-  mkdirSync(SCREENSHOTS, { recursive: true });
-  browser = await chromium.launch({ executablePath: "/usr/bin/chromium",
-    args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"] });
+  browser = await launch();
 
   for (const [width, height] of [[1920, 1080], [3840, 2160]]) {
-    const page = await browser.newPage({ viewport: { width, height } });
-    const errors = [];
-    page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
-    page.on("pageerror", (e) => errors.push(String(e)));
+    const page = await openPage(browser, width, height);
+    const errors = page.errors;
     await page.goto(`${base}/screen/plan-board?token=${token}&norotate=1`);
     await page.waitForFunction(() => window.__vscc && window.__vscc.connected && window.__vscc.epoch && window.__vscc.rendered > 0, null, { timeout: 15000 });
     rest = await api("/api/v1/metrics?scope=440300"); // after the records of the pass before
@@ -111,16 +81,16 @@ try {
       .catch(() => fail("the 福田 staffing cell did not change within 3 s"));
     check(before !== "met", `福田's staffing cell went from ${before} to 100% live`);
 
-    // A click on a cell opens that district's screen for that metric: its trend from the
+    // A click on a cell opens that district's page for that metric: its trend from the
     // snapshots, with the target line and the deadline.
     const snap = await fetch(base + "/api/v1/jobs/snapshots", { method: "POST", headers: { Authorization: "Bearer " + token } });
     check(snap.ok, "the nightly snapshots ran");
     await page.click(cell);
-    await page.waitForURL(/\/screen\/district\?/, { timeout: 5000 });
+    await page.waitForURL(/\/metric\/staffing_rate\?/, { timeout: 5000 });
     await page.waitForFunction(() => window.__vscc && window.__vscc.rendered > 0 && window.__vscc.dashboard, null, { timeout: 15000 });
     const drilled = await page.evaluate(() => ({ scope: window.__vscc.scope, map: window.__vscc.dashboard.map_metrics, title: document.title }));
     check(drilled.scope === "440304" && drilled.map[0] === "staffing_rate" && drilled.title.includes("编制人员到位率"),
-      `the click opens 福田's screen for staffing (${drilled.scope}, ${drilled.map}, ${drilled.title})`);
+      `the click opens 福田's page for staffing (${drilled.scope}, ${drilled.map}, ${drilled.title})`);
     await page.waitForFunction(() => window.__vscc.trendChart, null, { timeout: 10000 })
       .catch(() => fail("the metric's screen shows no trend"));
     const marks = await page.evaluate(() => window.__vscc.trendChart.getOption().series[0].markLine.data.map((d) => d.yAxis ?? d.xAxis));
@@ -128,29 +98,42 @@ try {
     await page.screenshot({ path: `${SCREENSHOTS}/board-drill-futian-staffing.png` });
   }
 
-  // The daily brief: the snapshots of the day (run above), printable on A4.
+  // The daily brief: the snapshots of the day (run above), on a screen at both sizes and
+  // printable on A4, with the map of the districts coloured by their metrics at risk.
   const brief = await api("/api/v1/brief");
-  const page = await browser.newPage({ viewport: { width: 1240, height: 1754 } });
-  const errors = [];
-  page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
-  page.on("pageerror", (e) => errors.push(String(e)));
-  await page.goto(`${base}/brief?date=${brief.date}&token=${token}`);
-  await page.waitForFunction(() => window.__vscc && window.__vscc.rendered > 0, null, { timeout: 15000 });
-  const rows = await page.$$eval("#figures tbody tr", (els) => els.map((e) => ({ m: e.dataset.metric, v: e.dataset.value })));
-  check(rows.length === brief.metrics.length && rows.every((r) => {
-    const m = brief.metrics.find((x) => x.id === r.m);
-    return r.v === (m.day && m.day.value !== null ? String(m.day.value) : "");
-  }), `the brief of ${brief.date} shows its ${rows.length} metrics as the snapshot has them`);
-  check(errors.length === 0, `the brief loads without errors (${errors.join(" | ")})`);
-  await page.screenshot({ path: `${SCREENSHOTS}/brief.png`, fullPage: true });
-  await page.pdf({ path: `${SCREENSHOTS}/brief.pdf`, format: "A4", printBackground: true });
-  check(true, "the brief printed to A4 PDF");
+  for (const [width, height] of [[1920, 1080], [3840, 2160], [1240, 1754]]) {
+    const page = await openPage(browser, width, height);
+    await page.goto(`${base}/brief?date=${brief.date}&token=${token}`);
+    await page.waitForFunction(() => window.__vscc && window.__vscc.rendered > 0, null, { timeout: 15000 });
+    const rows = await page.$$eval("#figures tbody tr", (els) => els.map((e) => ({ m: e.dataset.metric, v: e.dataset.value })));
+    check(rows.length === brief.metrics.length && rows.every((r) => {
+      const m = brief.metrics.find((x) => x.id === r.m);
+      return r.v === (m.day && m.day.value !== null ? String(m.day.value) : "");
+    }), `${width}×${height}: the brief of ${brief.date} shows its ${rows.length} metrics as the snapshot has them`);
+    // The map: every district, with the count of its metrics at risk or missed that day.
+    const expected = {};
+    for (const m of brief.metrics) for (const c of m.children) expected[c.code] = (expected[c.code] || 0) + (c.status === "at_risk" || c.status === "missed" ? 1 : 0);
+    const map = await page.evaluate(() => ({ shown: !document.getElementById("map-box").hidden, counts: window.__vscc.counts,
+      areas: document.querySelectorAll("#map svg path").length }));
+    check(map.shown && map.areas >= 10 && JSON.stringify(map.counts) === JSON.stringify(expected),
+      `${width}×${height}: the brief's map colours the 10 districts by metrics at risk (${JSON.stringify(map.counts)})`);
+    check(page.errors.length === 0, `${width}×${height}: the brief loads without errors (${page.errors.join(" | ")})`);
+    await page.screenshot({ path: `${SCREENSHOTS}/brief-${width}x${height}.png`, fullPage: true });
+    if (width === 1240) {
+      // Printed as the nightly job prints it (its own @page: A4, margins): one sheet.
+      await page.emulateMedia({ media: "print" });
+      await page.setViewportSize({ width: Math.round((210 - 24) * 96 / 25.4), height: 1000 }); // A4 less its margins
+      const tall = await page.evaluate(() => Math.round(document.getElementById("brief").getBoundingClientRect().height * 25.4 / 96));
+      const pdf = await page.pdf({ path: `${SCREENSHOTS}/brief.pdf`, preferCSSPageSize: true, printBackground: true });
+      const sheets = (pdf.toString("latin1").match(/\/Type \/Page(?!s)/g) || []).length;
+      check(sheets === 1, `the brief prints on one A4 sheet (${sheets}; the page is ${tall} mm tall)`);
+    }
+    await page.close();
+  }
 } catch (e) {
   console.error(e);
   process.exitCode = 1;
 } finally {
   if (browser) await browser.close();
-  const exited = new Promise((r) => server.once("exit", r));
-  server.kill("SIGTERM");
-  await exited;
+  await stopServer(server);
 }

@@ -2,48 +2,11 @@
 // It starts the real vscc binary itself (so that it can restart it under the open page),
 // opens the page in Debian's headless Chromium through playwright-core, and checks what a
 // person in front of the screen would see. Screenshots go to target/screenshots/.
-import { spawn } from "node:child_process";
-import { mkdirSync } from "node:fs";
-import { createRequire } from "node:module";
+import { SCREENSHOTS, base, check, fail, sleep, startServer as startWith, waitReady, stopServer, apiAs, launch, openPage } from "./harness.mjs";
 
-// playwright-core is installed by scripts/setup under var/web (not committed).
-const require = createRequire(process.env.VENDOR_DIR + "/");
-const { chromium } = require("playwright-core");
-
-const { VSCC_BIN, CLICKHOUSE_URL, DATABASE, SPOOL_DIR, PORT, SCREENSHOTS } = process.env;
-const base = `http://127.0.0.1:${PORT}`;
 const token = "browser-test-admin";
-const fail = (msg) => { console.error("FAIL: " + msg); process.exitCode = 1; throw new Error(msg); };
-const check = (cond, msg) => { if (!cond) fail(msg); else console.log("ok: " + msg); };
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-function startServer() {
-  const child = spawn(VSCC_BIN, ["serve"], {
-    env: { ...process.env, VSCC_ADDR: `127.0.0.1:${PORT}`, VSCC__CLICKHOUSE__URL: CLICKHOUSE_URL,
-      VSCC__CLICKHOUSE__DATABASE: DATABASE, VSCC__INGEST__SPOOL_DIR: SPOOL_DIR, VSCC_ADMIN_TOKEN: token,
-      VSCC__STREAM__TICK_MS: "100", VSCC__SQL__USERS_DIR: process.env.SQL_USERS_DIR || "",
-      VSCC__AUTH__SECRET_FILE: `${SPOOL_DIR}/auth-secret`, RUST_LOG: "warn" },
-    stdio: ["ignore", "ignore", "inherit"],
-  });
-  return child;
-}
-async function waitReady() {
-  for (let i = 0; i < 600; i++) {
-    try { const r = await fetch(base + "/readyz"); if (r.ok) return; } catch { /* not yet */ }
-    await sleep(100);
-  }
-  fail("server did not become ready");
-}
-async function stopServer(child) {
-  const exited = new Promise((r) => child.once("exit", r));
-  child.kill("SIGTERM");
-  await exited;
-}
-const api = async (path, init = {}) => {
-  const r = await fetch(base + path, { ...init, headers: { Authorization: "Bearer " + token, "Content-Type": "application/json", ...(init.headers || {}) } });
-  if (!r.ok) fail(`${path} answered ${r.status}`);
-  return r.json();
-};
+const startServer = () => startWith(token);
+const api = apiAs(token);
 const hire = (id, org, veteran) => ({ id, kind: "staff.hired", org, at: new Date(Date.now() - 60000).toISOString(), data: { staff_id: id, veteran } });
 const staffing = (id, org, approved, filled) => ({ id, kind: "staffing.reported", org, at: new Date(Date.now() - 60000).toISOString(), data: { approved_posts: approved, filled_posts: filled } });
 const pct = (v) => (v * 100).toFixed(1) + "%";
@@ -57,13 +20,9 @@ try {
     hire("b-h1", "440305007003", true), hire("b-h2", "440305007003", false), hire("b-h3", "440303", false),
   ]) });
 
-  mkdirSync(SCREENSHOTS, { recursive: true });
-  browser = await chromium.launch({ executablePath: "/usr/bin/chromium",
-    args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"] });
-  const page = await browser.newPage({ viewport: { width: 1920, height: 1080 } });
-  const consoleErrors = [];
-  page.on("console", (m) => { if (m.type() === "error") consoleErrors.push(m.text()); });
-  page.on("pageerror", (e) => consoleErrors.push(String(e)));
+  browser = await launch();
+  const page = await openPage(browser, 1920, 1080);
+  const consoleErrors = page.errors;
   await page.goto(`${base}/?token=${token}&norotate=1`);
   // The page renders before its snapshot arrives (dashboard and map first): wait for the snapshot.
   await page.waitForFunction(() => window.__vscc && window.__vscc.connected && window.__vscc.epoch && window.__vscc.rendered > 0, null, { timeout: 15000 });
