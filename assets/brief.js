@@ -31,7 +31,19 @@
     document.title = "每日简报 " + b.date;
     const body = document.querySelector("#figures tbody");
     body.innerHTML = "";
-    for (const m of b.metrics) {
+    // Metrics with a target are the table; tracked ones (no target) one line under it.
+    const tracked = document.getElementById("tracked");
+    tracked.innerHTML = "";
+    tracked.appendChild(el("strong", "", "跟踪指标（无目标）："));
+    for (const m of b.metrics.filter((x) => x.target === null || x.target === undefined)) {
+      const item = el("span", "item");
+      item.dataset.metric = m.id;
+      item.dataset.value = m.day && m.day.value !== null ? String(m.day.value) : "";
+      item.appendChild(document.createTextNode(m.label_zh + " " + fmt(m, m.day && m.day.value) + " "));
+      item.appendChild(change(m));
+      tracked.appendChild(item);
+    }
+    for (const m of b.metrics.filter((x) => x.target !== null && x.target !== undefined)) {
       const tr = el("tr");
       tr.dataset.metric = m.id;
       tr.dataset.value = m.day && m.day.value !== null ? String(m.day.value) : "";
@@ -53,7 +65,7 @@
       if (!bad.length && !self) continue;
       const li = el("li");
       li.dataset.metric = m.id;
-      li.appendChild(el("strong", "", m.label_zh + "（全市" + STATUS_ZH[m.day ? m.day.status : "no_data"] + "）："));
+      li.appendChild(el("strong", "", m.label_zh + "（市" + STATUS_ZH[m.day ? m.day.status : "no_data"] + "）："));
       // How many districts, then the three farthest from the target by name (a line each, so
       // that the brief stays one sheet).
       const missed = bad.filter((c) => c.status === "missed").length, risky = bad.length - missed;
@@ -74,54 +86,69 @@
       const li = el("li");
       const worst = m.children.filter((c) => c.value).sort((x, y) => y.value - x.value).slice(0, 3);
       li.textContent = m.label_zh + "：在办 " + fmt(m, m.day && m.day.value) + " 件（" + (STATUS_ZH[m.day ? m.day.status : "no_data"]) + "）" +
-        (worst.length ? "；较多的区：" + worst.map((c) => c.name + " " + fmt(m, c.value)).join("，") : "");
+        (worst.length ? "，较多：" + worst.map((c) => c.name.replace(/(新)?区$/, "") + " " + fmt(m, c.value)).join("、") : "");
       cases.appendChild(li);
     }
     const alerts = document.getElementById("alerts");
     alerts.innerHTML = "";
     const SEV = { critical: "紧急", warning: "警告", info: "提示" };
-    // The most severe first, then the latest; the rest counted (the duty console has them all).
+    // One line per rule, the most severe and most frequent first: how many fired and where
+    // (the duty console has each of them).
     const RANK = { critical: 0, warning: 1, info: 2 };
-    const firing = b.alerts.filter((x) => x.state === "firing")
-      .sort((x, y) => (RANK[x.severity] ?? 3) - (RANK[y.severity] ?? 3) || (x.at < y.at ? 1 : -1));
-    const SHOWN = 12;
-    for (const a of firing.slice(0, SHOWN)) {
-      alerts.appendChild(el("li", "", a.at.slice(11, 16) + " [" + (SEV[a.severity] || a.severity) + "] " + a.summary));
+    const groups = new Map();
+    for (const a of b.alerts.filter((x) => x.state === "firing")) {
+      const g = groups.get(a.rule) || { a, nodes: [] };
+      if (!g.nodes.includes(a.node_name)) g.nodes.push(a.node_name);
+      g.n = (g.n || 0) + 1;
+      groups.set(a.rule, g);
     }
-    if (firing.length > SHOWN) alerts.appendChild(el("li", "muted", "另有 " + (firing.length - SHOWN) + " 条（见值班台）"));
+    const lines = [...groups.values()].sort((x, y) => (RANK[x.a.severity] ?? 3) - (RANK[y.a.severity] ?? 3) || y.n - x.n);
+    const SHOWN = 6;
+    for (const g of lines.slice(0, SHOWN)) {
+      const li = el("li");
+      li.dataset.rule = g.a.rule;
+      li.appendChild(el("strong", "", "[" + (SEV[g.a.severity] || g.a.severity) + "] " + (g.a.title || g.a.rule) + " " + g.n + " 条："));
+      li.appendChild(document.createTextNode(g.nodes.slice(0, 4).join("、") + (g.nodes.length > 4 ? " 等 " + g.nodes.length + " 处" : "")));
+      alerts.appendChild(li);
+    }
+    if (lines.length > SHOWN) {
+      const rest = lines.slice(SHOWN);
+      alerts.appendChild(el("li", "muted", "另有 " + rest.length + " 类 " + rest.reduce((n, g) => n + g.n, 0) + " 条（见值班台）"));
+    }
     if (!alerts.children.length) alerts.appendChild(el("li", "muted", "当日无预警"));
     S.rendered++;
   }
 
-  // The districts coloured by how many of their metrics were at risk or missed that day.
-  const KEY = ["#2e9d62", "#d98c00", "#c01c28"];
+  // The districts shaded by how many of their metrics were at risk or missed that day (from
+  // the fewest to the most of them).
   function renderMap(b) {
     const box = document.getElementById("map-box");
     if (!S.geo || !window.echarts) return;
-    const count = {};
+    const count = {}, names = {};
     for (const m of b.metrics) for (const c of m.children) {
       count[c.code] = (count[c.code] || 0) + (c.status === "at_risk" || c.status === "missed" ? 1 : 0);
+      names[c.code] = c.name;
     }
     const codes = new Set(S.geo.features.map((f) => f.properties.code));
-    const data = Object.keys(count).filter((c) => codes.has(c)).map((code) => ({
-      name: code, value: count[code], itemStyle: { areaColor: KEY[count[code] === 0 ? 0 : count[code] <= 3 ? 1 : 2] },
-    }));
+    const data = Object.keys(count).filter((c) => codes.has(c)).map((code) => ({ name: code, value: count[code] }));
     if (!data.length) { box.hidden = true; return; } // a district's brief: streets have no outline
     box.hidden = false;
-    const names = {};
-    for (const m of b.metrics) for (const c of m.children) names[c.code] = c.name;
     S.counts = count;
+    const values = data.map((d) => d.value);
     if (!S.map) {
       echarts.registerMap("shenzhen", S.geo);
       S.map = echarts.init(document.getElementById("map"), null, { renderer: "svg" });
     }
     S.map.setOption({
       animation: false,
+      visualMap: { type: "continuous", min: Math.min(...values), max: Math.max(Math.max(...values), Math.min(...values) + 1),
+        inRange: { color: ["#f6d8a8", "#e8853a", "#b3141c"] }, calculable: false, orient: "horizontal",
+        left: "center", bottom: 0, itemHeight: 90, itemWidth: 9, text: ["多", "少"], textStyle: { fontSize: 8, color: "#444" } },
       series: [{
         type: "map", map: "shenzhen", nameProperty: "code", roam: false, selectedMode: false,
-        aspectScale: window.VSCC.ASPECT_SCALE, layoutCenter: ["50%", "50%"],
-        layoutSize: window.VSCC.fitSize(document.getElementById("map"), window.VSCC.aspectOf(S.geo), 0.98, 0.96),
-        label: { show: true, fontSize: 9, color: "#fff", formatter: (p) => (names[p.name] || p.name).replace(/(新)?区$/, "") + " " + (count[p.name] ?? "") },
+        aspectScale: window.VSCC.ASPECT_SCALE, layoutCenter: ["50%", "44%"],
+        layoutSize: window.VSCC.fitSize(document.getElementById("map"), window.VSCC.aspectOf(S.geo), 0.98, 0.78),
+        label: { show: true, fontSize: 8, color: "#111", formatter: (p) => (names[p.name] || p.name).replace(/(新)?区$/, "") + " " + (count[p.name] ?? "") },
         itemStyle: { borderColor: "#fff", borderWidth: 0.8 },
         emphasis: { disabled: true },
         data,

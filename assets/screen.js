@@ -269,7 +269,10 @@
     const box = document.getElementById("trend");
     if (!metrics.length) return;
     let data;
-    try { data = await getJSON("/api/v1/trends?scope=" + S.scope + "&metrics=" + metrics.join(",") + "&days=730"); }
+    // A metric's page shows the whole plan (from 2020, so that its deadline is on the axis);
+    // a wall screen the last two years.
+    const days = metricId ? Math.ceil((Date.now() - Date.UTC(2020, 0, 1)) / 86400000) + 1 : 730;
+    try { data = await getJSON("/api/v1/trends?scope=" + S.scope + "&metrics=" + metrics.join(",") + "&days=" + days); }
     catch (e) { return; }
     const series = metrics
       .map((m) => ({ m, points: ((data[m] || {})[S.scope] || []).filter((p) => p[1] !== null) }))

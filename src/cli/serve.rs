@@ -21,7 +21,11 @@ pub(super) async fn serve(
     let app = Application::build(settings.clone(), true).await?;
     if demo {
         println!("admin token: {}", app.admin_token());
-        println!("wall screen: http://{}", settings.server.addr);
+        let addr = &settings.server.addr;
+        println!("wall screen: http://{addr}");
+        println!("plan board: http://{addr}/board");
+        println!("a metric's page: http://{addr}/metric/staffing_rate");
+        println!("daily brief: http://{addr}/brief");
         println!(
             "duty console: http://{}/duty?token={}",
             settings.server.addr,

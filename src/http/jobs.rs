@@ -129,13 +129,23 @@ async fn brief(
             }
         })
         .collect();
+    // What each rule's alerts are about, in a few words (the brief groups them by rule).
+    let titles: std::collections::HashMap<String, String> = state
+        .alerts
+        .rules()
+        .into_iter()
+        .map(|r| (r.name.clone(), rule_title(&r, &catalogue)))
+        .collect();
     let alerts: Vec<serde_json::Value> = brief::alerts(&state.store, day)
         .await?
         .into_iter()
-        .filter(|a| tree.get(&a.node).is_some_and(|n| tree.is_within(n, scope)))
-        .map(|a| {
-            serde_json::json!({"at": a.at, "node": a.node, "rule": a.rule, "state": a.state,
-                "severity": a.severity, "summary": a.summary})
+        .filter_map(|a| {
+            let node = tree.get(&a.node).filter(|&n| tree.is_within(n, scope))?;
+            Some(
+                serde_json::json!({"at": a.at, "node": a.node, "node_name": tree.node(node).name,
+                "rule": a.rule, "title": titles.get(&a.rule), "state": a.state,
+                "severity": a.severity, "summary": a.summary}),
+            )
         })
         .collect();
     // The printed copy is the city's; a district's reader gets its own page only.
@@ -145,6 +155,35 @@ async fn brief(
         "metrics": metrics, "alerts": alerts,
         "pdf": pdf.then(|| format!("/api/v1/brief/pdf?date={day}")),
     })))
+}
+
+/// "编制人员到位率低于目标", "信访超期", "未报送" …: a rule's subject for the brief.
+fn rule_title(
+    rule: &crate::alert::rules::Rule,
+    catalogue: &crate::domain::catalogue::Catalogue,
+) -> String {
+    use crate::alert::rules::Condition;
+    let label = |m| {
+        catalogue
+            .get(m)
+            .map(|d| d.label_zh.clone())
+            .unwrap_or_default()
+    };
+    let kind = |k: &crate::domain::kinds::Kind| {
+        catalogue
+            .kinds
+            .get(k.as_str())
+            .map(|d| d.label_zh.clone())
+            .unwrap_or_else(|| k.as_str().to_string())
+    };
+    match &rule.condition {
+        Condition::Threshold { metric, .. } => format!("{}未达目标", label(*metric)),
+        Condition::AtRisk { metric } => format!("{}有风险", label(*metric)),
+        Condition::Overdue { metric } => format!("{}超期", label(*metric)),
+        Condition::Silence { days } => format!("{days} 天以上未报送"),
+        Condition::Spike { record, .. } => format!("{}激增", kind(record)),
+        Condition::Cluster { record, .. } => format!("{}聚集", kind(record)),
+    }
 }
 
 /// The day a brief request names, or the newest day with snapshots.

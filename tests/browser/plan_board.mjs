@@ -105,7 +105,8 @@ try {
     const page = await openPage(browser, width, height);
     await page.goto(`${base}/brief?date=${brief.date}&token=${token}`);
     await page.waitForFunction(() => window.__vscc && window.__vscc.rendered > 0, null, { timeout: 15000 });
-    const rows = await page.$$eval("#figures tbody tr", (els) => els.map((e) => ({ m: e.dataset.metric, v: e.dataset.value })));
+    // The metrics with a target in the table, the tracked ones in the line under it.
+    const rows = await page.$$eval("#figures tbody tr, #tracked .item", (els) => els.map((e) => ({ m: e.dataset.metric, v: e.dataset.value })));
     check(rows.length === brief.metrics.length && rows.every((r) => {
       const m = brief.metrics.find((x) => x.id === r.m);
       return r.v === (m.day && m.day.value !== null ? String(m.day.value) : "");
