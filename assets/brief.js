@@ -59,7 +59,7 @@
     const risks = document.getElementById("risks");
     risks.innerHTML = "";
     for (const m of b.metrics) {
-      if (m.id === "open_appeals" || m.id === "work_orders" || m.id === "feedback") continue;
+      if (m.measure === "cases") continue; // their own section
       const bad = m.children.filter((c) => c.status === "at_risk" || c.status === "missed");
       const self = m.day && (m.day.status === "at_risk" || m.day.status === "missed");
       if (!bad.length && !self) continue;
@@ -82,11 +82,18 @@
     renderMap(b);
     const cases = document.getElementById("cases");
     cases.innerHTML = "";
-    for (const m of b.metrics.filter((x) => ["open_appeals", "work_orders", "feedback"].includes(x.id))) {
+    // Every cases metric (appeals, work orders, mailbox items): open and overdue that day, and
+    // the districts with most overdue (days snapshotted before overdue counts were kept: most open).
+    for (const m of b.metrics.filter((x) => x.measure === "cases")) {
       const li = el("li");
-      const worst = m.children.filter((c) => c.value).sort((x, y) => y.value - x.value).slice(0, 3);
-      li.textContent = m.label_zh + "：在办 " + fmt(m, m.day && m.day.value) + " 件（" + (STATUS_ZH[m.day ? m.day.status : "no_data"]) + "）" +
-        (worst.length ? "，较多：" + worst.map((c) => c.name.replace(/(新)?区$/, "") + " " + fmt(m, c.value)).join("、") : "");
+      li.dataset.metric = m.id;
+      const day = m.day || {};
+      const known = day.overdue !== undefined && day.overdue !== null;
+      const by = known ? (c) => c.overdue || 0 : (c) => c.value || 0;
+      const worst = m.children.filter((c) => by(c) > 0).sort((x, y) => by(y) - by(x)).slice(0, 3);
+      li.textContent = m.label_zh + "：在办 " + fmt(m, day.value) + " 件" + (known ? "，超期 " + day.overdue + " 件" : "") +
+        "（" + STATUS_ZH[day.status || "no_data"] + "）" +
+        (worst.length ? (known ? "；超期较多：" : "；在办较多：") + worst.map((c) => c.name.replace(/(新)?区$/, "") + " " + by(c)).join("、") : "");
       cases.appendChild(li);
     }
     const alerts = document.getElementById("alerts");

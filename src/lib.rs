@@ -56,4 +56,5 @@ pub use dashboards::load_catalogue;
 pub use http::AppState;
 pub use live::hub::Clock;
 pub use reference::{load_org_tree, DistrictMap};
+pub use sql::scopes::ensure_scope_database;
 pub use store::{ManagedClickHouse, Store, MIGRATIONS};

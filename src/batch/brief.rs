@@ -109,6 +109,8 @@ pub struct SnapshotRow {
     pub metric: String,
     pub value: Option<f64>,
     pub status: String,
+    /// Cases metrics: open cases past a deadline.
+    pub overdue: Option<i64>,
 }
 
 /// One alert event of the day.
@@ -136,7 +138,7 @@ pub async fn snapshots(
     Ok(store
         .client()
         .query(
-            "SELECT day, node, metric, value, status FROM metric_snapshots FINAL \
+            "SELECT day, node, metric, value, status, overdue FROM metric_snapshots FINAL \
              WHERE day IN (toDate(?), toDate(?)) AND has(?, node) ORDER BY day, node, metric",
         )
         .bind(iso(day))

@@ -28,6 +28,8 @@ pub struct SnapshotRow {
     pub num: i64,
     pub den: Option<i64>,
     pub status: String,
+    /// Cases metrics: open cases past a deadline that day.
+    pub overdue: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, clickhouse::Row)]
@@ -141,6 +143,7 @@ async fn snapshot(
                         num: f.num,
                         den: f.den,
                         status: f.status.as_str().into(),
+                        overdue: f.overdue,
                     };
                     insert.write(&row).await?;
                     rows += 1;

@@ -52,6 +52,9 @@ struct BriefMetric {
 struct BriefFigure {
     value: Option<f64>,
     status: String,
+    /// Cases metrics: open cases past a deadline that day.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    overdue: Option<i64>,
 }
 
 #[derive(serde::Serialize)]
@@ -60,6 +63,8 @@ struct BriefChild {
     name: String,
     value: Option<f64>,
     status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    overdue: Option<i64>,
 }
 
 /// The daily brief (每日简报): the day's figures from the nightly snapshots beside the day
@@ -93,6 +98,7 @@ async fn brief(
             .map(|r| BriefFigure {
                 value: r.value,
                 status: r.status.clone(),
+                overdue: r.overdue,
             })
     };
     let before = day.previous_day().unwrap_or(day);
@@ -123,6 +129,7 @@ async fn brief(
                             name: node.name.clone(),
                             value: f.value,
                             status: f.status,
+                            overdue: f.overdue,
                         })
                     })
                     .collect(),

@@ -182,13 +182,19 @@ impl Store {
 
     /// What a migration needs done first that SQL alone cannot say.
     async fn before_migration(&self, version: u32) -> Result<(), StoreError> {
-        if version != 10 {
-            return Ok(());
+        match version {
+            // 0010 gives `events` new columns, 0011 `metric_snapshots` one.
+            10 => self.drop_scope_copies("events").await,
+            11 => self.drop_scope_copies("metric_snapshots").await,
+            _ => Ok(()),
         }
-        // 0010 gives `events` new columns. The materialised views copying it into the
-        // analysts' scope databases (`sql_<code>_events`) select the old ones and would make
-        // every insert fail; they and the copies go, and are built again (back-filled) with
-        // the new columns the next time each scope is used.
+    }
+
+    /// The materialised views copying `table` into the analysts' scope databases
+    /// (`sql_<code>_<table>`) select its columns as they were when made — inserts would fail, or
+    /// new columns would never reach the copies — so they and the copies go, and are built
+    /// again (back-filled) with the new columns the next time each scope is used.
+    async fn drop_scope_copies(&self, table: &str) -> Result<(), StoreError> {
         #[derive(clickhouse::Row, serde::Deserialize)]
         struct Named {
             database: String,
@@ -198,15 +204,17 @@ impl Store {
             .server
             .query(
                 "SELECT database, name FROM system.tables WHERE database = ? \
-                 AND engine = 'MaterializedView' AND name LIKE 'sql_%_events'",
+                 AND engine = 'MaterializedView' AND name LIKE concat('sql_%_', ?)",
             )
             .bind(&self.database)
+            .bind(table)
             .fetch_all()
             .await?;
         let scope_databases = format!("{}_sql_", self.database);
         let copies: Vec<Named> = self
             .server
-            .query("SELECT database, name FROM system.tables WHERE name = 'events'")
+            .query("SELECT database, name FROM system.tables WHERE name = ?")
+            .bind(table)
             .fetch_all::<Named>()
             .await?
             .into_iter()

@@ -110,3 +110,94 @@ async fn a_store_of_the_typed_schema_migrates_keeping_every_row_and_every_figure
     compared_with_sql(&after, &figures_after, after.state.hub.now()).await;
     after.stop().await;
 }
+
+/// An analyst's scope database made before 0011 (its copy of `metric_snapshots` without the
+/// `overdue` column, and the view filling it) is rebuilt by the migration's first use: the
+/// analyst reads that day's overdue counts, equal to vscc's own table.
+#[tokio::test]
+async fn an_analysts_scope_database_made_before_0011_gets_the_overdue_counts() {
+    let tree = spawn_app().await.state.tree.clone();
+    let mut settings = test_settings();
+    let db = settings.clickhouse.database.clone();
+    let old = Store::new(&settings.clickhouse.url, "default", "", &db).unwrap();
+    old.migrate_until(10).await.unwrap();
+    let nanshan = tree.get("440305").unwrap();
+    let sdb = vscc::ensure_scope_database(&old, &tree, nanshan)
+        .await
+        .unwrap();
+    let copied: Vec<String> = old
+        .client()
+        .query("SELECT name FROM system.columns WHERE database = ? AND table = 'metric_snapshots'")
+        .bind(&sdb)
+        .fetch_all()
+        .await
+        .unwrap();
+    assert!(
+        !copied.is_empty() && !copied.contains(&"overdue".to_string()),
+        "{copied:?}"
+    );
+
+    settings.ingest.spool_dir = settings.ingest.spool_dir.with_extension("0011");
+    let app = spawn_app_with(settings).await;
+    let mut events = vscc::Workload::new(&app.state.tree, 15, 400, "m11", 7).events(3000);
+    // Three appeals in 南山 left unanswered for 20 days: overdue to be accepted.
+    let opened = (time::OffsetDateTime::now_utc() - time::Duration::days(20))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    for i in 0..3 {
+        events.push(serde_json::json!({"id": format!("m11-late-{i}"), "kind": "appeal.received",
+            "org": "440305", "at": opened, "data": {"appeal_id": format!("M11-{i}")}}));
+    }
+    for chunk in events.chunks(1000) {
+        assert_eq!(
+            app.post_events(&serde_json::json!(chunk)).await.status(),
+            200
+        );
+    }
+    let ran = app
+        .http
+        .post(format!("{}/api/v1/jobs/snapshots", app.base))
+        .bearer_auth(app.admin_token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ran.status(), 200);
+    let (rows, overdue): (u64, i64) = app
+        .store()
+        .client()
+        .query(
+            "SELECT count(), sum(ifNull(overdue, 0)) FROM metric_snapshots FINAL \
+             WHERE metric = 'open_appeals' AND startsWith(node, '440305')",
+        )
+        .fetch_one()
+        .await
+        .unwrap();
+    assert!(rows > 0 && overdue > 0, "{rows} rows, {overdue} overdue");
+    let analyst = app.user_token("nanshan-analyst", "analyst", "440305").await;
+    let (status, answer) = app
+        .query(
+            &analyst,
+            serde_json::json!({"sql": "SELECT count() AS n, sum(ifNull(overdue, 0)) AS o \
+                FROM metric_snapshots WHERE metric = 'open_appeals'"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let row = &answer["data"][0];
+    assert_eq!(
+        row[0]
+            .as_str()
+            .map(|s| s.parse::<u64>().unwrap())
+            .or(row[0].as_u64()),
+        Some(rows),
+        "{answer}"
+    );
+    assert_eq!(
+        row[1]
+            .as_str()
+            .map(|s| s.parse::<i64>().unwrap())
+            .or(row[1].as_i64()),
+        Some(overdue),
+        "{answer}"
+    );
+    app.stop().await;
+}

@@ -307,11 +307,11 @@ async fn the_brief_of_a_past_day_is_that_days_snapshot() {
     let past = days[10];
     let brief = app.get_json(&format!("/api/v1/brief?date={past}")).await;
     assert_eq!(brief["date"], past);
-    let snapshot: Vec<(String, String, Option<f64>, String)> = app
+    let snapshot: Vec<(String, String, Option<f64>, String, Option<i64>)> = app
         .store()
         .client()
         .query(
-            "SELECT node, metric, value, status FROM metric_snapshots FINAL \
+            "SELECT node, metric, value, status, overdue FROM metric_snapshots FINAL \
              WHERE day = toDate(?) AND node IN ('440300', '440305')",
         )
         .bind(past)
@@ -321,7 +321,8 @@ async fn the_brief_of_a_past_day_is_that_days_snapshot() {
     let metrics = brief["metrics"].as_array().unwrap();
     assert_eq!(metrics.len(), app.state.hub.catalogue().metrics.len());
     let mut compared = 0;
-    for (node, metric, value, status) in &snapshot {
+    let mut overdue_seen = 0;
+    for (node, metric, value, status, overdue) in &snapshot {
         let m = metrics.iter().find(|m| m["id"] == *metric).unwrap();
         let shown = if node == "440300" {
             m["day"].clone()
@@ -343,10 +344,17 @@ async fn the_brief_of_a_past_day_is_that_days_snapshot() {
             (a, b) => assert_eq!(a, *b, "{node} {metric}"),
         }
         assert_eq!(shown["status"], *status, "{node} {metric}");
+        // Cases metrics carry that day's overdue count too.
+        assert_eq!(shown["overdue"].as_i64(), *overdue, "{node} {metric}");
+        overdue_seen += usize::from(overdue.is_some());
         compared += 1;
     }
     // The city's every metric and 南山's that apply to a district.
     assert!(compared > metrics.len(), "compared {compared}");
+    assert!(
+        overdue_seen >= 2,
+        "the cases metrics' overdue counts ({overdue_seen})"
+    );
     // The day before is there to compare with.
     assert!(metrics.iter().any(|m| m["before"]["value"].is_number()));
 
