@@ -307,7 +307,9 @@ async fn the_brief_of_a_past_day_is_that_days_snapshot() {
     let past = days[10];
     let brief = app.get_json(&format!("/api/v1/brief?date={past}")).await;
     assert_eq!(brief["date"], past);
-    let snapshot: Vec<(String, String, Option<f64>, String, Option<i64>)> = app
+    // (node, metric, value, status, overdue)
+    type Snapshot = (String, String, Option<f64>, String, Option<i64>);
+    let snapshot: Vec<Snapshot> = app
         .store()
         .client()
         .query(
