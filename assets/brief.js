@@ -88,7 +88,8 @@
       const li = el("li");
       li.dataset.metric = m.id;
       const day = m.day || {};
-      const known = day.overdue !== undefined && day.overdue !== null;
+      // No data is said once, not as "0 overdue".
+      const known = day.value !== undefined && day.value !== null && day.overdue !== undefined && day.overdue !== null;
       const by = known ? (c) => c.overdue || 0 : (c) => c.value || 0;
       const worst = m.children.filter((c) => by(c) > 0).sort((x, y) => by(y) - by(x)).slice(0, 3);
       li.textContent = m.label_zh + "：在办 " + fmt(m, day.value) + " 件" + (known ? "，超期 " + day.overdue + " 件" : "") +

@@ -19,6 +19,8 @@ try {
     ev("pb-l1", "legal_aid.station_reported", "440305", { established: true }),
     ev("pb-h1", "meeting.report_heard", "440305", {}),
     ev("pb-r1", "research.started", "440306", { project_id: "R-1" }),
+    // Five days ago: the snapshots then cover past days, and a past day's brief can be opened.
+    { ...ev("pb-old", "staffing.reported", "440306", { approved_posts: 80, filled_posts: 40 }), at: new Date(Date.now() - 5 * 86400000).toISOString() },
     // Staffing short of its target in every district: cells with a deadline line, the tallest.
     ...["440303", "440304", "440305", "440306", "440307", "440308", "440309", "440310", "440311", "440399"].map((d, i) =>
       ev(`pb-st-${d}`, "staffing.reported", d, { approved_posts: 50, filled_posts: 30 + i })),
@@ -100,7 +102,10 @@ try {
 
   // The daily brief: the snapshots of the day (run above), on a screen at both sizes and
   // printable on A4, with the map of the districts coloured by their metrics at risk.
-  const brief = await api("/api/v1/brief");
+  // A past day (the day before the newest), as that day's snapshots have it.
+  const days = await api("/api/v1/brief/days");
+  check(days.length >= 5, `the snapshots cover ${days.length} days`);
+  const brief = await api("/api/v1/brief?date=" + days[1]);
   for (const [width, height] of [[1920, 1080], [3840, 2160], [1240, 1754]]) {
     const page = await openPage(browser, width, height);
     await page.goto(`${base}/brief?date=${brief.date}&token=${token}`);
