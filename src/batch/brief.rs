@@ -149,13 +149,14 @@ pub async fn snapshots(
         .await?)
 }
 
-/// The alert events (firing, resolved, acknowledged …) of `day` in Shenzhen, oldest first.
+/// The alert events (firing, resolved, acknowledged …) of `day` in Shenzhen (the column is in
+/// Asia/Shanghai time), oldest first; a day with more than 20,000 is cut there.
 pub async fn alerts(store: &Store, day: Date) -> Result<Vec<AlertRow>, StoreError> {
     Ok(store
         .client()
         .query(
             "SELECT toString(at), node, rule, state, severity, summary FROM alert_events \
-             WHERE toDate(at) = toDate(?) ORDER BY at LIMIT 500",
+             WHERE toDate(at) = toDate(?) ORDER BY at LIMIT 20000",
         )
         .bind(iso(day))
         .with_setting("wait_end_of_query", "1")
