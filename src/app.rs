@@ -220,7 +220,7 @@ impl Application {
             tracing::info!(undelivered, "undelivered alert notifications re-queued");
         }
         tasks.push(tokio::spawn(alerts.clone().run()).abort_handle());
-        let listener = TcpListener::bind(&settings.server.addr)
+        let listener = listen(&settings.server.addr, settings.server.reuse_port)
             .with_context(|| format!("cannot listen on {}", settings.server.addr))?;
         let port = listener.local_addr()?.port();
         let local_url = {
@@ -287,6 +287,8 @@ impl Application {
             )),
             brief: settings.brief.clone(),
             local_url,
+            drain: Duration::from_secs(settings.server.drain_secs),
+            instance: uuid::Uuid::new_v4().simple().to_string()[..12].to_string(),
         });
         tasks.push(tokio::spawn(nightly_snapshots(state.clone())).abort_handle());
         tasks.push(tokio::spawn(dashboards.watch(Duration::from_secs(2))).abort_handle());
@@ -359,6 +361,25 @@ impl Application {
         }
         served.context("HTTP server failed")
     }
+}
+
+/// The listening socket. `reuse_port`: several processes on this machine may listen on the same
+/// address (SO_REUSEPORT), and the kernel spreads new connections over them.
+fn listen(addr: &str, reuse_port: bool) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    use std::net::ToSocketAddrs;
+    let addr = addr.to_socket_addrs()?.next().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to listen on")
+    })?;
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    // As std's TcpListener::bind: a restarted server can listen while old connections linger.
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
 }
 
 /// Runs the snapshot job every night at 01:00 Asia/Shanghai (yesterday is complete by then).

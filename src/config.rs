@@ -17,6 +17,13 @@ log_format = "human"
 # Addresses of reverse proxies (HAProxy …) whose X-Forwarded-For names the client; nobody
 # else's forwarded headers are believed.
 trusted_proxies = []
+# true: several vscc instances on this machine listen on `addr` together (SO_REUSEPORT) and the
+# kernel spreads new connections over them. Off by default, so that a second server started by
+# mistake fails instead of silently taking half the traffic.
+reuse_port = false
+# On SIGTERM: /readyz answers 503 at once, screens are closed (code 1012) spread over this many
+# seconds and reconnect elsewhere, requests are served meanwhile; then the server stops.
+drain_secs = 3
 
 [clickhouse]
 # Empty: vscc starts and manages its own clickhouse-server under `managed.dir`.
@@ -157,6 +164,8 @@ pub struct ServerSettings {
     pub addr: String,
     pub log_format: LogFormat,
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    pub reuse_port: bool,
+    pub drain_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -56,7 +56,7 @@ async fn demo_feed(
     tree: std::sync::Arc<OrgTree>,
     map: std::sync::Arc<crate::reference::DistrictMap>,
     kinds: crate::domain::kinds::Kinds,
-    mut closing: tokio::sync::watch::Receiver<bool>,
+    mut closing: tokio::sync::watch::Receiver<Option<std::time::Duration>>,
 ) {
     let run = feed(
         &base,
@@ -75,7 +75,7 @@ async fn demo_feed(
         result = run => if let Err(e) = result {
             tracing::warn!(error = %e, "demo feed stopped");
         },
-        _ = closing.wait_for(|c| *c) => {}
+        _ = closing.wait_for(|c| c.is_some()) => {}
     }
 }
 

@@ -15,8 +15,11 @@ const READY_WITHIN: std::time::Duration = std::time::Duration::from_millis(800);
 /// The process is up.
 #[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, body = Health)))]
 #[get("/healthz")]
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(Health { status: "ok" })
+async fn healthz(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(Health {
+        status: "ok",
+        instance: state.instance.clone(),
+    })
 }
 
 /// ClickHouse answers, every migration is applied, and the writer is not stuck on an insert that
@@ -47,11 +50,13 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             )
         });
     let writer = state.ingest.writer.blocked().unwrap_or_else(|| "ok".into());
-    let ready = clickhouse == "ok" && migrations == "applied" && writer == "ok";
+    let draining = state.streams.is_draining();
+    let ready = clickhouse == "ok" && migrations == "applied" && writer == "ok" && !draining;
     let body = Readiness {
         clickhouse,
         migrations,
         writer,
+        draining,
     };
     if ready {
         HttpResponse::Ok().json(body)

@@ -77,6 +77,10 @@ pub struct AppState {
     pub brief: crate::batch::brief::BriefSettings,
     /// This server as its own pages' printer reaches it (`http://127.0.0.1:PORT`).
     pub local_url: String,
+    /// This process among several instances (a new id each start; `/healthz` says it).
+    pub instance: String,
+    /// How long a shutdown takes to close the streams (`server.drain_secs`).
+    pub drain: std::time::Duration,
 }
 
 impl AppState {
@@ -131,6 +135,7 @@ pub fn run(
     handle_signals: bool,
 ) -> std::io::Result<Server> {
     let streams = state.streams.clone();
+    let drain = state.drain;
     let assets_dir = state.web.assets_dir.clone();
     let data = web::Data::from(state);
     let server = HttpServer::new(move || {
@@ -169,7 +174,7 @@ pub fn run(
     .disable_signals();
     let server = server.run();
     if handle_signals {
-        tokio::spawn(stop_on_signal(server.handle(), streams));
+        tokio::spawn(stop_on_signal(server.handle(), streams, drain));
     }
     Ok(server)
 }
@@ -285,11 +290,14 @@ pub fn client_addr(req: &actix_web::HttpRequest, state: &AppState) -> String {
     peer.map(|a| a.ip().to_string()).unwrap_or_default()
 }
 
-/// SIGINT or SIGTERM: close the streams (screens reconnect elsewhere or later), then stop
-/// accepting and finish in-flight requests.
+/// SIGINT or SIGTERM: drain — readiness answers 503 at once (a balancer stops sending new
+/// clients), the streams close spread over `drain` with code 1012 (screens reconnect elsewhere,
+/// or here later), requests keep being served meanwhile — then stop accepting and finish
+/// in-flight requests.
 async fn stop_on_signal(
     handle: actix_web::dev::ServerHandle,
     streams: Arc<crate::stream::Streams>,
+    drain: std::time::Duration,
 ) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut int), Ok(mut term)) = (
@@ -303,7 +311,13 @@ async fn stop_on_signal(
         _ = int.recv() => tracing::info!("SIGINT: shutting down"),
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
     }
-    streams.close_all();
+    streams.close_all(drain);
+    // Each session closes at its moment within `drain`, then has a second for its close frame;
+    // without sessions there is nothing to wait for.
+    let until = tokio::time::Instant::now() + drain + std::time::Duration::from_millis(1200);
+    while streams.open_sessions() > 0 && tokio::time::Instant::now() < until {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     handle.stop(true).await;
 }
 

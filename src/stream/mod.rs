@@ -23,7 +23,10 @@ pub use session::{run_session, Connection, SessionContext, StreamSettings};
 pub struct Streams {
     pub resumes: resume::Resumes,
     pub renderer: render::Renderer,
-    closing: watch::Sender<bool>,
+    /// Set on shutdown: how long sessions have to close (each picks a moment within it).
+    closing: watch::Sender<Option<Duration>>,
+    /// Sessions serving now (a shutdown waits for them, up to its drain window).
+    open: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Streams {
@@ -34,18 +37,37 @@ impl Streams {
                 settings.resume_epochs_total,
             ),
             renderer: render::Renderer::default(),
-            closing: watch::channel(false).0,
+            closing: watch::channel(None).0,
+            open: Default::default(),
         }
     }
 
-    /// Tells every session to close (server shutdown).
-    pub fn close_all(&self) {
-        self.closing.send_replace(true);
+    /// Tells every session to close (server shutdown), each at a random moment within
+    /// `spread` with close code 1012 (service restart), so that a wall of screens does not
+    /// reconnect elsewhere in one burst.
+    pub fn close_all(&self, spread: Duration) {
+        self.closing.send_replace(Some(spread));
     }
 
-    /// Resolves once the server is shutting down.
-    pub fn closing(&self) -> watch::Receiver<bool> {
+    /// Becomes `Some(spread)` once the server is shutting down.
+    pub fn closing(&self) -> watch::Receiver<Option<Duration>> {
         self.closing.subscribe()
+    }
+
+    /// Counts a session as open until the guard is dropped.
+    pub fn session_opened(&self) -> OpenSession {
+        self.open.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        OpenSession(self.open.clone())
+    }
+
+    /// Sessions serving now.
+    pub fn open_sessions(&self) -> usize {
+        self.open.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Whether the server is shutting down (readiness answers 503 from then on).
+    pub fn is_draining(&self) -> bool {
+        self.closing.borrow().is_some()
     }
 
     /// Forgets epochs of closed connections that nobody resumed in time, every few seconds.
@@ -55,5 +77,14 @@ impl Streams {
             every.tick().await;
             self.resumes.expire(resume::EPOCH_TTL);
         }
+    }
+}
+
+/// An open session, counted until dropped.
+pub struct OpenSession(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for OpenSession {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }

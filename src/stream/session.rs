@@ -375,6 +375,7 @@ async fn send_all(session: &mut Session, out: Vec<Outgoing>, timeout: Duration) 
 pub async fn run_session(mut session: Session, mut messages: MessageStream, ctx: SessionContext) {
     let mut rx = ctx.hub.subscribe();
     let mut closing = ctx.streams.closing();
+    let _open = ctx.streams.session_opened();
     let mut alerts = ctx.alerts.resubscribe();
     let send_timeout = Duration::from_millis(ctx.settings.send_timeout_ms);
     let idle_timeout = Duration::from_millis(ctx.settings.idle_timeout_ms);
@@ -390,6 +391,10 @@ pub async fn run_session(mut session: Session, mut messages: MessageStream, ctx:
     let mut last_heard = Instant::now();
     // Set when the peer stopped reading (a send or a ping timed out): its connection is cut.
     let mut stuck = false;
+    // Shutdown: the moment this session closes (a random point in the drain window), and
+    // whether it came.
+    let mut drain_at: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+    let mut restarting = false;
     loop {
         let out = tokio::select! {
             msg = messages.next() => {
@@ -415,7 +420,16 @@ pub async fn run_session(mut session: Session, mut messages: MessageStream, ctx:
                 Err(RecvError::Lagged(_)) => Vec::new(),
                 Err(RecvError::Closed) => Vec::new(),
             },
-            _ = closing.wait_for(|c| *c) => break,
+            spread = closing.wait_for(|c| c.is_some()), if drain_at.is_none() => {
+                let spread = spread.ok().and_then(|s| *s).unwrap_or_default();
+                let delay = spread.mul_f64(rand::random::<f64>());
+                drain_at = Some(Box::pin(tokio::time::sleep(delay)));
+                Vec::new()
+            }
+            _ = async { if let Some(d) = drain_at.as_mut() { d.await } }, if drain_at.is_some() => {
+                restarting = true;
+                break;
+            }
             _ = heartbeat.tick() => {
                 if last_heard.elapsed() > idle_timeout {
                     break;
@@ -456,9 +470,17 @@ pub async fn run_session(mut session: Session, mut messages: MessageStream, ctx:
         }
         return;
     }
-    let reason = actix_ws::CloseReason {
-        code: actix_ws::CloseCode::Away,
-        description: None,
+    let reason = if restarting {
+        // 1012: the server restarts; the screen reconnects (with jitter) and resumes.
+        actix_ws::CloseReason {
+            code: actix_ws::CloseCode::Restart,
+            description: Some("server restarting".into()),
+        }
+    } else {
+        actix_ws::CloseReason {
+            code: actix_ws::CloseCode::Away,
+            description: None,
+        }
     };
     let _ = tokio::time::timeout(Duration::from_secs(1), session.close(Some(reason))).await;
 }

@@ -19,6 +19,8 @@ pub struct ErrorBody {
 pub struct Health {
     /// Always `ok`: the process answers.
     pub status: &'static str,
+    /// This process (a new id each start): which of several instances answered.
+    pub instance: String,
 }
 
 /// `GET /readyz`.
@@ -30,6 +32,9 @@ pub struct Readiness {
     pub migrations: String,
     /// `ok`, or why records cannot be written into ClickHouse (they stay in the log).
     pub writer: String,
+    /// Shutting down (SIGTERM): not ready whatever the rest says.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub draining: bool,
 }
 
 /// One recorded run of a batch job.

@@ -216,7 +216,7 @@ impl TestApp {
 
     /// Stops as the binary does on SIGTERM: streams closed first, then a graceful stop.
     pub async fn stop(self) {
-        self.state.streams.close_all();
+        self.state.streams.close_all(std::time::Duration::ZERO);
         self.handle.stop(true).await;
     }
 }

@@ -15,6 +15,7 @@ mod foundation;
 mod hardening;
 mod imports;
 mod ingest;
+mod instances;
 mod managed_clickhouse;
 mod metric_page;
 mod migration;

@@ -145,8 +145,10 @@ async fn an_analysts_scope_database_made_before_0011_gets_the_overdue_counts() {
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap();
     for i in 0..3 {
-        events.push(serde_json::json!({"id": format!("m11-late-{i}"), "kind": "appeal.received",
-            "org": "440305", "at": opened, "data": {"appeal_id": format!("M11-{i}")}}));
+        events.push(
+            serde_json::json!({"id": format!("m11-late-{i}"), "kind": "appeal.received",
+            "org": "440305", "at": opened, "data": {"appeal_id": format!("M11-{i}")}}),
+        );
     }
     for chunk in events.chunks(1000) {
         assert_eq!(
