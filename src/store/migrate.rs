@@ -184,10 +184,45 @@ impl Store {
     async fn before_migration(&self, version: u32) -> Result<(), StoreError> {
         match version {
             // 0010 gives `events` new columns, 0011 `metric_snapshots` one.
-            10 => self.drop_scope_copies("events").await,
+            10 => {
+                self.undo_unrecorded_0010().await?;
+                self.drop_scope_copies("events").await
+            }
             11 => self.drop_scope_copies("metric_snapshots").await,
             _ => Ok(()),
         }
+    }
+
+    /// 0010 ends with `RENAME events TO events_typed_0009, events_generic TO events`. A process
+    /// that died after the rename but before recording the migration leaves the generic table
+    /// as `events` — and a second run would copy from it as if it were typed. Nothing writes
+    /// during a migration (it runs under the lock, before the writer starts), so the rename is
+    /// undone and 0010 runs again from the typed rows, which are all still there.
+    async fn undo_unrecorded_0010(&self) -> Result<(), StoreError> {
+        let has = |table: &'static str| async move {
+            let n: u64 = self
+                .client
+                .query("SELECT count() FROM system.tables WHERE database = ? AND name = ?")
+                .bind(&self.database)
+                .bind(table)
+                .fetch_one()
+                .await?;
+            Ok::<bool, StoreError>(n > 0)
+        };
+        if has("events_typed_0009").await? {
+            tracing::warn!(
+                "0010 was cut off after its rename; undoing the rename and running it again"
+            );
+            self.client
+                .query("DROP TABLE IF EXISTS events_generic")
+                .execute()
+                .await?;
+            self.client
+                .query("RENAME TABLE events TO events_generic, events_typed_0009 TO events")
+                .execute()
+                .await?;
+        }
+        Ok(())
     }
 
     /// The materialised views copying `table` into the analysts' scope databases

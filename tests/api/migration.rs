@@ -29,6 +29,17 @@ const AS_THE_PREVIOUS_RELEASE_WROTE_IT: &str = "
 
 #[tokio::test]
 async fn a_store_of_the_typed_schema_migrates_keeping_every_row_and_every_figure() {
+    typed_store_migrates(false).await;
+}
+
+/// A process that died after 0010's rename, before recording it: the next start undoes the
+/// rename and runs 0010 again — every row once, every figure as before.
+#[tokio::test]
+async fn a_0010_cut_off_after_its_rename_is_run_again_at_the_next_start() {
+    typed_store_migrates(true).await;
+}
+
+async fn typed_store_migrates(cut_off_after_rename: bool) {
     // Figures of a mix of every kind, as the API took them.
     let before = spawn_app().await;
     // The previous release knew the contract's eleven kinds only.
@@ -72,6 +83,28 @@ async fn a_store_of_the_typed_schema_migrates_keeping_every_row_and_every_figure
         .unwrap();
     assert_eq!(typed, events.len() as u64);
 
+    if cut_off_after_rename {
+        // 0010's statements ran, its record did not.
+        let sql = vscc::MIGRATIONS
+            .iter()
+            .find(|m| m.version == 10)
+            .unwrap()
+            .sql;
+        for statement in sql.split(';').map(str::trim).filter(|s| {
+            s.lines()
+                .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with("--"))
+        }) {
+            old.client().query(statement).execute().await.unwrap();
+        }
+        let generic: u64 = old
+            .client()
+            .query("SELECT count() FROM system.columns WHERE database = ? AND table = 'events' AND name = 'subject'")
+            .bind(&old_db)
+            .fetch_one()
+            .await
+            .unwrap();
+        assert_eq!(generic, 1, "the rename happened");
+    }
     // Start-up migrates it; nothing is lost and every figure is what it was.
     settings.ingest.spool_dir = settings.ingest.spool_dir.with_extension("after");
     let after = spawn_app_with(settings).await;
