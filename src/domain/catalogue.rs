@@ -17,10 +17,13 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use time::{Date, Month};
+use time::Date;
 
 use super::kinds::{FieldType, Kind, Kinds};
 use super::org::Level;
+
+pub use super::definition::DefinitionError;
+pub use super::time::Period;
 
 /// A metric, by its name. Names are interned (leaked once each: a handful, whatever the
 /// number of reloads), so an id is `Copy` and outlives the catalogue that defined it — after a
@@ -47,69 +50,6 @@ impl std::fmt::Debug for MetricId {
 impl std::fmt::Display for MetricId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.0)
-    }
-}
-
-/// A calendar period of Asia/Shanghai.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Period {
-    All,
-    Year,
-    Quarter,
-    Month,
-}
-
-impl Period {
-    fn parse(s: &str) -> Option<Period> {
-        Some(match s {
-            "all" => Period::All,
-            "year" => Period::Year,
-            "quarter" => Period::Quarter,
-            "month" => Period::Month,
-            _ => return None,
-        })
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Period::All => "all",
-            Period::Year => "year",
-            Period::Quarter => "quarter",
-            Period::Month => "month",
-        }
-    }
-
-    /// The period holding `date`, as a number that orders periods (0 for `All`).
-    pub fn key(self, date: Date) -> u32 {
-        let (y, m) = (date.year() as u32, date.month() as u32);
-        match self {
-            Period::All => 0,
-            Period::Year => y,
-            Period::Quarter => y * 4 + (m - 1) / 3,
-            Period::Month => y * 12 + (m - 1),
-        }
-    }
-
-    /// The first and last day of the period holding `date`.
-    pub fn bounds(self, date: Date) -> (Date, Date) {
-        let y = date.year();
-        let month = |m: u8| Month::try_from(m).unwrap_or(Month::January);
-        let first = |m: u8| Date::from_calendar_date(y, month(m), 1).unwrap_or(date);
-        let last =
-            |m: u8| Date::from_calendar_date(y, month(m), month(m).length(y)).unwrap_or(date);
-        let m = date.month() as u8;
-        match self {
-            Period::All => (
-                Date::from_calendar_date(1970, Month::January, 1).unwrap_or(date),
-                date,
-            ),
-            Period::Year => (first(1), last(12)),
-            Period::Quarter => {
-                let q0 = (m - 1) / 3 * 3 + 1;
-                (first(q0), last(q0 + 2))
-            }
-            Period::Month => (first(m), last(m)),
-        }
     }
 }
 
@@ -326,15 +266,6 @@ pub struct Catalogue {
     /// The record kinds the metrics are computed from.
     pub kinds: Kinds,
     pub metrics: Vec<MetricDef>,
-}
-
-/// A definition file that cannot be used: the file, the line where known, and why.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}{}: {reason}", line.map(|l| format!(":{l}")).unwrap_or_default())]
-pub struct DefinitionError {
-    pub file: String,
-    pub line: Option<usize>,
-    pub reason: String,
 }
 
 impl Catalogue {

@@ -7,7 +7,7 @@
 
 use serde::Deserialize;
 
-use super::catalogue::DefinitionError;
+use super::definition::DefinitionError;
 use super::org::Level;
 
 /// A record kind, by its name. Names are interned (leaked once each: a handful whatever the
@@ -138,7 +138,7 @@ pub struct KindDef {
 /// (2020) to `.1` at its end (2022), a count is drawn within `counts[c]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Simulation {
-    pub every: super::catalogue::Period,
+    pub every: super::time::Period,
     pub per_org: f64,
     /// Which orgs report (the kind's levels by default).
     pub levels: Vec<Level>,
@@ -442,7 +442,7 @@ fn parse_kind(file: &str, text: &str) -> Result<KindDef, DefinitionError> {
     let simulate = match spec.simulate {
         None => None,
         Some(s) => {
-            use super::catalogue::Period;
+            use super::time::Period;
             let every = match s.every.as_str() {
                 "year" => Period::Year,
                 "quarter" => Period::Quarter,

@@ -2,6 +2,7 @@
 //! figure against its target. Pure: no I/O, no clocks read here (callers pass `now`).
 
 pub mod catalogue;
+pub mod definition;
 pub mod kinds;
 pub mod metric;
 pub mod org;

@@ -1,6 +1,6 @@
 //! Time as the plan counts it: Asia/Shanghai's calendar, and RFC 3339 as answers show it.
 
-use time::{format_description::well_known::Rfc3339, Date, OffsetDateTime, UtcOffset};
+use time::{format_description::well_known::Rfc3339, Date, Month, OffsetDateTime, UtcOffset};
 
 /// Asia/Shanghai has been UTC+8 without daylight saving since 1991.
 pub const SHANGHAI: UtcOffset = match UtcOffset::from_hms(8, 0, 0) {
@@ -55,5 +55,68 @@ mod tests {
         let t = OffsetDateTime::parse("2020-12-31T17:00:00Z", &Rfc3339).unwrap();
         assert_eq!(year_of(t.unix_timestamp() as u32), 2021);
         assert_eq!(rfc3339(t), "2021-01-01T01:00:00+08:00");
+    }
+}
+
+/// A calendar period of Asia/Shanghai.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Period {
+    All,
+    Year,
+    Quarter,
+    Month,
+}
+
+impl Period {
+    pub(crate) fn parse(s: &str) -> Option<Period> {
+        Some(match s {
+            "all" => Period::All,
+            "year" => Period::Year,
+            "quarter" => Period::Quarter,
+            "month" => Period::Month,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Period::All => "all",
+            Period::Year => "year",
+            Period::Quarter => "quarter",
+            Period::Month => "month",
+        }
+    }
+
+    /// The period holding `date`, as a number that orders periods (0 for `All`).
+    pub fn key(self, date: Date) -> u32 {
+        let (y, m) = (date.year() as u32, date.month() as u32);
+        match self {
+            Period::All => 0,
+            Period::Year => y,
+            Period::Quarter => y * 4 + (m - 1) / 3,
+            Period::Month => y * 12 + (m - 1),
+        }
+    }
+
+    /// The first and last day of the period holding `date`.
+    pub fn bounds(self, date: Date) -> (Date, Date) {
+        let y = date.year();
+        let month = |m: u8| Month::try_from(m).unwrap_or(Month::January);
+        let first = |m: u8| Date::from_calendar_date(y, month(m), 1).unwrap_or(date);
+        let last =
+            |m: u8| Date::from_calendar_date(y, month(m), month(m).length(y)).unwrap_or(date);
+        let m = date.month() as u8;
+        match self {
+            Period::All => (
+                Date::from_calendar_date(1970, Month::January, 1).unwrap_or(date),
+                date,
+            ),
+            Period::Year => (first(1), last(12)),
+            Period::Quarter => {
+                let q0 = (m - 1) / 3 * 3 + 1;
+                (first(q0), last(q0 + 2))
+            }
+            Period::Month => (first(m), last(m)),
+        }
     }
 }

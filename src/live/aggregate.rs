@@ -11,7 +11,8 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap as HashMap;
 use time::OffsetDateTime;
 
-use super::measures::{Dirty, Leaf, Touch};
+use super::measures::Leaf;
+use super::touch::{Dirty, Touch};
 use crate::domain::catalogue::{Catalogue, Measure};
 use crate::domain::metric::{judge, Figure, MetricId, Reading, Sample};
 use crate::domain::org::{NodeIdx, OrgTree};

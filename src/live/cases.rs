@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use rustc_hash::FxHashMap as HashMap;
 
-use super::measures::{hash_str, Touch};
+use super::touch::{hash_str, Touch};
 use crate::domain::catalogue::CaseDeadline;
 use crate::domain::metric::Reading;
 use crate::domain::org::{NodeIdx, OrgTree};

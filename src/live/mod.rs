@@ -6,6 +6,7 @@ mod cases;
 pub mod hub;
 mod measures;
 pub mod rebuild;
+mod touch;
 
 pub use aggregate::Aggregates;
 pub use hub::{Hub, TickChanges};

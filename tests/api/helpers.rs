@@ -161,6 +161,16 @@ impl TestApp {
         )
     }
 
+    /// POSTs to `path` with no body, as the admin (runs a job, prints a brief …).
+    pub async fn post_empty(&self, path: &str) -> reqwest::Response {
+        self.http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(self.admin_token())
+            .send()
+            .await
+            .expect("request sent")
+    }
+
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.http
             .get(format!("{}{path}", self.base))

@@ -189,13 +189,7 @@ async fn an_analysts_scope_database_made_before_0011_gets_the_overdue_counts() {
             200
         );
     }
-    let ran = app
-        .http
-        .post(format!("{}/api/v1/jobs/snapshots", app.base))
-        .bearer_auth(app.admin_token())
-        .send()
-        .await
-        .unwrap();
+    let ran = app.post_empty("/api/v1/jobs/snapshots").await;
     assert_eq!(ran.status(), 200);
     let (rows, overdue): (u64, i64) = app
         .store()

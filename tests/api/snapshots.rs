@@ -112,13 +112,7 @@ async fn with_records_and_job(n: usize, seed: u64, prefix: &str, job: &str) -> (
         app.post_events(&json!(chunk)).await;
     }
     app.wait_landed().await;
-    let res = app
-        .http
-        .post(format!("{}/api/v1/jobs/{job}", app.base))
-        .bearer_auth(app.admin_token())
-        .send()
-        .await
-        .unwrap();
+    let res = app.post_empty(&format!("/api/v1/jobs/{job}")).await;
     assert_eq!(res.status(), 200);
     let ran = res.json().await.unwrap();
     (app, ran)
@@ -375,12 +369,8 @@ async fn the_brief_of_a_past_day_is_that_days_snapshot() {
     // from the brief; a day not printed is a 404 that says where the page is.
     assert!(brief["pdf"].is_null(), "{}", brief["pdf"]);
     let printed = app
-        .http
-        .post(format!("{}/api/v1/brief/pdf?date={past}", app.base))
-        .bearer_auth(app.admin_token())
-        .send()
-        .await
-        .unwrap();
+        .post_empty(&format!("/api/v1/brief/pdf?date={past}"))
+        .await;
     assert_eq!(printed.status(), 200, "{}", printed.text().await.unwrap());
     let pdf = app.get(&format!("/api/v1/brief/pdf?date={past}")).await;
     assert_eq!(pdf.status(), 200);
@@ -425,21 +415,9 @@ async fn without_chromium_the_brief_is_a_page_and_printing_says_why_not() {
     )))
     .await;
     app.wait_landed().await;
-    let res = app
-        .http
-        .post(format!("{}/api/v1/jobs/snapshots", app.base))
-        .bearer_auth(app.admin_token())
-        .send()
-        .await
-        .unwrap();
+    let res = app.post_empty("/api/v1/jobs/snapshots").await;
     assert_eq!(res.status(), 200);
-    let printed = app
-        .http
-        .post(format!("{}/api/v1/brief/pdf", app.base))
-        .bearer_auth(app.admin_token())
-        .send()
-        .await
-        .unwrap();
+    let printed = app.post_empty("/api/v1/brief/pdf").await;
     assert_eq!(printed.status(), 503);
     assert!(printed.text().await.unwrap().contains("Chromium"));
     let brief = app.get_json("/api/v1/brief").await;
