@@ -737,6 +737,7 @@ fn target(spec: &TargetSpec, measure: &Measure) -> Result<Target, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use time::Month;
 
     #[test]
     fn the_shipped_definitions_load_in_clause_order() {
