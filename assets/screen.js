@@ -287,7 +287,7 @@
     const fs = Math.round(innerHeight / 70);
     S.trendChart.setOption({
       grid: { left: "6%", right: "3%", top: "18%", bottom: "14%" },
-      legend: { top: 0, textStyle: { color: "#d8e6ff", fontSize: fs } },
+      legend: { top: 0, itemWidth: fs * 1.8, itemHeight: fs * 0.9, textStyle: { color: "#d8e6ff", fontSize: fs } },
       tooltip: { trigger: "axis" },
       xAxis: { type: "time", axisLabel: { color: "#6f8bb3", fontSize: fs } },
       yAxis: { type: "value", max: pctAxis ? 1 : null, axisLabel: { color: "#6f8bb3", fontSize: fs,
@@ -303,8 +303,9 @@
   function targetMarks(metric) {
     const meta = S.catalogue[metric];
     if (!focusMetric() || !meta || meta.target === null || meta.target === undefined || meta.judged_on === "overdue") return undefined;
-    const data = [{ yAxis: meta.target, name: "目标", label: { formatter: "目标", color: "#f5a524" } }];
-    if (/^\d{4}-\d{2}-\d{2}$/.test(meta.deadline || "")) data.push({ xAxis: meta.deadline, name: "截止", label: { formatter: "截止 " + meta.deadline, color: "#ff4d4f" } });
+    const fontSize = Math.round(innerHeight / 70); // legible on a 4K wall as on 1080p
+    const data = [{ yAxis: meta.target, name: "目标", label: { formatter: "目标", color: "#f5a524", fontSize } }];
+    if (/^\d{4}-\d{2}-\d{2}$/.test(meta.deadline || "")) data.push({ xAxis: meta.deadline, name: "截止", label: { formatter: "截止 " + meta.deadline, color: "#ff4d4f", fontSize } });
     return { symbol: "none", silent: true, lineStyle: { type: "dashed", color: "#f5a524" }, data };
   }
 
