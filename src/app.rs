@@ -174,8 +174,11 @@ impl Application {
             clock,
         ));
         let live_hub = hub.clone();
+        let instance = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
         let ingest = ingest::start(
             &settings.ingest,
+            &settings.broker,
+            &instance,
             &store,
             Arc::new(move |rows: &[crate::domain::record::EventRow]| live_hub.apply(rows)),
         )
@@ -288,7 +291,7 @@ impl Application {
             brief: settings.brief.clone(),
             local_url,
             drain: Duration::from_secs(settings.server.drain_secs),
-            instance: uuid::Uuid::new_v4().simple().to_string()[..12].to_string(),
+            instance,
         });
         tasks.push(tokio::spawn(nightly_snapshots(state.clone())).abort_handle());
         tasks.push(tokio::spawn(dashboards.watch(Duration::from_secs(2))).abort_handle());
