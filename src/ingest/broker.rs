@@ -87,6 +87,9 @@ pub struct Broker {
     counters: Arc<LogCounters>,
     /// The last stream sequence this instance's reader has taken in.
     read: watch::Receiver<u64>,
+    /// The stream's last sequence when this instance started: until the reader is there, its
+    /// figures are behind the others' and it is not ready.
+    caught_up_at: u64,
     verdicts: Arc<Mutex<HashMap<u64, Vec<AppendOutcome>>>>,
     max_bytes: u64,
 }
@@ -94,6 +97,11 @@ pub struct Broker {
 impl Broker {
     pub fn counters(&self) -> &Arc<LogCounters> {
         &self.counters
+    }
+
+    /// Whether the reader has reached what the stream held when this instance started.
+    pub fn caught_up(&self) -> bool {
+        *self.read.borrow() >= self.caught_up_at
     }
 
     /// Publishes the records as one message and answers, once this instance's reader has
@@ -241,6 +249,12 @@ pub async fn start(
         }
     };
     let checkpoint_message = read_u64(&state, CHECKPOINT_KEY).await?.unwrap_or(0);
+    let mut records = records;
+    let caught_up_at = records
+        .info()
+        .await
+        .map(|i| i.state.last_sequence)
+        .map_err(|e| anyhow::anyhow!("the record stream's state: {e}"))?;
     let mut seen = IdSet::default();
     rebuild(record_seq(base, checkpoint_message + 1, 0) - 1, &mut seen).await?;
 
@@ -304,6 +318,7 @@ pub async fn start(
             instance: instance.to_string(),
             counters,
             read: read_rx,
+            caught_up_at,
             verdicts,
             max_bytes: settings.max_bytes.max(0) as u64,
         },

@@ -53,6 +53,15 @@ impl RecordLog {
         }
     }
 
+    /// Whether this instance has read the record stream up to where it stood at start-up (its
+    /// own log: always).
+    pub fn caught_up(&self) -> bool {
+        match self {
+            RecordLog::Local(_) => true,
+            RecordLog::Broker(b) => b.caught_up(),
+        }
+    }
+
     pub fn counters(&self) -> &Arc<log::LogCounters> {
         match self {
             RecordLog::Local(log) => log.counters(),
