@@ -215,14 +215,8 @@ impl Application {
             .load_silences()
             .await
             .context("loading alert silences")?;
-        let undelivered = alerts
-            .resume_deliveries()
-            .await
-            .context("resuming alert deliveries")?;
-        if undelivered > 0 {
-            tracing::info!(undelivered, "undelivered alert notifications re-queued");
-        }
-        tasks.push(tokio::spawn(alerts.clone().run()).abort_handle());
+        // Undelivered notifications are re-queued by whichever instance leads the alerts.
+        tasks.push(tokio::spawn(alerts.clone().run(ingest.leader.clone())).abort_handle());
         let listener = listen(&settings.server.addr, settings.server.reuse_port)
             .with_context(|| format!("cannot listen on {}", settings.server.addr))?;
         let port = listener.local_addr()?.port();

@@ -179,6 +179,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// every record at or below it is in ClickHouse), and the tasks.
 pub struct Started {
     pub broker: Broker,
+    /// Whether this instance holds the writer's lease.
+    pub leader: watch::Receiver<bool>,
     pub checkpoint: watch::Receiver<u64>,
     pub health: Arc<WriterHealth>,
     pub tasks: Vec<tokio::task::AbortHandle>,
@@ -289,7 +291,7 @@ pub async fn start(
         checkpoint: checkpoint_tx,
         counters: counters.clone(),
         batch_rows: batch_rows.max(1),
-        holding: holding_rx,
+        holding: holding_rx.clone(),
         health: health.clone(),
     };
     let tasks = vec![
@@ -325,6 +327,7 @@ pub async fn start(
         checkpoint: checkpoint_rx,
         health,
         tasks,
+        leader: holding_rx,
     })
 }
 

@@ -81,6 +81,9 @@ pub struct Ingest {
     pub tasks: Vec<tokio::task::AbortHandle>,
     /// Whether the writer is stuck on an insert retrying cannot fix.
     pub writer: Arc<writer::WriterHealth>,
+    /// Whether this instance leads (writes into ClickHouse, evaluates alerts): always with its
+    /// own log; the holder of the writer's lease on a record stream.
+    pub leader: watch::Receiver<bool>,
 }
 
 /// What happened to validated records handed to [`Ingest::accept`].
@@ -211,6 +214,7 @@ async fn start_with_broker(
         imports_applied: ok_imports,
         tasks,
         writer: started.health,
+        leader: started.leader,
     })
 }
 
@@ -329,5 +333,6 @@ async fn start_local(
         imports_applied: ok_imports,
         tasks: vec![live.abort_handle(), writer.abort_handle()],
         writer: health,
+        leader: watch::channel(true).1,
     })
 }

@@ -69,6 +69,7 @@ impl Instance {
             .env("VSCC__BROKER__URL", &nats.url)
             .env("VSCC__BROKER__LEASE_SECS", "3")
             .env("VSCC__SERVER__DRAIN_SECS", "0")
+            .env("VSCC__ALERTS__EVAL_INTERVAL_MS", "200")
             .spawn()
             .expect("vscc starts");
         let base = format!("http://127.0.0.1:{port}");
@@ -204,9 +205,41 @@ async fn instances_on_one_stream_agree_and_each_record_lands_once() {
         "each record once"
     );
 
+    // Alerts are evaluated by one instance (the lease holder): an alert fires again only after
+    // it resolved (as records arrive), never once more for another instance.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let firing = loop {
+        let (fingerprints, repeated): (u64, u64) = store
+            .client()
+            .query(
+                "SELECT count(), countIf(c > r + 1) FROM (SELECT fingerprint, countIf(state = 'firing') AS c, \
+                 countIf(state = 'resolved') AS r FROM alert_events GROUP BY fingerprint HAVING c > 0)",
+            )
+            .fetch_one()
+            .await
+            .unwrap();
+        assert_eq!(repeated, 0, "an alert fired twice");
+        if fingerprints > 0 || Instant::now() > deadline {
+            break fingerprints;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(firing > 0, "the sample fires some alerts");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
     // A third instance started now rebuilds from ClickHouse and the stream to the same figures.
     let c = Instance::start(&nats, &db, &spool.join("c"), &http).await;
     assert_eq!(agreed(&[&a, &c], &http).await, figures);
+    let repeated: u64 = store
+        .client()
+        .query(
+            "SELECT countIf(c > r + 1) FROM (SELECT fingerprint, countIf(state = 'firing') AS c, \
+             countIf(state = 'resolved') AS r FROM alert_events GROUP BY fingerprint)",
+        )
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(repeated, 0, "an alert fired twice");
 }
 
 #[tokio::test]
