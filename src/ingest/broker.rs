@@ -197,11 +197,19 @@ pub async fn start(
     rebuild: impl AsyncFnOnce(u64, &mut IdSet) -> anyhow::Result<()>,
     live: mpsc::UnboundedSender<Committed>,
 ) -> anyhow::Result<Started> {
-    let client = async_nats::ConnectOptions::new()
+    // NATS may be starting beside this instance: wait for it a while, then say so.
+    let connect = async_nats::ConnectOptions::new()
         .name(format!("vscc {instance}"))
         .retry_on_initial_connect()
-        .connect(settings.url.as_str())
+        .connect(settings.url.as_str());
+    let client = tokio::time::timeout(Duration::from_secs(30), connect)
         .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "the record stream at {} did not answer within 30 s",
+                settings.url
+            )
+        })?
         .with_context(|| format!("connecting to the record stream at {}", settings.url))?;
     let js = jetstream::new(client);
     let subject = settings.subject();
