@@ -174,8 +174,11 @@ impl Application {
             clock,
         ));
         let live_hub = hub.clone();
+        let instance = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
         let ingest = ingest::start(
             &settings.ingest,
+            &settings.broker,
+            &instance,
             &store,
             Arc::new(move |rows: &[crate::domain::record::EventRow]| live_hub.apply(rows)),
         )
@@ -212,14 +215,8 @@ impl Application {
             .load_silences()
             .await
             .context("loading alert silences")?;
-        let undelivered = alerts
-            .resume_deliveries()
-            .await
-            .context("resuming alert deliveries")?;
-        if undelivered > 0 {
-            tracing::info!(undelivered, "undelivered alert notifications re-queued");
-        }
-        tasks.push(tokio::spawn(alerts.clone().run()).abort_handle());
+        // Undelivered notifications are re-queued by whichever instance leads the alerts.
+        tasks.push(tokio::spawn(alerts.clone().run(ingest.leader.clone())).abort_handle());
         let listener = listen(&settings.server.addr, settings.server.reuse_port)
             .with_context(|| format!("cannot listen on {}", settings.server.addr))?;
         let port = listener.local_addr()?.port();
@@ -288,7 +285,7 @@ impl Application {
             brief: settings.brief.clone(),
             local_url,
             drain: Duration::from_secs(settings.server.drain_secs),
-            instance: uuid::Uuid::new_v4().simple().to_string()[..12].to_string(),
+            instance,
         });
         tasks.push(tokio::spawn(nightly_snapshots(state.clone())).abort_handle());
         tasks.push(tokio::spawn(dashboards.watch(Duration::from_secs(2))).abort_handle());

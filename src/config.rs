@@ -106,6 +106,16 @@ eval_interval_ms = 15000
 repeat_minutes = 240
 delivery_backoff_ms = 1000
 
+[broker]
+# The record stream several instances share (NATS JetStream), e.g. "nats://127.0.0.1:4222";
+# empty: this instance's own log (README, "Beyond one machine").
+url = ""
+stream = "VSCC_RECORDS"
+replicas = 1
+max_bytes = 1073741824           # records not yet in ClickHouse; publishing beyond is refused (503)
+duplicate_window_secs = 120      # a retried publish (same Nats-Msg-Id) within this is dropped
+lease_secs = 6                   # the writer's lease, renewed every third of it
+
 [brief]
 # Each night the newest day's brief is also printed to a PDF here by headless Chromium (the
 # page /brief is served either way). Empty `chromium`: no PDFs.
@@ -138,6 +148,7 @@ pub struct Settings {
     pub web: WebSettings,
     pub alerts: crate::alert::AlertSettings,
     pub brief: crate::batch::brief::BriefSettings,
+    pub broker: crate::ingest::broker::BrokerSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]

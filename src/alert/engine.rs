@@ -606,6 +606,11 @@ impl AlertEngine {
     /// Restores firing and pending alerts after a restart from their last recorded state, so
     /// that a restart neither loses them nor notifies them again.
     pub async fn restore(&self) -> Result<usize, StoreError> {
+        self.restore_into(false).await
+    }
+
+    /// [`restore`](Self::restore); `clear`: forget alerts first (those resolved since go).
+    async fn restore_into(&self, clear: bool) -> Result<usize, StoreError> {
         #[derive(clickhouse::Row, Deserialize)]
         struct Last {
             fingerprint: String,
@@ -638,6 +643,9 @@ impl AlertEngine {
         let rules = self.rules();
         let mut instances = self.instances.lock().unwrap_or_else(|p| p.into_inner());
         let mut notified = self.last_notified.lock().unwrap_or_else(|p| p.into_inner());
+        if clear {
+            instances.clear();
+        }
         let mut restored = 0;
         for r in rows {
             if r.notified_at > 0 {
@@ -684,20 +692,104 @@ impl AlertEngine {
         Ok(restored)
     }
 
-    /// Evaluates on a timer and reloads rule files when they change.
-    pub async fn run(self: Arc<Self>) {
+    /// Evaluates on a timer and reloads rule files when they change — while this instance
+    /// leads (`leader`: always, with one instance; the writer's lease, with several on one
+    /// record stream). One leader at a time evaluates and notifies; on taking over it starts
+    /// from what the previous one recorded (states, notification times, undelivered
+    /// notifications), so nothing is notified twice. The others show what the leader records.
+    pub async fn run(self: Arc<Self>, leader: tokio::sync::watch::Receiver<bool>) {
         if self.settings.eval_interval_ms == 0 {
             return;
         }
         let mut every =
             tokio::time::interval(Duration::from_millis(self.settings.eval_interval_ms));
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut leading = false;
+        let mut acks_since = 0u32;
         loop {
             every.tick().await;
             self.reload_rules();
-            if let Err(e) = self.evaluate(self.hub.now()).await {
+            let now = self.hub.now();
+            if !*leader.borrow() {
+                if leading {
+                    tracing::info!("another instance evaluates the alerts now");
+                }
+                leading = false;
+                if let Err(e) = self.refresh_from_records().await {
+                    tracing::warn!(error = %e, "could not read the alerts the leader recorded");
+                }
+                continue;
+            }
+            if !leading {
+                let taken_over = async {
+                    self.refresh_from_records().await?;
+                    self.resume_deliveries().await
+                };
+                match taken_over.await {
+                    Ok(undelivered) => {
+                        if undelivered > 0 {
+                            tracing::info!(
+                                undelivered,
+                                "undelivered alert notifications re-queued"
+                            );
+                        }
+                        leading = true;
+                        acks_since = now.unix_timestamp().max(0) as u32;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not take over the alerts; trying again");
+                        continue;
+                    }
+                }
+            } else {
+                // Acknowledgements and silences made through other instances.
+                match self.apply_recorded_acks(acks_since).await {
+                    Ok(()) => acks_since = now.unix_timestamp().max(0) as u32 - 1,
+                    Err(e) => tracing::warn!(error = %e, "could not read acknowledgements"),
+                }
+                if let Err(e) = self.load_silences().await {
+                    tracing::warn!(error = %e, "could not read silences");
+                }
+            }
+            if let Err(e) = self.evaluate(now).await {
                 tracing::warn!(error = %e, "alert evaluation could not record its results");
             }
         }
+    }
+
+    /// The alerts as recorded (resolved ones gone): what a non-leading instance shows.
+    async fn refresh_from_records(&self) -> Result<usize, StoreError> {
+        let restored = self.restore_into(true).await?;
+        self.load_silences().await?;
+        Ok(restored)
+    }
+
+    /// Acknowledgements recorded since `since` (by any instance) applied to the alerts here.
+    async fn apply_recorded_acks(&self, since: u32) -> Result<(), StoreError> {
+        let rows: Vec<(String, String, String, String, u32)> = self
+            .store
+            .client()
+            .query(
+                "SELECT fingerprint, argMax(state, at), argMax(actor, at), argMax(comment, at), max(at) \
+                 FROM alert_events WHERE state IN ('acknowledged', 'unacknowledged') AND at >= toDateTime(?) \
+                 GROUP BY fingerprint",
+            )
+            .bind(since)
+            .fetch_all()
+            .await?;
+        let mut instances = self.instances.lock().unwrap_or_else(|p| p.into_inner());
+        for (fingerprint, state, by, comment, at) in rows {
+            if let Some(inst) = instances.get_mut(&fingerprint) {
+                inst.ack = (state == "acknowledged").then(|| Ack {
+                    by,
+                    at: rfc3339(
+                        OffsetDateTime::from_unix_timestamp(at as i64)
+                            .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+                    ),
+                    comment,
+                });
+            }
+        }
+        Ok(())
     }
 }

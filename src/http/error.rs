@@ -63,7 +63,7 @@ impl From<crate::ingest::LogError> for ApiError {
                 reason: e.to_string(),
                 retry_after_secs: Some(5),
             },
-            LogError::Closed => ApiError::Unavailable {
+            LogError::Closed | LogError::Unavailable(_) => ApiError::Unavailable {
                 reason: e.to_string(),
                 retry_after_secs: Some(1),
             },

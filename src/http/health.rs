@@ -51,11 +51,19 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         });
     let writer = state.ingest.writer.blocked().unwrap_or_else(|| "ok".into());
     let draining = state.streams.is_draining();
-    let ready = clickhouse == "ok" && migrations == "applied" && writer == "ok" && !draining;
+    let caught_up = state.ingest.log.caught_up();
+    let stream = match &state.ingest.log {
+        crate::ingest::RecordLog::Local(_) => None,
+        crate::ingest::RecordLog::Broker(_) if caught_up => Some("ok"),
+        crate::ingest::RecordLog::Broker(_) => Some("catching up"),
+    };
+    let ready =
+        clickhouse == "ok" && migrations == "applied" && writer == "ok" && !draining && caught_up;
     let body = Readiness {
         clickhouse,
         migrations,
         writer,
+        stream,
         draining,
     };
     if ready {

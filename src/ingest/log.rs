@@ -39,6 +39,9 @@ pub enum LogError {
     Io(Arc<std::io::Error>),
     #[error("the durable log is shut down")]
     Closed,
+    /// The record stream (broker) cannot take records now; retrying later is safe.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 #[derive(Debug, Clone)]

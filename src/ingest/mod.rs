@@ -1,6 +1,7 @@
 //! Records in: validation, the durable log, the batched ClickHouse writer, and the start-up
 //! recovery that makes every acknowledged record land in ClickHouse exactly once.
 
+pub mod broker;
 pub mod log;
 pub mod spool;
 pub mod writer;
@@ -37,8 +38,40 @@ pub struct IngestSettings {
     pub max_import_bytes: usize,
 }
 
+/// Where accepted records are kept until they are in ClickHouse: this instance's own log, or
+/// the record stream that several instances share.
+pub enum RecordLog {
+    Local(DurableLog),
+    Broker(Box<broker::Broker>),
+}
+
+impl RecordLog {
+    pub async fn append(&self, rows: Vec<EventRow>) -> Result<Vec<AppendOutcome>, LogError> {
+        match self {
+            RecordLog::Local(log) => log.append(rows).await,
+            RecordLog::Broker(b) => b.append(rows).await,
+        }
+    }
+
+    /// Whether this instance has read the record stream up to where it stood at start-up (its
+    /// own log: always).
+    pub fn caught_up(&self) -> bool {
+        match self {
+            RecordLog::Local(_) => true,
+            RecordLog::Broker(b) => b.caught_up(),
+        }
+    }
+
+    pub fn counters(&self) -> &Arc<log::LogCounters> {
+        match self {
+            RecordLog::Local(log) => log.counters(),
+            RecordLog::Broker(b) => b.counters(),
+        }
+    }
+}
+
 pub struct Ingest {
-    pub log: DurableLog,
+    pub log: RecordLog,
     pub checkpoint: watch::Receiver<u64>,
     /// The highest seq the live sink has taken in.
     applied: watch::Receiver<u64>,
@@ -48,6 +81,9 @@ pub struct Ingest {
     pub tasks: Vec<tokio::task::AbortHandle>,
     /// Whether the writer is stuck on an insert retrying cannot fix.
     pub writer: Arc<writer::WriterHealth>,
+    /// Whether this instance leads (writes into ClickHouse, evaluates alerts): always with its
+    /// own log; the holder of the writer's lease on a record stream.
+    pub leader: watch::Receiver<bool>,
 }
 
 /// What happened to validated records handed to [`Ingest::accept`].
@@ -117,9 +153,90 @@ impl Ingest {
 /// at start-up (in any order), then each committed batch in seq order.
 pub type RecordSink = Arc<dyn Fn(&[EventRow]) + Send + Sync>;
 
+/// With a record stream (`[broker] url`): rebuilds the live state from ClickHouse up to the
+/// stream's checkpoint, then follows the stream; the writer's lease decides which instance
+/// inserts (see [`broker`]).
+async fn start_with_broker(
+    settings: &IngestSettings,
+    broker_settings: &broker::BrokerSettings,
+    instance: &str,
+    store: &Store,
+    live: RecordSink,
+) -> anyhow::Result<Ingest> {
+    let ok_imports = store.ok_imports().await?;
+    let (live_tx, mut live_rx) = mpsc::unbounded_channel::<log::Committed>();
+    let rebuild_live = live.clone();
+    let started = broker::start(
+        broker_settings,
+        instance,
+        store,
+        settings.batch_rows,
+        async |upto: u64, seen: &mut log::IdSet| {
+            let t = std::time::Instant::now();
+            let total = store
+                .replay(upto, &ok_imports, |rows| {
+                    for row in rows {
+                        seen.insert(log::id_hash(&row.id));
+                    }
+                    rebuild_live(rows);
+                })
+                .await?;
+            tracing::info!(
+                records = total,
+                ms = t.elapsed().as_millis() as u64,
+                "live state rebuilt from ClickHouse up to the stream's checkpoint"
+            );
+            Ok(())
+        },
+        live_tx,
+    )
+    .await?;
+    let read = started
+        .broker
+        .counters()
+        .committed_seq
+        .load(std::sync::atomic::Ordering::SeqCst);
+    let (applied_tx, applied) = watch::channel(read);
+    let live = tokio::spawn(async move {
+        while let Some(batch) = live_rx.recv().await {
+            live(&batch);
+            if let Some(last) = batch.last() {
+                applied_tx.send_replace(last.seq);
+            }
+        }
+    });
+    let mut tasks = started.tasks;
+    tasks.push(live.abort_handle());
+    Ok(Ingest {
+        log: RecordLog::Broker(Box::new(started.broker)),
+        checkpoint: started.checkpoint,
+        applied,
+        imports_applied: ok_imports,
+        tasks,
+        writer: started.health,
+        leader: started.leader,
+    })
+}
+
+/// Starts taking records in: on the record stream when `[broker] url` is set, else on this
+/// instance's own log (see [`start_local`]).
+pub async fn start(
+    settings: &IngestSettings,
+    broker_settings: &broker::BrokerSettings,
+    instance: &str,
+    store: &Store,
+    live: RecordSink,
+) -> anyhow::Result<Ingest> {
+    if broker_settings.enabled() {
+        start_with_broker(settings, broker_settings, instance, store, live).await
+    } else {
+        start_local(settings, store, live).await
+    }
+}
+
 /// Recovers the log, lands what it holds in ClickHouse, feeds every stored record to `live`
 /// (the rebuild), and starts the appender, the live consumer and the writer.
-pub async fn start(
+async fn start_local(
     settings: &IngestSettings,
     store: &Store,
     live: RecordSink,
@@ -210,11 +327,12 @@ pub async fn start(
     );
     let writer = tokio::spawn(writer.run(writer_rx));
     Ok(Ingest {
-        log,
+        log: RecordLog::Local(log),
         checkpoint,
         applied,
         imports_applied: ok_imports,
         tasks: vec![live.abort_handle(), writer.abort_handle()],
         writer: health,
+        leader: watch::channel(true).1,
     })
 }

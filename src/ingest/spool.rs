@@ -52,7 +52,19 @@ pub fn encode_frame(row: &EventRow, buf: &mut Vec<u8>) {
 /// Reads every whole, intact frame of a segment; returns the rows and the byte length of the
 /// intact prefix (anything after it is a torn or corrupt tail).
 pub fn read_segment(path: &Path) -> std::io::Result<(Vec<EventRow>, u64)> {
-    let mut reader = BufReader::with_capacity(1 << 20, File::open(path)?);
+    Ok(read_frames(BufReader::with_capacity(
+        1 << 20,
+        File::open(path)?,
+    )))
+}
+
+/// The rows of a buffer of frames (a broker message) when every frame is whole and intact.
+pub fn decode_frames(bytes: &[u8]) -> Option<Vec<EventRow>> {
+    let (rows, good) = read_frames(bytes);
+    (good == bytes.len() as u64).then_some(rows)
+}
+
+fn read_frames(mut reader: impl Read) -> (Vec<EventRow>, u64) {
     let mut rows = Vec::new();
     let mut good: u64 = 0;
     let mut header = [0u8; 8];
@@ -73,7 +85,7 @@ pub fn read_segment(path: &Path) -> std::io::Result<(Vec<EventRow>, u64)> {
         }
         good += 8 + len as u64;
     }
-    Ok((rows, good))
+    (rows, good)
 }
 
 pub fn read_checkpoint(dir: &Path) -> u64 {

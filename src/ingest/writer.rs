@@ -61,6 +61,21 @@ pub async fn insert_events(store: &Store, rows: &[EventRow]) -> Result<(), Store
     insert_rows(store, rows.iter(), &log_insert_prefix(store)).await
 }
 
+/// Inserts the rows ClickHouse does not have yet (by seq): what a writer does whose
+/// predecessor, or whose own earlier attempt, may have landed part of them. Asking stops any
+/// insert of logged records still running first (see [`landed_seqs`]).
+pub async fn insert_events_checked(store: &Store, rows: &[&EventRow]) -> Result<(), StoreError> {
+    let (Some(first), Some(last)) = (
+        rows.iter().map(|r| r.seq).min(),
+        rows.iter().map(|r| r.seq).max(),
+    ) else {
+        return Ok(());
+    };
+    let landed = landed_seqs(store, first, last).await?;
+    let missing = rows.iter().copied().filter(|r| !landed.contains(&r.seq));
+    insert_rows(store, missing, &log_insert_prefix(store)).await
+}
+
 /// Inserts a ledger import's rows into `events`: the same way, but with query ids that
 /// recovery of the log leaves alone.
 pub async fn insert_imported(store: &Store, rows: &[EventRow]) -> Result<(), StoreError> {

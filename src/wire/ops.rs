@@ -32,6 +32,10 @@ pub struct Readiness {
     pub migrations: String,
     /// `ok`, or why records cannot be written into ClickHouse (they stay in the log).
     pub writer: String,
+    /// With a record stream: `ok`, or `catching up` until this instance has read what the
+    /// stream held when it started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream: Option<&'static str>,
     /// Shutting down (SIGTERM): not ready whatever the rest says.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub draining: bool,

@@ -8,6 +8,7 @@ mod helpers;
 mod access;
 mod alert_delivery;
 mod alerts;
+mod broker;
 mod dashboards;
 mod definitions;
 mod durability;

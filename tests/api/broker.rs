@@ -1,0 +1,283 @@
+//! Several instances on one record stream (NATS JetStream, `[broker] url`): every instance
+//! reads the whole stream and reaches the same verdicts and figures, each record lands in
+//! ClickHouse once, and when the writer dies another instance takes its lease and nothing
+//! acknowledged is lost. Each test starts its own `nats-server -js` (Debian's, from
+//! scripts/setup) and real vscc binaries on the run's ClickHouse.
+
+use crate::helpers as common;
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{free_port, sample_events, serve_command, spawn_app, test_settings, wait_ready};
+use serde_json::{json, Value};
+
+/// A JetStream server of its own on a free port; killed when dropped.
+struct Nats {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Nats {
+    fn start() -> Nats {
+        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        let port = free_port();
+        let child = Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server runs (scripts/setup installs it)");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Nats {
+            child,
+            url: format!("nats://127.0.0.1:{port}"),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A vscc instance on the stream.
+struct Instance {
+    child: Child,
+    base: String,
+}
+
+impl Instance {
+    async fn start(
+        nats: &Nats,
+        database: &str,
+        spool: &std::path::Path,
+        http: &reqwest::Client,
+    ) -> Instance {
+        let port = free_port();
+        let child = serve_command(port, database, spool, "stream-admin")
+            .env("VSCC__BROKER__URL", &nats.url)
+            .env("VSCC__BROKER__LEASE_SECS", "3")
+            .env("VSCC__SERVER__DRAIN_SECS", "0")
+            .env("VSCC__ALERTS__EVAL_INTERVAL_MS", "200")
+            .spawn()
+            .expect("vscc starts");
+        let base = format!("http://127.0.0.1:{port}");
+        wait_ready(http, &base).await;
+        Instance { child, base }
+    }
+
+    async fn post(&self, http: &reqwest::Client, events: &[Value]) -> Option<(u64, u64)> {
+        let res = http
+            .post(format!("{}/api/v1/events", self.base))
+            .bearer_auth("stream-admin")
+            .json(&json!(events))
+            .send()
+            .await
+            .ok()?;
+        if res.status() != 200 {
+            return None;
+        }
+        let body: Value = res.json().await.ok()?;
+        Some((body["accepted"].as_u64()?, body["duplicates"].as_u64()?))
+    }
+
+    /// Every figure of the city and its districts: (node, metric) → (num, den, status).
+    async fn figures(&self, http: &reqwest::Client) -> BTreeMap<String, Value> {
+        let body: Value = http
+            .get(format!("{}/api/v1/metrics?scope=440300", self.base))
+            .bearer_auth("stream-admin")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let mut out = BTreeMap::new();
+        for (node, metrics) in body["nodes"].as_object().unwrap() {
+            for (metric, f) in metrics.as_object().unwrap() {
+                out.insert(
+                    format!("{node} {metric}"),
+                    json!([f["num"], f["den"], f["status"]]),
+                );
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Rows and distinct ids in `events`, once `expected` rows are there (30 s at most).
+async fn landed(store: &vscc::Store, expected: u64) -> (u64, u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (rows, ids): (u64, u64) = store
+            .client()
+            .query("SELECT count(), uniqExact(id) FROM events")
+            .fetch_one()
+            .await
+            .unwrap();
+        if rows >= expected || Instant::now() > deadline {
+            return (rows, ids);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until every instance shows the same figures (10 s at most) and answers them.
+async fn agreed(instances: &[&Instance], http: &reqwest::Client) -> BTreeMap<String, Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut all = Vec::new();
+        for i in instances {
+            all.push(i.figures(http).await);
+        }
+        if all.windows(2).all(|w| w[0] == w[1]) {
+            return all.swap_remove(0);
+        }
+        if Instant::now() > deadline {
+            let differ: Vec<_> = all[0]
+                .iter()
+                .filter(|(k, v)| all[1].get(*k) != Some(v))
+                .take(5)
+                .collect();
+            panic!("instances disagree: {differ:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn instances_on_one_stream_agree_and_each_record_lands_once() {
+    let tree = spawn_app().await.state.tree.clone();
+    let nats = Nats::start();
+    let settings = test_settings();
+    let db = settings.clickhouse.database.clone();
+    let spool = settings.ingest.spool_dir.clone();
+    let http = reqwest::Client::new();
+    let a = Instance::start(&nats, &db, &spool.join("a"), &http).await;
+    let b = Instance::start(&nats, &db, &spool.join("b"), &http).await;
+
+    // Batches to either instance; every third batch is sent again to the other one.
+    let events = sample_events(&tree, 6000, 17, 40, "stream");
+    let (mut accepted, mut duplicates, mut resent) = (0, 0, 0);
+    for (i, chunk) in events.chunks(500).enumerate() {
+        let (first, other) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        let (acc, dup) = first.post(&http, chunk).await.expect("accepted");
+        accepted += acc;
+        duplicates += dup;
+        if i % 3 == 0 {
+            let (acc, dup) = other.post(&http, chunk).await.expect("accepted");
+            assert_eq!(
+                (acc, dup),
+                (0, chunk.len() as u64),
+                "a resent batch is all duplicates"
+            );
+            duplicates += dup;
+            resent += dup;
+        }
+    }
+    assert_eq!(accepted + duplicates, 6000 + resent);
+    assert!(resent >= 1500);
+    let figures = agreed(&[&a, &b], &http).await;
+    assert!(figures.len() > 200, "{} figures", figures.len());
+
+    let store = vscc::Store::new(&common::clickhouse_url(), "default", "", &db).unwrap();
+    assert_eq!(
+        landed(&store, accepted).await,
+        (accepted, accepted),
+        "each record once"
+    );
+
+    // Alerts are evaluated by one instance (the lease holder): an alert fires again only after
+    // it resolved (as records arrive), never once more for another instance.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let firing = loop {
+        let (fingerprints, repeated): (u64, u64) = store
+            .client()
+            .query(
+                "SELECT count(), countIf(c > r + 1) FROM (SELECT fingerprint, countIf(state = 'firing') AS c, \
+                 countIf(state = 'resolved') AS r FROM alert_events GROUP BY fingerprint HAVING c > 0)",
+            )
+            .fetch_one()
+            .await
+            .unwrap();
+        assert_eq!(repeated, 0, "an alert fired twice");
+        if fingerprints > 0 || Instant::now() > deadline {
+            break fingerprints;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(firing > 0, "the sample fires some alerts");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // A third instance started now rebuilds from ClickHouse and the stream to the same figures.
+    let c = Instance::start(&nats, &db, &spool.join("c"), &http).await;
+    assert_eq!(agreed(&[&a, &c], &http).await, figures);
+    let repeated: u64 = store
+        .client()
+        .query(
+            "SELECT countIf(c > r + 1) FROM (SELECT fingerprint, countIf(state = 'firing') AS c, \
+             countIf(state = 'resolved') AS r FROM alert_events GROUP BY fingerprint)",
+        )
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(repeated, 0, "an alert fired twice");
+}
+
+#[tokio::test]
+async fn when_the_writer_is_killed_another_instance_takes_over_and_nothing_acknowledged_is_lost() {
+    let tree = spawn_app().await.state.tree.clone();
+    let nats = Nats::start();
+    let settings = test_settings();
+    let db = settings.clickhouse.database.clone();
+    let spool = settings.ingest.spool_dir.clone();
+    let http = reqwest::Client::new();
+    // The first to start takes the lease.
+    let mut a = Instance::start(&nats, &db, &spool.join("a"), &http).await;
+    let b = Instance::start(&nats, &db, &spool.join("b"), &http).await;
+
+    let events = sample_events(&tree, 8000, 23, 40, "failover");
+    let mut acknowledged = 0;
+    for (i, chunk) in events.chunks(400).enumerate() {
+        if i == 8 {
+            // SIGKILL: no drain, no last insert.
+            unsafe { libc::kill(a.child.id() as i32, libc::SIGKILL) };
+            let _ = a.child.wait();
+        }
+        // Clients of a dead instance go to the other one (as a balancer would send them).
+        let target = if i % 2 == 0 && i < 8 { &a } else { &b };
+        if let Some((acc, _)) = target.post(&http, chunk).await {
+            acknowledged += acc;
+        }
+    }
+    assert!(acknowledged >= 6000, "{acknowledged}");
+    let store = vscc::Store::new(&common::clickhouse_url(), "default", "", &db).unwrap();
+    let (rows, ids) = landed(&store, acknowledged).await;
+    assert_eq!(
+        (rows, ids),
+        (acknowledged, acknowledged),
+        "every acknowledged record once"
+    );
+
+    // A restarted instance agrees with the one that kept going.
+    let a2 = Instance::start(&nats, &db, &spool.join("a2"), &http).await;
+    agreed(&[&a2, &b], &http).await;
+}
