@@ -39,7 +39,8 @@ use crate::store::{Store, LIVE_COLUMNS};
 /// `[broker]`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct BrokerSettings {
-    /// `nats://host:4222[,nats://…]`; empty: the local log (one instance).
+    /// `nats://host:4222[,nats://host2:4222 …]` (any servers of one NATS cluster); empty: the
+    /// local log (one instance).
     pub url: String,
     /// The JetStream stream of records; its key-value bucket is `<stream>_STATE`.
     pub stream: String,
@@ -69,6 +70,8 @@ const INSTANCE_HEADER: &str = "Vscc-Instance";
 const CHECKPOINT_KEY: &str = "checkpoint";
 const SEQ_BASE_KEY: &str = "seq_base";
 const WRITER_KEY: &str = "writer";
+/// How long the reader waits for a message before asking whether the stream holds more.
+const STALL: Duration = Duration::from_secs(3);
 
 /// The seq of the `index`th record of stream message `message`: the same on every instance.
 /// `base` keeps them above every seq a local log gave before the stream existed.
@@ -92,6 +95,9 @@ pub struct Broker {
     caught_up_at: u64,
     verdicts: Arc<Mutex<HashMap<u64, Vec<AppendOutcome>>>>,
     max_bytes: u64,
+    /// Bytes of records in one message at most: the server's largest message, less room for
+    /// headers.
+    max_message: usize,
 }
 
 impl Broker {
@@ -104,16 +110,35 @@ impl Broker {
         *self.read.borrow() >= self.caught_up_at
     }
 
-    /// Publishes the records as one message and answers, once this instance's reader has
-    /// taken it in, which of them were new.
+    /// Publishes the records (one message, or several in order where they exceed the
+    /// server's largest message) and answers, once this instance's reader has taken them in,
+    /// which of them were new.
     pub async fn append(&self, rows: Vec<EventRow>) -> Result<Vec<AppendOutcome>, LogError> {
-        if rows.is_empty() {
-            return Ok(Vec::new());
-        }
+        let mut outcomes = Vec::with_capacity(rows.len());
         let mut payload = Vec::new();
+        let mut count = 0;
         for row in &rows {
+            let before = payload.len();
             spool::encode_frame(row, &mut payload);
+            if payload.len() > self.max_message && count > 0 {
+                tracing::debug!(
+                    bytes = before,
+                    "a message of the record stream is full; the rest go in the next"
+                );
+                let next = payload.split_off(before);
+                outcomes.extend(self.publish(std::mem::replace(&mut payload, next)).await?);
+                count = 0;
+            }
+            count += 1;
         }
+        if count > 0 {
+            outcomes.extend(self.publish(payload).await?);
+        }
+        Ok(outcomes)
+    }
+
+    /// Publishes one message of records; its verdicts once this instance has read it.
+    async fn publish(&self, payload: Vec<u8>) -> Result<Vec<AppendOutcome>, LogError> {
         let payload = bytes::Bytes::from(payload);
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(
@@ -198,10 +223,21 @@ pub async fn start(
     live: mpsc::UnboundedSender<Committed>,
 ) -> anyhow::Result<Started> {
     // NATS may be starting beside this instance: wait for it a while, then say so.
+    let servers = settings
+        .url
+        .split(',')
+        .map(|u| u.trim().parse::<async_nats::ServerAddr>())
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| {
+            format!(
+                "broker.url '{}': not a list of nats:// addresses",
+                settings.url
+            )
+        })?;
     let connect = async_nats::ConnectOptions::new()
         .name(format!("vscc {instance}"))
         .retry_on_initial_connect()
-        .connect(settings.url.as_str());
+        .connect(servers);
     let client = tokio::time::timeout(Duration::from_secs(30), connect)
         .await
         .map_err(|_| {
@@ -211,10 +247,17 @@ pub async fn start(
             )
         })?
         .with_context(|| format!("connecting to the record stream at {}", settings.url))?;
+    let max_message = client
+        .server_info()
+        .max_payload
+        .saturating_sub(4096)
+        .max(64 * 1024);
     let js = jetstream::new(client);
     let subject = settings.subject();
-    let records = js
-        .get_or_create_stream(stream::Config {
+    // A NATS cluster starting beside this instance takes seconds to elect its JetStream
+    // leader; until then requests time out.
+    let records = patiently("the record stream", || {
+        js.get_or_create_stream(stream::Config {
             name: settings.stream.clone(),
             subjects: vec![subject.clone()],
             max_bytes: settings.max_bytes,
@@ -224,20 +267,23 @@ pub async fn start(
             duplicate_window: Duration::from_secs(settings.duplicate_window_secs.max(1)),
             ..Default::default()
         })
-        .await
-        .map_err(|e| anyhow::anyhow!("the record stream {}: {e}", settings.stream))?;
+    })
+    .await?;
     let replicas = settings.replicas.max(1);
-    let state = bucket(&js, &format!("{}_STATE", settings.stream), None, replicas).await?;
-    let lease = bucket(
-        &js,
-        &format!("{}_LEASE", settings.stream),
-        Some(Duration::from_secs(settings.lease_secs.max(2))),
-        replicas,
-    )
+    let state_name = format!("{}_STATE", settings.stream);
+    let state = patiently("the stream's state bucket", || {
+        bucket(&js, &state_name, None, replicas)
+    })
+    .await?;
+    let lease_name = format!("{}_LEASE", settings.stream);
+    let lease_ttl = Duration::from_secs(settings.lease_secs.max(2));
+    let lease = patiently("the writer's lease bucket", || {
+        bucket(&js, &lease_name, Some(lease_ttl), replicas)
+    })
     .await?;
 
     // The seq base: decided once, by the first instance, above every seq already stored.
-    let base = match read_u64(&state, SEQ_BASE_KEY).await? {
+    let base = match patiently("the stream's state", || read_u64(&state, SEQ_BASE_KEY)).await? {
         Some(b) => b,
         None => {
             let stored: u64 = store
@@ -252,13 +298,15 @@ pub async fn start(
                 .await
             {
                 Ok(_) => proposed,
-                Err(_) => read_u64(&state, SEQ_BASE_KEY)
+                Err(_) => patiently("the stream's state", || read_u64(&state, SEQ_BASE_KEY))
                     .await?
                     .context("the seq base vanished")?,
             }
         }
     };
-    let checkpoint_message = read_u64(&state, CHECKPOINT_KEY).await?.unwrap_or(0);
+    let checkpoint_message = patiently("the stream's state", || read_u64(&state, CHECKPOINT_KEY))
+        .await?
+        .unwrap_or(0);
     let mut records = records;
     let caught_up_at = records
         .info()
@@ -331,12 +379,31 @@ pub async fn start(
             caught_up_at,
             verdicts,
             max_bytes: settings.max_bytes.max(0) as u64,
+            max_message,
         },
         checkpoint: checkpoint_rx,
         health,
         tasks,
         leader: holding_rx,
     })
+}
+
+/// `attempt` again every half second for 30 s while it fails, then its last error.
+async fn patiently<T, E: std::fmt::Display, F: std::future::Future<Output = Result<T, E>>>(
+    what: &str,
+    mut attempt: impl FnMut() -> F,
+) -> anyhow::Result<T> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match attempt().await {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() > deadline => anyhow::bail!("{what}: {e}"),
+            Err(e) => {
+                tracing::info!(error = %e, "{what}: NATS not ready; trying again");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
 }
 
 /// A key-value bucket (one value per key), made if missing. Its stream is made here as the
@@ -395,7 +462,7 @@ struct Reader {
 }
 
 impl Reader {
-    async fn run(mut self, records: stream::Stream) {
+    async fn run(mut self, mut records: stream::Stream) {
         loop {
             let from = self.last + 1;
             let consumer = records
@@ -421,7 +488,28 @@ impl Reader {
                     continue;
                 }
             };
-            while let Some(message) = messages.next().await {
+            loop {
+                // A consumer whose NATS server died can stall without an error: when nothing
+                // comes for a while although the stream holds more, it is made again.
+                let message = match tokio::time::timeout(STALL, messages.next()).await {
+                    Ok(Some(m)) => m,
+                    Ok(None) => break,
+                    Err(_) => {
+                        let behind = records
+                            .info()
+                            .await
+                            .map(|i| i.state.last_sequence > self.last)
+                            .unwrap_or(true);
+                        if behind {
+                            tracing::warn!(
+                                read = self.last,
+                                "the record stream stalled; subscribing again"
+                            );
+                            break;
+                        }
+                        continue;
+                    }
+                };
                 let message = match message {
                     Ok(m) => m,
                     Err(e) => {

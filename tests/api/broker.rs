@@ -13,41 +13,102 @@ use std::time::{Duration, Instant};
 use common::{free_port, sample_events, serve_command, spawn_app, test_settings, wait_ready};
 use serde_json::{json, Value};
 
-/// A JetStream server of its own on a free port; killed when dropped.
+/// JetStream servers of their own on free ports (one server, or a cluster of several that
+/// keeps the stream on each); killed when dropped.
 struct Nats {
-    child: Child,
+    servers: Vec<NatsServer>,
     url: String,
+}
+
+struct NatsServer {
+    child: Option<Child>,
+    args: Vec<String>,
     _dir: tempfile::TempDir,
+}
+
+impl NatsServer {
+    fn spawn(&mut self) {
+        self.child = Some(
+            Command::new("nats-server")
+                .args(&self.args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("nats-server runs (scripts/setup installs it)"),
+        );
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
 
 impl Nats {
     fn start() -> Nats {
-        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-        let port = free_port();
-        let child = Command::new("nats-server")
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server runs (scripts/setup installs it)");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not listen");
-            std::thread::sleep(Duration::from_millis(50));
+        Nats::cluster(1)
+    }
+
+    fn cluster(size: usize) -> Nats {
+        let ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
+        let routes: Vec<String> = (0..size)
+            .map(|_| format!("nats://127.0.0.1:{}", free_port()))
+            .collect();
+        let mut servers = Vec::new();
+        for (i, port) in ports.iter().enumerate() {
+            let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+            let mut args: Vec<String> = ["-js", "-a", "127.0.0.1", "-n"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            args.extend([
+                format!("nats{i}"),
+                "-p".into(),
+                port.to_string(),
+                "-sd".into(),
+            ]);
+            args.push(dir.path().display().to_string());
+            if size > 1 {
+                args.extend([
+                    "--cluster_name".into(),
+                    "vscc-test".into(),
+                    "--cluster".into(),
+                    routes[i].clone(),
+                    "--routes".into(),
+                    routes.join(","),
+                ]);
+            }
+            let mut server = NatsServer {
+                child: None,
+                args,
+                _dir: dir,
+            };
+            server.spawn();
+            servers.push(server);
         }
-        Nats {
-            child,
-            url: format!("nats://127.0.0.1:{port}"),
-            _dir: dir,
+        for port in &ports {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while std::net::TcpStream::connect(("127.0.0.1", *port)).is_err() {
+                assert!(Instant::now() < deadline, "nats-server did not listen");
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
+        let url = ports
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        Nats { servers, url }
     }
 }
 
 impl Drop for Nats {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for s in &mut self.servers {
+            s.kill();
+        }
     }
 }
 
@@ -64,10 +125,22 @@ impl Instance {
         spool: &std::path::Path,
         http: &reqwest::Client,
     ) -> Instance {
+        Instance::start_with(nats, database, spool, http, 1).await
+    }
+
+    /// An instance whose stream keeps `replicas` copies (one per server of a cluster).
+    async fn start_with(
+        nats: &Nats,
+        database: &str,
+        spool: &std::path::Path,
+        http: &reqwest::Client,
+        replicas: usize,
+    ) -> Instance {
         let port = free_port();
         let child = serve_command(port, database, spool, "stream-admin")
             .env("VSCC__BROKER__URL", &nats.url)
             .env("VSCC__BROKER__LEASE_SECS", "3")
+            .env("VSCC__BROKER__REPLICAS", replicas.to_string())
             .env("VSCC__SERVER__DRAIN_SECS", "0")
             .env("VSCC__ALERTS__EVAL_INTERVAL_MS", "200")
             .spawn()
@@ -193,7 +266,12 @@ async fn instances_on_one_stream_agree_and_each_record_lands_once() {
             resent += dup;
         }
     }
-    assert_eq!(accepted + duplicates, 6000 + resent);
+    // One request larger than the largest NATS message (1 MiB): several messages, in order.
+    let big = sample_events(&tree, 30000, 18, 40, "stream-big");
+    let (acc, dup) = b.post(&http, &big).await.expect("accepted");
+    assert_eq!((acc, dup), (30000, 0));
+    accepted += acc;
+    assert_eq!(accepted + duplicates, 6000 + 30000 + resent);
     assert!(resent >= 1500);
     let figures = agreed(&[&a, &b], &http).await;
     assert!(figures.len() > 200, "{} figures", figures.len());
@@ -280,4 +358,52 @@ async fn when_the_writer_is_killed_another_instance_takes_over_and_nothing_ackno
     // A restarted instance agrees with the one that kept going.
     let a2 = Instance::start(&nats, &db, &spool.join("a2"), &http).await;
     agreed(&[&a2, &b], &http).await;
+}
+
+/// A NATS server of a 3-server cluster is killed mid-ingest and started again: clients that
+/// were refused send again (as the answer says is safe); every acknowledged record lands
+/// once, and the instances agree.
+#[tokio::test]
+async fn a_nats_server_killed_and_restarted_loses_nothing_acknowledged() {
+    let tree = spawn_app().await.state.tree.clone();
+    let mut nats = Nats::cluster(3);
+    let settings = test_settings();
+    let db = settings.clickhouse.database.clone();
+    let spool = settings.ingest.spool_dir.clone();
+    let http = reqwest::Client::new();
+    let a = Instance::start_with(&nats, &db, &spool.join("a"), &http, 3).await;
+    let b = Instance::start_with(&nats, &db, &spool.join("b"), &http, 3).await;
+
+    let events = sample_events(&tree, 6000, 31, 40, "natsdown");
+    let mut acknowledged = std::collections::HashSet::new();
+    for (i, chunk) in events.chunks(300).enumerate() {
+        if i == 5 {
+            nats.servers[0].kill();
+        }
+        if i == 14 {
+            nats.servers[0].spawn();
+        }
+        let target = if i % 2 == 0 { &a } else { &b };
+        // A refused request is sent again, as a client does (ids make it safe).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if target.post(&http, chunk).await.is_some() {
+                acknowledged.extend(chunk.iter().map(|e| e["id"].as_str().unwrap().to_string()));
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no instance took batch {i} within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    assert_eq!(acknowledged.len(), 6000);
+    let store = vscc::Store::new(&common::clickhouse_url(), "default", "", &db).unwrap();
+    assert_eq!(
+        landed(&store, 6000).await,
+        (6000, 6000),
+        "every record once"
+    );
+    agreed(&[&a, &b], &http).await;
 }
