@@ -288,6 +288,9 @@ impl Application {
             instance,
         });
         tasks.push(tokio::spawn(nightly_snapshots(state.clone())).abort_handle());
+        if state.ingest.log.broker().is_some() {
+            tasks.push(tokio::spawn(share_screens(state.clone())).abort_handle());
+        }
         tasks.push(tokio::spawn(dashboards.watch(Duration::from_secs(2))).abort_handle());
         tasks.push(
             tokio::spawn(watch_metric_definitions(
@@ -377,6 +380,25 @@ fn listen(addr: &str, reuse_port: bool) -> std::io::Result<TcpListener> {
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
     Ok(socket.into())
+}
+
+/// With several instances on one record stream: tells the others which screens this one
+/// serves, every few seconds, so that `/api/v1/screens` on any of them lists all.
+async fn share_screens(state: Arc<AppState>) {
+    let Some(broker) = state.ingest.log.broker() else {
+        return;
+    };
+    loop {
+        match serde_json::to_vec(&crate::http::local_screens(&state)) {
+            Ok(document) => {
+                if let Err(e) = broker.share(document).await {
+                    tracing::warn!(error = %e, "could not share this instance's screens");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not write this instance's screens"),
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
 }
 
 /// Runs the snapshot job every night at 01:00 Asia/Shanghai (yesterday is complete by then).

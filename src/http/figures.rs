@@ -79,18 +79,43 @@ async fn metrics(
 #[get("/api/v1/screens")]
 async fn screens(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let who = caller.may(&state, Action::ReadFigures)?;
-    let list: Vec<crate::wire::stream::Screen> = state
+    let mut list = local_screens(&state);
+    // With several instances on one record stream: the others' screens too, as each last
+    // shared them (every few seconds).
+    if let Some(broker) = state.ingest.log.broker() {
+        for (instance, document) in broker.shared().await? {
+            if instance == state.instance {
+                continue;
+            }
+            if let Ok(theirs) =
+                serde_json::from_slice::<Vec<crate::wire::stream::Screen>>(&document)
+            {
+                list.extend(theirs);
+            }
+        }
+    }
+    let tree = &state.tree;
+    list.retain(|s| {
+        s.subscriptions.iter().all(|sub| {
+            tree.get(&sub.scope)
+                .is_some_and(|sc| tree.is_within(sc, who.scope))
+        })
+    });
+    Ok(HttpResponse::Ok().json(list))
+}
+
+/// The screens this instance serves.
+pub fn local_screens(state: &AppState) -> Vec<crate::wire::stream::Screen> {
+    state
         .presence
         .list()
         .iter()
-        .filter(|s| {
-            s.scopes
-                .iter()
-                .all(|&sc| state.tree.is_within(sc, who.scope))
+        .map(|s| {
+            let mut screen = screen_view(s);
+            screen.instance = state.instance.clone();
+            screen
         })
-        .map(screen_view)
-        .collect();
-    Ok(HttpResponse::Ok().json(list))
+        .collect()
 }
 
 /// The metric catalogue: ids, Chinese labels, targets and where each metric applies.
@@ -239,6 +264,7 @@ fn screen_view(s: &crate::stream::ScreenInfo) -> crate::wire::stream::Screen {
     use crate::wire::stream::{Screen, ScreenSubscription};
     Screen {
         id: s.id,
+        instance: String::new(),
         name: s.name.clone(),
         remote: s.remote.clone(),
         connected_at: s.connected_at.clone(),

@@ -28,6 +28,7 @@ use actix_web::{
 };
 
 pub use error::ApiError;
+pub use figures::local_screens;
 pub use jobs::print_newest_brief;
 
 use crate::alert::AlertEngine;

@@ -70,6 +70,8 @@ const INSTANCE_HEADER: &str = "Vscc-Instance";
 const CHECKPOINT_KEY: &str = "checkpoint";
 const SEQ_BASE_KEY: &str = "seq_base";
 const WRITER_KEY: &str = "writer";
+/// What an instance shares is gone this long after its last word (it shares every few seconds).
+const SHARED_TTL: Duration = Duration::from_secs(15);
 /// How long the reader waits for a message before asking whether the stream holds more.
 const STALL: Duration = Duration::from_secs(3);
 
@@ -98,11 +100,41 @@ pub struct Broker {
     /// Bytes of records in one message at most: the server's largest message, less room for
     /// headers.
     max_message: usize,
+    /// What each instance says it serves (its screens), kept a few seconds past its last word.
+    shared: kv::Store,
 }
 
 impl Broker {
     pub fn counters(&self) -> &Arc<LogCounters> {
         &self.counters
+    }
+
+    /// Tells the other instances what this one serves (a JSON document of the caller's).
+    pub async fn share(&self, document: Vec<u8>) -> anyhow::Result<()> {
+        self.shared
+            .put(&self.instance, document.into())
+            .await
+            .map_err(|e| anyhow::anyhow!("sharing with the other instances: {e}"))?;
+        Ok(())
+    }
+
+    /// What every live instance last shared, by instance.
+    pub async fn shared(&self) -> anyhow::Result<Vec<(String, bytes::Bytes)>> {
+        let keys: Vec<String> = self
+            .shared
+            .keys()
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .filter_map(|k| async move { k.ok() })
+            .collect()
+            .await;
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Ok(Some(value)) = self.shared.get(key.as_str()).await {
+                out.push((key, value));
+            }
+        }
+        Ok(out)
     }
 
     /// Whether the reader has reached what the stream held when this instance started.
@@ -307,6 +339,11 @@ pub async fn start(
     let checkpoint_message = patiently("the stream's state", || read_u64(&state, CHECKPOINT_KEY))
         .await?
         .unwrap_or(0);
+    let shared_name = format!("{}_SHARED", settings.stream);
+    let shared = patiently("the instances' shared bucket", || {
+        bucket(&js, &shared_name, Some(SHARED_TTL), replicas)
+    })
+    .await?;
     let mut records = records;
     let caught_up_at = records
         .info()
@@ -380,6 +417,7 @@ pub async fn start(
             verdicts,
             max_bytes: settings.max_bytes.max(0) as u64,
             max_message,
+            shared,
         },
         checkpoint: checkpoint_rx,
         health,

@@ -53,6 +53,14 @@ impl RecordLog {
         }
     }
 
+    /// The record stream, when there is one.
+    pub fn broker(&self) -> Option<&broker::Broker> {
+        match self {
+            RecordLog::Local(_) => None,
+            RecordLog::Broker(b) => Some(b),
+        }
+    }
+
     /// Whether this instance has read the record stream up to where it stood at start-up (its
     /// own log: always).
     pub fn caught_up(&self) -> bool {

@@ -68,9 +68,12 @@ impl ServerMessage<'_> {
 }
 
 /// A connected screen (`GET /api/v1/screens`).
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Screen {
     pub id: u64,
+    /// The instance serving it (`/healthz` names each).
+    #[serde(default)]
+    pub instance: String,
     /// The token's name.
     pub name: String,
     pub remote: String,
@@ -79,7 +82,7 @@ pub struct Screen {
     pub subscriptions: Vec<ScreenSubscription>,
 }
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ScreenSubscription {
     pub id: String,
     pub scope: String,

@@ -305,6 +305,49 @@ async fn instances_on_one_stream_agree_and_each_record_lands_once() {
     assert!(firing > 0, "the sample fires some alerts");
     tokio::time::sleep(Duration::from_secs(1)).await;
 
+    // A screen on one instance is listed by the other (presence covers every instance).
+    let port: u16 = a.base.rsplit(':').next().unwrap().parse().unwrap();
+    let (mut screen, _) =
+        tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws?token=stream-admin"))
+            .await
+            .expect("a screen connects");
+    common::ws::subscribe(&mut screen, "wall", "440305", None).await;
+    assert!(common::ws::next_json(&mut screen, Duration::from_secs(10))
+        .await
+        .is_some());
+    let a_instance: Value = http
+        .get(format!("{}/healthz", a.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let listed: Value = http
+            .get(format!("{}/api/v1/screens", b.base))
+            .bearer_auth("stream-admin")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let found = listed.as_array().unwrap().iter().any(|s| {
+            s["instance"] == a_instance["instance"] && s["subscriptions"][0]["scope"] == "440305"
+        });
+        if found {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B does not list A's screen: {listed}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    drop(screen);
+
     // A third instance started now rebuilds from ClickHouse and the stream to the same figures.
     let c = Instance::start(&nats, &db, &spool.join("c"), &http).await;
     assert_eq!(agreed(&[&a, &c], &http).await, figures);
