@@ -152,15 +152,129 @@ pub async fn run(settings: &Settings, opts: IngestBench) -> anyhow::Result<()> {
     );
     quiesce(&json_store).await?;
 
-    // End to end through a real vscc server process.
-    let server = ServerChild::spawn(&env, "bench_e2e", &[]).await?;
-    let e2e = Store::new(&env.clickhouse_url, "default", "", "bench_e2e")?;
+    // End to end through a real vscc server process: its own log, then (where nats-server is
+    // installed) a NATS JetStream record stream.
+    let local = e2e_phase(&env, "bench_e2e", bodies.clone(), opts.concurrency, n, &http, &[]).await?;
+    let nats = NatsChild::spawn(&env.dir).ok();
+    let broker = match &nats {
+        Some(nats) => Some(
+            e2e_phase(
+                &env,
+                "bench_e2e_broker",
+                bodies,
+                opts.concurrency,
+                n,
+                &http,
+                &[("VSCC__BROKER__URL", nats.url.clone())],
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    drop(nats);
+    let rowbinary_second =
+        rowbinary_baseline(&env.clickhouse_url, "bench_rowbinary_2", &rows, false).await?;
+    // For scale: the same insert with each batch sorted by the table key first, as vscc sends it.
+    let presorted_secs =
+        rowbinary_baseline(&env.clickhouse_url, "bench_rowbinary_sorted", &rows, true).await?;
+    let rowbinary_secs = rowbinary_first.min(rowbinary_second);
+    env.stop().await;
+
+    let rate = |secs: f64| n as f64 / secs;
+    println!(
+        "vscc bench ingest — {n} records, {} per request, {} concurrent clients, {:.1} MB of JSON",
+        opts.batch,
+        opts.concurrency,
+        json_bytes as f64 / 1e6
+    );
+    println!(
+        "RowBinary baseline runs: {:.2} s before, {:.2} s after the vscc runs; the faster is used",
+        rowbinary_first, rowbinary_second
+    );
+    println!("| path | seconds | records/s | × ClickHouse RowBinary | × ClickHouse JSONEachRow |");
+    println!("|---|---:|---:|---:|---:|");
+    for (name, secs) in [
+        (
+            "baseline: ClickHouse INSERT RowBinary (100k rows each)",
+            rowbinary_secs,
+        ),
+        (
+            "baseline: ClickHouse INSERT JSONEachRow (100k rows each)",
+            json_secs,
+        ),
+        (
+            "for scale: ClickHouse INSERT RowBinary, each batch sorted by the table key first",
+            presorted_secs,
+        ),
+    ] {
+        println!(
+            "| {name} | {secs:.2} | {:.0} | {:.2} | {:.2} |",
+            rate(secs),
+            rate(secs) / rate(rowbinary_secs),
+            rate(secs) / rate(json_secs)
+        );
+    }
+    for (path, phase) in std::iter::once(("its own log", &local))
+        .chain(broker.as_ref().map(|b| ("NATS JetStream, 1 server", b)))
+    {
+        for (what, secs) in [
+            ("acknowledged (durable)", phase.acked_secs),
+            ("all rows in ClickHouse", phase.landed_secs),
+        ] {
+            println!(
+                "| vscc ({path}): POST /api/v1/events → {what} | {secs:.2} | {:.0} | {:.2} | {:.2} |",
+                rate(secs),
+                rate(secs) / rate(rowbinary_secs),
+                rate(secs) / rate(json_secs)
+            );
+        }
+    }
+    for (path, phase) in std::iter::once(("its own log", &local))
+        .chain(broker.as_ref().map(|b| ("NATS JetStream", b)))
+    {
+        println!(
+            "vscc ({path}): rows in ClickHouse when the last request was acknowledged: {}; CPU: vscc server {:.1} s ({:.1} µs a record), ClickHouse {:.1} s, on 2 cores shared with this load generator{}; server peak RSS {:.0} MiB",
+            phase.landed_at_ack,
+            phase.vscc_cpu,
+            phase.vscc_cpu * 1e6 / n as f64,
+            phase.ch_cpu,
+            if path == "NATS JetStream" { " and nats-server" } else { "" },
+            phase.peak_kib as f64 / 1024.0
+        );
+    }
+    if broker.is_none() {
+        println!("(no nats-server on PATH: the record-stream path was not measured)");
+    }
+    Ok(())
+}
+
+/// One end-to-end run through a vscc server process.
+struct Phase {
+    acked_secs: f64,
+    landed_secs: f64,
+    landed_at_ack: u64,
+    peak_kib: u64,
+    vscc_cpu: f64,
+    ch_cpu: f64,
+}
+
+async fn e2e_phase(
+    env: &BenchEnv,
+    database: &str,
+    bodies: Vec<Vec<u8>>,
+    concurrency: usize,
+    n: usize,
+    http: &reqwest::Client,
+    extra: &[(&str, String)],
+) -> anyhow::Result<Phase> {
+    let server = ServerChild::spawn(env, database, extra).await?;
+    let e2e = Store::new(&env.clickhouse_url, "default", "", database)?;
     let queue = Arc::new(Mutex::new(bodies.into_iter()));
     let ch_cpu0 = env.clickhouse_pid().map(super::cpu_secs).unwrap_or(0.0);
     let vscc_cpu0 = server.child.id().map(super::cpu_secs).unwrap_or(0.0);
     let t = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..opts.concurrency {
+    for _ in 0..concurrency {
         let (queue, http, url, token) = (
             queue.clone(),
             http.clone(),
@@ -201,61 +315,46 @@ pub async fn run(settings: &Settings, opts: IngestBench) -> anyhow::Result<()> {
     let ch_cpu = env.clickhouse_pid().map(super::cpu_secs).unwrap_or(0.0) - ch_cpu0;
     server.stop().await;
     quiesce(&e2e).await?;
-    let rowbinary_second =
-        rowbinary_baseline(&env.clickhouse_url, "bench_rowbinary_2", &rows, false).await?;
-    // For scale: the same insert with each batch sorted by the table key first, as vscc sends it.
-    let presorted_secs =
-        rowbinary_baseline(&env.clickhouse_url, "bench_rowbinary_sorted", &rows, true).await?;
-    let rowbinary_secs = rowbinary_first.min(rowbinary_second);
-    env.stop().await;
+    Ok(Phase {
+        acked_secs,
+        landed_secs,
+        landed_at_ack,
+        peak_kib,
+        vscc_cpu,
+        ch_cpu,
+    })
+}
 
-    let rate = |secs: f64| n as f64 / secs;
-    println!(
-        "vscc bench ingest — {n} records, {} per request, {} concurrent clients, {:.1} MB of JSON",
-        opts.batch,
-        opts.concurrency,
-        json_bytes as f64 / 1e6
-    );
-    println!(
-        "RowBinary baseline runs: {:.2} s before, {:.2} s after the vscc run; the faster is used",
-        rowbinary_first, rowbinary_second
-    );
-    println!("| path | seconds | records/s | × ClickHouse RowBinary | × ClickHouse JSONEachRow |");
-    println!("|---|---:|---:|---:|---:|");
-    for (name, secs) in [
-        (
-            "baseline: ClickHouse INSERT RowBinary (100k rows each)",
-            rowbinary_secs,
-        ),
-        (
-            "baseline: ClickHouse INSERT JSONEachRow (100k rows each)",
-            json_secs,
-        ),
-        (
-            "for scale: ClickHouse INSERT RowBinary, each batch sorted by the table key first",
-            presorted_secs,
-        ),
-        (
-            "vscc: POST /api/v1/events → acknowledged (durable)",
-            acked_secs,
-        ),
-        (
-            "vscc: POST /api/v1/events → all rows in ClickHouse",
-            landed_secs,
-        ),
-    ] {
-        println!(
-            "| {name} | {secs:.2} | {:.0} | {:.2} | {:.2} |",
-            rate(secs),
-            rate(secs) / rate(rowbinary_secs),
-            rate(secs) / rate(json_secs)
-        );
+/// A `nats-server -js` of the bench's own, killed when dropped.
+struct NatsChild {
+    child: std::process::Child,
+    url: String,
+}
+
+impl NatsChild {
+    fn spawn(dir: &std::path::Path) -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let child = std::process::Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(dir.join("nats"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        let deadline = Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            anyhow::ensure!(Instant::now() < deadline, "nats-server did not listen");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Ok(NatsChild {
+            child,
+            url: format!("nats://127.0.0.1:{port}"),
+        })
     }
-    println!("rows in ClickHouse when the last request was acknowledged: {landed_at_ack}");
-    println!(
-        "CPU during the vscc run: vscc server {vscc_cpu:.1} s ({:.1} µs a record), ClickHouse {ch_cpu:.1} s, on 2 cores shared with this load generator",
-        vscc_cpu * 1e6 / n as f64
-    );
-    println!("server peak RSS: {:.0} MiB", peak_kib as f64 / 1024.0);
-    Ok(())
+}
+
+impl Drop for NatsChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
