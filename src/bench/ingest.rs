@@ -154,7 +154,16 @@ pub async fn run(settings: &Settings, opts: IngestBench) -> anyhow::Result<()> {
 
     // End to end through a real vscc server process: its own log, then (where nats-server is
     // installed) a NATS JetStream record stream.
-    let local = e2e_phase(&env, "bench_e2e", bodies.clone(), opts.concurrency, n, &http, &[]).await?;
+    let local = e2e_phase(
+        &env,
+        "bench_e2e",
+        bodies.clone(),
+        opts.concurrency,
+        n,
+        &http,
+        &[],
+    )
+    .await?;
     let nats = NatsChild::spawn(&env.dir).ok();
     let broker = match &nats {
         Some(nats) => Some(
@@ -333,7 +342,9 @@ struct NatsChild {
 
 impl NatsChild {
     fn spawn(dir: &std::path::Path) -> anyhow::Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
         let child = std::process::Command::new("nats-server")
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
             .arg(dir.join("nats"))

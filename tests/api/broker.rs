@@ -377,11 +377,13 @@ async fn when_the_writer_is_killed_another_instance_takes_over_and_nothing_ackno
 
     let events = sample_events(&tree, 8000, 23, 40, "failover");
     let mut acknowledged = 0;
+    let mut killed = None;
     for (i, chunk) in events.chunks(400).enumerate() {
         if i == 8 {
             // SIGKILL: no drain, no last insert.
             unsafe { libc::kill(a.child.id() as i32, libc::SIGKILL) };
             let _ = a.child.wait();
+            killed = Some(Instant::now());
         }
         // Clients of a dead instance go to the other one (as a balancer would send them).
         let target = if i % 2 == 0 && i < 8 { &a } else { &b };
@@ -397,13 +399,41 @@ async fn when_the_writer_is_killed_another_instance_takes_over_and_nothing_ackno
         (acknowledged, acknowledged),
         "every acknowledged record once"
     );
+    // For the record (not a goal): how long the records took to land once the writer died
+    // (the lease lives 3 s here, 6 s by default).
+    if let Some(k) = killed {
+        println!(
+            "writer killed → every acknowledged record in ClickHouse: {:.1} s",
+            k.elapsed().as_secs_f64()
+        );
+    }
 
     // A restarted instance agrees with the one that kept going.
     let a2 = Instance::start(&nats, &db, &spool.join("a2"), &http).await;
     agreed(&[&a2, &b], &http).await;
 }
 
-/// A NATS server of a 3-server cluster is killed mid-ingest and started again: clients that
+/// Which server of the test cluster (`nats<i>`) leads the record stream.
+async fn stream_leader(url: &str) -> usize {
+    let servers: Vec<async_nats::ServerAddr> = url.split(',').map(|u| u.parse().unwrap()).collect();
+    let client = async_nats::connect(servers).await.expect("NATS answers");
+    let mut stream = async_nats::jetstream::new(client)
+        .get_stream("VSCC_RECORDS")
+        .await
+        .expect("the record stream exists");
+    let info = stream.info().await.expect("stream info");
+    let leader = info
+        .cluster
+        .as_ref()
+        .and_then(|c| c.leader.clone())
+        .expect("the stream has a leader");
+    leader
+        .trim_start_matches("nats")
+        .parse()
+        .expect("servers are named nats<i>")
+}
+
+/// The server leading the record stream in a 3-server NATS cluster is killed mid-ingest and started again: clients that
 /// were refused send again (as the answer says is safe); every acknowledged record lands
 /// once, and the instances agree.
 #[tokio::test]
@@ -419,12 +449,16 @@ async fn a_nats_server_killed_and_restarted_loses_nothing_acknowledged() {
 
     let events = sample_events(&tree, 6000, 31, 40, "natsdown");
     let mut acknowledged = std::collections::HashSet::new();
+    let mut nats_killed: Option<Instant> = None;
+    let mut leader = 0;
     for (i, chunk) in events.chunks(300).enumerate() {
         if i == 5 {
-            nats.servers[0].kill();
+            leader = stream_leader(&nats.url).await;
+            nats.servers[leader].kill();
+            nats_killed = Some(Instant::now());
         }
         if i == 14 {
-            nats.servers[0].spawn();
+            nats.servers[leader].spawn();
         }
         let target = if i % 2 == 0 { &a } else { &b };
         // A refused request is sent again, as a client does (ids make it safe).
@@ -432,6 +466,13 @@ async fn a_nats_server_killed_and_restarted_loses_nothing_acknowledged() {
         loop {
             if target.post(&http, chunk).await.is_some() {
                 acknowledged.extend(chunk.iter().map(|e| e["id"].as_str().unwrap().to_string()));
+                if let (5, Some(k)) = (i, nats_killed) {
+                    // For the record (not a goal).
+                    println!(
+                        "NATS server killed → a write accepted again: {:.1} s",
+                        k.elapsed().as_secs_f64()
+                    );
+                }
                 break;
             }
             assert!(
