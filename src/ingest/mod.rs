@@ -161,6 +161,51 @@ impl Ingest {
 /// at start-up (in any order), then each committed batch in seq order.
 pub type RecordSink = Arc<dyn Fn(&[EventRow]) + Send + Sync>;
 
+/// Feeds every stored record up to `upto` (and of the finished imports) to `live`, in any
+/// order (applying is order-independent); answers the ids seen, for exactly-once.
+async fn rebuild(
+    store: &Store,
+    upto: u64,
+    ok_imports: &[u32],
+    live: &RecordSink,
+) -> anyhow::Result<log::IdSet> {
+    let started = std::time::Instant::now();
+    let mut seen = log::IdSet::default();
+    let total = store
+        .replay(upto, ok_imports, |rows| {
+            for row in rows {
+                seen.insert(log::id_hash(&row.id));
+            }
+            live(rows);
+        })
+        .await?;
+    tracing::info!(
+        records = total,
+        ms = started.elapsed().as_millis() as u64,
+        "live state rebuilt from ClickHouse"
+    );
+    Ok(seen)
+}
+
+/// Applies committed batches to the live figures as they come; the watch says the highest seq
+/// applied (read-your-writes waits on it).
+fn follow_live(
+    mut batches: mpsc::UnboundedReceiver<log::Committed>,
+    live: RecordSink,
+    applied: u64,
+) -> (tokio::task::JoinHandle<()>, watch::Receiver<u64>) {
+    let (applied_tx, applied) = watch::channel(applied);
+    let task = tokio::spawn(async move {
+        while let Some(batch) = batches.recv().await {
+            live(&batch);
+            if let Some(last) = batch.last() {
+                applied_tx.send_replace(last.seq);
+            }
+        }
+    });
+    (task, applied)
+}
+
 /// With a record stream (`[broker] url`): rebuilds the live state from ClickHouse up to the
 /// stream's checkpoint, then follows the stream; the writer's lease decides which instance
 /// inserts (see [`broker`]).
@@ -172,7 +217,7 @@ async fn start_with_broker(
     live: RecordSink,
 ) -> anyhow::Result<Ingest> {
     let ok_imports = store.ok_imports().await?;
-    let (live_tx, mut live_rx) = mpsc::unbounded_channel::<log::Committed>();
+    let (live_tx, live_rx) = mpsc::unbounded_channel::<log::Committed>();
     let rebuild_live = live.clone();
     let started = broker::start(
         broker_settings,
@@ -180,20 +225,7 @@ async fn start_with_broker(
         store,
         settings.batch_rows,
         async |upto: u64, seen: &mut log::IdSet| {
-            let t = std::time::Instant::now();
-            let total = store
-                .replay(upto, &ok_imports, |rows| {
-                    for row in rows {
-                        seen.insert(log::id_hash(&row.id));
-                    }
-                    rebuild_live(rows);
-                })
-                .await?;
-            tracing::info!(
-                records = total,
-                ms = t.elapsed().as_millis() as u64,
-                "live state rebuilt from ClickHouse up to the stream's checkpoint"
-            );
+            *seen = rebuild(store, upto, &ok_imports, &rebuild_live).await?;
             Ok(())
         },
         live_tx,
@@ -204,15 +236,7 @@ async fn start_with_broker(
         .counters()
         .committed_seq
         .load(std::sync::atomic::Ordering::SeqCst);
-    let (applied_tx, applied) = watch::channel(read);
-    let live = tokio::spawn(async move {
-        while let Some(batch) = live_rx.recv().await {
-            live(&batch);
-            if let Some(last) = batch.last() {
-                applied_tx.send_replace(last.seq);
-            }
-        }
-    });
+    let (live, applied) = follow_live(live_rx, live, read);
     let mut tasks = started.tasks;
     tasks.push(live.abort_handle());
     Ok(Ingest {
@@ -281,23 +305,9 @@ async fn start_local(
     // Rebuild: every stored record that counts, in any order (applying is order-independent).
     // Imports finishing from here on are applied by the import follower.
     let ok_imports = store.ok_imports().await?;
-    let started = std::time::Instant::now();
-    let mut seen = log::IdSet::default();
-    let total = store
-        .replay(IMPORT_SEQ_BASE - 1, &ok_imports, |rows| {
-            for row in rows {
-                seen.insert(log::id_hash(&row.id));
-            }
-            live(rows);
-        })
-        .await?;
-    tracing::info!(
-        records = total,
-        ms = started.elapsed().as_millis() as u64,
-        "live state rebuilt from ClickHouse"
-    );
+    let seen = rebuild(store, IMPORT_SEQ_BASE - 1, &ok_imports, &live).await?;
 
-    let (live_tx, mut live_rx) = mpsc::unbounded_channel::<log::Committed>();
+    let (live_tx, live_rx) = mpsc::unbounded_channel::<log::Committed>();
     let (writer_tx, writer_rx) = mpsc::unbounded_channel::<log::Committed>();
     let log = DurableLog::start(
         LogSettings {
@@ -309,15 +319,7 @@ async fn start_local(
         seen,
         vec![live_tx, writer_tx],
     )?;
-    let (applied_tx, applied) = watch::channel(next_seq - 1);
-    let live = tokio::spawn(async move {
-        while let Some(batch) = live_rx.recv().await {
-            live(&batch);
-            if let Some(last) = batch.last() {
-                applied_tx.send_replace(last.seq);
-            }
-        }
-    });
+    let (live, applied) = follow_live(live_rx, live, next_seq - 1);
     let health = Arc::new(writer::WriterHealth::default());
     let (writer, checkpoint) = Writer::new(
         store.clone(),

@@ -165,17 +165,21 @@ impl Instance {
         Some((body["accepted"].as_u64()?, body["duplicates"].as_u64()?))
     }
 
-    /// Every figure of the city and its districts: (node, metric) → (num, den, status).
-    async fn figures(&self, http: &reqwest::Client) -> BTreeMap<String, Value> {
-        let body: Value = http
-            .get(format!("{}/api/v1/metrics?scope=440300", self.base))
+    /// GET `path` as the admin: the JSON answer.
+    async fn get_json(&self, http: &reqwest::Client, path: &str) -> Value {
+        http.get(format!("{}{path}", self.base))
             .bearer_auth("stream-admin")
             .send()
             .await
             .unwrap()
             .json()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// Every figure of the city and its districts: (node, metric) → (num, den, status).
+    async fn figures(&self, http: &reqwest::Client) -> BTreeMap<String, Value> {
+        let body = self.get_json(http, "/api/v1/metrics?scope=440300").await;
         let mut out = BTreeMap::new();
         for (node, metrics) in body["nodes"].as_object().unwrap() {
             for (metric, f) in metrics.as_object().unwrap() {
@@ -315,25 +319,10 @@ async fn instances_on_one_stream_agree_and_each_record_lands_once() {
     assert!(common::ws::next_json(&mut screen, Duration::from_secs(10))
         .await
         .is_some());
-    let a_instance: Value = http
-        .get(format!("{}/healthz", a.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let a_instance = a.get_json(&http, "/healthz").await;
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let listed: Value = http
-            .get(format!("{}/api/v1/screens", b.base))
-            .bearer_auth("stream-admin")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let listed = b.get_json(&http, "/api/v1/screens").await;
         let found = listed.as_array().unwrap().iter().any(|s| {
             s["instance"] == a_instance["instance"] && s["subscriptions"][0]["scope"] == "440305"
         });
