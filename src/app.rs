@@ -383,19 +383,52 @@ fn listen(addr: &str, reuse_port: bool) -> std::io::Result<TcpListener> {
 }
 
 /// With several instances on one record stream: tells the others which screens this one
-/// serves, every few seconds, so that `/api/v1/screens` on any of them lists all.
+/// serves and how far each screen's epoch got, every few seconds (so that `/api/v1/screens`
+/// on any of them lists all, and a screen that reconnects to another resumes there), and
+/// learns the same from them.
 async fn share_screens(state: Arc<AppState>) {
     let Some(broker) = state.ingest.log.broker() else {
         return;
     };
     loop {
-        match serde_json::to_vec(&crate::http::local_screens(&state)) {
+        let share = crate::wire::stream::InstanceShare {
+            screens: crate::http::local_screens(&state),
+            epochs: state
+                .streams
+                .resumes
+                .anchors()
+                .into_iter()
+                .map(|(epoch, a)| (epoch, a.seq, a.seen.upto, a.seen.when))
+                .collect(),
+        };
+        match serde_json::to_vec(&share) {
             Ok(document) => {
-                if let Err(e) = broker.share(document).await {
+                if let Err(e) = broker.share(&document).await {
                     tracing::warn!(error = %e, "could not share this instance's screens");
                 }
             }
             Err(e) => tracing::warn!(error = %e, "could not write this instance's screens"),
+        }
+        match broker.shared().await {
+            Ok(all) => {
+                let mut anchors = std::collections::HashMap::new();
+                for (instance, document) in all {
+                    if instance == state.instance {
+                        continue;
+                    }
+                    let Ok(theirs) =
+                        serde_json::from_slice::<crate::wire::stream::InstanceShare>(&document)
+                    else {
+                        continue;
+                    };
+                    for (epoch, seq, upto, when) in theirs.epochs {
+                        let seen = crate::live::Position { upto, when };
+                        anchors.insert(epoch, crate::stream::resume::Anchor { seq, seen });
+                    }
+                }
+                state.streams.anchors.replace(anchors);
+            }
+            Err(e) => tracing::warn!(error = %e, "could not read the other instances' screens"),
         }
         tokio::time::sleep(Duration::from_secs(5)).await;
     }

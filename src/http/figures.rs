@@ -88,9 +88,9 @@ async fn screens(caller: Caller, state: web::Data<AppState>) -> Result<HttpRespo
                 continue;
             }
             if let Ok(theirs) =
-                serde_json::from_slice::<Vec<crate::wire::stream::Screen>>(&document)
+                serde_json::from_slice::<crate::wire::stream::InstanceShare>(&document)
             {
-                list.extend(theirs);
+                list.extend(theirs.screens);
             }
         }
     }

@@ -101,7 +101,7 @@ pub struct Broker {
     /// headers.
     max_message: usize,
     /// What each instance says it serves (its screens), kept a few seconds past its last word.
-    shared: kv::Store,
+    shared: super::shared::SharedBoard,
 }
 
 impl Broker {
@@ -110,31 +110,13 @@ impl Broker {
     }
 
     /// Tells the other instances what this one serves (a JSON document of the caller's).
-    pub async fn share(&self, document: Vec<u8>) -> anyhow::Result<()> {
-        self.shared
-            .put(&self.instance, document.into())
-            .await
-            .map_err(|e| anyhow::anyhow!("sharing with the other instances: {e}"))?;
-        Ok(())
+    pub async fn share(&self, document: &[u8]) -> anyhow::Result<()> {
+        self.shared.put(document).await
     }
 
     /// What every live instance last shared, by instance.
-    pub async fn shared(&self) -> anyhow::Result<Vec<(String, bytes::Bytes)>> {
-        let keys: Vec<String> = self
-            .shared
-            .keys()
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .filter_map(|k| async move { k.ok() })
-            .collect()
-            .await;
-        let mut out = Vec::with_capacity(keys.len());
-        for key in keys {
-            if let Ok(Some(value)) = self.shared.get(key.as_str()).await {
-                out.push((key, value));
-            }
-        }
-        Ok(out)
+    pub async fn shared(&self) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+        self.shared.all().await
     }
 
     /// Whether the reader has reached what the stream held when this instance started.
@@ -417,7 +399,7 @@ pub async fn start(
             verdicts,
             max_bytes: settings.max_bytes.max(0) as u64,
             max_message,
-            shared,
+            shared: super::shared::SharedBoard::new(shared, instance.to_string(), max_message),
         },
         checkpoint: checkpoint_rx,
         health,

@@ -3,6 +3,7 @@
 
 pub mod broker;
 pub mod log;
+pub mod shared;
 pub mod spool;
 pub mod writer;
 

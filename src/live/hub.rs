@@ -23,11 +23,32 @@ use crate::domain::time::rfc3339;
 /// One node's figures, keyed by metric.
 pub type NodeFigures = BTreeMap<MetricId, Figure>;
 
+/// Where published figures stand: every record of the record log up to seq `upto` applied,
+/// computed at `when` (Unix milliseconds). Seqs come from the record log, so on one record
+/// stream a position means the same on every instance: a screen's view can be resumed
+/// elsewhere from it (see `Hub::history_after`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Position {
+    pub upto: u64,
+    pub when: i64,
+}
+
+impl Position {
+    fn at(upto: u64, now: OffsetDateTime) -> Self {
+        Position {
+            upto,
+            when: (now.unix_timestamp_nanos() / 1_000_000) as i64,
+        }
+    }
+}
+
 /// What changed at one tick: only the changed metrics of the changed nodes.
 #[derive(Debug)]
 pub struct TickChanges {
     pub tick: u64,
     pub at: String,
+    /// The position these figures were computed at.
+    pub position: Position,
     pub nodes: HashMap<NodeIdx, NodeFigures>,
     /// The catalogue changed: every subscription starts over with a snapshot (its metrics
     /// looked up again), and no resume reaches back past this tick.
@@ -66,12 +87,19 @@ fn node_bytes(f: &NodeFigures) -> usize {
 }
 
 impl TickChanges {
-    fn new(tick: u64, at: String, nodes: HashMap<NodeIdx, NodeFigures>) -> Self {
+    fn new(
+        tick: u64,
+        now: OffsetDateTime,
+        position: Position,
+        nodes: HashMap<NodeIdx, NodeFigures>,
+    ) -> Self {
+        let at = rfc3339(now);
         let bytes =
             std::mem::size_of::<Self>() + at.len() + nodes.values().map(node_bytes).sum::<usize>();
         TickChanges {
             tick,
             at,
+            position,
             nodes,
             restart: false,
             bytes,
@@ -81,6 +109,30 @@ impl TickChanges {
     /// Estimated heap bytes this tick holds.
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// The changes of several ticks as one (the latest figure of each node and metric wins),
+    /// numbered and stamped as the last of them: what a screen resuming from an earlier
+    /// position is sent in one message. `None` for no ticks.
+    pub fn merged(ticks: &[Arc<TickChanges>]) -> Option<TickChanges> {
+        let last = ticks.last()?;
+        let mut nodes: HashMap<NodeIdx, NodeFigures> = HashMap::new();
+        for tc in ticks {
+            for (n, figures) in &tc.nodes {
+                let merged = nodes.entry(*n).or_default();
+                for (m, f) in figures {
+                    merged.insert(*m, f.clone());
+                }
+            }
+        }
+        Some(TickChanges {
+            tick: last.tick,
+            at: last.at.clone(),
+            position: last.position,
+            nodes,
+            restart: false,
+            bytes: 0,
+        })
     }
 
     /// What changed at this tick for a subscription to `scope` (the node and its children)
@@ -106,6 +158,9 @@ impl TickChanges {
     }
 }
 
+/// One node's figures as just computed.
+type NodeComputed = (NodeIdx, Vec<(MetricId, Figure)>);
+
 /// The time source; tests inject a fixed or manual clock.
 pub trait Clock: Send + Sync {
     fn now(&self) -> OffsetDateTime;
@@ -121,7 +176,15 @@ impl Clock for SystemClock {
 
 struct Published {
     tick: u64,
+    position: Position,
     figures: Vec<NodeFigures>,
+}
+
+/// The tick history, and where it starts: it holds every tick published after `floor`.
+#[derive(Default)]
+struct History {
+    ticks: VecDeque<Arc<TickChanges>>,
+    floor: Position,
 }
 
 pub struct HubSettings {
@@ -139,10 +202,11 @@ pub struct Hub {
     agg: Mutex<Aggregates>,
     clock: Arc<dyn Clock>,
     published: RwLock<Published>,
-    history: Mutex<VecDeque<Arc<TickChanges>>>,
+    history: Mutex<History>,
     history_cap: usize,
     tx: broadcast::Sender<Arc<TickChanges>>,
-    last_full_refresh: Mutex<Option<std::time::Instant>>,
+    /// The clock's minute of the last full refresh.
+    last_full_refresh: Mutex<Option<i64>>,
     quarantine: Quarantine,
     history_bytes_cap: usize,
     /// Estimated bytes held by `history`.
@@ -172,9 +236,10 @@ impl Hub {
             clock,
             published: RwLock::new(Published {
                 tick: 0,
+                position: Position::default(),
                 figures: vec![NodeFigures::new(); n],
             }),
-            history: Mutex::new(VecDeque::new()),
+            history: Mutex::new(History::default()),
             history_cap: settings.history_ticks,
             tx,
             history_bytes_cap: settings.history_bytes,
@@ -282,22 +347,27 @@ impl Hub {
 
     /// Replaces every published figure and tells the streams to start over.
     fn publish_restart(&self, now: OffsetDateTime) {
-        let computed: Vec<NodeFigures> = {
+        let (computed, position): (Vec<NodeFigures>, Position) = {
             let agg = self.agg();
             let all = agg.catalogue().all();
-            self.tree
+            let computed = self
+                .tree
                 .nodes()
                 .map(|(n, _)| agg.figures(n, &all, now).into_iter().collect())
-                .collect()
+                .collect();
+            (computed, self.position(now))
         };
         let mut published = self.published.write().unwrap_or_else(|p| p.into_inner());
         published.figures = computed;
         published.tick += 1;
-        let mut tc = TickChanges::new(published.tick, rfc3339(now), HashMap::new());
+        published.position = position;
+        let mut tc = TickChanges::new(published.tick, now, position, HashMap::new());
         tc.restart = true;
         {
+            // No resume reaches back past a restart.
             let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
-            h.clear();
+            h.ticks.clear();
+            h.floor = position;
             self.history_bytes
                 .store(0, std::sync::atomic::Ordering::Relaxed);
         }
@@ -340,12 +410,12 @@ impl Hub {
         self.tx.subscribe()
     }
 
-    /// The last published figures of `nodes`, and the tick they belong to.
+    /// The last published figures of `nodes`, and the tick and position they belong to.
     pub fn snapshot(
         &self,
         nodes: &[NodeIdx],
         metrics: &[MetricId],
-    ) -> (u64, Vec<(NodeIdx, NodeFigures)>) {
+    ) -> (u64, Position, Vec<(NodeIdx, NodeFigures)>) {
         let p = self.published.read().unwrap_or_else(|p| p.into_inner());
         let figures = nodes
             .iter()
@@ -358,7 +428,15 @@ impl Hub {
                 (n, f)
             })
             .collect();
-        (p.tick, figures)
+        (p.tick, p.position, figures)
+    }
+
+    /// The position of the published figures.
+    pub fn published_position(&self) -> Position {
+        self.published
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .position
     }
 
     pub fn published_tick(&self) -> u64 {
@@ -370,35 +448,74 @@ impl Hub {
 
     /// Ticks after `after`, if the history still holds all of them.
     pub fn history_since(&self, after: u64) -> Option<Vec<Arc<TickChanges>>> {
-        let h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        // Read before the history's lock: `tick` takes them in the other order.
         let current = self.published_tick();
+        let h = self.history.lock().unwrap_or_else(|p| p.into_inner());
         if after >= current {
             return Some(Vec::new());
         }
-        match h.front() {
+        match h.ticks.front() {
             Some(first) if first.tick <= after + 1 => {
-                Some(h.iter().filter(|t| t.tick > after).cloned().collect())
+                Some(h.ticks.iter().filter(|t| t.tick > after).cloned().collect())
             }
             _ => None,
         }
+    }
+
+    /// The ticks that may have changed what a screen saw at `seen` (a position of another
+    /// instance on the same record stream, or of this one before it restarted): every tick
+    /// after records beyond `seen.upto`, and every tick from `slack_ms` before `seen.when`
+    /// (figures that move with the clock or with ledger imports are published by each
+    /// instance at its own moment). A superset is harmless: a delta carries whole figures.
+    /// `None` if the history does not reach back that far, or a restart lies between. Also
+    /// returns the last tick published, from which the screen goes on.
+    pub fn history_after(
+        &self,
+        seen: Position,
+        slack_ms: i64,
+    ) -> Option<(Vec<Arc<TickChanges>>, u64)> {
+        let current = self.published_tick();
+        let h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        let since = seen.when.saturating_sub(slack_ms);
+        if h.floor.upto > seen.upto || h.floor.when > since {
+            return None;
+        }
+        let ticks: Vec<Arc<TickChanges>> = h
+            .ticks
+            .iter()
+            .filter(|t| t.position.upto > seen.upto || t.position.when >= since)
+            .cloned()
+            .collect();
+        let last = ticks.last().map_or(current, |t| t.tick.max(current));
+        Some((ticks, last))
+    }
+
+    /// Where the records applied so far stand (the caller holds the aggregates' lock).
+    fn position(&self, now: OffsetDateTime) -> Position {
+        Position::at(
+            self.last_api_seq.load(std::sync::atomic::Ordering::Relaxed),
+            now,
+        )
     }
 
     /// Recomputes touched nodes (every node once a minute, since targets depend on the date)
     /// and publishes the changes. Returns the changes, if any.
     pub fn tick(&self) -> Option<Arc<TickChanges>> {
         let now = self.now();
+        // Every node once per minute of the clock, at the minute's first tick: instances on
+        // one stream publish what moves with the clock at about the same moment, so a screen
+        // resumed on another instance misses nothing (see `history_after`).
         let full = {
+            let minute = now.unix_timestamp().div_euclid(60);
             let mut last = self
                 .last_full_refresh
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            let due = last.is_none_or(|t| t.elapsed() >= Duration::from_secs(60));
-            if due {
-                *last = Some(std::time::Instant::now());
-            }
+            let due = *last != Some(minute);
+            *last = Some(minute);
             due
         };
-        let computed: Vec<(NodeIdx, Vec<(MetricId, Figure)>)> = {
+        let (computed, position): (Vec<NodeComputed>, Position) = {
             let mut agg = self.agg();
             agg.refresh_clock(now);
             let all = agg.catalogue().all();
@@ -408,10 +525,11 @@ impl Hub {
             } else {
                 dirty
             };
-            nodes
+            let computed = nodes
                 .into_iter()
                 .map(|n| (n, agg.figures(n, &all, now)))
-                .collect()
+                .collect();
+            (computed, self.position(now))
         };
         let mut published = self.published.write().unwrap_or_else(|p| p.into_inner());
         let mut changes: HashMap<NodeIdx, NodeFigures> = HashMap::new();
@@ -425,19 +543,26 @@ impl Hub {
             }
         }
         if changes.is_empty() {
+            // Nothing to send, and nothing any screen saw changed: the published figures
+            // stand at the new position as well.
+            published.position = position;
             return None;
         }
         published.tick += 1;
-        let tc = Arc::new(TickChanges::new(published.tick, rfc3339(now), changes));
+        published.position = position;
+        let tc = Arc::new(TickChanges::new(published.tick, now, position, changes));
         {
             // Bounded by ticks and by bytes: a busy system's ticks are large, and a resume
             // that reaches past the oldest kept tick gets a fresh snapshot instead.
             let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
-            h.push_back(tc.clone());
-            let mut bytes: usize = h.iter().map(|t| t.bytes()).sum();
-            while h.len() > 1 && (h.len() > self.history_cap || bytes > self.history_bytes_cap) {
-                if let Some(old) = h.pop_front() {
+            h.ticks.push_back(tc.clone());
+            let mut bytes: usize = h.ticks.iter().map(|t| t.bytes()).sum();
+            while h.ticks.len() > 1
+                && (h.ticks.len() > self.history_cap || bytes > self.history_bytes_cap)
+            {
+                if let Some(old) = h.ticks.pop_front() {
                     bytes -= old.bytes().min(bytes);
+                    h.floor = old.position;
                 }
             }
             self.history_bytes
@@ -459,6 +584,8 @@ impl Hub {
         for (n, _) in self.tree.nodes() {
             published.figures[n as usize] = agg.figures(n, &all, now).into_iter().collect();
         }
+        published.position = self.position(now);
+        self.history.lock().unwrap_or_else(|p| p.into_inner()).floor = published.position;
     }
 
     /// Ticks forever at `interval`.
@@ -475,7 +602,7 @@ impl Hub {
     pub fn history_size(&self) -> (usize, usize) {
         let h = self.history.lock().unwrap_or_else(|p| p.into_inner());
         (
-            h.len(),
+            h.ticks.len(),
             self.history_bytes
                 .load(std::sync::atomic::Ordering::Relaxed),
         )
@@ -639,5 +766,94 @@ mod tests {
         // A resume from before the oldest kept tick is told to start over.
         assert!(h.history_since(1).is_none());
         assert!(h.history_since(h.published_tick() - 2).is_some());
+    }
+
+    struct Manual(Mutex<OffsetDateTime>);
+    impl Clock for Manual {
+        fn now(&self) -> OffsetDateTime {
+            *self.0.lock().unwrap()
+        }
+    }
+
+    #[test]
+    fn a_view_of_another_instance_is_resumed_from_its_position_with_slack_for_the_clock() {
+        let t0 = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        let clock = Arc::new(Manual(Mutex::new(t0)));
+        let mut h = hub(2, 1 << 20);
+        h.clock = clock.clone();
+        h.publish_initial();
+        let set = |secs: i64| *clock.0.lock().unwrap() = t0 + time::Duration::seconds(secs);
+        let ms = |secs: i64| (t0.unix_timestamp() + secs) * 1000;
+        set(100);
+        h.apply(&[appeal(1, "a1")]);
+        let t1 = h.tick().expect("a1 changed the figures");
+        assert_eq!(
+            t1.position,
+            Position {
+                upto: 1,
+                when: ms(100)
+            }
+        );
+        set(300);
+        h.apply(&[appeal(2, "a2")]);
+        let t2 = h.tick().expect("a2");
+        set(301);
+        h.apply(&[appeal(3, "a3")]);
+        let t3 = h.tick().expect("a3");
+        let ticks = |seen: Position, slack_secs: i64| {
+            h.history_after(seen, slack_secs * 1000)
+                .map(|(ticks, last)| (ticks.iter().map(|t| t.tick).collect::<Vec<_>>(), last))
+        };
+        // Two ticks kept: T1 is gone, so the history reaches back to its position only.
+        assert_eq!(
+            ticks(t1.position, 0),
+            Some((vec![t2.tick, t3.tick], t3.tick))
+        );
+        assert_eq!(
+            ticks(
+                Position {
+                    upto: 0,
+                    when: ms(100)
+                },
+                0
+            ),
+            None
+        );
+        assert_eq!(
+            ticks(t1.position, 90),
+            None,
+            "the slack reaches before the floor"
+        );
+        // Later ticks by position; a tick at the same position within the slack too.
+        assert_eq!(ticks(t3.position, 0), Some((vec![t3.tick], t3.tick)));
+        assert_eq!(
+            ticks(t3.position, 90),
+            Some((vec![t2.tick, t3.tick], t3.tick))
+        );
+        set(500);
+        assert_eq!(
+            ticks(t3.position, 90),
+            Some((vec![t2.tick, t3.tick], t3.tick))
+        );
+        assert_eq!(
+            ticks(
+                Position {
+                    upto: 3,
+                    when: ms(500)
+                },
+                90
+            ),
+            Some((vec![], t3.tick)),
+            "nothing after records up to 3, nor within 90 s before"
+        );
+        // One message with the latest of each figure.
+        let (kept, _) = h.history_after(t1.position, 0).unwrap();
+        let merged = TickChanges::merged(&kept).unwrap();
+        let m = h.catalogue().parse_name("open_appeals").unwrap();
+        assert_eq!(merged.nodes[&h.tree().root()][&m].value, Some(3.0));
+        assert_eq!((merged.tick, merged.position), (t3.tick, t3.position));
+        // A restart (a catalogue switch) cuts every resume off before it.
+        h.publish_restart(h.now());
+        assert_eq!(ticks(t3.position, 0), None);
     }
 }

@@ -9,4 +9,4 @@ pub mod rebuild;
 mod touch;
 
 pub use aggregate::Aggregates;
-pub use hub::{Hub, TickChanges};
+pub use hub::{Hub, Position, TickChanges};

@@ -22,6 +22,8 @@ pub use session::{run_session, Connection, SessionContext, StreamSettings};
 /// What every session shares: resumable epochs, the rendered deltas, and the signal to close.
 pub struct Streams {
     pub resumes: resume::Resumes,
+    /// How far the epochs of the other instances got (as they last shared).
+    pub anchors: resume::Anchors,
     pub renderer: render::Renderer,
     /// Set on shutdown: how long sessions have to close (each picks a moment within it).
     closing: watch::Sender<Option<Duration>>,
@@ -36,6 +38,7 @@ impl Streams {
                 settings.resume_epochs_per_token,
                 settings.resume_epochs_total,
             ),
+            anchors: resume::Anchors::default(),
             renderer: render::Renderer::default(),
             closing: watch::channel(None).0,
             open: Default::default(),

@@ -2,6 +2,11 @@
 //! epoch's log says which tick each message carried, so a client that reconnects with
 //! `resume: {epoch, seq}` gets exactly the deltas it missed (from the hub's tick history).
 //!
+//! Across instances (or a restart): an epoch's name carries the position its snapshot stood
+//! at, and each instance shares every few seconds how far each of its epochs got
+//! ([`Anchor`]). An instance that never served an epoch resumes it from there with one delta
+//! of everything that changed since (`Hub::history_after`), the seqs going on unbroken.
+//!
 //! Bounded: epochs of open connections by the connections (each holds at most
 //! `stream.max_subscriptions`); a re-sent or withdrawn subscription's epoch is forgotten at
 //! once; epochs whose connection closed stay resumable for `EPOCH_TTL`, at most
@@ -12,8 +17,67 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
+
 use crate::domain::metric::MetricId;
 use crate::domain::org::NodeIdx;
+use crate::live::Position;
+
+/// A point of an epoch: message `seq` showed the figures at `seen` (or later ones).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Anchor {
+    pub seq: u64,
+    pub seen: Position,
+}
+
+impl Anchor {
+    /// A new epoch's name: the position of its snapshot (message 1), and a random part.
+    pub fn new_epoch(at: Position) -> String {
+        format!(
+            "{:x}.{:x}.{:016x}",
+            at.upto,
+            at.when.max(0),
+            rand::random::<u64>()
+        )
+    }
+
+    /// Where an epoch began (message 1), read from its name; `None` for a name no instance
+    /// made.
+    pub fn parse_epoch(epoch: &str) -> Option<Anchor> {
+        let mut parts = epoch.split('.');
+        let upto = u64::from_str_radix(parts.next()?, 16).ok()?;
+        let when = i64::from_str_radix(parts.next()?, 16).ok()?;
+        let random = parts.next()?;
+        if random.len() != 16 || parts.next().is_some() {
+            return None;
+        }
+        Some(Anchor {
+            seq: 1,
+            seen: Position { upto, when },
+        })
+    }
+}
+
+/// How far the epochs the other instances serve got, as they last shared it.
+#[derive(Default)]
+pub struct Anchors {
+    by_epoch: Mutex<HashMap<String, Anchor>>,
+}
+
+impl Anchors {
+    pub fn find(&self, epoch: &str) -> Option<Anchor> {
+        self.lock().get(epoch).copied()
+    }
+
+    /// Replaces everything known with what the instances shared last.
+    pub fn replace(&self, anchors: HashMap<String, Anchor>) {
+        *self.lock() = anchors;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Anchor>> {
+        self.by_epoch.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
 
 /// How long an epoch whose connection closed stays resumable.
 pub const EPOCH_TTL: Duration = Duration::from_secs(600);
@@ -33,6 +97,8 @@ pub struct EpochState {
     pub touched: Instant,
     /// Whether a connection is sending this epoch's messages now.
     pub attached: bool,
+    /// The last message's seq and the position it showed: shared with the other instances.
+    pub last: Anchor,
 }
 
 /// One epoch's message log, shared by the index (for a client that reconnects) and the
@@ -56,9 +122,11 @@ impl EpochLog {
         self.lock().attached = true;
     }
 
-    /// Records that message `seq` carried `tick` (keeping the last `EPOCH_KEEP`).
-    pub fn record(&self, seq: u64, tick: u64) {
+    /// Records that message `seq` carried `tick`, showing the figures at `seen` (keeping the
+    /// last `EPOCH_KEEP`).
+    pub fn record(&self, seq: u64, tick: u64, seen: Position) {
         let mut e = self.lock();
+        e.last = Anchor { seq, seen };
         // A replay re-sends seqs already recorded: cut the record back to before `seq`.
         let idx = seq.saturating_sub(e.base_seq) as usize;
         e.ticks.truncate(idx);
@@ -106,7 +174,8 @@ impl Resumes {
         self.index().by_id.get(epoch).cloned()
     }
 
-    /// Starts the message log of a new epoch, whose first message `seq` carried `tick`.
+    /// Starts the message log of a new epoch, whose first message `seq` carried `tick`,
+    /// showing the figures at `seen`.
     pub fn open(
         &self,
         epoch: &str,
@@ -114,6 +183,7 @@ impl Resumes {
         metrics: &[MetricId],
         seq: u64,
         tick: u64,
+        seen: Position,
     ) -> EpochLog {
         let log = EpochLog(Arc::new(Mutex::new(EpochState {
             scope,
@@ -122,6 +192,7 @@ impl Resumes {
             ticks: VecDeque::from([tick]),
             touched: Instant::now(),
             attached: true,
+            last: Anchor { seq, seen },
         })));
         self.index().by_id.insert(epoch.to_string(), log.clone());
         log
@@ -185,6 +256,19 @@ impl Resumes {
         }
     }
 
+    /// How far each epoch a client could resume got: what the other instances resume from.
+    pub fn anchors(&self) -> Vec<(String, Anchor)> {
+        let logs: Vec<(String, EpochLog)> = self
+            .index()
+            .by_id
+            .iter()
+            .map(|(id, log)| (id.clone(), log.clone()))
+            .collect();
+        logs.into_iter()
+            .map(|(id, log)| (id, log.lock().last))
+            .collect()
+    }
+
     /// Epochs a client could resume now (of open and of closed connections).
     pub fn count(&self) -> usize {
         self.index().by_id.len()
@@ -214,6 +298,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_epoch_name_carries_where_it_began() {
+        let at = Position {
+            upto: 0x1234_0000_0002,
+            when: 1_764_000_000_123,
+        };
+        let epoch = Anchor::new_epoch(at);
+        assert_eq!(
+            Anchor::parse_epoch(&epoch),
+            Some(Anchor { seq: 1, seen: at })
+        );
+        assert_ne!(epoch, Anchor::new_epoch(at), "the random part differs");
+        for made_up in [
+            "",
+            "abc",
+            "1.2",
+            "1.2.3",
+            "x.2.0123456789abcdef",
+            "1.2.0123456789abcdef.4",
+        ] {
+            assert_eq!(Anchor::parse_epoch(made_up), None, "{made_up}");
+        }
+    }
+
+    #[test]
     fn resumable_epochs_are_bounded_per_token_and_replaced_ones_forgotten() {
         let r = Resumes::new(3, 1000);
         let metrics = [crate::domain::catalogue::Catalogue::shipped()
@@ -221,7 +329,7 @@ mod tests {
             .unwrap()];
         // One connection re-subscribing: each replaced epoch is closed at once.
         for i in 0..1000 {
-            r.open(&format!("e{i}"), 0, &metrics, 1, 0);
+            r.open(&format!("e{i}"), 0, &metrics, 1, 0, Position::default());
             if i > 0 {
                 r.close(&format!("e{}", i - 1));
             }
@@ -230,7 +338,7 @@ mod tests {
         // Connections of one token closing one after another: at most 3 stay resumable.
         for i in 0..10 {
             let id = format!("t{i}");
-            r.open(&id, 0, &metrics, 1, 0);
+            r.open(&id, 0, &metrics, 1, 0, Position::default());
             r.detach("token-a", [id]);
         }
         r.detach("token-b", ["e999".to_string()]);
@@ -240,7 +348,7 @@ mod tests {
         // A resumed (re-attached) epoch is not forgotten while in use.
         for i in 10..20 {
             let id = format!("t{i}");
-            r.open(&id, 0, &metrics, 1, 0);
+            r.open(&id, 0, &metrics, 1, 0, Position::default());
             r.detach("token-a", [id]);
         }
         assert!(r.find("t9").is_some(), "attached again above, so kept");
@@ -255,7 +363,7 @@ mod tests {
         for (token, n) in [("a", 5), ("b", 2)] {
             for i in 0..n {
                 let id = format!("{token}{i}");
-                r.open(&id, 0, &metrics, 1, 0);
+                r.open(&id, 0, &metrics, 1, 0, Position::default());
                 r.detach(token, [id]);
             }
         }

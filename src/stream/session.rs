@@ -14,13 +14,19 @@ use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::presence::{Presence, SubscriptionInfo};
-use super::resume::EpochLog;
+use super::resume::{Anchor, EpochLog};
 use super::Streams;
 use crate::auth::{authorize, Action, Authenticator, VerifiedToken};
 use crate::domain::metric::MetricId;
 use crate::domain::org::NodeIdx;
 use crate::domain::time::rfc3339;
-use crate::live::{Hub, TickChanges};
+use crate::live::{Hub, Position, TickChanges};
+
+/// How far before a screen's last known position a resume elsewhere looks as well: figures
+/// that move with the clock (refreshed at each minute's first tick, 250 ms apart between
+/// instances) or with ledger imports (each instance polls for them every 2 s) are published
+/// by each instance at a slightly different moment.
+const RESUME_SLACK_MS: i64 = 10_000;
 use crate::wire::stream::{ClientMessage, Resume, ServerMessage};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -69,6 +75,9 @@ struct Subscription {
     metrics: Vec<MetricId>,
     seq: u64,
     last_tick: u64,
+    /// The position the screen's view stands at (of the last tick it was sent or had nothing
+    /// to be sent): shared with the other instances, from which they can resume it.
+    seen: Position,
 }
 
 enum Outgoing {
@@ -88,6 +97,7 @@ impl State {
     /// The next message of `sub` if this tick changed anything it watches (and records it).
     fn delta(&self, sub_id: &str, sub: &mut Subscription, tc: &TickChanges) -> Option<String> {
         sub.last_tick = tc.tick;
+        sub.seen = tc.position;
         let nodes = self.ctx.streams.renderer.delta_nodes(
             self.ctx.hub.tree(),
             tc,
@@ -95,7 +105,7 @@ impl State {
             &sub.metrics,
         )?;
         sub.seq += 1;
-        sub.log.record(sub.seq, tc.tick);
+        sub.log.record(sub.seq, tc.tick, tc.position);
         Some(
             ServerMessage::Delta {
                 sub: sub_id,
@@ -111,13 +121,13 @@ impl State {
     fn snapshot(&mut self, sub_id: &str, scope: NodeIdx, metrics: Vec<MetricId>) -> String {
         let hub = &self.ctx.hub;
         let nodes = hub.tree().with_children(scope);
-        let (tick, figures) = hub.snapshot(&nodes, &metrics);
-        let epoch = uuid::Uuid::new_v4().simple().to_string();
+        let (tick, position, figures) = hub.snapshot(&nodes, &metrics);
+        let epoch = Anchor::new_epoch(position);
         let log = self
             .ctx
             .streams
             .resumes
-            .open(&epoch, scope, &metrics, 1, tick);
+            .open(&epoch, scope, &metrics, 1, tick, position);
         let text = ServerMessage::Snapshot {
             sub: sub_id,
             epoch: &epoch,
@@ -136,12 +146,14 @@ impl State {
                 metrics,
                 seq: 1,
                 last_tick: tick,
+                seen: position,
             },
         );
         text
     }
 
-    /// Replays the deltas after `resume.seq`, if the history still has them.
+    /// Replays the deltas after `resume.seq`, if the history still has them: exactly, for an
+    /// epoch this instance served; else from the position the epoch was last known at.
     fn resume(
         &mut self,
         sub_id: &str,
@@ -150,12 +162,16 @@ impl State {
         resume: &Resume,
     ) -> Option<Vec<String>> {
         let hub = self.ctx.hub.clone();
-        let log = self.ctx.streams.resumes.find(&resume.epoch)?;
+        let Some(log) = self.ctx.streams.resumes.find(&resume.epoch) else {
+            return self.resume_elsewhere(sub_id, scope, metrics, resume);
+        };
         let ep = log.state();
         if ep.scope != scope || ep.metrics != metrics || resume.seq < ep.base_seq {
             return None;
         }
         let tick_of_seq = *ep.ticks.get((resume.seq - ep.base_seq) as usize)?;
+        // Read first: with no tick to replay the screen's view stands at least here.
+        let published = hub.published_position();
         let ticks = hub.history_since(tick_of_seq)?;
         log.attach();
         let mut sub = Subscription {
@@ -165,11 +181,93 @@ impl State {
             metrics: metrics.to_vec(),
             seq: resume.seq,
             last_tick: tick_of_seq,
+            seen: published,
         };
         let out = ticks
             .iter()
             .filter_map(|tc| self.delta(sub_id, &mut sub, tc))
             .collect();
+        self.install(sub_id, sub);
+        Some(out)
+    }
+
+    /// Resumes an epoch another instance served (or this one, before it restarted): the
+    /// screen's view stood at least at the epoch's last shared position (or where it began),
+    /// so one delta with everything that changed since brings it up to date, its seqs going
+    /// on unbroken.
+    fn resume_elsewhere(
+        &mut self,
+        sub_id: &str,
+        scope: NodeIdx,
+        metrics: &[MetricId],
+        resume: &Resume,
+    ) -> Option<Vec<String>> {
+        let began = Anchor::parse_epoch(&resume.epoch)?;
+        let anchor = self
+            .ctx
+            .streams
+            .anchors
+            .find(&resume.epoch)
+            .filter(|a| a.seq <= resume.seq)
+            .unwrap_or(began);
+        if resume.seq < anchor.seq {
+            return None;
+        }
+        let hub = self.ctx.hub.clone();
+        let (ticks, last_tick) = hub.history_after(anchor.seen, RESUME_SLACK_MS)?;
+        let log = self.ctx.streams.resumes.open(
+            &resume.epoch,
+            scope,
+            metrics,
+            resume.seq,
+            last_tick,
+            anchor.seen,
+        );
+        let mut sub = Subscription {
+            epoch: resume.epoch.clone(),
+            log,
+            scope,
+            metrics: metrics.to_vec(),
+            seq: resume.seq,
+            last_tick,
+            seen: anchor.seen,
+        };
+        let mut out = Vec::new();
+        if let Some(merged) = TickChanges::merged(&ticks) {
+            // Rendered for this screen alone: the merged changes are no tick of their own.
+            let changed = merged.changed_for(hub.tree(), scope, metrics);
+            sub.seen = merged.position;
+            if !changed.is_empty() {
+                sub.seq += 1;
+                sub.log.record(sub.seq, last_tick, merged.position);
+                let nodes =
+                    crate::wire::figures::nodes(hub.tree(), changed.iter().map(|(n, f)| (*n, f)));
+                let nodes = serde_json::value::to_raw_value(&nodes).ok()?;
+                out.push(
+                    ServerMessage::Delta {
+                        sub: sub_id,
+                        epoch: &sub.epoch,
+                        seq: sub.seq,
+                        at: &merged.at,
+                        nodes: &nodes,
+                    }
+                    .to_text(),
+                );
+            }
+        }
+        tracing::debug!(
+            epoch = %resume.epoch,
+            seq = resume.seq,
+            ticks = ticks.len(),
+            "resumed a screen another instance served"
+        );
+        self.install(sub_id, sub);
+        Some(out)
+    }
+
+    /// Puts a resumed subscription in place (the one it replaces is forgotten unless it is
+    /// the same epoch).
+    fn install(&mut self, sub_id: &str, sub: Subscription) {
         if self
             .subs
             .get(sub_id)
@@ -178,7 +276,6 @@ impl State {
             self.replace(sub_id);
         }
         self.subs.insert(sub_id.to_string(), sub);
-        Some(out)
     }
 
     /// A subscription is re-sent or withdrawn: its old epoch can no longer be resumed by

@@ -82,6 +82,16 @@ pub struct Screen {
     pub subscriptions: Vec<ScreenSubscription>,
 }
 
+/// What an instance on a shared record stream tells the others every few seconds (not part
+/// of the public API).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct InstanceShare {
+    pub screens: Vec<Screen>,
+    /// How far each of its resumable epochs got: `[epoch, seq, upto, when]` (message `seq`
+    /// showed the figures with records up to `upto` applied, computed at `when`, Unix ms).
+    pub epochs: Vec<(String, u64, u64, i64)>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ScreenSubscription {
     pub id: String,

@@ -151,18 +151,7 @@ impl Instance {
     }
 
     async fn post(&self, http: &reqwest::Client, events: &[Value]) -> Option<(u64, u64)> {
-        let res = http
-            .post(format!("{}/api/v1/events", self.base))
-            .bearer_auth("stream-admin")
-            .json(&json!(events))
-            .send()
-            .await
-            .ok()?;
-        if res.status() != 200 {
-            return None;
-        }
-        let body: Value = res.json().await.ok()?;
-        Some((body["accepted"].as_u64()?, body["duplicates"].as_u64()?))
+        post(&self.base, http, events).await
     }
 
     /// GET `path` as the admin: the JSON answer.
@@ -198,6 +187,22 @@ impl Drop for Instance {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Posts records to the server at `base`: (accepted, duplicates), or `None` if refused.
+async fn post(base: &str, http: &reqwest::Client, events: &[Value]) -> Option<(u64, u64)> {
+    let res = http
+        .post(format!("{base}/api/v1/events"))
+        .bearer_auth("stream-admin")
+        .json(&json!(events))
+        .send()
+        .await
+        .ok()?;
+    if res.status() != 200 {
+        return None;
+    }
+    let body: Value = res.json().await.ok()?;
+    Some((body["accepted"].as_u64()?, body["duplicates"].as_u64()?))
 }
 
 /// Rows and distinct ids in `events`, once `expected` rows are there (30 s at most).
@@ -479,4 +484,193 @@ async fn a_nats_server_killed_and_restarted_loses_nothing_acknowledged() {
         "every record once"
     );
     agreed(&[&a, &b], &http).await;
+}
+
+/// A wall screen's view: the subscription's epoch, its last seq, and the figures it shows.
+struct Screen {
+    ws: common::ws::Ws,
+    scope: String,
+    epoch: String,
+    seq: u64,
+    view: Value,
+}
+
+impl Screen {
+    async fn open(port: u16, scope: &str) -> Screen {
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!(
+            "ws://127.0.0.1:{port}/ws?token=stream-admin"
+        ))
+        .await
+        .expect("a screen connects");
+        common::ws::subscribe(&mut ws, "wall", scope, None).await;
+        let snapshot = common::ws::next_json(&mut ws, Duration::from_secs(10))
+            .await
+            .expect("a snapshot");
+        assert_eq!(snapshot["type"], "snapshot", "{snapshot}");
+        Screen {
+            ws,
+            scope: scope.to_string(),
+            epoch: snapshot["epoch"].as_str().unwrap().to_string(),
+            seq: snapshot["seq"].as_u64().unwrap(),
+            view: snapshot["nodes"].clone(),
+        }
+    }
+
+    /// Takes in a delta: its seq must follow the last one.
+    fn take(&mut self, msg: &Value) {
+        assert_eq!(msg["type"], "delta", "{msg}");
+        assert_eq!(msg["epoch"], self.epoch.as_str());
+        assert_eq!(
+            msg["seq"].as_u64().unwrap(),
+            self.seq + 1,
+            "seqs go on unbroken"
+        );
+        self.seq += 1;
+        for (code, metrics) in msg["nodes"].as_object().unwrap() {
+            for (m, f) in metrics.as_object().unwrap() {
+                self.view[code][m] = f.clone();
+            }
+        }
+    }
+
+    /// Takes in what arrived within `within` (until the connection closes).
+    async fn read_for(&mut self, within: Duration) {
+        let deadline = Instant::now() + within;
+        while let Some(msg) = common::ws::next_json(
+            &mut self.ws,
+            deadline.saturating_duration_since(Instant::now()),
+        )
+        .await
+        {
+            if msg["type"] == "delta" {
+                self.take(&msg);
+            }
+        }
+    }
+}
+
+/// Screens on an instance killed with SIGKILL reconnect to another (as HAProxy sends them)
+/// and resume their epochs there, from the positions the first one shared: no fresh
+/// snapshot, seqs unbroken, and once ingest stops every screen shows what the survivor's REST
+/// answers.
+#[tokio::test]
+async fn screens_of_a_killed_instance_resume_on_another_with_unbroken_seqs() {
+    let tree = spawn_app().await.state.tree.clone();
+    let nats = Nats::start();
+    let settings = test_settings();
+    let db = settings.clickhouse.database.clone();
+    let spool = settings.ingest.spool_dir.clone();
+    let http = reqwest::Client::new();
+    let mut a = Instance::start(&nats, &db, &spool.join("a"), &http).await;
+    let b = Instance::start(&nats, &db, &spool.join("b"), &http).await;
+    let b_up = Instant::now();
+
+    // Records arrive all along, through the instance that lives.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let poster = {
+        let (stop, http, base) = (stop.clone(), http.clone(), b.base.clone());
+        let events = sample_events(&tree, 40_000, 41, 40, "resume");
+        tokio::spawn(async move {
+            let mut acknowledged = 0u64;
+            for chunk in events.chunks(100) {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                if let Some((acc, _)) = post(&base, &http, chunk).await {
+                    acknowledged += acc;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            acknowledged
+        })
+    };
+    // A resume elsewhere looks back 10 s before the screen's position for what moves with
+    // the clock: the other instance must have been up that long.
+    while b_up.elapsed() < Duration::from_secs(11) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let port = |i: &Instance| -> u16 { i.base.rsplit(':').next().unwrap().parse().unwrap() };
+    let root = tree.root();
+    let scopes: Vec<String> = tree
+        .with_children(root)
+        .into_iter()
+        .map(|n| tree.node(n).code.clone())
+        .collect();
+    let mut screens = Vec::new();
+    for i in 0..20 {
+        screens.push(Screen::open(port(&a), &scopes[i % scopes.len()]).await);
+    }
+    for s in &mut screens {
+        s.read_for(Duration::from_millis(150)).await;
+    }
+    unsafe { libc::kill(a.child.id() as i32, libc::SIGKILL) };
+    let _ = a.child.wait();
+    // What was on its way, until each connection drops.
+    for s in &mut screens {
+        s.read_for(Duration::from_millis(500)).await;
+    }
+    let mut resumed = 0;
+    for s in &mut screens {
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!(
+            "ws://127.0.0.1:{}/ws?token=stream-admin",
+            port(&b)
+        ))
+        .await
+        .expect("the screen reconnects to the other instance");
+        common::ws::subscribe(
+            &mut ws,
+            "wall",
+            &s.scope,
+            Some(json!({"epoch": s.epoch, "seq": s.seq})),
+        )
+        .await;
+        s.ws = ws;
+        let first = common::ws::next_json(&mut s.ws, Duration::from_secs(10))
+            .await
+            .expect("records keep arriving: the resumed screen gets a delta");
+        assert_ne!(
+            first["type"], "snapshot",
+            "resumed, not started over: {first}"
+        );
+        s.take(&first);
+        resumed += 1;
+    }
+    assert_eq!(resumed, screens.len());
+    for s in &mut screens {
+        s.read_for(Duration::from_millis(100)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acknowledged = poster.await.unwrap();
+    assert!(acknowledged > 1000, "{acknowledged}");
+
+    // Ingest stopped: every screen converges to the survivor's figures.
+    for s in &mut screens {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let rest = b
+                .get_json(&http, &format!("/api/v1/metrics?scope={}", s.scope))
+                .await;
+            if rest["nodes"] == s.view {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "screen of {} differs from REST: {}",
+                s.scope,
+                first_difference(&rest["nodes"], &s.view)
+            );
+            s.read_for(Duration::from_millis(300)).await;
+        }
+    }
+}
+
+fn first_difference(rest: &Value, view: &Value) -> String {
+    for (code, metrics) in rest.as_object().unwrap() {
+        for (m, f) in metrics.as_object().unwrap() {
+            if &view[code][m] != f {
+                return format!("{code} {m}: REST {f}, screen {}", view[code][m]);
+            }
+        }
+    }
+    "the screen has more".into()
 }
