@@ -378,7 +378,10 @@ fn listen(addr: &str, reuse_port: bool) -> std::io::Result<TcpListener> {
         socket.set_reuse_port(true)?;
     }
     socket.bind(&addr.into())?;
-    socket.listen(1024)?;
+    // A wall of screens reconnects at once when an instance dies: a short accept queue drops
+    // their SYNs, and each waits a second or three to try again (the kernel caps this at
+    // net.core.somaxconn).
+    socket.listen(4096)?;
     Ok(socket.into())
 }
 

@@ -697,7 +697,7 @@ impl AlertEngine {
     /// record stream). One leader at a time evaluates and notifies; on taking over it starts
     /// from what the previous one recorded (states, notification times, undelivered
     /// notifications), so nothing is notified twice. The others show what the leader records.
-    pub async fn run(self: Arc<Self>, leader: tokio::sync::watch::Receiver<bool>) {
+    pub async fn run(self: Arc<Self>, leader: crate::ingest::leadership::Leadership) {
         if self.settings.eval_interval_ms == 0 {
             return;
         }
@@ -710,7 +710,7 @@ impl AlertEngine {
             every.tick().await;
             self.reload_rules();
             let now = self.hub.now();
-            if !*leader.borrow() {
+            if !leader.held() {
                 if leading {
                     tracing::info!("another instance evaluates the alerts now");
                 }

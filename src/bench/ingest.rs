@@ -7,6 +7,7 @@ use std::time::Instant;
 use anyhow::Context;
 use tokio::sync::Mutex;
 
+use super::NatsChild;
 use super::{workload::Workload, BenchEnv, ServerChild};
 use crate::config::Settings;
 use crate::domain::record::EventRow;
@@ -332,40 +333,4 @@ async fn e2e_phase(
         vscc_cpu,
         ch_cpu,
     })
-}
-
-/// A `nats-server -js` of the bench's own, killed when dropped.
-struct NatsChild {
-    child: std::process::Child,
-    url: String,
-}
-
-impl NatsChild {
-    fn spawn(dir: &std::path::Path) -> anyhow::Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let child = std::process::Command::new("nats-server")
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(dir.join("nats"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()?;
-        let deadline = Instant::now() + std::time::Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            anyhow::ensure!(Instant::now() < deadline, "nats-server did not listen");
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        Ok(NatsChild {
-            child,
-            url: format!("nats://127.0.0.1:{port}"),
-        })
-    }
-}
-
-impl Drop for NatsChild {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

@@ -1,6 +1,7 @@
 //! `vscc bench ingest|stream|import|rebuild`: measured speed, each figure beside a baseline measured in the
 //! same run. Run them on a release build: `cargo run --release -- bench ingest`.
 
+pub mod fleet;
 pub mod import;
 pub mod ingest;
 pub mod rebuild;
@@ -101,6 +102,17 @@ impl ServerChild {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
+        Self::spawn_at(env, database, port, extra).await
+    }
+
+    /// A server on `port` (with `VSCC__SERVER__REUSE_PORT`, one of several there: it is
+    /// ready when the port answers ready, which another may).
+    pub async fn spawn_at(
+        env: &BenchEnv,
+        database: &str,
+        port: u16,
+        extra: &[(&str, String)],
+    ) -> anyhow::Result<Self> {
         let token = "bench-admin".to_string();
         let mut cmd = Command::new(std::env::current_exe()?);
         cmd.arg("serve")
@@ -208,4 +220,43 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     }
     let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[idx.min(sorted.len() - 1)]
+}
+
+/// A `nats-server -js` of the bench's own, killed when dropped.
+pub struct NatsChild {
+    child: std::process::Child,
+    pub url: String,
+}
+
+impl NatsChild {
+    pub fn spawn(dir: &std::path::Path) -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let child = std::process::Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(dir.join("nats"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "nats-server did not listen"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Ok(NatsChild {
+            child,
+            url: format!("nats://127.0.0.1:{port}"),
+        })
+    }
+}
+
+impl Drop for NatsChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

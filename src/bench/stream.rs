@@ -37,7 +37,7 @@ const METRICS: [&str; 5] = [
 ];
 
 #[derive(Default)]
-struct Probes {
+pub(super) struct Probes {
     sent: Mutex<HashMap<i64, Instant>>,
     /// When the server made each probe durable (its answer's `accepted_at`), µs since the
     /// epoch: same host, same clock as the screens' receipt times.
@@ -56,7 +56,7 @@ struct Delivery {
 }
 
 /// Latency percentiles of the deliveries so far, from two starting points.
-struct Latency {
+pub(super) struct Latency {
     samples: usize,
     /// Event accepted (durable on the server) → delta received: the measure.
     accepted: (f64, f64, f64),
@@ -69,7 +69,7 @@ impl Probes {
         lock(&self.delivered).clear();
     }
 
-    fn latency(&self) -> Latency {
+    pub(super) fn latency(&self) -> Latency {
         let (sent, accepted) = (lock(&self.sent), lock(&self.accepted));
         let delivered = lock(&self.delivered);
         let from_sent: Vec<f64> = delivered
@@ -202,7 +202,7 @@ async fn connect_many(
         let permit = sem.clone().acquire_owned().await?;
         let (port, token, probes, ready) = (
             server.port,
-            server.token.clone(),
+            server.token.to_string(),
             probes.clone(),
             ready.clone(),
         );
@@ -222,10 +222,25 @@ async fn connect_many(
     Ok(())
 }
 
+/// Where the load goes: a server's base URL and its admin token.
+pub(super) struct ServerAddr<'a> {
+    pub base: &'a str,
+    pub token: &'a str,
+}
+
+impl<'a> From<&'a ServerChild> for ServerAddr<'a> {
+    fn from(s: &'a ServerChild) -> Self {
+        ServerAddr {
+            base: &s.base,
+            token: &s.token,
+        }
+    }
+}
+
 /// Posts `rate` records/s of the workload (staffing records excluded: the probe owns that
 /// figure) and a probe every `probe_every`, until `stop`.
-async fn drive_load(
-    server: &ServerChild,
+pub(super) async fn drive_load(
+    server: &ServerAddr<'_>,
     rate: usize,
     probe_every: Duration,
     run_for: Duration,
@@ -249,7 +264,7 @@ async fn drive_load(
             .filter(|e| e["kind"] != "staffing.reported")
             .take(per_tick)
             .collect();
-        let (http2, url2, token) = (http.clone(), url.clone(), server.token.clone());
+        let (http2, url2, token) = (http.clone(), url.clone(), server.token.to_string());
         sent += events.len();
         tokio::spawn(async move {
             let _ = http2
@@ -275,7 +290,7 @@ async fn drive_load(
             let probe = json!([{"id": format!("probe-{seed}-{probe_num}"), "kind": "staffing.reported", "org": PROBE_ORG, "at": at,
                                 "data": {"approved_posts": 10_000, "filled_posts": probe_num.min(10_000)}}]);
             lock(&probes.sent).insert(probe_num, Instant::now());
-            let (http2, url2, token) = (http.clone(), url.clone(), server.token.clone());
+            let (http2, url2, token) = (http.clone(), url.clone(), server.token.to_string());
             let (probes, sent_at) = (probes.clone(), Instant::now());
             tokio::spawn(async move {
                 let answered = http2
@@ -344,7 +359,7 @@ pub async fn run(settings: &Settings, opts: StreamBench) -> anyhow::Result<()> {
         opts.rate, opts.seconds
     );
     let achieved = drive_load(
-        &server,
+        &(&server).into(),
         opts.rate,
         Duration::from_millis(100),
         Duration::from_secs(opts.seconds),
@@ -427,7 +442,7 @@ pub async fn run(settings: &Settings, opts: StreamBench) -> anyhow::Result<()> {
                 .collect();
             probes.clear_deliveries();
             drive_load(
-                &server,
+                &(&server).into(),
                 200,
                 Duration::from_millis(1000),
                 Duration::from_secs(10),

@@ -210,6 +210,31 @@ enum BenchCommand {
         )]
         max_screens: Vec<usize>,
     },
+    /// Several instances on one port and one record stream (a nats-server of the bench's
+    /// own): screens sustained at 1 update/s from several client processes, memory per
+    /// screen, and the time for the screens of a killed instance to reconnect and resume.
+    Fleet {
+        /// Screens on two instances (each process here may hold at most 20,000 descriptors).
+        #[arg(long, default_value_t = 24_000)]
+        screens: usize,
+        /// Load-generator processes the screens are spread over.
+        #[arg(long, default_value_t = 3)]
+        clients: usize,
+        /// Screens on the instance killed in the failover run (0: skip).
+        #[arg(long, default_value_t = 10_000)]
+        failover_screens: usize,
+    },
+    /// Internal: `screens` screens of the fleet bench in a process of their own, driven over
+    /// stdin (ready | mark | report | quit).
+    #[command(hide = true)]
+    ScreenClients {
+        #[arg(long)]
+        port: u16,
+        #[arg(long)]
+        token: String,
+        #[arg(long)]
+        screens: usize,
+    },
 }
 
 #[derive(Args)]
@@ -379,6 +404,26 @@ pub async fn main() -> anyhow::Result<()> {
             )
             .await
         }
+        Command::Bench(BenchCommand::Fleet {
+            screens,
+            clients,
+            failover_screens,
+        }) => {
+            crate::bench::fleet::run(
+                &settings,
+                crate::bench::fleet::FleetBench {
+                    screens,
+                    clients,
+                    failover_screens,
+                },
+            )
+            .await
+        }
+        Command::Bench(BenchCommand::ScreenClients {
+            port,
+            token,
+            screens,
+        }) => crate::bench::fleet::screen_clients(port, token, screens).await,
         Command::Bench(BenchCommand::Rebuild { records, phase }) => {
             crate::bench::rebuild::run(
                 &settings,

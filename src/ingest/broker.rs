@@ -219,7 +219,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub struct Started {
     pub broker: Broker,
     /// Whether this instance holds the writer's lease.
-    pub leader: watch::Receiver<bool>,
+    pub leader: super::leadership::Leadership,
     pub checkpoint: watch::Receiver<u64>,
     pub health: Arc<WriterHealth>,
     pub tasks: Vec<tokio::task::AbortHandle>,
@@ -355,7 +355,7 @@ pub async fn start(
         counters: counters.clone(),
         store: store.clone(),
     };
-    let (holding_tx, holding_rx) = watch::channel(false);
+    let (leadership, keeper) = super::leadership::Leadership::leased();
     let health = Arc::new(WriterHealth::default());
     let writer = Writer {
         base,
@@ -366,7 +366,7 @@ pub async fn start(
         checkpoint: checkpoint_tx,
         counters: counters.clone(),
         batch_rows: batch_rows.max(1),
-        holding: holding_rx.clone(),
+        holding: leadership.clone(),
         health: health.clone(),
     };
     let tasks = vec![
@@ -383,7 +383,9 @@ pub async fn start(
             lease,
             instance.to_string(),
             Duration::from_secs(settings.lease_secs.max(2)),
-            holding_tx,
+            keeper,
+            records.clone(),
+            read_rx.clone(),
         ))
         .abort_handle(),
         tokio::spawn(writer.run()).abort_handle(),
@@ -404,7 +406,7 @@ pub async fn start(
         checkpoint: checkpoint_rx,
         health,
         tasks,
-        leader: holding_rx,
+        leader: leadership,
     })
 }
 
@@ -666,32 +668,70 @@ async fn hold_lease(
     lease: kv::Store,
     instance: String,
     ttl: Duration,
-    holding: watch::Sender<bool>,
+    keeper: super::leadership::LeaseKeeper,
+    mut records: stream::Stream,
+    read: watch::Receiver<u64>,
 ) {
     let mut revision: Option<u64> = None;
+    // On taking the lease: the stream's last message then. This instance leads once its
+    // reader got that far — the previous leader may have evaluated alerts on records this one
+    // has not read yet, and would see them "resolve" and fire again.
+    let mut catching_up: Option<u64> = None;
     loop {
-        revision = match revision {
-            None => match lease.create(WRITER_KEY, instance.clone().into()).await {
-                Ok(r) => {
-                    tracing::info!(
-                        instance,
-                        "this instance writes the record stream into ClickHouse"
-                    );
-                    holding.send_replace(true);
-                    Some(r)
-                }
-                Err(_) => None,
-            },
-            Some(r) => match lease.update(WRITER_KEY, instance.clone().into(), r).await {
-                Ok(r) => Some(r),
-                Err(e) => {
-                    tracing::warn!(error = %e, "the writer's lease is lost");
-                    holding.send_replace(false);
-                    None
-                }
-            },
+        let sent = Instant::now();
+        let attempt = async {
+            match revision {
+                None => lease
+                    .create(WRITER_KEY, instance.clone().into())
+                    .await
+                    .map_err(|e| e.to_string()),
+                Some(r) => lease
+                    .update(WRITER_KEY, instance.clone().into(), r)
+                    .await
+                    .map_err(|e| e.to_string()),
+            }
         };
-        tokio::time::sleep(ttl / 3).await;
+        match tokio::time::timeout(ttl / 3, attempt).await {
+            Ok(Ok(r)) => {
+                if revision.is_none() {
+                    catching_up = Some(
+                        records
+                            .info()
+                            .await
+                            .map(|i| i.state.last_sequence)
+                            .unwrap_or(u64::MAX),
+                    );
+                }
+                revision = Some(r);
+                if let Some(end) = catching_up {
+                    if *read.borrow() >= end {
+                        catching_up = None;
+                        tracing::info!(
+                            instance,
+                            "this instance writes the record stream into ClickHouse and evaluates the alerts"
+                        );
+                    }
+                }
+                if catching_up.is_none() {
+                    keeper.renewed(sent, ttl);
+                }
+            }
+            Ok(Err(e)) => {
+                catching_up = None;
+                if revision.take().is_some() {
+                    tracing::warn!(error = %e, "the writer's lease is lost");
+                    keeper.lost();
+                }
+            }
+            // Unanswered: leading stops by itself once the last renewal is too old.
+            Err(_) => tracing::warn!("renewing the writer's lease timed out"),
+        }
+        let pause = if catching_up.is_some() {
+            Duration::from_millis(100).min(ttl / 3)
+        } else {
+            ttl / 3
+        };
+        tokio::time::sleep(pause).await;
     }
 }
 
@@ -706,7 +746,7 @@ struct Writer {
     checkpoint: watch::Sender<u64>,
     counters: Arc<LogCounters>,
     batch_rows: usize,
-    holding: watch::Receiver<bool>,
+    holding: super::leadership::Leadership,
     health: Arc<WriterHealth>,
 }
 
@@ -714,7 +754,7 @@ impl Writer {
     async fn run(mut self) {
         let mut backoff = Duration::from_millis(100);
         loop {
-            if self.holding.wait_for(|h| *h).await.is_err() {
+            if !self.holding.wait_held().await {
                 return;
             }
             let done = *self.checkpoint.borrow();

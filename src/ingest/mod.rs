@@ -2,6 +2,7 @@
 //! recovery that makes every acknowledged record land in ClickHouse exactly once.
 
 pub mod broker;
+pub mod leadership;
 pub mod log;
 pub mod shared;
 pub mod spool;
@@ -92,7 +93,7 @@ pub struct Ingest {
     pub writer: Arc<writer::WriterHealth>,
     /// Whether this instance leads (writes into ClickHouse, evaluates alerts): always with its
     /// own log; the holder of the writer's lease on a record stream.
-    pub leader: watch::Receiver<bool>,
+    pub leader: leadership::Leadership,
 }
 
 /// What happened to validated records handed to [`Ingest::accept`].
@@ -344,6 +345,6 @@ async fn start_local(
         imports_applied: ok_imports,
         tasks: vec![live.abort_handle(), writer.abort_handle()],
         writer: health,
-        leader: watch::channel(true).1,
+        leader: leadership::Leadership::always(),
     })
 }

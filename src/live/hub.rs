@@ -111,28 +111,22 @@ impl TickChanges {
         self.bytes
     }
 
-    /// The changes of several ticks as one (the latest figure of each node and metric wins),
-    /// numbered and stamped as the last of them: what a screen resuming from an earlier
-    /// position is sent in one message. `None` for no ticks.
-    pub fn merged(ticks: &[Arc<TickChanges>]) -> Option<TickChanges> {
-        let last = ticks.last()?;
-        let mut nodes: HashMap<NodeIdx, NodeFigures> = HashMap::new();
+    /// What changed over several ticks for a subscription to `scope` and `metrics`, as one
+    /// (the latest figure of each node and metric wins): what a screen resuming from an
+    /// earlier position is sent in one message.
+    pub fn merged_for(
+        ticks: &[Arc<TickChanges>],
+        tree: &OrgTree,
+        scope: NodeIdx,
+        metrics: &[MetricId],
+    ) -> Vec<(NodeIdx, NodeFigures)> {
+        let mut merged: BTreeMap<NodeIdx, NodeFigures> = BTreeMap::new();
         for tc in ticks {
-            for (n, figures) in &tc.nodes {
-                let merged = nodes.entry(*n).or_default();
-                for (m, f) in figures {
-                    merged.insert(*m, f.clone());
-                }
+            for (n, figures) in tc.changed_for(tree, scope, metrics) {
+                merged.entry(n).or_default().extend(figures);
             }
         }
-        Some(TickChanges {
-            tick: last.tick,
-            at: last.at.clone(),
-            position: last.position,
-            nodes,
-            restart: false,
-            bytes: 0,
-        })
+        merged.into_iter().collect()
     }
 
     /// What changed at this tick for a subscription to `scope` (the node and its children)
@@ -848,10 +842,11 @@ mod tests {
         );
         // One message with the latest of each figure.
         let (kept, _) = h.history_after(t1.position, 0).unwrap();
-        let merged = TickChanges::merged(&kept).unwrap();
         let m = h.catalogue().parse_name("open_appeals").unwrap();
-        assert_eq!(merged.nodes[&h.tree().root()][&m].value, Some(3.0));
-        assert_eq!((merged.tick, merged.position), (t3.tick, t3.position));
+        let root = h.tree().root();
+        let merged = TickChanges::merged_for(&kept, h.tree(), root, &[m]);
+        assert_eq!(merged.len(), 2, "the city and its district");
+        assert_eq!(merged[0].1[&m].value, Some(3.0), "the latest wins");
         // A restart (a catalogue switch) cuts every resume off before it.
         h.publish_restart(h.now());
         assert_eq!(ticks(t3.position, 0), None);

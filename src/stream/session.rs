@@ -233,13 +233,13 @@ impl State {
             seen: anchor.seen,
         };
         let mut out = Vec::new();
-        if let Some(merged) = TickChanges::merged(&ticks) {
+        if let Some(last) = ticks.last() {
             // Rendered for this screen alone: the merged changes are no tick of their own.
-            let changed = merged.changed_for(hub.tree(), scope, metrics);
-            sub.seen = merged.position;
+            let changed = TickChanges::merged_for(&ticks, hub.tree(), scope, metrics);
+            sub.seen = last.position;
             if !changed.is_empty() {
                 sub.seq += 1;
-                sub.log.record(sub.seq, last_tick, merged.position);
+                sub.log.record(sub.seq, last_tick, last.position);
                 let nodes =
                     crate::wire::figures::nodes(hub.tree(), changed.iter().map(|(n, f)| (*n, f)));
                 let nodes = serde_json::value::to_raw_value(&nodes).ok()?;
@@ -248,7 +248,7 @@ impl State {
                         sub: sub_id,
                         epoch: &sub.epoch,
                         seq: sub.seq,
-                        at: &merged.at,
+                        at: &last.at,
                         nodes: &nodes,
                     }
                     .to_text(),

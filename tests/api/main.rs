@@ -11,6 +11,7 @@ mod alerts;
 mod broker;
 mod dashboards;
 mod definitions;
+mod drill;
 mod durability;
 mod foundation;
 mod hardening;
