@@ -26,6 +26,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
 
+use super::stream::METRICS;
 use super::{percentile, raise_fd_limit, BenchEnv, NatsChild, ServerChild};
 use crate::config::Settings;
 use crate::reference;
@@ -35,14 +36,6 @@ pub struct FleetBench {
     pub clients: usize,
     pub failover_screens: usize,
 }
-
-const METRICS: [&str; 5] = [
-    "staffing_rate",
-    "training_coverage",
-    "five_star_share",
-    "open_appeals",
-    "archive_coverage",
-];
 
 // ---------------------------------------------------------------------------------------
 // The client side: `vscc bench screen-clients --port P --screens N`.

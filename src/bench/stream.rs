@@ -28,7 +28,8 @@ pub struct StreamBench {
 }
 
 const PROBE_ORG: &str = "440303";
-const METRICS: [&str; 5] = [
+/// What every bench screen watches: the five headline metrics.
+pub(super) const METRICS: [&str; 5] = [
     "staffing_rate",
     "training_coverage",
     "five_star_share",

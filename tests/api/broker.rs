@@ -190,7 +190,7 @@ impl Drop for Instance {
 }
 
 /// Posts records to the server at `base`: (accepted, duplicates), or `None` if refused.
-async fn post(base: &str, http: &reqwest::Client, events: &[Value]) -> Option<(u64, u64)> {
+pub async fn post(base: &str, http: &reqwest::Client, events: &[Value]) -> Option<(u64, u64)> {
     let res = http
         .post(format!("{base}/api/v1/events"))
         .bearer_auth("stream-admin")

@@ -182,20 +182,6 @@ async fn screen(port: u16, log: Arc<Mutex<ScreenLog>>, stop: Arc<AtomicBool>) {
     }
 }
 
-async fn post(http: &reqwest::Client, base: &str, events: &[Value]) -> bool {
-    let Ok(res) = http
-        .post(format!("{base}/api/v1/events"))
-        .bearer_auth("stream-admin")
-        .json(&json!(events))
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-    else {
-        return false;
-    };
-    res.status() == 200
-}
-
 async fn get_json(http: &reqwest::Client, base: &str, path: &str) -> Value {
     http.get(format!("{base}{path}"))
         .bearer_auth("stream-admin")
@@ -267,7 +253,7 @@ async fn the_cluster_drill_through_haproxy_loses_nothing_and_every_screen_comes_
                     break;
                 }
                 let deadline = Instant::now() + Duration::from_secs(90);
-                while !post(&http, &base, chunk).await {
+                while crate::broker::post(&base, &http, chunk).await.is_none() {
                     assert!(Instant::now() < deadline, "a batch refused for 90 s");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
