@@ -304,7 +304,7 @@
     const meta = S.catalogue[metric];
     if (!focusMetric() || !meta || meta.target === null || meta.target === undefined || meta.judged_on === "overdue") return undefined;
     const fontSize = Math.round(innerHeight / 70); // legible on a 4K wall as on 1080p
-    const data = [{ yAxis: meta.target, name: "目标", label: { formatter: "目标", color: "#f5a524", fontSize } }];
+    const data = [{ yAxis: meta.target, name: "目标", label: { formatter: "目标", position: "insideEndTop", color: "#f5a524", fontSize } }];
     if (/^\d{4}-\d{2}-\d{2}$/.test(meta.deadline || "")) data.push({ xAxis: meta.deadline, name: "截止", label: { formatter: "截止 " + meta.deadline, color: "#ff4d4f", fontSize } });
     return { symbol: "none", silent: true, lineStyle: { type: "dashed", color: "#f5a524" }, data };
   }
