@@ -13,6 +13,12 @@
 //!    reports how many resumed with unbroken seqs or got a fresh snapshot, and how long
 //!    until every one was back.
 //!
+//! 3. **The stream's leader killed:** a 3-server NATS cluster keeps the stream (3 replicas);
+//!    one instance takes records one request after another; the server leading the stream is
+//!    killed (SIGKILL) and started again, `--leader-kills` times. Reported: the time from the
+//!    kill until the instance acknowledges writes again, beside NATS alone — a bare JetStream
+//!    publisher (the same time-outs and retries) on a stream led by the same server.
+//!
 //! The client side is `vscc bench screen-clients` (a child process of this same binary), told
 //! what to do over stdin and answering in JSON lines on stdout.
 
@@ -35,6 +41,7 @@ pub struct FleetBench {
     pub screens: usize,
     pub clients: usize,
     pub failover_screens: usize,
+    pub leader_kills: usize,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -604,6 +611,169 @@ pub async fn run(settings: &Settings, opts: FleetBench) -> anyhow::Result<()> {
         );
     }
     drop(nats);
+    if opts.leader_kills > 0 {
+        leader_kills(&env, &tree, opts.leader_kills).await?;
+    }
     env.stop().await;
+    Ok(())
+}
+
+/// Which server (`nats<i>`) leads `stream`.
+async fn stream_leader(js: &async_nats::jetstream::Context, stream: &str) -> anyhow::Result<usize> {
+    let mut s = js.get_stream(stream).await?;
+    let info = s.info().await?;
+    let leader = info
+        .cluster
+        .as_ref()
+        .and_then(|c| c.leader.clone())
+        .context("the stream has no leader")?;
+    Ok(leader.trim_start_matches("nats").parse()?)
+}
+
+/// Until a publish to `subject` is acknowledged, retried as vscc does (3 s for the
+/// acknowledgement, again after 200 ms): when it was.
+async fn bare_publisher(js: async_nats::jetstream::Context, subject: &'static str) -> Instant {
+    loop {
+        let attempt = async { js.publish(subject, "probe".into()).await?.await };
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(3), attempt).await {
+            return Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn leader_kills(
+    env: &BenchEnv,
+    tree: &crate::domain::OrgTree,
+    rounds: usize,
+) -> anyhow::Result<()> {
+    let mut cluster = super::NatsCluster::spawn(&env.dir.join("nats-cluster"), 3)?;
+    let server = ServerChild::spawn(
+        env,
+        "bench_fleet_nats",
+        &[
+            ("VSCC__BROKER__URL", cluster.url.clone()),
+            ("VSCC__BROKER__REPLICAS", "3".into()),
+        ],
+    )
+    .await?;
+    let servers: Vec<async_nats::ServerAddr> = cluster
+        .url
+        .split(',')
+        .map(|u| u.parse())
+        .collect::<Result<_, _>>()?;
+    let client = async_nats::connect(servers).await?;
+    let js = async_nats::jetstream::new(client.clone());
+    js.get_or_create_stream(async_nats::jetstream::stream::Config {
+        name: "BENCH_PROBE".into(),
+        subjects: vec!["bench.probe".into()],
+        num_replicas: 3,
+        ..Default::default()
+    })
+    .await?;
+    eprintln!(
+        "bench fleet: killing the NATS server that leads the record stream, {rounds} times …"
+    );
+    // Records, one request after another (each answered within 15 s or counted refused).
+    let answers: Arc<Mutex<Vec<(Instant, Instant, bool)>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let poster = {
+        let (answers, stop) = (answers.clone(), stop.clone());
+        let (base, token) = (server.base.clone(), server.token.clone());
+        let mut workload = super::workload::Workload::new(tree, 5, 300, "leaderkill", 5000);
+        tokio::spawn(async move {
+            let http = reqwest::Client::builder()
+                .timeout(Duration::from_secs(15))
+                .build()
+                .unwrap_or_default();
+            while !stop.load(Ordering::Relaxed) {
+                let events: Vec<Value> = (0..100).map(|_| workload.next_event()).collect();
+                let sent = Instant::now();
+                let ok = http
+                    .post(format!("{base}/api/v1/events"))
+                    .bearer_auth(&token)
+                    .json(&events)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                answers
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((sent, Instant::now(), ok));
+                if !ok {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        })
+    };
+    let mut rows = Vec::new();
+    for round in 1..=rounds {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let leader = stream_leader(&js, "VSCC_RECORDS").await?;
+        // The probe stream led by the same server (asked to step down until it is).
+        for _ in 0..20 {
+            if stream_leader(&js, "BENCH_PROBE").await? == leader {
+                break;
+            }
+            let _ = client
+                .request("$JS.API.STREAM.LEADER.STEPDOWN.BENCH_PROBE", "".into())
+                .await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let same_leader = stream_leader(&js, "BENCH_PROBE").await? == leader;
+        let killed = Instant::now();
+        cluster.kill(leader);
+        let bare = tokio::spawn(bare_publisher(js.clone(), "bench.probe"));
+        // Until a request sent after the kill is acknowledged (60 s at most).
+        let deadline = killed + Duration::from_secs(60);
+        let back = loop {
+            let found = answers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .filter(|(sent, _, ok)| *ok && *sent >= killed)
+                .map(|(_, answered, _)| *answered)
+                .min();
+            if let Some(t) = found {
+                break Some(t);
+            }
+            if Instant::now() > deadline {
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let bare_back = tokio::time::timeout(Duration::from_secs(60), bare).await;
+        let refused = answers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, answered, ok)| !*ok && *answered >= killed)
+            .count();
+        let secs = |t: Option<Instant>| {
+            t.map_or("—".to_string(), |t| {
+                format!("{:.1}", t.saturating_duration_since(killed).as_secs_f64())
+            })
+        };
+        let bare_secs = secs(bare_back.ok().and_then(|r| r.ok()));
+        rows.push(format!(
+            "| {round} | nats{leader} | {} | {bare_secs}{} | {refused} |",
+            secs(back),
+            if same_leader {
+                ""
+            } else {
+                " (probe led elsewhere)"
+            }
+        ));
+        cluster.start(leader)?;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = poster.await;
+    let total = answers.lock().unwrap_or_else(|p| p.into_inner()).len();
+    server.stop().await;
+    println!("\n| stream leader killed (3 NATS servers, 3 replicas; one instance, {total} requests of 100 records in all) | leader | kill → writes acknowledged again (s) | NATS alone: bare publisher (s) | requests refused |");
+    println!("|---|---|---:|---:|---:|");
+    for r in rows {
+        println!("{r}");
+    }
     Ok(())
 }

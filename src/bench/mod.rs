@@ -260,3 +260,93 @@ impl Drop for NatsChild {
         let _ = self.child.wait();
     }
 }
+
+/// A cluster of `nats-server -js` of the bench's own (servers `nats0`…), killed when dropped.
+pub struct NatsCluster {
+    servers: Vec<(Vec<String>, Option<std::process::Child>)>,
+    pub url: String,
+}
+
+impl NatsCluster {
+    pub fn spawn(dir: &Path, size: usize) -> anyhow::Result<Self> {
+        let free = || -> anyhow::Result<u16> {
+            Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port())
+        };
+        let ports: Vec<u16> = (0..size).map(|_| free()).collect::<Result<_, _>>()?;
+        let routes: Vec<String> = (0..size)
+            .map(|_| free().map(|p| format!("nats://127.0.0.1:{p}")))
+            .collect::<Result<_, _>>()?;
+        let mut cluster = NatsCluster {
+            servers: Vec::new(),
+            url: ports
+                .iter()
+                .map(|p| format!("nats://127.0.0.1:{p}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        };
+        for (i, port) in ports.iter().enumerate() {
+            let args = vec![
+                "-js".into(),
+                "-a".into(),
+                "127.0.0.1".into(),
+                "-n".into(),
+                format!("nats{i}"),
+                "-p".into(),
+                port.to_string(),
+                "-sd".into(),
+                dir.join(format!("nats{i}")).display().to_string(),
+                "--cluster_name".into(),
+                "vscc-bench".into(),
+                "--cluster".into(),
+                routes[i].clone(),
+                "--routes".into(),
+                routes.join(","),
+            ];
+            cluster.servers.push((args, None));
+            cluster.start(i)?;
+        }
+        for port in &ports {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while std::net::TcpStream::connect(("127.0.0.1", *port)).is_err() {
+                anyhow::ensure!(
+                    std::time::Instant::now() < deadline,
+                    "nats-server did not listen"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(cluster)
+    }
+
+    /// Starts server `i` (again).
+    pub fn start(&mut self, i: usize) -> anyhow::Result<()> {
+        let (args, child) = &mut self.servers[i];
+        *child = Some(
+            std::process::Command::new("nats-server")
+                .args(args.iter())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("nats-server (scripts/setup installs it)")?,
+        );
+        Ok(())
+    }
+
+    /// Kills server `i` (SIGKILL).
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.servers[i].1.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for i in 0..self.servers.len() {
+            self.kill(i);
+        }
+    }
+}

@@ -223,6 +223,10 @@ enum BenchCommand {
         /// Screens on the instance killed in the failover run (0: skip).
         #[arg(long, default_value_t = 10_000)]
         failover_screens: usize,
+        /// Times the NATS server leading the record stream is killed and started again, in
+        /// a 3-server cluster (0: skip).
+        #[arg(long, default_value_t = 3)]
+        leader_kills: usize,
     },
     /// Internal: `screens` screens of the fleet bench in a process of their own, driven over
     /// stdin (ready | mark | report | quit).
@@ -408,6 +412,7 @@ pub async fn main() -> anyhow::Result<()> {
             screens,
             clients,
             failover_screens,
+            leader_kills,
         }) => {
             crate::bench::fleet::run(
                 &settings,
@@ -415,6 +420,7 @@ pub async fn main() -> anyhow::Result<()> {
                     screens,
                     clients,
                     failover_screens,
+                    leader_kills,
                 },
             )
             .await

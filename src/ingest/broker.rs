@@ -74,6 +74,8 @@ const WRITER_KEY: &str = "writer";
 const SHARED_TTL: Duration = Duration::from_secs(15);
 /// How long the reader waits for a message before asking whether the stream holds more.
 const STALL: Duration = Duration::from_secs(3);
+/// … and for a message the stream acknowledged to this instance.
+const ACKED_STALL: Duration = Duration::from_secs(1);
 
 /// The seq of the `index`th record of stream message `message`: the same on every instance.
 /// `base` keeps them above every seq a local log gave before the stream existed.
@@ -92,6 +94,8 @@ pub struct Broker {
     counters: Arc<LogCounters>,
     /// The last stream sequence this instance's reader has taken in.
     read: watch::Receiver<u64>,
+    /// The highest sequence the stream acknowledged to this instance's publishes.
+    acked: watch::Sender<u64>,
     /// The stream's last sequence when this instance started: until the reader is there, its
     /// figures are behind the others' and it is not ready.
     caught_up_at: u64,
@@ -190,6 +194,11 @@ impl Broker {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         };
+        self.acked.send_if_modified(|a| {
+            let higher = ack.sequence > *a;
+            *a = (*a).max(ack.sequence);
+            higher
+        });
         let mut read = self.read.clone();
         let reached = tokio::time::timeout(
             Duration::from_secs(10),
@@ -340,6 +349,7 @@ pub async fn start(
     counters.committed_seq.store(landed_seq, Ordering::SeqCst);
     counters.checkpoint_seq.store(landed_seq, Ordering::SeqCst);
     let (read_tx, read_rx) = watch::channel(checkpoint_message);
+    let (acked_tx, acked_rx) = watch::channel(checkpoint_message);
     let (checkpoint_tx, checkpoint_rx) = watch::channel(landed_seq);
     let verdicts = Arc::default();
     let unlanded: Unlanded = Arc::default();
@@ -354,6 +364,7 @@ pub async fn start(
         unlanded: unlanded.clone(),
         counters: counters.clone(),
         store: store.clone(),
+        acked: acked_rx,
     };
     let (leadership, keeper) = super::leadership::Leadership::leased();
     let health = Arc::new(WriterHealth::default());
@@ -397,6 +408,7 @@ pub async fn start(
             instance: instance.to_string(),
             counters,
             read: read_rx,
+            acked: acked_tx,
             caught_up_at,
             verdicts,
             max_bytes: settings.max_bytes.max(0) as u64,
@@ -481,20 +493,30 @@ struct Reader {
     unlanded: Unlanded,
     counters: Arc<LogCounters>,
     store: Store,
+    /// The highest sequence the stream acknowledged to this instance's publishes: when the
+    /// reader has not reached it and nothing arrives, its consumer stalled (its server died).
+    acked: watch::Receiver<u64>,
 }
 
 impl Reader {
     async fn run(mut self, mut records: stream::Stream) {
         loop {
             let from = self.last + 1;
-            let consumer = records
-                .create_consumer(consumer::pull::OrderedConfig {
+            let consumer = tokio::time::timeout(
+                Duration::from_secs(2),
+                records.create_consumer(consumer::pull::OrderedConfig {
                     deliver_policy: consumer::DeliverPolicy::ByStartSequence {
                         start_sequence: from,
                     },
                     ..Default::default()
-                })
-                .await;
+                }),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(async_nats::jetstream::stream::ConsumerError::new(
+                    async_nats::jetstream::stream::ConsumerErrorKind::TimedOut,
+                ))
+            });
             let mut messages = match consumer {
                 Ok(c) => match c.messages().await {
                     Ok(m) => m,
@@ -513,15 +535,23 @@ impl Reader {
             loop {
                 // A consumer whose NATS server died can stall without an error: when nothing
                 // comes for a while although the stream holds more, it is made again.
-                let message = match tokio::time::timeout(STALL, messages.next()).await {
+                // Records this instance published are known to be there: waiting for them, a
+                // second of silence is enough (asking the stream may itself time out while
+                // NATS elects a new leader).
+                let waited_for = *self.acked.borrow() > self.last;
+                let patience = if waited_for { ACKED_STALL } else { STALL };
+                let message = match tokio::time::timeout(patience, messages.next()).await {
                     Ok(Some(m)) => m,
                     Ok(None) => break,
                     Err(_) => {
-                        let behind = records
-                            .info()
-                            .await
-                            .map(|i| i.state.last_sequence > self.last)
-                            .unwrap_or(true);
+                        // Unanswered within a second: NATS is electing a leader, and this
+                        // consumer's server may be the one that died.
+                        let behind = *self.acked.borrow() > self.last
+                            || tokio::time::timeout(Duration::from_secs(1), records.info())
+                                .await
+                                .ok()
+                                .and_then(|i| i.ok())
+                                .is_none_or(|i| i.state.last_sequence > self.last);
                         if behind {
                             tracing::warn!(
                                 read = self.last,
