@@ -122,6 +122,14 @@ impl EpochLog {
         self.lock().attached = true;
     }
 
+    /// The last message's view stands at `seen` as well (nothing it shows changed since).
+    pub fn see(&self, seen: Position) {
+        let mut e = self.lock();
+        if seen.upto >= e.last.seen.upto {
+            e.last.seen = seen;
+        }
+    }
+
     /// Records that message `seq` carried `tick`, showing the figures at `seen` (keeping the
     /// last `EPOCH_KEEP`).
     pub fn record(&self, seq: u64, tick: u64, seen: Position) {
@@ -296,6 +304,38 @@ impl Resumes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_quiet_epoch_is_anchored_at_the_latest_position_its_view_stands_at() {
+        let r = Resumes::new(3, 100);
+        let at = |upto| Position {
+            upto,
+            when: upto as i64 * 1000,
+        };
+        let log = r.open("e", 0, &[], 1, 7, at(10));
+        log.record(2, 8, at(20));
+        // Ticks that changed nothing it watches: the view at message 2 stands there too.
+        log.see(at(50));
+        log.see(at(40)); // an older position never moves it back
+        assert_eq!(
+            r.anchors(),
+            vec![(
+                "e".to_string(),
+                Anchor {
+                    seq: 2,
+                    seen: at(50)
+                }
+            )]
+        );
+        log.record(3, 9, at(60));
+        assert_eq!(
+            r.anchors()[0].1,
+            Anchor {
+                seq: 3,
+                seen: at(60)
+            }
+        );
+    }
 
     #[test]
     fn an_epoch_name_carries_where_it_began() {

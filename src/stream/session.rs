@@ -27,6 +27,9 @@ use crate::live::{Hub, Position, TickChanges};
 /// instances) or with ledger imports (each instance polls for them every 2 s) are published
 /// by each instance at a slightly different moment.
 const RESUME_SLACK_MS: i64 = 10_000;
+
+/// How often a subscription with nothing to send tells its epoch's log where its view stands.
+const SEEN_EVERY_MS: i64 = 2_000;
 use crate::wire::stream::{ClientMessage, Resume, ServerMessage};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -97,13 +100,23 @@ impl State {
     /// The next message of `sub` if this tick changed anything it watches (and records it).
     fn delta(&self, sub_id: &str, sub: &mut Subscription, tc: &TickChanges) -> Option<String> {
         sub.last_tick = tc.tick;
+        let Some(nodes) =
+            self.ctx
+                .streams
+                .renderer
+                .delta_nodes(self.ctx.hub.tree(), tc, sub.scope, &sub.metrics)
+        else {
+            // Nothing it watches changed: its view stands at this position too. The epoch's
+            // log (what the other instances resume from) hears so every few seconds — a
+            // quiet community's screen would otherwise be resumable only from its last
+            // message, perhaps hours back, beyond any instance's history.
+            if tc.position.when - sub.seen.when >= SEEN_EVERY_MS {
+                sub.log.see(tc.position);
+                sub.seen = tc.position;
+            }
+            return None;
+        };
         sub.seen = tc.position;
-        let nodes = self.ctx.streams.renderer.delta_nodes(
-            self.ctx.hub.tree(),
-            tc,
-            sub.scope,
-            &sub.metrics,
-        )?;
         sub.seq += 1;
         sub.log.record(sub.seq, tc.tick, tc.position);
         Some(
