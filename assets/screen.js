@@ -285,11 +285,19 @@
     if (!S.trendChart) { box.innerHTML = ""; S.trendChart = echarts.init(box); }
     const pctAxis = series.every((x) => (S.catalogue[x.m] || {}).unit === "percent");
     const fs = Math.round(innerHeight / 70);
+    // A one-off deadline stays on the axis even when the snapshots began after it (a young
+    // store): the axis reaches a few months before it (room for its label), and half a month
+    // past the last point (a lone point is not cut in half by the edge).
+    const deadline = metricId && (S.catalogue[metricId] || {}).deadline;
+    const due = /^\d{4}-\d{2}-\d{2}$/.test(deadline || "") ? Date.parse(deadline) : null;
+    const month = 30 * 86400000;
     S.trendChart.setOption({
       grid: { left: "6%", right: "3%", top: "18%", bottom: "14%" },
       legend: { top: 0, itemWidth: fs * 1.8, itemHeight: fs * 0.9, textStyle: { color: "#d8e6ff", fontSize: fs } },
       tooltip: { trigger: "axis" },
-      xAxis: { type: "time", axisLabel: { color: "#6f8bb3", fontSize: fs } },
+      xAxis: { type: "time", axisLabel: { color: "#6f8bb3", fontSize: fs },
+        min: due === null ? null : (v) => Math.min(v.min, due - 4 * month),
+        max: due === null ? null : (v) => Math.max(v.max + month / 2, due + month) },
       yAxis: { type: "value", max: pctAxis ? 1 : null, axisLabel: { color: "#6f8bb3", fontSize: fs,
         formatter: (v) => (pctAxis ? Math.round(v * 100) + "%" : v) }, splitLine: { lineStyle: { color: "#1d3d66" } } },
       series: series.map((x) => ({ type: "line", name: (S.catalogue[x.m] || {}).label_zh || x.m, showSymbol: x.points.length < 3,
