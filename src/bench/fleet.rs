@@ -33,7 +33,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
 
 use super::stream::METRICS;
-use super::{percentile, raise_fd_limit, BenchEnv, NatsChild, ServerChild};
+use super::{raise_fd_limit, BenchEnv, NatsChild, ServerChild};
 use crate::config::Settings;
 use crate::reference;
 
@@ -182,14 +182,11 @@ fn field_str(text: &str, key: &str) -> Option<String> {
     Some(rest[..rest.find('"')?].to_string())
 }
 
+/// `[p50, p99, max]`.
 fn ms_summary(v: &Mutex<Vec<f64>>) -> Value {
-    let mut l = v.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    l.sort_by(|a, b| a.total_cmp(b));
-    json!([
-        percentile(&l, 0.5),
-        percentile(&l, 0.99),
-        l.last().copied().unwrap_or(f64::NAN)
-    ])
+    let (p50, p99, max) =
+        super::stream::percentiles(v.lock().unwrap_or_else(|p| p.into_inner()).clone());
+    json!([p50, p99, max])
 }
 
 /// Runs `screens` screens until stdin says `quit`; answers `ready`, `mark` and `report`.

@@ -327,7 +327,7 @@ fn summary(samples: &Mutex<Vec<f64>>) -> (f64, f64, f64) {
 }
 
 /// p50, p99 and max.
-fn percentiles(mut l: Vec<f64>) -> (f64, f64, f64) {
+pub(super) fn percentiles(mut l: Vec<f64>) -> (f64, f64, f64) {
     l.sort_by(|a, b| a.total_cmp(b));
     (
         percentile(&l, 0.5),

@@ -129,11 +129,8 @@ fn header(value: &[u8]) -> anyhow::Result<(u64, usize, usize)> {
     if value.len() < HEADER {
         anyhow::bail!("a chunk of {} bytes has no header", value.len());
     }
-    let word = |r: std::ops::Range<usize>| -> u64 {
-        value[r]
-            .iter()
-            .rev()
-            .fold(0u64, |acc, b| (acc << 8) | *b as u64)
-    };
-    Ok((word(0..8), word(8..10) as usize, word(10..12) as usize))
+    let write = u64::from_le_bytes(value[0..8].try_into()?);
+    let index = u16::from_le_bytes(value[8..10].try_into()?);
+    let count = u16::from_le_bytes(value[10..12].try_into()?);
+    Ok((write, index as usize, count as usize))
 }

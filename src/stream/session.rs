@@ -83,6 +83,20 @@ struct Subscription {
     seen: Position,
 }
 
+impl Subscription {
+    /// Its message `seq` (already counted) carrying `nodes`.
+    fn delta_text(&self, sub_id: &str, at: &str, nodes: &serde_json::value::RawValue) -> String {
+        ServerMessage::Delta {
+            sub: sub_id,
+            epoch: &self.epoch,
+            seq: self.seq,
+            at,
+            nodes,
+        }
+        .to_text()
+    }
+}
+
 enum Outgoing {
     Send(String),
     Close,
@@ -119,16 +133,7 @@ impl State {
         sub.seen = tc.position;
         sub.seq += 1;
         sub.log.record(sub.seq, tc.tick, tc.position);
-        Some(
-            ServerMessage::Delta {
-                sub: sub_id,
-                epoch: &sub.epoch,
-                seq: sub.seq,
-                at: &tc.at,
-                nodes: &nodes,
-            }
-            .to_text(),
-        )
+        Some(sub.delta_text(sub_id, &tc.at, &nodes))
     }
 
     fn snapshot(&mut self, sub_id: &str, scope: NodeIdx, metrics: Vec<MetricId>) -> String {
@@ -228,46 +233,38 @@ impl State {
         }
         let hub = self.ctx.hub.clone();
         let (ticks, last_tick) = hub.history_after(anchor.seen, RESUME_SLACK_MS)?;
-        let log = self.ctx.streams.resumes.open(
-            &resume.epoch,
-            scope,
-            metrics,
-            resume.seq,
-            last_tick,
-            anchor.seen,
-        );
-        let mut sub = Subscription {
+        // Rendered for this screen alone: the merged changes are no tick of their own.
+        let changed = TickChanges::merged_for(&ticks, hub.tree(), scope, metrics);
+        let catch_up = match (changed.is_empty(), ticks.last()) {
+            (false, Some(last)) => {
+                let nodes =
+                    crate::wire::figures::nodes(hub.tree(), changed.iter().map(|(n, f)| (*n, f)));
+                Some((last, serde_json::value::to_raw_value(&nodes).ok()?))
+            }
+            _ => None,
+        };
+        // The log starts at the last message this screen has: the catch-up delta if there is
+        // one (a client that loses that too starts over), else the one it resumed from.
+        let seq = resume.seq + u64::from(catch_up.is_some());
+        let seen = ticks.last().map_or(anchor.seen, |t| t.position);
+        let log =
+            self.ctx
+                .streams
+                .resumes
+                .open(&resume.epoch, scope, metrics, seq, last_tick, seen);
+        let sub = Subscription {
             epoch: resume.epoch.clone(),
             log,
             scope,
             metrics: metrics.to_vec(),
-            seq: resume.seq,
+            seq,
             last_tick,
-            seen: anchor.seen,
+            seen,
         };
-        let mut out = Vec::new();
-        if let Some(last) = ticks.last() {
-            // Rendered for this screen alone: the merged changes are no tick of their own.
-            let changed = TickChanges::merged_for(&ticks, hub.tree(), scope, metrics);
-            sub.seen = last.position;
-            if !changed.is_empty() {
-                sub.seq += 1;
-                sub.log.record(sub.seq, last_tick, last.position);
-                let nodes =
-                    crate::wire::figures::nodes(hub.tree(), changed.iter().map(|(n, f)| (*n, f)));
-                let nodes = serde_json::value::to_raw_value(&nodes).ok()?;
-                out.push(
-                    ServerMessage::Delta {
-                        sub: sub_id,
-                        epoch: &sub.epoch,
-                        seq: sub.seq,
-                        at: &last.at,
-                        nodes: &nodes,
-                    }
-                    .to_text(),
-                );
-            }
-        }
+        let out = catch_up
+            .map(|(last, nodes)| sub.delta_text(sub_id, &last.at, &nodes))
+            .into_iter()
+            .collect();
         tracing::debug!(
             epoch = %resume.epoch,
             seq = resume.seq,

@@ -156,14 +156,7 @@ impl Instance {
 
     /// GET `path` as the admin: the JSON answer.
     async fn get_json(&self, http: &reqwest::Client, path: &str) -> Value {
-        http.get(format!("{}{path}", self.base))
-            .bearer_auth("stream-admin")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        get_json(http, &self.base, path).await
     }
 
     /// Every figure of the city and its districts: (node, metric) → (num, den, status).
@@ -186,6 +179,49 @@ impl Drop for Instance {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// GET `path` of the server at `base` as the admin: the JSON answer.
+pub async fn get_json(http: &reqwest::Client, base: &str, path: &str) -> Value {
+    http.get(format!("{base}{path}"))
+        .bearer_auth("stream-admin")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Two instances on `nats` (the stream kept in `replicas` copies) on a fresh database, the
+/// first started first (it takes the lease); what a test needs besides.
+struct Two {
+    tree: std::sync::Arc<vscc::domain::OrgTree>,
+    db: String,
+    spool: std::path::PathBuf,
+    http: reqwest::Client,
+    a: Instance,
+    b: Instance,
+}
+
+impl Two {
+    async fn start(nats: &Nats, replicas: usize) -> Two {
+        let tree = spawn_app().await.state.tree.clone();
+        let settings = test_settings();
+        let db = settings.clickhouse.database.clone();
+        let spool = settings.ingest.spool_dir.clone();
+        let http = reqwest::Client::new();
+        let a = Instance::start_with(nats, &db, &spool.join("a"), &http, replicas).await;
+        let b = Instance::start_with(nats, &db, &spool.join("b"), &http, replicas).await;
+        Two {
+            tree,
+            db,
+            spool,
+            http,
+            a,
+            b,
+        }
     }
 }
 
@@ -247,14 +283,15 @@ async fn agreed(instances: &[&Instance], http: &reqwest::Client) -> BTreeMap<Str
 
 #[tokio::test]
 async fn instances_on_one_stream_agree_and_each_record_lands_once() {
-    let tree = spawn_app().await.state.tree.clone();
     let nats = Nats::start();
-    let settings = test_settings();
-    let db = settings.clickhouse.database.clone();
-    let spool = settings.ingest.spool_dir.clone();
-    let http = reqwest::Client::new();
-    let a = Instance::start(&nats, &db, &spool.join("a"), &http).await;
-    let b = Instance::start(&nats, &db, &spool.join("b"), &http).await;
+    let Two {
+        tree,
+        db,
+        spool,
+        http,
+        a,
+        b,
+    } = Two::start(&nats, 1).await;
 
     // Batches to either instance; every third batch is sent again to the other one.
     let events = sample_events(&tree, 6000, 17, 40, "stream");
@@ -372,15 +409,16 @@ async fn instances_on_one_stream_agree_and_each_record_lands_once() {
 
 #[tokio::test]
 async fn when_the_writer_is_killed_another_instance_takes_over_and_nothing_acknowledged_is_lost() {
-    let tree = spawn_app().await.state.tree.clone();
     let nats = Nats::start();
-    let settings = test_settings();
-    let db = settings.clickhouse.database.clone();
-    let spool = settings.ingest.spool_dir.clone();
-    let http = reqwest::Client::new();
     // The first to start takes the lease.
-    let mut a = Instance::start(&nats, &db, &spool.join("a"), &http).await;
-    let b = Instance::start(&nats, &db, &spool.join("b"), &http).await;
+    let Two {
+        tree,
+        db,
+        spool,
+        http,
+        mut a,
+        b,
+    } = Two::start(&nats, 1).await;
 
     let events = sample_events(&tree, 8000, 23, 40, "failover");
     let mut acknowledged = 0;
@@ -445,14 +483,15 @@ pub async fn stream_leader(url: &str) -> usize {
 /// once, and the instances agree.
 #[tokio::test]
 async fn a_nats_server_killed_and_restarted_loses_nothing_acknowledged() {
-    let tree = spawn_app().await.state.tree.clone();
     let mut nats = Nats::cluster(3);
-    let settings = test_settings();
-    let db = settings.clickhouse.database.clone();
-    let spool = settings.ingest.spool_dir.clone();
-    let http = reqwest::Client::new();
-    let a = Instance::start_with(&nats, &db, &spool.join("a"), &http, 3).await;
-    let b = Instance::start_with(&nats, &db, &spool.join("b"), &http, 3).await;
+    let Two {
+        tree,
+        db,
+        http,
+        a,
+        b,
+        ..
+    } = Two::start(&nats, 3).await;
 
     let events = sample_events(&tree, 6000, 31, 40, "natsdown");
     let mut acknowledged = std::collections::HashSet::new();
@@ -569,14 +608,14 @@ impl Screen {
 /// answers.
 #[tokio::test]
 async fn screens_of_a_killed_instance_resume_on_another_with_unbroken_seqs() {
-    let tree = spawn_app().await.state.tree.clone();
     let nats = Nats::start();
-    let settings = test_settings();
-    let db = settings.clickhouse.database.clone();
-    let spool = settings.ingest.spool_dir.clone();
-    let http = reqwest::Client::new();
-    let mut a = Instance::start(&nats, &db, &spool.join("a"), &http).await;
-    let b = Instance::start(&nats, &db, &spool.join("b"), &http).await;
+    let Two {
+        tree,
+        http,
+        mut a,
+        b,
+        ..
+    } = Two::start(&nats, 1).await;
     let b_up = Instant::now();
 
     // Records arrive all along, through the instance that lives.

@@ -22,7 +22,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::broker::{stream_leader, Nats};
+use crate::broker::{get_json, stream_leader, Nats};
 
 /// HAProxy with the shipped configuration, its frontend and servers on this run's ports.
 struct Haproxy {
@@ -180,17 +180,6 @@ async fn screen(port: u16, log: Arc<Mutex<ScreenLog>>, stop: Arc<AtomicBool>) {
         let wait = 500.0 + 500.0 * rand::random::<f64>();
         tokio::time::sleep(Duration::from_millis(wait as u64)).await;
     }
-}
-
-async fn get_json(http: &reqwest::Client, base: &str, path: &str) -> Value {
-    http.get(format!("{base}{path}"))
-        .bearer_auth("stream-admin")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
 }
 
 #[tokio::test]
