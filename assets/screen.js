@@ -18,6 +18,14 @@
   window.__vscc = S; // for the browser tests
 
   const fmt = (metric, f) => window.VSCC.fmt(S.catalogue[metric], f && f.value);
+  const LEVEL_ZH = { city: "市", district: "区", street: "街道", community: "社区" };
+  // Whether `metric` is shown at `code`'s level (staffing, for one, is reported by districts:
+  // its streets are not "no data" but not applicable).
+  const shownAt = (metric, code) => {
+    const levels = (S.catalogue[metric] || {}).levels;
+    return !levels || !S.org[code] || levels.includes(S.org[code].level);
+  };
+  const cellText = (metric, code, f) => (shownAt(metric, code) ? fmt(metric, f) : "不适用");
   function targetText(metric, f) {
     const meta = S.catalogue[metric];
     if (!meta || !f) return "";
@@ -115,8 +123,11 @@
       S.mapChart.resize();
     } else {
       mapEl.hidden = true; grid.hidden = false;
-      document.getElementById("map-hint").textContent = level === "district" ? "街道暂无边界数据，按排名显示" : "社区按排名显示";
       const kids = childrenOf(S.scope).map((code) => ({ code, f: (S.view[code] || {})[metric] }));
+      const childLevel = kids.length && S.org[kids[0].code] ? S.org[kids[0].code].level : "";
+      document.getElementById("map-hint").textContent = kids.length && !shownAt(metric, kids[0].code)
+        ? "本指标统计到" + (meta.levels || []).map((l) => LEVEL_ZH[l]).join("、") + "，" + LEVEL_ZH[childLevel] + "不单列"
+        : level === "district" ? "街道暂无边界数据，按排名显示" : "社区按排名显示";
       kids.sort((a, b) => (b.f && b.f.value !== null ? b.f.value : -1) - (a.f && a.f.value !== null ? a.f.value : -1));
       grid.innerHTML = "";
       kids.forEach((k, i) => {
@@ -127,7 +138,7 @@
         cell.innerHTML = '<span class="rank"></span><div class="name"></div><div class="v"></div>';
         cell.querySelector(".rank").textContent = "#" + (i + 1);
         cell.querySelector(".name").textContent = nameOf(k.code);
-        cell.querySelector(".v").textContent = fmt(metric, k.f);
+        cell.querySelector(".v").textContent = cellText(metric, k.code, k.f);
         if (childrenOf(k.code).length) cell.onclick = () => drill(k.code);
         grid.appendChild(cell);
       });
@@ -151,7 +162,7 @@
       tr.querySelector(".rank").textContent = i + 1;
       tr.querySelector(".name").textContent = nameOf(r.code);
       const num = tr.querySelector(".num");
-      num.textContent = fmt(metric, r.f);
+      num.textContent = cellText(metric, r.code, r.f);
       num.style.color = COLORS[r.f ? r.f.status : "no_data"];
       const fresh = S.freshness[r.code];
       if (fresh && (fresh.days_silent === null || fresh.days_silent >= STALE_DAYS)) {
