@@ -45,7 +45,7 @@ pub async fn connect_store(
             (managed.url(), Some(managed))
         }
     };
-    let store = Store::new(&url, &ch.user, &ch.password, &ch.database)?;
+    let store = ch.store(&url)?;
     store
         .wait_until_up(Duration::from_secs(ch.managed.start_timeout_secs))
         .await
@@ -84,7 +84,7 @@ pub async fn connect_store_shared(
     let ch = &settings.clickhouse;
     if ch.external_url().is_none() {
         if let Some(url) = crate::store::managed::running_url(&ch.managed.dir) {
-            let store = Store::new(&url, &ch.user, &ch.password, &ch.database)?;
+            let store = ch.store(&url)?;
             if store.ping().await.is_ok() {
                 return Ok((store, None));
             }

@@ -31,6 +31,14 @@ url = ""
 database = "vscc"
 user = "default"
 password = ""
+# A ClickHouse cluster instead of one server (README, "Beyond one machine"): its name in the
+# servers' remote_servers, and each shard's replicas' HTTP URLs, shards separated by ";" and
+# replicas by "," in the order of remote_servers. `url` is then where reads go (any server, or
+# HAProxy in front of them); record inserts go to each shard, acknowledged by `insert_quorum`
+# of its replicas. Empty: one server, the default.
+cluster = ""
+shards = ""
+insert_quorum = 2
 
 [clickhouse.managed]
 dir = "var/clickhouse"
@@ -186,12 +194,24 @@ pub struct ClickHouseSettings {
     pub database: String,
     pub user: String,
     pub password: String,
+    pub cluster: String,
+    pub shards: String,
+    pub insert_quorum: u32,
     pub managed: ManagedClickHouseSettings,
 }
 
 impl ClickHouseSettings {
     pub fn external_url(&self) -> Option<&str> {
         Some(self.url.trim()).filter(|u| !u.is_empty())
+    }
+
+    /// The store these settings describe, at `url`: a cluster when `cluster` is set.
+    pub fn store(&self, url: &str) -> Result<crate::store::Store, crate::store::StoreError> {
+        let store = crate::store::Store::new(url, &self.user, &self.password, &self.database)?;
+        match self.cluster.trim() {
+            "" => Ok(store),
+            name => store.with_cluster(name, &self.shards, self.insert_quorum),
+        }
     }
 }
 

@@ -312,6 +312,32 @@ struct ClickhouseArgs {
     /// `VSCC__SQL__USERS_DIR=…` to this file once up.
     #[arg(long, value_name = "FILE")]
     env_file: Option<PathBuf>,
+    /// HTTP port (default: any free one).
+    #[arg(long, value_name = "PORT")]
+    http_port: Option<u16>,
+    /// Native-protocol port (default: any free one).
+    #[arg(long, value_name = "PORT")]
+    tcp_port: Option<u16>,
+    /// Run as one server of a cluster on this machine, named NAME in remote_servers. With
+    /// --cluster-tcp-ports, --zookeeper, --shard, --replica and --interserver-port.
+    #[arg(long, value_name = "NAME", requires_all = ["cluster_tcp_ports", "zookeeper", "shard", "replica", "interserver_port", "tcp_port"])]
+    cluster: Option<String>,
+    /// Every server's native port: shards separated by ';', replicas by ','
+    /// (e.g. "9001,9002;9003,9004").
+    #[arg(long, value_name = "PORTS")]
+    cluster_tcp_ports: Option<String>,
+    /// ZooKeeper's host:port (several separated by ',').
+    #[arg(long, value_name = "HOST:PORT")]
+    zookeeper: Option<String>,
+    /// This server's shard, from 1.
+    #[arg(long, value_name = "N")]
+    shard: Option<u32>,
+    /// This server's replica name, unique in the cluster.
+    #[arg(long, value_name = "NAME")]
+    replica: Option<String>,
+    /// Port the shard's other replicas fetch parts from.
+    #[arg(long, value_name = "PORT")]
+    interserver_port: Option<u16>,
 }
 
 impl StoreArgs {
@@ -478,8 +504,21 @@ pub async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Clickhouse(args) => {
+            let managed = &mut settings.clickhouse.managed;
             if let Some(dir) = args.dir {
-                settings.clickhouse.managed.dir = dir;
+                managed.dir = dir;
+            }
+            managed.http_port = args.http_port.unwrap_or(managed.http_port);
+            managed.tcp_port = args.tcp_port.unwrap_or(managed.tcp_port);
+            if let Some(name) = args.cluster {
+                managed.cluster = Some(crate::store::managed::ClusterNode {
+                    name,
+                    tcp_ports: args.cluster_tcp_ports.unwrap_or_default(),
+                    zookeeper: args.zookeeper.unwrap_or_default(),
+                    shard: args.shard.unwrap_or(1),
+                    replica: args.replica.unwrap_or_default(),
+                    interserver_port: args.interserver_port.unwrap_or_default(),
+                });
             }
             let mut managed = ManagedClickHouse::start(&settings.clickhouse.managed).await?;
             println!(

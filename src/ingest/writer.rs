@@ -58,6 +58,9 @@ impl WriterHealth {
 
 /// Inserts logged records into `events` in one INSERT (one block: ClickHouse makes it atomic).
 pub async fn insert_events(store: &Store, rows: &[EventRow]) -> Result<(), StoreError> {
+    if store.cluster().is_some() {
+        return insert_events_checked(store, &rows.iter().collect::<Vec<_>>()).await;
+    }
     insert_rows(store, rows.iter(), &log_insert_prefix(store)).await
 }
 
@@ -65,6 +68,12 @@ pub async fn insert_events(store: &Store, rows: &[EventRow]) -> Result<(), Store
 /// predecessor, or whose own earlier attempt, may have landed part of them. Asking stops any
 /// insert of logged records still running first (see [`landed_seqs`]).
 pub async fn insert_events_checked(store: &Store, rows: &[&EventRow]) -> Result<(), StoreError> {
+    if let Some(cluster) = store.cluster() {
+        let _gate = store.insert_gate().read().await;
+        return cluster
+            .insert_events(&in_table_order(rows.to_vec()), &log_insert_prefix(store))
+            .await;
+    }
     let (Some(first), Some(last)) = (
         rows.iter().map(|r| r.seq).min(),
         rows.iter().map(|r| r.seq).max(),
@@ -80,6 +89,12 @@ pub async fn insert_events_checked(store: &Store, rows: &[&EventRow]) -> Result<
 /// recovery of the log leaves alone.
 pub async fn insert_imported(store: &Store, rows: &[EventRow]) -> Result<(), StoreError> {
     let prefix = format!("vscc_import_{}_", store.database());
+    if let Some(cluster) = store.cluster() {
+        let _gate = store.insert_gate().read().await;
+        return cluster
+            .insert_events(&in_table_order(rows.iter().collect()), &prefix)
+            .await;
+    }
     insert_rows(store, rows.iter(), &prefix).await
 }
 
@@ -115,6 +130,9 @@ fn log_insert_prefix(store: &Store) -> String {
 /// logged records is still running (`KILL QUERY … SYNC` stops or waits them out), so that the
 /// answer stays true.
 pub async fn landed_seqs(store: &Store, first: u64, last: u64) -> Result<HashSet<u64>, StoreError> {
+    if let Some(cluster) = store.cluster() {
+        return cluster.landed(first, last, &log_insert_prefix(store)).await;
+    }
     store
         .server_client()
         .query("KILL QUERY WHERE startsWith(query_id, ?) SYNC")

@@ -116,22 +116,76 @@ pub async fn refresh_kind_views(
         .bind(database)
         .fetch_all()
         .await?;
+    let on = store.on_cluster();
     for name in old.iter().filter(|n| is_valid_identifier(n)) {
-        server
-            .query(&format!("DROP TABLE IF EXISTS {database}.{name}"))
-            .execute()
+        if store.cluster().is_some() && views.iter().any(|(v, _)| v == name) {
+            continue; // compared below, replaced only if changed
+        }
+        store
+            .ddl(&format!("DROP TABLE IF EXISTS {database}.{name}{on}"))
             .await?;
     }
     for (name, select) in views {
-        server
-            .query(&format!(
-                "CREATE VIEW IF NOT EXISTS {database}.{name} AS {}",
-                select.replace("{db}", database)
+        let select = select.replace("{db}", database);
+        if store.cluster().is_some() {
+            if unchanged_view(store, database, name, &select).await? {
+                continue;
+            }
+            store
+                .ddl(&format!("DROP TABLE IF EXISTS {database}.{name}{on}"))
+                .await?;
+        }
+        store
+            .ddl(&format!(
+                "CREATE VIEW IF NOT EXISTS {database}.{name}{on} AS {select}"
             ))
-            .execute()
             .await?;
     }
     Ok(())
+}
+
+/// Whether the view `name` already reads `select`, as this server would write it down: it is
+/// created under another name here (not on the cluster) and the two definitions compared. On
+/// a cluster every start-up would otherwise replace every view `ON CLUSTER`, and wait for
+/// servers that are down.
+async fn unchanged_view(
+    store: &Store,
+    database: &str,
+    name: &str,
+    select: &str,
+) -> Result<bool, StoreError> {
+    let server = store.server_client();
+    let definition = |view: String| async move {
+        server
+            .query("SELECT create_table_query FROM system.tables WHERE database = ? AND name = ?")
+            .bind(database)
+            .bind(view)
+            .fetch_optional::<String>()
+            .await
+    };
+    let Some(current) = definition(name.to_string()).await? else {
+        return Ok(false);
+    };
+    let probe = format!("probe_{name}");
+    server
+        .query_raw(&format!("DROP TABLE IF EXISTS {database}.{probe}"))
+        .execute()
+        .await?;
+    server
+        .query_raw(&format!("CREATE VIEW {database}.{probe} AS {select}"))
+        .execute()
+        .await?;
+    let wanted = definition(probe.clone()).await?;
+    server
+        .query_raw(&format!("DROP TABLE IF EXISTS {database}.{probe}"))
+        .execute()
+        .await?;
+    Ok(wanted.is_some_and(|w| {
+        w.replace(
+            &format!("{database}.{probe}"),
+            &format!("{database}.{name}"),
+        ) == current
+    }))
 }
 
 pub fn scope_database(database: &str, code: &str) -> String {
@@ -213,18 +267,15 @@ pub async fn ensure_scope_database(
         refresh_org_nodes(store, tree, scope).await?;
         return Ok(sdb);
     }
-    server
-        .query(&format!("CREATE DATABASE IF NOT EXISTS {sdb}"))
-        .execute()
+    let on = store.on_cluster();
+    store
+        .ddl(&format!("CREATE DATABASE IF NOT EXISTS {sdb}{on}"))
         .await?;
     // Same columns and engine as vscc's own tables.
     for table in copied.iter().map(|(t, _, _)| *t).chain(["org_nodes"]) {
-        server
-            .query(&format!(
-                "CREATE TABLE IF NOT EXISTS {sdb}.{table} AS {db}.{table}"
-            ))
-            .execute()
-            .await?;
+        for statement in copy_table_ddl(store, &sdb, table).await? {
+            store.ddl(&statement).await?;
+        }
     }
     refresh_org_nodes(store, tree, scope).await?;
 
@@ -235,24 +286,68 @@ pub async fn ensure_scope_database(
         if exists(store, db, &view).await? {
             continue;
         }
-        server
-            .query(&format!("TRUNCATE TABLE {sdb}.{table}"))
-            .execute()
+        // On a cluster, `events` copies shard by shard: each shard's rows, as they are
+        // inserted into its `events_local`, into the scope's `events_local` on that shard.
+        let local = match (store.cluster(), table) {
+            (Some(_), "events") => "events_local",
+            _ => table,
+        };
+        store
+            .ddl(&format!("TRUNCATE TABLE {sdb}.{local}{on}"))
             .await?;
-        server
-            .query(&format!("INSERT INTO {sdb}.{table} SELECT {select} FROM {db}.{table} WHERE {key} IN ({codes})"))
-            .execute()
-            .await?;
-        server
-            .query(&format!(
-                "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{view} TO {sdb}.{table} \
-                 AS SELECT {select} FROM {db}.{table} WHERE {key} IN ({codes})"
+        let mut backfill = server.query(&format!(
+            "INSERT INTO {sdb}.{table} SELECT {select} FROM {db}.{table} WHERE {key} IN ({codes})"
+        ));
+        if store.cluster().is_some() {
+            backfill = backfill.with_setting("insert_distributed_sync", "1");
+        }
+        backfill.execute().await?;
+        store
+            .ddl(&format!(
+                "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{view}{on} TO {sdb}.{local} \
+                 AS SELECT {select} FROM {db}.{local} WHERE {key} IN ({codes})"
             ))
-            .execute()
             .await?;
     }
     tracing::info!(scope = %code, database = %sdb, "scope database for SQL is ready");
     Ok(sdb)
+}
+
+/// The statements that create the scope's copy of one of vscc's tables, with its columns and
+/// engine. On a cluster the copy needs ZooKeeper paths of its own (the same path would make it
+/// a replica of vscc's table), and the copy of `events` is sharded like it.
+async fn copy_table_ddl(store: &Store, sdb: &str, table: &str) -> Result<Vec<String>, StoreError> {
+    let db = store.database();
+    let Some(cluster) = store.cluster() else {
+        return Ok(vec![format!(
+            "CREATE TABLE IF NOT EXISTS {sdb}.{table} AS {db}.{table}"
+        )]);
+    };
+    let on = cluster.on_cluster();
+    let local = if table == "events" {
+        "events_local"
+    } else {
+        table
+    };
+    let engine: String = store
+        .server_client()
+        .query("SELECT engine_full FROM system.tables WHERE database = ? AND name = ?")
+        .bind(db)
+        .bind(local)
+        .fetch_one()
+        .await?;
+    let engine = engine.replace(&format!("/{db}/{local}'"), &format!("/{sdb}/{local}'"));
+    let mut statements = vec![format!(
+        "CREATE TABLE IF NOT EXISTS {sdb}.{local}{on} AS {db}.{local} ENGINE = {engine}"
+    )];
+    if table == "events" {
+        statements.push(format!(
+            "CREATE TABLE IF NOT EXISTS {sdb}.events{on} AS {sdb}.events_local \
+             ENGINE = Distributed({}, {sdb}, events_local, toUInt64OrZero(district))",
+            cluster.name()
+        ));
+    }
+    Ok(statements)
 }
 
 /// The scope's copy of the org tree: its subtree (rewritten at start-up with the tree).
@@ -265,6 +360,21 @@ async fn refresh_org_nodes(
     let code = &tree.node(scope).code;
     let sdb = scope_database(db, code);
     let server = store.server_client();
+    // Only when it differs: instances truncating one replicated table at once can hang a
+    // replica's drop on 18.16 (see Store::refresh_org_nodes).
+    let rows = |table: String| async move {
+        server
+            .query(&format!(
+                "SELECT concat(code, '|', name, '|', level, '|', parent, '|', arrayStringConcat(ancestors, ',')) FROM {table} \
+                 WHERE has(ancestors, ?) ORDER BY code"
+            ))
+            .bind(code.as_str())
+            .fetch_all::<String>()
+            .await
+    };
+    if rows(format!("{sdb}.org_nodes")).await? == rows(format!("{db}.org_nodes")).await? {
+        return Ok(());
+    }
     server
         .query(&format!("TRUNCATE TABLE {sdb}.org_nodes"))
         .execute()

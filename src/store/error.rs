@@ -53,8 +53,9 @@ impl ServerException {
         match self.code {
             // TOO_MANY_SIMULTANEOUS_QUERIES, TOO_MANY_PARTS, SOCKET_TIMEOUT, NETWORK_ERROR,
             // TABLE_IS_READ_ONLY (a replica without ZooKeeper), UNKNOWN_STATUS_OF_INSERT,
-            // ALL_CONNECTION_TRIES_FAILED, NO_ZOOKEEPER, KEEPER_EXCEPTION
-            202 | 252 | 209 | 210 | 242 | 319 | 279 | 225 | 999 => RetryHint::Retry,
+            // ALL_CONNECTION_TRIES_FAILED, NO_ZOOKEEPER, KEEPER_EXCEPTION, TOO_FEW_LIVE_REPLICAS
+            // and UNSATISFIED_QUORUM_FOR_PREVIOUS_WRITE (a quorum insert while a replica is down)
+            202 | 252 | 209 | 210 | 242 | 319 | 279 | 225 | 999 | 285 | 286 => RetryHint::Retry,
             _ => RetryHint::Fail,
         }
     }
@@ -153,6 +154,8 @@ mod tests {
         for (body, hint) in [
             ("Code: 252, e.displayText() = DB::Exception: Too many parts", RetryHint::Retry),
             ("Code: 202. DB::Exception: Too many simultaneous queries. (TOO_MANY_SIMULTANEOUS_QUERIES)", RetryHint::Retry),
+            // Measured on 18.16: a quorum insert with one of two replicas stopped.
+            ("Code: 285, e.displayText() = DB::Exception: Number of alive replicas (1) is less than requested quorum (2)., e.what() = DB::Exception", RetryHint::Retry),
             ("Code: 62, e.displayText() = DB::Exception: Syntax error", RetryHint::Fail),
             ("Code: 16, e.displayText() = DB::Exception: No such column headcount in table vscc.events", RetryHint::Fail),
             // One reading of 241 everywhere: the request's own memory limit, not an outage.

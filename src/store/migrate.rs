@@ -102,19 +102,28 @@ impl Store {
     /// As [`migrate`](Self::migrate), up to version `last` (to build a store as an earlier
     /// release left it, and check that the migrations after keep it whole).
     pub async fn migrate_until(&self, last: u32) -> Result<MigrationReport, StoreError> {
-        self.server
-            .query(&format!("CREATE DATABASE IF NOT EXISTS {}", self.database))
-            .execute()
-            .await?;
-        self.client
-            .query(
-                "CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, name String, \
-                 checksum String, applied_at DateTime) ENGINE = MergeTree() ORDER BY version",
-            )
-            .execute()
-            .await?;
+        if self.cluster().is_some() {
+            self.create_cluster_bookkeeping().await?;
+        } else {
+            self.server
+                .query(&format!("CREATE DATABASE IF NOT EXISTS {}", self.database))
+                .execute()
+                .await?;
+            self.client
+                .query(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, name String, \
+                     checksum String, applied_at DateTime) ENGINE = MergeTree() ORDER BY version",
+                )
+                .execute()
+                .await?;
+        }
         self.acquire_migration_lock().await?;
         let result = self.apply_pending(last).await;
+        self.release_migration_lock().await;
+        result
+    }
+
+    pub(super) async fn release_migration_lock(&self) {
         if let Err(e) = self
             .client
             .query("DROP TABLE IF EXISTS schema_migrations_lock")
@@ -123,7 +132,40 @@ impl Store {
         {
             tracing::warn!(error = %e, "could not release the migration lock; it expires by itself");
         }
-        result
+    }
+
+    /// On a cluster: the database and `schema_migrations` on every server (replicated, so
+    /// that every server knows what was applied). Only when missing: `ON CLUSTER` waits for
+    /// servers that are down, and an instance starting then should not.
+    async fn create_cluster_bookkeeping(&self) -> Result<(), StoreError> {
+        let present: u64 = self
+            .server
+            .query("SELECT count() FROM system.tables WHERE database = ? AND name = 'schema_migrations'")
+            .bind(&self.database)
+            .fetch_one()
+            .await?;
+        if present > 0 {
+            return Ok(());
+        }
+        let (db, on) = (&self.database, self.on_cluster());
+        self.ddl(&format!("CREATE DATABASE IF NOT EXISTS {db}{on}"))
+            .await?;
+        self.ddl(&format!(
+            "CREATE TABLE IF NOT EXISTS {db}.schema_migrations{on} (version UInt32, name String, \
+             checksum String, applied_at DateTime) \
+             ENGINE = ReplicatedMergeTree('/clickhouse/tables/all/{db}/schema_migrations', '{{replica}}') \
+             ORDER BY version"
+        ))
+        .await
+    }
+
+    /// The migrations this store takes: the cluster form on a cluster.
+    fn migrations(&self) -> &'static [Migration] {
+        if self.cluster().is_some() {
+            CLUSTER_MIGRATIONS
+        } else {
+            MIGRATIONS
+        }
     }
 
     async fn apply_pending(&self, last: u32) -> Result<MigrationReport, StoreError> {
@@ -133,7 +175,7 @@ impl Store {
             .fetch_all()
             .await?;
         let mut report = MigrationReport::default();
-        for m in MIGRATIONS.iter().filter(|m| m.version <= last) {
+        for m in self.migrations().iter().filter(|m| m.version <= last) {
             let sum = checksum(m.sql);
             if let Some(done) = applied.iter().find(|a| a.version == m.version) {
                 if done.checksum != sum {
@@ -156,16 +198,26 @@ impl Store {
                     reason: e.to_string(),
                 })?;
             for statement in split_statements(m.sql) {
-                self.client
-                    .query_raw(&statement)
-                    .with_setting("allow_experimental_low_cardinality_type", "1")
-                    .execute()
-                    .await
-                    .map_err(|e| StoreError::Migration {
-                        version: m.version,
-                        name: m.name.into(),
-                        reason: e.to_string(),
-                    })?;
+                let applied = match self.cluster() {
+                    Some(cluster) => {
+                        let statement = statement
+                            .replace("{db}", &self.database)
+                            .replace("{cluster}", cluster.name());
+                        self.ddl(&statement).await
+                    }
+                    None => self
+                        .client
+                        .query_raw(&statement)
+                        .with_setting("allow_experimental_low_cardinality_type", "1")
+                        .execute()
+                        .await
+                        .map_err(Into::into),
+                };
+                applied.map_err(|e| StoreError::Migration {
+                    version: m.version,
+                    name: m.name.into(),
+                    reason: e.to_string(),
+                })?;
             }
             self.client
                 .query("INSERT INTO schema_migrations (version, name, checksum, applied_at) VALUES (?, ?, ?, now())")
@@ -182,6 +234,10 @@ impl Store {
 
     /// What a migration needs done first that SQL alone cannot say.
     async fn before_migration(&self, version: u32) -> Result<(), StoreError> {
+        if self.cluster().is_some() {
+            // The cluster form starts at today's shape: nothing to carry over.
+            return Ok(());
+        }
         match version {
             // 0010 gives `events` new columns, 0011 `metric_snapshots` one.
             10 => {
@@ -266,7 +322,7 @@ impl Store {
         Ok(())
     }
 
-    async fn acquire_migration_lock(&self) -> Result<(), StoreError> {
+    pub(super) async fn acquire_migration_lock(&self) -> Result<(), StoreError> {
         let deadline = tokio::time::Instant::now() + LOCK_WAIT;
         loop {
             let created = self
@@ -276,8 +332,13 @@ impl Store {
                 .await;
             match created {
                 Ok(()) => return Ok(()),
+                // 57: held by another. 60: measured on 18.16 with three processes taking and
+                // releasing the lock at once, a CREATE racing a DROP can say the table it is
+                // creating does not exist; the lock was contended, so wait likewise.
                 Err(clickhouse::error::Error::BadResponse(msg))
-                    if msg.contains("already exists") || msg.contains("Code: 57") =>
+                    if msg.contains("already exists")
+                        || msg.contains("Code: 57")
+                        || msg.contains("Code: 60") =>
                 {
                     let age: Option<u32> = self
                         .client
@@ -317,7 +378,10 @@ impl Store {
             .query("SELECT DISTINCT version FROM schema_migrations")
             .fetch_all()
             .await?;
-        Ok(MIGRATIONS.iter().all(|m| applied.contains(&m.version)))
+        Ok(self
+            .migrations()
+            .iter()
+            .all(|m| applied.contains(&m.version)))
     }
 }
 

@@ -2,6 +2,7 @@
 //! migrations and typed access. Everything we send works on ClickHouse 18.16 and on current
 //! releases; see STACK.md for what that rules out.
 
+pub mod cluster;
 pub mod error;
 pub mod managed;
 pub mod migrate;
@@ -9,6 +10,7 @@ pub mod recompute;
 mod replay;
 pub mod retry;
 
+pub use cluster::Cluster;
 pub use error::{RetryHint, ServerException, StoreError};
 pub use managed::ManagedClickHouse;
 pub use migrate::MIGRATIONS;
@@ -27,6 +29,8 @@ pub struct Store {
     /// Held (shared) by every insert into a table that SQL scopes copy, and (exclusive) while a
     /// scope's copy is back-filled and its copying view created: no row is copied twice or lost.
     insert_gate: std::sync::Arc<tokio::sync::RwLock<()>>,
+    /// Set when the store is a cluster (`clickhouse.cluster`): its shards, for record inserts.
+    cluster: Option<std::sync::Arc<Cluster>>,
 }
 
 /// Database and table names cannot be bound as parameters, so they are checked against this
@@ -56,7 +60,56 @@ impl Store {
             database: database.to_string(),
             url: url.to_string(),
             insert_gate: Default::default(),
+            cluster: None,
         })
+    }
+
+    /// The store as a cluster: `name` as in the servers' `remote_servers`, `shards` as in
+    /// [`Cluster::new`], record inserts acknowledged by `quorum` replicas of their shard.
+    pub fn with_cluster(
+        mut self,
+        name: &str,
+        shards: &str,
+        quorum: u32,
+    ) -> Result<Self, StoreError> {
+        let cluster = Cluster::new(name, shards, quorum, &self.client)?;
+        self.cluster = Some(std::sync::Arc::new(cluster));
+        Ok(self)
+    }
+
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.cluster.as_deref()
+    }
+
+    /// What DDL puts after the name of what it creates or drops: ` ON CLUSTER <name>` on a
+    /// cluster, else nothing.
+    pub fn on_cluster(&self) -> String {
+        self.cluster().map(Cluster::on_cluster).unwrap_or_default()
+    }
+
+    /// Runs a DDL statement built with [`on_cluster`](Self::on_cluster). On a cluster, a server
+    /// that is down runs it from ZooKeeper's queue when it is back: vscc waits for the others
+    /// only, up to [`cluster::DDL_WAIT_SECS`].
+    pub async fn ddl(&self, statement: &str) -> Result<(), StoreError> {
+        let query = self.server.query_raw(statement);
+        if self.cluster.is_none() {
+            return Ok(query.execute().await?);
+        }
+        let result: Result<(), StoreError> = query
+            .with_setting(
+                "distributed_ddl_task_timeout",
+                cluster::DDL_WAIT_SECS.to_string(),
+            )
+            .execute()
+            .await
+            .map_err(Into::into);
+        match result {
+            Err(e) if cluster::queued_for_absent_servers(&e) => {
+                tracing::warn!(error = %e, "a ClickHouse server is down; it runs this DDL when it is back");
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     pub fn client(&self) -> &Client {
@@ -129,7 +182,7 @@ impl Store {
     }
 }
 
-#[derive(clickhouse::Row, serde::Serialize)]
+#[derive(clickhouse::Row, serde::Serialize, serde::Deserialize, PartialEq)]
 struct OrgNodeRow {
     code: String,
     name: String,
@@ -139,15 +192,14 @@ struct OrgNodeRow {
 }
 
 impl Store {
-    /// Replaces `org_nodes` with the tree loaded at start-up.
+    /// Makes `org_nodes` the tree loaded at start-up, when it is not already. Rewriting it
+    /// only when it differs matters on a cluster: several instances truncating one replicated
+    /// table at once left a replica's drop hanging on 18.16 (measured with 3 instances
+    /// starting together).
     pub async fn refresh_org_nodes(&self, tree: &crate::domain::OrgTree) -> Result<(), StoreError> {
-        self.client
-            .query("TRUNCATE TABLE org_nodes")
-            .execute()
-            .await?;
-        let mut insert = self.client.insert::<OrgNodeRow>("org_nodes").await?;
-        for (idx, node) in tree.nodes() {
-            let row = OrgNodeRow {
+        let mut wanted: Vec<OrgNodeRow> = tree
+            .nodes()
+            .map(|(idx, node)| OrgNodeRow {
                 code: node.code.clone(),
                 name: node.name.clone(),
                 level: node.level.as_str().to_string(),
@@ -159,11 +211,38 @@ impl Store {
                     .path_to_root(idx)
                     .map(|a| tree.node(a).code.clone())
                     .collect(),
-            };
-            insert.write(&row).await?;
+            })
+            .collect();
+        wanted.sort_by(|a, b| a.code.cmp(&b.code));
+        let current = || async {
+            self.client
+                .query("SELECT code, name, level, parent, ancestors FROM org_nodes ORDER BY code")
+                .fetch_all::<OrgNodeRow>()
+                .await
+        };
+        if current().await? == wanted {
+            return Ok(());
         }
-        insert.end().await?;
-        Ok(())
+        // One instance at a time (the migrations' lock), and only if still needed then.
+        self.acquire_migration_lock().await?;
+        let replaced = async {
+            if current().await? == wanted {
+                return Ok(());
+            }
+            self.client
+                .query("TRUNCATE TABLE org_nodes")
+                .execute()
+                .await?;
+            let mut insert = self.client.insert::<OrgNodeRow>("org_nodes").await?;
+            for row in &wanted {
+                insert.write(row).await?;
+            }
+            insert.end().await?;
+            Ok::<(), StoreError>(())
+        }
+        .await;
+        self.release_migration_lock().await;
+        replaced
     }
 }
 

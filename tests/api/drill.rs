@@ -1,19 +1,21 @@
 //! The drill of the multi-instance layout, as `scripts/cluster` runs it: 3 NATS servers
-//! keeping the record stream (3 replicas), 2 vscc instances, HAProxy in front (the shipped
-//! `scripts/cluster.haproxy.cfg` with this run's ports). While a client posts unique records
-//! through HAProxy (sending a refused batch again, as the answer says is safe) and 200 screens
-//! watch through it: one vscc instance is killed with SIGKILL (and started again later), then
-//! the NATS server leading the stream is killed and restarted. Then every acknowledged id is
-//! in ClickHouse exactly once and nothing else is; every instance's figures equal the
-//! recomputation in plain SQL; every screen that lost its instance reconnected and either
-//! resumed with unbroken seqs or got a fresh snapshot; and the screens, wherever they are
-//! served, show the same figures once ingest stops.
+//! keeping the record stream (3 replicas), a ClickHouse cluster of one shard with 2 replicas
+//! (ZooKeeper; quorum inserts), 2 vscc instances, HAProxy in front of the instances and of
+//! ClickHouse's reads (the shipped `scripts/cluster.haproxy.cfg` with this run's ports). While
+//! a client posts unique records through HAProxy (sending a refused batch again, as the answer
+//! says is safe) and 200 screens watch through it: one vscc instance is killed with SIGKILL
+//! (and started again later), then the NATS server leading the stream is killed and restarted,
+//! then the ClickHouse replica serving the reads is killed for 30 s. Then every acknowledged id
+//! is in ClickHouse exactly once, on both replicas, and nothing else is; every instance's
+//! figures equal the recomputation in plain SQL; every screen that lost its instance
+//! reconnected and either resumed with unbroken seqs or got a fresh snapshot; and the screens,
+//! wherever they are served, show the same figures once ingest stops.
 
 use crate::helpers as common;
 
 use std::collections::{BTreeSet, HashSet};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,6 +25,7 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::broker::{get_json, stream_leader, Nats};
+use crate::ch_cluster::ChCluster;
 
 /// HAProxy with the shipped configuration, its frontend and servers on this run's ports.
 struct Haproxy {
@@ -31,22 +34,40 @@ struct Haproxy {
 }
 
 impl Haproxy {
-    fn start(frontend: u16, servers: &[u16]) -> Haproxy {
+    /// `clickhouse`: the frontend for reads and the ClickHouse servers' HTTP ports.
+    fn start(frontend: u16, servers: &[u16], clickhouse: (u16, &[u16])) -> Haproxy {
         let shipped = std::fs::read_to_string(
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/cluster.haproxy.cfg"),
         )
         .unwrap();
         let mut config: String = shipped
             .lines()
-            .filter(|l| !l.trim_start().starts_with("server vscc"))
+            .filter(|l| {
+                let l = l.trim_start();
+                !l.starts_with("server vscc") && !l.starts_with("server ch")
+            })
             .map(|l| format!("{l}\n"))
             .collect();
-        for (i, port) in servers.iter().enumerate() {
-            config.push_str(&format!(
-                "    server vscc{} 127.0.0.1:{port} check\n",
-                i + 1
-            ));
-        }
+        // The server lines go at the end of their backend.
+        let (vscc_end, ch_end) = (
+            config
+                .find("\nfrontend clickhouse")
+                .expect("the shipped config has a clickhouse frontend"),
+            config.len(),
+        );
+        let ch_lines: String = clickhouse
+            .1
+            .iter()
+            .enumerate()
+            .map(|(i, port)| format!("    server ch{} 127.0.0.1:{port} check\n", i + 1))
+            .collect();
+        config.insert_str(ch_end, &ch_lines);
+        let vscc_lines: String = servers
+            .iter()
+            .enumerate()
+            .map(|(i, port)| format!("    server vscc{} 127.0.0.1:{port} check\n", i + 1))
+            .collect();
+        config.insert_str(vscc_end, &vscc_lines);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("haproxy.cfg");
         std::fs::write(&path, config).unwrap();
@@ -59,6 +80,10 @@ impl Haproxy {
             .arg(&path)
             .arg("-db")
             .env("VSCC_CLUSTER_ADDR", format!("127.0.0.1:{frontend}"))
+            .env(
+                "VSCC_CLUSTER_CLICKHOUSE_ADDR",
+                format!("127.0.0.1:{}", clickhouse.0),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -74,8 +99,17 @@ impl Drop for Haproxy {
     }
 }
 
-fn instance(port: u16, nats: &Nats, db: &str, spool: &std::path::Path) -> Child {
+/// Where an instance finds ClickHouse: reads through HAProxy, inserts to the shards.
+struct Store<'a> {
+    url: &'a str,
+    shards: &'a str,
+}
+
+fn instance(port: u16, nats: &Nats, db: &str, spool: &std::path::Path, store: &Store) -> Child {
     serve_command(port, db, spool, "stream-admin")
+        .env("VSCC__CLICKHOUSE__URL", store.url)
+        .env("VSCC__CLICKHOUSE__CLUSTER", "vscc")
+        .env("VSCC__CLICKHOUSE__SHARDS", store.shards)
         .env("VSCC__BROKER__URL", &nats.url)
         .env("VSCC__BROKER__LEASE_SECS", "3")
         .env("VSCC__BROKER__REPLICAS", "3")
@@ -192,15 +226,24 @@ async fn the_cluster_drill_through_haproxy_loses_nothing_and_every_screen_comes_
     let db = settings.clickhouse.database.clone();
     let spool = settings.ingest.spool_dir.clone();
     let http = reqwest::Client::new();
-    let (port_a, port_b, front) = (free_port(), free_port(), free_port());
-    let mut a = instance(port_a, &nats, &db, &spool.join("a"));
+    // ClickHouse: one shard of two replicas (ZooKeeper), reads through HAProxy.
+    let mut clickhouse = ChCluster::start(1, 2).await;
+    let (port_a, port_b, front, ch_front) = (free_port(), free_port(), free_port(), free_port());
+    let ch_ports: Vec<u16> = clickhouse.servers.iter().map(|s| s.http).collect();
+    let _haproxy = Haproxy::start(front, &[port_a, port_b], (ch_front, &ch_ports));
+    let ch_url = format!("http://127.0.0.1:{ch_front}");
+    let shards = clickhouse.shards_setting();
+    let ch = Store {
+        url: &ch_url,
+        shards: &shards,
+    };
+    let mut a = instance(port_a, &nats, &db, &spool.join("a"), &ch);
     let base_a = format!("http://127.0.0.1:{port_a}");
     wait_ready(&http, &base_a).await;
-    let b = instance(port_b, &nats, &db, &spool.join("b"));
+    let b = instance(port_b, &nats, &db, &spool.join("b"), &ch);
     let base_b = format!("http://127.0.0.1:{port_b}");
     wait_ready(&http, &base_b).await;
     let b_up = Instant::now();
-    let _haproxy = Haproxy::start(front, &[port_a, port_b]);
     let base = format!("http://127.0.0.1:{front}");
     wait_ready(&http, &base).await;
     struct KillOnDrop(Child);
@@ -232,9 +275,11 @@ async fn the_cluster_drill_through_haproxy_loses_nothing_and_every_screen_comes_
     // A client posting unique records through HAProxy; a refused batch is sent again until
     // it is acknowledged.
     let stop_posting = Arc::new(AtomicBool::new(false));
+    let acknowledged_count = Arc::new(AtomicUsize::new(0));
     let poster = {
         let (stop, http, base) = (stop_posting.clone(), http.clone(), base.clone());
-        let events = sample_events(&tree, 60_000, 53, 40, "drill");
+        let count = acknowledged_count.clone();
+        let events = sample_events(&tree, 200_000, 53, 40, "drill");
         tokio::spawn(async move {
             let mut acknowledged: HashSet<String> = HashSet::new();
             for chunk in events.chunks(100) {
@@ -247,6 +292,7 @@ async fn the_cluster_drill_through_haproxy_loses_nothing_and_every_screen_comes_
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
                 acknowledged.extend(chunk.iter().map(|e| e["id"].as_str().unwrap().to_string()));
+                count.store(acknowledged.len(), Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(40)).await;
             }
             acknowledged
@@ -281,7 +327,7 @@ async fn the_cluster_drill_through_haproxy_loses_nothing_and_every_screen_comes_
         killed.elapsed().as_secs_f64()
     );
     // Started again: HAProxy takes it back once /readyz answers.
-    let a = KillOnDrop(instance(port_a, &nats, &db, &spool.join("a2")));
+    let a = KillOnDrop(instance(port_a, &nats, &db, &spool.join("a2"), &ch));
     wait_ready(&http, &base_a).await;
 
     // 2. The NATS server leading the record stream killed, and restarted.
@@ -289,14 +335,31 @@ async fn the_cluster_drill_through_haproxy_loses_nothing_and_every_screen_comes_
     nats.servers[leader].kill();
     tokio::time::sleep(Duration::from_secs(3)).await;
     nats.servers[leader].spawn();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    // 3. The ClickHouse replica that serves the reads (HAProxy's first) killed for 30 s:
+    // reads move to the other; quorum inserts cannot be acknowledged by one replica, so the
+    // writer retries them, and records keep being acknowledged from the stream meanwhile.
+    let acknowledged_before = acknowledged_count.load(Ordering::Relaxed);
+    clickhouse.servers[0].kill();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let acknowledged_during = acknowledged_count.load(Ordering::Relaxed) - acknowledged_before;
+    clickhouse.servers[0].spawn();
+    clickhouse.servers[0].wait_up().await;
+    println!("records acknowledged while a ClickHouse replica was down: {acknowledged_during}");
+    assert!(
+        acknowledged_during >= 1000,
+        "ingest went on: {acknowledged_during}"
+    );
     // Records keep being acknowledged afterwards.
     tokio::time::sleep(Duration::from_secs(5)).await;
     stop_posting.store(true, Ordering::Relaxed);
     let acknowledged = poster.await.unwrap();
     assert!(acknowledged.len() >= 5000, "{}", acknowledged.len());
 
-    // Every acknowledged id once in ClickHouse, and no other.
-    let store = vscc::Store::new(&common::clickhouse_url(), "default", "", &db).unwrap();
+    // Every acknowledged id once in ClickHouse, and no other: through the Distributed table,
+    // and on each replica.
+    let store = vscc::Store::new(&ch_url, "default", "", &db).unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     let stored: Vec<String> = loop {
         let ids: Vec<String> = store
@@ -317,6 +380,30 @@ async fn the_cluster_drill_through_haproxy_loses_nothing_and_every_screen_comes_
         stored.iter().all(|id| acknowledged.contains(id)),
         "an id stored that was never acknowledged"
     );
+    for server in &clickhouse.servers {
+        let replica = vscc::Store::new(&server.url(), "default", "", &db).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (rows, ids): (u64, u64) = replica
+                .client()
+                .query(
+                    "SELECT count(), uniqExact(id) FROM events_local WHERE startsWith(id, 'drill')",
+                )
+                .fetch_one()
+                .await
+                .unwrap();
+            if (rows, ids) == (acknowledged.len() as u64, acknowledged.len() as u64) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: {rows} rows, {ids} ids of {}",
+                server.url(),
+                acknowledged.len()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
 
     // Both instances' figures equal the plain-SQL recomputation.
     let codes = scopes.clone();

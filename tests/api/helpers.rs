@@ -33,6 +33,12 @@ pub fn test_settings() -> Settings {
     let mut settings = Settings::load(None).expect("default settings load");
     settings.server.addr = "127.0.0.1:0".into();
     settings.clickhouse.url = clickhouse_url();
+    // A run against a cluster (the suite's own checks of the cluster schema, by hand).
+    if let Ok(cluster) = std::env::var("VSCC_TEST_CLICKHOUSE_CLUSTER") {
+        settings.clickhouse.cluster = cluster;
+        settings.clickhouse.shards =
+            std::env::var("VSCC_TEST_CLICKHOUSE_SHARDS").unwrap_or_default();
+    }
     let id = uuid::Uuid::new_v4().simple().to_string();
     settings.clickhouse.database = format!("test_{id}");
     settings.ingest.spool_dir =
@@ -270,6 +276,14 @@ pub fn serve_command(
         .arg("serve")
         .env("VSCC_ADDR", format!("127.0.0.1:{port}"))
         .env("VSCC__CLICKHOUSE__URL", clickhouse_url())
+        .env(
+            "VSCC__CLICKHOUSE__CLUSTER",
+            std::env::var("VSCC_TEST_CLICKHOUSE_CLUSTER").unwrap_or_default(),
+        )
+        .env(
+            "VSCC__CLICKHOUSE__SHARDS",
+            std::env::var("VSCC_TEST_CLICKHOUSE_SHARDS").unwrap_or_default(),
+        )
         .env("VSCC__CLICKHOUSE__DATABASE", database)
         .env("VSCC__INGEST__SPOOL_DIR", spool)
         .env("VSCC__AUTH__SECRET_FILE", spool.join("auth-secret"))

@@ -9,6 +9,7 @@ mod access;
 mod alert_delivery;
 mod alerts;
 mod broker;
+mod ch_cluster;
 mod dashboards;
 mod definitions;
 mod drill;
