@@ -289,6 +289,12 @@ impl Store {
                  ) GROUP BY node"
             )
         };
+        // Named with its database: on a cluster each shard runs the query's joins and IN
+        // subqueries over `events` itself, in its own default database.
+        let sql = sql.replace(
+            "FROM org_nodes",
+            &format!("FROM {}.org_nodes", self.database()),
+        );
         let mut query = self.client().query(&sql);
         // One binding per COUNTED_EVENTS in the per-org query.
         for _ in 0..per_org.matches(COUNTED_EVENTS).count() {

@@ -156,11 +156,16 @@ impl ChCluster {
             .map(|s| s.iter().map(u16::to_string).collect::<Vec<_>>().join(","))
             .collect::<Vec<_>>()
             .join(";");
+        // The analysts' ClickHouse users: one folder every server reads.
+        let users = dir.path().join("users.d");
+        std::fs::create_dir_all(&users).unwrap();
         let mut servers = Vec::new();
         for (shard, ports) in tcp.iter().enumerate() {
             for (replica, tcp_port) in ports.iter().enumerate() {
                 let name = format!("s{}r{}", shard + 1, replica + 1);
                 let server_dir = dir.path().join(&name);
+                std::fs::create_dir_all(&server_dir).unwrap();
+                std::os::unix::fs::symlink(&users, server_dir.join("users.d")).unwrap();
                 let http = free_port();
                 let args: Vec<String> = vec![
                     "clickhouse".into(),
@@ -202,6 +207,11 @@ impl ChCluster {
             _zookeeper: zookeeper,
             _dir: dir,
         }
+    }
+
+    /// The folder of ClickHouse users every server reads (`sql.users_dir` of vscc).
+    pub fn users_dir(&self) -> std::path::PathBuf {
+        self._dir.path().join("users.d")
     }
 
     /// `clickhouse.shards` of vscc: each shard's replicas' HTTP URLs.
