@@ -33,6 +33,7 @@ pub struct MigrationReport {
 #[derive(Row, Deserialize)]
 struct AppliedRow {
     version: u32,
+    name: String,
     checksum: String,
 }
 
@@ -171,13 +172,30 @@ impl Store {
     async fn apply_pending(&self, last: u32) -> Result<MigrationReport, StoreError> {
         let applied: Vec<AppliedRow> = self
             .client
-            .query("SELECT version, any(checksum) FROM schema_migrations GROUP BY version")
+            .query(
+                "SELECT version, any(name), any(checksum) FROM schema_migrations GROUP BY version",
+            )
             .fetch_all()
             .await?;
         let mut report = MigrationReport::default();
         for m in self.migrations().iter().filter(|m| m.version <= last) {
             let sum = checksum(m.sql);
             if let Some(done) = applied.iter().find(|a| a.version == m.version) {
+                if done.name != m.name {
+                    let (this, other) = match self.cluster() {
+                        Some(_) => ("a cluster", "one server"),
+                        None => ("one server", "a cluster"),
+                    };
+                    return Err(StoreError::Migration {
+                        version: m.version,
+                        name: m.name.into(),
+                        reason: format!(
+                            "database {} was made for {other} (its migration {} is '{}'), and \
+                             vscc is configured for {this}: check clickhouse.cluster",
+                            self.database, done.version, done.name
+                        ),
+                    });
+                }
                 if done.checksum != sum {
                     return Err(StoreError::Migration {
                         version: m.version,

@@ -3,7 +3,7 @@
 //! land on their district's shard, on both of its replicas, once; every live figure equals the
 //! SQL recomputation read through the Distributed tables; and an analyst's scope database
 //! copies its district's rows, on whichever shard they live, including records that arrive
-//! after it was made.
+//! after it was made. A vscc configured for one server refuses the cluster's database.
 
 use crate::helpers as common;
 
@@ -82,6 +82,10 @@ async fn on_two_shards_of_two_replicas_records_land_once_figures_equal_sql_and_s
         columns(&single, &["schema_migrations", "events_typed_0009"]).await,
         "the cluster's tables differ from the single server's"
     );
+    // vscc configured for one server, pointed at the cluster's database, says so.
+    let plain = vscc::Store::new(&clickhouse.servers[0].url(), "default", "", &db).unwrap();
+    let refused = plain.migrate().await.unwrap_err().to_string();
+    assert!(refused.contains("check clickhouse.cluster"), "{refused}");
 
     // Records: each on its district's shard, on both replicas, once.
     let tree = app.state.tree.clone();
