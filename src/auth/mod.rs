@@ -199,19 +199,36 @@ pub fn load_or_create_secret(settings: &AuthSettings) -> anyhow::Result<Vec<u8>>
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let secret = crate::auth::tokens::random_token();
+    // Written whole under another name, then linked into place: instances started together
+    // (scripts/cluster) share the file, and the one that loses the race reads the winner's
+    // complete secret instead of failing or reading a half-written one.
+    let draft = path.with_extension(format!(
+        "draft-{}",
+        &crate::auth::tokens::random_token()[..12]
+    ));
     {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
         let mut file = std::fs::OpenOptions::new()
             .write(true)
-            .create_new(true)
+            .create(true)
+            .truncate(true)
             .mode(0o600)
-            .open(path)
-            .with_context(|| format!("creating {}", path.display()))?;
+            .open(&draft)
+            .with_context(|| format!("creating {}", draft.display()))?;
         file.write_all(secret.as_bytes())?;
+        file.sync_all()?;
     }
-    tracing::info!(file = %path.display(), "created a token-signing secret");
-    Ok(secret.into_bytes())
+    let linked = std::fs::hard_link(&draft, path);
+    let _ = std::fs::remove_file(&draft);
+    match linked {
+        Ok(()) => {
+            tracing::info!(file = %path.display(), "created a token-signing secret");
+            Ok(secret.into_bytes())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => load_or_create_secret(settings),
+        Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
+    }
 }
 
 /// A token as [`Authenticator::verify`] found it.
@@ -466,5 +483,25 @@ impl Authenticator {
             None => true,
             Some(o) => self.allowed_origins.iter().any(|a| a == o || a == "*"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn instances_creating_the_secret_at_once_all_get_the_same_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = crate::config::Settings::load(None).unwrap().auth;
+        settings.secret = String::new();
+        settings.secret_file = dir.path().join("auth-secret");
+        let secrets: Vec<Vec<u8>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| super::load_or_create_secret(&settings).unwrap()))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(secrets.iter().all(|s| s == &secrets[0] && s.len() >= 32));
+        let files = std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(files, 1, "no draft left behind");
     }
 }
