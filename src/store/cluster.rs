@@ -29,6 +29,10 @@ pub const DDL_WAIT_SECS: u32 = 20;
 pub struct Cluster {
     name: String,
     shards: Vec<Vec<Replica>>,
+    /// Held per shard from asking what landed to the insert's end: one quorum insert at a time
+    /// per shard from this process (the writer and a ledger import may both insert), and no
+    /// insert between another's question and its insert.
+    shard_locks: Vec<tokio::sync::Mutex<()>>,
     quorum: u32,
 }
 
@@ -71,6 +75,7 @@ impl Cluster {
         }
         Ok(Cluster {
             name: name.to_string(),
+            shard_locks: shards.iter().map(|_| Default::default()).collect(),
             shards,
             quorum: quorum.max(1),
         })
@@ -123,6 +128,7 @@ impl Cluster {
         ) else {
             return Ok(());
         };
+        let _one_at_a_time = self.shard_locks[shard].lock().await;
         let landed = self
             .landed_on_shard(shard, first, last, query_id_prefix)
             .await?;
