@@ -166,7 +166,11 @@ async fn unchanged_view(
     let Some(current) = definition(name.to_string()).await? else {
         return Ok(false);
     };
-    let probe = format!("probe_{name}");
+    // Its own name per call: instances starting together probe the same views.
+    let probe = format!(
+        "probe_{}_{name}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
     server
         .query_raw(&format!("DROP TABLE IF EXISTS {database}.{probe}"))
         .execute()

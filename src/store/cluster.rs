@@ -61,7 +61,7 @@ impl Cluster {
                         client: base
                             .clone()
                             .with_url(url)
-                            .with_compression(clickhouse::Compression::None),
+                            .with_compression(super::compression_for(url)),
                     })
                     .collect::<Vec<_>>()
             })

@@ -17,6 +17,18 @@ pub use migrate::MIGRATIONS;
 
 use clickhouse::Client;
 
+/// How large inserts to `url` are sent: no LZ4 on loopback (compressing costs both sides CPU
+/// and saves nothing there), the client's default (LZ4) to other machines.
+fn compression_for(url: &str) -> clickhouse::Compression {
+    let local =
+        url.contains("://127.0.0.1") || url.contains("://localhost") || url.contains("://[::1]");
+    if local {
+        clickhouse::Compression::None
+    } else {
+        clickhouse::Compression::default()
+    }
+}
+
 /// A handle on the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -119,16 +131,9 @@ impl Store {
     /// For large inserts from this machine: no LZ4 (on loopback, compressing costs both sides
     /// CPU and saves nothing); bound to the vscc database.
     pub fn bulk_client(&self) -> Client {
-        let local = self.url.contains("://127.0.0.1")
-            || self.url.contains("://localhost")
-            || self.url.contains("://[::1]");
-        if local {
-            self.client
-                .clone()
-                .with_compression(clickhouse::Compression::None)
-        } else {
-            self.client.clone()
-        }
+        self.client
+            .clone()
+            .with_compression(compression_for(&self.url))
     }
 
     /// Not bound to a database: for statements that name their databases.

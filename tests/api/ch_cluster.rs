@@ -98,17 +98,39 @@ impl ChServer {
         );
     }
 
-    /// Waits until the server answers (60 s at most).
-    pub async fn wait_up(&self) {
+    /// Waits until the server answers (90 s at most). ClickHouse 18.16 can crash at start when
+    /// ZooKeeper is slow to answer its first session (a loaded machine): a server whose process
+    /// ended is started again, twice at most.
+    pub async fn wait_up(&mut self) {
         let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let mut restarts = 0;
         while !http
             .get(format!("{}/ping", self.url()))
             .send()
             .await
             .is_ok_and(|r| r.status().is_success())
         {
-            assert!(Instant::now() < deadline, "{} did not start", self.url());
+            let ended = self
+                .child
+                .as_mut()
+                .is_some_and(|c| c.try_wait().ok().flatten().is_some());
+            if ended && restarts < 2 {
+                restarts += 1;
+                self.spawn();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not start: {}",
+                self.url(),
+                std::fs::read_to_string(self.dir.join("log/clickhouse-server.err.log"))
+                    .unwrap_or_default()
+                    .lines()
+                    .rev()
+                    .take(5)
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -194,12 +216,12 @@ impl ChCluster {
                     dir: server_dir,
                     http,
                 };
+                // One after another: starting together on a loaded machine slowed ZooKeeper's
+                // first answers enough to crash a server (see `wait_up`).
                 server.spawn();
+                server.wait_up().await;
                 servers.push(server);
             }
-        }
-        for server in &servers {
-            server.wait_up().await;
         }
         ChCluster {
             servers,
