@@ -76,6 +76,8 @@ const SHARED_TTL: Duration = Duration::from_secs(15);
 const STALL: Duration = Duration::from_secs(3);
 /// … and for a message the stream acknowledged to this instance.
 const ACKED_STALL: Duration = Duration::from_secs(1);
+/// A new lease holder that has not yet learnt how far the stream reached when it took over.
+const STREAM_END_UNKNOWN: u64 = u64::MAX;
 
 /// The seq of the `index`th record of stream message `message`: the same on every instance.
 /// `base` keeps them above every seq a local log gave before the stream existed.
@@ -724,15 +726,18 @@ async fn hold_lease(
         match tokio::time::timeout(ttl / 3, attempt).await {
             Ok(Ok(r)) => {
                 if revision.is_none() {
-                    catching_up = Some(
-                        records
-                            .info()
-                            .await
-                            .map(|i| i.state.last_sequence)
-                            .unwrap_or(u64::MAX),
-                    );
+                    catching_up = Some(STREAM_END_UNKNOWN);
                 }
                 revision = Some(r);
+                // Asked with a time limit, and again at the next renewal if unanswered: NATS
+                // may be electing a leader, and the renewals must go on meanwhile.
+                if catching_up == Some(STREAM_END_UNKNOWN) {
+                    if let Ok(Ok(info)) =
+                        tokio::time::timeout(Duration::from_secs(1), records.info()).await
+                    {
+                        catching_up = Some(info.state.last_sequence);
+                    }
+                }
                 if let Some(end) = catching_up {
                     if *read.borrow() >= end {
                         catching_up = None;

@@ -58,9 +58,6 @@ impl WriterHealth {
 
 /// Inserts logged records into `events` in one INSERT (one block: ClickHouse makes it atomic).
 pub async fn insert_events(store: &Store, rows: &[EventRow]) -> Result<(), StoreError> {
-    if store.cluster().is_some() {
-        return insert_events_checked(store, &rows.iter().collect::<Vec<_>>()).await;
-    }
     insert_rows(store, rows.iter(), &log_insert_prefix(store)).await
 }
 
@@ -68,11 +65,9 @@ pub async fn insert_events(store: &Store, rows: &[EventRow]) -> Result<(), Store
 /// predecessor, or whose own earlier attempt, may have landed part of them. Asking stops any
 /// insert of logged records still running first (see [`landed_seqs`]).
 pub async fn insert_events_checked(store: &Store, rows: &[&EventRow]) -> Result<(), StoreError> {
-    if let Some(cluster) = store.cluster() {
-        let _gate = store.insert_gate().read().await;
-        return cluster
-            .insert_events(&in_table_order(rows.to_vec()), &log_insert_prefix(store))
-            .await;
+    if store.cluster().is_some() {
+        // A cluster's inserts ask each shard what landed themselves.
+        return insert_rows(store, rows.iter().copied(), &log_insert_prefix(store)).await;
     }
     let (Some(first), Some(last)) = (
         rows.iter().map(|r| r.seq).min(),
@@ -89,12 +84,6 @@ pub async fn insert_events_checked(store: &Store, rows: &[&EventRow]) -> Result<
 /// recovery of the log leaves alone.
 pub async fn insert_imported(store: &Store, rows: &[EventRow]) -> Result<(), StoreError> {
     let prefix = format!("vscc_import_{}_", store.database());
-    if let Some(cluster) = store.cluster() {
-        let _gate = store.insert_gate().read().await;
-        return cluster
-            .insert_events(&in_table_order(rows.iter().collect()), &prefix)
-            .await;
-    }
     insert_rows(store, rows.iter(), &prefix).await
 }
 
@@ -105,6 +94,12 @@ async fn insert_rows<'a>(
 ) -> Result<(), StoreError> {
     let rows = in_table_order(rows.collect());
     let _gate = store.insert_gate().read().await;
+    if let Some(cluster) = store.cluster() {
+        // Each shard's rows to its replicas, with the quorum, after asking what landed: on a
+        // cluster every insert is checked, since a quorum insert that failed may have landed
+        // on one replica.
+        return cluster.insert_events(&rows, query_id_prefix).await;
+    }
     let query_id = format!("{query_id_prefix}{}", uuid::Uuid::new_v4().simple());
     let mut insert = store
         .bulk_client()

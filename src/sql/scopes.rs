@@ -117,24 +117,22 @@ pub async fn refresh_kind_views(
         .fetch_all()
         .await?;
     let on = store.on_cluster();
+    // Views no longer defined go; the others are replaced only if their definition changed.
     for name in old.iter().filter(|n| is_valid_identifier(n)) {
-        if store.cluster().is_some() && views.iter().any(|(v, _)| v == name) {
-            continue; // compared below, replaced only if changed
-        }
-        store
-            .ddl(&format!("DROP TABLE IF EXISTS {database}.{name}{on}"))
-            .await?;
-    }
-    for (name, select) in views {
-        let select = select.replace("{db}", database);
-        if store.cluster().is_some() {
-            if unchanged_view(store, database, name, &select).await? {
-                continue;
-            }
+        if !views.iter().any(|(v, _)| v == name) {
             store
                 .ddl(&format!("DROP TABLE IF EXISTS {database}.{name}{on}"))
                 .await?;
         }
+    }
+    for (name, select) in views {
+        let select = select.replace("{db}", database);
+        if unchanged_view(store, database, name, &select).await? {
+            continue;
+        }
+        store
+            .ddl(&format!("DROP TABLE IF EXISTS {database}.{name}{on}"))
+            .await?;
         store
             .ddl(&format!(
                 "CREATE VIEW IF NOT EXISTS {database}.{name}{on} AS {select}"
@@ -146,7 +144,7 @@ pub async fn refresh_kind_views(
 
 /// Whether the view `name` already reads `select`, as this server would write it down: it is
 /// created under another name here (not on the cluster) and the two definitions compared. On
-/// a cluster every start-up would otherwise replace every view `ON CLUSTER`, and wait for
+/// a cluster, replacing every view at every start-up would go `ON CLUSTER` and wait for
 /// servers that are down.
 async fn unchanged_view(
     store: &Store,
@@ -292,10 +290,7 @@ pub async fn ensure_scope_database(
         }
         // On a cluster, `events` copies shard by shard: each shard's rows, as they are
         // inserted into its `events_local`, into the scope's `events_local` on that shard.
-        let local = match (store.cluster(), table) {
-            (Some(_), "events") => "events_local",
-            _ => table,
-        };
+        let local = store.local_table(table);
         store
             .ddl(&format!("TRUNCATE TABLE {sdb}.{local}{on}"))
             .await?;
@@ -328,11 +323,7 @@ async fn copy_table_ddl(store: &Store, sdb: &str, table: &str) -> Result<Vec<Str
         )]);
     };
     let on = cluster.on_cluster();
-    let local = if table == "events" {
-        "events_local"
-    } else {
-        table
-    };
+    let local = store.local_table(table);
     let engine: String = store
         .server_client()
         .query("SELECT engine_full FROM system.tables WHERE database = ? AND name = ?")
@@ -344,7 +335,7 @@ async fn copy_table_ddl(store: &Store, sdb: &str, table: &str) -> Result<Vec<Str
     let mut statements = vec![format!(
         "CREATE TABLE IF NOT EXISTS {sdb}.{local}{on} AS {db}.{local} ENGINE = {engine}"
     )];
-    if table == "events" {
+    if local != table {
         statements.push(format!(
             "CREATE TABLE IF NOT EXISTS {sdb}.events{on} AS {sdb}.events_local \
              ENGINE = Distributed({}, {sdb}, events_local, toUInt64OrZero(district))",

@@ -93,6 +93,15 @@ impl Store {
         self.cluster.as_deref()
     }
 
+    /// The table a server keeps its own rows of `table` in: on a cluster `events` is a
+    /// Distributed table over each shard's `events_local`; every other table is itself.
+    pub fn local_table<'a>(&self, table: &'a str) -> &'a str {
+        match (&self.cluster, table) {
+            (Some(_), "events") => "events_local",
+            _ => table,
+        }
+    }
+
     /// What DDL puts after the name of what it creates or drops: ` ON CLUSTER <name>` on a
     /// cluster, else nothing.
     pub fn on_cluster(&self) -> String {

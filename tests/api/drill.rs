@@ -48,26 +48,20 @@ impl Haproxy {
             })
             .map(|l| format!("{l}\n"))
             .collect();
-        // The server lines go at the end of their backend.
-        let (vscc_end, ch_end) = (
-            config
-                .find("\nfrontend clickhouse")
-                .expect("the shipped config has a clickhouse frontend"),
-            config.len(),
-        );
-        let ch_lines: String = clickhouse
-            .1
-            .iter()
-            .enumerate()
-            .map(|(i, port)| format!("    server ch{} 127.0.0.1:{port} check\n", i + 1))
-            .collect();
-        config.insert_str(ch_end, &ch_lines);
-        let vscc_lines: String = servers
-            .iter()
-            .enumerate()
-            .map(|(i, port)| format!("    server vscc{} 127.0.0.1:{port} check\n", i + 1))
-            .collect();
-        config.insert_str(vscc_end, &vscc_lines);
+        let lines = |name: &str, ports: &[u16]| -> String {
+            ports
+                .iter()
+                .enumerate()
+                .map(|(i, port)| format!("    server {name}{} 127.0.0.1:{port} check\n", i + 1))
+                .collect()
+        };
+        // The server lines go at the end of their backend: ClickHouse's last, then the
+        // instances' before the ClickHouse frontend.
+        config.push_str(&lines("ch", clickhouse.1));
+        let vscc_end = config
+            .find("\nfrontend clickhouse")
+            .expect("the shipped config has a clickhouse frontend");
+        config.insert_str(vscc_end, &lines("vscc", servers));
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("haproxy.cfg");
         std::fs::write(&path, config).unwrap();
