@@ -69,8 +69,17 @@ fn write_ledger(
     Ok(std::fs::metadata(path)?.len())
 }
 
-/// Runs a child to its end; (seconds, peak resident memory in bytes).
-fn timed_child(mut command: std::process::Command) -> anyhow::Result<(f64, u64, bool)> {
+/// A child process run to its end.
+struct ChildRun {
+    secs: f64,
+    peak_bytes: u64,
+    /// User + system CPU seconds.
+    cpu_secs: f64,
+    ok: bool,
+}
+
+/// Runs a child to its end: its time, peak resident memory and CPU time.
+fn timed_child(mut command: std::process::Command) -> anyhow::Result<ChildRun> {
     let started = Instant::now();
     let child = command.spawn().context("starting a child process")?;
     let pid = child.id() as i32;
@@ -79,12 +88,13 @@ fn timed_child(mut command: std::process::Command) -> anyhow::Result<(f64, u64, 
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     anyhow::ensure!(r == pid, "wait4 failed");
-    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
-    Ok((
-        started.elapsed().as_secs_f64(),
-        usage.ru_maxrss as u64 * 1024,
-        ok,
-    ))
+    let secs_of = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Ok(ChildRun {
+        secs: started.elapsed().as_secs_f64(),
+        peak_bytes: usage.ru_maxrss as u64 * 1024,
+        cpu_secs: secs_of(usage.ru_utime) + secs_of(usage.ru_stime),
+        ok: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+    })
 }
 
 pub async fn run(settings: &Settings, opts: ImportBench) -> anyhow::Result<()> {
@@ -110,8 +120,9 @@ pub async fn run(settings: &Settings, opts: ImportBench) -> anyhow::Result<()> {
             .args(["--port", &port.to_string(), "--query", "INSERT INTO bench_baseline.ledger FORMAT CSVWithNames"])
             .stdin(std::fs::File::open(&file)?)
             .stdout(Stdio::null());
-        let (base_secs, _, ok) = timed_child(baseline)?;
-        anyhow::ensure!(ok, "clickhouse-client failed");
+        let base = timed_child(baseline)?;
+        anyhow::ensure!(base.ok, "clickhouse-client failed");
+        let base_secs = base.secs;
         let base_rows: u64 = admin.client().query("SELECT count() FROM bench_baseline.ledger").fetch_one().await?;
 
         // vscc: the import command, a child of its own so its peak memory is its alone.
@@ -124,8 +135,11 @@ pub async fn run(settings: &Settings, opts: ImportBench) -> anyhow::Result<()> {
             .env("VSCC__CLICKHOUSE__DATABASE", "bench_import")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null());
-        let (vscc_secs, peak, ok) = timed_child(import)?;
-        anyhow::ensure!(ok, "vscc etl import failed");
+        let ch_cpu0 = env.clickhouse_pid().map(super::cpu_secs).unwrap_or(0.0);
+        let vscc = timed_child(import)?;
+        let vscc_ch_cpu = env.clickhouse_pid().map(super::cpu_secs).unwrap_or(0.0) - ch_cpu0;
+        anyhow::ensure!(vscc.ok, "vscc etl import failed");
+        let (vscc_secs, peak) = (vscc.secs, vscc.peak_bytes);
         let store = Store::new(&env.clickhouse_url, "default", "", "bench_import")?;
         let vscc_rows: u64 = store.client().query("SELECT count() FROM events").fetch_one().await?;
 
@@ -154,8 +168,7 @@ pub async fn run(settings: &Settings, opts: ImportBench) -> anyhow::Result<()> {
                 "--query", "SELECT * FROM bench_import.events ORDER BY seq FORMAT CSV",
             ])
             .stdout(std::fs::File::create(&shaped)?);
-        let (_, _, ok) = timed_child(export)?;
-        anyhow::ensure!(ok, "exporting the shaped rows failed");
+        anyhow::ensure!(timed_child(export)?.ok, "exporting the shaped rows failed");
         admin.client().query("CREATE DATABASE IF NOT EXISTS bench_shaped").execute().await?;
         admin.client().query("CREATE TABLE bench_shaped.events AS bench_import.events").execute().await?;
         let mut shaped_insert = std::process::Command::new("clickhouse-client");
@@ -163,8 +176,11 @@ pub async fn run(settings: &Settings, opts: ImportBench) -> anyhow::Result<()> {
             .args(["--port", &port.to_string(), "--query", "INSERT INTO bench_shaped.events FORMAT CSV"])
             .stdin(std::fs::File::open(&shaped)?)
             .stdout(Stdio::null());
-        let (shaped_secs, _, ok) = timed_child(shaped_insert)?;
-        anyhow::ensure!(ok, "clickhouse-client inserting the shaped rows failed");
+        let ch_cpu0 = env.clickhouse_pid().map(super::cpu_secs).unwrap_or(0.0);
+        let shaped_run = timed_child(shaped_insert)?;
+        let shaped_ch_cpu = env.clickhouse_pid().map(super::cpu_secs).unwrap_or(0.0) - ch_cpu0;
+        anyhow::ensure!(shaped_run.ok, "clickhouse-client inserting the shaped rows failed");
+        let shaped_secs = shaped_run.secs;
         let shaped_rows: u64 = admin.client().query("SELECT count() FROM bench_shaped.events").fetch_one().await?;
         let shaped_bytes = std::fs::metadata(&shaped).map(|m| m.len()).unwrap_or(0);
         let _ = std::fs::remove_file(&shaped);
@@ -194,6 +210,10 @@ pub async fn run(settings: &Settings, opts: ImportBench) -> anyhow::Result<()> {
             shaped_secs,
             rate(shaped_rows, shaped_secs),
             rate(vscc_rows, vscc_secs) / rate(shaped_rows, shaped_secs)
+        );
+        println!(
+            "  CPU: vscc etl import {:.1} s + ClickHouse {:.1} s; floor: clickhouse-client {:.1} s + ClickHouse {:.1} s (2 cores)",
+            vscc.cpu_secs, vscc_ch_cpu, shaped_run.cpu_secs, shaped_ch_cpu
         );
         let _ = std::fs::remove_file(&file);
         Ok::<_, anyhow::Error>(())

@@ -217,6 +217,21 @@ pub fn data_required(name: &str) -> FieldError {
 
 /// The checks every incoming record passes, whichever way it came in: into a row ready for
 /// the log, or the field at fault and why.
+/// A text field of `data`: present, not blank, not too long.
+fn checked_text<'e>(event: &'e impl IncomingEvent, name: &str) -> Result<&'e str, FieldError> {
+    let s = event.data_string(name)?;
+    if s.trim().is_empty() {
+        Err(err(format!("data.{name}"), "must not be empty"))
+    } else if s.chars().count() > MAX_ID_LEN {
+        Err(err(
+            format!("data.{name}"),
+            format!("must be at most {MAX_ID_LEN} characters"),
+        ))
+    } else {
+        Ok(s)
+    }
+}
+
 pub fn check(
     event: &impl IncomingEvent,
     kinds: &Kinds,
@@ -289,25 +304,12 @@ pub fn check(
     }
 
     event.data_present()?;
-    let text = |name: &str| -> Result<String, FieldError> {
-        let s = event.data_string(name)?;
-        if s.trim().is_empty() {
-            Err(err(format!("data.{name}"), "must not be empty"))
-        } else if s.chars().count() > MAX_ID_LEN {
-            Err(err(
-                format!("data.{name}"),
-                format!("must be at most {MAX_ID_LEN} characters"),
-            ))
-        } else {
-            Ok(s.to_string())
-        }
-    };
     for f in &def.fields {
         match f.ty {
             FieldType::Text => {
-                let value = text(&f.name)?;
+                let value = checked_text(event, &f.name)?;
                 if def.subject.as_deref() == Some(f.name.as_str()) {
-                    row.subject = value;
+                    row.subject = value.to_string();
                 }
             }
             FieldType::Count => {

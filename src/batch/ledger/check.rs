@@ -32,6 +32,8 @@ pub struct RejectRow {
 /// written; absent columns are `None`. Looked up by name once per chunk, not per cell.
 struct Columns<'a> {
     texts: rustc_hash::FxHashMap<&'a str, &'a StringChunked>,
+    /// `<key>_raw` columns by `<key>`.
+    raws: rustc_hash::FxHashMap<&'a str, &'a StringChunked>,
     counts: rustc_hash::FxHashMap<&'a str, &'a Int64Chunked>,
     flags: rustc_hash::FxHashMap<&'a str, &'a BooleanChunked>,
     dates: Vec<Option<i32>>,
@@ -60,7 +62,12 @@ impl<'a> Columns<'a> {
             }
         }
         let float = |name: &str| frame.column(name).ok().and_then(|c| c.f64().ok());
+        let raws = texts
+            .iter()
+            .filter_map(|(name, &c)| Some((name.strip_suffix("_raw")?, c)))
+            .collect();
         Columns {
+            raws,
             dates: frame
                 .column("date")
                 .ok()
@@ -86,8 +93,10 @@ impl<'a> Columns<'a> {
 
     /// A field's cell as the file wrote it (cleaned of stray spaces).
     fn raw(&self, field: Field, i: usize) -> Option<&'a str> {
-        self.text(&format!("{}_raw", field.key()), i)
-            .or_else(|| self.text(field.key(), i))
+        match self.raws.get(field.key()) {
+            Some(c) => c.get(i),
+            None => self.text(field.key(), i),
+        }
     }
 
     fn flag(&self, name: &str, i: usize) -> Option<bool> {
@@ -103,9 +112,85 @@ fn at(col: Option<&StringChunked>, i: usize) -> Option<&str> {
     col.and_then(|c| c.get(i))
 }
 
+/// Where a kind's `data` comes from in a chunk: its fields in name order, each with its
+/// cleaned column (absent: `null`). Worked out once per kind and chunk, not per row.
+struct DataLayout<'a> {
+    kind: Kind,
+    fields: Vec<(&'a str, DataColumn<'a>)>,
+}
+
+enum DataColumn<'a> {
+    Text(Option<&'a StringChunked>),
+    Count(Option<&'a Int64Chunked>),
+    Flag(Option<&'a BooleanChunked>),
+}
+
+impl<'a> DataLayout<'a> {
+    fn new(kinds: &'a Kinds, cols: &Columns<'a>, kind: Kind) -> Self {
+        let mut fields: Vec<(&'a str, DataColumn<'a>)> = kinds
+            .get(kind.as_str())
+            .map(|d| {
+                d.fields
+                    .iter()
+                    .map(|f| {
+                        let name = f.name.as_str();
+                        let column = match f.ty {
+                            FieldType::Text => DataColumn::Text(cols.texts.get(name).copied()),
+                            FieldType::Count => DataColumn::Count(cols.counts.get(name).copied()),
+                            FieldType::Flag => DataColumn::Flag(cols.flags.get(name).copied()),
+                        };
+                        (name, column)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        fields.sort_unstable_by_key(|(name, _)| *name);
+        DataLayout { kind, fields }
+    }
+
+    /// Row `i`'s `data`: a JSON object of the kind's fields in name order, values typed.
+    fn json(&self, i: usize) -> String {
+        use std::fmt::Write;
+        let mut out = String::with_capacity(16 + 24 * self.fields.len());
+        out.push('{');
+        for (n, (name, column)) in self.fields.iter().enumerate() {
+            if n > 0 {
+                out.push(',');
+            }
+            out.push('"');
+            out.push_str(name);
+            out.push_str("\":");
+            let written = match column {
+                DataColumn::Text(c) => c.and_then(|c| c.get(i)).map(|t| push_json_str(&mut out, t)),
+                DataColumn::Count(c) => c.and_then(|c| c.get(i)).map(|v| {
+                    let _ = write!(out, "{v}");
+                }),
+                DataColumn::Flag(c) => c
+                    .and_then(|c| c.get(i))
+                    .map(|b| out.push_str(if b { "true" } else { "false" })),
+            };
+            if written.is_none() {
+                out.push_str("null");
+            }
+        }
+        out.push('}');
+        out
+    }
+}
+
+/// A JSON string as serde_json writes it; most cells need no escaping and are copied as they are.
+fn push_json_str(out: &mut String, s: &str) {
+    if s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        out.push_str(&serde_json::Value::from(s).to_string());
+    } else {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    }
+}
+
 /// One row, as the domain's checks read a record.
 struct LedgerRow<'a> {
-    kinds: &'a Kinds,
     cols: &'a Columns<'a>,
     i: usize,
     family: Family,
@@ -114,34 +199,38 @@ struct LedgerRow<'a> {
 }
 
 impl<'a> LedgerRow<'a> {
-    fn new(kinds: &'a Kinds, cols: &'a Columns<'a>, i: usize, family: Family) -> Self {
+    fn new(cols: &'a Columns<'a>, i: usize, family: Family, data: String) -> Self {
         let mut row = LedgerRow {
-            kinds,
             cols,
             i,
             family,
             id: String::new(),
-            data: String::new(),
+            data,
         };
         let kind = family.kind(at(cols.stage, i));
-        row.data = kind.map(|k| row.data_of(k)).unwrap_or_default();
         row.id = match at(cols.record_no, i) {
             Some(no) => format!("ledger:{}:{no}", family.name()),
             None => {
                 // What the row says, cleaned: the same row typed differently is the same row.
-                let key = format!(
-                    "{}|{}|{}|{}|{}",
+                // The hash of `family|kind|org|at|data`, fed piece by piece.
+                let mut key = xxhash_rust::xxh3::Xxh3::new();
+                let at_unix = row.at_unix().unwrap_or_default().to_string();
+                for (n, piece) in [
                     family.name(),
                     kind.map(Kind::as_str).unwrap_or_default(),
                     at(cols.org, i).unwrap_or_default(),
-                    row.at_unix().unwrap_or_default(),
-                    row.data
-                );
-                format!(
-                    "ledger:{}:{:032x}",
-                    family.name(),
-                    xxhash_rust::xxh3::xxh3_128(key.as_bytes())
-                )
+                    &at_unix,
+                    &row.data,
+                ]
+                .into_iter()
+                .enumerate()
+                {
+                    if n > 0 {
+                        key.update(b"|");
+                    }
+                    key.update(piece.as_bytes());
+                }
+                format!("ledger:{}:{:032x}", family.name(), key.digest128())
             }
         };
         row
@@ -159,33 +248,8 @@ impl<'a> LedgerRow<'a> {
         u32::try_from(self.at_time()?.unix_timestamp()).ok()
     }
 
-    /// The kind's fields as stored in `data`: names in order, values typed.
-    fn data_of(&self, kind: Kind) -> String {
-        let mut fields: Vec<(&str, FieldType)> = self
-            .kinds
-            .get(kind.as_str())
-            .map(|d| d.fields.iter().map(|f| (f.name.as_str(), f.ty)).collect())
-            .unwrap_or_default();
-        fields.sort_unstable_by_key(|(name, _)| *name);
-        let values: Vec<String> = fields
-            .iter()
-            .map(|&(name, ty)| {
-                let value = match ty {
-                    FieldType::Text => self
-                        .cols
-                        .text(name, self.i)
-                        .map(|t| serde_json::Value::from(t).to_string()),
-                    FieldType::Count => self.cols.count(name, self.i).map(|n| n.to_string()),
-                    FieldType::Flag => self.cols.flag(name, self.i).map(|b| b.to_string()),
-                };
-                format!("\"{name}\":{}", value.unwrap_or_else(|| "null".into()))
-            })
-            .collect();
-        format!("{{{}}}", values.join(","))
-    }
-
     fn data_cell(&self, name: &str) -> Option<&'a str> {
-        self.cols.text(&format!("{name}_raw"), self.i)
+        self.cols.raws.get(name).and_then(|c| c.get(self.i))
     }
 }
 
@@ -372,9 +436,21 @@ impl RowChecker {
         rejects: &mut Vec<RejectRow>,
     ) {
         let cols = Columns::new(cleaned);
+        let mut layouts: Vec<DataLayout> = Vec::new();
         for i in 0..cleaned.height() {
             let row_no = first_row + i as u64;
-            let view = LedgerRow::new(&self.kinds, &cols, i, self.family);
+            let data = match self.family.kind(at(cols.stage, i)) {
+                Some(kind) => {
+                    let found = layouts.iter().position(|l| l.kind == kind);
+                    let at = found.unwrap_or_else(|| {
+                        layouts.push(DataLayout::new(&self.kinds, &cols, kind));
+                        layouts.len() - 1
+                    });
+                    layouts[at].json(i)
+                }
+                None => String::new(),
+            };
+            let view = LedgerRow::new(&cols, i, self.family, data);
             let checked = check(
                 &view,
                 &self.kinds,
@@ -500,6 +576,23 @@ mod tests {
             )
         );
         assert_eq!((row.seq, row.source.as_str()), ((1 << 62) + 2, "ledger"));
+    }
+
+    /// `data` is written field by field; a cell needing JSON escapes reads back as written.
+    #[test]
+    fn data_escapes_quotes_backslashes_and_control_characters_as_json_does() {
+        let staff = "S\"1\t\\ 二";
+        let (rows, rejects) = check_rows(vec![
+            ("单位代码", vec!["440305007003"]),
+            ("入职日期", vec!["2021-03-04"]),
+            ("人员编号", vec![staff]),
+            ("是否退役军人", vec!["否"]),
+        ]);
+        assert!(rejects.is_empty(), "{rejects:?}");
+        let expected = serde_json::json!({"staff_id": staff, "veteran": false}).to_string();
+        assert_eq!(rows[0].data, expected);
+        let back: serde_json::Value = serde_json::from_str(&rows[0].data).unwrap();
+        assert_eq!(back["staff_id"], staff);
     }
 
     #[test]
