@@ -175,6 +175,7 @@ impl DurableLog {
             commits: VecDeque::new(),
             appended: 0,
             consumed: 0,
+            frames: Vec::new(),
         };
         std::thread::Builder::new()
             .name("vscc-log-appender".into())
@@ -218,6 +219,9 @@ struct Appender {
     commits: VecDeque<(u64, u64)>,
     appended: u64,
     consumed: u64,
+    /// The frames of a commit, kept between commits: a fresh buffer grew and was paged in anew
+    /// for every commit.
+    frames: Vec<u8>,
 }
 
 impl Appender {
@@ -250,11 +254,13 @@ impl Appender {
     fn commit(&mut self, requests: Vec<AppendRequest>) {
         let used = self.pending_bytes();
         let limit = self.settings.max_spool_bytes;
-        let mut buf = Vec::new();
+        let mut buf = std::mem::take(&mut self.frames);
+        buf.clear();
+        let records: usize = requests.iter().map(|r| r.rows.len()).sum();
         // Ids of this commit go straight into `seen` (one hash lookup per record, not two)
         // and come out again if the write fails.
-        let mut batch_ids: Vec<u128> = Vec::new();
-        let mut committed = Vec::new();
+        let mut batch_ids: Vec<u128> = Vec::with_capacity(records);
+        let mut committed = Vec::with_capacity(records);
         let mut replies = Vec::with_capacity(requests.len());
         let start_seq = self.next_seq;
         for req in requests {
@@ -290,6 +296,7 @@ impl Appender {
                 for (reply, _) in replies {
                     let _ = reply.send(Err(LogError::Io(e.clone())));
                 }
+                self.keep_frames(buf);
                 return;
             }
             self.counters
@@ -310,6 +317,14 @@ impl Appender {
         }
         for (reply, outcomes) in replies {
             let _ = reply.send(Ok(outcomes));
+        }
+        self.keep_frames(buf);
+    }
+
+    /// Keeps the frame buffer for the next commit, unless one huge commit made it huge.
+    fn keep_frames(&mut self, buf: Vec<u8>) {
+        if buf.capacity() <= 64 << 20 {
+            self.frames = buf;
         }
     }
 
