@@ -193,41 +193,42 @@ fn push_json_str(out: &mut String, s: &str) {
 struct LedgerRow<'a> {
     cols: &'a Columns<'a>,
     i: usize,
-    family: Family,
+    kind: Option<Kind>,
     id: String,
     data: String,
 }
 
 impl<'a> LedgerRow<'a> {
-    fn new(cols: &'a Columns<'a>, i: usize, family: Family, data: String) -> Self {
+    /// Row `i`, of `kind` (from its family and stage) with its `data` already written.
+    fn new(
+        cols: &'a Columns<'a>,
+        i: usize,
+        family: Family,
+        kind: Option<Kind>,
+        data: String,
+    ) -> Self {
         let mut row = LedgerRow {
             cols,
             i,
-            family,
+            kind,
             id: String::new(),
             data,
         };
-        let kind = family.kind(at(cols.stage, i));
         row.id = match at(cols.record_no, i) {
             Some(no) => format!("ledger:{}:{no}", family.name()),
             None => {
                 // What the row says, cleaned: the same row typed differently is the same row.
                 // The hash of `family|kind|org|at|data`, fed piece by piece.
                 let mut key = xxhash_rust::xxh3::Xxh3::new();
+                key.update(family.name().as_bytes());
                 let at_unix = row.at_unix().unwrap_or_default().to_string();
-                for (n, piece) in [
-                    family.name(),
+                for piece in [
                     kind.map(Kind::as_str).unwrap_or_default(),
                     at(cols.org, i).unwrap_or_default(),
                     &at_unix,
                     &row.data,
-                ]
-                .into_iter()
-                .enumerate()
-                {
-                    if n > 0 {
-                        key.update(b"|");
-                    }
+                ] {
+                    key.update(b"|");
                     key.update(piece.as_bytes());
                 }
                 format!("ledger:{}:{:032x}", family.name(), key.digest128())
@@ -259,8 +260,7 @@ impl IncomingEvent for LedgerRow<'_> {
         match name {
             "id" => Ok(&self.id),
             "kind" => self
-                .family
-                .kind(at(cols.stage, i))
+                .kind
                 .map(Kind::as_str)
                 .ok_or_else(|| match at(cols.stage, i) {
                     None => err("kind", "is required (登记, 受理 or 办结)"),
@@ -439,18 +439,19 @@ impl RowChecker {
         let mut layouts: Vec<DataLayout> = Vec::new();
         for i in 0..cleaned.height() {
             let row_no = first_row + i as u64;
-            let data = match self.family.kind(at(cols.stage, i)) {
+            let kind = self.family.kind(at(cols.stage, i));
+            let data = match kind {
                 Some(kind) => {
                     let found = layouts.iter().position(|l| l.kind == kind);
-                    let at = found.unwrap_or_else(|| {
+                    let layout = found.unwrap_or_else(|| {
                         layouts.push(DataLayout::new(&self.kinds, &cols, kind));
                         layouts.len() - 1
                     });
-                    layouts[at].json(i)
+                    layouts[layout].json(i)
                 }
                 None => String::new(),
             };
-            let view = LedgerRow::new(&cols, i, self.family, data);
+            let view = LedgerRow::new(&cols, i, self.family, kind, data);
             let checked = check(
                 &view,
                 &self.kinds,
