@@ -32,6 +32,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::log::{id_hash, AppendOutcome, Committed, IdSet, LogCounters, LogError};
 use super::spool;
+use super::spool::LogBatch;
 use super::writer::{insert_events_checked, WriterHealth};
 use crate::domain::record::{EventRow, IMPORT_SEQ_BASE};
 use crate::store::{Store, LIVE_COLUMNS};
@@ -625,7 +626,7 @@ impl Reader {
             self.counters
                 .committed_seq
                 .store(last.seq, Ordering::SeqCst);
-            let committed = Arc::new(committed);
+            let committed = Arc::new(LogBatch::from_rows(committed));
             lock(&self.unlanded).push_back((sequence, committed.clone()));
             let _ = self.live.send(committed);
         }
@@ -659,7 +660,7 @@ impl Reader {
             self.counters
                 .committed_seq
                 .store(last.seq, Ordering::SeqCst);
-            let _ = self.live.send(Arc::new(rows));
+            let _ = self.live.send(Arc::new(LogBatch::from_rows(rows)));
         }
         self.last = to;
         self.read.send_replace(to);

@@ -54,7 +54,7 @@ pub struct LogSettings {
 }
 
 /// A committed batch, in seq order.
-pub type Committed = Arc<Vec<EventRow>>;
+pub type Committed = Arc<spool::LogBatch>;
 
 struct AppendRequest {
     rows: Vec<EventRow>,
@@ -219,8 +219,8 @@ struct Appender {
     commits: VecDeque<(u64, u64)>,
     appended: u64,
     consumed: u64,
-    /// The frames of a commit, kept between commits: a fresh buffer grew and was paged in anew
-    /// for every commit.
+    /// The buffer for the next commit's frames, sized like the last one's: growing a buffer
+    /// from empty, commit after commit, paged each size in anew.
     frames: Vec<u8>,
 }
 
@@ -261,6 +261,7 @@ impl Appender {
         // and come out again if the write fails.
         let mut batch_ids: Vec<u128> = Vec::with_capacity(records);
         let mut committed = Vec::with_capacity(records);
+        let mut encoded = Vec::with_capacity(records);
         let mut replies = Vec::with_capacity(requests.len());
         let start_seq = self.next_seq;
         for req in requests {
@@ -278,7 +279,7 @@ impl Appender {
                 batch_ids.push(h);
                 row.seq = self.next_seq;
                 self.next_seq += 1;
-                spool::encode_frame(&row, &mut buf);
+                encoded.push(spool::encode_frame(&row, &mut buf));
                 outcomes.push(AppendOutcome::Accepted { seq: row.seq });
                 committed.push(row);
             }
@@ -310,15 +311,19 @@ impl Appender {
             self.counters
                 .pending_bytes
                 .store(self.appended - self.consumed, Ordering::Relaxed);
-            let committed = Arc::new(committed);
+            // The frames go on with the rows: the writer sends their RowBinary to ClickHouse.
+            let next_capacity = buf.capacity();
+            let committed = Arc::new(spool::LogBatch::with_frames(committed, buf, encoded));
             for s in &self.subscribers {
                 let _ = s.send(committed.clone());
             }
+            self.frames = Vec::with_capacity(next_capacity.min(64 << 20));
+        } else {
+            self.keep_frames(buf);
         }
         for (reply, outcomes) in replies {
             let _ = reply.send(Ok(outcomes));
         }
-        self.keep_frames(buf);
     }
 
     /// Keeps the frame buffer for the next commit, unless one huge commit made it huge.

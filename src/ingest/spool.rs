@@ -1,14 +1,67 @@
 //! The on-disk format of the durable log: segment files `seg-<first seq>.log` of frames
-//! `[u32 length][u32 crc32][postcard-encoded EventRow]`, and the writer's checkpoint file.
+//! `[u32 length | format bit][u32 crc32][payload]`, and the writer's checkpoint file.
+//!
+//! The payload is the record's RowBinary row for `events` (see [`rowbinary`]), which the writer
+//! sends to ClickHouse as it is. The format bit (the length word's top bit) marks it: frames
+//! written before it hold postcard-encoded rows, and are still read.
 //!
 //! A frame is durable once the appender's fdatasync returns. A crash can leave a torn frame at
 //! the end of the last segment; it was never acknowledged, so recovery cuts it off.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Write};
+use std::ops::{Deref, Range};
 use std::path::{Path, PathBuf};
 
 use crate::domain::record::EventRow;
+use crate::store::rowbinary;
+
+/// Set in a frame's length word when its payload is a RowBinary row.
+const ROWBINARY_FRAME: u32 = 1 << 31;
+
+/// Records as the log hands them on: the rows, and, where the log's frames were kept with
+/// them, each row's RowBinary encoding, which the writer copies into its insert instead of
+/// encoding the row again.
+#[derive(Debug, Default)]
+pub struct LogBatch {
+    rows: Vec<EventRow>,
+    frames: Vec<u8>,
+    /// Per row, the range of its encoding in `frames`; empty when no frames were kept.
+    encoded: Vec<Range<usize>>,
+}
+
+impl LogBatch {
+    /// Rows without their encoding (read back from ClickHouse, or seq-numbered after decoding).
+    pub fn from_rows(rows: Vec<EventRow>) -> Self {
+        LogBatch {
+            rows,
+            ..LogBatch::default()
+        }
+    }
+
+    /// Rows with their frames; `encoded[i]` is where row `i`'s encoding lies in `frames`.
+    pub fn with_frames(rows: Vec<EventRow>, frames: Vec<u8>, encoded: Vec<Range<usize>>) -> Self {
+        debug_assert_eq!(rows.len(), encoded.len());
+        LogBatch {
+            rows,
+            frames,
+            encoded,
+        }
+    }
+
+    /// Row `i`'s RowBinary encoding, when the log's frames were kept.
+    pub fn encoded(&self, i: usize) -> Option<&[u8]> {
+        self.encoded.get(i).map(|r| &self.frames[r.clone()])
+    }
+}
+
+impl Deref for LogBatch {
+    type Target = [EventRow];
+
+    fn deref(&self) -> &[EventRow] {
+        &self.rows
+    }
+}
 
 pub const CHECKPOINT_FILE: &str = "checkpoint";
 
@@ -38,17 +91,37 @@ pub fn list_segments(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
     Ok(out)
 }
 
-pub fn encode_frame(row: &EventRow, buf: &mut Vec<u8>) {
+/// Appends the row's frame to `buf`; answers where its payload (the row's RowBinary
+/// encoding) lies.
+pub fn encode_frame(row: &EventRow, buf: &mut Vec<u8>) -> Range<usize> {
     let start = buf.len();
     buf.extend_from_slice(&[0u8; 8]);
-    // `to_extend`, not `to_io`: io::Write made a memcpy call of every single byte postcard
-    // writes. The bytes are the same.
-    *buf = postcard::to_extend(row, std::mem::take(buf)).expect("an EventRow always serialises");
-    let payload = &buf[start + 8..];
+    rowbinary::encode_event(row, buf);
+    let payload = start + 8..buf.len();
     let len = payload.len() as u32;
-    let crc = crc32fast::hash(payload);
-    buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    let crc = crc32fast::hash(&buf[payload.clone()]);
+    buf[start..start + 4].copy_from_slice(&(len | ROWBINARY_FRAME).to_le_bytes());
     buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    payload
+}
+
+/// A frame's header: the payload's length and whether it is RowBinary; its crc32.
+fn parse_header(header: &[u8; 8]) -> (usize, bool, u32) {
+    let word = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    (
+        (word & !ROWBINARY_FRAME) as usize,
+        word & ROWBINARY_FRAME != 0,
+        crc,
+    )
+}
+
+fn decode_payload(payload: &[u8], is_rowbinary: bool) -> Option<EventRow> {
+    if is_rowbinary {
+        rowbinary::decode_event(payload)
+    } else {
+        postcard::from_bytes(payload).ok()
+    }
 }
 
 /// Reads every whole, intact frame of a segment; returns the rows and the byte length of the
@@ -75,15 +148,14 @@ fn read_frames(mut reader: impl Read) -> (Vec<EventRow>, u64) {
         if reader.read_exact(&mut header).is_err() {
             break;
         }
-        let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
+        let (len, is_rowbinary, crc) = parse_header(&header);
         payload.resize(len, 0);
         if reader.read_exact(&mut payload).is_err() || crc32fast::hash(&payload) != crc {
             break;
         }
-        match postcard::from_bytes::<EventRow>(&payload) {
-            Ok(row) => rows.push(row),
-            Err(_) => break,
+        match decode_payload(&payload, is_rowbinary) {
+            Some(row) => rows.push(row),
+            None => break,
         }
         good += 8 + len as u64;
     }
@@ -153,13 +225,16 @@ impl LogReader {
         }
     }
 
-    /// Up to `max` rows with `next_seq <= seq < to`. Every frame below `to` is complete on disk
-    /// (the appender fsyncs before it publishes a seq), so no torn frame is ever met here.
-    pub fn read(&mut self, to: u64, max: usize) -> std::io::Result<Vec<EventRow>> {
-        let mut out = Vec::new();
+    /// Up to `max` rows with `next_seq <= seq < to`, with their encodings. Every frame below
+    /// `to` is complete on disk (the appender fsyncs before it publishes a seq), so no torn
+    /// frame is ever met here.
+    pub fn read(&mut self, to: u64, max: usize) -> std::io::Result<LogBatch> {
+        let mut rows = Vec::new();
+        let mut frames = Vec::new();
+        let mut encoded = Vec::new();
         let mut header = [0u8; 8];
         let mut payload = Vec::new();
-        while out.len() < max && self.next_seq < to {
+        while rows.len() < max && self.next_seq < to {
             if self.current.is_none() {
                 let segments = list_segments(&self.dir)?;
                 let Some((first, path)) = segments
@@ -190,17 +265,28 @@ impl LogReader {
                 }
                 continue;
             }
-            let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as usize;
+            let (len, is_rowbinary, _) = parse_header(&header);
             payload.resize(len, 0);
             reader.read_exact(&mut payload)?;
-            let row: EventRow = postcard::from_bytes(&payload)
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+            let row = decode_payload(&payload, is_rowbinary).ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "a log frame does not decode",
+                )
+            })?;
             if row.seq >= self.next_seq {
                 self.next_seq = row.seq + 1;
-                out.push(row);
+                let start = frames.len();
+                if is_rowbinary {
+                    frames.extend_from_slice(&payload);
+                } else {
+                    rowbinary::encode_event(&row, &mut frames);
+                }
+                encoded.push(start..frames.len());
+                rows.push(row);
             }
         }
-        Ok(out)
+        Ok(LogBatch::with_frames(rows, frames, encoded))
     }
 
     /// Positions the reader at `seq`: ahead by skipping, back by reopening.
@@ -209,5 +295,87 @@ impl LogReader {
             self.current = None;
         }
         self.next_seq = seq;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::record::Kind;
+
+    fn row(seq: u64) -> EventRow {
+        let mut row = EventRow::blank(
+            format!("r-{seq}"),
+            Kind::TRAINING_CLASS_HELD,
+            "440303001002".into(),
+            "440303".into(),
+            1_700_000_000 + seq as u32,
+            1_700_000_000,
+            "test",
+        );
+        row.seq = seq;
+        row.num_keys = vec!["people".into()];
+        row.num_values = vec![seq as i64];
+        row.data = format!("{{\"people\":{seq}}}");
+        row
+    }
+
+    /// A frame as versions before the RowBinary payload wrote it.
+    fn postcard_frame(row: &EventRow, buf: &mut Vec<u8>) {
+        let payload = postcard::to_stdvec(row).expect("serialises");
+        buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        buf.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        buf.extend_from_slice(&payload);
+    }
+
+    #[test]
+    fn a_spool_written_by_an_earlier_version_is_still_read() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut bytes = Vec::new();
+        postcard_frame(&row(1), &mut bytes);
+        postcard_frame(&row(2), &mut bytes);
+        encode_frame(&row(3), &mut bytes);
+        let path = segment_path(dir.path(), 1);
+        std::fs::write(&path, &bytes).expect("write");
+
+        let (rows, good) = read_segment(&path).expect("read");
+        assert_eq!(rows, vec![row(1), row(2), row(3)]);
+        assert_eq!(good, bytes.len() as u64);
+
+        // The writer reading it back gets every row's RowBinary, old frames re-encoded.
+        let batch = LogReader::new(dir.path(), 2).read(10, 100).expect("read");
+        assert_eq!(&batch[..], &[row(2), row(3)]);
+        for (i, r) in batch.iter().enumerate() {
+            let mut expected = Vec::new();
+            rowbinary::encode_event(r, &mut expected);
+            assert_eq!(batch.encoded(i), Some(&expected[..]));
+        }
+    }
+
+    #[test]
+    fn a_torn_or_corrupt_frame_ends_the_intact_prefix() {
+        let mut bytes = Vec::new();
+        encode_frame(&row(1), &mut bytes);
+        let whole = bytes.len();
+        encode_frame(&row(2), &mut bytes);
+        assert_eq!(decode_frames(&bytes), Some(vec![row(1), row(2)]));
+
+        let (rows, good) = read_frames(&bytes[..bytes.len() - 3]);
+        assert_eq!((rows, good), (vec![row(1)], whole as u64));
+
+        let mut corrupt = bytes.clone();
+        let last = corrupt.len() - 1;
+        corrupt[last] ^= 0xff;
+        assert_eq!(read_frames(&corrupt[..]).1, whole as u64);
+        assert_eq!(decode_frames(&corrupt), None);
+    }
+
+    #[test]
+    fn a_frame_payload_is_the_rows_rowbinary() {
+        let mut bytes = vec![7u8; 5];
+        let payload = encode_frame(&row(9), &mut bytes);
+        let mut expected = Vec::new();
+        rowbinary::encode_event(&row(9), &mut expected);
+        assert_eq!(&bytes[payload], &expected[..]);
     }
 }

@@ -19,6 +19,7 @@ use super::log::{Committed, LogCounters};
 use super::spool;
 use crate::domain::record::EventRow;
 use crate::store::retry::Backoff;
+use crate::store::rowbinary;
 use crate::store::{RetryHint, Store, StoreError};
 
 #[derive(Debug, Clone)]
@@ -56,27 +57,36 @@ impl WriterHealth {
     }
 }
 
+/// A row to insert, with its RowBinary encoding when the log kept it.
+type ToInsert<'a> = (&'a EventRow, Option<&'a [u8]>);
+
 /// Inserts logged records into `events` in one INSERT (one block: ClickHouse makes it atomic).
 pub async fn insert_events(store: &Store, rows: &[EventRow]) -> Result<(), StoreError> {
-    insert_rows(store, rows.iter(), &log_insert_prefix(store)).await
+    insert_rows(
+        store,
+        rows.iter().map(|r| (r, None)),
+        &log_insert_prefix(store),
+    )
+    .await
 }
 
 /// Inserts the rows ClickHouse does not have yet (by seq): what a writer does whose
 /// predecessor, or whose own earlier attempt, may have landed part of them. Asking stops any
 /// insert of logged records still running first (see [`landed_seqs`]).
 pub async fn insert_events_checked(store: &Store, rows: &[&EventRow]) -> Result<(), StoreError> {
+    let rows = rows.iter().map(|&r| (r, None));
     if store.cluster().is_some() {
         // A cluster's inserts ask each shard what landed themselves.
-        return insert_rows(store, rows.iter().copied(), &log_insert_prefix(store)).await;
+        return insert_rows(store, rows, &log_insert_prefix(store)).await;
     }
     let (Some(first), Some(last)) = (
-        rows.iter().map(|r| r.seq).min(),
-        rows.iter().map(|r| r.seq).max(),
+        rows.clone().map(|(r, _)| r.seq).min(),
+        rows.clone().map(|(r, _)| r.seq).max(),
     ) else {
         return Ok(());
     };
     let landed = landed_seqs(store, first, last).await?;
-    let missing = rows.iter().copied().filter(|r| !landed.contains(&r.seq));
+    let missing = rows.filter(|(r, _)| !landed.contains(&r.seq));
     insert_rows(store, missing, &log_insert_prefix(store)).await
 }
 
@@ -84,30 +94,51 @@ pub async fn insert_events_checked(store: &Store, rows: &[&EventRow]) -> Result<
 /// recovery of the log leaves alone.
 pub async fn insert_imported(store: &Store, rows: &[EventRow]) -> Result<(), StoreError> {
     let prefix = format!("vscc_import_{}_", store.database());
-    insert_rows(store, rows.iter(), &prefix).await
+    insert_rows(store, rows.iter().map(|r| (r, None)), &prefix).await
 }
+
+/// How much RowBinary is handed to the HTTP body at a time: ClickHouse parses while the rest
+/// is still being copied.
+const INSERT_CHUNK_BYTES: usize = 1 << 20;
 
 async fn insert_rows<'a>(
     store: &Store,
-    rows: impl Iterator<Item = &'a EventRow>,
+    rows: impl Iterator<Item = ToInsert<'a>>,
     query_id_prefix: &str,
 ) -> Result<(), StoreError> {
-    let rows = in_table_order(rows.collect());
+    let rows = in_table_order(rows.collect(), |(r, _)| r);
+    if rows.is_empty() {
+        return Ok(());
+    }
     let _gate = store.insert_gate().read().await;
     if let Some(cluster) = store.cluster() {
         // Each shard's rows to its replicas, with the quorum, after asking what landed: on a
         // cluster every insert is checked, since a quorum insert that failed may have landed
         // on one replica.
+        let rows: Vec<&EventRow> = rows.into_iter().map(|(r, _)| r).collect();
         return cluster.insert_events(&rows, query_id_prefix).await;
     }
     let query_id = format!("{query_id_prefix}{}", uuid::Uuid::new_v4().simple());
     let mut insert = store
         .bulk_client()
         .with_setting("query_id", query_id)
-        .insert::<EventRow>("events")
-        .await?;
-    for row in rows {
-        insert.write(row).await?;
+        .insert_formatted_with(rowbinary::events_insert("events"));
+    let mut chunk = Vec::with_capacity(INSERT_CHUNK_BYTES + (64 << 10));
+    for (row, encoded) in rows {
+        match encoded {
+            Some(bytes) => chunk.extend_from_slice(bytes),
+            None => rowbinary::encode_event(row, &mut chunk),
+        }
+        if chunk.len() >= INSERT_CHUNK_BYTES {
+            let full = std::mem::replace(
+                &mut chunk,
+                Vec::with_capacity(INSERT_CHUNK_BYTES + (64 << 10)),
+            );
+            insert.send(full.into()).await?;
+        }
+    }
+    if !chunk.is_empty() {
+        insert.send(chunk.into()).await?;
     }
     insert.end().await?;
     Ok(())
@@ -154,24 +185,27 @@ pub async fn landed_seqs(store: &Store, first: u64, last: u64) -> Result<HashSet
 /// org), so that the sort compares one integer: (kind rank, org rank, at) packed in a u64,
 /// sorted stably, since the rows come in seq order. Comparing the strings through the row
 /// pointers made this sort a sixth of the server's ingest CPU.
-pub fn in_table_order(mut rows: Vec<&EventRow>) -> Vec<&EventRow> {
-    if !rows.is_sorted_by_key(|r| r.seq) {
-        rows.sort_unstable_by_key(|r| r.seq);
+pub fn in_table_order<'a, T: Copy>(mut rows: Vec<T>, row: impl Fn(T) -> &'a EventRow) -> Vec<T> {
+    if !rows.is_sorted_by_key(|&r| row(r).seq) {
+        rows.sort_unstable_by_key(|&r| row(r).seq);
     }
-    let kinds = Ranks::of(rows.iter().map(|r| r.kind.as_str()));
-    let orgs = Ranks::of(rows.iter().map(|r| r.org.as_str()));
+    let kinds = Ranks::of(rows.iter().map(|&r| row(r).kind.as_str()));
+    let orgs = Ranks::of(rows.iter().map(|&r| row(r).org.as_str()));
     if kinds.len() > 1 << 16 || orgs.len() > 1 << 16 {
         // Not from a validated org tree: compare the strings.
-        rows.sort_by(|a, b| (&a.kind, &a.org, a.at).cmp(&(&b.kind, &b.org, b.at)));
+        rows.sort_by(|&a, &b| {
+            let (a, b) = (row(a), row(b));
+            (&a.kind, &a.org, a.at).cmp(&(&b.kind, &b.org, b.at))
+        });
         return rows;
     }
-    let mut keyed: Vec<(u64, &EventRow)> = rows
+    let mut keyed: Vec<(u64, T)> = rows
         .iter()
         .enumerate()
-        .map(|(i, r)| {
+        .map(|(i, &r)| {
             (
-                kinds.rank(i) << 48 | orgs.rank(i) << 32 | u64::from(r.at),
-                *r,
+                kinds.rank(i) << 48 | orgs.rank(i) << 32 | u64::from(row(r).at),
+                r,
             )
         })
         .collect();
@@ -596,7 +630,8 @@ async fn insert_batch(
     if !check_landed {
         return insert_rows(store, rows_of(slices), &prefix).await;
     }
-    let (Some(first), Some(last)) = (rows_of(slices).next(), rows_of(slices).last()) else {
+    let (Some((first, _)), Some((last, _))) = (rows_of(slices).next(), rows_of(slices).last())
+    else {
         return Ok(());
     };
     let landed = landed_seqs(store, first.seq, last.seq).await?;
@@ -606,17 +641,15 @@ async fn insert_batch(
             "part of a failed insert had landed; inserting only the rest"
         );
     }
-    let missing: Vec<&EventRow> = rows_of(slices)
-        .filter(|r| !landed.contains(&r.seq))
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    insert_rows(store, missing.into_iter(), &prefix).await
+    let missing = rows_of(slices).filter(|(r, _)| !landed.contains(&r.seq));
+    insert_rows(store, missing, &prefix).await
 }
 
-fn rows_of(slices: &Slices) -> impl Iterator<Item = &EventRow> + Clone {
-    slices.iter().flat_map(|(b, from, to)| b[*from..*to].iter())
+/// The rows of the slices, with the encodings their batches kept.
+fn rows_of(slices: &Slices) -> impl Iterator<Item = ToInsert<'_>> + Clone {
+    slices
+        .iter()
+        .flat_map(|(b, from, to)| (*from..*to).map(move |i| (&b[i], b.encoded(i))))
 }
 
 #[cfg(test)]
@@ -666,7 +699,7 @@ mod order_tests {
         let expected: Vec<u64> = expected.iter().map(|r| r.seq).collect();
         // As the writer hands them over (in seq order), and in any other order.
         for given in [rows.iter().rev().collect::<Vec<_>>(), rows.iter().collect()] {
-            let sorted: Vec<u64> = in_table_order(given).iter().map(|r| r.seq).collect();
+            let sorted: Vec<u64> = in_table_order(given, |r| r).iter().map(|r| r.seq).collect();
             assert_eq!(sorted, expected);
         }
     }

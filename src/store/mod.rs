@@ -9,6 +9,7 @@ pub mod migrate;
 pub mod recompute;
 mod replay;
 pub mod retry;
+pub mod rowbinary;
 
 pub use cluster::Cluster;
 pub use error::{RetryHint, ServerException, StoreError};
