@@ -2,6 +2,7 @@
 //! recovery that makes every acknowledged record land in ClickHouse exactly once.
 
 pub mod broker;
+pub mod idset;
 pub mod leadership;
 pub mod log;
 pub mod shared;
