@@ -328,7 +328,10 @@ impl Appender {
                 .store(self.appended - self.consumed, Ordering::Relaxed);
             // The frames go on with the rows: the writer sends their RowBinary to ClickHouse.
             let next_capacity = buf.capacity();
-            let committed = Arc::new(spool::LogBatch::with_frames(committed, buf, encoded));
+            let committed = Arc::new(spool::LogBatch::with_frames(
+                committed,
+                spool::Frames::new(buf, encoded),
+            ));
             for s in &self.subscribers {
                 let _ = s.send(committed.clone());
             }

@@ -15,6 +15,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Write};
 use std::ops::{Deref, Range};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::domain::record::EventRow;
 use crate::store::rowbinary;
@@ -22,39 +23,59 @@ use crate::store::rowbinary;
 /// Set in a frame's length word when its payload is a RowBinary row.
 const ROWBINARY_FRAME: u32 = 1 << 31;
 
+/// A run of frames and where each record's RowBinary encoding lies in it.
+#[derive(Debug, Default)]
+pub struct Frames {
+    bytes: Vec<u8>,
+    spans: Vec<Range<usize>>,
+}
+
+impl Frames {
+    pub fn new(bytes: Vec<u8>, spans: Vec<Range<usize>>) -> Self {
+        Frames { bytes, spans }
+    }
+
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// Record `i`'s RowBinary encoding.
+    pub fn payload(&self, i: usize) -> &[u8] {
+        &self.bytes[self.spans[i].clone()]
+    }
+}
+
 /// Records as the log hands them on: the rows, and, where the log's frames were kept with
-/// them, each row's RowBinary encoding, which the writer copies into its insert instead of
-/// encoding the row again.
+/// them, the frames, from which the writer copies each record's RowBinary into its insert
+/// instead of encoding the row again. Held apart, so that the writer can keep the frames
+/// while the rows are freed as soon as the live figures have them.
 #[derive(Debug, Default)]
 pub struct LogBatch {
     rows: Vec<EventRow>,
-    frames: Vec<u8>,
-    /// Per row, the range of its encoding in `frames`; empty when no frames were kept.
-    encoded: Vec<Range<usize>>,
+    frames: Option<Arc<Frames>>,
 }
 
 impl LogBatch {
     /// Rows without their encoding (read back from ClickHouse, or seq-numbered after decoding).
     pub fn from_rows(rows: Vec<EventRow>) -> Self {
+        LogBatch { rows, frames: None }
+    }
+
+    /// Rows with their frames, one each, in the same order.
+    pub fn with_frames(rows: Vec<EventRow>, frames: Frames) -> Self {
+        debug_assert_eq!(rows.len(), frames.len());
         LogBatch {
             rows,
-            ..LogBatch::default()
+            frames: Some(Arc::new(frames)),
         }
     }
 
-    /// Rows with their frames; `encoded[i]` is where row `i`'s encoding lies in `frames`.
-    pub fn with_frames(rows: Vec<EventRow>, frames: Vec<u8>, encoded: Vec<Range<usize>>) -> Self {
-        debug_assert_eq!(rows.len(), encoded.len());
-        LogBatch {
-            rows,
-            frames,
-            encoded,
-        }
-    }
-
-    /// Row `i`'s RowBinary encoding, when the log's frames were kept.
-    pub fn encoded(&self, i: usize) -> Option<&[u8]> {
-        self.encoded.get(i).map(|r| &self.frames[r.clone()])
+    pub fn frames(&self) -> Option<&Arc<Frames>> {
+        self.frames.as_ref()
     }
 }
 
@@ -298,7 +319,7 @@ impl LogReader {
                 rows.push(row);
             }
         }
-        Ok(LogBatch::with_frames(rows, frames, encoded))
+        Ok(LogBatch::with_frames(rows, Frames::new(frames, encoded)))
     }
 
     /// Positions the reader at `seq`: ahead by skipping, back by reopening.
@@ -357,10 +378,11 @@ mod tests {
         // The writer reading it back gets every row's RowBinary, old frames re-encoded.
         let batch = LogReader::new(dir.path(), 2).read(10, 100).expect("read");
         assert_eq!(&batch[..], &[row(2), row(3)]);
+        let frames = batch.frames().expect("frames kept");
         for (i, r) in batch.iter().enumerate() {
             let mut expected = Vec::new();
             rowbinary::encode_event(r, &mut expected);
-            assert_eq!(batch.encoded(i), Some(&expected[..]));
+            assert_eq!(frames.payload(i), &expected[..]);
         }
     }
 

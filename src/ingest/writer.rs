@@ -16,10 +16,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::log::{Committed, LogCounters};
-use super::spool;
+use super::spool::{self, Frames};
 use crate::domain::record::EventRow;
 use crate::store::retry::Backoff;
-use crate::store::rowbinary;
+use crate::store::rowbinary::{self, KeyOf};
 use crate::store::{RetryHint, Store, StoreError};
 
 #[derive(Debug, Clone)]
@@ -57,14 +57,41 @@ impl WriterHealth {
     }
 }
 
-/// A row to insert, with its RowBinary encoding when the log kept it.
-type ToInsert<'a> = (&'a EventRow, Option<&'a [u8]>);
+/// A row to insert: the row, or its RowBinary encoding as the log kept it.
+#[derive(Debug, Clone, Copy)]
+enum ToInsert<'a> {
+    Row(&'a EventRow),
+    Encoded(&'a [u8]),
+}
+
+impl<'a> ToInsert<'a> {
+    fn key(self) -> KeyOf<'a> {
+        match self {
+            ToInsert::Row(r) => key_of_row(r),
+            // Bytes this process encoded; were they not a row, ClickHouse would refuse them.
+            ToInsert::Encoded(bytes) => rowbinary::key_of(bytes).unwrap_or_default(),
+        }
+    }
+
+    fn seq(self) -> u64 {
+        self.key().seq
+    }
+}
+
+fn key_of_row(r: &EventRow) -> KeyOf<'_> {
+    KeyOf {
+        seq: r.seq,
+        kind: r.kind.as_bytes(),
+        org: r.org.as_bytes(),
+        at: r.at,
+    }
+}
 
 /// Inserts logged records into `events` in one INSERT (one block: ClickHouse makes it atomic).
 pub async fn insert_events(store: &Store, rows: &[EventRow]) -> Result<(), StoreError> {
     insert_rows(
         store,
-        rows.iter().map(|r| (r, None)),
+        rows.iter().map(ToInsert::Row),
         &log_insert_prefix(store),
     )
     .await
@@ -74,19 +101,19 @@ pub async fn insert_events(store: &Store, rows: &[EventRow]) -> Result<(), Store
 /// predecessor, or whose own earlier attempt, may have landed part of them. Asking stops any
 /// insert of logged records still running first (see [`landed_seqs`]).
 pub async fn insert_events_checked(store: &Store, rows: &[&EventRow]) -> Result<(), StoreError> {
-    let rows = rows.iter().map(|&r| (r, None));
+    let rows = rows.iter().map(|&r| ToInsert::Row(r));
     if store.cluster().is_some() {
         // A cluster's inserts ask each shard what landed themselves.
         return insert_rows(store, rows, &log_insert_prefix(store)).await;
     }
     let (Some(first), Some(last)) = (
-        rows.clone().map(|(r, _)| r.seq).min(),
-        rows.clone().map(|(r, _)| r.seq).max(),
+        rows.clone().map(ToInsert::seq).min(),
+        rows.clone().map(ToInsert::seq).max(),
     ) else {
         return Ok(());
     };
     let landed = landed_seqs(store, first, last).await?;
-    let missing = rows.filter(|(r, _)| !landed.contains(&r.seq));
+    let missing = rows.filter(|r| !landed.contains(&r.seq()));
     insert_rows(store, missing, &log_insert_prefix(store)).await
 }
 
@@ -94,7 +121,7 @@ pub async fn insert_events_checked(store: &Store, rows: &[&EventRow]) -> Result<
 /// recovery of the log leaves alone.
 pub async fn insert_imported(store: &Store, rows: &[EventRow]) -> Result<(), StoreError> {
     let prefix = format!("vscc_import_{}_", store.database());
-    insert_rows(store, rows.iter().map(|r| (r, None)), &prefix).await
+    insert_rows(store, rows.iter().map(ToInsert::Row), &prefix).await
 }
 
 /// How much RowBinary is handed to the HTTP body at a time: ClickHouse parses while the rest
@@ -106,7 +133,7 @@ async fn insert_rows<'a>(
     rows: impl Iterator<Item = ToInsert<'a>>,
     query_id_prefix: &str,
 ) -> Result<(), StoreError> {
-    let rows = in_table_order(rows.collect(), |(r, _)| r);
+    let rows = in_table_order(rows.collect(), ToInsert::key);
     if rows.is_empty() {
         return Ok(());
     }
@@ -114,8 +141,23 @@ async fn insert_rows<'a>(
     if let Some(cluster) = store.cluster() {
         // Each shard's rows to its replicas, with the quorum, after asking what landed: on a
         // cluster every insert is checked, since a quorum insert that failed may have landed
-        // on one replica.
-        let rows: Vec<&EventRow> = rows.into_iter().map(|(r, _)| r).collect();
+        // on one replica. (A cluster's writer keeps the rows; encodings are decoded only
+        // should one come here all the same.)
+        let decoded: Vec<EventRow> = rows
+            .iter()
+            .filter_map(|r| match r {
+                ToInsert::Encoded(bytes) => rowbinary::decode_event(bytes),
+                ToInsert::Row(_) => None,
+            })
+            .collect();
+        let rows: Vec<&EventRow> = rows
+            .iter()
+            .filter_map(|r| match r {
+                ToInsert::Row(r) => Some(*r),
+                ToInsert::Encoded(_) => None,
+            })
+            .chain(&decoded)
+            .collect();
         return cluster.insert_events(&rows, query_id_prefix).await;
     }
     let query_id = format!("{query_id_prefix}{}", uuid::Uuid::new_v4().simple());
@@ -124,10 +166,10 @@ async fn insert_rows<'a>(
         .with_setting("query_id", query_id)
         .insert_formatted_with(rowbinary::events_insert("events"));
     let mut chunk = Vec::with_capacity(INSERT_CHUNK_BYTES + (64 << 10));
-    for (row, encoded) in rows {
-        match encoded {
-            Some(bytes) => chunk.extend_from_slice(bytes),
-            None => rowbinary::encode_event(row, &mut chunk),
+    for row in rows {
+        match row {
+            ToInsert::Encoded(bytes) => chunk.extend_from_slice(bytes),
+            ToInsert::Row(row) => rowbinary::encode_event(row, &mut chunk),
         }
         if chunk.len() >= INSERT_CHUNK_BYTES {
             let full = std::mem::replace(
@@ -185,32 +227,33 @@ pub async fn landed_seqs(store: &Store, first: u64, last: u64) -> Result<HashSet
 /// org), so that the sort compares one integer: (kind rank, org rank, at) packed in a u64,
 /// sorted stably, since the rows come in seq order. Comparing the strings through the row
 /// pointers made this sort a sixth of the server's ingest CPU.
-pub fn in_table_order<'a, T: Copy>(mut rows: Vec<T>, row: impl Fn(T) -> &'a EventRow) -> Vec<T> {
-    if !rows.is_sorted_by_key(|&r| row(r).seq) {
-        rows.sort_unstable_by_key(|&r| row(r).seq);
+pub fn in_table_order<'a, T: Copy>(mut rows: Vec<T>, key: impl Fn(T) -> KeyOf<'a>) -> Vec<T> {
+    if !rows.is_sorted_by_key(|&r| key(r).seq) {
+        rows.sort_unstable_by_key(|&r| key(r).seq);
     }
-    let kinds = Ranks::of(rows.iter().map(|&r| row(r).kind.as_str()));
-    let orgs = Ranks::of(rows.iter().map(|&r| row(r).org.as_str()));
+    let keys: Vec<KeyOf> = rows.iter().map(|&r| key(r)).collect();
+    let kinds = Ranks::of(keys.iter().map(|k| k.kind));
+    let orgs = Ranks::of(keys.iter().map(|k| k.org));
     if kinds.len() > 1 << 16 || orgs.len() > 1 << 16 {
         // Not from a validated org tree: compare the strings.
-        rows.sort_by(|&a, &b| {
-            let (a, b) = (row(a), row(b));
-            (&a.kind, &a.org, a.at).cmp(&(&b.kind, &b.org, b.at))
-        });
-        return rows;
+        let mut keyed: Vec<(KeyOf, T)> = keys.into_iter().zip(rows).collect();
+        keyed.sort_by(|(a, _), (b, _)| (a.kind, a.org, a.at).cmp(&(b.kind, b.org, b.at)));
+        return keyed.into_iter().map(|(_, r)| r).collect();
     }
-    let mut keyed: Vec<(u64, T)> = rows
+    // (kind rank, org rank, at) packed in a u64, then the position: all distinct, so an
+    // unstable sort keeps seq order among equal keys.
+    let mut keyed: Vec<(u64, u32)> = keys
         .iter()
         .enumerate()
-        .map(|(i, &r)| {
+        .map(|(i, k)| {
             (
-                kinds.rank(i) << 48 | orgs.rank(i) << 32 | u64::from(row(r).at),
-                r,
+                kinds.rank(i) << 48 | orgs.rank(i) << 32 | u64::from(k.at),
+                i as u32,
             )
         })
         .collect();
-    keyed.sort_by_key(|(key, _)| *key);
-    keyed.into_iter().map(|(_, r)| r).collect()
+    keyed.sort_unstable();
+    keyed.into_iter().map(|(_, i)| rows[i as usize]).collect()
 }
 
 /// Each name's rank among the distinct names, by position: one hash lookup per name.
@@ -222,9 +265,9 @@ struct Ranks {
 }
 
 impl Ranks {
-    fn of<'a>(names: impl Iterator<Item = &'a str>) -> Self {
-        let mut index: FxHashMap<&str, u32> = FxHashMap::default();
-        let mut distinct: Vec<&str> = Vec::new();
+    fn of<'a>(names: impl Iterator<Item = &'a [u8]>) -> Self {
+        let mut index: FxHashMap<&[u8], u32> = FxHashMap::default();
+        let mut distinct: Vec<&[u8]> = Vec::new();
         let seen_as = names
             .map(|name| {
                 *index.entry(name).or_insert_with(|| {
@@ -251,8 +294,40 @@ impl Ranks {
     }
 }
 
+/// What the writer holds of a committed batch: the log's frames when it kept them, so that
+/// the rows are freed as soon as the live figures have taken them in (while they are still in
+/// the cache); otherwise, or for a cluster's inserts (which need the rows), the batch.
+#[derive(Debug, Clone)]
+enum Held {
+    Frames(Arc<Frames>),
+    Batch(Committed),
+}
+
+impl Held {
+    fn of(batch: Committed, keep_rows: bool) -> Held {
+        match batch.frames() {
+            Some(frames) if !keep_rows => Held::Frames(frames.clone()),
+            _ => Held::Batch(batch),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Held::Frames(f) => f.len(),
+            Held::Batch(b) => b.len(),
+        }
+    }
+
+    fn item(&self, i: usize) -> ToInsert<'_> {
+        match self {
+            Held::Frames(f) => ToInsert::Encoded(f.payload(i)),
+            Held::Batch(b) => ToInsert::Row(&b[i]),
+        }
+    }
+}
+
 /// Rows of committed batches: (batch, from, to).
-type Slices = Vec<(Committed, usize, usize)>;
+type Slices = Vec<(Held, usize, usize)>;
 
 /// An insert under way: the `rows` after those of the inserts before it.
 struct InFlight {
@@ -272,7 +347,7 @@ pub struct Writer {
     next: u64,
     /// Committed batches (shared with the live consumer, not copied) and where in each the
     /// rows still to insert start. The first `in_flight_rows` of them are being inserted.
-    pending: VecDeque<(Committed, usize)>,
+    pending: VecDeque<(Held, usize)>,
     pending_rows: usize,
     in_flight: VecDeque<InFlight>,
     in_flight_rows: usize,
@@ -330,7 +405,7 @@ impl Writer {
         (writer, rx)
     }
 
-    fn take(&mut self, batch: &Committed) {
+    fn take(&mut self, batch: Committed) {
         let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
             return;
         };
@@ -348,7 +423,8 @@ impl Writer {
         // Seqs in a committed batch are consecutive.
         let start = (expected - first.seq) as usize;
         self.pending_rows += batch.len() - start;
-        self.pending.push_back((batch.clone(), start));
+        let keep_rows = self.store.cluster().is_some();
+        self.pending.push_back((Held::of(batch, keep_rows), start));
     }
 
     fn catch_up_from_disk(&mut self) {
@@ -369,7 +445,9 @@ impl Writer {
                 let caught_up = rows.last().is_some_and(|r| r.seq >= committed);
                 if !rows.is_empty() {
                     self.pending_rows += rows.len();
-                    self.pending.push_back((Arc::new(rows), 0));
+                    let keep_rows = self.store.cluster().is_some();
+                    self.pending
+                        .push_back((Held::of(Arc::new(rows), keep_rows), 0));
                 }
                 if caught_up {
                     self.behind = false;
@@ -572,7 +650,7 @@ impl Writer {
         let (done_tx, mut done_rx) = mpsc::unbounded_channel();
         loop {
             while let Ok(b) = rx.try_recv() {
-                self.take(&b);
+                self.take(b);
             }
             self.start_inserts(&done_tx);
             let timer = match self.retry_at {
@@ -589,7 +667,7 @@ impl Writer {
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
                 batch = rx.recv() => match batch {
-                    Some(b) => self.take(&b),
+                    Some(b) => self.take(b),
                     None => break,
                 },
                 Some((id, result)) = done_rx.recv() => self.finished(id, result),
@@ -630,26 +708,25 @@ async fn insert_batch(
     if !check_landed {
         return insert_rows(store, rows_of(slices), &prefix).await;
     }
-    let (Some((first, _)), Some((last, _))) = (rows_of(slices).next(), rows_of(slices).last())
-    else {
+    let (Some(first), Some(last)) = (rows_of(slices).next(), rows_of(slices).last()) else {
         return Ok(());
     };
-    let landed = landed_seqs(store, first.seq, last.seq).await?;
+    let landed = landed_seqs(store, first.seq(), last.seq()).await?;
     if !landed.is_empty() {
         tracing::info!(
             landed = landed.len(),
             "part of a failed insert had landed; inserting only the rest"
         );
     }
-    let missing = rows_of(slices).filter(|(r, _)| !landed.contains(&r.seq));
+    let missing = rows_of(slices).filter(|r| !landed.contains(&r.seq()));
     insert_rows(store, missing, &prefix).await
 }
 
-/// The rows of the slices, with the encodings their batches kept.
+/// The rows of the slices.
 fn rows_of(slices: &Slices) -> impl Iterator<Item = ToInsert<'_>> + Clone {
     slices
         .iter()
-        .flat_map(|(b, from, to)| (*from..*to).map(move |i| (&b[i], b.encoded(i))))
+        .flat_map(|(b, from, to)| (*from..*to).map(move |i| b.item(i)))
 }
 
 #[cfg(test)]
@@ -699,7 +776,10 @@ mod order_tests {
         let expected: Vec<u64> = expected.iter().map(|r| r.seq).collect();
         // As the writer hands them over (in seq order), and in any other order.
         for given in [rows.iter().rev().collect::<Vec<_>>(), rows.iter().collect()] {
-            let sorted: Vec<u64> = in_table_order(given, |r| r).iter().map(|r| r.seq).collect();
+            let sorted: Vec<u64> = in_table_order(given, super::key_of_row)
+                .iter()
+                .map(|r| r.seq)
+                .collect();
             assert_eq!(sorted, expected);
         }
     }

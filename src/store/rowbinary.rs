@@ -111,12 +111,39 @@ pub fn decode_event(bytes: &[u8]) -> Option<EventRow> {
     r.bytes.is_empty().then_some(row)
 }
 
+/// What ordering rows by the `events` key needs of an encoded row, read without decoding it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyOf<'a> {
+    pub seq: u64,
+    pub kind: &'a [u8],
+    pub org: &'a [u8],
+    pub at: u32,
+}
+
+/// The key fields of an encoded row; `None` when the bytes are not a row's start.
+pub fn key_of(bytes: &[u8]) -> Option<KeyOf<'_>> {
+    let mut r = Reader { bytes };
+    let seq = u64::from_le_bytes(r.array()?);
+    r.field()?; // id
+    let kind = r.field()?;
+    let org = r.field()?;
+    r.field()?; // district
+    let at = u32::from_le_bytes(r.array()?);
+    Some(KeyOf { seq, kind, org, at })
+}
+
 struct Reader<'a> {
     bytes: &'a [u8],
 }
 
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Option<&[u8]> {
+impl<'a> Reader<'a> {
+    /// A string's bytes, unchecked.
+    fn field(&mut self) -> Option<&'a [u8]> {
+        let n = self.len()?;
+        self.take(n)
+    }
+
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         if n > self.bytes.len() {
             return None;
         }
@@ -218,6 +245,24 @@ mod tests {
         let tail = &bytes[bytes.len() - n - 2..];
         assert_eq!(tail[0], (n as u8 & 0x7f) | 0x80);
         assert_eq!(tail[1], (n >> 7) as u8);
+    }
+
+    #[test]
+    fn the_key_is_read_without_decoding() {
+        let row = sample();
+        let mut bytes = Vec::new();
+        encode_event(&row, &mut bytes);
+        let key = key_of(&bytes).expect("a row");
+        assert_eq!(
+            key,
+            KeyOf {
+                seq: row.seq,
+                kind: row.kind.as_bytes(),
+                org: row.org.as_bytes(),
+                at: row.at
+            }
+        );
+        assert_eq!(key_of(&bytes[..20]), None);
     }
 
     #[test]
