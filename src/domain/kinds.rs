@@ -91,6 +91,8 @@ pub const MAX_COUNT: i64 = 1_000_000_000;
 #[derive(Debug, Clone, PartialEq)]
 pub struct FieldDef {
     pub name: String,
+    /// The name, interned: what a row's `num_keys` hold, so that no row allocates it.
+    pub key: &'static str,
     /// The column a ledger clerk writes (人员编号, 星级 …).
     pub label_zh: String,
     /// Other headers clerks use for it in a ledger.
@@ -406,6 +408,7 @@ fn parse_kind(file: &str, text: &str) -> Result<KindDef, DefinitionError> {
             return Err(reason("min, max and at_most are for counts".into()));
         }
         fields.push(FieldDef {
+            key: intern_name(&f.name),
             name: f.name,
             label_zh: f.label_zh,
             aliases: f.aliases,

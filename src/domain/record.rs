@@ -23,24 +23,29 @@ pub fn import_seq_base(import_no: u32) -> u64 {
     IMPORT_SEQ_BASE + ((import_no as u64) << 32)
 }
 
+/// A name a row shares with many others (its kind, its source, its counts' keys): borrowed
+/// from the definitions when the row was validated here, so that no row allocates and frees
+/// it; owned when read back from ClickHouse or the log.
+pub type Name = std::borrow::Cow<'static, str>;
+
 /// One accepted record, as it is logged, stored in ClickHouse (`events`) and aggregated.
 /// Times are Unix seconds; `seq` is assigned by the durable log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clickhouse::Row)]
 pub struct EventRow {
     pub seq: u64,
     pub id: String,
-    pub kind: String,
+    pub kind: Name,
     pub org: String,
     pub district: String,
     pub at: u32,
     pub received_at: u32,
-    pub source: String,
+    pub source: Name,
     pub lon: Option<f64>,
     pub lat: Option<f64>,
     /// The kind's subject field's value (see [`KindDef::subject`]); empty when it has none.
     pub subject: String,
     /// The kind's counts and flags (flags as 0 or 1), by name: one row shape for every kind.
-    pub num_keys: Vec<String>,
+    pub num_keys: Vec<Name>,
     pub num_values: Vec<i64>,
     pub data: String,
 }
@@ -55,17 +60,17 @@ impl EventRow {
         district: String,
         at: u32,
         received_at: u32,
-        source: &str,
+        source: &'static str,
     ) -> Self {
         EventRow {
             seq: 0,
             id,
-            kind: kind.as_str().to_string(),
+            kind: Name::Borrowed(kind.as_str()),
             org,
             district,
             at,
             received_at,
-            source: source.to_string(),
+            source: Name::Borrowed(source),
             lon: None,
             lat: None,
             subject: String::new(),
@@ -89,11 +94,12 @@ impl EventRow {
     }
 
     /// Sets a count or flag field (flags as 0 or 1).
-    pub fn set_number(&mut self, field: &str, value: i64) {
-        match self.num_keys.iter().position(|k| k == field) {
+    pub fn set_number(&mut self, field: impl Into<Name>, value: i64) {
+        let field = field.into();
+        match self.num_keys.iter().position(|k| *k == field) {
             Some(i) if i < self.num_values.len() => self.num_values[i] = value,
             _ => {
-                self.num_keys.push(field.to_string());
+                self.num_keys.push(field);
                 self.num_values.push(value);
             }
         }
@@ -238,7 +244,7 @@ pub fn check(
     tree: &OrgTree,
     locator: &dyn Locator,
     received_at: OffsetDateTime,
-    source: &str,
+    source: &'static str,
 ) -> Result<EventRow, FieldError> {
     let id = event.string("id")?;
     if id.is_empty() || id.chars().count() > MAX_ID_LEN {
@@ -317,11 +323,11 @@ pub fn check(
                 let n = f
                     .check_count(n)
                     .map_err(|reason| err(format!("data.{}", f.name), reason))?;
-                row.set_number(&f.name, n);
+                row.set_number(f.key, n);
             }
             FieldType::Flag => {
                 let b = event.data_flag(&f.name)?;
-                row.set_number(&f.name, i64::from(b));
+                row.set_number(f.key, i64::from(b));
             }
         }
     }

@@ -766,12 +766,7 @@ mod order_tests {
         }
         let mut expected: Vec<&EventRow> = rows.iter().collect();
         expected.sort_by(|a, b| {
-            (a.kind.as_str(), a.org.as_str(), a.at, a.seq).cmp(&(
-                b.kind.as_str(),
-                b.org.as_str(),
-                b.at,
-                b.seq,
-            ))
+            (&*a.kind, a.org.as_str(), a.at, a.seq).cmp(&(&*b.kind, b.org.as_str(), b.at, b.seq))
         });
         let expected: Vec<u64> = expected.iter().map(|r| r.seq).collect();
         // As the writer hands them over (in seq order), and in any other order.

@@ -362,7 +362,7 @@ mod tests {
             .into_iter()
             .flat_map(|d| d.numbers())
         {
-            r.set_number(&f.name, 0);
+            r.set_number(f.key, 0);
         }
         r
     }

@@ -654,7 +654,7 @@ impl Quarantine {
         recent.push_back(QuarantinedRecord {
             seq: r.seq,
             id: r.id.clone(),
-            kind: r.kind.clone(),
+            kind: r.kind.to_string(),
             org: r.org.clone(),
             reason,
             at: now,

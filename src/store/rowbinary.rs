@@ -81,12 +81,12 @@ pub fn decode_event(bytes: &[u8]) -> Option<EventRow> {
     let row = EventRow {
         seq: u64::from_le_bytes(r.array()?),
         id: r.string()?,
-        kind: r.string()?,
+        kind: r.string()?.into(),
         org: r.string()?,
         district: r.string()?,
         at: u32::from_le_bytes(r.array()?),
         received_at: u32::from_le_bytes(r.array()?),
-        source: r.string()?,
+        source: r.string()?.into(),
         lon: r.nullable_f64()?,
         lat: r.nullable_f64()?,
         subject: r.string()?,
@@ -94,7 +94,7 @@ pub fn decode_event(bytes: &[u8]) -> Option<EventRow> {
             let n = r.len()?;
             let mut keys = Vec::with_capacity(n.min(r.bytes.len()));
             for _ in 0..n {
-                keys.push(r.string()?);
+                keys.push(r.string()?.into());
             }
             keys
         },

@@ -23,7 +23,7 @@ pub fn validate(
     tree: &OrgTree,
     locator: &dyn Locator,
     received_at: OffsetDateTime,
-    source: &str,
+    source: &'static str,
 ) -> Result<EventRow, FieldError> {
     let obj = value
         .as_object()
@@ -42,7 +42,7 @@ pub fn validate_text(
     tree: &OrgTree,
     locator: &dyn Locator,
     received_at: OffsetDateTime,
-    source: &str,
+    source: &'static str,
 ) -> Checked {
     match serde_json::from_str::<WireEvent>(text) {
         Ok(wire) => validate_wire(wire, kinds, tree, locator, received_at, source),
@@ -62,7 +62,7 @@ fn validate_value(
     tree: &OrgTree,
     locator: &dyn Locator,
     received_at: OffsetDateTime,
-    source: &str,
+    source: &'static str,
 ) -> Checked {
     let id = value.get("id").and_then(Value::as_str).map(str::to_string);
     (
@@ -77,7 +77,7 @@ fn validate_wire(
     tree: &OrgTree,
     locator: &dyn Locator,
     received_at: OffsetDateTime,
-    source: &str,
+    source: &'static str,
 ) -> Checked {
     match serde_json::from_str::<WireData>(wire.data.get()) {
         Ok(fields) => {
@@ -219,7 +219,7 @@ impl<'a> IncomingBatch<'a> {
         tree: &'b OrgTree,
         locator: &'b dyn Locator,
         received_at: OffsetDateTime,
-        source: &'b str,
+        source: &'static str,
     ) -> impl Iterator<Item = Checked> + 'b
     where
         'a: 'b,

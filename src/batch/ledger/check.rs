@@ -576,7 +576,7 @@ mod tests {
                 xxhash_rust::xxh3::xxh3_128(key.as_bytes())
             )
         );
-        assert_eq!((row.seq, row.source.as_str()), ((1 << 62) + 2, "ledger"));
+        assert_eq!((row.seq, &*row.source), ((1 << 62) + 2, "ledger"));
     }
 
     /// `data` is written field by field; a cell needing JSON escapes reads back as written.
