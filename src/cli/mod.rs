@@ -188,6 +188,10 @@ enum BenchCommand {
         /// Concurrent HTTP clients.
         #[arg(long, default_value_t = 4)]
         concurrency: usize,
+        /// Rounds of vscc's own-log path, each between two runs of the RowBinary baseline;
+        /// the report gives every round's ratio and their median.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
     /// Event → delta latency at N screens, memory per screen, most screens at 1 update/s.
     Stream {
@@ -423,6 +427,7 @@ pub async fn main() -> anyhow::Result<()> {
             records,
             batch,
             concurrency,
+            rounds,
         }) => {
             crate::bench::ingest::run(
                 &settings,
@@ -430,6 +435,7 @@ pub async fn main() -> anyhow::Result<()> {
                     records,
                     batch,
                     concurrency,
+                    rounds: rounds.max(1),
                 },
             )
             .await
