@@ -119,9 +119,8 @@ pub async fn run(settings: &Settings, opts: IngestBench) -> anyhow::Result<()> {
     // runs before and after every round of vscc's own-log path below, and each round is
     // judged against the faster of the two runs around it: this VM's speed drifts by a fifth
     // from minute to minute, for ClickHouse alone as for vscc.
-    let mut rowbinary_runs = vec![
-        rowbinary_baseline(&env.clickhouse_url, "bench_rowbinary_0", &rows, false).await?,
-    ];
+    let mut rowbinary_runs =
+        vec![rowbinary_baseline(&env.clickhouse_url, "bench_rowbinary_0", &rows, false).await?];
 
     // Baseline 2: the same rows as JSON, parsed by ClickHouse (INSERT … FORMAT JSONEachRow).
     let json_store = Store::new(&env.clickhouse_url, "default", "", "bench_jsoneachrow")?;

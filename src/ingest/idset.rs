@@ -74,17 +74,22 @@ impl IdSet {
         let _ = k;
     }
 
-    pub fn contains(&self, k: u128) -> bool {
-        let k = Self::key(k);
+    /// Where `k` is (`Ok`), or the free slot that ends its run, where it would go (`Err`).
+    /// `k` is already a key (never `EMPTY`).
+    fn find(&self, k: u128) -> Result<usize, usize> {
         let mask = self.slots.len() - 1;
         let mut i = self.home(k);
         loop {
             match self.slots[i] {
-                EMPTY => return false,
-                s if s == k => return true,
+                EMPTY => return Err(i),
+                s if s == k => return Ok(i),
                 _ => i = (i + 1) & mask,
             }
         }
+    }
+
+    pub fn contains(&self, k: u128) -> bool {
+        self.find(Self::key(k)).is_ok()
     }
 
     /// Adds `k`; answers whether it was new.
@@ -93,17 +98,12 @@ impl IdSet {
             self.grow();
         }
         let k = Self::key(k);
-        let mask = self.slots.len() - 1;
-        let mut i = self.home(k);
-        loop {
-            match self.slots[i] {
-                EMPTY => {
-                    self.slots[i] = k;
-                    self.len += 1;
-                    return true;
-                }
-                s if s == k => return false,
-                _ => i = (i + 1) & mask,
+        match self.find(k) {
+            Ok(_) => false,
+            Err(free) => {
+                self.slots[free] = k;
+                self.len += 1;
+                true
             }
         }
     }
@@ -111,16 +111,10 @@ impl IdSet {
     /// Removes `k`; answers whether it was there. The keys after it in its run move back into
     /// the gap, so that no lookup stops short (no tombstones).
     pub fn remove(&mut self, k: u128) -> bool {
-        let k = Self::key(k);
+        let Ok(i) = self.find(Self::key(k)) else {
+            return false;
+        };
         let mask = self.slots.len() - 1;
-        let mut i = self.home(k);
-        loop {
-            match self.slots[i] {
-                EMPTY => return false,
-                s if s == k => break,
-                _ => i = (i + 1) & mask,
-            }
-        }
         let mut gap = i;
         let mut j = i;
         loop {
