@@ -14,6 +14,7 @@ use time::Date;
 use super::cases::CasesLeaf;
 use super::touch::{hash_str, Touch};
 use crate::domain::catalogue::{Condition, Measure, Period};
+use crate::domain::kinds::intern_name;
 use crate::domain::metric::Reading;
 use crate::domain::org::{Level, NodeIdx, OrgTree};
 use crate::domain::record::{EventRow, Kind};
@@ -65,15 +66,26 @@ fn period_of(period: Period, at: u32) -> u32 {
     }
 }
 
-fn holds(when: &[Condition], r: &EventRow) -> bool {
-    when.iter().all(|c| r.number(&c.field) == Some(c.equals))
+/// Conditions as a leaf keeps them: field names interned, so that a row validated here (whose
+/// keys are the same interned names) finds them by address.
+type When = Vec<(&'static str, i64)>;
+
+fn interned(when: &[Condition]) -> When {
+    when.iter()
+        .map(|c| (intern_name(&c.field), c.equals))
+        .collect()
+}
+
+fn holds(when: &When, r: &EventRow) -> bool {
+    when.iter()
+        .all(|&(field, equals)| r.number(field) == Some(equals))
 }
 
 /// Records of a kind in the current period, optionally only those whose conditions hold.
 pub(super) struct CountLeaf {
     /// The field summed (`sum`); none: each record counts 1.
-    sum: Option<String>,
-    when: Vec<Condition>,
+    sum: Option<&'static str>,
+    when: When,
     period: Period,
     own: bool,
     counts: PeriodSums,
@@ -92,7 +104,7 @@ pub(super) struct DistinctLeaf {
 
 /// The latest value of a field per reporting org, summed (semi-additive).
 pub(super) struct LatestLeaf {
-    field: String,
+    field: &'static str,
     latest: Vec<Option<(u32, u64, i64)>>,
     sums: Vec<i64>,
     reporters: Vec<i64>,
@@ -101,7 +113,7 @@ pub(super) struct LatestLeaf {
 /// Orgs of some levels whose latest record satisfies the conditions.
 pub(super) struct NodesLeaf {
     levels: Vec<Level>,
-    when: Vec<Condition>,
+    when: When,
     share: bool,
     latest: Vec<Option<(u32, u64, bool)>>,
     satisfied: Vec<i64>,
@@ -225,8 +237,8 @@ impl Leaf {
                 sum,
                 ..
             } => Leaf::Count(CountLeaf {
-                sum: sum.clone(),
-                when: when.clone(),
+                sum: sum.as_deref().map(intern_name),
+                when: interned(when),
                 period: *period,
                 own: *own,
                 counts: PeriodSums::new(*period, n),
@@ -240,7 +252,7 @@ impl Leaf {
                 reported: vec![0; n],
             }),
             Measure::Latest { field, .. } => Leaf::Latest(LatestLeaf {
-                field: field.clone(),
+                field: intern_name(field),
                 latest: vec![None; n],
                 sums: vec![0; n],
                 reporters: vec![0; n],
@@ -261,7 +273,7 @@ impl Leaf {
                 }
                 Leaf::Nodes(NodesLeaf {
                     levels: levels.clone(),
-                    when: when.clone(),
+                    when: interned(when),
                     share: *share,
                     latest: vec![None; n],
                     satisfied: vec![0; n],
@@ -328,7 +340,7 @@ impl Leaf {
                 if old.is_some_and(|(at, seq, _)| (at, seq) > (r.at, r.seq)) {
                     return;
                 }
-                let value = r.number(&l.field).unwrap_or(0);
+                let value = r.number(l.field).unwrap_or(0);
                 l.latest[org as usize] = Some((r.at, r.seq, value));
                 let before = old.map_or(0, |o| o.2);
                 t.add(&mut l.sums, org, false, value.saturating_sub(before));
