@@ -588,13 +588,25 @@ impl<'a> Simulator<'a> {
 pub struct LivePlayer<'a> {
     sim: Simulator<'a>,
     buffer: std::collections::VecDeque<Value>,
+    /// When this run of the player started (Unix seconds): part of every id it sends.
+    run: i64,
+}
+
+/// The id a live record gets: the simulated record's own, marked live and with its run. A
+/// demo started again plays the same simulated future from its start, re-dated to now: those
+/// are new records, and the ids of the run before (the same future, sent then) would refuse
+/// them as duplicates — the wall stood still after a restart for as long as the run before
+/// had played.
+fn live_id(id: &str, run: i64) -> String {
+    format!("{id}-live-{run}")
 }
 
 impl<'a> LivePlayer<'a> {
-    pub fn new(sim: Simulator<'a>) -> Self {
+    pub fn new(sim: Simulator<'a>, started: OffsetDateTime) -> Self {
         LivePlayer {
             sim,
             buffer: Default::default(),
+            run: started.unix_timestamp(),
         }
     }
 
@@ -618,7 +630,7 @@ impl<'a> LivePlayer<'a> {
             .map(|mut e| {
                 e["at"] = json!(stamp);
                 if let Some(id) = e["id"].as_str() {
-                    e["id"] = json!(format!("{id}-live"));
+                    e["id"] = json!(live_id(id, self.run));
                 }
                 e
             })
@@ -634,6 +646,15 @@ pub fn today() -> Date {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_live_record_is_new_in_every_run_and_the_same_within_one() {
+        let (one, two) = (1_790_000_000, 1_790_000_600);
+        assert_ne!(live_id("visit-1", one), live_id("visit-1", two));
+        assert_eq!(live_id("visit-1", one), live_id("visit-1", one));
+        assert_ne!(live_id("visit-1", one), live_id("visit-2", one));
+        assert!(live_id("visit-1", one).len() <= crate::domain::record::MAX_ID_LEN);
+    }
 
     #[test]
     fn resident_ids_are_well_formed_and_fixed_by_the_seed() {

@@ -172,7 +172,7 @@ pub(super) async fn feed(
         }
     }
     if live {
-        let mut player = LivePlayer::new(sim);
+        let mut player = LivePlayer::new(sim, time::OffsetDateTime::now_utc());
         let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
         loop {
             every.tick().await;
