@@ -225,8 +225,6 @@ pub fn data_required(name: &str) -> FieldError {
     err(format!("data.{name}"), "is required")
 }
 
-/// The checks every incoming record passes, whichever way it came in: into a row ready for
-/// the log, or the field at fault and why.
 /// A text field of `data`: present, not blank, not too long.
 fn checked_text<'e>(event: &'e impl IncomingEvent, name: &str) -> Result<&'e str, FieldError> {
     let s = event.data_string(name)?;
@@ -242,6 +240,8 @@ fn checked_text<'e>(event: &'e impl IncomingEvent, name: &str) -> Result<&'e str
     }
 }
 
+/// The checks every incoming record passes, whichever way it came in: into a row ready for
+/// the log, or the field at fault and why.
 pub fn check(
     event: &impl IncomingEvent,
     kinds: &Kinds,

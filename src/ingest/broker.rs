@@ -31,8 +31,7 @@ use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
 
 use super::log::{id_hash, AppendOutcome, Committed, IdSet, LogCounters, LogError};
-use super::spool;
-use super::spool::LogBatch;
+use super::spool::{self, LogBatch};
 use super::writer::{insert_events_checked, WriterHealth};
 use crate::domain::record::{EventRow, IMPORT_SEQ_BASE};
 use crate::store::{Store, LIVE_COLUMNS};

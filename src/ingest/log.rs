@@ -173,7 +173,7 @@ impl DurableLog {
             commits: VecDeque::new(),
             appended: 0,
             consumed: 0,
-            frames: Vec::new(),
+            frames_capacity: 0,
         };
         std::thread::Builder::new()
             .name("vscc-log-appender".into())
@@ -221,9 +221,9 @@ struct Appender {
     commits: VecDeque<(u64, u64)>,
     appended: u64,
     consumed: u64,
-    /// The buffer for the next commit's frames, sized like the last one's: growing a buffer
-    /// from empty, commit after commit, paged each size in anew.
-    frames: Vec<u8>,
+    /// The size of the last commit's frames: the next commit's buffer starts that large
+    /// (capped), since growing one from empty, commit after commit, paged each size in anew.
+    frames_capacity: usize,
 }
 
 impl Appender {
@@ -256,8 +256,7 @@ impl Appender {
     fn commit(&mut self, requests: Vec<AppendRequest>) {
         let used = self.pending_bytes();
         let limit = self.settings.max_spool_bytes;
-        let mut buf = std::mem::take(&mut self.frames);
-        buf.clear();
+        let mut buf = Vec::with_capacity(self.frames_capacity);
         let records: usize = requests.iter().map(|r| r.rows.len()).sum();
         // Ids of this commit go straight into `seen` (one hash lookup per record, not two)
         // and come out again if the write fails.
@@ -312,7 +311,6 @@ impl Appender {
                 for (reply, _) in replies {
                     let _ = reply.send(Err(LogError::Io(e.clone())));
                 }
-                self.keep_frames(buf);
                 return;
             }
             self.counters
@@ -327,7 +325,7 @@ impl Appender {
                 .pending_bytes
                 .store(self.appended - self.consumed, Ordering::Relaxed);
             // The frames go on with the rows: the writer sends their RowBinary to ClickHouse.
-            let next_capacity = buf.capacity();
+            self.frames_capacity = buf.len().min(64 << 20);
             let committed = Arc::new(spool::LogBatch::with_frames(
                 committed,
                 spool::Frames::new(buf, encoded),
@@ -335,19 +333,9 @@ impl Appender {
             for s in &self.subscribers {
                 let _ = s.send(committed.clone());
             }
-            self.frames = Vec::with_capacity(next_capacity.min(64 << 20));
-        } else {
-            self.keep_frames(buf);
         }
         for (reply, outcomes) in replies {
             let _ = reply.send(Ok(outcomes));
-        }
-    }
-
-    /// Keeps the frame buffer for the next commit, unless one huge commit made it huge.
-    fn keep_frames(&mut self, buf: Vec<u8>) {
-        if buf.capacity() <= 64 << 20 {
-            self.frames = buf;
         }
     }
 

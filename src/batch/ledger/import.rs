@@ -329,7 +329,7 @@ pub async fn import_file(
                 progress,
             } = chunk?;
             let before = rows.len();
-            rows.retain(|r| seen.insert(xxhash_rust::xxh3::xxh3_128(r.id.as_bytes())));
+            rows.retain(|r| seen.insert(crate::ingest::log::id_hash(&r.id)));
             run.duplicates += (before - rows.len()) as u64;
             pending.append(&mut rows);
             if pending.len() >= INSERT_ROWS {

@@ -3,7 +3,7 @@
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::ingest::log::IdSet;
+use crate::ingest::log::{id_hash, IdSet};
 use crate::store::{counted_imports_param, Store, StoreError, COUNTED_EVENTS};
 
 /// Id hashes of the ledger records already counted (for dedup across imports).
@@ -20,7 +20,7 @@ pub async fn imported_ids(store: &Store) -> Result<IdSet, StoreError> {
         .fetch::<String>()?;
     let mut ids = IdSet::default();
     while let Some(id) = cursor.next().await? {
-        ids.insert(xxhash_rust::xxh3::xxh3_128(id.as_bytes()));
+        ids.insert(id_hash(&id));
     }
     Ok(ids)
 }
