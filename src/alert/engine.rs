@@ -13,7 +13,7 @@ use tokio::sync::broadcast;
 
 use super::lifecycle::{step, Current, Observation, Policy};
 use super::notice::AlertNotice;
-use super::observe::observe;
+use super::observe::{observe, Observed};
 use super::rules::{load_rules, Condition, Rule, Severity};
 use crate::domain::catalogue::Catalogue;
 use crate::domain::org::NodeIdx;
@@ -53,9 +53,16 @@ pub struct AlertInstance {
     pub value: Option<f64>,
     pub summary: String,
     pub labels: std::collections::BTreeMap<String, String>,
+    /// When it entered its state (RFC 3339).
     pub since: String,
     pub ack: Option<Ack>,
     since_unix: i64,
+    /// When the breach began (Unix seconds): from the data where it dates it (an overdue
+    /// case's deadline, a missed deadline, the start of a silence), else when this episode
+    /// was first seen — which survives a restart through the alert history.
+    pub breach_since: i64,
+    /// Cases: the age in days of the oldest open case.
+    pub case_age_days: Option<i64>,
     pub node_idx: NodeIdx,
     /// Roster levels notified: 0 = the node's own duty officer, 1 = the next one up, …
     pub escalation: u8,
@@ -99,6 +106,26 @@ fn format_value(rule: &Rule, catalogue: &Catalogue, value: Option<f64>) -> Strin
             format!("{:.1}%", v * 100.0)
         }
         (Some(v), _) => format!("{}", v.round() as i64),
+    }
+}
+
+/// The district a node lies in, or the node itself above the districts (the city): what alerts
+/// are grouped and named by.
+pub fn district_of(tree: &crate::domain::OrgTree, node: NodeIdx) -> NodeIdx {
+    tree.ancestor_at(node, crate::domain::Level::District)
+        .unwrap_or(node)
+}
+
+/// The `{status}` of a rule's summary: how the figure stands, in the pages' words.
+fn status_zh(status: Option<crate::domain::metric::Status>) -> &'static str {
+    use crate::domain::metric::Status;
+    match status {
+        Some(Status::Missed) => "未达标",
+        Some(Status::AtRisk) => "有风险",
+        Some(Status::Met) => "已达标",
+        Some(Status::OnTrack) => "进度正常",
+        Some(Status::Tracked) => "跟踪",
+        Some(Status::NoData) | None => "",
     }
 }
 
@@ -242,7 +269,7 @@ impl AlertEngine {
         let rules = self.rules();
         let tree = self.hub.tree().clone();
         let now_unix = now.unix_timestamp();
-        let observed: Vec<(usize, NodeIdx, Observation)> = self.hub.read(now, |agg| {
+        let observed: Vec<(usize, NodeIdx, Observed)> = self.hub.read(now, |agg| {
             let mut out = Vec::new();
             for (ri, rule) in rules.iter().enumerate() {
                 let scope = rule
@@ -285,8 +312,9 @@ impl AlertEngine {
             let mut instances = self.instances.lock().unwrap_or_else(|p| p.into_inner());
             let mut notified = self.last_notified.lock().unwrap_or_else(|p| p.into_inner());
             let catalogue = self.hub.catalogue();
-            for (ri, node, observed) in observed {
+            for (ri, node, seen) in observed {
                 let rule = &rules[ri];
+                let observed = seen.observation;
                 let code = tree.node(node).code.clone();
                 let fp = format!("{}/{}", rule.name, code);
                 let value = observed.value();
@@ -294,7 +322,18 @@ impl AlertEngine {
                     .summary
                     .replace("{node}", &tree.node(node).name)
                     .replace("{value}", &format_value(rule, &catalogue, value))
-                    .replace("{target}", &format_value(rule, &catalogue, target_of(rule)));
+                    .replace("{target}", &format_value(rule, &catalogue, target_of(rule)))
+                    .replace("{status}", status_zh(seen.status));
+                // The breach's start: the data's date, else when this episode was first seen.
+                let breach_since = seen
+                    .began
+                    .or_else(|| instances.get(&fp).map(|i| i.breach_since))
+                    .unwrap_or(now_unix)
+                    .min(now_unix);
+                let severity =
+                    rule.severity_for(value, Some((now_unix - breach_since).max(0) / 86_400));
+                // A resolution is recorded with the text as it fired, and its own value.
+                let fired_summary = instances.get(&fp).map(|i| i.summary.clone());
                 let policy = Policy {
                     hold_for: rule.hold_for.as_secs() as i64,
                     repeat,
@@ -315,6 +354,7 @@ impl AlertEngine {
                     policy,
                     notified.get(&fp).copied(),
                     now_unix,
+                    seen.began,
                 );
                 if t.notified {
                     notified.insert(fp.clone(), now_unix);
@@ -332,13 +372,15 @@ impl AlertEngine {
                                 node: code.clone(),
                                 node_name: tree.node(node).name.clone(),
                                 state: next.phase,
-                                severity: rule.severity,
+                                severity,
                                 value,
                                 summary: summary.clone(),
                                 labels: rule.labels.clone(),
                                 since: rfc3339(now),
                                 ack: None,
                                 since_unix: next.since,
+                                breach_since,
+                                case_age_days: seen.case_age_days,
                                 node_idx: node,
                                 escalation: next.escalation,
                             },
@@ -349,6 +391,9 @@ impl AlertEngine {
                             if matches!(observed, Observation::Holds(_)) {
                                 inst.value = value;
                                 inst.summary = summary.clone();
+                                inst.severity = severity;
+                                inst.breach_since = breach_since;
+                                inst.case_age_days = seen.case_age_days;
                             }
                             if inst.since_unix != next.since {
                                 inst.since = rfc3339(now);
@@ -359,28 +404,36 @@ impl AlertEngine {
                         }
                     }
                 }
+                let text = |state: &str| match (state, &fired_summary) {
+                    ("resolved" | "inactive", Some(fired)) => fired.clone(),
+                    _ => summary.clone(),
+                };
                 let event = |state: &str| AlertEventRow {
                     at: now_unix.max(0) as u32,
                     fingerprint: fp.clone(),
                     rule: rule.name.clone(),
                     node: code.clone(),
                     state: state.into(),
-                    severity: rule.severity.as_str().into(),
+                    severity: severity.as_str().into(),
                     value,
-                    summary: summary.clone(),
+                    summary: text(state),
                     actor: String::new(),
                     comment: String::new(),
                 };
+                let area = district_of(&tree, node);
                 let notice = |state: &str| AlertNotice {
                     state: state.into(),
                     fingerprint: fp.clone(),
                     rule: rule.name.clone(),
                     node: code.clone(),
                     node_name: tree.node(node).name.clone(),
-                    severity: rule.severity,
-                    summary: summary.clone(),
+                    district: tree.node(area).code.clone(),
+                    district_name: tree.node(area).name.clone(),
+                    severity,
+                    summary: text(state),
                     value,
                     at: rfc3339(now),
+                    breach_since,
                     node_idx: node,
                 };
                 events.extend(t.events.iter().map(|e| event(e.as_str())));
@@ -615,7 +668,10 @@ impl AlertEngine {
         struct Last {
             fingerprint: String,
             state: String,
-            at: u32,
+            /// When it entered its phase (its last pending or firing).
+            phase_at: u32,
+            /// When this episode began: its first pending or firing after the last resolution.
+            episode_at: u32,
             rule: String,
             node: String,
             severity: String,
@@ -629,7 +685,11 @@ impl AlertEngine {
             .store
             .client()
             .query(
-                "SELECT fingerprint, argMax(state, at) AS s, max(at), any(rule), any(node), any(severity), \
+                "SELECT fingerprint, argMax(state, at) AS s, \
+                 toUInt32(if(s = 'pending', maxIf(at, state = 'pending'), maxIf(at, state = 'firing'))), \
+                 toUInt32(arrayMin(arrayFilter((t, x) -> x IN ('pending', 'firing') AND t >= maxIf(at, state IN ('resolved', 'inactive')), \
+                 groupArray(at), groupArray(state)))), \
+                 any(rule), any(node), argMax(severity, at), \
                  argMax(value, at), argMax(summary, at), \
                  toUInt8(argMaxIf(state, at, state IN ('acknowledged', 'unacknowledged')) = 'acknowledged'), \
                  toUInt32(maxIf(at, state = 'notified')), \
@@ -661,9 +721,9 @@ impl AlertEngine {
             else {
                 continue;
             };
-            let at = OffsetDateTime::from_unix_timestamp(r.at as i64)
+            let at = OffsetDateTime::from_unix_timestamp(r.phase_at as i64)
                 .unwrap_or(OffsetDateTime::UNIX_EPOCH);
-            let _ = r.severity;
+            let episode = if r.episode_at > 0 { r.episode_at } else { r.phase_at };
             instances.insert(
                 r.fingerprint.clone(),
                 AlertInstance {
@@ -672,7 +732,7 @@ impl AlertEngine {
                     node: r.node.clone(),
                     node_name: tree.node(node).name.clone(),
                     state,
-                    severity: rule.severity,
+                    severity: r.severity.parse().unwrap_or(rule.severity),
                     value: r.value,
                     summary: r.summary.clone(),
                     labels: rule.labels.clone(),
@@ -682,7 +742,9 @@ impl AlertEngine {
                         at: rfc3339(at),
                         comment: String::new(),
                     }),
-                    since_unix: r.at as i64,
+                    since_unix: r.phase_at as i64,
+                    breach_since: episode as i64,
+                    case_age_days: None,
                     node_idx: node,
                     escalation: r.escalation,
                 },

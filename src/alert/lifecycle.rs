@@ -111,14 +111,18 @@ pub struct Transition {
 
 /// One step of one alert at `now`. `last_notified`: when this (rule, node) was last notified as
 /// firing, kept after it resolves so that a flapping condition is not notified again inside
-/// the repeat interval.
+/// the repeat interval. `began`: when the data says the condition began to hold, if it says —
+/// the hold-for time counts from then (a breach forty days old is not "pending" for an hour
+/// because the server just started).
 pub fn step(
     previous: Option<Current>,
     observed: Observation,
     policy: Policy,
     last_notified: Option<i64>,
     now: i64,
+    began: Option<i64>,
 ) -> Transition {
+    let held_since = |since: i64| began.map_or(since, |b| b.min(since));
     let mut t = Transition {
         next: previous,
         ..Default::default()
@@ -145,7 +149,7 @@ pub fn step(
             }),
             Observation::Holds(_),
         ) => {
-            let fire_now = policy.hold_for == 0;
+            let fire_now = now - held_since(now) >= policy.hold_for;
             t.started = true;
             t.next = Some(Current {
                 phase: if fire_now {
@@ -173,7 +177,7 @@ pub fn step(
                 },
             ),
             Observation::Holds(_),
-        ) if now - since >= policy.hold_for => {
+        ) if now - held_since(since) >= policy.hold_for => {
             t.next = Some(Current {
                 phase: Phase::Firing,
                 since: now,
@@ -261,7 +265,7 @@ mod tests {
         steps
             .iter()
             .map(|&(now, obs)| {
-                let t = step(current, obs, policy, notified, now);
+                let t = step(current, obs, policy, notified, now, None);
                 current = t.next;
                 if t.notified {
                     notified = Some(now);
@@ -333,17 +337,17 @@ mod tests {
             acknowledged: true,
             escalation: 0,
         };
-        let t = step(Some(acked), Observation::Holds(None), POLICY, Some(0), 7200);
+        let t = step(Some(acked), Observation::Holds(None), POLICY, Some(0), 7200, None);
         assert!(t.events.is_empty() && t.deliveries.is_empty());
         let silenced = Policy {
             silenced: true,
             hold_for: 0,
             ..POLICY
         };
-        let t = step(None, Observation::Holds(None), silenced, None, 0);
+        let t = step(None, Observation::Holds(None), silenced, None, 0, None);
         assert_eq!(events(&t), ["firing", "silenced"]);
         assert!(t.broadcast.is_none() && t.deliveries.is_empty());
-        let t = step(t.next, Observation::Clear(None), silenced, None, 60);
+        let t = step(t.next, Observation::Clear(None), silenced, None, 60, None);
         assert_eq!(events(&t), ["resolved"]);
         assert!(
             t.broadcast.is_none(),
@@ -373,6 +377,18 @@ mod tests {
         // Data again: a new alert, not notified again inside the repeat interval (flapping).
         assert_eq!(events(&ts[4]), ["firing"]);
         assert!(ts[4].started);
+    }
+
+    #[test]
+    fn a_breach_the_data_dates_earlier_counts_its_hold_from_then() {
+        // The data says the condition has held for 20 minutes: a 10-minute rule fires at once.
+        let t = step(None, Observation::Holds(None), POLICY, None, 3000, Some(1800));
+        assert_eq!(events(&t), ["firing", "notified"]);
+        // Only 5 minutes: pending, and firing once 10 minutes have passed since the breach.
+        let t = step(None, Observation::Holds(None), POLICY, None, 3000, Some(2700));
+        assert_eq!(events(&t), ["pending"]);
+        let t = step(t.next, Observation::Holds(None), POLICY, None, 3300, Some(2700));
+        assert_eq!(events(&t), ["firing", "notified"]);
     }
 
     #[test]

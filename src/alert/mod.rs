@@ -1,7 +1,7 @@
 //! Alerts for duty officers: rules as files, per-(rule, node) lifecycle, history in
 //! ClickHouse, notifications on the duty stream.
 
-pub mod cluster;
+pub mod hotspots;
 pub mod delivery;
 pub mod engine;
 pub mod lifecycle;

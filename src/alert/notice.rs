@@ -12,9 +12,15 @@ pub struct AlertNotice {
     pub rule: String,
     pub node: String,
     pub node_name: String,
+    /// The district the node lies in (the city for the city's own alerts): alerts are grouped
+    /// and named by it.
+    pub district: String,
+    pub district_name: String,
     pub severity: Severity,
     pub summary: String,
     pub value: Option<f64>,
     pub at: String,
+    /// When the breach began (Unix seconds).
+    pub breach_since: i64,
     pub node_idx: NodeIdx,
 }

@@ -4,10 +4,43 @@ use time::OffsetDateTime;
 
 use super::lifecycle::Observation;
 use super::rules::{Condition, Rule};
+use crate::domain::catalogue::Deadline;
 use crate::domain::metric::Status;
 use crate::domain::org::NodeIdx;
-use crate::domain::time::local_date;
+use crate::domain::time::{local_date, SHANGHAI};
 use crate::live::Aggregates;
+
+/// One observation with what the data says about the breach behind it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Observed {
+    pub observation: Observation,
+    /// When the breach began according to the records (Unix seconds), where they say it: the
+    /// moment the oldest overdue case passed its deadline, the end of a missed one-off
+    /// deadline's day, the day a silent node's silence reached the rule's days. `None`: the
+    /// data does not date it (the engine dates it from when it first saw it).
+    pub began: Option<i64>,
+    /// The figure's status, where the rule reads a metric.
+    pub status: Option<Status>,
+    /// Cases: the age in days of the oldest open case.
+    pub case_age_days: Option<i64>,
+}
+
+impl Observed {
+    fn plain(observation: Observation) -> Self {
+        Observed {
+            observation,
+            began: None,
+            status: None,
+            case_age_days: None,
+        }
+    }
+}
+
+/// The start (Unix seconds, Asia/Shanghai) of the day after `d`: when a deadline of `d` passed.
+fn day_after(d: time::Date) -> Option<i64> {
+    let next = d.next_day()?;
+    Some(next.midnight().assume_offset(SHANGHAI).unix_timestamp())
+}
 
 /// The observation of `rule` at `node`, or `None` when the rule does not apply there (a metric
 /// not shown at the node's level).
@@ -16,7 +49,7 @@ pub fn observe(
     agg: &Aggregates,
     node: NodeIdx,
     now: OffsetDateTime,
-) -> Option<Observation> {
+) -> Option<Observed> {
     let now_unix = now.unix_timestamp().max(0) as u32;
     let holds = |yes: bool, value: Option<f64>| {
         if yes {
@@ -29,7 +62,7 @@ pub fn observe(
         Condition::Threshold { metric, .. } | Condition::AtRisk { metric } => {
             // None: not shown at the node's level (or gone from the catalogue).
             let f = agg.figure(node, *metric, now)?;
-            if rule.after.is_some_and(|d| local_date(now) <= d) {
+            let observation = if rule.after.is_some_and(|d| local_date(now) <= d) {
                 Observation::Clear(f.value)
             } else if f.status == Status::NoData {
                 Observation::NoData
@@ -37,16 +70,36 @@ pub fn observe(
                 holds(op.holds(f.value.unwrap_or(0.0), *value), f.value)
             } else {
                 holds(matches!(f.status, Status::AtRisk | Status::Missed), f.value)
+            };
+            // A one-off target missed: the breach began when its deadline passed.
+            let began = match agg.catalogue().get(*metric).and_then(|d| d.target) {
+                Some(t) if f.status == Status::Missed => match t.deadline {
+                    Deadline::Fixed(d) => day_after(d),
+                    _ => None,
+                },
+                _ => None,
+            };
+            Observed {
+                observation,
+                began,
+                status: Some(f.status),
+                case_age_days: None,
             }
         }
         Condition::Overdue { metric } => {
             let f = agg.figure(node, *metric, now)?;
-            match f.status {
+            let observation = match f.status {
                 Status::NoData => Observation::NoData,
                 _ => {
                     let overdue = f.overdue.unwrap_or(0);
                     holds(overdue > 0, Some(overdue as f64))
                 }
+            };
+            Observed {
+                observation,
+                began: agg.first_overdue_at(node, *metric).map(i64::from),
+                status: Some(f.status),
+                case_age_days: f.oldest_days,
             }
         }
         Condition::Spike {
@@ -66,10 +119,10 @@ pub fn observe(
             );
             let windows = *baseline_windows as f64;
             let baseline = before as f64 / windows;
-            holds(
+            Observed::plain(holds(
                 current >= *min_count && current as f64 >= factor * baseline.max(1.0 / windows),
                 Some(current as f64),
-            )
+            ))
         }
         Condition::Cluster {
             record,
@@ -79,14 +132,19 @@ pub fn observe(
         } => {
             let since = now_unix.saturating_sub(window.as_secs() as u32);
             let points = agg.located_since(node, *record, since);
-            let largest = super::cluster::largest_cluster(&points, radius_km * 1000.0);
-            holds(largest >= *min_points, Some(largest as f64))
+            let largest = super::hotspots::largest_cluster(&points, radius_km * 1000.0);
+            Observed::plain(holds(largest >= *min_points, Some(largest as f64)))
         }
         Condition::Silence { days } => match agg.last_received(node) {
-            None => Observation::NoData,
+            None => Observed::plain(Observation::NoData),
             Some(last) => {
                 let silent = (now_unix as i64 - last as i64).max(0) / 86_400;
-                holds(silent >= *days as i64, Some(silent as f64))
+                Observed {
+                    observation: holds(silent >= *days as i64, Some(silent as f64)),
+                    began: Some(i64::from(last) + i64::from(*days) * 86_400),
+                    status: None,
+                    case_age_days: None,
+                }
             }
         },
     })

@@ -32,6 +32,18 @@ pub enum Severity {
     Critical,
 }
 
+impl std::str::FromStr for Severity {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "info" => Ok(Severity::Info),
+            "warning" => Ok(Severity::Warning),
+            "critical" => Ok(Severity::Critical),
+            other => Err(format!("unknown severity '{other}'")),
+        }
+    }
+}
+
 impl Severity {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -118,6 +130,29 @@ impl Condition {
     }
 }
 
+/// A step up in severity: once the breach is this large (the value the rule judges: overdue
+/// cases, silent days …) or this old, the alert is at least `severity`.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Raise {
+    /// The judged value is at least this (a group of a district: the sum of its alerts', for
+    /// rules whose values add up, such as overdue cases).
+    pub value_at_least: Option<f64>,
+    /// The breach began at least this many days ago.
+    pub days_at_least: Option<u32>,
+    pub severity: Severity,
+}
+
+impl Raise {
+    fn holds(&self, value: Option<f64>, breach_days: Option<i64>) -> bool {
+        self.value_at_least
+            .is_some_and(|v| value.is_some_and(|x| x >= v))
+            || self
+                .days_at_least
+                .is_some_and(|d| breach_days.is_some_and(|x| x >= i64::from(d)))
+    }
+}
+
 /// A rule, parsed: every field its type needs is there.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rule {
@@ -132,9 +167,58 @@ pub struct Rule {
     /// How long the condition must hold before the alert fires.
     pub hold_for: Duration,
     pub severity: Severity,
-    /// Chinese text; `{node}`, `{value}` and `{target}` are filled in.
+    /// Severity steps above `severity` by the breach's size and age.
+    pub raise: Vec<Raise>,
+    /// Chinese text; `{node}`, `{value}`, `{target}` and `{status}` (有风险 / 未达标) are
+    /// filled in.
     pub summary: String,
     pub labels: std::collections::BTreeMap<String, String>,
+}
+
+impl Rule {
+    /// The severity of a breach of this size (`value`, as judged) that began `breach_days` ago.
+    pub fn severity_for(&self, value: Option<f64>, breach_days: Option<i64>) -> Severity {
+        self.raise
+            .iter()
+            .filter(|r| r.holds(value, breach_days))
+            .map(|r| r.severity)
+            .fold(self.severity, Severity::max)
+    }
+
+    /// Whether the values of several alerts of this rule add up to one figure (overdue cases,
+    /// records in a spike) — then a group's size is their sum.
+    pub fn values_add_up(&self) -> bool {
+        matches!(
+            self.condition,
+            Condition::Overdue { .. } | Condition::Spike { .. }
+        )
+    }
+
+    /// What the rule's alerts are about, in a few words: "信访超期", "编制人员到位率未达目标",
+    /// "7 天以上未报送" — the title of its groups on the duty console and in the brief.
+    pub fn title(&self, catalogue: &Catalogue) -> String {
+        let label = |m| {
+            catalogue
+                .get(m)
+                .map(|d| d.label_zh.clone())
+                .unwrap_or_default()
+        };
+        let kind = |k: &Kind| {
+            catalogue
+                .kinds
+                .get(k.as_str())
+                .map(|d| d.label_zh.clone())
+                .unwrap_or_else(|| k.as_str().to_string())
+        };
+        match &self.condition {
+            Condition::Threshold { metric, .. } => format!("{}未达目标", label(*metric)),
+            Condition::AtRisk { metric } => format!("{}有风险或未达标", label(*metric)),
+            Condition::Overdue { metric } => format!("{}超期", label(*metric)),
+            Condition::Silence { days } => format!("{days} 天以上未报送"),
+            Condition::Spike { record, .. } => format!("{}激增", kind(record)),
+            Condition::Cluster { record, .. } => format!("{}聚集", kind(record)),
+        }
+    }
 }
 
 /// A rule as written in its file.
@@ -161,6 +245,8 @@ struct RuleSpec {
     #[serde(rename = "for")]
     for_: String,
     severity: Severity,
+    #[serde(default)]
+    raise: Vec<Raise>,
     summary: String,
     #[serde(default)]
     labels: std::collections::BTreeMap<String, String>,
@@ -298,6 +384,18 @@ impl RuleSpec {
                 )))
             }
         };
+        for r in &self.raise {
+            if r.value_at_least.is_none() && r.days_at_least.is_none() {
+                return Err(at("each raise needs value_at_least or days_at_least"));
+            }
+            if r.severity <= self.severity {
+                return Err(at(&format!(
+                    "a raise to {} is not above the rule's severity {}",
+                    r.severity.as_str(),
+                    self.severity.as_str()
+                )));
+            }
+        }
         Ok(Rule {
             name: self.name,
             condition,
@@ -306,6 +404,7 @@ impl RuleSpec {
             levels: self.levels,
             hold_for,
             severity: self.severity,
+            raise: self.raise,
             summary: self.summary,
             labels: self.labels,
         })
@@ -420,6 +519,32 @@ mod tests {
                 min_count: 1,
             }
         );
+    }
+
+    #[test]
+    fn severity_rises_with_the_size_and_age_of_the_breach() {
+        let rules = parse(
+            r#"
+            [[rule]]
+            name = "o"
+            type = "overdue"
+            metric = "open_appeals"
+            levels = ["street"]
+            for = "0s"
+            severity = "info"
+            raise = [{ value_at_least = 3, severity = "warning" }, { value_at_least = 10, days_at_least = 30, severity = "critical" }]
+            summary = "s"
+            "#,
+        )
+        .unwrap();
+        let r = &rules[0];
+        assert_eq!(r.severity_for(Some(1.0), Some(2)), Severity::Info);
+        assert_eq!(r.severity_for(Some(3.0), Some(2)), Severity::Warning);
+        assert_eq!(r.severity_for(Some(1.0), Some(45)), Severity::Critical);
+        assert_eq!(r.severity_for(Some(12.0), None), Severity::Critical);
+        assert!(r.values_add_up());
+        let e = parse("[[rule]]\nname = \"x\"\ntype = \"silence\"\ndays = 7\nlevels = [\"street\"]\nfor = \"0s\"\nseverity = \"warning\"\nraise = [{ days_at_least = 30, severity = \"info\" }]\nsummary = \"s\"").unwrap_err();
+        assert!(e.contains("not above"), "{e}");
     }
 
     #[test]

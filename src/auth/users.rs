@@ -162,11 +162,12 @@ impl UserDirectory {
         let users: Vec<UserRow> = self
             .store
             .client()
-            .query(
+            .query(&format!(
                 "SELECT name, argMax(role, version), argMax(scope, version), argMax(password_hash, version), \
                  argMax(disabled, version), argMax(changed_at, version), argMax(changed_by, version), max(version) \
-                 FROM users GROUP BY name",
-            )
+                 FROM {} GROUP BY name",
+                self.store.users_table()
+            ))
             .fetch_all()
             .await?;
         let screens: Vec<ScreenTokenRow> = self
@@ -277,7 +278,7 @@ impl UserDirectory {
             changed_by: user.changed_by.clone(),
             version: next_version(),
         };
-        let mut insert = self.store.client().insert::<UserRow>("users").await?;
+        let mut insert = self.store.client().insert::<UserRow>(&self.store.users_table()).await?;
         insert.write(&row).await?;
         insert.end().await?;
         let mut mirror = self.mirror.write().unwrap_or_else(|p| p.into_inner());

@@ -113,15 +113,15 @@ pub struct SnapshotRow {
     pub overdue: Option<i64>,
 }
 
-/// One alert event of the day.
+/// One alert (rule, node) as a day saw it: whether it started firing that day, and whether it
+/// was still open (firing, notified, acknowledged …) at the day's end.
 #[derive(Debug, Clone, clickhouse::Row, serde::Deserialize)]
-pub struct AlertRow {
-    pub at: String,
-    pub node: String,
+pub struct AlertDayRow {
     pub rule: String,
-    pub state: String,
+    pub node: String,
     pub severity: String,
-    pub summary: String,
+    pub fired: u8,
+    pub open_at_end: u8,
 }
 
 fn iso(day: Date) -> String {
@@ -149,19 +149,36 @@ pub async fn snapshots(
         .await?)
 }
 
-/// The alert events (firing, resolved, acknowledged …) of `day` in Shenzhen (the column is in
-/// Asia/Shanghai time), oldest first; a day with more than 20,000 is cut there.
-pub async fn alerts(store: &Store, day: Date) -> Result<Vec<AlertRow>, StoreError> {
+/// The alerts that fired on `day` (Asia/Shanghai, the column's zone) or were open at its end:
+/// the last state recorded up to the end of the day says which. At most 20,000.
+pub async fn alert_day(store: &Store, day: Date) -> Result<Vec<AlertDayRow>, StoreError> {
     Ok(store
         .client()
         .query(
-            "SELECT toString(at), node, rule, state, severity, summary FROM alert_events \
-             WHERE toDate(at) = toDate(?) ORDER BY at LIMIT 20000",
+            "SELECT any(rule), any(node), argMax(severity, at), \
+             toUInt8(countIf(state = 'firing' AND toDate(at) = toDate(?)) > 0) AS fired, \
+             toUInt8(argMax(state, at) IN ('firing', 'notified', 'acknowledged', 'unacknowledged', 'escalated', 'silenced')) AS open_at_end \
+             FROM alert_events WHERE toDate(at) <= toDate(?) \
+             GROUP BY fingerprint HAVING fired = 1 OR open_at_end = 1 \
+             ORDER BY fingerprint LIMIT 20000",
         )
+        .bind(iso(day))
         .bind(iso(day))
         .with_setting("wait_end_of_query", "1")
         .fetch_all()
         .await?)
+}
+
+/// The first day the alert engine recorded anything (`None`: never): a day before it has no
+/// alert record, which is not the same as a day without alerts.
+pub async fn alerts_since(store: &Store) -> Result<Option<Date>, StoreError> {
+    let first: Vec<String> = store
+        .client()
+        .query("SELECT toString(toDate(min(at))) FROM alert_events HAVING count() > 0")
+        .fetch_all()
+        .await?;
+    let fmt = time::macros::format_description!("[year]-[month]-[day]");
+    Ok(first.first().and_then(|d| Date::parse(d, &fmt).ok()))
 }
 
 /// The days a brief can be read for (days with snapshots), newest first.

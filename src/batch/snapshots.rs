@@ -235,3 +235,28 @@ pub async fn recent_samples(
     }
     Ok(out)
 }
+
+/// The snapshot of `day` of `metrics` at `nodes`: (node, metric) → (value, overdue).
+pub async fn values_on(
+    store: &Store,
+    day: Date,
+    metrics: &[&str],
+    nodes: &[String],
+) -> Result<std::collections::HashMap<(String, String), (Option<f64>, Option<i64>)>, StoreError> {
+    let rows: Vec<(String, String, Option<f64>, Option<i64>)> = store
+        .client()
+        .query(
+            "SELECT node, metric, value, overdue FROM metric_snapshots FINAL \
+             WHERE day = toDate(?) AND has(?, metric) AND has(?, node)",
+        )
+        .bind(day.to_string())
+        .bind(metrics)
+        .bind(nodes)
+        .with_setting("wait_end_of_query", "1")
+        .fetch_all()
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(node, metric, value, overdue)| ((node, metric), (value, overdue)))
+        .collect())
+}

@@ -170,6 +170,18 @@ pub(super) async fn feed(
         if let Err(e) = res {
             tracing::warn!(error = %e, "could not run the snapshot job");
         }
+        // The newest day's brief as a PDF, unless it was printed already (a restarted demo).
+        let pdf = format!("{base}/api/v1/brief/pdf");
+        let printed = http.get(&pdf).bearer_auth(token).send().await;
+        if printed.is_ok_and(|r| r.status() == reqwest::StatusCode::NOT_FOUND) {
+            match http.post(&pdf).bearer_auth(token).send().await {
+                Ok(r) if r.status().is_success() => {
+                    tracing::info!("the newest day's brief is printed: {pdf}")
+                }
+                Ok(r) => tracing::warn!(status = %r.status(), "the brief was not printed"),
+                Err(e) => tracing::warn!(error = %e, "the brief was not printed"),
+            }
+        }
     }
     if live {
         let mut player = LivePlayer::new(sim, time::OffsetDateTime::now_utc());

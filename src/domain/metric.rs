@@ -14,7 +14,8 @@
 //!   far, extended to the period's end, reaches the target, else `at_risk`; `due` is the
 //!   period's last day.
 //! - standing rules (veteran_hire_share ≥ 1/3, no appeal overdue): `met` or `missed` now.
-//! - tracked metrics (no target): `on_track` when there is data.
+//! - tracked metrics (no target): `tracked` when there is data — never `on_track`, which judges
+//!   progress towards a target.
 
 use std::collections::BTreeMap;
 
@@ -41,6 +42,8 @@ pub enum Status {
     AtRisk,
     Missed,
     NoData,
+    /// A metric without a target that has data: followed, judged against nothing.
+    Tracked,
 }
 
 impl Status {
@@ -51,6 +54,7 @@ impl Status {
             Status::AtRisk => "at_risk",
             Status::Missed => "missed",
             Status::NoData => "no_data",
+            Status::Tracked => "tracked",
         }
     }
 }
@@ -117,7 +121,7 @@ pub fn judge(def: &MetricDef, r: Reading, now: OffsetDateTime, history: &[Sample
     let status = match (value, def.target) {
         _ if !r.has_data => Status::NoData,
         (None, _) => Status::NoData,
-        (Some(_), None) => Status::OnTrack,
+        (Some(_), None) => Status::Tracked,
         (Some(v), Some(target)) => {
             let judged = match target.on {
                 Judged::Overdue => r.overdue.unwrap_or(0) as f64,
@@ -160,6 +164,76 @@ pub fn judge(def: &MetricDef, r: Reading, now: OffsetDateTime, history: &[Sample
         extras: r.extras,
         oldest_days: r.oldest_days,
     }
+}
+
+/// How a one-off target (a fixed deadline) came out at one node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadlineOutcome {
+    /// The deadline is still ahead.
+    Pending,
+    /// Reached on the deadline's day.
+    MetOnTime,
+    /// Not reached on the deadline's day, reached since.
+    MetLate,
+    /// Reached now, but no figure of the deadline's day is kept to say when.
+    MetUndated,
+    /// Not reached, and the deadline has passed.
+    Missed,
+    NoData,
+}
+
+impl DeadlineOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadlineOutcome::Pending => "pending",
+            DeadlineOutcome::MetOnTime => "met_on_time",
+            DeadlineOutcome::MetLate => "met_late",
+            DeadlineOutcome::MetUndated => "met_undated",
+            DeadlineOutcome::Missed => "missed",
+            DeadlineOutcome::NoData => "no_data",
+        }
+    }
+}
+
+/// Whether a value (or, for cases, an overdue count) reaches a target.
+fn reaches(target: super::catalogue::Target, value: Option<f64>, overdue: Option<i64>) -> Option<bool> {
+    let judged = match target.on {
+        Judged::Overdue => overdue.map(|o| o as f64).or(value.map(|_| 0.0))?,
+        Judged::Value => value?,
+    };
+    Some(if target.at_most {
+        judged <= target.value
+    } else {
+        judged >= target.value - 1e-9
+    })
+}
+
+/// How a metric's one-off target came out at a node: `now` is today's figure, `on_deadline`
+/// the figure the snapshot of the deadline's day kept (value, overdue), if one is kept. `None`
+/// for a metric without a fixed deadline.
+pub fn deadline_outcome(
+    def: &MetricDef,
+    now: &Figure,
+    on_deadline: Option<(Option<f64>, Option<i64>)>,
+    today: Date,
+) -> Option<DeadlineOutcome> {
+    let target = def.target?;
+    let Deadline::Fixed(due) = target.deadline else {
+        return None;
+    };
+    if today <= due {
+        return Some(DeadlineOutcome::Pending);
+    }
+    let then = on_deadline.and_then(|(v, o)| reaches(target, v, o));
+    let since = reaches(target, now.value, now.overdue);
+    Some(match (then, since) {
+        (Some(true), _) => DeadlineOutcome::MetOnTime,
+        (Some(false), Some(true)) => DeadlineOutcome::MetLate,
+        (None, Some(true)) => DeadlineOutcome::MetUndated,
+        (_, Some(false)) => DeadlineOutcome::Missed,
+        (Some(false), None) => DeadlineOutcome::Missed,
+        (None, None) => DeadlineOutcome::NoData,
+    })
 }
 
 /// How far a figure is from its target, in the metric's unit: above 0 it falls short (or, for a
@@ -303,6 +377,50 @@ mod tests {
             judge(&classes_def, classes(0), eve, &[]).due.as_deref(),
             Some("2021-12-31")
         );
+    }
+
+    #[test]
+    fn a_metric_without_a_target_is_tracked_never_on_track() {
+        let now = datetime!(2021-03-01 12:00 +08:00);
+        let untargeted: Vec<MetricDef> = Catalogue::shipped()
+            .metrics
+            .into_iter()
+            .filter(|m| m.target.is_none())
+            .collect();
+        assert!(untargeted.len() >= 5, "the shipped catalogue tracks several metrics");
+        for def in untargeted {
+            let with_data = Reading {
+                num: 7,
+                den: def.is_ratio().then_some(10),
+                has_data: true,
+                overdue: Some(3),
+                ..Default::default()
+            };
+            let f = judge(&def, with_data, now, &[]);
+            assert_eq!(f.status, Status::Tracked, "{}", def.name);
+            assert_eq!(f.target, None, "{}", def.name);
+            let without = judge(&def, Reading::default(), now, &[]);
+            assert_eq!(without.status, Status::NoData, "{}", def.name);
+        }
+    }
+
+    #[test]
+    fn a_one_off_target_is_met_on_time_late_or_missed() {
+        let s = metric("staffing_rate");
+        let today = date(2021, Month::June, 1);
+        let now = datetime!(2021-06-01 12:00 +08:00);
+        let fig = |num, den| judge(&s, ratio(num, den), now, &[]);
+        use DeadlineOutcome::*;
+        let outcome = |f: &Figure, then| deadline_outcome(&s, f, then, today);
+        assert_eq!(outcome(&fig(96, 100), Some((Some(0.97), None))), Some(MetOnTime));
+        assert_eq!(outcome(&fig(96, 100), Some((Some(0.90), None))), Some(MetLate));
+        assert_eq!(outcome(&fig(96, 100), None), Some(MetUndated));
+        assert_eq!(outcome(&fig(90, 100), Some((Some(0.97), None))), Some(MetOnTime));
+        assert_eq!(outcome(&fig(90, 100), Some((Some(0.90), None))), Some(Missed));
+        assert_eq!(outcome(&fig(0, 0), None), Some(NoData));
+        let before = date(2020, Month::June, 1);
+        assert_eq!(deadline_outcome(&s, &fig(90, 100), None, before), Some(Pending));
+        assert_eq!(deadline_outcome(&metric("training_classes"), &fig(1, 1), None, today), None);
     }
 
     #[test]

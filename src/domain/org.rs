@@ -176,7 +176,6 @@ impl OrgTree {
             .collect()
     }
 
-    /// The ancestor of `idx` (or `idx` itself) at `level`, if any.
     /// The node that answers `idx` from the level above: its district for a street or a
     /// community, the city for a district, the city itself for the city.
     pub fn level_above(&self, idx: NodeIdx) -> NodeIdx {
@@ -189,9 +188,23 @@ impl OrgTree {
         }
     }
 
+    /// The ancestor of `idx` (or `idx` itself) at `level`, if any.
     pub fn ancestor_at(&self, idx: NodeIdx, level: Level) -> Option<NodeIdx> {
         self.path_to_root(idx)
             .find(|&i| self.node(i).level == level)
+    }
+
+    /// The child of `scope` whose subtree holds `idx` (a street's district under the city);
+    /// `None` for `scope` itself and for nodes outside it.
+    pub fn child_toward(&self, scope: NodeIdx, idx: NodeIdx) -> Option<NodeIdx> {
+        let mut below = None;
+        for i in self.path_to_root(idx) {
+            if i == scope {
+                return below;
+            }
+            below = Some(i);
+        }
+        None
     }
 
     /// True when `idx` is `ancestor` or lies below it.
@@ -272,6 +285,16 @@ mod tests {
         assert_eq!(t.ancestor_at(m, Level::District), t.get("d1"));
         assert!(t.is_within(m, t.get("d1").unwrap()));
         assert!(!t.is_within(m, t.get("d2").unwrap()));
+    }
+
+    #[test]
+    fn child_toward_names_the_scopes_child_on_the_way_down() {
+        let t = small();
+        let (c, d1, s1, m1) = (t.get("c").unwrap(), t.get("d1").unwrap(), t.get("s1").unwrap(), t.get("m1").unwrap());
+        assert_eq!(t.child_toward(c, m1), Some(d1));
+        assert_eq!(t.child_toward(d1, m1), Some(s1));
+        assert_eq!(t.child_toward(d1, d1), None);
+        assert_eq!(t.child_toward(t.get("d2").unwrap(), m1), None);
     }
 
     #[test]

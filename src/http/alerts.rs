@@ -52,35 +52,71 @@ pub struct AlertQuery {
     state: Option<String>,
     /// info | warning | critical
     severity: Option<String>,
+    /// Org code (default: the caller's scope): only alerts of nodes in its subtree — a
+    /// district's wall screen shows its own.
+    #[param(pattern = "^4403[0-9]{2}([0-9]{3}([0-9]{3})?)?$")]
+    scope: Option<String>,
 }
 
-/// Current alerts (pending, firing, no data) inside the caller's scope, most severe first.
+/// Current alerts (pending, firing, no data) inside the caller's scope (or the `scope` asked
+/// for within it), most severe first, and the same grouped by rule and district.
 #[utoipa::path(get, path = "/api/v1/alerts", tag = "alerts", params(AlertQuery),
-    responses((status = 200, body = AlertsAnswer)), security(("bearer" = [])))]
+    responses((status = 200, body = AlertsAnswer), (status = 400, body = super::error::ErrorBody),
+        (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
 #[get("/api/v1/alerts")]
 async fn list_alerts(
     caller: Caller,
     q: Params<AlertQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let who = caller.may(&state, Action::ReadFigures)?;
+    let own = state.tree.node(caller.0.scope).code.clone();
+    let (_, scope) =
+        super::auth::readable_scope(&caller.0, &state, Some(q.scope.as_deref().unwrap_or(&own)))?;
+    if let Some(s) = q.state.as_deref() {
+        if !["pending", "firing", "no_data"].contains(&s) {
+            return Err(ApiError::bad_request(
+                "state",
+                format!("'{s}' is not one of pending, firing, no_data"),
+            ));
+        }
+    }
+    if let Some(s) = q.severity.as_deref() {
+        if s.parse::<crate::alert::rules::Severity>().is_err() {
+            return Err(ApiError::bad_request(
+                "severity",
+                format!("'{s}' is not one of info, warning, critical"),
+            ));
+        }
+    }
+    let rules = state.alerts.rules();
+    let now = state.hub.now().unix_timestamp();
     let alerts: Vec<Alert> = state
         .alerts
         .current()
         .iter()
-        .filter(|a| state.tree.is_within(a.node_idx, who.scope))
+        .filter(|a| state.tree.is_within(a.node_idx, scope))
         .filter(|a| q.state.as_deref().is_none_or(|s| a.state.as_str() == s))
         .filter(|a| {
             q.severity
                 .as_deref()
                 .is_none_or(|s| a.severity.as_str() == s)
         })
-        .map(Alert::from)
+        .map(|a| Alert::new(a, &state.tree, is_overdue_rule(&rules, &a.rule), now))
         .collect();
+    let groups =
+        crate::wire::alerts::group_alerts(&alerts, &rules, &state.hub.catalogue(), now);
     Ok(HttpResponse::Ok().json(AlertsAnswer {
         rules_error: state.alerts.rules_error(),
         alerts,
+        groups,
     }))
+}
+
+fn is_overdue_rule(rules: &[crate::alert::rules::Rule], name: &str) -> bool {
+    rules.iter().any(|r| {
+        r.name == name && matches!(r.condition, crate::alert::rules::Condition::Overdue { .. })
+    })
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -107,7 +143,7 @@ async fn alert_history(
         .history(scope, limit)
         .await?
         .into_iter()
-        .map(AlertHistoryEntry::from)
+        .map(|r| AlertHistoryEntry::new(r, &state.tree))
         .collect();
     Ok(HttpResponse::Ok().json(history))
 }
@@ -141,7 +177,13 @@ async fn set_ack(
         .ok_or_else(|| ApiError::NotFound {
             what: format!("alert {fingerprint}"),
         })?;
-    Ok(HttpResponse::Ok().json(Alert::from(&updated)))
+    let rules = state.alerts.rules();
+    Ok(HttpResponse::Ok().json(Alert::new(
+        &updated,
+        &state.tree,
+        is_overdue_rule(&rules, &updated.rule),
+        state.hub.now().unix_timestamp(),
+    )))
 }
 
 /// Acknowledge a current alert (duty officers and admins inside their scope).

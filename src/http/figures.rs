@@ -22,6 +22,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(screens)
         .service(catalogue)
         .service(freshness)
+        .service(scorecard)
         .service(at_risk);
 }
 
@@ -278,4 +279,127 @@ fn screen_view(s: &crate::stream::ScreenInfo) -> crate::wire::stream::Screen {
             })
             .collect(),
     }
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct ScorecardQuery {
+    /// Org code (default: the city); it and its direct children are scored.
+    #[param(pattern = "^4403[0-9]{2}([0-9]{3}([0-9]{3})?)?$")]
+    scope: Option<String>,
+}
+
+/// The plan at a glance: how many figures are met, on track, at risk, missed, tracked or
+/// without data — the scope's own and every cell of the scope and its children, overall and
+/// per clause — and, for each one-off target (a fixed deadline), whether each node met it by
+/// its date, late, or not (from the snapshot of the deadline's day).
+#[utoipa::path(get, path = "/api/v1/scorecard", tag = "figures", params(ScorecardQuery),
+    responses((status = 200, body = figures::ScorecardAnswer),
+        (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody),
+        (status = 404, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+#[get("/api/v1/scorecard")]
+async fn scorecard(
+    caller: Caller,
+    q: Params<ScorecardQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    use crate::domain::catalogue::Deadline;
+    use crate::domain::metric::deadline_outcome;
+    use figures::{ClauseScore, DeadlineCell, DeadlineScore, ScorecardAnswer, StatusCounts};
+    let (code, scope) = readable_scope(&caller.0, &state, q.scope.as_deref())?;
+    let tree = &state.tree;
+    let defs = state.hub.catalogue();
+    let now = state.hub.now();
+    let today = crate::domain::time::local_date(now);
+    let nodes = tree.with_children(scope);
+    // [metric][node]: the figure, where the metric is shown at the node's level.
+    let figs: Vec<Vec<Option<crate::domain::metric::Figure>>> = state.hub.read(now, |agg| {
+        defs.metrics
+            .iter()
+            .map(|d| nodes.iter().map(|&n| agg.figure(n, d.id, now)).collect())
+            .collect()
+    });
+    let score = |clause: &str, which: &dyn Fn(&crate::domain::catalogue::MetricDef) -> bool| {
+        let mut out = ClauseScore {
+            clause: clause.to_string(),
+            metrics: Vec::new(),
+            scope: StatusCounts::default(),
+            cells: StatusCounts::default(),
+        };
+        for (def, row) in defs.metrics.iter().zip(&figs) {
+            if !which(def) {
+                continue;
+            }
+            out.metrics.push(def.name.clone());
+            for (i, f) in row.iter().enumerate() {
+                let Some(f) = f else { continue };
+                if i == 0 {
+                    out.scope.add(f.status);
+                }
+                out.cells.add(f.status);
+            }
+        }
+        out
+    };
+    let overall = score("全部", &|_| true);
+    let mut clauses: Vec<ClauseScore> = Vec::new();
+    for def in &defs.metrics {
+        if clauses.iter().all(|c| c.clause != def.clause) {
+            let clause = def.clause.clone();
+            clauses.push(score(&clause, &|d| d.clause == clause));
+        }
+    }
+    let codes: Vec<String> = nodes.iter().map(|&n| tree.node(n).code.clone()).collect();
+    let mut deadlines = Vec::new();
+    let mut kept: std::collections::HashMap<time::Date, _> = Default::default();
+    for (def, row) in defs.metrics.iter().zip(&figs) {
+        let Some(Deadline::Fixed(due)) = def.target.map(|t| t.deadline) else {
+            continue;
+        };
+        if !kept.contains_key(&due) {
+            let names: Vec<&str> = defs.metrics.iter().map(|d| d.name.as_str()).collect();
+            kept.insert(
+                due,
+                crate::batch::snapshots::values_on(&state.store, due, &names, &codes).await?,
+            );
+        }
+        let on_day = &kept[&due];
+        let mut children = std::collections::BTreeMap::new();
+        let mut cells = Vec::new();
+        for (i, (&n, f)) in nodes.iter().zip(row).enumerate() {
+            let Some(f) = f else { continue };
+            let node = tree.node(n);
+            let then = on_day.get(&(node.code.clone(), def.name.clone())).copied();
+            let Some(outcome) = deadline_outcome(def, f, then, today) else {
+                continue;
+            };
+            if i > 0 {
+                *children.entry(outcome.as_str()).or_insert(0) += 1;
+            }
+            cells.push(DeadlineCell {
+                code: node.code.clone(),
+                name: node.name.clone(),
+                outcome: outcome.as_str(),
+                value_at_deadline: then.and_then(|t| t.0),
+                value: f.value,
+            });
+        }
+        deadlines.push(DeadlineScore {
+            metric: def.name.clone(),
+            label_zh: def.label_zh.clone(),
+            clause: def.clause.clone(),
+            deadline: due.to_string(),
+            target_zh: figures::target_zh(def),
+            children,
+            nodes: cells,
+        });
+    }
+    deadlines.sort_by(|a, b| a.deadline.cmp(&b.deadline));
+    Ok(HttpResponse::Ok().json(ScorecardAnswer {
+        scope: code,
+        at: rfc3339(now),
+        overall,
+        clauses,
+        deadlines,
+    }))
 }

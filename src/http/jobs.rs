@@ -30,19 +30,12 @@ pub struct BriefQuery {
     scope: Option<String>,
 }
 
-/// One metric of the brief: the scope's figure on the day and the day before, and each child's.
+/// One metric of the brief: the scope's figure on the day and the day before, and each child's,
+/// with the metric's catalogue entry (its target stated as every page states it).
 #[derive(serde::Serialize)]
 struct BriefMetric {
-    id: String,
-    label_zh: String,
-    clause: String,
-    unit: &'static str,
-    /// The measure type (cases: fewer open is better).
-    measure: &'static str,
-    precision: u8,
-    target: Option<f64>,
-    deadline: Option<String>,
-    at_most: bool,
+    #[serde(flatten)]
+    entry: crate::wire::figures::CatalogueEntry,
     day: Option<BriefFigure>,
     before: Option<BriefFigure>,
     children: Vec<BriefChild>,
@@ -67,10 +60,38 @@ struct BriefChild {
     overdue: Option<i64>,
 }
 
+/// The alerts of one rule under one child of the scope (a district of the city, a street of a
+/// district) on the brief's day: how many fired that day and how many were open at its end.
+#[derive(serde::Serialize)]
+struct BriefAlertGroup {
+    rule: String,
+    /// What the rule is about, in a few words (信访超期, 7 天以上未报送 …).
+    title: String,
+    severity: String,
+    /// The scope's child the alerts lie under (the scope itself for its own alerts).
+    area: String,
+    area_name: String,
+    fired: usize,
+    open_at_end: usize,
+    /// The units concerned (their names), the ones open at the day's end first.
+    nodes: Vec<String>,
+}
+
+/// A snapshot's status as the catalogue judges now: a metric without a target was snapshotted
+/// as `on_track` before `tracked` existed.
+fn snapshot_status(def: &crate::domain::catalogue::MetricDef, status: &str) -> String {
+    if def.target.is_none() && status == "on_track" {
+        "tracked".into()
+    } else {
+        status.into()
+    }
+}
+
 /// The daily brief (每日简报): the day's figures from the nightly snapshots beside the day
-/// before's, each child's, and the day's alerts — a past day shows that day's figures.
+/// before's, each child's, and the day's alerts grouped by rule and area — a past day shows
+/// that day's figures. Only the metrics shown at the scope's level are in it.
 #[utoipa::path(get, path = "/api/v1/brief", tag = "jobs", params(BriefQuery),
-    responses((status = 200, body = Object, description = "{date, before, scope, metrics: [{id, label_zh, clause, unit, precision, target, deadline, at_most, day: {value, status}, before, children: [{code, name, value, status}]}], alerts: [{at, node, rule, state, severity, summary}]}"),
+    responses((status = 200, body = Object, description = "{date, before, scope, scope_name, scope_level, child_level, children, metrics: [{…catalogue entry, day: {value, status, overdue}, before, children: [{code, name, value, status, overdue}]}], alert_groups: [{rule, title, severity, area, area_name, fired, open_at_end, nodes}], alerts_since}"),
         (status = 400, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)),
     security(("bearer" = [])))]
 #[get("/api/v1/brief")]
@@ -83,7 +104,8 @@ async fn brief(
     let (code, scope) = super::auth::readable_scope(&caller.0, &state, q.scope.as_deref())?;
     let day = brief_day(&state, q.date.as_deref()).await?;
     let tree = &state.tree;
-    let children: Vec<_> = tree.node(scope).children.clone();
+    let scope_node = tree.node(scope);
+    let children: Vec<_> = scope_node.children.clone();
     let mut nodes: Vec<String> = vec![code.clone()];
     nodes.extend(children.iter().map(|c| tree.node(*c).code.clone()));
     let rows = brief::snapshots(&state.store, day, &nodes).await?;
@@ -92,39 +114,34 @@ async fn brief(
             what: format!("snapshots of {day} (the nightly job writes each day's)"),
         });
     }
-    let find = |d: Date, node: &str, metric: &str| {
-        rows.iter()
-            .find(|r| i64::from(r.day) == day_number(d) && r.node == node && r.metric == metric)
-            .map(|r| BriefFigure {
-                value: r.value,
-                status: r.status.clone(),
-                overdue: r.overdue,
-            })
-    };
     let before = day.previous_day().unwrap_or(day);
     let catalogue = state.hub.catalogue();
     let metrics: Vec<BriefMetric> = catalogue
         .metrics
         .iter()
+        .filter(|def| def.applies_to(scope_node.level))
         .map(|def| {
-            let entry = crate::wire::figures::CatalogueEntry::from(def);
+            let find = |d: Date, node: &str| {
+                rows.iter()
+                    .find(|r| {
+                        i64::from(r.day) == day_number(d) && r.node == node && r.metric == def.name
+                    })
+                    .map(|r| BriefFigure {
+                        value: r.value,
+                        status: snapshot_status(def, &r.status),
+                        overdue: r.overdue,
+                    })
+            };
             BriefMetric {
-                id: def.name.clone(),
-                label_zh: def.label_zh.clone(),
-                clause: def.clause.clone(),
-                unit: entry.unit,
-                measure: entry.measure,
-                precision: def.precision,
-                target: entry.target,
-                deadline: entry.deadline,
-                at_most: entry.at_most,
-                day: find(day, &code, &def.name),
-                before: find(before, &code, &def.name),
+                entry: crate::wire::figures::CatalogueEntry::from(def),
+                day: find(day, &code),
+                before: find(before, &code),
                 children: children
                     .iter()
+                    .filter(|c| def.applies_to(tree.node(**c).level))
                     .filter_map(|c| {
                         let node = tree.node(*c);
-                        find(day, &node.code, &def.name).map(|f| BriefChild {
+                        find(day, &node.code).map(|f| BriefChild {
                             code: node.code.clone(),
                             name: node.name.clone(),
                             value: f.value,
@@ -137,59 +154,69 @@ async fn brief(
         })
         .collect();
     // What each rule's alerts are about, in a few words (the brief groups them by rule).
-    let titles: std::collections::HashMap<String, String> = state
-        .alerts
-        .rules()
-        .into_iter()
-        .map(|r| (r.name.clone(), rule_title(&r, &catalogue)))
+    let rules = state.alerts.rules();
+    let titles: std::collections::HashMap<String, String> = rules
+        .iter()
+        .map(|r| (r.name.clone(), r.title(&catalogue)))
         .collect();
-    let alerts: Vec<serde_json::Value> = brief::alerts(&state.store, day)
-        .await?
-        .into_iter()
-        .filter_map(|a| {
-            let node = tree.get(&a.node).filter(|&n| tree.is_within(n, scope))?;
-            Some(
-                serde_json::json!({"at": a.at, "node": a.node, "node_name": tree.node(node).name,
-                "rule": a.rule, "title": titles.get(&a.rule), "state": a.state,
-                "severity": a.severity, "summary": a.summary}),
-            )
-        })
-        .collect();
+    let mut groups: std::collections::BTreeMap<(String, u32), BriefAlertGroup> =
+        Default::default();
+    for a in brief::alert_day(&state.store, day).await? {
+        let Some(node) = tree.get(&a.node).filter(|&n| tree.is_within(n, scope)) else {
+            continue;
+        };
+        let area = tree.child_toward(scope, node).unwrap_or(scope);
+        let group = groups
+            .entry((a.rule.clone(), area))
+            .or_insert_with(|| BriefAlertGroup {
+                rule: a.rule.clone(),
+                title: titles.get(&a.rule).cloned().unwrap_or_else(|| a.rule.clone()),
+                severity: a.severity.clone(),
+                area: tree.node(area).code.clone(),
+                area_name: tree.node(area).name.clone(),
+                fired: 0,
+                open_at_end: 0,
+                nodes: Vec::new(),
+            });
+        group.fired += usize::from(a.fired == 1);
+        group.open_at_end += usize::from(a.open_at_end == 1);
+        if severity_rank(&a.severity) > severity_rank(&group.severity) {
+            group.severity = a.severity.clone();
+        }
+        let name = tree.node(node).name.clone();
+        if a.open_at_end == 1 {
+            group.nodes.insert(0, name);
+        } else {
+            group.nodes.push(name);
+        }
+    }
+    let mut alert_groups: Vec<BriefAlertGroup> = groups.into_values().collect();
+    alert_groups.sort_by(|a, b| {
+        severity_rank(&b.severity)
+            .cmp(&severity_rank(&a.severity))
+            .then(b.open_at_end.cmp(&a.open_at_end))
+            .then(b.fired.cmp(&a.fired))
+            .then(a.area.cmp(&b.area))
+    });
+    let alerts_since = brief::alerts_since(&state.store).await?;
     // The printed copy is the city's; a district's reader gets its own page only.
     let pdf = scope == tree.root() && state.brief.pdf_path(day).is_file();
+    let child_level = children.first().map(|c| tree.node(*c).level.as_str());
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "date": day.to_string(), "before": before.to_string(), "scope": code,
-        "metrics": metrics, "alerts": alerts,
+        "scope_name": scope_node.name, "scope_level": scope_node.level.as_str(),
+        "child_level": child_level, "children": children.len(),
+        "metrics": metrics, "alert_groups": alert_groups,
+        "alerts_since": alerts_since.map(|d| d.to_string()),
         "pdf": pdf.then(|| format!("/api/v1/brief/pdf?date={day}")),
     })))
 }
 
-/// "编制人员到位率低于目标", "信访超期", "未报送" …: a rule's subject for the brief.
-fn rule_title(
-    rule: &crate::alert::rules::Rule,
-    catalogue: &crate::domain::catalogue::Catalogue,
-) -> String {
-    use crate::alert::rules::Condition;
-    let label = |m| {
-        catalogue
-            .get(m)
-            .map(|d| d.label_zh.clone())
-            .unwrap_or_default()
-    };
-    let kind = |k: &crate::domain::kinds::Kind| {
-        catalogue
-            .kinds
-            .get(k.as_str())
-            .map(|d| d.label_zh.clone())
-            .unwrap_or_else(|| k.as_str().to_string())
-    };
-    match &rule.condition {
-        Condition::Threshold { metric, .. } => format!("{}未达目标", label(*metric)),
-        Condition::AtRisk { metric } => format!("{}有风险", label(*metric)),
-        Condition::Overdue { metric } => format!("{}超期", label(*metric)),
-        Condition::Silence { days } => format!("{days} 天以上未报送"),
-        Condition::Spike { record, .. } => format!("{}激增", kind(record)),
-        Condition::Cluster { record, .. } => format!("{}聚集", kind(record)),
+fn severity_rank(severity: &str) -> u8 {
+    match severity {
+        "critical" => 2,
+        "warning" => 1,
+        _ => 0,
     }
 }
 

@@ -1,5 +1,6 @@
 //! Ad-hoc SQL for analysts: run, cancel, history, saved queries, schema.
 
+use futures_util::StreamExt;
 use actix_web::{delete, get, post, put, web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
@@ -108,9 +109,63 @@ async fn run_query(
     res.content_type(format.content_type())
         .insert_header(("X-Query-Id", run.id.clone()));
     if format == OutputFormat::Csv {
-        res.insert_header(("Content-Disposition", "attachment; filename=\"query.csv\""));
+        let name = csv_filename(&body.sql, state.hub.now());
+        res.insert_header((
+            "Content-Disposition",
+            format!("attachment; filename=\"{name}\""),
+        ));
+        // Excel on Chinese Windows reads a CSV without a byte-order mark as GBK: the mark
+        // makes it read UTF-8.
+        let bom = futures_util::stream::once(async {
+            Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"\xEF\xBB\xBF"))
+        });
+        return Ok(res.streaming(bom.chain(run.into_stream())));
     }
     Ok(res.streaming(run.into_stream()))
+}
+
+/// A download's name from its query: the first table it reads and the time, as
+/// `events-20261207-1012.csv` (`query-….csv` when no table is named).
+fn csv_filename(sql: &str, now: time::OffsetDateTime) -> String {
+    let words: Vec<&str> = sql.split_whitespace().collect();
+    let table = words
+        .windows(2)
+        .find(|w| w[0].eq_ignore_ascii_case("from"))
+        .map(|w| {
+            w[1].replace('`', "")
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.')
+                .collect::<String>()
+        })
+        .filter(|t| !t.is_empty())
+        .map(|t| t.rsplit('.').next().unwrap_or(&t).to_string())
+        .unwrap_or_else(|| "query".into());
+    let local = now.to_offset(crate::domain::time::SHANGHAI);
+    format!(
+        "{table}-{:04}{:02}{:02}-{:02}{:02}.csv",
+        local.year(),
+        local.month() as u8,
+        local.day(),
+        local.hour(),
+        local.minute()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_csv_download_is_named_after_the_table_it_reads() {
+        let at = time::macros::datetime!(2026-12-07 02:12 UTC);
+        assert_eq!(
+            super::csv_filename("SELECT kind, count() FROM events GROUP BY kind", at),
+            "events-20261207-1012.csv"
+        );
+        assert_eq!(
+            super::csv_filename("select * from `vscc`.kind_staff_hired", at),
+            "kind_staff_hired-20261207-1012.csv"
+        );
+        assert_eq!(super::csv_filename("SELECT 1", at), "query-20261207-1012.csv");
+    }
 }
 
 /// Cancel one of the caller's running queries (admins: anyone's); it is killed in ClickHouse

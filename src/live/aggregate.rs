@@ -235,6 +235,17 @@ impl Aggregates {
         })
     }
 
+    /// For a cases metric: when the oldest breach now open in the node's subtree began — the
+    /// moment its case passed a deadline (see [`CasesLeaf::first_overdue_at`]).
+    ///
+    /// [`CasesLeaf::first_overdue_at`]: super::cases::CasesLeaf::first_overdue_at
+    pub fn first_overdue_at(&self, node: NodeIdx, metric: MetricId) -> Option<u32> {
+        match *self.plans.get(&metric)? {
+            Plan::Leaf(l) => self.leaves[l].as_cases()?.first_overdue_at(&self.tree, node),
+            Plan::Ratio { .. } => None,
+        }
+    }
+
     /// Hands over the daily samples (to the state that replaces this one).
     pub fn take_samples(&mut self) -> std::collections::HashMap<(NodeIdx, MetricId), Vec<Sample>> {
         std::mem::take(&mut self.samples).into_iter().collect()
@@ -808,6 +819,40 @@ mod tests {
         assert_eq!(overdue(&a, later), (Some(0), 0, 0));
         let f = at(&a, "c", "open_appeals", clock(later));
         assert_eq!((f.value, f.status.as_str()), (Some(1.0), "met"));
+    }
+
+    #[test]
+    fn a_breach_is_dated_from_the_moment_its_case_passed_a_deadline() {
+        let mut a = shipped();
+        let t0: i64 = 1_700_000_000;
+        let clock = |s: i64| OffsetDateTime::from_unix_timestamp(s).unwrap();
+        a.refresh_clock(clock(t0));
+        let appeals = metric(&a, "open_appeals");
+        let city = a.tree().get("c").unwrap();
+        let s2 = a.tree().get("s2").unwrap();
+        assert_eq!(a.first_overdue_at(city, appeals), None, "nothing open");
+        // Received 20 days ago: it passed its 15-day acceptance deadline 5 days ago.
+        a.apply(&received(1, "late", t0 - 20 * DAY)).unwrap();
+        // Received 40 days ago but accepted: not overdue until its 60-day resolution deadline.
+        a.apply(&received(2, "accepted", t0 - 40 * DAY)).unwrap();
+        let mut accepted = received(3, "accepted", t0 - 39 * DAY);
+        accepted.kind = Kind::APPEAL_ACCEPTED.as_str().into();
+        a.apply(&accepted).unwrap();
+        let began = (t0 - 20 * DAY + 15 * DAY + 1) as u32;
+        assert_eq!(a.first_overdue_at(city, appeals), Some(began));
+        assert_eq!(a.first_overdue_at(s2, appeals), None, "another street's subtree");
+        // 21 days on, the accepted one passes its resolution deadline: the earlier breach stays
+        // the first.
+        a.refresh_clock(clock(t0 + 21 * DAY));
+        assert_eq!(a.first_overdue_at(city, appeals), Some(began));
+        // The late one closes: the breach now dates from the accepted one's 60th day.
+        let mut closed = received(4, "late", t0 + 21 * DAY);
+        closed.kind = Kind::APPEAL_CLOSED.as_str().into();
+        a.apply(&closed).unwrap();
+        assert_eq!(
+            a.first_overdue_at(city, appeals),
+            Some((t0 - 40 * DAY + 60 * DAY + 1) as u32)
+        );
     }
 
     #[test]

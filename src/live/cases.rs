@@ -280,6 +280,36 @@ impl CasesLeaf {
             .min()
     }
 
+    /// The moment the longest-running breach in a node's subtree began: the earliest time at
+    /// which a case that is overdue now passed a deadline it has not met (Unix seconds). It
+    /// comes from the records alone, so it is the same after a restart.
+    pub fn first_overdue_at(&self, tree: &OrgTree, node: NodeIdx) -> Option<u32> {
+        if self.overdue[node as usize] == 0 {
+            return None;
+        }
+        let mut first: Option<u32> = None;
+        for org in tree.subtree(node) {
+            // Counts are per subtree: none overdue here, none below.
+            if self.overdue[org as usize] == 0 {
+                continue;
+            }
+            // Per deadline, the oldest open case past it is the one that passed it first
+            // (`counted` holds what each case adds to the overdue counts now).
+            for (i, d) in self.deadlines.iter().enumerate() {
+                let passed = self.open_by_org[org as usize]
+                    .iter()
+                    .find(|(_, id)| self.cases.get(id).is_some_and(|c| c.counted & (1 << i) != 0));
+                if let Some((opened, _)) = passed {
+                    let at = opened
+                        .saturating_add(d.days.saturating_mul(DAY))
+                        .saturating_add(1);
+                    first = Some(first.map_or(at, |f| f.min(at)));
+                }
+            }
+        }
+        first
+    }
+
     pub fn reading(&self, tree: &OrgTree, node: NodeIdx, now: u32) -> Reading {
         let n = node as usize;
         Reading {

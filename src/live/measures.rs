@@ -443,6 +443,13 @@ impl Leaf {
         }
     }
 
+    pub fn as_cases(&self) -> Option<&CasesLeaf> {
+        match self {
+            Leaf::Cases(c) => Some(c),
+            _ => None,
+        }
+    }
+
     pub fn as_cases_mut(&mut self) -> Option<&mut CasesLeaf> {
         match self {
             Leaf::Cases(c) => Some(c),

@@ -363,7 +363,7 @@ impl SqlGateway {
         };
         if !response.status().is_success() {
             let body = response.text().await.unwrap_or_default();
-            let refusal = refusal::parse(&body);
+            let refusal = refusal::with_hint(refusal::parse(&body), sql);
             let cancelled = refusal.class == RefusalClass::Cancelled || self.was_cancelled(&id);
             guard
                 .finish(
@@ -434,12 +434,18 @@ impl SqlGateway {
     }
 
     /// The tables and columns the target's user may read.
+    /// The tables and columns an analyst works with (vscc's bookkeeping — migrations, saved
+    /// queries, notifications, the tables a migration kept — is not listed, even to admins).
     pub async fn schema(&self, target: &Target) -> Result<Vec<history::ColumnInfo>, SqlError> {
         Ok(self
             .store
             .server_client()
-            .query("SELECT table, name, type FROM system.columns WHERE database = ? ORDER BY table, name")
+            .query(
+                "SELECT table, name, type FROM system.columns WHERE database = ? \
+                 AND (has(?, table) OR startsWith(table, 'kind_')) ORDER BY table, name",
+            )
             .bind(target.database.as_str())
+            .bind(scopes::ANALYST_TABLES)
             .fetch_all()
             .await
             .map_err(StoreError::from)?)

@@ -32,6 +32,34 @@ pub fn parse(body: &str) -> ClickHouseRefusal {
     }
 }
 
+/// Whether `sql` has a character outside ASCII that is not inside quotes or backticks: a
+/// Chinese alias written bare (`AS 记录数`), which ClickHouse refuses as a syntax error.
+fn has_bare_non_ascii(sql: &str) -> bool {
+    let mut quote: Option<char> = None;
+    for c in sql.chars() {
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if matches!(c, '\'' | '"' | '`') => quote = Some(c),
+            None if !c.is_ascii() && !c.is_whitespace() => return true,
+            None => {}
+        }
+    }
+    false
+}
+
+/// The refusal with a hint where ClickHouse's own words would not help an analyst: a syntax
+/// error (62) in SQL with a bare Chinese name.
+pub fn with_hint(mut refusal: ClickHouseRefusal, sql: &str) -> ClickHouseRefusal {
+    if refusal.code == 62 && has_bare_non_ascii(sql) {
+        refusal.message = format!(
+            "{}（提示：中文别名或列名须用反引号括起来，例如 count() AS `记录数`）",
+            refusal.message
+        );
+    }
+    refusal
+}
+
 fn classify(code: u32) -> RefusalClass {
     match code {
         // READONLY, DATABASE_ACCESS_DENIED, ACCESS_DENIED, UNKNOWN_USER, WRONG_PASSWORD,
@@ -49,6 +77,18 @@ fn classify(code: u32) -> RefusalClass {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bare_chinese_alias_gets_a_hint_and_a_quoted_one_does_not() {
+        let syntax = || parse("Code: 62, e.displayText() = DB::Exception: Syntax error: failed at position 18");
+        let hinted = with_hint(syntax(), "SELECT count() AS 记录数 FROM events");
+        assert!(hinted.message.contains("反引号"), "{}", hinted.message);
+        let quoted = with_hint(syntax(), "SELECT count() AS `记录数` FROM events WHERE kind = '走访'");
+        assert!(!quoted.message.contains("反引号"), "{}", quoted.message);
+        // Another error is left as ClickHouse said it.
+        let other = parse("Code: 47, e.displayText() = DB::Exception: Unknown identifier: x");
+        assert_eq!(with_hint(other.clone(), "SELECT 记录数").message, other.message);
+    }
 
     #[test]
     fn refusals_are_classed_for_the_analyst() {

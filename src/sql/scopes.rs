@@ -17,6 +17,20 @@ use crate::store::{is_valid_identifier, Store, StoreError};
 
 use super::SqlSettings;
 
+/// The tables the SQL console lists, besides the per-kind views (`kind_*`): what analysis
+/// reads. The scope databases hold only these; vscc's own database (the admins') holds its
+/// bookkeeping too, which is not listed.
+pub const ANALYST_TABLES: &[&str] = &[
+    "events",
+    "metric_snapshots",
+    "target_progress",
+    "league_tables",
+    "data_freshness",
+    "org_nodes",
+    "alert_events",
+    "imports",
+];
+
 /// The tables an analyst sees, with how each column is copied: personal data is masked here,
 /// once, for every role but admin.
 const EVENT_COLUMNS: &[(&str, &str)] = &[

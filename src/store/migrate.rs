@@ -225,7 +225,7 @@ impl Store {
                     }
                     None => self
                         .client
-                        .query_raw(&statement)
+                        .query_raw(&statement.replace("{db}", &self.database))
                         .with_setting("allow_experimental_low_cardinality_type", "1")
                         .execute()
                         .await

@@ -134,6 +134,12 @@ impl Store {
         }
     }
 
+    /// Where users and their password hashes live: a database of their own that no analyst's
+    /// ClickHouse user is allowed (sql/0012_private_users.sql).
+    pub fn users_table(&self) -> String {
+        format!("{}_private.users", self.database)
+    }
+
     pub fn client(&self) -> &Client {
         &self.client
     }

@@ -15,12 +15,18 @@ pub struct AlertNotice {
     pub rule: String,
     pub node: String,
     pub node_name: String,
+    /// The district the node lies in (the city for its own alerts).
+    pub district: String,
+    pub district_name: String,
     /// info | warning | critical
     pub severity: &'static str,
+    /// As it fired (a resolution keeps the text; `value` is then the value at resolution).
     pub summary: String,
     pub value: Option<f64>,
     /// RFC 3339.
     pub at: String,
+    /// RFC 3339: when the breach began.
+    pub breach_since: String,
 }
 
 impl From<&alert::AlertNotice> for AlertNotice {
@@ -31,12 +37,21 @@ impl From<&alert::AlertNotice> for AlertNotice {
             rule: n.rule.clone(),
             node: n.node.clone(),
             node_name: n.node_name.clone(),
+            district: n.district.clone(),
+            district_name: n.district_name.clone(),
             severity: n.severity.as_str(),
             summary: n.summary.clone(),
             value: n.value,
             at: n.at.clone(),
+            breach_since: unix_rfc3339(n.breach_since),
         }
     }
+}
+
+fn unix_rfc3339(t: i64) -> String {
+    crate::domain::time::rfc3339(
+        time::OffsetDateTime::from_unix_timestamp(t).unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
+    )
 }
 
 /// An acknowledgement.
@@ -55,33 +70,66 @@ pub struct Alert {
     pub rule: String,
     pub node: String,
     pub node_name: String,
+    /// city | district | street | community
+    pub level: &'static str,
+    /// The district the node lies in (the city for the city's own alerts), by which alerts
+    /// are grouped.
+    pub district: String,
+    pub district_name: String,
     /// pending | firing | no_data
     pub state: &'static str,
-    /// info | warning | critical
+    /// info | warning | critical — calibrated to the breach's size and age (the rule's
+    /// `raise` steps).
     pub severity: &'static str,
     pub value: Option<f64>,
     pub summary: String,
     pub labels: std::collections::BTreeMap<String, String>,
     /// RFC 3339: when it entered this state.
     pub since: String,
+    /// RFC 3339: when the breach began, dated from the data where it says (the moment the
+    /// oldest overdue case passed its deadline, a missed deadline, the start of a silence),
+    /// else from when the engine first saw it — the same after a restart.
+    pub breach_since: String,
+    /// Whole days since the breach began.
+    pub breach_days: i64,
+    /// Cases (overdue rules): days since the oldest overdue case passed its deadline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub days_overdue: Option<i64>,
+    /// Cases: the age in days of the oldest open case.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub case_age_days: Option<i64>,
     pub ack: Option<Ack>,
     /// Roster levels notified: 0 = the node's own duty officer, 1 = the next one up, …
     pub escalation: u8,
 }
 
-impl From<&alert::AlertInstance> for Alert {
-    fn from(a: &alert::AlertInstance) -> Self {
+impl Alert {
+    pub fn new(
+        a: &alert::AlertInstance,
+        tree: &crate::domain::OrgTree,
+        overdue_rule: bool,
+        now: i64,
+    ) -> Self {
+        let area = alert::engine::district_of(tree, a.node_idx);
+        let breach_days = (now - a.breach_since).max(0) / 86_400;
         Alert {
             fingerprint: a.fingerprint.clone(),
             rule: a.rule.clone(),
             node: a.node.clone(),
             node_name: a.node_name.clone(),
+            level: tree.node(a.node_idx).level.as_str(),
+            district: tree.node(area).code.clone(),
+            district_name: tree.node(area).name.clone(),
             state: a.state.as_str(),
             severity: a.severity.as_str(),
             value: a.value,
             summary: a.summary.clone(),
             labels: a.labels.clone(),
             since: a.since.clone(),
+            breach_since: unix_rfc3339(a.breach_since),
+            breach_days,
+            days_overdue: overdue_rule.then_some(breach_days),
+            case_age_days: a.case_age_days,
             ack: a.ack.as_ref().map(|k| Ack {
                 by: k.by.clone(),
                 at: k.at.clone(),
@@ -92,6 +140,128 @@ impl From<&alert::AlertInstance> for Alert {
     }
 }
 
+/// How many alerts of a group are in each state and of each severity.
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+pub struct AlertCounts {
+    pub total: usize,
+    pub firing: usize,
+    pub pending: usize,
+    pub no_data: usize,
+    pub acknowledged: usize,
+    pub critical: usize,
+    pub warning: usize,
+    pub info: usize,
+}
+
+/// The alerts of one rule in one district (a street's inside its district's group), as
+/// Alertmanager groups them: the unit a duty officer calls about.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct AlertGroup {
+    /// `rule/district`
+    pub key: String,
+    pub rule: String,
+    /// What the rule is about, in a few words (信访超期 …).
+    pub title: String,
+    pub district: String,
+    pub district_name: String,
+    /// The group's urgency: its most severe alert, raised by the rule's steps on the group's
+    /// total where the values add up (thirty overdue appeals across a district's streets are
+    /// not one street's one).
+    pub severity: &'static str,
+    pub counts: AlertCounts,
+    /// The sum of the alerts' values where they add up (overdue cases …).
+    pub value_sum: Option<f64>,
+    /// RFC 3339: the oldest breach of the group.
+    pub breach_since: String,
+    pub breach_days: i64,
+    /// Most severe, then oldest breach, first.
+    pub alerts: Vec<Alert>,
+}
+
+fn severity_of(name: &str) -> alert::rules::Severity {
+    name.parse().unwrap_or(alert::rules::Severity::Info)
+}
+
+/// Groups alerts by rule and district, most urgent first: the highest severity, then the most
+/// firing, then the oldest breach.
+pub fn group_alerts(
+    alerts: &[Alert],
+    rules: &[alert::rules::Rule],
+    catalogue: &crate::domain::catalogue::Catalogue,
+    now: i64,
+) -> Vec<AlertGroup> {
+    let mut groups: std::collections::BTreeMap<(String, String), AlertGroup> = Default::default();
+    for a in alerts {
+        let rule = rules.iter().find(|r| r.name == a.rule);
+        let g = groups
+            .entry((a.rule.clone(), a.district.clone()))
+            .or_insert_with(|| AlertGroup {
+                key: format!("{}/{}", a.rule, a.district),
+                rule: a.rule.clone(),
+                title: rule.map_or_else(|| a.rule.clone(), |r| r.title(catalogue)),
+                district: a.district.clone(),
+                district_name: a.district_name.clone(),
+                severity: a.severity,
+                counts: AlertCounts::default(),
+                value_sum: None,
+                breach_since: a.breach_since.clone(),
+                breach_days: a.breach_days,
+                alerts: Vec::new(),
+            });
+        let c = &mut g.counts;
+        c.total += 1;
+        match a.state {
+            "firing" => c.firing += 1,
+            "pending" => c.pending += 1,
+            _ => c.no_data += 1,
+        }
+        c.acknowledged += usize::from(a.ack.is_some());
+        match a.severity {
+            "critical" => c.critical += 1,
+            "warning" => c.warning += 1,
+            _ => c.info += 1,
+        }
+        if severity_of(a.severity) > severity_of(g.severity) {
+            g.severity = a.severity;
+        }
+        if rule.is_some_and(|r| r.values_add_up()) {
+            if let Some(v) = a.value.filter(|_| a.state != "no_data") {
+                g.value_sum = Some(g.value_sum.unwrap_or(0.0) + v);
+            }
+        }
+        if a.breach_days > g.breach_days {
+            g.breach_days = a.breach_days;
+            g.breach_since = a.breach_since.clone();
+        }
+        g.alerts.push(a.clone());
+    }
+    let mut out: Vec<AlertGroup> = groups.into_values().collect();
+    for g in &mut out {
+        // The rule's steps, on the group's total and its oldest breach.
+        if let Some(rule) = rules.iter().find(|r| r.name == g.rule) {
+            let raised = rule.severity_for(g.value_sum, Some(g.breach_days));
+            if raised > severity_of(g.severity) {
+                g.severity = raised.as_str();
+            }
+        }
+        g.alerts.sort_by(|a, b| {
+            severity_of(b.severity)
+                .cmp(&severity_of(a.severity))
+                .then(b.breach_days.cmp(&a.breach_days))
+                .then(a.node.cmp(&b.node))
+        });
+    }
+    let _ = now;
+    out.sort_by(|a, b| {
+        severity_of(b.severity)
+            .cmp(&severity_of(a.severity))
+            .then(b.counts.firing.cmp(&a.counts.firing))
+            .then(b.breach_days.cmp(&a.breach_days))
+            .then(a.key.cmp(&b.key))
+    });
+    out
+}
+
 /// `GET /api/v1/alerts`.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct AlertsAnswer {
@@ -99,6 +269,8 @@ pub struct AlertsAnswer {
     pub rules_error: Option<String>,
     /// Most severe first.
     pub alerts: Vec<Alert>,
+    /// The same alerts grouped by rule and district, most urgent group first.
+    pub groups: Vec<AlertGroup>,
 }
 
 /// One recorded change of state or notification (`GET /api/v1/alerts/history`).
@@ -111,14 +283,26 @@ pub struct AlertHistoryEntry {
     pub node: String,
     pub state: String,
     pub severity: String,
+    /// The value the row recorded: at the change (a resolution: the value at resolution).
     pub value: Option<f64>,
+    /// The text as the alert fired (a resolution keeps it; its value is `value`).
     pub summary: String,
     pub actor: String,
     pub comment: String,
+    /// The node's name and its district's (empty for a node the tree no longer has).
+    pub node_name: String,
+    pub district_name: String,
 }
 
-impl From<alert::engine::AlertEventRow> for AlertHistoryEntry {
-    fn from(r: alert::engine::AlertEventRow) -> Self {
+impl AlertHistoryEntry {
+    pub fn new(r: alert::engine::AlertEventRow, tree: &crate::domain::OrgTree) -> Self {
+        let (node_name, district_name) = match tree.get(&r.node) {
+            Some(n) => (
+                tree.node(n).name.clone(),
+                tree.node(alert::engine::district_of(tree, n)).name.clone(),
+            ),
+            None => (String::new(), String::new()),
+        };
         AlertHistoryEntry {
             at: r.at,
             fingerprint: r.fingerprint,
@@ -130,6 +314,8 @@ impl From<alert::engine::AlertEventRow> for AlertHistoryEntry {
             summary: r.summary,
             actor: r.actor,
             comment: r.comment,
+            node_name,
+            district_name,
         }
     }
 }

@@ -24,7 +24,8 @@ pub struct Figure {
     /// The deadline, or the last day of the current period (YYYY-MM-DD); null for standing
     /// targets.
     pub due: Option<String>,
-    /// met | on_track | at_risk | missed | no_data
+    /// met | on_track | at_risk | missed | no_data | tracked (a metric without a target that
+    /// has data: never `on_track`)
     pub status: &'static str,
     /// Cases only (open_appeals): open cases past a deadline, counted once each.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -139,11 +140,60 @@ pub struct CatalogueEntry {
     pub deadline: Option<String>,
     /// What the target is judged on: `value`, or `overdue` (cases).
     pub judged_on: &'static str,
+    /// Fewer is better: the target is a most, or the measure counts open cases or waiting
+    /// time. Every page ranks and compares in this direction.
+    pub lower_is_better: bool,
+    /// The target as every page states it, the way the definition judges it: "≥95% ·
+    /// 2020-12-31 前", "≥2 · 每年", "无超期", "跟踪（无目标）".
+    pub target_zh: String,
     /// Levels of the tree the metric is shown at.
     pub levels: Vec<&'static str>,
     /// Cases only: the deadlines, each reported in figures as `overdue_<name>`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub deadlines: Vec<DeadlineEntry>,
+}
+
+/// A number as a target states it: 95%, 33.3%, 2, 0.5.
+fn target_number(unit: Unit, value: f64) -> String {
+    let shown = match unit {
+        Unit::Percent => value * 100.0,
+        Unit::Count | Unit::Hours => value,
+    };
+    let mut text = format!("{:.1}", shown);
+    if text.ends_with(".0") {
+        text.truncate(text.len() - 2);
+    }
+    match unit {
+        Unit::Percent => text + "%",
+        Unit::Hours => text + "小时",
+        Unit::Count => text,
+    }
+}
+
+/// The target of a metric in the words every page uses (see [`CatalogueEntry::target_zh`]).
+pub fn target_zh(m: &MetricDef) -> String {
+    let Some(t) = m.target else {
+        return "跟踪（无目标）".into();
+    };
+    let what = match t.on {
+        Judged::Overdue if t.value <= 0.0 => "无超期".to_string(),
+        Judged::Overdue => format!("超期不多于 {} 件", t.value),
+        Judged::Value => format!(
+            "{}{}",
+            if t.at_most { "≤" } else { "≥" },
+            target_number(m.unit, t.value)
+        ),
+    };
+    let when = match t.deadline {
+        // "None overdue" holds at all times by its nature.
+        Deadline::Standing if t.on == Judged::Overdue => return what,
+        Deadline::Fixed(d) => format!("{d} 前"),
+        Deadline::Every(Period::Year) => "每年".into(),
+        Deadline::Every(Period::Quarter) => "每季度".into(),
+        Deadline::Every(Period::Month) => "每月".into(),
+        Deadline::Every(Period::All) | Deadline::Standing => "持续".into(),
+    };
+    format!("{what} · {when}")
 }
 
 /// A deadline of a cases metric.
@@ -186,6 +236,9 @@ impl From<&MetricDef> for CatalogueEntry {
                 Some(Judged::Overdue) => "overdue",
                 _ => "value",
             },
+            lower_is_better: m.target.is_some_and(|t| t.at_most)
+                || matches!(m.measure, Measure::Cases { .. } | Measure::Elapsed { .. }),
+            target_zh: target_zh(m),
             levels: Level::ALL
                 .into_iter()
                 .filter(|l| m.applies_to(*l))
@@ -219,3 +272,77 @@ pub type FreshnessAnswer = BTreeMap<String, Freshness>;
 
 /// `GET /api/v1/trends`: `{metric: {node: [[YYYY-MM-DD, value|null], …]}}`.
 pub type TrendsAnswer = BTreeMap<String, BTreeMap<String, Vec<(String, Option<f64>)>>>;
+
+/// Cells of each status (the scope and its children × the metrics shown at their levels).
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+pub struct StatusCounts {
+    pub met: usize,
+    pub on_track: usize,
+    pub at_risk: usize,
+    pub missed: usize,
+    pub tracked: usize,
+    pub no_data: usize,
+}
+
+impl StatusCounts {
+    pub fn add(&mut self, status: metric::Status) {
+        use metric::Status::*;
+        match status {
+            Met => self.met += 1,
+            OnTrack => self.on_track += 1,
+            AtRisk => self.at_risk += 1,
+            Missed => self.missed += 1,
+            Tracked => self.tracked += 1,
+            NoData => self.no_data += 1,
+        }
+    }
+}
+
+/// One clause of the plan on the scorecard.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ClauseScore {
+    /// 三, 二十二, 总体要求 …
+    pub clause: String,
+    /// The metrics of the clause, in order.
+    pub metrics: Vec<String>,
+    /// The scope's own figures.
+    pub scope: StatusCounts,
+    /// Every cell: the scope and its children.
+    pub cells: StatusCounts,
+}
+
+/// How a one-off target came out at one node.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct DeadlineCell {
+    pub code: String,
+    pub name: String,
+    /// pending | met_on_time | met_late | met_undated | missed | no_data
+    pub outcome: &'static str,
+    /// The value the snapshot of the deadline's day kept, if any.
+    pub value_at_deadline: Option<f64>,
+    pub value: Option<f64>,
+}
+
+/// A one-off target (2020-12-31, 2022-12-31 …) at the scope and each child.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct DeadlineScore {
+    pub metric: String,
+    pub label_zh: String,
+    pub clause: String,
+    pub deadline: String,
+    pub target_zh: String,
+    /// Outcome → how many of the children (the scope itself not counted).
+    pub children: BTreeMap<&'static str, usize>,
+    /// The scope first, then its children.
+    pub nodes: Vec<DeadlineCell>,
+}
+
+/// `GET /api/v1/scorecard`: the plan at a glance.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ScorecardAnswer {
+    pub scope: String,
+    pub at: String,
+    pub overall: ClauseScore,
+    pub clauses: Vec<ClauseScore>,
+    pub deadlines: Vec<DeadlineScore>,
+}

@@ -209,7 +209,10 @@ async fn logins_are_checked_and_throttled() {
     let stored: String = app
         .store()
         .client()
-        .query("SELECT password_hash FROM users WHERE name = 'wang'")
+        .query(&format!(
+            "SELECT password_hash FROM {} WHERE name = 'wang'",
+            app.store().users_table()
+        ))
         .fetch_one()
         .await
         .unwrap();

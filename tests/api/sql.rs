@@ -83,6 +83,12 @@ async fn clickhouse_refuses_writes_ddl_settings_table_functions_and_other_databa
     let (status, answer) = app.query(&analyst, json!({"sql": "SELEC 1"})).await;
     assert_eq!(status, 400, "{answer}");
     assert!(answer["error"].as_str().unwrap().contains("Syntax error"));
+    // A Chinese alias written bare: ClickHouse's syntax error, with the way out.
+    let (status, answer) = app
+        .query(&analyst, json!({"sql": "SELECT count() AS 记录数 FROM events"}))
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains("反引号"), "{answer}");
     app.stop().await;
 }
 
@@ -373,8 +379,17 @@ async fn csv_out_history_and_saved_queries() {
         .to_str()
         .unwrap()
         .starts_with("text/csv"));
+    // Named after what it reads, for the analyst's downloads folder.
+    let disposition = res.headers()["content-disposition"].to_str().unwrap().to_string();
+    assert!(
+        disposition.starts_with("attachment; filename=\"numbers-") && disposition.ends_with(".csv\""),
+        "{disposition}"
+    );
+    // A byte-order mark first, so that Excel on Chinese Windows reads UTF-8.
+    let bytes = res.bytes().await.unwrap();
+    assert_eq!(&bytes[..3], b"\xEF\xBB\xBF");
     assert_eq!(
-        res.text().await.unwrap(),
+        std::str::from_utf8(&bytes[3..]).unwrap(),
         "\"n\",\"twice\"\n0,\"0\"\n1,\"2\"\n2,\"4\"\n"
     );
     app.query(&analyst, json!({"sql": "SELECT nonsense"})).await;
@@ -528,4 +543,49 @@ async fn every_kind_is_a_friendly_view_with_its_fields_as_columns() {
         .await;
     let kinds = app.state.hub.catalogue().kinds.all().count();
     assert_eq!(answer["data"][0][0], json!(kinds.to_string()), "{answer}");
+}
+
+#[tokio::test]
+async fn nobody_reads_password_hashes_through_sql_and_bookkeeping_is_not_listed() {
+    let app = app().await;
+    // A user with a password hash exists (the one logging in here).
+    let analyst = app.user_token("an-secrets", "analyst", "440300").await;
+    let admin = app.admin_token().to_string();
+    let db = app.settings.clickhouse.database.clone();
+    for (who, token) in [("admin", &admin), ("analyst", &analyst)] {
+        for sql in [
+            "SELECT password_hash FROM users".to_string(),
+            format!("SELECT password_hash FROM {db}.users"),
+            format!("SELECT password_hash FROM {db}_private.users"),
+        ] {
+            let (status, answer) = app.query(token, json!({"sql": sql})).await;
+            assert!(
+                status == 403 || status == 400,
+                "{who}: {sql} answered {status}: {answer}"
+            );
+            assert!(!answer.to_string().contains("$argon2"), "{who}: {answer}");
+        }
+    }
+    // The admin's console lists what analysis reads, not vscc's bookkeeping.
+    let schema: Value = app
+        .http
+        .get(format!("{}/api/v1/query/schema?scope=440300", app.base))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let tables: std::collections::BTreeSet<&str> = schema
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["table"].as_str().unwrap())
+        .collect();
+    assert!(tables.contains("events") && tables.contains("alert_events"), "{tables:?}");
+    for hidden in ["users", "schema_migrations", "saved_queries", "screen_tokens", "alert_notifications"] {
+        assert!(!tables.contains(hidden), "{hidden} listed: {tables:?}");
+    }
+    app.stop().await;
 }
