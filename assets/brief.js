@@ -1,7 +1,11 @@
-// The daily brief (每日简报): one day's figures from the nightly snapshots, printable on A4.
+// The daily brief (每日简报): one day's figures from the nightly snapshots, printable on A4. It
+// speaks of its scope (the city, a district, a street): its own status, its children by their
+// level, only the metrics shown at its level, and targets, statuses and alerts worded as every
+// other page words them (common.js).
 (function () {
   "use strict";
-  const { STATUS_ZH, params, getJSON, clauseText } = window.VSCC;
+  const V = window.VSCC;
+  const { STATUS_ZH, SEV_ZH, LEVEL_ZH, params, getJSON, clauseText, fmt } = V;
   const S = { brief: null, rendered: 0 };
   window.__vscc = S; // for the browser tests
   const el = (tag, cls, text) => {
@@ -10,27 +14,39 @@
     if (text !== undefined) e.textContent = text;
     return e;
   };
-  const { fmt, targetText } = window.VSCC;
+  const short = (name) => name.replace(/(新)?区$/, "");
   function change(m) {
     const a = m.day && m.day.value, b = m.before && m.before.value;
     if (a === null || a === undefined || b === null || b === undefined) return el("span", "muted", "—");
     const d = a - b;
     // Unchanged as the page shows numbers: a change that rounds to zero is none.
-    const shown = m.unit === "percent" ? (Math.abs(d) * 100).toFixed(m.precision) : Math.abs(d).toFixed(m.precision);
-    if (Number(shown) === 0) return el("span", "muted", "持平");
+    const shown = m.unit === "percent" ? (Math.abs(d) * 100).toFixed(m.precision) : V.number(Math.abs(d), m.precision);
+    if (Number(shown.replace(/[,万]/g, "")) === 0) return el("span", "muted", "持平");
     const text = (d > 0 ? "+" : "−") + shown + (m.unit === "percent" ? "个百分点" : "");
-    // Fewer is better where the target is a most, and for open cases (and their time to take).
-    const better = m.at_most || m.measure === "cases" || m.measure === "elapsed" ? d < 0 : d > 0;
+    // The metric's own direction (the catalogue's: fewer is better for open cases, waiting time).
+    const better = m.lower_is_better ? d < 0 : d > 0;
     return el("span", better ? "up" : "down", text);
+  }
+  // The day's figure as the table shows it: the judged number for a metric judged on it.
+  function dayText(m) {
+    const f = m.day;
+    if (!f) return "—";
+    if (m.judged_on === "overdue") return f.value === null ? "—" : "超期 " + (f.overdue ?? "—");
+    return V.fmtUnit(m, f.value);
   }
 
   function render(b) {
+    const scopeName = b.scope_name;
+    const kids = LEVEL_ZH[b.child_level] || "下级";
+    const self = LEVEL_ZH[b.scope_level] || "";
+    document.getElementById("title").textContent = (b.scope_level === "city" ? "" : scopeName + " · ") + document.getElementById("title").dataset.base;
     document.getElementById("date").textContent = b.date;
-    document.getElementById("scope").textContent = "范围 " + b.scope;
-    document.getElementById("generated").textContent = "数据来源：" + b.date + " 夜间快照";
-    document.title = "每日简报 " + b.date;
+    document.getElementById("scope").textContent = scopeName;
+    document.getElementById("generated").textContent = "数据来源：" + b.date + " 夜间快照（当日所知）";
+    document.title = "每日简报 " + b.date + " · " + scopeName;
     const body = document.querySelector("#figures tbody");
     body.innerHTML = "";
+    document.getElementById("figures-kids").textContent = kids;
     // Metrics with a target are the table; tracked ones (no target) one line under it.
     const tracked = document.getElementById("tracked");
     tracked.innerHTML = "";
@@ -39,7 +55,8 @@
       const item = el("span", "item");
       item.dataset.metric = m.id;
       item.dataset.value = m.day && m.day.value !== null ? String(m.day.value) : "";
-      item.appendChild(document.createTextNode(m.label_zh + " " + fmt(m, m.day && m.day.value) + " "));
+      item.dataset.status = V.statusOf(m.day);
+      item.appendChild(document.createTextNode(m.label_zh + " " + V.fmtUnit(m, m.day && m.day.value) + " "));
       item.appendChild(change(m));
       tracked.appendChild(item);
     }
@@ -47,35 +64,38 @@
       const tr = el("tr");
       tr.dataset.metric = m.id;
       tr.dataset.value = m.day && m.day.value !== null ? String(m.day.value) : "";
+      const status = V.statusOf(m.day);
+      tr.dataset.status = status;
       tr.appendChild(el("td", "clause", clauseText(m.clause)));
       tr.appendChild(el("td", "", m.label_zh));
-      tr.appendChild(el("td", "", targetText(m)));
-      tr.appendChild(el("td", "num", fmt(m, m.day && m.day.value)));
+      tr.appendChild(el("td", "target", V.targetText(m)));
+      tr.appendChild(el("td", "num", dayText(m)));
       const c = el("td", "num"); c.appendChild(change(m)); tr.appendChild(c);
-      const status = m.day ? m.day.status : "no_data";
       tr.appendChild(el("td", "status " + status, STATUS_ZH[status] || status));
+      const bad = m.children.filter((x) => x.status === "at_risk" || x.status === "missed").length;
+      tr.appendChild(el("td", "num" + (bad ? " down" : " muted"), m.children.length ? bad + "/" + m.children.length : "—"));
       body.appendChild(tr);
     }
     const risks = document.getElementById("risks");
     risks.innerHTML = "";
+    document.getElementById("risks-title").textContent = "二、有风险和未达标的指标（" + self + "及各" + kids + "）";
     for (const m of b.metrics) {
       if (m.measure === "cases") continue; // their own section
       const bad = m.children.filter((c) => c.status === "at_risk" || c.status === "missed");
-      const self = m.day && (m.day.status === "at_risk" || m.day.status === "missed");
-      if (!bad.length && !self) continue;
+      const own = m.day && (m.day.status === "at_risk" || m.day.status === "missed");
+      if (!bad.length && !own) continue;
       const li = el("li");
       li.dataset.metric = m.id;
-      li.appendChild(el("strong", "", m.label_zh + "（市" + STATUS_ZH[m.day ? m.day.status : "no_data"] + "）："));
-      // How many districts, then the three farthest from the target by name (a line each, so
+      li.appendChild(el("strong", "", m.label_zh + "（" + self + STATUS_ZH[V.statusOf(m.day)] + "）："));
+      // How many children, then the three farthest from the target by name (a line each, so
       // that the brief stays one sheet).
       const missed = bad.filter((c) => c.status === "missed").length, risky = bad.length - missed;
       const gap = (c) => (c.value === null ? -Infinity : m.at_most ? c.value - m.target : m.target - c.value);
-      const worst = bad.slice().sort((x, y) => gap(y) - gap(x)).slice(0, 3)
-        .map((c) => c.name.replace(/(新)?区$/, "") + " " + fmt(m, c.value));
-      const counted = [missed ? "未达标 " + missed + " 个区" : "", risky ? "有风险 " + risky + " 个区" : ""].filter(Boolean).join("、");
+      const worst = bad.slice().sort((x, y) => gap(y) - gap(x)).slice(0, 3).map((c) => short(c.name) + " " + fmt(m, c.value));
+      const counted = [missed ? "未达标 " + missed + " 个" + kids : "", risky ? "有风险 " + risky + " 个" + kids : ""].filter(Boolean).join("、");
       li.appendChild(document.createTextNode(bad.length
         ? counted + "：" + worst.join("，") + (bad.length > 3 ? " 等" : "")
-        : (m.children.length ? "各区无风险" : "市级指标")));
+        : (m.children.length ? "各" + kids + "无风险" : "只考核" + self)));
       risks.appendChild(li);
     }
     if (!risks.children.length) risks.appendChild(el("li", "muted", "无"));
@@ -83,52 +103,66 @@
     const cases = document.getElementById("cases");
     cases.innerHTML = "";
     // Every cases metric (appeals, work orders, mailbox items): open and overdue that day, and
-    // the districts with most overdue (days snapshotted before overdue counts were kept: most open).
+    // the children with most overdue; a tracked one says it has no target.
     for (const m of b.metrics.filter((x) => x.measure === "cases")) {
       const li = el("li");
       li.dataset.metric = m.id;
       const day = m.day || {};
+      const status = V.statusOf(m.day);
+      li.dataset.status = status;
       // No data is said once, not as "0 overdue".
       const known = day.value !== undefined && day.value !== null && day.overdue !== undefined && day.overdue !== null;
       const by = known ? (c) => c.overdue || 0 : (c) => c.value || 0;
       const worst = m.children.filter((c) => by(c) > 0).sort((x, y) => by(y) - by(x)).slice(0, 3);
-      li.textContent = m.label_zh + "：在办 " + fmt(m, day.value) + " 件" + (known ? "，超期 " + day.overdue + " 件" : "") +
-        "（" + STATUS_ZH[day.status || "no_data"] + "）" +
-        (worst.length ? (known ? "；超期较多：" : "；在办较多：") + worst.map((c) => c.name.replace(/(新)?区$/, "") + " " + by(c)).join("、") : "");
+      const judgedHere = m.judged_on === "overdue";
+      li.appendChild(el("strong", "", m.label_zh + "："));
+      li.appendChild(document.createTextNode("在办 " + V.fmtUnit(m, day.value) + (known ? "，其中超期 " + day.overdue + " " + (m.unit_zh || "件") : "") +
+        "（" + (judgedHere ? "目标" + V.targetText(m) + "，" + STATUS_ZH[status] : "跟踪，无目标") + "）" +
+        (worst.length ? (known ? "；超期较多：" : "；在办较多：") + worst.map((c) => short(c.name) + " " + by(c)).join("、") : "")));
       cases.appendChild(li);
     }
-    const alerts = document.getElementById("alerts");
-    alerts.innerHTML = "";
-    const SEV = { critical: "紧急", warning: "警告", info: "提示" };
-    // One line per rule, the most severe and most frequent first: how many fired and where
-    // (the duty console has each of them).
-    const RANK = { critical: 0, warning: 1, info: 2 };
-    const groups = new Map();
-    for (const a of b.alerts.filter((x) => x.state === "firing")) {
-      const g = groups.get(a.rule) || { a, nodes: [] };
-      if (!g.nodes.includes(a.node_name)) g.nodes.push(a.node_name);
-      g.n = (g.n || 0) + 1;
-      groups.set(a.rule, g);
-    }
-    const lines = [...groups.values()].sort((x, y) => (RANK[x.a.severity] ?? 3) - (RANK[y.a.severity] ?? 3) || y.n - x.n);
-    const SHOWN = 6;
-    for (const g of lines.slice(0, SHOWN)) {
-      const li = el("li");
-      li.dataset.rule = g.a.rule;
-      li.appendChild(el("strong", "", "[" + (SEV[g.a.severity] || g.a.severity) + "] " + (g.a.title || g.a.rule) + " " + g.n + " 条："));
-      li.appendChild(document.createTextNode(g.nodes.slice(0, 4).join("、") + (g.nodes.length > 4 ? " 等 " + g.nodes.length + " 处" : "")));
-      alerts.appendChild(li);
-    }
-    if (lines.length > SHOWN) {
-      const rest = lines.slice(SHOWN);
-      alerts.appendChild(el("li", "muted", "另有 " + rest.length + " 类 " + rest.reduce((n, g) => n + g.n, 0) + " 条（见值班台）"));
-    }
-    if (!alerts.children.length) alerts.appendChild(el("li", "muted", "当日无预警"));
+    if (!cases.children.length) cases.appendChild(el("li", "muted", "本级无在办事项指标"));
+    renderAlerts(b, kids, self);
     S.rendered++;
   }
 
-  // The districts shaded by how many of their metrics were at risk or missed that day (from
-  // the fewest to the most of them).
+  // The day's alerts: a line per rule and area (a district of the city, a street of a
+  // district): how many fired that day and how many were still open at its end.
+  function renderAlerts(b, kids, self) {
+    const alerts = document.getElementById("alerts");
+    alerts.innerHTML = "";
+    const groups = b.alert_groups;
+    const SHOWN = 7;
+    for (const g of groups.slice(0, SHOWN)) {
+      const li = el("li");
+      li.dataset.rule = g.rule;
+      li.dataset.area = g.area;
+      li.className = "sev-" + g.severity;
+      const where = g.area === b.scope ? self + "本级" : short(g.area_name);
+      li.appendChild(el("strong", "", "[" + (SEV_ZH[g.severity] || g.severity) + "] " + where + " · " + g.title + "："));
+      const parts = [];
+      if (g.open_at_end) parts.push("日终未解除 " + g.open_at_end + " 处");
+      if (g.fired) parts.push("当日新发 " + g.fired + " 处");
+      li.appendChild(document.createTextNode(parts.join("，") + (g.nodes.length ? "（" + g.nodes.slice(0, 3).join("、") + (g.nodes.length > 3 ? " 等" : "") + "）" : "")));
+      alerts.appendChild(li);
+    }
+    if (groups.length > SHOWN) {
+      const rest = groups.slice(SHOWN);
+      alerts.appendChild(el("li", "muted", "另有 " + rest.length + " 组 " + rest.reduce((n, g) => n + Math.max(g.open_at_end, g.fired), 0) + " 处（见值班台）"));
+    }
+    const open = groups.reduce((n, g) => n + g.open_at_end, 0), fired = groups.reduce((n, g) => n + g.fired, 0);
+    document.getElementById("alerts-sum").textContent = groups.length ? "日终未解除 " + open + " 处，当日新发 " + fired + " 处" : "";
+    if (!groups.length) {
+      // No alert record is not the same as no alert: say which.
+      const before = !b.alerts_since || b.date < b.alerts_since;
+      alerts.appendChild(el("li", "muted", before
+        ? "预警记录" + (b.alerts_since ? "始于 " + b.alerts_since : "尚无") + "，当日无记录；超期与未达标情况见第二、三部分"
+        : "当日无预警，日终无未解除预警"));
+    }
+  }
+
+  // The children shaded by how many of their metrics were at risk or missed that day (from the
+  // fewest to the most of them).
   function renderMap(b) {
     const box = document.getElementById("map-box");
     if (!S.geo || !window.echarts) return;
@@ -143,20 +177,22 @@
     box.hidden = false;
     S.counts = count;
     const values = data.map((d) => d.value);
+    const lo = Math.min(...values), hi = Math.max(Math.max(...values), lo + 1);
+    document.getElementById("map-scale").innerHTML = '<span class="lo">少 ' + lo + '</span><span class="ramp"></span><span class="hi">' + hi + " 多</span>";
     if (!S.map) {
       echarts.registerMap("shenzhen", S.geo);
       S.map = echarts.init(document.getElementById("map"), null, { renderer: "svg" });
     }
     S.map.setOption({
       animation: false,
-      visualMap: { type: "continuous", min: Math.min(...values), max: Math.max(Math.max(...values), Math.min(...values) + 1),
-        inRange: { color: ["#f6d8a8", "#e8853a", "#b3141c"] }, calculable: false, orient: "horizontal",
-        left: "center", bottom: 0, itemHeight: 90, itemWidth: 9, text: ["多", "少"], textStyle: { fontSize: 8, color: "#444" } },
+      // The scale is drawn under the map in HTML, above the caption (a chart's own legend sat
+      // on the caption when printed).
+      visualMap: { show: false, type: "continuous", min: lo, max: hi, inRange: { color: ["#f6d8a8", "#e8853a", "#b3141c"] } },
       series: [{
         type: "map", map: "shenzhen", nameProperty: "code", roam: false, selectedMode: false,
-        aspectScale: window.VSCC.ASPECT_SCALE, layoutCenter: ["50%", "44%"],
-        layoutSize: window.VSCC.fitSize(document.getElementById("map"), window.VSCC.aspectOf(S.geo), 0.98, 0.78),
-        label: { show: true, fontSize: 8, color: "#111", formatter: (p) => (names[p.name] || p.name).replace(/(新)?区$/, "") + " " + (count[p.name] ?? "") },
+        aspectScale: V.ASPECT_SCALE, layoutCenter: ["50%", "50%"],
+        layoutSize: V.fitSize(document.getElementById("map"), V.aspectOf(S.geo), 0.98, 0.96),
+        label: { show: true, fontSize: 8, color: "#111", formatter: (p) => short(names[p.name] || p.name) + " " + (count[p.name] ?? "") },
         itemStyle: { borderColor: "#fff", borderWidth: 0.8 },
         emphasis: { disabled: true },
         data,
@@ -175,13 +211,14 @@
     if (brief.pdf) {
       const a = document.getElementById("pdf");
       a.hidden = false;
-      a.href = brief.pdf + (window.VSCC.token ? "&token=" + encodeURIComponent(window.VSCC.token) : "");
+      a.href = brief.pdf + (V.token ? "&token=" + encodeURIComponent(V.token) : "");
     }
     const nav = document.getElementById("history");
     nav.appendChild(el("span", "muted", "历史简报："));
     for (const d of days.slice(0, 31)) {
       const a = el("a", d === brief.date ? "on" : "", d.slice(5));
-      a.href = "/brief?date=" + d;
+      // The scope stays as the reader moves between days.
+      a.href = "/brief?date=" + d + (params.get("scope") ? "&scope=" + encodeURIComponent(params.get("scope")) : "");
       nav.appendChild(a);
     }
     render(brief);

@@ -1,8 +1,15 @@
-// What the pages share (the wall screen, the plan board, the brief): the token, the API, how
-// figures and targets read in Chinese, and the live stream with epoch + seq resume.
+// What the pages share (the wall screen, the plan board, the metric pages, the brief, the duty
+// console): the token, the API, how figures, statuses and targets read in Chinese — one way
+// for every page, so that the same figure never reads two ways — and the live stream with
+// epoch + seq resume.
 window.VSCC = (function () {
   "use strict";
-  const STATUS_ZH = { met: "已达标", on_track: "进度正常", at_risk: "有风险", missed: "未达标", no_data: "无数据" };
+  const STATUS_ZH = { met: "已达标", on_track: "进度正常", at_risk: "有风险", missed: "未达标", no_data: "无数据", tracked: "跟踪" };
+  // The order a legend and a scorecard list statuses in.
+  const STATUSES = ["met", "on_track", "at_risk", "missed", "tracked", "no_data"];
+  const COLORS = { met: "#19c37d", on_track: "#3a8cff", at_risk: "#f5a524", missed: "#ff4d4f", no_data: "#4a5a70", tracked: "#9aa8bc" };
+  const SEV_ZH = { critical: "紧急", warning: "警告", info: "提示" };
+  const LEVEL_ZH = { city: "市", district: "区", street: "街道", community: "社区" };
   const params = new URLSearchParams(location.search);
   const token = params.get("token") || localStorage.getItem("vscc.token") || "";
   if (params.get("token")) localStorage.setItem("vscc.token", params.get("token"));
@@ -16,28 +23,96 @@ window.VSCC = (function () {
   // 三 → 第三条; 总体要求 stays.
   const clauseText = (c) => (/^[一二三四五六七八九十]+$/.test(c) ? "第" + c + "条" : c);
 
+  // A number as a wall shows it: thousands separated, and from 100,000 on in 万 (1485518 →
+  // 148.6万), so that it reads at a glance.
+  function number(v, precision) {
+    if (Math.abs(v) >= 100000) return (v / 10000).toLocaleString("zh-CN", { maximumFractionDigits: 1 }) + "万";
+    return v.toLocaleString("zh-CN", { minimumFractionDigits: precision || 0, maximumFractionDigits: precision || 0 });
+  }
+
   // A value as the metric's unit and precision show it; no data is "—", never 0.
   function fmt(meta, value) {
     if (value === null || value === undefined) return "—";
-    if (!meta) return value.toFixed(0);
+    if (!meta) return number(value, 0);
     if (meta.unit === "percent") return (value * 100).toFixed(meta.precision) + "%";
-    return value.toFixed(meta.precision);
+    return number(value, meta.precision);
+  }
+  // The same with what it is counted in: "27 件", "148.6万 小时", "95.4%".
+  function fmtUnit(meta, value) {
+    const text = fmt(meta, value);
+    return text !== "—" && meta && meta.unit_zh ? text + " " + meta.unit_zh : text;
   }
 
-  // A catalogue entry's target: "≥95% · 2020-12-31 前", "≥1 · 每月", "无超期", or "跟踪".
-  function targetText(meta) {
-    if (meta.judged_on === "overdue") return "无超期";
-    if (meta.target === null || meta.target === undefined) return "跟踪";
-    const t = meta.unit === "percent" ? Math.round(meta.target * 1000) / 10 + "%" : String(meta.target);
-    const when = { yearly: "每年", quarterly: "每季度", monthly: "每月", standing: "持续" }[meta.deadline] ||
-      (meta.deadline ? meta.deadline + " 前" : "");
-    return (meta.at_most ? "≤" : "≥") + t + (when ? " · " + when : "");
+  // The target as the definition judges it ("≥95% · 2020-12-31 前", "无超期", "跟踪（无目标）"):
+  // the server words it once for every page.
+  const targetText = (meta) => (meta && meta.target_zh) || "";
+
+  // What a figure's status is judged on, and so what every page ranks and colours by: the
+  // overdue count for a metric judged on it (appeals), else the value.
+  function judged(meta, f) {
+    if (!f) return null;
+    if (meta && meta.judged_on === "overdue") return f.value === null || f.value === undefined ? null : (f.overdue || 0);
+    return f.value === null || f.value === undefined ? null : f.value;
+  }
+  // The judged number as shown: "超期 3" for appeals, the value otherwise.
+  function judgedText(meta, f) {
+    if (meta && meta.judged_on === "overdue") {
+      const v = judged(meta, f);
+      return v === null ? "—" : "超期 " + number(v, 0);
+    }
+    return fmt(meta, f && f.value);
+  }
+  // Sorts `rows` best first by the judged number in the metric's direction; nodes without a
+  // figure last. `figOf(row)` gives a row's figure.
+  function rank(meta, rows, figOf) {
+    const lower = !!(meta && meta.lower_is_better);
+    const key = (r) => judged(meta, figOf(r));
+    return rows.slice().sort((a, b) => {
+      const x = key(a), y = key(b);
+      if (x === null && y === null) return 0;
+      if (x === null) return 1;
+      if (y === null) return -1;
+      return lower ? x - y : y - x;
+    });
+  }
+
+  // A figure's status, and the metric's shown-at-levels check.
+  const statusOf = (f) => (f ? f.status : "no_data");
+  const shownAtLevel = (meta, level) => !meta || !meta.levels || !level || meta.levels.includes(level);
+
+  // Days from today (Asia/Shanghai) to a YYYY-MM-DD day (negative: past).
+  function daysUntil(day) {
+    const today = new Date(new Date().toLocaleString("en-US", { timeZone: "Asia/Shanghai" }));
+    today.setHours(0, 0, 0, 0);
+    return Math.round((new Date(day + "T00:00:00") - today) / 86400000);
+  }
+  // "3 天", "2 小时" …: how long ago an RFC 3339 instant was.
+  function ago(iso) {
+    const s = Math.max(0, (Date.now() - Date.parse(iso)) / 1000);
+    if (s < 3600) return Math.max(1, Math.round(s / 60)) + " 分钟";
+    if (s < 86400 * 2) return Math.round(s / 3600) + " 小时";
+    return Math.floor(s / 86400) + " 天";
+  }
+
+  // "更新于 10:12:05": that the page is live, in its header.
+  function stamp() {
+    const el = document.getElementById("updated");
+    if (el) el.textContent = "更新于 " + new Date().toLocaleTimeString("zh-CN", { hour12: false, timeZone: "Asia/Shanghai" });
+  }
+  // Marks an element whose text just changed (a pulse, gone in a few seconds).
+  function flashIfChanged(el, text) {
+    if (el.textContent !== text) {
+      const had = el.textContent !== "";
+      el.textContent = text;
+      if (had) { el.classList.remove("changed"); void el.offsetWidth; el.classList.add("changed"); }
+    }
   }
 
   // A live subscription over /ws kept in `S` (ws, epoch, seq, view, connected): resumes from
   // its last seq on reconnect, starts over on a gap, reconnects with jitter so that a wall of
   // screens does not come back in step. `opts`: id, subscription() → {scope, metrics},
-  // onFigures() after each snapshot or delta, onAlert(notice).
+  // onFigures(changed) after each snapshot or delta (changed: {code: [metric]}, null for a
+  // snapshot), onAlert(notice).
   function live(S, opts) {
     S.backoff = 500;
     const setConn = (state, text) => { S.connected = showConn(state, text); };
@@ -64,12 +139,19 @@ window.VSCC = (function () {
         if (msg.sub !== opts.id) return;
         if (msg.type === "snapshot") {
           S.view = msg.nodes; S.epoch = msg.epoch; S.seq = msg.seq;
-          opts.onFigures();
+          stamp();
+          opts.onFigures(null);
         } else if (msg.type === "delta") {
           if (msg.epoch !== S.epoch || msg.seq !== S.seq + 1) { subscribe(false); return; }
           S.seq = msg.seq;
-          for (const [code, figs] of Object.entries(msg.nodes)) S.view[code] = Object.assign(S.view[code] || {}, figs);
-          opts.onFigures();
+          const changed = {};
+          // A delta's metric object replaces the whole object for that node and metric.
+          for (const [code, figs] of Object.entries(msg.nodes)) {
+            S.view[code] = Object.assign(S.view[code] || {}, figs);
+            changed[code] = Object.keys(figs);
+          }
+          stamp();
+          opts.onFigures(changed);
         } else if (msg.type === "error") {
           setConn("down", "订阅被拒绝：" + msg.reason);
         }
@@ -82,6 +164,16 @@ window.VSCC = (function () {
       // The subscription changed (another scope, other metrics): start it over.
       resubscribe() { if (S.ws && S.ws.readyState === 1) subscribe(false); },
     };
+  }
+
+  // The org tree as {code: {name, level, parent, children}}.
+  function indexOrg(root) {
+    const org = {};
+    (function index(n) {
+      org[n.code] = { name: n.name, level: n.level, parent: n.parent, children: n.children.map((c) => c.code) };
+      n.children.forEach(index);
+    })(root);
+    return org;
   }
 
   // A degree of longitude is cos(latitude) of a degree of latitude: at Shenzhen (22.6° N) 0.92.
@@ -103,6 +195,10 @@ window.VSCC = (function () {
     const box = el.getBoundingClientRect();
     return Math.max(50, Math.min(box.width * wide, box.height * high * aspect));
   }
+  // Text on a chart (axis, labels, legends) at the walls' minimum: 2.4 % of the screen's
+  // height, readable from five metres on 1080p and 4K alike; lines scale the same way.
+  const chartFont = () => Math.ceil(innerHeight * 0.025);
+  const chartLine = () => Math.max(2, Math.round(innerHeight / 360));
 
   // The connection line of the page header; answers whether it is up.
   function showConn(state, text) {
@@ -112,5 +208,14 @@ window.VSCC = (function () {
     return state === "ok";
   }
 
-  return { STATUS_ZH, params, token, getJSON, clauseText, fmt, targetText, live, showConn, ASPECT_SCALE, aspectOf, fitSize };
+  // A legend of the statuses: coloured dots and their names.
+  function legendHTML() {
+    return STATUSES.map((s) => '<span class="dot ' + s + '"></span>' + STATUS_ZH[s]).join(" ");
+  }
+
+  return {
+    STATUS_ZH, STATUSES, COLORS, SEV_ZH, LEVEL_ZH, params, token, getJSON, clauseText, number, fmt, fmtUnit,
+    targetText, judged, judgedText, rank, statusOf, shownAtLevel, daysUntil, ago, stamp, flashIfChanged, live,
+    indexOrg, showConn, legendHTML, ASPECT_SCALE, aspectOf, fitSize, chartFont, chartLine,
+  };
 })();

@@ -1,54 +1,53 @@
-// The wall screen: one map of Shenzhen, live over /ws, drillable, unattended.
+// The wall screen: one map of Shenzhen, live over /ws, drillable, unattended — and, at
+// /metric/<id>, one metric's page. Every figure is ranked, coloured and worded the way the
+// other pages do it (common.js): by what its status is judged on, in the metric's direction.
 (function () {
   "use strict";
-  const { STATUS_ZH, params, getJSON } = window.VSCC;
+  const V = window.VSCC;
+  const { STATUS_ZH, COLORS, SEV_ZH, LEVEL_ZH, params, getJSON } = V;
   const STALE_DAYS = 7; // a node silent this long is marked as having stopped reporting
-  const COLORS = { met: "#19c37d", on_track: "#3a8cff", at_risk: "#f5a524", missed: "#ff4d4f", no_data: "#4a5a70" };
   const pathName = (location.pathname.match(/^\/screen\/([\w-]+)/) || [])[1];
   const dashboardName = pathName || "city-overview";
   // /metric/<id>: one metric's page (its figure, map, league, trend, nodes at risk).
   const metricId = (location.pathname.match(/^\/metric\/([\w-]+)/) || [])[1];
-  const focusMetric = () => metricId || params.get("metric");
 
   const S = {
     catalogue: {}, org: {}, freshness: {}, dashboard: null, version: null, scope: null, view: {},
     epoch: null, seq: 0, ws: null, mapMetricIndex: 0, connected: false, stream: null,
     mapChart: null, trendChart: null, rendered: 0, mapAspect: 2, atRisk: null, atRiskAt: 0,
+    groups: [], resolved: [], colorBy: params.get("color") === "value" ? "value" : "status",
   };
   window.__vscc = S; // for the browser tests
 
-  const fmt = (metric, f) => window.VSCC.fmt(S.catalogue[metric], f && f.value);
-  const LEVEL_ZH = { city: "市", district: "区", street: "街道", community: "社区" };
-  // Whether `metric` is shown at `code`'s level (staffing, for one, is reported by districts:
-  // its streets are not "no data" but not applicable).
-  const shownAt = (metric, code) => {
-    const levels = (S.catalogue[metric] || {}).levels;
-    return !levels || !S.org[code] || levels.includes(S.org[code].level);
-  };
-  const cellText = (metric, code, f) => (shownAt(metric, code) ? fmt(metric, f) : "不适用");
-  function targetText(metric, f) {
-    const meta = S.catalogue[metric];
-    if (!meta || !f) return "";
-    if (meta.judged_on === "overdue") {
-      // Cases: the overdue count, then each deadline's (受理超期 · 办结超期 …).
-      const each = (meta.deadlines || []).map((d) => d.label_zh + "超期 " + (f["overdue_" + d.name] ?? 0));
-      return ["超期 " + (f.overdue ?? 0) + " 件"].concat(each).join(" · ");
-    }
-    if (f.target === null || f.target === undefined) return "跟踪指标";
-    const t = meta.unit === "percent" ? (f.target * 100).toFixed(f.target < 0.5 ? 1 : 0) + "%" : String(f.target);
-    const op = meta.at_most ? "≤" : "≥";
-    const due = f.due ? " · 截止 " + f.due : "";
-    return "目标 " + op + t + due;
-  }
-  const { ASPECT_SCALE, aspectOf } = window.VSCC;
+  const meta = (m) => S.catalogue[m] || { id: m, label_zh: m };
   const nameOf = (code) => (S.org[code] ? S.org[code].name : code);
+  const levelOf = (code) => (S.org[code] ? S.org[code].level : null);
   const childrenOf = (code) => (S.org[code] ? S.org[code].children : []);
+  const figOf = (code, m) => (S.view[code] || {})[m];
+  // Whether `metric` is shown at `code`'s level (staffing is reported by districts: its streets
+  // are not "no data" but not applicable).
+  const shownAt = (m, code) => V.shownAtLevel(S.catalogue[m], levelOf(code));
+  // "本指标统计到区，街道不单列": said once, where a level is not applicable.
+  const notShownText = (m, childLevel) =>
+    "本指标统计到" + (meta(m).levels || []).map((l) => LEVEL_ZH[l]).join("、") + "，" + LEVEL_ZH[childLevel] + "不单列";
+
+  // The line under a tile's number: the target, and for cases what the number leaves out.
+  function tileSub(m, f) {
+    const d = meta(m);
+    if (d.measure === "cases" && f && f.value !== null && f.value !== undefined) {
+      const each = (d.deadlines || []).map((x) => x.label_zh + "超期 " + (f["overdue_" + x.name] ?? 0));
+      const open = "在办 " + V.fmtUnit(d, f.value);
+      // Judged on overdue: the number is the overdue count, the line says the open count.
+      return (d.judged_on === "overdue" ? [open] : ["超期 " + (f.overdue ?? 0) + " " + (d.unit_zh || "")].concat([V.targetText(d)])).concat(each).join(" · ");
+    }
+    return "目标 " + V.targetText(d) + (f && f.due && d.deadline && !/^\d/.test(d.deadline) ? " · 本期至 " + f.due : "");
+  }
 
   function neededMetrics() {
     const d = S.dashboard;
-    const all = new Set([...d.tiles, ...d.map_metrics, d.league_metric]);
-    return [...all];
+    return [...new Set([...d.tiles, ...d.map_metrics, ...(d.trend_metrics || [])])];
   }
+  // The metric the map and the league show: always the same one (they rotate together).
   function mapMetric() {
     const list = S.dashboard.map_metrics;
     return list[S.mapMetricIndex % list.length];
@@ -72,166 +71,249 @@
 
   function renderTiles() {
     const box = document.getElementById("tiles");
-    const figs = S.view[S.scope] || {};
-    box.innerHTML = "";
-    for (const m of S.dashboard.tiles) {
-      const f = figs[m];
-      const meta = S.catalogue[m] || { label_zh: m };
-      const status = f ? f.status : "no_data";
-      const el = document.createElement("div");
-      el.className = "tile " + status;
-      el.dataset.metric = m;
-      el.dataset.value = f && f.value !== null ? String(f.value) : "";
-      el.innerHTML = '<div class="label"></div><div class="value"></div><div class="sub"></div><div class="status"></div>';
-      el.querySelector(".label").textContent = meta.label_zh;
-      el.querySelector(".value").textContent = fmt(m, f);
-      el.querySelector(".sub").textContent = f ? targetText(m, f) : (S.org[S.scope] && meta.levels && !meta.levels.includes(S.org[S.scope].level) ? "本级不适用" : "");
-      el.querySelector(".status").textContent = STATUS_ZH[status] || status;
-      box.appendChild(el);
+    const want = S.dashboard.tiles.join(",");
+    if (box.dataset.tiles !== want || box.dataset.scope !== S.scope) {
+      box.innerHTML = "";
+      box.dataset.tiles = want;
+      box.dataset.scope = S.scope;
+      for (const m of S.dashboard.tiles) {
+        const el = document.createElement("div");
+        el.dataset.metric = m;
+        el.innerHTML = '<div class="label"></div><div class="value"></div><div class="sub"></div><div class="status"></div>';
+        el.querySelector(".label").textContent = meta(m).label_zh;
+        box.appendChild(el);
+      }
     }
+    for (const el of box.children) {
+      const m = el.dataset.metric;
+      const f = figOf(S.scope, m);
+      const d = meta(m);
+      const status = V.statusOf(f);
+      el.className = "tile " + status;
+      el.dataset.value = f && f.value !== null ? String(f.value) : "";
+      el.dataset.status = status;
+      const applies = shownAt(m, S.scope);
+      const value = !applies ? "不适用" : d.judged_on === "overdue" ? V.judgedText(d, f) + (f && f.value !== null ? " " + (d.unit_zh || "") : "") : V.fmtUnit(d, f && f.value);
+      V.flashIfChanged(el.querySelector(".value"), value);
+      el.querySelector(".sub").textContent = !applies ? "本级不适用" : tileSub(m, f);
+      el.querySelector(".status").textContent = applies ? STATUS_ZH[status] || status : "";
+    }
+  }
+
+  // The map's colours: by status (the legend's), or by the judged number on a scale.
+  function mapSeriesData(m, codes) {
+    const d = meta(m);
+    return codes.map((code) => {
+      const f = figOf(code, m);
+      const status = V.statusOf(f);
+      const v = V.judged(d, f);
+      const item = { name: code, value: v, status };
+      if (S.colorBy === "status" || v === null) item.itemStyle = { areaColor: COLORS[status] };
+      return item;
+    });
+  }
+  function valueScale(m, data) {
+    const d = meta(m);
+    const values = data.map((x) => x.value).filter((v) => v !== null);
+    if (S.colorBy !== "value" || !values.length) return { show: false, min: 0, max: 1, inRange: { color: ["#000", "#000"] }, seriesIndex: 1 };
+    const min = Math.min(...values), max = Math.max(...values);
+    // Darker is better, in the metric's direction.
+    const colors = d.lower_is_better ? ["#2f6de0", "#7fb0ff", "#dbe9ff"] : ["#dbe9ff", "#7fb0ff", "#2f6de0"];
+    return {
+      show: true, type: "continuous", min, max: max > min ? max : min + 1, calculable: false, orient: "horizontal",
+      left: "center", bottom: 0, itemWidth: V.chartFont(), itemHeight: innerHeight * 0.16,
+      text: [V.fmt(d, max), V.fmt(d, min)], textStyle: { color: "#d8e6ff", fontSize: V.chartFont() },
+      inRange: { color: colors }, seriesIndex: 0,
+    };
   }
 
   function renderMap() {
-    const metric = mapMetric();
-    const meta = S.catalogue[metric] || { label_zh: metric };
-    document.getElementById("map-title").textContent = nameOf(S.scope) + " · " + meta.label_zh;
-    const level = S.org[S.scope] && S.org[S.scope].level;
+    const m = mapMetric();
+    const d = meta(m);
+    document.getElementById("map-title").textContent = nameOf(S.scope) + " · " + d.label_zh + (d.judged_on === "overdue" ? "（超期件数）" : "");
+    const level = levelOf(S.scope);
     const mapEl = document.getElementById("map");
     const grid = document.getElementById("grid");
+    const note = document.getElementById("map-note");
+    const kids = childrenOf(S.scope);
+    const childLevel = kids.length ? levelOf(kids[0]) : null;
+    const applies = kids.length && shownAt(m, kids[0]);
+    if (note) note.hidden = true;
     if (level === "city" && S.mapChart) {
       mapEl.hidden = false; grid.hidden = true;
       document.getElementById("map-hint").textContent = "点击行政区下钻";
-      const data = childrenOf(S.scope).map((code) => {
-        const f = (S.view[code] || {})[metric];
-        const status = f ? f.status : "no_data";
-        return { name: code, value: f && f.value !== null ? f.value : null, status, itemStyle: { areaColor: COLORS[status] } };
-      });
+      const data = mapSeriesData(m, kids);
       // As large as the panel allows at the map's own proportions, centred (a box layout
       // would pin the wide outline to the top of a tall panel).
-      const size = window.VSCC.fitSize(mapEl, S.mapAspect, 0.94, 0.88);
+      const size = V.fitSize(mapEl, S.mapAspect, 0.94, S.colorBy === "value" ? 0.8 : 0.88);
       S.mapChart.setOption({
+        visualMap: valueScale(m, data),
         series: [{
           type: "map", map: "shenzhen", nameProperty: "code", roam: false, selectedMode: false,
-          aspectScale: ASPECT_SCALE, layoutCenter: ["50%", "50%"], layoutSize: size,
-          label: { show: true, color: "#fff", fontSize: Math.round(innerHeight / 60),
-            formatter: (p) => nameOf(p.name) + "\n" + fmt(metric, (S.view[p.name] || {})[metric]) },
-          itemStyle: { borderColor: "#9cc7ff", borderWidth: 1 },
+          aspectScale: V.ASPECT_SCALE, layoutCenter: ["50%", S.colorBy === "value" ? "45%" : "50%"], layoutSize: size,
+          label: { show: true, color: "#fff", fontSize: V.chartFont(), lineHeight: V.chartFont() * 1.15,
+            textBorderColor: "#04101f", textBorderWidth: Math.max(2, V.chartLine()),
+            formatter: (p) => nameOf(p.name).replace(/(新)?区$/, "") + "\n" + V.judgedText(d, figOf(p.name, m)) },
+          itemStyle: { borderColor: "#9cc7ff", borderWidth: V.chartLine() / 2 },
           emphasis: { label: { color: "#fff" }, itemStyle: { areaColor: "#2b5d9a" } },
           data,
         }],
-      });
+      }, { replaceMerge: ["visualMap"] });
       S.mapChart.resize();
-    } else {
-      mapEl.hidden = true; grid.hidden = false;
-      const kids = childrenOf(S.scope).map((code) => ({ code, f: (S.view[code] || {})[metric] }));
-      const childLevel = kids.length && S.org[kids[0].code] ? S.org[kids[0].code].level : "";
-      document.getElementById("map-hint").textContent = kids.length && !shownAt(metric, kids[0].code)
-        ? "本指标统计到" + (meta.levels || []).map((l) => LEVEL_ZH[l]).join("、") + "，" + LEVEL_ZH[childLevel] + "不单列"
-        : level === "district" ? "街道暂无边界数据，按排名显示" : "社区按排名显示";
-      kids.sort((a, b) => (b.f && b.f.value !== null ? b.f.value : -1) - (a.f && a.f.value !== null ? a.f.value : -1));
-      grid.innerHTML = "";
-      kids.forEach((k, i) => {
-        const status = k.f ? k.f.status : "no_data";
-        const cell = document.createElement("div");
-        cell.className = "cell " + status;
-        cell.dataset.code = k.code;
-        cell.innerHTML = '<span class="rank"></span><div class="name"></div><div class="v"></div>';
-        cell.querySelector(".rank").textContent = "#" + (i + 1);
-        cell.querySelector(".name").textContent = nameOf(k.code);
-        cell.querySelector(".v").textContent = cellText(metric, k.code, k.f);
-        if (childrenOf(k.code).length) cell.onclick = () => drill(k.code);
-        grid.appendChild(cell);
-      });
+      return;
     }
+    mapEl.hidden = true;
+    if (!applies) {
+      // Said once, not a grid of 不适用 cards.
+      grid.hidden = true;
+      if (note) { note.hidden = false; note.textContent = notShownText(m, childLevel); }
+      document.getElementById("map-hint").textContent = "";
+      return;
+    }
+    grid.hidden = false;
+    document.getElementById("map-hint").textContent = level === "district" ? "街道暂无边界数据，按排名显示" : "社区按排名显示";
+    const ranked = V.rank(d, kids, (c) => figOf(c, m));
+    const values = ranked.map((c) => V.judged(d, figOf(c, m))).filter((v) => v !== null);
+    const [lo, hi] = values.length ? [Math.min(...values), Math.max(...values)] : [0, 1];
+    grid.innerHTML = "";
+    ranked.forEach((code, i) => {
+      const f = figOf(code, m);
+      const status = V.statusOf(f);
+      const cell = document.createElement("div");
+      cell.className = "cell " + status;
+      cell.dataset.code = code;
+      cell.dataset.value = f && f.value !== null ? String(f.value) : "";
+      cell.innerHTML = '<span class="rank"></span><div class="name"></div><div class="v"></div>';
+      cell.querySelector(".rank").textContent = "#" + (i + 1);
+      cell.querySelector(".name").textContent = nameOf(code);
+      cell.querySelector(".v").textContent = V.judgedText(d, f);
+      const v = V.judged(d, f);
+      if (S.colorBy === "value" && v !== null) {
+        const share = hi > lo ? (v - lo) / (hi - lo) : 1;
+        const good = d.lower_is_better ? 1 - share : share;
+        cell.style.background = "rgba(58, 140, 255, " + (0.12 + 0.55 * good).toFixed(2) + ")";
+      }
+      if (childrenOf(code).length) cell.onclick = () => drill(code);
+      grid.appendChild(cell);
+    });
   }
 
   function renderLeague() {
-    const metric = S.dashboard.league_metric;
-    const meta = S.catalogue[metric] || { label_zh: metric };
-    document.getElementById("league-title").textContent = "排名 · " + meta.label_zh;
-    const rows = childrenOf(S.scope).map((code) => ({ code, f: (S.view[code] || {})[metric] }));
-    const key = (r) => (r.f && r.f.value !== null ? r.f.value : -Infinity);
-    rows.sort((a, b) => (meta.at_most ? key(a) - key(b) : key(b) - key(a)));
+    const m = mapMetric();
+    const d = meta(m);
+    document.getElementById("league-title").textContent = "排名 · " + d.label_zh + (d.judged_on === "overdue" ? "（超期件数）" : "");
     const table = document.getElementById("league");
     table.innerHTML = "";
-    rows.forEach((r, i) => {
+    const kids = childrenOf(S.scope);
+    if (kids.length && !shownAt(m, kids[0])) {
       const tr = document.createElement("tr");
-      tr.dataset.code = r.code;
-      tr.dataset.value = r.f && r.f.value !== null ? String(r.f.value) : "";
+      tr.innerHTML = '<td class="muted"></td>';
+      tr.firstChild.textContent = notShownText(m, levelOf(kids[0]));
+      table.appendChild(tr);
+      return;
+    }
+    V.rank(d, kids, (c) => figOf(c, m)).forEach((code, i) => {
+      const f = figOf(code, m);
+      const tr = document.createElement("tr");
+      tr.dataset.code = code;
+      tr.dataset.value = f && f.value !== null ? String(f.value) : "";
+      tr.dataset.status = V.statusOf(f);
       tr.innerHTML = '<td class="rank"></td><td class="name"></td><td class="num"></td>';
       tr.querySelector(".rank").textContent = i + 1;
-      tr.querySelector(".name").textContent = nameOf(r.code);
+      tr.querySelector(".name").textContent = nameOf(code);
       const num = tr.querySelector(".num");
-      num.textContent = cellText(metric, r.code, r.f);
-      num.style.color = COLORS[r.f ? r.f.status : "no_data"];
-      const fresh = S.freshness[r.code];
+      num.textContent = V.judgedText(d, f);
+      num.style.color = COLORS[V.statusOf(f)];
+      const fresh = S.freshness[code];
       if (fresh && (fresh.days_silent === null || fresh.days_silent >= STALE_DAYS)) {
         const mark = document.createElement("span");
         mark.className = "stale";
         mark.textContent = fresh.days_silent === null ? "从未报送" : fresh.days_silent + "天未报送";
         tr.querySelector(".name").appendChild(mark);
       }
-      if (childrenOf(r.code).length) tr.onclick = () => drill(r.code);
+      if (childrenOf(code).length) tr.onclick = () => drill(code);
       table.appendChild(tr);
     });
   }
 
-  // A metric's page: how the children stand (met, on track, at risk, missed).
+  // A metric's page: how the children stand.
   function renderCounts() {
     const box = document.getElementById("counts");
     if (!box) return;
-    const n = { met: 0, on_track: 0, at_risk: 0, missed: 0 };
-    childrenOf(S.scope).forEach((c) => {
-      const f = (S.view[c] || {})[metricId];
-      if (f && f.status in n) n[f.status]++;
-    });
-    const kids = childrenOf(S.scope).length;
+    const d = meta(metricId);
+    const kids = childrenOf(S.scope);
     box.innerHTML = "";
-    for (const status of Object.keys(n)) {
+    if (kids.length && !shownAt(metricId, kids[0])) {
+      box.innerHTML = '<div class="tile no_data"><div class="label"></div></div>';
+      box.querySelector(".label").textContent = notShownText(metricId, levelOf(kids[0]));
+      return;
+    }
+    const shown = d.target === null || d.target === undefined ? ["tracked", "no_data"] : ["met", "on_track", "at_risk", "missed"];
+    const n = Object.fromEntries(shown.map((s) => [s, 0]));
+    kids.forEach((c) => { const s = V.statusOf(figOf(c, metricId)); if (s in n) n[s]++; });
+    for (const status of shown) {
       const el = document.createElement("div");
       el.className = "tile " + status;
       el.dataset.status = status;
       el.innerHTML = '<div class="label"></div><div class="value"></div>';
       el.querySelector(".label").textContent = "下级" + STATUS_ZH[status];
-      el.querySelector(".value").textContent = n[status] + "/" + kids;
+      el.querySelector(".value").textContent = n[status] + "/" + kids.length;
       box.appendChild(el);
     }
   }
 
-  // A metric's page: the nodes at risk or missed under the scope, farthest from the target first.
-  function gapText(meta, node) {
-    if (meta.judged_on === "overdue") return "超期 " + (node.overdue ?? 0) + " 件";
+  // A metric's page: the nodes at risk or missed under the scope, by level, farthest from the
+  // target first.
+  function gapText(d, node) {
+    if (d.judged_on === "overdue") return "超期 " + (node.overdue ?? 0) + " " + (d.unit_zh || "件");
     const g = Math.abs(node.shortfall);
-    const amount = meta.unit === "percent" ? (g * 100).toFixed(Math.max(1, meta.precision)) + "个百分点" : g.toFixed(meta.precision);
-    return (meta.at_most ? "超出 " : "差 ") + amount;
+    const amount = d.unit === "percent" ? (g * 100).toFixed(Math.max(1, d.precision)) + "个百分点" : V.number(g, d.precision) + (d.unit_zh ? " " + d.unit_zh : "");
+    return (d.at_most ? "超出 " : "差 ") + amount;
   }
   function renderAtRisk() {
     const list = document.getElementById("atrisk");
     if (!list || !S.atRisk) return;
-    const meta = S.catalogue[metricId] || {};
+    const d = meta(metricId);
     document.getElementById("atrisk-count").textContent = "共 " + S.atRisk.total + " 个";
     list.innerHTML = "";
+    if (d.target === null || d.target === undefined) { list.innerHTML = '<li class="muted">跟踪指标，无目标，不判断风险</li>'; return; }
     if (!S.atRisk.nodes.length) list.innerHTML = '<li class="muted">无风险单位</li>';
-    S.atRisk.nodes.forEach((node) => {
+    for (const level of ["district", "street", "community"]) {
+      const nodes = S.atRisk.nodes.filter((n) => n.level === level);
+      if (!nodes.length) continue;
+      const head = document.createElement("li");
+      head.className = "level";
+      head.textContent = LEVEL_ZH[level] + " " + nodes.length + " 个";
+      list.appendChild(head);
+      nodes.forEach((node) => {
+        const li = document.createElement("li");
+        li.className = node.status;
+        li.dataset.code = node.code;
+        li.dataset.shortfall = String(node.shortfall);
+        li.innerHTML = '<span class="where"></span><span class="v"></span><span class="gap"></span>';
+        const where = li.querySelector(".where");
+        where.textContent = node.name;
+        if (node.level !== "district" && node.parent_name) {
+          const small = document.createElement("small");
+          small.textContent = node.parent_name;
+          where.appendChild(small);
+        }
+        // Judged on overdue: the gap is the overdue count; the number beside it the open one.
+        li.querySelector(".v").textContent = d.judged_on === "overdue" ? "在办 " + V.number(node.value || 0, 0) : V.fmt(d, node.value);
+        li.querySelector(".gap").textContent = gapText(d, node);
+        li.title = STATUS_ZH[node.status];
+        // A node with children opens; a community opens its street.
+        li.onclick = () => drill(childrenOf(node.code).length ? node.code : S.org[node.code].parent);
+        list.appendChild(li);
+      });
+    }
+    const more = S.atRisk.total - S.atRisk.nodes.length;
+    if (more > 0) {
       const li = document.createElement("li");
-      li.className = node.status;
-      li.dataset.code = node.code;
-      li.dataset.shortfall = String(node.shortfall);
-      li.innerHTML = '<span class="where"></span><span class="v"></span><span class="gap"></span>';
-      const where = li.querySelector(".where");
-      where.textContent = node.name;
-      if (node.level !== "district" && node.parent_name) {
-        const small = document.createElement("small");
-        small.textContent = node.parent_name;
-        where.appendChild(small);
-      }
-      li.querySelector(".v").textContent = window.VSCC.fmt(meta, node.value);
-      li.querySelector(".gap").textContent = gapText(meta, node);
-      li.title = STATUS_ZH[node.status];
-      // A node with children opens; a community opens its street.
-      li.onclick = () => drill(childrenOf(node.code).length ? node.code : S.org[node.code].parent);
+      li.className = "muted level";
+      li.textContent = "另有 " + more + " 个距目标较近，未列出";
       list.appendChild(li);
-    });
+    }
   }
   async function loadAtRisk() {
     if (!metricId || !S.scope) return;
@@ -260,11 +342,11 @@
 
   // ---- the stream ------------------------------------------------------------------------
   function connect() {
-    S.stream = window.VSCC.live(S, {
+    S.stream = V.live(S, {
       id: "main",
       subscription: () => ({ scope: S.scope, metrics: neededMetrics() }),
       onFigures: render,
-      onAlert: addAlert,
+      onAlert,
     });
   }
   const resubscribe = () => S.stream && S.stream.resubscribe();
@@ -274,15 +356,15 @@
   }
 
   // ---- trend lines from the daily snapshots ------------------------------------------------------
+  const PLAN_START = Date.UTC(2020, 0, 1), PLAN_END = Date.UTC(2022, 11, 31);
   async function loadTrends() {
     if (!S.dashboard || !S.scope || !window.echarts) return;
     const metrics = S.dashboard.trend_metrics || [];
     const box = document.getElementById("trend");
     if (!metrics.length) return;
     let data;
-    // A metric's page shows the whole plan (from 2020, so that its deadline is on the axis);
-    // a wall screen the last two years.
-    const days = metricId ? Math.ceil((Date.now() - Date.UTC(2020, 0, 1)) / 86400000) + 1 : 730;
+    // The plan's years and now: from 2020 on.
+    const days = Math.ceil((Date.now() - PLAN_START) / 86400000) + 1;
     try { data = await getJSON("/api/v1/trends?scope=" + S.scope + "&metrics=" + metrics.join(",") + "&days=" + days); }
     catch (e) { return; }
     const series = metrics
@@ -294,66 +376,103 @@
       return;
     }
     if (!S.trendChart) { box.innerHTML = ""; S.trendChart = echarts.init(box); }
-    const pctAxis = series.every((x) => (S.catalogue[x.m] || {}).unit === "percent");
-    const fs = Math.round(innerHeight / 70);
-    // A one-off deadline stays on the axis even when the snapshots began after it (a young
-    // store): the axis reaches a few months before it (room for its label), and half a month
-    // past the last point (a lone point is not cut in half by the edge).
-    const deadline = metricId && (S.catalogue[metricId] || {}).deadline;
-    const due = /^\d{4}-\d{2}-\d{2}$/.test(deadline || "") ? Date.parse(deadline) : null;
-    const month = 30 * 86400000;
+    const pctAxis = series.every((x) => meta(x.m).unit === "percent");
+    const fs = V.chartFont();
+    const lw = V.chartLine();
+    // The axis spans the plan (2020–2022) and now, whatever the snapshots cover; the plan's
+    // years are shaded.
+    const last = Math.max(...series.map((x) => Date.parse(x.points[x.points.length - 1][0])));
     S.trendChart.setOption({
-      grid: { left: "6%", right: "3%", top: "18%", bottom: "14%" },
-      legend: { top: 0, itemWidth: fs * 1.8, itemHeight: fs * 0.9, textStyle: { color: "#d8e6ff", fontSize: fs } },
-      tooltip: { trigger: "axis" },
-      xAxis: { type: "time", axisLabel: { color: "#6f8bb3", fontSize: fs },
-        min: due === null ? null : (v) => Math.min(v.min, due - 4 * month),
-        max: due === null ? null : (v) => Math.max(v.max + month / 2, due + month) },
-      yAxis: { type: "value", max: pctAxis ? 1 : null, axisLabel: { color: "#6f8bb3", fontSize: fs,
-        formatter: (v) => (pctAxis ? Math.round(v * 100) + "%" : v) }, splitLine: { lineStyle: { color: "#1d3d66" } } },
-      series: series.map((x) => ({ type: "line", name: (S.catalogue[x.m] || {}).label_zh || x.m, showSymbol: x.points.length < 3,
-        data: x.points, lineStyle: { width: 2 }, markLine: targetMarks(x.m) })),
+      grid: { left: fs * 3.2, right: fs * 1.2, top: fs * 2.4, bottom: fs * 2.2 },
+      legend: { top: 0, itemWidth: fs * 1.6, itemHeight: fs * 0.8, textStyle: { color: "#d8e6ff", fontSize: fs } },
+      tooltip: { trigger: "axis", textStyle: { fontSize: fs } },
+      xAxis: { type: "time", min: PLAN_START, max: Math.max(Date.now(), last), splitNumber: 4,
+        axisLabel: { color: "#9fb6d8", fontSize: fs, formatter: { year: "{yyyy}", month: "{M}月", day: "{M}/{d}" } },
+        axisLine: { lineStyle: { color: "#6f8bb3", width: lw / 2 } } },
+      yAxis: { type: "value", max: pctAxis ? 1 : null, splitNumber: 2, axisLabel: { color: "#9fb6d8", fontSize: fs,
+        formatter: (v) => (pctAxis ? Math.round(v * 100) + "%" : V.number(v, 0)) }, splitLine: { lineStyle: { color: "#1d3d66", width: lw / 2 } } },
+      series: series.map((x, i) => ({ type: "line", name: meta(x.m).label_zh, showSymbol: x.points.length < 3,
+        symbolSize: lw * 4, data: x.points, lineStyle: { width: lw }, markLine: targetMarks(x.m),
+        markArea: i === 0 ? { silent: true, itemStyle: { color: "rgba(58, 140, 255, 0.08)" },
+          label: { color: "#6f8bb3", fontSize: fs, position: "insideTopLeft" },
+          data: [[{ name: "计划期", xAxis: PLAN_START }, { xAxis: PLAN_END }]] } : undefined })),
     }, true);
     S.trendChart.resize();
   }
 
   // The target as a line and a one-off deadline as a mark, on the trend of a screen's one
-  // metric (?metric=, as the plan board opens it).
-  function targetMarks(metric) {
-    const meta = S.catalogue[metric];
-    if (!focusMetric() || !meta || meta.target === null || meta.target === undefined || meta.judged_on === "overdue") return undefined;
-    const fontSize = Math.round(innerHeight / 70); // legible on a 4K wall as on 1080p
-    const data = [{ yAxis: meta.target, name: "目标", label: { formatter: "目标", position: "insideEndTop", color: "#f5a524", fontSize } }];
-    if (/^\d{4}-\d{2}-\d{2}$/.test(meta.deadline || "")) data.push({ xAxis: meta.deadline, name: "截止", label: { formatter: "截止 " + meta.deadline, color: "#ff4d4f", fontSize } });
-    return { symbol: "none", silent: true, lineStyle: { type: "dashed", color: "#f5a524" }, data };
+  // metric (a metric page, or ?metric= as the plan board opens it).
+  function targetMarks(m) {
+    const d = S.catalogue[m];
+    if (!(metricId || params.get("metric")) || !d || d.target === null || d.target === undefined || d.judged_on === "overdue") return undefined;
+    const fontSize = V.chartFont();
+    const data = [{ yAxis: d.target, name: "目标", label: { formatter: "目标", position: "insideEndTop", color: "#f5a524", fontSize } }];
+    if (/^\d{4}-\d{2}-\d{2}$/.test(d.deadline || "")) data.push({ xAxis: d.deadline, name: "截止", label: { formatter: "截止 " + d.deadline, color: "#ff4d4f", fontSize } });
+    return { symbol: "none", silent: true, lineStyle: { type: "dashed", color: "#f5a524", width: V.chartLine() }, data };
   }
 
-  // ---- the alert ticker ----------------------------------------------------------------------
-  const SEV_ZH = { critical: "紧急", warning: "警告", info: "提示" };
-  function addAlert(a) {
+  // ---- the alert ticker: the screen's own scope, grouped ---------------------------------------
+  // A group line: "紧急 福田区 · 信访超期 3 个街道 12 件 · 最久 20 天".
+  function groupText(g) {
+    const where = g.district === S.scope ? "" : g.district_name + " · ";
+    const units = g.counts.total > 1 ? g.counts.total + " 个单位" : (g.alerts[0] ? g.alerts[0].node_name.replace(g.district_name, "") || g.alerts[0].node_name : "");
+    const size = g.value_sum !== null && g.value_sum !== undefined ? " " + V.number(g.value_sum, 0) + " 件" : "";
+    const age = g.breach_days > 0 ? " · 已 " + g.breach_days + " 天" : "";
+    return where + g.title + " " + units + size + age;
+  }
+  function renderTicker() {
     const list = document.getElementById("ticker");
     if (!list) return; // a metric's page has no ticker
-    if (list.querySelector(".muted")) list.innerHTML = "";
-    const li = document.createElement("li");
-    li.className = "sev-" + a.severity;
-    const when = (a.at || a.since || "").slice(11, 16);
-    li.textContent = (a.state === "resolved" ? "✓ 已恢复 " : "● " + (SEV_ZH[a.severity] || "") + " ") + when + " " + a.summary;
-    list.prepend(li);
-    while (list.children.length > 30) list.lastChild.remove();
+    list.innerHTML = "";
+    const firing = S.groups.filter((g) => g.counts.firing > 0);
+    for (const g of firing) {
+      const li = document.createElement("li");
+      li.className = "sev-" + g.severity;
+      li.dataset.key = g.key;
+      li.dataset.district = g.district;
+      li.textContent = "● " + (SEV_ZH[g.severity] || "") + " " + groupText(g);
+      list.appendChild(li);
+    }
+    // Resolved in the last ten minutes: said so, in the resolved colour.
+    const recent = S.resolved.filter((r) => Date.now() - r.seen < 600000);
+    for (const r of recent) {
+      const li = document.createElement("li");
+      li.className = "resolved";
+      li.textContent = "✓ 已恢复 " + (r.district_name && r.district !== r.node ? r.district_name + " " : "") + r.summary;
+      list.appendChild(li);
+    }
+    if (!list.children.length) list.innerHTML = '<li class="muted">本范围暂无预警</li>';
+    document.getElementById("ticker-count").textContent = firing.length ? firing.reduce((n, g) => n + g.counts.firing, 0) + " 条 · " + firing.length + " 组" : "";
+    list.scrollTop = 0;
+  }
+  // The ticker scrolls through what does not fit, a line at a time, and starts over.
+  function scrollTicker() {
+    const list = document.getElementById("ticker");
+    if (!list || list.scrollHeight <= list.clientHeight + 2) return;
+    const line = list.firstElementChild ? list.firstElementChild.getBoundingClientRect().height : 20;
+    list.scrollTop = list.scrollTop + list.clientHeight >= list.scrollHeight - 2 ? 0 : list.scrollTop + line;
+  }
+  const within = (code) => { for (let c = code; c; c = S.org[c] && S.org[c].parent) if (c === S.scope) return true; return false; };
+  function onAlert(a) {
+    if (!within(a.node)) return; // another scope's alert: not this screen's
+    if (a.state === "resolved") S.resolved.unshift(Object.assign({ seen: Date.now() }, a));
+    S.resolved = S.resolved.slice(0, 10);
+    clearTimeout(S.alertTimer);
+    S.alertTimer = setTimeout(loadAlerts, 300);
   }
   async function loadAlerts() {
+    if (!document.getElementById("ticker") || !S.scope) return;
     try {
-      const r = await getJSON("/api/v1/alerts?state=firing");
-      const list = document.getElementById("ticker");
-      list.innerHTML = r.alerts.length ? "" : '<li class="muted">暂无预警</li>';
-      r.alerts.slice(0, 30).reverse().forEach(addAlert);
+      const r = await getJSON("/api/v1/alerts?scope=" + S.scope);
+      S.groups = r.groups;
+      renderTicker();
     } catch (e) { /* the ticker keeps what it has */ }
   }
 
   function drill(code) {
     if (code === S.scope || !S.org[code]) return;
     S.scope = code;
-    S.epoch = null; S.seq = 0; S.view = {}; S.atRisk = null; S.atRiskAt = 0;
+    S.epoch = null; S.seq = 0; S.view = {}; S.atRisk = null; S.atRiskAt = 0; S.resolved = [];
     if (metricId) {
       const q = new URLSearchParams(location.search);
       q.set("scope", code);
@@ -362,6 +481,7 @@
     render();
     loadTrends();
     loadFreshness();
+    loadAlerts();
     resubscribe();
   }
   S.drill = drill;
@@ -369,11 +489,11 @@
   // ---- dashboards as files -----------------------------------------------------------------
   // A metric's page is a dashboard of that one metric, made here rather than read from a file.
   function metricDashboard() {
-    const meta = S.catalogue[metricId];
-    if (!meta) throw new Error("未知指标 " + metricId);
-    const title = meta.label_zh + " · " + window.VSCC.clauseText(meta.clause) + " · " + window.VSCC.targetText(meta);
+    const d = S.catalogue[metricId];
+    if (!d) throw new Error("未知指标 " + metricId);
+    const title = d.label_zh + " · " + V.clauseText(d.clause) + " · " + V.targetText(d);
     return { title, tiles: [metricId], map_metrics: [metricId], map_rotate_seconds: 3600,
-      league_metric: metricId, trend_metrics: [metricId], next: null, dwell_seconds: 0 };
+      trend_metrics: [metricId], next: null, dwell_seconds: 0 };
   }
 
   async function loadDashboard(initial) {
@@ -382,31 +502,39 @@
       S.dashboard = metricDashboard();
       document.getElementById("title").textContent = S.dashboard.title;
       document.title = S.catalogue[metricId].label_zh + " · 指标详情";
+      const d = S.catalogue[metricId];
+      document.getElementById("trend-title").textContent = d.target === null || d.target === undefined || d.judged_on === "overdue"
+        ? "趋势 · 2020 年以来" : "趋势 · 目标线与截止日";
       S.scope = S.org[params.get("scope")] ? params.get("scope") : "440300";
       render();
       return;
     }
-    const d = await getJSON("/api/v1/dashboards/" + dashboardName);
-    if (d.version === S.version) return;
-    S.version = d.version;
-    S.dashboard = d.dashboard;
+    const answer = await getJSON("/api/v1/dashboards/" + dashboardName);
+    if (answer.version === S.version) return;
+    S.version = answer.version;
+    S.dashboard = answer.dashboard;
+    // The league shows the map's metric: the file's league metric leads the rotation.
+    const lead = answer.dashboard.league_metric;
+    if (lead && answer.dashboard.map_metrics.includes(lead)) {
+      const list = answer.dashboard.map_metrics;
+      S.dashboard = Object.assign({}, answer.dashboard, { map_metrics: list.slice(list.indexOf(lead)).concat(list.slice(0, list.indexOf(lead))) });
+    }
     // ?metric=…: the screen for one metric (the plan board opens it): its map, league table
     // and trend, and its tile first.
     const focus = params.get("metric");
     if (focus && S.catalogue[focus]) {
-      const f = Object.assign({}, d.dashboard);
+      const f = Object.assign({}, S.dashboard);
       f.map_metrics = [focus];
-      f.league_metric = focus;
       f.trend_metrics = [focus];
       if (!f.tiles.includes(focus)) f.tiles = [focus].concat(f.tiles.slice(0, 4));
-      f.title = d.dashboard.title + " · " + S.catalogue[focus].label_zh;
+      f.title = answer.dashboard.title + " · " + S.catalogue[focus].label_zh;
       S.dashboard = f;
     }
     document.getElementById("title").textContent = S.dashboard.title;
     document.title = S.dashboard.title;
     if (initial) {
-      const templ = d.dashboard.scope === "{district}";
-      S.scope = params.get("scope") || (templ ? "440303" : d.dashboard.scope);
+      const templ = answer.dashboard.scope === "{district}";
+      S.scope = params.get("scope") || (templ ? "440303" : answer.dashboard.scope);
     } else {
       resubscribe(); // the metric set may have changed
     }
@@ -419,35 +547,41 @@
     };
     tick();
     setInterval(tick, 1000);
+    document.querySelectorAll(".legend").forEach((el) => { el.innerHTML = V.legendHTML(); });
     const [catalogue, org, geo] = await Promise.all([
       getJSON("/api/v1/catalogue"), getJSON("/api/v1/org"), getJSON("/api/v1/geo/districts"),
     ]);
     catalogue.forEach((m) => (S.catalogue[m.id] = m));
-    (function index(n) {
-      S.org[n.code] = { name: n.name, level: n.level, parent: n.parent, children: n.children.map((c) => c.code) };
-      n.children.forEach(index);
-    })(org);
+    S.org = V.indexOrg(org);
     if (window.echarts) {
       echarts.registerMap("shenzhen", geo);
-      S.mapAspect = aspectOf(geo);
+      S.mapAspect = V.aspectOf(geo);
       S.mapChart = echarts.init(document.getElementById("map"), null, { renderer: "canvas" });
       S.mapChart.on("click", (p) => drill(p.name));
       addEventListener("resize", () => { S.mapChart.resize(); renderMap(); });
     }
+    const toggle = document.getElementById("color-by");
+    if (toggle) {
+      const label = () => { toggle.textContent = S.colorBy === "value" ? "按数值着色 ⇄ 按状态" : "按状态着色 ⇄ 按数值"; };
+      label();
+      toggle.onclick = () => { S.colorBy = S.colorBy === "value" ? "status" : "value"; label(); renderMap(); };
+    }
     await loadDashboard(true);
     connect();
-    if (!metricId) loadAlerts();
+    loadAlerts();
     loadTrends();
     loadFreshness();
     setInterval(loadTrends, 300000);
     setInterval(loadFreshness, 60000);
+    setInterval(loadAlerts, 30000);
+    setInterval(scrollTicker, 4000);
     if (metricId) setInterval(loadAtRisk, 20000);
-    addEventListener("resize", () => S.trendChart && S.trendChart.resize());
+    addEventListener("resize", () => { if (S.trendChart) loadTrends(); });
     setInterval(() => loadDashboard(false).catch(() => {}), 5000);
     setInterval(() => { S.mapMetricIndex++; render(); }, Math.max(5, S.dashboard.map_rotate_seconds) * 1000);
     if (S.dashboard.next && S.dashboard.dwell_seconds > 0 && !params.get("norotate")) {
       setTimeout(() => { location.href = "/screen/" + S.dashboard.next + location.search; }, S.dashboard.dwell_seconds * 1000);
     }
   }
-  start().catch((e) => { window.VSCC.showConn("down", "加载失败：" + e.message); setTimeout(() => location.reload(), 10000); });
+  start().catch((e) => { V.showConn("down", "加载失败：" + e.message); setTimeout(() => location.reload(), 10000); });
 })();

@@ -115,8 +115,10 @@
         return;
       }
       if (format === "csv") {
-        const blob = await r.blob(); const a = el("a"); a.href = URL.createObjectURL(blob); a.download = "query.csv"; a.click();
-        status(`已下载 CSV · ${ms} ms`); return;
+        // The server names the file after what the query reads (events-20261207-1012.csv).
+        const named = /filename="([^"]+)"/.exec(r.headers.get("Content-Disposition") || "");
+        const blob = await r.blob(); const a = el("a"); a.href = URL.createObjectURL(blob); a.download = named ? named[1] : "query.csv"; a.click();
+        status(`已下载 ${a.download}（UTF-8，Excel 可直接打开）· ${ms} ms`); return;
       }
       const answer = await r.json();
       $("result").innerHTML = ""; $("result").appendChild(table(answer));

@@ -687,7 +687,7 @@ impl AlertEngine {
             .query(
                 "SELECT fingerprint, argMax(state, at) AS s, \
                  toUInt32(if(s = 'pending', maxIf(at, state = 'pending'), maxIf(at, state = 'firing'))), \
-                 toUInt32(arrayMin(arrayFilter((t, x) -> x IN ('pending', 'firing') AND t >= maxIf(at, state IN ('resolved', 'inactive')), \
+                 toUInt32(arrayReduce('min', arrayFilter((t, x) -> x IN ('pending', 'firing') AND t >= maxIf(at, state IN ('resolved', 'inactive')), \
                  groupArray(at), groupArray(state)))), \
                  any(rule), any(node), argMax(severity, at), \
                  argMax(value, at), argMax(summary, at), \

@@ -243,6 +243,8 @@ pub struct MetricDef {
     pub clause: String,
     pub levels: Vec<Level>,
     pub unit: Unit,
+    /// What a count is counted in, as screens write it after the number (件, 人, 个 …).
+    pub unit_zh: String,
     /// Decimals a screen shows.
     pub precision: u8,
     pub measure: Measure,
@@ -370,6 +372,9 @@ struct MetricSpec {
     clause: String,
     levels: Vec<Level>,
     unit: String,
+    /// What a count is counted in (件, 人, 小时 …); a percent or an hours metric needs none.
+    #[serde(default)]
+    unit_zh: String,
     #[serde(default)]
     precision: u8,
     measure: toml::Spanned<MeasureSpec>,
@@ -479,6 +484,7 @@ fn parse_metric(kinds: &Kinds, file: &str, text: &str) -> Result<MetricDef, Defi
         clause: spec.clause,
         levels: spec.levels,
         unit,
+        unit_zh: spec.unit_zh,
         precision: spec.precision,
         measure,
         target,

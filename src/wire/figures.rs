@@ -125,6 +125,9 @@ pub struct CatalogueEntry {
     pub clause: String,
     /// percent | count | hours
     pub unit: &'static str,
+    /// What the number is counted in, as pages write it after the number: 件, 人, 个, 小时 …
+    /// (empty for a percentage).
+    pub unit_zh: String,
     /// Decimals a screen shows (of the percentage for percent metrics).
     pub precision: u8,
     /// The measure type: count | sum | distinct | latest | nodes | matched | ratio | cases | elapsed.
@@ -224,6 +227,11 @@ impl From<&MetricDef> for CatalogueEntry {
                 Unit::Percent => "percent",
                 Unit::Count => "count",
                 Unit::Hours => "hours",
+            },
+            unit_zh: match m.unit {
+                Unit::Percent => String::new(),
+                Unit::Hours if m.unit_zh.is_empty() => "小时".into(),
+                _ => m.unit_zh.clone(),
             },
             precision: m.precision,
             measure: m.measure.type_name(),
