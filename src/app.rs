@@ -109,10 +109,12 @@ impl Application {
             reference::load_org_tree(&settings.reference.divisions_dir)
                 .context("loading the org tree")?,
         );
-        let catalogue = Arc::new(
-            crate::dashboards::load_catalogue(&settings.catalogue)
-                .context("loading the record kind and metric definitions")?,
-        );
+        // The files on disk, or the last set in service when they are refused (said loudly:
+        // log, /readyz, /metrics) — a refused file must not keep a restart from coming back.
+        let (catalogue, definitions_refused) =
+            crate::dashboards::startup_catalogue(&settings.catalogue, &settings.ingest.spool_dir)
+                .context("loading the record kind and metric definitions")?;
+        let catalogue = Arc::new(catalogue);
         tracing::info!(
             kinds = catalogue.kinds.all().count(),
             metrics = catalogue.metrics.len(),
@@ -268,6 +270,7 @@ impl Application {
             sql,
             limits: Arc::new(RateLimits::new(&settings.limits)),
             trusted_proxies: settings.server.trusted_proxies.clone(),
+            metrics_token: settings.auth.metrics_token.clone(),
             ingest_budget: Arc::new(tokio::sync::Semaphore::new(
                 settings
                     .ingest
@@ -277,7 +280,11 @@ impl Application {
                     .clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
             )),
             imports_applied,
-            definitions: Arc::default(),
+            definitions: {
+                let status = crate::dashboards::DefinitionsStatus::default();
+                status.set_refused(definitions_refused);
+                Arc::new(status)
+            },
             login_throttle: Arc::new(LoginThrottle::new(
                 settings.limits.login_failures,
                 Duration::from_secs(settings.limits.login_lockout_secs),
@@ -296,6 +303,7 @@ impl Application {
             tokio::spawn(watch_metric_definitions(
                 state.clone(),
                 settings.catalogue.clone(),
+                settings.ingest.spool_dir.clone(),
                 checkpoint.clone(),
                 Duration::from_secs(1),
             ))
@@ -486,17 +494,33 @@ async fn nightly_snapshots(state: Arc<AppState>) {
 async fn watch_metric_definitions(
     state: Arc<AppState>,
     dirs: crate::config::CatalogueSettings,
+    keep_dir: std::path::PathBuf,
     checkpoint: watch::Receiver<u64>,
     every: Duration,
 ) {
     use crate::dashboards::DefinitionFiles;
     // Reading a few dozen small files is cheaper than trusting modification times that
-    // editors and copies set in odd ways.
-    let read = || DefinitionFiles::read(&dirs).map_err(|e| e.to_string());
-    let mut seen = read();
+    // editors and copies set in odd ways. They are read off the async runtime: a file that
+    // blocks (a FIFO) or never ends must not park a runtime worker.
+    let read = || {
+        let dirs = dirs.clone();
+        async move {
+            tokio::task::spawn_blocking(move || DefinitionFiles::read(&dirs).map_err(|e| e.to_string()))
+                .await
+                .unwrap_or_else(|e| Err(format!("reading the definitions failed: {e}")))
+        }
+    };
+    let keep = |files: &Result<DefinitionFiles, String>| {
+        if let Ok(files) = files {
+            if let Err(e) = files.keep_as_last_good(&keep_dir) {
+                tracing::warn!(error = %e, "could not keep the definitions as the last good set");
+            }
+        }
+    };
+    let mut seen = read().await;
     loop {
         tokio::time::sleep(every).await;
-        let now = read();
+        let now = read().await;
         if now == seen {
             continue;
         }
@@ -511,11 +535,15 @@ async fn watch_metric_definitions(
             }
             Ok(catalogue) if catalogue == *state.hub.catalogue() => {
                 state.definitions.set_refused(None);
+                keep(&now);
                 seen = now;
             }
             Ok(catalogue) => {
                 match switch_catalogue(&state, Arc::new(catalogue), checkpoint.clone()).await {
-                    Ok(()) => seen = now,
+                    Ok(()) => {
+                        keep(&now);
+                        seen = now;
+                    }
                     // Tried again at the next look (the files may change meanwhile).
                     Err(e) => {
                         tracing::warn!(error = %e, "could not rebuild the live state for the changed definitions; trying again")

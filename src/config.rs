@@ -67,9 +67,10 @@ history_bytes = 67108864         # … and at most 64 MiB of them (estimated); t
 max_subscriptions = 16           # per connection
 resume_epochs_per_token = 4096   # streams of closed connections kept resumable, per token …
 resume_epochs_total = 50000      # … and in all (each at most ~8 KiB), for 10 minutes
-send_timeout_ms = 10000          # a screen that does not read for this long is dropped
+send_timeout_ms = 10000          # a screen that does not read for this long is dropped …
+send_buffer_bytes = 65536        # … once its kernel send buffer (bounded; 0: autotuned to MBs) is full
 heartbeat_ms = 10000
-idle_timeout_ms = 45000
+idle_timeout_ms = 45000          # a screen silent this long is dropped (and reset, as above)
 
 [catalogue]
 # The definitions, one TOML file each (README, "Record kinds and metrics as definitions").

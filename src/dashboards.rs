@@ -154,8 +154,8 @@ impl Dashboards {
                 .write()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(path.clone(), modified);
-            let parsed = std::fs::read_to_string(&path)
-                .map_err(|e| e.to_string())
+            let parsed = read_definition(&path)
+                .and_then(|text| text.ok_or_else(|| "not a regular file".to_string()))
                 .and_then(|text| {
                     let d: Dashboard = serde_json::from_str(&text).map_err(|e| e.to_string())?;
                     d.validate(&self.tree, &(self.catalogue)())?;
@@ -215,14 +215,62 @@ impl Dashboards {
             .cloned()
     }
 
-    /// Polls the folder every `every` (cheap: one `stat` per file).
+    /// Polls the folder every `every` (cheap: one `stat` per file), off the async runtime.
     pub async fn watch(self, every: Duration) {
         let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
-            self.rescan();
+            let me = self.clone();
+            if let Err(e) = tokio::task::spawn_blocking(move || me.rescan()).await {
+                tracing::warn!(error = %e, "reading the dashboards failed");
+            }
         }
     }
+}
+
+/// Reads one definition file, or `Ok(None)` for something that is not a regular file (a FIFO,
+/// a device, a link to one), which is skipped and said once in the log. The file is opened
+/// without blocking (a FIFO would park the reading thread for good) and checked on the open
+/// handle (no swap between a check and the open), and never read past
+/// [`MAX_FILE_BYTES`](crate::domain::definition::MAX_FILE_BYTES) (a link to `/dev/zero` would
+/// read until memory ran out).
+pub fn read_definition(path: &Path) -> Result<Option<String>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let max = crate::domain::definition::MAX_FILE_BYTES;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        static SAID: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<PathBuf>>> =
+            std::sync::OnceLock::new();
+        let said = SAID.get_or_init(Default::default);
+        if said
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(path.to_path_buf())
+        {
+            tracing::warn!(file = %path.display(), "not a regular file (a FIFO, a device or a link to one): skipped");
+        }
+        return Ok(None);
+    }
+    if meta.len() > max as u64 {
+        return Err(format!(
+            "the file has {} bytes; a definition may have at most {max}",
+            meta.len()
+        ));
+    }
+    let mut text = String::new();
+    file.take(max as u64 + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| e.to_string())?;
+    if text.len() > max {
+        return Err(format!("the file grew past {max} bytes while read"));
+    }
+    Ok(Some(text))
 }
 
 /// The definition files of a folder (`*.toml`), `(path, text)` in name order.
@@ -239,12 +287,14 @@ fn definition_files(dir: &Path) -> Result<Vec<(String, String)>, DefinitionError
         if path.extension().is_none_or(|e| e != "toml") {
             continue;
         }
-        let text = std::fs::read_to_string(&path).map_err(|e| DefinitionError {
+        let text = read_definition(&path).map_err(|reason| DefinitionError {
             file: path.display().to_string(),
             line: None,
-            reason: e.to_string(),
+            reason,
         })?;
-        files.push((path.display().to_string(), text));
+        if let Some(text) = text {
+            files.push((path.display().to_string(), text));
+        }
     }
     files.sort();
     Ok(files)
@@ -252,7 +302,7 @@ fn definition_files(dir: &Path) -> Result<Vec<(String, String)>, DefinitionError
 
 /// The record kind and metric definition files as read at one moment: what a catalogue is
 /// parsed from, and what tells whether anything changed since.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DefinitionFiles {
     kinds: Vec<(String, String)>,
     metrics: Vec<(String, String)>,
@@ -268,6 +318,60 @@ impl DefinitionFiles {
 
     pub fn parse(&self) -> Result<Catalogue, DefinitionError> {
         Catalogue::parse(&self.kinds, &self.metrics)
+    }
+
+    /// Where the last set that was put in service is kept: what a restart falls back on when
+    /// the files on disk are refused.
+    fn last_good_path(dir: &Path) -> PathBuf {
+        dir.join("definitions.last-good.json")
+    }
+
+    /// Keeps this set as the last good one (written whole, then renamed into place).
+    pub fn keep_as_last_good(&self, dir: &Path) -> std::io::Result<()> {
+        let path = Self::last_good_path(dir);
+        let text = serde_json::to_vec(self).map_err(std::io::Error::other)?;
+        if std::fs::read(&path).is_ok_and(|old| old == text) {
+            return Ok(());
+        }
+        std::fs::create_dir_all(dir)?;
+        let draft = path.with_extension("json.draft");
+        std::fs::write(&draft, text)?;
+        std::fs::rename(draft, path)
+    }
+
+    /// The last set that was in service, if one was kept.
+    pub fn last_good(dir: &Path) -> Option<Self> {
+        let text = std::fs::read(Self::last_good_path(dir)).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+}
+
+/// The catalogue to start with: the files on disk, or — when they are refused — the last set
+/// that was in service (kept in `keep_dir`), said loudly: the refusal is returned beside it. With
+/// nothing kept, a refusal stops the start.
+pub fn startup_catalogue(
+    settings: &CatalogueSettings,
+    keep_dir: &Path,
+) -> Result<(Catalogue, Option<String>), DefinitionError> {
+    let read = DefinitionFiles::read(settings);
+    match read.and_then(|files| files.parse().map(|c| (files, c))) {
+        Ok((files, catalogue)) => {
+            if let Err(e) = files.keep_as_last_good(keep_dir) {
+                tracing::warn!(error = %e, dir = %keep_dir.display(), "could not keep the definitions as the last good set");
+            }
+            Ok((catalogue, None))
+        }
+        Err(refused) => {
+            let Some(catalogue) = DefinitionFiles::last_good(keep_dir).and_then(|f| f.parse().ok())
+            else {
+                return Err(refused);
+            };
+            tracing::error!(error = %refused, "the definition files are refused; starting with the last good set that was in service");
+            Ok((
+                catalogue,
+                Some(format!("{refused} (serving the last good definitions)")),
+            ))
+        }
     }
 }
 

@@ -49,7 +49,7 @@ pub struct Roster {
 
 impl Roster {
     pub fn load(path: &Path, tree: &OrgTree) -> Result<Option<Roster>, String> {
-        let Ok(text) = std::fs::read_to_string(path) else {
+        let Ok(Some(text)) = crate::dashboards::read_definition(path) else {
             return Ok(None);
         };
         let roster: Roster =

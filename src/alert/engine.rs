@@ -770,7 +770,11 @@ impl AlertEngine {
         let mut acks_since = 0u32;
         loop {
             every.tick().await;
-            self.reload_rules();
+            // Files are read off the async runtime (a stuck read must not park a worker).
+            let me = self.clone();
+            if let Err(e) = tokio::task::spawn_blocking(move || me.reload_rules()).await {
+                tracing::warn!(error = %e, "reading the alert rules failed");
+            }
             let now = self.hub.now();
             if !leader.held() {
                 if leading {

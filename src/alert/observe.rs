@@ -71,9 +71,12 @@ pub fn observe(
             } else {
                 holds(matches!(f.status, Status::AtRisk | Status::Missed), f.value)
             };
-            // A one-off target missed: the breach began when its deadline passed.
+            // A one-off target missed (what an at-risk rule watches): the breach began when
+            // its deadline passed. A threshold is the rule's own line, which the data does not
+            // date.
+            let watches_status = matches!(rule.condition, Condition::AtRisk { .. });
             let began = match agg.catalogue().get(*metric).and_then(|d| d.target) {
-                Some(t) if f.status == Status::Missed => match t.deadline {
+                Some(t) if watches_status && f.status == Status::Missed => match t.deadline {
                     Deadline::Fixed(d) => day_after(d),
                     _ => None,
                 },

@@ -424,8 +424,13 @@ pub fn load_rules(dir: &Path, tree: &OrgTree, catalogue: &Catalogue) -> Result<V
     files.sort();
     let mut rules = Vec::new();
     for path in files {
-        let text =
-            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let Some(text) = crate::dashboards::read_definition(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+        else {
+            continue;
+        };
+        crate::domain::definition::check_text(&path.display().to_string(), &text)
+            .map_err(|e| e.to_string())?;
         let file: RuleFile =
             toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         for spec in file.rule {

@@ -168,6 +168,10 @@ pub struct AuthSettings {
     /// empty: a token is required.
     #[serde(default)]
     pub anonymous_role: Option<Role>,
+    /// A bearer token Prometheus scrapes `/metrics` with (besides admins' tokens); empty:
+    /// admins' tokens only. Never anonymous.
+    #[serde(default)]
+    pub metrics_token: String,
     /// Key that signs tokens; empty: read from `secret_file`, created there on first start.
     /// Every instance behind one balancer needs the same secret.
     #[serde(default)]

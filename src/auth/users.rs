@@ -161,7 +161,7 @@ impl UserDirectory {
             .local_writes;
         let users: Vec<UserRow> = self
             .store
-            .client()
+            .private_client()
             .query(&format!(
                 "SELECT name, argMax(role, version), argMax(scope, version), argMax(password_hash, version), \
                  argMax(disabled, version), argMax(changed_at, version), argMax(changed_by, version), max(version) \
@@ -278,7 +278,7 @@ impl UserDirectory {
             changed_by: user.changed_by.clone(),
             version: next_version(),
         };
-        let mut insert = self.store.client().insert::<UserRow>(&self.store.users_table()).await?;
+        let mut insert = self.store.private_client().insert::<UserRow>("users").await?;
         insert.write(&row).await?;
         insert.end().await?;
         let mut mirror = self.mirror.write().unwrap_or_else(|p| p.into_inner());

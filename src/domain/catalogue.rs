@@ -280,6 +280,7 @@ impl Catalogue {
         let kinds = Kinds::parse(kind_files)?;
         let mut metrics = Vec::new();
         for (file, text) in files {
+            super::definition::check_text(file, text)?;
             let def = parse_metric(&kinds, file, text)?;
             if metrics.iter().any(|m: &MetricDef| m.name == def.name) {
                 return Err(DefinitionError {

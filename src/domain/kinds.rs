@@ -186,6 +186,7 @@ impl Kinds {
         let mut defs: Vec<KindDef> = Vec::new();
         let mut file_of = std::collections::BTreeMap::new();
         for (file, text) in files {
+            super::definition::check_text(file, text)?;
             let def = parse_kind(file, text)?;
             file_of.insert(def.kind, file.clone());
             if defs.iter().any(|d| d.kind == def.kind) {

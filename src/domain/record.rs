@@ -13,6 +13,8 @@ pub use super::kinds::{FieldType, Kind, KindDef, Kinds};
 use super::org::{Level, NodeIdx, OrgTree};
 
 pub const MAX_ID_LEN: usize = 128;
+/// The most a record's `data` may hold, as JSON: a record is a few fields, not a document.
+pub const MAX_DATA_BYTES: usize = 8 * 1024;
 
 /// Seqs from here up belong to ledger imports: `IMPORT_SEQ_BASE + (import_no << 32) + row`.
 /// Below it, seqs are positions in the durable log.
@@ -346,6 +348,15 @@ pub fn check(
         }
     }
     row.data = event.data_json();
+    if row.data.len() > MAX_DATA_BYTES {
+        return Err(err(
+            "data",
+            format!(
+                "is {} bytes as JSON; a record's data may be at most {MAX_DATA_BYTES}",
+                row.data.len()
+            ),
+        ));
+    }
     Ok(row)
 }
 

@@ -28,6 +28,27 @@ pub fn year_of(unix: u32) -> i32 {
 }
 
 /// RFC 3339 in Shenzhen time, to the millisecond.
+/// The days the store can hold: ClickHouse's `DateTime` runs from 1970-01-01 to 2106-02-07, and
+/// a day's end must fit too.
+pub const FIRST_DAY: Date = match Date::from_calendar_date(1970, time::Month::January, 1) {
+    Ok(d) => d,
+    Err(_) => panic!("a valid date"),
+};
+pub const LAST_DAY: Date = match Date::from_calendar_date(2106, time::Month::February, 6) {
+    Ok(d) => d,
+    Err(_) => panic!("a valid date"),
+};
+
+/// A day a client names (`YYYY-MM-DD`), within the range the store can hold; the reason if not.
+pub fn parse_day(text: &str) -> Result<Date, String> {
+    let fmt = time::macros::format_description!("[year]-[month]-[day]");
+    let day = Date::parse(text, &fmt).map_err(|_| format!("'{text}' is not a date YYYY-MM-DD"))?;
+    if day < FIRST_DAY || day > LAST_DAY {
+        return Err(format!("'{text}' is outside {FIRST_DAY} to {LAST_DAY}"));
+    }
+    Ok(day)
+}
+
 pub fn rfc3339(t: OffsetDateTime) -> String {
     rfc3339_truncated(t, t.millisecond() as u32 * 1_000_000)
 }
@@ -118,5 +139,19 @@ impl Period {
             }
             Period::Month => (first(m), last(m)),
         }
+    }
+}
+
+#[cfg(test)]
+mod day_tests {
+    use super::*;
+
+    #[test]
+    fn a_day_a_client_names_must_fit_the_store() {
+        assert!(parse_day("2024-02-29").is_ok());
+        for bad in ["0000-01-01", "-0001-01-01", "1969-12-31", "2106-02-07", "9999-12-31", "2024-13-01", "yesterday"] {
+            assert!(parse_day(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_day("1970-01-01"), Ok(FIRST_DAY));
     }
 }

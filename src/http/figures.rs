@@ -121,9 +121,11 @@ pub fn local_screens(state: &AppState) -> Vec<crate::wire::stream::Screen> {
 
 /// The metric catalogue: ids, Chinese labels, targets and where each metric applies.
 #[utoipa::path(get, path = "/api/v1/catalogue", tag = "figures",
-    responses((status = 200, body = Vec<CatalogueEntry>)))]
+    responses((status = 200, body = Vec<CatalogueEntry>), (status = 401, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
 #[get("/api/v1/catalogue")]
-async fn catalogue(state: web::Data<AppState>) -> HttpResponse {
+async fn catalogue(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    caller.may(&state, Action::ReadFigures)?;
     let list: Vec<CatalogueEntry> = state
         .hub
         .catalogue()
@@ -131,7 +133,7 @@ async fn catalogue(state: web::Data<AppState>) -> HttpResponse {
         .iter()
         .map(CatalogueEntry::from)
         .collect();
-    HttpResponse::Ok().json(list)
+    Ok(HttpResponse::Ok().json(list))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

@@ -2,7 +2,7 @@
 
 use actix_web::{get, web, HttpResponse};
 
-use super::AppState;
+use super::{ApiError, AppState};
 use crate::wire::ops::{Health, Readiness};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -64,6 +64,7 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         migrations,
         writer,
         stream,
+        definitions: state.definitions.refused().unwrap_or_else(|| "ok".into()),
         draining,
     };
     if ready {
@@ -74,11 +75,22 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// Prometheus text exposition.
-#[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+/// Prometheus text exposition: for `auth.metrics_token` (what Prometheus's `authorization`
+/// sends) or an admin's token; never anonymous — it says how the service and its writer are
+/// doing, which is not for every screen.
+#[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text format", content_type = "text/plain"),
+    (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody)), security(("bearer" = [])))]
 #[get("/metrics")]
-async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+async fn metrics(req: actix_web::HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let token = super::auth::token_of(&req).ok_or(crate::auth::AuthError::Missing)?;
+    let scraper = !state.metrics_token.is_empty()
+        && crate::auth::tokens::same_secret(token.as_bytes(), state.metrics_token.as_bytes());
+    if !scraper {
+        let who = state.auth.authenticate(Some(&token))?;
+        crate::auth::authorize(&state.tree, &who, crate::auth::Action::Admin, state.tree.root())?;
+    }
     state.refresh_gauges();
-    HttpResponse::Ok()
+    Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(state.prom.render())
+        .body(state.prom.render()))
 }

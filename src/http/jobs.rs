@@ -222,16 +222,14 @@ fn severity_rank(severity: &str) -> u8 {
 
 /// The day a brief request names, or the newest day with snapshots.
 async fn brief_day(state: &AppState, date: Option<&str>) -> Result<Date, ApiError> {
-    let fmt = time::macros::format_description!("[year]-[month]-[day]");
     match date {
-        Some(d) => Date::parse(d, &fmt)
-            .map_err(|_| ApiError::bad_request("date", format!("'{d}' is not a date YYYY-MM-DD"))),
+        Some(d) => crate::domain::time::parse_day(d).map_err(|e| ApiError::bad_request("date", e)),
         None => {
             let newest = crate::batch::brief::days(&state.store, 1).await?;
             let d = newest.first().ok_or_else(|| ApiError::NotFound {
                 what: "a day with snapshots (the nightly job writes them)".into(),
             })?;
-            Ok(Date::parse(d, &fmt).map_err(|e| anyhow::anyhow!(e))?)
+            Ok(crate::domain::time::parse_day(d).map_err(|e| anyhow::anyhow!(e))?)
         }
     }
 }

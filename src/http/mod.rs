@@ -68,6 +68,8 @@ pub struct AppState {
     pub managed_clickhouse: Option<Arc<crate::store::managed::ManagedStatus>>,
     /// Peers whose `X-Forwarded-For` names the client (`server.trusted_proxies`).
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// The bearer token Prometheus scrapes `/metrics` with (`auth.metrics_token`); empty: none.
+    pub metrics_token: String,
     /// Shares of `ingest.max_body_bytes_in_flight`, in KiB, held while a body is read.
     pub ingest_budget: Arc<tokio::sync::Semaphore>,
     /// Wakes the import follower (a ledger was just imported here).
@@ -268,6 +270,17 @@ impl crate::stream::Connection for ClientSocket {
         let sock = socket2::SockRef::from(&fd);
         let _ = sock.set_linger(Some(std::time::Duration::ZERO));
         let _ = sock.shutdown(std::net::Shutdown::Both);
+    }
+
+    fn bound_send_buffer(&self, bytes: usize) {
+        if bytes == 0 || !self.is_still_ours() {
+            return;
+        }
+        let fd = self.borrowed();
+        let sock = socket2::SockRef::from(&fd);
+        if let Err(e) = sock.set_send_buffer_size(bytes) {
+            tracing::warn!(error = %e, "could not bound a screen's send buffer");
+        }
     }
 }
 

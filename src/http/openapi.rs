@@ -163,9 +163,17 @@ pub fn methods_at(path: &str) -> Option<Vec<&'static str>> {
                     || (s.starts_with('{') && s.contains('}') && p.ends_with(s.split('}').nth(1).unwrap_or("")))
             })
     };
-    let mut methods: Vec<&'static str> = routes
+    // The most specific route wins: `/api/v1/query/history` is that path, not `{id}` of
+    // `/api/v1/query/{id}` (whose DELETE it does not take).
+    let literal = |segments: &[String]| segments.iter().filter(|s| !s.starts_with('{')).count();
+    let best = routes
         .iter()
         .filter(|(segments, _)| matches(segments))
+        .map(|(segments, _)| literal(segments))
+        .max();
+    let mut methods: Vec<&'static str> = routes
+        .iter()
+        .filter(|(segments, _)| matches(segments) && Some(literal(segments)) == best)
         .flat_map(|(_, m)| m.iter().copied())
         .collect();
     methods.sort_unstable();

@@ -3,7 +3,8 @@
 use actix_web::{get, web, HttpResponse};
 use serde::{Deserialize, Serialize};
 
-use super::{ApiError, AppState};
+use super::{auth::Caller, params::Params, ApiError, AppState};
+use crate::auth::Action;
 use crate::wire::org::OrgView;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -21,21 +22,30 @@ pub struct DepthQuery {
 
 /// The whole org tree: city → districts → streets → communities.
 #[utoipa::path(get, path = "/api/v1/org", tag = "org", params(DepthQuery),
-    responses((status = 200, body = OrgView)))]
+    responses((status = 200, body = OrgView), (status = 401, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
 #[get("/api/v1/org")]
-async fn org_tree(state: web::Data<AppState>, q: web::Query<DepthQuery>) -> HttpResponse {
-    HttpResponse::Ok().json(OrgView::of(&state.tree, state.tree.root(), q.depth))
+async fn org_tree(
+    caller: Caller,
+    state: web::Data<AppState>,
+    q: Params<DepthQuery>,
+) -> Result<HttpResponse, ApiError> {
+    caller.may(&state, Action::ReadFigures)?;
+    Ok(HttpResponse::Ok().json(OrgView::of(&state.tree, state.tree.root(), q.depth)))
 }
 
 /// One node and its subtree.
 #[utoipa::path(get, path = "/api/v1/org/{code}", tag = "org", params(("code" = String, Path, description = "Org code"), DepthQuery),
-    responses((status = 200, body = OrgView), (status = 404, body = super::error::ErrorBody)))]
+    responses((status = 200, body = OrgView), (status = 404, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
 #[get("/api/v1/org/{code}")]
 async fn org_subtree(
+    caller: Caller,
     state: web::Data<AppState>,
     code: web::Path<String>,
-    q: web::Query<DepthQuery>,
+    q: Params<DepthQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.may(&state, Action::ReadFigures)?;
     let idx = state.tree.get(&code).ok_or_else(|| ApiError::NotFound {
         what: format!("org {code}"),
     })?;
@@ -44,13 +54,15 @@ async fn org_subtree(
 
 /// District outlines (GCJ-02), simplified for a wall screen, with code, name and centroid.
 #[utoipa::path(get, path = "/api/v1/geo/districts", tag = "geo",
-    responses((status = 200, description = "GeoJSON FeatureCollection", content_type = "application/geo+json")))]
+    responses((status = 200, description = "GeoJSON FeatureCollection", content_type = "application/geo+json")),
+    security(("bearer" = [])))]
 #[get("/api/v1/geo/districts")]
-async fn districts(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok()
+async fn districts(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    caller.may(&state, Action::ReadFigures)?;
+    Ok(HttpResponse::Ok()
         .content_type("application/geo+json")
-        .insert_header(("Cache-Control", "public, max-age=3600"))
-        .body(state.map.feature_collection_json().to_owned())
+        .insert_header(("Cache-Control", "private, max-age=3600"))
+        .body(state.map.feature_collection_json().to_owned()))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -69,12 +81,15 @@ pub struct Located {
 
 /// The district that holds a GCJ-02 point.
 #[utoipa::path(get, path = "/api/v1/geo/locate", tag = "geo", params(LocateQuery),
-    responses((status = 200, body = Located), (status = 404, body = super::error::ErrorBody)))]
+    responses((status = 200, body = Located), (status = 404, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
 #[get("/api/v1/geo/locate")]
 async fn locate(
+    caller: Caller,
     state: web::Data<AppState>,
-    q: web::Query<LocateQuery>,
+    q: Params<LocateQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.may(&state, Action::ReadFigures)?;
     let d = state
         .map
         .locate(q.lon, q.lat)

@@ -2,9 +2,10 @@
 //! (installed from npm by scripts/setup), and the dashboard definitions.
 
 use actix_files::NamedFile;
-use actix_web::{get, web, HttpRequest, HttpResponse};
+use actix_web::{get, web, HttpResponse};
 
-use super::{ApiError, AppState};
+use super::{auth::Caller, ApiError, AppState};
+use crate::auth::Action;
 
 pub fn routes(cfg: &mut web::ServiceConfig, assets_dir: &std::path::Path) {
     cfg.service(index)
@@ -17,7 +18,32 @@ pub fn routes(cfg: &mut web::ServiceConfig, assets_dir: &std::path::Path) {
         .service(echarts)
         .service(dashboards)
         .service(dashboard)
-        .service(actix_files::Files::new("/assets", assets_dir).prefer_utf8(true));
+        .service(
+            // The files' own refusals (a `..` in the path, a missing file) in the JSON error
+            // shape, as every other refusal.
+            web::scope("/assets")
+                .wrap(
+                    actix_web::middleware::ErrorHandlers::new().default_handler(assets_error),
+                )
+                .service(actix_files::Files::new("", assets_dir).prefer_utf8(true)),
+        );
+}
+
+fn assets_error<B>(
+    res: actix_web::dev::ServiceResponse<B>,
+) -> actix_web::Result<actix_web::middleware::ErrorHandlerResponse<B>> {
+    use actix_web::ResponseError;
+    let status = res.status();
+    let (req, _) = res.into_parts();
+    let error = if status == actix_web::http::StatusCode::NOT_FOUND {
+        ApiError::NotFound {
+            what: format!("asset {}", req.path()),
+        }
+    } else {
+        ApiError::bad_request("path", format!("'{}' is not a file of the pages", req.path()))
+    };
+    let res = actix_web::dev::ServiceResponse::new(req, error.error_response()).map_into_right_body();
+    Ok(actix_web::middleware::ErrorHandlerResponse::Response(res))
 }
 
 async fn page(state: &AppState, file: &str) -> Result<NamedFile, ApiError> {
@@ -99,22 +125,26 @@ async fn echarts(state: web::Data<AppState>) -> Result<NamedFile, ApiError> {
 
 /// Dashboard definitions (`dashboards/*.json`): name, title, version, and any error of a file
 /// whose newest content was refused.
-#[utoipa::path(get, path = "/api/v1/dashboards", tag = "screens", responses((status = 200, description = "[{name, version, error, dashboard}]")))]
+#[utoipa::path(get, path = "/api/v1/dashboards", tag = "screens", responses((status = 200, description = "[{name, version, error, dashboard}]"),
+    (status = 401, body = super::error::ErrorBody)), security(("bearer" = [])))]
 #[get("/api/v1/dashboards")]
-async fn dashboards(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().json(state.dashboards.list())
+async fn dashboards(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    caller.may(&state, Action::ReadFigures)?;
+    Ok(HttpResponse::Ok().json(state.dashboards.list()))
 }
 
 /// One dashboard definition; `version` changes when its file changes.
 #[utoipa::path(get, path = "/api/v1/dashboards/{name}", tag = "screens",
     params(("name" = String, Path, description = "File name without .json")),
-    responses((status = 200, description = "{name, version, error, dashboard}"), (status = 404, body = super::error::ErrorBody)))]
+    responses((status = 200, description = "{name, version, error, dashboard}"), (status = 404, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
 #[get("/api/v1/dashboards/{name}")]
 async fn dashboard(
-    _req: HttpRequest,
+    caller: Caller,
     name: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.may(&state, Action::ReadFigures)?;
     let d = state
         .dashboards
         .get(&name)

@@ -79,6 +79,9 @@ async fn ws(
             .copied()
             .map(|socket| Box::new(socket) as Box<dyn crate::stream::Connection>),
     };
+    if let Some(connection) = &ctx.connection {
+        connection.bound_send_buffer(state.stream_settings.send_buffer_bytes);
+    }
     actix_web::rt::spawn(run_session(
         session,
         messages.max_frame_size(64 * 1024),

@@ -140,6 +140,13 @@ impl Store {
         format!("{}_private.users", self.database)
     }
 
+    /// A client of the private database (users), for inserts into it.
+    pub fn private_client(&self) -> Client {
+        self.client
+            .clone()
+            .with_database(format!("{}_private", self.database))
+    }
+
     pub fn client(&self) -> &Client {
         &self.client
     }

@@ -43,6 +43,11 @@ pub struct StreamSettings {
     pub send_timeout_ms: u64,
     pub heartbeat_ms: u64,
     pub idle_timeout_ms: u64,
+    /// The kernel's send buffer of a screen's connection (SO_SNDBUF; the kernel doubles it);
+    /// 0: the kernel's own autotuning (up to megabytes). Bounded, a screen that stops reading
+    /// fills it in seconds, is dropped by the send timeout, and costs little kernel memory.
+    #[serde(default)]
+    pub send_buffer_bytes: usize,
     /// Subscriptions one connection may hold at once.
     pub max_subscriptions: usize,
     pub resume_epochs_per_token: usize,
@@ -54,6 +59,8 @@ pub trait Connection: Send + Sync {
     /// Cuts the connection now, unsent data dropped: for a peer that stopped reading, whose
     /// full send buffer would otherwise keep the connection (and its descriptor) open.
     fn abort(&self);
+    /// Bounds the kernel's send buffer of the connection.
+    fn bound_send_buffer(&self, bytes: usize);
 }
 
 pub struct SessionContext {
@@ -539,6 +546,10 @@ pub async fn run_session(mut session: Session, mut messages: MessageStream, ctx:
             }
             _ = heartbeat.tick() => {
                 if last_heard.elapsed() > idle_timeout {
+                    // Silent this long: a peer gone, or one that stopped reading (it does not
+                    // answer pings either). Reset, like any screen dropped for not reading:
+                    // a graceful close would leave its unsent data in the kernel.
+                    stuck = true;
                     break;
                 }
                 match tokio::time::timeout(send_timeout, session.ping(b"")).await {
@@ -570,7 +581,7 @@ pub async fn run_session(mut session: Session, mut messages: MessageStream, ctx:
     if stuck {
         tracing::info!(
             screen = screen_id,
-            "a screen stopped reading: its connection is cut"
+            "a screen stopped reading (or went silent): its connection is reset"
         );
         if let Some(connection) = &state.ctx.connection {
             connection.abort();

@@ -36,6 +36,9 @@ pub struct Readiness {
     /// stream held when it started.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stream: Option<&'static str>,
+    /// `ok`, or why the definition files on disk were refused — the last good set stays in
+    /// service (still ready), but somebody should look.
+    pub definitions: String,
     /// Shutting down (SIGTERM): not ready whatever the rest says.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub draining: bool,

@@ -23,6 +23,7 @@ mod instances;
 mod managed_clickhouse;
 mod metric_page;
 mod migration;
+mod one_truth;
 mod plan_board;
 mod simulator;
 mod snapshots;

@@ -14,10 +14,11 @@ export const fail = (msg) => { console.error("FAIL: " + msg); process.exitCode =
 export const check = (cond, msg) => { if (!cond) fail(msg); else console.log("ok: " + msg); };
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-// The binary, serving with `token` as its admin token (restartable on the same database).
-export function startServer(token) {
+// The binary, serving with `token` as its admin token (restartable on the same database);
+// `extra`: more settings as environment variables.
+export function startServer(token, extra = {}) {
   return spawn(VSCC_BIN, ["serve"], {
-    env: { ...process.env, VSCC_ADDR: `127.0.0.1:${PORT}`, VSCC__CLICKHOUSE__URL: CLICKHOUSE_URL,
+    env: { ...process.env, ...extra, VSCC_ADDR: `127.0.0.1:${PORT}`, VSCC__CLICKHOUSE__URL: CLICKHOUSE_URL,
       VSCC__CLICKHOUSE__DATABASE: DATABASE, VSCC__INGEST__SPOOL_DIR: SPOOL_DIR, VSCC_ADMIN_TOKEN: token,
       VSCC__STREAM__TICK_MS: "100", VSCC__SQL__USERS_DIR: process.env.SQL_USERS_DIR || "",
       VSCC__AUTH__SECRET_FILE: `${SPOOL_DIR}/auth-secret`, VSCC__BRIEF__DIR: `${SPOOL_DIR}/briefs`, RUST_LOG: "warn" },

@@ -48,6 +48,23 @@ try {
     let cells = 0;
     for (let p = 0; p < pages; p++) {
       await page.click(`#pager .page:nth-child(${p + 1})`);
+      if (await page.$eval("#scorecard", (e) => !e.hidden)) {
+        // The first page: the scorecard, equal to the API's, whole on the screen.
+        const card = await api("/api/v1/scorecard?scope=440300");
+        const shownCard = await page.evaluate(() => ({
+          counts: Object.fromEntries([...document.querySelectorAll(".score-line:first-child .count")].map((c) => [c.dataset.status, Number(c.querySelector("b").textContent)])),
+          clauses: [...document.querySelectorAll(".clauses tbody tr")].map((tr) => tr.dataset.clause),
+          deadlines: Object.fromEntries([...document.querySelectorAll(".deadlines tbody tr")].map((tr) => [tr.dataset.metric, tr.querySelector(".own").dataset.outcome])),
+          bottom: Math.round(document.querySelector(".board-legend").getBoundingClientRect().bottom - innerHeight),
+        }));
+        check(JSON.stringify(shownCard.counts) === JSON.stringify(card.overall.scope)
+          && shownCard.clauses.length === card.clauses.length
+          && card.deadlines.every((d) => shownCard.deadlines[d.metric] === d.nodes.find((n) => n.code === "440300").outcome)
+          && shownCard.bottom <= 1,
+          `${width}×${height}: the scorecard opens the board, equal to the API (${JSON.stringify(shownCard.counts)}, ${shownCard.clauses.length} clauses, ${card.deadlines.length} one-off targets), whole on the screen`);
+        await page.screenshot({ path: `${SCREENSHOTS}/board-${width}x${height}-scorecard.png` });
+        continue;
+      }
       const shown = await page.$$eval("#board-body td.cell", (els) => els.map((e) => ({
         m: e.dataset.metric, code: e.dataset.code, v: e.dataset.value, status: e.dataset.status, na: e.classList.contains("na"),
       })));
@@ -74,8 +91,8 @@ try {
     check(errors.length === 0, `${width}×${height}: no console errors (${errors.join(" | ")})`);
     if (width === 3840) break;
 
-    // A posted record changes its cell live.
-    await page.click("#pager .page:nth-child(1)");
+    // A posted record changes its cell live (the first page of rows, after the scorecard).
+    await page.click("#pager .page:nth-child(2)");
     const cell = '#board-body td.cell[data-metric="staffing_rate"][data-code="440304"]';
     const before = await page.$eval(cell, (e) => e.dataset.status);
     await api("/api/v1/events", { method: "POST", body: JSON.stringify([ev("pb-s3", "staffing.reported", "440304", { approved_posts: 50, filled_posts: 50 })]) });
