@@ -16,9 +16,35 @@ window.VSCC = (function () {
 
   const getJSON = async (path) => {
     const r = await fetch(path, { headers: token ? { Authorization: "Bearer " + token } : {} });
+    if (r.status === 401) { askToken(); throw new Error("需要登录"); }
     if (!r.ok) throw new Error(path + " → " + r.status);
     return r.json();
   };
+
+  // The pages are shells: the figures need a token. Without one (or with one that expired),
+  // a login form — or a screen token in the address (?token=…) for an unattended wall.
+  function askToken() {
+    if (document.getElementById("login-gate")) return;
+    const gate = document.createElement("div");
+    gate.id = "login-gate";
+    gate.className = "login-gate";
+    gate.innerHTML = '<form><h2>请登录</h2><p>此页面的数据需要令牌：请用账号登录，或在地址后加上大屏令牌 <code>?token=…</code>。</p>' +
+      '<label>用户名 <input name="name" autocomplete="username" required></label>' +
+      '<label>密码 <input name="password" type="password" autocomplete="current-password" required></label>' +
+      '<button type="submit">登录</button><p class="error"></p></form>';
+    gate.querySelector("form").onsubmit = async (ev) => {
+      ev.preventDefault();
+      const form = new FormData(ev.target);
+      const r = await fetch("/api/v1/login", { method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ name: form.get("name"), password: form.get("password") }) });
+      const body = await r.json().catch(() => ({}));
+      if (!r.ok) { gate.querySelector(".error").textContent = body.error || "登录失败"; return; }
+      localStorage.setItem("vscc.token", body.token);
+      const q = new URLSearchParams(location.search); q.delete("token");
+      location.search = q.toString();
+    };
+    document.body.appendChild(gate);
+  }
 
   // 三 → 第三条; 总体要求 stays.
   const clauseText = (c) => (/^[一二三四五六七八九十]+$/.test(c) ? "第" + c + "条" : c);
@@ -214,7 +240,7 @@ window.VSCC = (function () {
   }
 
   return {
-    STATUS_ZH, STATUSES, COLORS, SEV_ZH, LEVEL_ZH, params, token, getJSON, clauseText, number, fmt, fmtUnit,
+    askToken, STATUS_ZH, STATUSES, COLORS, SEV_ZH, LEVEL_ZH, params, token, getJSON, clauseText, number, fmt, fmtUnit,
     targetText, judged, judgedText, rank, statusOf, shownAtLevel, daysUntil, ago, stamp, flashIfChanged, live,
     indexOrg, showConn, legendHTML, ASPECT_SCALE, aspectOf, fitSize, chartFont, chartLine,
   };

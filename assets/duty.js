@@ -24,6 +24,7 @@
   }
   async function call(method, path, body) {
     const r = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    if (r.status === 401) { V.askToken(); throw new Error("需要登录"); }
     if (!r.ok) {
       const e = await r.json().catch(() => ({ error: r.statusText }));
       throw new Error(e.error || r.status);

@@ -1,10 +1,11 @@
-//! `vscc bench ingest|stream|import|rebuild`: measured speed, each figure beside a baseline measured in the
+//! `vscc bench ingest|stream|stalled|import|rebuild`: measured speed, each figure beside a baseline measured in the
 //! same run. Run them on a release build: `cargo run --release -- bench ingest`.
 
 pub mod fleet;
 pub mod import;
 pub mod ingest;
 pub mod rebuild;
+pub mod stalled;
 pub mod stream;
 pub mod workload;
 

@@ -214,6 +214,16 @@ enum BenchCommand {
         )]
         max_screens: Vec<usize>,
     },
+    /// Screens that subscribe to every district and never read: the kernel memory they hold
+    /// with the screens' send buffer bounded beside the kernel's autotuning, and how soon the
+    /// server lets go of them.
+    Stalled {
+        #[arg(long, default_value_t = 10_000)]
+        clients: usize,
+        /// How long to watch (the send timeout and the silence rule drop them within it).
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
     /// Several instances on one port and one record stream (a nats-server of the bench's
     /// own): screens sustained at 1 update/s from several client processes, memory per
     /// screen, and the time for the screens of a killed instance to reconnect and resume.
@@ -462,6 +472,13 @@ pub async fn main() -> anyhow::Result<()> {
             token,
             screens,
         }) => crate::bench::fleet::screen_clients(port, token, screens).await,
+        Command::Bench(BenchCommand::Stalled { clients, seconds }) => {
+            crate::bench::stalled::run(
+                &settings,
+                crate::bench::stalled::StalledBench { clients, seconds },
+            )
+            .await
+        }
         Command::Bench(BenchCommand::Rebuild { records, phase }) => {
             crate::bench::rebuild::run(
                 &settings,

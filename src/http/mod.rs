@@ -272,6 +272,21 @@ impl crate::stream::Connection for ClientSocket {
         let _ = sock.shutdown(std::net::Shutdown::Both);
     }
 
+    fn unsent(&self) -> usize {
+        if !self.is_still_ours() {
+            return 0;
+        }
+        let mut queued: libc::c_int = 0;
+        // SAFETY: SIOCOUTQ (TIOCOUTQ) writes one int, the bytes of the send queue not yet
+        // acknowledged, into `queued`; the descriptor was checked to be this connection.
+        let ok = unsafe { libc::ioctl(self.fd, libc::TIOCOUTQ, &mut queued) } == 0;
+        if ok {
+            queued.max(0) as usize
+        } else {
+            0
+        }
+    }
+
     fn bound_send_buffer(&self, bytes: usize) {
         if bytes == 0 || !self.is_still_ours() {
             return;

@@ -61,6 +61,8 @@ pub trait Connection: Send + Sync {
     fn abort(&self);
     /// Bounds the kernel's send buffer of the connection.
     fn bound_send_buffer(&self, bytes: usize);
+    /// Bytes written and not yet taken by the peer (0 once the connection is gone).
+    fn unsent(&self) -> usize;
 }
 
 pub struct SessionContext {
@@ -587,6 +589,22 @@ pub async fn run_session(mut session: Session, mut messages: MessageStream, ctx:
             connection.abort();
         }
         return;
+    }
+    // A peer that does not take what is queued would keep the connection, and its buffer, in
+    // the kernel long after a polite close: it gets a second to drain, then a reset.
+    if let Some(connection) = &state.ctx.connection {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while connection.unsent() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if connection.unsent() > 0 {
+            tracing::info!(
+                screen = screen_id,
+                "a closing screen does not take its data: its connection is reset"
+            );
+            connection.abort();
+            return;
+        }
     }
     let reason = if restarting {
         // 1012: the server restarts; the screen reconnects (with jitter) and resumes.

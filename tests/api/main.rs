@@ -29,4 +29,5 @@ mod simulator;
 mod snapshots;
 mod sql;
 mod stream;
+mod surfaces;
 mod wall_screen;

@@ -58,19 +58,25 @@ pub async fn subscribe(ws: &mut Ws, id: &str, scope: &str, resume: Option<Value>
 /// A client that will stop reading: a 4 KiB receive buffer, so the server's send buffer fills
 /// soon. Returns it and its local port (to find the server's side of the connection).
 pub async fn slow_reader(app: &TestApp) -> (Ws, u16) {
+    slow_reader_at(app.port, app.admin_token()).await
+}
+
+/// A WebSocket to the server on `port` whose client reads nothing (a 4 KiB receive buffer)
+/// and its local port.
+pub async fn slow_reader_at(port: u16, token: &str) -> (Ws, u16) {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let stream = socket
-        .connect(format!("127.0.0.1:{}", app.port).parse().unwrap())
+        .connect(format!("127.0.0.1:{port}").parse().unwrap())
         .await
         .unwrap();
     let client_port = stream.local_addr().unwrap().port();
-    let mut req = format!("ws://127.0.0.1:{}/ws", app.port)
+    let mut req = format!("ws://127.0.0.1:{port}/ws")
         .into_client_request()
         .unwrap();
     req.headers_mut().insert(
         "authorization",
-        format!("Bearer {}", app.admin_token()).parse().unwrap(),
+        format!("Bearer {token}").parse().unwrap(),
     );
     let (ws, _) = tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(stream))
         .await
