@@ -175,10 +175,18 @@ mod tests {
 #[delete("/api/v1/query/{id}")]
 async fn cancel_query(
     caller: Caller,
+    req: HttpRequest,
     id: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let who = caller.may(&state, Action::Query)?;
+    // `/api/v1/query/history` and `…/schema` are resources of their own, not a query's id.
+    if let Some(methods) = super::openapi::methods_at(req.path()).filter(|m| !m.contains(&"DELETE")) {
+        return Err(ApiError::MethodNotAllowed {
+            method: "DELETE".into(),
+            allow: methods.join(", "),
+        });
+    }
     state
         .sql
         .cancel(&id, &who.name, who.role == Role::Admin)

@@ -482,22 +482,23 @@ async fn the_openapi_document_says_what_the_server_does() {
             })
             .collect::<Vec<_>>()
             .join("/");
-        // Declared here, or at another template the same path also matches
-        // (`/api/v1/query/{id}` holds `/api/v1/query/history`).
+        // Declared at the most specific template the path matches: `/api/v1/query/history` is
+        // that path, not an `{id}` of `/api/v1/query/{id}` (whose DELETE it does not take).
         let matches = |other: &str| {
             let (a, b): (Vec<&str>, Vec<&str>) =
                 (other.split('/').collect(), path.split('/').collect());
             a.len() == b.len() && a.iter().zip(&b).all(|(x, y)| x == y || x.starts_with('{'))
         };
+        let literal = |t: &str| t.split('/').filter(|s| !s.starts_with('{')).count();
+        let paths = doc["paths"].as_object().unwrap();
+        let best = paths.keys().filter(|o| matches(o)).map(|o| literal(o)).max();
         let declared: Vec<&str> = methods
             .iter()
             .copied()
             .filter(|m| {
-                doc["paths"]
-                    .as_object()
-                    .unwrap()
-                    .iter()
-                    .any(|(other, it)| matches(other) && it.get(*m).is_some())
+                paths.iter().any(|(other, it)| {
+                    matches(other) && Some(literal(other)) == best && it.get(*m).is_some()
+                })
             })
             .collect();
         for (method, op) in item.as_object().unwrap() {

@@ -24,6 +24,9 @@ fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// The admin token of the servers these tests start (`/metrics` needs one).
+const ADMIN: &str = "managed-admin";
+
 struct Serve {
     child: Child,
     port: u16,
@@ -38,6 +41,7 @@ impl Serve {
             .env("VSCC_ADDR", format!("127.0.0.1:{port}"))
             .env("VSCC__CLICKHOUSE__MANAGED__DIR", dir)
             .env_remove("VSCC__CLICKHOUSE__URL")
+            .env("VSCC_ADMIN_TOKEN", ADMIN)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -155,7 +159,7 @@ impl Serve {
         s.set_read_timeout(Some(timeout)).ok()?;
         write!(
             s,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN}\r\nConnection: close\r\n\r\n"
         )
         .ok()?;
         let mut buf = String::new();

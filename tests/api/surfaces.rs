@@ -397,6 +397,8 @@ async fn screens_that_stop_reading_hold_a_bounded_send_buffer_and_are_reset() {
     };
     let started = Instant::now();
     let (mut peak_socket, mut peak_total, mut peak_kernel) = (0u64, 0u64, 0u64);
+    // Since when some connection has been seen closed with data queued (FIN_WAIT1).
+    let mut lingering_since: Option<Instant> = None;
     loop {
         let sockets = server_sockets(port, &ports);
         let queued: u64 = sockets.iter().map(|(_, q)| q).sum();
@@ -404,9 +406,19 @@ async fn screens_that_stop_reading_hold_a_bounded_send_buffer_and_are_reset() {
         peak_socket = peak_socket.max(sockets.iter().map(|(_, q)| *q).max().unwrap_or(0));
         peak_kernel = peak_kernel.max(tcp_kernel_bytes().saturating_sub(kernel_before));
         // FIN_WAIT1 (04) with data queued: a connection closed politely to a peer that never
-        // reads, holding its buffer — what a reset avoids.
-        let lingering = sockets.iter().filter(|(s, q)| s == "04" && *q > 0).count();
-        assert_eq!(lingering, 0, "closed connections hold unsent data: {sockets:?}");
+        // reads holds its buffer for minutes — what a reset avoids. A reset connection passes
+        // through it for the moment between its shutdown and the server closing it.
+        let lingering: Vec<&(String, u64)> =
+            sockets.iter().filter(|(s, q)| s == "04" && *q > 0).collect();
+        if lingering.is_empty() {
+            lingering_since = None;
+        } else {
+            let since = *lingering_since.get_or_insert_with(Instant::now);
+            assert!(
+                since.elapsed() < Duration::from_secs(3),
+                "closed connections hold unsent data for 3 s: {lingering:?}"
+            );
+        }
         if sockets.is_empty() {
             break;
         }
