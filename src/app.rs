@@ -493,7 +493,7 @@ async fn nightly_snapshots(state: Arc<AppState>) {
 /// for it is rebuilt from ClickHouse — meanwhile the old figures keep being served.
 async fn watch_metric_definitions(
     state: Arc<AppState>,
-    dirs: crate::config::CatalogueSettings,
+    dirs: crate::dashboards::CatalogueSettings,
     keep_dir: std::path::PathBuf,
     checkpoint: watch::Receiver<u64>,
     every: Duration,

@@ -150,7 +150,7 @@ pub struct Settings {
     pub reference: ReferenceSettings,
     pub ingest: crate::ingest::IngestSettings,
     pub stream: crate::stream::StreamSettings,
-    pub catalogue: CatalogueSettings,
+    pub catalogue: crate::dashboards::CatalogueSettings,
     pub auth: crate::auth::AuthSettings,
     pub limits: crate::auth::LimitSettings,
     pub sql: crate::sql::SqlSettings,
@@ -170,13 +170,6 @@ pub struct WebSettings {
     pub dashboards_dir: PathBuf,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-pub struct CatalogueSettings {
-    /// One `<kind>.toml` per record kind.
-    pub kinds_dir: PathBuf,
-    /// One `<metric>.toml` per metric.
-    pub metrics_dir: PathBuf,
-}
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct ServerSettings {

@@ -9,9 +9,17 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::CatalogueSettings;
 use crate::domain::catalogue::{Catalogue, DefinitionError};
 use crate::domain::OrgTree;
+
+/// `[catalogue]`: where the record kind and metric definitions are read from.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CatalogueSettings {
+    /// One `<kind>.toml` per record kind.
+    pub kinds_dir: PathBuf,
+    /// One `<metric>.toml` per metric.
+    pub metrics_dir: PathBuf,
+}
 
 /// One screen: what it shows and where it rotates to.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use time::Date;
 
-use crate::domain::catalogue::{Catalogue, Measure};
+use crate::domain::catalogue::Catalogue;
 use crate::domain::metric::MetricId;
 use crate::domain::record::Kind;
 use crate::domain::{Level, OrgTree};
@@ -304,11 +304,12 @@ impl RuleSpec {
             let m = name
                 .and_then(|m| catalogue.parse_name(m))
                 .ok_or_else(|| at(&format!("unknown metric {name:?}")))?;
-            match catalogue.get(m).map(|d| &d.measure) {
-                Some(Measure::Cases { .. }) => Ok(m),
-                _ => Err(at(&format!(
+            if catalogue.get(m).and_then(|d| d.measure.as_cases()).is_some() {
+                Ok(m)
+            } else {
+                Err(at(&format!(
                     "{m} is not a cases metric (it has no deadlines)"
-                ))),
+                )))
             }
         };
         let record = || {

@@ -2,24 +2,13 @@
 //! parsed into [`MetricDef`]s whose [`Measure`] is one of a small closed set of measure types.
 //! Code holds the measure *types*; a metric is data. Pure: the caller reads the files.
 //!
-//! | measure | value | no data until |
-//! |---|---|---|
-//! | `count` | records of a kind in the current period (optionally only those whose flags hold) | the node (`own`) or its subtree reported the kind once |
-//! | `sum` | a count field summed over the records of a kind in the current period (as `count`, with `field`) | as `count` |
-//! | `distinct` | distinct subjects of a kind in the current period | as `count` |
-//! | `latest` | the latest value of a field per reporting node, summed over the subtree (semi-additive) | a node of the subtree reported the kind |
-//! | `nodes` | nodes of some levels whose latest record of a kind satisfies a condition: their count, or their share of all such nodes | a node of those levels in the subtree reported the kind |
-//! | `matched` | subjects of a kind that also appear in another kind at the same org ÷ subjects of the first | a subject of the first kind in the subtree |
-//! | `ratio` | two of the above, num ÷ den | the denominator has data |
-//! | `cases` | cases opened and not yet closed, with deadlines: the open count, the overdue (distinct), per-deadline overdue, the oldest | a case was opened in the subtree |
-//! | `elapsed` | a quantile of the hours from each subject's first `from` record to its first `to` record, over the subjects that got there | a subject opened in the subtree got there |
-
-use std::collections::BTreeMap;
+//! The measure types — what each counts, when it has no data, its state, its SQL — are the
+//! modules of [`super::measure`].
 
 use serde::Deserialize;
 use time::Date;
 
-use super::kinds::{FieldType, Kind, Kinds};
+use super::kinds::{Kind, Kinds};
 use super::org::Level;
 
 pub use super::definition::DefinitionError;
@@ -70,133 +59,7 @@ pub struct CaseDeadline {
     pub met_by: Vec<Kind>,
 }
 
-/// One of the measure types (see the module docs).
-#[derive(Debug, Clone, PartialEq)]
-pub enum Measure {
-    /// Records in the period — or, with `sum`, the sum of that count field over them (the
-    /// `sum` type: volunteer hours, placements).
-    Count {
-        kind: Kind,
-        when: Vec<Condition>,
-        period: Period,
-        own: bool,
-        sum: Option<String>,
-    },
-    Distinct {
-        kind: Kind,
-        period: Period,
-        own: bool,
-    },
-    Latest {
-        kind: Kind,
-        field: String,
-    },
-    Nodes {
-        kind: Kind,
-        levels: Vec<Level>,
-        when: Vec<Condition>,
-        share: bool,
-    },
-    Matched {
-        kind: Kind,
-        with: Kind,
-    },
-    Ratio {
-        num: Box<Measure>,
-        den: Box<Measure>,
-    },
-    Cases {
-        opened: Kind,
-        closed: Kind,
-        deadlines: Vec<CaseDeadline>,
-        /// `closed_by = "level_above"`: only a closing record of the level above the opening
-        /// org closes the case (and meets the deadlines it meets) — the district for a street
-        /// or community, the city for a district, the city itself for the city.
-        level_above: bool,
-    },
-    /// The `quantile` of the time from each subject's first `from` record to its first record
-    /// of any `to` kind, over the subjects that got there, opened in the subtree (hours).
-    Elapsed {
-        from: Kind,
-        to: Vec<Kind>,
-        quantile: f64,
-    },
-}
-
-impl Measure {
-    /// The measure type's name, as definition files write it.
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            Measure::Count { sum: None, .. } => "count",
-            Measure::Count { sum: Some(_), .. } => "sum",
-            Measure::Distinct { .. } => "distinct",
-            Measure::Latest { .. } => "latest",
-            Measure::Nodes { .. } => "nodes",
-            Measure::Matched { .. } => "matched",
-            Measure::Ratio { .. } => "ratio",
-            Measure::Cases { .. } => "cases",
-            Measure::Elapsed { .. } => "elapsed",
-        }
-    }
-
-    /// Whether the figure is a ratio (num ÷ den) or a count.
-    pub fn is_ratio(&self) -> bool {
-        matches!(
-            self,
-            Measure::Ratio { .. } | Measure::Matched { .. } | Measure::Nodes { share: true, .. }
-        )
-    }
-
-    /// The measure's leaves (a ratio's two sides; any other measure itself).
-    pub fn leaves(&self) -> Vec<&Measure> {
-        match self {
-            Measure::Ratio { num, den } => vec![num, den],
-            other => vec![other],
-        }
-    }
-
-    /// Every kind the measure reads.
-    pub fn kinds(&self) -> Vec<Kind> {
-        match self {
-            Measure::Count { kind, .. }
-            | Measure::Distinct { kind, .. }
-            | Measure::Latest { kind, .. }
-            | Measure::Nodes { kind, .. } => vec![*kind],
-            Measure::Matched { kind, with } => vec![*kind, *with],
-            Measure::Ratio { num, den } => [num.kinds(), den.kinds()].concat(),
-            Measure::Elapsed { from, to, .. } => {
-                let mut k = vec![*from];
-                k.extend(to.iter().copied());
-                k.sort_by_key(|k| k.as_str());
-                k.dedup();
-                k
-            }
-            Measure::Cases {
-                opened,
-                closed,
-                deadlines,
-                ..
-            } => {
-                let mut k = vec![*opened, *closed];
-                for d in deadlines {
-                    k.extend(d.met_by.iter().copied());
-                }
-                k.sort_by_key(|k| k.as_str());
-                k.dedup();
-                k
-            }
-        }
-    }
-
-    /// The period a count-like measure reads (the ratio's numerator's), if any.
-    pub fn period(&self) -> Period {
-        match self {
-            Measure::Count { period, .. } | Measure::Distinct { period, .. } => *period,
-            Measure::Ratio { num, .. } => num.period(),
-            _ => Period::All,
-        }
-    }
-}
+pub use super::measure::Measure;
 
 /// When a target applies.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -378,45 +241,8 @@ struct MetricSpec {
     unit_zh: String,
     #[serde(default)]
     precision: u8,
-    measure: toml::Spanned<MeasureSpec>,
+    measure: toml::Spanned<super::measure::Spec>,
     target: Option<toml::Spanned<TargetSpec>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MeasureSpec {
-    #[serde(rename = "type")]
-    kind_of: String,
-    kind: Option<String>,
-    field: Option<String>,
-    #[serde(default)]
-    when: BTreeMap<String, toml::Value>,
-    period: Option<String>,
-    #[serde(default)]
-    own: bool,
-    levels: Option<Vec<Level>>,
-    #[serde(rename = "as")]
-    as_: Option<String>,
-    with: Option<String>,
-    num: Option<Box<MeasureSpec>>,
-    den: Option<Box<MeasureSpec>>,
-    opened: Option<String>,
-    closed: Option<String>,
-    #[serde(default)]
-    deadlines: Vec<DeadlineSpec>,
-    from: Option<String>,
-    to: Option<Vec<String>>,
-    quantile: Option<f64>,
-    closed_by: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DeadlineSpec {
-    name: String,
-    label_zh: Option<String>,
-    days: u32,
-    met_by: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -445,7 +271,8 @@ fn parse_metric(kinds: &Kinds, file: &str, text: &str) -> Result<MetricDef, Defi
         error(line, e.message().to_string())
     })?;
     let measure_line = Some(line_of(text, spec.measure.span().start));
-    let measure = measure(kinds, spec.measure.get_ref()).map_err(|r| error(measure_line, r))?;
+    let measure =
+        Measure::parse(spec.measure.get_ref(), kinds).map_err(|r| error(measure_line, r))?;
     let target = match &spec.target {
         None => None,
         Some(t) => {
@@ -492,225 +319,6 @@ fn parse_metric(kinds: &Kinds, file: &str, text: &str) -> Result<MetricDef, Defi
     })
 }
 
-fn kind_named(kinds: &Kinds, name: Option<&String>, what: &str) -> Result<Kind, String> {
-    let name = name.ok_or_else(|| format!("{what} is required"))?;
-    kinds.parse_name(name).ok_or_else(|| {
-        format!(
-            "{what} '{name}' is not a record kind (known: {})",
-            kinds.names().join(", ")
-        )
-    })
-}
-
-fn has_subject(kinds: &Kinds, kind: Kind) -> bool {
-    kinds
-        .get(kind.as_str())
-        .is_some_and(|d| d.subject.is_some())
-}
-
-fn field_of(
-    kinds: &Kinds,
-    kind: Kind,
-    name: &str,
-    allowed: &[FieldType],
-) -> Result<FieldType, String> {
-    kinds
-        .get(kind.as_str())
-        .and_then(|d| d.field(name))
-        .map(|f| f.ty)
-        .filter(|t| allowed.contains(t))
-        .ok_or_else(|| format!("{kind} has no field '{name}' of type {allowed:?}"))
-}
-
-fn conditions(
-    kinds: &Kinds,
-    kind: Kind,
-    when: &BTreeMap<String, toml::Value>,
-) -> Result<Vec<Condition>, String> {
-    when.iter()
-        .map(|(field, value)| {
-            let equals = match value {
-                toml::Value::Boolean(b) => {
-                    field_of(kinds, kind, field, &[FieldType::Flag])?;
-                    i64::from(*b)
-                }
-                toml::Value::Integer(n) => {
-                    field_of(kinds, kind, field, &[FieldType::Count])?;
-                    *n
-                }
-                other => return Err(format!("when.{field} = {other}: true, false or a number")),
-            };
-            Ok(Condition {
-                field: field.clone(),
-                equals,
-            })
-        })
-        .collect()
-}
-
-fn measure(kinds: &Kinds, spec: &MeasureSpec) -> Result<Measure, String> {
-    let period = || -> Result<Period, String> {
-        match &spec.period {
-            None => Ok(Period::All),
-            Some(p) => {
-                Period::parse(p).ok_or_else(|| format!("period '{p}': all, year, quarter or month"))
-            }
-        }
-    };
-    Ok(match spec.kind_of.as_str() {
-        "count" | "sum" => {
-            let kind = kind_named(kinds, spec.kind.as_ref(), "kind")?;
-            let sum = match (spec.kind_of.as_str(), &spec.field) {
-                ("count", None) => None,
-                ("count", Some(_)) => return Err("a count has no field; a sum has".into()),
-                (_, None) => return Err("field is required".into()),
-                (_, Some(field)) => {
-                    field_of(kinds, kind, field, &[FieldType::Count])?;
-                    Some(field.clone())
-                }
-            };
-            Measure::Count {
-                kind,
-                when: conditions(kinds, kind, &spec.when)?,
-                period: period()?,
-                own: spec.own,
-                sum,
-            }
-        }
-        "distinct" => {
-            let kind = kind_named(kinds, spec.kind.as_ref(), "kind")?;
-            if !has_subject(kinds, kind) {
-                return Err(format!("{} has no subject to count", kind.as_str()));
-            }
-            Measure::Distinct {
-                kind,
-                period: period()?,
-                own: spec.own,
-            }
-        }
-        "latest" => {
-            let kind = kind_named(kinds, spec.kind.as_ref(), "kind")?;
-            let field = spec.field.clone().ok_or("field is required")?;
-            field_of(kinds, kind, &field, &[FieldType::Count])?;
-            Measure::Latest { kind, field }
-        }
-        "nodes" => {
-            let kind = kind_named(kinds, spec.kind.as_ref(), "kind")?;
-            let levels = spec.levels.clone().ok_or("levels is required")?;
-            if levels.iter().any(|l| {
-                !kinds
-                    .get(kind.as_str())
-                    .is_some_and(|d| d.levels.contains(l))
-            }) {
-                return Err(format!(
-                    "{} records do not come from every level of {levels:?}",
-                    kind.as_str()
-                ));
-            }
-            let share = match spec.as_.as_deref() {
-                Some("share") => true,
-                Some("count") => false,
-                other => return Err(format!("as = {other:?}: \"count\" or \"share\"")),
-            };
-            Measure::Nodes {
-                kind,
-                levels,
-                when: conditions(kinds, kind, &spec.when)?,
-                share,
-            }
-        }
-        "matched" => {
-            let kind = kind_named(kinds, spec.kind.as_ref(), "kind")?;
-            let with = kind_named(kinds, spec.with.as_ref(), "with")?;
-            for k in [kind, with] {
-                if !has_subject(kinds, k) {
-                    return Err(format!("{} has no subject to match", k.as_str()));
-                }
-            }
-            Measure::Matched { kind, with }
-        }
-        "ratio" => {
-            let side = |s: &Option<Box<MeasureSpec>>, name: &str| -> Result<Measure, String> {
-                let s = s.as_ref().ok_or_else(|| format!("ratio needs {name}"))?;
-                let m = measure(kinds, s).map_err(|e| format!("{name}: {e}"))?;
-                match m {
-                    Measure::Ratio { .. } | Measure::Cases { .. } | Measure::Elapsed { .. } => {
-                        Err(format!(
-                            "{name}: a ratio's side is count, distinct, latest, nodes or matched"
-                        ))
-                    }
-                    m => Ok(m),
-                }
-            };
-            Measure::Ratio {
-                num: Box::new(side(&spec.num, "num")?),
-                den: Box::new(side(&spec.den, "den")?),
-            }
-        }
-        "elapsed" => {
-            let from = kind_named(kinds, spec.from.as_ref(), "from")?;
-            let to = match &spec.to {
-                Some(list) if !list.is_empty() => list
-                    .iter()
-                    .map(|k| kind_named(kinds, Some(k), "to"))
-                    .collect::<Result<Vec<_>, String>>()?,
-                _ => return Err("to: at least one record kind".into()),
-            };
-            let quantile = spec.quantile.unwrap_or(0.5);
-            if !(0.0..=1.0).contains(&quantile) {
-                return Err(format!("quantile {quantile}: 0 to 1"));
-            }
-            if let Some(k) = std::iter::once(&from)
-                .chain(&to)
-                .find(|k| !has_subject(kinds, **k))
-            {
-                return Err(format!("{k} has no subject to follow a case by"));
-            }
-            Measure::Elapsed { from, to, quantile }
-        }
-        "cases" if spec.deadlines.len() > 16 => {
-            return Err(format!("{} deadlines: at most 16", spec.deadlines.len()))
-        }
-        "cases" => {
-            let level_above = match spec.closed_by.as_deref() {
-                None | Some("anyone") => false,
-                Some("level_above") => true,
-                Some(other) => return Err(format!("closed_by '{other}': anyone or level_above")),
-            };
-            let cases = Measure::Cases {
-                level_above,
-                opened: kind_named(kinds, spec.opened.as_ref(), "opened")?,
-                closed: kind_named(kinds, spec.closed.as_ref(), "closed")?,
-                deadlines: spec
-                    .deadlines
-                    .iter()
-                    .map(|d| {
-                        Ok(CaseDeadline {
-                            name: d.name.clone(),
-                            label_zh: d.label_zh.clone().unwrap_or_else(|| d.name.clone()),
-                            days: d.days,
-                            met_by: d
-                                .met_by
-                                .iter()
-                                .map(|k| kind_named(kinds, Some(k), "met_by"))
-                                .collect::<Result<_, String>>()?,
-                        })
-                    })
-                    .collect::<Result<_, String>>()?,
-            };
-            if let Some(k) = cases.kinds().into_iter().find(|k| !has_subject(kinds, *k)) {
-                return Err(format!("{} has no subject to follow a case by", k.as_str()));
-            }
-            cases
-        }
-        other => {
-            return Err(format!(
-            "type '{other}': count, sum, distinct, latest, nodes, matched, ratio, cases or elapsed"
-        ))
-        }
-    })
-}
-
 fn target(spec: &TargetSpec, measure: &Measure) -> Result<Target, String> {
     let deadline = match (&spec.by, &spec.period) {
         (Some(by), None) => {
@@ -730,7 +338,7 @@ fn target(spec: &TargetSpec, measure: &Measure) -> Result<Target, String> {
     };
     let on = match spec.on.as_deref() {
         None | Some("value") => Judged::Value,
-        Some("overdue") if matches!(measure, Measure::Cases { .. }) => Judged::Overdue,
+        Some("overdue") if measure.as_cases().is_some() => Judged::Overdue,
         Some(other) => return Err(format!("on = '{other}': value, or overdue for cases")),
     };
     Ok(Target {
@@ -782,7 +390,7 @@ mod tests {
             assert!(clauses.contains(clause), "no metric of clause {clause}");
         }
         let appeals = c.get(c.parse_name("open_appeals").unwrap()).unwrap();
-        assert!(matches!(appeals.measure, Measure::Cases { .. }));
+        assert!(appeals.measure.as_cases().is_some());
         assert_eq!(appeals.target.unwrap().on, Judged::Overdue);
     }
 

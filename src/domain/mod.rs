@@ -4,6 +4,7 @@
 pub mod catalogue;
 pub mod definition;
 pub mod kinds;
+pub mod measure;
 pub mod metric;
 pub mod org;
 pub mod record;

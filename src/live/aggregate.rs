@@ -1,7 +1,8 @@
 //! In-memory aggregates per node of the org tree, for every metric of the catalogue.
 //!
 //! The catalogue's measures become leaves (a ratio reads two; identical measures share one);
-//! a record goes to the leaves that read its kind ([`super::measures`], [`super::cases`]).
+//! a record goes to the leaves that read its kind. What a leaf keeps and reads is its measure
+//! type's ([`crate::domain::measure`]).
 //! Besides the metrics, the recent past is kept per kind for spike, cluster and silence
 //! detection.
 
@@ -11,9 +12,8 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap as HashMap;
 use time::OffsetDateTime;
 
-use super::measures::Leaf;
-use super::touch::{Dirty, Touch};
 use crate::domain::catalogue::{Catalogue, Measure};
+use crate::domain::measure::{Dirty, Leaf, Touch};
 use crate::domain::metric::{judge, Figure, MetricId, Reading, Sample};
 use crate::domain::org::{NodeIdx, OrgTree};
 use crate::domain::record::{EventRow, Kind};
@@ -22,17 +22,13 @@ use crate::domain::time::local_date;
 /// How far back spike and cluster detection look (records older than this are not kept).
 const RECENT_SECS: u32 = 40 * 86_400;
 
-/// How a metric's reading is made of leaves.
-#[derive(Debug, Clone, Copy)]
-enum Plan {
-    Leaf(usize),
-    Ratio { num: usize, den: usize },
-}
+/// A metric's leaves, in its measure's `leaves()` order (a ratio: its two sides).
+type Plan = Vec<usize>;
 
 pub struct Aggregates {
     tree: Arc<OrgTree>,
     catalogue: Arc<Catalogue>,
-    leaves: Vec<Leaf>,
+    leaves: Vec<Box<dyn Leaf>>,
     plans: HashMap<MetricId, Plan>,
     /// Per kind: the leaves that read it.
     by_kind: HashMap<Kind, Vec<usize>>,
@@ -56,7 +52,7 @@ pub struct Aggregates {
 struct Leaves<'a> {
     tree: &'a OrgTree,
     measures: Vec<Measure>,
-    leaves: Vec<Leaf>,
+    leaves: Vec<Box<dyn Leaf>>,
     by_kind: HashMap<Kind, Vec<usize>>,
 }
 
@@ -65,7 +61,7 @@ impl Leaves<'_> {
         if let Some(i) = self.measures.iter().position(|known| known == m) {
             return Some(i);
         }
-        let leaf = Leaf::new(m, self.tree)?;
+        let leaf = m.leaf(self.tree)?;
         let i = self.leaves.len();
         for k in m.kinds() {
             self.by_kind.entry(k).or_default().push(i);
@@ -87,18 +83,11 @@ impl Aggregates {
         };
         let mut plans = HashMap::default();
         for def in &catalogue.metrics {
-            let plan = match &def.measure {
-                Measure::Ratio { num, den } => match (leaves.leaf(num), leaves.leaf(den)) {
-                    (Some(num), Some(den)) => Plan::Ratio { num, den },
-                    // The catalogue refuses a ratio of ratios.
-                    _ => continue,
-                },
-                m => match leaves.leaf(m) {
-                    Some(l) => Plan::Leaf(l),
-                    None => continue,
-                },
-            };
-            plans.insert(def.id, plan);
+            // The catalogue refuses a ratio of ratios: every leaf has state.
+            let plan: Option<Plan> = def.measure.leaves().into_iter().map(|m| leaves.leaf(m)).collect();
+            if let Some(plan) = plan {
+                plans.insert(def.id, plan);
+            }
         }
         let (leaves, by_kind) = (leaves.leaves, leaves.by_kind);
         Aggregates {
@@ -181,9 +170,7 @@ impl Aggregates {
             dirty: &mut self.dirty,
         };
         for leaf in &mut self.leaves {
-            if let Some(cases) = leaf.as_cases_mut() {
-                cases.advance(now, &mut touch);
-            }
+            leaf.advance(now, &mut touch);
         }
     }
 
@@ -216,33 +203,35 @@ impl Aggregates {
         Some(judge(def, reading, now, history))
     }
 
-    /// The raw inputs of a figure, before it is judged.
+    /// The raw inputs of a figure, before it is judged: the leaves' values read by the measure
+    /// type's one reading rule (the SQL recomputation reads its values by the same rule).
     pub fn reading(&self, node: NodeIdx, metric: MetricId, now: OffsetDateTime) -> Option<Reading> {
         let today = local_date(now);
-        let now_unix = now.unix_timestamp().clamp(0, u32::MAX as i64) as u32;
-        Some(match *self.plans.get(&metric)? {
-            Plan::Leaf(l) => self.leaves[l].reading(&self.tree, node, today, now_unix),
-            Plan::Ratio { num, den } => {
-                let den = &self.leaves[den];
-                let has_data = den.has_data(node);
-                Reading {
-                    num: self.leaves[num].amount(node, today),
-                    den: Some(if has_data { den.amount(node, today) } else { 0 }),
-                    has_data,
-                    ..Reading::default()
-                }
+        let plan = self.plans.get(&metric)?;
+        let def = self.catalogue.get(metric)?;
+        let values: Vec<Vec<i64>> = plan
+            .iter()
+            .map(|&l| self.leaves[l].values(node, today))
+            .collect();
+        let mut reading = def.measure.reading(&values);
+        // What only the live side keeps: the age of the oldest open case.
+        if let [l] = plan.as_slice() {
+            if let Some(cases) = self.leaves[*l].as_cases() {
+                let now_unix = now.unix_timestamp().clamp(0, u32::MAX as i64) as u32;
+                reading.oldest_days = cases.oldest_days(&self.tree, node, now_unix);
             }
-        })
+        }
+        Some(reading)
     }
 
     /// For a cases metric: when the oldest breach now open in the node's subtree began — the
     /// moment its case passed a deadline (see [`CasesLeaf::first_overdue_at`]).
     ///
-    /// [`CasesLeaf::first_overdue_at`]: super::cases::CasesLeaf::first_overdue_at
+    /// [`CasesLeaf::first_overdue_at`]: crate::domain::measure::cases::CasesLeaf::first_overdue_at
     pub fn first_overdue_at(&self, node: NodeIdx, metric: MetricId) -> Option<u32> {
-        match *self.plans.get(&metric)? {
-            Plan::Leaf(l) => self.leaves[l].as_cases()?.first_overdue_at(&self.tree, node),
-            Plan::Ratio { .. } => None,
+        match self.plans.get(&metric)?.as_slice() {
+            [l] => self.leaves[*l].as_cases()?.first_overdue_at(&self.tree, node),
+            _ => None,
         }
     }
 

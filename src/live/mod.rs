@@ -2,11 +2,8 @@
 //! publisher that turns changes into per-tick change sets for the streams.
 
 pub mod aggregate;
-mod cases;
 pub mod hub;
-mod measures;
 pub mod rebuild;
-mod touch;
 
 pub use aggregate::Aggregates;
 pub use hub::{Hub, Position, TickChanges};

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::domain::catalogue::{Deadline, Judged, Measure, MetricDef, Period, Unit};
+use crate::domain::catalogue::{Deadline, Judged, MetricDef, Period, Unit};
 use crate::domain::metric::{self, MetricId};
 use crate::domain::org::{Level, NodeIdx, OrgTree};
 
@@ -244,25 +244,27 @@ impl From<&MetricDef> for CatalogueEntry {
                 Some(Judged::Overdue) => "overdue",
                 _ => "value",
             },
-            lower_is_better: m.target.is_some_and(|t| t.at_most)
-                || matches!(m.measure, Measure::Cases { .. } | Measure::Elapsed { .. }),
+            lower_is_better: m.target.is_some_and(|t| t.at_most) || m.measure.lower_is_better(),
             target_zh: target_zh(m),
             levels: Level::ALL
                 .into_iter()
                 .filter(|l| m.applies_to(*l))
                 .map(|l| l.as_str())
                 .collect(),
-            deadlines: match &m.measure {
-                Measure::Cases { deadlines, .. } => deadlines
-                    .iter()
-                    .map(|d| DeadlineEntry {
-                        name: d.name.clone(),
-                        label_zh: d.label_zh.clone(),
-                        days: d.days,
-                    })
-                    .collect(),
-                _ => Vec::new(),
-            },
+            deadlines: m
+                .measure
+                .as_cases()
+                .map(|c| {
+                    c.deadlines
+                        .iter()
+                        .map(|d| DeadlineEntry {
+                            name: d.name.clone(),
+                            label_zh: d.label_zh.clone(),
+                            days: d.days,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
         }
     }
 }

@@ -20,6 +20,7 @@ mod hardening;
 mod imports;
 mod ingest;
 mod instances;
+mod layers;
 mod managed_clickhouse;
 mod metric_page;
 mod migration;

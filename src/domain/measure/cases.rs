@@ -1,7 +1,14 @@
-//! Cases with deadlines (appeals: accept within 15 days, resolve within 60): the `cases`
-//! measure type. A case belongs to the org of its earliest opening record; it is open until a
-//! closing record arrives; it is overdue on a deadline when still open, no record that meets
-//! the deadline has arrived, and more than the deadline's days have passed since it opened.
+//! `cases`: cases with deadlines (appeals: accept within 15 days, resolve within 60). A case
+//! belongs to the org of its earliest opening record; it is open until a closing record
+//! arrives (with `closed_by = "level_above"`, only one of the org that answers the opening org:
+//! its district for a street or community, the city for a district, the city itself for the
+//! city); it is overdue on a deadline when still open, no record that meets the deadline has
+//! arrived, and more than the deadline's days have passed since it opened. Fewer open cases are
+//! better.
+//!
+//! Values: `[cases ever opened, open, overdue (on any deadline, counted once), overdue on each
+//! deadline …]`; no data until a case was opened in the subtree. The live leaf adds the age of
+//! the oldest open case (`oldest_days`), which the SQL does not recompute.
 //!
 //! The clock moves separately from the records: a queue of the moments at which an open case
 //! may turn overdue is drained as time passes, so the cost follows the deadlines passed, not
@@ -10,12 +17,213 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use rustc_hash::FxHashMap as HashMap;
+use serde::Deserialize;
+use time::Date;
 
+use super::common::{self, at, COUNTED};
 use super::touch::{hash_str, Touch};
+use super::Leaf;
 use crate::domain::catalogue::CaseDeadline;
+use crate::domain::kinds::Kinds;
 use crate::domain::metric::Reading;
 use crate::domain::org::{NodeIdx, OrgTree};
 use crate::domain::record::{EventRow, Kind};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    opened: String,
+    closed: String,
+    #[serde(default)]
+    deadlines: Vec<DeadlineSpec>,
+    closed_by: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeadlineSpec {
+    name: String,
+    label_zh: Option<String>,
+    days: u32,
+    met_by: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cases {
+    pub opened: Kind,
+    pub closed: Kind,
+    pub deadlines: Vec<CaseDeadline>,
+    /// `closed_by = "level_above"`: only a closing record of the level above the opening org
+    /// closes the case (and meets the deadlines it meets).
+    pub level_above: bool,
+}
+
+/// Per org: the org whose closing record closes its cases when only the level above may (the
+/// district for a street or community, the city for a district, the city for itself) — as
+/// `CasesLeaf::closed_by_level_above` has it.
+const RESPONDERS: &str =
+    "SELECT org, multiIf(level = 'community', grandparent, level = 'city', org, parent) \
+     AS responder FROM (SELECT code AS org, level, parent FROM org_nodes) \
+     ANY LEFT JOIN (SELECT node AS parent, grandparent FROM \
+     (SELECT code AS node, parent AS grandparent FROM org_nodes)) USING parent";
+
+impl Cases {
+    pub fn parse(spec: &Spec, kinds: &Kinds) -> Result<Self, String> {
+        if spec.deadlines.len() > 16 {
+            return Err(format!("{} deadlines: at most 16", spec.deadlines.len()));
+        }
+        let level_above = match spec.closed_by.as_deref() {
+            None | Some("anyone") => false,
+            Some("level_above") => true,
+            Some(other) => return Err(format!("closed_by '{other}': anyone or level_above")),
+        };
+        let cases = Cases {
+            level_above,
+            opened: common::kind_named(kinds, &spec.opened, "opened")?,
+            closed: common::kind_named(kinds, &spec.closed, "closed")?,
+            deadlines: spec
+                .deadlines
+                .iter()
+                .map(|d| {
+                    Ok(CaseDeadline {
+                        name: d.name.clone(),
+                        label_zh: d.label_zh.clone().unwrap_or_else(|| d.name.clone()),
+                        days: d.days,
+                        met_by: d
+                            .met_by
+                            .iter()
+                            .map(|k| common::kind_named(kinds, k, "met_by"))
+                            .collect::<Result<_, String>>()?,
+                    })
+                })
+                .collect::<Result<_, String>>()?,
+        };
+        if let Some(k) = cases
+            .kinds()
+            .into_iter()
+            .find(|k| !common::has_subject(kinds, *k))
+        {
+            return Err(format!("{} has no subject to follow a case by", k.as_str()));
+        }
+        Ok(cases)
+    }
+
+    pub fn kinds(&self) -> Vec<Kind> {
+        let mut k = vec![self.opened, self.closed];
+        for d in &self.deadlines {
+            k.extend(d.met_by.iter().copied());
+        }
+        k.sort_by_key(|k| k.as_str());
+        k.dedup();
+        k
+    }
+
+    pub fn leaf(&self, tree: &OrgTree) -> CasesLeaf {
+        let cases = CasesLeaf::new(self.opened, self.closed, &self.deadlines, tree.len());
+        if self.level_above {
+            cases.closed_by_level_above(tree)
+        } else {
+            cases
+        }
+    }
+
+    pub fn sql(&self, now: i64) -> (String, bool) {
+        let closed = &self.closed;
+        let deadlines = &self.deadlines;
+        // Per deadline: met by a record other than the closing one (the closing one meets
+        // it by closing, which `NOT closed` already requires).
+        let met_cols: String = deadlines
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let others: Vec<String> = d
+                    .met_by
+                    .iter()
+                    .filter(|k| *k != closed)
+                    .map(|k| common::quoted(k.as_str()))
+                    .collect();
+                if others.is_empty() {
+                    format!(", 0 AS m{i}")
+                } else {
+                    format!(", countIf(kind IN ({})) > 0 AS m{i}", others.join(", "))
+                }
+            })
+            .collect();
+        let late_cols: String = deadlines
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                format!(
+                    ", (NOT closed AND NOT m{i} AND age > {}) AS late{i}",
+                    i64::from(d.days) * 86_400
+                )
+            })
+            .collect();
+        let mut vals = vec![
+            "toInt64(count())".to_string(),
+            "toInt64(countIf(NOT closed))".to_string(),
+            format!(
+                "toInt64(countIf({}))",
+                if deadlines.is_empty() {
+                    "0".to_string()
+                } else {
+                    (0..deadlines.len())
+                        .map(|i| format!("late{i}"))
+                        .collect::<Vec<_>>()
+                        .join(" OR ")
+                }
+            ),
+        ];
+        vals.extend((0..deadlines.len()).map(|i| format!("toInt64(countIf(late{i}))")));
+        // The opening org is named apart from `org`, which the closers are collected from
+        // (an alias would shadow the column in the same SELECT).
+        let m_names: String = (0..deadlines.len()).map(|i| format!(", m{i}")).collect();
+        let per_case = format!(
+            "SELECT opener AS org, closers, age{m_names} FROM (\
+             SELECT argMinIf(org, (at, seq), kind = {o}) AS opener, \
+             groupUniqArrayIf(org, kind = {c}) AS closers, \
+             {now} - toInt64(toUInt32(minIf(at, kind = {o}))) AS age{met_cols} \
+             FROM events WHERE {kinds} AND {COUNTED} GROUP BY subject \
+             HAVING countIf(kind = {o}) > 0)",
+            o = common::quoted(self.opened.as_str()),
+            c = common::quoted(closed.as_str()),
+            kinds = common::of_kinds(&self.kinds()),
+        );
+        let (source, closed_expr) = if self.level_above {
+            (
+                format!("({per_case}) AS c ANY LEFT JOIN ({RESPONDERS}) AS r USING org"),
+                "has(closers, responder)",
+            )
+        } else {
+            (format!("({per_case})"), "notEmpty(closers)")
+        };
+        (
+            format!(
+                "SELECT org, [{}] AS vals FROM (\
+                 SELECT org, {closed_expr} AS closed{late_cols} FROM {source}\
+                 ) GROUP BY org",
+                vals.join(", "),
+            ),
+            false,
+        )
+    }
+
+    pub fn reading(&self, v: &[i64]) -> Reading {
+        Reading {
+            num: at(v, 1),
+            den: None,
+            has_data: at(v, 0) > 0,
+            overdue: Some(at(v, 2)),
+            extras: self
+                .deadlines
+                .iter()
+                .enumerate()
+                .map(|(i, d)| (format!("overdue_{}", d.name), at(v, 3 + i)))
+                .collect::<BTreeMap<_, _>>(),
+            oldest_days: None,
+        }
+    }
+}
 
 const DAY: u32 = 86_400;
 
@@ -115,7 +323,7 @@ impl CasesLeaf {
         self
     }
 
-    pub fn apply(&mut self, r: &EventRow, org: NodeIdx, kind: Kind, t: &mut Touch) {
+    fn apply_record(&mut self, r: &EventRow, org: NodeIdx, kind: Kind, t: &mut Touch) {
         let id = hash_str(&r.subject);
         // Take the case's overdue contribution off its current org first: the record may move
         // it to another org.
@@ -234,7 +442,7 @@ impl CasesLeaf {
     }
 
     /// Moves the clock to `now`: cases whose deadline passed become overdue.
-    pub fn advance(&mut self, now: u32, t: &mut Touch) {
+    fn advance_to(&mut self, now: u32, t: &mut Touch) {
         if now < self.as_of {
             // The clock went back (tests with a fixed clock): recount everything, and schedule
             // again the deadlines that had passed.
@@ -310,22 +518,30 @@ impl CasesLeaf {
         first
     }
 
-    pub fn reading(&self, tree: &OrgTree, node: NodeIdx, now: u32) -> Reading {
+    /// The age in days of the oldest open case in a node's subtree, at `now`.
+    pub fn oldest_days(&self, tree: &OrgTree, node: NodeIdx, now: u32) -> Option<i64> {
+        self.oldest_open(tree, node)
+            .map(|t| (now.saturating_sub(t) / DAY) as i64)
+    }
+}
+
+impl Leaf for CasesLeaf {
+    fn apply(&mut self, r: &EventRow, org: NodeIdx, kind: Kind, t: &mut Touch) {
+        self.apply_record(r, org, kind, t);
+    }
+
+    fn values(&self, node: NodeIdx, _today: Date) -> Vec<i64> {
         let n = node as usize;
-        Reading {
-            num: self.open[n],
-            den: None,
-            has_data: self.has_data(node),
-            overdue: Some(self.overdue[n]),
-            extras: self
-                .deadlines
-                .iter()
-                .zip(&self.overdue_each)
-                .map(|(d, counts)| (format!("overdue_{}", d.name), counts[n]))
-                .collect::<BTreeMap<_, _>>(),
-            oldest_days: self
-                .oldest_open(tree, node)
-                .map(|t| (now.saturating_sub(t) / DAY) as i64),
-        }
+        let mut v = vec![self.opened[n], self.open[n], self.overdue[n]];
+        v.extend(self.overdue_each.iter().map(|counts| counts[n]));
+        v
+    }
+
+    fn advance(&mut self, now: u32, t: &mut Touch) {
+        self.advance_to(now, t);
+    }
+
+    fn as_cases(&self) -> Option<&CasesLeaf> {
+        Some(self)
     }
 }

@@ -1,15 +1,15 @@
 //! What applying a record touches besides a measure's own leaf: the subtree sums on the org's
-//! path to the root, and the marks of the nodes whose figures may have changed. Shared by the
-//! measure types (`measures`) and the cases (`cases`).
+//! path to the root, and the marks of the nodes whose figures may have changed. Shared by every
+//! measure type's leaf.
 
 use crate::domain::org::{NodeIdx, OrgTree};
 
-pub(super) fn hash_str(s: &str) -> u64 {
+pub fn hash_str(s: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64(s.as_bytes())
 }
 
 /// Nodes whose figures may have changed since they were last read.
-pub(super) struct Dirty {
+pub struct Dirty {
     flags: Vec<bool>,
     list: Vec<NodeIdx>,
 }
@@ -38,7 +38,7 @@ impl Dirty {
 }
 
 /// What applying a record needs besides the leaf: the tree for paths, and the dirty marks.
-pub(super) struct Touch<'a> {
+pub struct Touch<'a> {
     pub tree: &'a OrgTree,
     pub dirty: &'a mut Dirty,
 }
