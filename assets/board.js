@@ -11,8 +11,9 @@
   const dashboardName = (location.pathname.match(/^\/screen\/([\w-]+)/) || [])[1] || "plan-board";
   const ROWS_PER_PAGE = Number(params.get("rows")) || 12;
   const MIN_ROWS_PER_PAGE = 5;
-  const OUTCOME_ZH = { met_on_time: "按期达成", met_late: "逾期达成", met_undated: "已达成", missed: "未达成", pending: "未到期", no_data: "无数据" };
-  const OUTCOMES = ["met_on_time", "met_late", "missed"];
+  const OUTCOME_ZH = { met_on_time: "按期达成", slipped: "按期达成后回落", met_late: "逾期达成", met_undated: "已达成", missed: "未达成", pending: "未到期", no_data: "无数据" };
+  // Reached now: on time, late; not reached now: slipped after the deadline, never reached.
+  const OUTCOMES = ["met_on_time", "met_late", "slipped", "missed"];
 
   const S = {
     catalogue: [], byId: {}, org: {}, dashboard: null, version: null, scope: "440300",
@@ -49,10 +50,10 @@
       // "2022-12-31 前" reads "2022年底前" in a narrow column.
       const left = V.daysUntil(meta.deadline);
       const day = t.replace(/(\d{4})-12-31 前$/, "$1年底前");
-      return left < 0 ? day.replace(/前$/, "已截止") : day + " · 剩 " + left + " 天";
+      return left < 0 ? day.replace(/前$/, "已截止") : day + " · 剩" + left + "天";
     }
     const f = (S.view[S.scope] || {})[meta.id];
-    if (f && f.due && /^(yearly|quarterly|monthly)$/.test(meta.deadline || "")) return t + " · 本期剩 " + V.daysUntil(f.due) + " 天";
+    if (f && f.due && /^(yearly|quarterly|monthly)$/.test(meta.deadline || "")) return t + " · 本期剩" + V.daysUntil(f.due) + "天";
     return t;
   }
 
@@ -125,7 +126,7 @@
     // The one-off targets: the scope's outcome and its children's.
     const dl = document.createElement("table");
     dl.className = "score-table deadlines";
-    dl.innerHTML = '<thead><tr><th>限期目标</th><th>截止</th><th>' + shortName(S.scope) + '</th><th>下级：按期 · 逾期达成 · 未达成</th></tr></thead>';
+    dl.innerHTML = '<thead><tr><th>限期目标</th><th>截止</th><th>' + shortName(S.scope) + '</th><th>下级：按期 · 逾期 · 回落 · 未达成</th></tr></thead>';
     const db = document.createElement("tbody");
     for (const d of sc.deadlines) {
       const own = d.nodes.find((n) => n.code === S.scope);
@@ -148,6 +149,10 @@
     cols.appendChild(clauses);
     cols.appendChild(dl);
     box.appendChild(cols);
+    const note = document.createElement("p");
+    note.className = "score-note";
+    note.textContent = "限期目标按截止日当天的快照判定：按期达成（至今保持）、逾期达成、按期达成后回落（现未达标）、未达成；回落与未达成的，在各页均为红色。";
+    box.appendChild(note);
   }
 
   function draw() {

@@ -15,8 +15,10 @@
     return e;
   };
   const short = (name) => name.replace(/(新)?区$/, "");
+  // The change since the day before of what the status is judged on (appeals: the overdue
+  // count, not the open one beside it).
   function change(m) {
-    const a = m.day && m.day.value, b = m.before && m.before.value;
+    const a = V.judged(m, m.day), b = V.judged(m, m.before);
     if (a === null || a === undefined || b === null || b === undefined) return el("span", "muted", "—");
     const d = a - b;
     // Unchanged as the page shows numbers: a change that rounds to zero is none.
@@ -42,7 +44,10 @@
     document.getElementById("title").textContent = (b.scope_level === "city" ? "" : scopeName + " · ") + document.getElementById("title").dataset.base;
     document.getElementById("date").textContent = b.date;
     document.getElementById("scope").textContent = scopeName;
-    document.getElementById("generated").textContent = "数据来源：" + b.date + " 夜间快照（当日所知）";
+    // Today's snapshot is of a day not yet over: said so, not "nightly".
+    const today = new Date(Date.now() + 8 * 3600e3).toISOString().slice(0, 10);
+    document.getElementById("generated").textContent = b.date === today
+      ? "数据来源：今日快照（当日尚未结束，数字仍会变化）" : "数据来源：" + b.date + " 日终快照（当日所知）";
     document.title = "每日简报 " + b.date + " · " + scopeName;
     const body = document.querySelector("#figures tbody");
     body.innerHTML = "";
@@ -141,9 +146,11 @@
       const where = g.area === b.scope ? self + "本级" : short(g.area_name);
       li.appendChild(el("strong", "", "[" + (SEV_ZH[g.severity] || g.severity) + "] " + where + " · " + g.title + "："));
       const parts = [];
-      if (g.open_at_end) parts.push("日终未解除 " + g.open_at_end + " 处");
+      if (g.open_at_end) parts.push((b.date === new Date(Date.now() + 8 * 3600e3).toISOString().slice(0, 10) ? "目前未解除 " : "日终未解除 ") + g.open_at_end + " 处");
       if (g.fired) parts.push("当日新发 " + g.fired + " 处");
-      li.appendChild(document.createTextNode(parts.join("，") + (g.nodes.length ? "（" + g.nodes.slice(0, 3).join("、") + (g.nodes.length > 3 ? " 等" : "") + "）" : "")));
+      // The units, unless the only one is the area itself.
+      const units = g.nodes.length && !(g.nodes.length === 1 && g.nodes[0] === g.area_name);
+      li.appendChild(document.createTextNode(parts.join("，") + (units ? "（" + g.nodes.slice(0, 3).join("、") + (g.nodes.length > 3 ? " 等" : "") + "）" : "")));
       alerts.appendChild(li);
     }
     if (groups.length > SHOWN) {

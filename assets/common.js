@@ -49,10 +49,10 @@ window.VSCC = (function () {
   // 三 → 第三条; 总体要求 stays.
   const clauseText = (c) => (/^[一二三四五六七八九十]+$/.test(c) ? "第" + c + "条" : c);
 
-  // A number as a wall shows it: thousands separated, and from 100,000 on in 万 (1485518 →
-  // 148.6万), so that it reads at a glance.
+  // A number as a wall shows it: thousands separated, and from 10,000 on in 万 (1485518 →
+  // 148.6万, 46419 → 4.6万), so that it reads at a glance and a row reads one way.
   function number(v, precision) {
-    if (Math.abs(v) >= 100000) return (v / 10000).toLocaleString("zh-CN", { maximumFractionDigits: 1 }) + "万";
+    if (Math.abs(v) >= 10000) return (v / 10000).toLocaleString("zh-CN", { maximumFractionDigits: 1 }) + "万";
     return v.toLocaleString("zh-CN", { minimumFractionDigits: precision || 0, maximumFractionDigits: precision || 0 });
   }
 

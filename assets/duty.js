@@ -68,17 +68,27 @@
   }
 
   // The groups the filters let through, each with the alerts that pass, sorted as asked.
+  // Severity is the group's (what the console shows on its row); state is each alert's, and a
+  // group's units, size and age are of the alerts shown.
   function visibleGroups() {
     const f = filters();
-    const keep = (a) => (!f.severity || a.severity === f.severity)
-      && (f.state === "" || (f.state === "unacked" ? a.state === "firing" && !a.ack : a.state === f.state));
+    const keep = (a) => f.state === "" || (f.state === "unacked" ? a.state === "firing" && !a.ack : a.state === f.state);
     const groups = S.answer.groups
-      .filter((g) => !f.district || g.district === f.district)
-      .map((g) => Object.assign({}, g, { shown: g.alerts.filter(keep) }))
+      .filter((g) => (!f.district || g.district === f.district) && (!f.severity || g.severity === f.severity))
+      .map((g) => {
+        const shown = g.alerts.filter(keep);
+        const adds = g.value_sum !== null && g.value_sum !== undefined;
+        return Object.assign({}, g, {
+          shown,
+          value_sum: adds ? shown.reduce((n, a) => n + (a.value || 0), 0) : null,
+          breach_days: shown.reduce((n, a) => Math.max(n, a.breach_days), 0),
+        });
+      })
       .filter((g) => g.shown.length);
     const by = {
-      urgency: (a, b) => RANK[b.severity] - RANK[a.severity] || b.shown.length - a.shown.length || b.breach_days - a.breach_days,
+      urgency: (a, b) => RANK[b.severity] - RANK[a.severity] || a.breach_days - b.breach_days || b.shown.length - a.shown.length,
       age: (a, b) => b.breach_days - a.breach_days || RANK[b.severity] - RANK[a.severity],
+      newest: (a, b) => a.breach_days - b.breach_days || RANK[b.severity] - RANK[a.severity],
       district: (a, b) => a.district.localeCompare(b.district) || RANK[b.severity] - RANK[a.severity],
       size: (a, b) => (b.value_sum ?? b.shown.length) - (a.value_sum ?? a.shown.length),
     }[f.sort || "urgency"];
@@ -125,14 +135,19 @@
       tb.dataset.severity = g.severity;
       const head = el("tr", "group-row");
       const open = S.open.has(g.key);
-      cell(head, SEV_ZH[g.severity], "sev " + g.severity);
+      // Raised by the group's total (thirty overdue across a district), not by one alert.
+      const own = g.shown.reduce((m, a) => Math.max(m, RANK[a.severity]), 0);
+      const sev = cell(head, SEV_ZH[g.severity], "sev " + g.severity);
+      if (RANK[g.severity] > own) sev.appendChild(el("small", "muted", "（按合计）"));
       cell(head, g.district_name, "district");
       const what = cell(head, "", "what");
       what.appendChild(el("span", "caret", open ? "▾ " : "▸ "));
       what.appendChild(document.createTextNode(g.title));
       const firing = g.shown.filter((a) => a.state === "firing").length;
       cell(head, g.shown.length + " 个单位" + (firing && firing < g.shown.length ? "（告警 " + firing + "）" : ""), "units");
-      cell(head, g.value_sum !== null && g.value_sum !== undefined ? (/overdue/.test(g.rule) ? "超期 " : "") + V.number(g.value_sum, 0) + " 件" : "—", "size");
+      const one = g.shown.length === 1 ? g.shown[0] : null;
+      cell(head, g.value_sum !== null && g.value_sum !== undefined ? (/overdue/.test(g.rule) ? "超期 " : "") + V.number(g.value_sum, 0) + " 件"
+        : one && one.value !== null && one.value !== undefined ? V.number(one.value, one.value % 1 ? 3 : 0) : "—", "size");
       cell(head, g.breach_days > 0 ? "最久 " + g.breach_days + " 天" : "今日", "age");
       const acked = g.shown.filter((a) => a.ack).length;
       cell(head, acked + "/" + g.shown.length, "acked");
@@ -149,16 +164,19 @@
         for (const a of g.shown) {
           const tr = el("tr", "alert-row " + a.state);
           tr.dataset.fingerprint = a.fingerprint;
+          // The group's columns: 级别 · 区 (the unit) · 事项 (the text) · 涉及 (its state) ·
+          // 规模 (its value) · 持续 (since when, days overdue, the oldest case) · 确认.
           cell(tr, SEV_ZH[a.severity], "sev " + a.severity);
-          cell(tr, STATE[a.state] || a.state, "state");
           const who = cell(tr, "", "unit");
           who.appendChild(el("b", "", a.node_name));
           if (a.node !== a.district) who.appendChild(el("small", "muted", " " + a.district_name));
           cell(tr, a.summary, "summary");
-          cell(tr, "自 " + day(a.breach_since), "since");
-          const age = [a.days_overdue !== undefined ? "超期 " + a.days_overdue + " 天" : "持续 " + a.breach_days + " 天"];
+          cell(tr, STATE[a.state] || a.state, "state");
+          cell(tr, a.value === null || a.value === undefined ? "—" : V.number(a.value, a.value % 1 ? 3 : 0), "size");
+          const age = ["自 " + day(a.breach_since), a.days_overdue !== undefined ? "超期 " + a.days_overdue + " 天" : "持续 " + a.breach_days + " 天"];
           if (a.case_age_days !== undefined && a.case_age_days !== null) age.push("最久案龄 " + a.case_age_days + " 天");
-          cell(tr, age.join(" · "), "age");
+          const since = cell(tr, "", "since age");
+          since.textContent = age.join(" · ");
           cell(tr, a.ack ? (a.ack.by + (a.ack.comment ? "：" + a.ack.comment : "")) : "", "ack");
           const act = cell(tr, "", "actions");
           const b = el("button", "", a.ack ? "取消确认" : "确认");

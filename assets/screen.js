@@ -37,10 +37,11 @@
     if (d.measure === "cases" && f && f.value !== null && f.value !== undefined) {
       const each = (d.deadlines || []).map((x) => x.label_zh + "超期 " + (f["overdue_" + x.name] ?? 0));
       const open = "在办 " + V.fmtUnit(d, f.value);
-      // Judged on overdue: the number is the overdue count, the line says the open count.
-      return (d.judged_on === "overdue" ? [open] : ["超期 " + (f.overdue ?? 0) + " " + (d.unit_zh || "")].concat([V.targetText(d)])).concat(each).join(" · ");
+      // Judged on overdue: the number is the overdue count, the line says the target and the
+      // open count.
+      return (d.judged_on === "overdue" ? ["目标" + V.targetText(d), open] : ["超期 " + (f.overdue ?? 0) + " " + (d.unit_zh || ""), V.targetText(d)]).concat(each).join(" · ");
     }
-    return "目标 " + V.targetText(d) + (f && f.due && d.deadline && !/^\d/.test(d.deadline) ? " · 本期至 " + f.due : "");
+    return "目标 " + V.targetText(d) + (f && f.due && d.deadline && !/^\d/.test(d.deadline) ? " · 本期剩" + V.daysUntil(f.due) + "天" : "");
   }
 
   function neededMetrics() {
@@ -278,14 +279,17 @@
     list.innerHTML = "";
     if (d.target === null || d.target === undefined) { list.innerHTML = '<li class="muted">跟踪指标，无目标，不判断风险</li>'; return; }
     if (!S.atRisk.nodes.length) list.innerHTML = '<li class="muted">无风险单位</li>';
+    // Every district (there are ten), the farthest streets and communities.
+    const PER_LEVEL = { district: 10, street: 10, community: 6 };
     for (const level of ["district", "street", "community"]) {
-      const nodes = S.atRisk.nodes.filter((n) => n.level === level);
-      if (!nodes.length) continue;
+      const all = S.atRisk.nodes.filter((n) => n.level === level);
+      if (!all.length) continue;
       const head = document.createElement("li");
       head.className = "level";
-      head.textContent = LEVEL_ZH[level] + " " + nodes.length + " 个";
+      const most = PER_LEVEL[level];
+      head.textContent = LEVEL_ZH[level] + " " + all.length + " 个" + (all.length > most ? "（列出最远的 " + most + " 个）" : "");
       list.appendChild(head);
-      nodes.forEach((node) => {
+      all.slice(0, most).forEach((node) => {
         const li = document.createElement("li");
         li.className = node.status;
         li.dataset.code = node.code;
@@ -298,9 +302,9 @@
           small.textContent = node.parent_name;
           where.appendChild(small);
         }
-        // Judged on overdue: the gap is the overdue count; the number beside it the open one.
-        li.querySelector(".v").textContent = d.judged_on === "overdue" ? "在办 " + V.number(node.value || 0, 0) : V.fmt(d, node.value);
-        li.querySelector(".gap").textContent = gapText(d, node);
+        // Judged on overdue: the overdue count in the status colour, the open count beside it.
+        li.querySelector(".v").textContent = d.judged_on === "overdue" ? "超期 " + V.number(node.overdue || 0, 0) : V.fmt(d, node.value);
+        li.querySelector(".gap").textContent = d.judged_on === "overdue" ? "在办 " + V.number(node.value || 0, 0) : gapText(d, node);
         li.title = STATUS_ZH[node.status];
         // A node with children opens; a community opens its street.
         li.onclick = () => drill(childrenOf(node.code).length ? node.code : S.org[node.code].parent);
@@ -311,7 +315,7 @@
     if (more > 0) {
       const li = document.createElement("li");
       li.className = "muted level";
-      li.textContent = "另有 " + more + " 个距目标较近，未列出";
+      li.textContent = "另有 " + more + " 个距目标较近的社区未列出";
       list.appendChild(li);
     }
   }
@@ -320,7 +324,8 @@
     S.atRiskAt = Date.now();
     const scope = S.scope;
     try {
-      const r = await getJSON("/api/v1/at-risk?metric=" + metricId + "&scope=" + scope + "&limit=40");
+      // Enough for every district and street under the city, so that no level is cut short.
+      const r = await getJSON("/api/v1/at-risk?metric=" + metricId + "&scope=" + scope + "&limit=300");
       if (scope === S.scope) { S.atRisk = r; renderAtRisk(); }
     } catch (e) { /* keep the last */ }
   }
@@ -413,12 +418,14 @@
 
   // ---- the alert ticker: the screen's own scope, grouped ---------------------------------------
   // A group line: "紧急 福田区 · 信访超期 3 个街道 12 件 · 最久 20 天".
+  // A group line: "福田 信访超期 5件 · 4个街道 · 最久12天".
   function groupText(g) {
-    const where = g.district === S.scope ? "" : g.district_name + " · ";
-    const units = g.counts.total > 1 ? g.counts.total + " 个单位" : (g.alerts[0] ? g.alerts[0].node_name.replace(g.district_name, "") || g.alerts[0].node_name : "");
-    const size = g.value_sum !== null && g.value_sum !== undefined ? " " + V.number(g.value_sum, 0) + " 件" : "";
-    const age = g.breach_days > 0 ? " · 已 " + g.breach_days + " 天" : "";
-    return where + g.title + " " + units + size + age;
+    const where = g.district === S.scope ? "" : g.district_name.replace(/(新)?区$/, "") + " ";
+    const one = g.alerts.length === 1 ? g.alerts[0] : null;
+    const units = one ? (one.node === g.district ? "" : " · " + one.node_name) : " · " + g.counts.total + "个单位";
+    const size = g.value_sum !== null && g.value_sum !== undefined ? " " + V.number(g.value_sum, 0) + "件" : "";
+    const age = g.breach_days > 0 ? " · 最久" + g.breach_days + "天" : " · 今日";
+    return where + g.title + size + units + age;
   }
   function renderTicker() {
     const list = document.getElementById("ticker");
@@ -504,7 +511,7 @@
       document.title = S.catalogue[metricId].label_zh + " · 指标详情";
       const d = S.catalogue[metricId];
       document.getElementById("trend-title").textContent = d.target === null || d.target === undefined || d.judged_on === "overdue"
-        ? "趋势 · 2020 年以来" : "趋势 · 目标线与截止日";
+        ? "趋势 · 2020 年以来" : "趋势 · 2020 年以来 · 目标线与截止日";
       S.scope = S.org[params.get("scope")] ? params.get("scope") : "440300";
       render();
       return;

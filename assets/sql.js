@@ -82,7 +82,8 @@
     for (const h of await r.json()) {
       const li = el("li", undefined, h.outcome);
       li.appendChild(el("div", h.sql.replace(/\s+/g, " ").slice(0, 90)));
-      const when = h.started_at.slice(5, 16).replace("T", " ");
+      // Shown in Shenzhen's time, as everything else.
+      const when = new Date(h.started_at).toLocaleString("zh-CN", { hour12: false, timeZone: "Asia/Shanghai", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit" });
       li.appendChild(el("div", `${when} · ${OUTCOME[h.outcome] || h.outcome} · ${h.rows} 行 · ${h.duration_ms} ms${h.error ? " · " + h.error : ""}`, "meta"));
       li.onclick = () => { $("editor").value = h.sql; };
       list.appendChild(li);

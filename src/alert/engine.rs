@@ -63,6 +63,11 @@ pub struct AlertInstance {
     pub breach_since: i64,
     /// Cases: the age in days of the oldest open case.
     pub case_age_days: Option<i64>,
+    /// The figure's status, for a rule that reads a metric.
+    pub status: Option<crate::domain::metric::Status>,
+    /// Whether the breach's start has been dated from the data (the records, or the daily
+    /// snapshots, which are looked at once) — else it is when the engine first saw it.
+    pub dated: bool,
     pub node_idx: NodeIdx,
     /// Roster levels notified: 0 = the node's own duty officer, 1 = the next one up, …
     pub escalation: u8,
@@ -324,10 +329,14 @@ impl AlertEngine {
                     .replace("{value}", &format_value(rule, &catalogue, value))
                     .replace("{target}", &format_value(rule, &catalogue, target_of(rule)))
                     .replace("{status}", status_zh(seen.status));
-                // The breach's start: the data's date, else when this episode was first seen.
-                let breach_since = seen
-                    .began
-                    .or_else(|| instances.get(&fp).map(|i| i.breach_since))
+                // The breach's start: the data's date (the records', else one the snapshots gave
+                // before), else when this episode was first seen.
+                let known = instances.get(&fp);
+                let dated_before = known.filter(|i| i.dated).map(|i| i.breach_since);
+                let began = seen.began.or(dated_before);
+                let dated = began.is_some();
+                let breach_since = began
+                    .or_else(|| known.map(|i| i.breach_since))
                     .unwrap_or(now_unix)
                     .min(now_unix);
                 let severity =
@@ -354,7 +363,7 @@ impl AlertEngine {
                     policy,
                     notified.get(&fp).copied(),
                     now_unix,
-                    seen.began,
+                    began,
                 );
                 if t.notified {
                     notified.insert(fp.clone(), now_unix);
@@ -381,6 +390,8 @@ impl AlertEngine {
                                 since_unix: next.since,
                                 breach_since,
                                 case_age_days: seen.case_age_days,
+                                status: seen.status,
+                                dated,
                                 node_idx: node,
                                 escalation: next.escalation,
                             },
@@ -393,7 +404,9 @@ impl AlertEngine {
                                 inst.summary = summary.clone();
                                 inst.severity = severity;
                                 inst.breach_since = breach_since;
+                                inst.dated = dated;
                                 inst.case_age_days = seen.case_age_days;
+                                inst.status = seen.status;
                             }
                             if inst.since_unix != next.since {
                                 inst.since = rfc3339(now);
@@ -446,11 +459,113 @@ impl AlertEngine {
             }
         }
         self.record(&events).await?;
+        if let Err(e) = self.date_from_snapshots(&rules).await {
+            tracing::warn!(error = %e, "could not date breaches from the snapshots");
+        }
         for n in notices {
             let _ = self.tx.send(Arc::new(n));
         }
         self.deliver(deliveries).await?;
         Ok(events)
+    }
+
+    /// Dates the breaches of metric rules that the live figures cannot date from the daily
+    /// snapshots: the breach began the day after the last snapshot where the rule's condition
+    /// did not hold (an at-risk rule: the status was neither at risk nor missed; a threshold
+    /// rule: the value was on the right side of its line), or on the first snapshot when it
+    /// held on every one. A breach that began after the newest snapshot keeps the time the
+    /// engine first saw it. Each alert is dated once.
+    async fn date_from_snapshots(&self, rules: &[Rule]) -> Result<(), StoreError> {
+        use super::rules::Op;
+        // (rule index) → [(fingerprint, "node/metric")]
+        let mut wanted: std::collections::BTreeMap<usize, Vec<(String, String)>> =
+            Default::default();
+        {
+            let instances = self.instances.lock().unwrap_or_else(|p| p.into_inner());
+            for inst in instances.values().filter(|i| !i.dated) {
+                let Some(ri) = rules.iter().position(|r| r.name == inst.rule) else {
+                    continue;
+                };
+                let Some(metric) = rules[ri].condition.metric() else {
+                    continue;
+                };
+                if matches!(rules[ri].condition, Condition::Overdue { .. }) {
+                    continue;
+                }
+                wanted
+                    .entry(ri)
+                    .or_default()
+                    .push((inst.fingerprint.clone(), format!("{}/{}", inst.node, metric)));
+            }
+        }
+        for (ri, keys) in wanted {
+            let rule = &rules[ri];
+            // The condition held on a snapshot: the rule's own, written from its definition
+            // (never from input).
+            let held = match &rule.condition {
+                Condition::AtRisk { .. } => "status IN ('at_risk', 'missed')".to_string(),
+                Condition::Threshold { op, value, .. } => {
+                    let op = match op {
+                        Op::Lt => "<",
+                        Op::Le => "<=",
+                        Op::Gt => ">",
+                        Op::Ge => ">=",
+                    };
+                    format!("isNotNull(value) AND assumeNotNull(value) {op} {value:?}")
+                }
+                _ => continue,
+            };
+            let nodes: Vec<&str> = keys
+                .iter()
+                .filter_map(|(_, k)| k.split('/').next())
+                .collect();
+            let metric = rule.condition.metric().map(|m| m.as_str()).unwrap_or("");
+            let rows: Vec<(String, u16, u16, u16)> = self
+                .store
+                .client()
+                .query(&format!(
+                    "SELECT concat(node, '/', metric), toUInt16(maxIf(day, NOT ({held}))), \
+                     toUInt16(min(day)), toUInt16(max(day)) FROM metric_snapshots FINAL \
+                     WHERE metric IN {} AND node IN {} GROUP BY node, metric",
+                    crate::batch::snapshots::in_list(&[metric])?,
+                    crate::batch::snapshots::in_list(&nodes)?
+                ))
+                .with_setting("wait_end_of_query", "1")
+                .fetch_all()
+                .await?;
+            let day_start = |day: u16| {
+                time::Date::from_julian_day(2_440_588 + i32::from(day))
+                    .ok()
+                    .map(|d| {
+                        d.midnight()
+                            .assume_offset(crate::domain::time::SHANGHAI)
+                            .unix_timestamp()
+                    })
+            };
+            let mut instances = self.instances.lock().unwrap_or_else(|p| p.into_inner());
+            for (fp, key) in &keys {
+                let Some(inst) = instances.get_mut(fp) else {
+                    continue;
+                };
+                inst.dated = true;
+                let Some((_, ok_day, first, last)) = rows.iter().find(|r| &r.0 == key) else {
+                    continue;
+                };
+                let began = if *ok_day == 0 && *first > 0 {
+                    // Held on every snapshot: since the first (ok_day 0 is "never" — the
+                    // snapshots start long after 1970).
+                    day_start(*first)
+                } else if ok_day < last {
+                    day_start(ok_day + 1)
+                } else {
+                    None
+                };
+                if let Some(b) = began {
+                    inst.breach_since = inst.breach_since.min(b);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Sends each notice to the roster targets at the given levels of its node's chain. Notices
@@ -745,6 +860,8 @@ impl AlertEngine {
                     since_unix: r.phase_at as i64,
                     breach_since: episode as i64,
                     case_age_days: None,
+                    status: None,
+                    dated: false,
                     node_idx: node,
                     escalation: r.escalation,
                 },

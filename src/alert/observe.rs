@@ -4,10 +4,9 @@ use time::OffsetDateTime;
 
 use super::lifecycle::Observation;
 use super::rules::{Condition, Rule};
-use crate::domain::catalogue::Deadline;
 use crate::domain::metric::Status;
 use crate::domain::org::NodeIdx;
-use crate::domain::time::{local_date, SHANGHAI};
+use crate::domain::time::local_date;
 use crate::live::Aggregates;
 
 /// One observation with what the data says about the breach behind it.
@@ -15,9 +14,9 @@ use crate::live::Aggregates;
 pub struct Observed {
     pub observation: Observation,
     /// When the breach began according to the records (Unix seconds), where they say it: the
-    /// moment the oldest overdue case passed its deadline, the end of a missed one-off
-    /// deadline's day, the day a silent node's silence reached the rule's days. `None`: the
-    /// data does not date it (the engine dates it from when it first saw it).
+    /// moment the oldest overdue case passed its deadline, the day a silent node's silence
+    /// reached the rule's days. `None`: the live figures do not date it (the engine dates a
+    /// metric's from the daily snapshots, else from when it first saw it).
     pub began: Option<i64>,
     /// The figure's status, where the rule reads a metric.
     pub status: Option<Status>,
@@ -34,12 +33,6 @@ impl Observed {
             case_age_days: None,
         }
     }
-}
-
-/// The start (Unix seconds, Asia/Shanghai) of the day after `d`: when a deadline of `d` passed.
-fn day_after(d: time::Date) -> Option<i64> {
-    let next = d.next_day()?;
-    Some(next.midnight().assume_offset(SHANGHAI).unix_timestamp())
 }
 
 /// The observation of `rule` at `node`, or `None` when the rule does not apply there (a metric
@@ -71,20 +64,11 @@ pub fn observe(
             } else {
                 holds(matches!(f.status, Status::AtRisk | Status::Missed), f.value)
             };
-            // A one-off target missed (what an at-risk rule watches): the breach began when
-            // its deadline passed. A threshold is the rule's own line, which the data does not
-            // date.
-            let watches_status = matches!(rule.condition, Condition::AtRisk { .. });
-            let began = match agg.catalogue().get(*metric).and_then(|d| d.target) {
-                Some(t) if watches_status && f.status == Status::Missed => match t.deadline {
-                    Deadline::Fixed(d) => day_after(d),
-                    _ => None,
-                },
-                _ => None,
-            };
+            // The live figures do not say since when a figure has been off its target: the
+            // engine dates that from the daily snapshots (`AlertEngine::date_from_snapshots`).
             Observed {
                 observation,
-                began,
+                began: None,
                 status: Some(f.status),
                 case_age_days: None,
             }

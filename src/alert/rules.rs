@@ -169,6 +169,9 @@ pub struct Rule {
     pub severity: Severity,
     /// Severity steps above `severity` by the breach's size and age.
     pub raise: Vec<Raise>,
+    /// What the rule's alerts are about, as its groups are titled (default: from the
+    /// condition, e.g. "信访超期").
+    pub title: Option<String>,
     /// Chinese text; `{node}`, `{value}`, `{target}` and `{status}` (有风险 / 未达标) are
     /// filled in.
     pub summary: String,
@@ -185,6 +188,12 @@ impl Rule {
             .fold(self.severity, Severity::max)
     }
 
+    /// Whether the rule watches a metric's status (at risk or missed): its groups are titled by
+    /// the statuses they hold.
+    pub fn watches_status(&self) -> bool {
+        matches!(self.condition, Condition::AtRisk { .. })
+    }
+
     /// Whether the values of several alerts of this rule add up to one figure (overdue cases,
     /// records in a spike) — then a group's size is their sum.
     pub fn values_add_up(&self) -> bool {
@@ -197,6 +206,9 @@ impl Rule {
     /// What the rule's alerts are about, in a few words: "信访超期", "编制人员到位率未达目标",
     /// "7 天以上未报送" — the title of its groups on the duty console and in the brief.
     pub fn title(&self, catalogue: &Catalogue) -> String {
+        if let Some(title) = &self.title {
+            return title.clone();
+        }
         let label = |m| {
             catalogue
                 .get(m)
@@ -212,7 +224,7 @@ impl Rule {
         };
         match &self.condition {
             Condition::Threshold { metric, .. } => format!("{}未达目标", label(*metric)),
-            Condition::AtRisk { metric } => format!("{}有风险或未达标", label(*metric)),
+            Condition::AtRisk { metric } => format!("{}未达标或有风险", label(*metric)),
             Condition::Overdue { metric } => format!("{}超期", label(*metric)),
             Condition::Silence { days } => format!("{days} 天以上未报送"),
             Condition::Spike { record, .. } => format!("{}激增", kind(record)),
@@ -247,6 +259,7 @@ struct RuleSpec {
     severity: Severity,
     #[serde(default)]
     raise: Vec<Raise>,
+    title: Option<String>,
     summary: String,
     #[serde(default)]
     labels: std::collections::BTreeMap<String, String>,
@@ -406,6 +419,7 @@ impl RuleSpec {
             hold_for,
             severity: self.severity,
             raise: self.raise,
+            title: self.title,
             summary: self.summary,
             labels: self.labels,
         })

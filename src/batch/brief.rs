@@ -137,13 +137,13 @@ pub async fn snapshots(
     let before = day.previous_day().unwrap_or(day);
     Ok(store
         .client()
-        .query(
+        .query(&format!(
             "SELECT day, node, metric, value, status, overdue FROM metric_snapshots FINAL \
-             WHERE day IN (toDate(?), toDate(?)) AND has(?, node) ORDER BY day, node, metric",
-        )
+             WHERE day IN (toDate(?), toDate(?)) AND node IN {} ORDER BY day, node, metric",
+            super::snapshots::in_list(nodes)?
+        ))
         .bind(iso(day))
         .bind(iso(before))
-        .bind(nodes)
         .with_setting("wait_end_of_query", "1")
         .fetch_all()
         .await?)

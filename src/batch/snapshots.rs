@@ -182,6 +182,25 @@ pub async fn recent_runs(store: &Store, limit: u64) -> Result<Vec<JobRun>, Store
         .await?)
 }
 
+/// `('a', 'b', …)` for an `IN` on the snapshots' key columns, which ClickHouse 18.16 uses to
+/// skip the parts a query does not need (`has(?, column)` reads every row: 4.8 s against
+/// 0.45 s for a trend over six years). Only names the catalogue and the org tree define come
+/// here (metric names, org codes: letters, digits and `_`); anything else is refused.
+pub fn in_list(items: &[impl AsRef<str>]) -> Result<String, StoreError> {
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let item = item.as_ref();
+        if item.is_empty() || !item.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(StoreError::InvalidIdentifier(item.to_string()));
+        }
+        out.push(format!("'{item}'"));
+    }
+    if out.is_empty() {
+        out.push("''".into());
+    }
+    Ok(format!("({})", out.join(", ")))
+}
+
 /// Daily values of `metrics` at `nodes` over the last `days` days: (metric, node, day as days
 /// since 1970-01-01, value), ordered.
 pub async fn trend_series(
@@ -192,13 +211,13 @@ pub async fn trend_series(
 ) -> Result<Vec<(String, String, u16, Option<f64>)>, StoreError> {
     Ok(store
         .client()
-        .query(
+        .query(&format!(
             "SELECT metric, node, day, argMax(value, day) FROM metric_snapshots FINAL \
-             WHERE has(?, metric) AND has(?, node) AND day >= today() - ? \
+             WHERE metric IN {} AND node IN {} AND day >= today() - ? \
              GROUP BY metric, node, day ORDER BY metric, node, day",
-        )
-        .bind(metrics)
-        .bind(nodes)
+            in_list(metrics)?,
+            in_list(nodes)?
+        ))
         .bind(days)
         .with_setting("wait_end_of_query", "1")
         .fetch_all()
@@ -245,13 +264,13 @@ pub async fn values_on(
 ) -> Result<std::collections::HashMap<(String, String), (Option<f64>, Option<i64>)>, StoreError> {
     let rows: Vec<(String, String, Option<f64>, Option<i64>)> = store
         .client()
-        .query(
+        .query(&format!(
             "SELECT node, metric, value, overdue FROM metric_snapshots FINAL \
-             WHERE day = toDate(?) AND has(?, metric) AND has(?, node)",
-        )
+             WHERE day = toDate(?) AND metric IN {} AND node IN {}",
+            in_list(metrics)?,
+            in_list(nodes)?
+        ))
         .bind(day.to_string())
-        .bind(metrics)
-        .bind(nodes)
         .with_setting("wait_end_of_query", "1")
         .fetch_all()
         .await?;

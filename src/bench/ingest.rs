@@ -11,7 +11,7 @@ use super::NatsChild;
 use super::{workload::Workload, BenchEnv, ServerChild};
 use crate::config::Settings;
 use crate::domain::record::EventRow;
-use crate::ingest::writer::insert_events;
+use crate::store::insert::insert_events;
 use crate::reference::{self, DistrictMap};
 use crate::store::Store;
 use crate::wire::events::validate;

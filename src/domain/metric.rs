@@ -171,8 +171,10 @@ pub fn judge(def: &MetricDef, r: Reading, now: OffsetDateTime, history: &[Sample
 pub enum DeadlineOutcome {
     /// The deadline is still ahead.
     Pending,
-    /// Reached on the deadline's day.
+    /// Reached on the deadline's day, and still held.
     MetOnTime,
+    /// Reached on the deadline's day, not held since (a one-off target must stay reached).
+    Slipped,
     /// Not reached on the deadline's day, reached since.
     MetLate,
     /// Reached now, but no figure of the deadline's day is kept to say when.
@@ -187,6 +189,7 @@ impl DeadlineOutcome {
         match self {
             DeadlineOutcome::Pending => "pending",
             DeadlineOutcome::MetOnTime => "met_on_time",
+            DeadlineOutcome::Slipped => "slipped",
             DeadlineOutcome::MetLate => "met_late",
             DeadlineOutcome::MetUndated => "met_undated",
             DeadlineOutcome::Missed => "missed",
@@ -227,6 +230,7 @@ pub fn deadline_outcome(
     let then = on_deadline.and_then(|(v, o)| reaches(target, v, o));
     let since = reaches(target, now.value, now.overdue);
     Some(match (then, since) {
+        (Some(true), Some(false)) => DeadlineOutcome::Slipped,
         (Some(true), _) => DeadlineOutcome::MetOnTime,
         (Some(false), Some(true)) => DeadlineOutcome::MetLate,
         (None, Some(true)) => DeadlineOutcome::MetUndated,
@@ -415,7 +419,7 @@ mod tests {
         assert_eq!(outcome(&fig(96, 100), Some((Some(0.97), None))), Some(MetOnTime));
         assert_eq!(outcome(&fig(96, 100), Some((Some(0.90), None))), Some(MetLate));
         assert_eq!(outcome(&fig(96, 100), None), Some(MetUndated));
-        assert_eq!(outcome(&fig(90, 100), Some((Some(0.97), None))), Some(MetOnTime));
+        assert_eq!(outcome(&fig(90, 100), Some((Some(0.97), None))), Some(Slipped));
         assert_eq!(outcome(&fig(90, 100), Some((Some(0.90), None))), Some(Missed));
         assert_eq!(outcome(&fig(0, 0), None), Some(NoData));
         let before = date(2020, Month::June, 1);

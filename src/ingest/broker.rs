@@ -32,7 +32,8 @@ use tokio::sync::{mpsc, watch};
 
 use super::log::{id_hash, AppendOutcome, Committed, IdSet, LogCounters, LogError};
 use super::spool::{self, LogBatch};
-use super::writer::{insert_events_checked, WriterHealth};
+use super::writer::WriterHealth;
+use crate::store::insert::{insert_events_checked, Attempts};
 use crate::domain::record::{EventRow, IMPORT_SEQ_BASE};
 use crate::store::{Store, LIVE_COLUMNS};
 
@@ -244,6 +245,7 @@ pub async fn start(
     instance: &str,
     store: &Store,
     batch_rows: usize,
+    blocked_retry: Duration,
     rebuild: impl AsyncFnOnce(u64, &mut IdSet) -> anyhow::Result<()>,
     live: mpsc::UnboundedSender<Committed>,
 ) -> anyhow::Result<Started> {
@@ -380,7 +382,12 @@ pub async fn start(
         counters: counters.clone(),
         batch_rows: batch_rows.max(1),
         holding: leadership.clone(),
-        health: health.clone(),
+        attempts: Attempts::new(
+            Duration::from_millis(100),
+            Duration::from_secs(5),
+            blocked_retry,
+            health.clone(),
+        ),
     };
     let tasks = vec![
         tokio::spawn(reader.run(records.clone())).abort_handle(),
@@ -782,12 +789,12 @@ struct Writer {
     counters: Arc<LogCounters>,
     batch_rows: usize,
     holding: super::leadership::Leadership,
-    health: Arc<WriterHealth>,
+    /// The one retry policy of a writer (the local log's uses it too).
+    attempts: Attempts,
 }
 
 impl Writer {
     async fn run(mut self) {
-        let mut backoff = Duration::from_millis(100);
         loop {
             if !self.holding.wait_held().await {
                 return;
@@ -813,13 +820,11 @@ impl Writer {
             };
             let rows: Vec<&EventRow> = batch.iter().flat_map(|(_, c)| c.iter()).collect();
             if let Err(e) = insert_events_checked(&self.store, &rows).await {
-                tracing::warn!(error = %e, "inserting the record stream into ClickHouse; trying again");
-                self.health.failures.0.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                let wait = self.attempts.failed(&e, rows.len());
+                tokio::time::sleep(wait).await;
                 continue;
             }
-            backoff = Duration::from_millis(100);
+            self.attempts.landed();
             let landed = record_seq(self.base, last_message + 1, 0) - 1;
             if let Err(e) = self
                 .state

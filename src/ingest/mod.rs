@@ -20,7 +20,8 @@ pub use log::{AppendOutcome, DurableLog, LogError, LogSettings};
 
 use crate::domain::record::{EventRow, IMPORT_SEQ_BASE};
 use crate::store::Store;
-use writer::{insert_events, landed_seqs, Writer, WriterSettings};
+use crate::store::insert::{insert_events, landed_seqs};
+use writer::{Writer, WriterSettings};
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct IngestSettings {
@@ -227,6 +228,7 @@ async fn start_with_broker(
         instance,
         store,
         settings.batch_rows,
+        Duration::from_secs(settings.blocked_retry_secs.max(1)),
         async |upto: u64, seen: &mut log::IdSet| {
             *seen = rebuild(store, upto, &ok_imports, &rebuild_live).await?;
             Ok(())

@@ -8,6 +8,7 @@ pub mod managed;
 pub mod migrate;
 pub mod recompute;
 mod replay;
+pub mod insert;
 pub mod retry;
 pub mod rowbinary;
 

@@ -98,6 +98,9 @@ pub struct Alert {
     /// Cases: the age in days of the oldest open case.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub case_age_days: Option<i64>,
+    /// For a rule that reads a metric: the figure's status (at_risk, missed …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<&'static str>,
     pub ack: Option<Ack>,
     /// Roster levels notified: 0 = the node's own duty officer, 1 = the next one up, …
     pub escalation: u8,
@@ -130,6 +133,7 @@ impl Alert {
             breach_days,
             days_overdue: overdue_rule.then_some(breach_days),
             case_age_days: a.case_age_days,
+            status: a.status.map(|s| s.as_str()),
             ack: a.ack.as_ref().map(|k| Ack {
                 by: k.by.clone(),
                 at: k.at.clone(),
@@ -237,6 +241,18 @@ pub fn group_alerts(
     }
     let mut out: Vec<AlertGroup> = groups.into_values().collect();
     for g in &mut out {
+        // A rule on a metric's status: titled by what its alerts are (all missed: 未达标).
+        if let Some(rule) = rules.iter().find(|r| r.name == g.rule && r.watches_status()) {
+            let label = rule.condition.metric().and_then(|m| catalogue.get(m)).map(|d| d.label_zh.clone());
+            let all = |s: &str| g.alerts.iter().all(|a| a.status == Some(s));
+            if let (Some(label), None) = (label, &rule.title) {
+                if all("missed") {
+                    g.title = format!("{label}未达标");
+                } else if all("at_risk") {
+                    g.title = format!("{label}有风险");
+                }
+            }
+        }
         // The rule's steps, on the group's total and its oldest breach.
         if let Some(rule) = rules.iter().find(|r| r.name == g.rule) {
             let raised = rule.severity_for(g.value_sum, Some(g.breach_days));
@@ -252,11 +268,13 @@ pub fn group_alerts(
         });
     }
     let _ = now;
+    // Most severe first; within a severity, the newest breach first (what just happened is
+    // what a duty officer can still act on), then the biggest.
     out.sort_by(|a, b| {
         severity_of(b.severity)
             .cmp(&severity_of(a.severity))
+            .then(a.breach_days.cmp(&b.breach_days))
             .then(b.counts.firing.cmp(&a.counts.firing))
-            .then(b.breach_days.cmp(&a.breach_days))
             .then(a.key.cmp(&b.key))
     });
     out

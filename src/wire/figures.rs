@@ -326,7 +326,8 @@ pub struct ClauseScore {
 pub struct DeadlineCell {
     pub code: String,
     pub name: String,
-    /// pending | met_on_time | met_late | met_undated | missed | no_data
+    /// pending | met_on_time | slipped (met on time, not held since) | met_late | met_undated |
+    /// missed | no_data
     pub outcome: &'static str,
     /// The value the snapshot of the deadline's day kept, if any.
     pub value_at_deadline: Option<f64>,

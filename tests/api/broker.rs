@@ -739,3 +739,71 @@ fn first_difference(rest: &Value, view: &Value) -> String {
     }
     "the screen has more".into()
 }
+
+/// The record stream's writer goes through the one insert path and its one retry policy: an
+/// insert that retrying cannot fix (a column the rows need was dropped) is said in /readyz and
+/// /metrics exactly as the local log's writer says it, and the records land once the store is
+/// fixed.
+#[tokio::test]
+async fn a_stream_writer_stuck_on_an_insert_says_so_as_the_local_one_does() {
+    let nats = Nats::start();
+    let mut settings = test_settings();
+    settings.broker.url = nats.url.clone();
+    settings.ingest.blocked_retry_secs = 1;
+    let app = common::spawn_app_with(settings).await;
+    let store = app.store().clone();
+    let ddl = |sql: &'static str| {
+        let store = store.clone();
+        async move { store.client().query(sql).execute().await.unwrap() }
+    };
+    ddl("ALTER TABLE events DROP COLUMN num_values").await;
+    let events: Vec<Value> = (0..3)
+        .map(|i| {
+            json!({"id": format!("stuck-{i}"), "kind": "veteran.registered", "org": "440305007003",
+                   "at": "2021-03-04T10:15:00+08:00", "data": {"person_id": format!("stuck-{i}")}})
+        })
+        .collect();
+    assert_eq!(app.post_events(&json!(events)).await.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let readiness = loop {
+        let res = app.get("/readyz").await;
+        let status = res.status();
+        let body: Value = res.json().await.unwrap();
+        if status == 503 && body["writer"] != "ok" {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "readyz never said the stream's writer is stuck: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(readiness["writer"].as_str().unwrap().contains("num_values"), "{readiness}");
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains("vscc_ingest_writer_blocked 1"), "{metrics}");
+    assert!(
+        metrics.contains(r#"vscc_ingest_insert_failures_total{retryable="no"}"#),
+        "{metrics}"
+    );
+    ddl("ALTER TABLE events ADD COLUMN num_values Array(Int64)").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (rows, ids): (u64, u64) = store
+            .client()
+            .query("SELECT count(), uniqExact(id) FROM events")
+            .fetch_one()
+            .await
+            .unwrap();
+        if rows == 3 {
+            assert_eq!(ids, 3);
+            break;
+        }
+        assert!(Instant::now() < deadline, "the records did not land once the store was fixed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.get("/readyz").await.status() != 200 {
+        assert!(Instant::now() < deadline, "readyz stayed unready after the fix");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains("vscc_ingest_writer_blocked 0"), "{metrics}");
+    app.stop().await;
+}

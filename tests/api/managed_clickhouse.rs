@@ -33,6 +33,17 @@ struct Serve {
     dir: PathBuf,
 }
 
+/// A failed test leaves neither vscc nor its ClickHouse behind (SIGKILL; the ClickHouse it
+/// started gets SIGTERM from the kernel when vscc dies).
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Serve {
     fn start(dir: &Path) -> Serve {
         let port = crate::helpers::free_port();

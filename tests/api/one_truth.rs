@@ -15,9 +15,10 @@ fn every_page_reads_the_same_status_legibly_and_duty_officers_get_groups() {
     assert!(stdout.contains("wall shows its own"));
 }
 
-/// An appeal received `days_ago` days ago at `org`, not accepted.
+/// An appeal received `days_ago` days and 12 hours ago at `org`, not accepted (the half day
+/// keeps whole-day counts away from their boundaries however long the test takes).
 fn appeal(id: &str, org: &str, days_ago: i64) -> Value {
-    let at = time::OffsetDateTime::now_utc() - time::Duration::days(days_ago);
+    let at = time::OffsetDateTime::now_utc() - time::Duration::days(days_ago) - time::Duration::hours(12);
     json!({"id": id, "kind": "appeal.received", "org": org,
         "at": vscc::domain::time::rfc3339(at), "data": {"appeal_id": id}})
 }
@@ -117,11 +118,11 @@ async fn alerts_come_grouped_by_rule_and_district_dated_from_the_data_also_after
         .find(|g| g["key"] == "appeals_overdue/440304")
         .unwrap();
     assert_eq!(futian["severity"], "warning", "{futian}");
-    // The breach began when the appeal received 40 days ago passed its 15th day: 25 days ago.
+    // The breach began when the appeal received 40½ days ago passed its 15th day: 25½ days ago.
     let oldest = alert("440303002");
     assert_eq!(oldest["node_name"], "黄贝街道", "{oldest}");
-    assert_eq!(oldest["days_overdue"], 24, "{oldest}");
-    assert_eq!(oldest["breach_days"], 24);
+    assert_eq!(oldest["days_overdue"], 25, "{oldest}");
+    assert_eq!(oldest["breach_days"], 25);
     assert_eq!(oldest["case_age_days"], 40);
     let since = oldest["breach_since"].as_str().unwrap().to_string();
     // A scope asked for: only its alerts.

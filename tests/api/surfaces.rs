@@ -42,6 +42,16 @@ fn metric_file(name: &str, target_value: &str) -> String {
         .replace("value = 0.95", &format!("value = {target_value}"))
 }
 
+/// A server process of a test's own, killed when the test ends (also when it fails).
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 async fn readiness(http: &reqwest::Client, base: &str) -> Value {
     http.get(format!("{base}/readyz"))
         .send()
@@ -60,13 +70,15 @@ async fn a_fifo_or_a_link_to_dev_zero_among_the_definitions_jams_neither_reloadi
     let spool = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let token = "fifo-admin";
     let database = format!("test_{}", uuid::Uuid::new_v4().simple());
-    let mut server = common::serve_command(port, &database, spool.path(), token)
-        .env("VSCC__CATALOGUE__KINDS_DIR", &kinds)
-        .env("VSCC__CATALOGUE__METRICS_DIR", &metrics)
-        .env("VSCC__ALERTS__RULES_DIR", &alerts)
-        .env("VSCC__ALERTS__EVAL_INTERVAL_MS", "300")
-        .spawn()
-        .unwrap();
+    let mut server = Server(
+        common::serve_command(port, &database, spool.path(), token)
+            .env("VSCC__CATALOGUE__KINDS_DIR", &kinds)
+            .env("VSCC__CATALOGUE__METRICS_DIR", &metrics)
+            .env("VSCC__ALERTS__RULES_DIR", &alerts)
+            .env("VSCC__ALERTS__EVAL_INTERVAL_MS", "300")
+            .spawn()
+            .unwrap(),
+    );
     let http = reqwest::Client::new();
     common::wait_ready(&http, &base).await;
     // A FIFO nobody writes to, and links to a device that never ends, among every kind of
@@ -130,14 +142,13 @@ async fn a_fifo_or_a_link_to_dev_zero_among_the_definitions_jams_neither_reloadi
     assert_eq!(catalogue.as_array().unwrap().len(), 29);
     // SIGINT stops it (it hung for good, then SIGKILL after 90 s).
     // SAFETY: kill(2) on the child we started.
-    unsafe { libc::kill(server.id() as i32, libc::SIGINT) };
+    unsafe { libc::kill(server.0.id() as i32, libc::SIGINT) };
     let stopped = Instant::now();
     loop {
-        if server.try_wait().unwrap().is_some() {
+        if server.0.try_wait().unwrap().is_some() {
             break;
         }
         if stopped.elapsed() > Duration::from_secs(20) {
-            let _ = server.kill();
             panic!("SIGINT did not stop the server within 20 s");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -349,14 +360,14 @@ async fn screens_that_stop_reading_hold_a_bounded_send_buffer_and_are_reset() {
     let spool = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let token = "slow-admin";
     let database = format!("test_{}", uuid::Uuid::new_v4().simple());
-    let mut server = common::serve_command(port, &database, spool.path(), token)
+    let _server = Server(common::serve_command(port, &database, spool.path(), token)
         .env("VSCC__STREAM__TICK_MS", "50")
         .env("VSCC__STREAM__SEND_TIMEOUT_MS", "3000")
         .env("VSCC__STREAM__HEARTBEAT_MS", "1000")
         .env("VSCC__STREAM__IDLE_TIMEOUT_MS", "6000")
         .env("VSCC__STREAM__SEND_BUFFER_BYTES", SEND_BUFFER.to_string())
         .spawn()
-        .unwrap();
+        .unwrap());
     let http = reqwest::Client::new();
     common::wait_ready(&http, &base).await;
     let kernel_before = tcp_kernel_bytes();
@@ -443,6 +454,4 @@ async fn screens_that_stop_reading_hold_a_bounded_send_buffer_and_are_reset() {
     for w in writers {
         w.abort();
     }
-    let _ = server.kill();
-    let _ = server.wait();
 }

@@ -35,7 +35,7 @@ const INSERT_ROWS: usize = 1 << 19;
 
 /// The insert of the rows checked so far, if any, running while the next ones are checked;
 /// at most one at a time (each waits for the one before). Rows are sorted by the table's key
-/// (see [`crate::ingest::writer::insert_imported`]).
+/// (see [`crate::store::insert::insert_imported`]).
 #[derive(Default)]
 struct Inserts {
     running: Option<tokio::task::JoinHandle<Result<u64, ImportError>>>,
@@ -49,7 +49,7 @@ impl Inserts {
             let store = store.clone();
             self.running = Some(tokio::spawn(async move {
                 let started = std::time::Instant::now();
-                crate::ingest::writer::insert_imported(&store, &rows).await?;
+                crate::store::insert::insert_imported(&store, &rows).await?;
                 tracing::debug!(
                     rows = rows.len(),
                     ms = started.elapsed().as_millis() as u64,
