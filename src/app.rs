@@ -219,19 +219,7 @@ impl Application {
             .context("loading alert silences")?;
         // Undelivered notifications are re-queued by whichever instance leads the alerts.
         tasks.push(tokio::spawn(alerts.clone().run(ingest.leader.clone())).abort_handle());
-        let listener = listen(&settings.server.addr, settings.server.reuse_port)
-            .with_context(|| format!("cannot listen on {}", settings.server.addr))?;
-        let port = listener.local_addr()?.port();
-        let local_url = {
-            let ip = listener.local_addr()?.ip();
-            // A server listening on every address is reached on loopback.
-            let ip = if ip.is_unspecified() {
-                std::net::IpAddr::from([127, 0, 0, 1])
-            } else {
-                ip
-            };
-            format!("http://{}", std::net::SocketAddr::new(ip, port))
-        };
+        let (listener, port, local_url) = bind(&settings.server)?;
         let prom = Arc::new(Prom::new());
         prom.org_nodes.set(tree.len() as i64);
         let imports_applied = Arc::new(tokio::sync::Notify::new());
@@ -294,21 +282,7 @@ impl Application {
             drain: Duration::from_secs(settings.server.drain_secs),
             instance,
         });
-        tasks.push(tokio::spawn(nightly_snapshots(state.clone())).abort_handle());
-        if state.ingest.log.broker().is_some() {
-            tasks.push(tokio::spawn(share_screens(state.clone())).abort_handle());
-        }
-        tasks.push(tokio::spawn(dashboards.watch(Duration::from_secs(2))).abort_handle());
-        tasks.push(
-            tokio::spawn(watch_metric_definitions(
-                state.clone(),
-                settings.catalogue.clone(),
-                settings.ingest.spool_dir.clone(),
-                checkpoint.clone(),
-                Duration::from_secs(1),
-            ))
-            .abort_handle(),
-        );
+        tasks.extend(background_jobs(&state, &settings, &dashboards, &checkpoint));
         let server = http::run(listener, state.clone(), handle_signals)?;
         tracing::info!(addr = %settings.server.addr, port, "vscc is listening");
         Ok(Application {
@@ -371,6 +345,95 @@ impl Application {
     }
 }
 
+/// The jobs that run beside the server, each from the module it serves: the nightly run
+/// (batch), screens shared across instances (stream), and the definition files watched
+/// (dashboards).
+fn background_jobs(
+    state: &Arc<AppState>,
+    settings: &Settings,
+    dashboards: &Dashboards,
+    checkpoint: &watch::Receiver<u64>,
+) -> Vec<tokio::task::AbortHandle> {
+    let mut tasks = Vec::new();
+    {
+        let printing = state.clone();
+        let print = move || {
+            let state = printing.clone();
+            async move {
+                if state.brief.printer().is_some() {
+                    match crate::http::print_newest_brief(&state).await {
+                        Ok((day, bytes)) => tracing::info!(%day, bytes, "the brief is printed"),
+                        Err(e) => tracing::warn!(error = %e, "could not print the brief"),
+                    }
+                }
+            }
+        };
+        tasks.push(
+            tokio::spawn(crate::batch::nightly::run_every_night(
+                state.store.clone(),
+                state.tree.clone(),
+                state.hub.clone(),
+                print,
+            ))
+            .abort_handle(),
+        );
+    }
+    if state.ingest.log.broker().is_some() {
+        let state = state.clone();
+        tasks.push(
+            tokio::spawn(async move {
+                if let Some(broker) = state.ingest.log.broker() {
+                    let local = || crate::http::local_screens(&state);
+                    crate::stream::across::share_screens(state.streams.clone(), broker, local)
+                        .await;
+                }
+            })
+            .abort_handle(),
+        );
+    }
+    tasks.push(tokio::spawn(dashboards.clone().watch(Duration::from_secs(2))).abort_handle());
+    tasks.push(
+        tokio::spawn(crate::dashboards::switch::watch_metric_definitions(
+            crate::dashboards::switch::Services {
+                hub: state.hub.clone(),
+                store: state.store.clone(),
+                tree: state.tree.clone(),
+                definitions: state.definitions.clone(),
+                dashboards: state.dashboards.clone(),
+                revalidate: {
+                    let alerts = state.alerts.clone();
+                    Arc::new(move || {
+                        // A refused rule set is reported by the engine itself.
+                        let _ = alerts.revalidate_rules();
+                    })
+                },
+            },
+            settings.catalogue.clone(),
+            settings.ingest.spool_dir.clone(),
+            checkpoint.clone(),
+            Duration::from_secs(1),
+        ))
+        .abort_handle(),
+    );
+    tasks
+}
+
+/// The listener, its port (the one asked for, or the one the system chose for port 0) and the
+/// URL this instance reaches itself at.
+fn bind(server: &crate::config::ServerSettings) -> anyhow::Result<(TcpListener, u16, String)> {
+    let listener = listen(&server.addr, server.reuse_port)
+        .with_context(|| format!("cannot listen on {}", server.addr))?;
+    let local = listener.local_addr()?;
+    // A server listening on every address is reached on loopback.
+    let ip = if local.ip().is_unspecified() {
+        std::net::IpAddr::from([127, 0, 0, 1])
+    } else {
+        local.ip()
+    };
+    let url = format!("http://{}", std::net::SocketAddr::new(ip, local.port()));
+    Ok((listener, local.port(), url))
+}
+
 /// The listening socket. `reuse_port`: several processes on this machine may listen on the same
 /// address (SO_REUSEPORT), and the kernel spreads new connections over them.
 fn listen(addr: &str, reuse_port: bool) -> std::io::Result<TcpListener> {
@@ -391,213 +454,4 @@ fn listen(addr: &str, reuse_port: bool) -> std::io::Result<TcpListener> {
     // net.core.somaxconn).
     socket.listen(4096)?;
     Ok(socket.into())
-}
-
-/// With several instances on one record stream: tells the others which screens this one
-/// serves and how far each screen's epoch got, every few seconds (so that `/api/v1/screens`
-/// on any of them lists all, and a screen that reconnects to another resumes there), and
-/// learns the same from them.
-async fn share_screens(state: Arc<AppState>) {
-    let Some(broker) = state.ingest.log.broker() else {
-        return;
-    };
-    loop {
-        let share = crate::wire::stream::InstanceShare {
-            screens: crate::http::local_screens(&state),
-            epochs: state
-                .streams
-                .resumes
-                .anchors()
-                .into_iter()
-                .map(|(epoch, a)| (epoch, a.seq, a.seen.upto, a.seen.when))
-                .collect(),
-        };
-        match serde_json::to_vec(&share) {
-            Ok(document) => {
-                if let Err(e) = broker.share(&document).await {
-                    tracing::warn!(error = %e, "could not share this instance's screens");
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "could not write this instance's screens"),
-        }
-        match broker.shared().await {
-            Ok(all) => {
-                let mut anchors = std::collections::HashMap::new();
-                for (instance, document) in all {
-                    if instance == state.instance {
-                        continue;
-                    }
-                    let Ok(theirs) =
-                        serde_json::from_slice::<crate::wire::stream::InstanceShare>(&document)
-                    else {
-                        continue;
-                    };
-                    for (epoch, seq, upto, when) in theirs.epochs {
-                        let seen = crate::live::Position { upto, when };
-                        anchors.insert(epoch, crate::stream::resume::Anchor { seq, seen });
-                    }
-                }
-                state.streams.anchors.replace(anchors);
-            }
-            Err(e) => tracing::warn!(error = %e, "could not read the other instances' screens"),
-        }
-        tokio::time::sleep(Duration::from_secs(5)).await;
-    }
-}
-
-/// Runs the snapshot job every night at 01:00 Asia/Shanghai (yesterday is complete by then).
-async fn nightly_snapshots(state: Arc<AppState>) {
-    loop {
-        let now = state.hub.now().to_offset(crate::domain::time::SHANGHAI);
-        let tomorrow_1am = now.date().next_day().map(|d| {
-            d.with_hms(1, 0, 0)
-                .map(|t| t.assume_offset(crate::domain::time::SHANGHAI))
-        });
-        let wait = match tomorrow_1am {
-            Some(Ok(t)) => (t - now).max(time::Duration::ZERO),
-            _ => time::Duration::hours(24),
-        };
-        tokio::time::sleep(Duration::from_secs(wait.whole_seconds().max(60) as u64)).await;
-        if let Err(e) = crate::batch::decision::run_named(
-            &state.store,
-            &state.tree,
-            &state.hub.catalogue(),
-            "all",
-            state.hub.now(),
-        )
-        .await
-        {
-            tracing::warn!(error = %e, "nightly jobs failed");
-        }
-        match crate::batch::snapshots::recent_samples(
-            &state.store,
-            &state.tree,
-            &state.hub.catalogue(),
-        )
-        .await
-        {
-            Ok(samples) => state.hub.set_samples(samples),
-            Err(e) => tracing::warn!(error = %e, "could not reload projection samples"),
-        }
-        if state.brief.printer().is_some() {
-            match crate::http::print_newest_brief(&state).await {
-                Ok((day, bytes)) => tracing::info!(%day, bytes, "the brief is printed"),
-                Err(e) => tracing::warn!(error = %e, "could not print the brief"),
-            }
-        }
-    }
-}
-
-/// Re-reads the metric definitions every `every`. A broken set is reported (log, `/metrics`)
-/// and the catalogue in service stays; a valid, changed one is switched to once the live state
-/// for it is rebuilt from ClickHouse — meanwhile the old figures keep being served.
-async fn watch_metric_definitions(
-    state: Arc<AppState>,
-    dirs: crate::dashboards::CatalogueSettings,
-    keep_dir: std::path::PathBuf,
-    checkpoint: watch::Receiver<u64>,
-    every: Duration,
-) {
-    use crate::dashboards::DefinitionFiles;
-    // Reading a few dozen small files is cheaper than trusting modification times that
-    // editors and copies set in odd ways. They are read off the async runtime: a file that
-    // blocks (a FIFO) or never ends must not park a runtime worker.
-    let read = || {
-        let dirs = dirs.clone();
-        async move {
-            tokio::task::spawn_blocking(move || DefinitionFiles::read(&dirs).map_err(|e| e.to_string()))
-                .await
-                .unwrap_or_else(|e| Err(format!("reading the definitions failed: {e}")))
-        }
-    };
-    let keep = |files: &Result<DefinitionFiles, String>| {
-        if let Ok(files) = files {
-            if let Err(e) = files.keep_as_last_good(&keep_dir) {
-                tracing::warn!(error = %e, "could not keep the definitions as the last good set");
-            }
-        }
-    };
-    let mut seen = read().await;
-    loop {
-        tokio::time::sleep(every).await;
-        let now = read().await;
-        if now == seen {
-            continue;
-        }
-        match now
-            .clone()
-            .and_then(|files| files.parse().map_err(|e| e.to_string()))
-        {
-            Err(e) => {
-                tracing::error!(error = %e, "definitions refused; the catalogue in service stays");
-                state.definitions.set_refused(Some(e));
-                seen = now;
-            }
-            Ok(catalogue) if catalogue == *state.hub.catalogue() => {
-                state.definitions.set_refused(None);
-                keep(&now);
-                seen = now;
-            }
-            Ok(catalogue) => {
-                match switch_catalogue(&state, Arc::new(catalogue), checkpoint.clone()).await {
-                    Ok(()) => {
-                        keep(&now);
-                        seen = now;
-                    }
-                    // Tried again at the next look (the files may change meanwhile).
-                    Err(e) => {
-                        tracing::warn!(error = %e, "could not rebuild the live state for the changed definitions; trying again")
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Rebuilds the live state for `catalogue` from ClickHouse and puts it in service.
-async fn switch_catalogue(
-    state: &Arc<AppState>,
-    catalogue: Arc<crate::domain::catalogue::Catalogue>,
-    mut checkpoint: watch::Receiver<u64>,
-) -> anyhow::Result<()> {
-    let started = std::time::Instant::now();
-    let hub = &state.hub;
-    let upto = hub.begin_switch();
-    let rebuilt = async {
-        // Every API record applied so far must be in ClickHouse before it is read back.
-        tokio::time::timeout(Duration::from_secs(60), checkpoint.wait_for(|c| *c >= upto))
-            .await
-            .context("the writer did not land the records applied so far within 60 s")??;
-        let ok_imports = state.store.ok_imports().await?;
-        let (fresh, done) = crate::live::rebuild::from_store(
-            &state.store,
-            state.tree.clone(),
-            catalogue.clone(),
-            upto,
-            &ok_imports,
-        )
-        .await?;
-        Ok::<_, anyhow::Error>((fresh, done, ok_imports))
-    }
-    .await;
-    match rebuilt {
-        Err(e) => {
-            hub.abort_switch();
-            Err(e)
-        }
-        Ok((fresh, done, ok_imports)) => {
-            hub.finish_switch(fresh, upto, &ok_imports);
-            state.definitions.switched();
-            // Screens and rules that name a metric are checked against the new catalogue.
-            state.dashboards.revalidate();
-            state.alerts.revalidate_rules();
-            tracing::info!(
-                metrics = catalogue.metrics.len(),
-                records = done.records,
-                ms = started.elapsed().as_millis() as u64,
-                "changed metric definitions in service; live state rebuilt from ClickHouse"
-            );
-            Ok(())
-        }
-    }
 }

@@ -157,7 +157,7 @@ pub struct Settings {
     pub web: WebSettings,
     pub alerts: crate::alert::AlertSettings,
     pub brief: crate::batch::brief::BriefSettings,
-    pub broker: crate::ingest::broker::BrokerSettings,
+    pub broker: crate::ingest::cluster::BrokerSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -169,7 +169,6 @@ pub struct WebSettings {
     /// Dashboard definitions, one JSON file per screen.
     pub dashboards_dir: PathBuf,
 }
-
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct ServerSettings {

@@ -168,14 +168,14 @@ impl AlertEngine {
         engine
     }
 
-    /// Re-reads the rule files when any changed; a broken set is reported and the previous
-    /// rules stay. Returns the error of the newest attempt, if any.
     /// Reads the rules again even if no file changed (the metric catalogue did).
     pub fn revalidate_rules(&self) -> Option<String> {
         *self.rules_mtime.lock().unwrap_or_else(|p| p.into_inner()) = None;
         self.reload_rules()
     }
 
+    /// Re-reads the rule files when any changed; a broken set is reported and the previous
+    /// rules stay. Returns the error of the newest attempt, if any.
     pub fn reload_rules(&self) -> Option<String> {
         let newest = std::fs::read_dir(&self.settings.rules_dir)
             .ok()
@@ -492,10 +492,10 @@ impl AlertEngine {
                 if matches!(rules[ri].condition, Condition::Overdue { .. }) {
                     continue;
                 }
-                wanted
-                    .entry(ri)
-                    .or_default()
-                    .push((inst.fingerprint.clone(), format!("{}/{}", inst.node, metric)));
+                wanted.entry(ri).or_default().push((
+                    inst.fingerprint.clone(),
+                    format!("{}/{}", inst.node, metric),
+                ));
             }
         }
         for (ri, keys) in wanted {
@@ -838,7 +838,11 @@ impl AlertEngine {
             };
             let at = OffsetDateTime::from_unix_timestamp(r.phase_at as i64)
                 .unwrap_or(OffsetDateTime::UNIX_EPOCH);
-            let episode = if r.episode_at > 0 { r.episode_at } else { r.phase_at };
+            let episode = if r.episode_at > 0 {
+                r.episode_at
+            } else {
+                r.phase_at
+            };
             instances.insert(
                 r.fingerprint.clone(),
                 AlertInstance {
@@ -876,7 +880,7 @@ impl AlertEngine {
     /// record stream). One leader at a time evaluates and notifies; on taking over it starts
     /// from what the previous one recorded (states, notification times, undelivered
     /// notifications), so nothing is notified twice. The others show what the leader records.
-    pub async fn run(self: Arc<Self>, leader: crate::ingest::leadership::Leadership) {
+    pub async fn run(self: Arc<Self>, leader: crate::ingest::cluster::Leadership) {
         if self.settings.eval_interval_ms == 0 {
             return;
         }

@@ -337,7 +337,14 @@ mod tests {
             acknowledged: true,
             escalation: 0,
         };
-        let t = step(Some(acked), Observation::Holds(None), POLICY, Some(0), 7200, None);
+        let t = step(
+            Some(acked),
+            Observation::Holds(None),
+            POLICY,
+            Some(0),
+            7200,
+            None,
+        );
         assert!(t.events.is_empty() && t.deliveries.is_empty());
         let silenced = Policy {
             silenced: true,
@@ -382,12 +389,33 @@ mod tests {
     #[test]
     fn a_breach_the_data_dates_earlier_counts_its_hold_from_then() {
         // The data says the condition has held for 20 minutes: a 10-minute rule fires at once.
-        let t = step(None, Observation::Holds(None), POLICY, None, 3000, Some(1800));
+        let t = step(
+            None,
+            Observation::Holds(None),
+            POLICY,
+            None,
+            3000,
+            Some(1800),
+        );
         assert_eq!(events(&t), ["firing", "notified"]);
         // Only 5 minutes: pending, and firing once 10 minutes have passed since the breach.
-        let t = step(None, Observation::Holds(None), POLICY, None, 3000, Some(2700));
+        let t = step(
+            None,
+            Observation::Holds(None),
+            POLICY,
+            None,
+            3000,
+            Some(2700),
+        );
         assert_eq!(events(&t), ["pending"]);
-        let t = step(t.next, Observation::Holds(None), POLICY, None, 3300, Some(2700));
+        let t = step(
+            t.next,
+            Observation::Holds(None),
+            POLICY,
+            None,
+            3300,
+            Some(2700),
+        );
         assert_eq!(events(&t), ["firing", "notified"]);
     }
 

@@ -1,9 +1,9 @@
 //! Alerts for duty officers: rules as files, per-(rule, node) lifecycle, history in
 //! ClickHouse, notifications on the duty stream.
 
-pub mod hotspots;
 pub mod delivery;
 pub mod engine;
+pub mod hotspots;
 pub mod lifecycle;
 pub mod notice;
 pub mod observe;

@@ -317,7 +317,11 @@ impl RuleSpec {
             let m = name
                 .and_then(|m| catalogue.parse_name(m))
                 .ok_or_else(|| at(&format!("unknown metric {name:?}")))?;
-            if catalogue.get(m).and_then(|d| d.measure.as_cases()).is_some() {
+            if catalogue
+                .get(m)
+                .and_then(|d| d.measure.as_cases())
+                .is_some()
+            {
                 Ok(m)
             } else {
                 Err(at(&format!(

@@ -278,7 +278,11 @@ impl UserDirectory {
             changed_by: user.changed_by.clone(),
             version: next_version(),
         };
-        let mut insert = self.store.private_client().insert::<UserRow>("users").await?;
+        let mut insert = self
+            .store
+            .private_client()
+            .insert::<UserRow>("users")
+            .await?;
         insert.write(&row).await?;
         insert.end().await?;
         let mut mirror = self.mirror.write().unwrap_or_else(|p| p.into_inner());

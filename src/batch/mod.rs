@@ -4,6 +4,7 @@
 pub mod brief;
 pub mod decision;
 pub mod ledger;
+pub mod nightly;
 pub mod simulator;
 pub mod snapshots;
 

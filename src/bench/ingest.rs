@@ -11,8 +11,8 @@ use super::NatsChild;
 use super::{workload::Workload, BenchEnv, ServerChild};
 use crate::config::Settings;
 use crate::domain::record::EventRow;
-use crate::store::insert::insert_events;
 use crate::reference::{self, DistrictMap};
+use crate::store::insert::insert_events;
 use crate::store::Store;
 use crate::wire::events::validate;
 

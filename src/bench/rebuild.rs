@@ -9,8 +9,8 @@ use std::time::Instant;
 use super::{workload::Workload, BenchEnv};
 use crate::config::Settings;
 use crate::domain::record::EventRow;
-use crate::store::insert::insert_events;
 use crate::reference::{self, DistrictMap};
+use crate::store::insert::insert_events;
 use crate::store::Store;
 use crate::wire::events::validate;
 

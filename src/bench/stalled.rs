@@ -78,9 +78,7 @@ async fn stalled_client(
 ) -> anyhow::Result<impl SinkExt<Message> + Unpin + use<>> {
     let socket = tokio::net::TcpSocket::new_v4()?;
     socket.set_recv_buffer_size(4096)?;
-    let stream = socket
-        .connect(format!("127.0.0.1:{port}").parse()?)
-        .await?;
+    let stream = socket.connect(format!("127.0.0.1:{port}").parse()?).await?;
     let mut req = format!("ws://127.0.0.1:{port}/ws").into_client_request()?;
     req.headers_mut()
         .insert("authorization", format!("Bearer {token}").parse()?);
@@ -109,14 +107,17 @@ async fn one(env: &BenchEnv, opts: &StalledBench, send_buffer: usize) -> anyhow:
     let mut clients = Vec::with_capacity(opts.clients);
     for chunk in (0..opts.clients).collect::<Vec<_>>().chunks(200) {
         let opened = futures_util::future::join_all(
-            chunk.iter().map(|_| stalled_client(server.port, &server.token)),
+            chunk
+                .iter()
+                .map(|_| stalled_client(server.port, &server.token)),
         )
         .await;
         for ws in opened {
             let mut ws = ws?;
             // Every district, then never a byte read.
             for d in districts {
-                let msg = serde_json::json!({"type": "subscribe", "id": d, "scope": d, "metrics": []});
+                let msg =
+                    serde_json::json!({"type": "subscribe", "id": d, "scope": d, "metrics": []});
                 let _ = ws.send(Message::Text(msg.to_string().into())).await;
             }
             clients.push(ws);
@@ -130,7 +131,13 @@ async fn one(env: &BenchEnv, opts: &StalledBench, send_buffer: usize) -> anyhow:
         tokio::spawn(async move {
             let http = reqwest::Client::new();
             for i in 0u64.. {
-                const ORGS: [&str; 5] = ["440303001", "440304001", "440305001", "440306001", "440307001"];
+                const ORGS: [&str; 5] = [
+                    "440303001",
+                    "440304001",
+                    "440305001",
+                    "440306001",
+                    "440307001",
+                ];
                 let events: Vec<_> = (0..50)
                     .map(|j| serde_json::json!({"id": format!("st-{i}-{j}"), "kind": "appeal.received",
                         "org": ORGS[j % 5],
@@ -199,7 +206,12 @@ pub async fn run(settings: &Settings, opts: StalledBench) -> anyhow::Result<()> 
     );
     println!(
         "{:<24} {:>16} {:>14} {:>16} {:>14} {:>22}",
-        "send buffer", "kernel TCP peak", "per screen", "server queued", "one socket", "all let go after"
+        "send buffer",
+        "kernel TCP peak",
+        "per screen",
+        "server queued",
+        "one socket",
+        "all let go after"
     );
     for o in [&bounded, &baseline] {
         println!(
@@ -214,7 +226,10 @@ pub async fn run(settings: &Settings, opts: StalledBench) -> anyhow::Result<()> 
                 .unwrap_or_else(|| format!("not within {} s", opts.seconds)),
         );
         if o.held_closed > 0 {
-            println!("  {} closed connections still held unsent data", o.held_closed);
+            println!(
+                "  {} closed connections still held unsent data",
+                o.held_closed
+            );
         }
     }
     if baseline.peak_kernel > 0 {

@@ -78,7 +78,10 @@ pub fn check_text(file: &str, text: &str) -> Result<(), DefinitionError> {
                         len += 1;
                         continue;
                     }
-                    if d == c && (!triple || (i + 2 < chars.len() && chars[i + 1] == c && chars[i + 2] == c)) {
+                    if d == c
+                        && (!triple
+                            || (i + 2 < chars.len() && chars[i + 1] == c && chars[i + 2] == c))
+                    {
                         i += quote_len;
                         break;
                     }
@@ -89,7 +92,11 @@ pub fn check_text(file: &str, text: &str) -> Result<(), DefinitionError> {
                     i += 1;
                 }
                 // A quoted key (before its `=`) is not a value.
-                let limit = if is_label(&key) { MAX_LABEL_CHARS } else { MAX_TEXT_CHARS };
+                let limit = if is_label(&key) {
+                    MAX_LABEL_CHARS
+                } else {
+                    MAX_TEXT_CHARS
+                };
                 if len > limit {
                     return Err(refuse(
                         start_line,
@@ -112,10 +119,14 @@ pub fn check_text(file: &str, text: &str) -> Result<(), DefinitionError> {
                 let bare = word.trim().trim_start_matches(['+', '-']);
                 let next = chars.get(i + 1).copied().unwrap_or('\n');
                 let ends = !(next.is_ascii_alphanumeric() || next == '_' || next == '-');
-                if ends && (bare == "nan" || bare == "inf") && !key.is_empty() && word.trim() != key {
+                if ends && (bare == "nan" || bare == "inf") && !key.is_empty() && word.trim() != key
+                {
                     return Err(refuse(
                         line,
-                        format!("{key} = {}: numbers in a definition must be finite", word.trim()),
+                        format!(
+                            "{key} = {}: numbers in a definition must be finite",
+                            word.trim()
+                        ),
                     ));
                 }
                 i += 1;
@@ -154,13 +165,23 @@ mod tests {
     #[test]
     fn labels_texts_and_files_are_bounded() {
         let long = "长".repeat(MAX_LABEL_CHARS + 1);
-        let e = check_text("m.toml", &format!("name = \"m\"\n\nlabel_zh = \"{long}\"\n")).unwrap_err();
+        let e = check_text(
+            "m.toml",
+            &format!("name = \"m\"\n\nlabel_zh = \"{long}\"\n"),
+        )
+        .unwrap_err();
         assert_eq!(e.line, Some(3));
-        assert!(e.reason.contains("label_zh") && e.reason.contains("at most 64"), "{e}");
+        assert!(
+            e.reason.contains("label_zh") && e.reason.contains("at most 64"),
+            "{e}"
+        );
         assert!(check_text("m.toml", &format!("summary = \"{long}\"\n")).is_ok());
         let essay = "长".repeat(MAX_TEXT_CHARS + 1);
         assert!(check_text("m.toml", &format!("summary = '''\n{essay}'''\n")).is_err());
         let big = format!("# {}\n", "x".repeat(MAX_FILE_BYTES));
-        assert!(check_text("m.toml", &big).unwrap_err().reason.contains("bytes"));
+        assert!(check_text("m.toml", &big)
+            .unwrap_err()
+            .reason
+            .contains("bytes"));
     }
 }

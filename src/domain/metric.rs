@@ -199,7 +199,11 @@ impl DeadlineOutcome {
 }
 
 /// Whether a value (or, for cases, an overdue count) reaches a target.
-fn reaches(target: super::catalogue::Target, value: Option<f64>, overdue: Option<i64>) -> Option<bool> {
+fn reaches(
+    target: super::catalogue::Target,
+    value: Option<f64>,
+    overdue: Option<i64>,
+) -> Option<bool> {
     let judged = match target.on {
         Judged::Overdue => overdue.map(|o| o as f64).or(value.map(|_| 0.0))?,
         Judged::Value => value?,
@@ -391,7 +395,10 @@ mod tests {
             .into_iter()
             .filter(|m| m.target.is_none())
             .collect();
-        assert!(untargeted.len() >= 5, "the shipped catalogue tracks several metrics");
+        assert!(
+            untargeted.len() >= 5,
+            "the shipped catalogue tracks several metrics"
+        );
         for def in untargeted {
             let with_data = Reading {
                 num: 7,
@@ -416,15 +423,33 @@ mod tests {
         let fig = |num, den| judge(&s, ratio(num, den), now, &[]);
         use DeadlineOutcome::*;
         let outcome = |f: &Figure, then| deadline_outcome(&s, f, then, today);
-        assert_eq!(outcome(&fig(96, 100), Some((Some(0.97), None))), Some(MetOnTime));
-        assert_eq!(outcome(&fig(96, 100), Some((Some(0.90), None))), Some(MetLate));
+        assert_eq!(
+            outcome(&fig(96, 100), Some((Some(0.97), None))),
+            Some(MetOnTime)
+        );
+        assert_eq!(
+            outcome(&fig(96, 100), Some((Some(0.90), None))),
+            Some(MetLate)
+        );
         assert_eq!(outcome(&fig(96, 100), None), Some(MetUndated));
-        assert_eq!(outcome(&fig(90, 100), Some((Some(0.97), None))), Some(Slipped));
-        assert_eq!(outcome(&fig(90, 100), Some((Some(0.90), None))), Some(Missed));
+        assert_eq!(
+            outcome(&fig(90, 100), Some((Some(0.97), None))),
+            Some(Slipped)
+        );
+        assert_eq!(
+            outcome(&fig(90, 100), Some((Some(0.90), None))),
+            Some(Missed)
+        );
         assert_eq!(outcome(&fig(0, 0), None), Some(NoData));
         let before = date(2020, Month::June, 1);
-        assert_eq!(deadline_outcome(&s, &fig(90, 100), None, before), Some(Pending));
-        assert_eq!(deadline_outcome(&metric("training_classes"), &fig(1, 1), None, today), None);
+        assert_eq!(
+            deadline_outcome(&s, &fig(90, 100), None, before),
+            Some(Pending)
+        );
+        assert_eq!(
+            deadline_outcome(&metric("training_classes"), &fig(1, 1), None, today),
+            None
+        );
     }
 
     #[test]

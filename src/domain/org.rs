@@ -290,7 +290,12 @@ mod tests {
     #[test]
     fn child_toward_names_the_scopes_child_on_the_way_down() {
         let t = small();
-        let (c, d1, s1, m1) = (t.get("c").unwrap(), t.get("d1").unwrap(), t.get("s1").unwrap(), t.get("m1").unwrap());
+        let (c, d1, s1, m1) = (
+            t.get("c").unwrap(),
+            t.get("d1").unwrap(),
+            t.get("s1").unwrap(),
+            t.get("m1").unwrap(),
+        );
         assert_eq!(t.child_toward(c, m1), Some(d1));
         assert_eq!(t.child_toward(d1, m1), Some(s1));
         assert_eq!(t.child_toward(d1, d1), None);

@@ -149,7 +149,15 @@ mod day_tests {
     #[test]
     fn a_day_a_client_names_must_fit_the_store() {
         assert!(parse_day("2024-02-29").is_ok());
-        for bad in ["0000-01-01", "-0001-01-01", "1969-12-31", "2106-02-07", "9999-12-31", "2024-13-01", "yesterday"] {
+        for bad in [
+            "0000-01-01",
+            "-0001-01-01",
+            "1969-12-31",
+            "2106-02-07",
+            "9999-12-31",
+            "2024-13-01",
+            "yesterday",
+        ] {
             assert!(parse_day(bad).is_err(), "{bad}");
         }
         assert_eq!(parse_day("1970-01-01"), Ok(FIRST_DAY));

@@ -104,8 +104,7 @@ async fn list_alerts(
         })
         .map(|a| Alert::new(a, &state.tree, is_overdue_rule(&rules, &a.rule), now))
         .collect();
-    let groups =
-        crate::wire::alerts::group_alerts(&alerts, &rules, &state.hub.catalogue(), now);
+    let groups = crate::wire::alerts::group_alerts(&alerts, &rules, &state.hub.catalogue(), now);
     Ok(HttpResponse::Ok().json(AlertsAnswer {
         rules_error: state.alerts.rules_error(),
         alerts,

@@ -81,13 +81,21 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 #[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text format", content_type = "text/plain"),
     (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody)), security(("bearer" = [])))]
 #[get("/metrics")]
-async fn metrics(req: actix_web::HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn metrics(
+    req: actix_web::HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let token = super::auth::token_of(&req).ok_or(crate::auth::AuthError::Missing)?;
     let scraper = !state.metrics_token.is_empty()
         && crate::auth::tokens::same_secret(token.as_bytes(), state.metrics_token.as_bytes());
     if !scraper {
         let who = state.auth.authenticate(Some(&token))?;
-        crate::auth::authorize(&state.tree, &who, crate::auth::Action::Admin, state.tree.root())?;
+        crate::auth::authorize(
+            &state.tree,
+            &who,
+            crate::auth::Action::Admin,
+            state.tree.root(),
+        )?;
     }
     state.refresh_gauges();
     Ok(HttpResponse::Ok()

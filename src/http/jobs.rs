@@ -159,8 +159,7 @@ async fn brief(
         .iter()
         .map(|r| (r.name.clone(), r.title(&catalogue)))
         .collect();
-    let mut groups: std::collections::BTreeMap<(String, u32), BriefAlertGroup> =
-        Default::default();
+    let mut groups: std::collections::BTreeMap<(String, u32), BriefAlertGroup> = Default::default();
     for a in brief::alert_day(&state.store, day).await? {
         let Some(node) = tree.get(&a.node).filter(|&n| tree.is_within(n, scope)) else {
             continue;
@@ -170,7 +169,10 @@ async fn brief(
             .entry((a.rule.clone(), area))
             .or_insert_with(|| BriefAlertGroup {
                 rule: a.rule.clone(),
-                title: titles.get(&a.rule).cloned().unwrap_or_else(|| a.rule.clone()),
+                title: titles
+                    .get(&a.rule)
+                    .cloned()
+                    .unwrap_or_else(|| a.rule.clone()),
                 severity: a.severity.clone(),
                 area: tree.node(area).code.clone(),
                 area_name: tree.node(area).name.clone(),

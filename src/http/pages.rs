@@ -22,9 +22,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, assets_dir: &std::path::Path) {
             // The files' own refusals (a `..` in the path, a missing file) in the JSON error
             // shape, as every other refusal.
             web::scope("/assets")
-                .wrap(
-                    actix_web::middleware::ErrorHandlers::new().default_handler(assets_error),
-                )
+                .wrap(actix_web::middleware::ErrorHandlers::new().default_handler(assets_error))
                 .service(actix_files::Files::new("", assets_dir).prefer_utf8(true)),
         );
 }
@@ -40,9 +38,13 @@ fn assets_error<B>(
             what: format!("asset {}", req.path()),
         }
     } else {
-        ApiError::bad_request("path", format!("'{}' is not a file of the pages", req.path()))
+        ApiError::bad_request(
+            "path",
+            format!("'{}' is not a file of the pages", req.path()),
+        )
     };
-    let res = actix_web::dev::ServiceResponse::new(req, error.error_response()).map_into_right_body();
+    let res =
+        actix_web::dev::ServiceResponse::new(req, error.error_response()).map_into_right_body();
     Ok(actix_web::middleware::ErrorHandlerResponse::Response(res))
 }
 

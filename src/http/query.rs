@@ -1,7 +1,7 @@
 //! Ad-hoc SQL for analysts: run, cancel, history, saved queries, schema.
 
-use futures_util::StreamExt;
 use actix_web::{delete, get, post, put, web, HttpRequest, HttpResponse};
+use futures_util::StreamExt;
 use serde::Deserialize;
 
 use super::{auth::Caller, params::Params, ApiError, AppState};
@@ -164,7 +164,10 @@ mod tests {
             super::csv_filename("select * from `vscc`.kind_staff_hired", at),
             "kind_staff_hired-20261207-1012.csv"
         );
-        assert_eq!(super::csv_filename("SELECT 1", at), "query-20261207-1012.csv");
+        assert_eq!(
+            super::csv_filename("SELECT 1", at),
+            "query-20261207-1012.csv"
+        );
     }
 }
 
@@ -181,7 +184,8 @@ async fn cancel_query(
 ) -> Result<HttpResponse, ApiError> {
     let who = caller.may(&state, Action::Query)?;
     // `/api/v1/query/history` and `…/schema` are resources of their own, not a query's id.
-    if let Some(methods) = super::openapi::methods_at(req.path()).filter(|m| !m.contains(&"DELETE")) {
+    if let Some(methods) = super::openapi::methods_at(req.path()).filter(|m| !m.contains(&"DELETE"))
+    {
         return Err(ApiError::MethodNotAllowed {
             method: "DELETE".into(),
             allow: methods.join(", "),

@@ -1,11 +1,11 @@
-//! Records in: validation, the durable log, the batched ClickHouse writer, and the start-up
-//! recovery that makes every acknowledged record land in ClickHouse exactly once.
+//! Records in, after validation (`wire/events.rs` parses a request, `domain/record.rs` checks
+//! a record against its kind): the durable log, its batched ClickHouse writer and the start-up
+//! recovery that makes every acknowledged record land in ClickHouse exactly once — or, with
+//! several instances, the shared record stream of [`cluster`].
 
-pub mod broker;
+pub mod cluster;
 pub mod idset;
-pub mod leadership;
 pub mod log;
-pub mod shared;
 pub mod spool;
 pub mod writer;
 
@@ -19,8 +19,8 @@ use tokio::sync::{mpsc, watch};
 pub use log::{AppendOutcome, DurableLog, LogError, LogSettings};
 
 use crate::domain::record::{EventRow, IMPORT_SEQ_BASE};
-use crate::store::Store;
 use crate::store::insert::{insert_events, landed_seqs};
+use crate::store::Store;
 use writer::{Writer, WriterSettings};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -46,7 +46,7 @@ pub struct IngestSettings {
 /// the record stream that several instances share.
 pub enum RecordLog {
     Local(DurableLog),
-    Broker(Box<broker::Broker>),
+    Broker(Box<cluster::Broker>),
 }
 
 impl RecordLog {
@@ -58,7 +58,7 @@ impl RecordLog {
     }
 
     /// The record stream, when there is one.
-    pub fn broker(&self) -> Option<&broker::Broker> {
+    pub fn broker(&self) -> Option<&cluster::Broker> {
         match self {
             RecordLog::Local(_) => None,
             RecordLog::Broker(b) => Some(b),
@@ -95,7 +95,7 @@ pub struct Ingest {
     pub writer: Arc<writer::WriterHealth>,
     /// Whether this instance leads (writes into ClickHouse, evaluates alerts): always with its
     /// own log; the holder of the writer's lease on a record stream.
-    pub leader: leadership::Leadership,
+    pub leader: cluster::Leadership,
 }
 
 /// What happened to validated records handed to [`Ingest::accept`].
@@ -215,7 +215,7 @@ fn follow_live(
 /// inserts (see [`broker`]).
 async fn start_with_broker(
     settings: &IngestSettings,
-    broker_settings: &broker::BrokerSettings,
+    broker_settings: &cluster::BrokerSettings,
     instance: &str,
     store: &Store,
     live: RecordSink,
@@ -223,7 +223,7 @@ async fn start_with_broker(
     let ok_imports = store.ok_imports().await?;
     let (live_tx, live_rx) = mpsc::unbounded_channel::<log::Committed>();
     let rebuild_live = live.clone();
-    let started = broker::start(
+    let started = cluster::start(
         broker_settings,
         instance,
         store,
@@ -259,7 +259,7 @@ async fn start_with_broker(
 /// instance's own log (see [`start_local`]).
 pub async fn start(
     settings: &IngestSettings,
-    broker_settings: &broker::BrokerSettings,
+    broker_settings: &cluster::BrokerSettings,
     instance: &str,
     store: &Store,
     live: RecordSink,
@@ -348,6 +348,6 @@ async fn start_local(
         imports_applied: ok_imports,
         tasks: vec![live.abort_handle(), writer.abort_handle()],
         writer: health,
-        leader: leadership::Leadership::always(),
+        leader: cluster::Leadership::always(),
     })
 }

@@ -84,7 +84,12 @@ impl Aggregates {
         let mut plans = HashMap::default();
         for def in &catalogue.metrics {
             // The catalogue refuses a ratio of ratios: every leaf has state.
-            let plan: Option<Plan> = def.measure.leaves().into_iter().map(|m| leaves.leaf(m)).collect();
+            let plan: Option<Plan> = def
+                .measure
+                .leaves()
+                .into_iter()
+                .map(|m| leaves.leaf(m))
+                .collect();
             if let Some(plan) = plan {
                 plans.insert(def.id, plan);
             }
@@ -230,7 +235,9 @@ impl Aggregates {
     /// [`CasesLeaf::first_overdue_at`]: crate::domain::measure::cases::CasesLeaf::first_overdue_at
     pub fn first_overdue_at(&self, node: NodeIdx, metric: MetricId) -> Option<u32> {
         match self.plans.get(&metric)?.as_slice() {
-            [l] => self.leaves[*l].as_cases()?.first_overdue_at(&self.tree, node),
+            [l] => self.leaves[*l]
+                .as_cases()?
+                .first_overdue_at(&self.tree, node),
             _ => None,
         }
     }
@@ -829,7 +836,11 @@ mod tests {
         a.apply(&accepted).unwrap();
         let began = (t0 - 20 * DAY + 15 * DAY + 1) as u32;
         assert_eq!(a.first_overdue_at(city, appeals), Some(began));
-        assert_eq!(a.first_overdue_at(s2, appeals), None, "another street's subtree");
+        assert_eq!(
+            a.first_overdue_at(s2, appeals),
+            None,
+            "another street's subtree"
+        );
         // 21 days on, the accepted one passes its resolution deadline: the earlier breach stays
         // the first.
         a.refresh_clock(clock(t0 + 21 * DAY));

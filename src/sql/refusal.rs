@@ -80,14 +80,22 @@ mod tests {
 
     #[test]
     fn a_bare_chinese_alias_gets_a_hint_and_a_quoted_one_does_not() {
-        let syntax = || parse("Code: 62, e.displayText() = DB::Exception: Syntax error: failed at position 18");
+        let syntax = || {
+            parse("Code: 62, e.displayText() = DB::Exception: Syntax error: failed at position 18")
+        };
         let hinted = with_hint(syntax(), "SELECT count() AS 记录数 FROM events");
         assert!(hinted.message.contains("反引号"), "{}", hinted.message);
-        let quoted = with_hint(syntax(), "SELECT count() AS `记录数` FROM events WHERE kind = '走访'");
+        let quoted = with_hint(
+            syntax(),
+            "SELECT count() AS `记录数` FROM events WHERE kind = '走访'",
+        );
         assert!(!quoted.message.contains("反引号"), "{}", quoted.message);
         // Another error is left as ClickHouse said it.
         let other = parse("Code: 47, e.displayText() = DB::Exception: Unknown identifier: x");
-        assert_eq!(with_hint(other.clone(), "SELECT 记录数").message, other.message);
+        assert_eq!(
+            with_hint(other.clone(), "SELECT 记录数").message,
+            other.message
+        );
     }
 
     #[test]

@@ -2,20 +2,20 @@
 //! migrations and typed access. Everything we send works on ClickHouse 18.16 and on current
 //! releases; see STACK.md for what that rules out.
 
-pub mod cluster;
 pub mod error;
+pub mod insert;
 pub mod managed;
 pub mod migrate;
 pub mod recompute;
 mod replay;
-pub mod insert;
+pub mod replicated;
 pub mod retry;
 pub mod rowbinary;
 
-pub use cluster::Cluster;
 pub use error::{RetryHint, ServerException, StoreError};
 pub use managed::ManagedClickHouse;
 pub use migrate::MIGRATIONS;
+pub use replicated::Cluster;
 
 use clickhouse::Client;
 
@@ -112,7 +112,7 @@ impl Store {
 
     /// Runs a DDL statement built with [`on_cluster`](Self::on_cluster). On a cluster, a server
     /// that is down runs it from ZooKeeper's queue when it is back: vscc waits for the others
-    /// only, up to [`cluster::DDL_WAIT_SECS`].
+    /// only, up to [`replicated::DDL_WAIT_SECS`].
     pub async fn ddl(&self, statement: &str) -> Result<(), StoreError> {
         let query = self.server.query_raw(statement);
         if self.cluster.is_none() {
@@ -121,13 +121,13 @@ impl Store {
         let result: Result<(), StoreError> = query
             .with_setting(
                 "distributed_ddl_task_timeout",
-                cluster::DDL_WAIT_SECS.to_string(),
+                replicated::DDL_WAIT_SECS.to_string(),
             )
             .execute()
             .await
             .map_err(Into::into);
         match result {
-            Err(e) if cluster::queued_for_absent_servers(&e) => {
+            Err(e) if replicated::queued_for_absent_servers(&e) => {
                 tracing::warn!(error = %e, "a ClickHouse server is down; it runs this DDL when it is back");
                 Ok(())
             }

@@ -26,6 +26,38 @@ struct NodeValues {
     vals: Vec<i64>,
 }
 
+/// The query that sums a per-org query's values over each node's subtree (or keeps them per
+/// org), as text to run on any ClickHouse: the finished imports are written in (numbers of
+/// vscc's own), the org tree named with its database (on a cluster each shard runs the joins
+/// and IN subqueries over `events` itself, in its own default database).
+fn per_node_sql(database: &str, per_org: &str, own: bool, imports: &[u32]) -> String {
+    let counted = COUNTED_EVENTS.replace(
+        '?',
+        &format!(
+            "[{}]",
+            counted_imports_param(imports)
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    );
+    let per_org = per_org.replace(crate::domain::measure::COUNTED, &counted);
+    let sql = if own {
+        format!("SELECT org AS node, vals FROM ({per_org})")
+    } else {
+        format!(
+            "SELECT node, groupArray(v) AS vals FROM (\
+               SELECT node, arrayJoin(arrayEnumerate(vals)) AS i, toInt64(sum(vals[i])) AS v FROM (\
+                 SELECT ancestors, vals FROM ({per_org}) AS q \
+                 ANY INNER JOIN (SELECT code AS org, ancestors FROM org_nodes) AS o USING org\
+               ) ARRAY JOIN ancestors AS node GROUP BY node, i ORDER BY node, i\
+             ) GROUP BY node"
+        )
+    };
+    sql.replace("FROM org_nodes", &format!("FROM {database}.org_nodes"))
+}
+
 impl Store {
     /// Runs a per-org query and sums its values over each node's subtree (or keeps them per
     /// org). Nodes without values are absent.
@@ -35,35 +67,43 @@ impl Store {
         own: bool,
         imports: &[u32],
     ) -> Result<PerNode, StoreError> {
-        let per_org = per_org.replace(crate::domain::measure::COUNTED, COUNTED_EVENTS);
-        let sql = if own {
-            format!("SELECT org AS node, vals FROM ({per_org})")
-        } else {
-            format!(
-                "SELECT node, groupArray(v) AS vals FROM (\
-                   SELECT node, arrayJoin(arrayEnumerate(vals)) AS i, toInt64(sum(vals[i])) AS v FROM (\
-                     SELECT ancestors, vals FROM ({per_org}) AS q \
-                     ANY INNER JOIN (SELECT code AS org, ancestors FROM org_nodes) AS o USING org\
-                   ) ARRAY JOIN ancestors AS node GROUP BY node, i ORDER BY node, i\
-                 ) GROUP BY node"
-            )
-        };
-        // Named with its database: on a cluster each shard runs the query's joins and IN
-        // subqueries over `events` itself, in its own default database.
-        let sql = sql.replace(
-            "FROM org_nodes",
-            &format!("FROM {}.org_nodes", self.database()),
-        );
-        let mut query = self.client().query(&sql);
-        // One binding per COUNTED_EVENTS in the per-org query.
-        for _ in 0..per_org.matches(COUNTED_EVENTS).count() {
-            query = query.bind(counted_imports_param(imports));
-        }
-        let rows: Vec<NodeValues> = query
+        let sql = per_node_sql(self.database(), per_org, own, imports);
+        let rows: Vec<NodeValues> = self
+            .client()
+            .query(&sql)
             .with_setting("wait_end_of_query", "1")
             .fetch_all()
             .await?;
         Ok(rows.into_iter().map(|r| (r.node, r.vals)).collect())
+    }
+
+    /// The recomputation's queries as text (`SELECT node, vals …`, one per distinct leaf of the
+    /// catalogue's measures), named by the first metric that reads each: what a check on
+    /// another ClickHouse runs.
+    pub fn recompute_queries(
+        &self,
+        catalogue: &Catalogue,
+        now: OffsetDateTime,
+        imports: &[u32],
+    ) -> Vec<(String, String)> {
+        let today = local_date(now);
+        let mut seen: Vec<&Measure> = Vec::new();
+        let mut out = Vec::new();
+        for def in &catalogue.metrics {
+            for (i, leaf) in def.measure.leaves().into_iter().enumerate() {
+                if seen.contains(&leaf) {
+                    continue;
+                }
+                seen.push(leaf);
+                if let Some(q) = leaf.sql(today, now.unix_timestamp()) {
+                    out.push((
+                        format!("{}#{i} ({})", def.name, leaf.type_name()),
+                        per_node_sql(self.database(), &q.sql, q.per_org, imports),
+                    ));
+                }
+            }
+        }
+        out
     }
 
     /// Every node's reading of every metric of `catalogue` at `now`, from the stored records
@@ -138,4 +178,3 @@ impl Store {
         Ok(values)
     }
 }
-

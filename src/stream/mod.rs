@@ -6,7 +6,9 @@
 //! | [`resume`] | epochs and their message logs, for a client that reconnects |
 //! | [`render`] | a delta's `nodes`, rendered once per tick for every screen watching the same thing |
 //! | [`presence`] | who is connected, watching what |
+//! | [`across`] | the screens and epochs of the other instances on one record stream |
 
+pub mod across;
 pub mod presence;
 pub mod render;
 pub mod resume;

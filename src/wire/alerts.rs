@@ -242,8 +242,15 @@ pub fn group_alerts(
     let mut out: Vec<AlertGroup> = groups.into_values().collect();
     for g in &mut out {
         // A rule on a metric's status: titled by what its alerts are (all missed: 未达标).
-        if let Some(rule) = rules.iter().find(|r| r.name == g.rule && r.watches_status()) {
-            let label = rule.condition.metric().and_then(|m| catalogue.get(m)).map(|d| d.label_zh.clone());
+        if let Some(rule) = rules
+            .iter()
+            .find(|r| r.name == g.rule && r.watches_status())
+        {
+            let label = rule
+                .condition
+                .metric()
+                .and_then(|m| catalogue.get(m))
+                .map(|d| d.label_zh.clone());
             let all = |s: &str| g.alerts.iter().all(|a| a.status == Some(s));
             if let (Some(label), None) = (label, &rule.title) {
                 if all("missed") {

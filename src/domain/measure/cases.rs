@@ -504,9 +504,11 @@ impl CasesLeaf {
             // Per deadline, the oldest open case past it is the one that passed it first
             // (`counted` holds what each case adds to the overdue counts now).
             for (i, d) in self.deadlines.iter().enumerate() {
-                let passed = self.open_by_org[org as usize]
-                    .iter()
-                    .find(|(_, id)| self.cases.get(id).is_some_and(|c| c.counted & (1 << i) != 0));
+                let passed = self.open_by_org[org as usize].iter().find(|(_, id)| {
+                    self.cases
+                        .get(id)
+                        .is_some_and(|c| c.counted & (1 << i) != 0)
+                });
                 if let Some((opened, _)) = passed {
                     let at = opened
                         .saturating_add(d.days.saturating_mul(DAY))

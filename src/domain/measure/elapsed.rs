@@ -78,11 +78,7 @@ impl Elapsed {
 
     /// Per node directly (kept "per org"): a quantile does not add up the tree.
     pub fn sql(&self) -> (String, bool) {
-        let to_kinds: Vec<String> = self
-            .to
-            .iter()
-            .map(|k| common::quoted(k.as_str()))
-            .collect();
+        let to_kinds: Vec<String> = self.to.iter().map(|k| common::quoted(k.as_str())).collect();
         (
             format!(
                 "SELECT node AS org, [toInt64(quantileExact({quantile:?})(d)), toInt64(count())] AS vals FROM (\

@@ -343,7 +343,10 @@ mod tests {
             assert!(e.reason.contains(key), "{measure}: {e}");
         }
         let e = parse("type = \"median\"\nkind = \"staff.hired\"").unwrap_err();
-        assert!(e.reason.contains("median") && e.reason.contains("count"), "{e}");
+        assert!(
+            e.reason.contains("median") && e.reason.contains("count"),
+            "{e}"
+        );
         // What each type needs is still required.
         let e = parse("type = \"sum\"\nkind = \"volunteer.activity_held\"").unwrap_err();
         assert!(e.reason.contains("field"), "{e}");
@@ -358,6 +361,14 @@ mod tests {
             .filter(|m| m.measure.lower_is_better())
             .map(|m| m.name.as_str())
             .collect();
-        assert_eq!(lower, ["open_appeals", "work_order_take_hours", "work_orders", "feedback"]);
+        assert_eq!(
+            lower,
+            [
+                "open_appeals",
+                "work_order_take_hours",
+                "work_orders",
+                "feedback"
+            ]
+        );
     }
 }

@@ -96,7 +96,13 @@ impl Nodes {
         let latest: Vec<String> = self
             .when
             .iter()
-            .map(|c| format!(", argMax({}, (at, seq)) AS v_{}", common::num(&c.field), c.field))
+            .map(|c| {
+                format!(
+                    ", argMax({}, (at, seq)) AS v_{}",
+                    common::num(&c.field),
+                    c.field
+                )
+            })
             .collect();
         (
             format!(

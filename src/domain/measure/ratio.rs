@@ -47,7 +47,11 @@ impl Ratio {
         let has_data = self.den.side_has_data(den);
         Reading {
             num: self.num.side_amount(num),
-            den: Some(if has_data { self.den.side_amount(den) } else { 0 }),
+            den: Some(if has_data {
+                self.den.side_amount(den)
+            } else {
+                0
+            }),
             has_data,
             ..Reading::default()
         }

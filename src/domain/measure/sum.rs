@@ -50,7 +50,13 @@ impl Sum {
     }
 
     pub fn leaf(&self, tree: &OrgTree) -> CountLeaf {
-        CountLeaf::new(Some(&self.field), &self.when, self.period, self.own, tree.len())
+        CountLeaf::new(
+            Some(&self.field),
+            &self.when,
+            self.period,
+            self.own,
+            tree.len(),
+        )
     }
 
     pub fn sql(&self, today: Date) -> (String, bool) {

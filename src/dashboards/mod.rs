@@ -2,6 +2,8 @@
 //! file changes (a broken file is reported and its previous version stays in service). Metrics:
 //! `dashboards/metrics/*.toml`, read into the catalogue ([`load_catalogue`]).
 
+pub mod switch;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
