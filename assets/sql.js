@@ -28,7 +28,7 @@
       const o = el("option", (n === org ? "" : "　") + n.name); o.value = n.code; select.appendChild(o);
     }
     select.onchange = () => refreshSchema();
-    await Promise.all([refreshSchema(), refreshSaved(), refreshHistory()]);
+    await Promise.all([refreshSchema(), refreshSaved(), refreshHistory(), showSamples()]);
   }
 
   function showLogin() {
@@ -55,6 +55,19 @@
       s.ondblclick = () => insert(table);
       for (const c of cols) { const code = el("code", `${c.name}  ${c.type}`); code.ondblclick = () => insert(c.name); d.appendChild(code); }
       box.appendChild(d);
+    }
+  }
+
+  // Worked examples over what every scope may read (the same queries are run on ClickHouse
+  // 18.16 and on a current ClickHouse by the tests).
+  async function showSamples() {
+    const list = $("samples"); list.innerHTML = "";
+    const r = await fetch("/assets/sql-samples.json"); if (!r.ok) return;
+    for (const q of await r.json()) {
+      const li = el("li"); li.appendChild(el("div", q.title));
+      li.title = q.sql;
+      li.onclick = () => { $("editor").value = q.sql; status("示例已放入编辑框：按“运行”或 Ctrl+Enter"); };
+      list.appendChild(li);
     }
   }
 

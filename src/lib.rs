@@ -56,5 +56,6 @@ pub use dashboards::load_catalogue;
 pub use http::AppState;
 pub use live::hub::Clock;
 pub use reference::{load_org_tree, DistrictMap};
-pub use sql::scopes::ensure_scope_database;
+pub use sql::scopes::{ensure_scope_database, kind_views};
+pub use store::migrate::split_statements;
 pub use store::{ManagedClickHouse, Store, MIGRATIONS};

@@ -43,6 +43,8 @@ fn per_node_sql(database: &str, per_org: &str, own: bool, imports: &[u32]) -> St
         ),
     );
     let per_org = per_org.replace(crate::domain::measure::COUNTED, &counted);
+    // ALL INNER JOIN: the same on every ClickHouse (an ANY INNER JOIN joins each right row
+    // only once since version 20).
     let sql = if own {
         format!("SELECT org AS node, vals FROM ({per_org})")
     } else {
@@ -50,12 +52,23 @@ fn per_node_sql(database: &str, per_org: &str, own: bool, imports: &[u32]) -> St
             "SELECT node, groupArray(v) AS vals FROM (\
                SELECT node, arrayJoin(arrayEnumerate(vals)) AS i, toInt64(sum(vals[i])) AS v FROM (\
                  SELECT ancestors, vals FROM ({per_org}) AS q \
-                 ANY INNER JOIN (SELECT code AS org, ancestors FROM org_nodes) AS o USING org\
+                 ALL INNER JOIN (SELECT code AS org, ancestors FROM org_nodes) AS o USING org\
                ) ARRAY JOIN ancestors AS node GROUP BY node, i ORDER BY node, i\
              ) GROUP BY node"
         )
     };
     sql.replace("FROM org_nodes", &format!("FROM {database}.org_nodes"))
+}
+
+/// The number of nodes of `levels` in each node's subtree (what a `nodes` measure is a share
+/// of). Level names come from the closed `Level` enum, never from input.
+fn population_sql(levels: &[crate::domain::org::Level]) -> String {
+    let levels: Vec<String> = levels.iter().map(|l| format!("'{}'", l.as_str())).collect();
+    format!(
+        "SELECT node, toInt64(count()) AS nodes FROM org_nodes ARRAY JOIN ancestors AS node \
+         WHERE level IN ({}) GROUP BY node",
+        levels.join(", ")
+    )
 }
 
 impl Store {
@@ -78,8 +91,8 @@ impl Store {
     }
 
     /// The recomputation's queries as text (`SELECT node, vals …`, one per distinct leaf of the
-    /// catalogue's measures), named by the first metric that reads each: what a check on
-    /// another ClickHouse runs.
+    /// catalogue's measures, and `SELECT node, nodes` for the population a share is of), named
+    /// by the first metric that reads each: what a check on another ClickHouse runs.
     pub fn recompute_queries(
         &self,
         catalogue: &Catalogue,
@@ -99,6 +112,12 @@ impl Store {
                     out.push((
                         format!("{}#{i} ({})", def.name, leaf.type_name()),
                         per_node_sql(self.database(), &q.sql, q.per_org, imports),
+                    ));
+                }
+                if let Some(levels) = leaf.population_levels() {
+                    out.push((
+                        format!("{}#{i} (population)", def.name),
+                        population_sql(levels),
                     ));
                 }
             }
@@ -158,14 +177,9 @@ impl Store {
         mut values: PerNode,
         levels: &[crate::domain::org::Level],
     ) -> Result<PerNode, StoreError> {
-        let levels: Vec<String> = levels.iter().map(|l| format!("'{}'", l.as_str())).collect();
         let rows: Vec<(String, i64)> = self
             .client()
-            .query(&format!(
-                "SELECT node, toInt64(count()) FROM org_nodes ARRAY JOIN ancestors AS node \
-                 WHERE level IN ({}) GROUP BY node",
-                levels.join(", ")
-            ))
+            .query(&population_sql(levels))
             .fetch_all()
             .await?;
         for (node, n) in rows {

@@ -772,12 +772,21 @@ async fn a_stream_writer_stuck_on_an_insert_says_so_as_the_local_one_does() {
         if status == 503 && body["writer"] != "ok" {
             break body;
         }
-        assert!(Instant::now() < deadline, "readyz never said the stream's writer is stuck: {body}");
+        assert!(
+            Instant::now() < deadline,
+            "readyz never said the stream's writer is stuck: {body}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert!(readiness["writer"].as_str().unwrap().contains("num_values"), "{readiness}");
+    assert!(
+        readiness["writer"].as_str().unwrap().contains("num_values"),
+        "{readiness}"
+    );
     let metrics = app.get("/metrics").await.text().await.unwrap();
-    assert!(metrics.contains("vscc_ingest_writer_blocked 1"), "{metrics}");
+    assert!(
+        metrics.contains("vscc_ingest_writer_blocked 1"),
+        "{metrics}"
+    );
     assert!(
         metrics.contains(r#"vscc_ingest_insert_failures_total{retryable="no"}"#),
         "{metrics}"
@@ -795,15 +804,24 @@ async fn a_stream_writer_stuck_on_an_insert_says_so_as_the_local_one_does() {
             assert_eq!(ids, 3);
             break;
         }
-        assert!(Instant::now() < deadline, "the records did not land once the store was fixed");
+        assert!(
+            Instant::now() < deadline,
+            "the records did not land once the store was fixed"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     while app.get("/readyz").await.status() != 200 {
-        assert!(Instant::now() < deadline, "readyz stayed unready after the fix");
+        assert!(
+            Instant::now() < deadline,
+            "readyz stayed unready after the fix"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let metrics = app.get("/metrics").await.text().await.unwrap();
-    assert!(metrics.contains("vscc_ingest_writer_blocked 0"), "{metrics}");
+    assert!(
+        metrics.contains("vscc_ingest_writer_blocked 0"),
+        "{metrics}"
+    );
     app.stop().await;
 }

@@ -491,7 +491,11 @@ async fn the_openapi_document_says_what_the_server_does() {
         };
         let literal = |t: &str| t.split('/').filter(|s| !s.starts_with('{')).count();
         let paths = doc["paths"].as_object().unwrap();
-        let best = paths.keys().filter(|o| matches(o)).map(|o| literal(o)).max();
+        let best = paths
+            .keys()
+            .filter(|o| matches(o))
+            .map(|o| literal(o))
+            .max();
         let declared: Vec<&str> = methods
             .iter()
             .copied()

@@ -92,7 +92,12 @@ fn climbing_imports(src: &Path) -> Vec<String> {
         let text = std::fs::read_to_string(&file).unwrap();
         for (i, line) in text.lines().enumerate() {
             // A module's own tests (at its end) may use what their fixtures need.
-            if line.trim() == "#[cfg(test)]" && text.lines().nth(i + 1).is_some_and(|n| n.trim_start().starts_with("mod tests")) {
+            if line.trim() == "#[cfg(test)]"
+                && text
+                    .lines()
+                    .nth(i + 1)
+                    .is_some_and(|n| n.trim_start().starts_with("mod tests"))
+            {
                 break;
             }
             if line.trim_start().starts_with("//") {
@@ -117,7 +122,11 @@ fn climbing_imports(src: &Path) -> Vec<String> {
 #[test]
 fn no_module_imports_one_of_a_higher_layer() {
     let bad = climbing_imports(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"));
-    assert!(bad.is_empty(), "imports that climb lib.rs's layer table:\n{}", bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "imports that climb lib.rs's layer table:\n{}",
+        bad.join("\n")
+    );
 }
 
 #[test]
@@ -134,5 +143,8 @@ fn the_layer_check_sees_a_climbing_import() {
     .unwrap();
     let bad = climbing_imports(tmp.path());
     assert_eq!(bad.len(), 2, "{bad:?}");
-    assert!(bad[0].contains("src/domain/mod.rs:1: domain (layer 1) uses live (layer 3)"), "{bad:?}");
+    assert!(
+        bad[0].contains("src/domain/mod.rs:1: domain (layer 1) uses live (layer 3)"),
+        "{bad:?}"
+    );
 }

@@ -11,6 +11,7 @@ mod alerts;
 mod broker;
 mod ch_cluster;
 mod cluster_store;
+mod current_clickhouse;
 mod dashboards;
 mod definitions;
 mod drill;

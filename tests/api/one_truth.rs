@@ -18,7 +18,9 @@ fn every_page_reads_the_same_status_legibly_and_duty_officers_get_groups() {
 /// An appeal received `days_ago` days and 12 hours ago at `org`, not accepted (the half day
 /// keeps whole-day counts away from their boundaries however long the test takes).
 fn appeal(id: &str, org: &str, days_ago: i64) -> Value {
-    let at = time::OffsetDateTime::now_utc() - time::Duration::days(days_ago) - time::Duration::hours(12);
+    let at = time::OffsetDateTime::now_utc()
+        - time::Duration::days(days_ago)
+        - time::Duration::hours(12);
     json!({"id": id, "kind": "appeal.received", "org": org,
         "at": vscc::domain::time::rfc3339(at), "data": {"appeal_id": id}})
 }
@@ -42,7 +44,9 @@ async fn a_metric_without_a_target_is_tracked_on_every_node_never_on_track() {
     assert!(untargeted.len() >= 5, "{untargeted:?}");
     let mut tracked = 0;
     for scope in ["440300", "440303", "440305001"] {
-        let figures: Value = app.get_json(&format!("/api/v1/metrics?scope={scope}")).await;
+        let figures: Value = app
+            .get_json(&format!("/api/v1/metrics?scope={scope}"))
+            .await;
         for (code, metrics) in figures["nodes"].as_object().unwrap() {
             for m in &untargeted {
                 let Some(f) = metrics.get(*m) else { continue };
@@ -138,7 +142,12 @@ async fn alerts_come_grouped_by_rule_and_district_dated_from_the_data_also_after
     // After a restart the breach still dates from the data, not from the restart.
     let again = common::spawn_app_with(settings).await;
     again.state.alerts.restore().await.unwrap();
-    again.state.alerts.evaluate(again.state.hub.now()).await.unwrap();
+    again
+        .state
+        .alerts
+        .evaluate(again.state.hub.now())
+        .await
+        .unwrap();
     let answer: Value = again.get_json("/api/v1/alerts?state=firing").await;
     let same = answer["alerts"]
         .as_array()
@@ -156,10 +165,17 @@ async fn a_resolution_keeps_the_text_as_fired_and_records_its_value() {
     let mut settings = common::test_settings();
     settings.alerts.eval_interval_ms = 0;
     let app = common::spawn_app_with(settings).await;
-    let events = vec![appeal("ot-r1", "440305001", 30), appeal("ot-r2", "440305001", 25)];
+    let events = vec![
+        appeal("ot-r1", "440305001", 30),
+        appeal("ot-r2", "440305001", 25),
+    ];
     assert_eq!(app.post_events(&json!(events)).await.status(), 200);
     app.wait_landed().await;
-    app.state.alerts.evaluate(app.state.hub.now()).await.unwrap();
+    app.state
+        .alerts
+        .evaluate(app.state.hub.now())
+        .await
+        .unwrap();
     let closed: Vec<Value> = ["ot-r1", "ot-r2"]
         .iter()
         .map(|id| {
@@ -169,7 +185,11 @@ async fn a_resolution_keeps_the_text_as_fired_and_records_its_value() {
         .collect();
     assert_eq!(app.post_events(&json!(closed)).await.status(), 200);
     app.wait_landed().await;
-    app.state.alerts.evaluate(app.state.hub.now()).await.unwrap();
+    app.state
+        .alerts
+        .evaluate(app.state.hub.now())
+        .await
+        .unwrap();
     let history: Value = app.get_json("/api/v1/alerts/history?limit=50").await;
     let resolved = history
         .as_array()
@@ -178,7 +198,10 @@ async fn a_resolution_keeps_the_text_as_fired_and_records_its_value() {
         .find(|h| h["state"] == "resolved" && h["node"] == "440305001")
         .expect("the alert resolved");
     assert!(
-        resolved["summary"].as_str().unwrap().contains("有 2 件信访超期"),
+        resolved["summary"]
+            .as_str()
+            .unwrap()
+            .contains("有 2 件信访超期"),
         "{resolved}"
     );
     assert_eq!(resolved["value"], 0.0);
@@ -194,7 +217,10 @@ async fn the_scorecard_counts_every_cell_and_judges_one_off_targets() {
         json!({"id": id, "kind": "staffing.reported", "org": org, "at": "2026-01-05T09:00:00+08:00",
             "data": {"approved_posts": 100, "filled_posts": filled}})
     };
-    let events = vec![staffing("sc-1", "440303", 99), staffing("sc-2", "440304", 80)];
+    let events = vec![
+        staffing("sc-1", "440303", 99),
+        staffing("sc-2", "440304", 80),
+    ];
     assert_eq!(app.post_events(&json!(events)).await.status(), 200);
     let card: Value = app.get_json("/api/v1/scorecard?scope=440300").await;
     let cells: u64 = card["overall"]["cells"]
@@ -260,7 +286,10 @@ async fn a_districts_brief_speaks_of_the_district() {
         .iter()
         .map(|m| m["id"].as_str().unwrap())
         .collect();
-    assert!(!ids.contains(&"legal_aid_stations") && ids.contains(&"staffing_rate"), "{ids:?}");
+    assert!(
+        !ids.contains(&"legal_aid_stations") && ids.contains(&"staffing_rate"),
+        "{ids:?}"
+    );
     for m in brief["metrics"].as_array().unwrap() {
         if m["target"].is_null() {
             assert_ne!(m["day"]["status"], "on_track", "{}", m["id"]);

@@ -85,10 +85,16 @@ async fn clickhouse_refuses_writes_ddl_settings_table_functions_and_other_databa
     assert!(answer["error"].as_str().unwrap().contains("Syntax error"));
     // A Chinese alias written bare: ClickHouse's syntax error, with the way out.
     let (status, answer) = app
-        .query(&analyst, json!({"sql": "SELECT count() AS 记录数 FROM events"}))
+        .query(
+            &analyst,
+            json!({"sql": "SELECT count() AS 记录数 FROM events"}),
+        )
         .await;
     assert_eq!(status, 400, "{answer}");
-    assert!(answer["error"].as_str().unwrap().contains("反引号"), "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("反引号"),
+        "{answer}"
+    );
     app.stop().await;
 }
 
@@ -380,9 +386,13 @@ async fn csv_out_history_and_saved_queries() {
         .unwrap()
         .starts_with("text/csv"));
     // Named after what it reads, for the analyst's downloads folder.
-    let disposition = res.headers()["content-disposition"].to_str().unwrap().to_string();
+    let disposition = res.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .to_string();
     assert!(
-        disposition.starts_with("attachment; filename=\"numbers-") && disposition.ends_with(".csv\""),
+        disposition.starts_with("attachment; filename=\"numbers-")
+            && disposition.ends_with(".csv\""),
         "{disposition}"
     );
     // A byte-order mark first, so that Excel on Chinese Windows reads UTF-8.
@@ -583,8 +593,17 @@ async fn nobody_reads_password_hashes_through_sql_and_bookkeeping_is_not_listed(
         .iter()
         .map(|c| c["table"].as_str().unwrap())
         .collect();
-    assert!(tables.contains("events") && tables.contains("alert_events"), "{tables:?}");
-    for hidden in ["users", "schema_migrations", "saved_queries", "screen_tokens", "alert_notifications"] {
+    assert!(
+        tables.contains("events") && tables.contains("alert_events"),
+        "{tables:?}"
+    );
+    for hidden in [
+        "users",
+        "schema_migrations",
+        "saved_queries",
+        "screen_tokens",
+        "alert_notifications",
+    ] {
         assert!(!tables.contains(hidden), "{hidden} listed: {tables:?}");
     }
     app.stop().await;

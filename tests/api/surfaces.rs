@@ -92,7 +92,11 @@ async fn a_fifo_or_a_link_to_dev_zero_among_the_definitions_jams_neither_reloadi
     tokio::time::sleep(Duration::from_secs(2)).await;
     // A change after them is still seen: a broken file (a target of nan) is refused, naming the
     // file and the line, and said in /readyz and /metrics.
-    std::fs::write(metrics.join("nan_target.toml"), metric_file("nan_target", "nan")).unwrap();
+    std::fs::write(
+        metrics.join("nan_target.toml"),
+        metric_file("nan_target", "nan"),
+    )
+    .unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
     let refused = loop {
         let ready = readiness(&http, &base).await;
@@ -181,7 +185,11 @@ async fn a_restart_with_a_refused_definition_file_starts_with_the_last_good_set_
     let text = app.get("/metrics").await.text().await.unwrap();
     assert!(text.contains("vscc_metric_definitions_last_reload_successful 0"));
     let catalogue = app.get_json("/api/v1/catalogue").await;
-    assert_eq!(catalogue.as_array().unwrap().len(), 29, "the last good set is in service");
+    assert_eq!(
+        catalogue.as_array().unwrap().len(),
+        29,
+        "the last good set is in service"
+    );
     assert!(catalogue.to_string().len() < 100_000);
     app.stop().await;
     // With no last good set kept (a new spool), the refusal stops the start, naming the file.
@@ -196,7 +204,13 @@ async fn a_restart_with_a_refused_definition_file_starts_with_the_last_good_set_
 #[tokio::test]
 async fn dates_a_client_names_are_checked_against_the_stores_range() {
     let app = common::spawn_app().await;
-    for date in ["0000-01-01", "-0001-01-01", "1969-12-31", "9999-12-31", "2024-02-30"] {
+    for date in [
+        "0000-01-01",
+        "-0001-01-01",
+        "1969-12-31",
+        "9999-12-31",
+        "2024-02-30",
+    ] {
         for path in ["/api/v1/brief", "/api/v1/brief/pdf"] {
             let res = app.get(&format!("{path}?date={date}")).await;
             assert_eq!(res.status(), 400, "{path}?date={date}");
@@ -227,11 +241,23 @@ async fn without_a_token_only_the_pages_the_probes_and_the_docs_answer() {
         assert!(body["error"].is_string(), "{path}: {body}");
     }
     // The pages are shells (they ask for a token); the probes and the API's description answer.
-    for path in ["/", "/board", "/duty", "/metric/staffing_rate", "/assets/common.js", "/healthz", "/readyz", "/openapi.json"] {
+    for path in [
+        "/",
+        "/board",
+        "/duty",
+        "/metric/staffing_rate",
+        "/assets/common.js",
+        "/healthz",
+        "/readyz",
+        "/openapi.json",
+    ] {
         assert_eq!(anon(path).await.unwrap().status(), 200, "{path}");
     }
     let shell = anon("/").await.unwrap().text().await.unwrap();
-    assert!(!shell.contains("编制人员到位率"), "a page carries no figures of its own");
+    assert!(
+        !shell.contains("编制人员到位率"),
+        "a page carries no figures of its own"
+    );
     app.stop().await;
 
     // A wall screen's anonymous role opens what a wall needs — not /metrics; Prometheus scrapes
@@ -241,7 +267,13 @@ async fn without_a_token_only_the_pages_the_probes_and_the_docs_answer() {
     settings.auth.metrics_token = "scrape-me".into();
     let app = common::spawn_app_with(settings).await;
     let anon = |path: &str| app.http.get(format!("{}{path}", app.base)).send();
-    for path in ["/api/v1/catalogue", "/api/v1/org", "/api/v1/geo/districts", "/api/v1/dashboards/city-overview", "/api/v1/metrics?scope=440300"] {
+    for path in [
+        "/api/v1/catalogue",
+        "/api/v1/org",
+        "/api/v1/geo/districts",
+        "/api/v1/dashboards/city-overview",
+        "/api/v1/metrics?scope=440300",
+    ] {
         assert_eq!(anon(path).await.unwrap().status(), 200, "{path}");
     }
     assert_eq!(anon("/metrics").await.unwrap().status(), 401);
@@ -255,7 +287,13 @@ async fn without_a_token_only_the_pages_the_probes_and_the_docs_answer() {
     assert_eq!(scraped.status(), 200);
     assert!(scraped.text().await.unwrap().contains("vscc_"));
     let leader = app.user_token("metrics-leader", "leader", "440300").await;
-    let res = app.http.get(format!("{}/metrics", app.base)).bearer_auth(&leader).send().await.unwrap();
+    let res = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .bearer_auth(&leader)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 403, "a leader's token does not read /metrics");
     app.stop().await;
 }
@@ -275,9 +313,24 @@ async fn a_records_data_is_bounded() {
     let res = app.post_events(&events).await;
     let body: Value = res.json().await.unwrap();
     let rejected = body["errors"].as_array().unwrap();
-    assert_eq!(rejected.len(), 1, "{}", &body.to_string()[..300.min(body.to_string().len())]);
-    assert_eq!((rejected[0]["index"].as_u64(), rejected[0]["field"].as_str()), (Some(0), Some("data")));
-    assert!(rejected[0]["reason"].as_str().unwrap().contains("at most 8192"), "{}", rejected[0]);
+    assert_eq!(
+        rejected.len(),
+        1,
+        "{}",
+        &body.to_string()[..300.min(body.to_string().len())]
+    );
+    assert_eq!(
+        (rejected[0]["index"].as_u64(), rejected[0]["field"].as_str()),
+        (Some(0), Some("data"))
+    );
+    assert!(
+        rejected[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("at most 8192"),
+        "{}",
+        rejected[0]
+    );
     assert_eq!(body["accepted"], 1, "the good record beside it is kept");
     app.stop().await;
 }
@@ -301,7 +354,10 @@ async fn errors_name_the_parameter_and_keep_the_json_shape() {
         let res = app.get(path).await;
         assert!(res.status().is_client_error(), "{path}: {}", res.status());
         assert!(
-            res.headers()["content-type"].to_str().unwrap().starts_with("application/json"),
+            res.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("application/json"),
             "{path}"
         );
         let body: Value = res.json().await.unwrap();
@@ -310,18 +366,31 @@ async fn errors_name_the_parameter_and_keep_the_json_shape() {
     }
     // The OpenAPI document marks the at-risk list's metric as required.
     let doc = app.get_json("/openapi.json").await;
-    let params = doc["paths"]["/api/v1/at-risk"]["get"]["parameters"].as_array().unwrap().clone();
+    let params = doc["paths"]["/api/v1/at-risk"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .clone();
     let metric = params.iter().find(|p| p["name"] == "metric").unwrap();
     assert_eq!(metric["required"], true, "{metric}");
     // OPTIONS names the methods the path itself takes (not those of /api/v1/query/{id}).
     let res = app
         .http
-        .request(reqwest::Method::OPTIONS, format!("{}/api/v1/query/history", app.base))
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/api/v1/query/history", app.base),
+        )
         .send()
         .await
         .unwrap();
-    let allow = res.headers().get("allow").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
-    assert!(allow.contains("GET") && !allow.contains("DELETE"), "Allow: {allow}");
+    let allow = res
+        .headers()
+        .get("allow")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    assert!(
+        allow.contains("GET") && !allow.contains("DELETE"),
+        "Allow: {allow}"
+    );
     app.stop().await;
 }
 
@@ -334,7 +403,8 @@ fn server_sockets(server_port: u16, clients: &[u16]) -> Vec<(String, u64)> {
         .skip(1)
         .filter_map(|line| {
             let cols: Vec<&str> = line.split_whitespace().collect();
-            let port = |addr: &str| u16::from_str_radix(addr.rsplit(':').next().unwrap(), 16).unwrap();
+            let port =
+                |addr: &str| u16::from_str_radix(addr.rsplit(':').next().unwrap(), 16).unwrap();
             let (tx, _) = cols[4].split_once(':').unwrap();
             (port(cols[1]) == server_port && clients.contains(&port(cols[2])))
                 .then(|| (cols[3].to_string(), u64::from_str_radix(tx, 16).unwrap()))
@@ -347,7 +417,9 @@ fn tcp_kernel_bytes() -> u64 {
     let text = std::fs::read_to_string("/proc/net/sockstat").unwrap();
     let line = text.lines().find(|l| l.starts_with("TCP:")).unwrap();
     let words: Vec<&str> = line.split_whitespace().collect();
-    let pages: u64 = words[words.iter().position(|w| *w == "mem").unwrap() + 1].parse().unwrap();
+    let pages: u64 = words[words.iter().position(|w| *w == "mem").unwrap() + 1]
+        .parse()
+        .unwrap();
     pages * 4096
 }
 
@@ -360,19 +432,24 @@ async fn screens_that_stop_reading_hold_a_bounded_send_buffer_and_are_reset() {
     let spool = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let token = "slow-admin";
     let database = format!("test_{}", uuid::Uuid::new_v4().simple());
-    let _server = Server(common::serve_command(port, &database, spool.path(), token)
-        .env("VSCC__STREAM__TICK_MS", "50")
-        .env("VSCC__STREAM__SEND_TIMEOUT_MS", "3000")
-        .env("VSCC__STREAM__HEARTBEAT_MS", "1000")
-        .env("VSCC__STREAM__IDLE_TIMEOUT_MS", "6000")
-        .env("VSCC__STREAM__SEND_BUFFER_BYTES", SEND_BUFFER.to_string())
-        .spawn()
-        .unwrap());
+    let _server = Server(
+        common::serve_command(port, &database, spool.path(), token)
+            .env("VSCC__STREAM__TICK_MS", "50")
+            .env("VSCC__STREAM__SEND_TIMEOUT_MS", "3000")
+            .env("VSCC__STREAM__HEARTBEAT_MS", "1000")
+            .env("VSCC__STREAM__IDLE_TIMEOUT_MS", "6000")
+            .env("VSCC__STREAM__SEND_BUFFER_BYTES", SEND_BUFFER.to_string())
+            .spawn()
+            .unwrap(),
+    );
     let http = reqwest::Client::new();
     common::wait_ready(&http, &base).await;
     let kernel_before = tcp_kernel_bytes();
     // Screens that subscribe to every district, again and again, and never read a byte.
-    let districts = ["440303", "440304", "440305", "440306", "440307", "440308", "440309", "440310", "440311", "440399"];
+    let districts = [
+        "440303", "440304", "440305", "440306", "440307", "440308", "440309", "440310", "440311",
+        "440399",
+    ];
     let mut ports = Vec::new();
     let mut writers = Vec::new();
     for _ in 0..CLIENTS {
@@ -382,7 +459,11 @@ async fn screens_that_stop_reading_hold_a_bounded_send_buffer_and_are_reset() {
             for round in 0..200 {
                 for d in districts {
                     let msg = json!({"type": "subscribe", "id": d, "scope": d, "metrics": []});
-                    if ws.send(Message::Text(msg.to_string().into())).await.is_err() {
+                    if ws
+                        .send(Message::Text(msg.to_string().into()))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }
@@ -401,7 +482,12 @@ async fn screens_that_stop_reading_hold_a_bounded_send_buffer_and_are_reset() {
             for i in 0.. {
                 let events = json!([{"id": format!("slow-{i}"), "kind": "appeal.received", "org": "440303001",
                     "at": "2026-11-01T09:00:00+08:00", "data": {"appeal_id": format!("S-{i}")}}]);
-                let _ = http.post(format!("{base}/api/v1/events")).bearer_auth(token).json(&events).send().await;
+                let _ = http
+                    .post(format!("{base}/api/v1/events"))
+                    .bearer_auth(token)
+                    .json(&events)
+                    .send()
+                    .await;
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
@@ -419,8 +505,10 @@ async fn screens_that_stop_reading_hold_a_bounded_send_buffer_and_are_reset() {
         // FIN_WAIT1 (04) with data queued: a connection closed politely to a peer that never
         // reads holds its buffer for minutes — what a reset avoids. A reset connection passes
         // through it for the moment between its shutdown and the server closing it.
-        let lingering: Vec<&(String, u64)> =
-            sockets.iter().filter(|(s, q)| s == "04" && *q > 0).collect();
+        let lingering: Vec<&(String, u64)> = sockets
+            .iter()
+            .filter(|(s, q)| s == "04" && *q > 0)
+            .collect();
         if lingering.is_empty() {
             lingering_since = None;
         } else {
@@ -448,8 +536,14 @@ async fn screens_that_stop_reading_hold_a_bounded_send_buffer_and_are_reset() {
         peak_kernel / 1024
     );
     // The kernel doubles SO_SNDBUF for its bookkeeping; what one socket queues stays near it.
-    assert!(peak_socket <= 2 * SEND_BUFFER + 64 * 1024, "{peak_socket} bytes on one socket");
-    assert!(peak_socket > 0, "the screens never filled their buffers: the test tested nothing");
+    assert!(
+        peak_socket <= 2 * SEND_BUFFER + 64 * 1024,
+        "{peak_socket} bytes on one socket"
+    );
+    assert!(
+        peak_socket > 0,
+        "the screens never filled their buffers: the test tested nothing"
+    );
     feeder.abort();
     for w in writers {
         w.abort();

@@ -79,6 +79,8 @@ impl Elapsed {
     /// Per node directly (kept "per org"): a quantile does not add up the tree.
     pub fn sql(&self) -> (String, bool) {
         let to_kinds: Vec<String> = self.to.iter().map(|k| common::quoted(k.as_str())).collect();
+        // ALL, not ANY: since ClickHouse 20 an ANY INNER JOIN joins each right row once, and
+        // the subjects opened at one org would all but one go missing (18.16 kept them all).
         (
             format!(
                 "SELECT node AS org, [toInt64(quantileExact({quantile:?})(d)), toInt64(count())] AS vals FROM (\
@@ -87,7 +89,7 @@ impl Elapsed {
                  greatest(toInt64(toUInt32(minIf(at, kind IN ({t})))) - toInt64(toUInt32(minIf(at, kind = {f}))), 0) AS d \
                  FROM events WHERE {kinds} AND {COUNTED} GROUP BY subject \
                  HAVING countIf(kind = {f}) > 0 AND countIf(kind IN ({t})) > 0) AS q \
-                 ANY INNER JOIN (SELECT code AS org, ancestors FROM org_nodes) AS o USING org\
+                 ALL INNER JOIN (SELECT code AS org, ancestors FROM org_nodes) AS o USING org\
                  ) ARRAY JOIN ancestors AS node GROUP BY node",
                 quantile = self.quantile,
                 f = common::quoted(self.from.as_str()),

@@ -74,10 +74,8 @@ pub async fn slow_reader_at(port: u16, token: &str) -> (Ws, u16) {
     let mut req = format!("ws://127.0.0.1:{port}/ws")
         .into_client_request()
         .unwrap();
-    req.headers_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().unwrap(),
-    );
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
     let (ws, _) = tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(stream))
         .await
         .unwrap();
