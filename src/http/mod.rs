@@ -322,7 +322,10 @@ pub fn client_addr(req: &actix_web::HttpRequest, state: &AppState) -> String {
 /// SIGINT or SIGTERM: drain — readiness answers 503 at once (a balancer stops sending new
 /// clients), the streams close spread over `drain` with code 1012 (screens reconnect elsewhere,
 /// or here later), requests keep being served meanwhile — then stop accepting and finish
-/// in-flight requests.
+/// in-flight requests. A second signal meanwhile stops at once: what was acknowledged is
+/// already in the log (fsynced) or the record stream, and a managed ClickHouse is stopped by
+/// the kernel (`PR_SET_PDEATHSIG`) — so a Ctrl-C on a whole cluster, whose record stream
+/// stopped first, does not wait out in-flight requests that can no longer finish.
 async fn stop_on_signal(
     handle: actix_web::dev::ServerHandle,
     streams: Arc<crate::stream::Streams>,
@@ -340,6 +343,14 @@ async fn stop_on_signal(
         _ = int.recv() => tracing::info!("SIGINT: shutting down"),
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
     }
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        tracing::warn!("a second signal: stopping now");
+        std::process::exit(130);
+    });
     streams.close_all(drain);
     // Each session closes at its moment within `drain`, then has a second for its close frame;
     // without sessions there is nothing to wait for.

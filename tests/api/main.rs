@@ -10,6 +10,7 @@ mod alert_delivery;
 mod alerts;
 mod broker;
 mod ch_cluster;
+mod cluster_script;
 mod cluster_store;
 mod current_clickhouse;
 mod dashboards;
