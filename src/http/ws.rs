@@ -32,6 +32,13 @@ fn origin_allowed(req: &HttpRequest, state: &AppState, origin: Option<&str>) -> 
 
 /// WebSocket upgrade; needs a valid token (header or `token` query parameter) and, from a
 /// browser, an Origin on the allow-list or this server's own address.
+///
+/// Client → server: `{"type": "subscribe", "id", "scope", "metrics", "resume": {"epoch", "seq"}}`,
+/// `{"type": "unsubscribe", "id"}`. Server → client: `snapshot` (the `nodes` of
+/// `/api/v1/metrics`), then `delta`s with `seq` rising by one. A delta's metric object
+/// **replaces** the client's whole object for that node and metric — a field absent from it is
+/// null (`oldest_days` once the last case closes); nodes and metrics it does not name are
+/// unchanged.
 #[utoipa::path(get, path = "/ws", tag = "figures",
     params(("token" = Option<String>, Query, description = "Bearer token, for browsers"),
         ("Upgrade" = String, Header, description = "websocket"),

@@ -9,7 +9,10 @@ use crate::domain::catalogue::{Deadline, Judged, MetricDef, Period, Unit};
 use crate::domain::metric::{self, MetricId};
 use crate::domain::org::{Level, NodeIdx, OrgTree};
 
-/// One metric's figure at one node.
+/// One metric's figure at one node. In a stream's delta it **replaces** the client's whole
+/// object for that node and metric: a field absent from it is null (`den`, `overdue`, the
+/// `overdue_*` counts and `oldest_days` are left out when null — `oldest_days` once the last
+/// case closes). `elapsed` metrics' values are fractional hours.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Figure {
     /// `num / den` as a double, unrounded (screens round to the metric's `precision`); null
@@ -35,7 +38,9 @@ pub struct Figure {
     #[serde(flatten)]
     #[schema(value_type = std::collections::BTreeMap<String, i64>)]
     pub extras: BTreeMap<String, i64>,
-    /// Cases only: age in days of the oldest open case.
+    /// Cases only: age in days of the oldest open case; absent (null) when none is open. A case
+    /// opened at the city under `closed_by = "level_above"` is closed by the city's own
+    /// closing record (the city has no level above).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub oldest_days: Option<i64>,
 }

@@ -43,6 +43,8 @@ pub enum ServerMessage<'a> {
         nodes: Nodes,
     },
     /// Only what changed; `nodes` is rendered once for every screen watching the same thing.
+    /// Each metric object in it replaces the client's whole object for that node and metric
+    /// (a field absent is null); nodes and metrics not named are unchanged.
     Delta {
         sub: &'a str,
         epoch: &'a str,

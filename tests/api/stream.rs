@@ -290,3 +290,67 @@ async fn scope_origin_and_token_are_checked() {
     assert_eq!(screens[0]["subscriptions"][0]["scope"], "440305");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn when_the_last_case_closes_the_delta_leaves_oldest_days_out_and_replaces_the_object() {
+    let app = spawn_app().await;
+    let street = "440303001";
+    let appeal = |id: &str, kind: &str, at: &str| json!({"id": id, "kind": kind, "org": "440303001001", "at": at, "data": {"appeal_id": "A-1"}});
+    let received = (time::OffsetDateTime::now_utc() - time::Duration::days(3))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    app.post_events(&json!([appeal("a1", "appeal.received", &received)]))
+        .await;
+    let mut ws = connect(&app, Some(app.admin_token()), None).await.unwrap();
+    subscribe(&mut ws, "s1", street, None).await;
+    let snap = next_json(&mut ws, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(snap["type"], "snapshot");
+    let mut view = snap["nodes"].clone();
+    let mut seq = snap["seq"].as_u64().unwrap();
+    // The open case, as the stream shows it: its age in days.
+    while view[street]["open_appeals"]["num"] != 1 {
+        let msg = next_json(&mut ws, Duration::from_secs(5))
+            .await
+            .expect("the open case arrives");
+        seq = msg["seq"].as_u64().unwrap();
+        merge(&mut view, &msg);
+    }
+    assert_eq!(view[street]["open_appeals"]["num"], 1, "{}", view[street]);
+    assert_eq!(view[street]["open_appeals"]["oldest_days"], 3);
+
+    let closed = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    app.post_events(&json!([appeal("a2", "appeal.closed", &closed)]))
+        .await;
+    let delta = loop {
+        let msg = next_json(&mut ws, Duration::from_secs(5))
+            .await
+            .expect("a delta when the case closes");
+        assert_eq!(msg["type"], "delta", "{msg}");
+        assert_eq!(msg["seq"].as_u64().unwrap(), seq + 1);
+        seq += 1;
+        if msg["nodes"][street]["open_appeals"].is_object() {
+            break msg;
+        }
+    };
+    let figure = &delta["nodes"][street]["open_appeals"];
+    assert_eq!(figure["num"], 0);
+    assert!(
+        figure.get("oldest_days").is_none(),
+        "no open case, no age: the field is left out, {figure}"
+    );
+    // Replacing the object (not merging into it) is what equals the REST answer.
+    merge(&mut view, &delta);
+    let rest = app
+        .get_json(&format!("/api/v1/metrics?scope={street}"))
+        .await;
+    assert_eq!(
+        rest["nodes"][street]["open_appeals"],
+        view[street]["open_appeals"]
+    );
+    assert!(rest["nodes"][street]["open_appeals"]
+        .get("oldest_days")
+        .is_none());
+    app.stop().await;
+}
