@@ -71,6 +71,9 @@ enum Command {
     /// The analysts' SQL: print the ClickHouse users file for an external server.
     #[command(subcommand)]
     Sql(SqlCommand),
+    /// Print every setting with its default and what it does: a starting vscc.toml
+    /// (`vscc config > vscc.toml`, then keep what you change).
+    Config,
 }
 
 #[derive(Subcommand)]
@@ -374,6 +377,10 @@ pub async fn main() -> anyhow::Result<()> {
     crate::telemetry::init(settings.server.log_format, "info,actix_server=warn");
 
     match cli.command {
+        Command::Config => {
+            print!("{}", crate::config::DEFAULTS.trim_start());
+            Ok(())
+        }
         Command::Serve(args) => serve::serve(settings, args, false).await,
         Command::Demo(args) => serve::serve(settings, args, true).await,
         Command::Migrate(args) => {

@@ -249,3 +249,24 @@ async fn readyz_says_not_ready_when_clickhouse_is_unreachable() {
     );
     app.stop().await;
 }
+
+#[test]
+fn vscc_config_prints_a_file_that_loads_as_the_defaults_and_can_be_edited() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vscc"))
+        .arg("config")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("[server]"), "{}", &text[..80.min(text.len())]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("vscc.toml");
+    // A user keeps the file and changes one value.
+    std::fs::write(&file, text.replace("drain_secs = 3", "drain_secs = 7")).unwrap();
+    let from_file = vscc::config::Settings::load(Some(&file)).unwrap();
+    let defaults = vscc::config::Settings::load(None).unwrap();
+    assert_eq!(from_file.server.drain_secs, 7);
+    assert_eq!(from_file.server.addr, defaults.server.addr);
+    assert_eq!(from_file.clickhouse.database, defaults.clickhouse.database);
+    assert_eq!(from_file.ingest.batch_rows, defaults.ingest.batch_rows);
+}
