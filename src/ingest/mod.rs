@@ -299,12 +299,7 @@ async fn start_local(
         spool::write_checkpoint(&dir, recovered.max_seq)?;
         spool::delete_consumed(&dir, recovered.max_seq)?;
     }
-    let stored_max: u64 = store
-        .client()
-        .query("SELECT maxIf(seq, seq < ?) FROM events")
-        .bind(IMPORT_SEQ_BASE)
-        .fetch_one()
-        .await?;
+    let stored_max = store.max_api_seq().await?;
     let next_seq = recovered.max_seq.max(stored_max) + 1;
 
     // Rebuild: every stored record that counts, in any order (applying is order-independent).

@@ -310,6 +310,17 @@ pub fn counted_imports_param(ok_imports: &[u32]) -> Vec<u32> {
 }
 
 impl Store {
+    /// The highest seq a record sent through the API (or the record stream) was stored under:
+    /// imports' seqs, in their own range above, left aside.
+    pub async fn max_api_seq(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .client
+            .query("SELECT maxIf(seq, seq < ?) FROM events")
+            .bind(crate::domain::record::IMPORT_SEQ_BASE)
+            .fetch_one()
+            .await?)
+    }
+
     /// The numbers of the ledger imports that finished, ascending.
     pub async fn ok_imports(&self) -> Result<Vec<u32>, StoreError> {
         Ok(self

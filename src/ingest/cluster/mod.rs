@@ -50,7 +50,6 @@ pub use lease::Leadership;
 
 use super::log::{Committed, IdSet, LogCounters};
 use super::writer::WriterHealth;
-use crate::domain::record::IMPORT_SEQ_BASE;
 use crate::store::insert::Attempts;
 use crate::store::Store;
 use reader::{follow_checkpoint, Reader};
@@ -199,12 +198,7 @@ pub async fn start(
     let base = match patiently("the stream's state", || read_u64(&state, SEQ_BASE_KEY)).await? {
         Some(b) => b,
         None => {
-            let stored: u64 = store
-                .client()
-                .query("SELECT maxIf(seq, seq < ?) FROM events")
-                .bind(IMPORT_SEQ_BASE)
-                .fetch_one()
-                .await?;
+            let stored = store.max_api_seq().await?;
             let proposed = stored / PER_MESSAGE + 1;
             match state
                 .create(SEQ_BASE_KEY, proposed.to_string().into())
