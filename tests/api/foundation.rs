@@ -258,7 +258,11 @@ fn vscc_config_prints_a_file_that_loads_as_the_defaults_and_can_be_edited() {
         .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.starts_with("[server]"), "{}", &text[..80.min(text.len())]);
+    assert!(
+        text.starts_with("[server]"),
+        "{}",
+        &text[..80.min(text.len())]
+    );
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("vscc.toml");
     // A user keeps the file and changes one value.

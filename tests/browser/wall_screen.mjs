@@ -137,6 +137,15 @@ try {
   const refusal = await sql.textContent("#status");
   check(refusal.includes("403") && refusal.includes("readonly"), `a write is refused by ClickHouse: ${refusal}`);
   await sql.waitForFunction(() => document.querySelectorAll("#history li").length >= 2, null, { timeout: 10000 });
+  // A sample query, picked from the list, runs as it is in the analyst's scope.
+  const samples = await sql.$$("#samples li");
+  check(samples.length >= 5, `the console offers sample queries (${samples.length})`);
+  await samples[3].click();
+  check((await sql.inputValue("#editor")).includes("toStartOfMonth"), "a sample goes into the editor");
+  await sql.click("#run");
+  await sql.waitForFunction(() => [...document.querySelectorAll("#result th")].some((t) => t.firstChild.textContent === "月份"), null, { timeout: 15000 });
+  const sampleRows = await sql.evaluate(() => document.querySelectorAll("#result tbody tr").length);
+  check(sampleRows > 0, `the sample answers (${sampleRows} rows)`);
   check(sqlErrors.length === 0, `the SQL console works without page errors (${sqlErrors.join(" | ")})`);
   await sql.fill("#editor", "SELECT district, kind, count() AS `记录数`\nFROM events\nGROUP BY district, kind\nORDER BY district, kind");
   await sql.click("#run");
