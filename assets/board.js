@@ -53,7 +53,7 @@
       return left < 0 ? day.replace(/前$/, "已截止") : day + " · 剩" + left + "天";
     }
     const f = (S.view[S.scope] || {})[meta.id];
-    if (f && f.due && /^(yearly|quarterly|monthly)$/.test(meta.deadline || "")) return t + " · 本期剩" + V.daysUntil(f.due) + "天";
+    if (f && f.due && /^(yearly|quarterly|monthly)$/.test(meta.deadline || "")) return t + " · 剩" + V.daysUntil(f.due) + "天";
     return t;
   }
 

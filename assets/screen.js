@@ -449,7 +449,7 @@
       list.appendChild(li);
     }
     if (!list.children.length) list.innerHTML = '<li class="muted">本范围暂无预警</li>';
-    document.getElementById("ticker-count").textContent = firing.length ? firing.reduce((n, g) => n + g.counts.firing, 0) + " 条 · " + firing.length + " 组" : "";
+    document.getElementById("ticker-count").textContent = firing.length ? firing.length + " 组 · " + firing.reduce((n, g) => n + g.counts.firing, 0) + " 个单位" : "";
     list.scrollTop = 0;
   }
   // The ticker scrolls through what does not fit, a line at a time, and starts over.

@@ -31,7 +31,7 @@ url = ""
 database = "vscc"
 user = "default"
 password = ""
-# A ClickHouse cluster instead of one server (README, "Beyond one machine"): its name in the
+# A ClickHouse cluster instead of one server (README, "Several instances"): its name in the
 # servers' remote_servers, and each shard's replicas' HTTP URLs, shards separated by ";" and
 # replicas by "," in the order of remote_servers. `url` is then where reads go (any server, or
 # HAProxy in front of them); record inserts go to each shard, acknowledged by `insert_quorum`
@@ -78,14 +78,26 @@ kinds_dir = "dashboards/kinds"
 metrics_dir = "dashboards/metrics"
 
 [auth]
+# The first admin's token (or VSCC_ADMIN_TOKEN); empty: a random one, printed by `vscc demo` only.
 admin_token = ""
+# Browser origins allowed on /ws besides this server's own address.
 allowed_origins = ["http://127.0.0.1:8080", "http://localhost:8080"]
+# What answers without a token: leave out for nothing; "leader" opens what a wall screen reads.
+# anonymous_role = "leader"
+# A token for Prometheus alone (it may read /metrics, nothing else); admins' tokens work too.
+# metrics_token = "…"
 # Token-signing key; empty: kept in secret_file (created on first start, mode 0600).
 secret = ""
 secret_file = "var/auth-secret"
 session_hours = 12               # a login is good for this long
 screen_token_days = 365          # screen tokens: long-lived, revocable one by one
 directory_refresh_ms = 2000      # users and revocations made elsewhere arrive within this
+# Service tokens, one table each (after the [auth] keys):
+# [[auth.tokens]]
+# token = "…"
+# name = "nanshan-feed"
+# role = "clerk"                 # leader | analyst | duty_officer | clerk | admin
+# scope = "440305"
 
 [limits]
 ingest_per_sec = 100             # ingest requests per second per token (each up to max_records)
@@ -117,7 +129,7 @@ delivery_backoff_ms = 1000
 
 [broker]
 # The record stream several instances share (NATS JetStream), e.g. "nats://127.0.0.1:4222";
-# empty: this instance's own log (README, "Beyond one machine").
+# empty: this instance's own log (README, "Several instances").
 url = ""
 stream = "VSCC_RECORDS"
 replicas = 1
