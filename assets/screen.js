@@ -372,8 +372,15 @@
     const days = Math.ceil((Date.now() - PLAN_START) / 86400000) + 1;
     try { data = await getJSON("/api/v1/trends?scope=" + S.scope + "&metrics=" + metrics.join(",") + "&days=" + days); }
     catch (e) { return; }
+    // Plotted is what the status is judged on: a cases metric's overdue count, else the value.
     const series = metrics
-      .map((m) => ({ m, points: ((data[m] || {})[S.scope] || []).filter((p) => p[1] !== null) }))
+      .map((m) => {
+        const onOverdue = meta(m).judged_on === "overdue";
+        const points = ((data[m] || {})[S.scope] || [])
+          .map((p) => [p[0], onOverdue ? p[2] : p[1]])
+          .filter((p) => p[1] !== null && p[1] !== undefined);
+        return { m, points, onOverdue };
+      })
       .filter((x) => x.points.length);
     if (!series.length) {
       if (S.trendChart) { S.trendChart.dispose(); S.trendChart = null; }
@@ -396,7 +403,7 @@
         axisLine: { lineStyle: { color: "#6f8bb3", width: lw / 2 } } },
       yAxis: { type: "value", max: pctAxis ? 1 : null, splitNumber: 2, axisLabel: { color: "#9fb6d8", fontSize: fs,
         formatter: (v) => (pctAxis ? Math.round(v * 100) + "%" : V.number(v, 0)) }, splitLine: { lineStyle: { color: "#1d3d66", width: lw / 2 } } },
-      series: series.map((x, i) => ({ type: "line", name: meta(x.m).label_zh, showSymbol: x.points.length < 3,
+      series: series.map((x, i) => ({ type: "line", name: meta(x.m).label_zh + (x.onOverdue ? "（超期件数）" : ""), showSymbol: x.points.length < 3,
         symbolSize: lw * 4, data: x.points, lineStyle: { width: lw }, markLine: targetMarks(x.m),
         markArea: i === 0 ? { silent: true, itemStyle: { color: "rgba(58, 140, 255, 0.08)" },
           label: { color: "#6f8bb3", fontSize: fs, position: "insideTopLeft" },

@@ -202,17 +202,18 @@ pub fn in_list(items: &[impl AsRef<str>]) -> Result<String, StoreError> {
 }
 
 /// Daily values of `metrics` at `nodes` over the last `days` days: (metric, node, day as days
-/// since 1970-01-01, value), ordered.
+/// since 1970-01-01, value, overdue count of a cases metric), ordered.
 pub async fn trend_series(
     store: &Store,
     metrics: &[&str],
     nodes: &[String],
     days: u64,
-) -> Result<Vec<(String, String, u16, Option<f64>)>, StoreError> {
+) -> Result<Vec<(String, String, u16, Option<f64>, Option<i64>)>, StoreError> {
     Ok(store
         .client()
         .query(&format!(
-            "SELECT metric, node, day, argMax(value, day) FROM metric_snapshots FINAL \
+            "SELECT metric, node, day, argMax(value, day), argMax(overdue, day) \
+             FROM metric_snapshots FINAL \
              WHERE metric IN {} AND node IN {} AND day >= today() - ? \
              GROUP BY metric, node, day ORDER BY metric, node, day",
             in_list(metrics)?,

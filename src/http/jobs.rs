@@ -431,9 +431,9 @@ pub struct TrendQuery {
     days: Option<u32>,
 }
 
-/// Daily values from the snapshots: `{metric: {node: [[day, value], …]}}`.
+/// Daily values from the snapshots: `{metric: {node: [[day, value, overdue], …]}}`.
 #[utoipa::path(get, path = "/api/v1/trends", tag = "jobs", params(TrendQuery),
-    responses((status = 200, body = Object, description = "`{metric: {node: [[YYYY-MM-DD, value or null], …]}}`")), security(("bearer" = [])))]
+    responses((status = 200, body = Object, description = "`{metric: {node: [[YYYY-MM-DD, value or null, overdue or null], …]}}`: overdue is a cases metric's overdue count that day (what its status is judged on), null for other metrics")), security(("bearer" = [])))]
 #[get("/api/v1/trends")]
 async fn trends(
     caller: Caller,
@@ -454,13 +454,13 @@ async fn trends(
     let epoch = time::Date::from_calendar_date(1970, time::Month::January, 1)
         .map_err(|e| anyhow::anyhow!(e))?;
     let mut out = TrendsAnswer::new();
-    for (metric, node, day, value) in rows {
+    for (metric, node, day, value, overdue) in rows {
         let day = (epoch + time::Duration::days(day as i64)).to_string();
         out.entry(metric)
             .or_default()
             .entry(node)
             .or_default()
-            .push((day, value));
+            .push((day, value, overdue));
     }
     Ok(HttpResponse::Ok().json(out))
 }

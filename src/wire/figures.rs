@@ -285,8 +285,10 @@ pub struct Freshness {
 /// `GET /api/v1/freshness`: `{code: freshness}`.
 pub type FreshnessAnswer = BTreeMap<String, Freshness>;
 
-/// `GET /api/v1/trends`: `{metric: {node: [[YYYY-MM-DD, value|null], …]}}`.
-pub type TrendsAnswer = BTreeMap<String, BTreeMap<String, Vec<(String, Option<f64>)>>>;
+/// `GET /api/v1/trends`: `{metric: {node: [[YYYY-MM-DD, value|null, overdue|null], …]}}` — the
+/// overdue count beside the open count for a cases metric (what its status is judged on), null
+/// for the others.
+pub type TrendsAnswer = BTreeMap<String, BTreeMap<String, Vec<(String, Option<f64>, Option<i64>)>>>;
 
 /// Cells of each status (the scope and its children × the metrics shown at their levels).
 #[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]

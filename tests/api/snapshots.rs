@@ -277,6 +277,33 @@ async fn todays_snapshot_equals_the_live_figures_and_trends_are_served() {
         11,
         "the city and its 10 districts"
     );
+    // A cases metric's trend carries each day's overdue count (what its status is judged on,
+    // and what the pages plot), the same as the snapshot's; other metrics carry null there.
+    let trends = app
+        .get_json("/api/v1/trends?scope=440300&metrics=open_appeals,staffing_rate&days=60")
+        .await;
+    let kept: std::collections::HashMap<String, Option<i64>> = app
+        .store()
+        .client()
+        .query("SELECT toString(day), overdue FROM metric_snapshots FINAL WHERE metric = 'open_appeals' AND node = '440300'")
+        .fetch_all::<(String, Option<i64>)>()
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    let appeals = trends["open_appeals"]["440300"].as_array().unwrap();
+    assert!(appeals.len() >= 35, "a point a day ({})", appeals.len());
+    assert!(
+        kept.values().any(|o| o.unwrap_or(0) > 0),
+        "some day had overdue appeals: {kept:?}"
+    );
+    for point in appeals {
+        let day = point[0].as_str().unwrap();
+        assert_eq!(point[2].as_i64(), kept[day], "overdue of {day}: {point}");
+    }
+    for point in trends["staffing_rate"]["440300"].as_array().unwrap() {
+        assert!(point[2].is_null(), "no overdue count for a ratio: {point}");
+    }
     let jobs = app.get_json("/api/v1/jobs").await;
     assert_eq!(
         (jobs[0]["job"].as_str(), jobs[0]["outcome"].as_str()),
