@@ -77,8 +77,14 @@
       tr.appendChild(el("td", "num", dayText(m)));
       const c = el("td", "num"); c.appendChild(change(m)); tr.appendChild(c);
       tr.appendChild(el("td", "status " + status, STATUS_ZH[status] || status));
-      const bad = m.children.filter((x) => x.status === "at_risk" || x.status === "missed").length;
-      tr.appendChild(el("td", "num" + (bad ? " down" : " muted"), m.children.length ? bad + "/" + m.children.length : "—"));
+      // Missed children in red; at-risk ones are said apart, as every other page says them.
+      const missedKids = m.children.filter((x) => x.status === "missed").length;
+      const riskyKids = m.children.filter((x) => x.status === "at_risk").length;
+      const kidsCell = el("td", "num" + (missedKids ? " down" : " muted"), m.children.length ? missedKids + "/" + m.children.length : "—");
+      if (riskyKids) kidsCell.appendChild(el("span", "status at_risk", " 有风险" + riskyKids));
+      kidsCell.dataset.missed = String(missedKids);
+      kidsCell.dataset.atRisk = String(riskyKids);
+      tr.appendChild(kidsCell);
       body.appendChild(tr);
     }
     const risks = document.getElementById("risks");
@@ -155,10 +161,14 @@
     }
     if (groups.length > SHOWN) {
       const rest = groups.slice(SHOWN);
-      alerts.appendChild(el("li", "muted", "另有 " + rest.length + " 组 " + rest.reduce((n, g) => n + Math.max(g.open_at_end, g.fired), 0) + " 处（见值班台）"));
+      // Counted as the sum line counts: open at the day's end, and new that day.
+      const restOpen = rest.reduce((n, g) => n + g.open_at_end, 0), restFired = rest.reduce((n, g) => n + g.fired, 0);
+      alerts.appendChild(el("li", "muted", "另有 " + rest.length + " 组：" +
+        [restOpen ? "未解除 " + restOpen + " 处" : "", restFired ? "当日新发 " + restFired + " 处" : ""].filter(Boolean).join("，") + "（见值班台）"));
     }
     const open = groups.reduce((n, g) => n + g.open_at_end, 0), fired = groups.reduce((n, g) => n + g.fired, 0);
-    document.getElementById("alerts-sum").textContent = groups.length ? "日终未解除 " + open + " 处，当日新发 " + fired + " 处" : "";
+    document.getElementById("alerts-sum").textContent = groups.length
+      ? groups.length + " 组（含当日已解除的）：日终未解除 " + open + " 处，当日新发 " + fired + " 处" : "";
     if (!groups.length) {
       // No alert record is not the same as no alert: say which.
       const before = !b.alerts_since || b.date < b.alerts_since;

@@ -86,7 +86,8 @@
       })
       .filter((g) => g.shown.length);
     const by = {
-      urgency: (a, b) => RANK[b.severity] - RANK[a.severity] || a.breach_days - b.breach_days || b.shown.length - a.shown.length,
+      // The most severe first; within a severity the widest (most units), then the newest.
+      urgency: (a, b) => RANK[b.severity] - RANK[a.severity] || b.shown.length - a.shown.length || a.breach_days - b.breach_days,
       age: (a, b) => b.breach_days - a.breach_days || RANK[b.severity] - RANK[a.severity],
       newest: (a, b) => a.breach_days - b.breach_days || RANK[b.severity] - RANK[a.severity],
       district: (a, b) => a.district.localeCompare(b.district) || RANK[b.severity] - RANK[a.severity],
@@ -147,7 +148,7 @@
       cell(head, g.shown.length + " 个单位" + (firing && firing < g.shown.length ? "（告警 " + firing + "）" : ""), "units");
       const one = g.shown.length === 1 ? g.shown[0] : null;
       cell(head, g.value_sum !== null && g.value_sum !== undefined ? (/overdue/.test(g.rule) ? "超期 " : "") + V.number(g.value_sum, 0) + " 件"
-        : one && one.value !== null && one.value !== undefined ? V.number(one.value, one.value % 1 ? 3 : 0) : "—", "size");
+        : one ? one.value_text : "—", "size");
       cell(head, g.breach_days > 0 ? "最久 " + g.breach_days + " 天" : "今日", "age");
       const acked = g.shown.filter((a) => a.ack).length;
       cell(head, acked + "/" + g.shown.length, "acked");
@@ -172,7 +173,7 @@
           if (a.node !== a.district) who.appendChild(el("small", "muted", " " + a.district_name));
           cell(tr, a.summary, "summary");
           cell(tr, STATE[a.state] || a.state, "state");
-          cell(tr, a.value === null || a.value === undefined ? "—" : V.number(a.value, a.value % 1 ? 3 : 0), "size");
+          cell(tr, a.value_text, "size");
           const age = ["自 " + day(a.breach_since), a.days_overdue !== undefined ? "超期 " + a.days_overdue + " 天" : "持续 " + a.breach_days + " 天"];
           if (a.case_age_days !== undefined && a.case_age_days !== null) age.push("最久案龄 " + a.case_age_days + " 天");
           const since = cell(tr, "", "since age");

@@ -287,7 +287,8 @@
       const head = document.createElement("li");
       head.className = "level";
       const most = PER_LEVEL[level];
-      head.textContent = LEVEL_ZH[level] + " " + all.length + " 个" + (all.length > most ? "（列出最远的 " + most + " 个）" : "");
+      const count = (S.atRisk.by_level || {})[level] || all.length;
+      head.textContent = LEVEL_ZH[level] + " " + count + " 个" + (count > most ? "（列出最远的 " + most + " 个）" : "");
       list.appendChild(head);
       all.slice(0, most).forEach((node) => {
         const li = document.createElement("li");
@@ -311,21 +312,15 @@
         list.appendChild(li);
       });
     }
-    const more = S.atRisk.total - S.atRisk.nodes.length;
-    if (more > 0) {
-      const li = document.createElement("li");
-      li.className = "muted level";
-      li.textContent = "另有 " + more + " 个距目标较近的社区未列出";
-      list.appendChild(li);
-    }
   }
   async function loadAtRisk() {
     if (!metricId || !S.scope) return;
     S.atRiskAt = Date.now();
     const scope = S.scope;
     try {
-      // Enough for every district and street under the city, so that no level is cut short.
-      const r = await getJSON("/api/v1/at-risk?metric=" + metricId + "&scope=" + scope + "&limit=300");
+      // The farthest of each level apart, with each level's count: many far communities do not
+      // push the districts out.
+      const r = await getJSON("/api/v1/at-risk?metric=" + metricId + "&scope=" + scope + "&limit=20&per_level=true");
       if (scope === S.scope) { S.atRisk = r; renderAtRisk(); }
     } catch (e) { /* keep the last */ }
   }
@@ -437,6 +432,9 @@
   function renderTicker() {
     const list = document.getElementById("ticker");
     if (!list) return; // a metric's page has no ticker
+    // A refresh keeps the place the scrolling had reached (else the wall never gets past the
+    // first page of a long list).
+    const reached = list.scrollTop;
     list.innerHTML = "";
     const firing = S.groups.filter((g) => g.counts.firing > 0);
     for (const g of firing) {
@@ -456,15 +454,17 @@
       list.appendChild(li);
     }
     if (!list.children.length) list.innerHTML = '<li class="muted">本范围暂无预警</li>';
-    document.getElementById("ticker-count").textContent = firing.length ? firing.length + " 组 · " + firing.reduce((n, g) => n + g.counts.firing, 0) + " 个单位" : "";
-    list.scrollTop = 0;
+    document.getElementById("ticker-count").textContent = firing.length ? firing.length + " 组 · " + firing.reduce((n, g) => n + g.counts.firing, 0) + " 条" : "";
+    list.scrollTop = Math.min(reached, Math.max(0, list.scrollHeight - list.clientHeight));
   }
-  // The ticker scrolls through what does not fit, a line at a time, and starts over.
+  // The ticker pages through what does not fit (the last line of a page stays as the first of
+  // the next, to read on from), and starts over.
   function scrollTicker() {
     const list = document.getElementById("ticker");
     if (!list || list.scrollHeight <= list.clientHeight + 2) return;
     const line = list.firstElementChild ? list.firstElementChild.getBoundingClientRect().height : 20;
-    list.scrollTop = list.scrollTop + list.clientHeight >= list.scrollHeight - 2 ? 0 : list.scrollTop + line;
+    const page = Math.max(line, Math.floor(list.clientHeight / line - 1) * line);
+    list.scrollTop = list.scrollTop + list.clientHeight >= list.scrollHeight - 2 ? 0 : list.scrollTop + page;
   }
   const within = (code) => { for (let c = code; c; c = S.org[c] && S.org[c].parent) if (c === S.scope) return true; return false; };
   function onAlert(a) {
@@ -588,7 +588,7 @@
     setInterval(loadTrends, 300000);
     setInterval(loadFreshness, 60000);
     setInterval(loadAlerts, 30000);
-    setInterval(scrollTicker, 4000);
+    setInterval(scrollTicker, 8000);
     if (metricId) setInterval(loadAtRisk, 20000);
     addEventListener("resize", () => { if (S.trendChart) loadTrends(); });
     setInterval(() => loadDashboard(false).catch(() => {}), 5000);

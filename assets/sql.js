@@ -125,6 +125,8 @@
       if (!r.ok) {
         const body = await r.json().catch(() => ({ error: r.statusText }));
         status(`${r.status} · ${body.error}`, true);
+        // The last answer is not this query's: it goes, rather than sit under the error.
+        $("result").innerHTML = "";
         if (r.status === 401) { localStorage.removeItem("vscc.token"); token = ""; showLogin(); }
         return;
       }
@@ -139,6 +141,7 @@
       status(`${answer.rows} 行 · ${ms} ms · 读取 ${answer.statistics ? answer.statistics.rows_read : "?"} 行`);
     } catch (e) {
       status(e.name === "AbortError" ? "已取消" : "请求失败：" + e.message, e.name !== "AbortError");
+      $("result").innerHTML = "";
     } finally {
       running = null; $("run").disabled = false; $("cancel").disabled = true; refreshHistory();
     }

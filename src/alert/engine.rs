@@ -104,7 +104,8 @@ pub struct AlertEngine {
     silences: RwLock<Vec<super::silence::Silence>>,
 }
 
-fn format_value(rule: &Rule, catalogue: &Catalogue, value: Option<f64>) -> String {
+/// A rule's value as the pages and summaries say it: a share in per cent, else a whole number.
+pub fn format_value(rule: &Rule, catalogue: &Catalogue, value: Option<f64>) -> String {
     match (value, rule.condition.metric()) {
         (None, _) => "—".into(),
         (Some(v), Some(m)) if catalogue.get(m).is_some_and(|d| d.is_ratio()) => {

@@ -102,7 +102,7 @@ async fn list_alerts(
                 .as_deref()
                 .is_none_or(|s| a.severity.as_str() == s)
         })
-        .map(|a| Alert::new(a, &state.tree, is_overdue_rule(&rules, &a.rule), now))
+        .map(|a| Alert::new(a, &state.tree, &rules, &state.hub.catalogue(), now))
         .collect();
     let groups = crate::wire::alerts::group_alerts(&alerts, &rules, &state.hub.catalogue(), now);
     Ok(HttpResponse::Ok().json(AlertsAnswer {
@@ -110,12 +110,6 @@ async fn list_alerts(
         alerts,
         groups,
     }))
-}
-
-fn is_overdue_rule(rules: &[crate::alert::rules::Rule], name: &str) -> bool {
-    rules.iter().any(|r| {
-        r.name == name && matches!(r.condition, crate::alert::rules::Condition::Overdue { .. })
-    })
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -180,7 +174,8 @@ async fn set_ack(
     Ok(HttpResponse::Ok().json(Alert::new(
         &updated,
         &state.tree,
-        is_overdue_rule(&rules, &updated.rule),
+        &rules,
+        &state.hub.catalogue(),
         state.hub.now().unix_timestamp(),
     )))
 }

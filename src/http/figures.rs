@@ -185,6 +185,9 @@ pub struct AtRiskQuery {
     /// At most this many nodes (default 50, at most 1000).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
+    /// `true`: `limit` applies to each level apart (the farthest districts, streets and
+    /// communities), so that many far communities do not push the districts out of the list.
+    per_level: Option<bool>,
 }
 
 /// The nodes below a scope (districts, streets, communities) where a metric is at risk or
@@ -253,12 +256,25 @@ async fn at_risk(
             .then_with(|| a.code.cmp(&b.code))
     });
     let total = nodes.len();
-    nodes.truncate(limit);
+    let mut by_level = std::collections::BTreeMap::new();
+    if q.per_level == Some(true) {
+        nodes.retain(|n| {
+            let seen = by_level.entry(n.level).or_insert(0);
+            *seen += 1;
+            *seen <= limit
+        });
+    } else {
+        for n in &nodes {
+            *by_level.entry(n.level).or_insert(0) += 1;
+        }
+        nodes.truncate(limit);
+    }
     Ok(HttpResponse::Ok().json(AtRiskAnswer {
         metric: def.id.as_str().to_string(),
         scope: code,
         at: rfc3339(now),
         total,
+        by_level,
         nodes,
     }))
 }

@@ -82,6 +82,8 @@ pub struct Alert {
     /// `raise` steps).
     pub severity: &'static str,
     pub value: Option<f64>,
+    /// The value as every page says it ("88.4%", "3"; "—" without one).
+    pub value_text: String,
     pub summary: String,
     pub labels: std::collections::BTreeMap<String, String>,
     /// RFC 3339: when it entered this state.
@@ -110,9 +112,17 @@ impl Alert {
     pub fn new(
         a: &alert::AlertInstance,
         tree: &crate::domain::OrgTree,
-        overdue_rule: bool,
+        rules: &[alert::rules::Rule],
+        catalogue: &crate::domain::catalogue::Catalogue,
         now: i64,
     ) -> Self {
+        let rule = rules.iter().find(|r| r.name == a.rule);
+        let overdue_rule =
+            rule.is_some_and(|r| matches!(r.condition, alert::rules::Condition::Overdue { .. }));
+        let value_text = match rule {
+            Some(r) => alert::engine::format_value(r, catalogue, a.value),
+            None => a.value.map_or("—".into(), |v| format!("{v}")),
+        };
         let area = alert::engine::district_of(tree, a.node_idx);
         let breach_days = (now - a.breach_since).max(0) / 86_400;
         Alert {
@@ -126,6 +136,7 @@ impl Alert {
             state: a.state.as_str(),
             severity: a.severity.as_str(),
             value: a.value,
+            value_text,
             summary: a.summary.clone(),
             labels: a.labels.clone(),
             since: a.since.clone(),

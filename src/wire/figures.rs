@@ -102,6 +102,8 @@ pub struct AtRiskAnswer {
     pub at: String,
     /// How many nodes are at risk or missed (the list may be cut at `limit`).
     pub total: usize,
+    /// Of them, how many at each level (`district`, `street`, `community`), uncut.
+    pub by_level: BTreeMap<&'static str, usize>,
     pub nodes: Vec<AtRiskNode>,
 }
 

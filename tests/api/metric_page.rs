@@ -130,6 +130,32 @@ async fn the_nodes_at_risk_are_listed_farthest_from_the_target_first() {
         .await;
     assert_eq!(cut["nodes"].as_array().unwrap().len(), 1);
     assert_eq!(cut["total"], answer["total"]);
+    // Cut per level: the farthest of each level, with every level's full count — many far
+    // communities do not push the districts out of a page's list.
+    let per_level = app
+        .get_json("/api/v1/at-risk?metric=archive_coverage&limit=1&per_level=true")
+        .await;
+    let counted: u64 = per_level["by_level"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    assert_eq!(Some(counted), answer["total"].as_u64(), "{per_level}");
+    let full = answer["nodes"].as_array().unwrap();
+    let levels = per_level["by_level"].as_object().unwrap();
+    assert!(
+        levels.len() >= 2,
+        "more than one level is short: {levels:?}"
+    );
+    let firsts: Vec<&Value> = per_level["nodes"].as_array().unwrap().iter().collect();
+    assert_eq!(firsts.len(), levels.len(), "one node of each level");
+    for (level, count) in levels {
+        let of_level: Vec<&Value> = full.iter().filter(|n| n["level"] == *level).collect();
+        assert_eq!(Some(of_level.len() as u64), count.as_u64(), "{level}");
+        let first = firsts.iter().find(|n| n["level"] == *level).unwrap();
+        assert_eq!(first["code"], of_level[0]["code"], "the farthest {level}");
+    }
     let street = app
         .get_json(&format!(
             "/api/v1/at-risk?metric=archive_coverage&scope={quarter_street}"

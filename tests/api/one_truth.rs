@@ -115,6 +115,16 @@ async fn alerts_come_grouped_by_rule_and_district_dated_from_the_data_also_after
             .clone()
     };
     assert_eq!(alert("440303003")["severity"], "critical");
+    // The value as the pages say it: a count whole; a share (none here but the city's own
+    // targets) in per cent, never a raw fraction.
+    assert_eq!(alert("440303003")["value_text"], "5");
+    let everything: Value = app.get_json("/api/v1/alerts").await;
+    for a in everything["alerts"].as_array().unwrap() {
+        if let Some(v) = a["value"].as_f64().filter(|v| v.fract() != 0.0) {
+            let text = a["value_text"].as_str().unwrap();
+            assert!(text.ends_with('%'), "{v} is said as {text}: {a}");
+        }
+    }
     assert_eq!(alert("440303001")["severity"], "warning");
     assert_eq!(luohu["severity"], "critical");
     let futian = groups
