@@ -794,6 +794,10 @@ impl AlertEngine {
             value: Option<f64>,
             summary: String,
             acked: u8,
+            /// The last acknowledgement's (or withdrawal's) author, note and time.
+            ack_by: String,
+            ack_comment: String,
+            ack_at: u32,
             notified_at: u32,
             escalation: u8,
         }
@@ -808,6 +812,9 @@ impl AlertEngine {
                  any(rule), any(node), argMax(severity, at), \
                  argMax(value, at), argMax(summary, at), \
                  toUInt8(argMaxIf(state, at, state IN ('acknowledged', 'unacknowledged')) = 'acknowledged'), \
+                 argMaxIf(actor, at, state IN ('acknowledged', 'unacknowledged')), \
+                 argMaxIf(comment, at, state IN ('acknowledged', 'unacknowledged')), \
+                 toUInt32(maxIf(at, state IN ('acknowledged', 'unacknowledged'))), \
                  toUInt32(maxIf(at, state = 'notified')), \
                  toUInt8(arrayCount(t -> t >= maxIf(at, state = 'firing'), groupArrayIf(at, state = 'escalated'))) \
                  FROM alert_events GROUP BY fingerprint",
@@ -857,10 +864,14 @@ impl AlertEngine {
                     summary: r.summary.clone(),
                     labels: rule.labels.clone(),
                     since: rfc3339(at),
+                    // Who acknowledged it, with their note and when, as recorded.
                     ack: (r.acked == 1).then(|| Ack {
-                        by: String::new(),
-                        at: rfc3339(at),
-                        comment: String::new(),
+                        by: r.ack_by.clone(),
+                        at: rfc3339(
+                            OffsetDateTime::from_unix_timestamp(r.ack_at as i64)
+                                .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+                        ),
+                        comment: r.ack_comment.clone(),
                     }),
                     since_unix: r.phase_at as i64,
                     breach_since: episode as i64,

@@ -55,9 +55,17 @@ impl ZooKeeper {
 
     fn ok(&self) -> bool {
         use std::io::{Read, Write};
-        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+        let address = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
+        let Ok(mut s) = std::net::TcpStream::connect_timeout(&address, Duration::from_secs(2))
+        else {
             return false;
         };
+        // A ZooKeeper still starting may take the connection and never answer: asked again
+        // rather than waited on for ever (a CI run hung here).
+        let timeout = Some(Duration::from_secs(2));
+        if s.set_read_timeout(timeout).is_err() || s.set_write_timeout(timeout).is_err() {
+            return false;
+        }
         let mut answer = String::new();
         // `srvr` names the mode only once the server serves requests (`ruok` answers earlier).
         s.write_all(b"srvr").is_ok()
@@ -102,7 +110,11 @@ impl ChServer {
     /// ZooKeeper is slow to answer its first session (a loaded machine): a server whose process
     /// ended is started again, twice at most.
     pub async fn wait_up(&mut self) {
-        let http = reqwest::Client::new();
+        // A server that takes the connection and does not answer is asked again.
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
         let deadline = Instant::now() + Duration::from_secs(90);
         let mut restarts = 0;
         while !http

@@ -147,6 +147,20 @@ async fn alerts_come_grouped_by_rule_and_district_dated_from_the_data_also_after
         .iter()
         .all(|a| a["district"] == "440304"));
     assert_eq!(app.get("/api/v1/alerts?state=burning").await.status(), 400);
+    // An acknowledgement, with its author and note, outlives the restart too.
+    let acked = app
+        .http
+        .post(format!(
+            "{}/api/v1/alerts/appeals_overdue/440303002/ack",
+            app.base
+        ))
+        .bearer_auth(app.admin_token())
+        .json(&json!({"comment": "已致电街道"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(acked.status(), 200);
+    let acked: Value = acked.json().await.unwrap();
     app.stop().await;
 
     // After a restart the breach still dates from the data, not from the restart.
@@ -167,6 +181,25 @@ async fn alerts_come_grouped_by_rule_and_district_dated_from_the_data_also_after
         .unwrap()
         .clone();
     assert_eq!(same["breach_since"].as_str().unwrap(), since);
+    assert_eq!(same["ack"]["comment"], "已致电街道", "{same}");
+    assert_eq!(same["ack"]["by"], acked["ack"]["by"], "{same}");
+    assert!(
+        !same["ack"]["by"].as_str().unwrap_or("").is_empty(),
+        "{same}"
+    );
+    // Recorded to the second.
+    let second = |v: &Value| {
+        v.as_str()
+            .unwrap_or("")
+            .chars()
+            .take(19)
+            .collect::<String>()
+    };
+    assert_eq!(
+        second(&same["ack"]["at"]),
+        second(&acked["ack"]["at"]),
+        "{same}"
+    );
     again.stop().await;
 }
 
