@@ -84,6 +84,17 @@ pub fn random_token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Whether two secrets are the same, compared through their SHA-256 digests: the time taken
+/// says nothing about where they first differ.
+pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    use sha2::{Digest, Sha256};
+    let (x, y) = (Sha256::digest(a), Sha256::digest(b));
+    x.iter()
+        .zip(y.iter())
+        .fold(0u8, |acc, (p, q)| acc | (p ^ q))
+        == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,15 +157,4 @@ mod tests {
         assert_ne!(derive_secret(b"k", "a"), derive_secret(b"j", "a"));
         assert_eq!(derive_secret(b"k", "a"), derive_secret(b"k", "a"));
     }
-}
-
-/// Whether two secrets are the same, compared through their SHA-256 digests: the time taken
-/// says nothing about where they first differ.
-pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    use sha2::{Digest, Sha256};
-    let (x, y) = (Sha256::digest(a), Sha256::digest(b));
-    x.iter()
-        .zip(y.iter())
-        .fold(0u8, |acc, (p, q)| acc | (p ^ q))
-        == 0
 }

@@ -374,10 +374,9 @@ async fn scorecard(
         let Some(Deadline::Fixed(due)) = def.target.map(|t| t.deadline) else {
             continue;
         };
-        if !kept.contains_key(&due) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = kept.entry(due) {
             let names: Vec<&str> = defs.metrics.iter().map(|d| d.name.as_str()).collect();
-            kept.insert(
-                due,
+            slot.insert(
                 crate::batch::snapshots::values_on(&state.store, due, &names, &codes).await?,
             );
         }

@@ -13,7 +13,7 @@ use rustc_hash::FxHashMap as HashMap;
 use time::OffsetDateTime;
 
 use crate::domain::catalogue::{Catalogue, Measure};
-use crate::domain::measure::{Dirty, Leaf, Touch};
+use crate::domain::measure::{Dirty, LeafState, Touch};
 use crate::domain::metric::{judge, Figure, MetricId, Reading, Sample};
 use crate::domain::org::{NodeIdx, OrgTree};
 use crate::domain::record::{EventRow, Kind};
@@ -28,7 +28,7 @@ type Plan = Vec<usize>;
 pub struct Aggregates {
     tree: Arc<OrgTree>,
     catalogue: Arc<Catalogue>,
-    leaves: Vec<Box<dyn Leaf>>,
+    leaves: Vec<LeafState>,
     plans: HashMap<MetricId, Plan>,
     /// Per kind: the leaves that read it.
     by_kind: HashMap<Kind, Vec<usize>>,
@@ -52,7 +52,7 @@ pub struct Aggregates {
 struct Leaves<'a> {
     tree: &'a OrgTree,
     measures: Vec<Measure>,
-    leaves: Vec<Box<dyn Leaf>>,
+    leaves: Vec<LeafState>,
     by_kind: HashMap<Kind, Vec<usize>>,
 }
 
@@ -162,6 +162,40 @@ impl Aggregates {
                 self.leaves[l].apply(r, org, kind, &mut touch);
             }
         }
+    }
+
+    /// Takes back a record applied before (the same row), as a correction or a withdrawal
+    /// does: every leaf then holds what the remaining records alone would give it. The time a
+    /// subtree last received a record stays: it did receive it.
+    pub fn retract(&mut self, r: &EventRow) -> Result<(), String> {
+        let (org, kind) = r.admissible(&self.tree, &self.catalogue.kinds)?;
+        if let Some(hours) = self.hourly.get_mut(&(org, kind)) {
+            if let Some(n) = hours.get_mut(&(r.at / 3600)) {
+                *n -= 1;
+                if *n == 0 {
+                    hours.remove(&(r.at / 3600));
+                }
+            }
+        }
+        if let (Some(lon), Some(lat)) = (r.lon, r.lat) {
+            if let Some(i) = self
+                .located
+                .iter()
+                .position(|p| *p == (r.at, lon, lat, org, kind))
+            {
+                self.located.remove(i);
+            }
+        }
+        let mut touch = Touch {
+            tree: &self.tree,
+            dirty: &mut self.dirty,
+        };
+        if let Some(leaves) = self.by_kind.get(&kind) {
+            for &l in leaves {
+                self.leaves[l].retract(r, org, kind, &mut touch);
+            }
+        }
+        Ok(())
     }
 
     /// Moves the clock to `now`: cases whose deadline passed become overdue, and the recent

@@ -7,3 +7,6 @@ pub mod rebuild;
 
 pub use aggregate::Aggregates;
 pub use hub::{Hub, Position, TickChanges};
+
+#[cfg(test)]
+mod retraction_tests;

@@ -233,21 +233,28 @@ const DAY: u32 = 86_400;
 
 #[derive(Debug, Clone, Default)]
 struct Case {
-    /// (at, seq, org) of the earliest opening record.
-    opened: Option<(u32, u64, NodeIdx)>,
-    /// Bit i: a record meeting deadline i arrived (other than a closing record).
-    met: u32,
-    /// The orgs of the closing records that arrived (usually one).
+    /// (at, seq, org) of each opening record: the earliest opens the case (the others count
+    /// should it be taken back).
+    openings: Vec<(u32, u64, NodeIdx)>,
+    /// Per record that meets a deadline (other than a closing record): bit i, it meets
+    /// deadline i.
+    meets: Vec<u32>,
+    /// The orgs of the closing records that arrived (usually one), once per record.
     closers: Vec<NodeIdx>,
     /// Bit i: what this case currently adds to deadline i's overdue counts.
     counted: u32,
 }
 
 impl Case {
+    /// (at, seq, org) of the earliest opening record.
+    fn opened(&self) -> Option<(u32, u64, NodeIdx)> {
+        self.openings.iter().min_by_key(|o| (o.0, o.1)).copied()
+    }
+
     /// Whether a closing record closes it: any, or (`responder`) one from the org that must
     /// answer the opening org.
     fn closed(&self, responder: Option<&[NodeIdx]>) -> bool {
-        match (responder, self.opened) {
+        match (responder, self.opened()) {
             _ if self.closers.is_empty() => false,
             (None, _) => true,
             (Some(r), Some((_, _, org))) => self.closers.contains(&r[org as usize]),
@@ -256,7 +263,7 @@ impl Case {
     }
 
     fn open_at(&self, responder: Option<&[NodeIdx]>) -> Option<(NodeIdx, u32)> {
-        match self.opened {
+        match self.opened() {
             Some((at, _, org)) if !self.closed(responder) => Some((org, at)),
             _ => None,
         }
@@ -264,11 +271,25 @@ impl Case {
 
     /// The deadlines met: by their own records, and by the closing record once it closes.
     fn met(&self, responder: Option<&[NodeIdx]>, by_closing: u32) -> u32 {
+        let met = self.meets.iter().fold(0, |bits, m| bits | m);
         if self.closed(responder) {
-            self.met | by_closing
+            met | by_closing
         } else {
-            self.met
+            met
         }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.openings.is_empty() && self.meets.is_empty() && self.closers.is_empty()
+    }
+}
+
+/// Adds `item` (or, `retract`, takes one copy of it out).
+fn put<T: PartialEq>(items: &mut Vec<T>, item: T, retract: bool) {
+    if !retract {
+        items.push(item);
+    } else if let Some(i) = items.iter().position(|x| *x == item) {
+        items.swap_remove(i);
     }
 }
 
@@ -327,7 +348,14 @@ impl CasesLeaf {
         self
     }
 
-    fn apply_record(&mut self, r: &EventRow, org: NodeIdx, kind: Kind, t: &mut Touch) {
+    fn apply_record(
+        &mut self,
+        r: &EventRow,
+        org: NodeIdx,
+        kind: Kind,
+        retract: bool,
+        t: &mut Touch,
+    ) {
         let id = hash_str(&r.subject);
         // Take the case's overdue contribution off its current org first: the record may move
         // it to another org.
@@ -335,27 +363,25 @@ impl CasesLeaf {
         let responder = self.responder.as_deref();
         let case = self.cases.entry(id).or_default();
         let before = case.open_at(responder);
-        let owner_before = case.opened.map(|o| o.2);
-        if kind == self.opened_by
-            && case
-                .opened
-                .is_none_or(|(at, seq, _)| (r.at, r.seq) < (at, seq))
-        {
-            case.opened = Some((r.at, r.seq, org));
+        let owner_before = case.opened().map(|o| o.2);
+        if kind == self.opened_by {
+            put(&mut case.openings, (r.at, r.seq, org), retract);
         }
         if kind == self.closed_by {
-            if !case.closers.contains(&org) {
-                case.closers.push(org);
-            }
+            put(&mut case.closers, org, retract);
         } else {
-            for (i, d) in self.deadlines.iter().enumerate() {
-                if d.met_by.contains(&kind) {
-                    case.met |= 1 << i;
-                }
+            let meets = self
+                .deadlines
+                .iter()
+                .enumerate()
+                .filter(|(_, d)| d.met_by.contains(&kind))
+                .fold(0, |bits, (i, _)| bits | 1 << i);
+            if meets != 0 {
+                put(&mut case.meets, meets, retract);
             }
         }
         let after = case.open_at(responder);
-        let owner_after = case.opened.map(|o| o.2);
+        let owner_after = case.opened().map(|o| o.2);
         if owner_before != owner_after {
             if let Some(o) = owner_before {
                 t.add(&mut self.opened, o, false, -1);
@@ -381,6 +407,9 @@ impl CasesLeaf {
         }
         let now = self.lateness(id);
         self.set_lateness(id, now, t);
+        if self.cases.get(&id).is_some_and(Case::is_empty) {
+            self.cases.remove(&id);
+        }
     }
 
     /// Bit i set: the case is past deadline i at `as_of`.
@@ -411,7 +440,7 @@ impl CasesLeaf {
         }
         case.counted = now;
         // Lateness only counts while open, so the org is the opening record's.
-        let Some(org) = case.opened.map(|o| o.2) else {
+        let Some(org) = case.opened().map(|o| o.2) else {
             return;
         };
         let bit = |bits: u32, i: usize| i64::from(bits & (1 << i) != 0);
@@ -533,7 +562,11 @@ impl CasesLeaf {
 
 impl Leaf for CasesLeaf {
     fn apply(&mut self, r: &EventRow, org: NodeIdx, kind: Kind, t: &mut Touch) {
-        self.apply_record(r, org, kind, t);
+        self.apply_record(r, org, kind, false, t);
+    }
+
+    fn retract(&mut self, r: &EventRow, org: NodeIdx, kind: Kind, t: &mut Touch) {
+        self.apply_record(r, org, kind, true, t);
     }
 
     fn values(&self, node: NodeIdx, _today: Date) -> Vec<i64> {

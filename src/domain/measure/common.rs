@@ -55,6 +55,64 @@ impl PeriodSums {
     }
 }
 
+/// Per org, every version of a record whose newest counts (a headcount, a station's rating):
+/// the newest by `(at, seq)` counts, the others are kept to count again should it be taken
+/// back (a correction or a withdrawal falls back to the version before).
+pub struct Versions<V> {
+    newest: Vec<Option<(u32, u64, V)>>,
+    older: HashMap<NodeIdx, Vec<(u32, u64, V)>>,
+}
+
+impl<V: Copy> Versions<V> {
+    pub fn new(nodes: usize) -> Self {
+        Versions {
+            newest: vec![None; nodes],
+            older: HashMap::default(),
+        }
+    }
+
+    /// Adds a version; answers the org's newest value before and after.
+    pub fn insert(&mut self, org: NodeIdx, at: u32, seq: u64, v: V) -> (Option<V>, Option<V>) {
+        let slot = &mut self.newest[org as usize];
+        let before = slot.map(|n| n.2);
+        match *slot {
+            Some(n) if (n.0, n.1) > (at, seq) => {
+                self.older.entry(org).or_default().push((at, seq, v));
+            }
+            Some(n) => {
+                self.older.entry(org).or_default().push(n);
+                *slot = Some((at, seq, v));
+            }
+            None => *slot = Some((at, seq, v)),
+        }
+        (before, slot.map(|n| n.2))
+    }
+
+    /// Takes a version back; answers the org's newest value before and after.
+    pub fn remove(&mut self, org: NodeIdx, at: u32, seq: u64) -> (Option<V>, Option<V>) {
+        let slot = &mut self.newest[org as usize];
+        let before = slot.map(|n| n.2);
+        if slot.is_some_and(|n| (n.0, n.1) == (at, seq)) {
+            *slot = None;
+            if let Some(older) = self.older.get_mut(&org) {
+                let newest = (0..older.len()).max_by_key(|&i| (older[i].0, older[i].1));
+                *slot = newest.map(|i| older.swap_remove(i));
+                if older.is_empty() {
+                    self.older.remove(&org);
+                }
+            }
+        } else if let Some(older) = self.older.get_mut(&org) {
+            if let Some(i) = older.iter().position(|o| (o.0, o.1) == (at, seq)) {
+                older.swap_remove(i);
+            }
+            if older.is_empty() {
+                self.older.remove(&org);
+            }
+        }
+        (before, slot.map(|n| n.2))
+    }
+}
+
 /// The period holding a record's time (no date arithmetic for `All`).
 pub fn period_of(period: Period, at: u32) -> u32 {
     match period {

@@ -136,17 +136,29 @@ impl CountLeaf {
     }
 }
 
-impl Leaf for CountLeaf {
-    fn apply(&mut self, r: &EventRow, org: NodeIdx, _kind: Kind, t: &mut Touch) {
-        t.add(&mut self.reported, org, self.own, 1);
+impl CountLeaf {
+    /// Adds a record (`sign` 1) or takes it back (`sign` -1): a count is a sum, so taking
+    /// back is subtracting what it added.
+    fn add(&mut self, r: &EventRow, org: NodeIdx, sign: i64, t: &mut Touch) {
+        t.add(&mut self.reported, org, self.own, sign);
         if holds(&self.when, r) {
             let key = period_of(self.period, r.at);
             let delta = match self.field {
                 None => 1,
                 Some(field) => r.number(field).unwrap_or(0),
             };
-            self.counts.add(t, org, self.own, key, delta);
+            self.counts.add(t, org, self.own, key, sign * delta);
         }
+    }
+}
+
+impl Leaf for CountLeaf {
+    fn apply(&mut self, r: &EventRow, org: NodeIdx, _kind: Kind, t: &mut Touch) {
+        self.add(r, org, 1, t);
+    }
+
+    fn retract(&mut self, r: &EventRow, org: NodeIdx, _kind: Kind, t: &mut Touch) {
+        self.add(r, org, -1, t);
     }
 
     fn values(&self, node: NodeIdx, today: Date) -> Vec<i64> {

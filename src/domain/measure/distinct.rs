@@ -3,7 +3,7 @@
 //!
 //! Values: `[distinct subjects in the period, subjects ever]`; no data until one.
 
-use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use rustc_hash::FxHashMap as HashMap;
 use serde::Deserialize;
 use time::Date;
 
@@ -72,7 +72,9 @@ impl Distinct {
 pub struct DistinctLeaf {
     period: Period,
     own: bool,
-    seen: Vec<HashMap<u32, HashSet<u64>>>,
+    /// Per org and period: each subject's records (a subject leaves when its last is taken
+    /// back).
+    seen: Vec<HashMap<u32, HashMap<u64, u32>>>,
     counts: PeriodSums,
     reported: Vec<i64>,
 }
@@ -80,14 +82,32 @@ pub struct DistinctLeaf {
 impl Leaf for DistinctLeaf {
     fn apply(&mut self, r: &EventRow, org: NodeIdx, _kind: Kind, t: &mut Touch) {
         let key = period_of(self.period, r.at);
-        let subject = hash_str(&r.subject);
-        if self.seen[org as usize]
+        let records = self.seen[org as usize]
             .entry(key)
             .or_default()
-            .insert(subject)
-        {
+            .entry(hash_str(&r.subject))
+            .or_default();
+        *records += 1;
+        if *records == 1 {
             self.counts.add(t, org, self.own, key, 1);
             t.add(&mut self.reported, org, self.own, 1);
+        }
+    }
+
+    fn retract(&mut self, r: &EventRow, org: NodeIdx, _kind: Kind, t: &mut Touch) {
+        let key = period_of(self.period, r.at);
+        let Some(subjects) = self.seen[org as usize].get_mut(&key) else {
+            return;
+        };
+        let subject = hash_str(&r.subject);
+        let Some(records) = subjects.get_mut(&subject) else {
+            return;
+        };
+        *records -= 1;
+        if *records == 0 {
+            subjects.remove(&subject);
+            self.counts.add(t, org, self.own, key, -1);
+            t.add(&mut self.reported, org, self.own, -1);
         }
     }
 

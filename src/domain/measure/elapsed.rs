@@ -112,13 +112,18 @@ impl Elapsed {
     }
 }
 
-/// A subject's earliest opening (at, seq, org) and earliest arrival.
-type Journey = (Option<(u32, u64, NodeIdx)>, Option<u32>);
+/// A subject's opening records (at, seq, org) and arrivals (at): the earliest of each count,
+/// the others are kept for when it is taken back.
+#[derive(Default)]
+struct Journey {
+    opened: Vec<(u32, u64, NodeIdx)>,
+    arrived: Vec<u32>,
+}
 
 /// The time from each subject's first `from` record to its first `to` record: the durations
 /// of the subjects that got there, per subtree of the org that opened them, as sorted counts
-/// (a quantile is read off them). Order-independent: each subject keeps its earliest opening
-/// and earliest arrival, and its duration moves when either does.
+/// (a quantile is read off them). Order-independent: each subject's duration follows its
+/// earliest opening and earliest arrival, and moves when either does.
 pub struct ElapsedLeaf {
     from: Kind,
     to: Vec<Kind>,
@@ -130,13 +135,10 @@ pub struct ElapsedLeaf {
 }
 
 impl ElapsedLeaf {
-    fn contribution(state: &Journey) -> Option<(NodeIdx, u32)> {
-        match state {
-            (Some((opened, _, org)), Some(arrived)) => {
-                Some((*org, arrived.saturating_sub(*opened)))
-            }
-            _ => None,
-        }
+    fn contribution(journey: &Journey) -> Option<(NodeIdx, u32)> {
+        let (opened, _, org) = journey.opened.iter().min_by_key(|o| (o.0, o.1))?;
+        let arrived = journey.arrived.iter().min()?;
+        Some((*org, arrived.saturating_sub(*opened)))
     }
 
     /// The quantile's duration in seconds at a node: the element at `floor(q × n)` (the last
@@ -156,20 +158,32 @@ impl ElapsedLeaf {
         }
         None
     }
-}
 
-impl Leaf for ElapsedLeaf {
-    fn apply(&mut self, r: &EventRow, org: NodeIdx, kind: Kind, t: &mut Touch) {
+    /// Adds a record to its subject's journey (`retract`: takes it out), and moves the
+    /// subject's duration if its earliest opening or arrival moved.
+    fn change(&mut self, r: &EventRow, org: NodeIdx, kind: Kind, retract: bool, t: &mut Touch) {
         let id = hash_str(&r.subject);
-        let state = self.subjects.entry(id).or_default();
-        let before = Self::contribution(state);
-        if kind == self.from && state.0.is_none_or(|(at, seq, _)| (r.at, r.seq) < (at, seq)) {
-            state.0 = Some((r.at, r.seq, org));
+        let journey = self.subjects.entry(id).or_default();
+        let before = Self::contribution(journey);
+        if kind == self.from {
+            let opening = (r.at, r.seq, org);
+            if !retract {
+                journey.opened.push(opening);
+            } else if let Some(i) = journey.opened.iter().position(|o| *o == opening) {
+                journey.opened.swap_remove(i);
+            }
         }
-        if self.to.contains(&kind) && state.1.is_none_or(|at| r.at < at) {
-            state.1 = Some(r.at);
+        if self.to.contains(&kind) {
+            if !retract {
+                journey.arrived.push(r.at);
+            } else if let Some(i) = journey.arrived.iter().position(|a| *a == r.at) {
+                journey.arrived.swap_remove(i);
+            }
         }
-        let after = Self::contribution(state);
+        let after = Self::contribution(journey);
+        if journey.opened.is_empty() && journey.arrived.is_empty() {
+            self.subjects.remove(&id);
+        }
         if before == after {
             return;
         }
@@ -192,6 +206,16 @@ impl Leaf for ElapsedLeaf {
             }
             t.add(&mut self.counts, o, false, 1);
         }
+    }
+}
+
+impl Leaf for ElapsedLeaf {
+    fn apply(&mut self, r: &EventRow, org: NodeIdx, kind: Kind, t: &mut Touch) {
+        self.change(r, org, kind, false, t);
+    }
+
+    fn retract(&mut self, r: &EventRow, org: NodeIdx, kind: Kind, t: &mut Touch) {
+        self.change(r, org, kind, true, t);
     }
 
     fn values(&self, node: NodeIdx, _today: Date) -> Vec<i64> {

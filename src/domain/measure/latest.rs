@@ -7,7 +7,7 @@
 use serde::Deserialize;
 use time::Date;
 
-use super::common::{self, COUNTED};
+use super::common::{self, Versions, COUNTED};
 use super::touch::Touch;
 use super::Leaf;
 use crate::domain::kinds::{intern_name, FieldType, Kinds};
@@ -41,7 +41,7 @@ impl Latest {
         let n = tree.len();
         LatestLeaf {
             field: intern_name(&self.field),
-            latest: vec![None; n],
+            versions: Versions::new(n),
             sums: vec![0; n],
             reporters: vec![0; n],
         }
@@ -63,22 +63,30 @@ impl Latest {
 /// The latest value of a field per reporting org, summed (semi-additive).
 pub struct LatestLeaf {
     field: &'static str,
-    latest: Vec<Option<(u32, u64, i64)>>,
+    versions: Versions<i64>,
     sums: Vec<i64>,
     reporters: Vec<i64>,
 }
 
+impl LatestLeaf {
+    fn moved(&mut self, org: NodeIdx, (before, after): (Option<i64>, Option<i64>), t: &mut Touch) {
+        let delta = after.unwrap_or(0).saturating_sub(before.unwrap_or(0));
+        t.add(&mut self.sums, org, false, delta);
+        let reporters = i64::from(after.is_some()) - i64::from(before.is_some());
+        t.add(&mut self.reporters, org, false, reporters);
+    }
+}
+
 impl Leaf for LatestLeaf {
     fn apply(&mut self, r: &EventRow, org: NodeIdx, _kind: Kind, t: &mut Touch) {
-        let old = self.latest[org as usize];
-        if old.is_some_and(|(at, seq, _)| (at, seq) > (r.at, r.seq)) {
-            return;
-        }
         let value = r.number(self.field).unwrap_or(0);
-        self.latest[org as usize] = Some((r.at, r.seq, value));
-        let before = old.map_or(0, |o| o.2);
-        t.add(&mut self.sums, org, false, value.saturating_sub(before));
-        t.add(&mut self.reporters, org, false, i64::from(old.is_none()));
+        let change = self.versions.insert(org, r.at, r.seq, value);
+        self.moved(org, change, t);
+    }
+
+    fn retract(&mut self, r: &EventRow, org: NodeIdx, _kind: Kind, t: &mut Touch) {
+        let change = self.versions.remove(org, r.at, r.seq);
+        self.moved(org, change, t);
     }
 
     fn values(&self, node: NodeIdx, _today: Date) -> Vec<i64> {

@@ -3,7 +3,7 @@
 //!
 //! Values: `[subjects matched, subjects of the first kind]`; no data until one subject.
 
-use rustc_hash::FxHashSet as HashSet;
+use rustc_hash::FxHashMap as HashMap;
 use serde::Deserialize;
 use time::Date;
 
@@ -45,8 +45,8 @@ impl Matched {
         MatchedLeaf {
             kind: self.kind,
             with: self.with,
-            firsts: vec![HashSet::default(); n],
-            seconds: vec![HashSet::default(); n],
+            firsts: vec![HashMap::default(); n],
+            seconds: vec![HashMap::default(); n],
             subjects: vec![0; n],
             matched: vec![0; n],
         }
@@ -81,26 +81,61 @@ impl Matched {
 pub struct MatchedLeaf {
     kind: Kind,
     with: Kind,
-    firsts: Vec<HashSet<u64>>,
-    seconds: Vec<HashSet<u64>>,
+    /// Per org: each subject's records of the first kind, and of the second.
+    firsts: Vec<HashMap<u64, u32>>,
+    seconds: Vec<HashMap<u64, u32>>,
     subjects: Vec<i64>,
     matched: Vec<i64>,
 }
 
-impl Leaf for MatchedLeaf {
-    fn apply(&mut self, r: &EventRow, org: NodeIdx, kind: Kind, t: &mut Touch) {
+/// One more record of a subject (`sign` 1) or one fewer (-1); whether the subject came or went.
+fn count(records: &mut HashMap<u64, u32>, subject: u64, sign: i32) -> bool {
+    if sign > 0 {
+        let n = records.entry(subject).or_default();
+        *n += 1;
+        *n == 1
+    } else {
+        match records.get_mut(&subject) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            Some(_) => {
+                records.remove(&subject);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl MatchedLeaf {
+    fn add(&mut self, r: &EventRow, org: NodeIdx, kind: Kind, sign: i32, t: &mut Touch) {
         let subject = hash_str(&r.subject);
         let o = org as usize;
-        if kind == self.kind && self.firsts[o].insert(subject) {
-            t.add(&mut self.subjects, org, false, 1);
-            if self.seconds[o].contains(&subject) {
-                t.add(&mut self.matched, org, false, 1);
+        let delta = i64::from(sign);
+        if kind == self.kind && count(&mut self.firsts[o], subject, sign) {
+            t.add(&mut self.subjects, org, false, delta);
+            if self.seconds[o].contains_key(&subject) {
+                t.add(&mut self.matched, org, false, delta);
             }
         }
-        if kind == self.with && self.seconds[o].insert(subject) && self.firsts[o].contains(&subject)
+        if kind == self.with
+            && count(&mut self.seconds[o], subject, sign)
+            && self.firsts[o].contains_key(&subject)
         {
-            t.add(&mut self.matched, org, false, 1);
+            t.add(&mut self.matched, org, false, delta);
         }
+    }
+}
+
+impl Leaf for MatchedLeaf {
+    fn apply(&mut self, r: &EventRow, org: NodeIdx, kind: Kind, t: &mut Touch) {
+        self.add(r, org, kind, 1, t);
+    }
+
+    fn retract(&mut self, r: &EventRow, org: NodeIdx, kind: Kind, t: &mut Touch) {
+        self.add(r, org, kind, -1, t);
     }
 
     fn values(&self, node: NodeIdx, _today: Date) -> Vec<i64> {

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use time::Date;
 
-use super::common::{self, at, holds, interned, When, COUNTED};
+use super::common::{self, at, holds, interned, Versions, When, COUNTED};
 use super::touch::Touch;
 use super::Leaf;
 use crate::domain::catalogue::Condition;
@@ -78,7 +78,7 @@ impl Nodes {
         NodesLeaf {
             levels: self.levels.clone(),
             when: interned(&self.when),
-            latest: vec![None; n],
+            versions: Versions::new(n),
             satisfied: vec![0; n],
             reporters: vec![0; n],
             population,
@@ -137,11 +137,26 @@ impl Nodes {
 pub struct NodesLeaf {
     levels: Vec<Level>,
     when: When,
-    latest: Vec<Option<(u32, u64, bool)>>,
+    /// Per org: whether each version satisfies the conditions.
+    versions: Versions<bool>,
     satisfied: Vec<i64>,
     reporters: Vec<i64>,
     /// Nodes of those levels in each subtree (the share's denominator).
     population: Vec<i64>,
+}
+
+impl NodesLeaf {
+    fn moved(
+        &mut self,
+        org: NodeIdx,
+        (before, after): (Option<bool>, Option<bool>),
+        t: &mut Touch,
+    ) {
+        let satisfied = i64::from(after == Some(true)) - i64::from(before == Some(true));
+        t.add(&mut self.satisfied, org, false, satisfied);
+        let reporters = i64::from(after.is_some()) - i64::from(before.is_some());
+        t.add(&mut self.reporters, org, false, reporters);
+    }
 }
 
 impl Leaf for NodesLeaf {
@@ -149,20 +164,16 @@ impl Leaf for NodesLeaf {
         if !self.levels.contains(&t.tree.node(org).level) {
             return;
         }
-        let old = self.latest[org as usize];
-        if old.is_some_and(|(at, seq, _)| (at, seq) > (r.at, r.seq)) {
+        let change = self.versions.insert(org, r.at, r.seq, holds(&self.when, r));
+        self.moved(org, change, t);
+    }
+
+    fn retract(&mut self, r: &EventRow, org: NodeIdx, _kind: Kind, t: &mut Touch) {
+        if !self.levels.contains(&t.tree.node(org).level) {
             return;
         }
-        let now = holds(&self.when, r);
-        self.latest[org as usize] = Some((r.at, r.seq, now));
-        let was = old.is_some_and(|o| o.2);
-        t.add(
-            &mut self.satisfied,
-            org,
-            false,
-            i64::from(now) - i64::from(was),
-        );
-        t.add(&mut self.reporters, org, false, i64::from(old.is_none()));
+        let change = self.versions.remove(org, r.at, r.seq);
+        self.moved(org, change, t);
     }
 
     fn values(&self, node: NodeIdx, _today: Date) -> Vec<i64> {
