@@ -20,7 +20,7 @@ use rustc_hash::FxHashMap as HashMap;
 use serde::Deserialize;
 use time::Date;
 
-use super::common::{self, at, COUNTED};
+use super::common::{self, at, Aside, COUNTED};
 use super::touch::{hash_str, Touch};
 use super::Leaf;
 use crate::domain::catalogue::CaseDeadline;
@@ -233,12 +233,12 @@ const DAY: u32 = 86_400;
 
 #[derive(Debug, Clone, Default)]
 struct Case {
-    /// (at, seq, org) of each opening record: the earliest opens the case (the others count
-    /// should it be taken back).
-    openings: Vec<(u32, u64, NodeIdx)>,
-    /// Per record that meets a deadline (other than a closing record): bit i, it meets
-    /// deadline i.
-    meets: Vec<u32>,
+    /// (at, seq, org) of the earliest opening record (the leaf keeps later ones aside, should
+    /// it be taken back).
+    opened: Option<(u32, u64, NodeIdx)>,
+    /// Bit i: a record meeting deadline i arrived (other than a closing record) — one such
+    /// record's bits; the leaf keeps the others' aside.
+    meets: Option<u32>,
     /// The orgs of the closing records that arrived (usually one), once per record.
     closers: Vec<NodeIdx>,
     /// Bit i: what this case currently adds to deadline i's overdue counts.
@@ -246,15 +246,10 @@ struct Case {
 }
 
 impl Case {
-    /// (at, seq, org) of the earliest opening record.
-    fn opened(&self) -> Option<(u32, u64, NodeIdx)> {
-        self.openings.iter().min_by_key(|o| (o.0, o.1)).copied()
-    }
-
     /// Whether a closing record closes it: any, or (`responder`) one from the org that must
     /// answer the opening org.
     fn closed(&self, responder: Option<&[NodeIdx]>) -> bool {
-        match (responder, self.opened()) {
+        match (responder, self.opened) {
             _ if self.closers.is_empty() => false,
             (None, _) => true,
             (Some(r), Some((_, _, org))) => self.closers.contains(&r[org as usize]),
@@ -263,15 +258,18 @@ impl Case {
     }
 
     fn open_at(&self, responder: Option<&[NodeIdx]>) -> Option<(NodeIdx, u32)> {
-        match self.opened() {
+        match self.opened {
             Some((at, _, org)) if !self.closed(responder) => Some((org, at)),
             _ => None,
         }
     }
 
-    /// The deadlines met: by their own records, and by the closing record once it closes.
-    fn met(&self, responder: Option<&[NodeIdx]>, by_closing: u32) -> u32 {
-        let met = self.meets.iter().fold(0, |bits, m| bits | m);
+    /// The deadlines met: by their own records (`more`: the bits of those kept aside), and by
+    /// the closing record once it closes.
+    fn met(&self, responder: Option<&[NodeIdx]>, by_closing: u32, more: &[u32]) -> u32 {
+        let met = more
+            .iter()
+            .fold(self.meets.unwrap_or(0), |bits, m| bits | m);
         if self.closed(responder) {
             met | by_closing
         } else {
@@ -280,16 +278,7 @@ impl Case {
     }
 
     fn is_empty(&self) -> bool {
-        self.openings.is_empty() && self.meets.is_empty() && self.closers.is_empty()
-    }
-}
-
-/// Adds `item` (or, `retract`, takes one copy of it out).
-fn put<T: PartialEq>(items: &mut Vec<T>, item: T, retract: bool) {
-    if !retract {
-        items.push(item);
-    } else if let Some(i) = items.iter().position(|x| *x == item) {
-        items.swap_remove(i);
+        self.opened.is_none() && self.meets.is_none() && self.closers.is_empty()
     }
 }
 
@@ -303,6 +292,10 @@ pub struct CasesLeaf {
     /// Only closing records of the level above close a case: per org, the org that must.
     responder: Option<Vec<NodeIdx>>,
     cases: HashMap<u64, Case>,
+    /// Per case: its opening records after the earliest, and its deadline-meeting records'
+    /// bits after the first.
+    more_openings: Aside<(u32, u64, NodeIdx)>,
+    more_meets: Aside<u32>,
     /// Cases ever opened in each subtree ("no data" until one).
     opened: Vec<i64>,
     open: Vec<i64>,
@@ -331,6 +324,8 @@ impl CasesLeaf {
             responder: None,
             deadlines: deadlines.to_vec(),
             cases: HashMap::default(),
+            more_openings: Aside::default(),
+            more_meets: Aside::default(),
             opened: vec![0; nodes],
             open: vec![0; nodes],
             overdue: vec![0; nodes],
@@ -363,12 +358,21 @@ impl CasesLeaf {
         let responder = self.responder.as_deref();
         let case = self.cases.entry(id).or_default();
         let before = case.open_at(responder);
-        let owner_before = case.opened().map(|o| o.2);
+        let owner_before = case.opened.map(|o| o.2);
         if kind == self.opened_by {
-            put(&mut case.openings, (r.at, r.seq, org), retract);
+            let opening = (r.at, r.seq, org);
+            if retract {
+                self.more_openings.remove(id, &mut case.opened, opening);
+            } else {
+                self.more_openings.insert(id, &mut case.opened, opening);
+            }
         }
         if kind == self.closed_by {
-            put(&mut case.closers, org, retract);
+            if !retract {
+                case.closers.push(org);
+            } else if let Some(i) = case.closers.iter().position(|c| *c == org) {
+                case.closers.swap_remove(i);
+            }
         } else {
             let meets = self
                 .deadlines
@@ -376,12 +380,14 @@ impl CasesLeaf {
                 .enumerate()
                 .filter(|(_, d)| d.met_by.contains(&kind))
                 .fold(0, |bits, (i, _)| bits | 1 << i);
-            if meets != 0 {
-                put(&mut case.meets, meets, retract);
+            if meets != 0 && retract {
+                self.more_meets.remove(id, &mut case.meets, meets);
+            } else if meets != 0 {
+                self.more_meets.insert(id, &mut case.meets, meets);
             }
         }
         let after = case.open_at(responder);
-        let owner_after = case.opened().map(|o| o.2);
+        let owner_after = case.opened.map(|o| o.2);
         if owner_before != owner_after {
             if let Some(o) = owner_before {
                 t.add(&mut self.opened, o, false, -1);
@@ -422,7 +428,7 @@ impl CasesLeaf {
             return 0;
         };
         let age = self.as_of.saturating_sub(opened);
-        let met = case.met(responder, self.met_by_closing);
+        let met = case.met(responder, self.met_by_closing, self.more_meets.rest(id));
         self.deadlines
             .iter()
             .enumerate()
@@ -440,7 +446,7 @@ impl CasesLeaf {
         }
         case.counted = now;
         // Lateness only counts while open, so the org is the opening record's.
-        let Some(org) = case.opened().map(|o| o.2) else {
+        let Some(org) = case.opened.map(|o| o.2) else {
             return;
         };
         let bit = |bits: u32, i: usize| i64::from(bits & (1 << i) != 0);

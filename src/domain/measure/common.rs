@@ -113,6 +113,53 @@ impl<V: Copy> Versions<V> {
     }
 }
 
+/// Multisets per key (a subject's openings, arrivals …) kept as their least element inline, in
+/// the caller's own state, and the rest here: nearly every key has one element, so nearly
+/// none allocates, and taking the least back promotes the next.
+pub struct Aside<T>(HashMap<u64, Vec<T>>);
+
+impl<T> Default for Aside<T> {
+    fn default() -> Self {
+        Aside(HashMap::default())
+    }
+}
+
+impl<T: Ord + Copy> Aside<T> {
+    pub fn insert(&mut self, key: u64, least: &mut Option<T>, v: T) {
+        match least {
+            None => *least = Some(v),
+            Some(l) if v < *l => {
+                self.0.entry(key).or_default().push(*l);
+                *l = v;
+            }
+            Some(_) => self.0.entry(key).or_default().push(v),
+        }
+    }
+
+    pub fn remove(&mut self, key: u64, least: &mut Option<T>, v: T) {
+        let Some(rest) = self.0.get_mut(&key) else {
+            if *least == Some(v) {
+                *least = None;
+            }
+            return;
+        };
+        if *least == Some(v) {
+            let next = (0..rest.len()).min_by_key(|&i| rest[i]);
+            *least = next.map(|i| rest.swap_remove(i));
+        } else if let Some(i) = rest.iter().position(|x| *x == v) {
+            rest.swap_remove(i);
+        }
+        if rest.is_empty() {
+            self.0.remove(&key);
+        }
+    }
+
+    /// The elements of `key` besides the least.
+    pub fn rest(&self, key: u64) -> &[T] {
+        self.0.get(&key).map_or(&[], Vec::as_slice)
+    }
+}
+
 /// The period holding a record's time (no date arithmetic for `All`).
 pub fn period_of(period: Period, at: u32) -> u32 {
     match period {

@@ -3,7 +3,7 @@
 //!
 //! Values: `[distinct subjects in the period, subjects ever]`; no data until one.
 
-use rustc_hash::FxHashMap as HashMap;
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use serde::Deserialize;
 use time::Date;
 
@@ -50,6 +50,7 @@ impl Distinct {
             period: self.period,
             own: self.own,
             seen: (0..n).map(|_| HashMap::default()).collect(),
+            more: HashMap::default(),
             counts: PeriodSums::new(self.period, n),
             reported: vec![0; n],
         }
@@ -72,9 +73,11 @@ impl Distinct {
 pub struct DistinctLeaf {
     period: Period,
     own: bool,
-    /// Per org and period: each subject's records (a subject leaves when its last is taken
-    /// back).
-    seen: Vec<HashMap<u32, HashMap<u64, u32>>>,
+    seen: Vec<HashMap<u32, HashSet<u64>>>,
+    /// (org, period, subject) → the subject's records there beyond its first: a subject leaves
+    /// the set only when its last record is taken back. Kept aside because most subjects have
+    /// one record per period.
+    more: HashMap<(NodeIdx, u32, u64), u32>,
     counts: PeriodSums,
     reported: Vec<i64>,
 }
@@ -82,30 +85,31 @@ pub struct DistinctLeaf {
 impl Leaf for DistinctLeaf {
     fn apply(&mut self, r: &EventRow, org: NodeIdx, _kind: Kind, t: &mut Touch) {
         let key = period_of(self.period, r.at);
-        let records = self.seen[org as usize]
+        let subject = hash_str(&r.subject);
+        if self.seen[org as usize]
             .entry(key)
             .or_default()
-            .entry(hash_str(&r.subject))
-            .or_default();
-        *records += 1;
-        if *records == 1 {
+            .insert(subject)
+        {
             self.counts.add(t, org, self.own, key, 1);
             t.add(&mut self.reported, org, self.own, 1);
+        } else {
+            *self.more.entry((org, key, subject)).or_default() += 1;
         }
     }
 
     fn retract(&mut self, r: &EventRow, org: NodeIdx, _kind: Kind, t: &mut Touch) {
         let key = period_of(self.period, r.at);
-        let Some(subjects) = self.seen[org as usize].get_mut(&key) else {
-            return;
-        };
         let subject = hash_str(&r.subject);
-        let Some(records) = subjects.get_mut(&subject) else {
+        if let Some(more) = self.more.get_mut(&(org, key, subject)) {
+            *more -= 1;
+            if *more == 0 {
+                self.more.remove(&(org, key, subject));
+            }
             return;
-        };
-        *records -= 1;
-        if *records == 0 {
-            subjects.remove(&subject);
+        }
+        let held = self.seen[org as usize].get_mut(&key);
+        if held.is_some_and(|subjects| subjects.remove(&subject)) {
             self.counts.add(t, org, self.own, key, -1);
             t.add(&mut self.reported, org, self.own, -1);
         }

@@ -9,7 +9,7 @@ use rustc_hash::FxHashMap as HashMap;
 use serde::Deserialize;
 use time::Date;
 
-use super::common::{self, at, COUNTED};
+use super::common::{self, at, Aside, COUNTED};
 use super::touch::{hash_str, Touch};
 use super::Leaf;
 use crate::domain::kinds::Kinds;
@@ -71,6 +71,8 @@ impl Elapsed {
             to: self.to.clone(),
             quantile: self.quantile,
             subjects: HashMap::default(),
+            more_openings: Aside::default(),
+            more_arrivals: Aside::default(),
             durations: vec![std::collections::BTreeMap::new(); n],
             counts: vec![0; n],
         }
@@ -112,12 +114,12 @@ impl Elapsed {
     }
 }
 
-/// A subject's opening records (at, seq, org) and arrivals (at): the earliest of each count,
-/// the others are kept for when it is taken back.
+/// A subject's earliest opening record (at, seq, org) and earliest arrival (at); the leaf
+/// keeps the others aside, for when one is taken back.
 #[derive(Default)]
 struct Journey {
-    opened: Vec<(u32, u64, NodeIdx)>,
-    arrived: Vec<u32>,
+    opened: Option<(u32, u64, NodeIdx)>,
+    arrived: Option<u32>,
 }
 
 /// The time from each subject's first `from` record to its first `to` record: the durations
@@ -129,6 +131,8 @@ pub struct ElapsedLeaf {
     to: Vec<Kind>,
     quantile: f64,
     subjects: HashMap<u64, Journey>,
+    more_openings: Aside<(u32, u64, NodeIdx)>,
+    more_arrivals: Aside<u32>,
     /// Per node: duration (seconds) → subjects of the subtree that took that long.
     durations: Vec<std::collections::BTreeMap<u32, u32>>,
     counts: Vec<i64>,
@@ -136,9 +140,9 @@ pub struct ElapsedLeaf {
 
 impl ElapsedLeaf {
     fn contribution(journey: &Journey) -> Option<(NodeIdx, u32)> {
-        let (opened, _, org) = journey.opened.iter().min_by_key(|o| (o.0, o.1))?;
-        let arrived = journey.arrived.iter().min()?;
-        Some((*org, arrived.saturating_sub(*opened)))
+        let (opened, _, org) = journey.opened?;
+        let arrived = journey.arrived?;
+        Some((org, arrived.saturating_sub(opened)))
     }
 
     /// The quantile's duration in seconds at a node: the element at `floor(q × n)` (the last
@@ -166,22 +170,23 @@ impl ElapsedLeaf {
         let journey = self.subjects.entry(id).or_default();
         let before = Self::contribution(journey);
         if kind == self.from {
-            let opening = (r.at, r.seq, org);
-            if !retract {
-                journey.opened.push(opening);
-            } else if let Some(i) = journey.opened.iter().position(|o| *o == opening) {
-                journey.opened.swap_remove(i);
+            let (opened, aside) = (&mut journey.opened, &mut self.more_openings);
+            if retract {
+                aside.remove(id, opened, (r.at, r.seq, org));
+            } else {
+                aside.insert(id, opened, (r.at, r.seq, org));
             }
         }
         if self.to.contains(&kind) {
-            if !retract {
-                journey.arrived.push(r.at);
-            } else if let Some(i) = journey.arrived.iter().position(|a| *a == r.at) {
-                journey.arrived.swap_remove(i);
+            let (arrived, aside) = (&mut journey.arrived, &mut self.more_arrivals);
+            if retract {
+                aside.remove(id, arrived, r.at);
+            } else {
+                aside.insert(id, arrived, r.at);
             }
         }
         let after = Self::contribution(journey);
-        if journey.opened.is_empty() && journey.arrived.is_empty() {
+        if journey.opened.is_none() && journey.arrived.is_none() {
             self.subjects.remove(&id);
         }
         if before == after {

@@ -3,7 +3,7 @@
 //!
 //! Values: `[subjects matched, subjects of the first kind]`; no data until one subject.
 
-use rustc_hash::FxHashMap as HashMap;
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use serde::Deserialize;
 use time::Date;
 
@@ -45,8 +45,9 @@ impl Matched {
         MatchedLeaf {
             kind: self.kind,
             with: self.with,
-            firsts: vec![HashMap::default(); n],
-            seconds: vec![HashMap::default(); n],
+            firsts: vec![HashSet::default(); n],
+            seconds: vec![HashSet::default(); n],
+            more: HashMap::default(),
             subjects: vec![0; n],
             matched: vec![0; n],
         }
@@ -81,48 +82,57 @@ impl Matched {
 pub struct MatchedLeaf {
     kind: Kind,
     with: Kind,
-    /// Per org: each subject's records of the first kind, and of the second.
-    firsts: Vec<HashMap<u64, u32>>,
-    seconds: Vec<HashMap<u64, u32>>,
+    firsts: Vec<HashSet<u64>>,
+    seconds: Vec<HashSet<u64>>,
+    /// (org, subject, of the second kind) → the subject's records beyond its first: it leaves
+    /// only when its last is taken back. Aside, because most subjects have one.
+    more: HashMap<(NodeIdx, u64, bool), u32>,
     subjects: Vec<i64>,
     matched: Vec<i64>,
 }
 
-/// One more record of a subject (`sign` 1) or one fewer (-1); whether the subject came or went.
-fn count(records: &mut HashMap<u64, u32>, subject: u64, sign: i32) -> bool {
-    if sign > 0 {
-        let n = records.entry(subject).or_default();
-        *n += 1;
-        *n == 1
-    } else {
-        match records.get_mut(&subject) {
-            Some(n) if *n > 1 => {
-                *n -= 1;
+impl MatchedLeaf {
+    /// One more record of a subject (`sign` 1) or one fewer (-1); whether the subject came or
+    /// went.
+    fn count(&mut self, org: NodeIdx, subject: u64, second: bool, sign: i32) -> bool {
+        let set = if second {
+            &mut self.seconds[org as usize]
+        } else {
+            &mut self.firsts[org as usize]
+        };
+        let key = (org, subject, second);
+        if sign > 0 {
+            if set.insert(subject) {
+                return true;
+            }
+            *self.more.entry(key).or_default() += 1;
+            return false;
+        }
+        match self.more.get_mut(&key) {
+            Some(more) => {
+                *more -= 1;
+                if *more == 0 {
+                    self.more.remove(&key);
+                }
                 false
             }
-            Some(_) => {
-                records.remove(&subject);
-                true
-            }
-            None => false,
+            None => set.remove(&subject),
         }
     }
-}
 
-impl MatchedLeaf {
     fn add(&mut self, r: &EventRow, org: NodeIdx, kind: Kind, sign: i32, t: &mut Touch) {
         let subject = hash_str(&r.subject);
         let o = org as usize;
         let delta = i64::from(sign);
-        if kind == self.kind && count(&mut self.firsts[o], subject, sign) {
+        if kind == self.kind && self.count(org, subject, false, sign) {
             t.add(&mut self.subjects, org, false, delta);
-            if self.seconds[o].contains_key(&subject) {
+            if self.seconds[o].contains(&subject) {
                 t.add(&mut self.matched, org, false, delta);
             }
         }
         if kind == self.with
-            && count(&mut self.seconds[o], subject, sign)
-            && self.firsts[o].contains_key(&subject)
+            && self.count(org, subject, true, sign)
+            && self.firsts[o].contains(&subject)
         {
             t.add(&mut self.matched, org, false, delta);
         }
