@@ -239,6 +239,7 @@ impl Application {
         let checkpoint = ingest.checkpoint.clone();
         let streams = Arc::new(crate::stream::Streams::new(&settings.stream));
         tasks.push(tokio::spawn(streams.clone().run_housekeeping()).abort_handle());
+        let store_for_audit = store.clone();
         let state = Arc::new(AppState {
             streams,
             managed_clickhouse: managed.as_ref().map(|m| m.status().clone()),
@@ -278,6 +279,7 @@ impl Application {
                 Duration::from_secs(settings.limits.login_lockout_secs),
             )),
             brief: settings.brief.clone(),
+            audit: crate::store::audit::AuditTrail::start(store_for_audit),
             local_url,
             drain: Duration::from_secs(settings.server.drain_secs),
             instance,
@@ -399,6 +401,7 @@ fn background_jobs(
                 store: state.store.clone(),
                 tree: state.tree.clone(),
                 definitions: state.definitions.clone(),
+                audit: state.audit.clone(),
                 dashboards: state.dashboards.clone(),
                 revalidate: {
                     let alerts = state.alerts.clone();

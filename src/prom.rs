@@ -15,6 +15,7 @@ pub struct Prom {
     pub ingest_rejected: IntCounter,
     pub screens: IntGauge,
     pub spool_bytes: IntGauge,
+    pub audit_dropped: IntGauge,
     pub ingest_checkpoint: IntGauge,
     pub live_quarantined: IntCounter,
     pub resume_epochs: IntGauge,
@@ -74,6 +75,10 @@ impl Prom {
         let spool_bytes = gauge(
             "ingest_spool_bytes",
             "Bytes in the durable log not yet deleted",
+        );
+        let audit_dropped = gauge(
+            "audit_entries_dropped",
+            "Audit entries not stored since the start (the queue to ClickHouse was full; each was logged instead)",
         );
         let ingest_checkpoint = gauge(
             "ingest_checkpoint_seq",
@@ -136,6 +141,7 @@ impl Prom {
             Box::new(ingest_rejected.clone()),
             Box::new(screens.clone()),
             Box::new(spool_bytes.clone()),
+            Box::new(audit_dropped.clone()),
             Box::new(ingest_checkpoint.clone()),
             Box::new(live_quarantined.clone()),
             Box::new(resume_epochs.clone()),
@@ -158,6 +164,7 @@ impl Prom {
             ingest_rejected,
             screens,
             spool_bytes,
+            audit_dropped,
             ingest_checkpoint,
             live_quarantined,
             resume_epochs,

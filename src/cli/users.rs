@@ -22,6 +22,15 @@ pub(super) async fn user_command(
         store.migrate().await?;
         let directory = UserDirectory::load(store.clone()).await?;
         let by = format!("cli:{}", std::env::var("USER").unwrap_or_default());
+        use crate::store::audit::{AuditAction, AuditEntry};
+        let audit = |entry: AuditEntry| {
+            let store = store.clone();
+            async move {
+                if let Err(e) = crate::store::audit::append(&store, &[entry]).await {
+                    tracing::warn!(error = %e, "could not write the audit entry");
+                }
+            }
+        };
         match command {
             UserCommand::Add {
                 name, role, scope, ..
@@ -47,6 +56,12 @@ pub(super) async fn user_command(
                 let user = directory
                     .add_user(&name, role, &scope, &password, &by)
                     .await?;
+                audit(
+                    AuditEntry::new(AuditAction::UserAdded, &by)
+                        .target(&user.name)
+                        .detail(format!("role {}, scope {}", user.role.as_str(), user.scope)),
+                )
+                .await;
                 println!(
                     "added {} ({}, scope {} {})",
                     user.name,
@@ -98,10 +113,12 @@ pub(super) async fn user_command(
                 ..
             } => {
                 let t = directory.revoke_screen_token(&name).await?;
+                audit(AuditEntry::new(AuditAction::ScreenTokenRevoked, &by).target(&t.id)).await;
                 println!("revoked screen token {} of {}", t.id, t.user);
             }
             UserCommand::Revoke { name, .. } => {
                 let u = directory.revoke_user(&name, &by).await?;
+                audit(AuditEntry::new(AuditAction::UserRevoked, &by).target(&u.name)).await;
                 println!(
                     "revoked {}: its tokens are refused from their next use",
                     u.name
@@ -132,6 +149,12 @@ pub(super) async fn user_command(
                     directory,
                 )?;
                 let issued = auth.issue_screen_token(&record, &scope, &label).await?;
+                audit(
+                    AuditEntry::new(AuditAction::ScreenTokenIssued, &by)
+                        .target(&issued.id)
+                        .detail(format!("for {user}, scope {scope}, {label}")),
+                )
+                .await;
                 eprintln!(
                     "screen token {} for {user}, scope {scope}, expires {}",
                     issued.id,

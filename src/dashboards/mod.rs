@@ -330,6 +330,32 @@ impl DefinitionFiles {
         Catalogue::parse(&self.kinds, &self.metrics)
     }
 
+    /// The files added, removed or changed since `before` (`kinds/…`, `metrics/…`).
+    pub fn changed_since(&self, before: &DefinitionFiles) -> Vec<String> {
+        let mut changed = Vec::new();
+        for (folder, now, then) in [
+            ("kinds", &self.kinds, &before.kinds),
+            ("metrics", &self.metrics, &before.metrics),
+        ] {
+            let names = now.iter().chain(then.iter()).map(|(name, _)| name);
+            let mut names: Vec<&String> = names.collect();
+            names.sort();
+            names.dedup();
+            for name in names {
+                let text = |files: &[(String, String)]| {
+                    files
+                        .iter()
+                        .find(|(n, _)| n == name)
+                        .map(|(_, t)| t.clone())
+                };
+                if text(now) != text(then) {
+                    changed.push(format!("{folder}/{name}"));
+                }
+            }
+        }
+        changed
+    }
+
     /// Where the last set that was put in service is kept: what a restart falls back on when
     /// the files on disk are refused.
     fn last_good_path(dir: &Path) -> PathBuf {

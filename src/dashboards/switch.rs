@@ -1,6 +1,7 @@
 //! Metric definitions changed while running: re-read every second, refused loudly when
 //! broken, and switched to once the live state for them is rebuilt from ClickHouse.
 
+use crate::store::audit::{AuditAction, AuditEntry};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ pub struct Services {
     pub store: Store,
     pub tree: Arc<OrgTree>,
     pub definitions: Arc<DefinitionsStatus>,
+    pub audit: crate::store::audit::AuditTrail,
     pub dashboards: Dashboards,
     pub revalidate: Arc<dyn Fn() + Send + Sync>,
 }
@@ -63,23 +65,39 @@ pub async fn watch_metric_definitions(
         if now == seen {
             continue;
         }
+        // Who edited the files is not known here: the trail names the files and what vscc did.
+        let files = match (&now, &seen) {
+            (Ok(now), Ok(seen)) => now.changed_since(seen).join(", "),
+            _ => String::new(),
+        };
+        let audit = |outcome: &str, detail: String| {
+            state.audit.record(
+                AuditEntry::new(AuditAction::DefinitionsChanged, "system")
+                    .target(&files)
+                    .outcome(outcome)
+                    .detail(detail),
+            );
+        };
         match now
             .clone()
             .and_then(|files| files.parse().map_err(|e| e.to_string()))
         {
             Err(e) => {
                 tracing::error!(error = %e, "definitions refused; the catalogue in service stays");
+                audit("refused", format!("the catalogue in service stays: {e}"));
                 state.definitions.set_refused(Some(e));
                 seen = now;
             }
             Ok(catalogue) if catalogue == *state.hub.catalogue() => {
                 state.definitions.set_refused(None);
+                audit("ok", "the catalogue is unchanged".into());
                 keep(&now);
                 seen = now;
             }
             Ok(catalogue) => {
                 match switch_catalogue(&state, Arc::new(catalogue), checkpoint.clone()).await {
                     Ok(()) => {
+                        audit("ok", "switched to the changed catalogue".into());
                         keep(&now);
                         seen = now;
                     }

@@ -1,10 +1,11 @@
 //! Alerts: current instances, history, acknowledgement.
 
-use actix_web::{delete, get, post, web, HttpResponse};
+use actix_web::{delete, get, post, web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
 use super::{auth::Caller, params::Params, ApiError, AppState};
 use crate::auth::{authorize, Action};
+use crate::store::audit::AuditAction;
 use crate::wire::alerts::{Alert, AlertHistoryEntry, AlertsAnswer, Silence};
 use crate::wire::events::{QuarantineAnswer, QuarantinedRecord};
 
@@ -149,6 +150,7 @@ pub struct AckBody {
 
 async fn set_ack(
     who: crate::auth::Principal,
+    req: HttpRequest,
     fingerprint: String,
     comment: String,
     ack: bool,
@@ -170,6 +172,16 @@ async fn set_ack(
         .ok_or_else(|| ApiError::NotFound {
             what: format!("alert {fingerprint}"),
         })?;
+    let action = if ack {
+        AuditAction::AlertAcknowledged
+    } else {
+        AuditAction::AlertUnacknowledged
+    };
+    state.audit.record(
+        super::audit_entry(&state, &req, &who, action)
+            .target(&fingerprint)
+            .detail(comment),
+    );
     let rules = state.alerts.rules();
     Ok(HttpResponse::Ok().json(Alert::new(
         &updated,
@@ -188,6 +200,7 @@ async fn set_ack(
 #[post("/api/v1/alerts/{rule}/{node}/ack")]
 async fn ack_alert(
     caller: Caller,
+    req: HttpRequest,
     path: web::Path<(String, String)>,
     body: Option<web::Json<AckBody>>,
     state: web::Data<AppState>,
@@ -195,7 +208,7 @@ async fn ack_alert(
     let who = caller.may(&state, Action::HandleAlerts)?;
     let (rule, node) = path.into_inner();
     let comment = body.map(|b| b.into_inner().comment).unwrap_or_default();
-    set_ack(who, format!("{rule}/{node}"), comment, true, state).await
+    set_ack(who, req, format!("{rule}/{node}"), comment, true, state).await
 }
 
 /// Withdraw an acknowledgement.
@@ -205,12 +218,21 @@ async fn ack_alert(
 #[delete("/api/v1/alerts/{rule}/{node}/ack")]
 async fn unack_alert(
     caller: Caller,
+    req: HttpRequest,
     path: web::Path<(String, String)>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let who = caller.may(&state, Action::HandleAlerts)?;
     let (rule, node) = path.into_inner();
-    set_ack(who, format!("{rule}/{node}"), String::new(), false, state).await
+    set_ack(
+        who,
+        req,
+        format!("{rule}/{node}"),
+        String::new(),
+        false,
+        state,
+    )
+    .await
 }
 
 /// Silences in force or scheduled, inside the caller's scope.
@@ -244,6 +266,7 @@ async fn list_silences(
 #[post("/api/v1/silences")]
 async fn create_silence(
     caller: Caller,
+    req: HttpRequest,
     body: web::Bytes,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -260,6 +283,11 @@ async fn create_silence(
         silence.scope_idx.unwrap_or(state.tree.root()),
     )?;
     state.alerts.add_silence(silence.clone()).await?;
+    state.audit.record(
+        super::audit_entry(&state, &req, &who, AuditAction::SilenceCreated)
+            .target(&silence.id)
+            .detail(String::from_utf8_lossy(&body).into_owned()),
+    );
     Ok(HttpResponse::Created().json(Silence::from(&silence)))
 }
 
@@ -269,6 +297,7 @@ async fn create_silence(
 #[delete("/api/v1/silences/{id}")]
 async fn delete_silence(
     caller: Caller,
+    req: HttpRequest,
     id: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -288,5 +317,8 @@ async fn delete_silence(
         silence.scope_idx.unwrap_or(state.tree.root()),
     )?;
     state.alerts.delete_silence(&id, &who.name).await?;
+    state
+        .audit
+        .record(super::audit_entry(&state, &req, &who, AuditAction::SilenceEnded).target(&id));
     Ok(HttpResponse::NoContent().finish())
 }

@@ -1,6 +1,6 @@
 //! Ledger uploads: `POST /api/v1/imports`, the list of imports and reject files.
 
-use actix_web::{get, post, web, HttpResponse};
+use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
@@ -8,6 +8,7 @@ use tokio::io::AsyncWriteExt;
 use super::{auth::Caller, params::Params, ApiError, AppState};
 use crate::auth::Action;
 use crate::batch::ledger::{import, runs, Family};
+use crate::store::audit::AuditAction;
 use crate::wire::imports::{ImportAnswer, ImportRun};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -38,6 +39,7 @@ fn is_safe_upload_id(id: &str) -> bool {
 #[post("/api/v1/imports")]
 async fn upload(
     caller: Caller,
+    req: HttpRequest,
     params: Params<UploadParams>,
     mut payload: web::Payload,
     state: web::Data<AppState>,
@@ -98,7 +100,7 @@ async fn upload(
         reject_dir: Some(dir.clone()),
         scope: Some(who.scope),
         by: who.name.clone(),
-        display_name: Some(name),
+        display_name: Some(name.clone()),
         ..Default::default()
     };
     let locator = state.map.clone();
@@ -112,13 +114,21 @@ async fn upload(
     )
     .await;
     let _ = tokio::fs::remove_file(&path).await;
+    let audit = super::audit_entry(&state, &req, &who, AuditAction::LedgerImported).target(&name);
     let summary = match result {
         Ok(s) => s,
         Err(e) => {
             let _ = tokio::fs::remove_dir_all(&dir).await;
+            state
+                .audit
+                .record(audit.outcome("refused").detail(e.to_string()));
             return Err(e.into());
         }
     };
+    state.audit.record(audit.detail(format!(
+        "import {}: {} rows, {} accepted, {} duplicates, {} rejected",
+        summary.import_no, summary.rows, summary.accepted, summary.duplicates, summary.rejected
+    )));
     state.imports_applied.notify_one();
     let rejects_url = match summary.reject_file {
         Some(_) => Some(format!("/api/v1/imports/{upload_id}/rejects.csv")),

@@ -1,6 +1,7 @@
 //! The actix-web app: routes, the error → status mapping, OpenAPI and static assets.
 
 mod alerts;
+mod audit;
 mod auth;
 pub mod error;
 mod events;
@@ -74,6 +75,8 @@ pub struct AppState {
     pub ingest_budget: Arc<tokio::sync::Semaphore>,
     /// Wakes the import follower (a ledger was just imported here).
     pub imports_applied: Arc<tokio::sync::Notify>,
+    /// Who did what: logins, users, tokens, alerts, SQL, imports (admins read it).
+    pub audit: crate::store::audit::AuditTrail,
     /// How the metric definition files last read went.
     pub definitions: Arc<crate::dashboards::DefinitionsStatus>,
     /// Where the brief's PDFs go and what prints them.
@@ -92,6 +95,7 @@ impl AppState {
         use std::sync::atomic::Ordering;
         let prom = &self.prom;
         prom.screens.set(self.presence.count() as i64);
+        prom.audit_dropped.set(self.audit.dropped() as i64);
         let counters = self.ingest.log.counters();
         prom.spool_bytes
             .set(counters.spool_bytes.load(Ordering::Relaxed) as i64);
@@ -162,6 +166,7 @@ pub fn run(
             .configure(alerts::routes)
             .configure(jobs::routes)
             .configure(users::routes)
+            .configure(audit::routes)
             .configure(query::routes)
             .configure(imports::routes)
             .configure(|cfg| pages::routes(cfg, &assets_dir))
@@ -317,6 +322,20 @@ pub fn client_addr(req: &actix_web::HttpRequest, state: &AppState) -> String {
         }
     }
     peer.map(|a| a.ip().to_string()).unwrap_or_default()
+}
+
+/// An audit entry of `action` by the caller: their name, role and scope, and the client's
+/// address.
+pub fn audit_entry(
+    state: &AppState,
+    req: &actix_web::HttpRequest,
+    who: &crate::auth::Principal,
+    action: crate::store::audit::AuditAction,
+) -> crate::store::audit::AuditEntry {
+    crate::store::audit::AuditEntry::new(action, &who.name)
+        .role(who.role.as_str())
+        .scope(&state.tree.node(who.scope).code)
+        .address(&client_addr(req, state))
 }
 
 /// SIGINT or SIGTERM: drain — readiness answers 503 at once (a balancer stops sending new

@@ -57,11 +57,12 @@ use utoipa::OpenApi;
         super::imports::list,
         super::imports::rejects,
         super::alerts::quarantine,
+        super::audit::list,
     ),
     components(schemas(
         crate::wire::events::EventIn, crate::wire::events::IngestAnswer, crate::wire::events::Rejection,
         crate::wire::events::QuarantineAnswer, crate::wire::events::QuarantinedRecord,
-        crate::wire::org::OrgView, crate::wire::ErrorBody, crate::wire::ops::Readiness, crate::wire::ops::Health,
+        crate::wire::org::OrgView, crate::wire::ErrorBody, crate::wire::ops::Readiness, crate::wire::ops::Health, crate::wire::ops::AuditEntryView,
         crate::wire::figures::FiguresAnswer, crate::wire::figures::Figure, crate::wire::figures::CatalogueEntry,
         crate::wire::figures::Freshness, crate::wire::figures::AtRiskAnswer, crate::wire::figures::AtRiskNode, crate::wire::alerts::AlertsAnswer, crate::wire::alerts::Alert,
         crate::wire::alerts::AlertGroup, crate::wire::alerts::AlertCounts,

@@ -7,6 +7,7 @@ use serde::Deserialize;
 use super::{auth::Caller, params::Params, ApiError, AppState};
 use crate::auth::{authorize, Action, Principal, Role};
 use crate::sql::{history, OutputFormat, Target};
+use crate::store::audit::AuditAction;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(run_query)
@@ -60,6 +61,9 @@ async fn target_for(
         .await?)
 }
 
+/// The SQL text the audit trail keeps of a query, in characters.
+const MAX_AUDITED_SQL: usize = 4_000;
+
 fn valid_query_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
 }
@@ -97,13 +101,27 @@ async fn run_query(
     // the run kills the query.
     let run = match req.conn_data::<super::ClientSocket>().copied() {
         Some(socket) => tokio::select! {
-            run = run => run?,
+            run = run => run,
             () = socket.closed() => {
                 tracing::info!(user = %who.name, "client went away during a query");
                 return Err(ApiError::Conflict("the client closed the connection".into()));
             }
         },
-        None => run.await?,
+        None => run.await,
+    };
+    let sql: String = body.sql.chars().take(MAX_AUDITED_SQL).collect();
+    let ran = super::audit_entry(&state, &req, &who, AuditAction::SqlRun).target(&target.scope);
+    let run = match run {
+        Ok(run) => {
+            state.audit.record(ran.detail(sql));
+            run
+        }
+        Err(e) => {
+            state
+                .audit
+                .record(ran.outcome("refused").detail(format!("{sql}\n-- {e}")));
+            return Err(e.into());
+        }
     };
     let mut res = HttpResponse::Ok();
     res.content_type(format.content_type())

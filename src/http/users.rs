@@ -3,8 +3,9 @@
 use actix_web::{delete, get, post, web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
-use super::{auth::Caller, ApiError, AppState};
+use super::{audit_entry, auth::Caller, ApiError, AppState};
 use crate::auth::{authorize, Action, IssuedToken, Role, ScreenTokenRecord, UserRecord};
+use crate::store::audit::{AuditAction, AuditEntry};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(login)
@@ -36,9 +37,24 @@ async fn login(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let user_key = format!("user:{}", body.name);
-    let addr_key = format!("addr:{}", super::client_addr(&req, &state));
+    let address = super::client_addr(&req, &state);
+    let addr_key = format!("addr:{address}");
     let keys = [user_key.as_str(), addr_key.as_str()];
-    state.login_throttle.check(&keys)?;
+    // The name's own scope and role, when it names a user: a district's admin then sees the
+    // failed logins of the district's users.
+    let known = state.auth.directory().user(&body.name);
+    let attempt = AuditEntry::new(AuditAction::Login, &body.name)
+        .address(&address)
+        .role(known.as_ref().map_or("", |u| u.role.as_str()))
+        .scope(known.as_ref().map_or("", |u| u.scope.as_str()));
+    if let Err(e) = state.login_throttle.check(&keys) {
+        state.audit.record(
+            attempt
+                .outcome("refused")
+                .detail("too many failed logins: locked out for now"),
+        );
+        return Err(e.into());
+    }
     match state
         .auth
         .directory()
@@ -48,11 +64,17 @@ async fn login(
         Some(user) => {
             state.login_throttle.succeeded(&keys);
             tracing::info!(user = %user.name, "login");
+            state.audit.record(attempt);
             Ok(HttpResponse::Ok().json(state.auth.issue_session(&user)?))
         }
         None => {
             state.login_throttle.failed(&keys);
             tracing::info!(user = %body.name, "failed login");
+            state.audit.record(
+                attempt
+                    .outcome("refused")
+                    .detail("wrong user name or password"),
+            );
             Err(ApiError::Unauthorized("wrong user name or password".into()))
         }
     }
@@ -141,6 +163,7 @@ pub struct NewUser {
 #[post("/api/v1/users")]
 async fn add_user(
     caller: Caller,
+    req: HttpRequest,
     body: web::Json<NewUser>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -158,6 +181,11 @@ async fn add_user(
         )
         .await?;
     tracing::info!(user = %user.name, role = user.role.as_str(), scope = %user.scope, by = %who.name, "user added");
+    state.audit.record(
+        audit_entry(&state, &req, &who, AuditAction::UserAdded)
+            .target(&user.name)
+            .detail(format!("role {}, scope {}", user.role.as_str(), user.scope)),
+    );
     Ok(HttpResponse::Created().json(user))
 }
 
@@ -168,6 +196,7 @@ async fn add_user(
 #[delete("/api/v1/users/{name}")]
 async fn revoke_user(
     caller: Caller,
+    req: HttpRequest,
     name: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -182,6 +211,9 @@ async fn revoke_user(
         })?;
     let user = state.auth.directory().revoke_user(&name, &who.name).await?;
     tracing::info!(user = %user.name, by = %who.name, "user revoked");
+    state
+        .audit
+        .record(audit_entry(&state, &req, &who, AuditAction::UserRevoked).target(&user.name));
     Ok(HttpResponse::Ok().json(user))
 }
 
@@ -226,6 +258,7 @@ pub struct NewScreenToken {
 #[post("/api/v1/screen-tokens")]
 async fn issue_screen_token(
     caller: Caller,
+    req: HttpRequest,
     body: web::Json<NewScreenToken>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -261,6 +294,11 @@ async fn issue_screen_token(
         .issue_screen_token(&user, &scope, &body.label)
         .await?;
     tracing::info!(id = %issued.id, user = %user.name, scope = %scope, by = %who.name, "screen token issued");
+    state.audit.record(
+        audit_entry(&state, &req, &who, AuditAction::ScreenTokenIssued)
+            .target(&issued.id)
+            .detail(format!("for {}, scope {scope}, {}", user.name, body.label)),
+    );
     Ok(HttpResponse::Created().json(issued))
 }
 
@@ -271,6 +309,7 @@ async fn issue_screen_token(
 #[delete("/api/v1/screen-tokens/{id}")]
 async fn revoke_screen_token(
     caller: Caller,
+    req: HttpRequest,
     id: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -285,5 +324,8 @@ async fn revoke_screen_token(
         })?;
     let record = state.auth.directory().revoke_screen_token(&id).await?;
     tracing::info!(id = %record.id, by = %who.name, "screen token revoked");
+    state.audit.record(
+        audit_entry(&state, &req, &who, AuditAction::ScreenTokenRevoked).target(&record.id),
+    );
     Ok(HttpResponse::Ok().json(record))
 }

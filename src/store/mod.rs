@@ -2,6 +2,7 @@
 //! migrations and typed access. Everything we send works on ClickHouse 18.16 and on current
 //! releases; see STACK.md for what that rules out.
 
+pub mod audit;
 pub mod error;
 pub mod insert;
 pub mod managed;

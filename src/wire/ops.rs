@@ -78,3 +78,30 @@ pub struct JobsRun {
     /// Rows written per job.
     pub jobs: BTreeMap<String, u64>,
 }
+
+/// One entry of the audit trail (`GET /api/v1/audit`).
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct AuditEntryView {
+    /// RFC 3339, Shenzhen time, to the second.
+    pub at: String,
+    pub id: String,
+    /// The user who acted; `system` for what vscc did of itself (definition files changed on
+    /// disk).
+    pub actor: String,
+    pub role: String,
+    /// The actor's scope (org code); empty for a failed login of an unknown name.
+    pub scope: String,
+    /// `login`, `user_added`, `user_revoked`, `screen_token_issued`, `screen_token_revoked`,
+    /// `alert_acknowledged`, `alert_unacknowledged`, `silence_created`, `silence_ended`,
+    /// `sql_run`, `definitions_changed`, `ledger_imported`.
+    pub action: String,
+    /// What the action was on: a user, a token, an alert (`rule/node`), a silence, the SQL's
+    /// scope, the changed files, a ledger's file name.
+    pub target: String,
+    /// The SQL text, the counts of an import, a refusal's reason …
+    pub detail: String,
+    /// The client's address (the last `X-Forwarded-For` of a trusted proxy).
+    pub address: String,
+    /// `ok` or `refused`.
+    pub outcome: String,
+}

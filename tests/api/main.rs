@@ -8,6 +8,7 @@ mod helpers;
 mod access;
 mod alert_delivery;
 mod alerts;
+mod audit;
 mod broker;
 mod ch_cluster;
 mod cluster_script;
