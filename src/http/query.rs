@@ -61,8 +61,9 @@ async fn target_for(
         .await?)
 }
 
-/// The SQL text the audit trail keeps of a query, in characters.
-const MAX_AUDITED_SQL: usize = 4_000;
+/// The SQL text the audit trail keeps of a query, in characters (leaving room, within the
+/// trail's bound on a detail, for the refusal's reason after it).
+const MAX_AUDITED_SQL: usize = 3_000;
 
 fn valid_query_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')

@@ -24,6 +24,19 @@ const QUEUE: usize = 10_000;
 /// Entries written in one insert, at most.
 const BATCH: usize = 1_000;
 
+/// At most this many characters of an actor's name or a target are kept (a login may name
+/// anything), and of a detail (a query's text, a request body).
+const MAX_NAME: usize = 128;
+const MAX_DETAIL: usize = 4_000;
+
+/// The first `n` characters of `s` (whole characters: names and SQL are often Chinese).
+fn clip(s: &str, n: usize) -> String {
+    match s.char_indices().nth(n) {
+        Some((end, _)) => s[..end].to_string(),
+        None => s.to_string(),
+    }
+}
+
 /// What was done. The names are the trail's vocabulary (`action` in the table and the API).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuditAction {
@@ -108,7 +121,7 @@ impl AuditEntry {
         AuditEntry {
             at: now_in_seconds(),
             id: uuid::Uuid::new_v4().simple().to_string(),
-            actor: actor.to_string(),
+            actor: clip(actor, MAX_NAME),
             role: String::new(),
             scope: String::new(),
             action: action.as_str().to_string(),
@@ -130,12 +143,12 @@ impl AuditEntry {
     }
 
     pub fn target(mut self, target: &str) -> Self {
-        self.target = target.to_string();
+        self.target = clip(target, MAX_NAME);
         self
     }
 
     pub fn detail(mut self, detail: impl Into<String>) -> Self {
-        self.detail = detail.into();
+        self.detail = clip(&detail.into(), MAX_DETAIL);
         self
     }
 
@@ -279,4 +292,33 @@ pub async fn read(store: &Store, q: &AuditQuery) -> Result<Vec<AuditEntry>, Stor
         query = query.bind(scopes);
     }
     Ok(query.bind(q.limit).fetch_all().await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_details_are_kept_to_their_bounds_in_whole_characters() {
+        let e = AuditEntry::new(AuditAction::Login, &"张".repeat(500))
+            .target(&"x".repeat(500))
+            .detail("查".repeat(5_000));
+        assert_eq!(e.actor.chars().count(), MAX_NAME);
+        assert!(e.actor.chars().all(|c| c == '张'));
+        assert_eq!(e.target.len(), MAX_NAME);
+        assert_eq!(e.detail.chars().count(), MAX_DETAIL);
+        let short = AuditEntry::new(AuditAction::SqlRun, "an").detail("SELECT 1");
+        assert_eq!(
+            (short.actor.as_str(), short.detail.as_str()),
+            ("an", "SELECT 1")
+        );
+    }
+
+    #[test]
+    fn every_action_reads_back_from_its_name() {
+        for a in AuditAction::ALL {
+            assert_eq!(AuditAction::parse(a.as_str()), Some(*a));
+        }
+        assert_eq!(AuditAction::parse("drop_table"), None);
+    }
 }
