@@ -543,6 +543,7 @@ impl AlertEngine {
                             .unix_timestamp()
                     })
             };
+            let floor = breach_floor(rule, &self.hub.catalogue(), self.hub.now());
             let mut instances = self.instances.lock().unwrap_or_else(|p| p.into_inner());
             for (fp, key) in &keys {
                 let Some(inst) = instances.get_mut(fp) else {
@@ -562,7 +563,7 @@ impl AlertEngine {
                     None
                 };
                 if let Some(b) = began {
-                    inst.breach_since = inst.breach_since.min(b);
+                    inst.breach_since = inst.breach_since.min(b.max(floor));
                 }
             }
         }
@@ -990,5 +991,29 @@ impl AlertEngine {
             }
         }
         Ok(())
+    }
+}
+
+/// The earliest a breach of an at-risk rule can be dated from (Unix seconds): a target judged
+/// per period (a yearly count) starts afresh each period, so its breach dates at most from the
+/// period's first day; a one-off target whose deadline has passed is missed from the day after
+/// its deadline, however long it was at risk before. A duty officer reads the age as "missed
+/// for", not "at risk since 2021".
+fn breach_floor(rule: &Rule, catalogue: &Catalogue, now: time::OffsetDateTime) -> i64 {
+    use crate::domain::catalogue::Deadline;
+    let target = match (&rule.condition, rule.condition.metric()) {
+        (Condition::AtRisk { .. }, Some(metric)) => catalogue.get(metric).and_then(|d| d.target),
+        _ => None,
+    };
+    let today = crate::domain::time::local_date(now);
+    let midnight = |d: time::Date| {
+        d.midnight()
+            .assume_offset(crate::domain::time::SHANGHAI)
+            .unix_timestamp()
+    };
+    match target.map(|t| t.deadline) {
+        Some(Deadline::Every(period)) => midnight(period.bounds(today).0),
+        Some(Deadline::Fixed(due)) if today > due => due.next_day().map_or(i64::MIN, midnight),
+        Some(Deadline::Fixed(_)) | Some(Deadline::Standing) | None => i64::MIN,
     }
 }

@@ -342,3 +342,63 @@ async fn a_districts_brief_speaks_of_the_district() {
     assert!(brief["alert_groups"].is_array());
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_missed_one_off_target_dates_from_its_deadline_and_a_yearly_one_from_the_year() {
+    let mut settings = common::test_settings();
+    settings.alerts.eval_interval_ms = 0; // the test evaluates by hand
+    let app = common::spawn_app_with(settings).await;
+    let tree = &app.state.tree;
+    let street = tree.with_children(tree.get("440304").unwrap())[1];
+    let community = tree.node(tree.with_children(street)[1]).code.clone();
+    let now = vscc::domain::time::rfc3339(time::OffsetDateTime::now_utc());
+    // 福田: one of two veterans with a file (50 % against 100 % by 2022-12-31: missed), and
+    // one of four staff trained this year (25 % against a yearly 90 %: at risk or missed).
+    let events = json!([
+        {"id": "bd-r1", "kind": "veteran.registered", "org": community, "at": now, "data": {"person_id": "440304199001011234"}},
+        {"id": "bd-r2", "kind": "veteran.registered", "org": community, "at": now, "data": {"person_id": "440304199001015678"}},
+        {"id": "bd-a1", "kind": "archive.completed", "org": community, "at": now, "data": {"person_id": "440304199001011234"}},
+        {"id": "bd-h1", "kind": "staff.headcount", "org": community, "at": now, "data": {"headcount": 4}},
+        {"id": "bd-t1", "kind": "training.attended", "org": community, "at": now, "data": {"staff_id": "S1", "class_id": "C1"}},
+    ]);
+    let res = app.post_events(&events).await;
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    app.wait_landed().await;
+    // The snapshots say both were short every day since mid-2021.
+    app.store()
+        .client()
+        .query(
+            "INSERT INTO metric_snapshots (day, node, metric, value, num, den, status) VALUES \
+             ('2021-06-01', '440304', 'archive_coverage', 0.5, 1, 2, 'at_risk'), \
+             ('2022-06-01', '440304', 'archive_coverage', 0.5, 1, 2, 'at_risk'), \
+             ('2024-06-01', '440304', 'archive_coverage', 0.5, 1, 2, 'missed'), \
+             ('2021-06-01', '440304', 'training_coverage', 0.25, 1, 4, 'at_risk'), \
+             ('2024-06-01', '440304', 'training_coverage', 0.25, 1, 4, 'at_risk')",
+        )
+        .execute()
+        .await
+        .unwrap();
+    let at = app.state.hub.now();
+    app.state.alerts.evaluate(at).await.unwrap();
+    app.state.alerts.evaluate(at).await.unwrap();
+    let answer: Value = app.get_json("/api/v1/alerts").await;
+    let since = |rule: &str| {
+        answer["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["rule"] == rule && a["node"] == "440304")
+            .unwrap_or_else(|| panic!("{rule} at 福田 in {answer:#}"))["breach_since"]
+            .as_str()
+            .unwrap()
+            .chars()
+            .take(10)
+            .collect::<String>()
+    };
+    // Missed since the day after its deadline, not "at risk since 2021".
+    assert_eq!(since("archive_coverage_at_risk"), "2023-01-01");
+    // A yearly target starts afresh each year.
+    let year = vscc::domain::time::local_date(at).year();
+    assert_eq!(since("training_coverage_at_risk"), format!("{year}-01-01"));
+    app.stop().await;
+}
