@@ -309,23 +309,47 @@ impl Store {
             database: String,
             name: String,
         }
-        let views: Vec<Named> = self
-            .server
-            .query(
-                "SELECT database, name FROM system.tables WHERE database = ? \
-                 AND engine = 'MaterializedView' AND name LIKE concat('sql_%_', ?)",
-            )
-            .bind(&self.database)
-            .bind(table)
-            .fetch_all()
-            .await?;
         let scope_databases = format!("{}_sql_", self.database);
-        let copies: Vec<Named> = self
-            .server
-            .query("SELECT database, name FROM system.tables WHERE name = ?")
-            .bind(table)
-            .fetch_all::<Named>()
-            .await?
+        // Only this store's databases are listed: 18.16 builds `system.tables` by walking every
+        // database it is asked about, and a table another process drops meanwhile (another
+        // vscc's migration lock) fails the whole query with "doesn't exist" (code 60) —
+        // measured in CI, with many databases migrating on one server. A race that still
+        // slips through is asked again.
+        let mut attempts = 0;
+        let (views, copies) = loop {
+            let listed = async {
+                let views: Vec<Named> = self
+                    .server
+                    .query(
+                        "SELECT database, name FROM system.tables WHERE database = ? \
+                         AND engine = 'MaterializedView' AND name LIKE concat('sql_%_', ?)",
+                    )
+                    .bind(&self.database)
+                    .bind(table)
+                    .fetch_all()
+                    .await?;
+                let copies: Vec<Named> = self
+                    .server
+                    .query(
+                        "SELECT database, name FROM system.tables \
+                         WHERE startsWith(database, ?) AND name = ?",
+                    )
+                    .bind(&scope_databases)
+                    .bind(table)
+                    .fetch_all::<Named>()
+                    .await?;
+                Ok::<_, StoreError>((views, copies))
+            }
+            .await;
+            match listed {
+                Err(e) if attempts < 5 && e.exception().is_some_and(|x| x.code == 60) => {
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_millis(100 * attempts)).await;
+                }
+                other => break other?,
+            }
+        };
+        let copies: Vec<Named> = copies
             .into_iter()
             .filter(|t| t.database.starts_with(&scope_databases))
             .collect();

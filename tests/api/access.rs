@@ -318,7 +318,8 @@ async fn a_token_that_expires_while_its_websocket_is_open_is_refused_at_the_next
     let app = spawn_app().await;
     app.user_token("li", "leader", "440303").await;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let short_lived = leader_session_token(&app, "short", now, now + 2);
+    // Long enough to connect and get the snapshot on a loaded CI machine (2 s was not).
+    let short_lived = leader_session_token(&app, "short", now, now + 6);
     let mut ws = connect(&app, Some(&short_lived), None).await.unwrap();
     subscribe(&mut ws, "a", "440303", None).await;
     assert_eq!(
@@ -326,7 +327,7 @@ async fn a_token_that_expires_while_its_websocket_is_open_is_refused_at_the_next
         "snapshot"
     );
     // The signature is checked once, at the upgrade; the expiry still counts at every message.
-    let until_expired = (now + 3) - time::OffsetDateTime::now_utc().unix_timestamp();
+    let until_expired = (now + 7) - time::OffsetDateTime::now_utc().unix_timestamp();
     tokio::time::sleep(Duration::from_secs(until_expired.max(0) as u64)).await;
     let refused = refused_at_next_message(&mut ws).await;
     assert!(
