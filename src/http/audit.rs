@@ -7,7 +7,7 @@ use time::{OffsetDateTime, PrimitiveDateTime, Time};
 
 use super::{auth::Caller, params::Params, ApiError, AppState};
 use crate::auth::Action;
-use crate::domain::time::{parse_day, rfc3339, FIRST_DAY, LAST_DAY, SHANGHAI};
+use crate::domain::time::{parse_day, FIRST_DAY, LAST_DAY, SHANGHAI};
 use crate::store::audit::{self, AuditAction, AuditQuery};
 use crate::wire::ops::AuditEntryView;
 
@@ -109,20 +109,6 @@ async fn list(
         limit: super::params::in_range("limit", p.limit.unwrap_or(500), 1, 10_000)?,
     };
     let entries = audit::read(&state.store, &query).await?;
-    let views: Vec<AuditEntryView> = entries
-        .into_iter()
-        .map(|e| AuditEntryView {
-            at: rfc3339(e.at),
-            id: e.id,
-            actor: e.actor,
-            role: e.role,
-            scope: e.scope,
-            action: e.action,
-            target: e.target,
-            detail: e.detail,
-            address: e.address,
-            outcome: e.outcome,
-        })
-        .collect();
+    let views: Vec<AuditEntryView> = entries.into_iter().map(Into::into).collect();
     Ok(HttpResponse::Ok().json(views))
 }

@@ -105,3 +105,20 @@ pub struct AuditEntryView {
     /// `ok` or `refused`.
     pub outcome: String,
 }
+
+impl From<crate::store::audit::AuditEntry> for AuditEntryView {
+    fn from(e: crate::store::audit::AuditEntry) -> Self {
+        AuditEntryView {
+            at: crate::domain::time::rfc3339(e.at),
+            id: e.id,
+            actor: e.actor,
+            role: e.role,
+            scope: e.scope,
+            action: e.action,
+            target: e.target,
+            detail: e.detail,
+            address: e.address,
+            outcome: e.outcome,
+        }
+    }
+}

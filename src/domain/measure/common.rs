@@ -1,6 +1,7 @@
 //! What several measure types share: sums per period, conditions on a record's fields, and the
 //! pieces of SQL their recomputation is written with.
 
+use std::cmp::Reverse;
 use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap as HashMap;
@@ -56,60 +57,46 @@ impl PeriodSums {
 }
 
 /// Per org, every version of a record whose newest counts (a headcount, a station's rating):
-/// the newest by `(at, seq)` counts, the others are kept to count again should it be taken
-/// back (a correction or a withdrawal falls back to the version before).
+/// the newest by `(at, seq)` counts, the others are kept [`Aside`] to count again should it be
+/// taken back (a correction or a withdrawal falls back to the version before).
 pub struct Versions<V> {
-    newest: Vec<Option<(u32, u64, V)>>,
-    older: HashMap<NodeIdx, Vec<(u32, u64, V)>>,
+    /// Reversed, so that the aside's least is the newest.
+    newest: Vec<Option<Reverse<(u32, u64, V)>>>,
+    older: Aside<Reverse<(u32, u64, V)>>,
 }
 
-impl<V: Copy> Versions<V> {
+impl<V: Copy + Ord> Versions<V> {
     pub fn new(nodes: usize) -> Self {
         Versions {
             newest: vec![None; nodes],
-            older: HashMap::default(),
+            older: Aside::default(),
         }
     }
 
     /// Adds a version; answers the org's newest value before and after.
     pub fn insert(&mut self, org: NodeIdx, at: u32, seq: u64, v: V) -> (Option<V>, Option<V>) {
-        let slot = &mut self.newest[org as usize];
-        let before = slot.map(|n| n.2);
-        match *slot {
-            Some(n) if (n.0, n.1) > (at, seq) => {
-                self.older.entry(org).or_default().push((at, seq, v));
-            }
-            Some(n) => {
-                self.older.entry(org).or_default().push(n);
-                *slot = Some((at, seq, v));
-            }
-            None => *slot = Some((at, seq, v)),
-        }
-        (before, slot.map(|n| n.2))
+        self.change(org, |older, key, slot| {
+            older.insert(key, slot, Reverse((at, seq, v)))
+        })
     }
 
-    /// Takes a version back; answers the org's newest value before and after.
-    pub fn remove(&mut self, org: NodeIdx, at: u32, seq: u64) -> (Option<V>, Option<V>) {
+    /// Takes a version back (the same row again: its time, seq and value); answers the org's
+    /// newest value before and after.
+    pub fn remove(&mut self, org: NodeIdx, at: u32, seq: u64, v: V) -> (Option<V>, Option<V>) {
+        self.change(org, |older, key, slot| {
+            older.remove(key, slot, Reverse((at, seq, v)))
+        })
+    }
+
+    fn change(
+        &mut self,
+        org: NodeIdx,
+        f: impl FnOnce(&mut Aside<Reverse<(u32, u64, V)>>, u64, &mut Option<Reverse<(u32, u64, V)>>),
+    ) -> (Option<V>, Option<V>) {
         let slot = &mut self.newest[org as usize];
-        let before = slot.map(|n| n.2);
-        if slot.is_some_and(|n| (n.0, n.1) == (at, seq)) {
-            *slot = None;
-            if let Some(older) = self.older.get_mut(&org) {
-                let newest = (0..older.len()).max_by_key(|&i| (older[i].0, older[i].1));
-                *slot = newest.map(|i| older.swap_remove(i));
-                if older.is_empty() {
-                    self.older.remove(&org);
-                }
-            }
-        } else if let Some(older) = self.older.get_mut(&org) {
-            if let Some(i) = older.iter().position(|o| (o.0, o.1) == (at, seq)) {
-                older.swap_remove(i);
-            }
-            if older.is_empty() {
-                self.older.remove(&org);
-            }
-        }
-        (before, slot.map(|n| n.2))
+        let before = slot.map(|Reverse(n)| n.2);
+        f(&mut self.older, u64::from(org), slot);
+        (before, slot.map(|Reverse(n)| n.2))
     }
 }
 

@@ -85,7 +85,8 @@ impl Leaf for LatestLeaf {
     }
 
     fn retract(&mut self, r: &EventRow, org: NodeIdx, _kind: Kind, t: &mut Touch) {
-        let change = self.versions.remove(org, r.at, r.seq);
+        let value = r.number(self.field).unwrap_or(0);
+        let change = self.versions.remove(org, r.at, r.seq, value);
         self.moved(org, change, t);
     }
 

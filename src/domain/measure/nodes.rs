@@ -172,7 +172,7 @@ impl Leaf for NodesLeaf {
         if !self.levels.contains(&t.tree.node(org).level) {
             return;
         }
-        let change = self.versions.remove(org, r.at, r.seq);
+        let change = self.versions.remove(org, r.at, r.seq, holds(&self.when, r));
         self.moved(org, change, t);
     }
 
