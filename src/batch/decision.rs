@@ -17,7 +17,7 @@ use crate::domain::catalogue::{Catalogue, Deadline, Judged};
 use crate::domain::metric::{judge, project, Reading};
 use crate::domain::time::SHANGHAI;
 use crate::domain::{Level, OrgTree};
-use crate::store::{counted_imports_param, Store, StoreError, COUNTED_EVENTS};
+use crate::store::{counted_imports_param, Store, StoreError, EFFECTIVE_EVENTS};
 
 use super::snapshots::recent_samples;
 
@@ -404,8 +404,9 @@ pub async fn run_freshness(
         let per_org: Vec<(String, String, u32, u32)> = store
             .client()
             .query(&format!(
-                "SELECT org, kind, toUInt32(max(at)), toUInt32(max(received_at)) FROM events WHERE {COUNTED_EVENTS} GROUP BY org, kind"
+                "SELECT org, kind, toUInt32(max(at)), toUInt32(max(received_at)) FROM events WHERE {EFFECTIVE_EVENTS} GROUP BY org, kind"
             ))
+            .bind(counted_imports_param(&oks))
             .bind(counted_imports_param(&oks))
             .with_setting("wait_end_of_query", "1")
             .fetch_all()

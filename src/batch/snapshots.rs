@@ -16,7 +16,7 @@ use crate::domain::record::EventRow;
 use crate::domain::time::SHANGHAI;
 use crate::domain::{Level, OrgTree};
 use crate::live::Aggregates;
-use crate::store::{Store, StoreError, COUNTED_EVENTS};
+use crate::store::{Store, StoreError, EFFECTIVE_EVENTS};
 
 #[derive(Debug, Clone, Serialize, Deserialize, clickhouse::Row)]
 pub struct SnapshotRow {
@@ -78,14 +78,14 @@ async fn snapshot(
         .map(|(i, _)| i)
         .collect();
     let mut agg = Aggregates::new(tree.clone(), catalogue);
+    let ok_imports = store.ok_imports().await?;
     let mut cursor = store
         .client()
         .query(&format!(
-            "SELECT ?fields FROM events WHERE {COUNTED_EVENTS} ORDER BY at, seq"
+            "SELECT ?fields FROM events WHERE {EFFECTIVE_EVENTS} ORDER BY at, seq"
         ))
-        .bind(crate::store::counted_imports_param(
-            &store.ok_imports().await?,
-        ))
+        .bind(crate::store::counted_imports_param(&ok_imports))
+        .bind(crate::store::counted_imports_param(&ok_imports))
         .with_setting("wait_end_of_query", "1")
         .fetch::<EventRow>()?;
     let mut day: Option<Date> = None;

@@ -8,6 +8,7 @@ pub mod measure;
 pub mod metric;
 pub mod org;
 pub mod record;
+pub mod revision;
 pub mod time;
 
 pub use org::{Level, OrgNode, OrgTree, OrgTreeError};

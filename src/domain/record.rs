@@ -50,6 +50,20 @@ pub struct EventRow {
     pub num_keys: Vec<Name>,
     pub num_values: Vec<i64>,
     pub data: String,
+    /// Which version of the record (by `id`) this row is: 1 when first sent, one more with each
+    /// correction.
+    pub version: u32,
+    /// 1: this version counts (unless a later row cancels it); -1: it cancels the version of
+    /// the same number, stored under `cancels` (a correction's first row, or a withdrawal).
+    /// Read back at start-up, 0 marks a version since cancelled (see `Store::replay`).
+    pub sign: i8,
+    /// The seq of the row a cancelling row takes back; 0 otherwise.
+    pub cancels: u64,
+    /// Who sent the row: a user's or a token's name (empty for the simulator and for rows
+    /// stored before corrections existed).
+    pub actor: String,
+    /// Why a version was replaced or withdrawn; empty for a first version.
+    pub reason: String,
 }
 
 impl EventRow {
@@ -79,6 +93,40 @@ impl EventRow {
             num_keys: Vec::new(),
             num_values: Vec::new(),
             data: String::new(),
+            version: 1,
+            sign: 1,
+            cancels: 0,
+            actor: String::new(),
+            reason: String::new(),
+        }
+    }
+
+    /// Whether this row takes back an earlier one (a correction's first row, a withdrawal).
+    pub fn is_cancelling(&self) -> bool {
+        self.sign < 0
+    }
+
+    /// The row that takes this stored version back: the same content, sign -1, naming this
+    /// row's seq, with who asked and why.
+    pub fn cancelling(&self, actor: &str, reason: &str) -> EventRow {
+        EventRow {
+            seq: 0,
+            sign: -1,
+            cancels: self.seq,
+            actor: actor.to_string(),
+            reason: reason.to_string(),
+            ..self.clone()
+        }
+    }
+
+    /// The row as it was when applied: a cancelling row's content under the seq it cancels,
+    /// which is what the live figures take back.
+    pub fn cancelled(&self) -> EventRow {
+        EventRow {
+            seq: self.cancels,
+            sign: 1,
+            cancels: 0,
+            ..self.clone()
         }
     }
 

@@ -53,6 +53,11 @@ pub fn rfc3339(t: OffsetDateTime) -> String {
     rfc3339_truncated(t, t.millisecond() as u32 * 1_000_000)
 }
 
+/// Unix seconds as RFC 3339 in Shenzhen time (an invalid instant as the epoch).
+pub fn rfc3339_shanghai(unix: i64) -> String {
+    rfc3339(OffsetDateTime::from_unix_timestamp(unix).unwrap_or(OffsetDateTime::UNIX_EPOCH))
+}
+
 /// As [`rfc3339`], to the microsecond: for instants a client times against.
 pub fn rfc3339_micros(t: OffsetDateTime) -> String {
     rfc3339_truncated(t, t.microsecond() * 1_000)

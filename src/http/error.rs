@@ -9,6 +9,9 @@ pub enum ApiError {
     NotFound { what: String },
     #[error("{field}: {reason}")]
     BadRequest { field: String, reason: String },
+    /// Well-formed, but not what this resource takes (a correction of another kind).
+    #[error("{field}: {reason}")]
+    Unprocessable { field: String, reason: String },
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
@@ -231,6 +234,7 @@ impl ResponseError for ApiError {
         match self {
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -248,7 +252,9 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let field = match self {
-            ApiError::BadRequest { field, .. } => Some(field.clone()),
+            ApiError::BadRequest { field, .. } | ApiError::Unprocessable { field, .. } => {
+                Some(field.clone())
+            }
             ApiError::QueryForbidden { .. }
             | ApiError::QueryLimit { .. }
             | ApiError::QueryInvalid { .. } => Some("sql".to_string()),
@@ -263,7 +269,9 @@ impl ResponseError for ApiError {
                 tracing::warn!(%reason, "request refused: unavailable");
                 self.to_string()
             }
-            ApiError::BadRequest { reason, .. } => reason.clone(),
+            ApiError::BadRequest { reason, .. } | ApiError::Unprocessable { reason, .. } => {
+                reason.clone()
+            }
             _ => self.to_string(),
         };
         let mut res = HttpResponse::build(self.status_code());

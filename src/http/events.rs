@@ -7,7 +7,7 @@ use futures_util::StreamExt;
 
 use super::{auth::Caller, ApiError, AppState};
 use crate::auth::{authorize, Action};
-use crate::domain::record::err;
+use crate::domain::record::{err, EventRow};
 use crate::domain::time::rfc3339_micros;
 use crate::wire::events::{ArrayError, IncomingBatch, IngestAnswer, Rejection};
 
@@ -202,7 +202,10 @@ async fn post_events(
                 authorize(&state.tree, &who, Action::Ingest, org).map_err(|e| e.to_string())
             });
         match allowed {
-            Ok(()) => rows.push(row),
+            Ok(()) => rows.push(EventRow {
+                actor: who.name.clone(),
+                ..row
+            }),
             Err(reason) => errors.push(Rejection::new(index, Some(row.id), err("org", reason))),
         }
     }

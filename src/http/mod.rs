@@ -3,6 +3,7 @@
 mod alerts;
 mod audit;
 mod auth;
+mod corrections;
 pub mod error;
 mod events;
 mod figures;
@@ -161,6 +162,7 @@ pub fn run(
             .configure(health::routes)
             .configure(org::routes)
             .configure(events::routes)
+            .configure(corrections::routes)
             .configure(figures::routes)
             .configure(ws::routes)
             .configure(alerts::routes)

@@ -88,6 +88,59 @@ pub fn id_hash(id: &str) -> u128 {
     xxhash_rust::xxh3::xxh3_128(id.as_bytes())
 }
 
+/// What exactly-once remembers of a row: its id's hash for a first version, so that a record
+/// re-sent is a duplicate; for a correction's or a withdrawal's rows, the id with the version
+/// and whether the row cancels it. Two corrections (or a correction and a withdrawal) of the
+/// same version then collide: the first logged wins, the other is a duplicate, on every
+/// instance alike. A row read back as a cancelled version (sign 0) keeps its sign-1 key.
+pub fn row_key(row: &EventRow) -> u128 {
+    if row.version == 1 && row.sign >= 0 {
+        return id_hash(&row.id);
+    }
+    let mut key = Vec::with_capacity(row.id.len() + 6);
+    key.extend_from_slice(row.id.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&row.version.to_le_bytes());
+    key.push(if row.sign < 0 { b'-' } else { b'+' });
+    xxhash_rust::xxh3::xxh3_128(&key)
+}
+
+/// A correction is two rows, the cancelling one first: its new version may be logged only
+/// right after it. When the cancelling row was a duplicate (the version was corrected or
+/// withdrawn meanwhile), the new version is one too; the same rule on every instance.
+#[derive(Debug, Default)]
+pub struct Partner {
+    /// The id and version of the cancelling row just logged.
+    cancelled: Option<(String, u32)>,
+}
+
+impl Partner {
+    /// Whether `row` (its key `key`, see [`row_key`]) is new and may be logged; remembers its
+    /// key when it is. Called for each row of a request (or a stream message) in order.
+    pub fn admit(&mut self, seen: &mut IdSet, row: &EventRow, key: u128) -> bool {
+        if row.version == 1 && row.sign > 0 {
+            // The common case, one lookup: a first version.
+            self.cancelled = None;
+            return seen.insert(key);
+        }
+        self.admits(row, !seen.contains(key)) && seen.insert(key)
+    }
+
+    fn admits(&mut self, row: &EventRow, key_is_new: bool) -> bool {
+        let admitted = if row.sign > 0 && row.version > 1 {
+            key_is_new
+                && self
+                    .cancelled
+                    .as_ref()
+                    .is_some_and(|(id, v)| *id == row.id && v + 1 == row.version)
+        } else {
+            key_is_new
+        };
+        self.cancelled = (admitted && row.is_cancelling()).then(|| (row.id.clone(), row.version));
+        admitted
+    }
+}
+
 pub use super::idset::IdSet;
 
 /// What recovery found on disk.
@@ -269,7 +322,7 @@ impl Appender {
         // while it looks up this one.
         let hashes: Vec<u128> = requests
             .iter()
-            .flat_map(|r| r.rows.iter().map(|row| id_hash(&row.id)))
+            .flat_map(|r| r.rows.iter().map(row_key))
             .collect();
         self.seen.reserve(hashes.len());
         let mut first = 0;
@@ -281,12 +334,13 @@ impl Appender {
                 continue;
             }
             let mut outcomes = Vec::with_capacity(req.rows.len());
+            let mut partner = Partner::default();
             for (i, mut row) in (request_first..).zip(req.rows) {
                 let h = hashes[i];
                 if let Some(&ahead) = hashes.get(i + PREFETCH_AHEAD) {
                     self.seen.prefetch(ahead);
                 }
-                if !self.seen.insert(h) {
+                if !partner.admit(&mut self.seen, &row, h) {
                     outcomes.push(AppendOutcome::Duplicate);
                     continue;
                 }
@@ -356,5 +410,69 @@ impl Appender {
     /// The first seq of the buffer being written: the committed seq + 1.
     fn next_seq_of_buffer(&self) -> u64 {
         self.counters.committed_seq.load(Ordering::SeqCst) + 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::record::Kind;
+    use crate::domain::revision::{correction_rows, withdrawal_row, History};
+
+    /// Which rows of one request the appender would log.
+    fn log(seen: &mut IdSet, rows: &[EventRow]) -> Vec<bool> {
+        let mut partner = Partner::default();
+        rows.iter()
+            .map(|row| partner.admit(seen, row, row_key(row)))
+            .collect()
+    }
+
+    #[test]
+    fn of_two_changes_to_one_version_only_the_first_lands_whole() {
+        let mut first = EventRow::blank(
+            "hc-1".into(),
+            Kind::STAFF_HEADCOUNT,
+            "440304001".into(),
+            "440304".into(),
+            1_780_000_000,
+            1_780_000_000,
+            "api",
+        );
+        first.seq = 1;
+        first.set_number("headcount", 120);
+        let mut seen = IdSet::default();
+        assert_eq!(log(&mut seen, &[first.clone()]), [true]);
+        assert_eq!(
+            log(&mut seen, &[first.clone()]),
+            [false],
+            "a re-sent record"
+        );
+
+        let history = History::of(vec![first.clone()]).expect("a record");
+        let mut fixed = first.clone();
+        fixed.set_number("headcount", 12);
+        let correction = correction_rows(&history, fixed.clone(), "a", "typo");
+        let withdrawal = withdrawal_row(&history, "b", "duplicate");
+        let mut other = fixed;
+        other.set_number("headcount", 13);
+        let racing = correction_rows(&history, other, "c", "typo");
+
+        // The withdrawal was logged first: the correction of the same version is refused
+        // whole — its new version too, though no row had its key.
+        assert_eq!(
+            log(&mut seen.clone(), std::slice::from_ref(&withdrawal)),
+            [true]
+        );
+        let mut after_withdrawal = seen.clone();
+        log(&mut after_withdrawal, &[withdrawal]);
+        assert_eq!(log(&mut after_withdrawal, &correction), [false, false]);
+
+        // Two corrections of version 1: the first lands, the second not at all.
+        assert_eq!(log(&mut seen, &correction), [true, true]);
+        assert_eq!(log(&mut seen, &racing), [false, false]);
+        // A new version sent without its cancelling row is refused.
+        let mut orphan = correction[1].clone();
+        orphan.version = 3;
+        assert_eq!(log(&mut seen, &[orphan]), [false]);
     }
 }

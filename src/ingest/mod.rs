@@ -177,10 +177,20 @@ async fn rebuild(
     let mut seen = log::IdSet::default();
     let total = store
         .replay(upto, ok_imports, |rows| {
+            let mut all_effective = true;
             for row in rows {
-                seen.insert(log::id_hash(&row.id));
+                seen.insert(log::row_key(row));
+                all_effective &= row.sign == 1;
             }
-            live(rows);
+            // Only the effective records enter the live figures (a rebuild applies, it never
+            // takes back); a batch without corrections goes as it is.
+            if all_effective {
+                live(rows);
+            } else {
+                let effective: Vec<EventRow> =
+                    rows.iter().filter(|r| r.sign == 1).cloned().collect();
+                live(&effective);
+            }
         })
         .await?;
     tracing::info!(

@@ -6,7 +6,9 @@
 //! (the length word's top bit) marks both: frames written before it hold postcard-encoded rows
 //! under a CRC-32, and are still read. (CRC-32 took a twentieth of the server's ingest CPU on
 //! rows of a few hundred bytes; XXH3 is several times faster there and finds a torn or
-//! damaged frame as surely.)
+//! damaged frame as surely.) A second bit says the row carries the columns of corrections
+//! (version, sign, cancels, actor, reason); a RowBinary frame without it was written before
+//! they existed, and its row is a first version, encoded again before it is sent.
 //!
 //! A frame is durable once the appender's fdatasync returns. A crash can leave a torn frame at
 //! the end of the last segment; it was never acknowledged, so recovery cuts it off.
@@ -22,6 +24,69 @@ use crate::store::rowbinary;
 
 /// Set in a frame's length word when its payload is a RowBinary row.
 const ROWBINARY_FRAME: u32 = 1 << 31;
+/// Set besides [`ROWBINARY_FRAME`] when the row carries the columns of corrections.
+const REVISED_FRAME: u32 = 1 << 30;
+
+/// What a frame's payload is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Payload {
+    /// A postcard-encoded row (the first versions), under a CRC-32.
+    Postcard,
+    /// A RowBinary row ending at `data`.
+    RowBinaryBeforeCorrections,
+    /// A RowBinary row with every column of `events` today.
+    RowBinary,
+}
+
+impl Payload {
+    fn is_rowbinary(self) -> bool {
+        self != Payload::Postcard
+    }
+}
+
+/// A row as the first versions wrote it with postcard (not self-describing: its fields are
+/// exactly these, in this order).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PostcardRow {
+    seq: u64,
+    id: String,
+    kind: String,
+    org: String,
+    district: String,
+    at: u32,
+    received_at: u32,
+    source: String,
+    lon: Option<f64>,
+    lat: Option<f64>,
+    subject: String,
+    num_keys: Vec<String>,
+    num_values: Vec<i64>,
+    data: String,
+}
+
+impl From<PostcardRow> for EventRow {
+    fn from(r: PostcardRow) -> Self {
+        let mut row = EventRow::blank(
+            r.id,
+            crate::domain::record::Kind::STAFF_HIRED,
+            r.org,
+            r.district,
+            r.at,
+            r.received_at,
+            "",
+        );
+        row.seq = r.seq;
+        row.kind = r.kind.into();
+        row.source = r.source.into();
+        row.lon = r.lon;
+        row.lat = r.lat;
+        row.subject = r.subject;
+        row.num_keys = r.num_keys.into_iter().map(Into::into).collect();
+        row.num_values = r.num_values;
+        row.data = r.data;
+        row
+    }
+}
 
 /// A run of frames and where each record's RowBinary encoding lies in it.
 #[derive(Debug, Default)]
@@ -124,7 +189,7 @@ pub fn encode_frame(row: &EventRow, buf: &mut Vec<u8>) -> Range<usize> {
     let payload = start + 8..buf.len();
     let len = payload.len() as u32;
     let sum = checksum(&buf[payload.clone()], true);
-    buf[start..start + 4].copy_from_slice(&(len | ROWBINARY_FRAME).to_le_bytes());
+    buf[start..start + 4].copy_from_slice(&(len | ROWBINARY_FRAME | REVISED_FRAME).to_le_bytes());
     buf[start + 4..start + 8].copy_from_slice(&sum.to_le_bytes());
     payload
 }
@@ -138,22 +203,29 @@ fn checksum(payload: &[u8], is_rowbinary: bool) -> u32 {
     }
 }
 
-/// A frame's header: the payload's length, whether it is RowBinary, and its checksum.
-fn parse_header(header: &[u8; 8]) -> (usize, bool, u32) {
+/// A frame's header: the payload's length, what it is, and its checksum.
+fn parse_header(header: &[u8; 8]) -> (usize, Payload, u32) {
     let word = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
     let sum = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-    (
-        (word & !ROWBINARY_FRAME) as usize,
-        word & ROWBINARY_FRAME != 0,
-        sum,
-    )
+    let payload = match (word & ROWBINARY_FRAME != 0, word & REVISED_FRAME != 0) {
+        (false, _) => Payload::Postcard,
+        (true, false) => Payload::RowBinaryBeforeCorrections,
+        (true, true) => Payload::RowBinary,
+    };
+    let len = if payload == Payload::Postcard {
+        word & !ROWBINARY_FRAME
+    } else {
+        word & !(ROWBINARY_FRAME | REVISED_FRAME)
+    };
+    (len as usize, payload, sum)
 }
 
-fn decode_payload(payload: &[u8], is_rowbinary: bool) -> Option<EventRow> {
-    if is_rowbinary {
-        rowbinary::decode_event(payload)
-    } else {
-        postcard::from_bytes(payload).ok()
+fn decode_payload(payload: &[u8], format: Payload) -> Option<EventRow> {
+    match format {
+        Payload::Postcard => postcard::from_bytes::<PostcardRow>(payload)
+            .ok()
+            .map(Into::into),
+        _ => rowbinary::decode_event(payload),
     }
 }
 
@@ -181,12 +253,14 @@ fn read_frames(mut reader: impl Read) -> (Vec<EventRow>, u64) {
         if reader.read_exact(&mut header).is_err() {
             break;
         }
-        let (len, is_rowbinary, sum) = parse_header(&header);
+        let (len, format, sum) = parse_header(&header);
         payload.resize(len, 0);
-        if reader.read_exact(&mut payload).is_err() || checksum(&payload, is_rowbinary) != sum {
+        if reader.read_exact(&mut payload).is_err()
+            || checksum(&payload, format.is_rowbinary()) != sum
+        {
             break;
         }
-        match decode_payload(&payload, is_rowbinary) {
+        match decode_payload(&payload, format) {
             Some(row) => rows.push(row),
             None => break,
         }
@@ -298,10 +372,10 @@ impl LogReader {
                 }
                 continue;
             }
-            let (len, is_rowbinary, _) = parse_header(&header);
+            let (len, format, _) = parse_header(&header);
             payload.resize(len, 0);
             reader.read_exact(&mut payload)?;
-            let row = decode_payload(&payload, is_rowbinary).ok_or_else(|| {
+            let row = decode_payload(&payload, format).ok_or_else(|| {
                 std::io::Error::new(
                     std::io::ErrorKind::InvalidData,
                     "a log frame does not decode",
@@ -310,7 +384,7 @@ impl LogReader {
             if row.seq >= self.next_seq {
                 self.next_seq = row.seq + 1;
                 let start = frames.len();
-                if is_rowbinary {
+                if format == Payload::RowBinary {
                     frames.extend_from_slice(&payload);
                 } else {
                     rowbinary::encode_event(&row, &mut frames);
@@ -355,9 +429,35 @@ mod tests {
 
     /// A frame as versions before the RowBinary payload wrote it.
     fn postcard_frame(row: &EventRow, buf: &mut Vec<u8>) {
-        let payload = postcard::to_stdvec(row).expect("serialises");
+        let old = PostcardRow {
+            seq: row.seq,
+            id: row.id.clone(),
+            kind: row.kind.to_string(),
+            org: row.org.clone(),
+            district: row.district.clone(),
+            at: row.at,
+            received_at: row.received_at,
+            source: row.source.to_string(),
+            lon: row.lon,
+            lat: row.lat,
+            subject: row.subject.clone(),
+            num_keys: row.num_keys.iter().map(|k| k.to_string()).collect(),
+            num_values: row.num_values.clone(),
+            data: row.data.clone(),
+        };
+        let payload = postcard::to_stdvec(&old).expect("serialises");
         buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
         buf.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        buf.extend_from_slice(&payload);
+    }
+
+    /// A frame as versions before corrections wrote it: RowBinary ending at `data`.
+    fn pre_corrections_frame(row: &EventRow, buf: &mut Vec<u8>) {
+        let mut payload = Vec::new();
+        rowbinary::encode_event(row, &mut payload);
+        payload.truncate(payload.len() - 15);
+        buf.extend_from_slice(&(payload.len() as u32 | ROWBINARY_FRAME).to_le_bytes());
+        buf.extend_from_slice(&(xxhash_rust::xxh3::xxh3_64(&payload) as u32).to_le_bytes());
         buf.extend_from_slice(&payload);
     }
 
@@ -367,17 +467,18 @@ mod tests {
         let mut bytes = Vec::new();
         postcard_frame(&row(1), &mut bytes);
         postcard_frame(&row(2), &mut bytes);
-        encode_frame(&row(3), &mut bytes);
+        pre_corrections_frame(&row(3), &mut bytes);
+        encode_frame(&row(4), &mut bytes);
         let path = segment_path(dir.path(), 1);
         std::fs::write(&path, &bytes).expect("write");
 
         let (rows, good) = read_segment(&path).expect("read");
-        assert_eq!(rows, vec![row(1), row(2), row(3)]);
+        assert_eq!(rows, vec![row(1), row(2), row(3), row(4)]);
         assert_eq!(good, bytes.len() as u64);
 
         // The writer reading it back gets every row's RowBinary, old frames re-encoded.
         let batch = LogReader::new(dir.path(), 2).read(10, 100).expect("read");
-        assert_eq!(&batch[..], &[row(2), row(3)]);
+        assert_eq!(&batch[..], &[row(2), row(3), row(4)]);
         let frames = batch.frames().expect("frames kept");
         for (i, r) in batch.iter().enumerate() {
             let mut expected = Vec::new();

@@ -125,6 +125,17 @@ impl Aggregates {
         self.dirty.take()
     }
 
+    /// Takes one committed row in: a version (sign 1) is applied; a cancelling row (sign -1:
+    /// a correction's first row, a withdrawal) takes back the version it names; a version read
+    /// back as since cancelled (sign 0) is left out.
+    pub fn take_in(&mut self, r: &EventRow) -> Result<(), String> {
+        match r.sign {
+            1 => self.apply(r),
+            -1 => self.retract(&r.cancelled()),
+            _ => Ok(()),
+        }
+    }
+
     /// Applies one record, or answers why it may not enter the live figures (a row stored
     /// under other rules or by an older tree: unknown org or kind, a value out of range).
     pub fn apply(&mut self, r: &EventRow) -> Result<(), String> {

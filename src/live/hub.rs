@@ -276,7 +276,7 @@ impl Hub {
     pub fn apply(&self, rows: &[EventRow]) {
         let mut agg = self.agg();
         for r in rows {
-            let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| agg.apply(r)))
+            let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| agg.take_in(r)))
                 .unwrap_or_else(|panic| Err(format!("applying it failed: {}", panic_text(&panic))));
             if let Err(reason) = applied {
                 self.quarantine.add(r, reason, self.clock.now());
@@ -328,7 +328,7 @@ impl Hub {
                 .filter(|r| !super::rebuild::in_rebuild(r, upto_seq, ok_imports))
             {
                 // A refusal was reported when the serving state took the record in.
-                let _ = fresh.apply(r);
+                let _ = fresh.take_in(r);
             }
             fresh.set_samples(agg.take_samples());
             *self.catalogue.write().unwrap_or_else(|p| p.into_inner()) = fresh.catalogue().clone();

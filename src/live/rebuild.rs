@@ -29,7 +29,8 @@ pub async fn from_store(
     let mut done = Rebuilt::default();
     store
         .replay(upto_seq, ok_imports, |rows| {
-            for row in rows {
+            // Only the effective records: a rebuild applies, it never takes back.
+            for row in rows.iter().filter(|r| r.sign == 1) {
                 done.records += 1;
                 if agg.apply(row).is_err() {
                     // Quarantined (and reported) when the serving state took it in.

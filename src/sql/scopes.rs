@@ -22,6 +22,7 @@ use super::SqlSettings;
 /// bookkeeping too, which is not listed.
 pub const ANALYST_TABLES: &[&str] = &[
     "events",
+    "events_effective",
     "metric_snapshots",
     "target_progress",
     "league_tables",
@@ -48,6 +49,11 @@ const EVENT_COLUMNS: &[(&str, &str)] = &[
     ("num_keys", "num_keys"),
     ("num_values", "num_values"),
     ("data", MASK_DATA_COLUMN),
+    ("version", "version"),
+    ("sign", "sign"),
+    ("cancels", "cancels"),
+    ("actor", "actor"),
+    ("reason", MASK_REASON_COLUMN),
 ];
 
 /// A resident ID number (18 characters) as a subject (a person's) keeps its region and last
@@ -59,6 +65,17 @@ const MASK_ID_NUMBER_COLUMN: &str = "if(match(subject, '^[0-9]{17}[0-9Xx]$'), \
 const MASK_DATA_COLUMN: &str = "replaceRegexpAll(replaceRegexpAll(data, \
      '([^0-9]|^)([0-9]{6})[0-9]{8}([0-9]{3}[0-9Xx])([^0-9]|$)', '\\\\1\\\\2********\\\\3\\\\4'), \
      '([^0-9]|^)(1[3-9][0-9])[0-9]{4}([0-9]{4})([^0-9]|$)', '\\\\1\\\\2****\\\\3\\\\4')";
+
+/// The same masking for the reason a record was corrected or withdrawn (a clerk may quote the
+/// number that was wrong).
+const MASK_REASON_COLUMN: &str = "replaceRegexpAll(replaceRegexpAll(reason, \
+     '([^0-9]|^)([0-9]{6})[0-9]{8}([0-9]{3}[0-9Xx])([^0-9]|$)', '\\\\1\\\\2********\\\\3\\\\4'), \
+     '([^0-9]|^)(1[3-9][0-9])[0-9]{4}([0-9]{4})([^0-9]|$)', '\\\\1\\\\2****\\\\3\\\\4')";
+
+/// The effective records in a database's `events` (see sql/0014_corrections.sql), for the
+/// per-kind views and the `events_effective` view of a scope database.
+const EFFECTIVE_IN_DB: &str = "sign = 1 AND (id, version) GLOBAL NOT IN \
+     (SELECT id, version FROM {db}.events WHERE sign = -1)";
 
 /// The friendly per-kind views an analyst reads (`kind_station_rated` …): one column per field
 /// of the kind's definition, from the generic row — the subject, a named number, or (other
@@ -98,15 +115,21 @@ pub fn kind_views(kinds: &Kinds) -> Vec<(String, String)> {
                 });
             }
             columns.push("data".into());
+            columns.push("version".into());
+            columns.push("actor".into());
             (
                 kind_view_name(def.kind.as_str()),
                 format!(
-                    "SELECT {} FROM {{db}}.events WHERE kind = '{}'",
+                    "SELECT {} FROM {{db}}.events WHERE kind = '{}' AND {EFFECTIVE_IN_DB}",
                     columns.join(", "),
                     def.kind
                 ),
             )
         })
+        .chain(std::iter::once((
+            "events_effective".to_string(),
+            format!("SELECT * FROM {{db}}.events WHERE {EFFECTIVE_IN_DB}"),
+        )))
         .collect()
 }
 

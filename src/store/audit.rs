@@ -52,6 +52,8 @@ pub enum AuditAction {
     SqlRun,
     DefinitionsChanged,
     LedgerImported,
+    RecordCorrected,
+    RecordWithdrawn,
 }
 
 impl AuditAction {
@@ -68,6 +70,8 @@ impl AuditAction {
         AuditAction::SqlRun,
         AuditAction::DefinitionsChanged,
         AuditAction::LedgerImported,
+        AuditAction::RecordCorrected,
+        AuditAction::RecordWithdrawn,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -84,6 +88,8 @@ impl AuditAction {
             AuditAction::SqlRun => "sql_run",
             AuditAction::DefinitionsChanged => "definitions_changed",
             AuditAction::LedgerImported => "ledger_imported",
+            AuditAction::RecordCorrected => "record_corrected",
+            AuditAction::RecordWithdrawn => "record_withdrawn",
         }
     }
 

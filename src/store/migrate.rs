@@ -263,6 +263,8 @@ impl Store {
                 self.drop_scope_copies("events").await
             }
             11 => self.drop_scope_copies("metric_snapshots").await,
+            // 0014 gives `events` the columns of corrections.
+            14 => self.drop_scope_copies("events").await,
             _ => Ok(()),
         }
     }

@@ -2,6 +2,21 @@
 //! migrations and typed access. Everything we send works on ClickHouse 18.16 and on current
 //! releases; see STACK.md for what that rules out.
 
+/// The filter of counted rows, as a literal for `concat!`.
+macro_rules! counted {
+    () => {
+        "(seq < 4611686018427387904 OR has(?, toUInt32(intDiv(seq - 4611686018427387904, 4294967296))))"
+    };
+}
+
+/// The content columns the live figures read, up to `version` (see [`LIVE_COLUMNS`]).
+macro_rules! live_content {
+    () => {
+        "seq, id, kind, org, '' AS district, at, received_at, '' AS source, \
+         lon, lat, subject, num_keys, num_values, '' AS data, version"
+    };
+}
+
 pub mod audit;
 pub mod error;
 pub mod insert;
@@ -290,17 +305,29 @@ pub fn next_version() -> u64 {
 
 /// Which rows of `events` count: every record from the durable log, and ledger imports whose
 /// run finished ('ok'). Bind [`counted_imports_param`] of [`Store::ok_imports`] to the `?`.
-pub const COUNTED_EVENTS: &str =
-    "(seq < 4611686018427387904 OR has(?, toUInt32(intDiv(seq - 4611686018427387904, 4294967296))))";
+pub const COUNTED_EVENTS: &str = counted!();
+
+/// Which rows of `events` every figure is computed from: the effective records — counted
+/// versions (sign 1) that no counted row cancels (sign -1, same id and version). Bind
+/// [`counted_imports_param`] to both `?`. GLOBAL: on a cluster a correction may have moved a
+/// record to another shard; on one server it is a plain `NOT IN`.
+pub const EFFECTIVE_EVENTS: &str = concat!(
+    "(sign = 1 AND ",
+    counted!(),
+    " AND (id, version) GLOBAL NOT IN (SELECT id, version FROM events WHERE sign = -1 AND ",
+    counted!(),
+    "))"
+);
 
 /// The columns of `events` the live figures read, as an [`EventRow`] (for `SELECT … FROM
-/// events`): the raw `data`, `district` and `source` come back empty — a rebuild reads every
-/// stored record, and those are most of a row's bytes.
+/// events`): the raw `data`, `district` and `source`, and who sent a row and why, come back
+/// empty — a rebuild reads every stored record, and those are most of a row's bytes.
 ///
 /// [`EventRow`]: crate::domain::record::EventRow
-pub const LIVE_COLUMNS: &str =
-    "seq, id, kind, org, '' AS district, at, received_at, '' AS source, \
-     lon, lat, subject, num_keys, num_values, '' AS data";
+pub const LIVE_COLUMNS: &str = concat!(
+    live_content!(),
+    ", sign, cancels, '' AS actor, '' AS reason"
+);
 
 /// The array to bind into [`COUNTED_EVENTS`]: never empty (18.16 cannot type `has([], x)`;
 /// import numbers start at 1, so 0 matches nothing).
@@ -322,6 +349,30 @@ impl Store {
             .await?)
     }
 
+    /// Every counted row of one record (its versions, and the rows that cancel them), in seq
+    /// order. `kind`, when known, narrows the read to that kind's part of the table (the
+    /// table's order starts with it); `id` is not part of the order, so without it every
+    /// row's id is read.
+    pub async fn record_rows(
+        &self,
+        id: &str,
+        kind: Option<&str>,
+    ) -> Result<Vec<crate::domain::record::EventRow>, StoreError> {
+        let imports = counted_imports_param(&self.ok_imports().await?);
+        let query = match kind {
+            Some(kind) => self
+                .client
+                .query(&format!(
+                    "SELECT ?fields FROM events WHERE kind = ? AND id = ? AND {COUNTED_EVENTS} ORDER BY seq"
+                ))
+                .bind(kind),
+            None => self.client.query(&format!(
+                "SELECT ?fields FROM events WHERE id = ? AND {COUNTED_EVENTS} ORDER BY seq"
+            )),
+        };
+        Ok(query.bind(id).bind(imports).fetch_all().await?)
+    }
+
     /// The numbers of the ledger imports that finished, ascending.
     pub async fn ok_imports(&self) -> Result<Vec<u32>, StoreError> {
         Ok(self
@@ -338,5 +389,6 @@ mod tests {
     fn the_counted_events_filter_names_the_import_seq_base() {
         let base = crate::domain::record::IMPORT_SEQ_BASE;
         assert!(super::COUNTED_EVENTS.contains(&base.to_string()));
+        assert_eq!(super::EFFECTIVE_EVENTS.matches('?').count(), 2);
     }
 }

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use time::OffsetDateTime;
 
-use super::{counted_imports_param, Store, StoreError, COUNTED_EVENTS};
+use super::{counted_imports_param, Store, StoreError, EFFECTIVE_EVENTS};
 use crate::domain::catalogue::{Catalogue, Measure};
 use crate::domain::metric::{MetricId, Reading};
 use crate::domain::time::local_date;
@@ -31,7 +31,7 @@ struct NodeValues {
 /// vscc's own), the org tree named with its database (on a cluster each shard runs the joins
 /// and IN subqueries over `events` itself, in its own default database).
 fn per_node_sql(database: &str, per_org: &str, own: bool, imports: &[u32]) -> String {
-    let counted = COUNTED_EVENTS.replace(
+    let counted = EFFECTIVE_EVENTS.replace(
         '?',
         &format!(
             "[{}]",

@@ -1,7 +1,7 @@
 //! Replaying the stored records into the live figures: at start-up, and when a changed
 //! catalogue is rebuilt.
 
-use super::{counted_imports_param, Store, StoreError, LIVE_COLUMNS};
+use super::{counted_imports_param, Store, StoreError};
 use crate::domain::record::{EventRow, IMPORT_SEQ_BASE};
 
 /// Readers of ClickHouse at once: decoding rows is most of a rebuild's work, and two
@@ -9,9 +9,13 @@ use crate::domain::record::{EventRow, IMPORT_SEQ_BASE};
 const READERS: u64 = 2;
 
 impl Store {
-    /// Reads the stored records that count — the API's up to `upto_seq`, the imports in
+    /// Reads the stored rows that count — the API's up to `upto_seq`, the imports in
     /// `ok_imports` — in batches, in no particular order, handing each batch to `each` (as the
-    /// columns of [`LIVE_COLUMNS`]). Returns how many were read.
+    /// columns of [`LIVE_COLUMNS`](super::LIVE_COLUMNS)). Returns how many were read.
+    ///
+    /// Every row comes back, for exactly-once to know its key; a version that a counted row
+    /// cancels comes back with sign 0, so that only the effective records (sign 1) are
+    /// applied, in any order.
     pub async fn replay(
         &self,
         upto_seq: u64,
@@ -23,16 +27,22 @@ impl Store {
         for part in 0..READERS {
             let (store, tx, ok_imports) = (self.clone(), tx.clone(), ok_imports.to_vec());
             readers.push(tokio::spawn(async move {
-                let mut cursor = store
-                    .client()
-                    .query(&format!(
-                        "SELECT {LIVE_COLUMNS} FROM events WHERE (seq <= ? OR (seq >= ? AND \
-                     has(?, toUInt32(intDiv(seq - ?, 4294967296))))) AND seq % {READERS} = {part}"
-                    ))
-                    .bind(upto_seq.min(IMPORT_SEQ_BASE - 1))
-                    .bind(IMPORT_SEQ_BASE)
-                    .bind(counted_imports_param(&ok_imports))
-                    .bind(IMPORT_SEQ_BASE)
+                const COUNTED: &str = "(seq <= ? OR (seq >= ? AND \
+                     has(?, toUInt32(intDiv(seq - ?, 4294967296)))))";
+                let counted = |q: clickhouse::query::Query| {
+                    q.bind(upto_seq.min(IMPORT_SEQ_BASE - 1))
+                        .bind(IMPORT_SEQ_BASE)
+                        .bind(counted_imports_param(&ok_imports))
+                        .bind(IMPORT_SEQ_BASE)
+                };
+                let query = store.client().query(&format!(
+                    "SELECT {}, if(sign = 1 AND (id, version) GLOBAL IN \
+                       (SELECT id, version FROM events WHERE sign = -1 AND {COUNTED}), \
+                       toInt8(0), sign) AS sign, cancels, '' AS actor, '' AS reason \
+                     FROM events WHERE {COUNTED} AND seq % {READERS} = {part}",
+                    live_content!()
+                ));
+                let mut cursor = counted(counted(query))
                     .with_setting("wait_end_of_query", "1")
                     .fetch::<EventRow>()?;
                 let mut batch = Vec::with_capacity(4096);

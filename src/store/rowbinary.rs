@@ -11,7 +11,8 @@ use crate::domain::record::EventRow;
 
 /// The columns in the order [`encode_event`] writes them.
 pub const EVENTS_COLUMNS: &str =
-    "seq, id, kind, org, district, at, received_at, source, lon, lat, subject, num_keys, num_values, data";
+    "seq, id, kind, org, district, at, received_at, source, lon, lat, subject, num_keys, num_values, data, \
+     version, sign, cancels, actor, reason";
 
 /// The statement the encoded rows follow.
 pub fn events_insert(table: &str) -> String {
@@ -28,8 +29,10 @@ pub fn encode_event(row: &EventRow, out: &mut Vec<u8>) {
         + row.source.len()
         + row.subject.len()
         + row.data.len()
+        + row.actor.len()
+        + row.reason.len()
         + row.num_keys.iter().map(|k| k.len() + 2).sum::<usize>();
-    out.reserve(strings + 8 * row.num_values.len() + 80);
+    out.reserve(strings + 8 * row.num_values.len() + 96);
     out.extend_from_slice(&row.seq.to_le_bytes());
     put_str(out, &row.id);
     put_str(out, &row.kind);
@@ -50,6 +53,11 @@ pub fn encode_event(row: &EventRow, out: &mut Vec<u8>) {
         out.extend_from_slice(&value.to_le_bytes());
     }
     put_str(out, &row.data);
+    out.extend_from_slice(&row.version.to_le_bytes());
+    out.extend_from_slice(&row.sign.to_le_bytes());
+    out.extend_from_slice(&row.cancels.to_le_bytes());
+    put_str(out, &row.actor);
+    put_str(out, &row.reason);
 }
 
 fn put_len(out: &mut Vec<u8>, mut n: usize) {
@@ -75,7 +83,8 @@ fn put_nullable_f64(out: &mut Vec<u8>, v: Option<f64>) {
     }
 }
 
-/// The row whose encoding is exactly `bytes`; `None` when they are not one whole row.
+/// The row whose encoding is exactly `bytes`; `None` when they are not one whole row. A row
+/// encoded before corrections existed ends at `data`: it is a first version.
 pub fn decode_event(bytes: &[u8]) -> Option<EventRow> {
     let mut r = Reader { bytes };
     let row = EventRow {
@@ -107,6 +116,22 @@ pub fn decode_event(bytes: &[u8]) -> Option<EventRow> {
             values
         },
         data: r.string()?,
+        version: 1,
+        sign: 1,
+        cancels: 0,
+        actor: String::new(),
+        reason: String::new(),
+    };
+    if r.bytes.is_empty() {
+        return Some(row);
+    }
+    let row = EventRow {
+        version: u32::from_le_bytes(r.array()?),
+        sign: i8::from_le_bytes(r.array()?),
+        cancels: u64::from_le_bytes(r.array()?),
+        actor: r.string()?,
+        reason: r.string()?,
+        ..row
     };
     r.bytes.is_empty().then_some(row)
 }
@@ -234,9 +259,13 @@ mod tests {
         let mut expected = 42u64.to_le_bytes().to_vec();
         expected.extend([3, b'r', b'-', b'1']);
         assert_eq!(&bytes[..12], &expected[..]);
-        // From the end: data (2 + n), num_values (1 + 2 × 8), num_keys (1 + 7 + 7), subject
-        // (1 + 3), then lat NULL (1) after lon present (0, then the value).
+        // From the end: the revision (version 4, sign 1, cancels 8, two empty strings 1 + 1),
+        // data (2 + n), num_values (1 + 2 × 8), num_keys (1 + 7 + 7), subject (1 + 3), then
+        // lat NULL (1) after lon present (0, then the value).
         let n = sample().data.len();
+        let revision = 15;
+        assert_eq!(&bytes[bytes.len() - revision..][..5], &[1, 0, 0, 0, 1]);
+        let bytes = &bytes[..bytes.len() - revision];
         let lat = bytes.len() - (n + 2) - 17 - 15 - 4 - 1;
         assert_eq!(bytes[lat], 1);
         assert_eq!(bytes[lat - 9], 0);
@@ -245,6 +274,23 @@ mod tests {
         let tail = &bytes[bytes.len() - n - 2..];
         assert_eq!(tail[0], (n as u8 & 0x7f) | 0x80);
         assert_eq!(tail[1], (n >> 7) as u8);
+    }
+
+    #[test]
+    fn a_cancelling_row_decodes_to_itself_and_an_older_row_as_a_first_version() {
+        let mut stored = sample();
+        stored.version = 3;
+        let cancelling = stored.cancelling("福田区 文员", "实有人数录错");
+        let mut bytes = Vec::new();
+        encode_event(&cancelling, &mut bytes);
+        let back = decode_event(&bytes).expect("a row");
+        assert_eq!(back, cancelling);
+        assert_eq!((back.sign, back.cancels, back.version), (-1, 42, 3));
+        // A row logged before corrections existed ends at `data`.
+        let mut old = Vec::new();
+        encode_event(&sample(), &mut old);
+        old.truncate(old.len() - 15);
+        assert_eq!(decode_event(&old), Some(sample()));
     }
 
     #[test]

@@ -544,6 +544,115 @@ pub struct IngestAnswer {
     pub errors: Vec<Rejection>,
 }
 
+/// `PUT /api/v1/events/{id}`: the record's new version, and why.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct CorrectionIn {
+    /// The whole record as it should have been: the same kind, without `id` (or with the
+    /// path's). Validated as `POST /api/v1/events` validates a record.
+    #[schema(value_type = Object)]
+    pub record: Value,
+    /// Why (required, at most 500 characters): kept with the version, shown in its history
+    /// and in the audit trail.
+    pub reason: Option<String>,
+}
+
+/// `DELETE /api/v1/events/{id}`: why the record is withdrawn.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct WithdrawalIn {
+    /// Why (required, at most 500 characters).
+    pub reason: Option<String>,
+}
+
+/// The answer to a correction or a withdrawal.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CorrectionAnswer {
+    pub id: String,
+    /// The record's newest version: the new one after a correction, the withdrawn one after
+    /// a withdrawal.
+    pub version: u32,
+    /// `current` or `withdrawn`.
+    pub state: String,
+}
+
+/// One version of a record, in `GET /api/v1/events/{id}`.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct VersionView {
+    pub version: u32,
+    /// `current`, `replaced` (by the next version) or `withdrawn`.
+    pub state: String,
+    /// The record as this version holds it: id, kind, org, at, data, location.
+    #[schema(value_type = Object)]
+    pub record: Value,
+    /// Who sent this version (empty when not known: the simulator, or a record stored before
+    /// corrections existed).
+    pub by: String,
+    /// When it was received (RFC 3339, Shenzhen time).
+    pub at: String,
+    /// Why this version replaced the one before; absent for the first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// How it came in: `api`, `ledger`, `form`, `simulator`.
+    pub via: String,
+    /// Who withdrew the record, when and why; only on a withdrawn version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub withdrawn: Option<WithdrawalView>,
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WithdrawalView {
+    pub by: String,
+    pub at: String,
+    pub reason: String,
+}
+
+/// `GET /api/v1/events/{id}`: every version of a record, oldest first.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RecordHistory {
+    pub id: String,
+    pub versions: Vec<VersionView>,
+}
+
+impl RecordHistory {
+    pub fn new(history: &crate::domain::revision::History) -> Self {
+        let when = |unix: u32| crate::domain::time::rfc3339_shanghai(unix as i64);
+        let versions = history
+            .versions
+            .iter()
+            .map(|v| {
+                let r = &v.row;
+                let mut record = serde_json::json!({
+                    "id": r.id,
+                    "kind": r.kind,
+                    "org": r.org,
+                    "at": when(r.at),
+                    "data": serde_json::from_str::<Value>(&r.data).unwrap_or(Value::Null),
+                });
+                if let (Some(lon), Some(lat)) = (r.lon, r.lat) {
+                    record["location"] = serde_json::json!({ "lon": lon, "lat": lat });
+                }
+                VersionView {
+                    version: r.version,
+                    state: v.state.as_str().to_string(),
+                    record,
+                    by: r.actor.clone(),
+                    at: when(r.received_at),
+                    reason: (r.version > 1).then(|| r.reason.clone()),
+                    via: r.source.to_string(),
+                    withdrawn: v.withdrawal.as_ref().map(|w| WithdrawalView {
+                        by: w.actor.clone(),
+                        at: when(w.received_at),
+                        reason: w.reason.clone(),
+                    }),
+                }
+            })
+            .collect();
+        RecordHistory {
+            id: history.newest().row.id.clone(),
+            versions,
+        }
+    }
+}
+
 /// A record the live figures refused.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct QuarantinedRecord {

@@ -13,6 +13,7 @@ mod broker;
 mod ch_cluster;
 mod cluster_script;
 mod cluster_store;
+mod corrections;
 mod current_clickhouse;
 mod dashboards;
 mod definitions;

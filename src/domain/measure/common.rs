@@ -14,8 +14,9 @@ use crate::domain::org::NodeIdx;
 use crate::domain::record::{EventRow, Kind};
 use crate::domain::time::{local_date_of, SHANGHAI};
 
-/// The placeholder for the store's filter of counted records (records of imports that did not
-/// complete are left out) in a measure's SQL; the store puts its own expression there.
+/// The placeholder for the store's filter of the effective records in a measure's SQL: the
+/// last version of each record, less the withdrawn ones, and no records of imports that did
+/// not complete. The store puts its own expression there.
 pub const COUNTED: &str = "{counted}";
 
 /// Sums per node and per period (a single sum when the period is `All`).

@@ -16,7 +16,7 @@ use super::{
     PER_MESSAGE, STALL,
 };
 use crate::domain::record::EventRow;
-use crate::ingest::log::{id_hash, AppendOutcome, Committed, IdSet, LogCounters};
+use crate::ingest::log::{row_key, AppendOutcome, Committed, IdSet, LogCounters, Partner};
 use crate::ingest::spool::{self, LogBatch};
 use crate::store::{Store, LIVE_COLUMNS};
 
@@ -144,8 +144,11 @@ impl Reader {
         });
         let mut outcomes = Vec::with_capacity(rows.len());
         let mut committed = Vec::with_capacity(rows.len());
+        let mut partner = Partner::default();
         for (i, mut row) in rows.into_iter().enumerate() {
-            if i as u64 >= PER_MESSAGE || !self.seen.insert(id_hash(&row.id)) {
+            let is_new =
+                i < PER_MESSAGE as usize && partner.admit(&mut self.seen, &row, row_key(&row));
+            if !is_new {
                 outcomes.push(AppendOutcome::Duplicate);
                 continue;
             }
@@ -191,7 +194,7 @@ impl Reader {
             "messages purged before they were read here: taken from ClickHouse"
         );
         for row in &rows {
-            self.seen.insert(id_hash(&row.id));
+            self.seen.insert(row_key(row));
         }
         if let Some(last) = rows.last() {
             self.counters

@@ -1,0 +1,276 @@
+//! `PUT` / `DELETE` / `GET /api/v1/events/{id}`: a record corrected, withdrawn, and its
+//! versions.
+//!
+//! A correction or a withdrawal is rows of the durable log like any record (see
+//! [`crate::domain::revision`]): the handler reads the record's stored rows once everything
+//! accepted so far has landed in ClickHouse, and logs the rows that replace or withdraw its
+//! newest version. Exactly-once keys those rows by id and version, so two corrections of one
+//! version cannot both land: the second is told the record changed meanwhile.
+
+use std::time::Duration;
+
+use actix_web::{delete, get, put, web, HttpRequest, HttpResponse};
+
+use super::{auth::Caller, ApiError, AppState};
+use crate::auth::{authorize, Action, Principal};
+use crate::domain::record::EventRow;
+use crate::domain::revision::{correction_rows, same_content, withdrawal_row, History};
+use crate::store::audit::AuditAction;
+use crate::wire::events::{CorrectionAnswer, CorrectionIn, RecordHistory, WithdrawalIn};
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(correct).service(withdraw).service(versions);
+}
+
+/// The longest reason kept, in characters.
+const MAX_REASON_CHARS: usize = 500;
+
+/// How long a correction waits for the records accepted before it to reach ClickHouse, where
+/// it reads the record's versions.
+const LANDED_WAIT: Duration = Duration::from_secs(10);
+
+fn reason_of(reason: Option<&str>) -> Result<String, ApiError> {
+    let reason = reason.map(str::trim).unwrap_or_default();
+    if reason.is_empty() {
+        return Err(ApiError::bad_request(
+            "reason",
+            "a reason is required: say why the record is corrected or withdrawn",
+        ));
+    }
+    if reason.chars().count() > MAX_REASON_CHARS {
+        return Err(ApiError::bad_request(
+            "reason",
+            format!("at most {MAX_REASON_CHARS} characters"),
+        ));
+    }
+    Ok(reason.to_string())
+}
+
+/// The record's history as the caller may see it: a record outside the caller's scope is
+/// answered as missing, as an unknown one is.
+async fn read_history(
+    state: &AppState,
+    who: &Principal,
+    id: &str,
+    kind: Option<&str>,
+) -> Result<History, ApiError> {
+    if !state.ingest.wait_landed(LANDED_WAIT).await {
+        return Err(ApiError::Unavailable {
+            reason: "records accepted earlier are still on their way to ClickHouse".into(),
+            retry_after_secs: Some(2),
+        });
+    }
+    let missing = || ApiError::NotFound {
+        what: format!("record {id}"),
+    };
+    let mut rows = state.store.record_rows(id, kind).await?;
+    if rows.is_empty() && kind.is_some() {
+        // Stored under another kind? Then it is found, and the kind is what is wrong.
+        rows = state.store.record_rows(id, None).await?;
+    }
+    let history = History::of(rows).ok_or_else(missing)?;
+    let visible = state
+        .tree
+        .get(&history.newest().row.org)
+        .is_some_and(|org| state.tree.is_within(org, who.scope));
+    if !visible {
+        return Err(missing());
+    }
+    Ok(history)
+}
+
+fn answer(history_id: &str, version: u32, withdrawn: bool) -> HttpResponse {
+    HttpResponse::Ok().json(CorrectionAnswer {
+        id: history_id.to_string(),
+        version,
+        state: if withdrawn { "withdrawn" } else { "current" }.into(),
+    })
+}
+
+/// Logs the rows of a correction or a withdrawal; answers whether they all went in (a
+/// duplicate means another change of the same version came first).
+async fn log_rows(state: &AppState, rows: Vec<EventRow>) -> Result<bool, ApiError> {
+    let n = rows.len();
+    let done = state.ingest.accept(rows).await?;
+    Ok(done.accepted == n)
+}
+
+fn changed_meanwhile(id: &str) -> ApiError {
+    ApiError::Conflict(format!(
+        "record {id} was changed by someone else meanwhile: read it again (GET /api/v1/events/{id})"
+    ))
+}
+
+/// Correct a record: the body's record becomes its new version (clerks and admins whose scope
+/// holds the record's org and the new version's).
+#[utoipa::path(
+    tag = "records",
+    request_body = CorrectionIn,
+    params(("id" = String, Path, description = "The record's id")),
+    responses(
+        (status = 200, body = CorrectionAnswer),
+        (status = 400, body = super::error::ErrorBody),
+        (status = 403, body = super::error::ErrorBody),
+        (status = 404, body = super::error::ErrorBody),
+        (status = 409, body = super::error::ErrorBody),
+        (status = 422, body = super::error::ErrorBody),
+        (status = 503, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+#[put("/api/v1/events/{id}")]
+async fn correct(
+    caller: Caller,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Json<CorrectionIn>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let who = caller.may(&state, Action::Ingest)?;
+    state.limits.ingest(&who.token_key)?;
+    let id = path.into_inner();
+    let CorrectionIn { mut record, reason } = body.into_inner();
+    let reason = reason_of(reason.as_deref())?;
+    let Some(fields) = record.as_object_mut() else {
+        return Err(ApiError::bad_request(
+            "record",
+            "must be a JSON object: the record's new version",
+        ));
+    };
+    match fields.get("id") {
+        None | Some(serde_json::Value::Null) => {
+            fields.insert("id".into(), serde_json::Value::String(id.clone()));
+        }
+        Some(serde_json::Value::String(given)) if *given == id => {}
+        Some(_) => return Err(ApiError::bad_request(
+            "record.id",
+            format!(
+                "must be absent or '{id}', the id in the path: a correction keeps the record's id"
+            ),
+        )),
+    }
+    let catalogue = state.hub.catalogue();
+    let new = crate::wire::events::validate(
+        &record,
+        &catalogue.kinds,
+        &state.tree,
+        state.map.as_ref(),
+        time::OffsetDateTime::now_utc(),
+        "api",
+    )
+    .map_err(|e| ApiError::Unprocessable {
+        field: format!("record.{}", e.field),
+        reason: e.message(),
+    })?;
+    let new_org = state
+        .tree
+        .get(&new.org)
+        .ok_or_else(|| ApiError::Unprocessable {
+            field: "record.org".into(),
+            reason: format!("unknown org code '{}'", new.org),
+        })?;
+    authorize(&state.tree, &who, Action::Ingest, new_org)?;
+
+    let history = read_history(&state, &who, &id, Some(&new.kind)).await?;
+    let newest = history.newest();
+    if newest.row.kind != new.kind {
+        return Err(ApiError::Unprocessable {
+            field: "record.kind".into(),
+            reason: format!(
+                "record {id} is a {} record; a correction keeps the kind (withdraw it and send a new record instead)",
+                newest.row.kind
+            ),
+        });
+    }
+    if history.is_withdrawn() {
+        return Err(ApiError::Conflict(format!(
+            "record {id} was withdrawn (version {}): send a new record instead",
+            newest.row.version
+        )));
+    }
+    if same_content(&newest.row, &new) {
+        // Sent again, or no change: nothing to log.
+        return Ok(answer(&id, newest.row.version, false));
+    }
+    let from = newest.row.version;
+    let rows = correction_rows(&history, new, &who.name, &reason);
+    let version = rows[1].version;
+    let audit = super::audit_entry(&state, &req, &who, AuditAction::RecordCorrected)
+        .target(&id)
+        .detail(format!(
+            "{} version {from} → {version}: {reason}",
+            newest.row.kind
+        ));
+    if !log_rows(&state, rows.into()).await? {
+        state.audit.record(audit.outcome("refused"));
+        return Err(changed_meanwhile(&id));
+    }
+    state.audit.record(audit);
+    Ok(answer(&id, version, false))
+}
+
+/// Withdraw a record: from now on no figure counts it (clerks and admins whose scope holds
+/// the record's org). Withdrawing it again answers the same.
+#[utoipa::path(
+    tag = "records",
+    request_body = WithdrawalIn,
+    params(("id" = String, Path, description = "The record's id")),
+    responses(
+        (status = 200, body = CorrectionAnswer),
+        (status = 400, body = super::error::ErrorBody),
+        (status = 403, body = super::error::ErrorBody),
+        (status = 404, body = super::error::ErrorBody),
+        (status = 409, body = super::error::ErrorBody),
+        (status = 503, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+#[delete("/api/v1/events/{id}")]
+async fn withdraw(
+    caller: Caller,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Json<WithdrawalIn>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let who = caller.may(&state, Action::Ingest)?;
+    state.limits.ingest(&who.token_key)?;
+    let id = path.into_inner();
+    let reason = reason_of(body.reason.as_deref())?;
+    let history = read_history(&state, &who, &id, None).await?;
+    let version = history.newest().row.version;
+    if history.is_withdrawn() {
+        return Ok(answer(&id, version, true));
+    }
+    let audit = super::audit_entry(&state, &req, &who, AuditAction::RecordWithdrawn)
+        .target(&id)
+        .detail(format!(
+            "{} version {version}: {reason}",
+            history.newest().row.kind
+        ));
+    if !log_rows(&state, vec![withdrawal_row(&history, &who.name, &reason)]).await? {
+        state.audit.record(audit.outcome("refused"));
+        return Err(changed_meanwhile(&id));
+    }
+    state.audit.record(audit);
+    Ok(answer(&id, version, true))
+}
+
+/// Every version of a record: its data, who sent it, when, why, and how (clerks and admins
+/// whose scope holds the record's org).
+#[utoipa::path(
+    tag = "records",
+    params(("id" = String, Path, description = "The record's id")),
+    responses(
+        (status = 200, body = RecordHistory),
+        (status = 403, body = super::error::ErrorBody),
+        (status = 404, body = super::error::ErrorBody),
+        (status = 503, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+#[get("/api/v1/events/{id}")]
+async fn versions(
+    caller: Caller,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let who = caller.may(&state, Action::Ingest)?;
+    let id = path.into_inner();
+    let history = read_history(&state, &who, &id, None).await?;
+    Ok(HttpResponse::Ok().json(RecordHistory::new(&history)))
+}
