@@ -7,13 +7,26 @@
 --
 -- The effective records — what every figure is computed from — are the sign 1 rows whose
 -- (id, version) has no sign -1 row: `events_effective`. `events` stays the raw log.
+--
+-- The rows stored before are then written again with the new columns (OPTIMIZE … FINAL, once):
+-- 18.16 fills a column missing from an old part by evaluating its default inside the query,
+-- and a query holding the literal `1` itself (`sign = 1`) then fails on such a part with
+-- "Column '1' already exists". Parts written from now on hold every column.
 ALTER TABLE events
-    ADD COLUMN version UInt32 DEFAULT 1,
-    ADD COLUMN sign Int8 DEFAULT 1,
-    ADD COLUMN cancels UInt64 DEFAULT 0,
-    ADD COLUMN actor String DEFAULT '',
-    ADD COLUMN reason String DEFAULT '';
+    ADD COLUMN version UInt32 DEFAULT toUInt32(1),
+    ADD COLUMN sign Int8 DEFAULT toInt8(1),
+    ADD COLUMN cancels UInt64,
+    ADD COLUMN actor String,
+    ADD COLUMN reason String;
+
+OPTIMIZE TABLE events FINAL;
 
 CREATE VIEW IF NOT EXISTS events_effective AS
 SELECT * FROM events
 WHERE sign = 1 AND (id, version) GLOBAL NOT IN (SELECT id, version FROM events WHERE sign = -1);
+
+-- A re-imported ledger corrects the records whose 记录编号 it holds with other content and,
+-- asked to, withdraws those it no longer holds: the run counts both.
+ALTER TABLE imports
+    ADD COLUMN corrected UInt64,
+    ADD COLUMN withdrawn UInt64;

@@ -1,20 +1,26 @@
 -- Corrections and withdrawals (see sql/0014_corrections.sql): the same columns on every shard's
--- `events_local` and on the Distributed `events` over them, and the view of the effective
+-- `events_local`, the Distributed `events` over them made again with them (ClickHouse alters a
+-- Distributed table ON CLUSTER only when it is replicated), and the view of the effective
 -- records (GLOBAL NOT IN: a correction may move a record to another district, hence shard).
 ALTER TABLE {db}.events_local ON CLUSTER {cluster}
-    ADD COLUMN version UInt32 DEFAULT 1,
-    ADD COLUMN sign Int8 DEFAULT 1,
-    ADD COLUMN cancels UInt64 DEFAULT 0,
-    ADD COLUMN actor String DEFAULT '',
-    ADD COLUMN reason String DEFAULT '';
+    ADD COLUMN version UInt32 DEFAULT toUInt32(1),
+    ADD COLUMN sign Int8 DEFAULT toInt8(1),
+    ADD COLUMN cancels UInt64,
+    ADD COLUMN actor String,
+    ADD COLUMN reason String;
 
-ALTER TABLE {db}.events ON CLUSTER {cluster}
-    ADD COLUMN version UInt32 DEFAULT 1,
-    ADD COLUMN sign Int8 DEFAULT 1,
-    ADD COLUMN cancels UInt64 DEFAULT 0,
-    ADD COLUMN actor String DEFAULT '',
-    ADD COLUMN reason String DEFAULT '';
+-- Written again with the new columns, once (see sql/0014_corrections.sql for why).
+OPTIMIZE TABLE {db}.events_local ON CLUSTER {cluster} FINAL;
+
+DROP TABLE IF EXISTS {db}.events ON CLUSTER {cluster};
+
+CREATE TABLE IF NOT EXISTS {db}.events ON CLUSTER {cluster} AS {db}.events_local
+ENGINE = Distributed({cluster}, {db}, events_local, toUInt64OrZero(district));
 
 CREATE VIEW IF NOT EXISTS {db}.events_effective ON CLUSTER {cluster} AS
 SELECT * FROM {db}.events
 WHERE sign = 1 AND (id, version) GLOBAL NOT IN (SELECT id, version FROM {db}.events WHERE sign = -1);
+
+ALTER TABLE {db}.imports ON CLUSTER {cluster}
+    ADD COLUMN corrected UInt64,
+    ADD COLUMN withdrawn UInt64;

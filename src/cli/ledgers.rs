@@ -10,6 +10,7 @@ pub(super) async fn import_ledgers(
     family: Option<String>,
     rejects: Option<PathBuf>,
     chunk_rows: usize,
+    withdraw_missing: bool,
 ) -> anyhow::Result<()> {
     use crate::batch::ledger::{import, Family};
     let kinds = std::sync::Arc::new(crate::dashboards::load_catalogue(&settings.catalogue)?.kinds);
@@ -52,6 +53,7 @@ pub(super) async fn import_ledgers(
                 family,
                 reject_dir: rejects.clone(),
                 chunk_rows,
+                withdraw_missing,
                 by: format!("cli:{}", std::env::var("USER").unwrap_or_default()),
                 progress: Some(Box::new(move |done, total| {
                     if let Some(b) = &progress_bar {
@@ -77,14 +79,36 @@ pub(super) async fn import_ledgers(
     }
     let summaries = result?;
     println!(
-        "{:<11} {:>10} {:>10} {:>10} {:>9} {:>8}  file",
-        "ledger", "rows", "accepted", "duplicate", "rejected", "seconds"
+        "{:<11} {:>10} {:>10} {:>10} {:>9} {:>9} {:>9} {:>8}  file",
+        "ledger", "rows", "accepted", "duplicate", "corrected", "withdrawn", "rejected", "seconds"
     );
     for s in &summaries {
         println!(
-            "{:<11} {:>10} {:>10} {:>10} {:>9} {:>8.1}  {}",
-            s.family, s.rows, s.accepted, s.duplicates, s.rejected, s.seconds, s.file
+            "{:<11} {:>10} {:>10} {:>10} {:>9} {:>9} {:>9} {:>8.1}  {}",
+            s.family,
+            s.rows,
+            s.accepted,
+            s.duplicates,
+            s.corrected,
+            s.withdrawn,
+            s.rejected,
+            s.seconds,
+            s.file
         );
+    }
+    for s in &summaries {
+        if let Some(file) = &s.changes_file {
+            println!(
+                "{}: {} corrected records, changes in {file}",
+                s.file, s.corrected
+            );
+            for c in s.changes.iter().take(5) {
+                println!(
+                    "  row {} {} {}: '{}' → '{}'",
+                    c.row, c.id, c.column, c.old, c.new
+                );
+            }
+        }
     }
     for s in summaries
         .iter()

@@ -148,6 +148,11 @@ enum EtlCommand {
         /// Rows per chunk: memory grows with it.
         #[arg(long, default_value_t = 200_000)]
         chunk_rows: usize,
+        /// The file is the whole truth of its family at the orgs it names: records of earlier
+        /// imports it no longer holds are withdrawn. (A row whose 记录编号 an earlier import
+        /// loaded, with other content, is always a correction; see the change report.)
+        #[arg(long)]
+        withdraw_missing: bool,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -406,10 +411,19 @@ pub async fn main() -> anyhow::Result<()> {
             family,
             rejects,
             chunk_rows,
+            withdraw_missing,
             store,
         }) => {
             store.apply(&mut settings);
-            ledgers::import_ledgers(&settings, files, family, rejects, chunk_rows).await
+            ledgers::import_ledgers(
+                &settings,
+                files,
+                family,
+                rejects,
+                chunk_rows,
+                withdraw_missing,
+            )
+            .await
         }
         Command::Etl(EtlCommand::Run { job, store }) => {
             let jobs = crate::batch::decision::JOBS;

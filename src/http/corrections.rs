@@ -140,12 +140,14 @@ async fn correct(
             fields.insert("id".into(), serde_json::Value::String(id.clone()));
         }
         Some(serde_json::Value::String(given)) if *given == id => {}
-        Some(_) => return Err(ApiError::bad_request(
-            "record.id",
-            format!(
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "record.id",
+                format!(
                 "must be absent or '{id}', the id in the path: a correction keeps the record's id"
             ),
-        )),
+            ))
+        }
     }
     let catalogue = state.hub.catalogue();
     let new = crate::wire::events::validate(

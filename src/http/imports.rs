@@ -12,7 +12,10 @@ use crate::store::audit::AuditAction;
 use crate::wire::imports::{ImportAnswer, ImportRun};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(upload).service(list).service(rejects);
+    cfg.service(upload)
+        .service(list)
+        .service(rejects)
+        .service(changes);
 }
 
 #[derive(Deserialize)]
@@ -20,6 +23,8 @@ struct UploadParams {
     /// The file's name, e.g. 招聘台账.xlsx: its extension tells CSV from Excel.
     name: String,
     family: Option<String>,
+    /// The file is the whole truth of its family at the orgs it names.
+    withdraw_missing: Option<bool>,
 }
 
 fn is_safe_upload_id(id: &str) -> bool {
@@ -31,7 +36,8 @@ fn is_safe_upload_id(id: &str) -> bool {
 /// with the first rejects, and `rejects_url` for the whole reject file.
 #[utoipa::path(post, path = "/api/v1/imports", tag = "ingest",
     params(("name" = String, Query, min_length = 1, description = "File name, e.g. 招聘台账.csv"),
-        ("family" = Option<String>, Query, description = "Ledger family when the headers do not tell")),
+        ("family" = Option<String>, Query, description = "Ledger family when the headers do not tell"),
+        ("withdraw_missing" = Option<bool>, Query, description = "The file is the whole truth of its family at the orgs it names: records of earlier imports it no longer holds are withdrawn")),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     responses((status = 200, body = ImportAnswer), (status = 400, body = super::error::ErrorBody),
         (status = 403, body = super::error::ErrorBody), (status = 413, body = super::error::ErrorBody)),
@@ -101,6 +107,7 @@ async fn upload(
         scope: Some(who.scope),
         by: who.name.clone(),
         display_name: Some(name.clone()),
+        withdraw_missing: params.withdraw_missing.unwrap_or(false),
         ..Default::default()
     };
     let locator = state.map.clone();
@@ -126,18 +133,28 @@ async fn upload(
         }
     };
     state.audit.record(audit.detail(format!(
-        "import {}: {} rows, {} accepted, {} duplicates, {} rejected",
-        summary.import_no, summary.rows, summary.accepted, summary.duplicates, summary.rejected
+        "import {}: {} rows, {} accepted, {} duplicates, {} corrected, {} withdrawn, {} rejected",
+        summary.import_no,
+        summary.rows,
+        summary.accepted,
+        summary.duplicates,
+        summary.corrected,
+        summary.withdrawn,
+        summary.rejected
     )));
     state.imports_applied.notify_one();
-    let rejects_url = match summary.reject_file {
-        Some(_) => Some(format!("/api/v1/imports/{upload_id}/rejects.csv")),
-        None => {
-            let _ = tokio::fs::remove_dir_all(&dir).await;
-            None
-        }
-    };
-    Ok(HttpResponse::Ok().json(ImportAnswer::new(&summary, rejects_url)))
+    let rejects_url = summary
+        .reject_file
+        .as_ref()
+        .map(|_| format!("/api/v1/imports/{upload_id}/rejects.csv"));
+    let changes_url = summary
+        .changes_file
+        .as_ref()
+        .map(|_| format!("/api/v1/imports/{upload_id}/changes.csv"));
+    if rejects_url.is_none() && changes_url.is_none() {
+        let _ = tokio::fs::remove_dir_all(&dir).await;
+    }
+    Ok(HttpResponse::Ok().json(ImportAnswer::new(&summary, rejects_url, changes_url)))
 }
 
 /// The last 200 imports, newest first.
@@ -164,17 +181,41 @@ async fn rejects(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     caller.may(&state, Action::Ingest)?;
+    report(&state, &upload_id, ".rejects.csv", "reject file").await
+}
+
+/// An upload's change report (CSV: 行号, 记录编号, 列, 原值, 新值): the cells each corrected
+/// record changed.
+#[utoipa::path(get, path = "/api/v1/imports/{upload_id}/changes.csv", tag = "ingest",
+    responses((status = 200, description = "CSV", content_type = "text/csv"), (status = 404, body = super::error::ErrorBody)), security(("bearer" = [])))]
+#[get("/api/v1/imports/{upload_id}/changes.csv")]
+async fn changes(
+    caller: Caller,
+    upload_id: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    caller.may(&state, Action::Ingest)?;
+    report(&state, &upload_id, ".changes.csv", "change report").await
+}
+
+/// The file of an upload's folder whose name ends with `suffix`.
+async fn report(
+    state: &AppState,
+    upload_id: &str,
+    suffix: &str,
+    what: &str,
+) -> Result<HttpResponse, ApiError> {
     let not_found = || ApiError::NotFound {
-        what: format!("reject file of upload {upload_id}"),
+        what: format!("{what} of upload {upload_id}"),
     };
-    if !is_safe_upload_id(&upload_id) {
+    if !is_safe_upload_id(upload_id) {
         return Err(not_found());
     }
-    let dir = state.ingest_limits.imports_dir.join(upload_id.as_str());
+    let dir = state.ingest_limits.imports_dir.join(upload_id);
     let mut entries = tokio::fs::read_dir(&dir).await.map_err(|_| not_found())?;
     while let Ok(Some(entry)) = entries.next_entry().await {
         let path = entry.path();
-        if path.to_string_lossy().ends_with(".rejects.csv") {
+        if path.to_string_lossy().ends_with(suffix) {
             let body = tokio::fs::read(&path).await.map_err(|_| not_found())?;
             return Ok(HttpResponse::Ok()
                 .content_type("text/csv; charset=utf-8")

@@ -59,11 +59,13 @@ use utoipa::OpenApi;
         super::imports::upload,
         super::imports::list,
         super::imports::rejects,
+        super::imports::changes,
         super::alerts::quarantine,
         super::audit::list,
     ),
     components(schemas(
         crate::wire::events::CorrectionIn,
+        crate::batch::ledger::corrections::ChangeRow,
         crate::wire::events::WithdrawalIn,
         crate::wire::events::CorrectionAnswer,
         crate::wire::events::RecordHistory,

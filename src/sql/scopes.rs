@@ -278,8 +278,15 @@ pub async fn ensure_scope_database(
         return Err(StoreError::InvalidIdentifier(sdb));
     }
     let server = store.server_client();
+    // The columns `events` has: a store migrated to an older version copies what it holds.
+    let event_columns: Vec<String> = server
+        .query("SELECT name FROM system.columns WHERE database = ? AND table = 'events'")
+        .bind(db)
+        .fetch_all()
+        .await?;
     let event_select = EVENT_COLUMNS
         .iter()
+        .filter(|(name, _)| event_columns.iter().any(|c| c == name))
         .map(|(name, expr)| {
             if expr == name {
                 name.to_string()

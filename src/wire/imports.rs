@@ -41,6 +41,16 @@ pub struct ImportAnswer {
     pub accepted: u64,
     /// Rows already imported before (or twice in this file): no change.
     pub duplicates: u64,
+    /// Rows whose 记录编号 an earlier import loaded, with other content: each corrects that
+    /// record (its new version).
+    pub corrected: u64,
+    /// Records of earlier imports withdrawn because the file no longer holds them (only with
+    /// `withdraw_missing=true`).
+    pub withdrawn: u64,
+    /// The first changes (行号, 记录编号, 列, 原值, 新值).
+    pub changes: Vec<crate::batch::ledger::corrections::ChangeRow>,
+    /// Where the whole change report (CSV) is, when any row corrected a record.
+    pub changes_url: Option<String>,
     pub rejected: u64,
     /// Always null over HTTP: the reject file is at `rejects_url`.
     pub reject_file: Option<String>,
@@ -54,7 +64,11 @@ pub struct ImportAnswer {
 }
 
 impl ImportAnswer {
-    pub fn new(s: &import::ImportSummary, rejects_url: Option<String>) -> Self {
+    pub fn new(
+        s: &import::ImportSummary,
+        rejects_url: Option<String>,
+        changes_url: Option<String>,
+    ) -> Self {
         ImportAnswer {
             import_no: s.import_no,
             file: s.file.clone(),
@@ -62,6 +76,10 @@ impl ImportAnswer {
             rows: s.rows,
             accepted: s.accepted,
             duplicates: s.duplicates,
+            corrected: s.corrected,
+            withdrawn: s.withdrawn,
+            changes: s.changes.clone(),
+            changes_url,
             rejected: s.rejected,
             reject_file: None,
             rejects_url,
@@ -87,6 +105,8 @@ pub struct ImportRun {
     pub rows: u64,
     pub accepted: u64,
     pub duplicates: u64,
+    pub corrected: u64,
+    pub withdrawn: u64,
     pub rejected: u64,
     /// running | ok | failed
     pub outcome: String,
@@ -106,6 +126,8 @@ impl From<runs::ImportRow> for ImportRun {
             rows: r.rows,
             accepted: r.accepted,
             duplicates: r.duplicates,
+            corrected: r.corrected,
+            withdrawn: r.withdrawn,
             rejected: r.rejected,
             outcome: r.outcome,
             error: r.error,

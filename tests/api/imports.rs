@@ -241,13 +241,13 @@ async fn a_re_import_changes_nothing_and_the_summary_says_so() {
     let numbers: Vec<u64> = line
         .split_whitespace()
         .skip(1)
-        .take(4)
+        .take(6)
         .map(|n| n.parse().unwrap())
         .collect();
     assert_eq!(
         numbers,
-        vec![first, 0, first, 0],
-        "rows, accepted, duplicates, rejected: {report}"
+        vec![first, 0, first, 0, 0, 0],
+        "rows, accepted, duplicates, corrected, withdrawn, rejected: {report}"
     );
     assert_eq!(count().await, first);
     let imports: Value = app.get_json("/api/v1/imports").await;
@@ -387,4 +387,144 @@ async fn a_ledger_of_a_kind_defined_only_by_its_file_is_imported_like_the_others
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     common::compared_with_sql(&app, &live, app.state.hub.now()).await;
+}
+
+/// The staff on duty at `org` (the training coverage's denominator: the latest headcounts).
+async fn staff_on_duty(app: &TestApp, org: &str) -> Option<i64> {
+    let f = app
+        .get_json(&format!(
+            "/api/v1/metrics?scope={org}&metrics=training_coverage"
+        ))
+        .await;
+    let figure = &f["nodes"][org]["training_coverage"];
+    (figure["status"] != "no_data")
+        .then(|| figure["den"].as_i64())
+        .flatten()
+}
+
+/// A district re-checks its 在岗人数台账 and imports it again: the rows whose 记录编号 it
+/// loaded before with other figures correct those records (the summary counts them, the change
+/// report lists each cell), the unchanged ones are duplicates, and — asked to — the records the
+/// ledger no longer holds are withdrawn. Every figure follows, and SQL agrees.
+#[tokio::test]
+async fn a_re_imported_ledger_corrects_changed_rows_and_withdraws_missing_ones_when_asked() {
+    let app = spawn_app().await;
+    let clerk = app.user_token("clerk-futian", "clerk", "440304").await;
+    let first = "记录编号,单位代码,统计日期,在岗人数\n\
+                 FT-HC-1,440304001,2026-11-01,120\n\
+                 FT-HC-2,440304002,2026-11-01,8\n\
+                 FT-HC-3,440304004,2026-11-01,6\n";
+    let (status, summary) = upload(&app, &clerk, "hc.csv", first.as_bytes().to_vec()).await;
+    assert_eq!(
+        (status, summary["accepted"].as_u64()),
+        (200, Some(3)),
+        "{summary}"
+    );
+    let wait_for = |org: &'static str, want: Option<i64>| {
+        let app = &app;
+        async move {
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+            loop {
+                let got = staff_on_duty(app, org).await;
+                if got == want {
+                    return;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{org}: {got:?}, expected {want:?}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    };
+    wait_for("440304001", Some(120)).await;
+
+    // 120 was 12; FT-HC-2 unchanged; FT-HC-3 no longer in the ledger (kept: not asked).
+    let second = "记录编号,单位代码,统计日期,在岗人数\n\
+                  FT-HC-1,440304001,2026-11-01,12\n\
+                  FT-HC-2,440304002,2026-11-01,8\n";
+    let (status, summary) = upload(&app, &clerk, "hc.csv", second.as_bytes().to_vec()).await;
+    assert_eq!(status, 200, "{summary}");
+    let counts = |s: &Value| {
+        [
+            "accepted",
+            "duplicates",
+            "corrected",
+            "withdrawn",
+            "rejected",
+        ]
+        .map(|k| s[k].as_u64().unwrap_or(99))
+    };
+    assert_eq!(counts(&summary), [0, 1, 1, 0, 0], "{summary}");
+    assert_eq!(
+        summary["changes"],
+        json!([{"行号": 2, "记录编号": "FT-HC-1", "列": "在岗人数", "原值": "120", "新值": "12"}])
+    );
+    let url = summary["changes_url"].as_str().expect("a change report");
+    let report = app
+        .http
+        .get(format!("{}{url}", app.base))
+        .bearer_auth(&clerk)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(report.contains("2,FT-HC-1,在岗人数,120,12"), "{report}");
+    wait_for("440304001", Some(12)).await;
+    wait_for("440304004", Some(6)).await;
+
+    // The same file again changes nothing; with withdraw_missing, FT-HC-3 goes.
+    let (_, summary) = upload(&app, &clerk, "hc.csv", second.as_bytes().to_vec()).await;
+    assert_eq!(counts(&summary), [0, 2, 0, 0, 0], "{summary}");
+    let res = app
+        .http
+        .post(format!(
+            "{}/api/v1/imports?name=hc.csv&withdraw_missing=true",
+            app.base
+        ))
+        .bearer_auth(&clerk)
+        .body(second.as_bytes().to_vec())
+        .send()
+        .await
+        .unwrap();
+    let summary: Value = res.json().await.unwrap();
+    assert_eq!(
+        counts(&summary),
+        [0, 2, 0, 0, 0],
+        "only orgs the file names: {summary}"
+    );
+    let with_third_org = format!("{second}FT-HC-4,440304004,2026-11-02,5\n");
+    let res = app
+        .http
+        .post(format!(
+            "{}/api/v1/imports?name=hc.csv&withdraw_missing=true",
+            app.base
+        ))
+        .bearer_auth(&clerk)
+        .body(with_third_org.into_bytes())
+        .send()
+        .await
+        .unwrap();
+    let summary: Value = res.json().await.unwrap();
+    assert_eq!(counts(&summary), [1, 2, 0, 1, 0], "{summary}");
+    wait_for("440304004", Some(5)).await;
+
+    // The record's versions, and SQL over the effective records.
+    let history = app
+        .get_json("/api/v1/events/ledger:headcount:FT-HC-1")
+        .await;
+    let versions = history["versions"].as_array().expect("versions");
+    assert_eq!(versions.len(), 2, "{history}");
+    assert_eq!(
+        (versions[1]["via"].as_str(), versions[1]["by"].as_str()),
+        (Some("ledger"), Some("clerk-futian"))
+    );
+    assert_eq!(versions[1]["record"]["data"]["headcount"], 12);
+    let imports: Value = app.get_json("/api/v1/imports").await;
+    assert_eq!(imports[3]["corrected"], 1, "newest first: {imports}");
+    let now = app.state.hub.now();
+    crate::helpers::compared_with_sql(&app, &app.state.hub.all_current(), now).await;
+    app.stop().await;
 }

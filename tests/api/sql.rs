@@ -330,7 +330,7 @@ async fn a_district_analyst_sees_only_the_district_and_personal_data_masked() {
         .iter()
         .map(|c| c["table"].as_str().unwrap())
         .collect();
-    // The tables, and one view per record kind (kind_station_rated …).
+    // The tables, the effective records, and one view per record kind (kind_station_rated …).
     let kind_views: std::collections::BTreeSet<String> = app
         .state
         .hub
@@ -346,6 +346,7 @@ async fn a_district_analyst_sees_only_the_district_and_personal_data_masked() {
         [
             "data_freshness",
             "events",
+            "events_effective",
             "league_tables",
             "metric_snapshots",
             "org_nodes",

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 
 use super::check::{RejectRow, RowChecker};
+use super::corrections::{corrections, withdraw_missing, ChangeRow, CANCEL_OFFSET};
 pub use super::error::{file_error, ImportError};
 use super::normalize::{normalize, OrgLookup};
 use super::read::{open, Source};
@@ -87,6 +88,9 @@ pub struct ImportOptions {
     pub display_name: Option<String>,
     /// Called with (rows done, bytes or rows of the whole) after every chunk.
     pub progress: Option<Box<dyn Fn(u64, u64) + Send>>,
+    /// The file is the whole truth of its family at the orgs it names: records of earlier
+    /// imports it no longer holds are withdrawn.
+    pub withdraw_missing: bool,
 }
 
 impl Default for ImportOptions {
@@ -99,6 +103,7 @@ impl Default for ImportOptions {
             by: String::new(),
             display_name: None,
             progress: None,
+            withdraw_missing: false,
         }
     }
 }
@@ -113,6 +118,16 @@ pub struct ImportSummary {
     pub accepted: u64,
     /// Rows already imported before (or twice in this file): no change.
     pub duplicates: u64,
+    /// Rows whose 记录编号 an earlier import loaded, with other content: corrections of
+    /// those records.
+    pub corrected: u64,
+    /// Records of earlier imports withdrawn because the file no longer holds them (only with
+    /// `withdraw_missing`).
+    pub withdrawn: u64,
+    /// The change report (CSV: 行号, 记录编号, 列, 原值, 新值), when any row corrected a record.
+    pub changes_file: Option<String>,
+    /// The first changes, for a quick look.
+    pub changes: Vec<ChangeRow>,
     pub rejected: u64,
     /// The reject file (CSV: 行号, 列, 内容, 原因), when any row was rejected.
     pub reject_file: Option<String>,
@@ -277,6 +292,8 @@ pub async fn import_file(
         outcome: "running".into(),
         error: String::new(),
         version: 1,
+        corrected: 0,
+        withdrawn: 0,
     };
     record(store, &run).await?;
 
@@ -291,10 +308,26 @@ pub async fn import_file(
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "import".into())
         ));
+    let changes_path = reject_path.with_file_name(format!(
+        "{}.changes.csv",
+        Path::new(&file_name)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "import".into())
+    ));
     let header = Arc::new(header);
     let mut inserts = Inserts::default();
+    let reason = format!("台账重新导入：{file_name}");
+    let kinds_for_changes = kinds.clone();
+    let import_seq = import_seq_base(import_no);
+    let mut first_changes: Vec<ChangeRow> = Vec::new();
+    let mut changes_writer: Option<csv::Writer<std::fs::File>> = None;
     let result = async {
         let mut seen = imported_ids(store).await?;
+        // Only with withdraw_missing: the ids and orgs of this file.
+        let mut in_file = crate::ingest::log::IdSet::default();
+        let mut orgs_in_file = std::collections::BTreeSet::new();
+        let mut last_line = 0u64;
         // Reading and cleaning are CPU work (polars wants its own threads, not the async
         // runtime's): a parser thread prepares chunk n+1 while chunk n is inserted. Two chunks
         // in flight at most: memory stays bounded.
@@ -328,10 +361,61 @@ pub async fn import_file(
                 height,
                 progress,
             } = chunk?;
-            let before = rows.len();
-            rows.retain(|r| seen.insert(crate::ingest::log::id_hash(&r.id)));
-            run.duplicates += (before - rows.len()) as u64;
-            pending.append(&mut rows);
+            // A row whose id was seen (an earlier import's, or earlier in this file) may be a
+            // correction: what is stored tells.
+            let mut known = Vec::new();
+            let mut new_rows = Vec::with_capacity(rows.len());
+            for mut row in rows.drain(..) {
+                let h = crate::ingest::log::id_hash(&row.id);
+                last_line = last_line.max(row.seq - import_seq);
+                if options.withdraw_missing {
+                    in_file.insert(h);
+                    orgs_in_file.insert(row.org.clone());
+                }
+                row.actor.clone_from(&options.by);
+                if seen.insert(h) {
+                    new_rows.push(row);
+                } else {
+                    known.push(row);
+                }
+            }
+            pending.append(&mut new_rows);
+            if !known.is_empty() {
+                let (mut fixes, changes, unchanged) = corrections(
+                    store,
+                    &kinds_for_changes,
+                    known,
+                    import_seq,
+                    &options.by,
+                    &reason,
+                )
+                .await?;
+                run.duplicates += unchanged;
+                run.corrected += (fixes.len() / 2) as u64;
+                if !changes.is_empty() {
+                    let writer = match changes_writer.as_mut() {
+                        Some(w) => w,
+                        None => {
+                            let mut file = std::fs::File::create(&changes_path)
+                                .map_err(|e| file_error(&changes_path, e.to_string()))?;
+                            file.write_all(&[0xEF, 0xBB, 0xBF])
+                                .map_err(|e| ImportError::Unexpected(e.into()))?;
+                            let mut w = csv::Writer::from_writer(file);
+                            w.write_record(["行号", "记录编号", "列", "原值", "新值"])
+                                .map_err(|e| ImportError::Unexpected(e.into()))?;
+                            changes_writer.insert(w)
+                        }
+                    };
+                    for c in &changes {
+                        writer
+                            .write_record([&c.row.to_string(), &c.id, &c.column, &c.old, &c.new])
+                            .map_err(|e| ImportError::Unexpected(e.into()))?;
+                    }
+                    let room = 100usize.saturating_sub(first_changes.len());
+                    first_changes.extend(changes.into_iter().take(room));
+                }
+                pending.append(&mut fixes);
+            }
             if pending.len() >= INSERT_ROWS {
                 run.accepted += inserts.start(store, std::mem::take(&mut pending)).await?;
             }
@@ -372,9 +456,29 @@ pub async fn import_file(
                 report(progress.0, progress.1);
             }
         }
+        if options.withdraw_missing {
+            let mut gone = withdraw_missing(
+                store,
+                &family.kinds(),
+                &orgs_in_file,
+                &in_file,
+                import_seq + CANCEL_OFFSET + last_line + 1,
+                &options.by,
+                &format!("台账重新导入时已无此记录：{file_name}"),
+            )
+            .await?;
+            run.withdrawn = gone.len() as u64;
+            pending.append(&mut gone);
+        }
+        // Rows that take back a stored version are not new records.
+        let changed_rows = 2 * run.corrected + run.withdrawn;
         run.accepted += inserts.start(store, pending).await?;
         run.accepted += inserts.finish().await?;
+        run.accepted = run.accepted.saturating_sub(changed_rows);
         if let Some(mut w) = reject_writer {
+            w.flush().map_err(|e| ImportError::Unexpected(e.into()))?;
+        }
+        if let Some(mut w) = changes_writer.take() {
             w.flush().map_err(|e| ImportError::Unexpected(e.into()))?;
         }
         Ok::<_, ImportError>(first_rejects)
@@ -391,7 +495,7 @@ pub async fn import_file(
             run.outcome = "ok".into();
             record(store, &run).await?;
             tracing::info!(import_no, file = %file_name, family = family.name(), rows = run.rows, accepted = run.accepted,
-                duplicates = run.duplicates, rejected = run.rejected, "ledger imported");
+                duplicates = run.duplicates, corrected = run.corrected, withdrawn = run.withdrawn, rejected = run.rejected, "ledger imported");
             Ok(ImportSummary {
                 import_no,
                 file: file_name,
@@ -399,6 +503,10 @@ pub async fn import_file(
                 rows: run.rows,
                 accepted: run.accepted,
                 duplicates: run.duplicates,
+                corrected: run.corrected,
+                withdrawn: run.withdrawn,
+                changes_file: (run.corrected > 0).then(|| changes_path.display().to_string()),
+                changes: first_changes,
                 rejected: run.rejected,
                 reject_file: (run.rejected > 0).then(|| reject_path.display().to_string()),
                 ignored_columns: header.ignored(),

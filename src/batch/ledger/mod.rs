@@ -9,6 +9,7 @@
 //! - [`write`]: ledger files from the simulator (`vscc simulate --format csv|xlsx`).
 
 pub mod check;
+pub mod corrections;
 pub mod error;
 pub mod follow;
 pub mod import;

@@ -43,6 +43,8 @@ pub struct ImportRow {
     pub outcome: String,
     pub error: String,
     pub version: u64,
+    pub corrected: u64,
+    pub withdrawn: u64,
 }
 
 pub async fn record(store: &Store, row: &ImportRow) -> Result<(), StoreError> {
@@ -60,7 +62,8 @@ pub async fn list(store: &Store) -> Result<Vec<ImportRow>, StoreError> {
             "SELECT import_no, argMax(file, version), argMax(family, version), argMax(format, version), argMax(by, version), \
              argMax(started, version), argMax(ended, version), argMax(rows, version), argMax(accepted, version), \
              argMax(duplicates, version), argMax(rejected, version), argMax(outcome, version), argMax(error, version), \
-             max(version) FROM imports GROUP BY import_no ORDER BY import_no DESC LIMIT 200",
+             max(version), argMax(corrected, version), argMax(withdrawn, version) \
+             FROM imports GROUP BY import_no ORDER BY import_no DESC LIMIT 200",
         )
         .fetch_all()
         .await?)
