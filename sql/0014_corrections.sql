@@ -8,13 +8,15 @@
 -- The effective records — what every figure is computed from — are the sign 1 rows whose
 -- (id, version) has no sign -1 row: `events_effective`. `events` stays the raw log.
 --
--- The rows stored before are then written again with the new columns (OPTIMIZE … FINAL, once):
--- 18.16 fills a column missing from an old part by evaluating its default inside the query,
--- and a query holding the literal `1` itself (`sign = 1`) then fails on such a part with
--- "Column '1' already exists". Parts written from now on hold every column.
+-- The defaults of the rows stored before (version 1, sign 1) are written without a literal
+-- (every stored id is non-empty): 18.16 fills a column missing from an old part by evaluating
+-- its default inside the query, and with `DEFAULT toInt8(1)` a query holding the literal `1`
+-- itself (`if(sign = 1, …)`) failed on such a part with "Column '1' already exists". The rows
+-- stored before are then written again with the new columns (OPTIMIZE … FINAL, once), so that
+-- no part lacks them. Every row written from now on holds them all.
 ALTER TABLE events
-    ADD COLUMN version UInt32 DEFAULT toUInt32(1),
-    ADD COLUMN sign Int8 DEFAULT toInt8(1),
+    ADD COLUMN version UInt32 DEFAULT toUInt32(notEmpty(id)),
+    ADD COLUMN sign Int8 DEFAULT toInt8(notEmpty(id)),
     ADD COLUMN cancels UInt64,
     ADD COLUMN actor String,
     ADD COLUMN reason String;
