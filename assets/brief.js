@@ -49,6 +49,14 @@
     document.getElementById("generated").textContent = b.date === today
       ? "数据来源：今日快照（当日尚未结束，数字仍会变化）" : "数据来源：" + b.date + " 日终快照（当日所知）";
     document.title = "每日简报 " + b.date + " · " + scopeName;
+    // Corrections change the figures from the day they are made; a past day's snapshot stays
+    // what was known that day.
+    const fixes = b.corrections || { corrected: 0, withdrawn: 0 };
+    const fixed = fixes.corrected + fixes.withdrawn > 0
+      ? "当日更正 " + fixes.corrected + " 条、撤回 " + fixes.withdrawn + " 条记录，此后的数字按更正后的记录计算"
+      : "当日无更正或撤回的记录";
+    document.getElementById("corrections").textContent =
+      "数据更正：" + fixed + "；以往各日的快照保持当日所知，不因此后的更正而改变。";
     const body = document.querySelector("#figures tbody");
     body.innerHTML = "";
     document.getElementById("figures-kids").textContent = kids;

@@ -21,6 +21,9 @@ CREATE VIEW IF NOT EXISTS {db}.events_effective ON CLUSTER {cluster} AS
 SELECT * FROM {db}.events
 WHERE sign = 1 AND (id, version) GLOBAL NOT IN (SELECT id, version FROM {db}.events WHERE sign = -1);
 
-ALTER TABLE {db}.imports ON CLUSTER {cluster}
+-- `imports` is one replica set over every server: altered on this one, the change reaches the
+-- others through ZooKeeper (ON CLUSTER would alter it once per shard, and the second fails:
+-- "column with this name already exists"; 18.16 has no ADD COLUMN IF NOT EXISTS).
+ALTER TABLE {db}.imports
     ADD COLUMN corrected UInt64,
     ADD COLUMN withdrawn UInt64;

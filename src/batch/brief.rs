@@ -151,6 +151,28 @@ pub async fn snapshots(
 
 /// The alerts that fired on `day` (Asia/Shanghai, the column's zone) or were open at its end:
 /// the last state recorded up to the end of the day says which. At most 20,000.
+/// Records of `scope`'s subtree corrected and withdrawn on `day` (received that day): the
+/// brief says so, and that snapshots of days before keep what was known then.
+pub async fn corrections_on(
+    store: &Store,
+    day: Date,
+    scope: &str,
+) -> Result<(u64, u64), StoreError> {
+    let (versions, cancelled): (u64, u64) = store
+        .client()
+        .query(
+            "SELECT countIf(sign = 1 AND version > 1), countIf(sign = -1) FROM events \
+             WHERE toDate(received_at) = toDate(?) \
+             AND org IN (SELECT code FROM org_nodes WHERE has(ancestors, ?))",
+        )
+        .bind(iso(day))
+        .bind(scope)
+        .fetch_one()
+        .await?;
+    // A correction is one new version and one cancelled; a withdrawal only the latter.
+    Ok((versions, cancelled.saturating_sub(versions)))
+}
+
 pub async fn alert_day(store: &Store, day: Date) -> Result<Vec<AlertDayRow>, StoreError> {
     Ok(store
         .client()

@@ -88,6 +88,21 @@ async fn snapshot(
         .bind(crate::store::counted_imports_param(&ok_imports))
         .with_setting("wait_end_of_query", "1")
         .fetch::<EventRow>()?;
+    // A past day already snapshotted stays what was known then: records corrected or
+    // withdrawn since (or arriving late) count from the day they are made, never backwards.
+    // The newest stored day and `until` are written again (a run cut short, a day not over).
+    let stored: std::collections::HashSet<u16> = store
+        .client()
+        .query("SELECT DISTINCT day FROM metric_snapshots")
+        .fetch_all::<u16>()
+        .await?
+        .into_iter()
+        .collect();
+    let newest_stored = stored.iter().copied().max();
+    let keep = |d: Date| {
+        let n = epoch_day(d);
+        d < until && stored.contains(&n) && Some(n) < newest_stored
+    };
     let mut day: Option<Date> = None;
     let mut pending: Option<EventRow> = None;
     let _gate = store.insert_gate().read().await;
@@ -131,6 +146,13 @@ async fn snapshot(
             .min(until);
         let mut d = current;
         while d <= last {
+            if keep(d) {
+                d = match d.next_day() {
+                    Some(n) => n,
+                    None => break,
+                };
+                continue;
+            }
             let now = end_of(d);
             agg.refresh_clock(now);
             for &n in &nodes {

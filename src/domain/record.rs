@@ -107,12 +107,13 @@ impl EventRow {
     }
 
     /// The row that takes this stored version back: the same content, sign -1, naming this
-    /// row's seq, with who asked and why.
-    pub fn cancelling(&self, actor: &str, reason: &str) -> EventRow {
+    /// row's seq, with who asked, why, and when (`received_at`).
+    pub fn cancelling(&self, actor: &str, reason: &str, received_at: u32) -> EventRow {
         EventRow {
             seq: 0,
             sign: -1,
             cancels: self.seq,
+            received_at,
             actor: actor.to_string(),
             reason: reason.to_string(),
             ..self.clone()

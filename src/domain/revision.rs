@@ -117,12 +117,13 @@ pub fn correction_rows(
     new.cancels = 0;
     new.actor = actor.to_string();
     new.reason = reason.to_string();
-    [replaced.cancelling(actor, reason), new]
+    let cancel = replaced.cancelling(actor, reason, new.received_at);
+    [cancel, new]
 }
 
-/// The row that withdraws the newest version of `history`.
-pub fn withdrawal_row(history: &History, actor: &str, reason: &str) -> EventRow {
-    history.newest().row.cancelling(actor, reason)
+/// The row that withdraws the newest version of `history`, received at `received_at`.
+pub fn withdrawal_row(history: &History, actor: &str, reason: &str, received_at: u32) -> EventRow {
+    history.newest().row.cancelling(actor, reason, received_at)
 }
 
 #[cfg(test)]
@@ -174,7 +175,7 @@ mod tests {
 
         stored(
             &mut rows,
-            vec![withdrawal_row(&history, "文员", "重复上报")],
+            vec![withdrawal_row(&history, "文员", "重复上报", 1_780_000_500)],
         );
         let history = History::of(rows).expect("a record");
         assert!(history.is_withdrawn());

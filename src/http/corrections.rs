@@ -210,7 +210,7 @@ async fn correct(
 }
 
 /// Withdraw a record: from now on no figure counts it (clerks and admins whose scope holds
-/// the record's org). Withdrawing it again answers the same.
+/// the record's org). A record already withdrawn: 409.
 #[utoipa::path(
     tag = "records",
     request_body = WithdrawalIn,
@@ -238,7 +238,9 @@ async fn withdraw(
     let history = read_history(&state, &who, &id, None).await?;
     let version = history.newest().row.version;
     if history.is_withdrawn() {
-        return Ok(answer(&id, version, true));
+        return Err(ApiError::Conflict(format!(
+            "record {id} is already withdrawn (version {version})"
+        )));
     }
     let audit = super::audit_entry(&state, &req, &who, AuditAction::RecordWithdrawn)
         .target(&id)
@@ -246,7 +248,13 @@ async fn withdraw(
             "{} version {version}: {reason}",
             history.newest().row.kind
         ));
-    if !log_rows(&state, vec![withdrawal_row(&history, &who.name, &reason)]).await? {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp() as u32;
+    if !log_rows(
+        &state,
+        vec![withdrawal_row(&history, &who.name, &reason, now)],
+    )
+    .await?
+    {
         state.audit.record(audit.outcome("refused"));
         return Err(changed_meanwhile(&id));
     }

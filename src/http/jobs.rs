@@ -91,7 +91,7 @@ fn snapshot_status(def: &crate::domain::catalogue::MetricDef, status: &str) -> S
 /// before's, each child's, and the day's alerts grouped by rule and area — a past day shows
 /// that day's figures. Only the metrics shown at the scope's level are in it.
 #[utoipa::path(get, path = "/api/v1/brief", tag = "jobs", params(BriefQuery),
-    responses((status = 200, body = Object, description = "{date, before, scope, scope_name, scope_level, child_level, children, metrics: [{…catalogue entry, day: {value, status, overdue}, before, children: [{code, name, value, status, overdue}]}], alert_groups: [{rule, title, severity, area, area_name, fired, open_at_end, nodes}], alerts_since}"),
+    responses((status = 200, body = Object, description = "{date, before, scope, scope_name, scope_level, child_level, children, metrics: [{…catalogue entry, day: {value, status, overdue}, before, children: [{code, name, value, status, overdue}]}], alert_groups: [{rule, title, severity, area, area_name, fired, open_at_end, nodes}], alerts_since, corrections: {corrected, withdrawn} (records of the scope corrected and withdrawn that day)}"),
         (status = 400, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)),
     security(("bearer" = [])))]
 #[get("/api/v1/brief")]
@@ -201,6 +201,7 @@ async fn brief(
             .then(a.area.cmp(&b.area))
     });
     let alerts_since = brief::alerts_since(&state.store).await?;
+    let (corrected, withdrawn) = brief::corrections_on(&state.store, day, &code).await?;
     // The printed copy is the city's; a district's reader gets its own page only.
     let pdf = scope == tree.root() && state.brief.pdf_path(day).is_file();
     let child_level = children.first().map(|c| tree.node(*c).level.as_str());
@@ -210,6 +211,7 @@ async fn brief(
         "child_level": child_level, "children": children.len(),
         "metrics": metrics, "alert_groups": alert_groups,
         "alerts_since": alerts_since.map(|d| d.to_string()),
+        "corrections": {"corrected": corrected, "withdrawn": withdrawn},
         "pdf": pdf.then(|| format!("/api/v1/brief/pdf?date={day}")),
     })))
 }

@@ -452,7 +452,7 @@ mod tests {
         let mut fixed = first.clone();
         fixed.set_number("headcount", 12);
         let correction = correction_rows(&history, fixed.clone(), "a", "typo");
-        let withdrawal = withdrawal_row(&history, "b", "duplicate");
+        let withdrawal = withdrawal_row(&history, "b", "duplicate", 1_780_000_100);
         let mut other = fixed;
         other.set_number("headcount", 13);
         let racing = correction_rows(&history, other, "c", "typo");

@@ -280,7 +280,7 @@ mod tests {
     fn a_cancelling_row_decodes_to_itself_and_an_older_row_as_a_first_version() {
         let mut stored = sample();
         stored.version = 3;
-        let cancelling = stored.cancelling("福田区 文员", "实有人数录错");
+        let cancelling = stored.cancelling("福田区 文员", "实有人数录错", 1_700_000_900);
         let mut bytes = Vec::new();
         encode_event(&cancelling, &mut bytes);
         let back = decode_event(&bytes).expect("a row");

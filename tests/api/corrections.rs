@@ -83,6 +83,8 @@ async fn a_clerk_corrects_and_withdraws_a_headcount_and_the_figure_follows() {
         .unwrap();
     assert_eq!(answer["accepted"], 3, "{answer}");
     assert_eq!(staff_on_duty(&app, street).await, Some(120));
+    // The nightly snapshots of the days so far.
+    assert_eq!(app.post_empty("/api/v1/jobs/snapshots").await.status(), 200);
 
     // 120 was a typo for 12.
     let fix = json!({"record": {"kind": "staff.headcount", "org": street,
@@ -191,11 +193,14 @@ async fn a_clerk_corrects_and_withdraws_a_headcount_and_the_figure_follows() {
         )
     );
     assert_eq!(staff_on_duty(&app, street).await, Some(10));
-    let (status, again) = delete(&app, &clerk, "hc-new", json!({"reason": "重复上报"})).await;
-    assert_eq!(
-        (status, again),
-        (200, answer),
-        "withdrawing again answers the same"
+    let (status, e) = delete(&app, &clerk, "hc-new", json!({"reason": "重复上报"})).await;
+    assert_eq!(status, 409, "withdrawn already: {e}");
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("withdrawn"),
+        "{e}"
     );
     let (status, e) = put(
         &app,
@@ -251,6 +256,65 @@ async fn a_clerk_corrects_and_withdraws_a_headcount_and_the_figure_follows() {
     assert_eq!(sql["data"], json!([["hc-old"]]), "{sql}");
     let now = app.state.hub.now();
     compared_with_sql(&app, &app.state.hub.all_current(), now).await;
+
+    // Snapshots taken from now on count the effective records; a past day's stays what was
+    // known that day, and the brief says how many records were changed.
+    assert_eq!(app.post_empty("/api/v1/jobs/snapshots").await.status(), 200);
+    let today = vscc::domain::time::local_date(time::OffsetDateTime::now_utc()).to_string();
+    let snapshot = |day: String| {
+        let app = &app;
+        async move {
+            app.store()
+                .client()
+                .query("SELECT den FROM metric_snapshots FINAL WHERE day = toDate(?) AND node = ? AND metric = 'training_coverage'")
+                .bind(day)
+                .bind(street)
+                .fetch_one::<Option<i64>>()
+                .await
+                .expect("a snapshot")
+        }
+    };
+    assert_eq!(
+        snapshot("2026-11-15".into()).await,
+        Some(120),
+        "as known on 15 November"
+    );
+    assert_eq!(
+        snapshot(today.clone()).await,
+        Some(10),
+        "today, after the withdrawal"
+    );
+    let brief = app
+        .get_json(&format!("/api/v1/brief?scope=440304&date={today}"))
+        .await;
+    assert_eq!(
+        brief["corrections"],
+        json!({"corrected": 1, "withdrawn": 1}),
+        "{}",
+        brief["corrections"]
+    );
+
+    // Correcting a correction: the last wins.
+    for (n, reason) in [(11, "核对后更正"), (9, "再次核对")] {
+        let (status, answer) = put(
+            &app,
+            &clerk,
+            "hc-old",
+            json!({"record": {"kind": "staff.headcount", "org": street,
+                "at": "2026-10-01T09:00:00+08:00", "data": {"headcount": n}}, "reason": reason}),
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    assert_eq!(staff_on_duty(&app, street).await, Some(9));
+    let (_, h) = versions(&app, &clerk, "hc-old").await;
+    let states: Vec<&str> = h["versions"]
+        .as_array()
+        .expect("versions")
+        .iter()
+        .filter_map(|v| v["state"].as_str())
+        .collect();
+    assert_eq!(states, ["replaced", "replaced", "current"], "{h}");
 
     // The audit trail has both changes.
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);

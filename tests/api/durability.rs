@@ -378,3 +378,109 @@ async fn an_insert_that_cannot_succeed_keeps_the_records_and_says_so() {
     );
     app.stop().await;
 }
+
+/// Corrections and withdrawals under way when the process is killed: each acknowledged one is
+/// there after the restart, none twice, and the figures the restarted process rebuilds equal
+/// the SQL recomputation over the effective records.
+#[tokio::test]
+async fn sigkill_mid_corrections_loses_none_acknowledged_and_the_figures_equal_sql() {
+    let settings = test_settings();
+    let database = settings.clickhouse.database.clone();
+    let spool = settings.ingest.spool_dir.clone();
+    let port = free_port();
+    let http = reqwest::Client::new();
+    let mut server = start_server(port, &database, &spool);
+    wait_ready(&http, &server.base).await;
+    let events = batch("c", 400);
+    let r = http
+        .post(format!("{}/api/v1/events", server.base))
+        .bearer_auth("kill-test")
+        .json(&events)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // Four clients correct (odd records: another person) or withdraw (even) one record after
+    // another; each remembers what was acknowledged.
+    let acked: Arc<Mutex<Vec<(String, bool)>>> = Arc::default();
+    let mut clients = Vec::new();
+    for c in 0..4usize {
+        let (acked, http, base, events) = (
+            acked.clone(),
+            http.clone(),
+            server.base.clone(),
+            events.clone(),
+        );
+        clients.push(tokio::spawn(async move {
+            for (i, e) in events.iter().enumerate().skip(c).step_by(4) {
+                let id = e["id"].as_str().unwrap().to_string();
+                let withdraw = i % 2 == 0;
+                let request = if withdraw {
+                    http.delete(format!("{base}/api/v1/events/{id}"))
+                        .json(&json!({"reason": "重复"}))
+                } else {
+                    let mut record = e.clone();
+                    record.as_object_mut().unwrap().remove("id");
+                    record["data"]["person_id"] = json!(format!("fixed-{i}"));
+                    http.put(format!("{base}/api/v1/events/{id}"))
+                        .json(&json!({"record": record, "reason": "身份证号录错"}))
+                };
+                match request.bearer_auth("kill-test").send().await {
+                    Ok(r) if r.status() == 200 => acked.lock().unwrap().push((id, withdraw)),
+                    _ => return,
+                }
+            }
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while acked.lock().unwrap().len() < 40 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    unsafe { libc::kill(server.child.id() as i32, libc::SIGKILL) };
+    server.child.wait().unwrap();
+    for c in clients {
+        c.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() >= 40,
+        "corrections were under way ({})",
+        acked.len()
+    );
+
+    let mut restarted = settings.clone();
+    restarted.ingest.spool_dir = spool.clone();
+    let app = spawn_app_with(restarted).await;
+    app.wait_landed().await;
+    let store = app.store();
+    // Each row of a change once: (id, version, sign) never twice.
+    let (rows, distinct): (u64, u64) = store
+        .client()
+        .query("SELECT count(), uniqExact(id, version, sign) FROM events")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(rows, distinct, "no row of a change is in ClickHouse twice");
+    let effective: Vec<(String, u32)> = store
+        .client()
+        .query("SELECT id, version FROM events_effective")
+        .fetch_all()
+        .await
+        .unwrap();
+    for (id, withdrawn) in &acked {
+        let versions: Vec<u32> = effective
+            .iter()
+            .filter(|(e, _)| e == id)
+            .map(|(_, v)| *v)
+            .collect();
+        if *withdrawn {
+            assert!(versions.is_empty(), "{id} was withdrawn: {versions:?}");
+        } else {
+            assert_eq!(versions, [2], "{id} was corrected");
+        }
+    }
+    crate::helpers::compared_with_sql(&app, &app.state.hub.all_current(), app.state.hub.now())
+        .await;
+    app.stop().await;
+}

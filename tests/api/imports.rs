@@ -413,11 +413,12 @@ async fn a_re_imported_ledger_corrects_changed_rows_and_withdraws_missing_ones_w
     let first = "记录编号,单位代码,统计日期,在岗人数\n\
                  FT-HC-1,440304001,2026-11-01,120\n\
                  FT-HC-2,440304002,2026-11-01,8\n\
-                 FT-HC-3,440304004,2026-11-01,6\n";
+                 FT-HC-3,440304004,2026-11-01,6\n\
+                 FT-HC-5,440304002,2026-10-01,7\n";
     let (status, summary) = upload(&app, &clerk, "hc.csv", first.as_bytes().to_vec()).await;
     assert_eq!(
         (status, summary["accepted"].as_u64()),
-        (200, Some(3)),
+        (200, Some(4)),
         "{summary}"
     );
     let wait_for = |org: &'static str, want: Option<i64>| {
@@ -439,10 +440,12 @@ async fn a_re_imported_ledger_corrects_changed_rows_and_withdraws_missing_ones_w
     };
     wait_for("440304001", Some(120)).await;
 
-    // 120 was 12; FT-HC-2 unchanged; FT-HC-3 no longer in the ledger (kept: not asked).
+    // Three cells fixed: 120 was 12, 8 was 9, FT-HC-5 was dated a day early; FT-HC-3 is no
+    // longer in the ledger (kept: not asked).
     let second = "记录编号,单位代码,统计日期,在岗人数\n\
                   FT-HC-1,440304001,2026-11-01,12\n\
-                  FT-HC-2,440304002,2026-11-01,8\n";
+                  FT-HC-2,440304002,2026-11-01,9\n\
+                  FT-HC-5,440304002,2026-10-02,7\n";
     let (status, summary) = upload(&app, &clerk, "hc.csv", second.as_bytes().to_vec()).await;
     assert_eq!(status, 200, "{summary}");
     let counts = |s: &Value| {
@@ -455,10 +458,14 @@ async fn a_re_imported_ledger_corrects_changed_rows_and_withdraws_missing_ones_w
         ]
         .map(|k| s[k].as_u64().unwrap_or(99))
     };
-    assert_eq!(counts(&summary), [0, 1, 1, 0, 0], "{summary}");
+    assert_eq!(counts(&summary), [0, 0, 3, 0, 0], "{summary}");
     assert_eq!(
         summary["changes"],
-        json!([{"行号": 2, "记录编号": "FT-HC-1", "列": "在岗人数", "原值": "120", "新值": "12"}])
+        json!([
+            {"行号": 2, "记录编号": "FT-HC-1", "列": "在岗人数", "原值": "120", "新值": "12"},
+            {"行号": 3, "记录编号": "FT-HC-2", "列": "在岗人数", "原值": "8", "新值": "9"},
+            {"行号": 4, "记录编号": "FT-HC-5", "列": "日期", "原值": "2026-10-01", "新值": "2026-10-02"}
+        ])
     );
     let url = summary["changes_url"].as_str().expect("a change report");
     let report = app
@@ -473,11 +480,12 @@ async fn a_re_imported_ledger_corrects_changed_rows_and_withdraws_missing_ones_w
         .unwrap();
     assert!(report.contains("2,FT-HC-1,在岗人数,120,12"), "{report}");
     wait_for("440304001", Some(12)).await;
+    wait_for("440304002", Some(9)).await;
     wait_for("440304004", Some(6)).await;
 
     // The same file again changes nothing; with withdraw_missing, FT-HC-3 goes.
     let (_, summary) = upload(&app, &clerk, "hc.csv", second.as_bytes().to_vec()).await;
-    assert_eq!(counts(&summary), [0, 2, 0, 0, 0], "{summary}");
+    assert_eq!(counts(&summary), [0, 3, 0, 0, 0], "{summary}");
     let res = app
         .http
         .post(format!(
@@ -492,7 +500,7 @@ async fn a_re_imported_ledger_corrects_changed_rows_and_withdraws_missing_ones_w
     let summary: Value = res.json().await.unwrap();
     assert_eq!(
         counts(&summary),
-        [0, 2, 0, 0, 0],
+        [0, 3, 0, 0, 0],
         "only orgs the file names: {summary}"
     );
     let with_third_org = format!("{second}FT-HC-4,440304004,2026-11-02,5\n");
@@ -508,7 +516,7 @@ async fn a_re_imported_ledger_corrects_changed_rows_and_withdraws_missing_ones_w
         .await
         .unwrap();
     let summary: Value = res.json().await.unwrap();
-    assert_eq!(counts(&summary), [1, 2, 0, 1, 0], "{summary}");
+    assert_eq!(counts(&summary), [1, 3, 0, 1, 0], "{summary}");
     wait_for("440304004", Some(5)).await;
 
     // The record's versions, and SQL over the effective records.
@@ -523,7 +531,7 @@ async fn a_re_imported_ledger_corrects_changed_rows_and_withdraws_missing_ones_w
     );
     assert_eq!(versions[1]["record"]["data"]["headcount"], 12);
     let imports: Value = app.get_json("/api/v1/imports").await;
-    assert_eq!(imports[3]["corrected"], 1, "newest first: {imports}");
+    assert_eq!(imports[3]["corrected"], 3, "newest first: {imports}");
     let now = app.state.hub.now();
     crate::helpers::compared_with_sql(&app, &app.state.hub.all_current(), now).await;
     app.stop().await;

@@ -150,7 +150,8 @@ pub async fn withdraw_missing(
                 withdrawal: None,
             }],
         };
-        let mut row = withdrawal_row(&history, by, reason);
+        let now = time::OffsetDateTime::now_utc().unix_timestamp() as u32;
+        let mut row = withdrawal_row(&history, by, reason, now);
         row.seq = next_seq;
         row.source = "ledger".into();
         next_seq += 1;
