@@ -9,17 +9,25 @@
 
 use std::time::Duration;
 
-use actix_web::{delete, get, put, web, HttpRequest, HttpResponse};
+use actix_web::{delete, get, post, put, web, HttpRequest, HttpResponse};
 
 use super::{auth::Caller, ApiError, AppState};
 use crate::auth::{authorize, Action, Principal};
 use crate::domain::record::EventRow;
 use crate::domain::revision::{correction_rows, same_content, withdrawal_row, History};
+use crate::ingest::AppendOutcome;
 use crate::store::audit::AuditAction;
-use crate::wire::events::{CorrectionAnswer, CorrectionIn, RecordHistory, WithdrawalIn};
+use crate::wire::events::{
+    BulkChangeAnswer, BulkChangeIn, BulkRejection, CorrectionAnswer, CorrectionIn, RecordHistory,
+    WithdrawalIn,
+};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(correct).service(withdraw).service(versions);
+    // The bulk route first: `/api/v1/events/corrections` is not a record's id.
+    cfg.service(bulk)
+        .service(correct)
+        .service(withdraw)
+        .service(versions);
 }
 
 /// The longest reason kept, in characters.
@@ -95,6 +103,84 @@ async fn log_rows(state: &AppState, rows: Vec<EventRow>) -> Result<bool, ApiErro
     Ok(done.accepted == n)
 }
 
+/// A correction's new version, checked as a new record is (the body's `record`, its id the
+/// path's), and allowed at its org.
+fn new_version(
+    state: &AppState,
+    who: &Principal,
+    id: &str,
+    mut record: serde_json::Value,
+) -> Result<EventRow, ApiError> {
+    let Some(fields) = record.as_object_mut() else {
+        return Err(ApiError::bad_request(
+            "record",
+            "must be a JSON object: the record's new version",
+        ));
+    };
+    match fields.get("id") {
+        None | Some(serde_json::Value::Null) => {
+            fields.insert("id".into(), serde_json::Value::String(id.to_string()));
+        }
+        Some(serde_json::Value::String(given)) if given == id => {}
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "record.id",
+                format!("must be absent or '{id}': a correction keeps the record's id"),
+            ))
+        }
+    }
+    let catalogue = state.hub.catalogue();
+    let new = crate::wire::events::validate(
+        &record,
+        &catalogue.kinds,
+        &state.tree,
+        state.map.as_ref(),
+        time::OffsetDateTime::now_utc(),
+        "api",
+    )
+    .map_err(|e| ApiError::Unprocessable {
+        field: format!("record.{}", e.field),
+        reason: e.message(),
+    })?;
+    let new_org = state
+        .tree
+        .get(&new.org)
+        .ok_or_else(|| ApiError::Unprocessable {
+            field: "record.org".into(),
+            reason: format!("unknown org code '{}'", new.org),
+        })?;
+    authorize(&state.tree, who, Action::Ingest, new_org)?;
+    Ok(new)
+}
+
+/// What a change of the record `history` tells (`None`: a record of another scope, answered
+/// as missing): the refusal, or the history to change.
+fn may_change(
+    state: &AppState,
+    who: &Principal,
+    id: &str,
+    history: Option<History>,
+) -> Result<History, ApiError> {
+    let missing = || ApiError::NotFound {
+        what: format!("record {id}"),
+    };
+    let history = history.ok_or_else(missing)?;
+    let visible = state
+        .tree
+        .get(&history.newest().row.org)
+        .is_some_and(|org| state.tree.is_within(org, who.scope));
+    if !visible {
+        return Err(missing());
+    }
+    if history.is_withdrawn() {
+        return Err(ApiError::Conflict(format!(
+            "record {id} was withdrawn (version {}): send a new record instead",
+            history.newest().row.version
+        )));
+    }
+    Ok(history)
+}
+
 fn changed_meanwhile(id: &str) -> ApiError {
     ApiError::Conflict(format!(
         "record {id} was changed by someone else meanwhile: read it again (GET /api/v1/events/{id})"
@@ -127,49 +213,9 @@ async fn correct(
     let who = caller.may(&state, Action::Ingest)?;
     state.limits.ingest(&who.token_key)?;
     let id = path.into_inner();
-    let CorrectionIn { mut record, reason } = body.into_inner();
+    let CorrectionIn { record, reason } = body.into_inner();
     let reason = reason_of(reason.as_deref())?;
-    let Some(fields) = record.as_object_mut() else {
-        return Err(ApiError::bad_request(
-            "record",
-            "must be a JSON object: the record's new version",
-        ));
-    };
-    match fields.get("id") {
-        None | Some(serde_json::Value::Null) => {
-            fields.insert("id".into(), serde_json::Value::String(id.clone()));
-        }
-        Some(serde_json::Value::String(given)) if *given == id => {}
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "record.id",
-                format!(
-                "must be absent or '{id}', the id in the path: a correction keeps the record's id"
-            ),
-            ))
-        }
-    }
-    let catalogue = state.hub.catalogue();
-    let new = crate::wire::events::validate(
-        &record,
-        &catalogue.kinds,
-        &state.tree,
-        state.map.as_ref(),
-        time::OffsetDateTime::now_utc(),
-        "api",
-    )
-    .map_err(|e| ApiError::Unprocessable {
-        field: format!("record.{}", e.field),
-        reason: e.message(),
-    })?;
-    let new_org = state
-        .tree
-        .get(&new.org)
-        .ok_or_else(|| ApiError::Unprocessable {
-            field: "record.org".into(),
-            reason: format!("unknown org code '{}'", new.org),
-        })?;
-    authorize(&state.tree, &who, Action::Ingest, new_org)?;
+    let new = new_version(&state, &who, &id, record)?;
 
     let history = read_history(&state, &who, &id, Some(&new.kind)).await?;
     let newest = history.newest();
@@ -283,4 +329,224 @@ async fn versions(
     let id = path.into_inner();
     let history = read_history(&state, &who, &id, None).await?;
     Ok(HttpResponse::Ok().json(RecordHistory::new(&history)))
+}
+
+/// Correct and withdraw many records in one request (clerks and admins; each within their
+/// scope): a JSON array of `{"id", "record", "reason"}` (a correction) or `{"id", "withdraw":
+/// true, "reason"}`. Each item is judged as its single route would judge it; the refused ones
+/// are listed with that route's status, the others are made, exactly once, together.
+#[utoipa::path(
+    tag = "records",
+    request_body = Vec<BulkChangeIn>,
+    responses(
+        (status = 200, body = BulkChangeAnswer),
+        (status = 400, body = super::error::ErrorBody),
+        (status = 403, body = super::error::ErrorBody),
+        (status = 413, body = super::error::ErrorBody),
+        (status = 422, body = BulkChangeAnswer),
+        (status = 503, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+#[post("/api/v1/events/corrections")]
+async fn bulk(
+    caller: Caller,
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let who = caller.may(&state, Action::Ingest)?;
+    state.limits.ingest(&who.token_key)?;
+    let limits = &state.ingest_limits;
+    let _budget = super::events::reserve_body_budget(&state, &req).await?;
+    let declared = super::events::declared_length(&req).map(|n| n as usize);
+    let body = super::events::read_body(
+        payload,
+        limits.max_body_bytes,
+        declared,
+        false,
+        limits.max_records,
+    )
+    .await?;
+    let items: Vec<BulkChangeIn> = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(
+            "$",
+            format!("the body must be a JSON array of {{id, record | withdraw, reason}}: {e}"),
+        )
+    })?;
+    if items.len() > limits.max_records {
+        return Err(super::events::too_many(
+            items.len().to_string(),
+            limits.max_records,
+        ));
+    }
+
+    // Each item checked on its own first: id, reason, the new version.
+    enum Planned {
+        Correct(EventRow),
+        Withdraw,
+    }
+    let mut errors: Vec<BulkRejection> = Vec::new();
+    let refuse =
+        |errors: &mut Vec<BulkRejection>, index: usize, id: Option<String>, e: ApiError| {
+            use actix_web::ResponseError;
+            let (field, reason) = match &e {
+                ApiError::BadRequest { field, reason }
+                | ApiError::Unprocessable { field, reason } => (field.clone(), reason.clone()),
+                other => ("id".to_string(), other.to_string()),
+            };
+            errors.push(BulkRejection {
+                index,
+                id,
+                status: e.status_code().as_u16(),
+                field,
+                reason,
+            });
+        };
+    let mut planned: Vec<(usize, String, String, Planned)> = Vec::new();
+    let mut ids_seen = std::collections::HashSet::new();
+    for (index, item) in items.into_iter().enumerate() {
+        let Some(id) = item.id.filter(|id| !id.is_empty()) else {
+            refuse(
+                &mut errors,
+                index,
+                None,
+                ApiError::bad_request("id", "the record's id is required"),
+            );
+            continue;
+        };
+        if !ids_seen.insert(id.clone()) {
+            refuse(
+                &mut errors,
+                index,
+                Some(id),
+                ApiError::bad_request(
+                    "id",
+                    "the same record twice in one request: send its last version once",
+                ),
+            );
+            continue;
+        }
+        let checked = reason_of(item.reason.as_deref()).and_then(|reason| {
+            let plan = match (item.record, item.withdraw) {
+                (Some(_), true) => Err(ApiError::bad_request(
+                    "withdraw",
+                    "either a record (a correction) or \"withdraw\": true, not both",
+                )),
+                (Some(record), false) => {
+                    new_version(&state, &who, &id, record).map(Planned::Correct)
+                }
+                (None, true) => Ok(Planned::Withdraw),
+                (None, false) => Err(ApiError::bad_request(
+                    "record",
+                    "a record to correct it with, or \"withdraw\": true",
+                )),
+            }?;
+            Ok((reason, plan))
+        });
+        match checked {
+            Ok((reason, plan)) => planned.push((index, id, reason, plan)),
+            Err(e) => refuse(&mut errors, index, Some(id), e),
+        }
+    }
+
+    // One read of the stored versions for the whole request, once what was accepted before
+    // has landed.
+    if !planned.is_empty() && !state.ingest.wait_landed(LANDED_WAIT).await {
+        return Err(ApiError::Unavailable {
+            reason: "records accepted earlier are still on their way to ClickHouse".into(),
+            retry_after_secs: Some(2),
+        });
+    }
+    let ids: Vec<&str> = planned.iter().map(|(_, id, _, _)| id.as_str()).collect();
+    let stored = if ids.is_empty() {
+        Vec::new()
+    } else {
+        state.store.records_rows(&ids).await?
+    };
+    let mut by_id: std::collections::HashMap<String, Vec<EventRow>> = Default::default();
+    for row in stored {
+        by_id.entry(row.id.clone()).or_default().push(row);
+    }
+    let now = time::OffsetDateTime::now_utc().unix_timestamp() as u32;
+    let mut rows: Vec<EventRow> = Vec::new();
+    // (index, id, first row, rows, is a withdrawal)
+    let mut made: Vec<(usize, String, usize, usize, bool)> = Vec::new();
+    let mut unchanged = 0;
+    for (index, id, reason, plan) in planned {
+        let history = by_id.remove(&id).and_then(History::of);
+        let history = match may_change(&state, &who, &id, history) {
+            Ok(h) => h,
+            Err(e) => {
+                refuse(&mut errors, index, Some(id), e);
+                continue;
+            }
+        };
+        let first = rows.len();
+        match plan {
+            Planned::Correct(new) => {
+                let newest = &history.newest().row;
+                if newest.kind != new.kind {
+                    let e = ApiError::Unprocessable {
+                        field: "record.kind".into(),
+                        reason: format!(
+                            "record {id} is a {} record; a correction keeps the kind",
+                            newest.kind
+                        ),
+                    };
+                    refuse(&mut errors, index, Some(id), e);
+                    continue;
+                }
+                if same_content(newest, &new) {
+                    unchanged += 1;
+                    continue;
+                }
+                rows.extend(correction_rows(&history, new, &who.name, &reason));
+                made.push((index, id, first, 2, false));
+            }
+            Planned::Withdraw => {
+                rows.push(withdrawal_row(&history, &who.name, &reason, now));
+                made.push((index, id, first, 1, true));
+            }
+        }
+    }
+    let done = state.ingest.accept(rows).await?;
+    let (mut corrected, mut withdrawn) = (Vec::new(), Vec::new());
+    for (index, id, first, n, is_withdrawal) in made {
+        let landed = done.outcomes[first..first + n]
+            .iter()
+            .all(|o| matches!(o, AppendOutcome::Accepted { .. }));
+        if !landed {
+            refuse(&mut errors, index, Some(id.clone()), changed_meanwhile(&id));
+        } else if is_withdrawal {
+            withdrawn.push(id);
+        } else {
+            corrected.push(id);
+        }
+    }
+    errors.sort_by_key(|e| e.index);
+    for (action, ids) in [
+        (AuditAction::RecordCorrected, &corrected),
+        (AuditAction::RecordWithdrawn, &withdrawn),
+    ] {
+        if !ids.is_empty() {
+            state.audit.record(
+                super::audit_entry(&state, &req, &who, action)
+                    .target(&format!("{} records", ids.len()))
+                    .detail(ids.join(", ")),
+            );
+        }
+    }
+    let answer = BulkChangeAnswer {
+        corrected: corrected.len(),
+        withdrawn: withdrawn.len(),
+        unchanged,
+        rejected: errors.len(),
+        errors,
+    };
+    Ok(
+        if answer.corrected + answer.withdrawn + answer.unchanged == 0 && answer.rejected > 0 {
+            HttpResponse::UnprocessableEntity().json(answer)
+        } else {
+            HttpResponse::Ok().json(answer)
+        },
+    )
 }

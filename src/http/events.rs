@@ -18,7 +18,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 /// Reads the body up to `limit` bytes; over it: 413 and nothing accepted. For NDJSON the
 /// records are counted as the lines arrive, so a body of more than `max_records` lines is
 /// refused without being read to its end.
-async fn read_body(
+pub(super) async fn read_body(
     mut payload: web::Payload,
     limit: usize,
     declared: Option<usize>,
@@ -45,7 +45,7 @@ async fn read_body(
     Ok(body)
 }
 
-fn too_many(count: String, max_records: usize) -> ApiError {
+pub(super) fn too_many(count: String, max_records: usize) -> ApiError {
     ApiError::TooLarge(format!(
         "{count} records exceed the limit of {max_records} per request; nothing was accepted"
     ))
@@ -74,14 +74,14 @@ impl NdjsonLines {
 
 /// Holds a share of `ingest.max_body_bytes_in_flight` while a body is read and checked, so
 /// that many large bodies at once cannot take more memory than that (in KiB units).
-fn declared_length(req: &HttpRequest) -> Option<u64> {
+pub(super) fn declared_length(req: &HttpRequest) -> Option<u64> {
     req.headers()
         .get("content-length")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
 }
 
-async fn reserve_body_budget(
+pub(super) async fn reserve_body_budget(
     state: &AppState,
     req: &HttpRequest,
 ) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {

@@ -15,6 +15,7 @@ use utoipa::OpenApi;
         super::org::districts,
         super::org::locate,
         super::events::post_events,
+        super::corrections::bulk,
         super::corrections::correct,
         super::corrections::withdraw,
         super::corrections::versions,
@@ -65,6 +66,9 @@ use utoipa::OpenApi;
     ),
     components(schemas(
         crate::wire::events::CorrectionIn,
+        crate::wire::events::BulkChangeIn,
+        crate::wire::events::BulkRejection,
+        crate::wire::events::BulkChangeAnswer,
         crate::batch::ledger::corrections::ChangeRow,
         crate::wire::events::WithdrawalIn,
         crate::wire::events::CorrectionAnswer,

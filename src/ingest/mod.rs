@@ -107,6 +107,8 @@ pub struct Accepted {
     pub duplicates: usize,
     /// When the new records became durable.
     pub durable_at: time::OffsetDateTime,
+    /// Each record's verdict, in the order given.
+    pub outcomes: Vec<AppendOutcome>,
 }
 
 /// How long an answer waits for its records to reach the live figures (read-your-writes).
@@ -157,6 +159,7 @@ impl Ingest {
             accepted,
             duplicates: outcomes.len() - accepted,
             durable_at,
+            outcomes,
         })
     }
 }

@@ -373,6 +373,26 @@ impl Store {
         Ok(query.bind(id).bind(imports).fetch_all().await?)
     }
 
+    /// Every counted row of the records `ids`, in seq order: one read of the table for a
+    /// whole request of corrections (the ids go in the query's text as one array).
+    pub async fn records_rows(
+        &self,
+        ids: &[&str],
+    ) -> Result<Vec<crate::domain::record::EventRow>, StoreError> {
+        let imports = counted_imports_param(&self.ok_imports().await?);
+        let text: usize = ids.iter().map(|id| id.len() + 4).sum();
+        Ok(self
+            .client
+            .query(&format!(
+                "SELECT ?fields FROM events WHERE id IN (SELECT arrayJoin(?)) AND {COUNTED_EVENTS} ORDER BY seq"
+            ))
+            .bind(ids)
+            .bind(imports)
+            .with_setting("max_query_size", (text + (1 << 16)).to_string())
+            .fetch_all()
+            .await?)
+    }
+
     /// The numbers of the ledger imports that finished, ascending.
     pub async fn ok_imports(&self) -> Result<Vec<u32>, StoreError> {
         Ok(self

@@ -653,6 +653,45 @@ impl RecordHistory {
     }
 }
 
+/// One item of `POST /api/v1/events/corrections`: a correction (`record`) or a withdrawal
+/// (`"withdraw": true`) of the record `id`, and why.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct BulkChangeIn {
+    pub id: Option<String>,
+    /// The record's new version, as in `PUT /api/v1/events/{id}`.
+    #[schema(value_type = Option<Object>)]
+    pub record: Option<Value>,
+    /// Withdraw the record (instead of a `record`).
+    #[serde(default)]
+    pub withdraw: bool,
+    pub reason: Option<String>,
+}
+
+/// One refused item of a bulk change.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BulkRejection {
+    /// Its position in the body (0-based).
+    pub index: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// What the single-record route would have answered: 400, 403, 404, 409 or 422.
+    pub status: u16,
+    pub field: String,
+    pub reason: String,
+}
+
+/// The answer to `POST /api/v1/events/corrections`.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BulkChangeAnswer {
+    /// Records given a new version.
+    pub corrected: usize,
+    pub withdrawn: usize,
+    /// Corrections that change nothing (the record already holds that content).
+    pub unchanged: usize,
+    pub rejected: usize,
+    pub errors: Vec<BulkRejection>,
+}
+
 /// A record the live figures refused.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct QuarantinedRecord {

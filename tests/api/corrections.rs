@@ -456,3 +456,131 @@ async fn after_corrections_and_withdrawals_every_figure_equals_sql_and_a_restart
     compared_with_sql(&restarted, &rebuilt, restarted.state.hub.now()).await;
     restarted.stop().await;
 }
+
+#[tokio::test]
+async fn many_corrections_in_one_request_are_judged_each_as_alone_and_made_together() {
+    let app = spawn_app_with(test_settings()).await;
+    let tree = app.state.tree.clone();
+    let events = sample_events(&tree, 400, 31, 60, "bulk");
+    let answer: Value = app.post_events(&json!(events)).await.json().await.unwrap();
+    assert_eq!(answer["accepted"], 400, "{answer}");
+    let content = |e: &Value| {
+        let mut record = e.clone();
+        record.as_object_mut().unwrap().remove("id");
+        record
+    };
+    let other_of_kind = |i: usize| {
+        let kind = &events[i]["kind"];
+        (1..events.len())
+            .map(|k| (i + k) % events.len())
+            .find(|&j| events[j]["kind"] == *kind && content(&events[j]) != content(&events[i]))
+    };
+    let mut items = Vec::new();
+    let (mut corrections, mut withdrawals) = (0, 0);
+    for (i, e) in events.iter().enumerate().step_by(5) {
+        let id = e["id"].clone();
+        if i % 10 == 0 {
+            items.push(json!({"id": id, "withdraw": true, "reason": "重复上报"}));
+            withdrawals += 1;
+        } else if let Some(j) = other_of_kind(i) {
+            items.push(json!({"id": id, "record": content(&events[j]), "reason": "更正"}));
+            corrections += 1;
+        }
+    }
+    let unchanged =
+        json!({"id": events[1]["id"], "record": content(&events[1]), "reason": "核对无误"});
+    let bad = [
+        (
+            json!({"id": "no-such-record", "withdraw": true, "reason": "r"}),
+            404,
+            "id",
+        ),
+        (
+            json!({"id": events[0]["id"], "withdraw": true, "reason": "again"}),
+            400,
+            "id",
+        ),
+        (
+            json!({"id": events[2]["id"], "withdraw": true}),
+            400,
+            "reason",
+        ),
+        (json!({"id": events[3]["id"], "reason": "r"}), 400, "record"),
+    ];
+    let first_bad = items.len() + 1;
+    items.push(unchanged);
+    for (item, _, _) in &bad {
+        items.push(item.clone());
+    }
+    let res = app
+        .http
+        .post(format!("{}/api/v1/events/corrections", app.base))
+        .bearer_auth(app.admin_token())
+        .json(&items)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let answer: Value = res.json().await.unwrap();
+    assert_eq!(
+        [
+            &answer["corrected"],
+            &answer["withdrawn"],
+            &answer["unchanged"],
+            &answer["rejected"]
+        ],
+        [
+            &json!(corrections),
+            &json!(withdrawals),
+            &json!(1),
+            &json!(bad.len())
+        ],
+        "{answer}"
+    );
+    for (k, (_, status, field)) in bad.iter().enumerate() {
+        let e = &answer["errors"][k];
+        assert_eq!(
+            (
+                e["index"].as_u64(),
+                e["status"].as_u64(),
+                e["field"].as_str()
+            ),
+            (
+                Some((first_bad + k) as u64),
+                Some(*status as u64),
+                Some(*field)
+            ),
+            "{e}"
+        );
+    }
+    // The same request again: every record is already what it says (or withdrawn).
+    let res = app
+        .http
+        .post(format!("{}/api/v1/events/corrections", app.base))
+        .bearer_auth(app.admin_token())
+        .json(&items[..items.len() - bad.len()])
+        .send()
+        .await
+        .unwrap();
+    let again: Value = res.json().await.unwrap();
+    assert_eq!(
+        [
+            &again["corrected"],
+            &again["withdrawn"],
+            &again["unchanged"]
+        ],
+        [&json!(0), &json!(0), &json!(corrections + 1)],
+        "{again}"
+    );
+    assert!(
+        again["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["status"] == 409),
+        "{again}"
+    );
+    app.wait_landed().await;
+    compared_with_sql(&app, &app.state.hub.all_current(), app.state.hub.now()).await;
+    app.stop().await;
+}
