@@ -381,7 +381,7 @@ async fn bulk(
 
     // Each item checked on its own first: id, reason, the new version.
     enum Planned {
-        Correct(EventRow),
+        Correct(Box<EventRow>),
         Withdraw,
     }
     let mut errors: Vec<BulkRejection> = Vec::new();
@@ -432,7 +432,7 @@ async fn bulk(
                     "either a record (a correction) or \"withdraw\": true, not both",
                 )),
                 (Some(record), false) => {
-                    new_version(&state, &who, &id, record).map(Planned::Correct)
+                    new_version(&state, &who, &id, record).map(|r| Planned::Correct(Box::new(r)))
                 }
                 (None, true) => Ok(Planned::Withdraw),
                 (None, false) => Err(ApiError::bad_request(
@@ -499,7 +499,7 @@ async fn bulk(
                     unchanged += 1;
                     continue;
                 }
-                rows.extend(correction_rows(&history, new, &who.name, &reason));
+                rows.extend(correction_rows(&history, *new, &who.name, &reason));
                 made.push((index, id, first, 2, false));
             }
             Planned::Withdraw => {
