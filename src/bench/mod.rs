@@ -1,6 +1,7 @@
-//! `vscc bench ingest|stream|stalled|import|rebuild`: measured speed, each figure beside a baseline measured in the
+//! `vscc bench ingest|corrections|stream|stalled|import|rebuild`: measured speed, each figure beside a baseline measured in the
 //! same run. Run them on a release build: `cargo run --release -- bench ingest`.
 
+pub mod corrections;
 pub mod fleet;
 pub mod import;
 pub mod ingest;

@@ -16,6 +16,9 @@ use crate::wire::events::validate;
 
 pub struct RebuildBench {
     pub records: usize,
+    /// Of the records, this share (in percent) corrected once: each gets a cancelling row
+    /// and a new version (a day earlier) in the store.
+    pub corrected_percent: u32,
     /// Internal: one measured phase in a process of its own.
     pub phase: Option<String>,
 }
@@ -60,16 +63,37 @@ pub async fn run(settings: &Settings, opts: RebuildBench) -> anyhow::Result<()> 
         Workload::new(&tree, 7, 3 * 365, "rb", n / 40 + 1).with_kinds(&tree, &catalogue.kinds);
     let now = time::OffsetDateTime::now_utc();
     let mut seq = 0u64;
-    while (seq as usize) < n {
-        let chunk = (n - seq as usize).min(500_000);
-        let mut rows: Vec<EventRow> = Vec::with_capacity(chunk);
+    let (mut loaded, mut corrected) = (0usize, 0u64);
+    // Every k-th record corrected (k = 100 / percent).
+    let every = (opts.corrected_percent > 0)
+        .then(|| (100 / opts.corrected_percent.min(100)).max(1) as usize);
+    while loaded < n {
+        let chunk = (n - loaded).min(500_000);
+        let mut rows: Vec<EventRow> = Vec::with_capacity(chunk + chunk / 10);
         for _ in 0..chunk {
             let e = workload.next_event();
             let mut r = validate(&e, &catalogue.kinds, &tree, &map, now, "bench")
                 .map_err(|e| anyhow::anyhow!("{}: {}", e.field, e.message()))?;
             seq += 1;
+            loaded += 1;
             r.seq = seq;
-            rows.push(r);
+            if every.is_some_and(|k| loaded % k == 0) {
+                // Corrected: the version replaced, cancelled, and the new one a day earlier.
+                let mut cancel = r.cancelling("bench", "bench", r.received_at);
+                seq += 1;
+                cancel.seq = seq;
+                let mut new = r.clone();
+                seq += 1;
+                new.seq = seq;
+                new.version = 2;
+                new.at = r.at.saturating_sub(86_400);
+                rows.push(r);
+                rows.push(cancel);
+                rows.push(new);
+                corrected += 1;
+            } else {
+                rows.push(r);
+            }
         }
         insert_events(&store, &rows).await?;
         bar.inc(chunk as u64);
@@ -109,14 +133,17 @@ pub async fn run(settings: &Settings, opts: RebuildBench) -> anyhow::Result<()> 
         .sum();
     env.stop().await;
     println!(
-        "vscc bench rebuild — {n} records in ClickHouse, {} metrics, {} org nodes ({figures} node × metric figures)",
+        "vscc bench rebuild — {n} records in ClickHouse, {corrected} of them corrected ({} %: {} rows stored in all, {} effective), {} metrics, {} org nodes ({figures} node × metric figures)",
+        opts.corrected_percent,
+        seq,
+        rebuilt.records,
         catalogue.metrics.len(),
         tree.len()
     );
     println!("| path | seconds | records/s | × floor |");
     println!("|---|---:|---:|---:|");
     println!(
-        "| floor: read the same rows out of ClickHouse the same way, nothing applied | {:.2} | {:.0} | 1.00 |",
+        "| floor: read the same rows out of ClickHouse the same way (every stored row), nothing applied | {:.2} | {:.0} | 1.00 |",
         floor.secs,
         floor.records as f64 / floor.secs
     );

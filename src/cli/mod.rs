@@ -182,9 +182,25 @@ enum BenchCommand {
     Rebuild {
         #[arg(long, default_value_t = 10_000_000)]
         records: usize,
+        /// Of the records, this share (percent) corrected once (a cancelling row and a new
+        /// version each).
+        #[arg(long, default_value_t = 5)]
+        corrected_percent: u32,
         /// Internal: runs one measured phase (read | apply) in a process of its own.
         #[arg(long, hide = true)]
         phase: Option<String>,
+    },
+    /// N corrections and withdrawals over every record kind (POST /api/v1/events/corrections)
+    /// beside plain ingest of N records on the same server, before and after.
+    Corrections {
+        #[arg(long, default_value_t = 100_000)]
+        records: usize,
+        /// Records (or changes) per request.
+        #[arg(long, default_value_t = 5_000)]
+        batch: usize,
+        /// Concurrent HTTP clients.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
     },
     /// Records/s end to end beside ClickHouse's own insert rate of the same rows.
     Ingest {
@@ -500,10 +516,33 @@ pub async fn main() -> anyhow::Result<()> {
             )
             .await
         }
-        Command::Bench(BenchCommand::Rebuild { records, phase }) => {
+        Command::Bench(BenchCommand::Corrections {
+            records,
+            batch,
+            concurrency,
+        }) => {
+            crate::bench::corrections::run(
+                &settings,
+                crate::bench::corrections::CorrectionsBench {
+                    records,
+                    batch: batch.max(1),
+                    concurrency,
+                },
+            )
+            .await
+        }
+        Command::Bench(BenchCommand::Rebuild {
+            records,
+            corrected_percent,
+            phase,
+        }) => {
             crate::bench::rebuild::run(
                 &settings,
-                crate::bench::rebuild::RebuildBench { records, phase },
+                crate::bench::rebuild::RebuildBench {
+                    records,
+                    corrected_percent,
+                    phase,
+                },
             )
             .await
         }
