@@ -256,7 +256,8 @@ async fn correct(
 }
 
 /// Withdraw a record: from now on no figure counts it (clerks and admins whose scope holds
-/// the record's org). A record already withdrawn: 409.
+/// the record's org). The same withdrawal sent again answers the same; another withdrawal of a
+/// withdrawn record is 409.
 #[utoipa::path(
     tag = "records",
     request_body = WithdrawalIn,
@@ -284,6 +285,16 @@ async fn withdraw(
     let history = read_history(&state, &who, &id, None).await?;
     let version = history.newest().row.version;
     if history.is_withdrawn() {
+        // The same withdrawal sent again (same sender, same reason) answers the same; any
+        // other is refused.
+        let again = history
+            .newest()
+            .withdrawal
+            .as_ref()
+            .is_some_and(|w| w.actor == who.name && w.reason == reason);
+        if again {
+            return Ok(answer(&id, version, true));
+        }
         return Err(ApiError::Conflict(format!(
             "record {id} is already withdrawn (version {version})"
         )));
@@ -473,6 +484,17 @@ async fn bulk(
     let mut unchanged = 0;
     for (index, id, reason, plan) in planned {
         let history = by_id.remove(&id).and_then(History::of);
+        let withdrawn_alike = history.as_ref().is_some_and(|h| {
+            h.newest()
+                .withdrawal
+                .as_ref()
+                .is_some_and(|w| w.actor == who.name && w.reason == reason)
+        });
+        if withdrawn_alike && matches!(plan, Planned::Withdraw) {
+            // The same withdrawal sent again.
+            unchanged += 1;
+            continue;
+        }
         let history = match may_change(&state, &who, &id, history) {
             Ok(h) => h,
             Err(e) => {

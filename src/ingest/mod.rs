@@ -96,6 +96,9 @@ pub struct Ingest {
     /// Whether this instance leads (writes into ClickHouse, evaluates alerts): always with its
     /// own log; the holder of the writer's lease on a record stream.
     pub leader: cluster::Leadership,
+    /// Asks the writer of this instance's own log to insert what is pending now (none on a
+    /// record stream, whose writer keeps its cadence).
+    flush_now: Option<Arc<tokio::sync::Notify>>,
 }
 
 /// What happened to validated records handed to [`Ingest::accept`].
@@ -125,6 +128,11 @@ impl Ingest {
             .committed_seq
             .load(std::sync::atomic::Ordering::SeqCst);
         let mut checkpoint = self.checkpoint.clone();
+        if *checkpoint.borrow() < committed {
+            if let Some(flush) = &self.flush_now {
+                flush.notify_one();
+            }
+        }
         let landed = tokio::time::timeout(limit, checkpoint.wait_for(|c| *c >= committed))
             .await
             .is_ok_and(|r| r.is_ok());
@@ -265,6 +273,7 @@ async fn start_with_broker(
         tasks,
         writer: started.health,
         leader: started.leader,
+        flush_now: None,
     })
 }
 
@@ -334,6 +343,7 @@ async fn start_local(
     )?;
     let (live, applied) = follow_live(live_rx, live, next_seq - 1);
     let health = Arc::new(writer::WriterHealth::default());
+    let flush_now = Arc::new(tokio::sync::Notify::new());
     let (writer, checkpoint) = Writer::new(
         store.clone(),
         dir,
@@ -347,6 +357,7 @@ async fn start_local(
         },
         next_seq - 1,
         health.clone(),
+        flush_now.clone(),
     );
     let writer = tokio::spawn(writer.run(writer_rx));
     Ok(Ingest {
@@ -357,5 +368,6 @@ async fn start_local(
         tasks: vec![live.abort_handle(), writer.abort_handle()],
         writer: health,
         leader: cluster::Leadership::always(),
+        flush_now: Some(flush_now),
     })
 }

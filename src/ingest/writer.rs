@@ -105,6 +105,10 @@ pub struct Writer {
     last_start: Instant,
     /// Shutting down: whatever is pending is due now.
     draining: bool,
+    /// Someone waits for what is pending to land (a correction reads the stored versions, a
+    /// job reads ClickHouse): it is due now, not at the next tick.
+    urgent: Arc<tokio::sync::Notify>,
+    flush_requested: bool,
 }
 
 impl Writer {
@@ -115,6 +119,7 @@ impl Writer {
         settings: WriterSettings,
         checkpoint: u64,
         health: Arc<WriterHealth>,
+        urgent: Arc<tokio::sync::Notify>,
     ) -> (Self, watch::Receiver<u64>) {
         let (checkpoint_tx, rx) = watch::channel(checkpoint);
         let settings_blocked_retry = settings.blocked_retry;
@@ -137,6 +142,8 @@ impl Writer {
             attempts: Attempts::new(RETRY_FIRST, RETRY_MAX, settings_blocked_retry, health),
             last_start: Instant::now(),
             draining: false,
+            urgent,
+            flush_requested: false,
         };
         (writer, rx)
     }
@@ -225,6 +232,7 @@ impl Writer {
             }
             let unassigned = self.pending_rows - self.in_flight_rows;
             if unassigned == 0 {
+                self.flush_requested = false;
                 return;
             }
             let first = self.next + self.in_flight_rows as u64;
@@ -237,6 +245,7 @@ impl Writer {
             let full = unassigned >= self.settings.batch_rows || self.behind;
             let due = self.retry_at.is_some()
                 || self.draining
+                || self.flush_requested
                 || Instant::now() >= self.last_start + self.settings.flush_interval;
             if !(full || due) {
                 return;
@@ -352,6 +361,7 @@ impl Writer {
 
     pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Committed>) {
         let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+        let urgent = self.urgent.clone();
         loop {
             while let Ok(b) = rx.try_recv() {
                 self.take(b);
@@ -375,6 +385,7 @@ impl Writer {
                     None => break,
                 },
                 Some((id, result)) = done_rx.recv() => self.finished(id, result),
+                _ = urgent.notified() => self.flush_requested = true,
                 _ = tokio::time::sleep_until(wake) => {}
             }
         }
