@@ -187,6 +187,19 @@ pub async fn run(settings: &Settings, opts: CorrectionsBench) -> anyhow::Result<
     .await?;
     let plain_b = landed(&store, rows, with_changes + n as u64, t).await?;
 
+    // The floor of the changes' own reading: ClickHouse alone answering the same reads of the
+    // stored versions (one per request, one request at a time).
+    let ids: Vec<String> = records
+        .iter()
+        .filter_map(|e| e["id"].as_str().map(str::to_string))
+        .collect();
+    let t = Instant::now();
+    for chunk in ids.chunks(opts.batch) {
+        let chunk: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        store.records_rows(&chunk).await?;
+    }
+    let read_floor = t.elapsed().as_secs_f64();
+
     let effective = count(&store, "SELECT count() FROM events_effective").await?;
     anyhow::ensure!(
         effective == 3 * n as u64 - withdrawals,
@@ -230,6 +243,12 @@ pub async fn run(settings: &Settings, opts: CorrectionsBench) -> anyhow::Result<
             plain / secs
         );
     }
+    println!(
+        "| floor: ClickHouse alone reading the stored versions the changes read ({} requests, one at a time) | — | {read_floor:.2} | {:.0} | {:.2} |",
+        n.div_ceil(opts.batch),
+        rate(read_floor),
+        plain / read_floor
+    );
     println!(
         "acknowledged: the changes {:.2}× plain ingest; server peak RSS {:.0} MiB",
         plain_acked / changes_acked,

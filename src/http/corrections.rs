@@ -461,18 +461,21 @@ async fn bulk(
 
     // One read of the stored versions for the whole request, once what was accepted before
     // has landed.
+    let started = std::time::Instant::now();
     if !planned.is_empty() && !state.ingest.wait_landed(LANDED_WAIT).await {
         return Err(ApiError::Unavailable {
             reason: "records accepted earlier are still on their way to ClickHouse".into(),
             retry_after_secs: Some(2),
         });
     }
+    let landed_ms = started.elapsed().as_millis() as u64;
     let ids: Vec<&str> = planned.iter().map(|(_, id, _, _)| id.as_str()).collect();
     let stored = if ids.is_empty() {
         Vec::new()
     } else {
         state.store.records_rows(&ids).await?
     };
+    let read_ms = started.elapsed().as_millis() as u64;
     let mut by_id: std::collections::HashMap<String, Vec<EventRow>> = Default::default();
     for row in stored {
         by_id.entry(row.id.clone()).or_default().push(row);
@@ -530,7 +533,15 @@ async fn bulk(
             }
         }
     }
+    let built_ms = started.elapsed().as_millis() as u64;
     let done = state.ingest.accept(rows).await?;
+    tracing::debug!(
+        landed_ms,
+        read_ms,
+        built_ms,
+        accepted_ms = started.elapsed().as_millis() as u64,
+        "bulk corrections"
+    );
     let (mut corrected, mut withdrawn) = (Vec::new(), Vec::new());
     for (index, id, first, n, is_withdrawal) in made {
         let landed = done.outcomes[first..first + n]
