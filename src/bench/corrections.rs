@@ -1,5 +1,5 @@
 //! `vscc bench corrections`: N corrections and withdrawals, spread over every record kind,
-//! through `POST /api/v1/events/corrections` of a real server process, beside plain ingest of
+//! through `POST /api/v1/corrections` of a real server process, beside plain ingest of
 //! the same count of records (`POST /api/v1/events`) on the same server in the same run —
 //! before and after, each ratio against the faster of the two.
 
@@ -166,7 +166,7 @@ pub async fn run(settings: &Settings, opts: CorrectionsBench) -> anyhow::Result<
     let t = Instant::now();
     let (changes_acked, corrections, withdrawals) = post_all(
         &http,
-        format!("{}/api/v1/events/corrections", server.base),
+        format!("{}/api/v1/corrections", server.base),
         &server.token,
         bodies(&changes),
         opts.concurrency,
@@ -232,7 +232,7 @@ pub async fn run(settings: &Settings, opts: CorrectionsBench) -> anyhow::Result<
             plain_b,
         ),
         (
-            "corrections and withdrawals: POST /api/v1/events/corrections",
+            "corrections and withdrawals: POST /api/v1/corrections",
             changes_acked,
             changed,
         ),

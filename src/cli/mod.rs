@@ -190,7 +190,7 @@ enum BenchCommand {
         #[arg(long, hide = true)]
         phase: Option<String>,
     },
-    /// N corrections and withdrawals over every record kind (POST /api/v1/events/corrections)
+    /// N corrections and withdrawals over every record kind (POST /api/v1/corrections)
     /// beside plain ingest of N records on the same server, before and after.
     Corrections {
         #[arg(long, default_value_t = 100_000)]

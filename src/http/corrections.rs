@@ -23,7 +23,6 @@ use crate::wire::events::{
 };
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    // The bulk route first: `/api/v1/events/corrections` is not a record's id.
     cfg.service(bulk)
         .service(correct)
         .service(withdraw)
@@ -357,7 +356,7 @@ async fn versions(
         (status = 422, body = BulkChangeAnswer),
         (status = 503, body = super::error::ErrorBody)),
     security(("bearer" = [])))]
-#[post("/api/v1/events/corrections")]
+#[post("/api/v1/corrections")]
 async fn bulk(
     caller: Caller,
     req: HttpRequest,

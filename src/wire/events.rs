@@ -653,7 +653,7 @@ impl RecordHistory {
     }
 }
 
-/// One item of `POST /api/v1/events/corrections`: a correction (`record`) or a withdrawal
+/// One item of `POST /api/v1/corrections`: a correction (`record`) or a withdrawal
 /// (`"withdraw": true`) of the record `id`, and why.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct BulkChangeIn {
@@ -680,7 +680,7 @@ pub struct BulkRejection {
     pub reason: String,
 }
 
-/// The answer to `POST /api/v1/events/corrections`.
+/// The answer to `POST /api/v1/corrections`.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BulkChangeAnswer {
     /// Records given a new version.

@@ -520,7 +520,7 @@ async fn many_corrections_in_one_request_are_judged_each_as_alone_and_made_toget
     }
     let res = app
         .http
-        .post(format!("{}/api/v1/events/corrections", app.base))
+        .post(format!("{}/api/v1/corrections", app.base))
         .bearer_auth(app.admin_token())
         .json(&items)
         .send()
@@ -562,7 +562,7 @@ async fn many_corrections_in_one_request_are_judged_each_as_alone_and_made_toget
     // The same request again: every record is already what it says (or withdrawn).
     let res = app
         .http
-        .post(format!("{}/api/v1/events/corrections", app.base))
+        .post(format!("{}/api/v1/corrections", app.base))
         .bearer_auth(app.admin_token())
         .json(&items[..items.len() - bad.len()])
         .send()
