@@ -53,37 +53,183 @@ fn reason_of(reason: Option<&str>) -> Result<String, ApiError> {
     Ok(reason.to_string())
 }
 
-/// The record's history as the caller may see it: a record outside the caller's scope is
-/// answered as missing, as an unknown one is.
+/// Waits until what was accepted before has reached ClickHouse, where the versions are read.
+async fn landed(state: &AppState) -> Result<(), ApiError> {
+    if state.ingest.wait_landed(LANDED_WAIT).await {
+        return Ok(());
+    }
+    Err(ApiError::Unavailable {
+        reason: "records accepted earlier are still on their way to ClickHouse".into(),
+        retry_after_secs: Some(2),
+    })
+}
+
+/// The record's stored history, once what was accepted before has landed (`None`: no such
+/// record). `kind`, when known, narrows the read.
 async fn read_history(
     state: &AppState,
-    who: &Principal,
     id: &str,
     kind: Option<&str>,
-) -> Result<History, ApiError> {
-    if !state.ingest.wait_landed(LANDED_WAIT).await {
-        return Err(ApiError::Unavailable {
-            reason: "records accepted earlier are still on their way to ClickHouse".into(),
-            retry_after_secs: Some(2),
-        });
-    }
-    let missing = || ApiError::NotFound {
-        what: format!("record {id}"),
-    };
+) -> Result<Option<History>, ApiError> {
+    landed(state).await?;
     let mut rows = state.store.record_rows(id, kind).await?;
     if rows.is_empty() && kind.is_some() {
         // Stored under another kind? Then it is found, and the kind is what is wrong.
         rows = state.store.record_rows(id, None).await?;
     }
-    let history = History::of(rows).ok_or_else(missing)?;
-    let visible = state
-        .tree
-        .get(&history.newest().row.org)
-        .is_some_and(|org| state.tree.is_within(org, who.scope));
-    if !visible {
-        return Err(missing());
+    Ok(History::of(rows))
+}
+
+/// The history as the caller may see it: a record outside the caller's scope is answered as
+/// missing, as an unknown one is.
+fn visible(
+    state: &AppState,
+    who: &Principal,
+    id: &str,
+    history: Option<History>,
+) -> Result<History, ApiError> {
+    history
+        .filter(|h| {
+            state
+                .tree
+                .get(&h.newest().row.org)
+                .is_some_and(|org| state.tree.is_within(org, who.scope))
+        })
+        .ok_or_else(|| ApiError::NotFound {
+            what: format!("record {id}"),
+        })
+}
+
+/// A change asked for: a new version (checked), or a withdrawal.
+enum Change {
+    Correct(Box<EventRow>),
+    Withdraw,
+}
+
+/// What a change makes of a record, judged the same way for one record and for many.
+enum Judged {
+    /// Nothing to log: the record already holds it (a change sent again).
+    Same { version: u32, withdrawn: bool },
+    /// The rows to log, the record's version afterwards, and what the audit trail says.
+    Rows {
+        rows: Vec<EventRow>,
+        version: u32,
+        withdrawn: bool,
+        detail: String,
+    },
+}
+
+impl Judged {
+    fn answer(&self, id: &str) -> HttpResponse {
+        let (Judged::Same { version, withdrawn }
+        | Judged::Rows {
+            version, withdrawn, ..
+        }) = self;
+        answer(id, *version, *withdrawn)
     }
-    Ok(history)
+}
+
+/// Judges `change` of the record `history` by `who`, with `reason`: the refusal (404, 409,
+/// 422), nothing to do, or the rows to log.
+fn judge(
+    state: &AppState,
+    who: &Principal,
+    id: &str,
+    history: Option<History>,
+    change: Change,
+    reason: &str,
+) -> Result<Judged, ApiError> {
+    let history = visible(state, who, id, history)?;
+    let newest = &history.newest().row;
+    let version = newest.version;
+    if let Change::Correct(new) = &change {
+        if newest.kind != new.kind {
+            return Err(ApiError::Unprocessable {
+                field: "record.kind".into(),
+                reason: format!(
+                    "record {id} is a {} record; a correction keeps the kind (withdraw it and send a new record instead)",
+                    newest.kind
+                ),
+            });
+        }
+    }
+    if history.is_withdrawn() {
+        // The same withdrawal sent again (same sender, same reason) answers the same; any
+        // other change is refused.
+        let again = matches!(change, Change::Withdraw)
+            && history
+                .newest()
+                .withdrawal
+                .as_ref()
+                .is_some_and(|w| w.actor == who.name && w.reason == reason);
+        if again {
+            return Ok(Judged::Same {
+                version,
+                withdrawn: true,
+            });
+        }
+        return Err(ApiError::Conflict(format!(
+            "record {id} is already withdrawn (version {version}): send a new record instead"
+        )));
+    }
+    let detail = |to: String| format!("{} version {version}{to}: {reason}", newest.kind);
+    Ok(match change {
+        Change::Correct(new) if same_content(newest, &new) => Judged::Same {
+            version,
+            withdrawn: false,
+        },
+        Change::Correct(new) => Judged::Rows {
+            detail: detail(format!(" → {}", version + 1)),
+            rows: correction_rows(&history, *new, &who.name, reason).into(),
+            version: version + 1,
+            withdrawn: false,
+        },
+        Change::Withdraw => {
+            let now = time::OffsetDateTime::now_utc().unix_timestamp() as u32;
+            Judged::Rows {
+                detail: detail(String::new()),
+                rows: vec![withdrawal_row(&history, &who.name, reason, now)],
+                version,
+                withdrawn: true,
+            }
+        }
+    })
+}
+
+/// Makes one judged change: logs its rows (exactly once: another change of the same version
+/// logged first makes them duplicates, 409) and keeps it in the audit trail.
+async fn make(
+    state: &AppState,
+    req: &HttpRequest,
+    who: &Principal,
+    id: &str,
+    judged: Judged,
+) -> Result<HttpResponse, ApiError> {
+    let response = judged.answer(id);
+    let Judged::Rows {
+        rows,
+        withdrawn,
+        detail,
+        ..
+    } = judged
+    else {
+        return Ok(response);
+    };
+    let action = if withdrawn {
+        AuditAction::RecordWithdrawn
+    } else {
+        AuditAction::RecordCorrected
+    };
+    let audit = super::audit_entry(state, req, who, action)
+        .target(id)
+        .detail(detail);
+    let n = rows.len();
+    if state.ingest.accept(rows).await?.accepted != n {
+        state.audit.record(audit.outcome("refused"));
+        return Err(changed_meanwhile(id));
+    }
+    state.audit.record(audit);
+    Ok(response)
 }
 
 fn answer(history_id: &str, version: u32, withdrawn: bool) -> HttpResponse {
@@ -92,14 +238,6 @@ fn answer(history_id: &str, version: u32, withdrawn: bool) -> HttpResponse {
         version,
         state: if withdrawn { "withdrawn" } else { "current" }.into(),
     })
-}
-
-/// Logs the rows of a correction or a withdrawal; answers whether they all went in (a
-/// duplicate means another change of the same version came first).
-async fn log_rows(state: &AppState, rows: Vec<EventRow>) -> Result<bool, ApiError> {
-    let n = rows.len();
-    let done = state.ingest.accept(rows).await?;
-    Ok(done.accepted == n)
 }
 
 /// A correction's new version, checked as a new record is (the body's `record`, its id the
@@ -152,34 +290,6 @@ fn new_version(
     Ok(new)
 }
 
-/// What a change of the record `history` tells (`None`: a record of another scope, answered
-/// as missing): the refusal, or the history to change.
-fn may_change(
-    state: &AppState,
-    who: &Principal,
-    id: &str,
-    history: Option<History>,
-) -> Result<History, ApiError> {
-    let missing = || ApiError::NotFound {
-        what: format!("record {id}"),
-    };
-    let history = history.ok_or_else(missing)?;
-    let visible = state
-        .tree
-        .get(&history.newest().row.org)
-        .is_some_and(|org| state.tree.is_within(org, who.scope));
-    if !visible {
-        return Err(missing());
-    }
-    if history.is_withdrawn() {
-        return Err(ApiError::Conflict(format!(
-            "record {id} was withdrawn (version {}): send a new record instead",
-            history.newest().row.version
-        )));
-    }
-    Ok(history)
-}
-
 fn changed_meanwhile(id: &str) -> ApiError {
     ApiError::Conflict(format!(
         "record {id} was changed by someone else meanwhile: read it again (GET /api/v1/events/{id})"
@@ -215,43 +325,16 @@ async fn correct(
     let CorrectionIn { record, reason } = body.into_inner();
     let reason = reason_of(reason.as_deref())?;
     let new = new_version(&state, &who, &id, record)?;
-
-    let history = read_history(&state, &who, &id, Some(&new.kind)).await?;
-    let newest = history.newest();
-    if newest.row.kind != new.kind {
-        return Err(ApiError::Unprocessable {
-            field: "record.kind".into(),
-            reason: format!(
-                "record {id} is a {} record; a correction keeps the kind (withdraw it and send a new record instead)",
-                newest.row.kind
-            ),
-        });
-    }
-    if history.is_withdrawn() {
-        return Err(ApiError::Conflict(format!(
-            "record {id} was withdrawn (version {}): send a new record instead",
-            newest.row.version
-        )));
-    }
-    if same_content(&newest.row, &new) {
-        // Sent again, or no change: nothing to log.
-        return Ok(answer(&id, newest.row.version, false));
-    }
-    let from = newest.row.version;
-    let rows = correction_rows(&history, new, &who.name, &reason);
-    let version = rows[1].version;
-    let audit = super::audit_entry(&state, &req, &who, AuditAction::RecordCorrected)
-        .target(&id)
-        .detail(format!(
-            "{} version {from} → {version}: {reason}",
-            newest.row.kind
-        ));
-    if !log_rows(&state, rows.into()).await? {
-        state.audit.record(audit.outcome("refused"));
-        return Err(changed_meanwhile(&id));
-    }
-    state.audit.record(audit);
-    Ok(answer(&id, version, false))
+    let history = read_history(&state, &id, Some(&new.kind)).await?;
+    let judged = judge(
+        &state,
+        &who,
+        &id,
+        history,
+        Change::Correct(Box::new(new)),
+        &reason,
+    )?;
+    make(&state, &req, &who, &id, judged).await
 }
 
 /// Withdraw a record: from now on no figure counts it (clerks and admins whose scope holds
@@ -281,41 +364,9 @@ async fn withdraw(
     state.limits.ingest(&who.token_key)?;
     let id = path.into_inner();
     let reason = reason_of(body.reason.as_deref())?;
-    let history = read_history(&state, &who, &id, None).await?;
-    let version = history.newest().row.version;
-    if history.is_withdrawn() {
-        // The same withdrawal sent again (same sender, same reason) answers the same; any
-        // other is refused.
-        let again = history
-            .newest()
-            .withdrawal
-            .as_ref()
-            .is_some_and(|w| w.actor == who.name && w.reason == reason);
-        if again {
-            return Ok(answer(&id, version, true));
-        }
-        return Err(ApiError::Conflict(format!(
-            "record {id} is already withdrawn (version {version})"
-        )));
-    }
-    let audit = super::audit_entry(&state, &req, &who, AuditAction::RecordWithdrawn)
-        .target(&id)
-        .detail(format!(
-            "{} version {version}: {reason}",
-            history.newest().row.kind
-        ));
-    let now = time::OffsetDateTime::now_utc().unix_timestamp() as u32;
-    if !log_rows(
-        &state,
-        vec![withdrawal_row(&history, &who.name, &reason, now)],
-    )
-    .await?
-    {
-        state.audit.record(audit.outcome("refused"));
-        return Err(changed_meanwhile(&id));
-    }
-    state.audit.record(audit);
-    Ok(answer(&id, version, true))
+    let history = read_history(&state, &id, None).await?;
+    let judged = judge(&state, &who, &id, history, Change::Withdraw, &reason)?;
+    make(&state, &req, &who, &id, judged).await
 }
 
 /// Every version of a record: its data, who sent it, when, why, and how (clerks and admins
@@ -337,7 +388,7 @@ async fn versions(
 ) -> Result<HttpResponse, ApiError> {
     let who = caller.may(&state, Action::Ingest)?;
     let id = path.into_inner();
-    let history = read_history(&state, &who, &id, None).await?;
+    let history = visible(&state, &who, &id, read_history(&state, &id, None).await?)?;
     Ok(HttpResponse::Ok().json(RecordHistory::new(&history)))
 }
 
@@ -390,10 +441,6 @@ async fn bulk(
     }
 
     // Each item checked on its own first: id, reason, the new version.
-    enum Planned {
-        Correct(Box<EventRow>),
-        Withdraw,
-    }
     let mut errors: Vec<BulkRejection> = Vec::new();
     let refuse =
         |errors: &mut Vec<BulkRejection>, index: usize, id: Option<String>, e: ApiError| {
@@ -411,7 +458,7 @@ async fn bulk(
                 reason,
             });
         };
-    let mut planned: Vec<(usize, String, String, Planned)> = Vec::new();
+    let mut planned: Vec<(usize, String, String, Change)> = Vec::new();
     let mut ids_seen = std::collections::HashSet::new();
     for (index, item) in items.into_iter().enumerate() {
         let Some(id) = item.id.filter(|id| !id.is_empty()) else {
@@ -442,9 +489,9 @@ async fn bulk(
                     "either a record (a correction) or \"withdraw\": true, not both",
                 )),
                 (Some(record), false) => {
-                    new_version(&state, &who, &id, record).map(|r| Planned::Correct(Box::new(r)))
+                    new_version(&state, &who, &id, record).map(|r| Change::Correct(Box::new(r)))
                 }
-                (None, true) => Ok(Planned::Withdraw),
+                (None, true) => Ok(Change::Withdraw),
                 (None, false) => Err(ApiError::bad_request(
                     "record",
                     "a record to correct it with, or \"withdraw\": true",
@@ -461,11 +508,8 @@ async fn bulk(
     // One read of the stored versions for the whole request, once what was accepted before
     // has landed.
     let started = std::time::Instant::now();
-    if !planned.is_empty() && !state.ingest.wait_landed(LANDED_WAIT).await {
-        return Err(ApiError::Unavailable {
-            reason: "records accepted earlier are still on their way to ClickHouse".into(),
-            retry_after_secs: Some(2),
-        });
+    if !planned.is_empty() {
+        landed(&state).await?;
     }
     let landed_ms = started.elapsed().as_millis() as u64;
     let ids: Vec<&str> = planned.iter().map(|(_, id, _, _)| id.as_str()).collect();
@@ -479,56 +523,22 @@ async fn bulk(
     for row in stored {
         by_id.entry(row.id.clone()).or_default().push(row);
     }
-    let now = time::OffsetDateTime::now_utc().unix_timestamp() as u32;
     let mut rows: Vec<EventRow> = Vec::new();
     // (index, id, first row, rows, is a withdrawal)
     let mut made: Vec<(usize, String, usize, usize, bool)> = Vec::new();
     let mut unchanged = 0;
-    for (index, id, reason, plan) in planned {
+    for (index, id, reason, change) in planned {
         let history = by_id.remove(&id).and_then(History::of);
-        let withdrawn_alike = history.as_ref().is_some_and(|h| {
-            h.newest()
-                .withdrawal
-                .as_ref()
-                .is_some_and(|w| w.actor == who.name && w.reason == reason)
-        });
-        if withdrawn_alike && matches!(plan, Planned::Withdraw) {
-            // The same withdrawal sent again.
-            unchanged += 1;
-            continue;
-        }
-        let history = match may_change(&state, &who, &id, history) {
-            Ok(h) => h,
-            Err(e) => {
-                refuse(&mut errors, index, Some(id), e);
-                continue;
-            }
-        };
-        let first = rows.len();
-        match plan {
-            Planned::Correct(new) => {
-                let newest = &history.newest().row;
-                if newest.kind != new.kind {
-                    let e = ApiError::Unprocessable {
-                        field: "record.kind".into(),
-                        reason: format!(
-                            "record {id} is a {} record; a correction keeps the kind",
-                            newest.kind
-                        ),
-                    };
-                    refuse(&mut errors, index, Some(id), e);
-                    continue;
-                }
-                if same_content(newest, &new) {
-                    unchanged += 1;
-                    continue;
-                }
-                rows.extend(correction_rows(&history, *new, &who.name, &reason));
-                made.push((index, id, first, 2, false));
-            }
-            Planned::Withdraw => {
-                rows.push(withdrawal_row(&history, &who.name, &reason, now));
-                made.push((index, id, first, 1, true));
+        match judge(&state, &who, &id, history, change, &reason) {
+            Err(e) => refuse(&mut errors, index, Some(id), e),
+            Ok(Judged::Same { .. }) => unchanged += 1,
+            Ok(Judged::Rows {
+                rows: more,
+                withdrawn,
+                ..
+            }) => {
+                made.push((index, id, rows.len(), more.len(), withdrawn));
+                rows.extend(more);
             }
         }
     }

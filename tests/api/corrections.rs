@@ -5,61 +5,44 @@
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
-use crate::helpers::{compared_with_sql, sample_events, spawn_app_with, test_settings, TestApp};
+use crate::helpers::{
+    compared_with_sql, sample_events, spawn_app_with, staff_on_duty, test_settings, TestApp,
+};
 
-async fn put(app: &TestApp, token: &str, id: &str, body: Value) -> (u16, Value) {
-    let res = app
+/// `method /api/v1/events/{id}` with `token` (and a JSON body): the status and the answer.
+async fn call(
+    app: &TestApp,
+    method: reqwest::Method,
+    token: &str,
+    id: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = app
         .http
-        .put(format!("{}/api/v1/events/{id}", app.base))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .expect("request sent");
+        .request(method, format!("{}/api/v1/events/{id}", app.base))
+        .bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let res = request.send().await.expect("request sent");
     let status = res.status().as_u16();
     (status, res.json().await.unwrap_or(Value::Null))
+}
+
+async fn put(app: &TestApp, token: &str, id: &str, body: Value) -> (u16, Value) {
+    call(app, reqwest::Method::PUT, token, id, Some(body)).await
 }
 
 async fn delete(app: &TestApp, token: &str, id: &str, body: Value) -> (u16, Value) {
-    let res = app
-        .http
-        .delete(format!("{}/api/v1/events/{id}", app.base))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .expect("request sent");
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap_or(Value::Null))
+    call(app, reqwest::Method::DELETE, token, id, Some(body)).await
 }
 
 async fn versions(app: &TestApp, token: &str, id: &str) -> (u16, Value) {
-    let res = app
-        .http
-        .get(format!("{}/api/v1/events/{id}", app.base))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("request sent");
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap_or(Value::Null))
+    call(app, reqwest::Method::GET, token, id, None).await
 }
 
 fn headcount(id: &str, org: &str, at: &str, n: i64) -> Value {
     json!({"id": id, "kind": "staff.headcount", "org": org, "at": at, "data": {"headcount": n}})
-}
-
-/// The training coverage's denominator (the latest headcounts) at `org`.
-async fn staff_on_duty(app: &TestApp, org: &str) -> Option<i64> {
-    let f = app
-        .get_json(&format!(
-            "/api/v1/metrics?scope={org}&metrics=training_coverage"
-        ))
-        .await;
-    let figure = &f["nodes"][org]["training_coverage"];
-    (figure["status"] != "no_data")
-        .then(|| figure["den"].as_i64())
-        .flatten()
 }
 
 #[tokio::test]

@@ -384,3 +384,17 @@ pub fn run_browser_script(script: &str) -> String {
     );
     stdout
 }
+
+/// The staff on duty at `org` (the training coverage's denominator: the latest headcounts);
+/// `None` while it has no data.
+pub async fn staff_on_duty(app: &TestApp, org: &str) -> Option<i64> {
+    let f = app
+        .get_json(&format!(
+            "/api/v1/metrics?scope={org}&metrics=training_coverage"
+        ))
+        .await;
+    let figure = &f["nodes"][org]["training_coverage"];
+    (figure["status"] != "no_data")
+        .then(|| figure["den"].as_i64())
+        .flatten()
+}

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{spawn_app, TestApp};
+use common::{spawn_app, staff_on_duty, TestApp};
 use serde_json::{json, Value};
 
 /// A hiring ledger as a 南山 clerk keeps it, good and bad rows mixed (row numbers as in Excel).
@@ -387,19 +387,6 @@ async fn a_ledger_of_a_kind_defined_only_by_its_file_is_imported_like_the_others
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     common::compared_with_sql(&app, &live, app.state.hub.now()).await;
-}
-
-/// The staff on duty at `org` (the training coverage's denominator: the latest headcounts).
-async fn staff_on_duty(app: &TestApp, org: &str) -> Option<i64> {
-    let f = app
-        .get_json(&format!(
-            "/api/v1/metrics?scope={org}&metrics=training_coverage"
-        ))
-        .await;
-    let figure = &f["nodes"][org]["training_coverage"];
-    (figure["status"] != "no_data")
-        .then(|| figure["den"].as_i64())
-        .flatten()
 }
 
 /// A district re-checks its 在岗人数台账 and imports it again: the rows whose 记录编号 it

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::domain::kinds::Kinds;
 use crate::domain::record::{EventRow, Kind, IMPORT_SEQ_BASE};
-use crate::domain::revision::{correction_rows, same_content, withdrawal_row, History};
+use crate::domain::revision::{correction_rows, same_content, History};
 use crate::ingest::log::{id_hash, IdSet};
 use crate::store::{counted_imports_param, Store, StoreError, COUNTED_EVENTS, EFFECTIVE_EVENTS};
 
@@ -143,15 +143,8 @@ pub async fn withdraw_missing(
         if in_file.contains(id_hash(&stored.id)) {
             continue;
         }
-        let history = History {
-            versions: vec![crate::domain::revision::Version {
-                row: stored,
-                state: crate::domain::revision::VersionState::Current,
-                withdrawal: None,
-            }],
-        };
         let now = time::OffsetDateTime::now_utc().unix_timestamp() as u32;
-        let mut row = withdrawal_row(&history, by, reason, now);
+        let mut row = stored.cancelling(by, reason, now);
         row.seq = next_seq;
         row.source = "ledger".into();
         next_seq += 1;
