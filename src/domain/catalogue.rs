@@ -113,6 +113,8 @@ pub struct MetricDef {
     pub measure: Measure,
     /// None: tracked, judged against nothing.
     pub target: Option<Target>,
+    /// How the required pace words what a clerk does (`[pace]`); None: from the kind.
+    pub pace: Option<super::pace::PaceWords>,
 }
 
 impl MetricDef {
@@ -243,6 +245,7 @@ struct MetricSpec {
     precision: u8,
     measure: toml::Spanned<super::measure::Spec>,
     target: Option<toml::Spanned<TargetSpec>>,
+    pace: Option<super::pace::PaceWords>,
 }
 
 #[derive(Deserialize)]
@@ -316,6 +319,7 @@ fn parse_metric(kinds: &Kinds, file: &str, text: &str) -> Result<MetricDef, Defi
         precision: spec.precision,
         measure,
         target,
+        pace: spec.pace,
     })
 }
 

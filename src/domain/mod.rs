@@ -7,6 +7,7 @@ pub mod kinds;
 pub mod measure;
 pub mod metric;
 pub mod org;
+pub mod pace;
 pub mod record;
 pub mod revision;
 pub mod time;
