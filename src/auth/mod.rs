@@ -109,11 +109,12 @@ impl Role {
     }
 }
 
-/// What each role may do, anywhere in its scope. Clerks send records and import ledgers but do
-/// not watch screens; analysts add SQL, duty officers alerts.
+/// What each role may do, anywhere in its scope. Everyone reads the figures of their scope
+/// (a unit's clerk sees where the unit stands and what it must do); clerks send records and
+/// import ledgers; analysts add SQL, duty officers alerts.
 fn role_allows(role: Role, action: Action) -> bool {
     match action {
-        Action::ReadFigures => role != Role::Clerk,
+        Action::ReadFigures => true,
         Action::Query => matches!(role, Role::Analyst | Role::Admin),
         Action::Ingest => matches!(role, Role::Clerk | Role::Admin),
         Action::HandleAlerts => matches!(role, Role::DutyOfficer | Role::Admin),

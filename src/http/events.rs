@@ -109,13 +109,20 @@ pub(super) async fn reserve_body_budget(
     }
 }
 
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+pub struct IngestQuery {
+    /// How the records were sent, kept with each and shown in a unit's records: `api` (the
+    /// default) or `form` (the unit workspace's forms).
+    via: Option<String>,
+}
+
 /// Send records: a JSON array of events, or NDJSON (`Content-Type: application/x-ndjson`).
 /// Valid records are accepted even when others in the same body are rejected; the answer is
 /// 200 when anything was accepted or was a duplicate, 422 when every record was rejected.
 /// Bounds: `ingest.max_body_bytes` per body and `ingest.max_records` per body (413, counted
 /// while reading, nothing accepted), `ingest.max_body_bytes_in_flight` over all bodies being
 /// read at once (503 with Retry-After when a body waits more than 5 s for its share).
-#[utoipa::path(post, path = "/api/v1/events", tag = "ingest",
+#[utoipa::path(post, path = "/api/v1/events", tag = "ingest", params(IngestQuery),
     request_body(content = Vec<crate::wire::events::EventIn>, description = "Events as in CONTRACT.md: a JSON array, or NDJSON with Content-Type application/x-ndjson", content_type = "application/json"),
     responses(
         (status = 200, body = IngestAnswer), (status = 422, body = IngestAnswer),
@@ -126,12 +133,23 @@ pub(super) async fn reserve_body_budget(
 #[post("/api/v1/events")]
 async fn post_events(
     caller: Caller,
+    q: super::params::Params<IngestQuery>,
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     // A role that may not send records is refused as a whole; scope is checked per record.
     let who = caller.may(&state, Action::Ingest)?;
+    let via = match q.via.as_deref() {
+        None | Some("api") => "api",
+        Some("form") => "form",
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "via",
+                format!("'{other}': api (the default) or form"),
+            ))
+        }
+    };
     state.limits.ingest(&who.token_key)?;
     let limits = &state.ingest_limits;
     let ndjson = req
@@ -183,7 +201,7 @@ async fn post_events(
     let mut rows = Vec::with_capacity(batch.len());
     let mut errors: Vec<Rejection> = Vec::new();
     for (index, (id, checked)) in batch
-        .validate(&catalogue.kinds, &state.tree, locator, now, "api")
+        .validate(&catalogue.kinds, &state.tree, locator, now, via)
         .enumerate()
     {
         let row = match checked {

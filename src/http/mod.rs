@@ -15,6 +15,7 @@ mod org;
 mod pages;
 mod params;
 mod query;
+mod unit;
 mod users;
 mod ws;
 
@@ -171,6 +172,7 @@ pub fn run(
             .configure(audit::routes)
             .configure(query::routes)
             .configure(imports::routes)
+            .configure(unit::routes)
             .configure(|cfg| pages::routes(cfg, &assets_dir))
             .configure(openapi::routes)
             .default_service(web::to(no_route))

@@ -14,6 +14,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, assets_dir: &std::path::Path) {
         .service(metric_page)
         .service(brief)
         .service(duty)
+        .service(unit)
         .service(sql_console)
         .service(echarts)
         .service(dashboards)
@@ -102,6 +103,13 @@ async fn metric_page(
         });
     }
     page(&state, "metric.html").await
+}
+
+/// A unit's workspace: its standing and required pace, report forms, ledger upload and its
+/// records; `?scope=` another unit the caller may read (read-only unless it is their own).
+#[get("/unit")]
+async fn unit(state: web::Data<AppState>) -> Result<NamedFile, ApiError> {
+    page(&state, "unit.html").await
 }
 
 /// The duty console.

@@ -287,6 +287,21 @@ impl Aggregates {
         }
     }
 
+    /// For a cases metric: open cases in the node's subtree that turn overdue within `window`
+    /// seconds (see [`CasesLeaf::due_within`]); `None` for other metrics.
+    ///
+    /// [`CasesLeaf::due_within`]: crate::domain::measure::cases::CasesLeaf::due_within
+    pub fn due_within(&self, node: NodeIdx, metric: MetricId, window: u32) -> Option<i64> {
+        match self.plans.get(&metric)?.as_slice() {
+            [l] => Some(
+                self.leaves[*l]
+                    .as_cases()?
+                    .due_within(&self.tree, node, window),
+            ),
+            _ => None,
+        }
+    }
+
     /// Hands over the daily samples (to the state that replaces this one).
     pub fn take_samples(&mut self) -> std::collections::HashMap<(NodeIdx, MetricId), Vec<Sample>> {
         std::mem::take(&mut self.samples).into_iter().collect()
@@ -860,6 +875,29 @@ mod tests {
         assert_eq!(overdue(&a, later), (Some(0), 0, 0));
         let f = at(&a, "c", "open_appeals", clock(later));
         assert_eq!((f.value, f.status.as_str()), (Some(1.0), "met"));
+    }
+
+    #[test]
+    fn cases_about_to_turn_overdue_are_counted_until_something_meets_their_deadline() {
+        let mut a = shipped();
+        let t0: i64 = 1_700_000_000;
+        let clock = |s: i64| OffsetDateTime::from_unix_timestamp(s).unwrap();
+        a.refresh_clock(clock(t0));
+        let appeals = metric(&a, "open_appeals");
+        let (city, s2) = (a.tree().get("c").unwrap(), a.tree().get("s2").unwrap());
+        let window = 5 * DAY as u32;
+        // Overdue already (not "soon"); three days short of acceptance; a month short.
+        a.apply(&received(1, "late", t0 - 20 * DAY)).unwrap();
+        a.apply(&received(2, "soon", t0 - 12 * DAY)).unwrap();
+        a.apply(&received(3, "fresh", t0 - DAY)).unwrap();
+        assert_eq!(a.due_within(city, appeals, window), Some(1));
+        assert_eq!(a.due_within(s2, appeals, window), Some(0), "another street's");
+        // Accepting meets the 15-day deadline; the 60-day one is far.
+        let mut accepted = received(4, "soon", t0);
+        accepted.kind = Kind::APPEAL_ACCEPTED.as_str().into();
+        a.apply(&accepted).unwrap();
+        assert_eq!(a.due_within(city, appeals, window), Some(0));
+        assert_eq!(a.due_within(city, metric(&a, "visits"), window), None);
     }
 
     #[test]

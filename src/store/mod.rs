@@ -393,6 +393,35 @@ impl Store {
             .await?)
     }
 
+    /// The effective records of one org (its own, not its subtree's) since `since` (Unix
+    /// seconds), optionally of one kind, newest first: at most `limit`.
+    pub async fn org_records(
+        &self,
+        org: &str,
+        since: u32,
+        kind: Option<&str>,
+        limit: u64,
+    ) -> Result<Vec<crate::domain::record::EventRow>, StoreError> {
+        let imports = counted_imports_param(&self.ok_imports().await?);
+        let of_kind = if kind.is_some() { "AND kind = ?" } else { "" };
+        let mut query = self
+            .client
+            .query(&format!(
+                "SELECT ?fields FROM events WHERE org = ? AND at >= toDateTime(?) {of_kind} AND {EFFECTIVE_EVENTS} ORDER BY at DESC, seq DESC LIMIT ?"
+            ))
+            .bind(org)
+            .bind(since);
+        if let Some(kind) = kind {
+            query = query.bind(kind);
+        }
+        Ok(query
+            .bind(imports.clone())
+            .bind(imports)
+            .bind(limit)
+            .fetch_all()
+            .await?)
+    }
+
     /// The numbers of the ledger imports that finished, ascending.
     pub async fn ok_imports(&self) -> Result<Vec<u32>, StoreError> {
         Ok(self

@@ -612,6 +612,22 @@ pub struct RecordHistory {
     pub versions: Vec<VersionView>,
 }
 
+/// A stored row as the contract writes a record: id, kind, org, at (Shenzhen), data and,
+/// when it has one, location.
+pub fn record_json(r: &EventRow) -> Value {
+    let mut record = serde_json::json!({
+        "id": r.id,
+        "kind": r.kind,
+        "org": r.org,
+        "at": crate::domain::time::rfc3339_shanghai(r.at as i64),
+        "data": serde_json::from_str::<Value>(&r.data).unwrap_or(Value::Null),
+    });
+    if let (Some(lon), Some(lat)) = (r.lon, r.lat) {
+        record["location"] = serde_json::json!({ "lon": lon, "lat": lat });
+    }
+    record
+}
+
 impl RecordHistory {
     pub fn new(history: &crate::domain::revision::History) -> Self {
         let when = |unix: u32| crate::domain::time::rfc3339_shanghai(unix as i64);
@@ -620,16 +636,7 @@ impl RecordHistory {
             .iter()
             .map(|v| {
                 let r = &v.row;
-                let mut record = serde_json::json!({
-                    "id": r.id,
-                    "kind": r.kind,
-                    "org": r.org,
-                    "at": when(r.at),
-                    "data": serde_json::from_str::<Value>(&r.data).unwrap_or(Value::Null),
-                });
-                if let (Some(lon), Some(lat)) = (r.lon, r.lat) {
-                    record["location"] = serde_json::json!({ "lon": lon, "lat": lat });
-                }
+                let record = record_json(r);
                 VersionView {
                     version: r.version,
                     state: v.state.as_str().to_string(),

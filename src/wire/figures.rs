@@ -206,6 +206,25 @@ pub fn target_zh(m: &MetricDef) -> String {
     format!("{what} · {when}")
 }
 
+/// A metric's unit as the API names it: percent | count | hours.
+pub fn unit_name(unit: Unit) -> &'static str {
+    match unit {
+        Unit::Percent => "percent",
+        Unit::Count => "count",
+        Unit::Hours => "hours",
+    }
+}
+
+/// What a metric's number is counted in, as pages write it after the number (empty for a
+/// percentage).
+pub fn unit_zh(m: &MetricDef) -> String {
+    match m.unit {
+        Unit::Percent => String::new(),
+        Unit::Hours if m.unit_zh.is_empty() => "小时".into(),
+        _ => m.unit_zh.clone(),
+    }
+}
+
 /// A deadline of a cases metric.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct DeadlineEntry {
@@ -230,16 +249,8 @@ impl From<&MetricDef> for CatalogueEntry {
             id: m.name.clone(),
             label_zh: m.label_zh.clone(),
             clause: m.clause.clone(),
-            unit: match m.unit {
-                Unit::Percent => "percent",
-                Unit::Count => "count",
-                Unit::Hours => "hours",
-            },
-            unit_zh: match m.unit {
-                Unit::Percent => String::new(),
-                Unit::Hours if m.unit_zh.is_empty() => "小时".into(),
-                _ => m.unit_zh.clone(),
-            },
+            unit: unit_name(m.unit),
+            unit_zh: unit_zh(m),
             precision: m.precision,
             measure: m.measure.type_name(),
             kinds,

@@ -12,6 +12,7 @@
 //! | [`org`] | the org tree view |
 //! | [`alerts`] | alert notices and the alerts answer |
 //! | [`ops`] | errors, health, readiness, jobs |
+//! | [`unit`] | a unit's workspace: standing and required pace, report forms, its records |
 
 pub mod alerts;
 pub mod events;
@@ -20,5 +21,6 @@ pub mod imports;
 pub mod ops;
 pub mod org;
 pub mod stream;
+pub mod unit;
 
 pub use ops::ErrorBody;

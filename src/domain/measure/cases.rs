@@ -420,6 +420,11 @@ impl CasesLeaf {
 
     /// Bit i set: the case is past deadline i at `as_of`.
     fn lateness(&self, id: u64) -> u32 {
+        self.lateness_at(id, self.as_of)
+    }
+
+    /// Bit i set: the case, as it stands, is past deadline i at `at`.
+    fn lateness_at(&self, id: u64, at: u32) -> u32 {
         let Some(case) = self.cases.get(&id) else {
             return 0;
         };
@@ -427,7 +432,7 @@ impl CasesLeaf {
         let Some((_, opened)) = case.open_at(responder) else {
             return 0;
         };
-        let age = self.as_of.saturating_sub(opened);
+        let age = at.saturating_sub(opened);
         let met = case.met(responder, self.met_by_closing, self.more_meets.rest(id));
         self.deadlines
             .iter()
@@ -509,6 +514,28 @@ impl CasesLeaf {
             let late = self.lateness(id);
             self.set_lateness(id, late, t);
         }
+    }
+
+    /// Open cases in a node's subtree, not overdue now, that turn overdue within `window`
+    /// seconds unless something meets their deadline first: what a unit must act on next.
+    pub fn due_within(&self, tree: &OrgTree, node: NodeIdx, window: u32) -> i64 {
+        let until = self.as_of.saturating_add(window);
+        let mut seen = std::collections::HashSet::new();
+        for &(_, id) in self.queue.range((self.as_of.saturating_add(1), 0)..=(until, u64::MAX)) {
+            let Some(case) = self.cases.get(&id) else {
+                continue;
+            };
+            let Some(org) = case.opened.map(|o| o.2) else {
+                continue;
+            };
+            if case.counted == 0
+                && tree.is_within(org, node)
+                && self.lateness_at(id, until) != 0
+            {
+                seen.insert(id);
+            }
+        }
+        seen.len() as i64
     }
 
     pub fn open(&self, node: NodeIdx) -> i64 {

@@ -1,0 +1,308 @@
+//! A unit's workspace (`/unit`) and what it reads: `GET /api/v1/pace` (standing, rank among
+//! siblings, required pace), `GET /api/v1/kinds` (the forms of what the unit may report) and
+//! `GET /api/v1/records` (the unit's own records, for correcting or withdrawing).
+
+use actix_web::{get, web, HttpResponse};
+use serde::Deserialize;
+
+use super::{
+    auth::{readable_scope, Caller},
+    params::Params,
+    ApiError, AppState,
+};
+use crate::auth::{authorize, Action};
+use crate::domain::catalogue::{Judged, MetricDef};
+use crate::domain::kinds::FieldType;
+use crate::domain::metric::Figure;
+use crate::domain::org::NodeIdx;
+use crate::domain::pace::{pace as required_pace, SOON_DAYS};
+use crate::domain::time::{local_date, rfc3339, rfc3339_shanghai};
+use crate::wire::events::record_json;
+use crate::wire::figures::{self, target_zh};
+use crate::wire::unit::{
+    FieldForm, KindForm, PaceAnswer, PaceView, Rank, RecordView, RecordsAnswer, Standing,
+};
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(pace).service(kinds).service(records);
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct UnitQuery {
+    /// Org code of the unit (default: the caller's own scope).
+    #[param(pattern = "^4403[0-9]{2}([0-9]{3}([0-9]{3})?)?$")]
+    scope: Option<String>,
+}
+
+/// The unit a request is about: the `scope` given, else the caller's own.
+fn unit_scope(
+    caller: &Caller,
+    state: &AppState,
+    scope: Option<&str>,
+) -> Result<(String, NodeIdx), ApiError> {
+    let own = state.tree.node(caller.0.scope).code.clone();
+    readable_scope(&caller.0, state, Some(scope.unwrap_or(&own)))
+}
+
+/// Whether lower figures are better: the target is a most, or the measure counts open cases
+/// or waiting time (as the catalogue says).
+fn lower_is_better(def: &MetricDef) -> bool {
+    def.target.is_some_and(|t| t.at_most) || def.measure.lower_is_better()
+}
+
+/// What a figure is compared on: the overdue count where the target judges that, else the value.
+fn compared(def: &MetricDef, f: &Figure) -> Option<f64> {
+    match def.target.map(|t| t.on) {
+        Some(Judged::Overdue) => f.overdue.map(|o| o as f64),
+        _ => f.value,
+    }
+}
+
+/// The node's place among its siblings' figures (its own included): 1 + those strictly better.
+fn rank(def: &MetricDef, own: &Figure, siblings: &[Figure]) -> Option<Rank> {
+    let mine = compared(def, own)?;
+    let values: Vec<f64> = siblings.iter().filter_map(|f| compared(def, f)).collect();
+    if values.len() < 2 {
+        return None;
+    }
+    let better = |v: f64| {
+        if lower_is_better(def) {
+            v < mine - 1e-12
+        } else {
+            v > mine + 1e-12
+        }
+    };
+    Some(Rank {
+        position: 1 + values.iter().filter(|&&v| better(v)).count(),
+        of: values.len(),
+    })
+}
+
+/// A unit's standing: every metric shown at its level — value, target, deadline, status, its
+/// rank among its siblings — and, for each target not yet met, what it must still do and how
+/// much per remaining week, month or quarter (the required pace). Any node the caller may read.
+#[utoipa::path(get, path = "/api/v1/pace", tag = "unit", params(UnitQuery),
+    responses((status = 200, body = PaceAnswer),
+        (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody),
+        (status = 404, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+#[get("/api/v1/pace")]
+async fn pace(
+    caller: Caller,
+    q: Params<UnitQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (code, node) = unit_scope(&caller, &state, q.scope.as_deref())?;
+    let tree = &state.tree;
+    let defs = state.hub.catalogue();
+    let now = state.hub.now();
+    let today = local_date(now);
+    let org = tree.node(node);
+    let siblings: Vec<NodeIdx> = match org.parent {
+        Some(p) => tree
+            .node(p)
+            .children
+            .iter()
+            .copied()
+            .filter(|&s| tree.node(s).level == org.level)
+            .collect(),
+        None => vec![node],
+    };
+    let window = (SOON_DAYS * 86_400) as u32;
+    let metrics: Vec<Standing> = state.hub.read(now, |agg| {
+        defs.metrics
+            .iter()
+            .filter_map(|def| {
+                let f = agg.figure(node, def.id, now)?;
+                let theirs: Vec<Figure> = siblings
+                    .iter()
+                    .filter_map(|&s| agg.figure(s, def.id, now))
+                    .collect();
+                let soon = agg.due_within(node, def.id, window);
+                Some(Standing {
+                    metric: def.name.clone(),
+                    label_zh: def.label_zh.clone(),
+                    clause: def.clause.clone(),
+                    unit: figures::unit_name(def.unit),
+                    unit_zh: figures::unit_zh(def),
+                    precision: def.precision,
+                    target_zh: target_zh(def),
+                    lower_is_better: lower_is_better(def),
+                    judged_on: match def.target.map(|t| t.on) {
+                        Some(Judged::Overdue) => "overdue",
+                        _ => "value",
+                    },
+                    rank: rank(def, &f, &theirs),
+                    pace: required_pace(def, &defs.kinds, &f, today, soon).map(PaceView::from),
+                    figure: figures::Figure::from(&f),
+                })
+            })
+            .collect()
+    });
+    // The unit's own users, and admins, report; the levels above look on.
+    let may_report = (caller.0.scope == node || caller.0.role == crate::auth::Role::Admin)
+        && authorize(tree, &caller.0, Action::Ingest, node).is_ok();
+    Ok(HttpResponse::Ok().json(PaceAnswer {
+        scope: code,
+        may_report,
+        name: org.name.clone(),
+        level: org.level.as_str(),
+        parent: org.parent.map(|p| tree.node(p).code.clone()),
+        parent_name: org.parent.map(|p| tree.node(p).name.clone()),
+        at: rfc3339(now),
+        metrics,
+    }))
+}
+
+/// The record kinds a unit may report (those whose levels include the unit's), each as a form
+/// shows it: fields with their Chinese labels, types, ranges and bounds, and the subject. A new
+/// kind file is a new form.
+#[utoipa::path(get, path = "/api/v1/kinds", tag = "unit", params(UnitQuery),
+    responses((status = 200, body = Vec<KindForm>),
+        (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody),
+        (status = 404, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+#[get("/api/v1/kinds")]
+async fn kinds(
+    caller: Caller,
+    q: Params<UnitQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (_, node) = unit_scope(&caller, &state, q.scope.as_deref())?;
+    let level = state.tree.node(node).level;
+    let catalogue = state.hub.catalogue();
+    let list: Vec<KindForm> = catalogue
+        .kinds
+        .all()
+        .filter(|k| k.levels.contains(&level))
+        .map(|k| KindForm {
+            kind: k.kind.as_str().to_string(),
+            label_zh: k.label_zh.clone(),
+            levels: k.levels.iter().map(|l| l.as_str()).collect(),
+            subject: k.subject.clone(),
+            fields: k
+                .fields
+                .iter()
+                .map(|f| {
+                    let count = f.ty == FieldType::Count;
+                    FieldForm {
+                        name: f.name.clone(),
+                        label_zh: f.label_zh.clone(),
+                        ty: match f.ty {
+                            FieldType::Text => "text",
+                            FieldType::Count => "count",
+                            FieldType::Flag => "flag",
+                        },
+                        min: count.then_some(f.min),
+                        max: count.then_some(f.max),
+                        at_most: f.at_most.clone(),
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(list))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct RecordsQuery {
+    /// Org code of the unit (default: the caller's own scope). Its own records only, not its
+    /// subtree's.
+    #[param(pattern = "^4403[0-9]{2}([0-9]{3}([0-9]{3})?)?$")]
+    scope: Option<String>,
+    /// How many days back, today included (default 30, at most 366).
+    #[param(minimum = 1, maximum = 366)]
+    days: Option<u32>,
+    /// One kind only.
+    kind: Option<String>,
+    /// At most this many (default 200, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u64>,
+}
+
+/// A unit's own effective records (the current version of each, withdrawn ones left out) of
+/// the last `days` days by their time, newest first: who sent each version and how (form,
+/// ledger, API). Readable by whoever may read the unit (a clerk of the unit, its leaders, the
+/// levels above); changed through `PUT` / `DELETE /api/v1/events/{id}`.
+#[utoipa::path(get, path = "/api/v1/records", tag = "unit", params(RecordsQuery),
+    responses((status = 200, body = RecordsAnswer),
+        (status = 400, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody),
+        (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+#[get("/api/v1/records")]
+async fn records(
+    caller: Caller,
+    q: Params<RecordsQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (code, node) = unit_scope(&caller, &state, q.scope.as_deref())?;
+    let days = match q.days {
+        None => 30,
+        Some(d @ 1..=366) => d,
+        Some(d) => {
+            return Err(ApiError::bad_request(
+                "days",
+                format!("{d} is not between 1 and 366"),
+            ))
+        }
+    };
+    let limit = match q.limit {
+        None => 200,
+        Some(n @ 1..=1000) => n,
+        Some(n) => {
+            return Err(ApiError::bad_request(
+                "limit",
+                format!("{n} is not between 1 and 1000"),
+            ))
+        }
+    };
+    let catalogue = state.hub.catalogue();
+    let kind = match q.kind.as_deref().map(str::trim).filter(|k| !k.is_empty()) {
+        None => None,
+        Some(k) => Some(
+            catalogue
+                .kinds
+                .get(k)
+                .ok_or_else(|| ApiError::bad_request("kind", format!("unknown kind '{k}'")))?
+                .kind
+                .as_str(),
+        ),
+    };
+    let now = state.hub.now();
+    let today = local_date(now);
+    let first = today - time::Duration::days(i64::from(days) - 1);
+    let since = first
+        .midnight()
+        .assume_offset(time::macros::offset!(+8))
+        .unix_timestamp()
+        .clamp(0, i64::from(u32::MAX)) as u32;
+    let org = &state.tree.node(node).code;
+    let mut rows = state
+        .store
+        .org_records(org, since, kind, limit + 1)
+        .await?;
+    let truncated = rows.len() as u64 > limit;
+    rows.truncate(limit as usize);
+    let records = rows
+        .iter()
+        .map(|r| RecordView {
+            record: record_json(r),
+            kind_zh: catalogue
+                .kinds
+                .get(&r.kind)
+                .map(|k| k.label_zh.clone())
+                .unwrap_or_default(),
+            version: r.version,
+            by: r.actor.clone(),
+            via: r.source.to_string(),
+            received: rfc3339_shanghai(r.received_at as i64),
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(RecordsAnswer {
+        scope: code,
+        since: first.to_string(),
+        truncated,
+        records,
+    }))
+}
+
