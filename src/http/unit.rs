@@ -277,10 +277,13 @@ async fn records(
         .unix_timestamp()
         .clamp(0, i64::from(u32::MAX)) as u32;
     let org = &state.tree.node(node).code;
-    let mut rows = state
-        .store
-        .org_records(org, since, kind, limit + 1)
-        .await?;
+    // Read-your-writes: a record just sent, corrected or withdrawn shows as it now is (the
+    // list is read from ClickHouse; what was accepted is flushed there first).
+    state
+        .ingest
+        .wait_landed(std::time::Duration::from_secs(5))
+        .await;
+    let mut rows = state.store.org_records(org, since, kind, limit + 1).await?;
     let truncated = rows.len() as u64 > limit;
     rows.truncate(limit as usize);
     let records = rows
@@ -305,4 +308,3 @@ async fn records(
         records,
     }))
 }
-

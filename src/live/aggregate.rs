@@ -891,7 +891,11 @@ mod tests {
         a.apply(&received(2, "soon", t0 - 12 * DAY)).unwrap();
         a.apply(&received(3, "fresh", t0 - DAY)).unwrap();
         assert_eq!(a.due_within(city, appeals, window), Some(1));
-        assert_eq!(a.due_within(s2, appeals, window), Some(0), "another street's");
+        assert_eq!(
+            a.due_within(s2, appeals, window),
+            Some(0),
+            "another street's"
+        );
         // Accepting meets the 15-day deadline; the 60-day one is far.
         let mut accepted = received(4, "soon", t0);
         accepted.kind = Kind::APPEAL_ACCEPTED.as_str().into();

@@ -34,7 +34,8 @@ const ROLE_TABLE: &[(&str, [bool; 4])] = &[
     ("leader", [true, true, false, false]),
     ("analyst", [true, true, false, true]),
     ("duty_officer", [true, true, false, false]),
-    ("clerk", [false, false, true, false]),
+    // A unit's clerk sees where its unit stands and what it must do (the workspace).
+    ("clerk", [true, true, true, false]),
     ("admin", [true, true, true, true]),
 ];
 

@@ -35,4 +35,5 @@ mod snapshots;
 mod sql;
 mod stream;
 mod surfaces;
+mod unit;
 mod wall_screen;

@@ -521,17 +521,17 @@ impl CasesLeaf {
     pub fn due_within(&self, tree: &OrgTree, node: NodeIdx, window: u32) -> i64 {
         let until = self.as_of.saturating_add(window);
         let mut seen = std::collections::HashSet::new();
-        for &(_, id) in self.queue.range((self.as_of.saturating_add(1), 0)..=(until, u64::MAX)) {
+        for &(_, id) in self
+            .queue
+            .range((self.as_of.saturating_add(1), 0)..=(until, u64::MAX))
+        {
             let Some(case) = self.cases.get(&id) else {
                 continue;
             };
             let Some(org) = case.opened.map(|o| o.2) else {
                 continue;
             };
-            if case.counted == 0
-                && tree.is_within(org, node)
-                && self.lateness_at(id, until) != 0
-            {
+            if case.counted == 0 && tree.is_within(org, node) && self.lateness_at(id, until) != 0 {
                 seen.insert(id);
             }
         }
