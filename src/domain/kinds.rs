@@ -118,6 +118,33 @@ impl FieldDef {
     }
 }
 
+/// A scheduled report (`[report]` of a kind's file): every unit of `levels` sends at least one
+/// record of the kind in each period, by its due day.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schedule {
+    pub every: super::time::Period,
+    /// Due by this day of the period's first month (5: by the 5th); none: by the period's
+    /// last day.
+    pub due_day: Option<u8>,
+    /// Levels whose every unit must report.
+    pub levels: Vec<Level>,
+}
+
+impl Schedule {
+    /// The due day of the period holding `day`.
+    pub fn due(&self, day: time::Date) -> time::Date {
+        let (first, last) = self.every.bounds(day);
+        match self.due_day {
+            Some(d) => first
+                .replace_day(d.max(1))
+                .ok()
+                .filter(|due| *due <= last)
+                .unwrap_or(last),
+            None => last,
+        }
+    }
+}
+
 /// A record kind.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KindDef {
@@ -133,6 +160,8 @@ pub struct KindDef {
     /// How the simulator makes plausible records of this kind (none: the simulator's own
     /// code makes them, or none are made).
     pub simulate: Option<Simulation>,
+    /// A scheduled report: who must send it, how often, by when.
+    pub report: Option<Schedule>,
 }
 
 /// Plan-shaped simulated records of a kind: each reporting org sends about `per_org` records
@@ -295,6 +324,19 @@ struct KindSpec {
     fields: Vec<FieldSpec>,
     #[serde(default)]
     simulate: Option<SimulationSpec>,
+    #[serde(default)]
+    report: Option<ScheduleSpec>,
+}
+
+/// `[report]`: the kind is a scheduled report — who must send it, how often, by when.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScheduleSpec {
+    every: String,
+    #[serde(default)]
+    due_day: Option<u8>,
+    #[serde(default)]
+    levels: Option<Vec<Level>>,
 }
 
 #[derive(Deserialize)]
@@ -546,6 +588,41 @@ fn parse_kind(file: &str, text: &str) -> Result<KindDef, DefinitionError> {
             })
         }
     };
+    let report = match spec.report {
+        None => None,
+        Some(r) => {
+            use super::time::Period;
+            let every = match r.every.as_str() {
+                "year" => Period::Year,
+                "quarter" => Period::Quarter,
+                "month" => Period::Month,
+                other => {
+                    return Err(at(
+                        None,
+                        format!("report.every '{other}': year, quarter or month"),
+                    ))
+                }
+            };
+            if r.due_day.is_some_and(|d| !(1..=28).contains(&d)) {
+                return Err(at(
+                    None,
+                    "report.due_day: 1 to 28 (a day every month has)".into(),
+                ));
+            }
+            let levels = r.levels.unwrap_or_else(|| spec.levels.clone());
+            if levels.is_empty() || levels.iter().any(|l| !spec.levels.contains(l)) {
+                return Err(at(
+                    None,
+                    "report.levels: one or more levels of the kind".into(),
+                ));
+            }
+            Some(Schedule {
+                every,
+                due_day: r.due_day,
+                levels,
+            })
+        }
+    };
     Ok(KindDef {
         kind: Kind::intern(&spec.name),
         label_zh: spec.label_zh,
@@ -553,6 +630,7 @@ fn parse_kind(file: &str, text: &str) -> Result<KindDef, DefinitionError> {
         subject: spec.subject,
         fields,
         simulate,
+        report,
     })
 }
 

@@ -7,7 +7,7 @@
 //! | type | still needed |
 //! |---|---|
 //! | `count`, `sum`, `distinct`, `latest`, `nodes` (a count) | ⌈t − num⌉ records, subjects, units of the field, or nodes |
-//! | `nodes` (a share), `matched` | ⌈t·den − num⌉ nodes or subjects: the denominator does not move when one more qualifies |
+//! | `nodes` (a share), `matched`, `reporting` | ⌈t·den − num⌉ nodes, subjects or reports: the denominator does not move when one more qualifies |
 //! | `ratio` of two counts of one kind (hires that are veterans ÷ all hires) | ⌈(t·den − num) ÷ (1 − t)⌉: each record that counts in the numerator counts in the denominator too |
 //! | `ratio`, other | ⌈t·den − num⌉ in the numerator's unit |
 //! | `cases` judged on overdue | the overdue cases beyond the target (to close), and those turning overdue soon |
@@ -174,7 +174,7 @@ fn missing(def: &MetricDef, f: &Figure, t: f64) -> Option<i64> {
                 up(t * den - num)
             }
         }
-        Measure::Matched(_) => up(t * f.den? as f64 - num),
+        Measure::Matched(_) | Measure::Reporting(_) => up(t * f.den? as f64 - num),
         Measure::Nodes(n) if n.share => up(t * f.den? as f64 - num),
         Measure::Count(_)
         | Measure::Sum(_)

@@ -448,6 +448,64 @@ mod tests {
     }
 
     #[test]
+    fn scheduled_reports_are_expected_once_due_and_on_time_by_their_own_date() {
+        // The headcount: monthly, by the 5th, from every level (6 units in this tree).
+        let mut a = shipped();
+        let before_due = datetime!(2026-03-04 12:00 +08:00);
+        let after_due = datetime!(2026-03-09 12:00 +08:00);
+        let f = |a: &Aggregates, code, now| {
+            let f = at(a, code, "headcount_reporting", now);
+            (f.num, f.den, f.status.as_str())
+        };
+        assert_eq!(
+            f(&a, "c", before_due),
+            (0, Some(0), "no_data"),
+            "nothing due yet"
+        );
+        // m1 on the 3rd (on time), m2 on the 7th (late), s1 in February (another period).
+        a.apply(&record(
+            1,
+            Kind::STAFF_HEADCOUNT,
+            "m1",
+            datetime!(2026-03-03 09:00 +08:00),
+        ))
+        .unwrap();
+        a.apply(&record(
+            2,
+            Kind::STAFF_HEADCOUNT,
+            "m2",
+            datetime!(2026-03-07 09:00 +08:00),
+        ))
+        .unwrap();
+        a.apply(&record(
+            3,
+            Kind::STAFF_HEADCOUNT,
+            "s1",
+            datetime!(2026-02-20 09:00 +08:00),
+        ))
+        .unwrap();
+        // Before the 5th only what came is expected; after it, every unit.
+        assert_eq!(f(&a, "c", before_due), (1, Some(2), "missed"));
+        assert_eq!(f(&a, "c", after_due), (1, Some(6), "missed"));
+        assert_eq!(f(&a, "m1", after_due), (1, Some(1), "met"));
+        assert_eq!(f(&a, "s1", after_due), (1, Some(3), "missed"));
+        let received = at(&a, "c", "reporting_rate", after_due);
+        assert_eq!(received.extras["received_staff.headcount"], 2);
+        assert_eq!(received.extras["expected_staff.headcount"], 6);
+        // A second headcount of m2, dated the 2nd, makes its report on time; withdrawn, late again.
+        let early = record(
+            4,
+            Kind::STAFF_HEADCOUNT,
+            "m2",
+            datetime!(2026-03-02 09:00 +08:00),
+        );
+        a.apply(&early).unwrap();
+        assert_eq!(f(&a, "s1", after_due), (2, Some(3), "missed"));
+        a.retract(&early).unwrap();
+        assert_eq!(f(&a, "s1", after_due), (1, Some(3), "missed"));
+    }
+
+    #[test]
     fn values_outside_the_plausible_range_are_refused_with_the_reason() {
         let mut a = shipped();
         let mut r = record(

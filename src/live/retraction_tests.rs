@@ -235,3 +235,8 @@ fn cases_follows_corrections_and_withdrawals() {
 fn elapsed_follows_corrections_and_withdrawals() {
     check("elapsed");
 }
+
+#[test]
+fn reporting_follows_corrections_and_withdrawals() {
+    check("reporting");
+}

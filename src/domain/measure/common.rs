@@ -256,6 +256,12 @@ fn unix_start(d: Date) -> i64 {
         .unix_timestamp()
 }
 
+/// The first second after `day` (Shenzhen), as Unix seconds: what is dated before it is dated
+/// on or before `day`.
+pub fn day_end(day: Date) -> i64 {
+    day.next_day().map(unix_start).unwrap_or(i64::MAX)
+}
+
 /// `AND <at within the current period>`, or nothing for `all`.
 pub fn in_period(period: Period, today: Date) -> String {
     if period == Period::All {

@@ -15,6 +15,7 @@
 //! | [`ratio`] | num ÷ den, two of the above | the denominator has data | |
 //! | [`cases`] | cases opened and not closed: open, overdue (once), per deadline, oldest | a case was opened in the subtree | ✓ |
 //! | [`elapsed`] | a quantile of the hours from a subject's first `from` to its first `to` record | a subject opened in the subtree got there | ✓ |
+//! | [`reporting`] | scheduled reports (kinds with `[report]`) received, or received on time, ÷ expected in the current period | a report is expected in the subtree | |
 //!
 //! Adding a type: a module here with its `Spec`, its struct, `parse`, `leaf`, `sql` and
 //! reading; one line in [`Spec`] and one in [`Measure`]; the compiler then names every match
@@ -29,6 +30,7 @@ pub mod latest;
 pub mod matched;
 pub mod nodes;
 pub mod ratio;
+pub mod reporting;
 pub mod sum;
 pub mod touch;
 
@@ -76,6 +78,7 @@ pub enum LeafState {
     Matched(matched::MatchedLeaf),
     Cases(cases::CasesLeaf),
     Elapsed(elapsed::ElapsedLeaf),
+    Reporting(reporting::ReportingLeaf),
 }
 
 macro_rules! each_leaf {
@@ -88,6 +91,7 @@ macro_rules! each_leaf {
             LeafState::Matched($leaf) => $body,
             LeafState::Cases($leaf) => $body,
             LeafState::Elapsed($leaf) => $body,
+            LeafState::Reporting($leaf) => $body,
         }
     };
 }
@@ -129,6 +133,7 @@ pub enum Spec {
     Ratio(ratio::Spec),
     Cases(cases::Spec),
     Elapsed(elapsed::Spec),
+    Reporting(reporting::Spec),
 }
 
 /// One of the measure types (see the module docs).
@@ -143,6 +148,7 @@ pub enum Measure {
     Ratio(ratio::Ratio),
     Cases(cases::Cases),
     Elapsed(elapsed::Elapsed),
+    Reporting(reporting::Reporting),
 }
 
 /// A measure's per-org query (`SELECT org, [v1, v2, …] AS vals`; [`COUNTED`] marks where the
@@ -166,6 +172,7 @@ impl Measure {
             Spec::Ratio(s) => Measure::Ratio(ratio::Ratio::parse(s, kinds)?),
             Spec::Cases(s) => Measure::Cases(cases::Cases::parse(s, kinds)?),
             Spec::Elapsed(s) => Measure::Elapsed(elapsed::Elapsed::parse(s, kinds)?),
+            Spec::Reporting(s) => Measure::Reporting(reporting::Reporting::parse(s, kinds)?),
         })
     }
 
@@ -181,6 +188,7 @@ impl Measure {
             Measure::Ratio(_) => "ratio",
             Measure::Cases(_) => "cases",
             Measure::Elapsed(_) => "elapsed",
+            Measure::Reporting(_) => "reporting",
         }
     }
 
@@ -195,14 +203,15 @@ impl Measure {
             | Measure::Latest(_)
             | Measure::Nodes(_)
             | Measure::Matched(_)
-            | Measure::Ratio(_) => false,
+            | Measure::Ratio(_)
+            | Measure::Reporting(_) => false,
         }
     }
 
     /// Whether the figure is a ratio (num ÷ den) or a count.
     pub fn is_ratio(&self) -> bool {
         match self {
-            Measure::Ratio(_) | Measure::Matched(_) => true,
+            Measure::Ratio(_) | Measure::Matched(_) | Measure::Reporting(_) => true,
             Measure::Nodes(n) => n.share,
             Measure::Count(_)
             | Measure::Sum(_)
@@ -222,7 +231,9 @@ impl Measure {
             | Measure::Latest(_)
             | Measure::Nodes(_)
             | Measure::Matched(_) => true,
-            Measure::Ratio(_) | Measure::Cases(_) | Measure::Elapsed(_) => false,
+            Measure::Ratio(_) | Measure::Cases(_) | Measure::Elapsed(_) | Measure::Reporting(_) => {
+                false
+            }
         }
     }
 
@@ -237,7 +248,8 @@ impl Measure {
             | Measure::Nodes(_)
             | Measure::Matched(_)
             | Measure::Ratio(_)
-            | Measure::Elapsed(_) => None,
+            | Measure::Elapsed(_)
+            | Measure::Reporting(_) => None,
         }
     }
 
@@ -252,7 +264,8 @@ impl Measure {
             | Measure::Nodes(_)
             | Measure::Matched(_)
             | Measure::Cases(_)
-            | Measure::Elapsed(_) => vec![self],
+            | Measure::Elapsed(_)
+            | Measure::Reporting(_) => vec![self],
         }
     }
 
@@ -268,6 +281,7 @@ impl Measure {
             Measure::Ratio(r) => [r.num.kinds(), r.den.kinds()].concat(),
             Measure::Cases(c) => c.kinds(),
             Measure::Elapsed(e) => e.kinds(),
+            Measure::Reporting(r) => r.kinds(),
         }
     }
 
@@ -282,7 +296,8 @@ impl Measure {
             | Measure::Nodes(_)
             | Measure::Matched(_)
             | Measure::Cases(_)
-            | Measure::Elapsed(_) => Period::All,
+            | Measure::Elapsed(_)
+            | Measure::Reporting(_) => Period::All,
         }
     }
 
@@ -298,6 +313,7 @@ impl Measure {
             Measure::Matched(m) => LeafState::Matched(m.leaf(tree)),
             Measure::Cases(c) => LeafState::Cases(c.leaf(tree)),
             Measure::Elapsed(e) => LeafState::Elapsed(e.leaf(tree)),
+            Measure::Reporting(r) => LeafState::Reporting(r.leaf(tree)),
             Measure::Ratio(_) => return None,
         })
     }
@@ -313,6 +329,7 @@ impl Measure {
             Measure::Matched(m) => m.sql(),
             Measure::Cases(c) => c.sql(now),
             Measure::Elapsed(e) => e.sql(),
+            Measure::Reporting(r) => r.sql(today),
             Measure::Ratio(_) => return None,
         };
         Some(PerOrgSql { sql, per_org })
@@ -329,6 +346,7 @@ impl Measure {
             | Measure::Latest(_)
             | Measure::Matched(_)
             | Measure::Ratio(_)
+            | Measure::Reporting(_)
             | Measure::Cases(_)
             | Measure::Elapsed(_) => None,
         }
@@ -351,6 +369,7 @@ impl Measure {
             | Measure::Ratio(_)
             | Measure::Cases(_)
             | Measure::Elapsed(_) => count::has_data(v),
+            Measure::Reporting(_) => reporting::Reporting::has_data(v),
         }
     }
 
@@ -370,6 +389,7 @@ impl Measure {
             }
             Measure::Cases(c) => c.reading(first),
             Measure::Elapsed(_) => elapsed::Elapsed::reading(first),
+            Measure::Reporting(r) => r.reading(first),
         }
     }
 }
