@@ -4,8 +4,9 @@
 //! - staffing: city and district centers report monthly; filled posts climb toward 95 % during
 //!   2020 and some districts stay short of it;
 //! - hires: a few a month per center and street, about a third veterans;
-//! - headcount: every station reports each January; training: city and districts hold 2–4
-//!   classes a year (one in the year-end push) and most staff attend one;
+//! - headcount: every station reports monthly, by the 5th mostly, some late, a few not at all;
+//!   training: city and districts hold 2–4 classes a year (one in the year-end push) and most
+//!   staff attend one;
 //! - star ratings: district centers and street stations are rated each half-year; stars rise,
 //!   sometimes fall (能进能出), good stations become demonstration sites;
 //! - appeals: arrive on weekdays, located inside their district's outline, are accepted after a
@@ -403,13 +404,16 @@ impl<'a> Simulator<'a> {
             }
         }
 
-        // Headcount each January 10th; the year's training plan is laid out the same day.
-        if day.month() == Month::January && day.day() == 10 {
+        // Headcount: every station reports monthly, due by the 5th ([report] of its file) —
+        // most on the first days, some late, a few not at all. The year's training plan is laid
+        // out on January 10th from the size of each station.
+        if day.day() <= 9 || (day.month() == Month::January && day.day() == 10) {
             let orgs: Vec<(String, Level)> = self
                 .tree
                 .nodes()
                 .map(|(_, n)| (n.code.clone(), n.level))
                 .collect();
+            let month = day.month() as u8;
             for (org, level) in orgs {
                 let base = match level {
                     Level::City => 110.0,
@@ -418,11 +422,27 @@ impl<'a> Simulator<'a> {
                     Level::Community => 2.0,
                 };
                 let headcount = (base * (1.0 + 0.5 * trait_of(s, &format!("hc{org}")))
-                    + rng.random_range(0.0..2.0))
+                    + 2.0 * trait_of(s, &format!("hc{org}{year}{month}")))
                 .round() as i64;
-                out.push(json!({"id": format!("{sim}-headcount-{org}-{year}"), "kind": "staff.headcount", "org": org,
+                if day.month() == Month::January && day.day() == 10 {
+                    self.plan_training(&org, level, headcount, year, &mut rng);
+                    continue;
+                }
+                // The day this station reports this month: 1–5 mostly, 6–9 for about one in
+                // twelve, never for about one in fifty.
+                let t = trait_of(s, &format!("hcday{org}{year}{month}"));
+                let report_day = if t < 0.02 {
+                    continue;
+                } else if t < 0.10 {
+                    6 + ((t - 0.02) / 0.08 * 4.0) as u8 % 4
+                } else {
+                    1 + ((t - 0.10) / 0.90 * 5.0) as u8 % 5
+                };
+                if day.day() != report_day {
+                    continue;
+                }
+                out.push(json!({"id": format!("{sim}-headcount-{org}-{year}-{month:02}"), "kind": "staff.headcount", "org": org,
                     "at": at(day, &mut rng), "data": {"headcount": headcount}}));
-                self.plan_training(&org, level, headcount, year, &mut rng);
             }
         }
 
