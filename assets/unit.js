@@ -86,9 +86,28 @@
     $("cards").innerHTML = list.map(card).join("");
   }
 
+  const EVERY_ZH = { month: "每月", quarter: "每季度", year: "每年" };
+  const DUE_ZH = { on_time: "已按时报送", late: "已报送（逾期）", missing: "逾期未报", pending: "待报送" };
+  function renderDue() {
+    const list = S.pace.reports || [];
+    const open = list.filter((r) => r.state === "missing" || r.state === "pending").length;
+    $("due-sum").textContent = list.length ? "共 " + list.length + " 项 · 未报 " + open + " 项" : "本单位没有定期报表";
+    $("due-rows").innerHTML = list.map((r) => {
+      const left = r.state === "pending" ? "（剩 " + r.days_left + " 天）" : "";
+      const act = S.pace.may_report && (r.state === "missing" || r.state === "pending")
+        ? ' <button type="button" data-report="' + esc(r.kind) + '">去报送</button>' : "";
+      return '<tr class="due-' + r.state + '"><td data-label="报表">' + esc(r.label_zh) + '</td><td data-label="周期">' + esc(EVERY_ZH[r.every] || r.every) +
+        '</td><td data-label="截止">' + esc(r.due) + '</td><td data-label="状态" class="state">' + esc(DUE_ZH[r.state] || r.state) + esc(left) + act + "</td></tr>";
+    }).join("");
+    $("due-rows").querySelectorAll("[data-report]").forEach((b) => {
+      b.onclick = () => { $("kind-select").value = b.dataset.report; renderReportForm(); location.hash = "#report"; };
+    });
+  }
+
   async function loadStanding() {
     S.pace = await V.getJSON("/api/v1/pace?scope=" + encodeURIComponent(S.scope));
     renderStanding();
+    renderDue();
     V.stamp();
   }
 

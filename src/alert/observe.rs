@@ -122,6 +122,45 @@ pub fn observe(
             let largest = super::hotspots::largest_cluster(&points, radius_km * 1000.0);
             Observed::plain(holds(largest >= *min_points, Some(largest as f64)))
         }
+        Condition::ReportingDue { days, record } => {
+            let today = local_date(now);
+            let reports = agg.own_reports(node, now);
+            let mine: Vec<_> = reports
+                .iter()
+                .filter(|r| record.is_none_or(|k| r.kind == k))
+                .collect();
+            if mine.is_empty() {
+                return None;
+            }
+            let soon = mine
+                .iter()
+                .filter(|r| {
+                    r.records == 0
+                        && today <= r.due
+                        && (r.due - today).whole_days() <= i64::from(*days)
+                })
+                .count();
+            Observed::plain(holds(soon > 0, Some(soon as f64)))
+        }
+        Condition::ReportingLate { record } => {
+            let today = local_date(now);
+            let tree = agg.tree();
+            let mut expected = false;
+            let mut late = 0usize;
+            for &child in &tree.node(node).children {
+                let reports = agg.own_reports(child, now);
+                let theirs: Vec<_> = reports
+                    .iter()
+                    .filter(|r| record.is_none_or(|k| r.kind == k))
+                    .collect();
+                expected |= !theirs.is_empty();
+                late += usize::from(theirs.iter().any(|r| r.missing(today)));
+            }
+            if !expected {
+                return None;
+            }
+            Observed::plain(holds(late > 0, Some(late as f64)))
+        }
         Condition::Silence { days } => match agg.last_received(node) {
             None => Observed::plain(Observation::NoData),
             Some(last) => {

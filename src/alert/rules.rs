@@ -116,6 +116,12 @@ pub enum Condition {
         radius_km: f64,
         min_points: usize,
     },
+    /// The node's own scheduled reports (of `record`, or every scheduled kind) not yet received
+    /// whose due day is at most `days` days ahead: the unit is warned before it is late.
+    ReportingDue { days: u32, record: Option<Kind> },
+    /// Units one level below the node with a scheduled report (of `record`, or any) past its
+    /// due day and not received: the level above hears of it, once for all of them.
+    ReportingLate { record: Option<Kind> },
 }
 
 impl Condition {
@@ -194,12 +200,24 @@ impl Rule {
         matches!(self.condition, Condition::AtRisk { .. })
     }
 
+    /// Whether the rule watches scheduled reports (due soon, or late): what stands watch over
+    /// the `reporting` metrics.
+    pub fn watches_reports(&self) -> bool {
+        matches!(
+            self.condition,
+            Condition::ReportingDue { .. } | Condition::ReportingLate { .. }
+        )
+    }
+
     /// Whether the values of several alerts of this rule add up to one figure (overdue cases,
     /// records in a spike) — then a group's size is their sum.
     pub fn values_add_up(&self) -> bool {
         matches!(
             self.condition,
-            Condition::Overdue { .. } | Condition::Spike { .. }
+            Condition::Overdue { .. }
+                | Condition::Spike { .. }
+                | Condition::ReportingDue { .. }
+                | Condition::ReportingLate { .. }
         )
     }
 
@@ -229,6 +247,12 @@ impl Rule {
             Condition::Silence { days } => format!("{days} 天以上未报送"),
             Condition::Spike { record, .. } => format!("{}激增", kind(record)),
             Condition::Cluster { record, .. } => format!("{}聚集", kind(record)),
+            Condition::ReportingDue {
+                record: Some(k), ..
+            } => format!("{}即将到期未报", kind(k)),
+            Condition::ReportingDue { record: None, .. } => "定期报表即将到期未报".into(),
+            Condition::ReportingLate { record: Some(k) } => format!("下级逾期未报{}", kind(k)),
+            Condition::ReportingLate { record: None } => "下级定期报表逾期未报".into(),
         }
     }
 }
@@ -396,9 +420,34 @@ impl RuleSpec {
                     .filter(|m| *m >= 2)
                     .ok_or_else(|| at("cluster rules need radius_km and min_points ≥ 2"))?,
             },
+            "reporting_due" | "reporting_late" => {
+                let record = match self.record.as_deref() {
+                    None => None,
+                    Some(_) => Some(record()?),
+                };
+                let scheduled = |k: Kind| {
+                    catalogue
+                        .kinds
+                        .get(k.as_str())
+                        .is_some_and(|d| d.report.is_some())
+                };
+                if record.is_some_and(|k| !scheduled(k)) {
+                    return Err(at("record must be a kind with a [report] schedule"));
+                }
+                if self.kind == "reporting_due" {
+                    Condition::ReportingDue {
+                        days: self
+                            .days
+                            .ok_or_else(|| at("reporting_due rules need days (before the due day)"))?,
+                        record,
+                    }
+                } else {
+                    Condition::ReportingLate { record }
+                }
+            }
             other => {
                 return Err(at(&format!(
-                    "unknown type '{other}': threshold, at_risk, overdue, silence, spike or cluster"
+                    "unknown type '{other}': threshold, at_risk, overdue, silence, spike, cluster, reporting_due or reporting_late"
                 )))
             }
         };

@@ -87,7 +87,7 @@ use utoipa::OpenApi;
         crate::wire::figures::ScorecardAnswer, crate::wire::figures::ClauseScore, crate::wire::figures::StatusCounts,
         crate::wire::figures::DeadlineScore, crate::wire::figures::DeadlineCell,
         crate::wire::alerts::AlertNotice, crate::wire::alerts::AlertHistoryEntry, crate::wire::ops::JobsRun,
-        crate::wire::unit::PaceAnswer, crate::wire::unit::Standing, crate::wire::unit::Rank,
+        crate::wire::unit::PaceAnswer, crate::wire::unit::DueReport, crate::wire::unit::Standing, crate::wire::unit::Rank,
         crate::wire::unit::PaceView, crate::wire::unit::PerPeriodView, crate::wire::unit::KindForm,
         crate::wire::unit::FieldForm, crate::wire::unit::RecordsAnswer, crate::wire::unit::RecordView,
         crate::wire::stream::ClientMessage, crate::wire::stream::Resume, super::org::Located)),

@@ -20,7 +20,7 @@ use crate::domain::time::{local_date, rfc3339, rfc3339_shanghai};
 use crate::wire::events::record_json;
 use crate::wire::figures::{self, target_zh};
 use crate::wire::unit::{
-    FieldForm, KindForm, PaceAnswer, PaceView, Rank, RecordView, RecordsAnswer, Standing,
+    DueReport, FieldForm, KindForm, PaceAnswer, PaceView, Rank, RecordView, RecordsAnswer, Standing,
 };
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -139,6 +139,35 @@ async fn pace(
             })
             .collect()
     });
+    let reports: Vec<DueReport> = state
+        .hub
+        .read(now, |agg| agg.own_reports(node, now))
+        .into_iter()
+        .map(|r| {
+            let state = if r.on_time > 0 {
+                "on_time"
+            } else if r.records > 0 {
+                "late"
+            } else if today > r.due {
+                "missing"
+            } else {
+                "pending"
+            };
+            DueReport {
+                kind: r.kind.as_str().to_string(),
+                label_zh: defs
+                    .kinds
+                    .get(r.kind.as_str())
+                    .map(|k| k.label_zh.clone())
+                    .unwrap_or_default(),
+                every: r.every.as_str(),
+                due: r.due.to_string(),
+                state,
+                records: r.records,
+                days_left: (state == "pending").then(|| (r.due - today).whole_days() + 1),
+            }
+        })
+        .collect();
     // The unit's own users, and admins, report; the levels above look on.
     let may_report = (caller.0.scope == node || caller.0.role == crate::auth::Role::Admin)
         && authorize(tree, &caller.0, Action::Ingest, node).is_ok();
@@ -151,6 +180,7 @@ async fn pace(
         parent_name: org.parent.map(|p| tree.node(p).name.clone()),
         at: rfc3339(now),
         metrics,
+        reports,
     }))
 }
 

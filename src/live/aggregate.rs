@@ -302,6 +302,26 @@ impl Aggregates {
         }
     }
 
+    /// The scheduled reports a node itself must send in the current periods (every kind a
+    /// reporting measure of the catalogue follows, once), by kind name.
+    pub fn own_reports(
+        &self,
+        node: NodeIdx,
+        now: OffsetDateTime,
+    ) -> Vec<crate::domain::measure::reporting::OwnReport> {
+        let today = local_date(now);
+        let mut out: Vec<crate::domain::measure::reporting::OwnReport> = Vec::new();
+        for leaf in self.leaves.iter().filter_map(|l| l.as_reporting()) {
+            for report in leaf.own(&self.tree, node, today) {
+                if out.iter().all(|r| r.kind != report.kind) {
+                    out.push(report);
+                }
+            }
+        }
+        out.sort_by(|a, b| a.kind.as_str().cmp(b.kind.as_str()));
+        out
+    }
+
     /// Hands over the daily samples (to the state that replaces this one).
     pub fn take_samples(&mut self) -> std::collections::HashMap<(NodeIdx, MetricId), Vec<Sample>> {
         std::mem::take(&mut self.samples).into_iter().collect()

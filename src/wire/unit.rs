@@ -23,6 +23,27 @@ pub struct PaceAnswer {
     /// When the figures were read (RFC 3339).
     pub at: String,
     pub metrics: Vec<Standing>,
+    /// The scheduled reports the unit itself must send this period, and where each stands.
+    pub reports: Vec<DueReport>,
+}
+
+/// One scheduled report of the unit in the current period.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct DueReport {
+    pub kind: String,
+    pub label_zh: String,
+    /// month | quarter | year
+    pub every: &'static str,
+    /// The due day (YYYY-MM-DD).
+    pub due: String,
+    /// `on_time` (received by the due day), `late` (received after it), `missing` (the due
+    /// day passed, nothing received) or `pending` (not yet due, not yet received).
+    pub state: &'static str,
+    /// Records of the kind dated in the period.
+    pub records: u32,
+    /// Days until the due day, today included (pending only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub days_left: Option<i64>,
 }
 
 /// One metric at the node.

@@ -388,10 +388,13 @@ fn the_shipped_rules_and_roster_example_load() {
     let catalogue = vscc::load_catalogue(&s.catalogue).unwrap();
     let rules = vscc::load_rules(std::path::Path::new("dashboards/alerts"), &tree, &catalogue)
         .expect("shipped rules are valid");
-    // Every target of the plan is watched by a shipped rule.
+    // Every target of the plan is watched by a shipped rule (the reporting rates by the rules
+    // on scheduled reports).
     for def in catalogue.metrics.iter().filter(|m| m.target.is_some()) {
+        let reporting = def.measure.type_name() == "reporting";
         assert!(
-            rules.iter().any(|r| r.condition.metric() == Some(def.id)),
+            rules.iter().any(|r| r.condition.metric() == Some(def.id)
+                || (reporting && r.watches_reports())),
             "no shipped rule watches {}",
             def.name
         );
@@ -404,6 +407,8 @@ fn the_shipped_rules_and_roster_example_load() {
         "appeals_overdue",
         "station_silent",
         "appeal_cluster",
+        "reports_due_soon",
+        "reports_late",
     ] {
         assert!(names.contains(&covered), "{covered} missing from {names:?}");
     }
@@ -424,4 +429,98 @@ fn the_shipped_rules_and_roster_example_load() {
         ["440303", "440300"],
         "a street without an entry falls through to its district, then the city"
     );
+}
+
+const REPORTING_RULES: &str = r#"
+[[rule]]
+name = "headcount_due"
+type = "reporting_due"
+record = "staff.headcount"
+days = 2
+levels = ["community"]
+for = "0s"
+severity = "info"
+summary = "{node}在岗人数即将到期未报"
+
+[[rule]]
+name = "headcount_late"
+type = "reporting_late"
+record = "staff.headcount"
+levels = ["street"]
+for = "0s"
+severity = "warning"
+summary = "{node}下属 {value} 个社区逾期未报在岗人数"
+"#;
+
+#[tokio::test]
+async fn a_report_due_soon_warns_the_unit_and_once_late_the_level_above_hears_once() {
+    let (settings, _dir) = settings_with_rules(REPORTING_RULES);
+    let app = spawn_app_with(settings).await;
+    // 南园街道's communities: one reports November's headcount on the 2nd (before the 5th).
+    let street = app.get_json("/api/v1/org/440304001?depth=1").await;
+    let communities: Vec<String> = street["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["code"].as_str().unwrap().to_string())
+        .collect();
+    assert!(communities.len() >= 3, "{street}");
+    let on_time = &communities[0];
+    let answer: Value = app
+        .post_events(
+            &json!([{"id": "hc-nov", "kind": "staff.headcount", "org": on_time,
+            "at": "2026-11-02T09:00:00+08:00", "data": {"headcount": 3}}]),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["accepted"], 1, "{answer}");
+    let at = |text: &str| {
+        OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).unwrap()
+    };
+
+    // Two days before the due day: every other community of the street is warned, itself.
+    let ev = eval(&app, at("2026-11-03T10:00:00+08:00")).await;
+    let warned: Vec<&str> = ev
+        .iter()
+        .filter(|e| e.rule == "headcount_due" && e.state == "firing")
+        .map(|e| e.node.as_str())
+        .collect();
+    for c in &communities[1..] {
+        assert!(warned.contains(&c.as_str()), "{c} warned: {warned:?}");
+    }
+    assert!(!warned.contains(&on_time.as_str()), "the one that reported");
+    assert!(
+        ev.iter()
+            .all(|e| e.rule != "headcount_late" || e.state != "firing"),
+        "not late yet"
+    );
+
+    // After the due day: one alert at the street, naming how many communities are late; the
+    // communities' warnings are over (they are the street's to chase now).
+    let ev = eval(&app, at("2026-11-06T10:00:00+08:00")).await;
+    let late: Vec<&vscc::AlertEventRow> = ev
+        .iter()
+        .filter(|e| e.rule == "headcount_late" && e.state == "firing")
+        .collect();
+    let here: Vec<_> = late.iter().filter(|e| e.node == "440304001").collect();
+    assert_eq!(here.len(), 1, "{late:?}");
+    assert_eq!(here[0].value, Some((communities.len() - 1) as f64));
+    assert!(
+        here[0]
+            .summary
+            .contains(&format!("{} 个社区", communities.len() - 1)),
+        "{}",
+        here[0].summary
+    );
+    let still_due = app
+        .state
+        .alerts
+        .current()
+        .into_iter()
+        .filter(|a| a.rule == "headcount_due" && a.state.as_str() == "firing")
+        .count();
+    assert_eq!(still_due, 0, "past the due day nothing is due soon: {ev:?}");
+    app.stop().await;
 }

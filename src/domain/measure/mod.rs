@@ -118,6 +118,14 @@ impl LeafState {
     pub fn as_cases(&self) -> Option<&cases::CasesLeaf> {
         each_leaf!(self, l => l.as_cases())
     }
+
+    /// The reporting leaf, for what only it answers (a unit's own reports).
+    pub fn as_reporting(&self) -> Option<&reporting::ReportingLeaf> {
+        match self {
+            LeafState::Reporting(l) => Some(l),
+            _ => None,
+        }
+    }
 }
 
 /// A measure as a definition file writes it: `[measure] type = "…"` and the type's own keys.

@@ -243,7 +243,55 @@ pub struct ReportingLeaf {
     population: Vec<Vec<i64>>,
 }
 
+/// One scheduled report of a unit in the current period, as the unit must see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnReport {
+    pub kind: Kind,
+    pub every: crate::domain::catalogue::Period,
+    pub due: Date,
+    /// Records of the kind at the unit dated in the period.
+    pub records: u32,
+    /// Of them, dated on or before the due day.
+    pub on_time: u32,
+}
+
+impl OwnReport {
+    /// Past its due day with nothing received.
+    pub fn missing(&self, today: Date) -> bool {
+        self.records == 0 && today > self.due
+    }
+
+    /// Not received on time, the due day passed (missing, or received late).
+    pub fn late(&self, today: Date) -> bool {
+        self.on_time == 0 && today > self.due
+    }
+}
+
 impl ReportingLeaf {
+    /// The reports `org` itself must send in the periods holding `today`, by kind name.
+    pub fn own(&self, tree: &OrgTree, org: NodeIdx, today: Date) -> Vec<OwnReport> {
+        let level = tree.node(org).level;
+        self.kinds
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, s))| s.levels.contains(&level))
+            .map(|(i, (kind, s))| {
+                let (records, on_time) = self
+                    .per_org
+                    .get(&(org, i as u8, s.every.key(today)))
+                    .copied()
+                    .unwrap_or_default();
+                OwnReport {
+                    kind: *kind,
+                    every: s.every,
+                    due: s.due(today),
+                    records,
+                    on_time,
+                }
+            })
+            .collect()
+    }
+
     fn add(&mut self, r: &EventRow, org: NodeIdx, kind: Kind, sign: i32, t: &mut Touch) {
         let Some(i) = self.kinds.iter().position(|(k, _)| *k == kind) else {
             return;
