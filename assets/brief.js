@@ -55,6 +55,13 @@
     const fixed = fixes.corrected + fixes.withdrawn > 0
       ? "当日更正 " + fixes.corrected + " 条、撤回 " + fixes.withdrawn + " 条记录，此后的数字按更正后的记录计算"
       : "当日无更正或撤回的记录";
+    // Scheduled reports not sent by their due day: "在岗人数：12 个社区、3 个街道未按时报送（截止 12-05）".
+    const LEVEL_ORDER = ["district", "street", "community"];
+    const late = (b.late_reports || []).filter((r) => Object.keys(r.late).length).map((r) =>
+      r.label_zh + "：" + LEVEL_ORDER.concat(["city"]).filter((l) => r.late[l]).map((l) => r.late[l] + " 个" + V.LEVEL_ZH[l]).join("、") +
+      "未按时报送（截止 " + r.due.slice(5) + "）");
+    document.getElementById("late-reports").textContent = (b.late_reports || []).length
+      ? "定期报表：" + (late.length ? late.join("；") : "到期的报表均已按时报送") : "";
     document.getElementById("corrections").textContent =
       "数据更正：" + fixed + "；以往各日的快照保持当日所知，不因此后的更正而改变。";
     const body = document.querySelector("#figures tbody");

@@ -305,8 +305,11 @@
         }
         // Judged on overdue: the overdue count in the status colour, the open count beside it.
         li.querySelector(".v").textContent = d.judged_on === "overdue" ? "超期 " + V.number(node.overdue || 0, 0) : V.fmt(d, node.value);
-        li.querySelector(".gap").textContent = d.judged_on === "overdue" ? "在办 " + V.number(node.value || 0, 0) : gapText(d, node);
-        li.title = STATUS_ZH[node.status];
+        const gap = d.judged_on === "overdue" ? "在办 " + V.number(node.value || 0, 0) : gapText(d, node);
+        // What the node must do to get there in time: "每月 2 名", "需 3 个".
+        li.querySelector(".gap").textContent = node.pace ? gap + " · " + V.paceShort(node.pace) : gap;
+        if (node.pace) li.title = STATUS_ZH[node.status] + "：" + node.pace.text_zh;
+        if (!node.pace) li.title = STATUS_ZH[node.status];
         // A node with children opens; a community opens its street.
         li.onclick = () => drill(childrenOf(node.code).length ? node.code : S.org[node.code].parent);
         list.appendChild(li);

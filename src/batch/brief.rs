@@ -173,6 +173,76 @@ pub async fn corrections_on(
     Ok((versions, cancelled.saturating_sub(versions)))
 }
 
+/// One scheduled kind's reports of `day`'s period in a subtree: the units (by level) whose
+/// report was not dated by the due day, once that day has passed.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LateReports {
+    pub kind: String,
+    pub label_zh: String,
+    /// month | quarter | year
+    pub every: &'static str,
+    pub due: String,
+    /// Level → units not reported on time (absent: none).
+    pub late: std::collections::BTreeMap<String, u64>,
+}
+
+/// For each scheduled kind whose due day in `day`'s period has passed by `day`: the units of
+/// `scope`'s subtree, by level, without a report dated in the period by the due day — as the
+/// effective records say now. Kind and level names come from the definitions, never input.
+pub async fn late_reports(
+    store: &Store,
+    kinds: &crate::domain::kinds::Kinds,
+    day: Date,
+    scope: &str,
+) -> Result<Vec<LateReports>, StoreError> {
+    let day_start_unix = |d: Date| -> u32 {
+        d.midnight()
+            .assume_offset(crate::domain::time::SHANGHAI)
+            .unix_timestamp()
+            .clamp(0, i64::from(u32::MAX)) as u32
+    };
+    let quoted = |level: &str| format!("'{level}'");
+    let imports = crate::store::counted_imports_param(&store.ok_imports().await?);
+    let mut out = Vec::new();
+    for def in kinds.all() {
+        let Some(schedule) = &def.report else {
+            continue;
+        };
+        let due = schedule.due(day);
+        if day <= due {
+            continue;
+        }
+        let (first, _) = schedule.every.bounds(day);
+        let levels: Vec<String> = schedule.levels.iter().map(|l| quoted(l.as_str())).collect();
+        let rows: Vec<(String, u64)> = store
+            .client()
+            .query(&format!(
+                "SELECT level, count() FROM org_nodes WHERE has(ancestors, ?) AND level IN ({}) \
+                 AND code NOT IN (SELECT org FROM events WHERE kind = ? \
+                   AND toUInt32(at) >= ? AND toUInt32(at) < ? AND {}) \
+                 GROUP BY level",
+                levels.join(", "),
+                crate::store::EFFECTIVE_EVENTS
+            ))
+            .bind(scope)
+            .bind(def.kind.as_str())
+            .bind(day_start_unix(first))
+            .bind(day_start_unix(due.next_day().unwrap_or(due)))
+            .bind(imports.clone())
+            .bind(imports.clone())
+            .fetch_all()
+            .await?;
+        out.push(LateReports {
+            kind: def.kind.as_str().to_string(),
+            label_zh: def.label_zh.clone(),
+            every: schedule.every.as_str(),
+            due: due.to_string(),
+            late: rows.into_iter().filter(|(_, n)| *n > 0).collect(),
+        });
+    }
+    Ok(out)
+}
+
 pub async fn alert_day(store: &Store, day: Date) -> Result<Vec<AlertDayRow>, StoreError> {
     Ok(store
         .client()

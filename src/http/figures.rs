@@ -204,6 +204,7 @@ async fn at_risk(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     use crate::domain::metric::{shortfall, Status};
+    use crate::domain::pace::{pace, SOON_DAYS};
     let (code, scope) = readable_scope(&caller.0, &state, q.scope.as_deref())?;
     let limit = match q.limit {
         None => 50,
@@ -229,6 +230,7 @@ async fn at_risk(
         .ok_or_else(|| ApiError::bad_request("metric", "one metric id is needed"))?;
     let tree = &state.tree;
     let now = state.hub.now();
+    let today = crate::domain::time::local_date(now);
     let mut nodes: Vec<AtRiskNode> = state.hub.read(now, |agg| {
         tree.subtree(scope)
             .into_iter()
@@ -239,12 +241,14 @@ async fn at_risk(
                     return None;
                 }
                 let node = tree.node(n);
+                let soon = agg.due_within(n, def.id, (SOON_DAYS * 86_400) as u32);
                 Some(AtRiskNode {
                     code: node.code.clone(),
                     name: node.name.clone(),
                     level: node.level.as_str(),
                     parent_name: node.parent.map(|p| tree.node(p).name.clone()),
                     shortfall: shortfall(def, &f).unwrap_or(0.0),
+                    pace: pace(def, &known.kinds, &f, today, soon).map(Into::into),
                     figure: figures::Figure::from(&f),
                 })
             })

@@ -119,6 +119,9 @@ pub struct AtRiskNode {
     /// How far from the target, in the metric's unit (percent metrics: a fraction, 0.05 = 5
     /// points; cases: overdue cases). Above 0: short of it.
     pub shortfall: f64,
+    /// What the node must still do to reach the target in time (the required pace).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pace: Option<super::unit::PaceView>,
     #[serde(flatten)]
     pub figure: Figure,
 }

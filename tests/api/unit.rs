@@ -281,6 +281,29 @@ async fn a_street_sees_what_it_must_do_reports_through_its_form_and_corrects_its
     .await;
     assert_eq!(admin["may_report"], true);
 
+    // The brief names the units that did not send a scheduled report by its due day: here the
+    // monthly headcount (by the 5th), which none of the street's units sent.
+    assert_eq!(app.post_empty("/api/v1/jobs/snapshots").await.status(), 200);
+    let brief = app.get_json(&format!("/api/v1/brief?scope={STREET}")).await;
+    let headcount = brief["late_reports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["kind"] == "staff.headcount");
+    let day = vscc::domain::time::parse_day(brief["date"].as_str().unwrap()).unwrap();
+    if day.day() > 5 {
+        let org = app.get_json(&format!("/api/v1/org/{STREET}?depth=1")).await;
+        let communities = org["children"].as_array().unwrap().len();
+        let late = &headcount.expect("the headcount is past due")["late"];
+        assert_eq!(
+            late,
+            &json!({"street": 1, "community": communities}),
+            "{brief}"
+        );
+    } else {
+        assert!(headcount.is_none(), "not due before the 5th: {brief}");
+    }
+
     // The page itself.
     let page = app
         .http
