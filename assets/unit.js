@@ -402,7 +402,12 @@
     kinds.forEach((k) => { S.byKind[k.kind] = k; });
     header(org);
     if (S.pace.may_report) {
-      $("kind-select").innerHTML = kinds.map((k) => '<option value="' + esc(k.kind) + '">' + esc(k.label_zh) + "</option>").join("");
+      // The scheduled reports still to send first, then every other kind by its label.
+      const open = (S.pace.reports || []).filter((r) => r.state === "missing" || r.state === "pending").map((r) => r.kind);
+      const ordered = kinds.slice().sort((a, b) =>
+        (open.includes(a.kind) ? 0 : 1) - (open.includes(b.kind) ? 0 : 1) || a.label_zh.localeCompare(b.label_zh, "zh-CN"));
+      $("kind-select").innerHTML = ordered.map((k) => '<option value="' + esc(k.kind) + '">' + esc(k.label_zh) +
+        (open.includes(k.kind) ? "（本期待报）" : "") + "</option>").join("");
       $("kind-select").onchange = renderReportForm;
       $("report-form").onsubmit = submitReport;
       renderReportForm();

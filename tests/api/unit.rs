@@ -314,3 +314,13 @@ async fn a_street_sees_what_it_must_do_reports_through_its_form_and_corrects_its
     assert_eq!(page.status(), 200);
     assert!(page.text().await.unwrap().contains("单位工作台"));
 }
+
+/// The workspace in a real browser (`tests/browser/unit_workspace.mjs`): a street's clerk on a
+/// phone reports, corrects and withdraws through the page; the district looks on read-only.
+#[test]
+fn a_clerk_works_the_street_workspace_on_a_phone_and_the_district_looks_on() {
+    let stdout = crate::helpers::run_browser_script("unit_workspace.mjs");
+    assert!(stdout.contains("ok: a bad headcount is refused next to its field"));
+    assert!(stdout.contains("ok: withdrawn"));
+    assert!(stdout.contains("ok: the district sees the street read-only"));
+}

@@ -1,0 +1,106 @@
+// Browser test of a unit's workspace, driven by tests/api/unit.rs: a street's clerk on a phone
+// (390×844) sees where the street stands and what it must still do, reports the month's
+// headcount through the form (a bad value refused in Chinese next to the field, before
+// anything is sent), finds the record in its list, corrects it and withdraws it; the district's
+// leader sees the same workspace read-only on a desktop. Screenshots go to target/screenshots/.
+import { SCREENSHOTS, base, check, startServer, waitReady, stopServer, apiAs, record, launch, openPage } from "./harness.mjs";
+
+const admin = "unit-test-admin";
+const server = startServer(admin);
+const api = apiAs(admin);
+const STREET = "440304001";
+
+async function userToken(name, role, scope) {
+  const password = "pw-" + name + "-0123";
+  await api("/api/v1/users", { method: "POST", body: JSON.stringify({ name, role, scope, password }) });
+  const r = await fetch(base + "/api/v1/login", { method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ name, password }) });
+  return (await r.json()).token;
+}
+
+let browser;
+try {
+  await waitReady();
+  // Hires short of one third veterans: a target the street must act on.
+  await api("/api/v1/events", { method: "POST", body: JSON.stringify(
+    [0, 1, 2, 3, 4, 5].map((i) => record(`uw-h${i}`, "staff.hired", STREET, { staff_id: `uw-h${i}`, veteran: i === 0 }))) });
+  const clerk = await userToken("uw-clerk", "clerk", STREET);
+  const leader = await userToken("uw-leader", "leader", "440304");
+  browser = await launch();
+
+  // The clerk, on a phone.
+  const page = await openPage(browser, 390, 844);
+  await page.goto(`${base}/unit?token=${clerk}`);
+  await page.waitForSelector("#cards .card");
+  const title = await page.textContent("#title");
+  check(title.includes("南园街道"), `the clerk lands on the street's own workspace (${title})`);
+  const pace = await apiAs(clerk)("/api/v1/pace");
+  const cards = await page.$$eval("#cards .card", (els) => els.length);
+  check(cards === pace.metrics.length, `a card per metric shown at a street (${cards} of ${pace.metrics.length})`);
+  const hireCard = await page.$eval("#cards", (el) => [...el.querySelectorAll(".card")].map((c) => c.innerText).find((t) => t.includes("招录聘用比例")) || "");
+  check(/还需招录退役军人 \d+ 名/.test(hireCard), `the hire share says how many veterans to hire: ${hireCard.replace(/\n/g, " | ")}`);
+  const due = await page.$$eval("#due-rows tr", (rows) => rows.map((r) => r.innerText.replace(/\s+/g, " ")));
+  check(due.some((r) => r.includes("在岗人数") && r.includes("每月")), `what is due lists the monthly headcount: ${due.join(" / ")}`);
+  await page.screenshot({ path: `${SCREENSHOTS}/unit-390.png` });
+
+  // The headcount through its form: a negative number refused in Chinese, before sending.
+  await page.selectOption("#kind-select", "staff.headcount");
+  await page.fill('#report-form [name="headcount"]', "-5");
+  await page.click("#report-form button[type=submit]");
+  const refusal = await page.textContent('#report-form .field-error[data-for="data.headcount"]');
+  check(refusal.includes("应在 0 到 100000 之间"), `a bad headcount is refused next to its field: ${refusal}`);
+  await page.fill('#report-form [name="headcount"]', "12");
+  await page.click("#report-form button[type=submit]");
+  await page.waitForFunction(() => document.getElementById("report-result").textContent.startsWith("已提交"));
+  const sent = await page.textContent("#report-result");
+  const id = sent.match(/记录编号 (form-[^）]+)/)[1];
+  check(id.length > 8, `the form says it was sent, with the record's id (${id})`);
+  await page.waitForFunction(() => [...document.querySelectorAll("#record-rows tr")].some((r) => r.innerText.includes("在岗人数 12")), null, { timeout: 10000 });
+  const row = await page.$$eval("#record-rows tr", (rows) => rows.map((r) => r.innerText.replace(/\s+/g, " ")).find((t) => t.includes("在岗人数 12")));
+  check(row.includes("表单") && row.includes("uw-clerk") && row.includes("原始"), `the record is listed: sent by the clerk through the form (${row})`);
+
+  // Corrected: 12 was 13; the list shows the second version.
+  await page.$$eval("#record-rows tr", (rows) => {
+    const r = rows.find((x) => x.innerText.includes("在岗人数 12"));
+    r.querySelector("[data-fix]").click();
+  });
+  await page.waitForSelector("#change[open]");
+  await page.fill('#change-fields [name="headcount"]', "13");
+  await page.click("#change-ok");
+  const noReason = await page.textContent('#change .field-error[data-for="reason"]');
+  check(noReason.includes("原因"), `a correction without a reason is refused: ${noReason}`);
+  await page.fill('#change-form [name="reason"]', "少报了一人");
+  await page.click("#change-ok");
+  await page.waitForFunction(() => [...document.querySelectorAll("#record-rows tr")].some((r) => r.innerText.includes("在岗人数 13") && r.innerText.includes("第 2 版")), null, { timeout: 10000 });
+  check(true, "corrected: the list shows version 2 with 13");
+
+  // Withdrawn: gone from the list.
+  await page.$$eval("#record-rows tr", (rows) => {
+    const r = rows.find((x) => x.innerText.includes("在岗人数 13"));
+    r.querySelector("[data-drop]").click();
+  });
+  await page.waitForSelector("#change[open]");
+  await page.fill('#change-form [name="reason"]', "重复上报");
+  await page.click("#change-ok");
+  await page.waitForFunction(() => ![...document.querySelectorAll("#record-rows tr")].some((r) => r.innerText.includes("在岗人数 13")), null, { timeout: 10000 });
+  check(true, "withdrawn: the record is gone from the list");
+  const wide = await page.evaluate(() => document.documentElement.scrollWidth);
+  check(wide <= 390, `nothing runs off a phone's width (${wide} px)`);
+  check(page.errors.length === 0, `no console errors on the phone: ${page.errors.join("; ")}`);
+  await page.close();
+
+  // The district's leader: the street's workspace, read-only, on a desktop.
+  const desk = await openPage(browser, 1920, 1080);
+  await desk.goto(`${base}/unit?token=${leader}&scope=${STREET}`);
+  await desk.waitForSelector("#cards .card");
+  const banner = await desk.textContent("#readonly");
+  const formsHidden = await desk.$eval("#report", (el) => el.hidden);
+  const buttons = await desk.$$eval("#record-rows button", (els) => els.length);
+  check(banner.includes("只读") && formsHidden && buttons === 0, `the district sees the street read-only (${banner})`);
+  await desk.screenshot({ path: `${SCREENSHOTS}/unit-1920.png` });
+  check(desk.errors.length === 0, `no console errors on the desktop: ${desk.errors.join("; ")}`);
+  await desk.close();
+} finally {
+  if (browser) await browser.close();
+  await stopServer(server);
+}
