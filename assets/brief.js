@@ -117,7 +117,9 @@
       // that the brief stays one sheet).
       const missed = bad.filter((c) => c.status === "missed").length, risky = bad.length - missed;
       const gap = (c) => (c.value === null ? -Infinity : m.at_most ? c.value - m.target : m.target - c.value);
-      const worst = bad.slice().sort((x, y) => gap(y) - gap(x)).slice(0, 3).map((c) => short(c.name) + " " + fmt(m, c.value));
+      // Each with what it must still do, on the newest day's brief ("每月 2 名").
+      const worst = bad.slice().sort((x, y) => gap(y) - gap(x)).slice(0, 3).map((c) =>
+        short(c.name) + " " + fmt(m, c.value) + (c.pace ? "（" + V.paceShort(c.pace) + "）" : ""));
       const counted = [missed ? "未达标 " + missed + " 个" + kids : "", risky ? "有风险 " + risky + " 个" + kids : ""].filter(Boolean).join("、");
       li.appendChild(document.createTextNode(bad.length
         ? counted + "：" + worst.join("，") + (bad.length > 3 ? " 等" : "")

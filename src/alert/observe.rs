@@ -132,6 +132,10 @@ pub fn observe(
             if mine.is_empty() {
                 return None;
             }
+            // A unit that never sent anything is not on vscc yet: no data, as for silence.
+            if agg.last_received(node).is_none() {
+                return Some(Observed::plain(Observation::NoData));
+            }
             let soon = mine
                 .iter()
                 .filter(|r| {
@@ -146,6 +150,7 @@ pub fn observe(
             let today = local_date(now);
             let tree = agg.tree();
             let mut expected = false;
+            let mut on_vscc = false;
             let mut late = 0usize;
             for &child in &tree.node(node).children {
                 let reports = agg.own_reports(child, now);
@@ -154,10 +159,19 @@ pub fn observe(
                     .filter(|r| record.is_none_or(|k| r.kind == k))
                     .collect();
                 expected |= !theirs.is_empty();
+                // A unit that never sent anything is not on vscc yet: its silence is no data
+                // (the silence rule's), not a late report.
+                if theirs.is_empty() || agg.last_received(child).is_none() {
+                    continue;
+                }
+                on_vscc = true;
                 late += usize::from(theirs.iter().any(|r| r.missing(today)));
             }
             if !expected {
                 return None;
+            }
+            if !on_vscc {
+                return Some(Observed::plain(Observation::NoData));
             }
             Observed::plain(holds(late > 0, Some(late as f64)))
         }

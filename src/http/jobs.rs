@@ -58,6 +58,10 @@ struct BriefChild {
     status: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     overdue: Option<i64>,
+    /// What the child must still do, from the live figures (the newest day's brief only: a
+    /// past day's brief says what was known then).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pace: Option<crate::wire::unit::PaceView>,
 }
 
 /// The alerts of one rule under one child of the scope (a district of the city, a street of a
@@ -116,6 +120,27 @@ async fn brief(
     }
     let before = day.previous_day().unwrap_or(day);
     let catalogue = state.hub.catalogue();
+    // The required pace of each child, for the newest day's brief (today's or yesterday's).
+    let now = state.hub.now();
+    let today = crate::domain::time::local_date(now);
+    let mut paces: std::collections::HashMap<(String, String), crate::wire::unit::PaceView> =
+        Default::default();
+    if day >= today.previous_day().unwrap_or(today) {
+        use crate::domain::pace::{pace, SOON_DAYS};
+        state.hub.read(now, |agg| {
+            for def in &catalogue.metrics {
+                for &c in &children {
+                    let Some(f) = agg.figure(c, def.id, now) else {
+                        continue;
+                    };
+                    let soon = agg.due_within(c, def.id, (SOON_DAYS * 86_400) as u32);
+                    if let Some(p) = pace(def, &catalogue.kinds, &f, today, soon) {
+                        paces.insert((tree.node(c).code.clone(), def.name.clone()), p.into());
+                    }
+                }
+            }
+        });
+    }
     let metrics: Vec<BriefMetric> = catalogue
         .metrics
         .iter()
@@ -142,6 +167,7 @@ async fn brief(
                     .filter_map(|c| {
                         let node = tree.node(*c);
                         find(day, &node.code).map(|f| BriefChild {
+                            pace: paces.remove(&(node.code.clone(), def.name.clone())),
                             code: node.code.clone(),
                             name: node.name.clone(),
                             value: f.value,

@@ -316,10 +316,20 @@ async fn records(
     let mut rows = state.store.org_records(org, since, kind, limit + 1).await?;
     let truncated = rows.len() as u64 > limit;
     rows.truncate(limit as usize);
+    // Those who send and correct the unit's records read them as sent; the levels above and
+    // the unit's leaders read personal numbers masked, as analysts do in SQL.
+    let unmasked = matches!(
+        caller.0.role,
+        crate::auth::Role::Clerk | crate::auth::Role::Admin
+    );
     let records = rows
         .iter()
         .map(|r| RecordView {
-            record: record_json(r),
+            record: if unmasked {
+                record_json(r)
+            } else {
+                masked(record_json(r))
+            },
             kind_zh: catalogue
                 .kinds
                 .get(&r.kind)
@@ -337,4 +347,42 @@ async fn records(
         truncated,
         records,
     }))
+}
+
+/// A resident ID number (18 characters) keeps its region and last four (440303********123X); a
+/// mobile number its first three and last four (138****1234) — wherever a text value is one.
+fn masked(v: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => Value::String(mask_text(&s)),
+        Value::Array(a) => Value::Array(a.into_iter().map(masked).collect()),
+        Value::Object(o) => Value::Object(o.into_iter().map(|(k, v)| (k, masked(v))).collect()),
+        other => other,
+    }
+}
+
+fn mask_text(s: &str) -> String {
+    let b = s.as_bytes();
+    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+    if b.len() == 18 && digits(0..17) && (b[17].is_ascii_digit() || b[17] == b'X' || b[17] == b'x')
+    {
+        format!("{}********{}", &s[..6], &s[14..])
+    } else if b.len() == 11 && digits(0..11) && b[0] == b'1' && (b'3'..=b'9').contains(&b[1]) {
+        format!("{}****{}", &s[..3], &s[7..])
+    } else {
+        s.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn id_and_mobile_numbers_are_masked_other_texts_kept() {
+        assert_eq!(super::mask_text("44030319800101123X"), "440303********123X");
+        assert_eq!(super::mask_text("13812341234"), "138****1234");
+        assert_eq!(super::mask_text("440304001"), "440304001");
+        assert_eq!(super::mask_text("12812341234"), "12812341234");
+        let v = serde_json::json!({"data": {"person_id": "440303198001011234", "n": 3}});
+        assert_eq!(super::masked(v)["data"]["person_id"], "440303********1234");
+    }
 }

@@ -466,16 +466,21 @@ async fn a_report_due_soon_warns_the_unit_and_once_late_the_level_above_hears_on
         .collect();
     assert!(communities.len() >= 3, "{street}");
     let on_time = &communities[0];
-    let answer: Value = app
-        .post_events(
-            &json!([{"id": "hc-nov", "kind": "staff.headcount", "org": on_time,
-            "at": "2026-11-02T09:00:00+08:00", "data": {"headcount": 3}}]),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(answer["accepted"], 1, "{answer}");
+    // Every community is on vscc (each sent a visit in October); a unit that never sent
+    // anything is no data, not late.
+    let mut records: Vec<Value> = communities
+        .iter()
+        .map(|c| {
+            json!({"id": format!("visit-{c}"), "kind": "veteran.visited", "org": c,
+            "at": "2026-10-20T09:00:00+08:00", "data": {"person_id": format!("p-{c}")}})
+        })
+        .collect();
+    records.push(
+        json!({"id": "hc-nov", "kind": "staff.headcount", "org": on_time,
+            "at": "2026-11-02T09:00:00+08:00", "data": {"headcount": 3}}),
+    );
+    let answer: Value = app.post_events(&json!(records)).await.json().await.unwrap();
+    assert_eq!(answer["rejected"], 0, "{answer}");
     let at = |text: &str| {
         OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).unwrap()
     };
@@ -504,6 +509,10 @@ async fn a_report_due_soon_warns_the_unit_and_once_late_the_level_above_hears_on
         .iter()
         .filter(|e| e.rule == "headcount_late" && e.state == "firing")
         .collect();
+    assert!(
+        late.iter().all(|e| e.node != "440304002"),
+        "a street whose units never sent anything is no data, not late: {late:?}"
+    );
     let here: Vec<_> = late.iter().filter(|e| e.node == "440304001").collect();
     assert_eq!(here.len(), 1, "{late:?}");
     assert_eq!(here[0].value, Some((communities.len() - 1) as f64));

@@ -177,7 +177,7 @@ async fn alerts_come_grouped_by_rule_and_district_dated_from_the_data_also_after
         .as_array()
         .unwrap()
         .iter()
-        .find(|a| a["node"] == "440303002")
+        .find(|a| a["node"] == "440303002" && a["rule"] == "appeals_overdue")
         .unwrap()
         .clone();
     assert_eq!(same["breach_since"].as_str().unwrap(), since);

@@ -304,6 +304,23 @@ async fn a_street_sees_what_it_must_do_reports_through_its_form_and_corrects_its
         assert!(headcount.is_none(), "not due before the 5th: {brief}");
     }
 
+    // The district's brief says what each street at risk must still do: here the street's
+    // overdue appeal to close.
+    let district_brief = app.get_json("/api/v1/brief?scope=440304").await;
+    let appeals = district_brief["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == "open_appeals")
+        .expect("open_appeals in the brief");
+    let street = appeals["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["code"] == STREET)
+        .expect("the street");
+    assert_eq!(street["pace"]["needed"], 1, "{street}");
+
     // The page itself.
     let page = app
         .http
