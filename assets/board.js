@@ -41,7 +41,22 @@
       return outcomeOf(meta.id, code) === "met_late" ? OUTCOME_ZH.met_late : "";
     }
     if (meta.measure === "cases" && meta.judged_on !== "overdue") return f.overdue ? "超期" + f.overdue : "";
+    // Behind: what the node must still do ("每月 2 名", "需 3 个").
+    const p = paceOf(meta.id, code);
+    if (p && (f.status === "at_risk" || f.status === "missed")) return V.paceShort(p);
     return "";
+  }
+  const paceOf = (metric, code) => ((S.paces || {})[code] || {})[metric];
+  // The required pace of every column (the scope and its children), re-read every 30 s.
+  async function loadPaces() {
+    const codes = columns();
+    const answers = await Promise.all(codes.map((c) => getJSON("/api/v1/pace?scope=" + c).catch(() => null)));
+    S.paces = {};
+    codes.forEach((c, i) => {
+      if (!answers[i]) return;
+      S.paces[c] = Object.fromEntries(answers[i].metrics.filter((m) => m.pace).map((m) => [m.metric, m.pace]));
+    });
+    render();
   }
   // The row's target, with the time left or the deadline passed — once per row, not per cell.
   function rowTarget(meta) {
@@ -224,7 +239,8 @@
         td.className = "cell " + status;
         td.dataset.value = f && f.value !== null ? String(f.value) : "";
         td.dataset.status = status;
-        td.title = nameOf(code) + " · " + meta.label_zh + " · " + (STATUS_ZH[status] || status);
+        const p = paceOf(meta.id, code);
+        td.title = nameOf(code) + " · " + meta.label_zh + " · " + (STATUS_ZH[status] || status) + (p ? "：" + p.text_zh : "");
         td.innerHTML = '<div class="v"></div><div class="d"></div>';
         td.querySelector(".v").textContent = V.judgedText(meta, f).replace(/^超期 /, "");
         td.querySelector(".d").textContent = cellNote(meta, f, code);
@@ -284,6 +300,8 @@
     connect();
     setInterval(() => loadDashboard(false).catch(() => {}), 5000);
     setInterval(loadScorecard, 30000);
+    loadPaces().catch(() => {});
+    setInterval(() => loadPaces().catch(() => {}), 30000);
     // A changed catalogue (a metric added while running) shows up without a reload.
     setInterval(() => loadCatalogue().then(render).catch(() => {}), 30000);
     const pageSeconds = Math.max(5, (S.dashboard && S.dashboard.map_rotate_seconds) || 20);

@@ -267,6 +267,10 @@
   // target first.
   function gapText(d, node) {
     if (d.judged_on === "overdue") return "超期 " + (node.overdue ?? 0) + " " + (d.unit_zh || "件");
+    // Scheduled reports: how many of those due are short (missing, or not on time), by count.
+    if (d.measure === "reporting" && node.den !== undefined) {
+      return "差 " + (node.den - node.num) + " 份（应报 " + node.den + "）";
+    }
     const g = Math.abs(node.shortfall);
     const amount = d.unit === "percent" ? (g * 100).toFixed(Math.max(1, d.precision)) + "个百分点" : V.number(g, d.precision) + (d.unit_zh ? " " + d.unit_zh : "");
     return (d.at_most ? "超出 " : "差 ") + amount;
