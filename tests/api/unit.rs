@@ -341,3 +341,66 @@ fn a_clerk_works_the_street_workspace_on_a_phone_and_the_district_looks_on() {
     assert!(stdout.contains("ok: withdrawn"));
     assert!(stdout.contains("ok: the district sees the street read-only"));
 }
+
+/// Uploads a CSV ledger as `token`: the answer's status and JSON.
+async fn upload(app: &TestApp, token: &str, name: &str, csv: &str) -> (u16, Value) {
+    let res = app
+        .http
+        .post(format!("{}/api/v1/imports?name={name}", app.base))
+        .bearer_auth(token)
+        .body(csv.to_string())
+        .send()
+        .await
+        .expect("request sent");
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_ledger_cannot_take_over_another_units_record_by_its_number() {
+    let app = spawn_app_with(test_settings()).await;
+    let nanshan = app.user_token("nt-clerk", "clerk", "440305001001").await;
+    let futian = app.user_token("ny-clerk", "clerk", STREET).await;
+    let day = days_ago(2);
+    let day = &day[..10];
+    let header = "记录编号,单位代码,日期,人员编号,是否退役军人";
+    let (status, first) = upload(
+        &app,
+        &nanshan,
+        "招录台账.csv",
+        &format!("{header}\nR001,440305001001,{day},P-1,是\n"),
+    )
+    .await;
+    assert_eq!((status, &first["accepted"]), (200, &json!(1)), "{first}");
+    // Another unit numbers its own hire R001 too: refused by its number, nothing moves.
+    let (status, second) = upload(
+        &app,
+        &futian,
+        "招录台账.csv",
+        &format!("{header}\nR001,{STREET},{day},P-9,否\n"),
+    )
+    .await;
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(
+        (
+            &second["accepted"],
+            &second["corrected"],
+            &second["rejected"]
+        ),
+        (&json!(0), &json!(0), &json!(1)),
+        "{second}"
+    );
+    assert_eq!(second["rejects"][0]["column"], "记录编号", "{second}");
+    assert!(
+        second["rejects"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("本单位范围以外"),
+        "{second}"
+    );
+    let (status, history) = get_as(&app, &nanshan, "/api/v1/events/ledger:hires:R001").await;
+    assert_eq!(status, 200, "{history}");
+    let versions = history["versions"].as_array().unwrap();
+    assert_eq!(versions.len(), 1, "{history}");
+    assert_eq!(versions[0]["record"]["org"], "440305001001");
+}

@@ -39,7 +39,9 @@ pub struct ChangeRow {
 
 /// What the rows of earlier imports say about `candidates` (rows whose id an earlier import
 /// loaded): the rows that correct the records they changed, and the changes, cell by cell.
-/// Unchanged rows, and rows of records withdrawn since, are duplicates.
+/// Unchanged rows, and rows of records withdrawn since, are duplicates. A row whose 记录编号
+/// names a record of an org outside the importer's scope (`within` says no) is rejected: the
+/// number is another unit's, and a ledger must not move or change another unit's record.
 pub async fn corrections(
     store: &Store,
     kinds: &Kinds,
@@ -47,9 +49,11 @@ pub async fn corrections(
     import_seq: u64,
     by: &str,
     reason: &str,
-) -> Result<(Vec<EventRow>, Vec<ChangeRow>, u64), StoreError> {
+    within: &(dyn Fn(&str) -> bool + Sync),
+) -> Result<Corrections, StoreError> {
     let mut rows = Vec::new();
     let mut changes = Vec::new();
+    let mut rejects = Vec::new();
     let mut unchanged = 0u64;
     for batch in candidates.chunks(IDS_PER_QUERY) {
         let ids: Vec<&str> = batch.iter().map(|r| r.id.as_str()).collect();
@@ -60,13 +64,22 @@ pub async fn corrections(
                 continue;
             };
             let newest = &history.newest().row;
+            // The 记录编号 as the ledger writes it (stored as ledger:<family>:<number>).
+            let record_no = new.id.splitn(3, ':').nth(2).unwrap_or(&new.id).to_string();
+            if !within(&newest.org) {
+                rejects.push(super::check::RejectRow {
+                    row: new.seq - import_seq,
+                    column: "记录编号".into(),
+                    value: record_no,
+                    reason: "记录编号已被本单位范围以外的记录使用：请换用本单位自己的编号（如加上单位简称）".into(),
+                });
+                continue;
+            }
             if history.is_withdrawn() || same_content(newest, new) || newest.kind != new.kind {
                 unchanged += 1;
                 continue;
             }
             let line = new.seq - import_seq;
-            // The 记录编号 as the ledger writes it (stored as ledger:<family>:<number>).
-            let record_no = new.id.splitn(3, ':').nth(2).unwrap_or(&new.id).to_string();
             changes.extend(changed_cells(kinds, newest, new).into_iter().map(
                 |(column, old, new_value)| ChangeRow {
                     row: line,
@@ -83,7 +96,23 @@ pub async fn corrections(
             rows.push(version);
         }
     }
-    Ok((rows, changes, unchanged))
+    Ok(Corrections {
+        rows,
+        changes,
+        unchanged,
+        rejects,
+    })
+}
+
+/// What [`corrections`] found among the rows of known ids.
+pub struct Corrections {
+    /// The cancelling rows and new versions to log.
+    pub rows: Vec<EventRow>,
+    pub changes: Vec<ChangeRow>,
+    /// Rows the store already holds as they are (duplicates).
+    pub unchanged: u64,
+    /// Rows naming another unit's record.
+    pub rejects: Vec<super::check::RejectRow>,
 }
 
 /// Every counted row of earlier imports with one of `ids`, by id.

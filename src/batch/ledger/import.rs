@@ -15,7 +15,7 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 
 use super::check::{RejectRow, RowChecker};
-use super::corrections::{corrections, withdraw_missing, ChangeRow, CANCEL_OFFSET};
+use super::corrections::{corrections, withdraw_missing, ChangeRow, Corrections, CANCEL_OFFSET};
 pub use super::error::{file_error, ImportError};
 use super::normalize::{normalize, OrgLookup};
 use super::read::{open, Source};
@@ -357,7 +357,7 @@ pub async fn import_file(
         while let Some(chunk) = prepared.recv().await {
             let Prepared {
                 mut rows,
-                rejects,
+                mut rejects,
                 height,
                 progress,
             } = chunk?;
@@ -381,15 +381,27 @@ pub async fn import_file(
             }
             pending.append(&mut new_rows);
             if !known.is_empty() {
-                let (mut fixes, changes, unchanged) = corrections(
+                let within = |org: &str| match options.scope {
+                    None => true,
+                    Some(scope) => tree.get(org).is_some_and(|o| tree.is_within(o, scope)),
+                };
+                let Corrections {
+                    rows: mut fixes,
+                    changes,
+                    unchanged,
+                    rejects: theirs,
+                } = corrections(
                     store,
                     &kinds_for_changes,
                     known,
                     import_seq,
                     &options.by,
                     &reason,
+                    &within,
                 )
                 .await?;
+                rejects.extend(theirs);
+                rejects.sort_by_key(|r| r.row);
                 run.duplicates += unchanged;
                 run.corrected += (fixes.len() / 2) as u64;
                 if !changes.is_empty() {
