@@ -247,6 +247,7 @@ fn new_version(
     who: &Principal,
     id: &str,
     mut record: serde_json::Value,
+    via: &'static str,
 ) -> Result<EventRow, ApiError> {
     let Some(fields) = record.as_object_mut() else {
         return Err(ApiError::bad_request(
@@ -273,7 +274,7 @@ fn new_version(
         &state.tree,
         state.map.as_ref(),
         time::OffsetDateTime::now_utc(),
-        "api",
+        via,
     )
     .map_err(|e| ApiError::Unprocessable {
         field: format!("record.{}", e.field),
@@ -301,7 +302,7 @@ fn changed_meanwhile(id: &str) -> ApiError {
 #[utoipa::path(
     tag = "records",
     request_body = CorrectionIn,
-    params(("id" = String, Path, description = "The record's id")),
+    params(("id" = String, Path, description = "The record's id"), super::events::IngestQuery),
     responses(
         (status = 200, body = CorrectionAnswer),
         (status = 400, body = super::error::ErrorBody),
@@ -314,6 +315,7 @@ fn changed_meanwhile(id: &str) -> ApiError {
 #[put("/api/v1/events/{id}")]
 async fn correct(
     caller: Caller,
+    q: super::params::Params<super::events::IngestQuery>,
     req: HttpRequest,
     path: web::Path<String>,
     body: web::Json<CorrectionIn>,
@@ -324,7 +326,8 @@ async fn correct(
     let id = path.into_inner();
     let CorrectionIn { record, reason } = body.into_inner();
     let reason = reason_of(reason.as_deref())?;
-    let new = new_version(&state, &who, &id, record)?;
+    let via = super::events::via_of(q.via.as_deref())?;
+    let new = new_version(&state, &who, &id, record, via)?;
     let history = read_history(&state, &id, Some(&new.kind)).await?;
     let judged = judge(
         &state,
@@ -489,7 +492,7 @@ async fn bulk(
                     "either a record (a correction) or \"withdraw\": true, not both",
                 )),
                 (Some(record), false) => {
-                    new_version(&state, &who, &id, record).map(|r| Change::Correct(Box::new(r)))
+                    new_version(&state, &who, &id, record, "api").map(|r| Change::Correct(Box::new(r)))
                 }
                 (None, true) => Ok(Change::Withdraw),
                 (None, false) => Err(ApiError::bad_request(

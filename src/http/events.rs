@@ -109,11 +109,23 @@ pub(super) async fn reserve_body_budget(
     }
 }
 
+/// How records were sent (`?via=`): `api` (the default) or `form`.
+pub(super) fn via_of(via: Option<&str>) -> Result<&'static str, ApiError> {
+    match via {
+        None | Some("api") => Ok("api"),
+        Some("form") => Ok("form"),
+        Some(other) => Err(ApiError::bad_request(
+            "via",
+            format!("'{other}': api (the default) or form"),
+        )),
+    }
+}
+
 #[derive(serde::Deserialize, utoipa::IntoParams)]
 pub struct IngestQuery {
     /// How the records were sent, kept with each and shown in a unit's records: `api` (the
     /// default) or `form` (the unit workspace's forms).
-    via: Option<String>,
+    pub(super) via: Option<String>,
 }
 
 /// Send records: a JSON array of events, or NDJSON (`Content-Type: application/x-ndjson`).
@@ -140,16 +152,7 @@ async fn post_events(
 ) -> Result<HttpResponse, ApiError> {
     // A role that may not send records is refused as a whole; scope is checked per record.
     let who = caller.may(&state, Action::Ingest)?;
-    let via = match q.via.as_deref() {
-        None | Some("api") => "api",
-        Some("form") => "form",
-        Some(other) => {
-            return Err(ApiError::bad_request(
-                "via",
-                format!("'{other}': api (the default) or form"),
-            ))
-        }
-    };
+    let via = via_of(q.via.as_deref())?;
     state.limits.ingest(&who.token_key)?;
     let limits = &state.ingest_limits;
     let ndjson = req
