@@ -234,13 +234,13 @@ window.VSCC = (function () {
     return state === "ok";
   }
 
-  // The required pace in a few words, for lists: "每月 2 名", "需 3 个", "5 天内将超期 2 件".
+  // The required pace in a few words, for lists: "每月 2 名", "需招录退役军人 3 名", "5 天内将超期 2 件".
   function paceShort(p) {
     if (!p) return "";
     const EVERY = { week: "每周", month: "每月", quarter: "每季度" };
     if (p.soon && !p.needed) return p.soon_days + " 天内将超期 " + p.soon + " " + p.unit_zh;
     if (p.per && p.per.length) return EVERY[p.per[0].every] + " " + p.per[0].each + " " + p.unit_zh;
-    return "需" + (p.late ? "尽快" : "") + " " + p.needed + " " + p.unit_zh;
+    return "需" + p.action_zh + " " + p.needed + " " + p.unit_zh;
   }
 
   // A legend of the statuses: coloured dots and their names.

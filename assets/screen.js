@@ -269,7 +269,7 @@
     if (d.judged_on === "overdue") return "超期 " + (node.overdue ?? 0) + " " + (d.unit_zh || "件");
     // Scheduled reports: how many of those due are short (missing, or not on time), by count.
     if (d.measure === "reporting" && node.den !== undefined) {
-      return "差 " + (node.den - node.num) + " 份（应报 " + node.den + "）";
+      return "差 " + (node.den - node.num) + "/" + node.den + " 份";
     }
     const g = Math.abs(node.shortfall);
     const amount = d.unit === "percent" ? (g * 100).toFixed(Math.max(1, d.precision)) + "个百分点" : V.number(g, d.precision) + (d.unit_zh ? " " + d.unit_zh : "");
@@ -310,8 +310,10 @@
         // Judged on overdue: the overdue count in the status colour, the open count beside it.
         li.querySelector(".v").textContent = d.judged_on === "overdue" ? "超期 " + V.number(node.overdue || 0, 0) : V.fmt(d, node.value);
         const gap = d.judged_on === "overdue" ? "在办 " + V.number(node.value || 0, 0) : gapText(d, node);
-        // What the node must do to get there in time: "每月 2 名", "需 3 个".
-        li.querySelector(".gap").textContent = node.pace ? gap + " · " + V.paceShort(node.pace) : gap;
+        // What the node must do to get there in time, where it says more than the gap: a rate
+        // ("每月 2 名") or cases about to turn overdue. The whole sentence is the tooltip.
+        const more = node.pace && ((node.pace.per && node.pace.per.length) || node.pace.soon);
+        li.querySelector(".gap").textContent = more ? gap + " · " + V.paceShort(node.pace) : gap;
         if (node.pace) li.title = STATUS_ZH[node.status] + "：" + node.pace.text_zh;
         if (!node.pace) li.title = STATUS_ZH[node.status];
         // A node with children opens; a community opens its street.

@@ -116,6 +116,11 @@ pub fn pace(
     if target.at_most {
         return None;
     }
+    if let Measure::Reporting(r) = &def.measure {
+        if r.on_time {
+            return late_reports(f, action_zh, unit_zh);
+        }
+    }
     let needed = missing(def, f, target.value)?;
     if needed <= 0 {
         return None;
@@ -156,6 +161,33 @@ pub fn pace(
         soon: None,
         soon_days: SOON_DAYS,
         text_zh,
+    })
+}
+
+/// The on-time rate cannot be raised by sending more this period (a late report stays late):
+/// what can still be done is to send the reports still missing, late.
+fn late_reports(f: &Figure, action_zh: String, unit_zh: String) -> Option<Pace> {
+    let received: i64 = f
+        .extras
+        .iter()
+        .filter(|(k, _)| k.starts_with("received_"))
+        .map(|(_, v)| *v)
+        .sum();
+    let missing = f.den? - received;
+    if missing <= 0 {
+        return None;
+    }
+    Some(Pace {
+        needed: missing,
+        text_zh: format!("{missing} {unit_zh}已逾期未报，应尽快补报（补报计入报送率，不计入按时率）"),
+        action_zh,
+        unit_zh,
+        by: None,
+        days_left: None,
+        late: true,
+        per: Vec::new(),
+        soon: None,
+        soon_days: SOON_DAYS,
     })
 }
 
@@ -228,11 +260,11 @@ fn this_period_zh(p: Period) -> &'static str {
     }
 }
 
-/// The lengths a period's remainder is split into: a year by quarter and month, a quarter by
-/// month and week, a month by week.
+/// The lengths a period's remainder is split into: a year by quarter, month and week, a
+/// quarter by month and week, a month by week (the first that says something is shown).
 fn period_splits(p: Period) -> Vec<&'static str> {
     match p {
-        Period::Year => vec!["quarter", "month"],
+        Period::Year => vec!["quarter", "month", "week"],
         Period::Quarter => vec!["month", "week"],
         Period::Month => vec!["week"],
         Period::All => Vec::new(),
@@ -266,8 +298,9 @@ fn periods_left(every: &str, today: Date, by: Date) -> i64 {
     }
 }
 
-/// Splits `needed` over the remaining periods; a split into one period says nothing new and
-/// is left out.
+/// Splits `needed` over the remaining periods. A split into one period says nothing new, and
+/// one into more periods than there is to do ("1 a week" for 1 in 4 weeks) says something
+/// false: both are left out.
 fn split(needed: i64, today: Date, by: Date, lengths: &[&'static str]) -> Vec<PerPeriod> {
     lengths
         .iter()
@@ -279,7 +312,7 @@ fn split(needed: i64, today: Date, by: Date, lengths: &[&'static str]) -> Vec<Pe
                 each: (needed + left - 1) / left,
             }
         })
-        .filter(|p| p.left > 1)
+        .filter(|p| p.left > 1 && needed >= p.left)
         .collect()
 }
 
@@ -357,19 +390,33 @@ mod tests {
         assert_eq!(p.days_left, Some(55));
         assert!(p.text_zh.starts_with("本季度还需"), "{}", p.text_zh);
         assert!(p.text_zh.contains("剩 55 天"), "{}", p.text_zh);
-        // Two months of the quarter left: one a month, rounded up.
-        assert_eq!(
-            p.per.first(),
-            Some(&PerPeriod {
-                every: "month",
-                left: 2,
-                each: 1
-            })
-        );
+        // One hearing in two months: no "1 a month", which would say two.
+        assert!(p.per.is_empty(), "{:?}", p.per);
+        assert!(!p.text_zh.contains('每'), "{}", p.text_zh);
     }
 
     #[test]
-    fn a_yearly_count_splits_what_is_left_over_the_remaining_months() {
+    fn a_yearly_target_splits_what_is_left_over_the_remaining_quarters_and_months() {
+        // 10 of 100 staff trained by 10 March: 90 to go over 4 quarters, 10 months.
+        let (def, c) = shipped("training_coverage");
+        let f = judge(
+            &def,
+            Reading {
+                num: 10,
+                den: Some(100),
+                has_data: true,
+                ..Default::default()
+            },
+            datetime!(2026-03-10 12:00 +08:00),
+            &[],
+        );
+        let p = pace(&def, &c.kinds, &f, date!(2026 - 03 - 10), None).unwrap();
+        assert_eq!(p.needed, 90);
+        let at = |every| p.per.iter().find(|x| x.every == every).map(|x| (x.left, x.each));
+        assert_eq!(at("quarter"), Some((4, 23)));
+        assert_eq!(at("month"), Some((10, 9)));
+        assert!(p.text_zh.contains("每季度约 23 人"), "{}", p.text_zh);
+        // Two classes in ten months: no per-month figure.
         let (def, c) = shipped("training_classes");
         let f = judge(
             &def,
@@ -382,11 +429,44 @@ mod tests {
             &[],
         );
         let p = pace(&def, &c.kinds, &f, date!(2026 - 03 - 10), None).unwrap();
-        assert_eq!(p.needed, 2);
-        let months = p.per.iter().find(|x| x.every == "month").unwrap();
-        assert_eq!((months.left, months.each), (10, 1));
-        let quarters = p.per.iter().find(|x| x.every == "quarter").unwrap();
-        assert_eq!((quarters.left, quarters.each), (4, 1));
+        assert_eq!((p.needed, p.per.len()), (2, 0));
+        // In December a year's remainder is split by week.
+        let (cov, c2) = shipped("training_coverage");
+        let g = judge(
+            &cov,
+            Reading {
+                num: 22,
+                den: Some(100),
+                has_data: true,
+                ..Default::default()
+            },
+            datetime!(2026-12-08 12:00 +08:00),
+            &[],
+        );
+        let p = pace(&cov, &c2.kinds, &g, date!(2026 - 12 - 08), None).unwrap();
+        assert_eq!(p.per.first().map(|x| (x.every, x.left)), Some(("week", 4)));
+    }
+
+    #[test]
+    fn on_time_reporting_asks_only_for_the_reports_still_missing() {
+        let (def, c) = shipped("reporting_on_time");
+        let mut extras = std::collections::BTreeMap::new();
+        extras.insert("received_staff.headcount".to_string(), 8);
+        extras.insert("received_meeting.report_heard".to_string(), 1);
+        // 10 expected, 9 received, 6 of them on time: only the missing one can still be sent.
+        let f = figure(
+            &def,
+            Reading {
+                num: 6,
+                den: Some(10),
+                has_data: true,
+                extras,
+                ..Default::default()
+            },
+        );
+        let p = pace(&def, &c.kinds, &f, date!(2026 - 11 - 07), None).unwrap();
+        assert_eq!(p.needed, 1);
+        assert!(p.text_zh.contains("逾期未报"), "{}", p.text_zh);
     }
 
     #[test]

@@ -123,8 +123,10 @@ async fn brief(
     // The required pace of each child, for the newest day's brief (today's or yesterday's).
     let now = state.hub.now();
     let today = crate::domain::time::local_date(now);
-    let mut paces: std::collections::HashMap<(String, String), crate::wire::unit::PaceView> =
-        Default::default();
+    // With the live figure it was computed from: a line of the brief shows it only where that
+    // figure is the one the brief's snapshot says (else the value and the pace would disagree).
+    type Live = (crate::wire::unit::PaceView, Option<f64>, Option<i64>);
+    let mut paces: std::collections::HashMap<(String, String), Live> = Default::default();
     if day >= today.previous_day().unwrap_or(today) {
         use crate::domain::pace::{pace, SOON_DAYS};
         state.hub.read(now, |agg| {
@@ -135,7 +137,10 @@ async fn brief(
                     };
                     let soon = agg.due_within(c, def.id, (SOON_DAYS * 86_400) as u32);
                     if let Some(p) = pace(def, &catalogue.kinds, &f, today, soon) {
-                        paces.insert((tree.node(c).code.clone(), def.name.clone()), p.into());
+                        paces.insert(
+                            (tree.node(c).code.clone(), def.name.clone()),
+                            (p.into(), f.value, f.overdue),
+                        );
                     }
                 }
             }
@@ -167,7 +172,16 @@ async fn brief(
                     .filter_map(|c| {
                         let node = tree.node(*c);
                         find(day, &node.code).map(|f| BriefChild {
-                            pace: paces.remove(&(node.code.clone(), def.name.clone())),
+                            pace: paces
+                                .remove(&(node.code.clone(), def.name.clone()))
+                                .filter(|(_, value, overdue)| {
+                                    *overdue == f.overdue
+                                        && match (value, f.value) {
+                                            (Some(a), Some(b)) => (a - b).abs() < 1e-9,
+                                            (a, b) => a.is_none() && b.is_none(),
+                                        }
+                                })
+                                .map(|(p, _, _)| p),
                             code: node.code.clone(),
                             name: node.name.clone(),
                             value: f.value,
