@@ -280,7 +280,10 @@
     S.dashboard = d.dashboard;
     document.getElementById("title").textContent = d.dashboard.title;
     document.title = d.dashboard.title;
-    if (initial) S.scope = params.get("scope") || d.dashboard.scope;
+    if (initial) {
+      const own = await V.homeScope();
+      S.scope = params.get("scope") || (own && own !== "440300" && S.org[own] ? own : d.dashboard.scope);
+    }
     render();
   }
 

@@ -38,7 +38,11 @@ window.VSCC = (function () {
       const r = await fetch("/api/v1/login", { method: "POST", headers: { "Content-Type": "application/json" },
         body: JSON.stringify({ name: form.get("name"), password: form.get("password") }) });
       const body = await r.json().catch(() => ({}));
-      if (!r.ok) { gate.querySelector(".error").textContent = body.error || "登录失败"; return; }
+      if (!r.ok) {
+        const zh = { 401: "用户名或密码错误", 429: "尝试次数过多，请稍后再试" };
+        gate.querySelector(".error").textContent = zh[r.status] || body.error || "登录失败";
+        return;
+      }
       localStorage.setItem("vscc.token", body.token);
       const q = new URLSearchParams(location.search); q.delete("token");
       location.search = q.toString();
@@ -234,6 +238,14 @@ window.VSCC = (function () {
     return state === "ok";
   }
 
+  // The caller's own scope (a district leader's district), for pages opened without ?scope=:
+  // they start there, not at the city the token may not read. Null without a login.
+  let home = null;
+  async function homeScope() {
+    if (!home) home = getJSON("/api/v1/me").then((me) => (me && me.name !== "anonymous" ? me.scope : null)).catch(() => null);
+    return home;
+  }
+
   // The required pace in a few words, for lists: "每月 2 名", "需招录退役军人 3 名", "5 天内将超期 2 件".
   function paceShort(p) {
     if (!p) return "";
@@ -251,6 +263,6 @@ window.VSCC = (function () {
   return {
     askToken, STATUS_ZH, STATUSES, COLORS, SEV_ZH, LEVEL_ZH, params, token, getJSON, clauseText, number, fmt, fmtUnit,
     targetText, judged, judgedText, rank, statusOf, shownAtLevel, daysUntil, ago, stamp, flashIfChanged, live,
-    indexOrg, showConn, legendHTML, paceShort, ASPECT_SCALE, aspectOf, fitSize, chartFont, chartLine,
+    indexOrg, showConn, legendHTML, paceShort, homeScope, ASPECT_SCALE, aspectOf, fitSize, chartFont, chartLine,
   };
 })();

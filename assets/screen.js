@@ -528,7 +528,8 @@
       const d = S.catalogue[metricId];
       document.getElementById("trend-title").textContent = d.target === null || d.target === undefined || d.judged_on === "overdue"
         ? "趋势 · 2020 年以来" : "趋势 · 2020 年以来 · 目标线与截止日";
-      S.scope = S.org[params.get("scope")] ? params.get("scope") : "440300";
+      const own = await V.homeScope();
+      S.scope = S.org[params.get("scope")] ? params.get("scope") : S.org[own] ? own : "440300";
       render();
       return;
     }
@@ -557,7 +558,10 @@
     document.title = S.dashboard.title;
     if (initial) {
       const templ = answer.dashboard.scope === "{district}";
-      S.scope = params.get("scope") || (templ ? "440303" : answer.dashboard.scope);
+      const own = await V.homeScope();
+      // A district's leader opens the city's screens at the district (the city is not theirs).
+      const home = own && own !== "440300" && S.org[own] ? own : null;
+      S.scope = params.get("scope") || home || (templ ? "440303" : answer.dashboard.scope);
     } else {
       resubscribe(); // the metric set may have changed
     }

@@ -37,6 +37,9 @@
   function reasonZh(reason) {
     const rules = [
       [/^is required$/, () => "必填"],
+      [/^is required \(是 or 否\)$/, () => "必填（是或否）"],
+      [/^'(.*)' is not a stage/, (m) => "“" + m[1] + "”不是办理环节（登记、受理或办结）"],
+      [/^unknown org '(.*)'$/, (m) => "单位代码“" + m[1] + "”不存在"],
       [/^must be (-?\d+) to (-?\d+)$/, (m) => "应在 " + m[1] + " 到 " + m[2] + " 之间"],
       [/^must not be negative$/, () => "不能为负数"],
       [/^must not be empty$/, () => "不能为空"],
@@ -47,7 +50,12 @@
       [/^is in the future$/, () => "不能晚于现在"],
       [/exceeds data\.(\w+)$/, (m) => "不能超过“" + labelOf(m[1]) + "”"],
       [/^unknown org code/, () => "单位代码不存在"],
-      [/outside (your|the caller's)? ?scope|not within/, () => "不在本单位的范围内"],
+      [/outside (your|the caller's|the importer's)? ?scope|not within/, () => "不在本单位的范围内"],
+      [/^'(.*)' is not 是 or 否$/, (m) => "“" + m[1] + "”不是“是”或“否”"],
+      [/^cannot tell which ledger this is/, () => "无法从表头判断是哪种台账，请在上方选择台账类型"],
+      [/^the file is empty/, () => "文件是空的"],
+      [/^'(.*)' is not a date/, (m) => "“" + m[1] + "”不是日期（如 2021-03-04 或 2021年3月4日）"],
+      [/^'(.*)' is not a whole number/, (m) => "“" + m[1] + "”不是整数"],
     ];
     for (const [re, zh] of rules) { const m = reason.match(re); if (m) return zh(m); }
     return reason;
@@ -86,7 +94,13 @@
     $("cards").innerHTML = list.map(card).join("");
   }
 
-  const EVERY_ZH = { month: "每月", quarter: "每季度", year: "每年" };
+  // The period a report is for, from its due day: "2026年12月", "2026年第4季度", "2026年".
+  function periodZh(every, due) {
+    const [y, m] = due.split("-").map(Number);
+    if (every === "month") return y + "年" + m + "月";
+    if (every === "quarter") return y + "年第" + (Math.floor((m - 1) / 3) + 1) + "季度";
+    return y + "年";
+  }
   const DUE_ZH = { on_time: "已按时报送", late: "已报送（逾期）", missing: "逾期未报", pending: "待报送" };
   function renderDue() {
     const list = S.pace.reports || [];
@@ -96,7 +110,7 @@
       const left = r.state === "pending" ? "（剩 " + r.days_left + " 天）" : "";
       const act = S.pace.may_report && (r.state === "missing" || r.state === "pending")
         ? ' <button type="button" data-report="' + esc(r.kind) + '">去报送</button>' : "";
-      return '<tr class="due-' + r.state + '"><td data-label="报表">' + esc(r.label_zh) + '</td><td data-label="周期">' + esc(EVERY_ZH[r.every] || r.every) +
+      return '<tr class="due-' + r.state + '"><td data-label="报表">' + esc(r.label_zh) + '</td><td data-label="周期">' + esc(periodZh(r.every, r.due)) +
         '</td><td data-label="截止">' + esc(r.due) + '</td><td data-label="状态" class="state">' + esc(DUE_ZH[r.state] || r.state) + esc(left) + act + "</td></tr>";
     }).join("");
     $("due-rows").querySelectorAll("[data-report]").forEach((b) => {
@@ -111,10 +125,37 @@
     V.stamp();
   }
 
+  // ---------------------------------------------------------------- the units below
+  // Each unit one level below: how many targets it must act on, how many it missed, and its
+  // own reports past due and not sent — the furthest behind first; a click opens its workspace.
+  async function loadChildren(kids) {
+    if (!kids.length) return;
+    $("children").hidden = false;
+    document.querySelector("[data-parent]").hidden = false;
+    const answers = await Promise.all(kids.map((c) => V.getJSON("/api/v1/pace?scope=" + encodeURIComponent(c.code)).catch(() => null)));
+    const today = new Date().toLocaleDateString("sv-SE", { timeZone: "Asia/Shanghai" });
+    const rows = kids.map((c, i) => {
+      const a = answers[i];
+      if (!a) return { c, act: -1, missed: 0, late: [] };
+      return {
+        c,
+        act: a.metrics.filter((m) => m.pace).length,
+        missed: a.metrics.filter((m) => m.status === "missed").length,
+        late: (a.reports || []).filter((r) => r.state === "missing" && r.due < today).map((r) => r.label_zh),
+      };
+    }).sort((x, y) => y.late.length - x.late.length || y.act - x.act || x.c.name.localeCompare(y.c.name, "zh-CN"));
+    const behind = rows.filter((r) => r.late.length).length;
+    $("children-sum").textContent = "共 " + kids.length + " 个 · " + behind + " 个有逾期未报";
+    $("children-rows").innerHTML = rows.map((r) =>
+      '<tr><td data-label="单位"><a href="/unit?scope=' + esc(r.c.code) + '">' + esc(r.c.name) + '</a></td><td data-label="需行动">' +
+      (r.act < 0 ? "—" : r.act + " 项") + '</td><td data-label="未达标">' + r.missed + " 项" + '</td><td data-label="逾期未报" class="' +
+      (r.late.length ? "bad" : "") + '">' + esc(r.late.length ? r.late.join("、") : "无") + "</td></tr>").join("");
+  }
+
   // ---------------------------------------------------------------- forms from definitions
   // The inputs of a kind's fields; `data` prefills them (a correction).
   function fieldsHTML(kind, data, day) {
-    const parts = ['<label>日期<input type="date" name="at" required max="' + today() + '" value="' + esc(day || today()) + '">' +
+    const parts = ['<label>日期<input type="date" name="at" required min="2020-01-01" max="' + today() + '" value="' + esc(day || today()) + '">' +
       '<span class="field-error" data-for="at"></span></label>'];
     for (const f of kind.fields) {
       const v = data ? data[f.name] : undefined;
@@ -147,6 +188,7 @@
     const day = form.querySelector('[name="at"]').value;
     if (!day) bad("at", "请选择日期");
     else if (day > today()) bad("at", "不能晚于今天");
+    else if (day < "2020-01-01") bad("at", "不能早于 2020-01-01（三年行动计划开始）");
     const data = {};
     for (const f of kind.fields) {
       const el = form.querySelector('[name="' + f.name + '"]');
@@ -227,6 +269,10 @@
   }
 
   // ---------------------------------------------------------------- ledger upload
+  // The ledger families the importer knows, as a clerk names them.
+  const FAMILY_ZH = { hires: "招录聘用", staffing: "编制人员情况", headcount: "在岗人数", classes: "业务培训班", attendance: "参加培训",
+    ratings: "星级评定", appeals: "诉求（信访）", veterans: "退役军人登记", archives: "建档" };
+  const familyZh = (f) => FAMILY_ZH[f] || (S.byKind[f] ? S.byKind[f].label_zh : f);
   async function download(url, name) {
     const r = await fetch(url, { headers: auth() });
     if (!r.ok) return;
@@ -244,7 +290,9 @@
   async function upload(file) {
     const out = $("import-result");
     out.innerHTML = "正在导入 " + esc(file.name) + " …";
-    const q = "name=" + encodeURIComponent(file.name) + ($("withdraw-missing").checked ? "&withdraw_missing=true" : "");
+    const family = $("family").value;
+    const q = "name=" + encodeURIComponent(file.name) + (family ? "&family=" + encodeURIComponent(family) : "") +
+      ($("withdraw-missing").checked ? "&withdraw_missing=true" : "");
     let r;
     try {
       r = await call("POST", "/api/v1/imports?" + q, file, "application/octet-stream");
@@ -253,17 +301,17 @@
       return;
     }
     if (r.status !== 200) {
-      out.innerHTML = '<p class="bad">导入失败：' + esc(r.body.error || r.status) + "</p>";
+      out.innerHTML = '<p class="bad">导入失败：' + esc(reasonZh(String(r.body.error || r.status))) + "</p>";
       return;
     }
     const s = r.body;
-    let html = "<p>" + esc(s.file) + " · 第 " + s.import_no + " 次导入</p>" +
+    let html = "<p>" + esc(s.file) + " · 识别为：" + esc(familyZh(s.family)) + " · 导入编号 " + s.import_no + "</p>" +
       '<div class="counts"><span>行数<b>' + s.rows + "</b></span><span>新增<b>" + s.accepted + "</b></span><span>重复<b>" + s.duplicates +
       "</b></span><span>更正<b>" + s.corrected + "</b></span><span>撤回<b>" + s.withdrawn + '</b></span><span class="' + (s.rejected ? "bad" : "") +
       '">拒收<b>' + s.rejected + "</b></span></div>";
     if (s.rejects && s.rejects.length) {
       html += "<h3>拒收的行" + (s.rejects_url ? ' <button type="button" id="dl-rejects">下载全部拒收行</button>' : "") + "</h3>" +
-        table(["行号", "列", "内容", "原因"], s.rejects.map((x) => [x.row ?? x["行号"], x.column ?? x["列"], x.value ?? x["内容"], x.reason ?? x["原因"]]));
+        table(["行号", "列", "内容", "原因"], s.rejects.map((x) => [x.row, x.column, x.value, reasonZh(x.reason)]));
     }
     if (s.changes && s.changes.length) {
       html += "<h3>发现的更正" + (s.changes_url ? ' <button type="button" id="dl-changes">下载更正清单</button>' : "") + "</h3>" +
@@ -300,8 +348,11 @@
 
   function renderRecords() {
     const pick = $("records-kind").value;
-    const list = S.records.filter((r) => !pick || r.record.kind === pick);
+    const all = S.records.filter((r) => !pick || r.record.kind === pick);
+    const list = all.slice(0, S.shown || 20);
     const writer = S.pace && S.pace.may_report;
+    $("records-more").hidden = all.length <= list.length;
+    $("records-more").textContent = "再显示 20 条（共 " + all.length + " 条）";
     $("record-rows").innerHTML = list.map((r, i) => {
       const when = r.record.at.slice(0, 16).replace("T", " ");
       const ver = r.version > 1 ? "第 " + r.version + " 版（已更正）" : "原始";
@@ -315,9 +366,11 @@
   }
 
   async function loadRecords() {
-    const r = await V.getJSON("/api/v1/records?days=30&scope=" + encodeURIComponent(S.scope));
+    const days = $("records-days").value || "30";
+    const r = await V.getJSON("/api/v1/records?limit=1000&days=" + days + "&scope=" + encodeURIComponent(S.scope));
     S.records = r.records;
-    $("records-sum").textContent = "近 30 天 " + r.records.length + (r.truncated ? "+" : "") + " 条 · 自 " + r.since;
+    S.shown = 20;
+    $("records-sum").textContent = "近 " + days + " 天 " + r.records.length + (r.truncated ? "+" : "") + " 条 · 自 " + r.since;
     const counts = {};
     r.records.forEach((x) => { counts[x.record.kind] = (counts[x.record.kind] || 0) + 1; });
     const sel = $("records-kind");
@@ -345,8 +398,10 @@
       if (what === "fix") { read = readFields(kind, form); if (!read) return; }
       if (!reason) { showError(form, "reason", "请写明原因"); return; }
       const path = "/api/v1/events/" + encodeURIComponent(rec.record.id);
+      // The same day keeps the record's own time (a correction of a value must not move it).
+      const at = read && read.at.slice(0, 10) === rec.record.at.slice(0, 10) ? rec.record.at : read && read.at;
       const r = what === "fix"
-        ? await call("PUT", path, { record: { kind: kind.kind, org: rec.record.org, at: read.at, data: read.data }, reason })
+        ? await call("PUT", path + "?via=form", { record: { kind: kind.kind, org: rec.record.org, at, data: read.data }, reason })
         : await call("DELETE", path, { reason });
       if (r.status === 200) { dialog.close(); toast(what === "fix" ? "已更正，第 " + r.body.version + " 版" : "已撤回"); refresh(); return; }
       const field = (r.body.field || "").replace(/^record\./, "");
@@ -392,6 +447,8 @@
 
   async function start() {
     S.me = await V.getJSON("/api/v1/me");
+    // A workspace is a unit's own: without a login (a wall's open access) ask for one.
+    if (S.me.name === "anonymous") { V.askToken(); return; }
     S.scope = S.scope || S.me.scope;
     const [org, kinds] = await Promise.all([
       V.getJSON("/api/v1/org/" + encodeURIComponent(S.scope) + "?depth=1"),
@@ -413,7 +470,10 @@
       renderReportForm();
       setupUpload();
     }
-    $("records-kind").onchange = renderRecords;
+    loadChildren(org.children || []).catch(() => {});
+    $("records-kind").onchange = () => { S.shown = 20; renderRecords(); };
+    $("records-days").onchange = () => loadRecords().catch(() => {});
+    $("records-more").onclick = () => { S.shown = (S.shown || 20) + 20; renderRecords(); };
     await loadRecords();
     // Live enough for a desk: the standing again every 20 s.
     setInterval(() => loadStanding().catch(() => {}), 20000);
@@ -421,6 +481,8 @@
 
   start().catch((e) => {
     if (String(e.message).includes("需要登录")) return;
-    $("cards").innerHTML = '<p class="bad">无法打开工作台：' + esc(e.message) + "</p>";
+    const m = String(e.message).match(/→ (\d+)$/);
+    const why = m && m[1] === "403" ? "这个单位不在你的权限范围内" : m && m[1] === "404" ? "没有这个单位" : e.message;
+    $("cards").innerHTML = '<p class="bad">无法打开工作台：' + esc(why) + '。<a href="/unit">回到本单位的工作台</a></p>';
   });
 })();

@@ -179,7 +179,9 @@ fn late_reports(f: &Figure, action_zh: String, unit_zh: String) -> Option<Pace> 
     }
     Some(Pace {
         needed: missing,
-        text_zh: format!("{missing} {unit_zh}已逾期未报，应尽快补报（补报计入报送率，不计入按时率）"),
+        text_zh: format!(
+            "{missing} {unit_zh}已逾期未报，应尽快补报（补报计入报送率，不计入按时率）"
+        ),
         action_zh,
         unit_zh,
         by: None,
@@ -412,7 +414,12 @@ mod tests {
         );
         let p = pace(&def, &c.kinds, &f, date!(2026 - 03 - 10), None).unwrap();
         assert_eq!(p.needed, 90);
-        let at = |every| p.per.iter().find(|x| x.every == every).map(|x| (x.left, x.each));
+        let at = |every| {
+            p.per
+                .iter()
+                .find(|x| x.every == every)
+                .map(|x| (x.left, x.each))
+        };
         assert_eq!(at("quarter"), Some((4, 23)));
         assert_eq!(at("month"), Some((10, 9)));
         assert!(p.text_zh.contains("每季度约 23 人"), "{}", p.text_zh);

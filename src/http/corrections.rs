@@ -491,9 +491,8 @@ async fn bulk(
                     "withdraw",
                     "either a record (a correction) or \"withdraw\": true, not both",
                 )),
-                (Some(record), false) => {
-                    new_version(&state, &who, &id, record, "api").map(|r| Change::Correct(Box::new(r)))
-                }
+                (Some(record), false) => new_version(&state, &who, &id, record, "api")
+                    .map(|r| Change::Correct(Box::new(r))),
                 (None, true) => Ok(Change::Withdraw),
                 (None, false) => Err(ApiError::bad_request(
                     "record",

@@ -105,7 +105,10 @@ async fn brief(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     use crate::batch::brief;
-    let (code, scope) = super::auth::readable_scope(&caller.0, &state, q.scope.as_deref())?;
+    // Without ?scope=, the caller's own (a district's leader reads the district's brief).
+    let own = state.tree.node(caller.0.scope).code.clone();
+    let (code, scope) =
+        super::auth::readable_scope(&caller.0, &state, Some(q.scope.as_deref().unwrap_or(&own)))?;
     let day = brief_day(&state, q.date.as_deref()).await?;
     let tree = &state.tree;
     let scope_node = tree.node(scope);
