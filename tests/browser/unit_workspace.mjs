@@ -40,7 +40,7 @@ try {
   const hireCard = await page.$eval("#cards", (el) => [...el.querySelectorAll(".card")].map((c) => c.innerText).find((t) => t.includes("招录聘用比例")) || "");
   check(/还需招录退役军人 \d+ 名/.test(hireCard), `the hire share says how many veterans to hire: ${hireCard.replace(/\n/g, " | ")}`);
   const due = await page.$$eval("#due-rows tr", (rows) => rows.map((r) => r.innerText.replace(/\s+/g, " ")));
-  check(due.some((r) => r.includes("在岗人数") && r.includes("每月")), `what is due lists the monthly headcount: ${due.join(" / ")}`);
+  check(due.some((r) => r.includes("在岗人数") && /\d{4}年\d{1,2}月/.test(r)), `what is due lists the month's headcount: ${due.join(" / ")}`);
   await page.screenshot({ path: `${SCREENSHOTS}/unit-390.png` });
 
   // The headcount through its form: a negative number refused in Chinese, before sending.
@@ -72,7 +72,9 @@ try {
   await page.fill('#change-form [name="reason"]', "少报了一人");
   await page.click("#change-ok");
   await page.waitForFunction(() => [...document.querySelectorAll("#record-rows tr")].some((r) => r.innerText.includes("在岗人数 13") && r.innerText.includes("第 2 版")), null, { timeout: 10000 });
-  check(true, "corrected: the list shows version 2 with 13");
+  const fixed = await page.$$eval("#record-rows tr", (rows) => rows.map((r) => r.innerText.replace(/\s+/g, " ")).find((t) => t.includes("在岗人数 13")));
+  const when = row.match(/\d{4}-\d{2}-\d{2} \d{2}:\d{2}/)[0];
+  check(fixed.includes(when) && fixed.includes("表单"), `corrected: version 2 with 13, its time (${when}) and its way (表单) kept: ${fixed}`);
 
   // Withdrawn: gone from the list.
   await page.$$eval("#record-rows tr", (rows) => {
