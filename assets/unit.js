@@ -482,7 +482,7 @@
   start().catch((e) => {
     if (String(e.message).includes("需要登录")) return;
     const m = String(e.message).match(/→ (\d+)$/);
-    const why = m && m[1] === "403" ? "这个单位不在你的权限范围内" : m && m[1] === "404" ? "没有这个单位" : e.message;
+    const why = m && (m[1] === "403" || m[1] === "404") ? "没有这个单位，或它不在你的权限范围内" : e.message;
     $("cards").innerHTML = '<p class="bad">无法打开工作台：' + esc(why) + '。<a href="/unit">回到本单位的工作台</a></p>';
   });
 })();

@@ -36,6 +36,15 @@ pub(super) async fn serve(
             settings.server.addr,
             app.admin_token()
         );
+        for (name, role, what) in DEMO_UNIT_USERS {
+            println!(
+                "unit workspace, {what}: http://{addr}/unit — log in as {name} / {DEMO_PASSWORD} (南园街道, {role})"
+            );
+        }
+        tokio::spawn(demo_unit_users(
+            format!("http://127.0.0.1:{}", app.port()),
+            app.admin_token().to_string(),
+        ));
         tokio::spawn(demo_feed(
             format!("http://127.0.0.1:{}", app.port()),
             app.admin_token().to_string(),
@@ -46,6 +55,40 @@ pub(super) async fn serve(
         ));
     }
     app.run_until_stopped().await
+}
+
+/// The demo's logins for trying a unit's workspace: a clerk and the head of 南园街道.
+const DEMO_UNIT_USERS: [(&str, &str, &str); 2] = [
+    ("nanyuan-clerk", "clerk", "a clerk who reports"),
+    ("nanyuan-head", "leader", "the street's head"),
+];
+const DEMO_PASSWORD: &str = "vscc-demo-2026";
+
+/// Makes the demo's unit logins (once: a restarted demo finds them there) through the API,
+/// as soon as the server answers.
+async fn demo_unit_users(base: String, token: String) {
+    let http = reqwest::Client::new();
+    for (name, role, _) in DEMO_UNIT_USERS {
+        for _ in 0..600 {
+            let sent = http
+                .post(format!("{base}/api/v1/users"))
+                .bearer_auth(&token)
+                .json(&serde_json::json!({"name": name, "role": role, "scope": "440304001", "password": DEMO_PASSWORD}))
+                .send()
+                .await;
+            match sent {
+                // Made, or there from an earlier run.
+                Ok(r) if r.status().is_success() || r.status() == reqwest::StatusCode::CONFLICT => {
+                    break
+                }
+                Ok(r) if r.status().is_client_error() => {
+                    tracing::warn!(status = %r.status(), user = name, "demo login not made");
+                    break;
+                }
+                _ => tokio::time::sleep(std::time::Duration::from_millis(500)).await,
+            }
+        }
+    }
 }
 
 /// The demo's records: the simulated history since 2020 (same ids every run, so a re-run adds

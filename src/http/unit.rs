@@ -34,14 +34,21 @@ pub struct UnitQuery {
     scope: Option<String>,
 }
 
-/// The unit a request is about: the `scope` given, else the caller's own.
+/// The unit a request is about: the `scope` given, else the caller's own. Another unit's
+/// workspace is answered as missing (404), as another unit's record is.
 fn unit_scope(
     caller: &Caller,
     state: &AppState,
     scope: Option<&str>,
 ) -> Result<(String, NodeIdx), ApiError> {
     let own = state.tree.node(caller.0.scope).code.clone();
-    readable_scope(&caller.0, state, Some(scope.unwrap_or(&own)))
+    let code = scope.unwrap_or(&own);
+    readable_scope(&caller.0, state, Some(code)).map_err(|e| match e {
+        ApiError::Forbidden(_) => ApiError::NotFound {
+            what: format!("org {code}"),
+        },
+        other => other,
+    })
 }
 
 /// Whether lower figures are better: the target is a most, or the measure counts open cases

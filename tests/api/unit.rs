@@ -247,13 +247,14 @@ async fn a_street_sees_what_it_must_do_reports_through_its_form_and_corrects_its
         );
     }
 
-    // Another unit's workspace is not the clerk's to see; the district sees it read-only.
+    // Another unit's workspace is not the clerk's to see (answered as missing); the district
+    // sees it read-only.
     for path in [
         format!("/api/v1/pace?scope={SIBLING}"),
         format!("/api/v1/records?scope={SIBLING}"),
     ] {
         let (status, _) = get_as(&app, &clerk, &path).await;
-        assert_eq!(status, 403, "{path}");
+        assert_eq!(status, 404, "{path}");
     }
     let (status, theirs) = get_as(
         &app,
@@ -261,7 +262,7 @@ async fn a_street_sees_what_it_must_do_reports_through_its_form_and_corrects_its
         &format!("/api/v1/records?scope={STREET}"),
     )
     .await;
-    assert_eq!(status, 403, "{theirs}");
+    assert_eq!(status, 404, "{theirs}");
     let (status, seen) = get_as(&app, &district, &format!("/api/v1/pace?scope={STREET}")).await;
     assert_eq!(
         (status, &seen["may_report"]),

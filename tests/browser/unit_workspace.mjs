@@ -28,15 +28,27 @@ try {
   const leader = await userToken("uw-leader", "leader", "440304");
   browser = await launch();
 
+  // A wall screen on the street's training coverage (whose denominator is the staff on duty,
+  // the headcount the clerk is about to report), live.
+  const wall = await openPage(browser, 1920, 1080);
+  await wall.goto(`${base}/metric/training_coverage?scope=${STREET}&token=${admin}`);
+  await wall.waitForFunction(() => window.__vscc && window.__vscc.connected && window.__vscc.epoch && window.__vscc.rendered > 0, null, { timeout: 15000 });
+
   // The clerk, on a phone.
   const page = await openPage(browser, 390, 844);
+  const opened = Date.now();
   await page.goto(`${base}/unit?token=${clerk}`);
   await page.waitForSelector("#cards .card");
+  await page.waitForFunction(() => document.querySelectorAll("#due-rows tr").length > 0);
+  console.log(`measured: the workspace showed its standing and what is due ${Date.now() - opened} ms after it was opened`);
   const title = await page.textContent("#title");
   check(title.includes("南园街道"), `the clerk lands on the street's own workspace (${title})`);
   const pace = await apiAs(clerk)("/api/v1/pace");
   const cards = await page.$$eval("#cards .card", (els) => els.length);
   check(cards === pace.metrics.length, `a card per metric shown at a street (${cards} of ${pace.metrics.length})`);
+  const paces = await page.$$eval("#cards .card .pace", (els) => els.map((e) => e.textContent));
+  const wanted = pace.metrics.filter((m) => m.pace).map((m) => m.pace.text_zh);
+  check(paces.length === wanted.length && wanted.every((t) => paces.includes(t)), `every pace on the cards is the API's (${paces.length})`);
   const hireCard = await page.$eval("#cards", (el) => [...el.querySelectorAll(".card")].map((c) => c.innerText).find((t) => t.includes("招录聘用比例")) || "");
   check(/还需招录退役军人 \d+ 名/.test(hireCard), `the hire share says how many veterans to hire: ${hireCard.replace(/\n/g, " | ")}`);
   const due = await page.$$eval("#due-rows tr", (rows) => rows.map((r) => r.innerText.replace(/\s+/g, " ")));
@@ -50,7 +62,14 @@ try {
   const refusal = await page.textContent('#report-form .field-error[data-for="data.headcount"]');
   check(refusal.includes("应在 0 到 100000 之间"), `a bad headcount is refused next to its field: ${refusal}`);
   await page.fill('#report-form [name="headcount"]', "12");
+  const sentAt = Date.now();
   await page.click("#report-form button[type=submit]");
+  await wall.waitForFunction((s) => {
+    const f = (window.__vscc.view[s] || {}).training_coverage;
+    return f && f.den === 12;
+  }, STREET, { timeout: 10000, polling: 20 });
+  console.log(`measured: the wall screen showed the form's headcount ${Date.now() - sentAt} ms after it was sent`);
+  check(true, "the wall screen changed with the form's record");
   await page.waitForFunction(() => document.getElementById("report-result").textContent.startsWith("已提交"));
   const sent = await page.textContent("#report-result");
   const id = sent.match(/记录编号 (form-[^）]+)/)[1];
@@ -86,10 +105,19 @@ try {
   await page.click("#change-ok");
   await page.waitForFunction(() => ![...document.querySelectorAll("#record-rows tr")].some((r) => r.innerText.includes("在岗人数 13")), null, { timeout: 10000 });
   check(true, "withdrawn: the record is gone from the list");
+  // A ledger with a good row and a bad one: the bad one is refused, in Chinese, with its row.
+  const day = new Date().toLocaleDateString("sv-SE", { timeZone: "Asia/Shanghai" });
+  await page.setInputFiles("#file", { name: "招录台账.csv", mimeType: "text/csv",
+    buffer: Buffer.from(`记录编号,单位代码,日期,人员编号,是否退役军人\nNY-001,${STREET},${day},P-1,是\nNY-002,${STREET},${day},P-2,也许\n`) });
+  await page.waitForFunction(() => document.getElementById("import-result").textContent.includes("拒收"), null, { timeout: 15000 });
+  const imported = await page.textContent("#import-result");
+  check(/新增\s*1/.test(imported) && /拒收\s*1/.test(imported) && imported.includes("“也许”不是“是”或“否”") && imported.includes("招录聘用"),
+    `a ledger's bad row is refused with its reason in Chinese, the good one loaded: ${imported.replace(/\s+/g, " ").slice(0, 200)}`);
   const wide = await page.evaluate(() => document.documentElement.scrollWidth);
   check(wide <= 390, `nothing runs off a phone's width (${wide} px)`);
   check(page.errors.length === 0, `no console errors on the phone: ${page.errors.join("; ")}`);
   await page.close();
+  await wall.close();
 
   // The district's leader: the street's workspace, read-only, on a desktop.
   const desk = await openPage(browser, 1920, 1080);
