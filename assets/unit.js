@@ -54,6 +54,7 @@
       [/^'(.*)' is not 是 or 否$/, (m) => "“" + m[1] + "”不是“是”或“否”"],
       [/^cannot tell which ledger this is/, () => "无法从表头判断是哪种台账，请在上方选择台账类型"],
       [/^the file is empty/, () => "文件是空的"],
+      [/^the file exceeds the limit of (\d+) bytes/, (m) => "文件超过 " + Math.round(m[1] / 1048576) + " MB 的上限，未导入任何内容"],
       [/^'(.*)' is not a date/, (m) => "“" + m[1] + "”不是日期（如 2021-03-04 或 2021年3月4日）"],
       [/^'(.*)' is not a whole number/, (m) => "“" + m[1] + "”不是整数"],
     ];

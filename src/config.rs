@@ -59,6 +59,7 @@ inserts_in_flight = 2            # INSERTs under way at once (one is being sent 
 blocked_retry_secs = 60          # an INSERT that failed for good (schema, limit) is tried again this often
 imports_dir = "var/imports"      # uploaded ledgers (while imported) and their reject files
 max_import_bytes = 536870912     # 512 MiB per uploaded ledger
+max_unit_import_bytes = 10485760 # 10 MiB per ledger a unit below the city uploads (a street's is far smaller)
 
 [stream]
 tick_ms = 250                    # at most 4 messages a second per subscription

@@ -76,7 +76,15 @@ async fn upload(
         .await
         .map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
     let path = dir.join(format!("upload.{ext}"));
-    let limit = state.ingest_limits.max_import_bytes;
+    // A unit's ledger is small; the city's bulk loads are not.
+    let limit = if who.scope == state.tree.root() {
+        state.ingest_limits.max_import_bytes
+    } else {
+        state
+            .ingest_limits
+            .max_unit_import_bytes
+            .min(state.ingest_limits.max_import_bytes)
+    };
     {
         let mut file = tokio::fs::File::create(&path)
             .await

@@ -40,6 +40,8 @@ pub struct IngestSettings {
     pub blocked_retry_secs: u64,
     pub imports_dir: std::path::PathBuf,
     pub max_import_bytes: usize,
+    /// The bound for a caller whose scope is below the city (a district, street or community).
+    pub max_unit_import_bytes: usize,
 }
 
 /// Where accepted records are kept until they are in ClickHouse: this instance's own log, or

@@ -399,6 +399,17 @@ async fn a_ledger_cannot_take_over_another_units_record_by_its_number() {
             .contains("本单位范围以外"),
         "{second}"
     );
+    // A unit's ledger of 20 MB is refused whole, with the bound named.
+    let big = format!(
+        "{header}\n{}",
+        "R9,440305001001,2026-11-01,P-1,是\n".repeat(20 << 20 >> 5)
+    );
+    let (status, e) = upload(&app, &nanshan, "大台账.csv", &big).await;
+    assert_eq!(status, 413, "{e}");
+    assert!(
+        e["error"].as_str().unwrap().contains("10485760 bytes"),
+        "{e}"
+    );
     let (status, history) = get_as(&app, &nanshan, "/api/v1/events/ledger:hires:R001").await;
     assert_eq!(status, 200, "{history}");
     let versions = history["versions"].as_array().unwrap();
