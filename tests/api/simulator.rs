@@ -216,3 +216,62 @@ async fn kinds_defined_only_as_files_are_simulated_accepted_and_counted() {
     crate::helpers::compared_with_sql(&app, &live, app.state.hub.now()).await;
     app.stop().await;
 }
+
+/// Reporting completeness over the simulated Shenzhen, where the simulator makes some units
+/// report late and some not at all: on a day past a month's due day, every node's reporting
+/// figures equal the SQL recomputation, and the figures show both kinds of shortfall.
+#[tokio::test]
+async fn a_months_reports_some_late_some_silent_equal_the_sql_recomputation() {
+    let app = crate::helpers::spawn_app().await;
+    let (tree, map) = reference();
+    let catalogue = app.state.hub.catalogue();
+    let mut sim = Simulator::new(&tree, &map, 5, 0.01).with_kinds(&catalogue.kinds);
+    let end = Date::from_calendar_date(2020, Month::February, 12).unwrap();
+    while let Some((_, events)) = sim.next_day(end) {
+        for chunk in events.chunks(2000) {
+            let answer: serde_json::Value = app
+                .post_events(&serde_json::json!(chunk))
+                .await
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(answer["rejected"], 0, "{answer}");
+        }
+    }
+    app.wait_landed().await;
+    // 12 February 2020: past February's headcount due day (the 5th).
+    let now = OffsetDateTime::parse(
+        "2020-02-12T20:00:00+08:00",
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let reporting: Vec<_> = catalogue
+        .metrics
+        .iter()
+        .filter(|m| m.measure.type_name() == "reporting")
+        .map(|m| m.id)
+        .collect();
+    let live: Vec<_> = app
+        .state
+        .hub
+        .read(now, |agg| agg.all_figures(now))
+        .into_iter()
+        .map(|(code, figures)| {
+            let kept = figures
+                .into_iter()
+                .filter(|(m, _)| reporting.contains(m))
+                .collect::<Vec<_>>();
+            (code, kept)
+        })
+        .collect();
+    let city = &live.iter().find(|(code, _)| code == "440300").unwrap().1;
+    let headcount = catalogue.parse_name("headcount_reporting").unwrap();
+    let f = &city.iter().find(|(m, _)| *m == headcount).unwrap().1;
+    let den = f.den.unwrap();
+    let received = f.extras["received_staff.headcount"];
+    assert!(den > 800, "every unit is expected past the 5th: {f:?}");
+    assert!(received < den, "some units sent nothing: {f:?}");
+    assert!(f.num < received, "some sent late: {f:?}");
+    crate::helpers::compared_with_sql(&app, &live, now).await;
+    app.stop().await;
+}
