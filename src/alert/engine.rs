@@ -275,7 +275,7 @@ impl AlertEngine {
         let rules = self.rules();
         let tree = self.hub.tree().clone();
         let now_unix = now.unix_timestamp();
-        let observed: Vec<(usize, NodeIdx, Observed)> = self.hub.read(now, |agg| {
+        let observed: Vec<(usize, NodeIdx, Observed, String)> = self.hub.read(now, |agg| {
             let mut out = Vec::new();
             for (ri, rule) in rules.iter().enumerate() {
                 let scope = rule
@@ -288,7 +288,13 @@ impl AlertEngine {
                         continue;
                     }
                     if let Some(o) = observe(rule, agg, node, now) {
-                        out.push((ri, node, o));
+                        let detail =
+                            if matches!(o.observation, super::lifecycle::Observation::Holds(_)) {
+                                super::observe::detail(rule, agg, node, now)
+                            } else {
+                                String::new()
+                            };
+                        out.push((ri, node, o, detail));
                     }
                 }
             }
@@ -318,7 +324,7 @@ impl AlertEngine {
             let mut instances = self.instances.lock().unwrap_or_else(|p| p.into_inner());
             let mut notified = self.last_notified.lock().unwrap_or_else(|p| p.into_inner());
             let catalogue = self.hub.catalogue();
-            for (ri, node, seen) in observed {
+            for (ri, node, seen, detail) in observed {
                 let rule = &rules[ri];
                 let observed = seen.observation;
                 let code = tree.node(node).code.clone();
@@ -329,7 +335,8 @@ impl AlertEngine {
                     .replace("{node}", &tree.node(node).name)
                     .replace("{value}", &format_value(rule, &catalogue, value))
                     .replace("{target}", &format_value(rule, &catalogue, target_of(rule)))
-                    .replace("{status}", status_zh(seen.status));
+                    .replace("{status}", status_zh(seen.status))
+                    .replace("{detail}", &detail);
                 // The breach's start: the data's date (the records', else one the snapshots gave
                 // before), else when this episode was first seen.
                 let known = instances.get(&fp);

@@ -189,3 +189,58 @@ pub fn observe(
         },
     })
 }
+
+/// What a breach consists of, in a few words, for a summary's `{detail}`: for the reporting
+/// rules, which reports (and, for a late one, which units), e.g. "在岗人数：莲花社区、景田社区等 5 个".
+/// Empty for the other rules.
+pub fn detail(rule: &Rule, agg: &Aggregates, node: NodeIdx, now: OffsetDateTime) -> String {
+    let today = local_date(now);
+    let label = |k: crate::domain::record::Kind| {
+        agg.catalogue()
+            .kinds
+            .get(k.as_str())
+            .map(|d| d.label_zh.clone())
+            .unwrap_or_else(|| k.as_str().to_string())
+    };
+    match &rule.condition {
+        Condition::ReportingDue { days, record } => agg
+            .own_reports(node, now)
+            .into_iter()
+            .filter(|r| record.is_none_or(|k| r.kind == k))
+            .filter(|r| {
+                r.records == 0 && today <= r.due && (r.due - today).whole_days() <= i64::from(*days)
+            })
+            .map(|r| format!("{}（{} 截止）", label(r.kind), r.due))
+            .collect::<Vec<_>>()
+            .join("、"),
+        Condition::ReportingLate { record } => {
+            let tree = agg.tree();
+            // Report → the units below that have not sent it.
+            let mut late: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+            for &child in &tree.node(node).children {
+                if agg.last_received(child).is_none() {
+                    continue;
+                }
+                for r in agg.own_reports(child, now) {
+                    if record.is_none_or(|k| r.kind == k) && r.missing(today) {
+                        late.entry(label(r.kind))
+                            .or_default()
+                            .push(tree.node(child).name.clone());
+                    }
+                }
+            }
+            late.into_iter()
+                .map(|(report, units)| {
+                    let named = units.iter().take(3).cloned().collect::<Vec<_>>().join("、");
+                    if units.len() > 3 {
+                        format!("{report}：{named}等 {} 个", units.len())
+                    } else {
+                        format!("{report}：{named}")
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("；")
+        }
+        _ => String::new(),
+    }
+}

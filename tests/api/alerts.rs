@@ -449,7 +449,7 @@ record = "staff.headcount"
 levels = ["street"]
 for = "0s"
 severity = "warning"
-summary = "{node}下属 {value} 个社区逾期未报在岗人数"
+summary = "{node}下属 {value} 个社区逾期未报在岗人数：{detail}"
 "#;
 
 #[tokio::test]
@@ -520,6 +520,15 @@ async fn a_report_due_soon_warns_the_unit_and_once_late_the_level_above_hears_on
         here[0]
             .summary
             .contains(&format!("{} 个社区", communities.len() - 1)),
+        "{}",
+        here[0].summary
+    );
+    // Which report, and which communities (the first three by name, then how many).
+    let late_name = street["children"][1]["name"].as_str().unwrap();
+    assert!(
+        here[0]
+            .summary
+            .contains(&format!("：在岗人数：{late_name}")),
         "{}",
         here[0].summary
     );
