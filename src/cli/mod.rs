@@ -202,6 +202,16 @@ enum BenchCommand {
         #[arg(long, default_value_t = 4)]
         concurrency: usize,
     },
+    /// A unit's workspace on N stored records: the page's data for a street beside a wall's
+    /// figures of it, and a form's record until a subscribed screen shows it beside its
+    /// acknowledgement.
+    Workspace {
+        #[arg(long, default_value_t = 800_000)]
+        records: usize,
+        /// Measured rounds of each.
+        #[arg(long, default_value_t = 30)]
+        rounds: usize,
+    },
     /// Records/s end to end beside ClickHouse's own insert rate of the same rows.
     Ingest {
         #[arg(long, default_value_t = 1_000_000)]
@@ -513,6 +523,16 @@ pub async fn main() -> anyhow::Result<()> {
             crate::bench::stalled::run(
                 &settings,
                 crate::bench::stalled::StalledBench { clients, seconds },
+            )
+            .await
+        }
+        Command::Bench(BenchCommand::Workspace { records, rounds }) => {
+            crate::bench::workspace::run(
+                &settings,
+                crate::bench::workspace::WorkspaceBench {
+                    records,
+                    rounds: rounds.max(1),
+                },
             )
             .await
         }
