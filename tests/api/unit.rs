@@ -252,6 +252,7 @@ async fn a_street_sees_what_it_must_do_reports_through_its_form_and_corrects_its
     for path in [
         format!("/api/v1/pace?scope={SIBLING}"),
         format!("/api/v1/records?scope={SIBLING}"),
+        format!("/api/v1/kinds?scope={SIBLING}"),
     ] {
         let (status, _) = get_as(&app, &clerk, &path).await;
         assert_eq!(status, 404, "{path}");
