@@ -153,6 +153,11 @@ async fn brief(
         .metrics
         .iter()
         .filter(|def| def.applies_to(scope_node.level))
+        // One sheet: the reporting rates of single kinds are said in the brief's line on late
+        // reports (which kind, which units); the table keeps the rates over all of them.
+        .filter(|def| {
+            !matches!(&def.measure, crate::domain::catalogue::Measure::Reporting(r) if r.kinds.len() == 1)
+        })
         .map(|def| {
             let find = |d: Date, node: &str| {
                 rows.iter()
