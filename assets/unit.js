@@ -442,7 +442,9 @@
     document.querySelectorAll("[data-writer]").forEach((el) => { el.hidden = !writer; });
     if (!writer) {
       $("readonly").hidden = false;
-      $("readonly").textContent = "只读：这是" + p.name + "的工作台，由该单位自己的经办人员报送和更正。";
+      $("readonly").textContent = p.scope === S.me.scope
+        ? "只读：本单位的报送和更正由经办人员（clerk 账号）进行。"
+        : "只读：这是" + p.name + "的工作台，由该单位自己的经办人员报送和更正。";
     }
   }
 
