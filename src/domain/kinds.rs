@@ -395,6 +395,17 @@ fn is_name(s: &str, extra: char) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == extra)
 }
 
+/// A period a kind's file names (`every`): year, quarter or month.
+fn every_of(text: &str) -> Result<super::time::Period, String> {
+    use super::time::Period;
+    match text {
+        "year" => Ok(Period::Year),
+        "quarter" => Ok(Period::Quarter),
+        "month" => Ok(Period::Month),
+        other => Err(format!("'{other}': year, quarter or month")),
+    }
+}
+
 fn parse_kind(file: &str, text: &str) -> Result<KindDef, DefinitionError> {
     let at = |line: Option<usize>, reason: String| DefinitionError {
         file: file.to_string(),
@@ -491,18 +502,7 @@ fn parse_kind(file: &str, text: &str) -> Result<KindDef, DefinitionError> {
     let simulate = match spec.simulate {
         None => None,
         Some(s) => {
-            use super::time::Period;
-            let every = match s.every.as_str() {
-                "year" => Period::Year,
-                "quarter" => Period::Quarter,
-                "month" => Period::Month,
-                other => {
-                    return Err(at(
-                        None,
-                        format!("simulate.every '{other}': year, quarter or month"),
-                    ))
-                }
-            };
+            let every = every_of(&s.every).map_err(|e| at(None, format!("simulate.every {e}")))?;
             if !(0.0..=1000.0).contains(&s.per_org) {
                 return Err(at(None, "simulate.per_org: 0 to 1000".into()));
             }
@@ -591,18 +591,7 @@ fn parse_kind(file: &str, text: &str) -> Result<KindDef, DefinitionError> {
     let report = match spec.report {
         None => None,
         Some(r) => {
-            use super::time::Period;
-            let every = match r.every.as_str() {
-                "year" => Period::Year,
-                "quarter" => Period::Quarter,
-                "month" => Period::Month,
-                other => {
-                    return Err(at(
-                        None,
-                        format!("report.every '{other}': year, quarter or month"),
-                    ))
-                }
-            };
+            let every = every_of(&r.every).map_err(|e| at(None, format!("report.every {e}")))?;
             if r.due_day.is_some_and(|d| !(1..=28).contains(&d)) {
                 return Err(at(
                     None,

@@ -273,26 +273,8 @@ async fn records(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let (code, node) = unit_scope(&caller, &state, q.scope.as_deref())?;
-    let days = match q.days {
-        None => 30,
-        Some(d @ 1..=366) => d,
-        Some(d) => {
-            return Err(ApiError::bad_request(
-                "days",
-                format!("{d} is not between 1 and 366"),
-            ))
-        }
-    };
-    let limit = match q.limit {
-        None => 200,
-        Some(n @ 1..=1000) => n,
-        Some(n) => {
-            return Err(ApiError::bad_request(
-                "limit",
-                format!("{n} is not between 1 and 1000"),
-            ))
-        }
-    };
+    let days = super::params::in_range("days", q.days.unwrap_or(30).into(), 1, 366)? as u32;
+    let limit = super::params::in_range("limit", q.limit.unwrap_or(200), 1, 1000)?;
     let catalogue = state.hub.catalogue();
     let kind = match q.kind.as_deref().map(str::trim).filter(|k| !k.is_empty()) {
         None => None,
