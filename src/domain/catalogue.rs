@@ -55,7 +55,12 @@ pub struct CaseDeadline {
     pub name: String,
     /// What screens call it (受理, 办结 …).
     pub label_zh: String,
+    /// The span in days as the file gives it (0 when given in hours or per case).
     pub days: u32,
+    /// The span every case gets, in seconds (0 when each case carries its own) …
+    pub seconds: u32,
+    /// … or the count field of a case's opening record that gives its span, in hours.
+    pub hours_field: Option<&'static str>,
     pub met_by: Vec<Kind>,
 }
 

@@ -162,6 +162,10 @@ pub struct KindDef {
     pub simulate: Option<Simulation>,
     /// A scheduled report: who must send it, how often, by when.
     pub report: Option<Schedule>,
+    /// `made_by = "tasks"`: only vscc's own task handling makes records of this kind (a task's
+    /// steps are checked against its state first); the records API, ledgers and corrections
+    /// refuse it.
+    pub made_by_tasks: bool,
 }
 
 /// Plan-shaped simulated records of a kind: each reporting org sends about `per_org` records
@@ -326,6 +330,8 @@ struct KindSpec {
     simulate: Option<SimulationSpec>,
     #[serde(default)]
     report: Option<ScheduleSpec>,
+    #[serde(default)]
+    made_by: Option<String>,
 }
 
 /// `[report]`: the kind is a scheduled report — who must send it, how often, by when.
@@ -612,7 +618,13 @@ fn parse_kind(file: &str, text: &str) -> Result<KindDef, DefinitionError> {
             })
         }
     };
+    let made_by_tasks = match spec.made_by.as_deref() {
+        None | Some("anyone") => false,
+        Some("tasks") => true,
+        Some(other) => return Err(at(None, format!("made_by '{other}': anyone or tasks"))),
+    };
     Ok(KindDef {
+        made_by_tasks,
         kind: Kind::intern(&spec.name),
         label_zh: spec.label_zh,
         levels: spec.levels,

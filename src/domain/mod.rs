@@ -10,6 +10,7 @@ pub mod org;
 pub mod pace;
 pub mod record;
 pub mod revision;
+pub mod task;
 pub mod time;
 
 pub use org::{Level, OrgNode, OrgTree, OrgTreeError};

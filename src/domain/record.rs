@@ -13,6 +13,9 @@ pub use super::kinds::{FieldType, Kind, KindDef, Kinds};
 use super::org::{Level, NodeIdx, OrgTree};
 
 pub const MAX_ID_LEN: usize = 128;
+/// The source of the records the task handling makes: the only one that may make records of
+/// the kinds with `made_by = "tasks"`.
+pub const TASKS_SOURCE: &str = "tasks";
 /// The most a record's `data` may hold, as JSON: a record is a few fields, not a document.
 pub const MAX_DATA_BYTES: usize = 8 * 1024;
 
@@ -316,6 +319,14 @@ pub fn check(
         )
     })?;
     let kind = def.kind;
+    if def.made_by_tasks && source != TASKS_SOURCE {
+        return Err(err(
+            "kind",
+            format!(
+                "{kind_name} records are made through /api/v1/tasks, which checks the task's state first"
+            ),
+        ));
+    }
     let org_code = event.string("org")?;
     let org: NodeIdx = tree
         .get(org_code)

@@ -142,6 +142,21 @@ fn judge(
     let history = visible(state, who, id, history)?;
     let newest = &history.newest().row;
     let version = newest.version;
+    if state
+        .hub
+        .catalogue()
+        .kinds
+        .get(&newest.kind)
+        .is_some_and(|k| k.made_by_tasks)
+    {
+        return Err(ApiError::Unprocessable {
+            field: "record.kind".into(),
+            reason: format!(
+                "record {id} is a {} record, a step of a task: tasks keep every step (answer the task instead)",
+                newest.kind
+            ),
+        });
+    }
     if let Change::Correct(new) = &change {
         if newest.kind != new.kind {
             return Err(ApiError::Unprocessable {

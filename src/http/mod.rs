@@ -15,6 +15,7 @@ mod org;
 mod pages;
 mod params;
 mod query;
+mod tasks;
 mod unit;
 mod users;
 mod ws;
@@ -173,6 +174,7 @@ pub fn run(
             .configure(query::routes)
             .configure(imports::routes)
             .configure(unit::routes)
+            .configure(tasks::routes)
             .configure(|cfg| pages::routes(cfg, &assets_dir))
             .configure(openapi::routes)
             .default_service(web::to(no_route))

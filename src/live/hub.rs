@@ -210,6 +210,8 @@ pub struct Hub {
     switching: Mutex<Option<Vec<EventRow>>>,
     /// The highest seq of an API record applied (imports have their own range).
     last_api_seq: std::sync::atomic::AtomicU64,
+    /// Every task's records (the task kinds' records, kept as they are applied).
+    tasks: super::tasks::TaskBoard,
 }
 
 impl Hub {
@@ -242,6 +244,7 @@ impl Hub {
             quarantine: Quarantine::default(),
             switching: Mutex::new(None),
             last_api_seq: std::sync::atomic::AtomicU64::new(0),
+            tasks: super::tasks::TaskBoard::default(),
         }
     }
 
@@ -255,6 +258,11 @@ impl Hub {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// The tasks and their assignments.
+    pub fn tasks(&self) -> &super::tasks::TaskBoard {
+        &self.tasks
     }
 
     /// Records the live figures refused.
@@ -295,6 +303,7 @@ impl Hub {
             buffer.extend_from_slice(rows);
         }
         drop(agg);
+        self.tasks.take_in(rows);
     }
 
     /// Starts switching to a new catalogue: from now on applied records are also kept aside.

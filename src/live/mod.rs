@@ -4,6 +4,7 @@
 pub mod aggregate;
 pub mod hub;
 pub mod rebuild;
+pub mod tasks;
 
 pub use aggregate::Aggregates;
 pub use hub::{Hub, Position, TickChanges};

@@ -21,6 +21,7 @@ pub mod imports;
 pub mod ops;
 pub mod org;
 pub mod stream;
+pub mod tasks;
 pub mod unit;
 
 pub use ops::ErrorBody;

@@ -24,7 +24,7 @@ use super::common::{self, at, Aside, COUNTED};
 use super::touch::{hash_str, Touch};
 use super::Leaf;
 use crate::domain::catalogue::CaseDeadline;
-use crate::domain::kinds::Kinds;
+use crate::domain::kinds::{FieldType, Kinds};
 use crate::domain::metric::Reading;
 use crate::domain::org::{NodeIdx, OrgTree};
 use crate::domain::record::{EventRow, Kind};
@@ -44,9 +44,18 @@ pub struct Spec {
 struct DeadlineSpec {
     name: String,
     label_zh: Option<String>,
-    days: u32,
+    /// The same span for every case: `days` or `hours` …
+    days: Option<u32>,
+    hours: Option<u32>,
+    /// … or each case's own, in hours, from a count field of its opening record (a task's
+    /// deadline).
+    hours_field: Option<String>,
     met_by: Vec<String>,
 }
+
+/// Deadlines whose span each case carries (`hours_field`), at most: the opening records keep
+/// their spans inline.
+const MAX_OWN_SPANS: usize = 2;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cases {
@@ -81,18 +90,43 @@ impl Cases {
             Some("level_above") => true,
             Some(other) => return Err(format!("closed_by '{other}': anyone or level_above")),
         };
+        let opened = common::kind_named(kinds, &spec.opened, "opened")?;
+        let own_spans = spec.deadlines.iter().filter(|d| d.hours_field.is_some()).count();
+        if own_spans > MAX_OWN_SPANS {
+            return Err(format!(
+                "{own_spans} deadlines with hours_field: at most {MAX_OWN_SPANS}"
+            ));
+        }
         let cases = Cases {
             level_above,
-            opened: common::kind_named(kinds, &spec.opened, "opened")?,
+            opened,
             closed: common::kind_named(kinds, &spec.closed, "closed")?,
             deadlines: spec
                 .deadlines
                 .iter()
                 .map(|d| {
+                    let at = |why: &str| format!("deadline '{}': {why}", d.name);
+                    let (seconds, hours_field) = match (d.days, d.hours, &d.hours_field) {
+                        (Some(days), None, None) => (days.saturating_mul(DAY), None),
+                        (None, Some(hours), None) => (hours.saturating_mul(3600), None),
+                        (None, None, Some(field)) => {
+                            common::field_of(kinds, opened, field, &[FieldType::Count])
+                                .map_err(|e| at(&e))?;
+                            let key = kinds
+                                .get(opened.as_str())
+                                .and_then(|k| k.field(field))
+                                .map(|f| f.key)
+                                .ok_or_else(|| at("no such field"))?;
+                            (0, Some(key))
+                        }
+                        _ => return Err(at("give one of days, hours or hours_field")),
+                    };
                     Ok(CaseDeadline {
                         name: d.name.clone(),
                         label_zh: d.label_zh.clone().unwrap_or_else(|| d.name.clone()),
-                        days: d.days,
+                        days: d.days.unwrap_or(0),
+                        seconds,
+                        hours_field,
                         met_by: d
                             .met_by
                             .iter()
@@ -157,10 +191,11 @@ impl Cases {
             .iter()
             .enumerate()
             .map(|(i, d)| {
-                format!(
-                    ", (NOT closed AND NOT m{i} AND age > {}) AS late{i}",
-                    i64::from(d.days) * 86_400
-                )
+                let span = match d.hours_field {
+                    Some(_) => format!("span{i}"),
+                    None => d.seconds.to_string(),
+                };
+                format!(", (NOT closed AND NOT m{i} AND age > {span}) AS late{i}")
             })
             .collect();
         let mut vals = vec![
@@ -182,11 +217,27 @@ impl Cases {
         // The opening org is named apart from `org`, which the closers are collected from
         // (an alias would shadow the column in the same SELECT).
         let m_names: String = (0..deadlines.len()).map(|i| format!(", m{i}")).collect();
+        // A case's own span: from its earliest opening record, as the live leaf takes it.
+        let (span_cols, span_names): (String, String) = deadlines
+            .iter()
+            .enumerate()
+            .filter_map(|(i, d)| d.hours_field.map(|f| (i, f)))
+            .map(|(i, field)| {
+                (
+                    format!(
+                        ", toInt64(argMinIf({}, (at, seq), kind = {})) * 3600 AS span{i}",
+                        common::num(field),
+                        common::quoted(self.opened.as_str())
+                    ),
+                    format!(", span{i}"),
+                )
+            })
+            .unzip();
         let per_case = format!(
-            "SELECT opener AS org, closers, age{m_names} FROM (\
+            "SELECT opener AS org, closers, age{m_names}{span_names} FROM (\
              SELECT argMinIf(org, (at, seq), kind = {o}) AS opener, \
              groupUniqArrayIf(org, kind = {c}) AS closers, \
-             {now} - toInt64(toUInt32(minIf(at, kind = {o}))) AS age{met_cols} \
+             {now} - toInt64(toUInt32(minIf(at, kind = {o}))) AS age{met_cols}{span_cols} \
              FROM events WHERE {kinds} AND {COUNTED} GROUP BY subject \
              HAVING countIf(kind = {o}) > 0)",
             o = common::quoted(self.opened.as_str()),
@@ -231,11 +282,14 @@ impl Cases {
 
 const DAY: u32 = 86_400;
 
+/// An opening record: (at, seq, org, the case's own spans in seconds, in the order of the
+/// deadlines that take them from the record).
+type Opening = (u32, u64, NodeIdx, [u32; MAX_OWN_SPANS]);
+
 #[derive(Debug, Clone, Default)]
 struct Case {
-    /// (at, seq, org) of the earliest opening record (the leaf keeps later ones aside, should
-    /// it be taken back).
-    opened: Option<(u32, u64, NodeIdx)>,
+    /// The earliest opening record (the leaf keeps later ones aside, should it be taken back).
+    opened: Option<Opening>,
     /// Bit i: a record meeting deadline i arrived (other than a closing record) — one such
     /// record's bits; the leaf keeps the others' aside.
     meets: Option<u32>,
@@ -252,16 +306,20 @@ impl Case {
         match (responder, self.opened) {
             _ if self.closers.is_empty() => false,
             (None, _) => true,
-            (Some(r), Some((_, _, org))) => self.closers.contains(&r[org as usize]),
+            (Some(r), Some((_, _, org, _))) => self.closers.contains(&r[org as usize]),
             (Some(_), None) => false,
         }
     }
 
     fn open_at(&self, responder: Option<&[NodeIdx]>) -> Option<(NodeIdx, u32)> {
         match self.opened {
-            Some((at, _, org)) if !self.closed(responder) => Some((org, at)),
+            Some((at, _, org, _)) if !self.closed(responder) => Some((org, at)),
             _ => None,
         }
+    }
+
+    fn own_spans(&self) -> [u32; MAX_OWN_SPANS] {
+        self.opened.map(|o| o.3).unwrap_or_default()
     }
 
     /// The deadlines met: by their own records (`more`: the bits of those kept aside), and by
@@ -287,6 +345,8 @@ pub struct CasesLeaf {
     closed_by: Kind,
     /// (name, days, kinds that meet it)
     deadlines: Vec<CaseDeadline>,
+    /// Per deadline: where a case's opening record keeps its span, when it carries one.
+    own_slot: Vec<Option<usize>>,
     /// Bit i: the closing kind meets deadline i.
     met_by_closing: u32,
     /// Only closing records of the level above close a case: per org, the org that must.
@@ -294,7 +354,7 @@ pub struct CasesLeaf {
     cases: HashMap<u64, Case>,
     /// Per case: its opening records after the earliest, and its deadline-meeting records'
     /// bits after the first.
-    more_openings: Aside<(u32, u64, NodeIdx)>,
+    more_openings: Aside<Opening>,
     more_meets: Aside<u32>,
     /// Cases ever opened in each subtree ("no data" until one).
     opened: Vec<i64>,
@@ -322,6 +382,15 @@ impl CasesLeaf {
                 .filter(|(_, d)| d.met_by.contains(&closed_by))
                 .fold(0, |bits, (i, _)| bits | 1 << i),
             responder: None,
+            own_slot: deadlines
+                .iter()
+                .scan(0, |slot, d| {
+                    Some(d.hours_field.map(|_| {
+                        *slot += 1;
+                        *slot - 1
+                    }))
+                })
+                .collect(),
             deadlines: deadlines.to_vec(),
             cases: HashMap::default(),
             more_openings: Aside::default(),
@@ -360,7 +429,12 @@ impl CasesLeaf {
         let before = case.open_at(responder);
         let owner_before = case.opened.map(|o| o.2);
         if kind == self.opened_by {
-            let opening = (r.at, r.seq, org);
+            let mut spans = [0; MAX_OWN_SPANS];
+            for (slot, field) in self.deadlines.iter().filter_map(|d| d.hours_field).enumerate() {
+                let hours = r.number(field).unwrap_or(0).clamp(0, i64::from(u32::MAX / 3600));
+                spans[slot] = hours as u32 * 3600;
+            }
+            let opening = (r.at, r.seq, org, spans);
             if retract {
                 self.more_openings.remove(id, &mut case.opened, opening);
             } else {
@@ -418,6 +492,14 @@ impl CasesLeaf {
         }
     }
 
+    /// Deadline i's span in seconds for a case whose opening record carries `own`.
+    fn span(&self, i: usize, own: [u32; MAX_OWN_SPANS]) -> u32 {
+        match self.own_slot[i] {
+            Some(slot) => own[slot],
+            None => self.deadlines[i].seconds,
+        }
+    }
+
     /// Bit i set: the case is past deadline i at `as_of`.
     fn lateness(&self, id: u64) -> u32 {
         self.lateness_at(id, self.as_of)
@@ -434,11 +516,10 @@ impl CasesLeaf {
         };
         let age = at.saturating_sub(opened);
         let met = case.met(responder, self.met_by_closing, self.more_meets.rest(id));
-        self.deadlines
-            .iter()
-            .enumerate()
-            .filter(|(i, d)| met & (1 << i) == 0 && age > d.days.saturating_mul(DAY))
-            .fold(0, |bits, (i, _)| bits | 1 << i)
+        let own = case.own_spans();
+        (0..self.deadlines.len())
+            .filter(|i| met & (1 << i) == 0 && age > self.span(*i, own))
+            .fold(0, |bits, i| bits | 1 << i)
     }
 
     fn set_lateness(&mut self, id: u64, now: u32, t: &mut Touch) {
@@ -475,10 +556,9 @@ impl CasesLeaf {
     /// kept: the case's lateness was just counted at `as_of` (most cases of a year-long backlog
     /// arrive overdue, and the queue is the costliest part of applying them).
     fn schedule(&mut self, id: u64, opened: u32) {
-        for d in &self.deadlines {
-            let due = opened
-                .saturating_add(d.days.saturating_mul(DAY))
-                .saturating_add(1);
+        let own = self.cases.get(&id).map(Case::own_spans).unwrap_or_default();
+        for i in 0..self.deadlines.len() {
+            let due = opened.saturating_add(self.span(i, own)).saturating_add(1);
             if due > self.as_of {
                 self.queue.insert((due, id));
             }
@@ -569,16 +649,15 @@ impl CasesLeaf {
             }
             // Per deadline, the oldest open case past it is the one that passed it first
             // (`counted` holds what each case adds to the overdue counts now).
-            for (i, d) in self.deadlines.iter().enumerate() {
+            for i in 0..self.deadlines.len() {
                 let passed = self.open_by_org[org as usize].iter().find(|(_, id)| {
                     self.cases
                         .get(id)
                         .is_some_and(|c| c.counted & (1 << i) != 0)
                 });
-                if let Some((opened, _)) = passed {
-                    let at = opened
-                        .saturating_add(d.days.saturating_mul(DAY))
-                        .saturating_add(1);
+                if let Some((opened, id)) = passed {
+                    let own = self.cases.get(id).map(Case::own_spans).unwrap_or_default();
+                    let at = opened.saturating_add(self.span(i, own)).saturating_add(1);
                     first = Some(first.map_or(at, |f| f.min(at)));
                 }
             }

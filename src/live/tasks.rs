@@ -1,0 +1,529 @@
+//! The task board: every task's records (its creation, each assignment's issue and steps),
+//! held to answer what a task, a unit or a screen asks about tasks. Records arrive in any
+//! order at a rebuild and in seq order after; a view folds each assignment's steps in seq
+//! order when asked (`domain::task::fold`), so both give the same answer.
+//!
+//! The figures (open, overdue, on time) are metrics of the catalogue, computed from the same
+//! records by the `cases` and `ratio` measure types; the board says the same of one task.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::RwLock;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::domain::org::{NodeIdx, OrgTree};
+use crate::domain::record::EventRow;
+use crate::domain::task::{self, Priority, State, Step, CREATED_KIND, ISSUED_KIND};
+
+/// One assignment's records: the issuing one and its steps, by seq.
+#[derive(Default)]
+struct AssignmentRecords {
+    issued: Option<EventRow>,
+    steps: BTreeMap<u64, EventRow>,
+}
+
+#[derive(Default)]
+struct TaskRecords {
+    created: Option<EventRow>,
+    assignments: BTreeMap<String, AssignmentRecords>,
+}
+
+#[derive(Default)]
+struct Board {
+    tasks: HashMap<String, TaskRecords>,
+    /// Per unit: the tasks it has an assignment of.
+    by_org: HashMap<String, Vec<String>>,
+}
+
+#[derive(Default)]
+pub struct TaskBoard {
+    board: RwLock<Board>,
+}
+
+/// A step as the timeline shows it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct StepEntry {
+    /// issued, sign, feedback, submit, accept, return, delegate
+    pub step: String,
+    pub step_zh: String,
+    pub org: String,
+    pub org_name: String,
+    pub by: String,
+    /// RFC 3339
+    pub at: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub text: String,
+    /// The units a delegation passed the assignment to.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub units: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct AssignmentView {
+    pub task: String,
+    pub org: String,
+    pub org_name: String,
+    pub level: String,
+    /// The unit that passed it down, when it was delegated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    pub state: State,
+    pub state_zh: String,
+    /// Past a deadline not met: `sign` (not signed in time) or `submit` (not submitted by the
+    /// deadline); none when on time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overdue: Option<String>,
+    pub issued_at: String,
+    pub sign_by: String,
+    pub due: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signed_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub submitted_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accepted_at: Option<String>,
+    /// Whether the first submission came by the deadline (once submitted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_time: Option<bool>,
+    /// The unit's answers: feedback and submissions, with returns between them.
+    pub feedback: Vec<StepEntry>,
+    /// The assignments it passed down, with their roll-up in `children_states`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<AssignmentView>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub children_states: BTreeMap<String, usize>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct TaskSummary {
+    pub id: String,
+    pub title: String,
+    pub instruction: String,
+    pub priority: Priority,
+    pub due: String,
+    pub issued_at: String,
+    pub issuer: String,
+    /// The issuer's org: whose side accepts and returns.
+    pub scope: String,
+    pub scope_name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<Value>,
+    /// Assignments visible to the caller (the units issued to, and those passed down to).
+    pub assignments_total: usize,
+    /// Per state, of those.
+    pub states: BTreeMap<String, usize>,
+    pub overdue: usize,
+    /// Whether every assignment is accepted.
+    pub closed: bool,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct TaskView {
+    #[serde(flatten)]
+    pub summary: TaskSummary,
+    /// The top assignments (the units issued to), each with those passed down below it.
+    pub assignments: Vec<AssignmentView>,
+    /// Every step of the visible assignments, newest first.
+    pub timeline: Vec<StepEntry>,
+}
+
+/// Where an assignment stands, for judging a step on it.
+pub struct AssignmentFacts {
+    pub state: State,
+    /// Records it has (the issuing one and its steps): the next step's number is one more.
+    pub records: usize,
+    /// The deadline (Unix seconds) and the time of the first submission.
+    pub due_at: u32,
+    pub first_submitted: Option<u32>,
+    /// The unit that passed it down (its side accepts and returns), or none: the task's issuer.
+    pub parent: Option<String>,
+    /// The issuer's org.
+    pub scope: String,
+}
+
+fn data(row: &EventRow) -> Value {
+    serde_json::from_str(&row.data).unwrap_or(Value::Null)
+}
+
+fn text(v: &Value, key: &str) -> String {
+    v.get(key).and_then(Value::as_str).unwrap_or_default().to_string()
+}
+
+fn rfc3339(unix: u32) -> String {
+    crate::domain::time::rfc3339_shanghai(i64::from(unix))
+}
+
+/// The task an assignment's subject (`task/org`) belongs to.
+fn task_of(subject: &str) -> &str {
+    subject.rsplit_once('/').map_or(subject, |(t, _)| t)
+}
+
+impl AssignmentRecords {
+    fn steps(&self) -> impl Iterator<Item = (Step, &EventRow)> {
+        self.steps
+            .values()
+            .filter_map(|r| Step::of_kind(&r.kind).map(|s| (s, r)))
+    }
+
+    fn state(&self) -> State {
+        task::fold(self.steps().map(|(s, _)| s))
+    }
+
+    fn hours(&self, field: &str) -> u32 {
+        self.issued
+            .as_ref()
+            .and_then(|r| r.number(field))
+            .unwrap_or(0)
+            .clamp(0, i64::from(u32::MAX / 3600)) as u32
+    }
+
+    fn issued_at(&self) -> u32 {
+        self.issued.as_ref().map_or(0, |r| r.at)
+    }
+
+    fn due_at(&self) -> u32 {
+        self.issued_at().saturating_add(self.hours("due_hours") * 3600)
+    }
+
+    fn sign_by(&self) -> u32 {
+        self.issued_at().saturating_add(self.hours("sign_hours") * 3600)
+    }
+
+    fn first(&self, kinds: &[Step]) -> Option<u32> {
+        self.steps()
+            .filter(|(s, _)| kinds.contains(s))
+            .map(|(_, r)| r.at)
+            .min()
+    }
+
+    /// Which deadline it is past, as the `task_assignments` metric counts it: a deadline is
+    /// met by any record that meets it, whatever the order.
+    fn overdue(&self, now: u32) -> Option<&'static str> {
+        if self.first(&[Step::Accept]).is_some() {
+            return None;
+        }
+        let age = now.saturating_sub(self.issued_at());
+        let submitted = self.first(&[Step::Submit]);
+        if submitted.is_none() && age > self.hours("due_hours") * 3600 {
+            return Some("submit");
+        }
+        let signed = self.first(&[
+            Step::Sign,
+            Step::Feedback,
+            Step::Delegate,
+            Step::Submit,
+        ]);
+        if signed.is_none() && age > self.hours("sign_hours") * 3600 {
+            return Some("sign");
+        }
+        None
+    }
+
+    fn parent(&self) -> Option<String> {
+        self.issued
+            .as_ref()
+            .map(|r| text(&data(r), "parent"))
+            .filter(|p| !p.is_empty())
+    }
+}
+
+impl TaskBoard {
+    /// Takes in committed records: those of the task kinds are kept.
+    pub fn take_in(&self, rows: &[EventRow]) {
+        let mut rows = rows.iter().filter(|r| r.kind.starts_with("task.")).peekable();
+        if rows.peek().is_none() {
+            return;
+        }
+        let mut board = self.board.write().unwrap_or_else(|p| p.into_inner());
+        for r in rows {
+            if r.sign != 1 {
+                continue;
+            }
+            if r.kind == CREATED_KIND {
+                board
+                    .tasks
+                    .entry(r.subject.clone())
+                    .or_default()
+                    .created = Some(r.clone());
+                continue;
+            }
+            let task = task_of(&r.subject).to_string();
+            let entry = board.tasks.entry(task.clone()).or_default();
+            let a = entry.assignments.entry(r.org.clone()).or_default();
+            if r.kind == ISSUED_KIND {
+                a.issued = Some(r.clone());
+                let tasks = board.by_org.entry(r.org.clone()).or_default();
+                if !tasks.contains(&task) {
+                    tasks.push(task);
+                }
+            } else {
+                a.steps.insert(r.seq, r.clone());
+            }
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Board> {
+        self.board.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How many tasks the board holds.
+    pub fn len(&self) -> usize {
+        self.read().tasks.len()
+    }
+
+    /// Where an assignment stands (none: no such task or no assignment for `org`).
+    pub fn facts(&self, task_id: &str, org: &str) -> Option<AssignmentFacts> {
+        let board = self.read();
+        let t = board.tasks.get(task_id)?;
+        let a = t.assignments.get(org)?;
+        a.issued.as_ref()?;
+        Some(AssignmentFacts {
+            state: a.state(),
+            records: 1 + a.steps.len(),
+            due_at: a.due_at(),
+            first_submitted: a.first(&[Step::Submit]),
+            parent: a.parent(),
+            scope: t.created.as_ref().map(|c| c.org.clone()).unwrap_or_default(),
+        })
+    }
+
+    /// Whether a task exists (its creation record arrived).
+    pub fn exists(&self, task_id: &str) -> bool {
+        self.read()
+            .tasks
+            .get(task_id)
+            .is_some_and(|t| t.created.is_some())
+    }
+
+    /// The units a task has an assignment for.
+    pub fn units_of(&self, task_id: &str) -> Vec<String> {
+        self.read()
+            .tasks
+            .get(task_id)
+            .map(|t| t.assignments.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// A task as a caller with `scope` sees it: every assignment when the caller's scope holds
+    /// the issuer's org, else those within the scope. None: no such task, or nothing of it
+    /// is within the scope.
+    pub fn view(&self, tree: &OrgTree, scope: NodeIdx, task_id: &str, now: u32) -> Option<TaskView> {
+        let board = self.read();
+        let t = board.tasks.get(task_id)?;
+        let (summary, visible) = summarize(tree, scope, task_id, t, now)?;
+        let mut timeline: Vec<(u32, u64, StepEntry)> = Vec::new();
+        for org in &visible {
+            let a = &t.assignments[org];
+            if let Some(r) = &a.issued {
+                timeline.push((r.at, r.seq, entry(tree, "issued", "交办", r)));
+            }
+            for (step, r) in a.steps() {
+                timeline.push((r.at, r.seq, entry(tree, step.as_str(), step.label_zh(), r)));
+            }
+        }
+        timeline.sort_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
+        // Tops: the visible assignments whose parent is not visible (or who have none).
+        let tops: Vec<&String> = visible
+            .iter()
+            .filter(|org| {
+                t.assignments[*org]
+                    .parent()
+                    .is_none_or(|p| !visible.contains(&p))
+            })
+            .collect();
+        let assignments = tops
+            .into_iter()
+            .map(|org| assignment_view(tree, task_id, t, org, now, &visible, 0))
+            .collect();
+        Some(TaskView {
+            summary,
+            assignments,
+            timeline: timeline.into_iter().map(|(_, _, e)| e).collect(),
+        })
+    }
+
+    /// The tasks a caller with `scope` sees, newest first: those issued within the scope, and
+    /// those with an assignment within it.
+    pub fn list(&self, tree: &OrgTree, scope: NodeIdx, now: u32) -> Vec<TaskSummary> {
+        let board = self.read();
+        let mut out: Vec<(u32, TaskSummary)> = board
+            .tasks
+            .iter()
+            .filter_map(|(id, t)| {
+                let at = t.created.as_ref()?.at;
+                summarize(tree, scope, id, t, now).map(|(s, _)| (at, s))
+            })
+            .collect();
+        out.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.id.cmp(&b.1.id)));
+        out.into_iter().map(|(_, s)| s).collect()
+    }
+
+    /// A unit's own assignments (of every task), newest first.
+    pub fn of_unit(&self, tree: &OrgTree, org: &str, now: u32) -> Vec<(TaskSummary, AssignmentView)> {
+        let board = self.read();
+        let Some(tasks) = board.by_org.get(org) else {
+            return Vec::new();
+        };
+        let Some(idx) = tree.get(org) else {
+            return Vec::new();
+        };
+        let mut out: Vec<(u32, TaskSummary, AssignmentView)> = tasks
+            .iter()
+            .filter_map(|id| {
+                let t = board.tasks.get(id)?;
+                let (summary, visible) = summarize(tree, idx, id, t, now)?;
+                let a = assignment_view(tree, id, t, org, now, &visible, 0);
+                Some((t.assignments[org].issued_at(), summary, a))
+            })
+            .collect();
+        out.sort_by(|a, b| b.0.cmp(&a.0));
+        out.into_iter().map(|(_, s, a)| (s, a)).collect()
+    }
+
+    /// The newest answers (the units' steps) within a scope: the wall screen's ticker.
+    pub fn recent_steps(&self, tree: &OrgTree, scope: NodeIdx, limit: usize) -> Vec<(String, String, StepEntry)> {
+        let board = self.read();
+        let mut all: Vec<(u32, u64, String, String, StepEntry)> = Vec::new();
+        for (id, t) in &board.tasks {
+            let title = t.created.as_ref().map(|c| text(&data(c), "title")).unwrap_or_default();
+            for (org, a) in &t.assignments {
+                if !tree.get(org).is_some_and(|o| tree.is_within(o, scope)) {
+                    continue;
+                }
+                for (step, r) in a.steps() {
+                    all.push((r.at, r.seq, id.clone(), title.clone(), entry(tree, step.as_str(), step.label_zh(), r)));
+                }
+            }
+        }
+        all.sort_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
+        all.truncate(limit);
+        all.into_iter().map(|(_, _, id, title, e)| (id, title, e)).collect()
+    }
+}
+
+fn entry(tree: &OrgTree, step: &str, step_zh: &str, r: &EventRow) -> StepEntry {
+    let d = data(r);
+    let mut text_ = text(&d, "text");
+    if text_.is_empty() {
+        text_ = text(&d, "reason");
+    }
+    StepEntry {
+        step: step.to_string(),
+        step_zh: step_zh.to_string(),
+        org: r.org.clone(),
+        org_name: tree.get(&r.org).map(|o| tree.node(o).name.clone()).unwrap_or_default(),
+        by: r.actor.clone(),
+        at: rfc3339(r.at),
+        text: text_,
+        units: d
+            .get("units")
+            .and_then(Value::as_array)
+            .map(|u| u.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+            .unwrap_or_default(),
+    }
+}
+
+/// The task's summary over the assignments a scope sees, and those assignments; none when the
+/// scope sees nothing of it.
+fn summarize(
+    tree: &OrgTree,
+    scope: NodeIdx,
+    id: &str,
+    t: &TaskRecords,
+    now: u32,
+) -> Option<(TaskSummary, Vec<String>)> {
+    let created = t.created.as_ref()?;
+    let issuer_org = tree.get(&created.org)?;
+    let sees_all = tree.is_within(issuer_org, scope);
+    let visible: Vec<String> = t
+        .assignments
+        .iter()
+        .filter(|(_, a)| a.issued.is_some())
+        .filter(|(org, _)| sees_all || tree.get(org).is_some_and(|o| tree.is_within(o, scope)))
+        .map(|(org, _)| org.clone())
+        .collect();
+    if !sees_all && visible.is_empty() {
+        return None;
+    }
+    let d = data(created);
+    let mut states = BTreeMap::new();
+    let mut overdue = 0;
+    for org in &visible {
+        let a = &t.assignments[org];
+        *states.entry(a.state().as_str().to_string()).or_insert(0) += 1;
+        overdue += usize::from(a.overdue(now).is_some());
+    }
+    let closed = !visible.is_empty() && states.get("accepted") == Some(&visible.len());
+    Some((
+        TaskSummary {
+            id: id.to_string(),
+            title: text(&d, "title"),
+            instruction: text(&d, "instruction"),
+            priority: Priority::parse(&text(&d, "priority")).unwrap_or(Priority::Normal),
+            due: text(&d, "due"),
+            issued_at: rfc3339(created.at),
+            issuer: created.actor.clone(),
+            scope: created.org.clone(),
+            scope_name: tree.node(issuer_org).name.clone(),
+            source: d.get("source").filter(|s| !s.is_null()).cloned(),
+            assignments_total: visible.len(),
+            states,
+            overdue,
+            closed,
+        },
+        visible,
+    ))
+}
+
+fn assignment_view(
+    tree: &OrgTree,
+    task_id: &str,
+    t: &TaskRecords,
+    org: &str,
+    now: u32,
+    visible: &[String],
+    depth: usize,
+) -> AssignmentView {
+    let a = &t.assignments[org];
+    let node = tree.get(org).map(|o| tree.node(o));
+    let state = a.state();
+    let submitted = a.first(&[Step::Submit]);
+    let children: Vec<AssignmentView> = if depth < 4 {
+        t.assignments
+            .iter()
+            .filter(|(o, c)| visible.contains(o) && c.parent().as_deref() == Some(org))
+            .map(|(o, _)| assignment_view(tree, task_id, t, o, now, visible, depth + 1))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut children_states = BTreeMap::new();
+    for c in &children {
+        *children_states.entry(c.state.as_str().to_string()).or_insert(0) += 1;
+    }
+    AssignmentView {
+        task: task_id.to_string(),
+        org: org.to_string(),
+        org_name: node.map(|n| n.name.clone()).unwrap_or_default(),
+        level: node.map(|n| n.level.as_str().to_string()).unwrap_or_default(),
+        parent: a.parent(),
+        state,
+        state_zh: state.label_zh().to_string(),
+        overdue: a.overdue(now).map(String::from),
+        issued_at: rfc3339(a.issued_at()),
+        sign_by: rfc3339(a.sign_by()),
+        due: rfc3339(a.due_at()),
+        signed_at: a.first(&[Step::Sign]).map(rfc3339),
+        submitted_at: submitted.map(rfc3339),
+        accepted_at: a.first(&[Step::Accept]).map(rfc3339),
+        on_time: submitted.map(|s| s <= a.due_at()),
+        feedback: a
+            .steps()
+            .filter(|(s, _)| matches!(s, Step::Feedback | Step::Submit | Step::Return))
+            .map(|(s, r)| entry(tree, s.as_str(), s.label_zh(), r))
+            .collect(),
+        children,
+        children_states,
+    }
+}
