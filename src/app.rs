@@ -186,6 +186,12 @@ impl Application {
         )
         .await?;
         hub.publish_initial();
+        hub.tasks().take_in(
+            &store
+                .task_rows()
+                .await
+                .context("loading the tasks' records")?,
+        );
         tasks.extend(ingest.tasks.iter().cloned());
         hub.set_samples(
             crate::batch::snapshots::recent_samples(&store, &tree, &catalogue)

@@ -274,6 +274,12 @@ async fn issue(
     if !(1..=720).contains(&sign_hours) {
         return Err(ApiError::bad_request("sign_hours", "1 to 720"));
     }
+    if let Some(named) = body.units.as_ref().filter(|u| u.len() > MAX_UNITS) {
+        return Err(ApiError::bad_request(
+            "units",
+            format!("{} units: a task goes to at most {MAX_UNITS}", named.len()),
+        ));
+    }
     let mut units: Vec<NodeIdx> = match (&body.units, &body.selector) {
         (Some(named), None) => named
             .iter()

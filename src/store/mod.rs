@@ -373,6 +373,20 @@ impl Store {
         Ok(query.bind(id).bind(imports).fetch_all().await?)
     }
 
+    /// Every counted row of the task kinds, whole (the start-up replay leaves out `data` and
+    /// `actor`, which the task board shows).
+    pub async fn task_rows(&self) -> Result<Vec<crate::domain::record::EventRow>, StoreError> {
+        let imports = counted_imports_param(&self.ok_imports().await?);
+        Ok(self
+            .client
+            .query(&format!(
+                "SELECT ?fields FROM events WHERE startsWith(kind, 'task.') AND sign = 1 AND {COUNTED_EVENTS} ORDER BY seq"
+            ))
+            .bind(imports)
+            .fetch_all()
+            .await?)
+    }
+
     /// Every counted row of the records `ids`, in seq order: one read of the table for a
     /// whole request of corrections (the ids go in the query's text as one array).
     pub async fn records_rows(

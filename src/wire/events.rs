@@ -1036,6 +1036,13 @@ mod tests {
                 json!({"id": "e", "kind": kind.as_str(), "org": org,
                        "at": "2021-03-04T10:15:00+08:00", "data": data})
             };
+            if def.made_by_tasks {
+                // Only the task handling makes these: the records API refuses them whole.
+                let e = check(event(data.clone())).unwrap_err();
+                assert_eq!(e.field, "kind", "{}", kind.as_str());
+                assert!(e.reason.contains("/api/v1/tasks"), "{}", e.reason);
+                continue;
+            }
             assert!(check(event(data.clone())).is_ok(), "{}", kind.as_str());
             for f in &def.fields {
                 let name = f.name.as_str();

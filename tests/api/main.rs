@@ -35,5 +35,6 @@ mod snapshots;
 mod sql;
 mod stream;
 mod surfaces;
+mod tasks;
 mod unit;
 mod wall_screen;

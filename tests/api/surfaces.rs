@@ -143,7 +143,7 @@ async fn a_fifo_or_a_link_to_dev_zero_among_the_definitions_jams_neither_reloadi
         .json()
         .await
         .unwrap();
-    assert_eq!(catalogue.as_array().unwrap().len(), 37);
+    assert_eq!(catalogue.as_array().unwrap().len(), 39);
     // SIGINT stops it (it hung for good, then SIGKILL after 90 s).
     // SAFETY: kill(2) on the child we started.
     unsafe { libc::kill(server.0.id() as i32, libc::SIGINT) };
@@ -187,7 +187,7 @@ async fn a_restart_with_a_refused_definition_file_starts_with_the_last_good_set_
     let catalogue = app.get_json("/api/v1/catalogue").await;
     assert_eq!(
         catalogue.as_array().unwrap().len(),
-        37,
+        39,
         "the last good set is in service"
     );
     assert!(catalogue.to_string().len() < 100_000);

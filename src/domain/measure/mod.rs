@@ -450,6 +450,7 @@ mod tests {
         assert_eq!(
             lower,
             [
+                "task_assignments",
                 "open_appeals",
                 "work_order_take_hours",
                 "work_orders",
