@@ -245,6 +245,20 @@
         td.querySelector(".v").textContent = V.judgedText(meta, f).replace(/^超期 /, "");
         td.querySelector(".d").textContent = cellNote(meta, f, code);
         td.onclick = () => open(code, meta.id);
+        // 督办 in one click: a task to the units below that are behind on this metric.
+        if (S.mayIssue && (status === "at_risk" || status === "missed")) {
+          const kids = (S.org[code] || { children: [] }).children;
+          const level = kids.length && S.org[kids[0]] ? S.org[kids[0]].level : null;
+          if (level && meta.levels.includes(level)) {
+            const a = document.createElement("a");
+            a.className = "issue";
+            a.textContent = "督办";
+            a.title = "下达督办任务：" + nameOf(code) + "“" + meta.label_zh + "”有风险或未达标的" + V.LEVEL_ZH[level];
+            a.href = "/tasks?" + new URLSearchParams({ new: "1", metric: meta.id, scope: code, level, status: "at_risk,missed" });
+            a.onclick = (ev) => ev.stopPropagation();
+            td.appendChild(a);
+          }
+        }
         tr.appendChild(td);
       }
       body.appendChild(tr);
@@ -282,6 +296,7 @@
     document.title = d.dashboard.title;
     if (initial) {
       const own = await V.homeScope();
+      S.mayIssue = await V.mayIssue();
       S.scope = params.get("scope") || (own && own !== "440300" && S.org[own] ? own : d.dashboard.scope);
     }
     render();

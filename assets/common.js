@@ -166,6 +166,7 @@ window.VSCC = (function () {
       ws.onmessage = (ev) => {
         const msg = JSON.parse(ev.data);
         if (msg.type === "alert") { if (opts.onAlert) opts.onAlert(msg); return; }
+        if (msg.type === "task") { if (opts.onTask) opts.onTask(msg); return; }
         if (msg.sub !== opts.id) return;
         if (msg.type === "snapshot") {
           S.view = msg.nodes; S.epoch = msg.epoch; S.seq = msg.seq;
@@ -240,10 +241,20 @@ window.VSCC = (function () {
 
   // The caller's own scope (a district leader's district), for pages opened without ?scope=:
   // they start there, not at the city the token may not read. Null without a login.
-  let home = null;
+  let who = null;
+  // The caller (/api/v1/me), asked once; null without a login.
+  async function me() {
+    if (!who) who = getJSON("/api/v1/me").then((m) => (m && m.name !== "anonymous" ? m : null)).catch(() => null);
+    return who;
+  }
   async function homeScope() {
-    if (!home) home = getJSON("/api/v1/me").then((me) => (me && me.name !== "anonymous" ? me.scope : null)).catch(() => null);
-    return home;
+    const m = await me();
+    return m ? m.scope : null;
+  }
+  // Whether the caller issues tasks (督办): leaders, duty officers and admins.
+  async function mayIssue() {
+    const m = await me();
+    return !!m && ["leader", "duty_officer", "admin"].includes(m.role);
   }
 
   // The required pace in a few words, for lists: "每月 2 名", "需招录退役军人 3 名", "5 天内将超期 2 件".
@@ -263,6 +274,6 @@ window.VSCC = (function () {
   return {
     askToken, STATUS_ZH, STATUSES, COLORS, SEV_ZH, LEVEL_ZH, params, token, getJSON, clauseText, number, fmt, fmtUnit,
     targetText, judged, judgedText, rank, statusOf, shownAtLevel, daysUntil, ago, stamp, flashIfChanged, live,
-    indexOrg, showConn, legendHTML, paceShort, homeScope, ASPECT_SCALE, aspectOf, fitSize, chartFont, chartLine,
+    indexOrg, showConn, legendHTML, paceShort, homeScope, me, mayIssue, ASPECT_SCALE, aspectOf, fitSize, chartFont, chartLine,
   };
 })();

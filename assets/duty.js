@@ -159,6 +159,19 @@
       const mute = el("button", "", "静默本组");
       mute.onclick = (e) => { e.stopPropagation(); silence(g.rule, g.district, g.district_name + " · " + g.title); };
       actions.appendChild(ackAll); actions.appendChild(mute);
+      // 督办: the units behind this group get a task, prefilled on the 督办台.
+      const units = [...new Set(g.shown.map((a) => a.node).filter((n) => n && n.length > 6))];
+      if (units.length) {
+        const task = el("button", "", "转为督办");
+        task.onclick = (e) => {
+          e.stopPropagation();
+          const q = new URLSearchParams({ new: "1", alert: g.key, title: g.district_name + " · " + g.title, units: units.join(",") });
+          const metric = (g.shown[0] || {}).metric;
+          if (metric) q.set("metric", metric);
+          location.href = "/tasks?" + q;
+        };
+        actions.appendChild(task);
+      }
       head.onclick = () => { if (S.open.has(g.key)) S.open.delete(g.key); else S.open.add(g.key); renderGroups(); };
       tb.appendChild(head);
       if (open) {
@@ -193,7 +206,34 @@
     S.rendered++;
   }
 
+  // 督办: the open tasks of the console's scope, the most urgent first (incidents, then the
+  // most overdue), each opening on the 督办台.
+  const PRIO_ZH = { normal: "一般", urgent: "紧急", incident: "应急事件" };
+  async function loadTasks() {
+    const box = $("tasks-rows");
+    if (!box) return;
+    let r;
+    try { r = await call("GET", "/api/v1/tasks?state=open"); } catch (e) { return; }
+    $("tasks-count").textContent = r.tasks.length + " 项在办";
+    box.innerHTML = "";
+    for (const t of r.tasks.slice(0, 20)) {
+      const tr = el("tr", t.overdue ? "task-late" : "");
+      cell(tr, PRIO_ZH[t.priority] || t.priority, "sev " + (t.priority === "incident" ? "critical" : t.priority === "urgent" ? "warning" : "info"));
+      const what = cell(tr, "", "what");
+      const a = el("a", "", t.title);
+      a.href = "/tasks?id=" + encodeURIComponent(t.id);
+      what.appendChild(a);
+      cell(tr, t.scope_name, "");
+      cell(tr, (t.due || "").slice(5, 16).replace("T", " "), "age");
+      cell(tr, "已销号 " + (t.states.accepted || 0) + "/" + t.assignments_total + " · 待销号 " + (t.states.submitted || 0), "units");
+      cell(tr, t.overdue ? "超期 " + t.overdue : "—", t.overdue ? "critical" : "muted");
+      box.appendChild(tr);
+    }
+    if (!r.tasks.length) { const tr = el("tr"); cell(tr, "暂无在办督办任务", "muted").colSpan = 6; box.appendChild(tr); }
+  }
+
   async function refresh() {
+    loadTasks();
     S.answer = await call("GET", "/api/v1/alerts");
     for (const g of S.answer.groups) S.districts[g.district] = g.district_name;
     const select = $("filters").elements.district;

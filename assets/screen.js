@@ -44,9 +44,12 @@
     return "目标 " + V.targetText(d) + (f && f.due && d.deadline && !/^\d/.test(d.deadline) ? " · 本期剩" + V.daysUntil(f.due) + "天" : "");
   }
 
+  // The 督办 panel's figures, where the page has the panel.
+  const TASK_METRICS = ["task_assignments", "task_on_time"];
+  const hasTasks = () => !!document.getElementById("tasks-panel") && TASK_METRICS.every((m) => S.catalogue[m]);
   function neededMetrics() {
     const d = S.dashboard;
-    return [...new Set([...d.tiles, ...d.map_metrics, ...(d.trend_metrics || [])])];
+    return [...new Set([...d.tiles, ...d.map_metrics, ...(d.trend_metrics || []), ...(hasTasks() ? TASK_METRICS : [])])];
   }
   // The metric the map and the league show: always the same one (they rotate together).
   function mapMetric() {
@@ -293,6 +296,17 @@
       const most = PER_LEVEL[level];
       const count = (S.atRisk.by_level || {})[level] || all.length;
       head.textContent = LEVEL_ZH[level] + " " + count + " 个" + (count > most ? "（列出最远的 " + most + " 个）" : "");
+      // 督办: one click issues a task to these units (prefilled on the 督办台).
+      if (S.mayIssue) {
+        const q = new URLSearchParams({ new: "1", metric: metricId, scope: S.scope, level, status: "at_risk,missed" });
+        if (count <= all.length) q.set("units", all.map((n) => n.code).join(","));
+        const a = document.createElement("a");
+        a.className = "issue-link";
+        a.href = "/tasks?" + q;
+        a.textContent = "督办这 " + count + " 个" + LEVEL_ZH[level];
+        a.onclick = (ev) => ev.stopPropagation();
+        head.appendChild(a);
+      }
       list.appendChild(head);
       all.slice(0, most).forEach((node) => {
         const li = document.createElement("li");
@@ -334,6 +348,68 @@
     } catch (e) { /* keep the last */ }
   }
 
+  // ---- 督办: the tasks sent down the tree ------------------------------------------------------
+  // The units below with assignments open: overdue, open and done on time — the most overdue
+  // first; the line above sums the scope.
+  function renderTasks() {
+    const table = document.getElementById("tasks-table");
+    if (!table || !hasTasks()) return;
+    const open = (c) => figOf(c, "task_assignments");
+    const pct = (f) => (f && f.value !== null && f.value !== undefined ? Math.round(f.value * 100) + "%" : "—");
+    const own = open(S.scope);
+    const sum = document.getElementById("tasks-sum");
+    V.flashIfChanged(sum, own && own.value !== null ? "在办 " + V.number(own.value || 0, 0) + " · 超期 " + V.number(own.overdue || 0, 0) +
+      " · 按时 " + pct(figOf(S.scope, "task_on_time")) : "· 暂无督办任务");
+    const rows = childrenOf(S.scope)
+      .map((c) => ({ c, f: open(c) }))
+      .filter((x) => x.f && (x.f.value || x.f.overdue))
+      .sort((a, b) => (b.f.overdue || 0) - (a.f.overdue || 0) || (b.f.value || 0) - (a.f.value || 0))
+      .slice(0, 5);
+    table.innerHTML = rows.length ? "<tr><th></th><th>在办</th><th>超期</th><th>按时</th></tr>" + rows.map((x) =>
+      '<tr data-code="' + x.c + '"><td class="name"></td><td class="num">' + V.number(x.f.value || 0, 0) + '</td><td class="num' +
+      (x.f.overdue ? " bad" : "") + '">' + V.number(x.f.overdue || 0, 0) + '</td><td class="num">' + pct(figOf(x.c, "task_on_time")) + "</td></tr>").join("") : "";
+    table.querySelectorAll("tr[data-code]").forEach((tr) => {
+      tr.querySelector(".name").textContent = nameOf(tr.dataset.code);
+      tr.onclick = () => drill(tr.dataset.code);
+    });
+  }
+  function taskLine(s) {
+    const li = document.createElement("li");
+    li.className = "step-" + s.step;
+    const when = (s.at || "").slice(11, 16);
+    li.innerHTML = '<span class="when"></span> <span class="who"></span> <span class="what"></span>';
+    li.querySelector(".when").textContent = when;
+    li.querySelector(".who").textContent = s.org_name;
+    li.querySelector(".what").textContent = s.step_zh + "「" + s.title + "」" + (s.text ? "：" + s.text : "");
+    li.title = s.org_name + " " + s.step_zh + "「" + s.title + "」" + (s.text ? "：" + s.text : "") + (s.by ? "（" + s.by + "）" : "");
+    return li;
+  }
+  function renderTaskFeed(fresh) {
+    const list = document.getElementById("task-feed");
+    if (!list) return;
+    list.innerHTML = "";
+    (S.taskSteps || []).slice(0, 8).forEach((s, i) => {
+      const li = taskLine(s);
+      if (fresh && i === 0) li.classList.add("fresh");
+      list.appendChild(li);
+    });
+    if (!list.children.length) list.innerHTML = '<li class="muted">暂无反馈</li>';
+  }
+  async function loadTaskFeed() {
+    if (!document.getElementById("task-feed") || !S.scope) return;
+    const scope = S.scope;
+    try {
+      const r = await getJSON("/api/v1/tasks/feed?scope=" + scope + "&limit=8");
+      if (scope === S.scope) { S.taskSteps = r.steps; renderTaskFeed(false); }
+    } catch (e) { /* keep the last */ }
+  }
+  // A step just taken (pushed over the stream): on the panel at once.
+  function onTask(step) {
+    if (!within(step.org)) return;
+    S.taskSteps = [step].concat(S.taskSteps || []).slice(0, 20);
+    renderTaskFeed(true);
+  }
+
   function render() {
     if (!S.dashboard || !S.scope) return;
     renderCrumbs();
@@ -341,6 +417,7 @@
     renderCounts();
     renderMap();
     renderLeague();
+    renderTasks();
     // Live figures move the at-risk list too; it is re-read at most every 3 s, and once more
     // after the last change.
     if (metricId && !S.atRiskTimer) {
@@ -356,6 +433,7 @@
       subscription: () => ({ scope: S.scope, metrics: neededMetrics() }),
       onFigures: render,
       onAlert,
+      onTask,
     });
   }
   const resubscribe = () => S.stream && S.stream.resubscribe();
@@ -505,6 +583,7 @@
     loadTrends();
     loadFreshness();
     loadAlerts();
+    loadTaskFeed();
     resubscribe();
   }
   S.drill = drill;
@@ -529,6 +608,7 @@
       document.getElementById("trend-title").textContent = d.target === null || d.target === undefined || d.judged_on === "overdue"
         ? "趋势 · 2020 年以来" : "趋势 · 2020 年以来 · 目标线与截止日";
       const own = await V.homeScope();
+      S.mayIssue = await V.mayIssue();
       S.scope = S.org[params.get("scope")] ? params.get("scope") : S.org[own] ? own : "440300";
       render();
       return;
@@ -596,6 +676,8 @@
     await loadDashboard(true);
     connect();
     loadAlerts();
+    loadTaskFeed();
+    setInterval(loadTaskFeed, 60000);
     loadTrends();
     loadFreshness();
     setInterval(loadTrends, 300000);

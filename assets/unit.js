@@ -420,9 +420,138 @@
     setTimeout(() => t.remove(), 3000);
   }
 
+  // ---------------------------------------------------------------- 督办: assignments
+  // The unit's assignments of tasks sent down to it: sign (签收), answer (反馈), report done
+  // (办结) and pass down (转派) — to sign and overdue first; the ones it passed down show how
+  // its units answer, and its head accepts (销号) or returns (退回) what they submitted.
+  const PRIO_ZH = { normal: "一般", urgent: "紧急", incident: "应急事件" };
+  const OVERDUE_ZH = { sign: "超期未签收", submit: "超期未办结" };
+  const when = (iso) => (iso ? iso.slice(5, 16).replace("T", " ") : "");
+  function daysLeft(iso) {
+    const h = (Date.parse(iso) - Date.now()) / 3600000;
+    return h < 0 ? "已过时限" : h < 48 ? "剩 " + Math.max(1, Math.round(h)) + " 小时" : "剩 " + Math.floor(h / 24) + " 天";
+  }
+  const URGENCY = (a) => (a.overdue ? 0 : a.state === "issued" ? 1 : a.state === "returned" ? 2 : a.state === "accepted" ? 9 : a.state === "submitted" ? 5 : 3);
+  function assignmentHTML(x, i) {
+    const t = x.task, a = x.assignment;
+    const acts = S.tasks.may_act;
+    const open = a.state !== "accepted" && a.state !== "submitted";
+    const cls = "assignment" + (a.overdue ? " late" : "") + (a.state === "accepted" ? " done" : "") + (a.state === "submitted" ? " submitted" : "");
+    const history = (a.feedback || []).map((f) => '<li class="' + f.step + '"><span class="when">' + esc(when(f.at)) + "</span>" + esc(f.step_zh) + (f.text ? "：" + esc(f.text) : "") + "</li>").join("");
+    const kids = (a.children || []).map((c, j) => {
+      const judge = c.state === "submitted" && S.tasks.may_judge
+        ? '<button type="button" class="primary" data-judge="accept" data-i="' + i + '" data-j="' + j + '">销号</button><button type="button" data-judge="return" data-i="' + i + '" data-j="' + j + '">退回</button>' : "";
+      const last = (c.feedback || []).slice(-1)[0];
+      return '<li><span class="n">' + esc(c.org_name) + " · " + esc(c.state_zh) + (c.overdue ? ' <span class="late-flag">' + OVERDUE_ZH[c.overdue] + "</span>" : "") +
+        (last && last.text ? '<br><span class="muted">' + esc(last.step_zh + "：" + last.text) + "</span>" : "") + "</span>" + judge + "</li>";
+    }).join("");
+    let buttons = "";
+    if (acts && a.state === "issued") buttons = '<button type="button" class="primary" data-act="sign" data-i="' + i + '">签收</button>';
+    else if (acts && open) {
+      buttons = '<textarea data-text="' + i + '" maxlength="1000" placeholder="办理进展或结果（反馈必填）"></textarea><p class="field-error" data-err="' + i + '"></p>' +
+        '<div><button type="button" data-act="feedback" data-i="' + i + '">反馈进展</button><button type="button" class="primary" data-act="submit" data-i="' + i + '">办结上报</button>' +
+        (S.kids.length ? '<button type="button" data-act="delegate" data-i="' + i + '">转派下级</button>' : "") + "</div>";
+    }
+    const deadline = a.state === "issued" ? "签收时限 " + when(a.sign_by) + "（" + daysLeft(a.sign_by) + "）· " : "";
+    return '<article class="' + cls + '" data-task="' + esc(t.id) + '"><div class="top"><span class="prio ' + t.priority + '">' + PRIO_ZH[t.priority] + '</span><span class="title">' + esc(t.title) +
+      '</span><span class="state">' + esc(a.state_zh) + "</span>" + (a.overdue ? '<span class="late-flag">' + OVERDUE_ZH[a.overdue] + "</span>" : "") + "</div>" +
+      '<div class="meta">' + esc(t.scope_name) + " 下达 · " + deadline + "办结时限 " + esc(when(a.due)) + (open ? "（" + daysLeft(a.due) + "）" : "") +
+      (a.parent ? " · 由" + esc((S.kidsOf[a.parent] || a.parent)) + "转派" : "") + "</div>" +
+      '<div class="instruction" title="点击展开">' + esc(t.instruction) + "</div>" +
+      (history ? '<ul class="history">' + history + "</ul>" : "") +
+      (kids ? '<div class="kids">已转派：<ul class="history">' + kids + "</ul></div>" : "") + buttons + "</article>";
+  }
+  function renderTasks() {
+    const list = S.tasks.assignments.slice().sort((x, y) => URGENCY(x.assignment) - URGENCY(y.assignment));
+    S.tasks.sorted = list;
+    const show = list.length > 0;
+    $("tasks").hidden = !show;
+    document.querySelector("[data-tasks]").hidden = !show;
+    if (!show) return;
+    const toSign = list.filter((x) => x.assignment.state === "issued").length;
+    const late = list.filter((x) => x.assignment.overdue).length;
+    const open = list.filter((x) => !["accepted", "submitted"].includes(x.assignment.state)).length;
+    $("tasks-sum").textContent = "待签收 " + toSign + " · 在办 " + open + " · 超期 " + late + " · 共 " + list.length + " 项";
+    $("assignments").innerHTML = list.map(assignmentHTML).join("");
+    $("assignments").querySelectorAll(".instruction").forEach((el) => { el.onclick = () => el.classList.toggle("open"); });
+    $("assignments").querySelectorAll("[data-act]").forEach((b) => { b.onclick = () => act(list[+b.dataset.i], b.dataset.act, +b.dataset.i); });
+    $("assignments").querySelectorAll("[data-judge]").forEach((b) => {
+      b.onclick = () => judgeChild(list[+b.dataset.i].assignment.children[+b.dataset.j], list[+b.dataset.i].task, b.dataset.judge);
+    });
+  }
+  async function loadTasks() {
+    S.tasks = await V.getJSON("/api/v1/tasks/mine?scope=" + encodeURIComponent(S.scope));
+    S.tasks.may_judge = ["leader", "admin", "duty_officer"].includes(S.me.role) && (S.me.role === "admin" || S.me.scope === S.scope);
+    renderTasks();
+  }
+  async function step(taskId, org, action, body) {
+    return call("POST", "/api/v1/tasks/" + encodeURIComponent(taskId) + "/assignments/" + org + "/" + action, body || {});
+  }
+  const STEP_ZH = { sign: "已签收", feedback: "已反馈", submit: "已办结上报，等待销号", delegate: "已转派", accept: "已销号", return: "已退回" };
+  function stepRefusal(r) {
+    if (r.status === 409) return "该事项状态已变化（" + (r.body.error || "") + "），已刷新";
+    if (r.status === 400 && r.body.field === "text") return "请填写反馈内容";
+    return reasonZh(r.body.reason || r.body.error || String(r.status));
+  }
+  async function act(x, action, i) {
+    const a = x.assignment;
+    const err = $("assignments").querySelector('[data-err="' + i + '"]');
+    const textEl = $("assignments").querySelector('[data-text="' + i + '"]');
+    const text = textEl ? textEl.value.trim() : "";
+    let body = {};
+    if (action === "feedback" || action === "submit") {
+      if (action === "feedback" && !text) { err.textContent = "请填写办理进展"; textEl.classList.add("invalid"); return; }
+      body = { text };
+    }
+    if (action === "delegate") {
+      const picked = await pickKids(a);
+      if (!picked) return;
+      body = { units: picked };
+    }
+    const r = await step(x.task.id, a.org, action, body);
+    if (r.status === 200) { toast(STEP_ZH[action]); loadTasks().catch(() => {}); return; }
+    if (err) err.textContent = stepRefusal(r); else toast(stepRefusal(r));
+    loadTasks().catch(() => {});
+  }
+  async function judgeChild(c, task, action) {
+    let body = {};
+    if (action === "return") {
+      const reason = prompt("退回 " + c.org_name + " 的原因（必填）");
+      if (!reason || !reason.trim()) return;
+      body = { reason: reason.trim() };
+    }
+    const r = await step(task.id, c.org, action, body);
+    toast(r.status === 200 ? STEP_ZH[action] : stepRefusal(r));
+    loadTasks().catch(() => {});
+  }
+  // Which units below to pass an assignment to: a dialog of checkboxes (those that have one of
+  // this task already are not offered).
+  function pickKids(a) {
+    return new Promise((resolve) => {
+      const taken = new Set((a.children || []).map((c) => c.org));
+      const dialog = $("change");
+      const form = $("change-form");
+      $("change-title").textContent = "转派下级单位";
+      $("change-fields").innerHTML = '<div class="pick-kids">' + S.kids.filter((k) => !taken.has(k.code)).map((k) =>
+        '<label><input type="checkbox" value="' + esc(k.code) + '"> ' + esc(k.name) + "</label>").join("") + "</div>";
+      form.reason.closest("label").hidden = true;
+      clearErrors(form);
+      const done = (v) => { form.reason.closest("label").hidden = false; dialog.onclose = null; resolve(v); };
+      $("change-ok").onclick = (ev) => {
+        ev.preventDefault();
+        const picked = [...$("change-fields").querySelectorAll("input:checked")].map((c) => c.value);
+        if (!picked.length) { showError(form, "reason", "请至少选择一个单位"); return; }
+        dialog.close();
+        done(picked);
+      };
+      dialog.onclose = () => done(null);
+      dialog.showModal();
+    });
+  }
+
   // ---------------------------------------------------------------- the page
   async function refresh() {
-    await Promise.all([loadStanding(), loadRecords()]).catch((e) => console.warn(e));
+    await Promise.all([loadStanding(), loadRecords(), loadTasks()]).catch((e) => console.warn(e));
   }
 
   function header(org) {
@@ -460,7 +589,12 @@
     ]);
     S.kinds = kinds;
     kinds.forEach((k) => { S.byKind[k.kind] = k; });
+    S.kids = org.children || [];
+    S.kidsOf = {};
+    S.kids.forEach((k) => { S.kidsOf[k.code] = k.name; });
+    if (org.parent) S.kidsOf[org.parent] = (S.pace && S.pace.parent_name) || org.parent;
     header(org);
+    await loadTasks().catch((e) => console.warn(e));
     if (S.pace.may_report) {
       // The scheduled reports still to send first, then every other kind by its label.
       const open = (S.pace.reports || []).filter((r) => r.state === "missing" || r.state === "pending").map((r) => r.kind);
@@ -480,6 +614,7 @@
     await loadRecords();
     // Live enough for a desk: the standing again every 20 s.
     setInterval(() => loadStanding().catch(() => {}), 20000);
+    setInterval(() => loadTasks().catch(() => {}), 20000);
   }
 
   start().catch((e) => {

@@ -187,6 +187,7 @@ impl Application {
         .await?;
         hub.publish_initial();
         hub.tasks().take_in(
+            &tree,
             &store
                 .task_rows()
                 .await

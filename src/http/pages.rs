@@ -15,6 +15,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, assets_dir: &std::path::Path) {
         .service(brief)
         .service(duty)
         .service(unit)
+        .service(tasks)
         .service(sql_console)
         .service(echarts)
         .service(dashboards)
@@ -110,6 +111,14 @@ async fn metric_page(
 #[get("/unit")]
 async fn unit(state: web::Data<AppState>) -> Result<NamedFile, ApiError> {
     page(&state, "unit.html").await
+}
+
+/// 督办台: the tasks sent down the tree from the caller's scope, one task's units on the map,
+/// in a table and on a timeline; issuing one (`?new=1&metric=&scope=&units=&alert=&title=`
+/// prefill it).
+#[get("/tasks")]
+async fn tasks(state: web::Data<AppState>) -> Result<NamedFile, ApiError> {
+    page(&state, "tasks.html").await
 }
 
 /// The duty console.

@@ -303,7 +303,7 @@ impl Hub {
             buffer.extend_from_slice(rows);
         }
         drop(agg);
-        self.tasks.take_in(rows);
+        self.tasks.take_in(&self.tree, rows);
     }
 
     /// Starts switching to a new catalogue: from now on applied records are also kept aside.

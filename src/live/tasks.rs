@@ -7,7 +7,7 @@
 //! records by the `cases` and `ratio` measure types; the board says the same of one task.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -36,9 +36,30 @@ struct Board {
     by_org: HashMap<String, Vec<String>>,
 }
 
-#[derive(Default)]
 pub struct TaskBoard {
     board: RwLock<Board>,
+    /// Each step as it is taken in: the screens' ticker of answers.
+    steps: tokio::sync::broadcast::Sender<Arc<StepNotice>>,
+}
+
+impl Default for TaskBoard {
+    fn default() -> Self {
+        TaskBoard {
+            board: RwLock::default(),
+            steps: tokio::sync::broadcast::channel(256).0,
+        }
+    }
+}
+
+/// A step just taken, for the screens whose scope holds its unit.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct StepNotice {
+    pub task: String,
+    pub title: String,
+    #[serde(skip)]
+    pub org_idx: NodeIdx,
+    #[serde(flatten)]
+    pub step: StepEntry,
 }
 
 /// A step as the timeline shows it.
@@ -230,7 +251,7 @@ impl AssignmentRecords {
 
 impl TaskBoard {
     /// Takes in committed records: those of the task kinds are kept.
-    pub fn take_in(&self, rows: &[EventRow]) {
+    pub fn take_in(&self, tree: &OrgTree, rows: &[EventRow]) {
         let mut rows = rows.iter().filter(|r| r.kind.starts_with("task.")).peekable();
         if rows.peek().is_none() {
             return;
@@ -257,10 +278,23 @@ impl TaskBoard {
                 if !tasks.contains(&task) {
                     tasks.push(task);
                 }
-            } else {
-                a.steps.insert(r.seq, r.clone());
+            } else if a.steps.insert(r.seq, r.clone()).is_none() && self.steps.receiver_count() > 0 {
+                if let (Some(step), Some(org_idx)) = (Step::of_kind(&r.kind), tree.get(&r.org)) {
+                    let title = entry_title(board.tasks.get(&task));
+                    let _ = self.steps.send(Arc::new(StepNotice {
+                        task,
+                        title,
+                        org_idx,
+                        step: self::entry(tree, step.as_str(), step.label_zh(), r),
+                    }));
+                }
             }
         }
+    }
+
+    /// The steps taken from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<StepNotice>> {
+        self.steps.subscribe()
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Board> {
@@ -386,7 +420,7 @@ impl TaskBoard {
         let board = self.read();
         let mut all: Vec<(u32, u64, String, String, StepEntry)> = Vec::new();
         for (id, t) in &board.tasks {
-            let title = t.created.as_ref().map(|c| text(&data(c), "title")).unwrap_or_default();
+            let title = entry_title(Some(t));
             for (org, a) in &t.assignments {
                 if !tree.get(org).is_some_and(|o| tree.is_within(o, scope)) {
                     continue;
@@ -400,6 +434,12 @@ impl TaskBoard {
         all.truncate(limit);
         all.into_iter().map(|(_, _, id, title, e)| (id, title, e)).collect()
     }
+}
+
+fn entry_title(t: Option<&TaskRecords>) -> String {
+    t.and_then(|t| t.created.as_ref())
+        .map(|c| text(&data(c), "title"))
+        .unwrap_or_default()
 }
 
 fn entry(tree: &OrgTree, step: &str, step_zh: &str, r: &EventRow) -> StepEntry {

@@ -418,6 +418,16 @@ impl State {
         }
     }
 
+    /// Task steps go to every connection whose token's scope holds the unit.
+    fn on_task(&self, n: &crate::live::tasks::StepNotice) -> Vec<Outgoing> {
+        match self.ctx.auth.recheck(&self.ctx.token) {
+            Ok(who) if self.ctx.hub.tree().is_within(n.org_idx, who.scope) => {
+                vec![Outgoing::Send(ServerMessage::Task(n).to_text())]
+            }
+            _ => Vec::new(),
+        }
+    }
+
     /// Every subscription starts over with a snapshot: after falling behind the broadcast
     /// ring, or when the catalogue changed — so each one's metrics are looked up again (one no
     /// longer defined is dropped; "all" takes in new ones).
@@ -493,6 +503,7 @@ pub async fn run_session(mut session: Session, mut messages: MessageStream, ctx:
     let mut closing = ctx.streams.closing();
     let _open = ctx.streams.session_opened();
     let mut alerts = ctx.alerts.resubscribe();
+    let mut task_steps = ctx.hub.tasks().subscribe();
     let send_timeout = Duration::from_millis(ctx.settings.send_timeout_ms);
     let idle_timeout = Duration::from_millis(ctx.settings.idle_timeout_ms);
     let mut heartbeat = tokio::time::interval(Duration::from_millis(ctx.settings.heartbeat_ms));
@@ -533,6 +544,11 @@ pub async fn run_session(mut session: Session, mut messages: MessageStream, ctx:
             },
             notice = alerts.recv() => match notice {
                 Ok(n) => state.on_alert(&n),
+                Err(RecvError::Lagged(_)) => Vec::new(),
+                Err(RecvError::Closed) => Vec::new(),
+            },
+            step = task_steps.recv() => match step {
+                Ok(n) => state.on_task(&n),
                 Err(RecvError::Lagged(_)) => Vec::new(),
                 Err(RecvError::Closed) => Vec::new(),
             },

@@ -54,6 +54,9 @@ pub enum ServerMessage<'a> {
     },
     /// An alert changed state, at a node inside the token's scope.
     Alert(&'a AlertNotice),
+    /// A step taken on a task's assignment (签收, 反馈, 办结, 销号, 退回, 转派), at a unit
+    /// inside the token's scope.
+    Task(&'a crate::live::tasks::StepNotice),
     /// A refused message (`sub`: the subscription it concerns), or why the connection closes.
     Error {
         sub: Option<&'a str>,
