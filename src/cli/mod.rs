@@ -1,6 +1,7 @@
 //! The `vscc` command line: the commands and their options here, each family of commands in
 //! a file of its own (serve and demo, users, ledgers, the simulator, the org tree).
 
+mod demo_tasks;
 mod ledgers;
 mod org;
 mod serve;

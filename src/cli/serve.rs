@@ -27,6 +27,10 @@ pub(super) async fn serve(
         println!("a metric's page: http://{addr}/metric/staffing_rate");
         println!("daily brief: http://{addr}/brief");
         println!(
+            "督办台 (tasks): http://{addr}/tasks?token={}",
+            app.admin_token()
+        );
+        println!(
             "duty console: http://{}/duty?token={}",
             settings.server.addr,
             app.admin_token()
@@ -44,6 +48,11 @@ pub(super) async fn serve(
         tokio::spawn(demo_unit_users(
             format!("http://127.0.0.1:{}", app.port()),
             app.admin_token().to_string(),
+        ));
+        tokio::spawn(demo_tasks::run(
+            format!("http://127.0.0.1:{}", app.port()),
+            app.admin_token().to_string(),
+            app.state().tree.clone(),
         ));
         tokio::spawn(demo_feed(
             format!("http://127.0.0.1:{}", app.port()),

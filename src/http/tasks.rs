@@ -80,7 +80,7 @@ fn parse_due(due: &str, now: OffsetDateTime) -> Result<OffsetDateTime, ApiError>
         })?
     };
     if at <= now {
-        return Err(ApiError::bad_request("due", format!("'{due}' is in the past")));
+        return Err(ApiError::bad_request("due", format!("'{due}' is in the past (of the moment it is issued)")));
     }
     Ok(at)
 }
@@ -180,24 +180,55 @@ fn may_issue(who: &Principal) -> Result<(), ApiError> {
     }
 }
 
+/// When a step or an issue happened: now, or (an admin recording what happened before vscc
+/// heard of it: a task from the old spreadsheet, an answer taken by phone) the moment given —
+/// not in the future, not before `not_before` (the assignment's last step).
+fn moment(
+    who: &Principal,
+    given: Option<&str>,
+    now: OffsetDateTime,
+    not_before: u32,
+) -> Result<OffsetDateTime, ApiError> {
+    let Some(given) = given else {
+        return Ok(now);
+    };
+    if who.role != Role::Admin {
+        return Err(ApiError::Forbidden(
+            "at: only an admin records a step at another moment than now".into(),
+        ));
+    }
+    let at = OffsetDateTime::parse(given, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| ApiError::bad_request("at", format!("'{given}' is not RFC 3339")))?;
+    if at > now {
+        return Err(ApiError::bad_request("at", format!("'{given}' is in the future")));
+    }
+    if at.unix_timestamp() < i64::from(not_before.max(1_577_808_000)) {
+        return Err(ApiError::bad_request(
+            "at",
+            format!("'{given}' is before the assignment's last step (or 2020)"),
+        ));
+    }
+    Ok(at)
+}
+
 /// A task record as a client would send it, through the one validation path.
 fn record(
     state: &AppState,
     who: &Principal,
-    now: OffsetDateTime,
+    at: OffsetDateTime,
     id: String,
     kind: &str,
     org: &str,
     data: Value,
 ) -> Result<EventRow, ApiError> {
     let catalogue = state.hub.catalogue();
-    let event = json!({"id": id, "kind": kind, "org": org, "at": rfc3339(now), "data": data});
+    let event = json!({"id": id, "kind": kind, "org": org, "at": rfc3339(at), "data": data});
     let row = crate::wire::events::validate(
         &event,
         &catalogue.kinds,
         &state.tree,
         state.map.as_ref(),
-        now,
+        state.hub.now(),
         TASKS_SOURCE,
     )
     .map_err(|e| ApiError::Unexpected(anyhow::anyhow!("a task record did not pass: {}: {}", e.field, e.reason)))?;
@@ -261,7 +292,7 @@ async fn issue(
     let who = &caller.0;
     may_issue(who)?;
     let body = body.into_inner();
-    let now = state.hub.now();
+    let now = moment(who, body.at.as_deref(), state.hub.now(), 0)?;
     let title = bounded("title", Some(&body.title), MAX_TITLE_CHARS, true)?;
     let instruction = bounded("instruction", Some(&body.instruction), MAX_INSTRUCTION_CHARS, true)?;
     let due = parse_due(body.due.trim(), now)?;
@@ -550,7 +581,7 @@ async fn act(
         }));
     }
     task::after(facts.state, step).map_err(|refused| ApiError::Conflict(refused.to_string()))?;
-    let now = state.hub.now();
+    let now = moment(who, body.at.as_deref(), state.hub.now(), facts.last_at)?;
     let mut data = json!({
         "assignment": assignment_subject(&task_id, &org),
         "task_id": task_id,
@@ -635,7 +666,7 @@ async fn act(
     let view = state
         .hub
         .tasks()
-        .view(tree, who.scope, &task_id, now.unix_timestamp() as u32)
+        .view(tree, who.scope, &task_id, state.hub.now().unix_timestamp() as u32)
         .ok_or_else(not_found)?;
     Ok(HttpResponse::Ok().json(view))
 }

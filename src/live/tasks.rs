@@ -161,6 +161,8 @@ pub struct AssignmentFacts {
     pub parent: Option<String>,
     /// The issuer's org.
     pub scope: String,
+    /// When its last record happened (Unix seconds): a step recorded afterwards is not before.
+    pub last_at: u32,
 }
 
 fn data(row: &EventRow) -> Value {
@@ -319,6 +321,7 @@ impl TaskBoard {
             first_submitted: a.first(&[Step::Submit]),
             parent: a.parent(),
             scope: t.created.as_ref().map(|c| c.org.clone()).unwrap_or_default(),
+            last_at: a.steps.values().map(|r| r.at).chain([a.issued_at()]).max().unwrap_or(0),
         })
     }
 

@@ -29,6 +29,9 @@ pub struct NewTask {
     /// Where the task comes from: `{"alert": "…"}` or `{"metric": "…", "scope": "…"}`.
     #[schema(value_type = Object)]
     pub source: Option<serde_json::Value>,
+    /// Admins only: when it was issued, if before now (RFC 3339) — a task carried over from
+    /// before vscc. The deadline must follow it.
+    pub at: Option<String>,
 }
 
 /// Every node of `level` within `scope`, optionally only those whose `metric` has one of
@@ -64,6 +67,9 @@ pub struct StepIn {
     pub reason: Option<String>,
     /// delegate: the units below the assignment's unit to pass it to.
     pub units: Option<Vec<String>>,
+    /// Admins only: when the step was taken, if before now (RFC 3339; not before the
+    /// assignment's last step) — an answer taken by phone, recorded afterwards.
+    pub at: Option<String>,
 }
 
 /// `GET /api/v1/tasks`.
