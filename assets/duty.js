@@ -160,7 +160,7 @@
       mute.onclick = (e) => { e.stopPropagation(); silence(g.rule, g.district, g.district_name + " · " + g.title); };
       actions.appendChild(ackAll); actions.appendChild(mute);
       // 督办: the units behind this group get a task, prefilled on the 督办台.
-      const units = [...new Set(g.shown.map((a) => a.node).filter((n) => n && n.length > 6))];
+      const units = [...new Set(g.shown.map((a) => a.node).filter((n) => n && !/^\d{4}00$/.test(n)))];
       if (units.length) {
         const task = el("button", "", "转为督办");
         task.onclick = (e) => {

@@ -358,13 +358,13 @@
     const pct = (f) => (f && f.value !== null && f.value !== undefined ? Math.round(f.value * 100) + "%" : "—");
     const own = open(S.scope);
     const sum = document.getElementById("tasks-sum");
-    V.flashIfChanged(sum, own && own.value !== null ? "在办 " + V.number(own.value || 0, 0) + " · 超期 " + V.number(own.overdue || 0, 0) +
-      " · 按时 " + pct(figOf(S.scope, "task_on_time")) : "· 暂无督办任务");
+    V.flashIfChanged(sum, own && own.value !== null ? "在办" + V.number(own.value || 0, 0) + " 超期" + V.number(own.overdue || 0, 0) +
+      " 按时" + pct(figOf(S.scope, "task_on_time")) : "暂无督办任务");
     const rows = childrenOf(S.scope)
       .map((c) => ({ c, f: open(c) }))
       .filter((x) => x.f && (x.f.value || x.f.overdue))
       .sort((a, b) => (b.f.overdue || 0) - (a.f.overdue || 0) || (b.f.value || 0) - (a.f.value || 0))
-      .slice(0, 5);
+      .slice(0, 3);
     table.innerHTML = rows.length ? "<tr><th></th><th>在办</th><th>超期</th><th>按时</th></tr>" + rows.map((x) =>
       '<tr data-code="' + x.c + '"><td class="name"></td><td class="num">' + V.number(x.f.value || 0, 0) + '</td><td class="num' +
       (x.f.overdue ? " bad" : "") + '">' + V.number(x.f.overdue || 0, 0) + '</td><td class="num">' + pct(figOf(x.c, "task_on_time")) + "</td></tr>").join("") : "";
@@ -380,7 +380,8 @@
     li.innerHTML = '<span class="when"></span> <span class="who"></span> <span class="what"></span>';
     li.querySelector(".when").textContent = when;
     li.querySelector(".who").textContent = s.org_name;
-    li.querySelector(".what").textContent = s.step_zh + "「" + s.title + "」" + (s.text ? "：" + s.text : "");
+    // The answer itself; the task's title in the tooltip (the panel is narrow).
+    li.querySelector(".what").textContent = s.step_zh + (s.text ? "：" + s.text : "「" + s.title + "」");
     li.title = s.org_name + " " + s.step_zh + "「" + s.title + "」" + (s.text ? "：" + s.text : "") + (s.by ? "（" + s.by + "）" : "");
     return li;
   }
@@ -480,7 +481,7 @@
       grid: { left: fs * 3.2, right: fs * 1.2, top: fs * 2.4, bottom: fs * 2.2 },
       legend: { top: 0, itemWidth: fs * 1.6, itemHeight: fs * 0.8, textStyle: { color: "#d8e6ff", fontSize: fs } },
       tooltip: { trigger: "axis", textStyle: { fontSize: fs } },
-      xAxis: { type: "time", min: PLAN_START, max: Math.max(Date.now(), last), splitNumber: 4,
+      xAxis: { type: "time", min: PLAN_START, max: Math.max(Date.now(), last), splitNumber: box.clientWidth < fs * 18 ? 2 : 4,
         axisLabel: { color: "#9fb6d8", fontSize: fs, formatter: { year: "{yyyy}", month: "{M}月", day: "{M}/{d}" } },
         axisLine: { lineStyle: { color: "#6f8bb3", width: lw / 2 } } },
       yAxis: { type: "value", max: pctAxis ? 1 : null, splitNumber: 2, axisLabel: { color: "#9fb6d8", fontSize: fs,

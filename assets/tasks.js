@@ -147,7 +147,8 @@
     if (!window.echarts || !S.geo) { el.hidden = true; return; }
     const per = {};
     rows.forEach((a) => {
-      const d = a.org.slice(0, 6);
+      let d = a.org;
+      while (S.org[d] && S.org[d].level !== "district" && S.org[d].parent) d = S.org[d].parent;
       const x = per[d] || (per[d] = { total: 0, done: 0, late: 0 });
       x.total++; if (a.state === "accepted") x.done++; if (a.overdue) x.late++;
     });

@@ -455,7 +455,7 @@
     const deadline = a.state === "issued" ? "签收时限 " + when(a.sign_by) + "（" + daysLeft(a.sign_by) + "）· " : "";
     return '<article class="' + cls + '" data-task="' + esc(t.id) + '"><div class="top"><span class="prio ' + t.priority + '">' + PRIO_ZH[t.priority] + '</span><span class="title">' + esc(t.title) +
       '</span><span class="state">' + esc(a.state_zh) + "</span>" + (a.overdue ? '<span class="late-flag">' + OVERDUE_ZH[a.overdue] + "</span>" : "") + "</div>" +
-      '<div class="meta">' + esc(t.scope_name) + " 下达 · " + deadline + "办结时限 " + esc(when(a.due)) + (open ? "（" + daysLeft(a.due) + "）" : "") +
+      '<div class="a-meta">' + esc(t.scope_name) + " 下达 · " + deadline + "办结时限 " + esc(when(a.due)) + (open ? "（" + daysLeft(a.due) + "）" : "") +
       (a.parent ? " · 由" + esc((S.kidsOf[a.parent] || a.parent)) + "转派" : "") + "</div>" +
       '<div class="instruction" title="点击展开">' + esc(t.instruction) + "</div>" +
       (history ? '<ul class="history">' + history + "</ul>" : "") +

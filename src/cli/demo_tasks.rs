@@ -168,10 +168,16 @@ async fn play_history(
     Some(submitted)
 }
 
+/// The units of `level` below the given orgs (by the tree: 大鹏新区's streets carry 龙岗's code
+/// prefix).
 fn codes(tree: &OrgTree, under: &[&str], level: Level) -> Vec<String> {
-    tree.nodes()
-        .filter(|(_, n)| n.level == level && under.iter().any(|u| n.code.starts_with(u)))
-        .map(|(_, n)| n.code.clone())
+    under
+        .iter()
+        .filter_map(|u| tree.get(u))
+        .flat_map(|u| tree.subtree(u))
+        .map(|n| tree.node(n))
+        .filter(|n| n.level == level)
+        .map(|n| n.code.clone())
         .collect()
 }
 
@@ -212,7 +218,7 @@ pub(super) async fn run(base: String, token: String, tree: std::sync::Arc<OrgTre
     // Ten days ago: every district, passed down to their streets; due three days ago.
     let visits = format!("demo-{stamp}-visits");
     let (issued, due) = (now - Duration::days(10), now - Duration::days(3));
-    let districts = codes(&tree, &["4403"], Level::District);
+    let districts = codes(&tree, &["440300"], Level::District);
     if issue(&api, json!({"id": visits, "title": "困难退役军人节前走访慰问", "instruction":
         "各区组织街道对辖区困难退役军人逐户走访慰问，摸清生活、就业、医疗困难，建立问题台账，逐项解决并反馈。",
         "due": rfc(due), "priority": "normal", "units": districts, "at": rfc(issued)})).await
