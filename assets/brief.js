@@ -62,6 +62,13 @@
       "未按时报送（截止 " + r.due.slice(5) + "）");
     document.getElementById("late-reports").textContent = (b.late_reports || []).length
       ? "定期报表：" + (late.length ? late.join("；") : "到期的报表均已按时报送") : "";
+    // 督办: what was issued to the scope's units, answered and closed that day, and what is
+    // overdue at the day's end (the task_assignments snapshot).
+    const t = b.tasks || { assigned: 0, tasks: 0, submitted: 0, accepted: 0 };
+    const open = (b.metrics.find((m) => m.id === "task_assignments") || {}).day;
+    const overdue = open && open.overdue !== null && open.overdue !== undefined ? "；日终在办 " + V.number(open.value || 0, 0) + " 项，其中超期 " + open.overdue + " 项" : "";
+    document.getElementById("tasks-day").textContent = "督办：" + (t.assigned ? "当日下达 " + t.tasks + " 项任务（" + t.assigned + " 个承办单位）" : "当日未下达新任务") +
+      "，办结上报 " + t.submitted + " 项，销号 " + t.accepted + " 项" + overdue + "。";
     document.getElementById("corrections").textContent =
       "数据更正：" + fixed + "；以往各日的快照保持当日所知，不因此后的更正而改变。";
     const body = document.querySelector("#figures tbody");

@@ -173,6 +173,42 @@ pub async fn corrections_on(
     Ok((versions, cancelled.saturating_sub(versions)))
 }
 
+/// The tasks' day in a subtree (督办): assignments its units were given, of how many tasks,
+/// those they submitted and those accepted (销号) — by the records dated that day.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct TasksDay {
+    pub assigned: u64,
+    pub tasks: u64,
+    pub submitted: u64,
+    pub accepted: u64,
+}
+
+pub async fn tasks_on(store: &Store, day: Date, scope: &str) -> Result<TasksDay, StoreError> {
+    use crate::domain::task::{Step, ISSUED_KIND};
+    let (assigned, tasks, submitted, accepted): (u64, u64, u64, u64) = store
+        .client()
+        .query(
+            "SELECT countIf(kind = ?), uniqExactIf(splitByChar('/', subject)[1], kind = ?),              countIf(kind = ?), countIf(kind = ?) FROM events              WHERE kind IN (?, ?, ?) AND sign = 1 AND toDate(at) = toDate(?)              AND org IN (SELECT code FROM org_nodes WHERE has(ancestors, ?))",
+        )
+        .bind(ISSUED_KIND)
+        .bind(ISSUED_KIND)
+        .bind(Step::Submit.kind())
+        .bind(Step::Accept.kind())
+        .bind(ISSUED_KIND)
+        .bind(Step::Submit.kind())
+        .bind(Step::Accept.kind())
+        .bind(iso(day))
+        .bind(scope)
+        .fetch_one()
+        .await?;
+    Ok(TasksDay {
+        assigned,
+        tasks,
+        submitted,
+        accepted,
+    })
+}
+
 /// One scheduled kind's reports of `day`'s period in a subtree: the units (by level) whose
 /// report was not dated by the due day, once that day has passed.
 #[derive(Debug, Clone, serde::Serialize)]

@@ -251,6 +251,7 @@ async fn brief(
     let alerts_since = brief::alerts_since(&state.store).await?;
     let (corrected, withdrawn) = brief::corrections_on(&state.store, day, &code).await?;
     let late_reports = brief::late_reports(&state.store, &catalogue.kinds, day, &code).await?;
+    let tasks = brief::tasks_on(&state.store, day, &code).await?;
     // The printed copy is the city's; a district's reader gets its own page only.
     let pdf = scope == tree.root() && state.brief.pdf_path(day).is_file();
     let child_level = children.first().map(|c| tree.node(*c).level.as_str());
@@ -262,6 +263,7 @@ async fn brief(
         "alerts_since": alerts_since.map(|d| d.to_string()),
         "corrections": {"corrected": corrected, "withdrawn": withdrawn},
         "late_reports": late_reports,
+        "tasks": tasks,
         "pdf": pdf.then(|| format!("/api/v1/brief/pdf?date={day}")),
     })))
 }
