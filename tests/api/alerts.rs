@@ -409,6 +409,8 @@ fn the_shipped_rules_and_roster_example_load() {
         "appeal_cluster",
         "reports_due_soon",
         "reports_late",
+        "tasks_overdue",
+        "task_on_time_at_risk",
     ] {
         assert!(names.contains(&covered), "{covered} missing from {names:?}");
     }
