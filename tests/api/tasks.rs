@@ -246,3 +246,13 @@ async fn a_task_to_every_street_is_signed_answered_passed_down_and_closed_and_it
     compared_with_sql(&app, &after, now).await;
     app.stop().await;
 }
+
+/// The pages: issuing from a metric page's at-risk list, a street's clerk answering on a phone,
+/// the wall screen's 督办 panel following live, the leader accepting on the 督办台.
+#[test]
+fn a_leader_issues_from_the_at_risk_list_a_clerk_answers_on_a_phone_and_the_wall_follows() {
+    let stdout = crate::helpers::run_browser_script("tasks.mjs");
+    assert!(stdout.contains("ok: the task comes prefilled"));
+    assert!(stdout.contains("ok: the wall shows the answer live"));
+    assert!(stdout.contains("ok: the API agrees: accepted, on time, two answers"));
+}
