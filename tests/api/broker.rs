@@ -947,3 +947,148 @@ async fn corrections_on_either_instance_agree_and_equal_sql() {
     .await;
     rebuilt.stop().await;
 }
+
+/// A step on an assignment through instance `i`: the status and the answer.
+async fn task_step(
+    http: &reqwest::Client,
+    i: &Instance,
+    task: &str,
+    org: &str,
+    action: &str,
+    body: Value,
+) -> (u16, Value) {
+    let r = http
+        .post(format!("{}/api/v1/tasks/{task}/assignments/{org}/{action}", i.base))
+        .bearer_auth("stream-admin")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+/// The task as every instance shows it, once they all show the same (10 s at most).
+async fn task_agreed(instances: &[&Instance], http: &reqwest::Client, task: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut all = Vec::new();
+        for i in instances {
+            let mut v = i.get_json(http, &format!("/api/v1/tasks/{task}")).await;
+            // Read at slightly different moments: the overdue flags are the same records'.
+            v.as_object_mut().map(|o| o.remove("overdue"));
+            all.push(v);
+        }
+        if all.windows(2).all(|w| w[0] == w[1]) {
+            return all.swap_remove(0);
+        }
+        assert!(Instant::now() < deadline, "instances disagree on task {task}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Tasks on two instances of one stream: steps taken through either reach the same states,
+/// the same step raced through both lands once (the other is told so), an instance killed
+/// with -9 mid-way loses none of the steps it acknowledged, and the task figures agree.
+#[tokio::test]
+async fn task_steps_through_two_instances_agree_land_once_and_survive_kill_9() {
+    let nats = Nats::start();
+    let Two {
+        db,
+        spool,
+        http,
+        a,
+        mut b,
+        ..
+    } = Two::start(&nats, 1).await;
+    let streets = [
+        "440304001", "440304002", "440304004", "440304005", "440304006", "440304007",
+    ];
+    let due = (time::OffsetDateTime::now_utc() + time::Duration::days(3)).date();
+    let r = http
+        .post(format!("{}/api/v1/tasks", a.base))
+        .bearer_auth("stream-admin")
+        .json(&json!({"id": "stream-task", "title": "走访", "instruction": "逐户走访",
+            "due": due.to_string(), "units": streets}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    task_agreed(&[&a, &b], &http, "stream-task").await;
+
+    // The same sign through both instances at once: one lands, the other is refused.
+    let (x, y) = tokio::join!(
+        task_step(&http, &a, "stream-task", streets[0], "sign", json!({})),
+        task_step(&http, &b, "stream-task", streets[0], "sign", json!({}))
+    );
+    let mut statuses = [x.0, y.0];
+    statuses.sort();
+    assert_eq!(statuses, [200, 409], "{x:?} {y:?}");
+    let view = task_agreed(&[&a, &b], &http, "stream-task").await;
+    let signs = view["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["org"] == streets[0] && e["step"] == "sign")
+        .count();
+    assert_eq!(signs, 1, "the raced sign is on the timeline once");
+
+    // Steps alternate between the instances; each acknowledged one is remembered.
+    let mut acked: Vec<(String, &str)> = Vec::new();
+    for (n, org) in streets.iter().enumerate() {
+        let via = |k: usize| if (n + k) % 2 == 0 { &a } else { &b };
+        for (k, (action, body)) in [
+            ("sign", json!({})),
+            ("feedback", json!({"text": "进展"})),
+            ("submit", json!({"text": "完成"})),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if n == 0 && action == "sign" {
+                continue;
+            }
+            // The other instance has read the step before (the stream carries it).
+            task_agreed(&[&a, &b], &http, "stream-task").await;
+            let (status, answer) = task_step(&http, via(k), "stream-task", org, action, body).await;
+            assert_eq!(status, 200, "{org} {action}: {answer}");
+            acked.push((org.to_string(), action));
+        }
+    }
+    // Instance b takes some acceptances, and is killed with -9 right after acknowledging them.
+    for org in &streets[..3] {
+        task_agreed(&[&a, &b], &http, "stream-task").await;
+        let (status, answer) = task_step(&http, &b, "stream-task", org, "accept", json!({})).await;
+        assert_eq!(status, 200, "{answer}");
+        acked.push((org.to_string(), "accept"));
+    }
+    // SAFETY: kill(2) on the child we started.
+    unsafe { libc::kill(b.child.id() as i32, libc::SIGKILL) };
+    let _ = b.child.wait();
+    let (status, _) = task_step(&http, &a, "stream-task", streets[3], "return", json!({"reason": "补材料"})).await;
+    assert_eq!(status, 200);
+    acked.push((streets[3].to_string(), "return"));
+
+    // b again, from ClickHouse and the stream: every acknowledged step, on both, once.
+    b = Instance::start(&nats, &db, &spool.join("b2"), &http).await;
+    let view = task_agreed(&[&a, &b], &http, "stream-task").await;
+    let timeline = view["timeline"].as_array().unwrap();
+    for (org, action) in &acked {
+        let n = timeline
+            .iter()
+            .filter(|e| e["org"] == org.as_str() && e["step"] == *action)
+            .count();
+        assert_eq!(n, 1, "{org} {action} once on the timeline");
+    }
+    let states: BTreeMap<String, String> = view["assignments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| (x["org"].as_str().unwrap().to_string(), x["state"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(states[streets[0]], "accepted");
+    assert_eq!(states[streets[3]], "returned");
+    assert_eq!(states[streets[5]], "submitted");
+    let figures = agreed(&[&a, &b], &http).await;
+    assert_eq!(figures["440304 task_assignments"][0], 3, "three open in 福田: {figures:?}");
+    assert_eq!(figures["440300 task_on_time"], json!([3, 3, "met"]));
+}
