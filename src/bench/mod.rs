@@ -1,4 +1,4 @@
-//! `vscc bench ingest|corrections|stream|stalled|import|rebuild|workspace`: measured speed, each figure beside a baseline measured in the
+//! `vscc bench ingest|corrections|stream|stalled|import|rebuild|workspace|tasks`: measured speed, each figure beside a baseline measured in the
 //! same run. Run them on a release build: `cargo run --release -- bench ingest`.
 
 pub mod corrections;
@@ -9,6 +9,7 @@ pub mod rebuild;
 pub mod stalled;
 pub mod stream;
 pub mod workload;
+pub mod tasks;
 pub mod workspace;
 
 use std::path::{Path, PathBuf};

@@ -213,6 +213,16 @@ enum BenchCommand {
         #[arg(long, default_value_t = 30)]
         rounds: usize,
     },
+    /// 督办 at the city's size: a task issued to every unit below the city beside as many
+    /// plain records, and a step until a wall screen's stream carries it beside its
+    /// acknowledgement.
+    Tasks {
+        #[arg(long, default_value_t = 200_000)]
+        records: usize,
+        /// Measured rounds of each.
+        #[arg(long, default_value_t = 20)]
+        rounds: usize,
+    },
     /// Records/s end to end beside ClickHouse's own insert rate of the same rows.
     Ingest {
         #[arg(long, default_value_t = 1_000_000)]
@@ -524,6 +534,16 @@ pub async fn main() -> anyhow::Result<()> {
             crate::bench::stalled::run(
                 &settings,
                 crate::bench::stalled::StalledBench { clients, seconds },
+            )
+            .await
+        }
+        Command::Bench(BenchCommand::Tasks { records, rounds }) => {
+            crate::bench::tasks::run(
+                &settings,
+                crate::bench::tasks::TasksBench {
+                    records,
+                    rounds: rounds.max(1),
+                },
             )
             .await
         }
