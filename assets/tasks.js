@@ -180,7 +180,7 @@
       body = { reason };
     } else if (!confirm("确认对 " + a.org_name + " 的办结情况销号？")) return;
     const r = await call("POST", "/api/v1/tasks/" + encodeURIComponent(S.task.id) + "/assignments/" + a.org + "/" + action, body);
-    if (r.status === 200) { S.task = r.body; renderDetail(); toast(action === "accept" ? "已销号" : "已退回"); loadList(); return; }
+    if (r.status === 200) { toast(action === "accept" ? "已销号" : "已退回"); select(S.task.id); loadList(); return; }
     toast(reasonZh(r.body.reason || r.body.error || r.status), true);
     select(S.task.id);
   }

@@ -29,7 +29,7 @@ use crate::domain::task::{
 };
 use crate::domain::time::{parse_day, rfc3339, SHANGHAI};
 use crate::wire::tasks::{
-    FeedEntry, NewTask, Selector, StepIn, TaskFeed, TaskIssued, TaskList, TaskView,
+    AssignmentView, FeedEntry, NewTask, Selector, StepIn, TaskFeed, TaskIssued, TaskList, TaskView,
     UnitAssignment, UnitAssignments,
 };
 
@@ -537,7 +537,7 @@ fn acts_for_issuer(who: &Principal, state: &AppState, issuer: NodeIdx) -> bool {
         ("org" = String, Path, description = "the unit's org code"),
         ("action" = String, Path, description = "sign | feedback | submit | accept | return | delegate")),
     request_body = StepIn,
-    responses((status = 200, body = TaskView), (status = 400, body = super::error::ErrorBody),
+    responses((status = 200, body = AssignmentView, description = "the assignment after the step"), (status = 400, body = super::error::ErrorBody),
         (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody),
         (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody)),
     security(("bearer" = [])))]
@@ -663,10 +663,12 @@ async fn act(
         )));
     }
     drop(_one_at_a_time);
+    // The assignment as it stands now (with those it passed down), not the whole task: a
+    // task to every unit is hundreds of them.
     let view = state
         .hub
         .tasks()
-        .view(tree, who.scope, &task_id, state.hub.now().unix_timestamp() as u32)
+        .assignment(tree, who.scope, &task_id, &org, state.hub.now().unix_timestamp() as u32)
         .ok_or_else(not_found)?;
     Ok(HttpResponse::Ok().json(view))
 }

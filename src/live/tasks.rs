@@ -20,6 +20,8 @@ use crate::domain::task::{self, Priority, State, Step, CREATED_KIND, ISSUED_KIND
 #[derive(Default)]
 struct AssignmentRecords {
     issued: Option<EventRow>,
+    /// The unit that passed it down (read once from the issuing record's data).
+    parent: Option<String>,
     steps: BTreeMap<u64, EventRow>,
 }
 
@@ -244,10 +246,7 @@ impl AssignmentRecords {
     }
 
     fn parent(&self) -> Option<String> {
-        self.issued
-            .as_ref()
-            .map(|r| text(&data(r), "parent"))
-            .filter(|p| !p.is_empty())
+        self.parent.clone()
     }
 }
 
@@ -275,6 +274,7 @@ impl TaskBoard {
             let entry = board.tasks.entry(task.clone()).or_default();
             let a = entry.assignments.entry(r.org.clone()).or_default();
             if r.kind == ISSUED_KIND {
+                a.parent = Some(text(&data(r), "parent")).filter(|p| !p.is_empty());
                 a.issued = Some(r.clone());
                 let tasks = board.by_org.entry(r.org.clone()).or_default();
                 if !tasks.contains(&task) {
@@ -360,24 +360,34 @@ impl TaskBoard {
             }
         }
         timeline.sort_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
+        let below = Below::of(t, &visible);
         // Tops: the visible assignments whose parent is not visible (or who have none).
-        let tops: Vec<&String> = visible
+        let assignments = visible
             .iter()
             .filter(|org| {
                 t.assignments[*org]
-                    .parent()
-                    .is_none_or(|p| !visible.contains(&p))
+                    .parent
+                    .as_ref()
+                    .is_none_or(|p| !below.visible.contains(p.as_str()))
             })
-            .collect();
-        let assignments = tops
-            .into_iter()
-            .map(|org| assignment_view(tree, task_id, t, org, now, &visible, 0))
+            .map(|org| assignment_view(tree, task_id, t, org, now, &below, 0))
             .collect();
         Some(TaskView {
             summary,
             assignments,
             timeline: timeline.into_iter().map(|(_, _, e)| e).collect(),
         })
+    }
+
+    /// One assignment as a caller with `scope` sees it, with those passed down below it.
+    pub fn assignment(&self, tree: &OrgTree, scope: NodeIdx, task_id: &str, org: &str, now: u32) -> Option<AssignmentView> {
+        let board = self.read();
+        let t = board.tasks.get(task_id)?;
+        let (_, visible) = summarize(tree, scope, task_id, t, now)?;
+        if !visible.iter().any(|v| v == org) {
+            return None;
+        }
+        Some(assignment_view(tree, task_id, t, org, now, &Below::of(t, &visible), 0))
     }
 
     /// The tasks a caller with `scope` sees, newest first: those issued within the scope, and
@@ -410,7 +420,7 @@ impl TaskBoard {
             .filter_map(|id| {
                 let t = board.tasks.get(id)?;
                 let (summary, visible) = summarize(tree, idx, id, t, now)?;
-                let a = assignment_view(tree, id, t, org, now, &visible, 0);
+                let a = assignment_view(tree, id, t, org, now, &Below::of(t, &visible), 0);
                 Some((t.assignments[org].issued_at(), summary, a))
             })
             .collect();
@@ -519,13 +529,35 @@ fn summarize(
     ))
 }
 
+/// The visible assignments of a task, and those each one passed down: a view is built in one
+/// pass over them (a task to every unit of the city has 867).
+struct Below<'a> {
+    visible: std::collections::HashSet<&'a str>,
+    children: HashMap<&'a str, Vec<&'a str>>,
+}
+
+impl<'a> Below<'a> {
+    fn of(t: &'a TaskRecords, visible: &'a [String]) -> Self {
+        let mut children: HashMap<&str, Vec<&str>> = HashMap::new();
+        for org in visible {
+            if let Some(p) = &t.assignments[org].parent {
+                children.entry(p.as_str()).or_default().push(org.as_str());
+            }
+        }
+        Below {
+            visible: visible.iter().map(String::as_str).collect(),
+            children,
+        }
+    }
+}
+
 fn assignment_view(
     tree: &OrgTree,
     task_id: &str,
     t: &TaskRecords,
     org: &str,
     now: u32,
-    visible: &[String],
+    below: &Below,
     depth: usize,
 ) -> AssignmentView {
     let a = &t.assignments[org];
@@ -533,10 +565,12 @@ fn assignment_view(
     let state = a.state();
     let submitted = a.first(&[Step::Submit]);
     let children: Vec<AssignmentView> = if depth < 4 {
-        t.assignments
-            .iter()
-            .filter(|(o, c)| visible.contains(o) && c.parent().as_deref() == Some(org))
-            .map(|(o, _)| assignment_view(tree, task_id, t, o, now, visible, depth + 1))
+        below
+            .children
+            .get(org)
+            .into_iter()
+            .flatten()
+            .map(|o| assignment_view(tree, task_id, t, o, now, below, depth + 1))
             .collect()
     } else {
         Vec::new()
