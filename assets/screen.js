@@ -389,6 +389,15 @@
     const list = document.getElementById("task-feed");
     if (!list) return;
     list.innerHTML = "";
+    // 应急事件 first, in the alarm colour, while they are open.
+    (S.incidents || []).forEach((t) => {
+      const li = document.createElement("li");
+      li.className = "incident";
+      const done = t.states.accepted || 0;
+      li.textContent = "应急 " + t.title + " · 签收 " + (t.assignments_total - (t.states.issued || 0)) + "/" + t.assignments_total +
+        " · 销号 " + done + (t.overdue ? " · 超期 " + t.overdue : "");
+      list.appendChild(li);
+    });
     (S.taskSteps || []).slice(0, 8).forEach((s, i) => {
       const li = taskLine(s);
       if (fresh && i === 0) li.classList.add("fresh");
@@ -401,7 +410,7 @@
     const scope = S.scope;
     try {
       const r = await getJSON("/api/v1/tasks/feed?scope=" + scope + "&limit=8");
-      if (scope === S.scope) { S.taskSteps = r.steps; renderTaskFeed(false); }
+      if (scope === S.scope) { S.taskSteps = r.steps; S.incidents = r.incidents; renderTaskFeed(false); }
     } catch (e) { /* keep the last */ }
   }
   // A step just taken (pushed over the stream): on the panel at once.
@@ -409,6 +418,8 @@
     if (!within(step.org)) return;
     S.taskSteps = [step].concat(S.taskSteps || []).slice(0, 20);
     renderTaskFeed(true);
+    // An incident's counts move with its steps.
+    if ((S.incidents || []).some((t) => t.id === step.task)) { clearTimeout(S.feedTimer); S.feedTimer = setTimeout(loadTaskFeed, 500); }
   }
 
   function render() {

@@ -482,17 +482,26 @@ async fn feed(
     let limit = super::params::in_range("limit", q.limit.unwrap_or(20).into(), 1, 200)? as usize;
     let now = state.hub.now().unix_timestamp() as u32;
     let board = state.hub.tasks();
-    let (mut open, mut overdue) = (0, 0);
+    let (mut open, mut overdue, mut incidents) = (0, 0, Vec::new());
     for t in board.list(&state.tree, node, now) {
         open += t.assignments_total - t.states.get("accepted").copied().unwrap_or(0);
         overdue += t.overdue;
+        if t.priority == Priority::Incident && !t.closed {
+            incidents.push(t);
+        }
     }
     let steps = board
         .recent_steps(&state.tree, node, limit)
         .into_iter()
         .map(|(task, title, step)| FeedEntry { task, title, step })
         .collect();
-    Ok(HttpResponse::Ok().json(TaskFeed { scope: code, open, overdue, steps }))
+    Ok(HttpResponse::Ok().json(TaskFeed {
+        scope: code,
+        open,
+        overdue,
+        incidents,
+        steps,
+    }))
 }
 
 #[utoipa::path(get, path = "/api/v1/tasks/{id}", tag = "tasks",

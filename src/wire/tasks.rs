@@ -101,6 +101,8 @@ pub struct TaskFeed {
     pub scope: String,
     pub open: usize,
     pub overdue: usize,
+    /// Open tasks of priority `incident` (应急事件): the wall shows them while they are open.
+    pub incidents: Vec<TaskSummary>,
     pub steps: Vec<FeedEntry>,
 }
 
