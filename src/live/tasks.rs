@@ -113,6 +113,7 @@ pub struct AssignmentView {
     pub feedback: Vec<StepEntry>,
     /// The assignments it passed down, with their roll-up in `children_states`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(no_recursion)]
     pub children: Vec<AssignmentView>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub children_states: BTreeMap<String, usize>,
