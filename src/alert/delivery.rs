@@ -155,6 +155,32 @@ pub fn render_group(
     }
 }
 
+/// A message about a task (督办) to one duty target, for its units: issued to them, returned
+/// to one of them.
+pub fn render_task(
+    kind: WebhookKind,
+    event: &str,
+    heading: &str,
+    body: &str,
+    units: &[(String, String)],
+    target: &str,
+    at: &str,
+) -> String {
+    let names: Vec<&str> = units.iter().map(|(_, name)| name.as_str()).collect();
+    let shown = if names.len() > 20 {
+        format!("{} 等 {} 个单位", names[..20].join("、"), names.len())
+    } else {
+        names.join("、")
+    };
+    let text = format!("### 【督办】{heading}\n> {body}\n\n承办单位：{shown}\n时间：{at}\n值班：{target}");
+    match kind {
+        WebhookKind::Wecom => serde_json::json!({"msgtype": "markdown", "markdown": {"content": text}}).to_string(),
+        WebhookKind::Dingtalk => serde_json::json!({"msgtype": "markdown", "markdown": {"title": format!("督办：{heading}"), "text": text}}).to_string(),
+        WebhookKind::Json => serde_json::json!({"type": "task", "event": event, "heading": heading, "text": body,
+            "units": units.iter().map(|(code, _)| code).collect::<Vec<_>>(), "target": target, "at": at}).to_string(),
+    }
+}
+
 /// A notice in the `json` robots' payload (their own contract, documented in
 /// `oncall.toml.example`).
 fn notice_json(n: &AlertNotice) -> serde_json::Value {

@@ -637,6 +637,52 @@ impl AlertEngine {
         Ok(())
     }
 
+    /// Tells the units of a task what happened (issued to them, returned to one), through the
+    /// roster: each unit's nearest duty target, one message per target listing its units —
+    /// logged and retried like the alerts' notifications. `key` makes the message's id.
+    pub async fn notify_task(
+        &self,
+        event: &str,
+        key: &str,
+        units: &[NodeIdx],
+        heading: &str,
+        body: &str,
+    ) -> Result<(), StoreError> {
+        let roster = self
+            .roster
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let Some(roster) = roster else { return Ok(()) };
+        let tree = self.hub.tree().clone();
+        let mut groups: std::collections::BTreeMap<String, (super::delivery::DutyTarget, Vec<(String, String)>)> =
+            std::collections::BTreeMap::new();
+        for unit in units {
+            if let Some(target) = roster.chain(&tree, *unit).into_iter().next() {
+                let node = tree.node(*unit);
+                groups
+                    .entry(target.org.clone())
+                    .or_insert_with(|| (target, Vec::new()))
+                    .1
+                    .push((node.code.clone(), node.name.clone()));
+            }
+        }
+        let at = crate::domain::time::rfc3339(self.hub.now());
+        for (org, (target, units)) in groups {
+            let out = super::delivery::Outgoing {
+                id: format!("{event}/{key}/{org}"),
+                fingerprint: format!("{event}/{key}"),
+                target: target.name.clone(),
+                level: 0,
+                kind: target.kind,
+                url: target.url.clone(),
+                payload: super::delivery::render_task(target.kind, event, heading, body, &units, &target.name, &at),
+            };
+            self.deliverer.send(&self.store, out).await?;
+        }
+        Ok(())
+    }
+
     pub fn silences(&self) -> Vec<super::silence::Silence> {
         self.silences
             .read()

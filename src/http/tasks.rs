@@ -376,6 +376,14 @@ async fn issue(
     }
     state.ingest.accept(rows).await?;
     tracing::info!(task = %task_id, units = orgs.len(), by = %who.name, "task issued");
+    notify(
+        &state,
+        "task_issued",
+        &task_id,
+        units,
+        format!("{}下达督办任务：{title}", tree.node(who.scope).name),
+        format!("{}办结时限 {}。{}", priority_zh(priority), rfc3339(due.to_offset(SHANGHAI)), excerpt(&instruction)),
+    );
     Ok(HttpResponse::Created().json(TaskIssued {
         id: task_id,
         units: orgs.len(),
@@ -526,6 +534,35 @@ async fn one(
     Ok(HttpResponse::Ok().json(view))
 }
 
+fn priority_zh(p: Priority) -> &'static str {
+    match p {
+        Priority::Normal => "",
+        Priority::Urgent => "【紧急】",
+        Priority::Incident => "【应急事件】",
+    }
+}
+
+/// The start of a long text, for a robot's message.
+fn excerpt(text: &str) -> String {
+    let mut short: String = text.chars().take(120).collect();
+    if short.len() < text.len() {
+        short.push('…');
+    }
+    short
+}
+
+/// Tells the units through the roster's robots (issued to them, returned to one), after the
+/// answer: the message is logged and retried by the alert delivery, a failure is logged here.
+fn notify(state: &AppState, event: &'static str, key: &str, units: Vec<NodeIdx>, heading: String, body: String) {
+    let alerts = state.alerts.clone();
+    let key = key.to_string();
+    tokio::spawn(async move {
+        if let Err(e) = alerts.notify_task(event, &key, &units, &heading, &body).await {
+            tracing::warn!(error = %e, event, task = %key, "task notification not queued");
+        }
+    });
+}
+
 /// Whether `who` acts for the unit `node`: its own users (not analysts), or an admin over it.
 fn acts_for_unit(who: &Principal, state: &AppState, node: NodeIdx) -> bool {
     match who.role {
@@ -596,6 +633,8 @@ async fn act(
         "task_id": task_id,
     });
     let mut children: Vec<EventRow> = Vec::new();
+    let mut body_reason = String::new();
+    let mut delegated: Vec<String> = Vec::new();
     match step {
         Step::Feedback => {
             data["text"] = bounded("text", body.text.as_deref(), MAX_TEXT_CHARS, true)?.into();
@@ -604,7 +643,8 @@ async fn act(
             data["text"] = bounded("text", body.text.as_deref(), MAX_TEXT_CHARS, false)?.into();
         }
         Step::Return => {
-            data["reason"] = bounded("reason", body.reason.as_deref(), MAX_REASON_CHARS, true)?.into();
+            body_reason = bounded("reason", body.reason.as_deref(), MAX_REASON_CHARS, true)?;
+            data["reason"] = body_reason.clone().into();
         }
         Step::Accept => {
             data["on_time"] = facts.first_submitted.is_some_and(|s| s <= facts.due_at).into();
@@ -650,6 +690,7 @@ async fn act(
                 )?);
             }
             data["units"] = json!(codes);
+            delegated = codes;
         }
         Step::Sign => {}
     }
@@ -672,6 +713,26 @@ async fn act(
         )));
     }
     drop(_one_at_a_time);
+    let title = || state.hub.tasks().title(&task_id);
+    match step {
+        Step::Return => notify(
+            &state,
+            "task_returned",
+            &format!("{task_id}/{org}/{}", facts.records + 1),
+            vec![node],
+            format!("督办事项被退回：{}", title()),
+            format!("{}：{}", tree.node(node).name, body_reason),
+        ),
+        Step::Delegate => notify(
+            &state,
+            "task_issued",
+            &format!("{task_id}/{org}"),
+            delegated.iter().filter_map(|c| tree.get(c)).collect(),
+            format!("{}转派督办任务：{}", tree.node(node).name, title()),
+            format!("办结时限 {}。", crate::domain::time::rfc3339_shanghai(i64::from(facts.due_at))),
+        ),
+        _ => {}
+    }
     // The assignment as it stands now (with those it passed down), not the whole task: a
     // task to every unit is hundreds of them.
     let view = state

@@ -326,6 +326,11 @@ impl TaskBoard {
         })
     }
 
+    /// A task's title (empty: no such task).
+    pub fn title(&self, task_id: &str) -> String {
+        entry_title(self.read().tasks.get(task_id))
+    }
+
     /// Whether a task exists (its creation record arrived).
     pub fn exists(&self, task_id: &str) -> bool {
         self.read()

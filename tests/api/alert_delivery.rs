@@ -235,3 +235,62 @@ async fn unacknowledged_alerts_escalate_to_the_parent_then_stop_when_acknowledge
     assert_eq!(district.log.lock().unwrap().len(), 1);
     app.stop().await;
 }
+
+/// 督办 reaches the units' robots: a task issued to 罗湖's streets is one message to 罗湖's duty
+/// target listing them (the city's target, above, gets nothing); a return, one naming the unit
+/// and the reason.
+#[tokio::test]
+async fn a_task_issued_and_returned_reaches_the_units_duty_target() {
+    let district = receiver(0);
+    let city = receiver(0);
+    let (app, _dir) = app_with_roster(&district, &city, "json").await;
+    let due = (OffsetDateTime::now_utc() + Duration::from_secs(3 * 86_400)).date();
+    let post = |path: String, body: Value| {
+        let app = &app;
+        async move {
+            app.http
+                .post(format!("{}{path}", app.base))
+                .bearer_auth(app.admin_token())
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let status = post(
+        "/api/v1/tasks".into(),
+        json!({"id": "notify-1", "title": "走访慰问", "instruction": "逐户走访", "due": due.to_string(),
+            "priority": "urgent", "units": ["440303001", "440303002"]}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    wait_for("the district's robot to get the task", || {
+        !district.log.lock().unwrap().is_empty()
+    })
+    .await;
+    let issued = district.log.lock().unwrap()[0].clone();
+    assert_eq!(issued["type"], "task");
+    assert_eq!(issued["event"], "task_issued");
+    assert_eq!(issued["units"], json!(["440303001", "440303002"]), "one message for both streets: {issued}");
+    assert!(issued["heading"].as_str().unwrap().contains("走访慰问"), "{issued}");
+    assert!(issued["text"].as_str().unwrap().contains("紧急"), "{issued}");
+    for action in ["sign", "submit"] {
+        let s = post(format!("/api/v1/tasks/notify-1/assignments/440303001/{action}"), json!({"text": "完成"})).await;
+        assert_eq!(s, 200, "{action}");
+    }
+    let s = post(
+        "/api/v1/tasks/notify-1/assignments/440303001/return".into(),
+        json!({"reason": "缺少走访名单"}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    wait_for("the return to reach the robot", || district.log.lock().unwrap().len() >= 2).await;
+    let returned = district.log.lock().unwrap()[1].clone();
+    assert_eq!(returned["event"], "task_returned");
+    assert_eq!(returned["units"], json!(["440303001"]));
+    assert!(returned["text"].as_str().unwrap().contains("缺少走访名单"), "{returned}");
+    assert!(city.log.lock().unwrap().is_empty(), "the level above hears of overdue ones, not of each task");
+    app.stop().await;
+}
