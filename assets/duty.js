@@ -165,7 +165,9 @@
         const task = el("button", "", "转为督办");
         task.onclick = (e) => {
           e.stopPropagation();
-          const q = new URLSearchParams({ new: "1", alert: g.key, title: g.district_name + " · " + g.title, units: units.join(",") });
+          // A critical group is raised as an incident (应急事件), the others as urgent tasks.
+          const q = new URLSearchParams({ new: "1", alert: g.key, title: g.district_name + " · " + g.title, units: units.join(","),
+            priority: g.severity === "critical" ? "incident" : "urgent" });
           const metric = (g.shown[0] || {}).metric;
           if (metric) q.set("metric", metric);
           location.href = "/tasks?" + q;

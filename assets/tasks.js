@@ -218,6 +218,7 @@
     form.due.value = due;
     form.due.min = new Date().toLocaleDateString("sv-SE", { timeZone: "Asia/Shanghai" });
     if (p.get("alert")) form.priority.value = "urgent";
+    if (["normal", "urgent", "incident"].includes(p.get("priority"))) form.priority.value = p.get("priority");
     const scopes = [S.me.scope].concat((S.org[S.me.scope] || { children: [] }).children);
     form.sel_scope.innerHTML = scopes.map((c) => '<option value="' + c + '">' + esc(nameOf(c)) + "</option>").join("");
     if (p.get("scope") && S.org[p.get("scope")] && within(p.get("scope"), S.me.scope)) {

@@ -526,12 +526,67 @@ async fn one(
     let id = path.into_inner();
     readable_scope(&caller.0, &state, Some(&state.tree.node(caller.0.scope).code))?;
     let now = state.hub.now().unix_timestamp() as u32;
-    let view = state
+    let mut view = state
         .hub
         .tasks()
         .view(&state.tree, caller.0.scope, &id, now)
         .ok_or_else(|| missing(format!("task {id}")))?;
+    gather_alerts(&state, &caller.0, &mut view).await?;
     Ok(HttpResponse::Ok().json(view))
+}
+
+/// A task raised from an alert group (`source.alert` = "rule/district", an incident the duty
+/// officer turned into a task) gathers that group's alert changes into its timeline, from a day
+/// before it was issued: firing, escalated, acknowledged, resolved.
+async fn gather_alerts(state: &AppState, who: &Principal, view: &mut TaskView) -> Result<(), ApiError> {
+    let Some(key) = view
+        .summary
+        .source
+        .as_ref()
+        .and_then(|s| s.get("alert"))
+        .and_then(Value::as_str)
+    else {
+        return Ok(());
+    };
+    let Some((rule, district)) = key.split_once('/') else {
+        return Ok(());
+    };
+    let tree = &state.tree;
+    // Only what the caller may see of it.
+    let Some(area) = tree.get(district).filter(|d| tree.is_within(*d, who.scope) || tree.is_within(who.scope, *d)) else {
+        return Ok(());
+    };
+    let scope = if tree.is_within(area, who.scope) { area } else { who.scope };
+    let since = OffsetDateTime::parse(&view.summary.issued_at, &time::format_description::well_known::Rfc3339)
+        .map(|t| t.unix_timestamp() - 86_400)
+        .unwrap_or(0);
+    let events = state.alerts.history(&tree.node(scope).code, 500).await?;
+    const STATE_ZH: [(&str, &str); 6] = [
+        ("firing", "预警"),
+        ("resolved", "预警恢复"),
+        ("acknowledged", "预警已确认"),
+        ("notified", "预警已通知"),
+        ("no_data", "预警无数据"),
+        ("pending", "预警待定"),
+    ];
+    for e in events.into_iter().filter(|e| e.rule == rule && i64::from(e.at) >= since) {
+        let step_zh = STATE_ZH
+            .iter()
+            .find(|(s, _)| *s == e.state)
+            .map_or("预警", |(_, zh)| zh);
+        view.timeline.push(crate::wire::tasks::StepEntry {
+            step: format!("alert_{}", e.state),
+            step_zh: step_zh.to_string(),
+            org_name: tree.get(&e.node).map(|n| tree.node(n).name.clone()).unwrap_or_default(),
+            org: e.node,
+            by: e.actor,
+            at: crate::domain::time::rfc3339_shanghai(i64::from(e.at)),
+            text: if e.comment.is_empty() { e.summary } else { format!("{}（{}）", e.summary, e.comment) },
+            units: Vec::new(),
+        });
+    }
+    view.timeline.sort_by(|a, b| b.at.cmp(&a.at));
+    Ok(())
 }
 
 fn priority_zh(p: Priority) -> &'static str {

@@ -294,3 +294,50 @@ async fn a_task_issued_and_returned_reaches_the_units_duty_target() {
     assert!(city.log.lock().unwrap().is_empty(), "the level above hears of overdue ones, not of each task");
     app.stop().await;
 }
+
+/// A duty officer raises an alert group to an incident (应急事件): a task whose timeline gathers
+/// the group's alerts beside its assignments' steps, shown among the open incidents of the
+/// wall's feed.
+#[tokio::test]
+async fn an_alert_raised_to_an_incident_gathers_its_alerts_in_the_timeline() {
+    let district = receiver(0);
+    let city = receiver(0);
+    let (app, _dir) = app_with_roster(&district, &city, "json").await;
+    app.post_events(&overdue_appeal("I-1", "440303001")).await;
+    app.state
+        .alerts
+        .evaluate(OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    let due = (OffsetDateTime::now_utc() + Duration::from_secs(86_400)).date();
+    let r = app
+        .http
+        .post(format!("{}/api/v1/tasks", app.base))
+        .bearer_auth(app.admin_token())
+        .json(&json!({"id": "incident-1", "title": "桂园街道信访超期处置", "instruction": "立即核查",
+            "due": due.to_string(), "priority": "incident", "units": ["440303001"],
+            "source": {"alert": "overdue/440303"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let view = app.get_json("/api/v1/tasks/incident-1").await;
+    let steps: Vec<&str> = view["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["step"].as_str().unwrap())
+        .collect();
+    assert!(steps.contains(&"alert_firing"), "{steps:?}");
+    assert!(steps.contains(&"issued"), "{steps:?}");
+    let alert = view["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["step"] == "alert_firing")
+        .unwrap();
+    assert!(alert["text"].as_str().unwrap().contains("桂园街道有 1 件信访超期"), "{alert}");
+    let feed = app.get_json("/api/v1/tasks/feed?scope=440303").await;
+    assert_eq!(feed["incidents"][0]["id"], "incident-1", "{feed}");
+    app.stop().await;
+}
