@@ -197,6 +197,14 @@ window.VSCC = (function () {
     };
   }
 
+  // Text for innerHTML, escaped.
+  const esc = (s) => String(s === null || s === undefined ? "" : s)
+    .replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+  // The caller's bearer header for fetch (none without a token).
+  const authHeader = () => (token ? { Authorization: "Bearer " + token } : {});
+  // A task's priority (督办), as every page says it.
+  const PRIO_ZH = { normal: "一般", urgent: "紧急", incident: "应急事件" };
+
   // The org tree as {code: {name, level, parent, children}}.
   function indexOrg(root) {
     const org = {};
@@ -274,6 +282,6 @@ window.VSCC = (function () {
   return {
     askToken, STATUS_ZH, STATUSES, COLORS, SEV_ZH, LEVEL_ZH, params, token, getJSON, clauseText, number, fmt, fmtUnit,
     targetText, judged, judgedText, rank, statusOf, shownAtLevel, daysUntil, ago, stamp, flashIfChanged, live,
-    indexOrg, showConn, legendHTML, paceShort, homeScope, me, mayIssue, ASPECT_SCALE, aspectOf, fitSize, chartFont, chartLine,
+    indexOrg, showConn, legendHTML, paceShort, homeScope, me, mayIssue, esc, authHeader, PRIO_ZH, ASPECT_SCALE, aspectOf, fitSize, chartFont, chartLine,
   };
 })();

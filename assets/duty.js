@@ -210,7 +210,7 @@
 
   // 督办: the open tasks of the console's scope, the most urgent first (incidents, then the
   // most overdue), each opening on the 督办台.
-  const PRIO_ZH = { normal: "一般", urgent: "紧急", incident: "应急事件" };
+  const { PRIO_ZH } = V;
   async function loadTasks() {
     const box = $("tasks-rows");
     if (!box) return;

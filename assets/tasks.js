@@ -6,10 +6,9 @@
   "use strict";
   const V = window.VSCC;
   const $ = (id) => document.getElementById(id);
-  const esc = (s) => String(s === null || s === undefined ? "" : s)
-    .replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
-  const auth = () => (V.token ? { Authorization: "Bearer " + V.token } : {});
-  const PRIO_ZH = { normal: "一般", urgent: "紧急", incident: "应急事件" };
+  const { esc } = V;
+  const auth = V.authHeader;
+  const { PRIO_ZH } = V;
   const STATE_ZH = { issued: "待签收", signed: "已签收", in_progress: "办理中", submitted: "已办结待销号", accepted: "已销号", returned: "已退回" };
   const STATE_ORDER = ["accepted", "submitted", "in_progress", "signed", "returned", "issued"];
   const OVERDUE_ZH = { sign: "超期未签收", submit: "超期未办结" };

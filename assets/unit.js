@@ -6,9 +6,8 @@
   "use strict";
   const V = window.VSCC;
   const $ = (id) => document.getElementById(id);
-  const esc = (s) => String(s === null || s === undefined ? "" : s)
-    .replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
-  const auth = () => (V.token ? { Authorization: "Bearer " + V.token } : {});
+  const { esc } = V;
+  const auth = V.authHeader;
   const VIA_ZH = { form: "表单", api: "接口", ledger: "台账" };
   const ORDER = { missed: 0, at_risk: 1, no_data: 2, on_track: 3, tracked: 4, met: 5 };
   const S = { me: null, scope: V.params.get("scope"), pace: null, kinds: [], byKind: {}, records: [] };
@@ -424,7 +423,7 @@
   // The unit's assignments of tasks sent down to it: sign (签收), answer (反馈), report done
   // (办结) and pass down (转派) — to sign and overdue first; the ones it passed down show how
   // its units answer, and its head accepts (销号) or returns (退回) what they submitted.
-  const PRIO_ZH = { normal: "一般", urgent: "紧急", incident: "应急事件" };
+  const { PRIO_ZH } = V;
   const OVERDUE_ZH = { sign: "超期未签收", submit: "超期未办结" };
   const when = (iso) => (iso ? iso.slice(5, 16).replace("T", " ") : "");
   function daysLeft(iso) {

@@ -577,15 +577,20 @@ impl AlertEngine {
         Ok(())
     }
 
+    /// The roster as last loaded (none: no `oncall.toml`).
+    fn roster(&self) -> Option<super::delivery::Roster> {
+        self.roster
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Sends each notice to the roster targets at the given levels of its node's chain. Notices
     /// of one rule and state bound for the same target and level go out as one message.
     async fn deliver(&self, deliveries: Vec<(AlertNotice, Vec<u8>)>) -> Result<(), StoreError> {
-        let roster = self
-            .roster
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let Some(roster) = roster else { return Ok(()) };
+        let Some(roster) = self.roster() else {
+            return Ok(());
+        };
         let tree = self.hub.tree().clone();
         // (rule, state, target url, level) → the target and its notices
         type Groups<'a> = std::collections::BTreeMap<
@@ -648,12 +653,9 @@ impl AlertEngine {
         heading: &str,
         body: &str,
     ) -> Result<(), StoreError> {
-        let roster = self
-            .roster
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let Some(roster) = roster else { return Ok(()) };
+        let Some(roster) = self.roster() else {
+            return Ok(());
+        };
         let tree = self.hub.tree().clone();
         let mut groups: std::collections::BTreeMap<String, (super::delivery::DutyTarget, Vec<(String, String)>)> =
             std::collections::BTreeMap::new();

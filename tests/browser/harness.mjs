@@ -44,6 +44,14 @@ export const apiAs = (token) => async (path, init = {}) => {
   if (!r.ok) fail(`${path} answered ${r.status}`);
   return r.json();
 };
+// A user made by the admin (`admin`: its token), logged in: the session token.
+export async function userToken(admin, name, role, scope) {
+  const password = "pw-" + name + "-0123";
+  await apiAs(admin)("/api/v1/users", { method: "POST", body: JSON.stringify({ name, role, scope, password }) });
+  const r = await fetch(base + "/api/v1/login", { method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ name, password }) });
+  return (await r.json()).token;
+}
 // A record of `kind` a minute ago.
 export const record = (id, kind, org, data) => ({ id, kind, org, at: new Date(Date.now() - 60000).toISOString(), data });
 

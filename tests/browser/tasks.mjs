@@ -3,20 +3,14 @@
 // street's clerk signs, answers and reports it done from the workspace on a phone; the wall
 // screen's 督办 panel shows each answer as it comes, and the leader accepts it on the 督办台.
 // Screenshots go to target/screenshots/.
-import { SCREENSHOTS, base, check, startServer, waitReady, stopServer, apiAs, record, launch, openPage } from "./harness.mjs";
+import { SCREENSHOTS, base, check, startServer, waitReady, stopServer, apiAs, record, launch, openPage, userToken as makeUser } from "./harness.mjs";
 
 const admin = "tasks-test-admin";
 const server = startServer(admin);
 const api = apiAs(admin);
 const STREETS = ["440304001", "440304002"];
 
-async function userToken(name, role, scope) {
-  const password = "pw-" + name + "-0123";
-  await api("/api/v1/users", { method: "POST", body: JSON.stringify({ name, role, scope, password }) });
-  const r = await fetch(base + "/api/v1/login", { method: "POST", headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ name, password }) });
-  return (await r.json()).token;
-}
+const userToken = (name, role, scope) => makeUser(admin, name, role, scope);
 
 let browser;
 try {

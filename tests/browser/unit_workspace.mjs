@@ -3,20 +3,14 @@
 // headcount through the form (a bad value refused in Chinese next to the field, before
 // anything is sent), finds the record in its list, corrects it and withdraws it; the district's
 // leader sees the same workspace read-only on a desktop. Screenshots go to target/screenshots/.
-import { SCREENSHOTS, base, check, startServer, waitReady, stopServer, apiAs, record, launch, openPage } from "./harness.mjs";
+import { SCREENSHOTS, base, check, startServer, waitReady, stopServer, apiAs, record, launch, openPage, userToken as makeUser } from "./harness.mjs";
 
 const admin = "unit-test-admin";
 const server = startServer(admin);
 const api = apiAs(admin);
 const STREET = "440304001";
 
-async function userToken(name, role, scope) {
-  const password = "pw-" + name + "-0123";
-  await api("/api/v1/users", { method: "POST", body: JSON.stringify({ name, role, scope, password }) });
-  const r = await fetch(base + "/api/v1/login", { method: "POST", headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ name, password }) });
-  return (await r.json()).token;
-}
+const userToken = (name, role, scope) => makeUser(admin, name, role, scope);
 
 let browser;
 try {
