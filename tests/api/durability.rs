@@ -484,3 +484,98 @@ async fn sigkill_mid_corrections_loses_none_acknowledged_and_the_figures_equal_s
         .await;
     app.stop().await;
 }
+
+/// Task steps under way when the process is killed: every acknowledged step is on the task's
+/// timeline after the restart, once, and the task figures the restarted process rebuilds equal
+/// the SQL recomputation.
+#[tokio::test]
+async fn sigkill_mid_task_steps_loses_none_acknowledged() {
+    let settings = test_settings();
+    let database = settings.clickhouse.database.clone();
+    let spool = settings.ingest.spool_dir.clone();
+    let port = free_port();
+    let http = reqwest::Client::new();
+    let mut server = start_server(port, &database, &spool);
+    wait_ready(&http, &server.base).await;
+    let due = (time::OffsetDateTime::now_utc() + time::Duration::days(3)).date();
+    let r = http
+        .post(format!("{}/api/v1/tasks", server.base))
+        .bearer_auth("kill-test")
+        .json(&json!({"id": "kill-task", "title": "走访", "instruction": "逐户走访", "due": due.to_string(),
+            "selector": {"scope": "440300", "level": "street"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let streets: Vec<String> = r.json::<Value>().await.unwrap()["orgs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o.as_str().unwrap().to_string())
+        .collect();
+
+    // Four clients take the streets' steps (sign, answer, submit), each remembering what was
+    // acknowledged.
+    let acked: Arc<Mutex<Vec<(String, &'static str)>>> = Arc::default();
+    let mut clients = Vec::new();
+    for c in 0..4usize {
+        let (acked, http, base, streets) = (acked.clone(), http.clone(), server.base.clone(), streets.clone());
+        clients.push(tokio::spawn(async move {
+            for org in streets.iter().skip(c).step_by(4) {
+                for (action, body) in [("sign", json!({})), ("feedback", json!({"text": "进展"})), ("submit", json!({"text": "完成"}))] {
+                    let sent = http
+                        .post(format!("{base}/api/v1/tasks/kill-task/assignments/{org}/{action}"))
+                        .bearer_auth("kill-test")
+                        .json(&body)
+                        .send()
+                        .await;
+                    match sent {
+                        Ok(r) if r.status() == 200 => acked.lock().unwrap().push((org.clone(), action)),
+                        _ => return,
+                    }
+                }
+            }
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while acked.lock().unwrap().len() < 60 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    unsafe { libc::kill(server.child.id() as i32, libc::SIGKILL) };
+    server.child.wait().unwrap();
+    for c in clients {
+        c.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() >= 60, "steps were under way ({})", acked.len());
+
+    let mut restarted = settings.clone();
+    restarted.ingest.spool_dir = spool.clone();
+    let app = spawn_app_with(restarted).await;
+    app.wait_landed().await;
+    let view = app.get_json("/api/v1/tasks/kill-task").await;
+    let timeline = view["timeline"].as_array().unwrap();
+    let step_of = |a: &str| match a {
+        "sign" => "sign",
+        "feedback" => "feedback",
+        _ => "submit",
+    };
+    for (org, action) in &acked {
+        let n = timeline
+            .iter()
+            .filter(|e| e["org"] == org.as_str() && e["step"] == step_of(action))
+            .count();
+        assert_eq!(n, 1, "{org} {action} acknowledged, on the timeline once");
+    }
+    let (rows, ids): (u64, u64) = app
+        .store()
+        .client()
+        .query("SELECT count(), uniqExact(id) FROM events WHERE startsWith(kind, 'task.')")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(rows, ids, "no step is in ClickHouse twice");
+    crate::helpers::compared_with_sql(&app, &app.state.hub.all_current(), app.state.hub.now())
+        .await;
+    app.stop().await;
+}
