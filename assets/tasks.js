@@ -74,6 +74,7 @@
     const open = S.tasks.filter((t) => !t.closed).length;
     const late = S.tasks.reduce((n, t) => n + t.overdue, 0);
     const waiting = S.tasks.reduce((n, t) => n + (t.states.submitted || 0), 0);
+    const mine = S.task ? flat(S.task.assignments, 0).filter((a) => a.state === "submitted" && mayJudge(a)).length : null;
     const f = (S.view[S.scope] || {}).task_assignments;
     const onTime = (S.view[S.scope] || {}).task_on_time;
     const sum = (cls, label, value, sub) => '<div class="sum ' + cls + '"><span class="label">' + label + "</span><b>" + value + '</b><span class="sub">' + (sub || "") + "</span></div>";
@@ -81,7 +82,7 @@
       sum("info", "列表中的任务", S.tasks.length, "其中在办 " + open) +
       sum("firing", "在办事项（本级及下级）", f && f.value !== null ? V.number(f.value, 0) : "—", "每个承办单位一项") +
       sum(late ? "critical" : "info", "超期事项", f && f.overdue !== null && f.overdue !== undefined ? f.overdue : late, "未按时签收或办结") +
-      sum("warning", "待销号", waiting, "单位已办结，等待审核") +
+      sum("warning", "待销号", waiting, mine === null ? "单位已办结，等待审核" : "本任务中待我方销号 " + mine + " 项") +
       sum("info", "按时办结率（本年）", onTime && onTime.value !== null && onTime.value !== undefined ? Math.round(onTime.value * 100) + "%" : "—", "已销号事项中按时办结的比例");
   }
   async function loadList() {
@@ -128,7 +129,7 @@
           ? '<button type="button" class="primary" data-accept="' + i + '">销号</button><button type="button" data-return="' + i + '">退回</button>' : "";
         return '<tr class="' + (a.depth ? "child" : "") + '"><td>' + (a.depth ? "↳ " : "") + '<a href="/unit?scope=' + esc(a.org) + '">' + esc(a.org_name) + "</a>" + kids + "</td>" +
           '<td><span class="state-chip ' + a.state + '">' + esc(a.state_zh) + "</span>" + (a.overdue ? ' <span class="overdue">' + OVERDUE_ZH[a.overdue] + "</span>" : "") +
-          '</td><td class="when">' + esc(a.signed_at ? time(a.signed_at) : "时限 " + time(a.sign_by)) + '</td><td class="when">' +
+          '</td><td class="when">' + esc(a.signed_at ? time(a.signed_at) + (a.signed_late ? "（逾期）" : "") : "时限 " + time(a.sign_by)) + '</td><td class="when">' +
           esc(a.submitted_at ? time(a.submitted_at) + (a.on_time === false ? "（逾期）" : "") : "时限 " + time(a.due)) + "</td><td>" +
           (last ? esc(last.step_zh + "：" + (last.text || "")) : '<span class="muted">—</span>') + '</td><td class="actions">' + acts + "</td></tr>";
       }).join("") + "</tbody></table>" +
@@ -170,6 +171,7 @@
     renderList();
     try { S.task = await V.getJSON("/api/v1/tasks/" + encodeURIComponent(id)); } catch (e) { S.task = null; }
     renderDetail();
+    renderSummary();
   }
   async function judge(a, action) {
     let body = {};
@@ -177,7 +179,11 @@
       const reason = await ask("退回：" + a.org_name, "退回原因（必填）");
       if (reason === null) return;
       body = { reason };
-    } else if (!confirm("确认对 " + a.org_name + " 的办结情况销号？")) return;
+    } else {
+      const open = (a.children || []).filter((c) => c.state !== "accepted").length;
+      const warn = open ? "\n注意：" + a.org_name + "转派的 " + a.children.length + " 个单位中还有 " + open + " 个尚未销号。" : "";
+      if (!confirm("确认对 " + a.org_name + " 的办结情况销号？" + warn)) return;
+    }
     const r = await call("POST", "/api/v1/tasks/" + encodeURIComponent(S.task.id) + "/assignments/" + a.org + "/" + action, body);
     if (r.status === 200) { toast(action === "accept" ? "已销号" : "已退回"); select(S.task.id); loadList(); return; }
     toast(reasonZh(r.body.reason || r.body.error || r.status), true);
@@ -211,8 +217,8 @@
     const metric = p.get("metric");
     const m = metric && S.catalogue[metric];
     const units = (p.get("units") || "").split(",").filter((c) => S.org[c]);
-    form.title.value = p.get("title") || (m ? "“" + m.label_zh + "”未达标督办" : "");
-    form.instruction.value = p.get("instruction") || (m ? "请对照“" + m.label_zh + "”的目标（" + V.targetText(m) + "）查找差距，制定整改措施，按时限反馈进展并办结。" : "");
+    form.title.value = p.get("title") || (m ? "「" + m.label_zh + "」整改督办" : "");
+    form.instruction.value = p.get("instruction") || (m ? "请对照「" + m.label_zh + "」的目标（" + V.targetText(m) + "）查找差距，制定整改措施，按时限反馈进展并办结。" : "");
     const due = new Date(Date.now() + 7 * 86400000).toLocaleDateString("sv-SE", { timeZone: "Asia/Shanghai" });
     form.due.value = due;
     form.due.min = new Date().toLocaleDateString("sv-SE", { timeZone: "Asia/Shanghai" });
@@ -229,6 +235,11 @@
       '<option value="' + c.id + '">' + esc(c.label_zh) + "</option>").join("");
     if (m) form.sel_metric.value = metric;
     if (p.get("status")) form.sel_status.value = p.get("status");
+    // A status is a metric's: without one, the selector takes every unit of the level.
+    const syncStatus = () => { form.sel_status.disabled = !form.sel_metric.value; };
+    form.sel_metric.onchange = syncStatus;
+    syncStatus();
+    form.querySelectorAll('[name="how"]').forEach((r) => { r.disabled = r.value === "list" && !units.length; });
     $("units-chips").innerHTML = units.map((c) => "<span>" + esc(nameOf(c)) + "</span>").join("") || '<span class="muted">（未指定：请用下方条件选取）</span>';
     $("units-label").textContent = units.length ? "指定单位（" + units.length + " 个）" : "指定单位";
     form.how.value = units.length ? "list" : "selector";
@@ -249,6 +260,16 @@
       if (!body.title) return bad("title", "必填");
       if (!body.instruction) return bad("instruction", "必填");
       if (!body.due) return bad("due", "请选择办结时限");
+      // Who it goes to, said before it goes: a selector may pick many.
+      const preview = await call("POST", "/api/v1/tasks", Object.assign({}, body, { preview: true }));
+      if (preview.status !== 200) {
+        const field = (preview.body.field || "").split(".")[0];
+        const text = reasonZh(preview.body.reason || preview.body.error || String(preview.status));
+        return bad(["title", "instruction", "due", "units", "selector"].includes(field) ? field : units.length ? "units" : "selector", text);
+      }
+      const names = preview.body.orgs.map(nameOf);
+      const shown = names.length > 12 ? names.slice(0, 12).join("、") + " 等 " + names.length + " 个单位" : names.join("、");
+      if (!confirm("将下达到 " + preview.body.units + " 个单位：" + shown + "。确定下达？")) return;
       const r = await call("POST", "/api/v1/tasks", body);
       if (r.status === 201 || r.status === 200) {
         $("issue-dialog").close();

@@ -435,7 +435,8 @@
     const t = x.task, a = x.assignment;
     const acts = S.tasks.may_act;
     const open = a.state !== "accepted" && a.state !== "submitted";
-    const cls = "assignment" + (a.overdue ? " late" : "") + (a.state === "accepted" ? " done" : "") + (a.state === "submitted" ? " submitted" : "");
+    const cls = "assignment" + (a.overdue ? " late" : "") + (a.state === "accepted" ? " done" : "") + (a.state === "submitted" ? " submitted" : "") +
+      (a.state === "returned" ? " returned" : "");
     const history = (a.feedback || []).map((f) => '<li class="' + f.step + '"><span class="when">' + esc(when(f.at)) + "</span>" + esc(f.step_zh) + (f.text ? "：" + esc(f.text) : "") + "</li>").join("");
     const kids = (a.children || []).map((c, j) => {
       const judge = c.state === "submitted" && S.tasks.may_judge
@@ -447,7 +448,7 @@
     let buttons = "";
     if (acts && a.state === "issued") buttons = '<button type="button" class="primary" data-act="sign" data-i="' + i + '">签收</button>';
     else if (acts && open) {
-      buttons = '<textarea data-text="' + i + '" maxlength="1000" placeholder="办理进展或结果（反馈必填）"></textarea><p class="field-error" data-err="' + i + '"></p>' +
+      buttons = '<textarea data-text="' + i + '" maxlength="1000" placeholder="办理进展，或办结时写明做了什么、结果如何（必填）"></textarea><p class="field-error" data-err="' + i + '"></p>' +
         '<div><button type="button" data-act="feedback" data-i="' + i + '">反馈进展</button><button type="button" class="primary" data-act="submit" data-i="' + i + '">办结上报</button>' +
         (S.kids.length ? '<button type="button" data-act="delegate" data-i="' + i + '">转派下级</button>' : "") + "</div>";
     }
@@ -499,7 +500,14 @@
     const text = textEl ? textEl.value.trim() : "";
     let body = {};
     if (action === "feedback" || action === "submit") {
-      if (action === "feedback" && !text) { err.textContent = "请填写办理进展"; textEl.classList.add("invalid"); return; }
+      if (!text) {
+        err.textContent = action === "feedback" ? "请填写办理进展" : "请写明办结情况（做了什么、结果如何）";
+        textEl.classList.add("invalid");
+        return;
+      }
+      // Reported done while units it passed the work to are still on it: said first.
+      const open = (a.children || []).filter((c) => c.state !== "accepted" && c.state !== "submitted").length;
+      if (action === "submit" && open && !confirm("转派的下级中还有 " + open + " 个尚未办结，仍要办结上报？")) return;
       body = { text };
     }
     if (action === "delegate") {
@@ -531,8 +539,14 @@
       const dialog = $("change");
       const form = $("change-form");
       $("change-title").textContent = "转派下级单位";
-      $("change-fields").innerHTML = '<div class="pick-kids">' + S.kids.filter((k) => !taken.has(k.code)).map((k) =>
-        '<label><input type="checkbox" value="' + esc(k.code) + '"> ' + esc(k.name) + "</label>").join("") + "</div>";
+      $("change-fields").innerHTML = '<p><button type="button" id="pick-all">全选</button></p><div class="pick-kids">' +
+        S.kids.filter((k) => !taken.has(k.code)).map((k) =>
+          '<label><input type="checkbox" value="' + esc(k.code) + '"><span>' + esc(k.name) + "</span></label>").join("") + "</div>";
+      $("pick-all").onclick = () => {
+        const boxes = [...$("change-fields").querySelectorAll("input[type=checkbox]")];
+        const all = boxes.every((b) => b.checked);
+        boxes.forEach((b) => { b.checked = !all; });
+      };
       form.reason.closest("label").hidden = true;
       clearErrors(form);
       const done = (v) => { form.reason.closest("label").hidden = false; dialog.onclose = null; resolve(v); };

@@ -90,7 +90,8 @@ impl Workload {
         ];
         self.defined = kinds
             .all()
-            .filter(|d| !CONTRACT.contains(&d.kind))
+            // Task records are made by the task handling only (the records API refuses them).
+            .filter(|d| !CONTRACT.contains(&d.kind) && !d.made_by_tasks)
             .map(|d| {
                 let counts = d.simulate.as_ref().map(|s| &s.counts);
                 DefinedKind {

@@ -59,8 +59,8 @@ pub struct CaseDeadline {
     pub days: u32,
     /// The span every case gets, in seconds (0 when each case carries its own) …
     pub seconds: u32,
-    /// … or the count field of a case's opening record that gives its span, in hours.
-    pub hours_field: Option<&'static str>,
+    /// … or the count field of a case's opening record that gives its span, in seconds.
+    pub seconds_field: Option<&'static str>,
     pub met_by: Vec<Kind>,
 }
 

@@ -48,6 +48,7 @@ async fn quarantine(caller: Caller, state: web::Data<AppState>) -> Result<HttpRe
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AlertQuery {
     /// pending | firing | no_data
     state: Option<String>,
@@ -105,7 +106,7 @@ async fn list_alerts(
         })
         .map(|a| Alert::new(a, &state.tree, &rules, &state.hub.catalogue(), now))
         .collect();
-    let groups = crate::wire::alerts::group_alerts(&alerts, &rules, &state.hub.catalogue(), now);
+    let groups = crate::wire::alerts::group_alerts(&alerts, &rules, &state.hub.catalogue(), &state.tree, now);
     Ok(HttpResponse::Ok().json(AlertsAnswer {
         rules_error: state.alerts.rules_error(),
         alerts,
@@ -114,6 +115,7 @@ async fn list_alerts(
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
     /// Newest first; at most this many (default 200, max 5000).
     #[param(minimum = 1, maximum = 5000)]

@@ -122,6 +122,7 @@ pub(super) fn via_of(via: Option<&str>) -> Result<&'static str, ApiError> {
 }
 
 #[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct IngestQuery {
     /// How the records were sent, kept with each and shown in a unit's records: `api` (the
     /// default) or `form` (the unit workspace's forms).

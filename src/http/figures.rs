@@ -27,6 +27,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct FiguresQuery {
     /// Org code of the node (default: the city).
     #[param(pattern = "^4403[0-9]{2}([0-9]{3}([0-9]{3})?)?$")]
@@ -137,6 +138,7 @@ async fn catalogue(caller: Caller, state: web::Data<AppState>) -> Result<HttpRes
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct FreshnessQuery {
     /// Org code (default: the city); its direct children are included.
     #[param(pattern = "^4403[0-9]{2}([0-9]{3}([0-9]{3})?)?$")]
@@ -176,6 +178,7 @@ async fn freshness(
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AtRiskQuery {
     /// The metric id.
     metric: String,
@@ -304,6 +307,7 @@ fn screen_view(s: &crate::stream::ScreenInfo) -> crate::wire::stream::Screen {
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ScorecardQuery {
     /// Org code (default: the city); it and its direct children are scored.
     #[param(pattern = "^4403[0-9]{2}([0-9]{3}([0-9]{3})?)?$")]

@@ -21,6 +21,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct BriefQuery {
     /// The day, YYYY-MM-DD (default: the newest day with snapshots).
     #[param(pattern = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
@@ -317,6 +318,7 @@ pub async fn print_newest_brief(state: &AppState) -> anyhow::Result<(Date, u64)>
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct BriefPdfQuery {
     /// The day, YYYY-MM-DD (default: the newest day with snapshots).
     #[param(pattern = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
@@ -474,6 +476,7 @@ async fn run_snapshots(
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TrendQuery {
     /// Org code (default: the city); its direct children are included.
     #[param(pattern = "^4403[0-9]{2}([0-9]{3}([0-9]{3})?)?$")]

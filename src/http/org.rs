@@ -15,6 +15,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DepthQuery {
     /// Levels of children to include (default: all).
     depth: Option<usize>,
@@ -66,6 +67,7 @@ async fn districts(caller: Caller, state: web::Data<AppState>) -> Result<HttpRes
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LocateQuery {
     /// GCJ-02 longitude.
     lon: f64,

@@ -51,7 +51,7 @@ const MAX_REASON_CHARS: usize = 500;
 /// A delegation's record names its units while they fit a record's data.
 const MAX_DELEGATED: usize = 200;
 const DEFAULT_SIGN_HOURS: u32 = 24;
-const MAX_DUE_HOURS: i64 = 87_600;
+const MAX_DUE_SECONDS: i64 = 315_360_000;
 
 /// Steps are judged against the board and logged one at a time on this instance.
 static STEPS: LazyLock<tokio::sync::Mutex<()>> = LazyLock::new(|| tokio::sync::Mutex::new(()));
@@ -85,13 +85,14 @@ fn parse_due(due: &str, now: OffsetDateTime) -> Result<OffsetDateTime, ApiError>
     Ok(at)
 }
 
-/// Hours from `now` to `due`, rounded up: what an assignment's record carries.
-fn hours_until(due: i64, now: i64) -> Result<i64, ApiError> {
-    let hours = ((due - now).max(1) + 3599) / 3600;
-    if hours > MAX_DUE_HOURS {
+/// Seconds from `now` to `due` (a minute at least): what an assignment's record carries, so
+/// that its deadline is the task's to the second.
+fn seconds_until(due: i64, now: i64) -> Result<i64, ApiError> {
+    let seconds = (due - now).max(60);
+    if seconds > MAX_DUE_SECONDS {
         return Err(ApiError::bad_request("due", "at most ten years ahead"));
     }
-    Ok(hours)
+    Ok(seconds)
 }
 
 fn missing(what: String) -> ApiError {
@@ -244,7 +245,7 @@ fn issued_row(
     now: OffsetDateTime,
     task_id: &str,
     org: &str,
-    due_hours: i64,
+    due_seconds: i64,
     sign_hours: u32,
     priority: Priority,
     parent: &str,
@@ -259,8 +260,8 @@ fn issued_row(
         json!({
             "assignment": assignment_subject(task_id, org),
             "task_id": task_id,
-            "due_hours": due_hours,
-            "sign_hours": sign_hours,
+            "due_seconds": due_seconds,
+            "sign_seconds": i64::from(sign_hours) * 3600,
             "priority": priority.as_str(),
             "parent": parent,
         }),
@@ -347,11 +348,19 @@ async fn issue(
     };
     let tree = &state.tree;
     let scope_code = tree.node(who.scope).code.clone();
+    if body.preview {
+        let orgs: Vec<String> = units.iter().map(|u| tree.node(*u).code.clone()).collect();
+        return Ok(HttpResponse::Ok().json(TaskIssued {
+            id: String::new(),
+            units: orgs.len(),
+            orgs,
+        }));
+    }
     if state.hub.tasks().exists(&task_id) {
         let orgs = state.hub.tasks().units_of(&task_id);
         return Ok(HttpResponse::Ok().json(TaskIssued { id: task_id, units: orgs.len(), orgs }));
     }
-    let due_hours = hours_until(due.unix_timestamp(), now.unix_timestamp())?;
+    let due_seconds = seconds_until(due.unix_timestamp(), now.unix_timestamp())?;
     let orgs: Vec<String> = units.iter().map(|u| tree.node(*u).code.clone()).collect();
     let mut rows = Vec::with_capacity(orgs.len() + 1);
     rows.push(record(
@@ -372,7 +381,7 @@ async fn issue(
         }),
     )?);
     for org in &orgs {
-        rows.push(issued_row(&state, who, now, &task_id, org, due_hours, sign_hours, priority, "")?);
+        rows.push(issued_row(&state, who, now, &task_id, org, due_seconds, sign_hours, priority, "")?);
     }
     state.ingest.accept(rows).await?;
     tracing::info!(task = %task_id, units = orgs.len(), by = %who.name, "task issued");
@@ -392,6 +401,7 @@ async fn issue(
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Org code (default: the caller's own scope).
     scope: Option<String>,
@@ -434,6 +444,7 @@ async fn list(
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ScopeQuery {
     /// Org code (default: the caller's own scope).
     scope: Option<String>,
@@ -695,14 +706,14 @@ async fn act(
             data["text"] = bounded("text", body.text.as_deref(), MAX_TEXT_CHARS, true)?.into();
         }
         Step::Submit => {
-            data["text"] = bounded("text", body.text.as_deref(), MAX_TEXT_CHARS, false)?.into();
+            data["text"] = bounded("text", body.text.as_deref(), MAX_TEXT_CHARS, true)?.into();
         }
         Step::Return => {
             body_reason = bounded("reason", body.reason.as_deref(), MAX_REASON_CHARS, true)?;
             data["reason"] = body_reason.clone().into();
         }
         Step::Accept => {
-            data["on_time"] = facts.first_submitted.is_some_and(|s| s <= facts.due_at).into();
+            data["on_time"] = facts.last_submitted.is_some_and(|s| s <= facts.due_at).into();
         }
         Step::Delegate => {
             let named = body.units.unwrap_or_default();
@@ -730,7 +741,7 @@ async fn act(
                     codes.push(code);
                 }
             }
-            let due_hours = hours_until(i64::from(facts.due_at), now.unix_timestamp())?;
+            let due_seconds = seconds_until(i64::from(facts.due_at), now.unix_timestamp())?;
             for code in &codes {
                 children.push(issued_row(
                     &state,
@@ -738,7 +749,7 @@ async fn act(
                     now,
                     &task_id,
                     code,
-                    due_hours,
+                    due_seconds,
                     DEFAULT_SIGN_HOURS,
                     Priority::Normal,
                     &org,

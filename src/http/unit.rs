@@ -28,6 +28,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UnitQuery {
     /// Org code of the unit (default: the caller's own scope).
     #[param(pattern = "^4403[0-9]{2}([0-9]{3}([0-9]{3})?)?$")]
@@ -242,6 +243,7 @@ async fn kinds(
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RecordsQuery {
     /// Org code of the unit (default: the caller's own scope). Its own records only, not its
     /// subtree's.

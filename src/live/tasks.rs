@@ -106,9 +106,13 @@ pub struct AssignmentView {
     pub submitted_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub accepted_at: Option<String>,
-    /// Whether the first submission came by the deadline (once submitted).
+    /// Whether the newest submission came by the deadline (once submitted): what counts as
+    /// done on time when it is accepted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub on_time: Option<bool>,
+    /// Signed (or first acted on) after the time to sign.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub signed_late: bool,
     /// The unit's answers: feedback and submissions, with returns between them.
     pub feedback: Vec<StepEntry>,
     /// The assignments it passed down, with their roll-up in `children_states`.
@@ -157,9 +161,10 @@ pub struct AssignmentFacts {
     pub state: State,
     /// Records it has (the issuing one and its steps): the next step's number is one more.
     pub records: usize,
-    /// The deadline (Unix seconds) and the time of the first submission.
+    /// The deadline (Unix seconds) and the time of the newest submission (the work that is
+    /// accepted: a returned one was redone).
     pub due_at: u32,
-    pub first_submitted: Option<u32>,
+    pub last_submitted: Option<u32>,
     /// The unit that passed it down (its side accepts and returns), or none: the task's issuer.
     pub parent: Option<String>,
     /// The issuer's org.
@@ -196,12 +201,13 @@ impl AssignmentRecords {
         task::fold(self.steps().map(|(s, _)| s))
     }
 
-    fn hours(&self, field: &str) -> u32 {
+    /// A span of the issuing record, in seconds (`due_seconds`, `sign_seconds`).
+    fn span(&self, field: &str) -> u32 {
         self.issued
             .as_ref()
             .and_then(|r| r.number(field))
             .unwrap_or(0)
-            .clamp(0, i64::from(u32::MAX / 3600)) as u32
+            .clamp(0, i64::from(u32::MAX)) as u32
     }
 
     fn issued_at(&self) -> u32 {
@@ -209,11 +215,11 @@ impl AssignmentRecords {
     }
 
     fn due_at(&self) -> u32 {
-        self.issued_at().saturating_add(self.hours("due_hours") * 3600)
+        self.issued_at().saturating_add(self.span("due_seconds"))
     }
 
     fn sign_by(&self) -> u32 {
-        self.issued_at().saturating_add(self.hours("sign_hours") * 3600)
+        self.issued_at().saturating_add(self.span("sign_seconds"))
     }
 
     fn first(&self, kinds: &[Step]) -> Option<u32> {
@@ -221,6 +227,15 @@ impl AssignmentRecords {
             .filter(|(s, _)| kinds.contains(s))
             .map(|(_, r)| r.at)
             .min()
+    }
+
+    /// The time of the newest step of these kinds (in seq order: a return and a second
+    /// submission make the second one the work that counts).
+    fn last(&self, kinds: &[Step]) -> Option<u32> {
+        self.steps()
+            .filter(|(s, _)| kinds.contains(s))
+            .map(|(_, r)| r.at)
+            .last()
     }
 
     /// Which deadline it is past, as the `task_assignments` metric counts it: a deadline is
@@ -231,7 +246,7 @@ impl AssignmentRecords {
         }
         let age = now.saturating_sub(self.issued_at());
         let submitted = self.first(&[Step::Submit]);
-        if submitted.is_none() && age > self.hours("due_hours") * 3600 {
+        if submitted.is_none() && age > self.span("due_seconds") {
             return Some("submit");
         }
         let signed = self.first(&[
@@ -240,7 +255,7 @@ impl AssignmentRecords {
             Step::Delegate,
             Step::Submit,
         ]);
-        if signed.is_none() && age > self.hours("sign_hours") * 3600 {
+        if signed.is_none() && age > self.span("sign_seconds") {
             return Some("sign");
         }
         None
@@ -319,7 +334,7 @@ impl TaskBoard {
             state: a.state(),
             records: 1 + a.steps.len(),
             due_at: a.due_at(),
-            first_submitted: a.first(&[Step::Submit]),
+            last_submitted: a.last(&[Step::Submit]),
             parent: a.parent(),
             scope: t.created.as_ref().map(|c| c.org.clone()).unwrap_or_default(),
             last_at: a.steps.values().map(|r| r.at).chain([a.issued_at()]).max().unwrap_or(0),
@@ -569,7 +584,8 @@ fn assignment_view(
     let a = &t.assignments[org];
     let node = tree.get(org).map(|o| tree.node(o));
     let state = a.state();
-    let submitted = a.first(&[Step::Submit]);
+    let submitted = a.last(&[Step::Submit]);
+    let signed = a.first(&[Step::Sign, Step::Feedback, Step::Delegate, Step::Submit]);
     let children: Vec<AssignmentView> = if depth < 4 {
         below
             .children
@@ -601,6 +617,7 @@ fn assignment_view(
         submitted_at: submitted.map(rfc3339),
         accepted_at: a.first(&[Step::Accept]).map(rfc3339),
         on_time: submitted.map(|s| s <= a.due_at()),
+        signed_late: signed.is_some_and(|s| s > a.sign_by()),
         feedback: a
             .steps()
             .filter(|(s, _)| matches!(s, Step::Feedback | Step::Submit | Step::Return))

@@ -421,7 +421,9 @@ impl Store {
         let mut query = self
             .client
             .query(&format!(
-                "SELECT ?fields FROM events WHERE org = ? AND at >= toDateTime(?) {of_kind} AND {EFFECTIVE_EVENTS} ORDER BY at DESC, seq DESC LIMIT ?"
+                // The tasks' steps are the tasks pages' (they are neither corrected nor withdrawn).
+                "SELECT ?fields FROM events WHERE org = ? AND at >= toDateTime(?) {of_kind} \
+                 AND NOT startsWith(kind, 'task.') AND {EFFECTIVE_EVENTS} ORDER BY at DESC, seq DESC LIMIT ?"
             ))
             .bind(org)
             .bind(since);

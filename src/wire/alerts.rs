@@ -203,8 +203,28 @@ pub fn group_alerts(
     alerts: &[Alert],
     rules: &[alert::rules::Rule],
     catalogue: &crate::domain::catalogue::Catalogue,
+    tree: &crate::domain::OrgTree,
     now: i64,
 ) -> Vec<AlertGroup> {
+    // A value that adds up the tree (overdue cases) counts a node's subtree: an alert whose
+    // ancestor also alerts under the same rule is already in the ancestor's value.
+    let alerting: std::collections::HashSet<(&str, crate::domain::org::NodeIdx)> = alerts
+        .iter()
+        .filter(|a| a.state != "no_data")
+        .filter_map(|a| tree.get(&a.node).map(|n| (a.rule.as_str(), n)))
+        .collect();
+    let counted_above = |a: &Alert| {
+        let Some(mut n) = tree.get(&a.node) else {
+            return false;
+        };
+        while let Some(p) = tree.node(n).parent {
+            if alerting.contains(&(a.rule.as_str(), p)) {
+                return true;
+            }
+            n = p;
+        }
+        false
+    };
     let mut groups: std::collections::BTreeMap<(String, String), AlertGroup> = Default::default();
     for a in alerts {
         let rule = rules.iter().find(|r| r.name == a.rule);
@@ -240,7 +260,7 @@ pub fn group_alerts(
             g.severity = a.severity;
         }
         if rule.is_some_and(|r| r.values_add_up()) {
-            if let Some(v) = a.value.filter(|_| a.state != "no_data") {
+            if let Some(v) = a.value.filter(|_| a.state != "no_data" && !counted_above(a)) {
                 g.value_sum = Some(g.value_sum.unwrap_or(0.0) + v);
             }
         }

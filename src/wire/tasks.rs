@@ -32,6 +32,9 @@ pub struct NewTask {
     /// Admins only: when it was issued, if before now (RFC 3339) — a task carried over from
     /// before vscc. The deadline must follow it.
     pub at: Option<String>,
+    /// true: check everything and answer which units it would go to (200), issue nothing.
+    #[serde(default)]
+    pub preview: bool,
 }
 
 /// Every node of `level` within `scope`, optionally only those whose `metric` has one of
@@ -61,7 +64,7 @@ pub struct TaskIssued {
 #[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StepIn {
-    /// feedback (required), submit (optional): at most 1,000 characters.
+    /// feedback and submit (required: what was done): at most 1,000 characters.
     pub text: Option<String>,
     /// return: why (required), at most 500 characters.
     pub reason: Option<String>,

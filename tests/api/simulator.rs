@@ -180,10 +180,11 @@ async fn kinds_defined_only_as_files_are_simulated_accepted_and_counted() {
         .map(|d| d.kind.as_str())
         .collect();
     // Every kind beyond the contract's eleven (which the simulator's code makes) is simulated
-    // from its file.
+    // from its file, but for the tasks' steps (made by the task handling; the demo's units take
+    // them through the tasks API).
     assert_eq!(
         simulated.len(),
-        catalogue.kinds.all().count() - 11,
+        catalogue.kinds.all().filter(|d| !d.made_by_tasks).count() - 11,
         "{simulated:?}"
     );
     for kind in &simulated {

@@ -35,8 +35,12 @@ try {
   check(title.includes("退役军人招录聘用比例") && chips.length === 2 && chips.includes("南园街道"),
     `the task comes prefilled: "${title}", units ${chips.join("、")}`);
   await desk.screenshot({ path: `${SCREENSHOTS}/tasks-issue-1920.png` });
+  // Who it goes to is said before it goes: "将下达到 2 个单位：南园街道、园岭街道。确定下达？"
+  let asked = "";
+  desk.once("dialog", (d) => { asked = d.message(); d.accept(); });
   await desk.click("#issue-ok");
   await desk.waitForFunction(() => window.__tasks && window.__tasks.task && window.__tasks.task.assignments.length === 2, null, { timeout: 15000 });
+  check(asked.includes("将下达到 2 个单位") && asked.includes("南园街道"), `the units are confirmed before it is issued (${asked})`);
   const taskId = await desk.evaluate(() => window.__tasks.task.id);
   const listed = await desk.$$eval("#task-list li.task", (els) => els.length);
   check(listed === 1, `the issued task is on the 督办台, open with its two streets (${taskId})`);

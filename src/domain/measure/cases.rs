@@ -47,13 +47,13 @@ struct DeadlineSpec {
     /// The same span for every case: `days` or `hours` …
     days: Option<u32>,
     hours: Option<u32>,
-    /// … or each case's own, in hours, from a count field of its opening record (a task's
+    /// … or each case's own, in seconds, from a count field of its opening record (a task's
     /// deadline).
-    hours_field: Option<String>,
+    seconds_field: Option<String>,
     met_by: Vec<String>,
 }
 
-/// Deadlines whose span each case carries (`hours_field`), at most: the opening records keep
+/// Deadlines whose span each case carries (`seconds_field`), at most: the opening records keep
 /// their spans inline.
 const MAX_OWN_SPANS: usize = 2;
 
@@ -91,10 +91,10 @@ impl Cases {
             Some(other) => return Err(format!("closed_by '{other}': anyone or level_above")),
         };
         let opened = common::kind_named(kinds, &spec.opened, "opened")?;
-        let own_spans = spec.deadlines.iter().filter(|d| d.hours_field.is_some()).count();
+        let own_spans = spec.deadlines.iter().filter(|d| d.seconds_field.is_some()).count();
         if own_spans > MAX_OWN_SPANS {
             return Err(format!(
-                "{own_spans} deadlines with hours_field: at most {MAX_OWN_SPANS}"
+                "{own_spans} deadlines with seconds_field: at most {MAX_OWN_SPANS}"
             ));
         }
         let cases = Cases {
@@ -106,7 +106,7 @@ impl Cases {
                 .iter()
                 .map(|d| {
                     let at = |why: &str| format!("deadline '{}': {why}", d.name);
-                    let (seconds, hours_field) = match (d.days, d.hours, &d.hours_field) {
+                    let (seconds, seconds_field) = match (d.days, d.hours, &d.seconds_field) {
                         (Some(days), None, None) => (days.saturating_mul(DAY), None),
                         (None, Some(hours), None) => (hours.saturating_mul(3600), None),
                         (None, None, Some(field)) => {
@@ -119,14 +119,14 @@ impl Cases {
                                 .ok_or_else(|| at("no such field"))?;
                             (0, Some(key))
                         }
-                        _ => return Err(at("give one of days, hours or hours_field")),
+                        _ => return Err(at("give one of days, hours or seconds_field")),
                     };
                     Ok(CaseDeadline {
                         name: d.name.clone(),
                         label_zh: d.label_zh.clone().unwrap_or_else(|| d.name.clone()),
                         days: d.days.unwrap_or(0),
                         seconds,
-                        hours_field,
+                        seconds_field,
                         met_by: d
                             .met_by
                             .iter()
@@ -191,7 +191,7 @@ impl Cases {
             .iter()
             .enumerate()
             .map(|(i, d)| {
-                let span = match d.hours_field {
+                let span = match d.seconds_field {
                     Some(_) => format!("span{i}"),
                     None => d.seconds.to_string(),
                 };
@@ -221,11 +221,11 @@ impl Cases {
         let (span_cols, span_names): (String, String) = deadlines
             .iter()
             .enumerate()
-            .filter_map(|(i, d)| d.hours_field.map(|f| (i, f)))
+            .filter_map(|(i, d)| d.seconds_field.map(|f| (i, f)))
             .map(|(i, field)| {
                 (
                     format!(
-                        ", toInt64(argMinIf({}, (at, seq), kind = {})) * 3600 AS span{i}",
+                        ", toInt64(argMinIf({}, (at, seq), kind = {})) AS span{i}",
                         common::num(field),
                         common::quoted(self.opened.as_str())
                     ),
@@ -385,7 +385,7 @@ impl CasesLeaf {
             own_slot: deadlines
                 .iter()
                 .scan(0, |slot, d| {
-                    Some(d.hours_field.map(|_| {
+                    Some(d.seconds_field.map(|_| {
                         *slot += 1;
                         *slot - 1
                     }))
@@ -430,9 +430,8 @@ impl CasesLeaf {
         let owner_before = case.opened.map(|o| o.2);
         if kind == self.opened_by {
             let mut spans = [0; MAX_OWN_SPANS];
-            for (slot, field) in self.deadlines.iter().filter_map(|d| d.hours_field).enumerate() {
-                let hours = r.number(field).unwrap_or(0).clamp(0, i64::from(u32::MAX / 3600));
-                spans[slot] = hours as u32 * 3600;
+            for (slot, field) in self.deadlines.iter().filter_map(|d| d.seconds_field).enumerate() {
+                spans[slot] = r.number(field).unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32;
             }
             let opening = (r.at, r.seq, org, spans);
             if retract {
