@@ -218,6 +218,38 @@ impl BenchEnv {
     }
 }
 
+/// p50 and p95 of milliseconds measured.
+pub fn p50_p95(mut ms: Vec<f64>) -> (f64, f64) {
+    ms.sort_by(f64::total_cmp);
+    (percentile(&ms, 0.5), percentile(&ms, 0.95))
+}
+
+/// Stores `n` records of every kind over the tree through the server's API, 5,000 a request:
+/// what a bench measures against.
+pub async fn store_records(
+    server: &ServerChild,
+    tree: &crate::domain::OrgTree,
+    kinds: &crate::domain::kinds::Kinds,
+    n: usize,
+    prefix: &str,
+) -> anyhow::Result<()> {
+    eprintln!("bench: storing {n} records …");
+    let http = reqwest::Client::new();
+    let events = workload::Workload::new(tree, 7, 365, prefix, n / 4 + 1)
+        .with_kinds(tree, kinds)
+        .events(n);
+    for chunk in events.chunks(5_000) {
+        let res = http
+            .post(format!("{}/api/v1/events", server.base))
+            .bearer_auth(&server.token)
+            .json(chunk)
+            .send()
+            .await?;
+        anyhow::ensure!(res.status().is_success(), "ingest answered {}", res.status());
+    }
+    Ok(())
+}
+
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;

@@ -14,7 +14,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
 
-use super::{percentile, workload::Workload, BenchEnv, ServerChild};
+use super::{p50_p95 as summary, BenchEnv, ServerChild};
 use crate::config::Settings;
 use crate::reference;
 
@@ -25,10 +25,6 @@ pub struct TasksBench {
     pub rounds: usize,
 }
 
-fn summary(mut ms: Vec<f64>) -> (f64, f64) {
-    ms.sort_by(f64::total_cmp);
-    (percentile(&ms, 0.5), percentile(&ms, 0.95))
-}
 
 pub async fn run(settings: &Settings, opts: TasksBench) -> anyhow::Result<()> {
     let tree = reference::load_org_tree(&settings.reference.divisions_dir)?;
@@ -50,14 +46,7 @@ pub async fn run(settings: &Settings, opts: TasksBench) -> anyhow::Result<()> {
     };
 
     let n = opts.records;
-    eprintln!("bench tasks: storing {n} records …");
-    let events = Workload::new(&tree, 7, 365, "tk", n / 4 + 1)
-        .with_kinds(&tree, &kinds)
-        .events(n);
-    for chunk in events.chunks(5_000) {
-        post(format!("{base}/api/v1/events"), json!(chunk)).await?;
-    }
-    drop(events);
+    super::store_records(&server, &tree, &kinds, n, "tk").await?;
 
     // Every unit below the city.
     let units: Vec<String> = tree

@@ -14,7 +14,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
 
-use super::{percentile, workload::Workload, BenchEnv, ServerChild};
+use super::{p50_p95 as summary, BenchEnv, ServerChild};
 use crate::config::Settings;
 use crate::reference;
 
@@ -27,10 +27,6 @@ pub struct WorkspaceBench {
 
 const STREET: &str = "440304001";
 
-fn summary(mut ms: Vec<f64>) -> (f64, f64) {
-    ms.sort_by(f64::total_cmp);
-    (percentile(&ms, 0.5), percentile(&ms, 0.95))
-}
 
 pub async fn run(settings: &Settings, opts: WorkspaceBench) -> anyhow::Result<()> {
     let tree = reference::load_org_tree(&settings.reference.divisions_dir)?;
@@ -42,24 +38,7 @@ pub async fn run(settings: &Settings, opts: WorkspaceBench) -> anyhow::Result<()
 
     // A city's worth of records, over every kind and org.
     let n = opts.records;
-    eprintln!("bench workspace: storing {n} records …");
-    let events = Workload::new(&tree, 7, 365, "ws", n / 4 + 1)
-        .with_kinds(&tree, &kinds)
-        .events(n);
-    for chunk in events.chunks(5_000) {
-        let res = http
-            .post(format!("{base}/api/v1/events"))
-            .bearer_auth(&server.token)
-            .json(chunk)
-            .send()
-            .await?;
-        anyhow::ensure!(
-            res.status().is_success(),
-            "ingest answered {}",
-            res.status()
-        );
-    }
-    drop(events);
+    super::store_records(&server, &tree, &kinds, n, "ws").await?;
 
     // A clerk of the street.
     let res = http
