@@ -172,7 +172,8 @@ pub fn render_task(
     } else {
         names.join("、")
     };
-    let text = format!("### 【督办】{heading}\n> {body}\n\n承办单位：{shown}\n时间：{at}\n值班：{target}");
+    let text =
+        format!("### 【督办】{heading}\n> {body}\n\n承办单位：{shown}\n时间：{at}\n值班：{target}");
     match kind {
         WebhookKind::Wecom => serde_json::json!({"msgtype": "markdown", "markdown": {"content": text}}).to_string(),
         WebhookKind::Dingtalk => serde_json::json!({"msgtype": "markdown", "markdown": {"title": format!("督办：{heading}"), "text": text}}).to_string(),

@@ -657,8 +657,10 @@ impl AlertEngine {
             return Ok(());
         };
         let tree = self.hub.tree().clone();
-        let mut groups: std::collections::BTreeMap<String, (super::delivery::DutyTarget, Vec<(String, String)>)> =
-            std::collections::BTreeMap::new();
+        let mut groups: std::collections::BTreeMap<
+            String,
+            (super::delivery::DutyTarget, Vec<(String, String)>),
+        > = std::collections::BTreeMap::new();
         for unit in units {
             if let Some(target) = roster.chain(&tree, *unit).into_iter().next() {
                 let node = tree.node(*unit);
@@ -678,7 +680,15 @@ impl AlertEngine {
                 level: 0,
                 kind: target.kind,
                 url: target.url.clone(),
-                payload: super::delivery::render_task(target.kind, event, heading, body, &units, &target.name, &at),
+                payload: super::delivery::render_task(
+                    target.kind,
+                    event,
+                    heading,
+                    body,
+                    &units,
+                    &target.name,
+                    &at,
+                ),
             };
             self.deliverer.send(&self.store, out).await?;
         }

@@ -8,8 +8,8 @@ pub mod ingest;
 pub mod rebuild;
 pub mod stalled;
 pub mod stream;
-pub mod workload;
 pub mod tasks;
+pub mod workload;
 pub mod workspace;
 
 use std::path::{Path, PathBuf};
@@ -245,7 +245,11 @@ pub async fn store_records(
             .json(chunk)
             .send()
             .await?;
-        anyhow::ensure!(res.status().is_success(), "ingest answered {}", res.status());
+        anyhow::ensure!(
+            res.status().is_success(),
+            "ingest answered {}",
+            res.status()
+        );
     }
     Ok(())
 }

@@ -25,7 +25,6 @@ pub struct TasksBench {
     pub rounds: usize,
 }
 
-
 pub async fn run(settings: &Settings, opts: TasksBench) -> anyhow::Result<()> {
     let tree = reference::load_org_tree(&settings.reference.divisions_dir)?;
     let kinds = crate::dashboards::load_catalogue(&settings.catalogue)?.kinds;
@@ -37,7 +36,12 @@ pub async fn run(settings: &Settings, opts: TasksBench) -> anyhow::Result<()> {
     let post = |path: String, body: Value| {
         let (http, token) = (http.clone(), token.clone());
         async move {
-            let res = http.post(path).bearer_auth(token).json(&body).send().await?;
+            let res = http
+                .post(path)
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await?;
             let status = res.status();
             let answer: Value = res.json().await.unwrap_or(Value::Null);
             anyhow::ensure!(status.is_success(), "{status}: {answer}");
@@ -65,7 +69,10 @@ pub async fn run(settings: &Settings, opts: TasksBench) -> anyhow::Result<()> {
         )
         .await?;
         let issue_ms = t.elapsed().as_secs_f64() * 1e3;
-        anyhow::ensure!(answer["units"].as_u64() == Some(units.len() as u64), "{answer}");
+        anyhow::ensure!(
+            answer["units"].as_u64() == Some(units.len() as u64),
+            "{answer}"
+        );
         // The baseline: as many plain records (a headcount per unit) in one request.
         let records: Vec<Value> = units
             .iter()

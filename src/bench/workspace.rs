@@ -27,7 +27,6 @@ pub struct WorkspaceBench {
 
 const STREET: &str = "440304001";
 
-
 pub async fn run(settings: &Settings, opts: WorkspaceBench) -> anyhow::Result<()> {
     let tree = reference::load_org_tree(&settings.reference.divisions_dir)?;
     let kinds = crate::dashboards::load_catalogue(&settings.catalogue)?.kinds;

@@ -82,12 +82,22 @@ impl Api {
     }
 
     /// A step, at `at` (None: now). Refusals (a restarted demo finds it done) are logged.
-    async fn step(&self, task: &str, org: &str, action: &str, mut body: Value, at: Option<OffsetDateTime>) -> bool {
+    async fn step(
+        &self,
+        task: &str,
+        org: &str,
+        action: &str,
+        mut body: Value,
+        at: Option<OffsetDateTime>,
+    ) -> bool {
         if let Some(at) = at {
             body["at"] = crate::domain::time::rfc3339(at).into();
         }
         match self
-            .post(&format!("/api/v1/tasks/{task}/assignments/{org}/{action}"), body)
+            .post(
+                &format!("/api/v1/tasks/{task}/assignments/{org}/{action}"),
+                body,
+            )
             .await
         {
             Ok((200, _)) => true,
@@ -133,7 +143,8 @@ async fn play_history(
         return None;
     }
     let text = FEEDBACK[(roll(task, org, 4) % FEEDBACK.len() as u64) as usize];
-    api.step(task, org, "feedback", json!({ "text": text }), Some(said)).await;
+    api.step(task, org, "feedback", json!({ "text": text }), Some(said))
+        .await;
     let submitted = if h == Habit::SubmitsLate {
         due + part(task, org, 5, day, 0.1, 1.5)
     } else {
@@ -143,7 +154,14 @@ async fn play_history(
         return None;
     }
     let text = DONE[(roll(task, org, 6) % DONE.len() as u64) as usize];
-    api.step(task, org, "submit", json!({ "text": text }), Some(submitted)).await;
+    api.step(
+        task,
+        org,
+        "submit",
+        json!({ "text": text }),
+        Some(submitted),
+    )
+    .await;
     if !judge {
         return Some(submitted);
     }
@@ -152,15 +170,30 @@ async fn play_history(
         return Some(submitted);
     }
     if roll(task, org, 8) % 7 == 0 {
-        api.step(task, org, "return", json!({ "reason": "材料不全，请补充走访名单和整改台账" }), Some(looked)).await;
+        api.step(
+            task,
+            org,
+            "return",
+            json!({ "reason": "材料不全，请补充走访名单和整改台账" }),
+            Some(looked),
+        )
+        .await;
         let again = looked + part(task, org, 9, day, 0.2, 0.8);
         if again > now {
             return Some(submitted);
         }
-        api.step(task, org, "submit", json!({ "text": "已补充走访名单和整改台账" }), Some(again)).await;
+        api.step(
+            task,
+            org,
+            "submit",
+            json!({ "text": "已补充走访名单和整改台账" }),
+            Some(again),
+        )
+        .await;
         let accepted = again + part(task, org, 10, day, 0.05, 0.3);
         if accepted <= now {
-            api.step(task, org, "accept", json!({}), Some(accepted)).await;
+            api.step(task, org, "accept", json!({}), Some(accepted))
+                .await;
         }
     } else {
         api.step(task, org, "accept", json!({}), Some(looked)).await;
@@ -212,7 +245,9 @@ pub(super) async fn run(base: String, token: String, tree: std::sync::Arc<OrgTre
         tokio::time::sleep(StdDuration::from_millis(500)).await;
     }
     let now = OffsetDateTime::now_utc();
-    let stamp = crate::domain::time::local_date(now).to_string().replace('-', "");
+    let stamp = crate::domain::time::local_date(now)
+        .to_string()
+        .replace('-', "");
     let rfc = crate::domain::time::rfc3339;
 
     // Ten days ago: every district, passed down to their streets; due three days ago.
@@ -269,10 +304,14 @@ pub(super) async fn run(base: String, token: String, tree: std::sync::Arc<OrgTre
     // Now: 龙岗's streets, answered live while the demo runs.
     let live_task = format!("demo-{stamp}-appeals");
     let streets = codes(&tree, &["440307"], Level::Street);
-    issue(&api, json!({"id": live_task, "title": "信访积案化解攻坚", "instruction":
+    issue(
+        &api,
+        json!({"id": live_task, "title": "信访积案化解攻坚", "instruction":
         "对本街道超过 60 天未办结的信访件逐件分析原因，明确包案领导，限期化解，每周反馈进展。",
         "due": rfc(now + Duration::days(3)), "priority": "urgent", "units": streets,
-        "source": {"metric": "open_appeals", "scope": "440307"}})).await;
+        "source": {"metric": "open_appeals", "scope": "440307"}}),
+    )
+    .await;
     tracing::info!("demo tasks issued; simulated units answer them");
     answer_live(&api, now).await;
 }
@@ -290,9 +329,9 @@ async fn answer_live(api: &Api, since: OffsetDateTime) {
         let now = OffsetDateTime::now_utc();
         let mut budget = 3;
         for t in list["tasks"].as_array().into_iter().flatten() {
-            let issued = t["issued_at"]
-                .as_str()
-                .and_then(|s| OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok());
+            let issued = t["issued_at"].as_str().and_then(|s| {
+                OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+            });
             let (Some(id), Some(issued)) = (t["id"].as_str(), issued) else {
                 continue;
             };
@@ -303,7 +342,11 @@ async fn answer_live(api: &Api, since: OffsetDateTime) {
                 continue;
             };
             let ours = id.starts_with("demo-");
-            let mut queue: Vec<&Value> = view["assignments"].as_array().into_iter().flatten().collect();
+            let mut queue: Vec<&Value> = view["assignments"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .collect();
             while let Some(a) = queue.pop() {
                 queue.extend(a["children"].as_array().into_iter().flatten());
                 if budget == 0 {
@@ -314,23 +357,41 @@ async fn answer_live(api: &Api, since: OffsetDateTime) {
                 };
                 let h = habit(id, org);
                 let age = (now - issued).whole_seconds();
-                let wait = |salt: u64, lo: i64, hi: i64| lo + (roll(id, org, salt) % (hi - lo) as u64) as i64;
+                let wait = |salt: u64, lo: i64, hi: i64| {
+                    lo + (roll(id, org, salt) % (hi - lo) as u64) as i64
+                };
                 let took = match state {
-                    "issued" if h != Habit::Silent && age > wait(2, 5, if h == Habit::SignsLate { 240 } else { 60 }) => {
+                    "issued"
+                        if h != Habit::Silent
+                            && age > wait(2, 5, if h == Habit::SignsLate { 240 } else { 60 }) =>
+                    {
                         api.step(id, org, "sign", json!({}), None).await
                     }
                     "signed" if age > wait(3, 40, 150) => {
                         let text = FEEDBACK[(roll(id, org, 4) % FEEDBACK.len() as u64) as usize];
-                        api.step(id, org, "feedback", json!({"text": text}), None).await
+                        api.step(id, org, "feedback", json!({"text": text}), None)
+                            .await
                     }
-                    "in_progress" | "returned" if age > wait(5, 120, if h == Habit::SubmitsLate { 900 } else { 400 }) => {
+                    "in_progress" | "returned"
+                        if age > wait(5, 120, if h == Habit::SubmitsLate { 900 } else { 400 }) =>
+                    {
                         let text = DONE[(roll(id, org, 6) % DONE.len() as u64) as usize];
-                        api.step(id, org, "submit", json!({"text": text}), None).await
+                        api.step(id, org, "submit", json!({"text": text}), None)
+                            .await
                     }
                     "submitted" if ours && age > wait(7, 200, 600) => {
-                        let returned = a["feedback"].as_array().is_some_and(|f| f.iter().any(|s| s["step"] == "return"));
+                        let returned = a["feedback"]
+                            .as_array()
+                            .is_some_and(|f| f.iter().any(|s| s["step"] == "return"));
                         if roll(id, org, 8) % 6 == 0 && !returned {
-                            api.step(id, org, "return", json!({"reason": "请补充具体化解措施和时间表"}), None).await
+                            api.step(
+                                id,
+                                org,
+                                "return",
+                                json!({"reason": "请补充具体化解措施和时间表"}),
+                                None,
+                            )
+                            .await
                         } else {
                             api.step(id, org, "accept", json!({}), None).await
                         }

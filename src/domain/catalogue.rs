@@ -138,6 +138,9 @@ pub struct Catalogue {
     /// The record kinds the metrics are computed from.
     pub kinds: Kinds,
     pub metrics: Vec<MetricDef>,
+    /// A hash of the definition files (names and texts, in name order): a checkpoint of the
+    /// live state holds only for the definitions it was built under.
+    pub fingerprint: u64,
 }
 
 impl Catalogue {
@@ -173,7 +176,11 @@ impl Catalogue {
                 .cmp(&clause_number(&b.clause))
                 .then(a.name.cmp(&b.name))
         });
-        Ok(Catalogue { kinds, metrics })
+        Ok(Catalogue {
+            kinds,
+            metrics,
+            fingerprint: fingerprint(kind_files, files),
+        })
     }
 
     /// Every metric, in clause order.
@@ -214,6 +221,24 @@ impl Catalogue {
             Err(e) => panic!("shipped definitions: {e}"),
         }
     }
+}
+
+/// The definition files' hash, whatever order they were read in.
+fn fingerprint(kind_files: &[(String, String)], files: &[(String, String)]) -> u64 {
+    let mut all: Vec<(&str, &(String, String))> = kind_files
+        .iter()
+        .map(|f| ("kind", f))
+        .chain(files.iter().map(|f| ("metric", f)))
+        .collect();
+    all.sort();
+    let mut bytes = Vec::new();
+    for (set, (name, text)) in all {
+        for part in [set, name.as_str(), text.as_str()] {
+            bytes.extend_from_slice(&(part.len() as u64).to_le_bytes());
+            bytes.extend_from_slice(part.as_bytes());
+        }
+    }
+    xxhash_rust::xxh3::xxh3_64(&bytes)
 }
 
 /// 三 → 3, 二十二 → 22; 总体要求 and other text sort first.

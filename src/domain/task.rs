@@ -182,7 +182,18 @@ pub fn fold(steps: impl IntoIterator<Item = Step>) -> State {
 }
 
 /// How urgent a task is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Priority {
     Normal,
@@ -274,7 +285,9 @@ mod tests {
                 } else {
                     let e = r.expect_err(&format!("{state:?} {step:?} must be refused"));
                     assert_eq!(e.state, state);
-                    assert!(e.to_string().starts_with(&format!("the assignment is {state}")));
+                    assert!(e
+                        .to_string()
+                        .starts_with(&format!("the assignment is {state}")));
                 }
             }
         }
@@ -282,7 +295,10 @@ mod tests {
 
     #[test]
     fn submit_before_sign_and_accept_before_submit_are_refused() {
-        assert_eq!(after(Issued, Submit).unwrap_err().why, "sign it first (签收)");
+        assert_eq!(
+            after(Issued, Submit).unwrap_err().why,
+            "sign it first (签收)"
+        );
         assert!(after(InProgress, Accept).is_err());
         assert!(after(Accepted, Return).is_err());
     }

@@ -106,7 +106,13 @@ async fn list_alerts(
         })
         .map(|a| Alert::new(a, &state.tree, &rules, &state.hub.catalogue(), now))
         .collect();
-    let groups = crate::wire::alerts::group_alerts(&alerts, &rules, &state.hub.catalogue(), &state.tree, now);
+    let groups = crate::wire::alerts::group_alerts(
+        &alerts,
+        &rules,
+        &state.hub.catalogue(),
+        &state.tree,
+        now,
+    );
     Ok(HttpResponse::Ok().json(AlertsAnswer {
         rules_error: state.alerts.rules_error(),
         alerts,

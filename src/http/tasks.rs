@@ -56,13 +56,21 @@ const MAX_DUE_SECONDS: i64 = 315_360_000;
 /// Steps are judged against the board and logged one at a time on this instance.
 static STEPS: LazyLock<tokio::sync::Mutex<()>> = LazyLock::new(|| tokio::sync::Mutex::new(()));
 
-fn bounded(field: &str, value: Option<&str>, max: usize, required: bool) -> Result<String, ApiError> {
+fn bounded(
+    field: &str,
+    value: Option<&str>,
+    max: usize,
+    required: bool,
+) -> Result<String, ApiError> {
     let value = value.map(str::trim).unwrap_or_default();
     if value.is_empty() && required {
         return Err(ApiError::bad_request(field, "is required"));
     }
     if value.chars().count() > max {
-        return Err(ApiError::bad_request(field, format!("at most {max} characters")));
+        return Err(ApiError::bad_request(
+            field,
+            format!("at most {max} characters"),
+        ));
     }
     Ok(value.to_string())
 }
@@ -75,12 +83,15 @@ fn parse_due(due: &str, now: OffsetDateTime) -> Result<OffsetDateTime, ApiError>
             .map_err(|e| ApiError::bad_request("due", e.to_string()))?
             .assume_offset(SHANGHAI)
     } else {
-        OffsetDateTime::parse(due, &time::format_description::well_known::Rfc3339).map_err(|_| {
-            ApiError::bad_request("due", format!("'{due}' is neither YYYY-MM-DD nor RFC 3339"))
-        })?
+        OffsetDateTime::parse(due, &time::format_description::well_known::Rfc3339).map_err(
+            |_| ApiError::bad_request("due", format!("'{due}' is neither YYYY-MM-DD nor RFC 3339")),
+        )?
     };
     if at <= now {
-        return Err(ApiError::bad_request("due", format!("'{due}' is in the past (of the moment it is issued)")));
+        return Err(ApiError::bad_request(
+            "due",
+            format!("'{due}' is in the past (of the moment it is issued)"),
+        ));
     }
     Ok(at)
 }
@@ -100,7 +111,12 @@ fn missing(what: String) -> ApiError {
 }
 
 /// A unit the caller names: in the tree, within `within` (else answered as missing), below it.
-fn unit_below(state: &AppState, code: &str, within: NodeIdx, field: &str) -> Result<NodeIdx, ApiError> {
+fn unit_below(
+    state: &AppState,
+    code: &str,
+    within: NodeIdx,
+    field: &str,
+) -> Result<NodeIdx, ApiError> {
     let tree = &state.tree;
     let idx = tree
         .get(code)
@@ -116,9 +132,16 @@ fn unit_below(state: &AppState, code: &str, within: NodeIdx, field: &str) -> Res
 }
 
 fn parse_status(s: &str) -> Option<Status> {
-    [Status::Met, Status::OnTrack, Status::AtRisk, Status::Missed, Status::NoData, Status::Tracked]
-        .into_iter()
-        .find(|x| x.as_str() == s)
+    [
+        Status::Met,
+        Status::OnTrack,
+        Status::AtRisk,
+        Status::Missed,
+        Status::NoData,
+        Status::Tracked,
+    ]
+    .into_iter()
+    .find(|x| x.as_str() == s)
 }
 
 /// The units a selector picks now.
@@ -132,7 +155,10 @@ fn select(state: &AppState, who: &Principal, sel: &Selector) -> Result<Vec<NodeI
         .into_iter()
         .find(|l| l.as_str() == sel.level && *l != Level::City)
         .ok_or_else(|| {
-            ApiError::bad_request("selector.level", format!("'{}': district, street or community", sel.level))
+            ApiError::bad_request(
+                "selector.level",
+                format!("'{}': district, street or community", sel.level),
+            )
         })?;
     let mut nodes: Vec<NodeIdx> = tree
         .subtree(scope)
@@ -141,9 +167,9 @@ fn select(state: &AppState, who: &Principal, sel: &Selector) -> Result<Vec<NodeI
         .collect();
     if let Some(name) = &sel.metric {
         let catalogue = state.hub.catalogue();
-        let id = catalogue
-            .parse_name(name)
-            .ok_or_else(|| ApiError::bad_request("selector.metric", format!("unknown metric '{name}'")))?;
+        let id = catalogue.parse_name(name).ok_or_else(|| {
+            ApiError::bad_request("selector.metric", format!("unknown metric '{name}'"))
+        })?;
         let wanted: Vec<Status> = match &sel.status {
             None => vec![Status::AtRisk, Status::Missed],
             Some(named) => named
@@ -166,7 +192,10 @@ fn select(state: &AppState, who: &Principal, sel: &Selector) -> Result<Vec<NodeI
                 .is_some_and(|f| wanted.contains(&f.status))
         });
     } else if sel.status.is_some() {
-        return Err(ApiError::bad_request("selector.status", "needs selector.metric"));
+        return Err(ApiError::bad_request(
+            "selector.status",
+            "needs selector.metric",
+        ));
     }
     Ok(nodes)
 }
@@ -201,7 +230,10 @@ fn moment(
     let at = OffsetDateTime::parse(given, &time::format_description::well_known::Rfc3339)
         .map_err(|_| ApiError::bad_request("at", format!("'{given}' is not RFC 3339")))?;
     if at > now {
-        return Err(ApiError::bad_request("at", format!("'{given}' is in the future")));
+        return Err(ApiError::bad_request(
+            "at",
+            format!("'{given}' is in the future"),
+        ));
     }
     if at.unix_timestamp() < i64::from(not_before.max(1_577_808_000)) {
         return Err(ApiError::bad_request(
@@ -232,7 +264,13 @@ fn record(
         state.hub.now(),
         TASKS_SOURCE,
     )
-    .map_err(|e| ApiError::Unexpected(anyhow::anyhow!("a task record did not pass: {}: {}", e.field, e.reason)))?;
+    .map_err(|e| {
+        ApiError::Unexpected(anyhow::anyhow!(
+            "a task record did not pass: {}: {}",
+            e.field,
+            e.reason
+        ))
+    })?;
     Ok(EventRow {
         actor: who.name.clone(),
         ..row
@@ -295,12 +333,18 @@ async fn issue(
     let body = body.into_inner();
     let now = moment(who, body.at.as_deref(), state.hub.now(), 0)?;
     let title = bounded("title", Some(&body.title), MAX_TITLE_CHARS, true)?;
-    let instruction = bounded("instruction", Some(&body.instruction), MAX_INSTRUCTION_CHARS, true)?;
+    let instruction = bounded(
+        "instruction",
+        Some(&body.instruction),
+        MAX_INSTRUCTION_CHARS,
+        true,
+    )?;
     let due = parse_due(body.due.trim(), now)?;
     let priority = match body.priority.as_deref() {
         None => Priority::Normal,
-        Some(p) => Priority::parse(p)
-            .ok_or_else(|| ApiError::bad_request("priority", format!("'{p}': normal, urgent or incident")))?,
+        Some(p) => Priority::parse(p).ok_or_else(|| {
+            ApiError::bad_request("priority", format!("'{p}': normal, urgent or incident"))
+        })?,
     };
     let sign_hours = body.sign_hours.unwrap_or(DEFAULT_SIGN_HOURS);
     if !(1..=720).contains(&sign_hours) {
@@ -318,7 +362,12 @@ async fn issue(
             .map(|code| unit_below(&state, code.trim(), who.scope, "units"))
             .collect::<Result<_, _>>()?,
         (None, Some(sel)) => select(&state, who, sel)?,
-        _ => return Err(ApiError::bad_request("units", "give either units or selector")),
+        _ => {
+            return Err(ApiError::bad_request(
+                "units",
+                "give either units or selector",
+            ))
+        }
     };
     units.sort_unstable();
     units.dedup();
@@ -330,7 +379,11 @@ async fn issue(
     }
     if units.len() > MAX_UNITS {
         return Err(ApiError::bad_request(
-            if body.selector.is_some() { "selector" } else { "units" },
+            if body.selector.is_some() {
+                "selector"
+            } else {
+                "units"
+            },
             format!("{} units: a task goes to at most {MAX_UNITS}", units.len()),
         ));
     }
@@ -338,9 +391,14 @@ async fn issue(
         Some(id) => {
             let ok = !id.is_empty()
                 && id.len() <= 40
-                && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
             if !ok {
-                return Err(ApiError::bad_request("id", "1 to 40 letters, digits, - or _"));
+                return Err(ApiError::bad_request(
+                    "id",
+                    "1 to 40 letters, digits, - or _",
+                ));
             }
             id.clone()
         }
@@ -358,7 +416,11 @@ async fn issue(
     }
     if state.hub.tasks().exists(&task_id) {
         let orgs = state.hub.tasks().units_of(&task_id);
-        return Ok(HttpResponse::Ok().json(TaskIssued { id: task_id, units: orgs.len(), orgs }));
+        return Ok(HttpResponse::Ok().json(TaskIssued {
+            id: task_id,
+            units: orgs.len(),
+            orgs,
+        }));
     }
     let due_seconds = seconds_until(due.unix_timestamp(), now.unix_timestamp())?;
     let orgs: Vec<String> = units.iter().map(|u| tree.node(*u).code.clone()).collect();
@@ -381,7 +443,17 @@ async fn issue(
         }),
     )?);
     for org in &orgs {
-        rows.push(issued_row(&state, who, now, &task_id, org, due_seconds, sign_hours, priority, "")?);
+        rows.push(issued_row(
+            &state,
+            who,
+            now,
+            &task_id,
+            org,
+            due_seconds,
+            sign_hours,
+            priority,
+            "",
+        )?);
     }
     state.ingest.accept(rows).await?;
     tracing::info!(task = %task_id, units = orgs.len(), by = %who.name, "task issued");
@@ -391,7 +463,12 @@ async fn issue(
         &task_id,
         units,
         format!("{}下达督办任务：{title}", tree.node(who.scope).name),
-        format!("{}办结时限 {}。{}", priority_zh(priority), rfc3339(due.to_offset(SHANGHAI)), excerpt(&instruction)),
+        format!(
+            "{}办结时限 {}。{}",
+            priority_zh(priority),
+            rfc3339(due.to_offset(SHANGHAI)),
+            excerpt(&instruction)
+        ),
     );
     Ok(HttpResponse::Created().json(TaskIssued {
         id: task_id,
@@ -423,7 +500,10 @@ async fn list(
     let (code, node) = readable_scope(&caller.0, &state, Some(q.scope.as_deref().unwrap_or(&own)))?;
     let which = q.state.as_deref().unwrap_or("open");
     if !["open", "overdue", "closed", "all"].contains(&which) {
-        return Err(ApiError::bad_request("state", format!("'{which}': open, overdue, closed or all")));
+        return Err(ApiError::bad_request(
+            "state",
+            format!("'{which}': open, overdue, closed or all"),
+        ));
     }
     let now = state.hub.now().unix_timestamp() as u32;
     let mut tasks = state.hub.tasks().list(&state.tree, node, now);
@@ -535,7 +615,11 @@ async fn one(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
-    readable_scope(&caller.0, &state, Some(&state.tree.node(caller.0.scope).code))?;
+    readable_scope(
+        &caller.0,
+        &state,
+        Some(&state.tree.node(caller.0.scope).code),
+    )?;
     let now = state.hub.now().unix_timestamp() as u32;
     let mut view = state
         .hub
@@ -549,7 +633,11 @@ async fn one(
 /// A task raised from an alert group (`source.alert` = "rule/district", an incident the duty
 /// officer turned into a task) gathers that group's alert changes into its timeline, from a day
 /// before it was issued: firing, escalated, acknowledged, resolved.
-async fn gather_alerts(state: &AppState, who: &Principal, view: &mut TaskView) -> Result<(), ApiError> {
+async fn gather_alerts(
+    state: &AppState,
+    who: &Principal,
+    view: &mut TaskView,
+) -> Result<(), ApiError> {
     let Some(key) = view
         .summary
         .source
@@ -564,13 +652,23 @@ async fn gather_alerts(state: &AppState, who: &Principal, view: &mut TaskView) -
     };
     let tree = &state.tree;
     // Only what the caller may see of it.
-    let Some(area) = tree.get(district).filter(|d| tree.is_within(*d, who.scope) || tree.is_within(who.scope, *d)) else {
+    let Some(area) = tree
+        .get(district)
+        .filter(|d| tree.is_within(*d, who.scope) || tree.is_within(who.scope, *d))
+    else {
         return Ok(());
     };
-    let scope = if tree.is_within(area, who.scope) { area } else { who.scope };
-    let since = OffsetDateTime::parse(&view.summary.issued_at, &time::format_description::well_known::Rfc3339)
-        .map(|t| t.unix_timestamp() - 86_400)
-        .unwrap_or(0);
+    let scope = if tree.is_within(area, who.scope) {
+        area
+    } else {
+        who.scope
+    };
+    let since = OffsetDateTime::parse(
+        &view.summary.issued_at,
+        &time::format_description::well_known::Rfc3339,
+    )
+    .map(|t| t.unix_timestamp() - 86_400)
+    .unwrap_or(0);
     let events = state.alerts.history(&tree.node(scope).code, 500).await?;
     const STATE_ZH: [(&str, &str); 6] = [
         ("firing", "预警"),
@@ -580,7 +678,10 @@ async fn gather_alerts(state: &AppState, who: &Principal, view: &mut TaskView) -
         ("no_data", "预警无数据"),
         ("pending", "预警待定"),
     ];
-    for e in events.into_iter().filter(|e| e.rule == rule && i64::from(e.at) >= since) {
+    for e in events
+        .into_iter()
+        .filter(|e| e.rule == rule && i64::from(e.at) >= since)
+    {
         let step_zh = STATE_ZH
             .iter()
             .find(|(s, _)| *s == e.state)
@@ -588,11 +689,18 @@ async fn gather_alerts(state: &AppState, who: &Principal, view: &mut TaskView) -
         view.timeline.push(crate::wire::tasks::StepEntry {
             step: format!("alert_{}", e.state),
             step_zh: step_zh.to_string(),
-            org_name: tree.get(&e.node).map(|n| tree.node(n).name.clone()).unwrap_or_default(),
+            org_name: tree
+                .get(&e.node)
+                .map(|n| tree.node(n).name.clone())
+                .unwrap_or_default(),
             org: e.node,
             by: e.actor,
             at: crate::domain::time::rfc3339_shanghai(i64::from(e.at)),
-            text: if e.comment.is_empty() { e.summary } else { format!("{}（{}）", e.summary, e.comment) },
+            text: if e.comment.is_empty() {
+                e.summary
+            } else {
+                format!("{}（{}）", e.summary, e.comment)
+            },
             units: Vec::new(),
         });
     }
@@ -619,11 +727,21 @@ fn excerpt(text: &str) -> String {
 
 /// Tells the units through the roster's robots (issued to them, returned to one), after the
 /// answer: the message is logged and retried by the alert delivery, a failure is logged here.
-fn notify(state: &AppState, event: &'static str, key: &str, units: Vec<NodeIdx>, heading: String, body: String) {
+fn notify(
+    state: &AppState,
+    event: &'static str,
+    key: &str,
+    units: Vec<NodeIdx>,
+    heading: String,
+    body: String,
+) {
     let alerts = state.alerts.clone();
     let key = key.to_string();
     tokio::spawn(async move {
-        if let Err(e) = alerts.notify_task(event, &key, &units, &heading, &body).await {
+        if let Err(e) = alerts
+            .notify_task(event, &key, &units, &heading, &body)
+            .await
+        {
             tracing::warn!(error = %e, event, task = %key, "task notification not queued");
         }
     });
@@ -664,14 +782,23 @@ async fn act(
     let (task_id, org, action) = path.into_inner();
     let body = body.map(web::Json::into_inner).unwrap_or_default();
     let step = Step::parse(&action).ok_or_else(|| {
-        ApiError::bad_request("action", format!("'{action}': sign, feedback, submit, accept, return or delegate"))
+        ApiError::bad_request(
+            "action",
+            format!("'{action}': sign, feedback, submit, accept, return or delegate"),
+        )
     })?;
     let tree = &state.tree;
     let not_found = || missing(format!("assignment of task {task_id} for {org}"));
     let node = tree.get(&org).ok_or_else(not_found)?;
     let _one_at_a_time = STEPS.lock().await;
-    let facts = state.hub.tasks().facts(&task_id, &org).ok_or_else(not_found)?;
-    let issuer = tree.get(facts.parent.as_deref().unwrap_or(&facts.scope)).ok_or_else(not_found)?;
+    let facts = state
+        .hub
+        .tasks()
+        .facts(&task_id, &org)
+        .ok_or_else(not_found)?;
+    let issuer = tree
+        .get(facts.parent.as_deref().unwrap_or(&facts.scope))
+        .ok_or_else(not_found)?;
     let allowed = match step.side() {
         Side::Unit => acts_for_unit(who, &state, node),
         Side::Issuer => acts_for_issuer(who, &state, issuer),
@@ -684,7 +811,11 @@ async fn act(
         }
         let name = |n: NodeIdx| tree.node(n).name.clone();
         return Err(ApiError::Forbidden(match step.side() {
-            Side::Unit => format!("only {}'s own users {} this assignment", name(node), step.as_str()),
+            Side::Unit => format!(
+                "only {}'s own users {} this assignment",
+                name(node),
+                step.as_str()
+            ),
             Side::Issuer => format!(
                 "only the issuing side ({}: leaders, duty officers, admins) may {} it",
                 name(issuer),
@@ -713,17 +844,26 @@ async fn act(
             data["reason"] = body_reason.clone().into();
         }
         Step::Accept => {
-            data["on_time"] = facts.last_submitted.is_some_and(|s| s <= facts.due_at).into();
+            data["on_time"] = facts
+                .last_submitted
+                .is_some_and(|s| s <= facts.due_at)
+                .into();
         }
         Step::Delegate => {
             let named = body.units.unwrap_or_default();
             if named.is_empty() {
-                return Err(ApiError::bad_request("units", "name the units below to pass it to"));
+                return Err(ApiError::bad_request(
+                    "units",
+                    "name the units below to pass it to",
+                ));
             }
             if named.len() > MAX_DELEGATED {
                 return Err(ApiError::bad_request(
                     "units",
-                    format!("{} units: an assignment is passed to at most {MAX_DELEGATED}", named.len()),
+                    format!(
+                        "{} units: an assignment is passed to at most {MAX_DELEGATED}",
+                        named.len()
+                    ),
                 ));
             }
             let taken = state.hub.tasks().units_of(&task_id);
@@ -773,7 +913,12 @@ async fn act(
     rows.extend(children);
     let n = rows.len();
     let done = state.ingest.accept(rows).await?;
-    if done.accepted != n && done.outcomes.first().is_some_and(|o| !matches!(o, crate::ingest::AppendOutcome::Accepted { .. })) {
+    if done.accepted != n
+        && done
+            .outcomes
+            .first()
+            .is_some_and(|o| !matches!(o, crate::ingest::AppendOutcome::Accepted { .. }))
+    {
         return Err(ApiError::Conflict(format!(
             "the assignment changed meanwhile (another step landed first): read it again (GET /api/v1/tasks/{task_id})"
         )));
@@ -795,7 +940,10 @@ async fn act(
             &format!("{task_id}/{org}"),
             delegated.iter().filter_map(|c| tree.get(c)).collect(),
             format!("{}转派督办任务：{}", tree.node(node).name, title()),
-            format!("办结时限 {}。", crate::domain::time::rfc3339_shanghai(i64::from(facts.due_at))),
+            format!(
+                "办结时限 {}。",
+                crate::domain::time::rfc3339_shanghai(i64::from(facts.due_at))
+            ),
         ),
         _ => {}
     }
@@ -804,7 +952,13 @@ async fn act(
     let view = state
         .hub
         .tasks()
-        .assignment(tree, who.scope, &task_id, &org, state.hub.now().unix_timestamp() as u32)
+        .assignment(
+            tree,
+            who.scope,
+            &task_id,
+            &org,
+            state.hub.now().unix_timestamp() as u32,
+        )
         .ok_or_else(not_found)?;
     Ok(HttpResponse::Ok().json(view))
 }

@@ -25,6 +25,15 @@ const RECENT_SECS: u32 = 40 * 86_400;
 /// A metric's leaves, in its measure's `leaves()` order (a ratio: its two sides).
 type Plan = Vec<usize>;
 
+/// The recent past and arrival times in a checkpoint (kinds by name).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RecentSaved {
+    last_received: Vec<u32>,
+    as_of: u32,
+    hourly: Vec<(NodeIdx, String, BTreeMap<u32, u32>)>,
+    located: Vec<(u32, f64, f64, NodeIdx, String)>,
+}
+
 pub struct Aggregates {
     tree: Arc<OrgTree>,
     catalogue: Arc<Catalogue>,
@@ -205,6 +214,91 @@ impl Aggregates {
             for &l in leaves {
                 self.leaves[l].retract(r, org, kind, &mut touch);
             }
+        }
+        Ok(())
+    }
+
+    /// The live state as a checkpoint holds it: the recent past and arrival times, then each
+    /// leaf's state named by its type, in the catalogue's leaf order. The trend samples are
+    /// not in it (they come from the snapshots at every start).
+    pub fn save_parts(&self) -> Result<Vec<(&'static str, Vec<u8>)>, String> {
+        let recent = postcard::to_stdvec(&RecentSaved {
+            last_received: self.last_received.clone(),
+            as_of: self.as_of,
+            hourly: self
+                .hourly
+                .iter()
+                .map(|(&(org, kind), hours)| (org, kind.as_str().to_string(), hours.clone()))
+                .collect(),
+            located: self
+                .located
+                .iter()
+                .map(|&(at, lon, lat, org, kind)| (at, lon, lat, org, kind.as_str().to_string()))
+                .collect(),
+        })
+        .map_err(|e| format!("the recent past: {e}"))?;
+        let mut parts = vec![("recent", recent)];
+        for leaf in &self.leaves {
+            let bytes = leaf
+                .save()
+                .map_err(|e| format!("a {} leaf: {e}", leaf.type_name()))?;
+            parts.push((leaf.type_name(), bytes));
+        }
+        Ok(parts)
+    }
+
+    /// Puts back what [`Self::save_parts`] wrote, into aggregates just made for the same
+    /// definitions and tree; answers what does not fit (the caller then rebuilds instead).
+    pub fn load_parts(&mut self, parts: &[(String, &[u8])]) -> Result<(), String> {
+        let Some(((first, recent), leaves)) = parts.split_first() else {
+            return Err("no parts".into());
+        };
+        if first != "recent" || leaves.len() != self.leaves.len() {
+            return Err(format!(
+                "{} leaves for definitions that make {}",
+                leaves.len(),
+                self.leaves.len()
+            ));
+        }
+        let recent: RecentSaved =
+            postcard::from_bytes(recent).map_err(|e| format!("the recent past: {e}"))?;
+        if recent.last_received.len() != self.tree.len() {
+            return Err(format!(
+                "{} nodes for a tree of {}",
+                recent.last_received.len(),
+                self.tree.len()
+            ));
+        }
+        let kind = |name: &str| {
+            self.catalogue
+                .kinds
+                .parse_name(name)
+                .ok_or_else(|| format!("unknown kind {name}"))
+        };
+        let mut hourly = HashMap::default();
+        for (org, name, hours) in recent.hourly {
+            hourly.insert((org, kind(&name)?), hours);
+        }
+        let mut located = VecDeque::with_capacity(recent.located.len());
+        for (at, lon, lat, org, name) in recent.located {
+            located.push_back((at, lon, lat, org, kind(&name)?));
+        }
+        for (leaf, (type_name, bytes)) in self.leaves.iter_mut().zip(leaves) {
+            if leaf.type_name() != type_name {
+                return Err(format!(
+                    "a {type_name} leaf where a {} is",
+                    leaf.type_name()
+                ));
+            }
+            leaf.load(bytes)
+                .map_err(|e| format!("a {type_name} leaf: {e}"))?;
+        }
+        self.last_received = recent.last_received;
+        self.as_of = recent.as_of;
+        self.hourly = hourly;
+        self.located = located;
+        for n in 0..self.tree.len() {
+            self.dirty.mark(n as NodeIdx);
         }
         Ok(())
     }

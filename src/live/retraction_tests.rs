@@ -1,7 +1,9 @@
 //! Per measure type: any sequence of records, corrections (the old version taken back, the new
 //! one applied) and withdrawals (the record taken back) leaves the live state equal to the
 //! state that the effective records alone build — the last version of each record, less the
-//! withdrawn ones, applied in any order.
+//! withdrawn ones, applied in any order. A third of the way through, the live state is saved
+//! as a checkpoint holds it and the rest of the sequence goes on from the state loaded back:
+//! what comes after a checkpoint (taking back records from before it too) lands the same.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -103,6 +105,22 @@ fn version(
     r
 }
 
+/// The state saved as a checkpoint does, and loaded into aggregates made afresh.
+fn through_checkpoint(
+    live: &Aggregates,
+    tree: &Arc<OrgTree>,
+    catalogue: &Arc<Catalogue>,
+) -> Aggregates {
+    let parts = live.save_parts().expect("saved");
+    let parts: Vec<(String, &[u8])> = parts
+        .iter()
+        .map(|(name, bytes)| (name.to_string(), bytes.as_slice()))
+        .collect();
+    let mut loaded = Aggregates::new(tree.clone(), catalogue.clone());
+    loaded.load_parts(&parts).expect("loaded");
+    loaded
+}
+
 fn check(type_name: &str) {
     let catalogue = Arc::new(Catalogue::shipped());
     let (metrics, kinds) = metrics_of(&catalogue, type_name);
@@ -124,6 +142,9 @@ fn check(type_name: &str) {
         for step in 0..STEPS {
             if step == STEPS / 2 {
                 live.refresh_clock(end);
+            }
+            if step == STEPS / 3 {
+                live = through_checkpoint(&live, &tree, &catalogue);
             }
             seq += 1;
             let ids: Vec<String> = effective.keys().cloned().collect();

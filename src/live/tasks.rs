@@ -178,7 +178,10 @@ fn data(row: &EventRow) -> Value {
 }
 
 fn text(v: &Value, key: &str) -> String {
-    v.get(key).and_then(Value::as_str).unwrap_or_default().to_string()
+    v.get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn rfc3339(unix: u32) -> String {
@@ -249,12 +252,7 @@ impl AssignmentRecords {
         if submitted.is_none() && age > self.span("due_seconds") {
             return Some("submit");
         }
-        let signed = self.first(&[
-            Step::Sign,
-            Step::Feedback,
-            Step::Delegate,
-            Step::Submit,
-        ]);
+        let signed = self.first(&[Step::Sign, Step::Feedback, Step::Delegate, Step::Submit]);
         if signed.is_none() && age > self.span("sign_seconds") {
             return Some("sign");
         }
@@ -269,7 +267,10 @@ impl AssignmentRecords {
 impl TaskBoard {
     /// Takes in committed records: those of the task kinds are kept.
     pub fn take_in(&self, tree: &OrgTree, rows: &[EventRow]) {
-        let mut rows = rows.iter().filter(|r| r.kind.starts_with("task.")).peekable();
+        let mut rows = rows
+            .iter()
+            .filter(|r| r.kind.starts_with("task."))
+            .peekable();
         if rows.peek().is_none() {
             return;
         }
@@ -279,11 +280,7 @@ impl TaskBoard {
                 continue;
             }
             if r.kind == CREATED_KIND {
-                board
-                    .tasks
-                    .entry(r.subject.clone())
-                    .or_default()
-                    .created = Some(r.clone());
+                board.tasks.entry(r.subject.clone()).or_default().created = Some(r.clone());
                 continue;
             }
             let task = task_of(&r.subject).to_string();
@@ -296,7 +293,8 @@ impl TaskBoard {
                 if !tasks.contains(&task) {
                     tasks.push(task);
                 }
-            } else if a.steps.insert(r.seq, r.clone()).is_none() && self.steps.receiver_count() > 0 {
+            } else if a.steps.insert(r.seq, r.clone()).is_none() && self.steps.receiver_count() > 0
+            {
                 if let (Some(step), Some(org_idx)) = (Step::of_kind(&r.kind), tree.get(&r.org)) {
                     let title = entry_title(board.tasks.get(&task));
                     let _ = self.steps.send(Arc::new(StepNotice {
@@ -336,8 +334,18 @@ impl TaskBoard {
             due_at: a.due_at(),
             last_submitted: a.last(&[Step::Submit]),
             parent: a.parent(),
-            scope: t.created.as_ref().map(|c| c.org.clone()).unwrap_or_default(),
-            last_at: a.steps.values().map(|r| r.at).chain([a.issued_at()]).max().unwrap_or(0),
+            scope: t
+                .created
+                .as_ref()
+                .map(|c| c.org.clone())
+                .unwrap_or_default(),
+            last_at: a
+                .steps
+                .values()
+                .map(|r| r.at)
+                .chain([a.issued_at()])
+                .max()
+                .unwrap_or(0),
         })
     }
 
@@ -366,7 +374,13 @@ impl TaskBoard {
     /// A task as a caller with `scope` sees it: every assignment when the caller's scope holds
     /// the issuer's org, else those within the scope. None: no such task, or nothing of it
     /// is within the scope.
-    pub fn view(&self, tree: &OrgTree, scope: NodeIdx, task_id: &str, now: u32) -> Option<TaskView> {
+    pub fn view(
+        &self,
+        tree: &OrgTree,
+        scope: NodeIdx,
+        task_id: &str,
+        now: u32,
+    ) -> Option<TaskView> {
         let board = self.read();
         let t = board.tasks.get(task_id)?;
         let (summary, visible) = summarize(tree, scope, task_id, t, now)?;
@@ -401,14 +415,29 @@ impl TaskBoard {
     }
 
     /// One assignment as a caller with `scope` sees it, with those passed down below it.
-    pub fn assignment(&self, tree: &OrgTree, scope: NodeIdx, task_id: &str, org: &str, now: u32) -> Option<AssignmentView> {
+    pub fn assignment(
+        &self,
+        tree: &OrgTree,
+        scope: NodeIdx,
+        task_id: &str,
+        org: &str,
+        now: u32,
+    ) -> Option<AssignmentView> {
         let board = self.read();
         let t = board.tasks.get(task_id)?;
         let (_, visible) = summarize(tree, scope, task_id, t, now)?;
         if !visible.iter().any(|v| v == org) {
             return None;
         }
-        Some(assignment_view(tree, task_id, t, org, now, &Below::of(t, &visible), 0))
+        Some(assignment_view(
+            tree,
+            task_id,
+            t,
+            org,
+            now,
+            &Below::of(t, &visible),
+            0,
+        ))
     }
 
     /// The tasks a caller with `scope` sees, newest first: those issued within the scope, and
@@ -428,7 +457,12 @@ impl TaskBoard {
     }
 
     /// A unit's own assignments (of every task), newest first.
-    pub fn of_unit(&self, tree: &OrgTree, org: &str, now: u32) -> Vec<(TaskSummary, AssignmentView)> {
+    pub fn of_unit(
+        &self,
+        tree: &OrgTree,
+        org: &str,
+        now: u32,
+    ) -> Vec<(TaskSummary, AssignmentView)> {
         let board = self.read();
         let Some(tasks) = board.by_org.get(org) else {
             return Vec::new();
@@ -450,7 +484,12 @@ impl TaskBoard {
     }
 
     /// The newest answers (the units' steps) within a scope: the wall screen's ticker.
-    pub fn recent_steps(&self, tree: &OrgTree, scope: NodeIdx, limit: usize) -> Vec<(String, String, StepEntry)> {
+    pub fn recent_steps(
+        &self,
+        tree: &OrgTree,
+        scope: NodeIdx,
+        limit: usize,
+    ) -> Vec<(String, String, StepEntry)> {
         let board = self.read();
         let mut all: Vec<(u32, u64, String, String, StepEntry)> = Vec::new();
         for (id, t) in &board.tasks {
@@ -460,13 +499,21 @@ impl TaskBoard {
                     continue;
                 }
                 for (step, r) in a.steps() {
-                    all.push((r.at, r.seq, id.clone(), title.clone(), entry(tree, step.as_str(), step.label_zh(), r)));
+                    all.push((
+                        r.at,
+                        r.seq,
+                        id.clone(),
+                        title.clone(),
+                        entry(tree, step.as_str(), step.label_zh(), r),
+                    ));
                 }
             }
         }
         all.sort_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
         all.truncate(limit);
-        all.into_iter().map(|(_, _, id, title, e)| (id, title, e)).collect()
+        all.into_iter()
+            .map(|(_, _, id, title, e)| (id, title, e))
+            .collect()
     }
 }
 
@@ -486,14 +533,21 @@ fn entry(tree: &OrgTree, step: &str, step_zh: &str, r: &EventRow) -> StepEntry {
         step: step.to_string(),
         step_zh: step_zh.to_string(),
         org: r.org.clone(),
-        org_name: tree.get(&r.org).map(|o| tree.node(o).name.clone()).unwrap_or_default(),
+        org_name: tree
+            .get(&r.org)
+            .map(|o| tree.node(o).name.clone())
+            .unwrap_or_default(),
         by: r.actor.clone(),
         at: rfc3339(r.at),
         text: text_,
         units: d
             .get("units")
             .and_then(Value::as_array)
-            .map(|u| u.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+            .map(|u| {
+                u.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default(),
     }
 }
@@ -599,13 +653,17 @@ fn assignment_view(
     };
     let mut children_states = BTreeMap::new();
     for c in &children {
-        *children_states.entry(c.state.as_str().to_string()).or_insert(0) += 1;
+        *children_states
+            .entry(c.state.as_str().to_string())
+            .or_insert(0) += 1;
     }
     AssignmentView {
         task: task_id.to_string(),
         org: org.to_string(),
         org_name: node.map(|n| n.name.clone()).unwrap_or_default(),
-        level: node.map(|n| n.level.as_str().to_string()).unwrap_or_default(),
+        level: node
+            .map(|n| n.level.as_str().to_string())
+            .unwrap_or_default(),
         parent: a.parent(),
         state,
         state_zh: state.label_zh().to_string(),

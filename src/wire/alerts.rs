@@ -260,7 +260,10 @@ pub fn group_alerts(
             g.severity = a.severity;
         }
         if rule.is_some_and(|r| r.values_add_up()) {
-            if let Some(v) = a.value.filter(|_| a.state != "no_data" && !counted_above(a)) {
+            if let Some(v) = a
+                .value
+                .filter(|_| a.state != "no_data" && !counted_above(a))
+            {
                 g.value_sum = Some(g.value_sum.unwrap_or(0.0) + v);
             }
         }

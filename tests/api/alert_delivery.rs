@@ -273,11 +273,25 @@ async fn a_task_issued_and_returned_reaches_the_units_duty_target() {
     let issued = district.log.lock().unwrap()[0].clone();
     assert_eq!(issued["type"], "task");
     assert_eq!(issued["event"], "task_issued");
-    assert_eq!(issued["units"], json!(["440303001", "440303002"]), "one message for both streets: {issued}");
-    assert!(issued["heading"].as_str().unwrap().contains("走访慰问"), "{issued}");
-    assert!(issued["text"].as_str().unwrap().contains("紧急"), "{issued}");
+    assert_eq!(
+        issued["units"],
+        json!(["440303001", "440303002"]),
+        "one message for both streets: {issued}"
+    );
+    assert!(
+        issued["heading"].as_str().unwrap().contains("走访慰问"),
+        "{issued}"
+    );
+    assert!(
+        issued["text"].as_str().unwrap().contains("紧急"),
+        "{issued}"
+    );
     for action in ["sign", "submit"] {
-        let s = post(format!("/api/v1/tasks/notify-1/assignments/440303001/{action}"), json!({"text": "完成"})).await;
+        let s = post(
+            format!("/api/v1/tasks/notify-1/assignments/440303001/{action}"),
+            json!({"text": "完成"}),
+        )
+        .await;
         assert_eq!(s, 200, "{action}");
     }
     let s = post(
@@ -286,12 +300,21 @@ async fn a_task_issued_and_returned_reaches_the_units_duty_target() {
     )
     .await;
     assert_eq!(s, 200);
-    wait_for("the return to reach the robot", || district.log.lock().unwrap().len() >= 2).await;
+    wait_for("the return to reach the robot", || {
+        district.log.lock().unwrap().len() >= 2
+    })
+    .await;
     let returned = district.log.lock().unwrap()[1].clone();
     assert_eq!(returned["event"], "task_returned");
     assert_eq!(returned["units"], json!(["440303001"]));
-    assert!(returned["text"].as_str().unwrap().contains("缺少走访名单"), "{returned}");
-    assert!(city.log.lock().unwrap().is_empty(), "the level above hears of overdue ones, not of each task");
+    assert!(
+        returned["text"].as_str().unwrap().contains("缺少走访名单"),
+        "{returned}"
+    );
+    assert!(
+        city.log.lock().unwrap().is_empty(),
+        "the level above hears of overdue ones, not of each task"
+    );
     app.stop().await;
 }
 
@@ -314,9 +337,11 @@ async fn an_alert_raised_to_an_incident_gathers_its_alerts_in_the_timeline() {
         .http
         .post(format!("{}/api/v1/tasks", app.base))
         .bearer_auth(app.admin_token())
-        .json(&json!({"id": "incident-1", "title": "桂园街道信访超期处置", "instruction": "立即核查",
+        .json(
+            &json!({"id": "incident-1", "title": "桂园街道信访超期处置", "instruction": "立即核查",
             "due": due.to_string(), "priority": "incident", "units": ["440303001"],
-            "source": {"alert": "overdue/440303"}}))
+            "source": {"alert": "overdue/440303"}}),
+        )
         .send()
         .await
         .unwrap();
@@ -336,7 +361,13 @@ async fn an_alert_raised_to_an_incident_gathers_its_alerts_in_the_timeline() {
         .iter()
         .find(|e| e["step"] == "alert_firing")
         .unwrap();
-    assert!(alert["text"].as_str().unwrap().contains("桂园街道有 1 件信访超期"), "{alert}");
+    assert!(
+        alert["text"]
+            .as_str()
+            .unwrap()
+            .contains("桂园街道有 1 件信访超期"),
+        "{alert}"
+    );
     let feed = app.get_json("/api/v1/tasks/feed?scope=440303").await;
     assert_eq!(feed["incidents"][0]["id"], "incident-1", "{feed}");
     app.stop().await;

@@ -958,7 +958,10 @@ async fn task_step(
     body: Value,
 ) -> (u16, Value) {
     let r = http
-        .post(format!("{}/api/v1/tasks/{task}/assignments/{org}/{action}", i.base))
+        .post(format!(
+            "{}/api/v1/tasks/{task}/assignments/{org}/{action}",
+            i.base
+        ))
         .bearer_auth("stream-admin")
         .json(&body)
         .send()
@@ -981,7 +984,10 @@ async fn task_agreed(instances: &[&Instance], http: &reqwest::Client, task: &str
         if all.windows(2).all(|w| w[0] == w[1]) {
             return all.swap_remove(0);
         }
-        assert!(Instant::now() < deadline, "instances disagree on task {task}");
+        assert!(
+            Instant::now() < deadline,
+            "instances disagree on task {task}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -1001,14 +1007,21 @@ async fn task_steps_through_two_instances_agree_land_once_and_survive_kill_9() {
         ..
     } = Two::start(&nats, 1).await;
     let streets = [
-        "440304001", "440304002", "440304004", "440304005", "440304006", "440304007",
+        "440304001",
+        "440304002",
+        "440304004",
+        "440304005",
+        "440304006",
+        "440304007",
     ];
     let due = (time::OffsetDateTime::now_utc() + time::Duration::days(3)).date();
     let r = http
         .post(format!("{}/api/v1/tasks", a.base))
         .bearer_auth("stream-admin")
-        .json(&json!({"id": "stream-task", "title": "走访", "instruction": "逐户走访",
-            "due": due.to_string(), "units": streets}))
+        .json(
+            &json!({"id": "stream-task", "title": "走访", "instruction": "逐户走访",
+            "due": due.to_string(), "units": streets}),
+        )
         .send()
         .await
         .unwrap();
@@ -1064,7 +1077,15 @@ async fn task_steps_through_two_instances_agree_land_once_and_survive_kill_9() {
     // SAFETY: kill(2) on the child we started.
     unsafe { libc::kill(b.child.id() as i32, libc::SIGKILL) };
     let _ = b.child.wait();
-    let (status, _) = task_step(&http, &a, "stream-task", streets[3], "return", json!({"reason": "补材料"})).await;
+    let (status, _) = task_step(
+        &http,
+        &a,
+        "stream-task",
+        streets[3],
+        "return",
+        json!({"reason": "补材料"}),
+    )
+    .await;
     assert_eq!(status, 200);
     acked.push((streets[3].to_string(), "return"));
 
@@ -1083,12 +1104,20 @@ async fn task_steps_through_two_instances_agree_land_once_and_survive_kill_9() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|x| (x["org"].as_str().unwrap().to_string(), x["state"].as_str().unwrap().to_string()))
+        .map(|x| {
+            (
+                x["org"].as_str().unwrap().to_string(),
+                x["state"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     assert_eq!(states[streets[0]], "accepted");
     assert_eq!(states[streets[3]], "returned");
     assert_eq!(states[streets[5]], "submitted");
     let figures = agreed(&[&a, &b], &http).await;
-    assert_eq!(figures["440304 task_assignments"][0], 3, "three open in 福田: {figures:?}");
+    assert_eq!(
+        figures["440304 task_assignments"][0], 3,
+        "three open in 福田: {figures:?}"
+    );
     assert_eq!(figures["440300 task_on_time"], json!([3, 3, "met"]));
 }

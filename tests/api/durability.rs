@@ -519,18 +519,31 @@ async fn sigkill_mid_task_steps_loses_none_acknowledged() {
     let acked: Arc<Mutex<Vec<(String, &'static str)>>> = Arc::default();
     let mut clients = Vec::new();
     for c in 0..4usize {
-        let (acked, http, base, streets) = (acked.clone(), http.clone(), server.base.clone(), streets.clone());
+        let (acked, http, base, streets) = (
+            acked.clone(),
+            http.clone(),
+            server.base.clone(),
+            streets.clone(),
+        );
         clients.push(tokio::spawn(async move {
             for org in streets.iter().skip(c).step_by(4) {
-                for (action, body) in [("sign", json!({})), ("feedback", json!({"text": "进展"})), ("submit", json!({"text": "完成"}))] {
+                for (action, body) in [
+                    ("sign", json!({})),
+                    ("feedback", json!({"text": "进展"})),
+                    ("submit", json!({"text": "完成"})),
+                ] {
                     let sent = http
-                        .post(format!("{base}/api/v1/tasks/kill-task/assignments/{org}/{action}"))
+                        .post(format!(
+                            "{base}/api/v1/tasks/kill-task/assignments/{org}/{action}"
+                        ))
                         .bearer_auth("kill-test")
                         .json(&body)
                         .send()
                         .await;
                     match sent {
-                        Ok(r) if r.status() == 200 => acked.lock().unwrap().push((org.clone(), action)),
+                        Ok(r) if r.status() == 200 => {
+                            acked.lock().unwrap().push((org.clone(), action))
+                        }
                         _ => return,
                     }
                 }

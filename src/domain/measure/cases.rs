@@ -91,7 +91,11 @@ impl Cases {
             Some(other) => return Err(format!("closed_by '{other}': anyone or level_above")),
         };
         let opened = common::kind_named(kinds, &spec.opened, "opened")?;
-        let own_spans = spec.deadlines.iter().filter(|d| d.seconds_field.is_some()).count();
+        let own_spans = spec
+            .deadlines
+            .iter()
+            .filter(|d| d.seconds_field.is_some())
+            .count();
         if own_spans > MAX_OWN_SPANS {
             return Err(format!(
                 "{own_spans} deadlines with seconds_field: at most {MAX_OWN_SPANS}"
@@ -286,7 +290,7 @@ const DAY: u32 = 86_400;
 /// deadlines that take them from the record).
 type Opening = (u32, u64, NodeIdx, [u32; MAX_OWN_SPANS]);
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 struct Case {
     /// The earliest opening record (the leaf keeps later ones aside, should it be taken back).
     opened: Option<Opening>,
@@ -430,7 +434,12 @@ impl CasesLeaf {
         let owner_before = case.opened.map(|o| o.2);
         if kind == self.opened_by {
             let mut spans = [0; MAX_OWN_SPANS];
-            for (slot, field) in self.deadlines.iter().filter_map(|d| d.seconds_field).enumerate() {
+            for (slot, field) in self
+                .deadlines
+                .iter()
+                .filter_map(|d| d.seconds_field)
+                .enumerate()
+            {
                 spans[slot] = r.number(field).unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32;
             }
             let opening = (r.at, r.seq, org, spans);
@@ -672,6 +681,19 @@ impl CasesLeaf {
 }
 
 impl Leaf for CasesLeaf {
+    checkpointed!(
+        cases,
+        more_openings,
+        more_meets,
+        opened,
+        open,
+        overdue,
+        overdue_each,
+        open_by_org,
+        queue,
+        as_of
+    );
+
     fn apply(&mut self, r: &EventRow, org: NodeIdx, kind: Kind, t: &mut Touch) {
         self.apply_record(r, org, kind, false, t);
     }

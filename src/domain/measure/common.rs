@@ -20,6 +20,7 @@ use crate::domain::time::{local_date_of, SHANGHAI};
 pub const COUNTED: &str = "{counted}";
 
 /// Sums per node and per period (a single sum when the period is `All`).
+#[derive(serde::Serialize, serde::Deserialize)]
 pub enum PeriodSums {
     All(Vec<i64>),
     By(Vec<HashMap<u32, i64>>),
@@ -60,6 +61,7 @@ impl PeriodSums {
 /// Per org, every version of a record whose newest counts (a headcount, a station's rating):
 /// the newest by `(at, seq)` counts, the others are kept [`Aside`] to count again should it be
 /// taken back (a correction or a withdrawal falls back to the version before).
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct Versions<V> {
     /// Reversed, so that the aside's least is the newest.
     newest: Vec<Option<Reverse<(u32, u64, V)>>>,
@@ -104,6 +106,7 @@ impl<V: Copy + Ord> Versions<V> {
 /// Multisets per key (a subject's openings, arrivals …) kept as their least element inline, in
 /// the caller's own state, and the rest here: nearly every key has one element, so nearly
 /// none allocates, and taking the least back promotes the next.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct Aside<T>(HashMap<u64, Vec<T>>);
 
 impl<T> Default for Aside<T> {

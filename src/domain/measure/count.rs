@@ -153,6 +153,8 @@ impl CountLeaf {
 }
 
 impl Leaf for CountLeaf {
+    checkpointed!(counts, reported);
+
     fn apply(&mut self, r: &EventRow, org: NodeIdx, _kind: Kind, t: &mut Touch) {
         self.add(r, org, 1, t);
     }

@@ -83,6 +83,8 @@ pub struct DistinctLeaf {
 }
 
 impl Leaf for DistinctLeaf {
+    checkpointed!(seen, more, counts, reported);
+
     fn apply(&mut self, r: &EventRow, org: NodeIdx, _kind: Kind, t: &mut Touch) {
         let key = period_of(self.period, r.at);
         let subject = hash_str(&r.subject);

@@ -116,7 +116,7 @@ impl Elapsed {
 
 /// A subject's earliest opening record (at, seq, org) and earliest arrival (at); the leaf
 /// keeps the others aside, for when one is taken back.
-#[derive(Default)]
+#[derive(Default, serde::Serialize, serde::Deserialize)]
 struct Journey {
     opened: Option<(u32, u64, NodeIdx)>,
     arrived: Option<u32>,
@@ -215,6 +215,8 @@ impl ElapsedLeaf {
 }
 
 impl Leaf for ElapsedLeaf {
+    checkpointed!(subjects, more_openings, more_arrivals, durations, counts);
+
     fn apply(&mut self, r: &EventRow, org: NodeIdx, kind: Kind, t: &mut Touch) {
         self.change(r, org, kind, false, t);
     }

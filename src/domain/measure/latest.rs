@@ -78,6 +78,8 @@ impl LatestLeaf {
 }
 
 impl Leaf for LatestLeaf {
+    checkpointed!(versions, sums, reporters);
+
     fn apply(&mut self, r: &EventRow, org: NodeIdx, _kind: Kind, t: &mut Touch) {
         let value = r.number(self.field).unwrap_or(0);
         let change = self.versions.insert(org, r.at, r.seq, value);

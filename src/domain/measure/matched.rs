@@ -140,6 +140,8 @@ impl MatchedLeaf {
 }
 
 impl Leaf for MatchedLeaf {
+    checkpointed!(firsts, seconds, more, subjects, matched);
+
     fn apply(&mut self, r: &EventRow, org: NodeIdx, kind: Kind, t: &mut Touch) {
         self.add(r, org, kind, 1, t);
     }

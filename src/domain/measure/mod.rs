@@ -21,6 +21,22 @@
 //! reading; one line in [`Spec`] and one in [`Measure`]; the compiler then names every match
 //! of this file that needs its arm (there is no `_ =>` over the types).
 
+/// The `save` and `load` of a leaf: the named fields are what records built (the rest is the
+/// definition's, which a checkpoint must match), written as one tuple and read back in place.
+macro_rules! checkpointed {
+    ($($field:ident),+ $(,)?) => {
+        fn save(&self) -> Result<Vec<u8>, postcard::Error> {
+            postcard::to_stdvec(&($(&self.$field,)+))
+        }
+
+        fn load(&mut self, bytes: &[u8]) -> Result<(), postcard::Error> {
+            let ($($field,)+) = postcard::from_bytes(bytes)?;
+            $(self.$field = $field;)+
+            Ok(())
+        }
+    };
+}
+
 pub mod cases;
 mod common;
 pub mod count;
@@ -60,6 +76,10 @@ pub trait Leaf: Send + Sync {
     fn values(&self, node: NodeIdx, today: Date) -> Vec<i64>;
     /// Brings clock-dependent state to `now` (cases turning overdue).
     fn advance(&mut self, _now: u32, _t: &mut Touch) {}
+    /// What records built, as bytes (a checkpoint of the live state; `checkpointed!`).
+    fn save(&self) -> Result<Vec<u8>, postcard::Error>;
+    /// Puts back what `save` wrote, for the same definition and tree.
+    fn load(&mut self, bytes: &[u8]) -> Result<(), postcard::Error>;
     /// The cases leaf, for what only cases answer (the oldest open case, a breach's start).
     fn as_cases(&self) -> Option<&cases::CasesLeaf> {
         None
@@ -113,6 +133,28 @@ impl LeafState {
 
     pub fn advance(&mut self, now: u32, t: &mut Touch) {
         each_leaf!(self, l => l.advance(now, t))
+    }
+
+    pub fn save(&self) -> Result<Vec<u8>, postcard::Error> {
+        each_leaf!(self, l => l.save())
+    }
+
+    pub fn load(&mut self, bytes: &[u8]) -> Result<(), postcard::Error> {
+        each_leaf!(self, l => l.load(bytes))
+    }
+
+    /// The leaf's type, as a checkpoint names it (a leaf is only loaded from its own type).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            LeafState::Count(_) => "count",
+            LeafState::Distinct(_) => "distinct",
+            LeafState::Latest(_) => "latest",
+            LeafState::Nodes(_) => "nodes",
+            LeafState::Matched(_) => "matched",
+            LeafState::Cases(_) => "cases",
+            LeafState::Elapsed(_) => "elapsed",
+            LeafState::Reporting(_) => "reporting",
+        }
     }
 
     pub fn as_cases(&self) -> Option<&cases::CasesLeaf> {

@@ -160,6 +160,8 @@ impl NodesLeaf {
 }
 
 impl Leaf for NodesLeaf {
+    checkpointed!(versions, satisfied, reporters);
+
     fn apply(&mut self, r: &EventRow, org: NodeIdx, _kind: Kind, t: &mut Touch) {
         if !self.levels.contains(&t.tree.node(org).level) {
             return;

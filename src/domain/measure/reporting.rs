@@ -323,6 +323,8 @@ impl ReportingLeaf {
 }
 
 impl Leaf for ReportingLeaf {
+    checkpointed!(per_org, received, on_time);
+
     fn apply(&mut self, r: &EventRow, org: NodeIdx, kind: Kind, t: &mut Touch) {
         self.add(r, org, kind, 1, t);
     }
