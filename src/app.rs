@@ -29,6 +29,8 @@ pub struct Application {
     state: Arc<AppState>,
     managed: Option<Supervised>,
     checkpoint: watch::Receiver<u64>,
+    /// Where checkpoints of the live state go (none: disabled); one is written at a clean stop.
+    checkpoints: Option<std::path::PathBuf>,
     /// Background work that queries the store, stopped before the managed ClickHouse is.
     tasks: Vec<tokio::task::AbortHandle>,
 }
@@ -177,14 +179,24 @@ impl Application {
         ));
         let live_hub = hub.clone();
         let instance = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+        let checkpoints = settings
+            .checkpoint
+            .enabled
+            .then(|| settings.checkpoint.dir(&settings.ingest.spool_dir));
+        let resume = match &checkpoints {
+            Some(dir) => crate::batch::checkpoints::load(&hub, dir).await,
+            None => None,
+        };
         let ingest = ingest::start(
             &settings.ingest,
             &settings.broker,
             &instance,
             &store,
             Arc::new(move |rows: &[crate::domain::record::EventRow]| live_hub.apply(rows)),
+            resume,
         )
         .await?;
+        hub.note_imports(&ingest.imports_applied);
         hub.publish_initial();
         hub.tasks().take_in(
             &tree,
@@ -229,6 +241,10 @@ impl Application {
         let (listener, port, local_url) = bind(&settings.server)?;
         let prom = Arc::new(Prom::new());
         prom.org_nodes.set(tree.len() as i64);
+        prom.start_checkpoint_seq
+            .set(ingest.started.checkpoint_seq.unwrap_or(0) as i64);
+        prom.start_replayed_records
+            .set(ingest.started.replayed as i64);
         let imports_applied = Arc::new(tokio::sync::Notify::new());
         {
             let hub = hub.clone();
@@ -236,7 +252,7 @@ impl Application {
                 tokio::spawn(crate::batch::ledger::follow::follow(
                     store.clone(),
                     ingest.imports_applied.iter().copied().collect(),
-                    move |rows| hub.apply(rows),
+                    move |import, rows| hub.apply_import(import, rows),
                     imports_applied.clone(),
                 ))
                 .abort_handle(),
@@ -292,6 +308,17 @@ impl Application {
             instance,
         });
         tasks.extend(background_jobs(&state, &settings, &dashboards, &checkpoint));
+        if let Some(dir) = &checkpoints {
+            tasks.push(
+                tokio::spawn(crate::batch::checkpoints::keep_writing(
+                    state.hub.clone(),
+                    state.ingest.clone(),
+                    dir.clone(),
+                    Duration::from_secs(settings.checkpoint.every_secs.max(1)),
+                ))
+                .abort_handle(),
+            );
+        }
         let server = http::run(listener, state.clone(), handle_signals)?;
         tracing::info!(addr = %settings.server.addr, port, "vscc is listening");
         Ok(Application {
@@ -300,6 +327,7 @@ impl Application {
             state,
             managed,
             checkpoint,
+            checkpoints,
             tasks,
         })
     }
@@ -346,6 +374,15 @@ impl Application {
         .await;
         for task in &self.tasks {
             task.abort();
+        }
+        if let Some(dir) = &self.checkpoints {
+            crate::batch::checkpoints::write_logged(
+                &self.state.hub,
+                &self.state.ingest.log,
+                dir,
+                "stopping",
+            )
+            .await;
         }
         if let Some(managed) = self.managed.take() {
             managed.stop().await;

@@ -61,6 +61,16 @@ imports_dir = "var/imports"      # uploaded ledgers (while imported) and their r
 max_import_bytes = 536870912     # 512 MiB per uploaded ledger
 max_unit_import_bytes = 10485760 # 10 MiB per ledger a unit below the city uploads (a street's is far smaller)
 
+[checkpoint]
+# The live state (every metric at every node, and the ids seen) is saved at a record position
+# every `every_secs` when records arrived since, and at a clean stop; a start loads the newest
+# checkpoint and replays only the records after it. One written by another build of vscc, for
+# other definitions or another org tree, or damaged, is refused (logged) and every stored
+# record is replayed. Instances on a record stream ([broker] url) do not write them.
+enabled = true
+dir = ""                         # empty: <ingest.spool_dir>/checkpoints
+every_secs = 600
+
 [stream]
 tick_ms = 250                    # at most 4 messages a second per subscription
 history_ticks = 2400             # ≈ 10 min of ticks kept for resume …
@@ -162,6 +172,7 @@ pub struct Settings {
     pub clickhouse: ClickHouseSettings,
     pub reference: ReferenceSettings,
     pub ingest: crate::ingest::IngestSettings,
+    pub checkpoint: crate::live::checkpoint::CheckpointSettings,
     pub stream: crate::stream::StreamSettings,
     pub catalogue: crate::dashboards::CatalogueSettings,
     pub auth: crate::auth::AuthSettings,

@@ -50,7 +50,10 @@ pub mod wire;
 
 pub use alert::{delivery::Roster, engine::AlertEventRow, rules::load_rules};
 pub use auth::{Claims, Role, TokenConfig, TokenKind};
-pub use batch::{simulator::Simulator, snapshots::run as run_snapshots};
+pub use batch::{
+    checkpoints::write_now as write_checkpoint, simulator::Simulator,
+    snapshots::run as run_snapshots,
+};
 pub use bench::workload::Workload;
 pub use dashboards::load_catalogue;
 pub use http::AppState;

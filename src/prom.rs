@@ -10,6 +10,8 @@ pub struct Prom {
     pub http_requests: IntCounterVec,
     pub http_duration: HistogramVec,
     pub org_nodes: IntGauge,
+    pub start_checkpoint_seq: IntGauge,
+    pub start_replayed_records: IntGauge,
     pub ingest_accepted: IntCounter,
     pub ingest_duplicates: IntCounter,
     pub ingest_rejected: IntCounter,
@@ -59,6 +61,14 @@ impl Prom {
             |name: &str, help: &str| IntCounter::new(name, help).expect("static metric definition");
         let gauge =
             |name: &str, help: &str| IntGauge::new(name, help).expect("static metric definition");
+        let start_checkpoint_seq = gauge(
+            "start_checkpoint_seq",
+            "The record position of the checkpoint the live state started from (0: every stored record was replayed)",
+        );
+        let start_replayed_records = gauge(
+            "start_replayed_records",
+            "Stored records replayed into the live state at start-up (after the checkpoint, if one was loaded)",
+        );
         let ingest_accepted = counter(
             "ingest_records_accepted_total",
             "Records accepted (durable)",
@@ -136,6 +146,8 @@ impl Prom {
             Box::new(definitions_switches.clone()),
             Box::new(http_duration.clone()),
             Box::new(org_nodes.clone()),
+            Box::new(start_checkpoint_seq.clone()),
+            Box::new(start_replayed_records.clone()),
             Box::new(ingest_accepted.clone()),
             Box::new(ingest_duplicates.clone()),
             Box::new(ingest_rejected.clone()),
@@ -159,6 +171,8 @@ impl Prom {
             http_requests,
             http_duration,
             org_nodes,
+            start_checkpoint_seq,
+            start_replayed_records,
             ingest_accepted,
             ingest_duplicates,
             ingest_rejected,

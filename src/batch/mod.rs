@@ -2,6 +2,7 @@
 //! decision-support jobs, each run recorded in `job_runs`.
 
 pub mod brief;
+pub mod checkpoints;
 pub mod decision;
 pub mod ledger;
 pub mod nightly;

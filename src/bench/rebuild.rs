@@ -206,7 +206,7 @@ pub async fn run_phase(settings: &Settings, phase: &str) -> anyhow::Result<()> {
             // The rebuild's own reading (parallel readers, batches), nothing applied.
             let mut read = 0u64;
             store
-                .replay(u64::MAX, &[], |rows| {
+                .replay(0, u64::MAX, &[], |rows| {
                     read += rows.iter().filter(|r| r.seq > 0).count() as u64
                 })
                 .await?;

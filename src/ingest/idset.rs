@@ -42,6 +42,19 @@ impl IdSet {
         self.len == 0
     }
 
+    /// The table as it is (for a checkpoint): its slots, `len` of them taken.
+    pub fn slots(&self) -> &[u128] {
+        &self.slots
+    }
+
+    /// The set whose table `slots` (a power of two, `len` taken) a checkpoint kept.
+    pub fn from_slots(slots: Vec<u128>, len: usize) -> Option<IdSet> {
+        (slots.len().is_power_of_two()
+            && slots.len() >= 64
+            && len * MAX_LOAD_DEN <= slots.len() * MAX_LOAD_NUM)
+            .then_some(IdSet { slots, len })
+    }
+
     fn key(k: u128) -> u128 {
         if k == EMPTY {
             ZERO_STANDS_AS

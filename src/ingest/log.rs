@@ -61,6 +61,13 @@ struct AppendRequest {
     reply: oneshot::Sender<Result<Vec<AppendOutcome>, LogError>>,
 }
 
+/// What the appender thread is asked.
+enum Request {
+    Append(AppendRequest),
+    /// A copy of the ids seen, between commits (a checkpoint's: every id in it is durable).
+    CopyIds(oneshot::Sender<IdSet>),
+}
+
 /// Shared counters the writer and `/metrics` read.
 #[derive(Debug, Default)]
 pub struct LogCounters {
@@ -76,7 +83,7 @@ pub struct LogCounters {
 
 #[derive(Clone)]
 pub struct DurableLog {
-    tx: mpsc::Sender<AppendRequest>,
+    tx: mpsc::Sender<Request>,
     counters: Arc<LogCounters>,
     dir: PathBuf,
 }
@@ -242,10 +249,20 @@ impl DurableLog {
     pub async fn append(&self, rows: Vec<EventRow>) -> Result<Vec<AppendOutcome>, LogError> {
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send(AppendRequest { rows, reply })
+            .send(Request::Append(AppendRequest { rows, reply }))
             .await
             .map_err(|_| LogError::Closed)?;
         answer.await.map_err(|_| LogError::Closed)?
+    }
+
+    /// A copy of the ids of every record accepted so far (for a checkpoint).
+    pub async fn copy_ids(&self) -> Result<IdSet, LogError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Request::CopyIds(reply))
+            .await
+            .map_err(|_| LogError::Closed)?;
+        answer.await.map_err(|_| LogError::Closed)
     }
 
     pub fn counters(&self) -> &Arc<LogCounters> {
@@ -293,16 +310,27 @@ impl Appender {
         self.appended - self.consumed
     }
 
-    fn run(mut self, mut rx: mpsc::Receiver<AppendRequest>) {
+    fn run(mut self, mut rx: mpsc::Receiver<Request>) {
         while let Some(first) = rx.blocking_recv() {
-            let mut requests = vec![first];
-            while requests.len() < 512 {
-                match rx.try_recv() {
-                    Ok(r) => requests.push(r),
-                    Err(_) => break,
+            let (mut requests, mut copies) = (Vec::new(), Vec::new());
+            let mut next = Some(first);
+            while let Some(request) = next {
+                match request {
+                    Request::Append(r) => requests.push(r),
+                    Request::CopyIds(reply) => copies.push(reply),
                 }
+                next = if requests.len() < 512 {
+                    rx.try_recv().ok()
+                } else {
+                    None
+                };
             }
-            self.commit(requests);
+            if !requests.is_empty() {
+                self.commit(requests);
+            }
+            for reply in copies {
+                let _ = reply.send(self.seen.clone());
+            }
         }
     }
 

@@ -16,7 +16,7 @@ use anyhow::Context;
 use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
 
-pub use log::{AppendOutcome, DurableLog, LogError, LogSettings};
+pub use log::{AppendOutcome, DurableLog, IdSet, LogError, LogSettings};
 
 use crate::domain::record::{EventRow, IMPORT_SEQ_BASE};
 use crate::store::insert::{insert_events, landed_seqs};
@@ -59,6 +59,16 @@ impl RecordLog {
         }
     }
 
+    /// A copy of the ids of every record accepted so far, for a checkpoint. On a record stream
+    /// none: its reader keeps them, and checkpoints are written by instances with their own
+    /// log only (a start from the stream replays every stored record).
+    pub async fn copy_ids(&self) -> Option<Result<log::IdSet, LogError>> {
+        match self {
+            RecordLog::Local(log) => Some(log.copy_ids().await),
+            RecordLog::Broker(_) => None,
+        }
+    }
+
     /// The record stream, when there is one.
     pub fn broker(&self) -> Option<&cluster::Broker> {
         match self {
@@ -91,6 +101,8 @@ pub struct Ingest {
     applied: watch::Receiver<u64>,
     /// Ledger imports already in the live figures.
     pub imports_applied: Vec<u32>,
+    /// How the live state was built at start-up.
+    pub started: Started,
     /// The live consumer and the writer.
     pub tasks: Vec<tokio::task::AbortHandle>,
     /// Whether the writer is stuck on an insert retrying cannot fix.
@@ -178,40 +190,137 @@ impl Ingest {
 /// at start-up (in any order), then each committed batch in seq order.
 pub type RecordSink = Arc<dyn Fn(&[EventRow]) + Send + Sync>;
 
+/// A checkpoint of the live state to start from: only the records after it are replayed.
+pub struct Resume {
+    /// Every API record up to this seq is in the checkpoint …
+    pub upto_seq: u64,
+    /// … and every record of these imports.
+    pub imports: Vec<u32>,
+    /// The ids of every record accepted when it was written (and maybe a few after).
+    pub ids: log::IdSet,
+    /// Puts the checkpoint's live state in service. Called only once the store is known to
+    /// hold every record the checkpoint holds; else the checkpoint is dropped, and every
+    /// stored record replayed.
+    pub install: Box<dyn FnOnce() + Send>,
+}
+
+impl Resume {
+    /// Whether the record at `seq` is in the checkpoint.
+    fn holds(&self, seq: u64) -> bool {
+        if seq < IMPORT_SEQ_BASE {
+            seq <= self.upto_seq
+        } else {
+            let import = ((seq - IMPORT_SEQ_BASE) >> 32) as u32;
+            self.imports.contains(&import)
+        }
+    }
+
+    /// Why the store cannot follow on from this checkpoint, if it cannot: the checkpoint is
+    /// ahead of the records it holds (a store emptied or restored from an older backup).
+    fn unfit(&self, stored_upto: u64, ok_imports: &[u32]) -> Option<String> {
+        if self.upto_seq > stored_upto {
+            return Some(format!(
+                "it holds records up to seq {}, the store only up to {stored_upto}",
+                self.upto_seq
+            ));
+        }
+        self.imports
+            .iter()
+            .find(|i| !ok_imports.contains(i))
+            .map(|i| format!("it holds import {i}, which the store does not"))
+    }
+}
+
+/// How the live state was built at start-up.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Started {
+    /// The position of the checkpoint it started from; `None`: every stored record replayed.
+    pub checkpoint_seq: Option<u64>,
+    /// Stored records replayed (after the checkpoint, if any).
+    pub replayed: u64,
+}
+
 /// Feeds every stored record up to `upto` (and of the finished imports) to `live`, in any
-/// order (applying is order-independent); answers the ids seen, for exactly-once.
+/// order (applying is order-independent); answers the ids seen, for exactly-once. From a
+/// checkpoint (`resume`), only the records after it.
 async fn rebuild(
     store: &Store,
     upto: u64,
     ok_imports: &[u32],
     live: &RecordSink,
-) -> anyhow::Result<log::IdSet> {
+    resume: Option<Resume>,
+) -> anyhow::Result<(log::IdSet, Started)> {
     let started = std::time::Instant::now();
-    let mut seen = log::IdSet::default();
+    let resume = match resume {
+        None => None,
+        Some(resume) => {
+            let stored = store.max_api_seq().await?.min(upto);
+            match resume.unfit(stored, ok_imports) {
+                Some(why) => {
+                    tracing::warn!("checkpoint refused: {why}; every stored record is replayed");
+                    None
+                }
+                None => Some(resume),
+            }
+        }
+    };
+    let (mut seen, after_seq, imports, resume) = match resume {
+        Some(mut resume) => {
+            let install = std::mem::replace(&mut resume.install, Box::new(|| {}));
+            install();
+            let ids = std::mem::take(&mut resume.ids);
+            let imports: Vec<u32> = ok_imports
+                .iter()
+                .copied()
+                .filter(|i| !resume.imports.contains(i))
+                .collect();
+            (ids, resume.upto_seq, imports, Some(resume))
+        }
+        None => (log::IdSet::default(), 0, ok_imports.to_vec(), None),
+    };
     let total = store
-        .replay(upto, ok_imports, |rows| {
+        .replay(after_seq, upto, &imports, |rows| {
             let mut all_effective = true;
             for row in rows {
                 seen.insert(log::row_key(row));
                 all_effective &= row.sign == 1;
             }
-            // Only the effective records enter the live figures (a rebuild applies, it never
-            // takes back); a batch without corrections goes as it is.
+            // The effective records enter the live figures (a rebuild applies, it never takes
+            // back) — and after a checkpoint, the cancelling rows of versions it holds take
+            // them back. A batch without corrections goes as it is.
             if all_effective {
                 live(rows);
             } else {
-                let effective: Vec<EventRow> =
-                    rows.iter().filter(|r| r.sign == 1).cloned().collect();
+                let effective: Vec<EventRow> = rows
+                    .iter()
+                    .filter(|r| {
+                        r.sign == 1
+                            || (r.sign == -1 && resume.as_ref().is_some_and(|c| c.holds(r.cancels)))
+                    })
+                    .cloned()
+                    .collect();
                 live(&effective);
             }
         })
         .await?;
-    tracing::info!(
-        records = total,
-        ms = started.elapsed().as_millis() as u64,
-        "live state rebuilt from ClickHouse"
-    );
-    Ok(seen)
+    let started_from = Started {
+        checkpoint_seq: resume.as_ref().map(|r| r.upto_seq),
+        replayed: total,
+    };
+    match resume {
+        Some(resume) => tracing::info!(
+            checkpoint_seq = resume.upto_seq,
+            records_after = total,
+            ms = started.elapsed().as_millis() as u64,
+            "live state loaded from a checkpoint and the records after it replayed"
+        ),
+        None => tracing::info!(
+            records = total,
+            ms = started.elapsed().as_millis() as u64,
+            "live state rebuilt from ClickHouse"
+        ),
+    }
+    Ok((seen, started_from))
 }
 
 /// Applies committed batches to the live figures as they come; the watch says the highest seq
@@ -242,10 +351,12 @@ async fn start_with_broker(
     instance: &str,
     store: &Store,
     live: RecordSink,
+    resume: Option<Resume>,
 ) -> anyhow::Result<Ingest> {
     let ok_imports = store.ok_imports().await?;
     let (live_tx, live_rx) = mpsc::unbounded_channel::<log::Committed>();
     let rebuild_live = live.clone();
+    let mut started_from = Started::default();
     let started = cluster::start(
         broker_settings,
         instance,
@@ -253,7 +364,8 @@ async fn start_with_broker(
         settings.batch_rows,
         Duration::from_secs(settings.blocked_retry_secs.max(1)),
         async |upto: u64, seen: &mut log::IdSet| {
-            *seen = rebuild(store, upto, &ok_imports, &rebuild_live).await?;
+            (*seen, started_from) =
+                rebuild(store, upto, &ok_imports, &rebuild_live, resume).await?;
             Ok(())
         },
         live_tx,
@@ -272,6 +384,7 @@ async fn start_with_broker(
         checkpoint: started.checkpoint,
         applied,
         imports_applied: ok_imports,
+        started: started_from,
         tasks,
         writer: started.health,
         leader: started.leader,
@@ -287,11 +400,12 @@ pub async fn start(
     instance: &str,
     store: &Store,
     live: RecordSink,
+    resume: Option<Resume>,
 ) -> anyhow::Result<Ingest> {
     if broker_settings.enabled() {
-        start_with_broker(settings, broker_settings, instance, store, live).await
+        start_with_broker(settings, broker_settings, instance, store, live, resume).await
     } else {
-        start_local(settings, store, live).await
+        start_local(settings, store, live, resume).await
     }
 }
 
@@ -301,6 +415,7 @@ async fn start_local(
     settings: &IngestSettings,
     store: &Store,
     live: RecordSink,
+    resume: Option<Resume>,
 ) -> anyhow::Result<Ingest> {
     let dir = settings.spool_dir.clone();
     let recovered =
@@ -329,7 +444,8 @@ async fn start_local(
     // Rebuild: every stored record that counts, in any order (applying is order-independent).
     // Imports finishing from here on are applied by the import follower.
     let ok_imports = store.ok_imports().await?;
-    let seen = rebuild(store, IMPORT_SEQ_BASE - 1, &ok_imports, &live).await?;
+    let (seen, started_from) =
+        rebuild(store, IMPORT_SEQ_BASE - 1, &ok_imports, &live, resume).await?;
 
     let (live_tx, live_rx) = mpsc::unbounded_channel::<log::Committed>();
     let (writer_tx, writer_rx) = mpsc::unbounded_channel::<log::Committed>();
@@ -367,6 +483,7 @@ async fn start_local(
         checkpoint,
         applied,
         imports_applied: ok_imports,
+        started: started_from,
         tasks: vec![live.abort_handle(), writer.abort_handle()],
         writer: health,
         leader: cluster::Leadership::always(),

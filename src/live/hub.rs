@@ -20,6 +20,9 @@ use crate::domain::org::{NodeIdx, OrgTree};
 use crate::domain::record::EventRow;
 use crate::domain::time::rfc3339;
 
+/// A live state saved: its position and its parts (see [`Aggregates::save_parts`]).
+pub type Saved = (super::checkpoint::Position, Vec<(&'static str, Vec<u8>)>);
+
 /// One node's figures, keyed by metric.
 pub type NodeFigures = BTreeMap<MetricId, Figure>;
 
@@ -212,6 +215,10 @@ pub struct Hub {
     last_api_seq: std::sync::atomic::AtomicU64,
     /// Every task's records (the task kinds' records, kept as they are applied).
     tasks: super::tasks::TaskBoard,
+    /// The imports whose records are all applied; an import is applied whole while
+    /// `import_gate` is held, so that a checkpoint never holds part of one.
+    imports: Mutex<std::collections::BTreeSet<u32>>,
+    import_gate: Mutex<()>,
 }
 
 impl Hub {
@@ -245,6 +252,8 @@ impl Hub {
             switching: Mutex::new(None),
             last_api_seq: std::sync::atomic::AtomicU64::new(0),
             tasks: super::tasks::TaskBoard::default(),
+            imports: Mutex::default(),
+            import_gate: Mutex::new(()),
         }
     }
 
@@ -304,6 +313,61 @@ impl Hub {
         }
         drop(agg);
         self.tasks.take_in(&self.tree, rows);
+    }
+
+    /// Applies every record of a finished import, and notes the import as applied.
+    pub fn apply_import(&self, import: u32, rows: &[EventRow]) {
+        let _whole = self.import_gate.lock().unwrap_or_else(|p| p.into_inner());
+        for chunk in rows.chunks(8192) {
+            self.apply(chunk);
+        }
+        self.imports
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(import);
+    }
+
+    /// Notes imports whose records the start-up rebuild applied.
+    pub fn note_imports(&self, imports: &[u32]) {
+        self.imports
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(imports.iter().copied());
+    }
+
+    /// The live state as a checkpoint holds it, at the position it stands at, and the
+    /// fingerprint of the definitions it was built under. Records wait while it is saved.
+    pub fn save(&self) -> Result<(Saved, u64), String> {
+        let _whole = self.import_gate.lock().unwrap_or_else(|p| p.into_inner());
+        let agg = self.agg();
+        let position = super::checkpoint::Position {
+            upto_seq: self.last_api_seq.load(std::sync::atomic::Ordering::Relaxed),
+            imports: self
+                .imports
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .copied()
+                .collect(),
+        };
+        let parts = agg.save_parts()?;
+        Ok(((position, parts), agg.catalogue().fingerprint))
+    }
+
+    /// Where the live state stands: the highest API record applied, and the imports applied.
+    pub fn applied(&self) -> (u64, usize) {
+        (
+            self.last_api_seq.load(std::sync::atomic::Ordering::Relaxed),
+            self.imports.lock().unwrap_or_else(|p| p.into_inner()).len(),
+        )
+    }
+
+    /// Puts a checkpoint's state in service, at start-up before any record is applied.
+    pub fn install(&self, loaded: Aggregates, position: &super::checkpoint::Position) {
+        *self.agg() = loaded;
+        self.last_api_seq
+            .fetch_max(position.upto_seq, std::sync::atomic::Ordering::Relaxed);
+        self.note_imports(&position.imports);
     }
 
     /// Starts switching to a new catalogue: from now on applied records are also kept aside.

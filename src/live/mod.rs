@@ -2,6 +2,7 @@
 //! publisher that turns changes into per-tick change sets for the streams.
 
 pub mod aggregate;
+pub mod checkpoint;
 pub mod hub;
 pub mod rebuild;
 pub mod tasks;

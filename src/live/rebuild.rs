@@ -28,7 +28,7 @@ pub async fn from_store(
     let mut agg = Aggregates::new(tree, catalogue);
     let mut done = Rebuilt::default();
     store
-        .replay(upto_seq, ok_imports, |rows| {
+        .replay(0, upto_seq, ok_imports, |rows| {
             // Only the effective records: a rebuild applies, it never takes back.
             for row in rows.iter().filter(|r| r.sign == 1) {
                 done.records += 1;

@@ -17,8 +17,8 @@ fn version_key(id: &str, version: u32) -> u128 {
 }
 
 impl Store {
-    /// Reads the stored rows that count — the API's up to `upto_seq`, the imports in
-    /// `ok_imports` — in batches, in no particular order, handing each batch to `each` (as the
+    /// Reads the stored rows that count — the API's after `after_seq` up to `upto_seq`, the
+    /// imports in `ok_imports` — in batches, in no particular order, handing each batch to `each` (as the
     /// columns of [`LIVE_COLUMNS`](super::LIVE_COLUMNS)). Returns how many were read.
     ///
     /// Every row comes back, for exactly-once to know its key; a version that a counted row
@@ -26,14 +26,16 @@ impl Store {
     /// applied, in any order.
     pub async fn replay(
         &self,
+        after_seq: u64,
         upto_seq: u64,
         ok_imports: &[u32],
         mut each: impl FnMut(&[EventRow]),
     ) -> Result<u64, StoreError> {
-        const COUNTED: &str = "(seq <= ? OR (seq >= ? AND \
+        const COUNTED: &str = "((seq > ? AND seq <= ?) OR (seq >= ? AND \
              has(?, toUInt32(intDiv(seq - ?, 4294967296)))))";
         let counted = move |q: clickhouse::query::Query, ok_imports: &[u32]| {
-            q.bind(upto_seq.min(IMPORT_SEQ_BASE - 1))
+            q.bind(after_seq)
+                .bind(upto_seq.min(IMPORT_SEQ_BASE - 1))
                 .bind(IMPORT_SEQ_BASE)
                 .bind(counted_imports_param(ok_imports))
                 .bind(IMPORT_SEQ_BASE)

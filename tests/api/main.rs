@@ -10,6 +10,7 @@ mod alert_delivery;
 mod alerts;
 mod audit;
 mod broker;
+mod checkpoints;
 mod ch_cluster;
 mod cluster_script;
 mod cluster_store;

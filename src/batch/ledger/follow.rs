@@ -7,11 +7,11 @@ use crate::domain::record::{import_seq_base, EventRow};
 use crate::store::Store;
 
 /// Applies finished imports to the live figures, in every running instance: polls `imports`
-/// and feeds each newly finished import's records to `apply`.
+/// and feeds each newly finished import's records, all of them at once, to `apply`.
 pub async fn follow(
     store: Store,
     mut applied: HashSet<u32>,
-    apply: impl Fn(&[EventRow]),
+    apply: impl Fn(u32, &[EventRow]),
     wake: Arc<tokio::sync::Notify>,
 ) {
     loop {
@@ -42,9 +42,7 @@ pub async fn follow(
                 .await;
             match rows {
                 Ok(rows) => {
-                    for chunk in rows.chunks(8192) {
-                        apply(chunk);
-                    }
+                    apply(no, &rows);
                     tracing::info!(
                         import_no = no,
                         records = rows.len(),
