@@ -108,7 +108,7 @@ impl Application {
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
         let tree = Arc::new(
-            reference::load_org_tree(&settings.reference.divisions_dir)
+            reference::load_org_tree(&settings.reference.divisions_dir, &settings.org.region)
                 .context("loading the org tree")?,
         );
         // The files on disk, or the last set in service when they are refused (said loudly:
@@ -116,6 +116,9 @@ impl Application {
         let (catalogue, definitions_refused) =
             crate::dashboards::startup_catalogue(&settings.catalogue, &settings.ingest.spool_dir)
                 .context("loading the record kind and metric definitions")?;
+        catalogue
+            .check_levels(&tree)
+            .context("checking the metric definitions against the org tree")?;
         let catalogue = Arc::new(catalogue);
         tracing::info!(
             kinds = catalogue.kinds.all().count(),

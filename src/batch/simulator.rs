@@ -416,6 +416,8 @@ impl<'a> Simulator<'a> {
             let month = day.month() as u8;
             for (org, level) in orgs {
                 let base = match level {
+                    Level::Nation => 300.0,
+                    Level::Province => 200.0,
                     Level::City => 110.0,
                     Level::District => 40.0,
                     Level::Street => 8.0,
@@ -557,9 +559,17 @@ impl<'a> Simulator<'a> {
         year: i32,
         rng: &mut StdRng,
     ) {
+        // The city's center trains the centers of the city and its districts; a district's,
+        // its streets and communities (above a city, each center trains its own).
+        let city = self
+            .tree
+            .get(org)
+            .and_then(|i| self.tree.ancestor_at(i, Level::City))
+            .map(|i| self.tree.node(i).code.clone())
+            .unwrap_or_else(|| org.to_string());
         let trainer = match level {
-            Level::City | Level::District => "440300".to_string(),
-            _ => self.district_of(org).unwrap_or_else(|| "440300".into()),
+            Level::Nation | Level::Province | Level::City | Level::District => city,
+            _ => self.district_of(org).unwrap_or(city),
         };
         let class_days = self.class_days(&trainer, year);
         let coverage = 0.7 + 0.3 * trait_of(self.seed, &format!("cov{org}{year}"));
@@ -577,7 +587,7 @@ impl<'a> Simulator<'a> {
                 "at": at(day, rng), "data": {"staff_id": format!("{org}-s{i}"), "class_id": class_id}});
             self.schedule(day, event);
         }
-        if level == Level::City || level == Level::District {
+        if level <= Level::District {
             for (k, day) in self.class_days(org, year).into_iter().enumerate() {
                 let event = json!({"id": format!("{sim}-class-{org}-{year}-{k}"), "kind": "training.class_held", "org": org,
                     "at": at(day, rng), "data": {"class_id": format!("{org}-{year}-{k}")}});

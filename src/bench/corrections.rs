@@ -86,7 +86,7 @@ async fn landed(store: &Store, sql: &str, n: u64, t: Instant) -> anyhow::Result<
 }
 
 pub async fn run(settings: &Settings, opts: CorrectionsBench) -> anyhow::Result<()> {
-    let tree = reference::load_org_tree(&settings.reference.divisions_dir)?;
+    let tree = reference::load_org_tree(&settings.reference.divisions_dir, &settings.org.region)?;
     let kinds = crate::dashboards::load_catalogue(&settings.catalogue)?.kinds;
     let env = BenchEnv::start(settings, "corrections").await?;
     let n = opts.records;

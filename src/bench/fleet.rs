@@ -388,7 +388,7 @@ async fn instances_seen(base: &str, tries: usize) -> std::collections::BTreeSet<
 
 pub async fn run(settings: &Settings, opts: FleetBench) -> anyhow::Result<()> {
     raise_fd_limit(200_000);
-    let tree = reference::load_org_tree(&settings.reference.divisions_dir)?;
+    let tree = reference::load_org_tree(&settings.reference.divisions_dir, &settings.org.region)?;
     let env = BenchEnv::start(settings, "fleet").await?;
     let nats = NatsChild::spawn(&env.dir).context("nats-server (scripts/setup installs it)")?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?

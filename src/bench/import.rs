@@ -98,7 +98,7 @@ fn timed_child(mut command: std::process::Command) -> anyhow::Result<ChildRun> {
 }
 
 pub async fn run(settings: &Settings, opts: ImportBench) -> anyhow::Result<()> {
-    let tree = reference::load_org_tree(&settings.reference.divisions_dir)?;
+    let tree = reference::load_org_tree(&settings.reference.divisions_dir, &settings.org.region)?;
     let env = BenchEnv::start(settings, "import").await?;
     let result = async {
         let file = env.dir.join("招聘台账-bench.csv");

@@ -82,7 +82,7 @@ async fn count(store: &Store) -> anyhow::Result<u64> {
 }
 
 pub async fn run(settings: &Settings, opts: IngestBench) -> anyhow::Result<()> {
-    let tree = reference::load_org_tree(&settings.reference.divisions_dir)?;
+    let tree = reference::load_org_tree(&settings.reference.divisions_dir, &settings.org.region)?;
     let map = DistrictMap::load(
         &settings.reference.boundaries_dir,
         &tree,

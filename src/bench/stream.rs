@@ -338,7 +338,7 @@ pub(super) fn percentiles(mut l: Vec<f64>) -> (f64, f64, f64) {
 
 pub async fn run(settings: &Settings, opts: StreamBench) -> anyhow::Result<()> {
     raise_fd_limit(200_000);
-    let tree = reference::load_org_tree(&settings.reference.divisions_dir)?;
+    let tree = reference::load_org_tree(&settings.reference.divisions_dir, &settings.org.region)?;
     let env = BenchEnv::start(settings, "stream").await?;
 
     // Phase 1: latency and memory at `screens` sockets under steady ingest.

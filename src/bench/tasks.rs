@@ -26,7 +26,7 @@ pub struct TasksBench {
 }
 
 pub async fn run(settings: &Settings, opts: TasksBench) -> anyhow::Result<()> {
-    let tree = reference::load_org_tree(&settings.reference.divisions_dir)?;
+    let tree = reference::load_org_tree(&settings.reference.divisions_dir, &settings.org.region)?;
     let kinds = crate::dashboards::load_catalogue(&settings.catalogue)?.kinds;
     let env = BenchEnv::start(settings, "tasks").await?;
     let server = ServerChild::spawn(&env, "bench_tasks", &[]).await?;

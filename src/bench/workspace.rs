@@ -28,7 +28,7 @@ pub struct WorkspaceBench {
 const STREET: &str = "440304001";
 
 pub async fn run(settings: &Settings, opts: WorkspaceBench) -> anyhow::Result<()> {
-    let tree = reference::load_org_tree(&settings.reference.divisions_dir)?;
+    let tree = reference::load_org_tree(&settings.reference.divisions_dir, &settings.org.region)?;
     let kinds = crate::dashboards::load_catalogue(&settings.catalogue)?.kinds;
     let env = BenchEnv::start(settings, "workspace").await?;
     let server = ServerChild::spawn(&env, "bench_workspace", &[]).await?;

@@ -24,7 +24,10 @@ pub(super) async fn import_ledgers(
         })?),
         None => None,
     };
-    let tree = std::sync::Arc::new(reference::load_org_tree(&settings.reference.divisions_dir)?);
+    let tree = std::sync::Arc::new(reference::load_org_tree(
+        &settings.reference.divisions_dir,
+        &settings.org.region,
+    )?);
     let map = crate::reference::DistrictMap::load(
         &settings.reference.boundaries_dir,
         &tree,

@@ -187,7 +187,12 @@ enum BenchCommand {
         /// version each).
         #[arg(long, default_value_t = 5)]
         corrected_percent: u32,
-        /// Internal: runs one measured phase (read | apply) in a process of its own.
+        /// Of the stored rows, this share (percent) came after the checkpoint that the start
+        /// from a checkpoint loads (the records since the last periodic checkpoint).
+        #[arg(long, default_value_t = 1)]
+        after_checkpoint_percent: u32,
+        /// Internal: runs one measured phase (read | apply | start | resume) in a process of
+        /// its own.
         #[arg(long, hide = true)]
         phase: Option<String>,
     },
@@ -470,8 +475,10 @@ pub async fn main() -> anyhow::Result<()> {
                 jobs.join(", ")
             );
             store.apply(&mut settings);
-            let tree =
-                std::sync::Arc::new(reference::load_org_tree(&settings.reference.divisions_dir)?);
+            let tree = std::sync::Arc::new(reference::load_org_tree(
+                &settings.reference.divisions_dir,
+                &settings.org.region,
+            )?);
             let catalogue = crate::dashboards::load_catalogue(&settings.catalogue)?;
             let (store, managed) = crate::app::connect_store_shared(&settings).await?;
             let result = async {
@@ -575,6 +582,7 @@ pub async fn main() -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Rebuild {
             records,
             corrected_percent,
+            after_checkpoint_percent,
             phase,
         }) => {
             crate::bench::rebuild::run(
@@ -582,6 +590,7 @@ pub async fn main() -> anyhow::Result<()> {
                 crate::bench::rebuild::RebuildBench {
                     records,
                     corrected_percent,
+                    after_checkpoint_percent,
                     phase,
                 },
             )
@@ -614,8 +623,10 @@ pub async fn main() -> anyhow::Result<()> {
         Command::User(command) => users::user_command(settings, command).await,
         Command::Sql(SqlCommand::UsersXml { store }) => {
             store.apply(&mut settings);
-            let tree =
-                std::sync::Arc::new(reference::load_org_tree(&settings.reference.divisions_dir)?);
+            let tree = std::sync::Arc::new(reference::load_org_tree(
+                &settings.reference.divisions_dir,
+                &settings.org.region,
+            )?);
             let secret = crate::auth::load_or_create_secret(&settings.auth)?;
             let store = crate::store::Store::new(
                 &settings.clickhouse.url,

@@ -5,7 +5,7 @@ use anyhow::Context;
 use super::*;
 
 pub(super) fn print_org(settings: &Settings, args: OrgArgs) -> anyhow::Result<()> {
-    let tree = reference::load_org_tree(&settings.reference.divisions_dir)?;
+    let tree = reference::load_org_tree(&settings.reference.divisions_dir, &settings.org.region)?;
     let root = match &args.code {
         Some(code) => tree
             .get(code)
@@ -24,12 +24,12 @@ pub(super) fn print_org(settings: &Settings, args: OrgArgs) -> anyhow::Result<()
     print!("{out}");
     let sub = tree.subtree(root);
     let count = |l: Level| sub.iter().filter(|&&i| tree.node(i).level == l).count();
-    println!(
-        "— {} districts, {} streets, {} communities",
-        count(Level::District),
-        count(Level::Street),
-        count(Level::Community)
-    );
+    let counts: Vec<String> = Level::ALL
+        .into_iter()
+        .filter(|&l| l > tree.node(root).level)
+        .map(|l| format!("{} {}", count(l), l.label_zh()))
+        .collect();
+    println!("— {}", counts.join(", "));
     Ok(())
 }
 

@@ -6,7 +6,7 @@ use super::*;
 
 pub(super) async fn simulate(settings: &Settings, args: SimulateArgs) -> anyhow::Result<()> {
     use std::io::Write;
-    let tree = reference::load_org_tree(&settings.reference.divisions_dir)?;
+    let tree = reference::load_org_tree(&settings.reference.divisions_dir, &settings.org.region)?;
     let map = crate::reference::DistrictMap::load(
         &settings.reference.boundaries_dir,
         &tree,

@@ -16,7 +16,10 @@ pub(super) async fn user_command(
         | UserCommand::ScreenToken { store, .. } => store,
     };
     store_args.apply(&mut settings);
-    let tree = std::sync::Arc::new(reference::load_org_tree(&settings.reference.divisions_dir)?);
+    let tree = std::sync::Arc::new(reference::load_org_tree(
+        &settings.reference.divisions_dir,
+        &settings.org.region,
+    )?);
     let (store, managed) = crate::app::connect_store_shared(&settings).await?;
     let result = async {
         store.migrate().await?;

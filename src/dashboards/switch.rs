@@ -81,7 +81,11 @@ pub async fn watch_metric_definitions(
         match now
             .clone()
             .and_then(|files| files.parse().map_err(|e| e.to_string()))
-        {
+            .and_then(|c| {
+                c.check_levels(&state.tree)
+                    .map(|()| c)
+                    .map_err(|e| e.to_string())
+            }) {
             Err(e) => {
                 tracing::error!(error = %e, "definitions refused; the catalogue in service stays");
                 audit("refused", format!("the catalogue in service stays: {e}"));

@@ -105,6 +105,8 @@ pub enum Unit {
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetricDef {
     pub id: MetricId,
+    /// The definition file it came from.
+    pub file: String,
     pub name: String,
     pub label_zh: String,
     /// The plan's clause, e.g. 三.
@@ -133,7 +135,7 @@ impl MetricDef {
 }
 
 /// Every metric, in the plan's clause order.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Catalogue {
     /// The record kinds the metrics are computed from.
     pub kinds: Kinds,
@@ -141,6 +143,14 @@ pub struct Catalogue {
     /// A hash of the definition files (names and texts, in name order): a checkpoint of the
     /// live state holds only for the definitions it was built under.
     pub fingerprint: u64,
+}
+
+/// Two catalogues are the same when they define the same kinds and metrics, whatever their
+/// files' comments and layout (the fingerprint tells files apart).
+impl PartialEq for Catalogue {
+    fn eq(&self, other: &Self) -> bool {
+        self.kinds == other.kinds && self.metrics == other.metrics
+    }
 }
 
 impl Catalogue {
@@ -181,6 +191,27 @@ impl Catalogue {
             metrics,
             fingerprint: fingerprint(kind_files, files),
         })
+    }
+
+    /// Refuses a metric whose levels the org tree does not have (a province's metric in a
+    /// city's tree), naming its file.
+    pub fn check_levels(&self, tree: &super::org::OrgTree) -> Result<(), DefinitionError> {
+        let present: Vec<Level> = Level::ALL
+            .into_iter()
+            .filter(|&l| tree.count(l) > 0)
+            .collect();
+        for m in &self.metrics {
+            if let Some(missing) = m.levels.iter().find(|l| !present.contains(l)) {
+                return Err(DefinitionError {
+                    file: m.file.clone(),
+                    line: None,
+                    reason: format!(
+                        "levels: the org tree of this region (org.region) has no {missing} nodes"
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Every metric, in clause order.
@@ -340,6 +371,7 @@ fn parse_metric(kinds: &Kinds, file: &str, text: &str) -> Result<MetricDef, Defi
     }
     Ok(MetricDef {
         id: MetricId::intern(&spec.name),
+        file: file.to_string(),
         name: spec.name,
         label_zh: spec.label_zh,
         clause: spec.clause,

@@ -1,18 +1,27 @@
-//! The four-level org tree (city → district → street → community) and the questions every other
+//! The org tree — the nation → province → city → district/county → street/township →
+//! community/village levels of the veterans service system, rooted wherever the configured
+//! region is (Shenzhen: a city and the three levels below it) — and the questions every other
 //! module asks of it: who is my parent, what is my path to the root, what is in my subtree.
 
 /// The level of a node in the org tree. Rule and dashboard files name levels in lowercase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
+    Nation,
+    Province,
     City,
+    /// A district or county (区、县).
     District,
+    /// A street office or township (街道、乡镇).
     Street,
+    /// A community or village (社区、村).
     Community,
 }
 
 impl Level {
-    pub const ALL: [Level; 4] = [
+    pub const ALL: [Level; 6] = [
+        Level::Nation,
+        Level::Province,
         Level::City,
         Level::District,
         Level::Street,
@@ -21,6 +30,8 @@ impl Level {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            Level::Nation => "nation",
+            Level::Province => "province",
             Level::City => "city",
             Level::District => "district",
             Level::Street => "street",
@@ -31,6 +42,8 @@ impl Level {
     /// Chinese label as used on the wall screen.
     pub fn label_zh(self) -> &'static str {
         match self {
+            Level::Nation => "全国",
+            Level::Province => "省",
             Level::City => "市",
             Level::District => "区",
             Level::Street => "街道",
@@ -63,7 +76,7 @@ pub enum OrgTreeError {
     DuplicateCode(String),
     #[error("org {child} names parent {parent}, which is not in the tree")]
     MissingParent { child: String, parent: String },
-    #[error("the tree must start with exactly one city node")]
+    #[error("the tree must start with exactly one root: the nation, a province or a city")]
     NoRoot,
 }
 
@@ -86,7 +99,8 @@ pub struct NewNode {
 }
 
 impl OrgTree {
-    /// Builds the tree; the first node must be the city (no parent).
+    /// Builds the tree; the first node must be the root (no parent): the nation, a province or
+    /// a city.
     pub fn build(new_nodes: impl IntoIterator<Item = NewNode>) -> Result<Self, OrgTreeError> {
         let mut tree = OrgTree {
             nodes: Vec::new(),
@@ -97,7 +111,7 @@ impl OrgTree {
                 return Err(OrgTreeError::DuplicateCode(n.code));
             }
             let parent = match &n.parent {
-                None if tree.nodes.is_empty() && n.level == Level::City => None,
+                None if tree.nodes.is_empty() && n.level <= Level::City => None,
                 None => return Err(OrgTreeError::NoRoot),
                 Some(p) => {
                     Some(
@@ -176,15 +190,13 @@ impl OrgTree {
             .collect()
     }
 
-    /// The node that answers `idx` from the level above: its district for a street or a
-    /// community, the city for a district, the city itself for the city.
+    /// The node that answers `idx` from the level above: its district for a community (the
+    /// street offices answer to the district too), its parent for any other node, the root
+    /// itself for the root.
     pub fn level_above(&self, idx: NodeIdx) -> NodeIdx {
         match self.node(idx).level {
-            Level::City => idx,
-            Level::District => self.node(idx).parent.unwrap_or(idx),
-            Level::Street | Level::Community => {
-                self.ancestor_at(idx, Level::District).unwrap_or(idx)
-            }
+            Level::Community => self.ancestor_at(idx, Level::District).unwrap_or(idx),
+            _ => self.node(idx).parent.unwrap_or(idx),
         }
     }
 

@@ -153,7 +153,7 @@ fn select(state: &AppState, who: &Principal, sel: &Selector) -> Result<Vec<NodeI
         .ok_or_else(|| missing(format!("org {}", sel.scope)))?;
     let level = Level::ALL
         .into_iter()
-        .find(|l| l.as_str() == sel.level && *l != Level::City)
+        .find(|l| l.as_str() == sel.level && *l > tree.node(tree.root()).level)
         .ok_or_else(|| {
             ApiError::bad_request(
                 "selector.level",

@@ -243,7 +243,7 @@ pub struct Started {
 /// Feeds every stored record up to `upto` (and of the finished imports) to `live`, in any
 /// order (applying is order-independent); answers the ids seen, for exactly-once. From a
 /// checkpoint (`resume`), only the records after it.
-async fn rebuild(
+pub(crate) async fn rebuild(
     store: &Store,
     upto: u64,
     ok_imports: &[u32],

@@ -296,7 +296,9 @@ pub fn read(path: &Path, want: &Identity) -> Result<Loaded, Refused> {
     let len = u64::from_le_bytes(head[..8].try_into().unwrap_or_default());
     let crc = u32::from_le_bytes(head[8..].try_into().unwrap_or_default());
     if len != header.id_slots * 16 || !header.id_slots.is_power_of_two() {
-        return Err(Refused::Damaged("the ids seen do not match the header".into()));
+        return Err(Refused::Damaged(
+            "the ids seen do not match the header".into(),
+        ));
     }
     let mut id_slots = vec![0u128; header.id_slots as usize];
     {
@@ -360,7 +362,9 @@ mod tests {
             upto_seq,
             imports: vec![1],
         };
-        write(dir, identity(), &position, &parts, &slots, 1).unwrap().0
+        write(dir, identity(), &position, &parts, &slots, 1)
+            .unwrap()
+            .0
     }
 
     #[test]
@@ -399,12 +403,25 @@ mod tests {
         let mut flipped = bytes.clone();
         flipped[bytes.len() / 2] ^= 0x40;
         std::fs::write(&newest, &flipped).unwrap();
-        assert!(matches!(read(&newest, &identity()), Err(Refused::Damaged(_))));
+        assert!(matches!(
+            read(&newest, &identity()),
+            Err(Refused::Damaged(_))
+        ));
         let used = read_newest(dir.path(), &identity()).unwrap();
         assert_eq!(used.position.upto_seq, 10, "the older one stands in");
         // A temporary file a crash left is never read, and goes at the next write.
-        std::fs::write(dir.path().join(".checkpoint-00000000000000000030.vscc.tmp"), b"x").unwrap();
-        assert_eq!(read_newest(dir.path(), &identity()).unwrap().position.upto_seq, 10);
+        std::fs::write(
+            dir.path().join(".checkpoint-00000000000000000030.vscc.tmp"),
+            b"x",
+        )
+        .unwrap();
+        assert_eq!(
+            read_newest(dir.path(), &identity())
+                .unwrap()
+                .position
+                .upto_seq,
+            10
+        );
         written(dir.path(), 40);
         let names: Vec<String> = std::fs::read_dir(dir.path())
             .unwrap()

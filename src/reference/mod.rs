@@ -17,6 +17,8 @@ pub enum ReferenceError {
     Missing { path: PathBuf },
     #[error("reference file {path}: {reason}")]
     Malformed { path: PathBuf, reason: String },
+    #[error("{0}")]
+    Region(String),
     #[error(transparent)]
     Tree(#[from] crate::domain::OrgTreeError),
 }
@@ -27,4 +29,3 @@ pub const DAPENG_NAME: &str = "大鹏新区";
 /// 大鹏新区's streets; the statistical codes file them under 龙岗 (440307).
 pub const DAPENG_STREETS: [&str; 3] = ["440307009", "440307010", "440307011"];
 pub const LONGGANG_CODE: &str = "440307";
-pub const SHENZHEN_CITY_CODE: &str = "440300";

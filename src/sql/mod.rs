@@ -18,7 +18,7 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
 
-use crate::domain::org::{Level, NodeIdx, OrgTree};
+use crate::domain::org::{NodeIdx, OrgTree};
 use crate::store::{Store, StoreError};
 pub use history::{QueryLogEntry, SavedQuery};
 pub use refusal::{ClickHouseRefusal, RefusalClass};
@@ -189,13 +189,10 @@ impl SqlGateway {
         if let Some(file) = &self.users_file {
             if !admin_over_city && !p.in_users_file.contains(&code) {
                 if p.in_users_file.is_empty() {
-                    // First use: the city and the districts at once, so most analysts never wait.
-                    for (_, node) in self
-                        .tree
-                        .nodes()
-                        .filter(|(_, n)| matches!(n.level, Level::City | Level::District))
-                    {
-                        p.in_users_file.insert(node.code.clone());
+                    // First use: the root and the nodes below it (Shenzhen: the city and its
+                    // districts) at once, so most analysts never wait.
+                    for idx in self.tree.with_children(self.tree.root()) {
+                        p.in_users_file.insert(self.tree.node(idx).code.clone());
                     }
                 }
                 p.in_users_file.insert(code.clone());

@@ -1016,7 +1016,7 @@ mod tests {
         for def in kinds.all() {
             let kind = def.kind;
             let org = match def.levels[0] {
-                Level::City => "c",
+                Level::Nation | Level::Province | Level::City => "c",
                 Level::District => "d",
                 Level::Street => "s",
                 Level::Community => "m",

@@ -384,7 +384,7 @@ async fn a_spike_against_its_own_baseline_and_a_geographic_cluster_each_fire_onc
 #[test]
 fn the_shipped_rules_and_roster_example_load() {
     let s = vscc::config::Settings::load(None).unwrap();
-    let tree = vscc::load_org_tree(&s.reference.divisions_dir).unwrap();
+    let tree = vscc::load_org_tree(&s.reference.divisions_dir, &s.org.region).unwrap();
     let catalogue = vscc::load_catalogue(&s.catalogue).unwrap();
     let rules = vscc::load_rules(std::path::Path::new("dashboards/alerts"), &tree, &catalogue)
         .expect("shipped rules are valid");

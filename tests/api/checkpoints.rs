@@ -45,7 +45,10 @@ fn nums(body: &Value) -> std::collections::BTreeMap<String, Value> {
     let mut out = std::collections::BTreeMap::new();
     for (node, metrics) in body["nodes"].as_object().unwrap() {
         for (metric, f) in metrics.as_object().unwrap() {
-            out.insert(format!("{node} {metric}"), json!([f["num"], f["den"], f["status"]]));
+            out.insert(
+                format!("{node} {metric}"),
+                json!([f["num"], f["den"], f["status"]]),
+            );
         }
     }
     out
@@ -184,7 +187,12 @@ async fn a_start_from_a_checkpoint_replays_only_what_came_after_and_every_figure
     );
     assert!(rows_after < rows / 2, "{rows_after} of {rows}");
     assert_eq!(text(&resumed.state.hub.all_current()), text(&live));
-    compared_with_sql(&resumed, &resumed.state.hub.all_current(), resumed.state.hub.now()).await;
+    compared_with_sql(
+        &resumed,
+        &resumed.state.hub.all_current(),
+        resumed.state.hub.now(),
+    )
+    .await;
     resumed.stop().await;
 
     // Written for other definitions (a target changed): refused, every record replayed.
@@ -199,7 +207,10 @@ async fn a_start_from_a_checkpoint_replays_only_what_came_after_and_every_figure
     std::fs::write(&file, format!("{text_of}\n# 修改过\n")).unwrap();
     let refreshed = instance_from(&database, &kept, Some(metrics)).await;
     assert_eq!(gauge(&refreshed, "start_checkpoint_seq").await, 0);
-    assert_eq!(gauge(&refreshed, "start_replayed_records").await, rows as i64);
+    assert_eq!(
+        gauge(&refreshed, "start_replayed_records").await,
+        rows as i64
+    );
     assert_eq!(text(&refreshed.state.hub.all_current()), text(&live));
     refreshed.stop().await;
 
@@ -241,13 +252,15 @@ async fn sigkill_during_a_checkpoint_write_loses_nothing_and_the_figures_equal_s
         .unwrap();
     let http = reqwest::Client::new();
     wait_ready(&http, &base).await;
-    let tree = vscc::load_org_tree(&settings.reference.divisions_dir).unwrap();
+    let tree =
+        vscc::load_org_tree(&settings.reference.divisions_dir, &settings.org.region).unwrap();
     let events = sample_events(&tree, 20_000, 47, 200, "ck-k");
 
     // One client sends 200 records at a time and keeps what was acknowledged.
     let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let sender = {
-        let (acked, http, base, events) = (acked.clone(), http.clone(), base.clone(), events.clone());
+        let (acked, http, base, events) =
+            (acked.clone(), http.clone(), base.clone(), events.clone());
         tokio::spawn(async move {
             for chunk in events.chunks(200) {
                 match http
@@ -294,7 +307,9 @@ async fn sigkill_during_a_checkpoint_write_loses_nothing_and_the_figures_equal_s
 
     // The binary again: from the newest whole checkpoint (the records it logged but had not
     // landed go to ClickHouse first, then everything after the checkpoint is replayed).
-    let mut child = serve_command(port, &database, &spool, "ckpt-kill").spawn().unwrap();
+    let mut child = serve_command(port, &database, &spool, "ckpt-kill")
+        .spawn()
+        .unwrap();
     wait_ready(&http, &base).await;
     let metrics = http
         .get(format!("{base}/metrics"))
@@ -310,7 +325,10 @@ async fn sigkill_during_a_checkpoint_write_loses_nothing_and_the_figures_equal_s
         .find_map(|l| l.strip_prefix("vscc_start_checkpoint_seq "))
         .and_then(|v| v.trim().parse().ok())
         .unwrap();
-    assert!(from_seq > 0, "the whole checkpoint before the killed write is used");
+    assert!(
+        from_seq > 0,
+        "the whole checkpoint before the killed write is used"
+    );
     // Sent again, acknowledged records are duplicates: the ids seen came back too.
     let again: Vec<&Value> = events
         .iter()
@@ -358,8 +376,14 @@ async fn sigkill_during_a_checkpoint_write_loses_nothing_and_the_figures_equal_s
     app.wait_landed().await;
     assert_eq!(gauge(&app, "start_checkpoint_seq").await, 0);
     for (i, district) in scopes.iter().enumerate() {
-        let body = app.get_json(&format!("/api/v1/metrics?scope={district}")).await;
-        assert_eq!(nums(&body), figures[i], "{district}: from the checkpoint and in full");
+        let body = app
+            .get_json(&format!("/api/v1/metrics?scope={district}"))
+            .await;
+        assert_eq!(
+            nums(&body),
+            figures[i],
+            "{district}: from the checkpoint and in full"
+        );
     }
     let (rows, distinct): (u64, u64) = app
         .store()

@@ -9,7 +9,7 @@ use vscc::{load_org_tree, DistrictMap};
 
 fn reference() -> (vscc::domain::OrgTree, DistrictMap) {
     let s = Settings::load(None).unwrap();
-    let tree = load_org_tree(&s.reference.divisions_dir).unwrap();
+    let tree = load_org_tree(&s.reference.divisions_dir, &s.org.region).unwrap();
     let map = DistrictMap::load(
         &s.reference.boundaries_dir,
         &tree,

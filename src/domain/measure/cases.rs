@@ -68,14 +68,14 @@ pub struct Cases {
 }
 
 /// Per org: the org whose closing record closes its cases when only the level above may (the
-/// district for a street or community, the city for a district, the city for itself) — as
-/// `CasesLeaf::closed_by_level_above` has it.
+/// district for a community, the parent for any other node, the root for itself) — as
+/// `OrgTree::level_above` has it.
 /// Every joined subquery has an alias: current ClickHouse refuses one without
 /// (`joined_subquery_requires_alias`), 18.16 accepts both. The inner subquery renames in two
 /// steps because an alias is seen by the whole SELECT (`code AS parent, parent AS …` would
 /// read the alias).
 const RESPONDERS: &str =
-    "SELECT org, multiIf(level = 'community', grandparent, level = 'city', org, parent) \
+    "SELECT org, multiIf(level = 'community', grandparent, parent = '', org, parent) \
      AS responder FROM (SELECT code AS org, level, parent FROM org_nodes) AS n \
      ANY LEFT JOIN (SELECT node AS parent, grandparent FROM \
      (SELECT code AS node, parent AS grandparent FROM org_nodes)) AS g USING parent";
