@@ -72,72 +72,45 @@ fn read_outline(path: PathBuf) -> Result<MultiPolygon<f64>, ReferenceError> {
 }
 
 impl DistrictMap {
-    /// Loads `<dir>/<code>.geojson` for every district of `tree` that has a file, splitting
-    /// 大鹏新区 out of 龙岗, and simplifies each outline with `tolerance_deg`.
+    /// Loads `<dir>/<code>.geojson` for every district of `tree` that has a file (to place
+    /// located records), splitting 大鹏新区 out of 龙岗, and simplifies each outline with
+    /// `tolerance_deg`. The map shown is the outlines of the root's children: the districts of
+    /// a city, the cities of a province, the provinces of the nation.
     pub fn load(dir: &Path, tree: &OrgTree, tolerance_deg: f64) -> Result<Self, ReferenceError> {
-        let mut outlines: Vec<(String, MultiPolygon<f64>)> = Vec::new();
-        for (_, node) in tree.nodes().filter(|(_, n)| n.level == Level::District) {
-            if node.code == DAPENG_CODE {
-                continue;
-            }
-            let outline = read_outline(dir.join(format!("{}.geojson", node.code)))?;
-            if node.code == LONGGANG_CODE {
-                let (dapeng, longgang): (Vec<_>, Vec<_>) = outline
-                    .0
-                    .into_iter()
-                    .partition(|p| p.centroid().is_some_and(|c| c.x() > DAPENG_SPLIT_LON));
-                if dapeng.is_empty() {
-                    return Err(ReferenceError::Malformed {
-                        path: dir.join(format!("{LONGGANG_CODE}.geojson")),
-                        reason: format!(
-                            "no part east of {DAPENG_SPLIT_LON}°E to split 大鹏新区 from"
-                        ),
-                    });
-                }
-                outlines.push((DAPENG_CODE.into(), MultiPolygon::new(dapeng)));
-                outlines.push((node.code.clone(), MultiPolygon::new(longgang)));
-            } else {
-                outlines.push((node.code.clone(), outline));
-            }
-        }
-        outlines.sort_by(|a, b| a.0.cmp(&b.0));
-
         let mut stats = MapStats {
             tolerance_deg,
             vertices_before: 0,
             vertices_after: 0,
         };
-        let mut districts = Vec::with_capacity(outlines.len());
-        for (code, outline) in outlines {
-            let name = tree
-                .get(&code)
-                .map(|i| tree.node(i).name.clone())
-                .unwrap_or_default();
-            let simplified = outline.simplify(tolerance_deg);
-            stats.vertices_before += outline.coords_count();
-            stats.vertices_after += simplified.coords_count();
-            let malformed = |reason: &str| ReferenceError::Malformed {
-                path: dir.join(format!("{code}.geojson")),
-                reason: reason.into(),
+        let districts: Vec<&str> = tree
+            .nodes()
+            .filter(|(_, n)| n.level == Level::District)
+            .map(|(_, n)| n.code.as_str())
+            .collect();
+        let districts = shapes(dir, tree, &districts, tolerance_deg, &mut stats)?;
+        let children: Vec<&str> = tree
+            .node(tree.root())
+            .children
+            .iter()
+            .map(|&c| tree.node(c).code.as_str())
+            .collect();
+        let shown_are_districts = tree
+            .node(tree.root())
+            .children
+            .first()
+            .is_none_or(|&c| tree.node(c).level == Level::District);
+        let feature_collection_json = if shown_are_districts {
+            feature_collection(&districts, &stats)
+        } else {
+            let mut shown_stats = MapStats {
+                tolerance_deg,
+                vertices_before: 0,
+                vertices_after: 0,
             };
-            let bbox = outline
-                .bounding_rect()
-                .ok_or_else(|| malformed("empty outline"))?;
-            let centroid = outline
-                .centroid()
-                .ok_or_else(|| malformed("empty outline"))?;
-            let label_point = outline.interior_point().unwrap_or(centroid);
-            districts.push(DistrictShape {
-                code,
-                name,
-                outline,
-                bbox,
-                simplified,
-                centroid,
-                label_point,
-            });
+            let shown = shapes(dir, tree, &children, tolerance_deg, &mut shown_stats)?;
+            feature_collection(&shown, &shown_stats)
         }
-        let feature_collection_json = feature_collection(&districts, &stats).to_string();
+        .to_string();
         Ok(DistrictMap {
             districts,
             stats,
@@ -166,6 +139,79 @@ impl DistrictMap {
     pub fn feature_collection_json(&self) -> &str {
         &self.feature_collection_json
     }
+}
+
+/// The outlines of the nodes `codes` that have a file (大鹏新区 split out of 龙岗's), simplified.
+fn shapes(
+    dir: &Path,
+    tree: &OrgTree,
+    codes: &[&str],
+    tolerance_deg: f64,
+    stats: &mut MapStats,
+) -> Result<Vec<DistrictShape>, ReferenceError> {
+    let mut outlines: Vec<(String, MultiPolygon<f64>)> = Vec::new();
+    for &code in codes {
+        let path = dir.join(format!("{code}.geojson"));
+        if code == DAPENG_CODE || !path.exists() {
+            continue;
+        }
+        let outline = read_outline(path)?;
+        if code == LONGGANG_CODE && codes.contains(&DAPENG_CODE) {
+            let (dapeng, longgang): (Vec<_>, Vec<_>) = outline
+                .0
+                .into_iter()
+                .partition(|p| p.centroid().is_some_and(|c| c.x() > DAPENG_SPLIT_LON));
+            if dapeng.is_empty() {
+                return Err(ReferenceError::Malformed {
+                    path: dir.join(format!("{LONGGANG_CODE}.geojson")),
+                    reason: format!("no part east of {DAPENG_SPLIT_LON}°E to split 大鹏新区 from"),
+                });
+            }
+            outlines.push((DAPENG_CODE.into(), MultiPolygon::new(dapeng)));
+            outlines.push((code.to_string(), MultiPolygon::new(longgang)));
+        } else {
+            outlines.push((code.to_string(), outline));
+        }
+    }
+    if outlines.is_empty() {
+        if let Some(first) = codes.first() {
+            return Err(ReferenceError::Missing {
+                path: dir.join(format!("{first}.geojson")),
+            });
+        }
+    }
+    outlines.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out = Vec::with_capacity(outlines.len());
+    for (code, outline) in outlines {
+        let name = tree
+            .get(&code)
+            .map(|i| tree.node(i).name.clone())
+            .unwrap_or_default();
+        let simplified = outline.simplify(tolerance_deg);
+        stats.vertices_before += outline.coords_count();
+        stats.vertices_after += simplified.coords_count();
+        let malformed = |reason: &str| ReferenceError::Malformed {
+            path: dir.join(format!("{code}.geojson")),
+            reason: reason.into(),
+        };
+        let bbox = outline
+            .bounding_rect()
+            .ok_or_else(|| malformed("empty outline"))?;
+        let centroid = outline
+            .centroid()
+            .ok_or_else(|| malformed("empty outline"))?;
+        let label_point = outline.interior_point().unwrap_or(centroid);
+        out.push(DistrictShape {
+            code,
+            name,
+            outline,
+            bbox,
+            simplified,
+            centroid,
+            label_point,
+        });
+    }
+    Ok(out)
 }
 
 fn feature_collection(districts: &[DistrictShape], stats: &MapStats) -> serde_json::Value {
