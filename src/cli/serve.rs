@@ -199,7 +199,10 @@ pub(super) async fn feed(
         }
         if batch.len() >= 5000 {
             sent += batch.len();
-            post(std::mem::take(&mut batch)).await?;
+            // A region's day can hold more than a request may (a province's training plans).
+            for chunk in std::mem::take(&mut batch).chunks(20_000) {
+                post(chunk.to_vec()).await?;
+            }
             if let Some(b) = &bar {
                 b.set_message(format!("{sent} records"));
             }
