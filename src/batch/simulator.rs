@@ -206,6 +206,13 @@ impl<'a> Simulator<'a> {
         }
     }
 
+    /// Starts the history on `day` instead of 2020-01-01 (a region larger than a city, whose
+    /// every day holds many times Shenzhen's records).
+    pub fn from_day(mut self, day: Date) -> Self {
+        self.day = day.max(START);
+        self
+    }
+
     /// Also makes records of every kind whose definition has a `[simulate]` table.
     pub fn with_kinds(mut self, kinds: &crate::domain::kinds::Kinds) -> Self {
         self.followers = kinds

@@ -180,8 +180,17 @@ pub(super) async fn feed(
             }
         }
     };
-    let mut sim = Simulator::new(tree, map, seed, scale).with_kinds(kinds);
-    let days = (until - START).whole_days().max(0) as u64 + 1;
+    // Beyond a city (a province, the nation) the history starts on 1 January of this year:
+    // each day holds as many records as the region has units, tens of times Shenzhen's.
+    let first = if tree.node(tree.root()).level < crate::domain::Level::City {
+        time::Date::from_calendar_date(until.year(), time::Month::January, 1).unwrap_or(START)
+    } else {
+        START
+    };
+    let mut sim = Simulator::new(tree, map, seed, scale)
+        .with_kinds(kinds)
+        .from_day(first);
+    let days = (until - first).whole_days().max(0) as u64 + 1;
     let bar = progress.then(|| {
         let bar = indicatif::ProgressBar::new(days);
         bar.set_style(

@@ -31,6 +31,7 @@ mod metric_page;
 mod migration;
 mod one_truth;
 mod plan_board;
+mod regions;
 mod simulator;
 mod snapshots;
 mod sql;
