@@ -292,12 +292,15 @@
     if (d.version === S.version) return;
     S.version = d.version;
     S.dashboard = d.dashboard;
-    document.getElementById("title").textContent = d.dashboard.title;
-    document.title = d.dashboard.title;
+    // The region's root (org.region: Shenzhen's city by default, a province, the nation).
+    const root = Object.keys(S.org).find((c) => !S.org[c].parent) || d.dashboard.scope;
+    const title = d.dashboard.title.replace("{root}", nameOf(root));
+    document.getElementById("title").textContent = title;
+    document.title = title;
     if (initial) {
       const own = await V.homeScope();
       S.mayIssue = await V.mayIssue();
-      S.scope = params.get("scope") || (own && own !== "440300" && S.org[own] ? own : d.dashboard.scope);
+      S.scope = params.get("scope") || (own && own !== root && S.org[own] ? own : d.dashboard.scope);
     }
     render();
   }

@@ -9,7 +9,7 @@ window.VSCC = (function () {
   const STATUSES = ["met", "on_track", "at_risk", "missed", "tracked", "no_data"];
   const COLORS = { met: "#19c37d", on_track: "#3a8cff", at_risk: "#f5a524", missed: "#ff4d4f", no_data: "#4a5a70", tracked: "#9aa8bc" };
   const SEV_ZH = { critical: "紧急", warning: "警告", info: "提示" };
-  const LEVEL_ZH = { city: "市", district: "区", street: "街道", community: "社区" };
+  const LEVEL_ZH = { nation: "全国", province: "省", city: "市", district: "区", street: "街道", community: "社区" };
   const params = new URLSearchParams(location.search);
   const token = params.get("token") || localStorage.getItem("vscc.token") || "";
   if (params.get("token")) localStorage.setItem("vscc.token", params.get("token"));

@@ -23,6 +23,9 @@
   const nameOf = (code) => (S.org[code] ? S.org[code].name : code);
   const levelOf = (code) => (S.org[code] ? S.org[code].level : null);
   const childrenOf = (code) => (S.org[code] ? S.org[code].children : []);
+  // The region's root (org.region: Shenzhen's city by default, a province, the nation).
+  const rootCode = () => Object.keys(S.org).find((c) => !S.org[c].parent) || "440300";
+  const titled = (t) => t.replace("{root}", nameOf(rootCode()));
   const figOf = (code, m) => (S.view[code] || {})[m];
   // Whether `metric` is shown at `code`'s level (staffing is reported by districts: its streets
   // are not "no data" but not applicable).
@@ -143,7 +146,7 @@
     const childLevel = kids.length ? levelOf(kids[0]) : null;
     const applies = kids.length && shownAt(m, kids[0]);
     if (note) note.hidden = true;
-    if (level === "city" && S.mapChart) {
+    if (S.scope === rootCode() && S.mapChart) {
       mapEl.hidden = false; grid.hidden = true;
       document.getElementById("map-hint").textContent = "点击行政区下钻";
       const data = mapSeriesData(m, kids);
@@ -621,7 +624,7 @@
         ? "趋势 · 2020 年以来" : "趋势 · 2020 年以来 · 目标线与截止日";
       const own = await V.homeScope();
       S.mayIssue = await V.mayIssue();
-      S.scope = S.org[params.get("scope")] ? params.get("scope") : S.org[own] ? own : "440300";
+      S.scope = S.org[params.get("scope")] ? params.get("scope") : S.org[own] ? own : rootCode();
       render();
       return;
     }
@@ -643,16 +646,16 @@
       f.map_metrics = [focus];
       f.trend_metrics = [focus];
       if (!f.tiles.includes(focus)) f.tiles = [focus].concat(f.tiles.slice(0, 4));
-      f.title = answer.dashboard.title + " · " + S.catalogue[focus].label_zh;
+      f.title = titled(answer.dashboard.title) + " · " + S.catalogue[focus].label_zh;
       S.dashboard = f;
     }
-    document.getElementById("title").textContent = S.dashboard.title;
-    document.title = S.dashboard.title;
+    document.getElementById("title").textContent = titled(S.dashboard.title);
+    document.title = titled(S.dashboard.title);
     if (initial) {
       const templ = answer.dashboard.scope === "{district}";
       const own = await V.homeScope();
       // A district's leader opens the city's screens at the district (the city is not theirs).
-      const home = own && own !== "440300" && S.org[own] ? own : null;
+      const home = own && own !== rootCode() && S.org[own] ? own : null;
       S.scope = params.get("scope") || home || (templ ? "440303" : answer.dashboard.scope);
     } else {
       resubscribe(); // the metric set may have changed

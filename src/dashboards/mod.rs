@@ -33,7 +33,8 @@ pub struct Dashboard {
     /// `map_rotate_seconds`).
     #[serde(default)]
     pub layout: Layout,
-    /// An org code, or `{district}` for a template filled in by the URL (`?scope=440305`).
+    /// An org code, `{root}` for the region's root (Shenzhen's city by default), or
+    /// `{district}` for a template filled in by the URL (`?scope=440305`).
     pub scope: String,
     #[serde(default)]
     pub tiles: Vec<String>,
@@ -167,7 +168,11 @@ impl Dashboards {
             let parsed = read_definition(&path)
                 .and_then(|text| text.ok_or_else(|| "not a regular file".to_string()))
                 .and_then(|text| {
-                    let d: Dashboard = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+                    let mut d: Dashboard =
+                        serde_json::from_str(&text).map_err(|e| e.to_string())?;
+                    if d.scope == "{root}" {
+                        d.scope = self.tree.node(self.tree.root()).code.clone();
+                    }
                     d.validate(&self.tree, &(self.catalogue)())?;
                     Ok((d, version_of(&text)))
                 });
