@@ -126,12 +126,21 @@ impl Loaded {
 pub fn build_id() -> u64 {
     static BUILD: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     *BUILD.get_or_init(|| {
-        let exe = std::env::current_exe().and_then(std::fs::read);
-        match exe {
-            Ok(bytes) => xxhash_rust::xxh3::xxh3_64(&bytes),
-            // Unknown: nothing written now is loaded by another start (a random identity).
-            Err(_) => rand::random(),
-        }
+        // Streamed: the executable is a hundred megabytes, and an allocation that size would
+        // stay in the allocator's pool.
+        let hash = || -> std::io::Result<u64> {
+            let mut file = std::fs::File::open(std::env::current_exe()?)?;
+            let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                match file.read(&mut buf)? {
+                    0 => return Ok(hasher.digest()),
+                    n => hasher.update(&buf[..n]),
+                }
+            }
+        };
+        // Unknown: nothing written now is loaded by another start (a random identity).
+        hash().unwrap_or_else(|_| rand::random())
     })
 }
 

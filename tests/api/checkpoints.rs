@@ -10,35 +10,9 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    compared_with_sql, free_port, sample_events, serve_command, spawn_app_with, test_settings,
-    wait_ready, TestApp,
+    compared_with_sql, figures_text, free_port, sample_events, serve_command, spawn_app_with,
+    test_settings, wait_ready, TestApp,
 };
-
-type AllFigures = Vec<(
-    String,
-    Vec<(vscc::domain::metric::MetricId, vscc::domain::metric::Figure)>,
-)>;
-
-fn text(v: &AllFigures) -> Vec<String> {
-    v.iter()
-        .map(|(c, f)| {
-            let f: Vec<_> = f
-                .iter()
-                .map(|(m, x)| {
-                    (
-                        m.as_str(),
-                        x.num,
-                        x.den,
-                        x.status.as_str(),
-                        x.overdue,
-                        x.extras.clone(),
-                    )
-                })
-                .collect();
-            format!("{c}:{f:?}")
-        })
-        .collect()
-}
 
 /// Every figure of an answer of `/api/v1/metrics`: node and metric → (num, den, status).
 fn nums(body: &Value) -> std::collections::BTreeMap<String, Value> {
@@ -54,13 +28,17 @@ fn nums(body: &Value) -> std::collections::BTreeMap<String, Value> {
     out
 }
 
-/// A value of this app's `/metrics`.
-async fn gauge(app: &TestApp, name: &str) -> i64 {
-    let body = app.get("/metrics").await.text().await.unwrap();
+/// A value of a `/metrics` answer.
+fn gauge_in(body: &str, name: &str) -> i64 {
     body.lines()
         .find_map(|l| l.strip_prefix(&format!("vscc_{name} ")))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("{name} not in /metrics"))
+}
+
+/// A value of this app's `/metrics`.
+async fn gauge(app: &TestApp, name: &str) -> i64 {
+    gauge_in(&app.get("/metrics").await.text().await.unwrap(), name)
 }
 
 /// Corrects every `every`-th record of `events` to another record's content of its kind, and
@@ -186,7 +164,10 @@ async fn a_start_from_a_checkpoint_replays_only_what_came_after_and_every_figure
         "only the rows after the checkpoint are replayed"
     );
     assert!(rows_after < rows / 2, "{rows_after} of {rows}");
-    assert_eq!(text(&resumed.state.hub.all_current()), text(&live));
+    assert_eq!(
+        figures_text(&resumed.state.hub.all_current()),
+        figures_text(&live)
+    );
     compared_with_sql(
         &resumed,
         &resumed.state.hub.all_current(),
@@ -211,7 +192,10 @@ async fn a_start_from_a_checkpoint_replays_only_what_came_after_and_every_figure
         gauge(&refreshed, "start_replayed_records").await,
         rows as i64
     );
-    assert_eq!(text(&refreshed.state.hub.all_current()), text(&live));
+    assert_eq!(
+        figures_text(&refreshed.state.hub.all_current()),
+        figures_text(&live)
+    );
     refreshed.stop().await;
 
     // Damaged: a byte flipped in the middle, then cut short. Refused, every record replayed.
@@ -222,12 +206,18 @@ async fn a_start_from_a_checkpoint_replays_only_what_came_after_and_every_figure
     std::fs::write(&newest, &bytes).unwrap();
     let damaged = instance_from(&database, &kept, None).await;
     assert_eq!(gauge(&damaged, "start_checkpoint_seq").await, 0);
-    assert_eq!(text(&damaged.state.hub.all_current()), text(&live));
+    assert_eq!(
+        figures_text(&damaged.state.hub.all_current()),
+        figures_text(&live)
+    );
     damaged.stop().await;
     std::fs::write(&newest, &bytes[..middle]).unwrap();
     let cut = instance_from(&database, &kept, None).await;
     assert_eq!(gauge(&cut, "start_checkpoint_seq").await, 0);
-    assert_eq!(text(&cut.state.hub.all_current()), text(&live));
+    assert_eq!(
+        figures_text(&cut.state.hub.all_current()),
+        figures_text(&live)
+    );
     cut.stop().await;
     app.stop().await;
 }
@@ -320,11 +310,7 @@ async fn sigkill_during_a_checkpoint_write_loses_nothing_and_the_figures_equal_s
         .text()
         .await
         .unwrap();
-    let from_seq: i64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("vscc_start_checkpoint_seq "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap();
+    let from_seq = gauge_in(&metrics, "start_checkpoint_seq");
     assert!(
         from_seq > 0,
         "the whole checkpoint before the killed write is used"

@@ -6,7 +6,8 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    compared_with_sql, sample_events, spawn_app_with, staff_on_duty, test_settings, TestApp,
+    compared_with_sql, figures_text, sample_events, spawn_app_with, staff_on_duty, test_settings,
+    TestApp,
 };
 
 /// `method /api/v1/events/{id}` with `token` (and a JSON body): the status and the answer.
@@ -418,30 +419,7 @@ async fn after_corrections_and_withdrawals_every_figure_equals_sql_and_a_restart
     app.stop().await;
     let restarted = spawn_app_with(settings).await;
     let rebuilt = restarted.state.hub.all_current();
-    let text = |v: &Vec<(
-        String,
-        Vec<(vscc::domain::metric::MetricId, vscc::domain::metric::Figure)>,
-    )>| {
-        v.iter()
-            .map(|(c, f)| {
-                let f: Vec<_> = f
-                    .iter()
-                    .map(|(m, x)| {
-                        (
-                            m.as_str(),
-                            x.num,
-                            x.den,
-                            x.status.as_str(),
-                            x.overdue,
-                            x.extras.clone(),
-                        )
-                    })
-                    .collect();
-                format!("{c}:{f:?}")
-            })
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(text(&rebuilt), text(&live));
+    assert_eq!(figures_text(&rebuilt), figures_text(&live));
     compared_with_sql(&restarted, &rebuilt, restarted.state.hub.now()).await;
     restarted.stop().await;
 }

@@ -308,6 +308,34 @@ pub async fn wait_ready(http: &reqwest::Client, base: &str) {
     }
 }
 
+/// Every figure as text (node, metric, num, den, status, overdue, extras): two states compare
+/// equal as these do.
+pub fn figures_text(
+    v: &[(
+        String,
+        Vec<(vscc::domain::metric::MetricId, vscc::domain::metric::Figure)>,
+    )],
+) -> Vec<String> {
+    v.iter()
+        .map(|(c, f)| {
+            let f: Vec<_> = f
+                .iter()
+                .map(|(m, x)| {
+                    (
+                        m.as_str(),
+                        x.num,
+                        x.den,
+                        x.status.as_str(),
+                        x.overdue,
+                        x.extras.clone(),
+                    )
+                })
+                .collect();
+            format!("{c}:{f:?}")
+        })
+        .collect()
+}
+
 /// Asserts that every live figure equals the one the SQL generated from the same definitions
 /// gives (num, den, value, status, overdue and the per-deadline counts).
 pub async fn compared_with_sql(
