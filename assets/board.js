@@ -124,7 +124,10 @@
     // Per clause: a bar of its cells' statuses, and the counts.
     const clauses = document.createElement("table");
     clauses.className = "score-table clauses";
-    clauses.innerHTML = '<thead><tr><th>条款</th><th>指标</th><th>各状态格数（全市及各区）</th></tr></thead>';
+    // "全市及各区" for Shenzhen's city; the scope and its children's level anywhere else.
+    const childWord = V.LEVEL_ZH[(S.org[columns()[1]] || {}).level] || "下级";
+    const whole = { nation: "全国", province: "全省", city: "全市" }[(S.org[S.scope] || {}).level] || shortName(S.scope);
+    clauses.innerHTML = '<thead><tr><th>条款</th><th>指标</th><th>各状态格数（' + V.esc(whole) + "及各" + childWord + "）</th></tr></thead>";
     const tb = document.createElement("tbody");
     for (const c of sc.clauses) {
       const tr = document.createElement("tr");
@@ -161,13 +164,17 @@
       db.appendChild(tr);
     }
     dl.appendChild(db);
-    cols.appendChild(clauses);
-    cols.appendChild(dl);
-    box.appendChild(cols);
+    // The note under the deadlines it explains: the clauses' column is the taller one (with 26
+    // clauses it reached the legend and the note sat over its last row).
     const note = document.createElement("p");
     note.className = "score-note";
     note.textContent = "限期目标按截止日当天的快照判定：按期达成（至今保持）、逾期达成、按期达成后回落（现未达标）、未达成；回落与未达成的，在各页均为红色。";
-    box.appendChild(note);
+    const right = document.createElement("div");
+    right.appendChild(dl);
+    right.appendChild(note);
+    cols.appendChild(clauses);
+    cols.appendChild(right);
+    box.appendChild(cols);
   }
 
   function draw() {

@@ -196,6 +196,13 @@ pub struct Follows {
 }
 
 impl KindDef {
+    /// Whether an org of `level` may send records of this kind: the levels it names and, for a
+    /// kind the city sends, every level above it where the region reaches higher (a
+    /// province's or the nation's center keeps the same records).
+    pub fn allows(&self, level: Level) -> bool {
+        self.levels.contains(&level) || (level < Level::City && self.levels.contains(&Level::City))
+    }
+
     pub fn field(&self, name: &str) -> Option<&FieldDef> {
         self.fields.iter().find(|f| f.name == name)
     }

@@ -174,7 +174,7 @@ impl EventRow {
             .get(&self.org)
             .ok_or_else(|| format!("unknown org code '{}'", self.org))?;
         let level = tree.node(org).level;
-        if !def.levels.contains(&level) {
+        if !def.allows(level) {
             return Err(format!(
                 "{} records do not belong to a {level} org",
                 def.kind
@@ -332,7 +332,7 @@ pub fn check(
         .get(org_code)
         .ok_or_else(|| err("org", format!("unknown org code '{org_code}'")))?;
     let level = tree.node(org).level;
-    if !def.levels.contains(&level) {
+    if !def.allows(level) {
         let allowed: Vec<&str> = def.levels.iter().map(|l| l.as_str()).collect();
         return Err(err(
             "org",

@@ -212,7 +212,7 @@ async fn kinds(
     let list: Vec<KindForm> = catalogue
         .kinds
         .all()
-        .filter(|k| k.levels.contains(&level) && !k.made_by_tasks)
+        .filter(|k| k.allows(level) && !k.made_by_tasks)
         .map(|k| KindForm {
             kind: k.kind.as_str().to_string(),
             label_zh: k.label_zh.clone(),
