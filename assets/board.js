@@ -23,7 +23,8 @@
   window.__vscc = S; // for the browser tests
 
   const nameOf = (code) => (S.org[code] ? S.org[code].name : code);
-  const shortName = (code) => nameOf(code).replace(/^深圳市$/, "全市");
+  // The board's own scope when it is a city or above: 全市, 全省, 全国.
+  const shortName = (code) => (code === S.scope && S.org[code] && { nation: "全国", province: "全省", city: "全市" }[S.org[code].level]) || nameOf(code);
   const columns = () => [S.scope].concat(S.org[S.scope] ? S.org[S.scope].children : []);
   const oneOff = (meta) => /^\d{4}-\d{2}-\d{2}$/.test(meta.deadline || "");
   // One outcome of a one-off target at a node, from the scorecard.
@@ -207,7 +208,7 @@
     head.innerHTML = '<th class="clause-head">条款</th><th class="metric-head">指标 · 目标</th>';
     for (const code of columns()) {
       const th = document.createElement("th");
-      th.textContent = shortName(code).replace(/(新)?区$/, "");
+      th.textContent = V.shortPlace(shortName(code));
       th.dataset.code = code;
       head.appendChild(th);
     }

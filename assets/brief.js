@@ -14,7 +14,7 @@
     if (text !== undefined) e.textContent = text;
     return e;
   };
-  const short = (name) => name.replace(/(新)?区$/, "");
+  const short = (name) => window.VSCC.shortPlace(name);
   // The change since the day before of what the status is judged on (appeals: the overdue
   // count, not the open one beside it).
   function change(m) {

@@ -9,6 +9,11 @@ window.VSCC = (function () {
   const STATUSES = ["met", "on_track", "at_risk", "missed", "tracked", "no_data"];
   const COLORS = { met: "#19c37d", on_track: "#3a8cff", at_risk: "#f5a524", missed: "#ff4d4f", no_data: "#4a5a70", tracked: "#9aa8bc" };
   const SEV_ZH = { critical: "紧急", warning: "警告", info: "提示" };
+  // "福田区" → "福田" where space is short; never down to one character ("城区" stays).
+  const shortPlace = (name) => {
+    const short = String(name).replace(/(新)?区$/, "");
+    return short.length >= 2 ? short : String(name);
+  };
   const LEVEL_ZH = { nation: "全国", province: "省", city: "市", district: "区", street: "街道", community: "社区" };
   const params = new URLSearchParams(location.search);
   const token = params.get("token") || localStorage.getItem("vscc.token") || "";
@@ -282,6 +287,6 @@ window.VSCC = (function () {
   return {
     askToken, STATUS_ZH, STATUSES, COLORS, SEV_ZH, LEVEL_ZH, params, token, getJSON, clauseText, number, fmt, fmtUnit,
     targetText, judged, judgedText, rank, statusOf, shownAtLevel, daysUntil, ago, stamp, flashIfChanged, live,
-    indexOrg, showConn, legendHTML, paceShort, homeScope, me, mayIssue, esc, authHeader, PRIO_ZH, ASPECT_SCALE, aspectOf, fitSize, chartFont, chartLine,
+    indexOrg, showConn, legendHTML, shortPlace, paceShort, homeScope, me, mayIssue, esc, authHeader, PRIO_ZH, ASPECT_SCALE, aspectOf, fitSize, chartFont, chartLine,
   };
 })();

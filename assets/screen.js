@@ -160,7 +160,7 @@
           aspectScale: V.ASPECT_SCALE, layoutCenter: ["50%", S.colorBy === "value" ? "45%" : "50%"], layoutSize: size,
           label: { show: true, color: "#fff", fontSize: V.chartFont(), lineHeight: V.chartFont() * 1.15,
             textBorderColor: "#04101f", textBorderWidth: Math.max(2, V.chartLine()),
-            formatter: (p) => nameOf(p.name).replace(/(新)?区$/, "") + "\n" + V.judgedText(d, figOf(p.name, m)) },
+            formatter: (p) => V.shortPlace(nameOf(p.name)) + "\n" + V.judgedText(d, figOf(p.name, m)) },
           itemStyle: { borderColor: "#9cc7ff", borderWidth: V.chartLine() / 2 },
           emphasis: { label: { color: "#fff" }, itemStyle: { areaColor: "#2b5d9a" } },
           data,
@@ -178,7 +178,7 @@
       return;
     }
     grid.hidden = false;
-    document.getElementById("map-hint").textContent = level === "district" ? "街道暂无边界数据，按排名显示" : "社区按排名显示";
+    document.getElementById("map-hint").textContent = (LEVEL_ZH[childLevel] || "下级") + (childLevel === "community" ? "按排名显示" : "暂无边界数据，按排名显示");
     const ranked = V.rank(d, kids, (c) => figOf(c, m));
     const values = ranked.map((c) => V.judged(d, figOf(c, m))).filter((v) => v !== null);
     const [lo, hi] = values.length ? [Math.min(...values), Math.max(...values)] : [0, 1];
@@ -524,7 +524,7 @@
   // A group line: "紧急 福田区 · 信访超期 3 个街道 12 件 · 最久 20 天".
   // A group line: "福田 信访超期 5件 · 4个街道 · 最久12天".
   function groupText(g) {
-    const where = g.district === S.scope ? "" : g.district_name.replace(/(新)?区$/, "") + " ";
+    const where = g.district === S.scope ? "" : V.shortPlace(g.district_name) + " ";
     const one = g.alerts.length === 1 ? g.alerts[0] : null;
     const units = one ? (one.node === g.district ? "" : " · " + one.node_name) : " · " + g.counts.total + "个单位";
     const size = g.value_sum !== null && g.value_sum !== undefined ? " " + V.number(g.value_sum, 0) + "件" : "";

@@ -158,7 +158,7 @@
     const fs = Math.max(12, Math.round(innerHeight * 0.018));
     S.map.setOption({
       series: [{ type: "map", map: "shenzhen", nameProperty: "code", roam: false, selectedMode: false, aspectScale: V.ASPECT_SCALE,
-        label: { show: true, color: "#fff", fontSize: fs, formatter: (p) => nameOf(p.name).replace(/(新)?区$/, "") + (per[p.name] ? "\n" + per[p.name].done + "/" + per[p.name].total : "") },
+        label: { show: true, color: "#fff", fontSize: fs, formatter: (p) => V.shortPlace(nameOf(p.name)) + (per[p.name] ? "\n" + per[p.name].done + "/" + per[p.name].total : "") },
         itemStyle: { borderColor: "#9cc7ff", areaColor: "#15273f" },
         data: Object.entries(per).map(([code, x]) => ({ name: code, itemStyle: { areaColor: x.late ? V.COLORS.missed : x.done === x.total ? V.COLORS.met : V.COLORS.at_risk } })) }],
     });
@@ -312,6 +312,15 @@
     ]);
     catalogue.forEach((m) => { S.catalogue[m.id] = m; });
     S.org = V.indexOrg(org);
+    // Above a city (a province, the nation) a task may go to cities, or provinces.
+    const root = Object.keys(S.org).find((c) => !S.org[c].parent);
+    const levelSelect = document.querySelector('select[name="sel_level"]');
+    const order = ["nation", "province", "city"];
+    for (const level of ["city", "province"]) {
+      if (root && levelSelect && order.indexOf(S.org[root].level) < order.indexOf(level)) {
+        levelSelect.insertAdjacentHTML("afterbegin", '<option value="' + level + '">' + V.LEVEL_ZH[level] + "</option>");
+      }
+    }
     S.geo = geo;
     if (geo && window.echarts) echarts.registerMap("shenzhen", geo);
     S.scope = V.params.get("scope") && within(V.params.get("scope"), S.me.scope) ? V.params.get("scope") : S.me.scope;

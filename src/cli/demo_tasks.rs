@@ -250,10 +250,22 @@ pub(super) async fn run(base: String, token: String, tree: std::sync::Arc<OrgTre
         .replace('-', "");
     let rfc = crate::domain::time::rfc3339;
 
-    // Ten days ago: every district, passed down to their streets; due three days ago.
+    // Ten days ago: every unit below the root (Shenzhen's districts, a province's cities),
+    // passed down to theirs; due three days ago.
     let visits = format!("demo-{stamp}-visits");
     let (issued, due) = (now - Duration::days(10), now - Duration::days(3));
-    let districts = codes(&tree, &["440300"], Level::District);
+    let children = |code: &str| -> Vec<String> {
+        tree.get(code)
+            .map(|i| {
+                tree.node(i)
+                    .children
+                    .iter()
+                    .map(|&c| tree.node(c).code.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let districts = children(&tree.node(tree.root()).code);
     if issue(&api, json!({"id": visits, "title": "困难退役军人节前走访慰问", "instruction":
         "各区组织街道对辖区困难退役军人逐户走访慰问，摸清生活、就业、医疗困难，建立问题台账，逐项解决并反馈。",
         "due": rfc(due), "priority": "normal", "units": districts, "at": rfc(issued)})).await
@@ -263,7 +275,7 @@ pub(super) async fn run(base: String, token: String, tree: std::sync::Arc<OrgTre
             if !api.step(&visits, d, "sign", json!({}), Some(signed)).await {
                 continue;
             }
-            let streets = codes(&tree, &[d.as_str()], Level::Street);
+            let streets = children(d);
             let passed = signed + Duration::hours(2);
             if !api.step(&visits, d, "delegate", json!({"units": streets}), Some(passed)).await {
                 continue;
