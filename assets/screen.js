@@ -158,9 +158,11 @@
         series: [{
           type: "map", map: "shenzhen", nameProperty: "code", roam: false, selectedMode: false,
           aspectScale: V.ASPECT_SCALE, layoutCenter: ["50%", S.colorBy === "value" ? "45%" : "50%"], layoutSize: size,
-          label: { show: true, color: "#fff", fontSize: V.chartFont(), lineHeight: V.chartFont() * 1.15,
+          // Many areas (a province's 21 cities): names only, smaller; the figure on hover and
+          // in the ranking, so that the crowded delta stays readable.
+          label: { show: true, color: "#fff", fontSize: V.chartFont() * (kids.length > 12 ? 0.75 : 1), lineHeight: V.chartFont() * 1.15,
             textBorderColor: "#04101f", textBorderWidth: Math.max(2, V.chartLine()),
-            formatter: (p) => V.shortPlace(nameOf(p.name)) + "\n" + V.judgedText(d, figOf(p.name, m)) },
+            formatter: (p) => V.shortPlace(nameOf(p.name)).replace(/市$/, "") + (kids.length > 12 ? "" : "\n" + V.judgedText(d, figOf(p.name, m))) },
           itemStyle: { borderColor: "#9cc7ff", borderWidth: V.chartLine() / 2 },
           emphasis: { label: { color: "#fff" }, itemStyle: { areaColor: "#2b5d9a" } },
           data,
@@ -219,7 +221,22 @@
       table.appendChild(tr);
       return;
     }
-    V.rank(d, kids, (c) => figOf(c, m)).forEach((code, i) => {
+    // A wall shows the best and the worst when there are more than fit (a province's 21
+    // cities pushed the alerts below off the screen).
+    const ranked = V.rank(d, kids, (c) => figOf(c, m));
+    const FITS = 12;
+    const gap = ranked.length > FITS ? FITS / 2 : -1;
+    ranked.forEach((code, i) => {
+      if (gap >= 0 && i >= gap && i < ranked.length - gap) {
+        if (i === gap) {
+          const more = document.createElement("tr");
+          more.className = "league-gap";
+          more.innerHTML = '<td class="rank"></td><td class="name muted"></td><td class="num"></td>';
+          more.querySelector(".name").textContent = "…… 第 " + (gap + 1) + "–" + (ranked.length - gap) + " 名（共 " + ranked.length + " 个）";
+          table.appendChild(more);
+        }
+        return;
+      }
       const f = figOf(code, m);
       const tr = document.createElement("tr");
       tr.dataset.code = code;
