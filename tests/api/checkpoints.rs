@@ -186,15 +186,10 @@ async fn a_start_from_a_checkpoint_replays_only_what_came_after_and_every_figure
         .unwrap();
     let text_of = std::fs::read_to_string(&file).unwrap();
     std::fs::write(&file, format!("{text_of}\n# 修改过\n")).unwrap();
-    let refreshed = instance_from(&database, &kept, Some(metrics)).await;
-    assert_eq!(gauge(&refreshed, "start_checkpoint_seq").await, 0);
+    let refreshed = refused_then_replayed(&database, &kept, Some(metrics), &live).await;
     assert_eq!(
         gauge(&refreshed, "start_replayed_records").await,
         rows as i64
-    );
-    assert_eq!(
-        figures_text(&refreshed.state.hub.all_current()),
-        figures_text(&live)
     );
     refreshed.stop().await;
 
@@ -204,22 +199,36 @@ async fn a_start_from_a_checkpoint_replays_only_what_came_after_and_every_figure
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x10;
     std::fs::write(&newest, &bytes).unwrap();
-    let damaged = instance_from(&database, &kept, None).await;
-    assert_eq!(gauge(&damaged, "start_checkpoint_seq").await, 0);
-    assert_eq!(
-        figures_text(&damaged.state.hub.all_current()),
-        figures_text(&live)
-    );
-    damaged.stop().await;
+    refused_then_replayed(&database, &kept, None, &live)
+        .await
+        .stop()
+        .await;
     std::fs::write(&newest, &bytes[..middle]).unwrap();
-    let cut = instance_from(&database, &kept, None).await;
-    assert_eq!(gauge(&cut, "start_checkpoint_seq").await, 0);
-    assert_eq!(
-        figures_text(&cut.state.hub.all_current()),
-        figures_text(&live)
-    );
-    cut.stop().await;
+    refused_then_replayed(&database, &kept, None, &live)
+        .await
+        .stop()
+        .await;
     app.stop().await;
+}
+
+/// An instance given `checkpoint` refuses it, replays every record, and has the figures
+/// `live`.
+async fn refused_then_replayed(
+    database: &str,
+    checkpoint: &Path,
+    metrics_dir: Option<PathBuf>,
+    live: &[(
+        String,
+        Vec<(vscc::domain::metric::MetricId, vscc::domain::metric::Figure)>,
+    )],
+) -> TestApp {
+    let app = instance_from(database, checkpoint, metrics_dir).await;
+    assert_eq!(gauge(&app, "start_checkpoint_seq").await, 0);
+    assert_eq!(
+        figures_text(&app.state.hub.all_current()),
+        figures_text(live)
+    );
+    app
 }
 
 /// The binary writes a checkpoint every second while clients send records; it is killed with
