@@ -115,11 +115,12 @@ pub fn format_value(rule: &Rule, catalogue: &Catalogue, value: Option<f64>) -> S
     }
 }
 
-/// The district a node lies in, or the node itself above the districts (the city): what alerts
-/// are grouped and named by.
+/// The area a node lies in — the root's child above it (Shenzhen's districts, a province's
+/// cities, the nation's provinces), or the root itself for the root's own alerts: what alerts
+/// are grouped and named by, so that a province's duty officers see a group per city, not
+/// one per county.
 pub fn district_of(tree: &crate::domain::OrgTree, node: NodeIdx) -> NodeIdx {
-    tree.ancestor_at(node, crate::domain::Level::District)
-        .unwrap_or(node)
+    tree.child_toward(tree.root(), node).unwrap_or(node)
 }
 
 /// The `{status}` of a rule's summary: how the figure stands, in the pages' words.

@@ -12,7 +12,7 @@ pub struct AlertNotice {
     pub rule: String,
     pub node: String,
     pub node_name: String,
-    /// The district the node lies in (the city for the city's own alerts): alerts are grouped
+    /// The area the node lies in (Shenzhen: its district; a province: its city; the root for the root's own alerts): alerts are grouped
     /// and named by it.
     pub district: String,
     pub district_name: String,
