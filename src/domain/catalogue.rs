@@ -125,12 +125,9 @@ pub struct MetricDef {
 }
 
 impl MetricDef {
-    /// Whether the metric has figures at `level`: the levels it names and, for a metric of
-    /// the city, every level above it where the region reaches higher (a province's or the
-    /// nation's figure, rolled up as the city's is) — a definition written for Shenzhen means
-    /// the same in Guangdong.
+    /// Whether the metric has figures at `level` (see [`super::org::levels_hold_at`]).
     pub fn applies_to(&self, level: Level) -> bool {
-        self.levels.contains(&level) || (level < Level::City && self.levels.contains(&Level::City))
+        super::org::levels_hold_at(&self.levels, level)
     }
 
     pub fn is_ratio(&self) -> bool {

@@ -196,11 +196,10 @@ pub struct Follows {
 }
 
 impl KindDef {
-    /// Whether an org of `level` may send records of this kind: the levels it names and, for a
-    /// kind the city sends, every level above it where the region reaches higher (a
-    /// province's or the nation's center keeps the same records).
+    /// Whether an org of `level` may send records of this kind (see
+    /// [`super::org::levels_hold_at`]).
     pub fn allows(&self, level: Level) -> bool {
-        self.levels.contains(&level) || (level < Level::City && self.levels.contains(&Level::City))
+        super::org::levels_hold_at(&self.levels, level)
     }
 
     pub fn field(&self, name: &str) -> Option<&FieldDef> {

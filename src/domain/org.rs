@@ -52,6 +52,14 @@ impl Level {
     }
 }
 
+/// Whether definitions naming `levels` hold at `level`: the levels named and, where they name
+/// the city, every level above it (a province's or the nation's center keeps the same records,
+/// and its figures roll up as the city's do) — so a definition written for Shenzhen means the
+/// same in a province or the nation.
+pub fn levels_hold_at(levels: &[Level], level: Level) -> bool {
+    levels.contains(&level) || (level < Level::City && levels.contains(&Level::City))
+}
+
 impl std::fmt::Display for Level {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
